@@ -1,0 +1,236 @@
+//! `GET /metrics`: this member's status in the Prometheus/OpenMetrics text format, with
+//! Patroni's metric names (so existing Grafana dashboards keep working) and pgbaton's own.
+//!
+//! The registry is built fresh from one [`NodeStatus`] snapshot per scrape: the agent loop
+//! owns the numbers, the endpoint only formats them.
+
+use std::borrow::Cow;
+use std::sync::atomic::AtomicU64;
+
+use prometheus_client::encoding::text::encode;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+
+use crate::checks::is_sync_standby;
+use crate::lag::own_lag;
+use crate::status::{NodeStatus, PgRole};
+
+/// The Content-Type of [`render`]'s output.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// A metric could not be written into the response text.
+#[derive(Debug, thiserror::Error)]
+#[error("could not encode the metrics text: {0}")]
+pub struct MetricsError(#[from] std::fmt::Error);
+
+/// The metrics text for one snapshot (ends with `# EOF`).
+pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
+    let labels = [
+        (Cow::Borrowed("scope"), Cow::Owned(status.scope.clone())),
+        (Cow::Borrowed("name"), Cow::Owned(status.name.clone())),
+    ];
+    let mut registry = Registry::with_labels(labels.into_iter());
+
+    let primary = status.pg_running && status.pg_role == PgRole::Primary && status.holds_leader_key;
+    let replica = status.pg_running && status.pg_role == PgRole::Replica;
+    let unlocked = status.cluster.as_ref().is_some_and(|c| c.leader.is_none());
+    let gauges: [(&str, &str, i64); 15] = [
+        (
+            "patroni_version",
+            "Agent version without periods (Patroni's semver encoding).",
+            version_number(&status.version),
+        ),
+        (
+            "patroni_postgres_running",
+            "1 when PostgreSQL is running, else 0.",
+            i64::from(status.pg_running),
+        ),
+        (
+            "patroni_primary",
+            "1 when this member is the running primary holding the leader key.",
+            i64::from(primary),
+        ),
+        (
+            "patroni_master",
+            "Same as patroni_primary (Patroni 3.0 name).",
+            i64::from(primary),
+        ),
+        (
+            "patroni_replica",
+            "1 when PostgreSQL runs as a replica.",
+            i64::from(replica),
+        ),
+        (
+            "patroni_standby_leader",
+            "1 when this member leads a standby cluster (never yet).",
+            0,
+        ),
+        (
+            "patroni_sync_standby",
+            "1 when this member is a synchronous standby.",
+            i64::from(is_sync_standby(status)),
+        ),
+        (
+            "patroni_xlog_location",
+            "Current WAL write position on the primary.",
+            lsn(status
+                .wal_position
+                .filter(|_| status.pg_role == PgRole::Primary)),
+        ),
+        (
+            "patroni_xlog_received_location",
+            "WAL position received by this replica.",
+            lsn(status.received_location),
+        ),
+        (
+            "patroni_xlog_replayed_location",
+            "WAL position replayed by this replica.",
+            lsn(status.replayed_location),
+        ),
+        (
+            "patroni_xlog_paused",
+            "1 when WAL replay is paused.",
+            i64::from(status.replay_paused),
+        ),
+        (
+            "patroni_postgres_timeline",
+            "PostgreSQL timeline.",
+            i64::from(status.timeline.unwrap_or(0)),
+        ),
+        (
+            "patroni_postgres_server_version",
+            "PostgreSQL version number (e.g. 150008).",
+            i64::from(status.server_version.unwrap_or(0)),
+        ),
+        (
+            "patroni_cluster_unlocked",
+            "1 when the cluster has no leader key.",
+            i64::from(unlocked),
+        ),
+        (
+            "pgbaton_writable_leader",
+            "1 when PostgreSQL is writable and this member holds an unexpired leader lease.",
+            i64::from(status.writable_leader),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(value);
+        registry.register(name, help, gauge);
+    }
+
+    let start_time = Gauge::<f64, AtomicU64>::default();
+    start_time.set(
+        status
+            .postmaster_start_time
+            .as_deref()
+            .and_then(epoch_seconds)
+            .unwrap_or(0.0),
+    );
+    registry.register(
+        "patroni_postmaster_start_time",
+        "Epoch seconds when PostgreSQL started.",
+        start_time,
+    );
+
+    let dcs_last_seen = Gauge::<i64>::default();
+    dcs_last_seen.set(
+        status
+            .dcs_last_seen
+            .map_or(0, |s| i64::try_from(s).unwrap_or(i64::MAX)),
+    );
+    registry.register(
+        "patroni_dcs_last_seen",
+        "Epoch seconds of the last successful DCS read.",
+        dcs_last_seen,
+    );
+
+    let leader_changes = Counter::<u64>::default();
+    leader_changes.inc_by(status.leader_changes);
+    registry.register(
+        "pgbaton_leader_changes",
+        "Leader changes this agent observed since it started.",
+        leader_changes,
+    );
+
+    if let Some(lag) = own_lag(status).filter(|_| status.pg_role == PgRole::Replica) {
+        let gauge = Gauge::<i64>::default();
+        gauge.set(i64::try_from(lag).unwrap_or(i64::MAX));
+        registry.register(
+            "pgbaton_replication_lag_bytes",
+            "Bytes this replica is behind the leader's last known position.",
+            gauge,
+        );
+    }
+
+    let slots = Family::<Vec<(String, String)>, Gauge<i64>>::default();
+    for slot in &status.slots {
+        if let Some(bytes) = slot.retained_wal_bytes {
+            slots
+                .get_or_create(&vec![("slot".to_string(), slot.slot_name.clone())])
+                .set(lsn(Some(bytes)));
+        }
+    }
+    registry.register(
+        "pgbaton_slot_retained_wal_bytes",
+        "WAL bytes a replication slot keeps on this member.",
+        slots,
+    );
+
+    let mut text = String::new();
+    encode(&mut text, &registry)?;
+    Ok(text)
+}
+
+/// An LSN or byte count as a gauge value (0 when unknown, like Patroni).
+fn lsn(value: Option<u64>) -> i64 {
+    value.map_or(0, |v| i64::try_from(v).unwrap_or(i64::MAX))
+}
+
+/// Patroni's `patroni_version`: `3.0.2` → 30002 (two digits per minor and patch).
+fn version_number(version: &str) -> i64 {
+    let mut parts = version.split('.').map(|p| {
+        p.chars()
+            .take_while(char::is_ascii_digit)
+            .collect::<String>()
+            .parse::<i64>()
+            .unwrap_or(0)
+    });
+    let major = parts.next().unwrap_or(0);
+    let minor = parts.next().unwrap_or(0);
+    let patch = parts.next().unwrap_or(0);
+    major * 10_000 + minor * 100 + patch
+}
+
+/// PostgreSQL's `pg_postmaster_start_time()` text (`2026-11-26 14:51:49.255275+00:00`, or
+/// with `+00`) or RFC 3339, as epoch seconds.
+fn epoch_seconds(text: &str) -> Option<f64> {
+    let parsed = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(text))
+        .ok()?;
+    Some(parsed.timestamp_micros() as f64 / 1_000_000.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn version_and_start_time_encodings() {
+        assert_eq!(version_number("3.0.2"), 30002);
+        assert_eq!(version_number("0.1.0"), 100);
+        assert_eq!(version_number("1.12.3-dev"), 11203);
+        assert_eq!(
+            epoch_seconds("2026-11-26 14:51:49.5+00:00"),
+            Some(1795704709.5)
+        );
+        assert_eq!(
+            epoch_seconds("2026-11-26 14:51:49.5+00"),
+            Some(1795704709.5)
+        );
+        assert_eq!(epoch_seconds("2026-11-26T14:51:49.5Z"), Some(1795704709.5));
+        assert_eq!(epoch_seconds("yesterday"), None);
+    }
+}

@@ -1,0 +1,127 @@
+//! The snapshot of one agent that the REST API serves.
+//!
+//! The agent loop publishes a fresh `NodeStatus` after every cycle (through a
+//! `tokio::sync::watch` channel); handlers only read it, so an HTTP request never waits
+//! on PostgreSQL or etcd and never changes what the agent decides.
+
+use std::collections::BTreeMap;
+
+use pgbaton_dcs::ClusterState;
+use serde::Serialize;
+use serde_json::Value;
+
+/// What PostgreSQL on this member is, as last observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PgRole {
+    Primary,
+    Replica,
+    /// Not running, or not known.
+    Unknown,
+}
+
+/// One row of `pg_stat_replication` as the leader sees it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ReplicationRow {
+    pub usename: String,
+    pub application_name: String,
+    pub client_addr: Option<String>,
+    pub state: String,
+    pub sync_state: String,
+    pub sync_priority: i32,
+    /// Bytes between the leader's current WAL position and what this standby replayed.
+    pub replay_lag_bytes: Option<u64>,
+}
+
+/// A replication slot on this member with the WAL it retains.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct SlotRow {
+    pub slot_name: String,
+    pub slot_type: String,
+    pub active: bool,
+    pub restart_lsn: Option<u64>,
+    pub retained_wal_bytes: Option<u64>,
+}
+
+/// Everything the REST API needs to answer about this member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeStatus {
+    pub scope: String,
+    pub name: String,
+    /// Patroni's member `state` word: running, starting, stopped, crashed, creating replica, ...
+    pub state: String,
+    pub pg_running: bool,
+    pub pg_role: PgRole,
+    /// True only when PostgreSQL runs as primary, accepts writes, and this member holds an
+    /// unexpired leader lease: the condition for `GET /primary` 200.
+    pub writable_leader: bool,
+    /// This member's name is in the DCS `leader` key (whatever PostgreSQL does).
+    pub holds_leader_key: bool,
+    pub server_version: Option<u32>,
+    pub timeline: Option<u32>,
+    pub postmaster_start_time: Option<String>,
+    /// Primary: current write LSN.
+    pub wal_position: Option<u64>,
+    pub received_location: Option<u64>,
+    pub replayed_location: Option<u64>,
+    pub replayed_timestamp: Option<String>,
+    pub replay_paused: bool,
+    /// `streaming` when the WAL receiver streams.
+    pub replication_state: Option<String>,
+    pub replication: Vec<ReplicationRow>,
+    pub slots: Vec<SlotRow>,
+    pub system_identifier: Option<String>,
+    /// Unix seconds of the last successful DCS read.
+    pub dcs_last_seen: Option<u64>,
+    /// Unix milliseconds at the end of the last completed HA cycle (for `/liveness`).
+    pub last_cycle_unix_ms: u64,
+    /// The HA loop's ttl in milliseconds (`/liveness` uses ttl for a primary, 2×ttl for a replica).
+    pub ttl_ms: u64,
+    pub tags: BTreeMap<String, Value>,
+    pub pending_restart: bool,
+    pub paused: bool,
+    /// The last decision's reason, in plain words.
+    pub last_decision: String,
+    /// Leader changes this agent has observed since it started (metric).
+    pub leader_changes: u64,
+    /// The latest view of the cluster from the DCS (members, leader, history, config).
+    pub cluster: Option<ClusterState>,
+    pub version: String,
+}
+
+impl NodeStatus {
+    /// An empty status for a member that has not completed a cycle yet.
+    pub fn starting(scope: &str, name: &str, ttl_ms: u64) -> Self {
+        NodeStatus {
+            scope: scope.to_string(),
+            name: name.to_string(),
+            state: "starting".to_string(),
+            pg_running: false,
+            pg_role: PgRole::Unknown,
+            writable_leader: false,
+            holds_leader_key: false,
+            server_version: None,
+            timeline: None,
+            postmaster_start_time: None,
+            wal_position: None,
+            received_location: None,
+            replayed_location: None,
+            replayed_timestamp: None,
+            replay_paused: false,
+            replication_state: None,
+            replication: Vec::new(),
+            slots: Vec::new(),
+            system_identifier: None,
+            dcs_last_seen: None,
+            last_cycle_unix_ms: 0,
+            ttl_ms,
+            tags: BTreeMap::new(),
+            pending_restart: false,
+            paused: false,
+            last_decision: String::new(),
+            leader_changes: 0,
+            cluster: None,
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+}

@@ -1,0 +1,24 @@
+//! Patroni-compatible configuration of the pgbaton agent.
+//!
+//! [`load_file`] / [`parse_str`] read a Patroni-style YAML file (scope, name, restapi, etcd3,
+//! bootstrap, postgresql, tags, plus pgbaton's own `pgbaton:` section), validate it with exact
+//! key paths in every error, apply pgbaton's defaults and return a [`Config`] with the
+//! warnings found (unknown keys with a "did you mean" suggestion, options accepted but not
+//! supported). [`DynamicConfig`] is the cluster-wide part kept in the DCS `config` key, read
+//! and written in Patroni's JSON shape.
+
+mod address;
+mod dynamic;
+mod error;
+mod model;
+mod parse;
+mod suggest;
+mod walk;
+
+pub use dynamic::{DynamicConfig, SlotSpec, SyncMode};
+pub use error::{ConfigError, ConfigWarning, Loaded};
+pub use model::{
+    BootstrapConfig, Config, Credentials, DcsConfig, InitdbOption, PgbatonConfig, PostgresqlConfig,
+    RestApiConfig, Tags, UserSpec,
+};
+pub use parse::{load_file, parse_str};

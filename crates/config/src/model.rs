@@ -1,0 +1,239 @@
+//! The validated configuration of one pgbaton member, with every default applied.
+//!
+//! These types hold no raw YAML: everything here has been checked by the parser, so the agent
+//! can use the values as they are.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde_json::Value;
+
+use crate::dynamic::DynamicConfig;
+
+/// The whole local configuration of a member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Cluster name, shared by all members (the DCS key prefix `/<namespace>/<scope>/`).
+    pub scope: String,
+    /// DCS namespace, normalised to `/name/` (default `/service/`).
+    pub namespace: String,
+    /// This member's unique name in the cluster.
+    pub name: String,
+    pub restapi: RestApiConfig,
+    pub dcs: DcsConfig,
+    pub bootstrap: BootstrapConfig,
+    pub postgresql: PostgresqlConfig,
+    pub tags: Tags,
+    pub pgbaton: PgbatonConfig,
+    /// Where the configuration came from: a file path or "<string>", for messages.
+    pub source: String,
+}
+
+/// The REST API server (`restapi:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct RestApiConfig {
+    /// `host:port` to listen on.
+    pub listen: String,
+    /// `host:port` other members and tools use to reach this API (published as `api_url`).
+    pub connect_address: String,
+    /// Basic authentication required for the write endpoints.
+    pub authentication: Option<Credentials>,
+    pub certfile: Option<String>,
+    pub keyfile: Option<String>,
+}
+
+/// A user name with an optional password.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Credentials {
+    pub username: String,
+    pub password: Option<String>,
+}
+
+/// How to reach etcd (`etcd3:` or `etcd:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DcsConfig {
+    /// Endpoints as `host:port`, plain http.
+    pub hosts: Vec<String>,
+    pub username: Option<String>,
+    pub password: Option<String>,
+}
+
+/// What a new cluster is created with (`bootstrap:`); used once, by the member that
+/// initializes the cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootstrapConfig {
+    /// Initial dynamic configuration written to the DCS `config` key.
+    pub dcs: DynamicConfig,
+    pub initdb: Vec<InitdbOption>,
+    /// pg_hba.conf lines.
+    pub pg_hba: Vec<String>,
+    /// Roles created after initdb.
+    pub users: BTreeMap<String, UserSpec>,
+}
+
+/// One option of an option list (`initdb:`, `postgresql.basebackup:`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InitdbOption {
+    /// A flag such as `data-checksums`.
+    Flag(String),
+    /// An option with a value such as `encoding: UTF8`.
+    KeyValue(String, String),
+}
+
+impl InitdbOption {
+    /// The command-line argument: `--data-checksums`, `--encoding=UTF8`.
+    pub fn to_arg(&self) -> String {
+        match self {
+            InitdbOption::Flag(f) if f.starts_with('-') => f.clone(),
+            InitdbOption::Flag(f) => format!("--{f}"),
+            InitdbOption::KeyValue(k, v) => format!("--{}={v}", k.trim_start_matches('-')),
+        }
+    }
+}
+
+/// A role created at bootstrap.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserSpec {
+    pub password: Option<String>,
+    /// Role options such as `createdb`, `replication`.
+    pub options: Vec<String>,
+}
+
+/// The PostgreSQL server this member manages (`postgresql:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PostgresqlConfig {
+    /// `listen_addresses` (may be a comma list).
+    pub listen_host: String,
+    pub port: u16,
+    /// Host other members use to connect (published in `conn_url`).
+    pub connect_host: String,
+    pub connect_port: u16,
+    pub data_dir: PathBuf,
+    pub bin_dir: PathBuf,
+    pub pgpass: Option<PathBuf>,
+    pub superuser: Credentials,
+    pub replication: Credentials,
+    /// Role pg_rewind connects as (the superuser when absent).
+    pub rewind: Option<Credentials>,
+    /// Local parameters (normalised to strings); they win over the dynamic ones.
+    pub parameters: BTreeMap<String, String>,
+    /// pg_hba.conf lines for this member (replace bootstrap.pg_hba when set).
+    pub pg_hba: Vec<String>,
+    /// Extra pg_basebackup arguments, e.g. `--max-rate=100M`.
+    pub basebackup: Vec<String>,
+    /// Connect to the local PostgreSQL through its Unix socket instead of TCP.
+    pub use_unix_socket: bool,
+}
+
+/// Member tags (`tags:`), published in the member's DCS document.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Tags {
+    /// Never promote this member.
+    pub nofailover: bool,
+    /// Keep this member out of read load balancing (`/replica` answers 503).
+    pub noloadbalance: bool,
+    /// Other members may clone from this one.
+    pub clonefrom: bool,
+    /// Never choose this member as a synchronous standby.
+    pub nosync: bool,
+    /// Stream from this member instead of the leader (cascading replication).
+    pub replicatefrom: Option<String>,
+    /// Higher is preferred at failover; 0 means never.
+    pub failover_priority: Option<i64>,
+    /// Any other tag (user tags, `nostream`), verbatim.
+    pub other: BTreeMap<String, Value>,
+}
+
+impl Tags {
+    /// The tags as Patroni publishes them: boolean tags only when true, the others when set.
+    pub fn to_json_map(&self) -> BTreeMap<String, Value> {
+        let mut out = BTreeMap::new();
+        for (name, set) in [
+            ("nofailover", self.nofailover),
+            ("noloadbalance", self.noloadbalance),
+            ("clonefrom", self.clonefrom),
+            ("nosync", self.nosync),
+        ] {
+            if set {
+                out.insert(name.to_string(), Value::Bool(true));
+            }
+        }
+        if let Some(r) = &self.replicatefrom {
+            out.insert("replicatefrom".to_string(), Value::String(r.clone()));
+        }
+        if let Some(p) = self.failover_priority {
+            out.insert("failover_priority".to_string(), Value::from(p));
+        }
+        for (k, v) in &self.other {
+            if k == "nostream" && *v == Value::Bool(false) {
+                continue;
+            }
+            out.insert(k.clone(), v.clone());
+        }
+        out
+    }
+}
+
+/// pgbaton's own settings (`pgbaton:`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgbatonConfig {
+    /// Seconds of safety margin: a leader demotes itself this long before its lease could
+    /// expire when it cannot renew it.
+    pub demote_margin: f64,
+    /// Seconds a leader whose PostgreSQL died tries to restart it in place before giving up
+    /// the leader key.
+    pub primary_restart_timeout: f64,
+    /// OS user that runs postgres when the agent runs as root.
+    pub run_as: String,
+    /// Directory for PostgreSQL's and the agent's log files.
+    pub log_dir: Option<PathBuf>,
+}
+
+impl Default for PgbatonConfig {
+    fn default() -> Self {
+        PgbatonConfig {
+            demote_margin: 0.5,
+            primary_restart_timeout: 10.0,
+            run_as: "postgres".to_string(),
+            log_dir: None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn option_args() {
+        assert_eq!(
+            InitdbOption::Flag("data-checksums".into()).to_arg(),
+            "--data-checksums"
+        );
+        assert_eq!(InitdbOption::Flag("--verbose".into()).to_arg(), "--verbose");
+        assert_eq!(
+            InitdbOption::KeyValue("encoding".into(), "UTF8".into()).to_arg(),
+            "--encoding=UTF8"
+        );
+    }
+
+    #[test]
+    fn tags_publish_only_what_is_set() {
+        assert!(Tags::default().to_json_map().is_empty());
+        let tags = Tags {
+            nofailover: true,
+            replicatefrom: Some("node1".into()),
+            failover_priority: Some(2),
+            other: BTreeMap::from([
+                ("dc".to_string(), Value::from("east")),
+                ("nostream".to_string(), Value::Bool(false)),
+            ]),
+            ..Tags::default()
+        };
+        let json = serde_json::to_value(tags.to_json_map()).expect("tags serialize");
+        assert_eq!(
+            json,
+            serde_json::json!({"nofailover": true, "replicatefrom": "node1", "failover_priority": 2, "dc": "east"})
+        );
+    }
+}

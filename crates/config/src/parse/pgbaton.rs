@@ -1,0 +1,32 @@
+//! The `pgbaton:` section: settings of pgbaton's own that Patroni has no key for.
+
+use std::path::PathBuf;
+
+use crate::model::PgbatonConfig;
+use crate::walk::{Ctx, Result, Section};
+
+pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<PgbatonConfig> {
+    let mut out = PgbatonConfig::default();
+    let Some(mut sec) = sec else {
+        return Ok(out);
+    };
+    for (key, slot) in [
+        ("demote_margin", &mut out.demote_margin),
+        ("primary_restart_timeout", &mut out.primary_restart_timeout),
+    ] {
+        if let Some(x) = sec.seconds(ctx, key)? {
+            if x < 0.0 {
+                return Err(
+                    ctx.invalid(&sec.at(key), format!("must be 0 or more seconds, got {x}"))
+                );
+            }
+            *slot = x;
+        }
+    }
+    if let Some(user) = sec.string(ctx, "run_as")? {
+        out.run_as = user;
+    }
+    out.log_dir = sec.string(ctx, "log_dir")?.map(PathBuf::from);
+    sec.finish(ctx, "ignored");
+    Ok(out)
+}

@@ -1,0 +1,234 @@
+//! The `postgresql:` section: the local PostgreSQL server (addresses, directories, roles,
+//! parameters, pg_hba, pg_basebackup options).
+
+use std::path::PathBuf;
+
+use crate::address::{is_wildcard, split_host_port};
+use crate::model::{Credentials, PostgresqlConfig};
+use crate::walk::{self, Ctx, Result, Section};
+
+use super::options::option_list;
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:5432";
+const DEFAULT_BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
+const DATA_DIR_MISSING: &str =
+    "required key is missing (the PostgreSQL data directory this member manages)";
+
+/// Keys Patroni knows that pgbaton accepts but does not act on, with what to tell the user.
+const UNSUPPORTED: [(&str, &str); 11] = [
+    (
+        "callbacks",
+        "callback scripts are not supported yet; ignored",
+    ),
+    (
+        "create_replica_methods",
+        "only pg_basebackup is supported for now; other methods are ignored",
+    ),
+    (
+        "recovery_conf",
+        "not used by pgbaton (it writes the standby settings itself); ignored",
+    ),
+    ("pre_promote", "not supported yet; ignored"),
+    ("before_stop", "not supported yet; ignored"),
+    ("custom_conf", "not supported yet; ignored"),
+    (
+        "pg_ctl_timeout",
+        "not used by pgbaton (it runs postgres directly); ignored",
+    ),
+    ("pg_ident", "not supported yet; ignored"),
+    (
+        "use_unix_socket_repl",
+        "not supported yet; replication connects over TCP",
+    ),
+    (
+        "remove_data_directory_on_rewind_failure",
+        "not configurable in pgbaton yet; ignored",
+    ),
+    (
+        "remove_data_directory_on_diverged_timelines",
+        "not configurable in pgbaton yet; ignored",
+    ),
+];
+
+pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<PostgresqlConfig> {
+    let Some(mut sec) = sec else {
+        return Err(ctx.invalid("postgresql.data_dir", DATA_DIR_MISSING));
+    };
+    let listen_text = sec
+        .string(ctx, "listen")?
+        .unwrap_or_else(|| DEFAULT_LISTEN.to_string());
+    let (listen_host, port) = split_host_port(ctx, &sec.at("listen"), &listen_text, None)?;
+    let (connect_host, connect_port) = connect_address(ctx, &mut sec, &listen_host, port)?;
+    let data_dir = sec
+        .string(ctx, "data_dir")?
+        .map(PathBuf::from)
+        .ok_or_else(|| ctx.invalid(&sec.at("data_dir"), DATA_DIR_MISSING))?;
+    let bin_dir = PathBuf::from(
+        sec.string(ctx, "bin_dir")?
+            .unwrap_or_else(|| DEFAULT_BIN_DIR.to_string()),
+    );
+    if let Some(config_dir) = sec.string(ctx, "config_dir")? {
+        if std::path::Path::new(&config_dir) != data_dir {
+            let path = sec.at("config_dir");
+            ctx.warn(&path, "a separate configuration directory is not supported yet; the configuration files are kept in data_dir");
+        }
+    }
+    let pgpass = sec.string(ctx, "pgpass")?.map(PathBuf::from);
+    let (superuser, replication, rewind) = match sec.section(ctx, "authentication")? {
+        Some(auth) => authentication(ctx, auth)?,
+        None => (
+            Credentials {
+                username: "postgres".into(),
+                password: None,
+            },
+            Credentials {
+                username: "replicator".into(),
+                password: None,
+            },
+            None,
+        ),
+    };
+    let parameters = match sec.get("parameters") {
+        Some(v) => walk::parameters(ctx, &sec.at("parameters"), v)?,
+        None => Default::default(),
+    };
+    let pg_hba = match sec.get("pg_hba") {
+        Some(v) => walk::string_list(ctx, &sec.at("pg_hba"), v)?,
+        None => Vec::new(),
+    };
+    let basebackup = match sec.get("basebackup") {
+        Some(v) => option_list(ctx, &sec.at("basebackup"), v)?
+            .iter()
+            .map(|o| o.to_arg())
+            .collect(),
+        None => Vec::new(),
+    };
+    let use_unix_socket = sec.bool(ctx, "use_unix_socket")?.unwrap_or(false);
+    for key in ["use_pg_rewind", "use_slots"] {
+        sec.unsupported(
+            ctx,
+            key,
+            "a cluster-wide setting: put it under bootstrap.dcs.postgresql; ignored here",
+        );
+    }
+    for (key, why) in UNSUPPORTED {
+        sec.unsupported(ctx, key, why);
+    }
+    // Methods named in create_replica_methods have their own sections (e.g. `pgbackrest:`).
+    if let Some(methods) = sec
+        .raw()
+        .get("create_replica_methods")
+        .and_then(|v| v.as_array())
+    {
+        for m in methods.iter().filter_map(|m| m.as_str()) {
+            sec.known(m);
+        }
+    }
+    sec.finish(ctx, "ignored");
+    Ok(PostgresqlConfig {
+        listen_host,
+        port,
+        connect_host,
+        connect_port,
+        data_dir,
+        bin_dir,
+        pgpass,
+        superuser,
+        replication,
+        rewind,
+        parameters,
+        pg_hba,
+        basebackup,
+        use_unix_socket,
+    })
+}
+
+/// The address others use; defaults to the first listen host that is not a wildcard.
+fn connect_address(
+    ctx: &Ctx,
+    sec: &mut Section,
+    listen_host: &str,
+    port: u16,
+) -> Result<(String, u16)> {
+    let path = sec.at("connect_address");
+    if let Some(text) = sec.string(ctx, "connect_address")? {
+        let (host, connect_port) = split_host_port(ctx, &path, &text, None)?;
+        if is_wildcard(&host) || host.contains(',') {
+            return Err(ctx.invalid(
+                &path,
+                format!("{host} is an address to listen on, not one others can connect to; set this member's reachable address, e.g. 192.168.1.11:{connect_port}"),
+            ));
+        }
+        return Ok((host, connect_port));
+    }
+    match listen_host
+        .split(',')
+        .map(str::trim)
+        .find(|h| !h.is_empty() && !is_wildcard(h))
+    {
+        Some(host) => Ok((host.to_string(), port)),
+        None => Err(ctx.invalid(
+            &path,
+            format!("required key is missing (postgresql.listen is {listen_host}, which other members cannot connect to; set this member's reachable host:port)"),
+        )),
+    }
+}
+
+type Roles = (Credentials, Credentials, Option<Credentials>);
+
+fn authentication(ctx: &mut Ctx, mut auth: Section) -> Result<Roles> {
+    let superuser = role(ctx, &mut auth, "superuser", Some("postgres"))?;
+    let replication = role(ctx, &mut auth, "replication", Some("replicator"))?;
+    let rewind = match auth.get("rewind") {
+        Some(_) => Some(role(ctx, &mut auth, "rewind", None)?),
+        None => None,
+    };
+    auth.finish(ctx, "ignored");
+    Ok((superuser, replication, rewind))
+}
+
+/// One role of `postgresql.authentication`; without a default user name, `username` is required.
+fn role(
+    ctx: &mut Ctx,
+    auth: &mut Section,
+    key: &str,
+    default_user: Option<&str>,
+) -> Result<Credentials> {
+    let Some(mut sec) = auth.section(ctx, key)? else {
+        let username = default_user.unwrap_or_default().to_string();
+        return Ok(Credentials {
+            username,
+            password: None,
+        });
+    };
+    let username = match (sec.string(ctx, "username")?, default_user) {
+        (Some(u), _) => u,
+        (None, Some(d)) => d.to_string(),
+        (None, None) => {
+            return Err(ctx.invalid(
+                &sec.at("username"),
+                "required key is missing (the role to connect as)",
+            ))
+        }
+    };
+    let password = sec.any_string(ctx, "password")?;
+    for key in [
+        "sslmode",
+        "sslkey",
+        "sslpassword",
+        "sslcert",
+        "sslrootcert",
+        "sslcrl",
+        "sslcrldir",
+        "gssencmode",
+        "channel_binding",
+    ] {
+        sec.unsupported(
+            ctx,
+            key,
+            "TLS client settings are not supported yet; ignored",
+        );
+    }
+    sec.finish(ctx, "ignored");
+    Ok(Credentials { username, password })
+}

@@ -1,0 +1,119 @@
+//! The DCS `config` key: Patroni's JSON in, Patroni's JSON out.
+
+use pgbaton_config::{DynamicConfig, SyncMode};
+use serde_json::json;
+
+fn observed() -> serde_json::Value {
+    json!({"ttl":30,"loop_wait":10,"retry_timeout":10,"maximum_lag_on_failover":1048576,
+           "postgresql":{"use_pg_rewind":true,"use_slots":true,
+                         "parameters":{"wal_level":"replica","hot_standby":"on"}}})
+}
+
+#[test]
+fn patronis_observed_config_round_trips() {
+    let loaded = DynamicConfig::from_dcs_json(&observed(), &DynamicConfig::defaults())
+        .expect("Patroni's config is valid");
+    assert_eq!(loaded.warnings, vec![]);
+    let c = loaded.value;
+    assert_eq!((c.ttl, c.loop_wait, c.retry_timeout), (30.0, 10.0, 10.0));
+    assert_eq!(c.maximum_lag_on_failover, 1_048_576);
+    assert!(c.use_pg_rewind && c.use_slots);
+    assert_eq!(c.parameters["wal_level"], "replica");
+    assert_eq!(c.parameters["hot_standby"], "on");
+    // Keys absent from the document take the fallback's values.
+    assert_eq!(c.primary_start_timeout, 300.0);
+    assert_eq!(c.synchronous_mode, SyncMode::Off);
+
+    let written = c.to_dcs_json();
+    // Everything Patroni wrote is written back the same way (integers stay integers).
+    for key in [
+        "ttl",
+        "loop_wait",
+        "retry_timeout",
+        "maximum_lag_on_failover",
+    ] {
+        assert_eq!(written[key], observed()[key], "{key}");
+        assert!(written[key].is_u64(), "{key} must print as an integer");
+    }
+    assert_eq!(written["postgresql"], observed()["postgresql"]);
+    assert_eq!(written["synchronous_mode"], json!(false));
+    assert_eq!(written.get("pause"), None, "pause is only written when set");
+
+    let again = DynamicConfig::from_dcs_json(&written, &DynamicConfig::fast_profile())
+        .expect("our own JSON is valid")
+        .value;
+    assert_eq!(again, c);
+}
+
+#[test]
+fn unknown_and_unused_keys_survive_a_round_trip() {
+    let doc = json!({"ttl": 2.5, "loop_wait": 0.5, "retry_timeout": 0.5,
+        "synchronous_mode": "quorum", "pause": true, "check_timeline": true,
+        "standby_cluster": {"host": "127.0.0.9"}, "future_key": [1, 2],
+        "postgresql": {"pg_hba": ["local all all trust"], "parameters": {"max_connections": 100}},
+        "slots": {"cdc": {"type": "logical", "database": "app", "plugin": "pgoutput"}}});
+    let loaded = DynamicConfig::from_dcs_json(&doc, &DynamicConfig::defaults()).expect("valid");
+    let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        warnings,
+        [
+            "standby_cluster: standby clusters are not supported yet; kept in the DCS config but this cluster runs as a normal cluster",
+            "future_key: unknown key (kept verbatim in the DCS config, not used by pgbaton)",
+        ]
+    );
+    let c = loaded.value;
+    assert_eq!(c.synchronous_mode, SyncMode::Quorum);
+    assert!(c.pause);
+    assert_eq!(c.parameters["max_connections"], "100");
+    let written = c.to_dcs_json();
+    assert_eq!(written["ttl"], json!(2.5));
+    assert_eq!(written["synchronous_mode"], json!("quorum"));
+    assert_eq!(written["pause"], json!(true));
+    assert_eq!(written["future_key"], json!([1, 2]));
+    assert_eq!(written["check_timeline"], json!(true));
+    assert_eq!(written["standby_cluster"], json!({"host": "127.0.0.9"}));
+    assert_eq!(
+        written["postgresql"]["pg_hba"],
+        json!(["local all all trust"])
+    );
+    assert_eq!(written["slots"], doc["slots"]);
+    let again = DynamicConfig::from_dcs_json(&written, &DynamicConfig::defaults())
+        .expect("valid")
+        .value;
+    assert_eq!(again, c);
+}
+
+#[test]
+fn legacy_names_and_absent_pause() {
+    let fallback = DynamicConfig {
+        pause: true,
+        ..DynamicConfig::defaults()
+    };
+    let c = DynamicConfig::from_dcs_json(&json!({"master_start_timeout": 60}), &fallback)
+        .expect("valid")
+        .value;
+    assert_eq!(c.primary_start_timeout, 60.0);
+    assert!(!c.pause, "a config without pause is not paused");
+    assert_eq!(c.ttl, 4.0);
+}
+
+#[test]
+fn invalid_dcs_documents_are_refused_with_the_key() {
+    let err = |v: serde_json::Value| {
+        DynamicConfig::from_dcs_json(&v, &DynamicConfig::defaults())
+            .expect_err("invalid")
+            .to_string()
+    };
+    assert_eq!(
+        err(json!({"ttl": 1})),
+        "DCS config: ttl: must be at least 2 seconds (etcd's minimum lease), got 1"
+    );
+    assert_eq!(
+        err(json!({"postgresql": {"parameters": {"x": [1]}}})),
+        "DCS config: postgresql.parameters.x: expected a parameter value (string, number or boolean), got a list"
+    );
+    assert_eq!(
+        err(json!([])),
+        "DCS config: (top level): expected a mapping, got a list"
+    );
+}

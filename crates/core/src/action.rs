@@ -1,0 +1,92 @@
+//! What the core asks the agent to do. Actions are verbs; the agent carries them out in the
+//! order given and reports the outcome only through the next observation.
+
+use std::fmt;
+
+use crate::Lsn;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StopMode {
+    /// SIGINT: disconnect clients, checkpoint, stop.
+    Fast,
+    /// SIGQUIT: stop at once (crash recovery on the next start). Used when the lease is about to expire.
+    Immediate,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    // --- DCS ---
+    /// Keep this member's lease alive (and with it the member key and, for the leader, the leader key).
+    RenewLease,
+    /// Publish `members/<name>` (the agent builds the document from the observation and the
+    /// decision's published state).
+    PublishMember,
+    /// Create `initialize` with our claim, iff absent: the bootstrap race.
+    ClaimInitialize,
+    /// Replace our claim in `initialize` by the system identifier of the new cluster.
+    WriteInitialize { system_id: u64 },
+    /// Give the bootstrap race back (our bootstrap failed).
+    CancelInitialize,
+    /// Write the bootstrap dynamic configuration to `config` iff absent.
+    WriteBootstrapConfig,
+    /// Take the `leader` key iff absent, attached to our lease.
+    AcquireLeader,
+    /// Delete the `leader` key iff it holds our name.
+    ReleaseLeader,
+    /// Leader: publish its current WAL position in `status`.
+    WriteStatus { optime: Lsn },
+    /// Leader: append a row to `history` for the timeline it promoted from.
+    AppendHistory { timeline: u32, lsn: Lsn },
+    // --- PostgreSQL (quick, done inline) ---
+    /// Leader: keep one physical slot per other member, drop the slots of members that left.
+    SyncSlots { members: Vec<String> },
+    /// Replica: point primary_conninfo at another upstream (or none) and reload.
+    Repoint { upstream: Option<String> },
+    /// Rename the data directory aside (never delete it).
+    MoveDataAside { reason: &'static str },
+    // --- PostgreSQL (long, run in the background: the outcome is seen as JobView) ---
+    /// initdb, write configuration, start as the new cluster's primary, create users.
+    Bootstrap,
+    /// pg_basebackup from a member, then the data directory is a stopped replica.
+    Clone { from: String },
+    /// pg_rewind from the leader.
+    Rewind { from: String },
+    /// Start PostgreSQL as a replica (standby.signal) streaming from `upstream`.
+    StartReplica { upstream: Option<String> },
+    /// Start PostgreSQL as the primary. Only ever decided while holding an unexpired lease.
+    StartPrimary,
+    /// Stop PostgreSQL; an immediate stop preempts any other running operation.
+    Stop { mode: StopMode },
+    /// pg_promote(). Only ever decided after observing ourselves as holder of the leader key.
+    Promote,
+}
+
+impl Action {
+    /// True for operations the agent runs in the background (one at a time).
+    pub fn is_job(&self) -> bool {
+        matches!(
+            self,
+            Action::Bootstrap
+                | Action::Clone { .. }
+                | Action::Rewind { .. }
+                | Action::StartReplica { .. }
+                | Action::StartPrimary
+                | Action::Stop { .. }
+                | Action::Promote
+        )
+    }
+}
+
+impl fmt::Display for Action {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Action::Clone { from } => write!(f, "clone from {from}"),
+            Action::Rewind { from } => write!(f, "rewind from {from}"),
+            Action::StartReplica { upstream: Some(u) } => write!(f, "start as replica of {u}"),
+            Action::StartReplica { upstream: None } => write!(f, "start as replica"),
+            Action::Repoint { upstream: Some(u) } => write!(f, "repoint replication to {u}"),
+            Action::Repoint { upstream: None } => write!(f, "repoint replication to nothing"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}

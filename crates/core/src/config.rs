@@ -1,0 +1,60 @@
+//! The part of the configuration the HA core decides with, in milliseconds and bytes.
+
+/// Timing and policy of the HA loop. Built by the agent from the Patroni-style
+/// configuration (local file + the DCS `config` key).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HaConfig {
+    /// This member's name (`name` in the config file).
+    pub name: String,
+    /// Leader lease length (`ttl`).
+    pub ttl_ms: u64,
+    /// Time between two HA cycles when nothing happens (`loop_wait`).
+    pub loop_wait_ms: u64,
+    /// Longest a DCS or PostgreSQL request may take before it counts as failed (`retry_timeout`).
+    pub retry_timeout_ms: u64,
+    /// A replica further behind than this may not be promoted automatically
+    /// (`maximum_lag_on_failover`), see [`crate::evaluate_candidacy`] for the exact rule.
+    pub maximum_lag_on_failover: u64,
+    /// Rewind an old primary with pg_rewind instead of re-cloning it (`use_pg_rewind`).
+    pub use_pg_rewind: bool,
+    /// The leader keeps a physical replication slot per member (`use_slots`).
+    pub use_slots: bool,
+    /// Tag `nofailover`: never promote this member automatically.
+    pub nofailover: bool,
+    /// The leader stops accepting writes this long before its lease could expire in etcd;
+    /// it must cover the time an immediate stop of PostgreSQL takes.
+    pub demote_margin_ms: u64,
+    /// How long a leader whose PostgreSQL died tries to restart it in place before it
+    /// gives the leader key up (`pgbaton.primary_restart_timeout`).
+    pub primary_restart_timeout_ms: u64,
+    /// A replica that does not stream from the leader for this long is rewound (or re-cloned):
+    /// its WAL has most likely diverged from the leader's timeline.
+    pub not_streaming_timeout_ms: u64,
+    /// Maintenance mode (`pause`): no automatic actions on PostgreSQL.
+    pub paused: bool,
+}
+
+impl HaConfig {
+    /// pgbaton's defaults (ttl 4 s, loop_wait 1 s, retry_timeout 1.5 s), for tests.
+    pub fn with_defaults(name: &str) -> Self {
+        HaConfig {
+            name: name.to_string(),
+            ttl_ms: 4_000,
+            loop_wait_ms: 1_000,
+            retry_timeout_ms: 1_500,
+            maximum_lag_on_failover: 1_048_576,
+            use_pg_rewind: true,
+            use_slots: true,
+            nofailover: false,
+            demote_margin_ms: 500,
+            primary_restart_timeout_ms: 10_000,
+            not_streaming_timeout_ms: 8_000,
+            paused: false,
+        }
+    }
+
+    /// How often the leader renews its lease: every loop, and at least three times per ttl.
+    pub fn renew_interval_ms(&self) -> u64 {
+        self.loop_wait_ms.min(self.ttl_ms / 3).max(1)
+    }
+}

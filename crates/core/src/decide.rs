@@ -1,0 +1,418 @@
+//! [`decide`]: the whole HA decision of one cycle, as a pure function.
+//!
+//! Rules are checked from the most safety-critical down; the first that applies decides.
+//! The transition table in docs/ARCHITECTURE.md follows this file section by section.
+
+use crate::action::{Action, StopMode};
+use crate::election::{evaluate_candidacy, Candidacy};
+use crate::observation::{DcsView, Initialize, JobKind, JobView, LocalPg, Observation, RunningPg};
+use crate::reason::Reason;
+use crate::state::{MemberState, Phase, PublishedState};
+use crate::{HaConfig, Millis};
+
+/// The output of one cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The member's memory for the next cycle.
+    pub state: MemberState,
+    /// To carry out in order. DCS writes come before PostgreSQL operations.
+    pub actions: Vec<Action>,
+    pub reason: Reason,
+    /// The `state` word to publish in the member document.
+    pub published: PublishedState,
+    /// Observe and decide again no later than this (earlier on any DCS or PostgreSQL event).
+    pub next_wake: Millis,
+}
+
+/// Facts derived once from the observation.
+struct Facts<'a> {
+    now: Millis,
+    /// Our lease is certainly alive for longer than the demotion margin.
+    lease_ok: bool,
+    /// We may run a writable primary right now.
+    leader_now: bool,
+    view: Option<&'a DcsView>,
+}
+
+/// Decide what to do in this cycle. Pure: same inputs, same decision.
+pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision {
+    let now = obs.now;
+    let lease_ok = obs.lease_valid_until.is_some_and(|until| now + cfg.demote_margin_ms < until);
+    let view = obs.dcs.as_ref();
+    let key_is_mine = match view {
+        Some(v) => v.leader.as_deref() == Some(cfg.name.as_str()),
+        // Unreachable DCS: our key is attached to our lease, so while the lease is alive the
+        // key is ours if we were leader.
+        None => matches!(prev.phase, Phase::Leader | Phase::RestartingPrimary | Phase::Promoting),
+    };
+    let facts = Facts { now, lease_ok, leader_now: lease_ok && key_is_mine, view };
+
+    let mut state = prev.clone();
+    let (reason, pg_actions) = step(&mut state, obs, cfg, &facts);
+
+    let mut actions = Vec::with_capacity(pg_actions.len() + 2);
+    actions.push(Action::RenewLease);
+    // DCS writes first, then PostgreSQL operations (the order the agent carries them out).
+    let (dcs_writes, pg_ops): (Vec<Action>, Vec<Action>) = pg_actions.into_iter().partition(is_dcs_write);
+    actions.extend(dcs_writes);
+    if view.is_some() {
+        actions.push(Action::PublishMember);
+    }
+    actions.extend(pg_ops);
+
+    let published = PublishedState::derive(state.phase, &obs.pg, &obs.job);
+    let next_wake = next_wake(&state, obs, cfg, &facts, &actions);
+    Decision { state, actions, reason, published, next_wake }
+}
+
+fn is_dcs_write(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::ClaimInitialize
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::WriteBootstrapConfig
+            | Action::AcquireLeader
+            | Action::ReleaseLeader
+            | Action::WriteStatus { .. }
+            | Action::AppendHistory { .. }
+    )
+}
+
+fn next_wake(state: &MemberState, obs: &Observation, cfg: &HaConfig, facts: &Facts, actions: &[Action]) -> Millis {
+    let now = facts.now;
+    // The outcome of a race or a key change is worth observing at once.
+    if actions.iter().any(|a| {
+        matches!(a, Action::AcquireLeader | Action::ClaimInitialize | Action::WriteInitialize { .. } | Action::ReleaseLeader)
+    }) {
+        return now;
+    }
+    let mut wake = now + cfg.loop_wait_ms;
+    if facts.leader_now || matches!(state.phase, Phase::Leader | Phase::Promoting | Phase::RestartingPrimary) {
+        wake = wake.min(now + cfg.renew_interval_ms());
+        if let Some(until) = obs.lease_valid_until {
+            // Wake in time to demote before the lease can expire.
+            wake = wake.min(until.saturating_sub(cfg.demote_margin_ms).max(now + 1));
+        }
+    }
+    if let Some(deadline) = state.restart_deadline {
+        wake = wake.min(deadline.max(now + 1));
+    }
+    wake
+}
+
+type Step = (Reason, Vec<Action>);
+
+fn step(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts) -> Step {
+    // 1. Safety first: a writable primary needs an unexpired lease on the leader key.
+    if let Some(step) = enforce_single_primary(s, obs, f) {
+        return step;
+    }
+    if s.phase == Phase::Halted {
+        let why = s.halted_because.clone().unwrap_or_default();
+        return (Reason::Halted(why), vec![]);
+    }
+    // 2. One background operation at a time.
+    if let JobView::Running(kind) = obs.job {
+        return (Reason::WaitingForJob(kind), leader_duties_if_any(s, obs, cfg, f));
+    }
+    // 3. Without the DCS nothing may change, except the demotion above.
+    let Some(view) = f.view else {
+        if f.leader_now && obs.pg.is_primary() {
+            let remaining = obs.lease_valid_until.unwrap_or(f.now).saturating_sub(f.now + cfg.demote_margin_ms);
+            return (Reason::LeaderLeaseStillValid { remaining_ms: remaining }, vec![]);
+        }
+        return (Reason::DcsUnreachable, vec![]);
+    };
+    // 4. Never touch a data directory of another cluster.
+    if let (Initialize::SystemId(cluster), Some(local)) = (&view.initialize, obs.pg.system_id()) {
+        if *cluster != local {
+            let reason = Reason::ForeignDataDirectory { local, cluster: *cluster };
+            s.phase = Phase::Halted;
+            s.halted_because = Some(reason.to_string());
+            return (reason, vec![]);
+        }
+    }
+    if cfg.paused {
+        let duties = leader_duties_if_any(s, obs, cfg, f);
+        return (Reason::Paused, duties);
+    }
+    match &view.initialize {
+        Initialize::Absent => uninitialized(s, obs),
+        Initialize::ClaimedBy(who) if who == &cfg.name => bootstrapping(s, obs),
+        Initialize::ClaimedBy(who) => (Reason::WaitingForBootstrap { by: who.clone() }, vec![]),
+        Initialize::SystemId(_) => match view.leader.as_deref() {
+            Some(leader) if leader == cfg.name => holding_leader_key(s, obs, cfg, f, view),
+            Some(leader) => following(s, obs, cfg, f, view, leader),
+            None => leaderless(s, obs, cfg, f, view),
+        },
+    }
+}
+
+/// Rule 1: demote (or abort an operation that could make us primary) without the right to.
+fn enforce_single_primary(s: &mut MemberState, obs: &Observation, f: &Facts) -> Option<Step> {
+    if f.leader_now {
+        return None;
+    }
+    let key_holder = f.view.and_then(|v| v.leader.clone());
+    // A member creating a new cluster runs a primary before it takes the leader key: nobody
+    // else can have data of this cluster yet.
+    let creating_cluster = s.phase == Phase::Bootstrapping
+        && f.view.is_some_and(|v| v.leader.is_none() && !matches!(v.initialize, Initialize::SystemId(_)));
+    if creating_cluster {
+        return None;
+    }
+    if obs.job == JobView::Running(JobKind::Stop) {
+        return None;
+    }
+    if obs.pg.is_primary() {
+        s.phase = Phase::Demoting;
+        s.restart_deadline = None;
+        return Some((Reason::DemoteWithoutLease { key_holder }, vec![Action::Stop { mode: StopMode::Immediate }]));
+    }
+    // A leader's PostgreSQL that does not answer may still be a writable primary.
+    let maybe_primary = obs.pg == LocalPg::Starting
+        && matches!(s.phase, Phase::Leader | Phase::Promoting | Phase::RestartingPrimary);
+    if maybe_primary && !matches!(obs.job, JobView::Running(_)) {
+        s.phase = Phase::Demoting;
+        s.restart_deadline = None;
+        return Some((Reason::DemoteWithoutLease { key_holder }, vec![Action::Stop { mode: StopMode::Immediate }]));
+    }
+    let primary_job = matches!(obs.job, JobView::Running(JobKind::Promote | JobKind::Start))
+        && matches!(s.phase, Phase::Promoting | Phase::RestartingPrimary);
+    if primary_job {
+        let JobView::Running(kind) = obs.job else { return None };
+        s.phase = Phase::Demoting;
+        s.restart_deadline = None;
+        return Some((Reason::AbortPrimaryJobWithoutLease(kind), vec![Action::Stop { mode: StopMode::Immediate }]));
+    }
+    None
+}
+
+/// While an operation runs, a leader still publishes its position.
+fn leader_duties_if_any(s: &MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts) -> Vec<Action> {
+    match (f.view, obs.pg.running()) {
+        (Some(view), Some(pg)) if f.leader_now && !pg.in_recovery => leader_duties(s, cfg, view, pg),
+        _ => vec![],
+    }
+}
+
+fn leader_duties(s: &MemberState, cfg: &HaConfig, view: &DcsView, pg: &RunningPg) -> Vec<Action> {
+    let mut actions = vec![Action::WriteStatus { optime: pg.lsn }];
+    if pg.timeline > 1 && view.last_history_timeline < pg.timeline - 1 {
+        if let Some((timeline, lsn)) = s.promoted_from {
+            if timeline < pg.timeline {
+                actions.push(Action::AppendHistory { timeline, lsn });
+            }
+        }
+    }
+    if cfg.use_slots {
+        let members = view.members.keys().filter(|m| **m != cfg.name).cloned().collect();
+        actions.push(Action::SyncSlots { members });
+    }
+    actions
+}
+
+fn uninitialized(s: &mut MemberState, obs: &Observation) -> Step {
+    s.phase = Phase::Init;
+    match &obs.pg {
+        LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
+        _ => (Reason::ClaimingInitialize, vec![Action::ClaimInitialize]),
+    }
+}
+
+/// `initialize` holds our claim: create the cluster (or adopt the data directory we have).
+fn bootstrapping(s: &mut MemberState, obs: &Observation) -> Step {
+    if let JobView::Failed { kind: JobKind::Bootstrap, error } = &obs.job {
+        s.phase = Phase::Init;
+        let mut actions = vec![Action::CancelInitialize];
+        if !matches!(obs.pg, LocalPg::NoData) {
+            actions.push(Action::MoveDataAside { reason: "bootstrap-failed" });
+        }
+        return (Reason::BootstrapFailed(error.clone()), actions);
+    }
+    match &obs.pg {
+        LocalPg::NoData => {
+            s.phase = Phase::Bootstrapping;
+            (Reason::Bootstrapping, vec![Action::Bootstrap])
+        }
+        LocalPg::Running(pg) if !pg.in_recovery => {
+            s.phase = Phase::Bootstrapping;
+            let system_id = pg.system_id;
+            (
+                Reason::FinishingBootstrap { system_id },
+                vec![Action::WriteInitialize { system_id }, Action::WriteBootstrapConfig, Action::AcquireLeader],
+            )
+        }
+        LocalPg::Running(RunningPg { system_id, .. }) | LocalPg::Stopped { system_id, .. } => {
+            // An existing data directory seeds the cluster; it becomes leader through the
+            // ordinary leaderless path (started as a replica, then promoted).
+            s.phase = Phase::Init;
+            let system_id = *system_id;
+            (
+                Reason::AdoptingDataDirectory { system_id },
+                vec![Action::WriteInitialize { system_id }, Action::WriteBootstrapConfig],
+            )
+        }
+        LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
+    }
+}
+
+/// The leader key names us.
+fn holding_leader_key(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts, view: &DcsView) -> Step {
+    s.leaderless_since = None;
+    s.not_streaming_since = None;
+    if !f.lease_ok {
+        return (Reason::LeaderKeyWithoutLease, vec![]);
+    }
+    match &obs.pg {
+        LocalPg::Running(pg) if !pg.in_recovery => {
+            s.phase = Phase::Leader;
+            s.restart_deadline = None;
+            if pg.timeline > 1 && view.last_history_timeline >= pg.timeline - 1 {
+                s.promoted_from = None;
+            }
+            (Reason::LeaderHealthy, leader_duties(s, cfg, view, pg))
+        }
+        LocalPg::Running(pg) => {
+            s.phase = Phase::Promoting;
+            s.promoted_from = Some((pg.timeline, pg.lsn));
+            (Reason::Promoting { timeline: pg.timeline, lsn: pg.lsn }, vec![Action::Promote])
+        }
+        LocalPg::Stopped { was_primary: true, .. } | LocalPg::Starting
+            if matches!(s.phase, Phase::Leader | Phase::RestartingPrimary | Phase::Init | Phase::Demoting) =>
+        {
+            let deadline = *s.restart_deadline.get_or_insert(f.now + cfg.primary_restart_timeout_ms);
+            if f.now >= deadline {
+                s.phase = Phase::Replica;
+                s.restart_deadline = None;
+                let mut actions = vec![Action::ReleaseLeader];
+                if obs.pg == LocalPg::Starting {
+                    actions.push(Action::Stop { mode: StopMode::Immediate });
+                }
+                return (Reason::GaveUpRestartingPrimary, actions);
+            }
+            s.phase = Phase::RestartingPrimary;
+            let remaining_ms = deadline - f.now;
+            if obs.pg == LocalPg::Starting {
+                return (Reason::RestartingPrimary { remaining_ms }, vec![]);
+            }
+            (Reason::RestartingPrimary { remaining_ms }, vec![Action::StartPrimary])
+        }
+        LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
+        LocalPg::Stopped { .. } | LocalPg::NoData => {
+            s.phase = Phase::Replica;
+            s.restart_deadline = None;
+            (Reason::ReleasingKeyWithoutPrimaryData, vec![Action::ReleaseLeader])
+        }
+    }
+}
+
+/// Another member holds the leader key: follow it.
+fn following(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts, view: &DcsView, leader: &str) -> Step {
+    s.leaderless_since = None;
+    s.restart_deadline = None;
+    s.promoted_from = None;
+    let leader_running = view.members.get(leader).is_some_and(|m| m.state == "running" && m.is_primary);
+    let upstream = upstream_for(cfg, view, leader);
+
+    if let JobView::Failed { kind: JobKind::Rewind, error } = &obs.job {
+        if matches!(obs.pg, LocalPg::Stopped { .. }) {
+            s.phase = Phase::Cloning;
+            return (Reason::RewindFailed(error.clone()), vec![Action::MoveDataAside { reason: "rewind-failed" }]);
+        }
+    }
+    match &obs.pg {
+        LocalPg::Running(pg) => {
+            // (A running primary was handled by rule 1.)
+            s.phase = Phase::Replica;
+            if obs.configured_upstream.as_deref() != Some(upstream.as_str()) {
+                s.not_streaming_since = None;
+                return (Reason::Repointing { upstream: upstream.clone() }, vec![Action::Repoint { upstream: Some(upstream) }]);
+            }
+            if pg.streaming || !leader_running {
+                s.not_streaming_since = None;
+                return (Reason::FollowingLeader { leader: leader.to_string(), upstream }, vec![]);
+            }
+            let since = *s.not_streaming_since.get_or_insert(f.now);
+            if f.now - since >= cfg.not_streaming_timeout_ms {
+                s.not_streaming_since = None;
+                s.rewind_needed = true;
+                return (Reason::NotStreaming { since_ms: f.now - since }, vec![Action::Stop { mode: StopMode::Fast }]);
+            }
+            (Reason::FollowingLeader { leader: leader.to_string(), upstream }, vec![])
+        }
+        LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
+        LocalPg::Stopped { was_primary, .. } if *was_primary || s.rewind_needed => {
+            if !leader_running {
+                return (Reason::CloneSourceNotRunning { leader: leader.to_string() }, vec![]);
+            }
+            if cfg.use_pg_rewind {
+                s.phase = Phase::Rewinding;
+                s.rewind_needed = false;
+                (Reason::Rewinding { from: leader.to_string() }, vec![Action::Rewind { from: leader.to_string() }])
+            } else {
+                s.phase = Phase::Cloning;
+                s.rewind_needed = false;
+                (Reason::DivergedWithoutRewind, vec![Action::MoveDataAside { reason: "diverged" }])
+            }
+        }
+        LocalPg::Stopped { .. } => {
+            s.phase = Phase::Replica;
+            (Reason::StartingReplica { upstream: Some(upstream.clone()) }, vec![Action::StartReplica { upstream: Some(upstream) }])
+        }
+        LocalPg::NoData => {
+            if !leader_running {
+                return (Reason::CloneSourceNotRunning { leader: leader.to_string() }, vec![]);
+            }
+            s.phase = Phase::Cloning;
+            s.rewind_needed = false;
+            (Reason::Cloning { from: leader.to_string() }, vec![Action::Clone { from: leader.to_string() }])
+        }
+    }
+}
+
+/// The member to stream from: the `replicatefrom` member when it runs as a replica, else the leader.
+fn upstream_for(cfg: &HaConfig, view: &DcsView, leader: &str) -> String {
+    let me = view.members.get(&cfg.name);
+    if let Some(from) = me.and_then(|m| m.replicatefrom.as_deref()) {
+        let usable = from != cfg.name && view.members.get(from).is_some_and(|m| m.state == "running" && !m.is_primary);
+        if usable {
+            return from.to_string();
+        }
+    }
+    leader.to_string()
+}
+
+/// Nobody holds the leader key.
+fn leaderless(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts, view: &DcsView) -> Step {
+    let since = *s.leaderless_since.get_or_insert(f.now);
+    s.restart_deadline = None;
+    s.not_streaming_since = None;
+    match &obs.pg {
+        LocalPg::Running(pg) if pg.in_recovery => {
+            let candidacy = evaluate_candidacy(cfg, pg, view, &obs.peers, f.now - since);
+            match candidacy {
+                Candidacy::Eligible { lsn, lag, despite_lag } => {
+                    s.phase = Phase::Candidate;
+                    (Reason::RacingForLeader { lsn, lag, despite_lag }, vec![Action::AcquireLeader])
+                }
+                other => {
+                    s.phase = Phase::Replica;
+                    (Reason::NotRacing(other), vec![])
+                }
+            }
+        }
+        // A running primary without the key was demoted by rule 1 (or is bootstrapping).
+        LocalPg::Running(_) => (Reason::WaitingForPostgres, vec![]),
+        LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
+        LocalPg::Stopped { .. } => {
+            s.phase = Phase::Replica;
+            (Reason::StartingReplica { upstream: None }, vec![Action::StartReplica { upstream: None }])
+        }
+        LocalPg::NoData => {
+            s.phase = Phase::Init;
+            (Reason::WaitingForLeaderToClone, vec![])
+        }
+    }
+}

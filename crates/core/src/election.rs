@@ -1,0 +1,74 @@
+//! Who may race for the leader key when the cluster has none.
+//!
+//! The rule (documented in docs/ARCHITECTURE.md, "Choosing the new leader"):
+//! 1. A member tagged `nofailover`, or whose PostgreSQL is not a running replica, never races.
+//! 2. While any reachable peer still runs PostgreSQL as a primary, nobody races (that member's
+//!    agent is about to demote it or to take the key back).
+//! 3. A member races only if no reachable, eligible peer reports a higher WAL position
+//!    (ties all race; the compare-and-swap on the leader key picks one).
+//! 4. Lag is measured against the freshest position known: the largest of the leader's last
+//!    published position, every peer's fresh report and our own. Within
+//!    `maximum_lag_on_failover` the member races at once.
+//! 5. When even the most advanced member is beyond the bound (the position it is compared
+//!    with may be stale, or the WAL was never replicated), it still races once the cluster
+//!    has been leaderless for a full `ttl`: a cluster is never left without a leader only
+//!    because every replica looks too lagged. (Synchronous mode, a later addition, never
+//!    takes this path.)
+
+use std::collections::BTreeMap;
+
+use crate::observation::{DcsView, PeerView, RunningPg};
+use crate::{HaConfig, Lsn, Millis};
+
+/// The outcome of [`evaluate_candidacy`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Candidacy {
+    /// Race for the leader key.
+    Eligible { lsn: Lsn, lag: u64, despite_lag: bool },
+    /// Tagged nofailover.
+    NoFailoverTag,
+    /// A peer still runs PostgreSQL as a primary.
+    PrimaryStillRunning { member: String },
+    /// A peer is more advanced.
+    PeerAhead { member: String, peer_lsn: Lsn, lsn: Lsn },
+    /// Too far behind; waiting for the grace period before racing anyway.
+    TooLagged { lag: u64, max: u64, wait_ms: Millis },
+}
+
+/// Decide whether this replica races for the leader key (see the module rule).
+pub fn evaluate_candidacy(
+    cfg: &HaConfig,
+    me: &RunningPg,
+    view: &DcsView,
+    peers: &BTreeMap<String, PeerView>,
+    leaderless_for: Millis,
+) -> Candidacy {
+    if cfg.nofailover {
+        return Candidacy::NoFailoverTag;
+    }
+    let mut reference = view.leader_optime.unwrap_or(0).max(me.lsn);
+    for (name, peer) in peers {
+        if name == &cfg.name {
+            continue;
+        }
+        let PeerView::Report { replica_running, primary_running, lsn, nofailover, .. } = peer else {
+            continue;
+        };
+        if *primary_running {
+            return Candidacy::PrimaryStillRunning { member: name.clone() };
+        }
+        let Some(peer_lsn) = *lsn else { continue };
+        reference = reference.max(peer_lsn);
+        if *replica_running && !*nofailover && peer_lsn > me.lsn {
+            return Candidacy::PeerAhead { member: name.clone(), peer_lsn, lsn: me.lsn };
+        }
+    }
+    let lag = reference.saturating_sub(me.lsn);
+    if lag <= cfg.maximum_lag_on_failover {
+        return Candidacy::Eligible { lsn: me.lsn, lag, despite_lag: false };
+    }
+    if leaderless_for >= cfg.ttl_ms {
+        return Candidacy::Eligible { lsn: me.lsn, lag, despite_lag: true };
+    }
+    Candidacy::TooLagged { lag, max: cfg.maximum_lag_on_failover, wait_ms: cfg.ttl_ms - leaderless_for }
+}

@@ -1,0 +1,37 @@
+//! The pure HA decision core of pgbaton.
+//!
+//! One function, [`decide`], maps what a member observes (its local PostgreSQL, one
+//! snapshot of the cluster state in the DCS, the freshest positions of its peers, the
+//! monotonic time) and its own small state to a [`Decision`]: the next state, the actions
+//! to carry out, a reason in plain words and when to look again. Nothing in this crate
+//! does I/O or reads a clock; the agent (real) and the simulator (virtual) feed it and
+//! carry out its actions. Decisions are level-triggered: each comes from one complete
+//! snapshot, and no action is assumed to have worked until a later observation shows it.
+//!
+//! The states and transitions are documented in `docs/ARCHITECTURE.md`; the safety
+//! promises (at most one writable primary, a returning old primary never serves writes)
+//! are checked by `pgbaton-sim` on every simulated step.
+
+mod action;
+mod config;
+mod decide;
+mod election;
+mod observation;
+mod reason;
+mod state;
+
+pub use action::{Action, StopMode};
+pub use config::HaConfig;
+pub use decide::{decide, Decision};
+pub use election::{evaluate_candidacy, Candidacy};
+pub use observation::{
+    DcsView, Initialize, JobKind, JobView, LocalPg, MemberView, Observation, PeerView, RunningPg,
+};
+pub use reason::Reason;
+pub use state::{MemberState, Phase, PublishedState};
+
+/// Monotonic time in milliseconds (the agent's `Instant` since start, or the simulator's clock).
+pub type Millis = u64;
+
+/// A WAL position as a plain byte offset (PostgreSQL's `pg_lsn`).
+pub type Lsn = u64;

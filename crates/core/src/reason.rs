@@ -1,0 +1,144 @@
+//! Why a decision was taken: one plain sentence per cycle, as an enum tests can match.
+
+use std::fmt;
+
+use crate::election::Candidacy;
+use crate::observation::JobKind;
+use crate::{Lsn, Millis};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Reason {
+    /// PostgreSQL runs as a primary without an unexpired lease on the leader key.
+    DemoteWithoutLease { key_holder: Option<String> },
+    /// A background operation runs; waiting for its outcome.
+    WaitingForJob(JobKind),
+    /// An operation that could make PostgreSQL a primary runs, and the lease is gone.
+    AbortPrimaryJobWithoutLease(JobKind),
+    Halted(String),
+    /// The local data directory belongs to another cluster.
+    ForeignDataDirectory { local: u64, cluster: u64 },
+    /// DCS unreachable; the leader keeps its role while its lease is certainly valid.
+    LeaderLeaseStillValid { remaining_ms: Millis },
+    DcsUnreachable,
+    ClaimingInitialize,
+    Bootstrapping,
+    BootstrapFailed(String),
+    FinishingBootstrap { system_id: u64 },
+    AdoptingDataDirectory { system_id: u64 },
+    WaitingForBootstrap { by: String },
+    LeaderKeyWithoutLease,
+    LeaderHealthy,
+    Promoting { timeline: u32, lsn: Lsn },
+    RestartingPrimary { remaining_ms: Millis },
+    GaveUpRestartingPrimary,
+    ReleasingKeyWithoutPrimaryData,
+    FollowingLeader { leader: String, upstream: String },
+    Repointing { upstream: String },
+    NotStreaming { since_ms: Millis },
+    Rewinding { from: String },
+    RewindFailed(String),
+    DivergedWithoutRewind,
+    StartingReplica { upstream: Option<String> },
+    Cloning { from: String },
+    CloneSourceNotRunning { leader: String },
+    WaitingForLeaderToClone,
+    RacingForLeader { lsn: Lsn, lag: u64, despite_lag: bool },
+    NotRacing(Candidacy),
+    WaitingForPostgres,
+    Paused,
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use Reason::*;
+        match self {
+            DemoteWithoutLease { key_holder } => write!(
+                f,
+                "demoting: PostgreSQL runs as a primary but this member holds no unexpired leader lease (leader key: {})",
+                key_holder.as_deref().unwrap_or("none")
+            ),
+            WaitingForJob(kind) => write!(f, "waiting for {kind:?} to finish"),
+            AbortPrimaryJobWithoutLease(kind) => {
+                write!(f, "stopping PostgreSQL at once: {kind:?} could make it a primary and the lease is gone")
+            }
+            Halted(why) => write!(f, "halted: {why}"),
+            ForeignDataDirectory { local, cluster } => write!(
+                f,
+                "refusing data directory: its system identifier {local} is not the cluster's {cluster}; move it away or point data_dir elsewhere"
+            ),
+            LeaderLeaseStillValid { remaining_ms } => write!(
+                f,
+                "DCS unreachable; staying leader while the lease is certainly valid ({remaining_ms} ms left)"
+            ),
+            DcsUnreachable => write!(f, "DCS unreachable; no change"),
+            ClaimingInitialize => write!(f, "cluster not initialized; racing to bootstrap it"),
+            Bootstrapping => write!(f, "won the initialize race; bootstrapping a new cluster"),
+            BootstrapFailed(e) => write!(f, "bootstrap failed ({e}); giving the initialize race back"),
+            FinishingBootstrap { system_id } => {
+                write!(f, "bootstrap done; publishing system identifier {system_id} and taking the leader key")
+            }
+            AdoptingDataDirectory { system_id } => {
+                write!(f, "initializing the cluster from the existing data directory (system identifier {system_id})")
+            }
+            WaitingForBootstrap { by } => write!(f, "waiting for {by} to bootstrap the cluster"),
+            LeaderKeyWithoutLease => write!(f, "the leader key names this member but its lease is not confirmed; waiting"),
+            LeaderHealthy => write!(f, "no action: this member is the healthy leader with the lease"),
+            Promoting { timeline, lsn } => {
+                write!(f, "holding the leader key: promoting (timeline {timeline}, position {lsn})")
+            }
+            RestartingPrimary { remaining_ms } => write!(
+                f,
+                "PostgreSQL of the leader is down; restarting it in place ({remaining_ms} ms before giving the key up)"
+            ),
+            GaveUpRestartingPrimary => write!(f, "could not restart the leader's PostgreSQL in time; releasing the leader key"),
+            ReleasingKeyWithoutPrimaryData => {
+                write!(f, "holding the leader key without a primary to run; releasing it")
+            }
+            FollowingLeader { leader, upstream } if leader == upstream => {
+                write!(f, "no action: replica streaming from the leader {leader}")
+            }
+            FollowingLeader { leader, upstream } => {
+                write!(f, "no action: replica of {upstream} (leader {leader})")
+            }
+            Repointing { upstream } => write!(f, "re-pointing replication to {upstream}"),
+            NotStreaming { since_ms } => write!(
+                f,
+                "replica has not streamed for {since_ms} ms while the leader runs; stopping it to rewind"
+            ),
+            Rewinding { from } => write!(f, "data directory was a primary or diverged; rewinding from {from}"),
+            RewindFailed(e) => write!(f, "pg_rewind failed ({e}); moving the data directory aside to re-clone"),
+            DivergedWithoutRewind => write!(
+                f,
+                "data directory may have diverged and use_pg_rewind is off; moving it aside to re-clone"
+            ),
+            StartingReplica { upstream: Some(u) } => write!(f, "starting PostgreSQL as a replica of {u}"),
+            StartingReplica { upstream: None } => write!(f, "starting PostgreSQL as a replica (no leader yet)"),
+            Cloning { from } => write!(f, "no data directory; cloning from {from}"),
+            CloneSourceNotRunning { leader } => write!(f, "waiting for the leader {leader} to run before cloning"),
+            WaitingForLeaderToClone => write!(f, "no data directory and no leader to clone from; waiting"),
+            RacingForLeader { lsn, lag, despite_lag: false } => {
+                write!(f, "no leader: racing for the leader key (position {lsn}, lag {lag} bytes)")
+            }
+            RacingForLeader { lsn, lag, .. } => write!(
+                f,
+                "no leader for a full ttl and no better candidate: racing despite lag {lag} bytes (position {lsn})"
+            ),
+            NotRacing(c) => match c {
+                Candidacy::NoFailoverTag => write!(f, "no leader; not racing: tagged nofailover"),
+                Candidacy::PrimaryStillRunning { member } => {
+                    write!(f, "no leader; not racing: {member} still runs PostgreSQL as a primary")
+                }
+                Candidacy::PeerAhead { member, peer_lsn, lsn } => {
+                    write!(f, "no leader; not racing: {member} is ahead ({peer_lsn} > {lsn})")
+                }
+                Candidacy::TooLagged { lag, max, wait_ms } => write!(
+                    f,
+                    "no leader; not racing yet: lag {lag} bytes > maximum_lag_on_failover {max} (racing anyway in {wait_ms} ms if nobody better appears)"
+                ),
+                Candidacy::Eligible { .. } => write!(f, "no leader; eligible"),
+            },
+            WaitingForPostgres => write!(f, "waiting for PostgreSQL to answer"),
+            Paused => write!(f, "maintenance mode: no automatic action"),
+        }
+    }
+}

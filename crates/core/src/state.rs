@@ -1,0 +1,145 @@
+//! The member's own memory between two decisions, and the state word it publishes.
+//!
+//! Everything else a decision needs is observed afresh each cycle; these few fields are
+//! what cannot be observed (when did the cluster lose its leader, since when does our
+//! replica not stream, how long may we keep restarting a crashed primary).
+
+use std::fmt;
+
+use crate::observation::{JobKind, JobView, LocalPg};
+use crate::{Lsn, Millis};
+
+/// The node states of the member state machine (see docs/ARCHITECTURE.md for the table).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Phase {
+    /// Just started; nothing decided yet.
+    Init,
+    /// Won the `initialize` race: creating the cluster.
+    Bootstrapping,
+    /// Copying the leader's data directory (pg_basebackup).
+    Cloning,
+    /// Running pg_rewind against the leader.
+    Rewinding,
+    /// Following the leader (or waiting for one) as a replica.
+    Replica,
+    /// Raced for the leader key; promotion waits for observing the key as ours.
+    Candidate,
+    /// pg_promote() issued while holding the leader key and an unexpired lease.
+    Promoting,
+    /// Primary holding the leader key and an unexpired lease.
+    Leader,
+    /// The leader's PostgreSQL stopped; restarting it in place while the lease holds.
+    RestartingPrimary,
+    /// Stopping a primary that may no longer accept writes.
+    Demoting,
+    /// Refusing to act (e.g. a data directory from another cluster); needs the operator.
+    Halted,
+}
+
+impl fmt::Display for Phase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let word = match self {
+            Phase::Init => "init",
+            Phase::Bootstrapping => "bootstrapping",
+            Phase::Cloning => "cloning",
+            Phase::Rewinding => "rewinding",
+            Phase::Replica => "replica",
+            Phase::Candidate => "candidate",
+            Phase::Promoting => "promoting",
+            Phase::Leader => "leader",
+            Phase::RestartingPrimary => "restarting primary",
+            Phase::Demoting => "demoting",
+            Phase::Halted => "halted",
+        };
+        f.write_str(word)
+    }
+}
+
+/// The member's memory. `decide` returns the next one; nothing else is remembered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MemberState {
+    pub phase: Phase,
+    /// When this member first saw the cluster without a leader (for the lag grace rule).
+    pub leaderless_since: Option<Millis>,
+    /// Leader whose PostgreSQL stopped: give the leader key up if it is not running by then.
+    pub restart_deadline: Option<Millis>,
+    /// Replica: since when the WAL receiver does not stream from a running leader.
+    pub not_streaming_since: Option<Millis>,
+    /// Replica stopped because it could not stream: rewind before starting it again.
+    pub rewind_needed: bool,
+    /// Set at promotion: the timeline and position we promoted from, for `history`.
+    pub promoted_from: Option<(u32, Lsn)>,
+    /// Why the member halted, for the operator.
+    pub halted_because: Option<String>,
+}
+
+impl MemberState {
+    pub fn new() -> Self {
+        MemberState {
+            phase: Phase::Init,
+            leaderless_since: None,
+            restart_deadline: None,
+            not_streaming_since: None,
+            rewind_needed: false,
+            promoted_from: None,
+            halted_because: None,
+        }
+    }
+}
+
+impl Default for MemberState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// The `state` word of the member document (Patroni's vocabulary).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PublishedState {
+    Running,
+    Starting,
+    Stopped,
+    Stopping,
+    CreatingReplica,
+    InitializingNewCluster,
+    Rewinding,
+    Promoting,
+    Halted,
+}
+
+impl PublishedState {
+    /// What to publish for a local PostgreSQL and background operation.
+    pub fn derive(phase: Phase, pg: &LocalPg, job: &JobView) -> Self {
+        if phase == Phase::Halted {
+            return PublishedState::Halted;
+        }
+        match job {
+            JobView::Running(JobKind::Bootstrap) => return PublishedState::InitializingNewCluster,
+            JobView::Running(JobKind::Clone) => return PublishedState::CreatingReplica,
+            JobView::Running(JobKind::Rewind) => return PublishedState::Rewinding,
+            JobView::Running(JobKind::Start) => return PublishedState::Starting,
+            JobView::Running(JobKind::Stop) => return PublishedState::Stopping,
+            JobView::Running(JobKind::Promote) => return PublishedState::Promoting,
+            _ => {}
+        }
+        match pg {
+            LocalPg::Running(_) => PublishedState::Running,
+            LocalPg::Starting => PublishedState::Starting,
+            LocalPg::Stopped { .. } | LocalPg::NoData => PublishedState::Stopped,
+        }
+    }
+
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            PublishedState::Running => "running",
+            PublishedState::Starting => "starting",
+            PublishedState::Stopped => "stopped",
+            PublishedState::Stopping => "stopping",
+            PublishedState::CreatingReplica => "creating replica",
+            PublishedState::InitializingNewCluster => "initializing new cluster",
+            PublishedState::Rewinding => "running pg_rewind",
+            PublishedState::Promoting => "promoting",
+            PublishedState::Halted => "halted",
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! Readable scenario tests of `decide`: one situation, the exact decision.
+
+use std::collections::BTreeMap;
+
+use pgbaton_core::*;
+
+const ME: &str = "node1";
+
+fn cfg() -> HaConfig {
+    HaConfig::with_defaults(ME)
+}
+
+fn replica(lsn: Lsn) -> LocalPg {
+    LocalPg::Running(RunningPg { system_id: 42, in_recovery: true, timeline: 1, lsn, streaming: true })
+}
+
+fn primary(lsn: Lsn) -> LocalPg {
+    LocalPg::Running(RunningPg { system_id: 42, in_recovery: false, timeline: 1, lsn, streaming: false })
+}
+
+fn member(state: &str, is_primary: bool) -> MemberView {
+    MemberView { state: state.into(), is_primary, lsn: Some(100), timeline: Some(1), nofailover: false, replicatefrom: None }
+}
+
+/// A builder for observations: a bootstrapped cluster (system id 42) with node1..node3.
+struct Obs {
+    obs: Observation,
+}
+
+impl Obs {
+    fn new(pg: LocalPg) -> Self {
+        let mut members = BTreeMap::new();
+        for m in ["node1", "node2", "node3"] {
+            members.insert(m.to_string(), member("running", false));
+        }
+        Obs {
+            obs: Observation {
+                now: 100_000,
+                pg,
+                job: JobView::Idle,
+                dcs: Some(DcsView {
+                    initialize: Initialize::SystemId(42),
+                    leader: None,
+                    members,
+                    leader_optime: Some(100),
+                    last_history_timeline: 0,
+                    config_present: true,
+                }),
+                lease_valid_until: Some(103_000),
+                peers: BTreeMap::new(),
+                configured_upstream: None,
+            },
+        }
+    }
+    fn leader(mut self, name: &str) -> Self {
+        let view = self.obs.dcs.as_mut().unwrap();
+        view.leader = Some(name.to_string());
+        view.members.insert(name.to_string(), member("running", true));
+        self
+    }
+    fn dcs_down(mut self) -> Self {
+        self.obs.dcs = None;
+        self
+    }
+    fn lease_until(mut self, until: Option<Millis>) -> Self {
+        self.obs.lease_valid_until = until;
+        self
+    }
+    fn upstream(mut self, name: &str) -> Self {
+        self.obs.configured_upstream = Some(name.to_string());
+        self
+    }
+    fn peer(mut self, name: &str, lsn: Lsn) -> Self {
+        self.obs.peers.insert(
+            name.to_string(),
+            PeerView::Report { replica_running: true, primary_running: false, lsn: Some(lsn), timeline: Some(1), nofailover: false },
+        );
+        self
+    }
+    fn initialize(mut self, init: Initialize) -> Self {
+        self.obs.dcs.as_mut().unwrap().initialize = init;
+        self
+    }
+    fn job(mut self, job: JobView) -> Self {
+        self.obs.job = job;
+        self
+    }
+    fn optime(mut self, lsn: Lsn) -> Self {
+        self.obs.dcs.as_mut().unwrap().leader_optime = Some(lsn);
+        self
+    }
+    fn build(self) -> Observation {
+        self.obs
+    }
+}
+
+fn in_phase(phase: Phase) -> MemberState {
+    MemberState { phase, ..MemberState::new() }
+}
+
+fn pg_actions(d: &Decision) -> Vec<Action> {
+    d.actions.iter().filter(|a| !matches!(a, Action::RenewLease | Action::PublishMember)).cloned().collect()
+}
+
+#[test]
+fn healthy_leader_keeps_its_role_and_publishes_its_position() {
+    let obs = Obs::new(primary(500)).leader(ME).build();
+    let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
+    assert_eq!(d.reason, Reason::LeaderHealthy);
+    assert_eq!(d.state.phase, Phase::Leader);
+    assert_eq!(d.actions[0], Action::RenewLease);
+    assert!(d.actions.contains(&Action::WriteStatus { optime: 500 }));
+    assert!(d.actions.contains(&Action::SyncSlots { members: vec!["node2".into(), "node3".into()] }));
+    // Wakes before the lease could expire, at least every renew interval.
+    assert!(d.next_wake <= 100_000 + cfg().renew_interval_ms());
+}
+
+#[test]
+fn leader_demotes_before_its_lease_can_expire() {
+    // The lease is valid until 100_400 but the margin is 500 ms: demote now.
+    let obs = Obs::new(primary(500)).leader(ME).lease_until(Some(100_400)).build();
+    let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::Stop { mode: StopMode::Immediate }]);
+    assert_eq!(d.state.phase, Phase::Demoting);
+    assert!(matches!(d.reason, Reason::DemoteWithoutLease { .. }));
+}
+
+#[test]
+fn leader_keeps_writing_through_a_dcs_outage_while_the_lease_holds() {
+    let obs = Obs::new(primary(500)).dcs_down().lease_until(Some(102_000)).build();
+    let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![]);
+    assert_eq!(d.reason, Reason::LeaderLeaseStillValid { remaining_ms: 1_500 });
+    // and wakes in time to demote at 101_500
+    assert_eq!(d.next_wake, 101_000);
+    let later = Observation { now: 101_600, ..obs };
+    let d = decide(&d.state, &later, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::Stop { mode: StopMode::Immediate }]);
+}
+
+#[test]
+fn a_primary_when_another_member_holds_the_key_is_stopped_at_once() {
+    let obs = Obs::new(primary(500)).leader("node2").build();
+    let d = decide(&in_phase(Phase::Init), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::Stop { mode: StopMode::Immediate }]);
+}
+
+#[test]
+fn replica_with_the_key_promotes_only_after_observing_it() {
+    let obs = Obs::new(replica(100)).build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
+    assert_eq!(d.state.phase, Phase::Candidate);
+    assert_eq!(d.next_wake, obs.now, "the race's outcome is observed at once");
+    // Next cycle: the key is ours.
+    let obs = Obs::new(replica(100)).leader(ME).build();
+    let d = decide(&d.state, &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::Promote]);
+    assert_eq!(d.state.promoted_from, Some((1, 100)));
+}
+
+#[test]
+fn no_promotion_without_a_confirmed_lease() {
+    let obs = Obs::new(replica(100)).leader(ME).lease_until(None).build();
+    let d = decide(&in_phase(Phase::Candidate), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![]);
+    assert_eq!(d.reason, Reason::LeaderKeyWithoutLease);
+}
+
+#[test]
+fn the_most_advanced_replica_wins_the_race() {
+    let obs = Obs::new(replica(100)).peer("node2", 150).build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![]);
+    assert!(matches!(d.reason, Reason::NotRacing(Candidacy::PeerAhead { .. })));
+    // Equal positions both race: the compare-and-swap picks one.
+    let obs = Obs::new(replica(150)).peer("node2", 150).build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
+}
+
+#[test]
+fn nofailover_never_races() {
+    let obs = Obs::new(replica(100)).build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &HaConfig { nofailover: true, ..cfg() });
+    assert_eq!(d.reason, Reason::NotRacing(Candidacy::NoFailoverTag));
+}
+
+#[test]
+fn a_lagging_only_candidate_races_after_a_full_ttl() {
+    // The leader's published position is 10 MB ahead of anything any replica received.
+    let far = 100 + 10 * 1024 * 1024;
+    let obs = Obs::new(replica(100)).optime(far).peer("node2", 90).build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert!(matches!(d.reason, Reason::NotRacing(Candidacy::TooLagged { .. })));
+    assert_eq!(d.state.leaderless_since, Some(100_000));
+    let later = Observation { now: 100_000 + cfg().ttl_ms, ..obs };
+    let d = decide(&d.state, &later, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
+    assert!(matches!(d.reason, Reason::RacingForLeader { despite_lag: true, .. }));
+}
+
+#[test]
+fn replica_follows_the_leader_and_repoints_when_it_changes() {
+    let obs = Obs::new(replica(100)).leader("node2").upstream("node3").build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::Repoint { upstream: Some("node2".into()) }]);
+    let obs = Obs::new(replica(100)).leader("node2").upstream("node2").build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![]);
+    assert!(matches!(d.reason, Reason::FollowingLeader { .. }));
+}
+
+#[test]
+fn an_old_primary_is_rewound_before_it_streams() {
+    let stopped = LocalPg::Stopped { system_id: 42, was_primary: true, timeline: 1, lsn: 400 };
+    let obs = Obs::new(stopped.clone()).leader("node2").build();
+    let d = decide(&in_phase(Phase::Init), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::Rewind { from: "node2".into() }]);
+    // without pg_rewind: moved aside (never deleted), then cloned
+    let d = decide(&in_phase(Phase::Init), &obs, &HaConfig { use_pg_rewind: false, ..cfg() });
+    assert_eq!(pg_actions(&d), vec![Action::MoveDataAside { reason: "diverged" }]);
+    // a failed rewind: moved aside
+    let obs = Obs::new(stopped).leader("node2").job(JobView::Failed { kind: JobKind::Rewind, error: "x".into() }).build();
+    let d = decide(&in_phase(Phase::Rewinding), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::MoveDataAside { reason: "rewind-failed" }]);
+}
+
+#[test]
+fn a_rewound_replica_starts_streaming_from_the_leader() {
+    let stopped = LocalPg::Stopped { system_id: 42, was_primary: false, timeline: 1, lsn: 400 };
+    let obs = Obs::new(stopped).leader("node2").build();
+    let d = decide(&in_phase(Phase::Rewinding), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::StartReplica { upstream: Some("node2".into()) }]);
+}
+
+#[test]
+fn a_foreign_data_directory_is_refused() {
+    let obs = Obs::new(LocalPg::Stopped { system_id: 7, was_primary: true, timeline: 1, lsn: 1 }).leader("node2").build();
+    let d = decide(&MemberState::new(), &obs, &cfg());
+    assert_eq!(d.reason, Reason::ForeignDataDirectory { local: 7, cluster: 42 });
+    assert_eq!(pg_actions(&d), vec![]);
+    assert_eq!(d.state.phase, Phase::Halted);
+    // and stays halted
+    let d = decide(&d.state, &obs, &cfg());
+    assert!(matches!(d.reason, Reason::Halted(_)));
+}
+
+#[test]
+fn empty_member_clones_from_a_running_leader_only() {
+    let obs = Obs::new(LocalPg::NoData).leader("node2").build();
+    let d = decide(&MemberState::new(), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::Clone { from: "node2".into() }]);
+    let mut obs = Obs::new(LocalPg::NoData).leader("node2").build();
+    obs.dcs.as_mut().unwrap().members.get_mut("node2").unwrap().state = "starting".into();
+    let d = decide(&MemberState::new(), &obs, &cfg());
+    assert_eq!(d.reason, Reason::CloneSourceNotRunning { leader: "node2".into() });
+}
+
+#[test]
+fn bootstrap_race_then_initdb_then_leader() {
+    let obs = Obs::new(LocalPg::NoData).initialize(Initialize::Absent).build();
+    let d = decide(&MemberState::new(), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::ClaimInitialize]);
+    let obs = Obs::new(LocalPg::NoData).initialize(Initialize::ClaimedBy(ME.into())).build();
+    let d = decide(&d.state, &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::Bootstrap]);
+    // initdb done, PostgreSQL runs as the new primary: publish the id, take the key.
+    let obs = Obs::new(primary(10)).initialize(Initialize::ClaimedBy(ME.into())).build();
+    let d = decide(&d.state, &obs, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::WriteInitialize { system_id: 42 }, Action::WriteBootstrapConfig, Action::AcquireLeader]
+    );
+    let obs = Obs::new(primary(10)).leader(ME).build();
+    let d = decide(&d.state, &obs, &cfg());
+    assert_eq!(d.reason, Reason::LeaderHealthy);
+}
+
+#[test]
+fn other_members_wait_for_the_bootstrap() {
+    let obs = Obs::new(LocalPg::NoData).initialize(Initialize::ClaimedBy("node2".into())).build();
+    let d = decide(&MemberState::new(), &obs, &cfg());
+    assert_eq!(d.reason, Reason::WaitingForBootstrap { by: "node2".into() });
+    assert_eq!(pg_actions(&d), vec![]);
+}
+
+#[test]
+fn leader_restarts_a_crashed_postgres_in_place_then_gives_up() {
+    let crashed = LocalPg::Stopped { system_id: 42, was_primary: true, timeline: 1, lsn: 400 };
+    let obs = Obs::new(crashed.clone()).leader(ME).build();
+    let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::StartPrimary]);
+    assert_eq!(d.state.restart_deadline, Some(100_000 + cfg().primary_restart_timeout_ms));
+    let late = Observation { now: 100_000 + cfg().primary_restart_timeout_ms, lease_valid_until: Some(120_000), ..obs };
+    let d = decide(&d.state, &late, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::ReleaseLeader]);
+    assert_eq!(d.reason, Reason::GaveUpRestartingPrimary);
+}
+
+#[test]
+fn a_start_as_primary_is_aborted_when_the_lease_goes() {
+    let obs = Obs::new(LocalPg::Starting).leader(ME).lease_until(Some(100_100)).job(JobView::Running(JobKind::Start)).build();
+    let d = decide(&in_phase(Phase::RestartingPrimary), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::Stop { mode: StopMode::Immediate }]);
+}
+
+#[test]
+fn replica_that_cannot_stream_is_rewound() {
+    let stuck = LocalPg::Running(RunningPg { system_id: 42, in_recovery: true, timeline: 1, lsn: 100, streaming: false });
+    let obs = Obs::new(stuck).leader("node2").upstream("node2").build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![]);
+    let later = Observation { now: obs.now + cfg().not_streaming_timeout_ms, ..obs };
+    let d = decide(&d.state, &later, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::Stop { mode: StopMode::Fast }]);
+    assert!(d.state.rewind_needed);
+    let stopped = Obs::new(LocalPg::Stopped { system_id: 42, was_primary: false, timeline: 1, lsn: 100 }).leader("node2").build();
+    let d = decide(&d.state, &stopped, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::Rewind { from: "node2".into() }]);
+}
+
+#[test]
+fn reasons_read_as_sentences() {
+    let obs = Obs::new(replica(100)).peer("node2", 150).build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(d.reason.to_string(), "no leader; not racing: node2 is ahead (150 > 100)");
+}

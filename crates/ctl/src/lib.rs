@@ -1,0 +1,21 @@
+//! The `pgbaton ctl` views, printed the way `patronictl` 3.0 prints them: the member table
+//! (`list`), the replication tree (`topology`), the timeline history (`history`) and the
+//! dynamic configuration (`show-config`).
+//!
+//! Everything here is a pure function of a [`ClusterState`] read from the DCS, returning the
+//! exact text to print (ending with a newline), so the binary only has to read and print.
+
+mod format;
+mod history;
+mod list;
+mod members;
+mod output;
+mod pyjson;
+mod table;
+
+pub use format::{OutputFormat, ParseFormatError};
+pub use history::render_history;
+pub use list::{render_config, render_list, render_topology, ListOptions};
+
+#[doc(no_inline)]
+pub use pgbaton_dcs::ClusterState;

@@ -1,0 +1,248 @@
+//! Whole-output tests of `render_list` and `render_topology` against patronictl 3.0's layout.
+
+mod common;
+
+use common::*;
+use pgbaton_ctl::{render_list, render_topology, ListOptions, OutputFormat};
+use serde_json::{json, Value};
+
+fn list(state: &pgbaton_dcs::ClusterState, format: OutputFormat) -> String {
+    render_list(
+        state,
+        "anchor",
+        &ListOptions {
+            format,
+            extended: false,
+        },
+    )
+}
+
+#[test]
+fn healthy_cluster_matches_patronictl_table() {
+    let want = "\
++ Cluster: anchor (7712492421097396467) --------+----+-----------+
+| Member | Host           | Role    | State     | TL | Lag in MB |
++--------+----------------+---------+-----------+----+-----------+
+| node1  | 127.0.0.1:5441 | Leader  | running   |  3 |           |
+| node2  | 127.0.0.1:5442 | Replica | streaming |  3 |         0 |
+| node3  | 127.0.0.1:5443 | Replica | running   |  3 |         3 |
++--------+----------------+---------+-----------+----+-----------+
+";
+    assert_eq!(list(&healthy(), OutputFormat::Pretty), want);
+}
+
+#[test]
+fn sync_standby_pause_and_scheduled_switchover_show_in_role_and_footer() {
+    let mut state = with_config(with_sync(healthy(), "node2"), json!({"pause": true}));
+    state.failover = Some(pgbaton_dcs::Versioned {
+        value: pgbaton_dcs::FailoverDoc {
+            leader: Some("node1".into()),
+            member: Some("node2".into()),
+            scheduled_at: Some("2026-11-27T10:00:00+00:00".into()),
+            ..Default::default()
+        },
+        mod_revision: 9,
+    });
+    let want = "\
++ Cluster: anchor (7712492421097396467) -+-----------+----+-----------+
+| Member | Host           | Role         | State     | TL | Lag in MB |
++--------+----------------+--------------+-----------+----+-----------+
+| node1  | 127.0.0.1:5441 | Leader       | running   |  3 |           |
+| node2  | 127.0.0.1:5442 | Sync Standby | streaming |  3 |         0 |
+| node3  | 127.0.0.1:5443 | Replica      | running   |  3 |         3 |
++--------+----------------+--------------+-----------+----+-----------+
+ Maintenance mode: on
+ Switchover scheduled at: 2026-11-27T10:00:00+00:00
+                    from: node1
+                      to: node2
+";
+    assert_eq!(list(&state, OutputFormat::Pretty), want);
+}
+
+#[test]
+fn stopped_member_with_unknown_lag_and_pending_restart_column() {
+    let mut state = healthy();
+    let node3 = state.members.get_mut("node3").unwrap();
+    node3.state = "stopped".into();
+    node3.xlog_location = None;
+    node3.timeline = None;
+    state.members.get_mut("node2").unwrap().pending_restart = Some(true);
+    let want = "\
++ Cluster: anchor (7712492421097396467) --------+----+-----------+-----------------+
+| Member | Host           | Role    | State     | TL | Lag in MB | Pending restart |
++--------+----------------+---------+-----------+----+-----------+-----------------+
+| node1  | 127.0.0.1:5441 | Leader  | running   |  3 |           |                 |
+| node2  | 127.0.0.1:5442 | Replica | streaming |  3 |         0 | *               |
+| node3  | 127.0.0.1:5443 | Replica | stopped   |    |   unknown |                 |
++--------+----------------+---------+-----------+----+-----------+-----------------+
+";
+    assert_eq!(list(&state, OutputFormat::Pretty), want);
+}
+
+#[test]
+fn leaderless_cluster_has_no_leader_row_and_keeps_status_optime() {
+    let mut state = healthy();
+    state.leader = None;
+    state.members.get_mut("node1").unwrap().state = "stopped".into();
+    let want = "\
++ Cluster: anchor (7712492421097396467) --------+----+-----------+
+| Member | Host           | Role    | State     | TL | Lag in MB |
++--------+----------------+---------+-----------+----+-----------+
+| node1  | 127.0.0.1:5441 | Replica | stopped   |  3 |         0 |
+| node2  | 127.0.0.1:5442 | Replica | streaming |  3 |         0 |
+| node3  | 127.0.0.1:5443 | Replica | running   |  3 |         3 |
++--------+----------------+---------+-----------+----+-----------+
+";
+    assert_eq!(list(&state, OutputFormat::Pretty), want);
+}
+
+#[test]
+fn uninitialized_cluster_and_bare_hosts_on_port_5432() {
+    let mut state = pgbaton_dcs::ClusterState::default();
+    let mut doc = member(5432, "replica", "starting", None);
+    doc.conn_url = "postgres://10.0.0.1:5432/postgres".into();
+    doc.timeline = None;
+    state.members.insert("a".into(), doc);
+    let want = "\
++ Cluster: anchor (uninitialized) -------+----+-----------+
+| Member | Host     | Role    | State    | TL | Lag in MB |
++--------+----------+---------+----------+----+-----------+
+| a      | 10.0.0.1 | Replica | starting |    |   unknown |
++--------+----------+---------+----------+----+-----------+
+";
+    // The title runs over the column joints it covers, as in patronictl.
+    assert_eq!(list(&state, OutputFormat::Pretty), want);
+}
+
+#[test]
+fn tags_column_shows_yaml_and_rules_every_multi_line_row() {
+    let mut state = healthy();
+    let node3 = state.members.get_mut("node3").unwrap();
+    node3.tags.insert("nofailover".into(), Value::Bool(true));
+    node3
+        .tags
+        .insert("replicatefrom".into(), Value::from("node2"));
+    let want = "\
++ Cluster: anchor (7712492421097396467) --------+----+-----------+----------------------+
+| Member | Host           | Role    | State     | TL | Lag in MB | Tags                 |
++--------+----------------+---------+-----------+----+-----------+----------------------+
+| node1  | 127.0.0.1:5441 | Leader  | running   |  3 |           |                      |
++--------+----------------+---------+-----------+----+-----------+----------------------+
+| node2  | 127.0.0.1:5442 | Replica | streaming |  3 |         0 |                      |
++--------+----------------+---------+-----------+----+-----------+----------------------+
+| node3  | 127.0.0.1:5443 | Replica | running   |  3 |         3 | nofailover: true     |
+|        |                |         |           |    |           | replicatefrom: node2 |
++--------+----------------+---------+-----------+----+-----------+----------------------+
+";
+    assert_eq!(list(&state, OutputFormat::Pretty), want);
+}
+
+#[test]
+fn json_output_is_patronictl_list_of_objects_without_leader_lag() {
+    let want = concat!(
+        r#"[{"Cluster": "anchor", "Member": "node1", "Host": "127.0.0.1:5441", "Role": "Leader", "State": "running", "TL": 3}, "#,
+        r#"{"Cluster": "anchor", "Member": "node2", "Host": "127.0.0.1:5442", "Role": "Replica", "State": "streaming", "TL": 3, "Lag in MB": 0}, "#,
+        r#"{"Cluster": "anchor", "Member": "node3", "Host": "127.0.0.1:5443", "Role": "Replica", "State": "running", "TL": 3, "Lag in MB": 3}]"#,
+        "\n"
+    );
+    let got = list(&healthy(), OutputFormat::Json);
+    assert_eq!(got, want);
+    let parsed: Value = serde_json::from_str(&got).unwrap();
+    assert!(parsed[0].get("Lag in MB").is_none());
+}
+
+#[test]
+fn yaml_output_has_sorted_keys() {
+    let want = "\
+- Cluster: anchor
+  Host: 127.0.0.1:5441
+  Member: node1
+  Role: Leader
+  State: running
+  TL: 3
+- Cluster: anchor
+  Host: 127.0.0.1:5442
+  Lag in MB: 0
+  Member: node2
+  Role: Replica
+  State: streaming
+  TL: 3
+- Cluster: anchor
+  Host: 127.0.0.1:5443
+  Lag in MB: 3
+  Member: node3
+  Role: Replica
+  State: running
+  TL: 3
+";
+    assert_eq!(list(&healthy(), OutputFormat::Yaml), want);
+}
+
+#[test]
+fn tsv_output_keeps_cluster_column_and_empty_cells() {
+    let want = "\
+Cluster\tMember\tHost\tRole\tState\tTL\tLag in MB
+anchor\tnode1\t127.0.0.1:5441\tLeader\trunning\t3\t
+anchor\tnode2\t127.0.0.1:5442\tReplica\tstreaming\t3\t0
+anchor\tnode3\t127.0.0.1:5443\tReplica\trunning\t3\t3
+";
+    assert_eq!(list(&healthy(), OutputFormat::Tsv), want);
+}
+
+#[test]
+fn extended_adds_optional_columns_and_tsv_tags_are_one_line() {
+    let mut state = healthy();
+    state
+        .members
+        .get_mut("node2")
+        .unwrap()
+        .tags
+        .insert("nosync".into(), Value::Bool(true));
+    let got = render_list(
+        &state,
+        "anchor",
+        &ListOptions {
+            format: OutputFormat::Tsv,
+            extended: true,
+        },
+    );
+    let lines: Vec<&str> = got.lines().collect();
+    assert_eq!(lines[0], "Cluster\tMember\tHost\tRole\tState\tTL\tLag in MB\tPending restart\tScheduled restart\tTags");
+    assert_eq!(
+        lines[2],
+        "anchor\tnode2\t127.0.0.1:5442\tReplica\tstreaming\t3\t0\t\t\t{nosync: true}"
+    );
+}
+
+#[test]
+fn topology_indents_replicas_under_their_upstream() {
+    let mut state = healthy();
+    state
+        .members
+        .get_mut("node2")
+        .unwrap()
+        .tags
+        .insert("replicatefrom".into(), Value::from("node3"));
+    let want = "\
++ Cluster: anchor (7712492421097396467) ----------+----+-----------+----------------------+
+| Member   | Host           | Role    | State     | TL | Lag in MB | Tags                 |
++----------+----------------+---------+-----------+----+-----------+----------------------+
+| node1    | 127.0.0.1:5441 | Leader  | running   |  3 |           |                      |
+| + node3  | 127.0.0.1:5443 | Replica | running   |  3 |         3 |                      |
+|  + node2 | 127.0.0.1:5442 | Replica | streaming |  3 |         0 | replicatefrom: node3 |
++----------+----------------+---------+-----------+----+-----------+----------------------+
+";
+    assert_eq!(render_topology(&state, "anchor"), want);
+}
+
+#[test]
+fn topology_of_a_plain_cluster_puts_every_replica_one_level_under_the_leader() {
+    let got = render_topology(&healthy(), "anchor");
+    let names: Vec<&str> = got
+        .lines()
+        .skip(3)
+        .take(3)
+        .map(|l| l.split(" | ").next().unwrap())
+        .collect();
+    assert_eq!(names, vec!["| node1  ", "| + node2", "| + node3"]);
+}

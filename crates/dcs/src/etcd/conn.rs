@@ -1,0 +1,186 @@
+//! A lazily connected etcd client with a deadline on every call, and the mapping of
+//! etcd-client's errors onto `DcsError` (retry later / refused) plus "lease not found",
+//! which the adapter handles itself by granting a new lease.
+
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use etcd_client::{Client, ConnectOptions};
+
+use crate::error::DcsError;
+
+/// Why one etcd call failed, before the adapter decides what the caller sees.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// The lease the request referred to has expired or never existed.
+    LeaseNotFound,
+    Dcs(DcsError),
+}
+
+impl From<DcsError> for Failure {
+    fn from(e: DcsError) -> Self {
+        Failure::Dcs(e)
+    }
+}
+
+impl Failure {
+    /// For calls that do not involve our lease: "lease not found" is just a refusal.
+    pub(crate) fn into_dcs(self) -> DcsError {
+        match self {
+            Failure::Dcs(e) => e,
+            Failure::LeaseNotFound => DcsError::Rejected {
+                message: "requested lease not found".to_string(),
+            },
+        }
+    }
+}
+
+/// Connection settings shared by request clients and the watch task.
+#[derive(Debug, Clone)]
+pub(crate) struct Target {
+    pub endpoints: Vec<String>,
+    pub request_timeout: Duration,
+}
+
+impl Target {
+    pub(crate) fn endpoints_text(&self) -> String {
+        self.endpoints.join(",")
+    }
+
+    pub(crate) fn unreachable(&self, message: impl Into<String>) -> DcsError {
+        DcsError::Unreachable {
+            endpoints: self.endpoints_text(),
+            message: message.into(),
+        }
+    }
+
+    /// Options for a client. `per_request_timeout` must be off for long-lived streams (watch).
+    pub(crate) fn options(&self, per_request_timeout: bool) -> ConnectOptions {
+        let ping = self.request_timeout.max(Duration::from_millis(500));
+        let options = ConnectOptions::new()
+            .with_connect_timeout(self.request_timeout)
+            .with_keep_alive(ping, ping)
+            .with_keep_alive_while_idle(true);
+        if per_request_timeout {
+            options.with_timeout(self.request_timeout)
+        } else {
+            options
+        }
+    }
+
+    /// Connect (lazily on etcd-client's side: this does not wait for etcd).
+    pub(crate) async fn connect(&self, per_request_timeout: bool) -> Result<Client, DcsError> {
+        if self.endpoints.is_empty() {
+            return Err(DcsError::Rejected {
+                message: "no etcd endpoint configured; set etcd3.hosts".to_string(),
+            });
+        }
+        let connecting = Client::connect(&self.endpoints, Some(self.options(per_request_timeout)));
+        match tokio::time::timeout(self.request_timeout, connecting).await {
+            Ok(Ok(client)) => Ok(client),
+            Ok(Err(e)) => Err(self.classify(e).into_dcs()),
+            Err(_) => {
+                Err(self.unreachable(format!("no connection within {:?}", self.request_timeout)))
+            }
+        }
+    }
+
+    pub(crate) fn classify(&self, error: etcd_client::Error) -> Failure {
+        use etcd_client::Error as E;
+        use tonic::Code;
+        match error {
+            E::GRpcStatus(status) => {
+                let message = status.message().to_string();
+                match status.code() {
+                    Code::NotFound if message.contains("lease not found") => Failure::LeaseNotFound,
+                    Code::Unavailable
+                    | Code::DeadlineExceeded
+                    | Code::Cancelled
+                    | Code::Unknown
+                    | Code::Aborted => {
+                        Failure::Dcs(self.unreachable(format!("{:?}: {message}", status.code())))
+                    }
+                    code => Failure::Dcs(DcsError::Rejected {
+                        message: format!("{code:?}: {message}"),
+                    }),
+                }
+            }
+            E::LeaseKeepAliveError(m) if m.contains("lease not found") => Failure::LeaseNotFound,
+            e @ (E::TransportError(_)
+            | E::IoError(_)
+            | E::LeaseKeepAliveError(_)
+            | E::WatchError(_)) => Failure::Dcs(self.unreachable(e.to_string())),
+            e => Failure::Dcs(DcsError::Rejected {
+                message: e.to_string(),
+            }),
+        }
+    }
+}
+
+/// The request client of one `EtcdDcs`: connected on first use, dropped and rebuilt after a
+/// call finds etcd unreachable.
+pub(crate) struct Conn {
+    pub target: Target,
+    client: Mutex<Option<Client>>,
+}
+
+impl std::fmt::Debug for Conn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Conn")
+            .field("target", &self.target)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Conn {
+    pub(crate) fn new(target: Target) -> Self {
+        Conn {
+            target,
+            client: Mutex::new(None),
+        }
+    }
+
+    fn cached(&self) -> Option<Client> {
+        self.client
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn store(&self, client: Option<Client>) {
+        *self.client.lock().unwrap_or_else(|p| p.into_inner()) = client;
+    }
+
+    /// Run one etcd request with the request timeout covering connect and answer.
+    pub(crate) async fn call<T, F, Fut>(&self, what: &str, request: F) -> Result<T, Failure>
+    where
+        F: FnOnce(Client) -> Fut,
+        Fut: Future<Output = Result<T, etcd_client::Error>>,
+    {
+        let timeout = self.target.request_timeout;
+        let attempt = async {
+            let client = match self.cached() {
+                Some(c) => c,
+                None => {
+                    let c = self.target.connect(true).await?;
+                    self.store(Some(c.clone()));
+                    c
+                }
+            };
+            request(client).await.map_err(|e| self.target.classify(e))
+        };
+        let result = match tokio::time::timeout(timeout, attempt).await {
+            Ok(r) => r,
+            Err(_) => Err(Failure::Dcs(
+                self.target
+                    .unreachable(format!("{what}: no answer within {timeout:?}")),
+            )),
+        };
+        if let Err(Failure::Dcs(DcsError::Unreachable { message, .. })) = &result {
+            tracing::debug!(what, %message, "etcd call failed; reconnecting on next use");
+            self.store(None);
+        }
+        result
+    }
+}

@@ -1,0 +1,274 @@
+//! Carrying out the core's actions, in order. Outcomes are not reported back: the next
+//! observation shows them (level-triggered).
+
+use std::time::Duration;
+
+use pgbaton_core::{Action, Decision, JobKind, Observation, StopMode};
+use pgbaton_dcs::{Dcs, DcsError, HistoryEntry, StatusDoc};
+use pgbaton_postgres::{self as pg, StandbyConfig, Upstream};
+
+use super::{jobs, settings, Agent};
+
+impl<D: Dcs> Agent<D> {
+    pub(super) async fn execute(&mut self, decision: &Decision, obs: &Observation) {
+        let mut dcs_down = obs.dcs.is_none();
+        for action in &decision.actions {
+            if is_dcs_action(action) {
+                if dcs_down && !matches!(action, Action::RenewLease) {
+                    continue;
+                }
+                match self.dcs_action(action, decision).await {
+                    Ok(()) => {}
+                    Err(e) => {
+                        tracing::warn!(%action, error = %e, "DCS request failed");
+                        dcs_down = true;
+                    }
+                }
+            } else {
+                self.pg_action(action).await;
+            }
+        }
+    }
+
+    async fn dcs_action(&mut self, action: &Action, decision: &Decision) -> Result<(), DcsError> {
+        let timeout = self.dcs_timeout();
+        let dcs = self.dcs.clone();
+        let name = self.cfg.name.clone();
+        match action {
+            Action::RenewLease => {
+                let ack = bounded(timeout, dcs.keepalive()).await?;
+                self.lease = Some(ack);
+            }
+            Action::PublishMember => {
+                let doc = self.member_doc(decision.published.as_str());
+                bounded(timeout, dcs.touch_member(&doc)).await?;
+            }
+            Action::ClaimInitialize => {
+                if bounded(timeout, dcs.claim_initialize(&name)).await? {
+                    tracing::info!("won the initialize race");
+                }
+            }
+            Action::WriteInitialize { system_id } => {
+                let value = system_id.to_string();
+                bounded(timeout, dcs.set_initialize(&name, &value)).await?;
+            }
+            Action::CancelInitialize => {
+                bounded(timeout, dcs.cancel_initialize(&name)).await?;
+            }
+            Action::WriteBootstrapConfig => {
+                let value = self.cfg.bootstrap.dcs.to_dcs_json();
+                bounded(timeout, dcs.set_config(&value, None)).await?;
+            }
+            Action::AcquireLeader => {
+                if bounded(timeout, dcs.acquire_leader()).await? {
+                    tracing::info!("acquired the leader key");
+                } else {
+                    tracing::info!("another member took the leader key first");
+                }
+            }
+            Action::ReleaseLeader => {
+                if bounded(timeout, dcs.release_leader()).await? {
+                    tracing::info!("released the leader key");
+                }
+            }
+            Action::WriteStatus { optime } => {
+                let status = StatusDoc { optime: Some(*optime), ..Default::default() };
+                bounded(timeout, dcs.set_status(&status)).await?;
+            }
+            Action::AppendHistory { timeline, lsn } => {
+                let mut history = self.cluster.as_ref().map(|c| c.history.clone()).unwrap_or_default();
+                if history.iter().all(|h| h.timeline != *timeline) {
+                    history.push(HistoryEntry {
+                        timeline: *timeline,
+                        lsn: *lsn,
+                        reason: "no recovery target specified".to_string(),
+                        timestamp: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)),
+                        new_leader: Some(name.clone()),
+                    });
+                    bounded(timeout, dcs.set_history(&history)).await?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// host:port of a member from its document in the DCS.
+    fn upstream_of(&self, member: &str) -> Option<Upstream> {
+        let doc = self.cluster.as_ref()?.members.get(member)?;
+        let (host, port) = doc.host_port()?;
+        Some(Upstream { host, port })
+    }
+
+    fn standby_config(&self, upstream: Option<&str>) -> StandbyConfig {
+        StandbyConfig {
+            upstream: upstream.and_then(|m| self.upstream_of(m)),
+            slot_name: if self.ha.use_slots { Some(pg::slot_name_for(&self.cfg.name)) } else { None },
+        }
+    }
+
+    async fn pg_action(&mut self, action: &Action) {
+        let spec = self.spec.clone();
+        let params = settings::pg_parameters(&self.cfg, &self.dynamic);
+        let hba = settings::pg_hba(&self.cfg);
+        let timeout = Duration::from_millis(self.ha.retry_timeout_ms.max(1_000));
+        match action {
+            Action::SyncSlots { members } => {
+                let wanted = members.iter().map(|m| pg::slot_name_for(m)).collect();
+                let keep = settings::permanent_slots(&self.dynamic);
+                match pg::sync_physical_slots(&spec, &wanted, &keep, timeout).await {
+                    Ok((created, dropped)) => {
+                        for s in created {
+                            tracing::info!(slot = %s, "created replication slot");
+                        }
+                        for s in dropped {
+                            tracing::info!(slot = %s, "dropped replication slot of a member that left");
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot maintain replication slots"),
+                }
+            }
+            Action::Repoint { upstream } => {
+                let standby = self.standby_config(upstream.as_deref());
+                if let Err(e) = pg::write_config(&spec, &params, &hba, Some(&standby)) {
+                    tracing::warn!(error = %e, "cannot write the replica configuration");
+                    return;
+                }
+                if let Some(pm) = self.postmaster.lock().await.as_ref() {
+                    if let Err(e) = pm.reload() {
+                        tracing::warn!(error = %e, "cannot reload PostgreSQL");
+                    }
+                }
+                self.configured_upstream = upstream.clone();
+            }
+            Action::MoveDataAside { reason } => match pg::move_aside(&spec, reason) {
+                Ok(path) => tracing::warn!(moved_to = %path.display(), "moved the data directory aside"),
+                Err(e) => tracing::error!(error = %e, "cannot move the data directory aside"),
+            },
+            Action::Stop { mode } => {
+                if *mode == StopMode::Immediate {
+                    self.jobs.abort().await;
+                }
+                if self.jobs.is_running() {
+                    return;
+                }
+                let pm = self.postmaster.clone();
+                let mode = match mode {
+                    StopMode::Fast => pg::StopMode::Fast,
+                    StopMode::Immediate => pg::StopMode::Immediate,
+                };
+                let limit = Duration::from_secs(if mode == pg::StopMode::Fast { 30 } else { 5 });
+                self.jobs.start(JobKind::Stop, async move { jobs::stop(&pm, mode, limit).await });
+            }
+            job if job.is_job() => {
+                if self.jobs.is_running() {
+                    tracing::debug!(%job, "an operation runs already");
+                    return;
+                }
+                self.start_job(job, spec, params, hba);
+            }
+            _ => {}
+        }
+    }
+
+    fn start_job(
+        &mut self,
+        action: &Action,
+        spec: pg::PgSpec,
+        params: std::collections::BTreeMap<String, String>,
+        hba: Vec<String>,
+    ) {
+        let pm = self.postmaster.clone();
+        let start_timeout = Duration::from_millis(self.ha.primary_restart_timeout_ms.max(5_000));
+        match action {
+            Action::Bootstrap => {
+                let initdb_args: Vec<String> = self.cfg.bootstrap.initdb.iter().map(|o| o.to_arg()).collect();
+                let users = settings::bootstrap_users(&self.cfg);
+                self.configured_upstream = None;
+                self.jobs.start(JobKind::Bootstrap, async move {
+                    pg::initdb(&spec, &initdb_args).await.map_err(|e| e.to_string())?;
+                    pg::write_config(&spec, &params, &hba, None).map_err(|e| e.to_string())?;
+                    jobs::start_and_wait(&spec, &pm, Duration::from_secs(60)).await?;
+                    pg::ensure_users(&spec, &users, Duration::from_secs(30)).await.map_err(|e| e.to_string())
+                });
+            }
+            Action::Clone { from } => {
+                let Some(upstream) = self.upstream_of(from) else {
+                    tracing::warn!(member = %from, "cannot clone: no address for the member in the DCS");
+                    return;
+                };
+                let extra = self.cfg.postgresql.basebackup.clone();
+                self.jobs.start(JobKind::Clone, async move {
+                    pg::basebackup(&spec, &upstream, &extra).await.map_err(|e| e.to_string())
+                });
+            }
+            Action::Rewind { from } => {
+                let Some(upstream) = self.upstream_of(from) else {
+                    tracing::warn!(member = %from, "cannot rewind: no address for the member in the DCS");
+                    return;
+                };
+                self.jobs.start(JobKind::Rewind, async move {
+                    match pg::rewind(&spec, &upstream).await {
+                        Ok(outcome) => {
+                            tracing::info!(?outcome, "pg_rewind done");
+                            Ok(())
+                        }
+                        Err(e) => Err(e.to_string()),
+                    }
+                });
+            }
+            Action::StartReplica { upstream } => {
+                let standby = self.standby_config(upstream.as_deref());
+                self.configured_upstream = upstream.clone();
+                self.jobs.start(JobKind::Start, async move {
+                    pg::write_config(&spec, &params, &hba, Some(&standby)).map_err(|e| e.to_string())?;
+                    jobs::start_and_wait(&spec, &pm, Duration::from_secs(120)).await
+                });
+            }
+            Action::StartPrimary => {
+                self.configured_upstream = None;
+                self.jobs.start(JobKind::Start, async move {
+                    pg::write_config(&spec, &params, &hba, None).map_err(|e| e.to_string())?;
+                    jobs::start_and_wait(&spec, &pm, start_timeout).await
+                });
+            }
+            Action::Promote => {
+                self.configured_upstream = None;
+                self.jobs.start(JobKind::Promote, async move {
+                    pg::promote(&spec, Duration::from_secs(60)).await.map_err(|e| e.to_string())
+                });
+            }
+            _ => {}
+        }
+    }
+}
+
+/// A DCS request bounded by `timeout`.
+async fn bounded<T>(
+    timeout: Duration,
+    fut: impl std::future::Future<Output = Result<T, DcsError>>,
+) -> Result<T, DcsError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(r) => r,
+        Err(_) => Err(DcsError::Unreachable {
+            endpoints: "etcd".to_string(),
+            message: format!("no answer within {} ms", timeout.as_millis()),
+        }),
+    }
+}
+
+fn is_dcs_action(a: &Action) -> bool {
+    matches!(
+        a,
+        Action::RenewLease
+            | Action::PublishMember
+            | Action::ClaimInitialize
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::WriteBootstrapConfig
+            | Action::AcquireLeader
+            | Action::ReleaseLeader
+            | Action::WriteStatus { .. }
+            | Action::AppendHistory { .. }
+    )
+}

@@ -1,0 +1,142 @@
+//! Background operations on PostgreSQL: one at a time, their outcome observed by the loop.
+//!
+//! The HA loop must keep renewing the lease while initdb, pg_basebackup, pg_rewind or a
+//! start run, so these run as tasks; the loop only sees `JobView` (running, failed, idle).
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgbaton_core::{JobKind, JobView};
+use pgbaton_postgres::{query_status, PgError, PgSpec, Postmaster};
+use tokio::sync::{Mutex, Notify};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
+
+/// The supervised postmaster, shared by the loop (to observe it) and the jobs (to start/stop it).
+pub type SharedPostmaster = Arc<Mutex<Option<Postmaster>>>;
+
+pub struct JobRunner {
+    current: Option<(JobKind, JoinHandle<Result<(), String>>)>,
+    /// Kept until another job starts, so the core can react to the failure.
+    failed: Option<(JobKind, String)>,
+    /// Woken when a job ends.
+    wake: Arc<Notify>,
+}
+
+impl JobRunner {
+    pub fn new(wake: Arc<Notify>) -> Self {
+        JobRunner { current: None, failed: None, wake }
+    }
+
+    /// Collect a finished job's outcome and say what runs now.
+    pub async fn view(&mut self) -> JobView {
+        if let Some((kind, handle)) = &mut self.current {
+            if !handle.is_finished() {
+                return JobView::Running(*kind);
+            }
+            let kind = *kind;
+            let outcome = match handle.await {
+                Ok(result) => result,
+                Err(e) if e.is_cancelled() => Err("cancelled".to_string()),
+                Err(e) => Err(format!("panicked: {e}")),
+            };
+            self.current = None;
+            match outcome {
+                Ok(()) => {
+                    tracing::info!(job = ?kind, "operation finished");
+                    self.failed = None;
+                }
+                Err(error) => {
+                    tracing::warn!(job = ?kind, %error, "operation failed");
+                    self.failed = Some((kind, error));
+                }
+            }
+        }
+        match &self.failed {
+            Some((kind, error)) => JobView::Failed { kind: *kind, error: error.clone() },
+            None => JobView::Idle,
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        self.current.as_ref().is_some_and(|(_, h)| !h.is_finished())
+    }
+
+    /// Start a job. The caller makes sure none runs (or aborted it).
+    pub fn start<F>(&mut self, kind: JobKind, job: F)
+    where
+        F: Future<Output = Result<(), String>> + Send + 'static,
+    {
+        let wake = self.wake.clone();
+        self.failed = None;
+        tracing::info!(job = ?kind, "operation started");
+        let handle = tokio::spawn(
+            async move {
+                let result = job.await;
+                wake.notify_one();
+                result
+            }
+            .in_current_span(),
+        );
+        self.current = Some((kind, handle));
+    }
+
+    /// Abort the running job (an immediate stop preempts everything).
+    pub async fn abort(&mut self) {
+        if let Some((kind, handle)) = self.current.take() {
+            handle.abort();
+            let _ = handle.await;
+            tracing::warn!(job = ?kind, "operation aborted");
+        }
+    }
+}
+
+/// Spawn the postmaster and wait until it answers, it exits, or `timeout` passes.
+pub async fn start_and_wait(spec: &PgSpec, postmaster: &SharedPostmaster, timeout: Duration) -> Result<(), String> {
+    {
+        let mut slot = postmaster.lock().await;
+        if let Some(pm) = slot.as_mut() {
+            if !pm.has_exited() {
+                return Err(format!("PostgreSQL already runs (pid {})", pm.pid()));
+            }
+        }
+        *slot = Some(Postmaster::spawn(spec).map_err(|e| e.to_string())?);
+    }
+    wait_answers(spec, postmaster, timeout).await
+}
+
+/// Poll until PostgreSQL answers a query; fail when the postmaster exits or on timeout.
+pub async fn wait_answers(spec: &PgSpec, postmaster: &SharedPostmaster, timeout: Duration) -> Result<(), String> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        if query_status(spec, Duration::from_millis(1000)).await.is_ok() {
+            return Ok(());
+        }
+        {
+            let mut slot = postmaster.lock().await;
+            let alive = slot.as_mut().is_some_and(|pm| !pm.has_exited());
+            if !alive {
+                *slot = None;
+                return Err(format!("PostgreSQL exited during start; see {}", spec.log_file.display()));
+            }
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(format!(
+                "PostgreSQL did not accept connections within {:.1} s; see {}",
+                timeout.as_secs_f64(),
+                spec.log_file.display()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Stop the supervised postmaster (if any) and forget it.
+pub async fn stop(postmaster: &SharedPostmaster, mode: pgbaton_postgres::StopMode, timeout: Duration) -> Result<(), String> {
+    let taken = postmaster.lock().await.take();
+    match taken {
+        Some(mut pm) => pm.stop(mode, timeout).await.map_err(|e: PgError| e.to_string()),
+        None => Ok(()),
+    }
+}

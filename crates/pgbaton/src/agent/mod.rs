@@ -1,0 +1,266 @@
+//! The agent: the loop that observes, asks the core to decide, and carries the decision out.
+//!
+//! Each cycle: read the DCS (one range request), look at PostgreSQL (one connection),
+//! ask peers for their positions when the cluster has no leader, call
+//! `pgbaton_core::decide`, carry out the actions in order, publish the status for the REST
+//! API, then sleep until the decision's `next_wake` or until something happens (the leader
+//! key changes in etcd, PostgreSQL exits, a background operation ends).
+
+mod execute;
+mod jobs;
+mod observe;
+pub mod settings;
+mod status;
+pub mod view;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context;
+use pgbaton_api::NodeStatus;
+use pgbaton_config::{Config, DynamicConfig};
+use pgbaton_core::{decide, HaConfig, MemberState, Millis};
+use pgbaton_dcs::{ClusterPath, ClusterState, Dcs, EtcdDcs, LeaseAck};
+use pgbaton_postgres::{PgSpec, PgStatus, Postmaster};
+use tokio::sync::{watch, Mutex, Notify};
+use tokio::time::Instant;
+
+use jobs::{JobRunner, SharedPostmaster};
+
+/// Run the agent until SIGTERM/SIGINT.
+pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let dynamic = cfg.bootstrap.dcs.clone();
+    let ha = settings::ha_config(&cfg, &dynamic);
+    let path = ClusterPath::new(&cfg.namespace, &cfg.scope);
+    let dcs = EtcdDcs::new(
+        cfg.dcs.hosts.clone(),
+        path,
+        &cfg.name,
+        Duration::from_millis(ha.ttl_ms),
+        Duration::from_millis(ha.retry_timeout_ms),
+    );
+    let (status_tx, status_rx) = watch::channel(NodeStatus::starting(&cfg.scope, &cfg.name, ha.ttl_ms));
+    let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
+        .await
+        .with_context(|| format!("cannot listen on restapi.listen {}: is the port in use?", cfg.restapi.listen))?;
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let api_shutdown = {
+        let mut rx = shutdown_rx.clone();
+        async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }
+    };
+    let api = tokio::spawn(pgbaton_api::serve(listener, status_rx, api_shutdown));
+    tracing::info!(listen = %cfg.restapi.listen, "REST API listening");
+
+    let signals = tokio::spawn(async move {
+        wait_for_signal().await;
+        let _ = shutdown_tx.send(true);
+    });
+
+    let mut agent = Agent::new(cfg, dynamic, ha, dcs, status_tx);
+    let result = agent.run(shutdown_rx).await;
+    signals.abort();
+    let _ = api.await;
+    result
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received: stopping"),
+        _ = int.recv() => tracing::info!("SIGINT received: stopping"),
+    }
+}
+
+/// Everything the agent knows between cycles. Only `state` is decision memory; the rest
+/// is adapter bookkeeping (handles, the last reads, the lease proof).
+pub struct Agent<D: Dcs> {
+    cfg: Config,
+    /// The dynamic configuration in force (DCS `config` over `bootstrap.dcs`).
+    dynamic: DynamicConfig,
+    ha: HaConfig,
+    spec: PgSpec,
+    dcs: Arc<D>,
+    /// The core's memory.
+    state: MemberState,
+    /// Monotonic origin of the core's `Millis`.
+    origin: Instant,
+    /// The last keepalive etcd acknowledged (the lease proof).
+    lease: Option<LeaseAck>,
+    /// The last successful DCS read.
+    cluster: Option<ClusterState>,
+    dcs_last_seen_unix: Option<u64>,
+    postmaster: SharedPostmaster,
+    jobs: JobRunner,
+    /// The member primary_conninfo points at, as last written by us.
+    configured_upstream: Option<String>,
+    last_pg_status: Option<PgStatus>,
+    status_tx: watch::Sender<NodeStatus>,
+    http: reqwest::Client,
+    /// Woken by job ends and postmaster exits.
+    wake: Arc<Notify>,
+    last_reason: String,
+    last_leader: Option<String>,
+    leader_changes: u64,
+}
+
+impl<D: Dcs> Agent<D> {
+    pub fn new(cfg: Config, dynamic: DynamicConfig, ha: HaConfig, dcs: D, status_tx: watch::Sender<NodeStatus>) -> Self {
+        let wake = Arc::new(Notify::new());
+        let spec = settings::pg_spec(&cfg);
+        Agent {
+            spec,
+            dynamic,
+            ha,
+            dcs: Arc::new(dcs),
+            state: MemberState::new(),
+            origin: Instant::now(),
+            lease: None,
+            cluster: None,
+            dcs_last_seen_unix: None,
+            postmaster: Arc::new(Mutex::new(None)),
+            jobs: JobRunner::new(wake.clone()),
+            configured_upstream: None,
+            last_pg_status: None,
+            status_tx,
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_millis(1000))
+                .build()
+                .unwrap_or_else(|_| reqwest::Client::new()),
+            wake,
+            last_reason: String::new(),
+            last_leader: None,
+            leader_changes: 0,
+            cfg,
+        }
+    }
+
+    fn now(&self) -> Millis {
+        self.origin.elapsed().as_millis() as Millis
+    }
+
+    fn to_millis(&self, at: Instant) -> Millis {
+        at.saturating_duration_since(self.origin).as_millis() as Millis
+    }
+
+    /// Until when the lease is certainly alive, in core time.
+    fn lease_valid_until(&self) -> Option<Millis> {
+        self.lease.map(|ack| {
+            let ttl = ack.ttl.min(Duration::from_millis(self.ha.ttl_ms));
+            self.to_millis(ack.sent_at + ttl)
+        })
+    }
+
+    async fn startup(&mut self) {
+        if let Some(parent) = self.spec.data_dir.parent() {
+            if let Err(e) = std::fs::create_dir_all(parent) {
+                tracing::error!(dir = %parent.display(), error = %e, "cannot create the data directory's parent");
+            }
+        }
+        match Postmaster::adopt(&self.spec) {
+            Ok(Some(pm)) => {
+                tracing::info!(pid = pm.pid(), "adopted a running PostgreSQL");
+                *self.postmaster.lock().await = Some(pm);
+            }
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "cannot check for a running PostgreSQL"),
+        }
+        let timeout = Duration::from_millis(self.ha.retry_timeout_ms);
+        match tokio::time::timeout(timeout, self.dcs.adopt_leader_lease()).await {
+            Ok(Ok(Some(ack))) => {
+                tracing::info!("the leader key names this member: keeping its lease");
+                self.lease = Some(ack);
+            }
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the leader key at start"),
+            Err(_) => tracing::warn!("etcd did not answer in time at start"),
+        }
+    }
+
+    /// The HA loop.
+    pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+        self.startup().await;
+        let mut dcs_events = self.dcs.subscribe();
+        let pm_watch = tokio::spawn(watch_postmaster(self.postmaster.clone(), self.wake.clone()));
+        loop {
+            let obs = self.observe().await;
+            let decision = decide(&self.state, &obs, &self.ha);
+            let reason = decision.reason.to_string();
+            if reason != self.last_reason {
+                tracing::info!(phase = %decision.state.phase, "{reason}");
+                self.last_reason = reason;
+            } else {
+                tracing::debug!(phase = %decision.state.phase, "{reason}");
+            }
+            self.state = decision.state.clone();
+            self.execute(&decision, &obs).await;
+            self.publish_status(&obs);
+
+            let wake_at = self.origin + Duration::from_millis(decision.next_wake);
+            let leader_before = self.cluster.as_ref().and_then(|c| c.leader_name().map(str::to_string));
+            loop {
+                tokio::select! {
+                    _ = tokio::time::sleep_until(wake_at) => break,
+                    _ = self.wake.notified() => break,
+                    _ = shutdown.changed() => {
+                        pm_watch.abort();
+                        self.shutdown().await;
+                        return Ok(());
+                    }
+                    changed = dcs_events.changed() => {
+                        if changed.is_err() { tokio::time::sleep_until(wake_at).await; break; }
+                        // Every write in the cluster bumps the watch; only a change of the
+                        // leader key (or initialize) is worth a cycle before next_wake.
+                        if self.leader_key_changed(&leader_before).await { break; }
+                    }
+                }
+            }
+        }
+    }
+
+    async fn leader_key_changed(&self, before: &Option<String>) -> bool {
+        let timeout = Duration::from_millis(self.ha.retry_timeout_ms);
+        match tokio::time::timeout(timeout, self.dcs.load()).await {
+            Ok(Ok(state)) => {
+                let now = state.leader_name().map(str::to_string);
+                let init_changed = self.cluster.as_ref().map(|c| &c.initialize) != Some(&state.initialize);
+                &now != before || init_changed
+            }
+            _ => true,
+        }
+    }
+
+    /// SIGTERM: stop PostgreSQL, then give the leader key up (so nothing writes after it is free).
+    async fn shutdown(&mut self) {
+        tracing::info!("shutting down: stopping PostgreSQL");
+        self.jobs.abort().await;
+        if let Err(e) = jobs::stop(&self.postmaster, pgbaton_postgres::StopMode::Fast, Duration::from_secs(30)).await {
+            tracing::warn!(error = %e, "fast stop failed");
+        }
+        let timeout = Duration::from_millis(self.ha.retry_timeout_ms);
+        if let Ok(Ok(true)) = tokio::time::timeout(timeout, self.dcs.release_leader()).await {
+            tracing::info!("released the leader key");
+        }
+        tracing::info!("stopped");
+    }
+}
+
+/// Wake the loop at once when the supervised postmaster exits.
+async fn watch_postmaster(postmaster: SharedPostmaster, wake: Arc<Notify>) {
+    let mut was_running = false;
+    loop {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let running = match postmaster.try_lock() {
+            Ok(mut slot) => slot.as_mut().is_some_and(|pm| !pm.has_exited()),
+            Err(_) => continue,
+        };
+        if was_running && !running {
+            wake.notify_one();
+        }
+        was_running = running;
+    }
+}

@@ -1,0 +1,174 @@
+//! Taking the snapshot the core decides on: DCS, PostgreSQL, peers, lease.
+
+use std::collections::BTreeMap;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use pgbaton_config::DynamicConfig;
+use pgbaton_core::{LocalPg, Observation, PeerView};
+use pgbaton_dcs::{ClusterState, Dcs};
+use pgbaton_postgres::{data_dir_state, query_status};
+
+use super::{settings, view, Agent};
+
+impl<D: Dcs> Agent<D> {
+    /// How long a DCS request may take now: retry_timeout, but never past the moment a
+    /// leader must demote.
+    pub(super) fn dcs_timeout(&self) -> Duration {
+        let base = Duration::from_millis(self.ha.retry_timeout_ms);
+        let Some(until) = self.lease_valid_until() else { return base };
+        let leading = matches!(
+            self.state.phase,
+            pgbaton_core::Phase::Leader | pgbaton_core::Phase::Promoting | pgbaton_core::Phase::RestartingPrimary
+        );
+        if !leading {
+            return base;
+        }
+        let left = until.saturating_sub(self.now() + self.ha.demote_margin_ms);
+        base.min(Duration::from_millis(left.max(50)))
+    }
+
+    pub(super) async fn observe(&mut self) -> Observation {
+        let dcs = match tokio::time::timeout(self.dcs_timeout(), self.dcs.load()).await {
+            Ok(Ok(state)) => Some(state),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "cannot read the cluster state");
+                None
+            }
+            Err(_) => {
+                tracing::warn!("cannot read the cluster state: etcd did not answer in time");
+                None
+            }
+        };
+        if let Some(state) = &dcs {
+            self.apply_dynamic_config(state);
+            self.dcs_last_seen_unix = SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
+            self.count_leader_change(state);
+        }
+        let pg = self.observe_pg().await;
+        let job = self.jobs.view().await;
+        let peers = match &dcs {
+            Some(state) if state.leader.is_none() && matches!(pg, LocalPg::Running(_)) => self.ask_peers(state).await,
+            _ => BTreeMap::new(),
+        };
+        let view = dcs.as_ref().map(view::dcs_view);
+        if dcs.is_some() {
+            self.cluster = dcs;
+        }
+        Observation {
+            now: self.now(),
+            pg,
+            job,
+            dcs: view,
+            lease_valid_until: self.lease_valid_until(),
+            peers,
+            configured_upstream: self.configured_upstream.clone(),
+        }
+    }
+
+    fn count_leader_change(&mut self, state: &ClusterState) {
+        let leader = state.leader_name().map(str::to_string);
+        if leader.is_some() && leader != self.last_leader {
+            if self.last_leader.is_some() || self.leader_changes == 0 {
+                self.leader_changes += 1;
+            }
+            tracing::info!(leader = leader.as_deref().unwrap_or(""), "leader is now");
+        }
+        if leader.is_some() {
+            self.last_leader = leader;
+        }
+    }
+
+    /// The DCS `config` key wins over `bootstrap.dcs` once the cluster exists.
+    fn apply_dynamic_config(&mut self, state: &ClusterState) {
+        let Some(config) = &state.config else { return };
+        match DynamicConfig::from_dcs_json(&config.value, &self.cfg.bootstrap.dcs) {
+            Ok(loaded) => {
+                if loaded.value != self.dynamic {
+                    tracing::info!("dynamic configuration changed in the DCS");
+                    self.dynamic = loaded.value;
+                    self.ha = settings::ha_config(&self.cfg, &self.dynamic);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "ignoring invalid dynamic configuration in the DCS"),
+        }
+    }
+
+    async fn observe_pg(&mut self) -> LocalPg {
+        let alive = {
+            let mut slot = self.postmaster.lock().await;
+            let alive = slot.as_mut().is_some_and(|pm| !pm.has_exited());
+            if !alive && slot.is_some() {
+                tracing::warn!("PostgreSQL exited");
+                *slot = None;
+            }
+            alive
+        };
+        let timeout = Duration::from_millis(self.ha.retry_timeout_ms.min(2_000));
+        if alive {
+            return match query_status(&self.spec, timeout).await {
+                Ok(status) => {
+                    let running = view::running_pg(&status);
+                    self.last_pg_status = Some(status);
+                    LocalPg::Running(running)
+                }
+                Err(e) => {
+                    tracing::debug!(error = %e, "PostgreSQL does not answer yet");
+                    self.last_pg_status = None;
+                    LocalPg::Starting
+                }
+            };
+        }
+        self.last_pg_status = None;
+        if self.jobs.is_running() {
+            // initdb / pg_basebackup / pg_rewind are writing the directory.
+            return LocalPg::Starting;
+        }
+        match data_dir_state(&self.spec) {
+            Ok(state) => view::stopped_pg(&state),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read the data directory's control file");
+                LocalPg::Starting
+            }
+        }
+    }
+
+    /// Ask every other member's REST API for its position, all at once, within a second.
+    async fn ask_peers(&self, state: &ClusterState) -> BTreeMap<String, PeerView> {
+        let urls = view::peer_api_urls(state, &self.cfg.name);
+        let asks = urls.into_iter().map(|(name, url)| {
+            let http = self.http.clone();
+            async move {
+                let answer = async {
+                    let resp = http.get(&url).send().await.ok()?;
+                    resp.json::<serde_json::Value>().await.ok()
+                };
+                let peer = match tokio::time::timeout(Duration::from_millis(1000), answer).await {
+                    Ok(Some(body)) => view::peer_view(&body),
+                    _ => PeerView::Unreachable,
+                };
+                (name, peer)
+            }
+        });
+        let mut out = BTreeMap::new();
+        for (name, peer) in join_all(asks).await {
+            out.insert(name, peer);
+        }
+        out
+    }
+}
+
+/// Run futures concurrently and collect their outputs (small, to avoid a dependency).
+async fn join_all<F: std::future::Future>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+where
+    F: Send + 'static,
+    F::Output: Send + 'static,
+{
+    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let mut out = Vec::with_capacity(handles.len());
+    for h in handles {
+        if let Ok(v) = h.await {
+            out.push(v);
+        }
+    }
+    out
+}

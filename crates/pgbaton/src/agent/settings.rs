@@ -1,0 +1,127 @@
+//! Turns the Patroni-style configuration (local file + the DCS `config` key) into what the
+//! core, the PostgreSQL adapter and the DCS adapter take.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use pgbaton_config::{Config, DynamicConfig};
+use pgbaton_core::HaConfig;
+use pgbaton_postgres::{Credentials, PgSpec};
+
+/// Parameters pgbaton needs for replication, failover and pg_rewind; anything the
+/// configuration sets wins over these.
+const REQUIRED_DEFAULTS: &[(&str, &str)] = &[
+    ("wal_level", "replica"),
+    ("hot_standby", "on"),
+    ("max_wal_senders", "10"),
+    ("max_replication_slots", "10"),
+    ("wal_keep_size", "128MB"),
+    ("hot_standby_feedback", "on"),
+    ("wal_log_hints", "on"),
+    ("max_connections", "100"),
+];
+
+fn secs_to_ms(secs: f64) -> u64 {
+    (secs * 1000.0).round().max(0.0) as u64
+}
+
+/// The core's view of the configuration in force.
+pub fn ha_config(cfg: &Config, dynamic: &DynamicConfig) -> HaConfig {
+    let ttl_ms = secs_to_ms(dynamic.ttl);
+    HaConfig {
+        name: cfg.name.clone(),
+        ttl_ms,
+        loop_wait_ms: secs_to_ms(dynamic.loop_wait).max(10),
+        retry_timeout_ms: secs_to_ms(dynamic.retry_timeout).max(10),
+        maximum_lag_on_failover: dynamic.maximum_lag_on_failover,
+        use_pg_rewind: dynamic.use_pg_rewind,
+        use_slots: dynamic.use_slots,
+        nofailover: cfg.tags.nofailover,
+        demote_margin_ms: secs_to_ms(cfg.pgbaton.demote_margin),
+        primary_restart_timeout_ms: secs_to_ms(cfg.pgbaton.primary_restart_timeout),
+        not_streaming_timeout_ms: (2 * ttl_ms).max(4_000),
+        paused: dynamic.pause,
+    }
+}
+
+/// PostgreSQL parameters in force: pgbaton's required defaults, then the DCS's, then the
+/// local file's. `unix_socket_directories`, `listen_addresses` and `port` are set by the adapter.
+pub fn pg_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, String> {
+    let mut params: BTreeMap<String, String> =
+        REQUIRED_DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    params.extend(dynamic.parameters.clone());
+    params.extend(cfg.postgresql.parameters.clone());
+    for managed in ["unix_socket_directories", "listen_addresses", "port", "hba_file", "data_directory"] {
+        params.remove(managed);
+    }
+    params
+}
+
+/// pg_hba lines: the local file's `postgresql.pg_hba` when set, else `bootstrap.pg_hba`.
+pub fn pg_hba(cfg: &Config) -> Vec<String> {
+    if cfg.postgresql.pg_hba.is_empty() {
+        cfg.bootstrap.pg_hba.clone()
+    } else {
+        cfg.postgresql.pg_hba.clone()
+    }
+}
+
+/// Where the socket lives: the first `unix_socket_directories` entry, else /tmp.
+fn socket_dir(cfg: &Config) -> PathBuf {
+    cfg.postgresql
+        .parameters
+        .get("unix_socket_directories")
+        .and_then(|v| v.split(',').map(str::trim).find(|s| !s.is_empty()))
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from("/tmp"))
+}
+
+pub fn pg_spec(cfg: &Config) -> PgSpec {
+    let pg = &cfg.postgresql;
+    let log_file = match &cfg.pgbaton.log_dir {
+        Some(dir) => dir.join("postgresql.log"),
+        None => pg.data_dir.with_file_name(format!(
+            "{}.postgresql.log",
+            pg.data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("data")
+        )),
+    };
+    let running_as_root = nix::unistd::Uid::effective().is_root();
+    PgSpec {
+        bin_dir: pg.bin_dir.clone(),
+        data_dir: pg.data_dir.clone(),
+        listen_host: pg.listen_host.clone(),
+        port: pg.port,
+        socket_dir: socket_dir(cfg),
+        run_as: running_as_root.then(|| cfg.pgbaton.run_as.clone()),
+        superuser: Credentials { username: pg.superuser.username.clone(), password: pg.superuser.password.clone() },
+        replication: Credentials {
+            username: pg.replication.username.clone(),
+            password: pg.replication.password.clone(),
+        },
+        rewind: pg.rewind.as_ref().map(|c| Credentials { username: c.username.clone(), password: c.password.clone() }),
+        log_file,
+        application_name: cfg.name.clone(),
+    }
+}
+
+/// Users to create at bootstrap: `(name, password, options)`.
+pub fn bootstrap_users(cfg: &Config) -> Vec<(String, Option<String>, Vec<String>)> {
+    cfg.bootstrap
+        .users
+        .iter()
+        .map(|(name, spec)| (name.clone(), spec.password.clone(), spec.options.clone()))
+        .collect()
+}
+
+/// Permanent slots from the dynamic configuration: never dropped by slot maintenance.
+pub fn permanent_slots(dynamic: &DynamicConfig) -> BTreeSet<String> {
+    dynamic.slots.keys().cloned().collect()
+}
+
+pub fn conn_url(cfg: &Config) -> String {
+    format!("postgres://{}:{}/postgres", cfg.postgresql.connect_host, cfg.postgresql.connect_port)
+}
+
+pub fn api_url(cfg: &Config) -> String {
+    format!("http://{}/patroni", cfg.restapi.connect_address)
+}

@@ -1,0 +1,122 @@
+//! What the agent publishes: its member document in the DCS and its status for the REST API.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use pgbaton_api::{NodeStatus, PgRole, ReplicationRow, SlotRow};
+use pgbaton_core::{LocalPg, Observation, Phase};
+use pgbaton_dcs::{Dcs, MemberDoc};
+
+use super::{settings, Agent};
+
+impl<D: Dcs> Agent<D> {
+    pub(super) fn member_doc(&self, state_word: &str) -> MemberDoc {
+        let mut doc = MemberDoc {
+            conn_url: settings::conn_url(&self.cfg),
+            api_url: settings::api_url(&self.cfg),
+            state: state_word.to_string(),
+            role: "replica".to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            tags: self.cfg.tags.to_json_map(),
+            ..Default::default()
+        };
+        if let Some(st) = &self.last_pg_status {
+            doc.timeline = Some(st.timeline);
+            if st.in_recovery {
+                doc.receive_lsn = st.receive_lsn;
+                doc.replay_lsn = st.replay_lsn;
+                doc.xlog_location = match (st.receive_lsn, st.replay_lsn) {
+                    (None, None) => None,
+                    (a, b) => Some(a.unwrap_or(0).max(b.unwrap_or(0))),
+                };
+                doc.replication_state = st.wal_receiver.as_ref().map(|w| w.status.clone());
+            } else {
+                doc.role = "master".to_string();
+                doc.xlog_location = st.wal_lsn;
+            }
+            if st.pending_restart {
+                doc.pending_restart = Some(true);
+            }
+        }
+        doc
+    }
+
+    /// Writable leader: PostgreSQL runs as a primary and the lease is certainly alive.
+    fn writable_leader(&self, obs: &Observation) -> bool {
+        let lease_ok = self.lease_valid_until().is_some_and(|until| self.now() + self.ha.demote_margin_ms < until);
+        let key_mine = self.cluster.as_ref().and_then(|c| c.leader_name()) == Some(self.cfg.name.as_str());
+        obs.pg.is_primary() && lease_ok && key_mine && self.state.phase == Phase::Leader
+    }
+
+    pub(super) fn publish_status(&self, obs: &Observation) {
+        let st = self.last_pg_status.as_ref();
+        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let pg_role = match &obs.pg {
+            LocalPg::Running(r) if r.in_recovery => PgRole::Replica,
+            LocalPg::Running(_) => PgRole::Primary,
+            _ => PgRole::Unknown,
+        };
+        let status = NodeStatus {
+            scope: self.cfg.scope.clone(),
+            name: self.cfg.name.clone(),
+            state: pgbaton_core::PublishedState::derive(self.state.phase, &obs.pg, &obs.job).as_str().to_string(),
+            pg_running: matches!(obs.pg, LocalPg::Running(_)),
+            pg_role,
+            writable_leader: self.writable_leader(obs),
+            holds_leader_key: self.cluster.as_ref().and_then(|c| c.leader_name()) == Some(self.cfg.name.as_str()),
+            server_version: st.map(|s| s.server_version),
+            timeline: st.map(|s| s.timeline),
+            postmaster_start_time: st.map(|s| s.postmaster_start_time.clone()),
+            wal_position: st.and_then(|s| s.wal_lsn),
+            received_location: st.and_then(|s| s.receive_lsn),
+            replayed_location: st.and_then(|s| s.replay_lsn),
+            replayed_timestamp: st.and_then(|s| s.replay_timestamp.clone()),
+            replay_paused: st.is_some_and(|s| s.replay_paused),
+            replication_state: st.and_then(|s| s.wal_receiver.as_ref().map(|w| w.status.clone())),
+            replication: st
+                .map(|s| {
+                    s.replication
+                        .iter()
+                        .map(|r| ReplicationRow {
+                            usename: r.usename.clone(),
+                            application_name: r.application_name.clone(),
+                            client_addr: r.client_addr.clone(),
+                            state: r.state.clone(),
+                            sync_state: r.sync_state.clone(),
+                            sync_priority: r.sync_priority,
+                            replay_lag_bytes: match (s.wal_lsn, r.replay_lsn) {
+                                (Some(w), Some(rp)) => Some(w.saturating_sub(rp)),
+                                _ => None,
+                            },
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            slots: st
+                .map(|s| {
+                    s.slots
+                        .iter()
+                        .map(|r| SlotRow {
+                            slot_name: r.slot_name.clone(),
+                            slot_type: r.slot_type.clone(),
+                            active: r.active,
+                            restart_lsn: r.restart_lsn,
+                            retained_wal_bytes: r.retained_bytes,
+                        })
+                        .collect()
+                })
+                .unwrap_or_default(),
+            system_identifier: obs.pg.system_id().map(|id| id.to_string()),
+            dcs_last_seen: self.dcs_last_seen_unix,
+            last_cycle_unix_ms: now_ms,
+            ttl_ms: self.ha.ttl_ms,
+            tags: self.cfg.tags.to_json_map(),
+            pending_restart: st.is_some_and(|s| s.pending_restart),
+            paused: self.ha.paused,
+            last_decision: self.last_reason.clone(),
+            leader_changes: self.leader_changes,
+            cluster: self.cluster.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+        };
+        self.status_tx.send_replace(status);
+    }
+}

@@ -1,0 +1,138 @@
+//! Pure conversions from the adapters' types to the core's observation types.
+
+use std::collections::BTreeMap;
+
+use pgbaton_core::{DcsView, Initialize, LocalPg, MemberView, PeerView, RunningPg};
+use pgbaton_dcs::{ClusterState, MemberDoc};
+use pgbaton_postgres::{DataDirState, PgStatus};
+use serde_json::Value;
+
+/// The cluster snapshot reduced to what the core decides with.
+pub fn dcs_view(state: &ClusterState) -> DcsView {
+    let initialize = match state.initialize.as_deref() {
+        None => Initialize::Absent,
+        Some(v) => match v.trim().parse::<u64>() {
+            Ok(id) => Initialize::SystemId(id),
+            Err(_) => Initialize::ClaimedBy(v.to_string()),
+        },
+    };
+    let members = state.members.iter().map(|(name, doc)| (name.clone(), member_view(doc))).collect();
+    DcsView {
+        initialize,
+        leader: state.leader_name().map(str::to_string),
+        members,
+        leader_optime: state.leader_optime(),
+        last_history_timeline: state.history.iter().map(|h| h.timeline).max().unwrap_or(0),
+        config_present: state.config.is_some(),
+    }
+}
+
+fn member_view(doc: &MemberDoc) -> MemberView {
+    MemberView {
+        state: doc.state.clone(),
+        is_primary: doc.is_primary_role(),
+        lsn: doc.xlog_location,
+        timeline: doc.timeline,
+        nofailover: doc.tag_true("nofailover"),
+        replicatefrom: doc.tags.get("replicatefrom").and_then(Value::as_str).map(str::to_string),
+    }
+}
+
+/// A running server's status as the core sees it.
+pub fn running_pg(status: &PgStatus) -> RunningPg {
+    let lsn = if status.in_recovery {
+        status.receive_lsn.unwrap_or(0).max(status.replay_lsn.unwrap_or(0))
+    } else {
+        status.wal_lsn.unwrap_or(0)
+    };
+    RunningPg {
+        system_id: status.system_identifier,
+        in_recovery: status.in_recovery,
+        timeline: status.timeline,
+        lsn,
+        streaming: status.wal_receiver.as_ref().is_some_and(|w| w.status == "streaming"),
+    }
+}
+
+/// A data directory that is not running.
+pub fn stopped_pg(state: &DataDirState) -> LocalPg {
+    match state {
+        DataDirState::Missing | DataDirState::Empty => LocalPg::NoData,
+        DataDirState::Initialized(cd) => LocalPg::Stopped {
+            system_id: cd.system_identifier,
+            was_primary: cd.state.was_primary(),
+            timeline: cd.timeline,
+            lsn: cd.checkpoint_lsn,
+        },
+    }
+}
+
+/// A peer's `GET /patroni` answer.
+pub fn peer_view(body: &Value) -> PeerView {
+    let running = body.get("state").and_then(Value::as_str) == Some("running");
+    let role = body.get("role").and_then(Value::as_str).unwrap_or("");
+    let primary = matches!(role, "master" | "primary");
+    let xlog = body.get("xlog");
+    let get = |k: &str| xlog.and_then(|x| x.get(k)).and_then(Value::as_u64);
+    let lsn = if primary {
+        get("location")
+    } else {
+        match (get("received_location"), get("replayed_location")) {
+            (None, None) => None,
+            (a, b) => Some(a.unwrap_or(0).max(b.unwrap_or(0))),
+        }
+    };
+    let nofailover = match body.get("tags").and_then(|t| t.get("nofailover")) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
+        _ => false,
+    };
+    PeerView::Report {
+        replica_running: running && !primary,
+        primary_running: running && primary,
+        lsn,
+        timeline: body.get("timeline").and_then(Value::as_u64).map(|t| t as u32),
+        nofailover,
+    }
+}
+
+/// Members to ask for their position when the cluster has no leader (everyone but us).
+pub fn peer_api_urls(state: &ClusterState, me: &str) -> BTreeMap<String, String> {
+    state
+        .members
+        .iter()
+        .filter(|(name, doc)| name.as_str() != me && !doc.api_url.is_empty())
+        .map(|(name, doc)| (name.clone(), doc.api_url.clone()))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn peer_view_reads_patroni_replica_json() {
+        let body: Value = serde_json::from_str(
+            r#"{"state": "running", "role": "replica", "xlog": {"received_location": 67404768, "replayed_location": 67404700, "paused": false}, "timeline": 3}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            peer_view(&body),
+            PeerView::Report {
+                replica_running: true,
+                primary_running: false,
+                lsn: Some(67404768),
+                timeline: Some(3),
+                nofailover: false
+            }
+        );
+    }
+
+    #[test]
+    fn initialize_claim_and_system_id() {
+        let mut st = ClusterState { initialize: Some("node1".into()), ..Default::default() };
+        assert_eq!(dcs_view(&st).initialize, Initialize::ClaimedBy("node1".into()));
+        st.initialize = Some("7712492421097396467".into());
+        assert_eq!(dcs_view(&st).initialize, Initialize::SystemId(7712492421097396467));
+    }
+}

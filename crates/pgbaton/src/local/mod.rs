@@ -1,0 +1,197 @@
+//! `pgbaton local up`: a whole cluster on loopback, for trying pgbaton and for tests.
+//!
+//! It starts its own etcd and N agents (each managing `DIR/<member>/data`), supervises the
+//! agents like systemd would (an agent that exits is restarted after a second), prints the
+//! member table once the cluster is up, and on Ctrl-C or SIGTERM stops everything it
+//! started. Every port derives from `--base-port` (see [`Ports`]), so two local clusters
+//! can run side by side.
+
+mod ports;
+mod supervise;
+mod template;
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use clap::Subcommand;
+use pgbaton_dcs::{load_cluster, ClusterPath, EtcdProcess};
+
+pub use ports::Ports;
+
+#[derive(Subcommand)]
+pub enum LocalCommand {
+    /// Start etcd and N agents on loopback, print the member table, run until Ctrl-C.
+    Up(UpArgs),
+}
+
+#[derive(clap::Args, Clone)]
+pub struct UpArgs {
+    /// Number of members (1 to 9).
+    #[arg(long, default_value_t = 3)]
+    pub members: u8,
+    /// Where data directories, configs, logs and pid files go (default /tmp/pgbaton-local-<base-port>).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Every port derives from this one: etcd N and N+1, member k PostgreSQL N+10+k, REST API N+20+k.
+    #[arg(long, default_value_t = 15400)]
+    pub base_port: u16,
+    /// The cluster name (scope).
+    #[arg(long, default_value = "local")]
+    pub scope: String,
+    /// Leader lease in seconds (default: pgbaton's default, 4).
+    #[arg(long)]
+    pub ttl: Option<f64>,
+    #[arg(long)]
+    pub loop_wait: Option<f64>,
+    #[arg(long)]
+    pub retry_timeout: Option<f64>,
+    /// Seconds to wait for the cluster to come up before giving up.
+    #[arg(long, default_value_t = 180)]
+    pub wait: u64,
+}
+
+pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
+    match command {
+        LocalCommand::Up(args) => up(args).await,
+    }
+}
+
+const ETCD: &str = "/usr/bin/etcd";
+const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+fn check_prerequisites() -> anyhow::Result<()> {
+    if !Path::new(ETCD).exists() {
+        bail!("{ETCD} not found: install it with `apt-get install -y etcd-server`");
+    }
+    if !Path::new(PG_BIN).join("postgres").exists() {
+        bail!("{PG_BIN}/postgres not found: install it with `apt-get install -y postgresql-15`");
+    }
+    Ok(())
+}
+
+async fn up(args: UpArgs) -> anyhow::Result<()> {
+    crate::logging::init(&args.scope, "local");
+    check_prerequisites()?;
+    if !(1..=9).contains(&args.members) {
+        bail!("--members {}: choose 1 to 9", args.members);
+    }
+    let ports = Ports::new(args.base_port)?;
+    ports.check_free(args.members)?;
+    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/pgbaton-local-{}", args.base_port)));
+    prepare_dir(&dir)?;
+    let names: Vec<String> = (1..=args.members).map(|k| format!("node{k}")).collect();
+    for (k, name) in names.iter().enumerate() {
+        let member_dir = dir.join(name);
+        std::fs::create_dir_all(&member_dir).with_context(|| format!("creating {}", member_dir.display()))?;
+        let yaml = template::member_config(&args, &dir, name, k as u16 + 1, &ports);
+        let path = member_dir.join("pgbaton.yml");
+        std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
+    }
+
+    let mut etcd = EtcdProcess::start(&dir.join("etcd"), "etcd", ports.etcd_client, ports.etcd_peer)
+        .await
+        .context("starting etcd")?;
+    eprintln!("etcd running at {} (pid {})", etcd.endpoint(), etcd.pid());
+
+    let exe = std::env::current_exe().context("finding the pgbaton binary")?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut supervisors = Vec::new();
+    for name in &names {
+        supervisors.push(tokio::spawn(supervise::agent(exe.clone(), dir.join(name), stop_rx.clone())));
+    }
+
+    let path = ClusterPath::new("/service/", &args.scope);
+    let endpoints = vec![etcd.endpoint()];
+    let ready = tokio::select! {
+        r = wait_until_up(&endpoints, &path, names.len(), Duration::from_secs(args.wait)) => r,
+        _ = wait_for_signal() => Err(anyhow::anyhow!("interrupted before the cluster came up")),
+    };
+    let outcome = match ready {
+        Ok(()) => {
+            match crate::ctl::list_table(&endpoints, &path).await {
+                Ok(table) => print!("{table}"),
+                Err(e) => eprintln!("cannot print the member table: {e:#}"),
+            }
+            println!("{}", ports.describe(&dir, &names));
+            println!("Ctrl-C stops the cluster (data stays in {}).", dir.display());
+            wait_for_signal().await;
+            Ok(())
+        }
+        Err(e) => Err(e),
+    };
+
+    eprintln!("stopping agents and PostgreSQL...");
+    let _ = stop_tx.send(true);
+    for s in supervisors {
+        let _ = s.await;
+    }
+    for name in &names {
+        supervise::kill_leftover_postmaster(&dir.join(name).join("data"));
+    }
+    etcd.stop();
+    eprintln!("stopped; data kept in {}", dir.display());
+    outcome
+}
+
+/// The directory and every parent must be enterable by the postgres user.
+fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("chmod 0755 {}", dir.display()))?;
+    for ancestor in dir.ancestors().skip(1) {
+        let mode = std::fs::metadata(ancestor).map(|m| m.permissions().mode()).unwrap_or(0o755);
+        if mode & 0o001 == 0 {
+            bail!(
+                "the postgres user cannot enter {} (mode {:o}), a parent of {}; choose --dir under /tmp",
+                ancestor.display(),
+                mode & 0o777,
+                dir.display()
+            );
+        }
+    }
+    Ok(())
+}
+
+async fn wait_until_up(endpoints: &[String], path: &ClusterPath, members: usize, limit: Duration) -> anyhow::Result<()> {
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut last;
+    loop {
+        match load_cluster(endpoints, path, Duration::from_secs(2)).await {
+            Ok(state) => {
+                let leader_ok = state.leader_member().is_some_and(|m| m.state == "running" && m.is_primary_role());
+                let running = state
+                    .members
+                    .values()
+                    .filter(|m| m.state == "running" && (m.is_primary_role() || m.replication_state.as_deref() == Some("streaming")))
+                    .count();
+                if leader_ok && running == members {
+                    return Ok(());
+                }
+                last = format!(
+                    "leader: {}, {} of {members} members running",
+                    state.leader_name().unwrap_or("none"),
+                    running
+                );
+            }
+            Err(e) => last = e.to_string(),
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bail!("the cluster did not come up within {} s ({last}); see the agent.log files", limit.as_secs());
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

@@ -1,0 +1,93 @@
+//! Supervising agents like systemd would: restart one that exits, after a second.
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::process::Command;
+use tokio::sync::watch;
+
+/// Run `pgbaton agent` for the member in `member_dir` until `stop` turns true.
+pub async fn agent(exe: PathBuf, member_dir: PathBuf, mut stop: watch::Receiver<bool>) {
+    let name = member_dir.file_name().and_then(|n| n.to_str()).unwrap_or("member").to_string();
+    loop {
+        if *stop.borrow() {
+            return;
+        }
+        let log = match std::fs::OpenOptions::new().create(true).append(true).open(member_dir.join("agent.log")) {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("{name}: cannot open agent.log: {e}");
+                return;
+            }
+        };
+        let log_err = match log.try_clone() {
+            Ok(f) => f,
+            Err(e) => {
+                eprintln!("{name}: cannot open agent.log: {e}");
+                return;
+            }
+        };
+        let mut child = match Command::new(&exe)
+            .arg("agent")
+            .arg("--config")
+            .arg(member_dir.join("pgbaton.yml"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(log_err))
+            .kill_on_drop(true)
+            .spawn()
+        {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("{name}: cannot start the agent: {e}");
+                return;
+            }
+        };
+        let pid = child.id().unwrap_or(0);
+        let _ = std::fs::write(member_dir.join("agent.pid"), format!("{pid}\n"));
+        let exited = tokio::select! {
+            status = child.wait() => Some(status),
+            _ = stop.wait_for(|s| *s) => None,
+        };
+        match exited {
+            Some(status) => {
+                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
+                eprintln!("{name}: agent (pid {pid}) exited ({status}); restarting in 1 s");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+            None => {
+                let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+                if tokio::time::timeout(Duration::from_secs(40), child.wait()).await.is_err() {
+                    eprintln!("{name}: agent did not stop in 40 s; killing it");
+                    let _ = child.kill().await;
+                }
+                let _ = std::fs::remove_file(member_dir.join("agent.pid"));
+                return;
+            }
+        }
+    }
+}
+
+/// A postmaster left behind by an agent that was killed: stop it (immediate, then kill).
+pub fn kill_leftover_postmaster(data_dir: &Path) {
+    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else { return };
+    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { return };
+    let pid = Pid::from_raw(pid);
+    if kill(pid, None).is_err() {
+        return;
+    }
+    let _ = kill(pid, Signal::SIGQUIT);
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        if kill(pid, None).is_err() {
+            return;
+        }
+    }
+    let _ = kill(pid, Signal::SIGKILL);
+}

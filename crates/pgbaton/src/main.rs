@@ -1,0 +1,101 @@
+//! `pgbaton`: high availability for PostgreSQL in one binary.
+//!
+//! `pgbaton agent --config FILE` runs the per-node agent, `pgbaton ctl ...` is the
+//! operator's CLI (patronictl's verbs), `pgbaton local up` runs a whole cluster on loopback.
+
+mod agent;
+mod ctl;
+mod local;
+mod logging;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "pgbaton", version, about = "High availability for PostgreSQL: agent, router and CLI in one binary")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the agent that manages this member's PostgreSQL (Patroni-style YAML config).
+    Agent {
+        /// The configuration file (patroni.yml format).
+        #[arg(long, short = 'c', env = "PGBATON_CONFIG")]
+        config: PathBuf,
+    },
+    /// Check a configuration file and print the settings in force, without starting anything.
+    CheckConfig {
+        #[arg(long, short = 'c')]
+        config: PathBuf,
+    },
+    /// Inspect and operate a cluster (patronictl's verbs).
+    Ctl(ctl::CtlArgs),
+    /// A local cluster on loopback: its own etcd and N agents.
+    Local {
+        #[command(subcommand)]
+        command: local::LocalCommand,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        match cli.command {
+            Command::Agent { config } => run_agent(config).await,
+            Command::CheckConfig { config } => check_config(config),
+            Command::Ctl(args) => ctl::run(args).await,
+            Command::Local { command } => local::run(command).await,
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(path: &std::path::Path) -> anyhow::Result<pgbaton_config::Config> {
+    let loaded = pgbaton_config::load_file(path)?;
+    for warning in &loaded.warnings {
+        eprintln!("warning: {}: {warning}", path.display());
+    }
+    Ok(loaded.value)
+}
+
+async fn run_agent(path: PathBuf) -> anyhow::Result<()> {
+    let cfg = load_config(&path)?;
+    logging::init(&cfg.scope, &cfg.name);
+    let span = tracing::info_span!("agent", scope = %cfg.scope, member = %cfg.name);
+    let _enter = span.enter();
+    tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "pgbaton agent starting");
+    agent::run(cfg).await
+}
+
+fn check_config(path: PathBuf) -> anyhow::Result<()> {
+    let cfg = load_config(&path)?;
+    let dynamic = &cfg.bootstrap.dcs;
+    let ha = agent::settings::ha_config(&cfg, dynamic);
+    println!("{}: valid", path.display());
+    println!("scope {} member {} (namespace {})", cfg.scope, cfg.name, cfg.namespace);
+    println!(
+        "ttl {} ms, loop_wait {} ms, retry_timeout {} ms, maximum_lag_on_failover {} bytes",
+        ha.ttl_ms, ha.loop_wait_ms, ha.retry_timeout_ms, ha.maximum_lag_on_failover
+    );
+    println!("etcd {}", cfg.dcs.hosts.join(","));
+    println!("data_dir {}", cfg.postgresql.data_dir.display());
+    Ok(())
+}

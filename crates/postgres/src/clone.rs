@@ -1,0 +1,210 @@
+//! Getting a data directory from elsewhere or repairing it: `pg_basebackup` (clone a replica),
+//! `pg_rewind` (bring a diverged former primary back onto the leader's timeline), and moving a
+//! data directory aside (never deleting it).
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::client::{bounded, connect_with, credentials_config};
+use crate::config::quote_conninfo;
+use crate::error::PgError;
+use crate::initdb::ensure_missing_or_empty;
+use crate::postmaster::running_pid;
+use crate::run::{absolute, ensure_dir, pg_command, run_as, run_async, SecretFile};
+use crate::spec::{Credentials, PgSpec, Upstream};
+
+/// What pg_rewind did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RewindOutcome {
+    /// The target had not diverged.
+    NotNeeded,
+    Rewound,
+}
+
+/// `pg_basebackup -D <data_dir> -X stream -c fast -h -p -U <replication> --no-password`
+/// (password via a 0600 PGPASSFILE owned by run_as) + `extra_args`. The data dir must be
+/// missing or empty (created 0700 owned by run_as). On failure the partial copy is removed
+/// (the directory held nothing before) and the error carries the output's tail.
+pub async fn basebackup(
+    spec: &PgSpec,
+    from: &Upstream,
+    extra_args: &[String],
+) -> Result<(), PgError> {
+    let user = run_as(spec)?;
+    let data_dir = absolute(&spec.data_dir)?;
+    ensure_missing_or_empty(&data_dir)?;
+    let existed = data_dir.exists();
+    ensure_dir(&data_dir, 0o700, user.as_ref())?;
+
+    let passfile = passfile(&spec.replication, user.as_ref())?;
+    let mut cmd = pg_command(spec, "pg_basebackup")?;
+    cmd.arg("-D")
+        .arg(&data_dir)
+        .args([
+            "-X",
+            "stream",
+            "-c",
+            "fast",
+            "-h",
+            &from.host,
+            "-p",
+            &from.port.to_string(),
+        ])
+        .args(["-U", &spec.replication.username, "--no-password"])
+        .args(extra_args);
+    if let Some(passfile) = &passfile {
+        cmd.env("PGPASSFILE", passfile.path());
+    }
+    tracing::info!(host = %from.host, port = from.port, data_dir = %data_dir.display(), "cloning with pg_basebackup");
+    match run_async(cmd, "pg_basebackup").await {
+        Ok(_) => Ok(()),
+        Err(e) => {
+            remove_partial(&data_dir, existed);
+            Err(e)
+        }
+    }
+}
+
+fn passfile(
+    credentials: &Credentials,
+    user: Option<&crate::run::RunAs>,
+) -> Result<Option<SecretFile>, PgError> {
+    match &credentials.password {
+        Some(password) => Ok(Some(SecretFile::pgpass(
+            &credentials.username,
+            password,
+            user,
+        )?)),
+        None => Ok(None),
+    }
+}
+
+/// Removes what a failed clone left: the directory itself when we created it, else its content.
+fn remove_partial(data_dir: &Path, existed: bool) {
+    let result = if existed {
+        fs::read_dir(data_dir).and_then(|entries| {
+            for entry in entries {
+                let path = entry?.path();
+                if path.is_dir() {
+                    fs::remove_dir_all(&path)?;
+                } else {
+                    fs::remove_file(&path)?;
+                }
+            }
+            Ok(())
+        })
+    } else {
+        fs::remove_dir_all(data_dir)
+    };
+    if let Err(e) = result {
+        tracing::warn!(data_dir = %data_dir.display(), error = %e, "could not remove a partial clone");
+    }
+}
+
+/// `pg_rewind --target-pgdata=<data_dir> --source-server='host= port= user=<rewind or
+/// superuser> dbname=postgres'` (password via PGPASSFILE). The local server must be stopped;
+/// PostgreSQL 15's pg_rewind runs crash recovery itself when it was not shut down cleanly.
+/// A source promoted moments ago may still show its old timeline in pg_control (which would
+/// make pg_rewind wrongly answer "no rewind required"), so the source is checkpointed first
+/// when that is the case. pg_rewind copies the source's configuration files: call
+/// `write_config` afterwards.
+pub async fn rewind(spec: &PgSpec, from: &Upstream) -> Result<RewindOutcome, PgError> {
+    let user = run_as(spec)?;
+    let data_dir = absolute(&spec.data_dir)?;
+    if let Some(pid) = running_pid(&data_dir)? {
+        return Err(PgError::AlreadyRunning { pid, data_dir });
+    }
+    let credentials = spec.rewind_credentials();
+    if let Err(e) = checkpoint_source_if_needed(credentials, from).await {
+        tracing::warn!(error = %e, "could not check the rewind source's checkpoint timeline; rewinding anyway");
+    }
+    let passfile = passfile(credentials, user.as_ref())?;
+    let source = format!(
+        "host={} port={} user={} dbname=postgres",
+        quote_conninfo(&from.host),
+        from.port,
+        quote_conninfo(&credentials.username)
+    );
+    let mut cmd = pg_command(spec, "pg_rewind")?;
+    cmd.arg(format!("--target-pgdata={}", data_dir.display()))
+        .arg(format!("--source-server={source}"));
+    if let Some(passfile) = &passfile {
+        cmd.env("PGPASSFILE", passfile.path());
+    }
+    tracing::info!(host = %from.host, port = from.port, data_dir = %data_dir.display(), "running pg_rewind");
+    let output = run_async(cmd, "pg_rewind").await?;
+    let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
+    text.push_str(&String::from_utf8_lossy(&output.stderr));
+    if text.contains("no rewind required") {
+        tracing::info!("pg_rewind: no rewind required");
+        Ok(RewindOutcome::NotNeeded)
+    } else {
+        tracing::info!("pg_rewind done");
+        Ok(RewindOutcome::Rewound)
+    }
+}
+
+/// CHECKPOINT on the source when its latest checkpoint is on an older timeline than its WAL.
+async fn checkpoint_source_if_needed(
+    credentials: &Credentials,
+    from: &Upstream,
+) -> Result<(), PgError> {
+    let timeout = Duration::from_secs(30);
+    bounded("checking the rewind source", timeout, async {
+        let mut config = credentials_config(credentials);
+        config.host(&from.host).port(from.port).connect_timeout(Duration::from_secs(5));
+        let client = connect_with(&config, Duration::from_secs(5)).await?;
+        let row = client
+            .query_one(
+                "SELECT (SELECT timeline_id FROM pg_control_checkpoint())::int8,
+                     CASE WHEN pg_is_in_recovery() THEN NULL
+                     ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END",
+                &[],
+            )
+            .await
+            .map_err(|e| PgError::query("reading the source's timelines", e))?;
+        let checkpoint_tli: i64 = row.try_get(0).map_err(|e| PgError::query("reading the source's timelines", e))?;
+        let current_tli: Option<i64> = row.try_get(1).map_err(|e| PgError::query("reading the source's timelines", e))?;
+        if current_tli.is_some_and(|current| current > checkpoint_tli) {
+            tracing::info!(checkpoint_tli, ?current_tli, "checkpointing the freshly promoted rewind source");
+            client
+                .batch_execute("CHECKPOINT")
+                .await
+                .map_err(|e| PgError::query("CHECKPOINT on the rewind source", e))?;
+        }
+        Ok(())
+    })
+    .await
+}
+
+/// Renames the data dir to `<data_dir>.<reason>.<YYYYmmddTHHMMSS>` (with `-N` appended if that
+/// exists already); never deletes. Refuses while a postmaster runs on it.
+pub fn move_aside(spec: &PgSpec, reason: &str) -> Result<PathBuf, PgError> {
+    if reason.is_empty()
+        || !reason
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-')
+    {
+        return Err(PgError::Invalid {
+            what: "move_aside reason",
+            value: reason.to_string(),
+            reason: "use letters, digits, '_' or '-'",
+        });
+    }
+    let data_dir = absolute(&spec.data_dir)?;
+    if let Some(pid) = running_pid(&data_dir)? {
+        return Err(PgError::AlreadyRunning { pid, data_dir });
+    }
+    let stamp = chrono::Local::now().format("%Y%m%dT%H%M%S");
+    let base = format!("{}.{reason}.{stamp}", data_dir.display());
+    let mut target = PathBuf::from(&base);
+    let mut n = 1;
+    while target.exists() {
+        target = PathBuf::from(format!("{base}-{n}"));
+        n += 1;
+    }
+    fs::rename(&data_dir, &target).map_err(|e| PgError::io(&data_dir, e))?;
+    tracing::warn!(from = %data_dir.display(), to = %target.display(), "data directory moved aside");
+    Ok(target)
+}

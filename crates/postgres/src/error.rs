@@ -1,0 +1,113 @@
+//! The one error type of this crate. Each variant names what failed and carries what an
+//! operator needs to fix it (the path, the command's stderr, the log tail).
+
+use std::path::PathBuf;
+use std::process::ExitStatus;
+use std::time::Duration;
+
+/// Everything that can go wrong when pgbaton drives PostgreSQL.
+#[derive(Debug, thiserror::Error)]
+pub enum PgError {
+    #[error("PostgreSQL binary {path} is missing: install it with `{hint}`")]
+    BinaryMissing { path: PathBuf, hint: &'static str },
+
+    #[error("OS user {name:?} (run_as) does not exist: create it or change postgresql.run_as")]
+    UnknownUser { name: String },
+
+    #[error("could not start {what}: {source}")]
+    Spawn {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("{what} failed ({status}); its output ends with:\n{stderr_tail}")]
+    CommandFailed {
+        what: String,
+        status: ExitStatus,
+        stderr_tail: String,
+    },
+
+    #[error("PostgreSQL did not start ({reason}); the log {log_file} ends with:\n{log_tail}")]
+    StartFailed {
+        reason: String,
+        log_file: PathBuf,
+        log_tail: String,
+    },
+
+    #[error("{what} did not finish within {after:?}")]
+    Timeout { what: String, after: Duration },
+
+    #[error("{what} failed: {source}")]
+    Query {
+        what: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+
+    #[error("{what} returned something unexpected: {detail}")]
+    UnexpectedResult { what: String, detail: String },
+
+    #[error("I/O error on {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    #[error("could not change owner of {path} to {user}: {source}")]
+    Chown {
+        path: PathBuf,
+        user: String,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("could not signal process {pid}: {source}")]
+    Signal {
+        pid: u32,
+        #[source]
+        source: nix::Error,
+    },
+
+    #[error("{path} is not a PostgreSQL 15 data directory ({detail}); move it aside or point data_dir elsewhere")]
+    Foreign { path: PathBuf, detail: String },
+
+    #[error("{path} is not empty: refusing to write a new cluster over existing files (move it aside first)")]
+    NotEmpty { path: PathBuf },
+
+    #[error("a postmaster (pid {pid}) is already running on {data_dir}: stop it or adopt it")]
+    AlreadyRunning { pid: u32, data_dir: PathBuf },
+
+    #[error("could not parse pg_controldata output: {detail}")]
+    ControlData { detail: String },
+
+    #[error("invalid {what} {value:?}: {reason}")]
+    Invalid {
+        what: &'static str,
+        value: String,
+        reason: &'static str,
+    },
+
+    #[error("{what} needs a tokio runtime: call it from inside the agent's runtime")]
+    NoRuntime { what: &'static str },
+}
+
+/// The install command named in `BinaryMissing` errors.
+pub const INSTALL_HINT: &str = "apt-get install -y postgresql-15";
+
+impl PgError {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        PgError::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    pub(crate) fn query(what: impl Into<String>, source: tokio_postgres::Error) -> Self {
+        PgError::Query {
+            what: what.into(),
+            source,
+        }
+    }
+}

@@ -1,0 +1,31 @@
+//! pgbaton's adapter to PostgreSQL 15: it carries out what the HA core decided (initdb,
+//! configuration files, start/stop/adopt the postmaster, promote, clone, rewind, slots, roles)
+//! and reports what the server says about itself. It decides nothing about HA. Binaries run as
+//! the `run_as` OS user when the agent runs as root.
+
+mod admin;
+mod client;
+mod clone;
+mod config;
+mod controldata;
+mod error;
+mod initdb;
+mod lsn;
+mod postmaster;
+mod run;
+mod spec;
+mod status;
+
+pub use admin::{checkpoint, ensure_users, promote, sync_physical_slots};
+pub use client::connect;
+pub use clone::{basebackup, move_aside, rewind, RewindOutcome};
+pub use config::write_config;
+pub use controldata::{
+    data_dir_state, parse_controldata, ControlData, DataDirState, DbState, PG_MAJOR,
+};
+pub use error::{PgError, INSTALL_HINT};
+pub use initdb::initdb;
+pub use lsn::{format_lsn, parse_lsn, slot_name_for};
+pub use postmaster::{Postmaster, StopMode};
+pub use spec::{Credentials, PgSpec, StandbyConfig, Upstream};
+pub use status::{query_status, PgStatus, ReplicationRow, SlotRow, WalReceiver};

@@ -1,0 +1,224 @@
+//! Everything the agent observes about a running server, read in one connection with the
+//! queries pipelined (one round trip for the statements, one for the results).
+
+use std::time::Duration;
+
+use tokio_postgres::Row;
+
+use crate::client::{bounded, connect};
+use crate::error::PgError;
+use crate::lsn::parse_lsn;
+use crate::spec::PgSpec;
+
+/// The server's view of itself.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgStatus {
+    pub in_recovery: bool,
+    /// `server_version_num`, e.g. 150008.
+    pub server_version: u32,
+    pub system_identifier: u64,
+    pub postmaster_start_time: String,
+    /// Primary: the timeline of the current WAL file; replica: the WAL receiver's received
+    /// timeline, else the latest checkpoint's.
+    pub timeline: u32,
+    /// Primary: pg_current_wal_lsn().
+    pub wal_lsn: Option<u64>,
+    pub receive_lsn: Option<u64>,
+    pub replay_lsn: Option<u64>,
+    pub replay_timestamp: Option<String>,
+    pub replay_paused: bool,
+    pub wal_receiver: Option<WalReceiver>,
+    pub replication: Vec<ReplicationRow>,
+    pub slots: Vec<SlotRow>,
+    pub pending_restart: bool,
+    /// default_transaction_read_only or in recovery.
+    pub read_only: bool,
+}
+
+/// A row of pg_stat_wal_receiver.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WalReceiver {
+    pub status: String,
+    pub sender_host: Option<String>,
+    pub sender_port: Option<u16>,
+    pub slot_name: Option<String>,
+    pub received_tli: u32,
+}
+
+/// A row of pg_stat_replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicationRow {
+    pub pid: i32,
+    pub usename: String,
+    pub application_name: String,
+    pub client_addr: Option<String>,
+    pub state: String,
+    pub sync_state: String,
+    pub sync_priority: i32,
+    pub replay_lsn: Option<u64>,
+    pub flush_lsn: Option<u64>,
+}
+
+/// A row of pg_replication_slots.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SlotRow {
+    pub slot_name: String,
+    pub slot_type: String,
+    pub active: bool,
+    pub restart_lsn: Option<u64>,
+    /// pg_current_wal_lsn() - restart_lsn on a primary.
+    pub retained_bytes: Option<u64>,
+}
+
+const SERVER_SQL: &str = "SELECT pg_is_in_recovery(),
+    current_setting('server_version_num')::int4,
+    (SELECT system_identifier FROM pg_control_system()),
+    pg_postmaster_start_time()::text,
+    CASE WHEN pg_is_in_recovery() THEN NULL
+         ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END,
+    (SELECT timeline_id FROM pg_control_checkpoint())::int8,
+    CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END,
+    pg_last_wal_receive_lsn()::text,
+    pg_last_wal_replay_lsn()::text,
+    pg_last_xact_replay_timestamp()::text,
+    CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() ELSE false END,
+    EXISTS (SELECT 1 FROM pg_settings WHERE pending_restart),
+    current_setting('default_transaction_read_only')::bool";
+
+const RECEIVER_SQL: &str =
+    "SELECT status, sender_host, sender_port, slot_name::text, received_tli::int8
+    FROM pg_stat_wal_receiver";
+
+const REPLICATION_SQL: &str =
+    "SELECT pid, coalesce(usename::text, ''), coalesce(application_name, ''),
+    host(client_addr), coalesce(state, ''), coalesce(sync_state, ''), coalesce(sync_priority, 0),
+    replay_lsn::text, flush_lsn::text
+    FROM pg_stat_replication ORDER BY application_name, pid";
+
+const SLOTS_SQL: &str = "SELECT slot_name::text, slot_type, active, restart_lsn::text,
+    CASE WHEN NOT pg_is_in_recovery() AND restart_lsn IS NOT NULL
+         THEN (pg_current_wal_lsn() - restart_lsn)::int8 END
+    FROM pg_replication_slots ORDER BY slot_name";
+
+/// Everything the agent observes about a running server, in one connection, bounded by
+/// `timeout` as a whole.
+pub async fn query_status(spec: &PgSpec, timeout: Duration) -> Result<PgStatus, PgError> {
+    bounded("query_status", timeout, async {
+        let client = connect(spec, timeout).await?;
+        let q = |sql: &'static str, what: &'static str| {
+            let client = &client;
+            async move {
+                client
+                    .query(sql, &[])
+                    .await
+                    .map_err(|e| PgError::query(what, e))
+            }
+        };
+        let (server, receiver, replication, slots) = tokio::try_join!(
+            q(SERVER_SQL, "reading the server status"),
+            q(RECEIVER_SQL, "reading pg_stat_wal_receiver"),
+            q(REPLICATION_SQL, "reading pg_stat_replication"),
+            q(SLOTS_SQL, "reading pg_replication_slots"),
+        )?;
+        assemble(&server, &receiver, &replication, &slots)
+    })
+    .await
+}
+
+fn assemble(
+    server: &[Row],
+    receiver: &[Row],
+    replication: &[Row],
+    slots: &[Row],
+) -> Result<PgStatus, PgError> {
+    let row = server.first().ok_or_else(|| PgError::UnexpectedResult {
+        what: "reading the server status".into(),
+        detail: "no row".into(),
+    })?;
+    let in_recovery: bool = get(row, 0)?;
+    let wal_receiver = receiver.first().map(wal_receiver).transpose()?;
+    let primary_timeline: Option<i64> = get(row, 4)?;
+    let checkpoint_timeline: i64 = get(row, 5)?;
+    let timeline = match (&wal_receiver, primary_timeline) {
+        (_, Some(tli)) => tli,
+        (Some(receiver), None) if receiver.received_tli > 0 => i64::from(receiver.received_tli),
+        _ => checkpoint_timeline,
+    };
+    let server_version: i32 = get(row, 1)?;
+    let system_identifier: i64 = get(row, 2)?;
+    let read_only_setting: bool = get(row, 12)?;
+    Ok(PgStatus {
+        in_recovery,
+        server_version: u32::try_from(server_version).unwrap_or_default(),
+        // pg_control_system() shows the unsigned identifier as a signed bigint.
+        system_identifier: system_identifier as u64,
+        postmaster_start_time: get(row, 3)?,
+        timeline: u32::try_from(timeline).unwrap_or_default(),
+        wal_lsn: lsn(row, 6)?,
+        receive_lsn: lsn(row, 7)?,
+        replay_lsn: lsn(row, 8)?,
+        replay_timestamp: get(row, 9)?,
+        replay_paused: get(row, 10)?,
+        wal_receiver,
+        replication: replication
+            .iter()
+            .map(replication_row)
+            .collect::<Result<_, _>>()?,
+        slots: slots.iter().map(slot_row).collect::<Result<_, _>>()?,
+        pending_restart: get(row, 11)?,
+        read_only: read_only_setting || in_recovery,
+    })
+}
+
+fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    row: &'a Row,
+    index: usize,
+) -> Result<T, PgError> {
+    row.try_get(index)
+        .map_err(|e| PgError::query(format!("reading column {index} of the status"), e))
+}
+
+fn lsn(row: &Row, index: usize) -> Result<Option<u64>, PgError> {
+    Ok(get::<Option<String>>(row, index)?
+        .as_deref()
+        .and_then(parse_lsn))
+}
+
+fn wal_receiver(row: &Row) -> Result<WalReceiver, PgError> {
+    let port: Option<i32> = get(row, 2)?;
+    let received_tli: Option<i64> = get(row, 4)?;
+    Ok(WalReceiver {
+        status: get(row, 0)?,
+        sender_host: get(row, 1)?,
+        sender_port: port.and_then(|p| u16::try_from(p).ok()),
+        slot_name: get(row, 3)?,
+        received_tli: received_tli
+            .and_then(|t| u32::try_from(t).ok())
+            .unwrap_or_default(),
+    })
+}
+
+fn replication_row(row: &Row) -> Result<ReplicationRow, PgError> {
+    Ok(ReplicationRow {
+        pid: get(row, 0)?,
+        usename: get(row, 1)?,
+        application_name: get(row, 2)?,
+        client_addr: get(row, 3)?,
+        state: get(row, 4)?,
+        sync_state: get(row, 5)?,
+        sync_priority: get(row, 6)?,
+        replay_lsn: lsn(row, 7)?,
+        flush_lsn: lsn(row, 8)?,
+    })
+}
+
+fn slot_row(row: &Row) -> Result<SlotRow, PgError> {
+    let retained: Option<i64> = get(row, 4)?;
+    Ok(SlotRow {
+        slot_name: get(row, 0)?,
+        slot_type: get(row, 1)?,
+        active: get(row, 2)?,
+        restart_lsn: lsn(row, 3)?,
+        retained_bytes: retained.map(|b| u64::try_from(b).unwrap_or_default()),
+    })
+}
