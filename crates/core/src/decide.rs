@@ -37,15 +37,25 @@ struct Facts<'a> {
 /// Decide what to do in this cycle. Pure: same inputs, same decision.
 pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision {
     let now = obs.now;
-    let lease_ok = obs.lease_valid_until.is_some_and(|until| now + cfg.demote_margin_ms < until);
+    let lease_ok = obs
+        .lease_valid_until
+        .is_some_and(|until| now + cfg.demote_margin_ms < until);
     let view = obs.dcs.as_ref();
     let key_is_mine = match view {
         Some(v) => v.leader.as_deref() == Some(cfg.name.as_str()),
         // Unreachable DCS: our key is attached to our lease, so while the lease is alive the
         // key is ours if we were leader.
-        None => matches!(prev.phase, Phase::Leader | Phase::RestartingPrimary | Phase::Promoting),
+        None => matches!(
+            prev.phase,
+            Phase::Leader | Phase::RestartingPrimary | Phase::Promoting
+        ),
     };
-    let facts = Facts { now, lease_ok, leader_now: lease_ok && key_is_mine, view };
+    let facts = Facts {
+        now,
+        lease_ok,
+        leader_now: lease_ok && key_is_mine,
+        view,
+    };
 
     let mut state = prev.clone();
     let (reason, pg_actions) = step(&mut state, obs, cfg, &facts);
@@ -53,7 +63,8 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
     let mut actions = Vec::with_capacity(pg_actions.len() + 2);
     actions.push(Action::RenewLease);
     // DCS writes first, then PostgreSQL operations (the order the agent carries them out).
-    let (dcs_writes, pg_ops): (Vec<Action>, Vec<Action>) = pg_actions.into_iter().partition(is_dcs_write);
+    let (dcs_writes, pg_ops): (Vec<Action>, Vec<Action>) =
+        pg_actions.into_iter().partition(is_dcs_write);
     actions.extend(dcs_writes);
     if view.is_some() {
         actions.push(Action::PublishMember);
@@ -62,7 +73,13 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
 
     let published = PublishedState::derive(state.phase, &obs.pg, &obs.job);
     let next_wake = next_wake(&state, obs, cfg, &facts, &actions);
-    Decision { state, actions, reason, published, next_wake }
+    Decision {
+        state,
+        actions,
+        reason,
+        published,
+        next_wake,
+    }
 }
 
 fn is_dcs_write(a: &Action) -> bool {
@@ -79,16 +96,33 @@ fn is_dcs_write(a: &Action) -> bool {
     )
 }
 
-fn next_wake(state: &MemberState, obs: &Observation, cfg: &HaConfig, facts: &Facts, actions: &[Action]) -> Millis {
+fn next_wake(
+    state: &MemberState,
+    obs: &Observation,
+    cfg: &HaConfig,
+    facts: &Facts,
+    actions: &[Action],
+) -> Millis {
     let now = facts.now;
     // The outcome of a race or a key change is worth observing at once.
     if actions.iter().any(|a| {
-        matches!(a, Action::AcquireLeader | Action::ClaimInitialize | Action::WriteInitialize { .. } | Action::ReleaseLeader)
+        matches!(
+            a,
+            Action::AcquireLeader
+                | Action::ClaimInitialize
+                | Action::WriteInitialize { .. }
+                | Action::ReleaseLeader
+        )
     }) {
         return now;
     }
     let mut wake = now + cfg.loop_wait_ms;
-    if facts.leader_now || matches!(state.phase, Phase::Leader | Phase::Promoting | Phase::RestartingPrimary) {
+    if facts.leader_now
+        || matches!(
+            state.phase,
+            Phase::Leader | Phase::Promoting | Phase::RestartingPrimary
+        )
+    {
         wake = wake.min(now + cfg.renew_interval_ms());
         if let Some(until) = obs.lease_valid_until {
             // Wake in time to demote before the lease can expire.
@@ -114,20 +148,34 @@ fn step(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts) -> St
     }
     // 2. One background operation at a time.
     if let JobView::Running(kind) = obs.job {
-        return (Reason::WaitingForJob(kind), leader_duties_if_any(s, obs, cfg, f));
+        return (
+            Reason::WaitingForJob(kind),
+            leader_duties_if_any(s, obs, cfg, f),
+        );
     }
     // 3. Without the DCS nothing may change, except the demotion above.
     let Some(view) = f.view else {
         if f.leader_now && obs.pg.is_primary() {
-            let remaining = obs.lease_valid_until.unwrap_or(f.now).saturating_sub(f.now + cfg.demote_margin_ms);
-            return (Reason::LeaderLeaseStillValid { remaining_ms: remaining }, vec![]);
+            let remaining = obs
+                .lease_valid_until
+                .unwrap_or(f.now)
+                .saturating_sub(f.now + cfg.demote_margin_ms);
+            return (
+                Reason::LeaderLeaseStillValid {
+                    remaining_ms: remaining,
+                },
+                vec![],
+            );
         }
         return (Reason::DcsUnreachable, vec![]);
     };
     // 4. Never touch a data directory of another cluster.
     if let (Initialize::SystemId(cluster), Some(local)) = (&view.initialize, obs.pg.system_id()) {
         if *cluster != local {
-            let reason = Reason::ForeignDataDirectory { local, cluster: *cluster };
+            let reason = Reason::ForeignDataDirectory {
+                local,
+                cluster: *cluster,
+            };
             s.phase = Phase::Halted;
             s.halted_because = Some(reason.to_string());
             return (reason, vec![]);
@@ -158,7 +206,9 @@ fn enforce_single_primary(s: &mut MemberState, obs: &Observation, f: &Facts) -> 
     // A member creating a new cluster runs a primary before it takes the leader key: nobody
     // else can have data of this cluster yet.
     let creating_cluster = s.phase == Phase::Bootstrapping
-        && f.view.is_some_and(|v| v.leader.is_none() && !matches!(v.initialize, Initialize::SystemId(_)));
+        && f.view.is_some_and(|v| {
+            v.leader.is_none() && !matches!(v.initialize, Initialize::SystemId(_))
+        });
     if creating_cluster {
         return None;
     }
@@ -168,31 +218,58 @@ fn enforce_single_primary(s: &mut MemberState, obs: &Observation, f: &Facts) -> 
     if obs.pg.is_primary() {
         s.phase = Phase::Demoting;
         s.restart_deadline = None;
-        return Some((Reason::DemoteWithoutLease { key_holder }, vec![Action::Stop { mode: StopMode::Immediate }]));
+        return Some((
+            Reason::DemoteWithoutLease { key_holder },
+            vec![Action::Stop {
+                mode: StopMode::Immediate,
+            }],
+        ));
     }
     // A leader's PostgreSQL that does not answer may still be a writable primary.
     let maybe_primary = obs.pg == LocalPg::Starting
-        && matches!(s.phase, Phase::Leader | Phase::Promoting | Phase::RestartingPrimary);
+        && matches!(
+            s.phase,
+            Phase::Leader | Phase::Promoting | Phase::RestartingPrimary
+        );
     if maybe_primary && !matches!(obs.job, JobView::Running(_)) {
         s.phase = Phase::Demoting;
         s.restart_deadline = None;
-        return Some((Reason::DemoteWithoutLease { key_holder }, vec![Action::Stop { mode: StopMode::Immediate }]));
+        return Some((
+            Reason::DemoteWithoutLease { key_holder },
+            vec![Action::Stop {
+                mode: StopMode::Immediate,
+            }],
+        ));
     }
     let primary_job = matches!(obs.job, JobView::Running(JobKind::Promote | JobKind::Start))
         && matches!(s.phase, Phase::Promoting | Phase::RestartingPrimary);
     if primary_job {
-        let JobView::Running(kind) = obs.job else { return None };
+        let JobView::Running(kind) = obs.job else {
+            return None;
+        };
         s.phase = Phase::Demoting;
         s.restart_deadline = None;
-        return Some((Reason::AbortPrimaryJobWithoutLease(kind), vec![Action::Stop { mode: StopMode::Immediate }]));
+        return Some((
+            Reason::AbortPrimaryJobWithoutLease(kind),
+            vec![Action::Stop {
+                mode: StopMode::Immediate,
+            }],
+        ));
     }
     None
 }
 
 /// While an operation runs, a leader still publishes its position.
-fn leader_duties_if_any(s: &MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts) -> Vec<Action> {
+fn leader_duties_if_any(
+    s: &MemberState,
+    obs: &Observation,
+    cfg: &HaConfig,
+    f: &Facts,
+) -> Vec<Action> {
     match (f.view, obs.pg.running()) {
-        (Some(view), Some(pg)) if f.leader_now && !pg.in_recovery => leader_duties(s, cfg, view, pg),
+        (Some(view), Some(pg)) if f.leader_now && !pg.in_recovery => {
+            leader_duties(s, cfg, view, pg)
+        }
         _ => vec![],
     }
 }
@@ -207,7 +284,12 @@ fn leader_duties(s: &MemberState, cfg: &HaConfig, view: &DcsView, pg: &RunningPg
         }
     }
     if cfg.use_slots {
-        let members = view.members.keys().filter(|m| **m != cfg.name).cloned().collect();
+        let members = view
+            .members
+            .keys()
+            .filter(|m| **m != cfg.name)
+            .cloned()
+            .collect();
         actions.push(Action::SyncSlots { members });
     }
     actions
@@ -223,11 +305,17 @@ fn uninitialized(s: &mut MemberState, obs: &Observation) -> Step {
 
 /// `initialize` holds our claim: create the cluster (or adopt the data directory we have).
 fn bootstrapping(s: &mut MemberState, obs: &Observation) -> Step {
-    if let JobView::Failed { kind: JobKind::Bootstrap, error } = &obs.job {
+    if let JobView::Failed {
+        kind: JobKind::Bootstrap,
+        error,
+    } = &obs.job
+    {
         s.phase = Phase::Init;
         let mut actions = vec![Action::CancelInitialize];
         if !matches!(obs.pg, LocalPg::NoData) {
-            actions.push(Action::MoveDataAside { reason: "bootstrap-failed" });
+            actions.push(Action::MoveDataAside {
+                reason: "bootstrap-failed",
+            });
         }
         return (Reason::BootstrapFailed(error.clone()), actions);
     }
@@ -241,7 +329,11 @@ fn bootstrapping(s: &mut MemberState, obs: &Observation) -> Step {
             let system_id = pg.system_id;
             (
                 Reason::FinishingBootstrap { system_id },
-                vec![Action::WriteInitialize { system_id }, Action::WriteBootstrapConfig, Action::AcquireLeader],
+                vec![
+                    Action::WriteInitialize { system_id },
+                    Action::WriteBootstrapConfig,
+                    Action::AcquireLeader,
+                ],
             )
         }
         LocalPg::Running(RunningPg { system_id, .. }) | LocalPg::Stopped { system_id, .. } => {
@@ -251,7 +343,10 @@ fn bootstrapping(s: &mut MemberState, obs: &Observation) -> Step {
             let system_id = *system_id;
             (
                 Reason::AdoptingDataDirectory { system_id },
-                vec![Action::WriteInitialize { system_id }, Action::WriteBootstrapConfig],
+                vec![
+                    Action::WriteInitialize { system_id },
+                    Action::WriteBootstrapConfig,
+                ],
             )
         }
         LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
@@ -259,7 +354,13 @@ fn bootstrapping(s: &mut MemberState, obs: &Observation) -> Step {
 }
 
 /// The leader key names us.
-fn holding_leader_key(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts, view: &DcsView) -> Step {
+fn holding_leader_key(
+    s: &mut MemberState,
+    obs: &Observation,
+    cfg: &HaConfig,
+    f: &Facts,
+    view: &DcsView,
+) -> Step {
     s.leaderless_since = None;
     s.not_streaming_since = None;
     if !f.lease_ok {
@@ -277,18 +378,34 @@ fn holding_leader_key(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f:
         LocalPg::Running(pg) => {
             s.phase = Phase::Promoting;
             s.promoted_from = Some((pg.timeline, pg.lsn));
-            (Reason::Promoting { timeline: pg.timeline, lsn: pg.lsn }, vec![Action::Promote])
+            (
+                Reason::Promoting {
+                    timeline: pg.timeline,
+                    lsn: pg.lsn,
+                },
+                vec![Action::Promote],
+            )
         }
-        LocalPg::Stopped { was_primary: true, .. } | LocalPg::Starting
-            if matches!(s.phase, Phase::Leader | Phase::RestartingPrimary | Phase::Init | Phase::Demoting) =>
+        LocalPg::Stopped {
+            was_primary: true, ..
+        }
+        | LocalPg::Starting
+            if matches!(
+                s.phase,
+                Phase::Leader | Phase::RestartingPrimary | Phase::Init | Phase::Demoting
+            ) =>
         {
-            let deadline = *s.restart_deadline.get_or_insert(f.now + cfg.primary_restart_timeout_ms);
+            let deadline = *s
+                .restart_deadline
+                .get_or_insert(f.now + cfg.primary_restart_timeout_ms);
             if f.now >= deadline {
                 s.phase = Phase::Replica;
                 s.restart_deadline = None;
                 let mut actions = vec![Action::ReleaseLeader];
                 if obs.pg == LocalPg::Starting {
-                    actions.push(Action::Stop { mode: StopMode::Immediate });
+                    actions.push(Action::Stop {
+                        mode: StopMode::Immediate,
+                    });
                 }
                 return (Reason::GaveUpRestartingPrimary, actions);
             }
@@ -297,77 +414,168 @@ fn holding_leader_key(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f:
             if obs.pg == LocalPg::Starting {
                 return (Reason::RestartingPrimary { remaining_ms }, vec![]);
             }
-            (Reason::RestartingPrimary { remaining_ms }, vec![Action::StartPrimary])
+            (
+                Reason::RestartingPrimary { remaining_ms },
+                vec![Action::StartPrimary],
+            )
         }
         LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
         LocalPg::Stopped { .. } | LocalPg::NoData => {
             s.phase = Phase::Replica;
             s.restart_deadline = None;
-            (Reason::ReleasingKeyWithoutPrimaryData, vec![Action::ReleaseLeader])
+            (
+                Reason::ReleasingKeyWithoutPrimaryData,
+                vec![Action::ReleaseLeader],
+            )
         }
     }
 }
 
 /// Another member holds the leader key: follow it.
-fn following(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts, view: &DcsView, leader: &str) -> Step {
+fn following(
+    s: &mut MemberState,
+    obs: &Observation,
+    cfg: &HaConfig,
+    f: &Facts,
+    view: &DcsView,
+    leader: &str,
+) -> Step {
     s.leaderless_since = None;
     s.restart_deadline = None;
     s.promoted_from = None;
-    let leader_running = view.members.get(leader).is_some_and(|m| m.state == "running" && m.is_primary);
+    let leader_running = view
+        .members
+        .get(leader)
+        .is_some_and(|m| m.state == "running" && m.is_primary);
     let upstream = upstream_for(cfg, view, leader);
 
-    if let JobView::Failed { kind: JobKind::Rewind, error } = &obs.job {
+    if let JobView::Failed {
+        kind: JobKind::Rewind,
+        error,
+    } = &obs.job
+    {
         if matches!(obs.pg, LocalPg::Stopped { .. }) {
             s.phase = Phase::Cloning;
-            return (Reason::RewindFailed(error.clone()), vec![Action::MoveDataAside { reason: "rewind-failed" }]);
+            s.prepared_as_replica = false;
+            return (
+                Reason::RewindFailed(error.clone()),
+                vec![Action::MoveDataAside {
+                    reason: "rewind-failed",
+                }],
+            );
         }
     }
     match &obs.pg {
         LocalPg::Running(pg) => {
             // (A running primary was handled by rule 1.)
             s.phase = Phase::Replica;
+            s.prepared_as_replica = false;
             if obs.configured_upstream.as_deref() != Some(upstream.as_str()) {
                 s.not_streaming_since = None;
-                return (Reason::Repointing { upstream: upstream.clone() }, vec![Action::Repoint { upstream: Some(upstream) }]);
+                return (
+                    Reason::Repointing {
+                        upstream: upstream.clone(),
+                    },
+                    vec![Action::Repoint {
+                        upstream: Some(upstream),
+                    }],
+                );
             }
             if pg.streaming || !leader_running {
                 s.not_streaming_since = None;
-                return (Reason::FollowingLeader { leader: leader.to_string(), upstream }, vec![]);
+                return (
+                    Reason::FollowingLeader {
+                        leader: leader.to_string(),
+                        upstream,
+                    },
+                    vec![],
+                );
             }
             let since = *s.not_streaming_since.get_or_insert(f.now);
             if f.now - since >= cfg.not_streaming_timeout_ms {
                 s.not_streaming_since = None;
                 s.rewind_needed = true;
-                return (Reason::NotStreaming { since_ms: f.now - since }, vec![Action::Stop { mode: StopMode::Fast }]);
+                return (
+                    Reason::NotStreaming {
+                        since_ms: f.now - since,
+                    },
+                    vec![Action::Stop {
+                        mode: StopMode::Fast,
+                    }],
+                );
             }
-            (Reason::FollowingLeader { leader: leader.to_string(), upstream }, vec![])
+            (
+                Reason::FollowingLeader {
+                    leader: leader.to_string(),
+                    upstream,
+                },
+                vec![],
+            )
         }
         LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
-        LocalPg::Stopped { was_primary, .. } if *was_primary || s.rewind_needed => {
+        LocalPg::Stopped { was_primary, .. }
+            if (*was_primary && !s.prepared_as_replica) || s.rewind_needed =>
+        {
             if !leader_running {
-                return (Reason::CloneSourceNotRunning { leader: leader.to_string() }, vec![]);
+                return (
+                    Reason::CloneSourceNotRunning {
+                        leader: leader.to_string(),
+                    },
+                    vec![],
+                );
             }
             if cfg.use_pg_rewind {
                 s.phase = Phase::Rewinding;
                 s.rewind_needed = false;
-                (Reason::Rewinding { from: leader.to_string() }, vec![Action::Rewind { from: leader.to_string() }])
+                s.prepared_as_replica = true;
+                (
+                    Reason::Rewinding {
+                        from: leader.to_string(),
+                    },
+                    vec![Action::Rewind {
+                        from: leader.to_string(),
+                    }],
+                )
             } else {
                 s.phase = Phase::Cloning;
                 s.rewind_needed = false;
-                (Reason::DivergedWithoutRewind, vec![Action::MoveDataAside { reason: "diverged" }])
+                (
+                    Reason::DivergedWithoutRewind,
+                    vec![Action::MoveDataAside { reason: "diverged" }],
+                )
             }
         }
         LocalPg::Stopped { .. } => {
             s.phase = Phase::Replica;
-            (Reason::StartingReplica { upstream: Some(upstream.clone()) }, vec![Action::StartReplica { upstream: Some(upstream) }])
+            (
+                Reason::StartingReplica {
+                    upstream: Some(upstream.clone()),
+                },
+                vec![Action::StartReplica {
+                    upstream: Some(upstream),
+                }],
+            )
         }
         LocalPg::NoData => {
             if !leader_running {
-                return (Reason::CloneSourceNotRunning { leader: leader.to_string() }, vec![]);
+                return (
+                    Reason::CloneSourceNotRunning {
+                        leader: leader.to_string(),
+                    },
+                    vec![],
+                );
             }
             s.phase = Phase::Cloning;
             s.rewind_needed = false;
-            (Reason::Cloning { from: leader.to_string() }, vec![Action::Clone { from: leader.to_string() }])
+            s.prepared_as_replica = true;
+            (
+                Reason::Cloning {
+                    from: leader.to_string(),
+                },
+                vec![Action::Clone {
+                    from: leader.to_string(),
+                }],
+            )
         }
     }
 }
@@ -376,7 +584,11 @@ fn following(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts, 
 fn upstream_for(cfg: &HaConfig, view: &DcsView, leader: &str) -> String {
     let me = view.members.get(&cfg.name);
     if let Some(from) = me.and_then(|m| m.replicatefrom.as_deref()) {
-        let usable = from != cfg.name && view.members.get(from).is_some_and(|m| m.state == "running" && !m.is_primary);
+        let usable = from != cfg.name
+            && view
+                .members
+                .get(from)
+                .is_some_and(|m| m.state == "running" && !m.is_primary);
         if usable {
             return from.to_string();
         }
@@ -385,7 +597,13 @@ fn upstream_for(cfg: &HaConfig, view: &DcsView, leader: &str) -> String {
 }
 
 /// Nobody holds the leader key.
-fn leaderless(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts, view: &DcsView) -> Step {
+fn leaderless(
+    s: &mut MemberState,
+    obs: &Observation,
+    cfg: &HaConfig,
+    f: &Facts,
+    view: &DcsView,
+) -> Step {
     let since = *s.leaderless_since.get_or_insert(f.now);
     s.restart_deadline = None;
     s.not_streaming_since = None;
@@ -393,9 +611,20 @@ fn leaderless(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts,
         LocalPg::Running(pg) if pg.in_recovery => {
             let candidacy = evaluate_candidacy(cfg, pg, view, &obs.peers, f.now - since);
             match candidacy {
-                Candidacy::Eligible { lsn, lag, despite_lag } => {
+                Candidacy::Eligible {
+                    lsn,
+                    lag,
+                    despite_lag,
+                } => {
                     s.phase = Phase::Candidate;
-                    (Reason::RacingForLeader { lsn, lag, despite_lag }, vec![Action::AcquireLeader])
+                    (
+                        Reason::RacingForLeader {
+                            lsn,
+                            lag,
+                            despite_lag,
+                        },
+                        vec![Action::AcquireLeader],
+                    )
                 }
                 other => {
                     s.phase = Phase::Replica;
@@ -408,7 +637,10 @@ fn leaderless(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts,
         LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
         LocalPg::Stopped { .. } => {
             s.phase = Phase::Replica;
-            (Reason::StartingReplica { upstream: None }, vec![Action::StartReplica { upstream: None }])
+            (
+                Reason::StartingReplica { upstream: None },
+                vec![Action::StartReplica { upstream: None }],
+            )
         }
         LocalPg::NoData => {
             s.phase = Phase::Init;

@@ -24,13 +24,21 @@ use crate::{HaConfig, Lsn, Millis};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Candidacy {
     /// Race for the leader key.
-    Eligible { lsn: Lsn, lag: u64, despite_lag: bool },
+    Eligible {
+        lsn: Lsn,
+        lag: u64,
+        despite_lag: bool,
+    },
     /// Tagged nofailover.
     NoFailoverTag,
     /// A peer still runs PostgreSQL as a primary.
     PrimaryStillRunning { member: String },
     /// A peer is more advanced.
-    PeerAhead { member: String, peer_lsn: Lsn, lsn: Lsn },
+    PeerAhead {
+        member: String,
+        peer_lsn: Lsn,
+        lsn: Lsn,
+    },
     /// Too far behind; waiting for the grace period before racing anyway.
     TooLagged { lag: u64, max: u64, wait_ms: Millis },
 }
@@ -51,24 +59,49 @@ pub fn evaluate_candidacy(
         if name == &cfg.name {
             continue;
         }
-        let PeerView::Report { replica_running, primary_running, lsn, nofailover, .. } = peer else {
+        let PeerView::Report {
+            replica_running,
+            primary_running,
+            lsn,
+            nofailover,
+            ..
+        } = peer
+        else {
             continue;
         };
         if *primary_running {
-            return Candidacy::PrimaryStillRunning { member: name.clone() };
+            return Candidacy::PrimaryStillRunning {
+                member: name.clone(),
+            };
         }
         let Some(peer_lsn) = *lsn else { continue };
         reference = reference.max(peer_lsn);
         if *replica_running && !*nofailover && peer_lsn > me.lsn {
-            return Candidacy::PeerAhead { member: name.clone(), peer_lsn, lsn: me.lsn };
+            return Candidacy::PeerAhead {
+                member: name.clone(),
+                peer_lsn,
+                lsn: me.lsn,
+            };
         }
     }
     let lag = reference.saturating_sub(me.lsn);
     if lag <= cfg.maximum_lag_on_failover {
-        return Candidacy::Eligible { lsn: me.lsn, lag, despite_lag: false };
+        return Candidacy::Eligible {
+            lsn: me.lsn,
+            lag,
+            despite_lag: false,
+        };
     }
     if leaderless_for >= cfg.ttl_ms {
-        return Candidacy::Eligible { lsn: me.lsn, lag, despite_lag: true };
+        return Candidacy::Eligible {
+            lsn: me.lsn,
+            lag,
+            despite_lag: true,
+        };
     }
-    Candidacy::TooLagged { lag, max: cfg.maximum_lag_on_failover, wait_ms: cfg.ttl_ms - leaderless_for }
+    Candidacy::TooLagged {
+        lag,
+        max: cfg.maximum_lag_on_failover,
+        wait_ms: cfg.ttl_ms - leaderless_for,
+    }
 }

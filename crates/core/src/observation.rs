@@ -103,7 +103,10 @@ pub enum JobView {
     Idle,
     Running(JobKind),
     /// The last operation failed (kept until another one starts).
-    Failed { kind: JobKind, error: String },
+    Failed {
+        kind: JobKind,
+        error: String,
+    },
 }
 
 /// The `initialize` key.

@@ -9,40 +9,77 @@ use crate::{Lsn, Millis};
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     /// PostgreSQL runs as a primary without an unexpired lease on the leader key.
-    DemoteWithoutLease { key_holder: Option<String> },
+    DemoteWithoutLease {
+        key_holder: Option<String>,
+    },
     /// A background operation runs; waiting for its outcome.
     WaitingForJob(JobKind),
     /// An operation that could make PostgreSQL a primary runs, and the lease is gone.
     AbortPrimaryJobWithoutLease(JobKind),
     Halted(String),
     /// The local data directory belongs to another cluster.
-    ForeignDataDirectory { local: u64, cluster: u64 },
+    ForeignDataDirectory {
+        local: u64,
+        cluster: u64,
+    },
     /// DCS unreachable; the leader keeps its role while its lease is certainly valid.
-    LeaderLeaseStillValid { remaining_ms: Millis },
+    LeaderLeaseStillValid {
+        remaining_ms: Millis,
+    },
     DcsUnreachable,
     ClaimingInitialize,
     Bootstrapping,
     BootstrapFailed(String),
-    FinishingBootstrap { system_id: u64 },
-    AdoptingDataDirectory { system_id: u64 },
-    WaitingForBootstrap { by: String },
+    FinishingBootstrap {
+        system_id: u64,
+    },
+    AdoptingDataDirectory {
+        system_id: u64,
+    },
+    WaitingForBootstrap {
+        by: String,
+    },
     LeaderKeyWithoutLease,
     LeaderHealthy,
-    Promoting { timeline: u32, lsn: Lsn },
-    RestartingPrimary { remaining_ms: Millis },
+    Promoting {
+        timeline: u32,
+        lsn: Lsn,
+    },
+    RestartingPrimary {
+        remaining_ms: Millis,
+    },
     GaveUpRestartingPrimary,
     ReleasingKeyWithoutPrimaryData,
-    FollowingLeader { leader: String, upstream: String },
-    Repointing { upstream: String },
-    NotStreaming { since_ms: Millis },
-    Rewinding { from: String },
+    FollowingLeader {
+        leader: String,
+        upstream: String,
+    },
+    Repointing {
+        upstream: String,
+    },
+    NotStreaming {
+        since_ms: Millis,
+    },
+    Rewinding {
+        from: String,
+    },
     RewindFailed(String),
     DivergedWithoutRewind,
-    StartingReplica { upstream: Option<String> },
-    Cloning { from: String },
-    CloneSourceNotRunning { leader: String },
+    StartingReplica {
+        upstream: Option<String>,
+    },
+    Cloning {
+        from: String,
+    },
+    CloneSourceNotRunning {
+        leader: String,
+    },
     WaitingForLeaderToClone,
-    RacingForLeader { lsn: Lsn, lag: u64, despite_lag: bool },
+    RacingForLeader {
+        lsn: Lsn,
+        lag: u64,
+        despite_lag: bool,
+    },
     NotRacing(Candidacy),
     WaitingForPostgres,
     Paused,

@@ -67,6 +67,9 @@ pub struct MemberState {
     pub not_streaming_since: Option<Millis>,
     /// Replica stopped because it could not stream: rewind before starting it again.
     pub rewind_needed: bool,
+    /// The stopped data directory was just prepared as a replica by a clone or a rewind
+    /// (pg_control of a fresh clone still says "in production"): start it as a replica.
+    pub prepared_as_replica: bool,
     /// Set at promotion: the timeline and position we promoted from, for `history`.
     pub promoted_from: Option<(u32, Lsn)>,
     /// Why the member halted, for the operator.
@@ -81,6 +84,7 @@ impl MemberState {
             restart_deadline: None,
             not_streaming_since: None,
             rewind_needed: false,
+            prepared_as_replica: false,
             promoted_from: None,
             halted_because: None,
         }

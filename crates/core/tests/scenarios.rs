@@ -11,15 +11,34 @@ fn cfg() -> HaConfig {
 }
 
 fn replica(lsn: Lsn) -> LocalPg {
-    LocalPg::Running(RunningPg { system_id: 42, in_recovery: true, timeline: 1, lsn, streaming: true })
+    LocalPg::Running(RunningPg {
+        system_id: 42,
+        in_recovery: true,
+        timeline: 1,
+        lsn,
+        streaming: true,
+    })
 }
 
 fn primary(lsn: Lsn) -> LocalPg {
-    LocalPg::Running(RunningPg { system_id: 42, in_recovery: false, timeline: 1, lsn, streaming: false })
+    LocalPg::Running(RunningPg {
+        system_id: 42,
+        in_recovery: false,
+        timeline: 1,
+        lsn,
+        streaming: false,
+    })
 }
 
 fn member(state: &str, is_primary: bool) -> MemberView {
-    MemberView { state: state.into(), is_primary, lsn: Some(100), timeline: Some(1), nofailover: false, replicatefrom: None }
+    MemberView {
+        state: state.into(),
+        is_primary,
+        lsn: Some(100),
+        timeline: Some(1),
+        nofailover: false,
+        replicatefrom: None,
+    }
 }
 
 /// A builder for observations: a bootstrapped cluster (system id 42) with node1..node3.
@@ -55,7 +74,8 @@ impl Obs {
     fn leader(mut self, name: &str) -> Self {
         let view = self.obs.dcs.as_mut().unwrap();
         view.leader = Some(name.to_string());
-        view.members.insert(name.to_string(), member("running", true));
+        view.members
+            .insert(name.to_string(), member("running", true));
         self
     }
     fn dcs_down(mut self) -> Self {
@@ -73,7 +93,13 @@ impl Obs {
     fn peer(mut self, name: &str, lsn: Lsn) -> Self {
         self.obs.peers.insert(
             name.to_string(),
-            PeerView::Report { replica_running: true, primary_running: false, lsn: Some(lsn), timeline: Some(1), nofailover: false },
+            PeerView::Report {
+                replica_running: true,
+                primary_running: false,
+                lsn: Some(lsn),
+                timeline: Some(1),
+                nofailover: false,
+            },
         );
         self
     }
@@ -95,11 +121,18 @@ impl Obs {
 }
 
 fn in_phase(phase: Phase) -> MemberState {
-    MemberState { phase, ..MemberState::new() }
+    MemberState {
+        phase,
+        ..MemberState::new()
+    }
 }
 
 fn pg_actions(d: &Decision) -> Vec<Action> {
-    d.actions.iter().filter(|a| !matches!(a, Action::RenewLease | Action::PublishMember)).cloned().collect()
+    d.actions
+        .iter()
+        .filter(|a| !matches!(a, Action::RenewLease | Action::PublishMember))
+        .cloned()
+        .collect()
 }
 
 #[test]
@@ -110,7 +143,9 @@ fn healthy_leader_keeps_its_role_and_publishes_its_position() {
     assert_eq!(d.state.phase, Phase::Leader);
     assert_eq!(d.actions[0], Action::RenewLease);
     assert!(d.actions.contains(&Action::WriteStatus { optime: 500 }));
-    assert!(d.actions.contains(&Action::SyncSlots { members: vec!["node2".into(), "node3".into()] }));
+    assert!(d.actions.contains(&Action::SyncSlots {
+        members: vec!["node2".into(), "node3".into()]
+    }));
     // Wakes before the lease could expire, at least every renew interval.
     assert!(d.next_wake <= 100_000 + cfg().renew_interval_ms());
 }
@@ -118,31 +153,60 @@ fn healthy_leader_keeps_its_role_and_publishes_its_position() {
 #[test]
 fn leader_demotes_before_its_lease_can_expire() {
     // The lease is valid until 100_400 but the margin is 500 ms: demote now.
-    let obs = Obs::new(primary(500)).leader(ME).lease_until(Some(100_400)).build();
+    let obs = Obs::new(primary(500))
+        .leader(ME)
+        .lease_until(Some(100_400))
+        .build();
     let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::Stop { mode: StopMode::Immediate }]);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Stop {
+            mode: StopMode::Immediate
+        }]
+    );
     assert_eq!(d.state.phase, Phase::Demoting);
     assert!(matches!(d.reason, Reason::DemoteWithoutLease { .. }));
 }
 
 #[test]
 fn leader_keeps_writing_through_a_dcs_outage_while_the_lease_holds() {
-    let obs = Obs::new(primary(500)).dcs_down().lease_until(Some(102_000)).build();
+    let obs = Obs::new(primary(500))
+        .dcs_down()
+        .lease_until(Some(102_000))
+        .build();
     let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
     assert_eq!(pg_actions(&d), vec![]);
-    assert_eq!(d.reason, Reason::LeaderLeaseStillValid { remaining_ms: 1_500 });
+    assert_eq!(
+        d.reason,
+        Reason::LeaderLeaseStillValid {
+            remaining_ms: 1_500
+        }
+    );
     // and wakes in time to demote at 101_500
     assert_eq!(d.next_wake, 101_000);
-    let later = Observation { now: 101_600, ..obs };
+    let later = Observation {
+        now: 101_600,
+        ..obs
+    };
     let d = decide(&d.state, &later, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::Stop { mode: StopMode::Immediate }]);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Stop {
+            mode: StopMode::Immediate
+        }]
+    );
 }
 
 #[test]
 fn a_primary_when_another_member_holds_the_key_is_stopped_at_once() {
     let obs = Obs::new(primary(500)).leader("node2").build();
     let d = decide(&in_phase(Phase::Init), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::Stop { mode: StopMode::Immediate }]);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Stop {
+            mode: StopMode::Immediate
+        }]
+    );
 }
 
 #[test]
@@ -151,7 +215,10 @@ fn replica_with_the_key_promotes_only_after_observing_it() {
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
     assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
     assert_eq!(d.state.phase, Phase::Candidate);
-    assert_eq!(d.next_wake, obs.now, "the race's outcome is observed at once");
+    assert_eq!(
+        d.next_wake, obs.now,
+        "the race's outcome is observed at once"
+    );
     // Next cycle: the key is ours.
     let obs = Obs::new(replica(100)).leader(ME).build();
     let d = decide(&d.state, &obs, &cfg());
@@ -172,7 +239,10 @@ fn the_most_advanced_replica_wins_the_race() {
     let obs = Obs::new(replica(100)).peer("node2", 150).build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
     assert_eq!(pg_actions(&d), vec![]);
-    assert!(matches!(d.reason, Reason::NotRacing(Candidacy::PeerAhead { .. })));
+    assert!(matches!(
+        d.reason,
+        Reason::NotRacing(Candidacy::PeerAhead { .. })
+    ));
     // Equal positions both race: the compare-and-swap picks one.
     let obs = Obs::new(replica(150)).peer("node2", 150).build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
@@ -182,7 +252,14 @@ fn the_most_advanced_replica_wins_the_race() {
 #[test]
 fn nofailover_never_races() {
     let obs = Obs::new(replica(100)).build();
-    let d = decide(&in_phase(Phase::Replica), &obs, &HaConfig { nofailover: true, ..cfg() });
+    let d = decide(
+        &in_phase(Phase::Replica),
+        &obs,
+        &HaConfig {
+            nofailover: true,
+            ..cfg()
+        },
+    );
     assert_eq!(d.reason, Reason::NotRacing(Candidacy::NoFailoverTag));
 }
 
@@ -192,20 +269,43 @@ fn a_lagging_only_candidate_races_after_a_full_ttl() {
     let far = 100 + 10 * 1024 * 1024;
     let obs = Obs::new(replica(100)).optime(far).peer("node2", 90).build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
-    assert!(matches!(d.reason, Reason::NotRacing(Candidacy::TooLagged { .. })));
+    assert!(matches!(
+        d.reason,
+        Reason::NotRacing(Candidacy::TooLagged { .. })
+    ));
     assert_eq!(d.state.leaderless_since, Some(100_000));
-    let later = Observation { now: 100_000 + cfg().ttl_ms, ..obs };
+    let later = Observation {
+        now: 100_000 + cfg().ttl_ms,
+        ..obs
+    };
     let d = decide(&d.state, &later, &cfg());
     assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
-    assert!(matches!(d.reason, Reason::RacingForLeader { despite_lag: true, .. }));
+    assert!(matches!(
+        d.reason,
+        Reason::RacingForLeader {
+            despite_lag: true,
+            ..
+        }
+    ));
 }
 
 #[test]
 fn replica_follows_the_leader_and_repoints_when_it_changes() {
-    let obs = Obs::new(replica(100)).leader("node2").upstream("node3").build();
+    let obs = Obs::new(replica(100))
+        .leader("node2")
+        .upstream("node3")
+        .build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::Repoint { upstream: Some("node2".into()) }]);
-    let obs = Obs::new(replica(100)).leader("node2").upstream("node2").build();
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Repoint {
+            upstream: Some("node2".into())
+        }]
+    );
+    let obs = Obs::new(replica(100))
+        .leader("node2")
+        .upstream("node2")
+        .build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
     assert_eq!(pg_actions(&d), vec![]);
     assert!(matches!(d.reason, Reason::FollowingLeader { .. }));
@@ -213,32 +313,86 @@ fn replica_follows_the_leader_and_repoints_when_it_changes() {
 
 #[test]
 fn an_old_primary_is_rewound_before_it_streams() {
-    let stopped = LocalPg::Stopped { system_id: 42, was_primary: true, timeline: 1, lsn: 400 };
+    let stopped = LocalPg::Stopped {
+        system_id: 42,
+        was_primary: true,
+        timeline: 1,
+        lsn: 400,
+    };
     let obs = Obs::new(stopped.clone()).leader("node2").build();
     let d = decide(&in_phase(Phase::Init), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::Rewind { from: "node2".into() }]);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Rewind {
+            from: "node2".into()
+        }]
+    );
     // without pg_rewind: moved aside (never deleted), then cloned
-    let d = decide(&in_phase(Phase::Init), &obs, &HaConfig { use_pg_rewind: false, ..cfg() });
-    assert_eq!(pg_actions(&d), vec![Action::MoveDataAside { reason: "diverged" }]);
+    let d = decide(
+        &in_phase(Phase::Init),
+        &obs,
+        &HaConfig {
+            use_pg_rewind: false,
+            ..cfg()
+        },
+    );
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::MoveDataAside { reason: "diverged" }]
+    );
     // a failed rewind: moved aside
-    let obs = Obs::new(stopped).leader("node2").job(JobView::Failed { kind: JobKind::Rewind, error: "x".into() }).build();
+    let obs = Obs::new(stopped)
+        .leader("node2")
+        .job(JobView::Failed {
+            kind: JobKind::Rewind,
+            error: "x".into(),
+        })
+        .build();
     let d = decide(&in_phase(Phase::Rewinding), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::MoveDataAside { reason: "rewind-failed" }]);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::MoveDataAside {
+            reason: "rewind-failed"
+        }]
+    );
 }
 
 #[test]
 fn a_rewound_replica_starts_streaming_from_the_leader() {
-    let stopped = LocalPg::Stopped { system_id: 42, was_primary: false, timeline: 1, lsn: 400 };
+    let stopped = LocalPg::Stopped {
+        system_id: 42,
+        was_primary: false,
+        timeline: 1,
+        lsn: 400,
+    };
     let obs = Obs::new(stopped).leader("node2").build();
     let d = decide(&in_phase(Phase::Rewinding), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::StartReplica { upstream: Some("node2".into()) }]);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::StartReplica {
+            upstream: Some("node2".into())
+        }]
+    );
 }
 
 #[test]
 fn a_foreign_data_directory_is_refused() {
-    let obs = Obs::new(LocalPg::Stopped { system_id: 7, was_primary: true, timeline: 1, lsn: 1 }).leader("node2").build();
+    let obs = Obs::new(LocalPg::Stopped {
+        system_id: 7,
+        was_primary: true,
+        timeline: 1,
+        lsn: 1,
+    })
+    .leader("node2")
+    .build();
     let d = decide(&MemberState::new(), &obs, &cfg());
-    assert_eq!(d.reason, Reason::ForeignDataDirectory { local: 7, cluster: 42 });
+    assert_eq!(
+        d.reason,
+        Reason::ForeignDataDirectory {
+            local: 7,
+            cluster: 42
+        }
+    );
     assert_eq!(pg_actions(&d), vec![]);
     assert_eq!(d.state.phase, Phase::Halted);
     // and stays halted
@@ -250,27 +404,53 @@ fn a_foreign_data_directory_is_refused() {
 fn empty_member_clones_from_a_running_leader_only() {
     let obs = Obs::new(LocalPg::NoData).leader("node2").build();
     let d = decide(&MemberState::new(), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::Clone { from: "node2".into() }]);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Clone {
+            from: "node2".into()
+        }]
+    );
     let mut obs = Obs::new(LocalPg::NoData).leader("node2").build();
-    obs.dcs.as_mut().unwrap().members.get_mut("node2").unwrap().state = "starting".into();
+    obs.dcs
+        .as_mut()
+        .unwrap()
+        .members
+        .get_mut("node2")
+        .unwrap()
+        .state = "starting".into();
     let d = decide(&MemberState::new(), &obs, &cfg());
-    assert_eq!(d.reason, Reason::CloneSourceNotRunning { leader: "node2".into() });
+    assert_eq!(
+        d.reason,
+        Reason::CloneSourceNotRunning {
+            leader: "node2".into()
+        }
+    );
 }
 
 #[test]
 fn bootstrap_race_then_initdb_then_leader() {
-    let obs = Obs::new(LocalPg::NoData).initialize(Initialize::Absent).build();
+    let obs = Obs::new(LocalPg::NoData)
+        .initialize(Initialize::Absent)
+        .build();
     let d = decide(&MemberState::new(), &obs, &cfg());
     assert_eq!(pg_actions(&d), vec![Action::ClaimInitialize]);
-    let obs = Obs::new(LocalPg::NoData).initialize(Initialize::ClaimedBy(ME.into())).build();
+    let obs = Obs::new(LocalPg::NoData)
+        .initialize(Initialize::ClaimedBy(ME.into()))
+        .build();
     let d = decide(&d.state, &obs, &cfg());
     assert_eq!(pg_actions(&d), vec![Action::Bootstrap]);
     // initdb done, PostgreSQL runs as the new primary: publish the id, take the key.
-    let obs = Obs::new(primary(10)).initialize(Initialize::ClaimedBy(ME.into())).build();
+    let obs = Obs::new(primary(10))
+        .initialize(Initialize::ClaimedBy(ME.into()))
+        .build();
     let d = decide(&d.state, &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::WriteInitialize { system_id: 42 }, Action::WriteBootstrapConfig, Action::AcquireLeader]
+        vec![
+            Action::WriteInitialize { system_id: 42 },
+            Action::WriteBootstrapConfig,
+            Action::AcquireLeader
+        ]
     );
     let obs = Obs::new(primary(10)).leader(ME).build();
     let d = decide(&d.state, &obs, &cfg());
@@ -279,7 +459,9 @@ fn bootstrap_race_then_initdb_then_leader() {
 
 #[test]
 fn other_members_wait_for_the_bootstrap() {
-    let obs = Obs::new(LocalPg::NoData).initialize(Initialize::ClaimedBy("node2".into())).build();
+    let obs = Obs::new(LocalPg::NoData)
+        .initialize(Initialize::ClaimedBy("node2".into()))
+        .build();
     let d = decide(&MemberState::new(), &obs, &cfg());
     assert_eq!(d.reason, Reason::WaitingForBootstrap { by: "node2".into() });
     assert_eq!(pg_actions(&d), vec![]);
@@ -287,12 +469,24 @@ fn other_members_wait_for_the_bootstrap() {
 
 #[test]
 fn leader_restarts_a_crashed_postgres_in_place_then_gives_up() {
-    let crashed = LocalPg::Stopped { system_id: 42, was_primary: true, timeline: 1, lsn: 400 };
+    let crashed = LocalPg::Stopped {
+        system_id: 42,
+        was_primary: true,
+        timeline: 1,
+        lsn: 400,
+    };
     let obs = Obs::new(crashed.clone()).leader(ME).build();
     let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
     assert_eq!(pg_actions(&d), vec![Action::StartPrimary]);
-    assert_eq!(d.state.restart_deadline, Some(100_000 + cfg().primary_restart_timeout_ms));
-    let late = Observation { now: 100_000 + cfg().primary_restart_timeout_ms, lease_valid_until: Some(120_000), ..obs };
+    assert_eq!(
+        d.state.restart_deadline,
+        Some(100_000 + cfg().primary_restart_timeout_ms)
+    );
+    let late = Observation {
+        now: 100_000 + cfg().primary_restart_timeout_ms,
+        lease_valid_until: Some(120_000),
+        ..obs
+    };
     let d = decide(&d.state, &late, &cfg());
     assert_eq!(pg_actions(&d), vec![Action::ReleaseLeader]);
     assert_eq!(d.reason, Reason::GaveUpRestartingPrimary);
@@ -300,29 +494,120 @@ fn leader_restarts_a_crashed_postgres_in_place_then_gives_up() {
 
 #[test]
 fn a_start_as_primary_is_aborted_when_the_lease_goes() {
-    let obs = Obs::new(LocalPg::Starting).leader(ME).lease_until(Some(100_100)).job(JobView::Running(JobKind::Start)).build();
+    let obs = Obs::new(LocalPg::Starting)
+        .leader(ME)
+        .lease_until(Some(100_100))
+        .job(JobView::Running(JobKind::Start))
+        .build();
     let d = decide(&in_phase(Phase::RestartingPrimary), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::Stop { mode: StopMode::Immediate }]);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Stop {
+            mode: StopMode::Immediate
+        }]
+    );
 }
 
 #[test]
 fn replica_that_cannot_stream_is_rewound() {
-    let stuck = LocalPg::Running(RunningPg { system_id: 42, in_recovery: true, timeline: 1, lsn: 100, streaming: false });
+    let stuck = LocalPg::Running(RunningPg {
+        system_id: 42,
+        in_recovery: true,
+        timeline: 1,
+        lsn: 100,
+        streaming: false,
+    });
     let obs = Obs::new(stuck).leader("node2").upstream("node2").build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
     assert_eq!(pg_actions(&d), vec![]);
-    let later = Observation { now: obs.now + cfg().not_streaming_timeout_ms, ..obs };
+    let later = Observation {
+        now: obs.now + cfg().not_streaming_timeout_ms,
+        ..obs
+    };
     let d = decide(&d.state, &later, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::Stop { mode: StopMode::Fast }]);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Stop {
+            mode: StopMode::Fast
+        }]
+    );
     assert!(d.state.rewind_needed);
-    let stopped = Obs::new(LocalPg::Stopped { system_id: 42, was_primary: false, timeline: 1, lsn: 100 }).leader("node2").build();
+    let stopped = Obs::new(LocalPg::Stopped {
+        system_id: 42,
+        was_primary: false,
+        timeline: 1,
+        lsn: 100,
+    })
+    .leader("node2")
+    .build();
     let d = decide(&d.state, &stopped, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::Rewind { from: "node2".into() }]);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Rewind {
+            from: "node2".into()
+        }]
+    );
 }
 
 #[test]
 fn reasons_read_as_sentences() {
     let obs = Obs::new(replica(100)).peer("node2", 150).build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
-    assert_eq!(d.reason.to_string(), "no leader; not racing: node2 is ahead (150 > 100)");
+    assert_eq!(
+        d.reason.to_string(),
+        "no leader; not racing: node2 is ahead (150 > 100)"
+    );
+}
+
+#[test]
+fn a_fresh_clone_starts_as_a_replica_even_though_pg_control_says_in_production() {
+    let obs = Obs::new(LocalPg::NoData).leader("node2").build();
+    let d = decide(&MemberState::new(), &obs, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Clone {
+            from: "node2".into()
+        }]
+    );
+    let cloned = Obs::new(LocalPg::Stopped {
+        system_id: 42,
+        was_primary: true,
+        timeline: 1,
+        lsn: 100,
+    })
+    .leader("node2")
+    .build();
+    let d = decide(&d.state, &cloned, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::StartReplica {
+            upstream: Some("node2".into())
+        }]
+    );
+}
+
+#[test]
+fn a_rewind_that_found_nothing_to_do_is_not_repeated() {
+    let stopped = Obs::new(LocalPg::Stopped {
+        system_id: 42,
+        was_primary: true,
+        timeline: 1,
+        lsn: 100,
+    })
+    .leader("node2")
+    .build();
+    let d = decide(&MemberState::new(), &stopped, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Rewind {
+            from: "node2".into()
+        }]
+    );
+    let d = decide(&d.state, &stopped, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::StartReplica {
+            upstream: Some("node2".into())
+        }]
+    );
 }

@@ -69,14 +69,19 @@ fn target(args: &CtlArgs) -> anyhow::Result<Target> {
     let scope = match (&args.scope, &from_file) {
         (Some(s), _) => s.clone(),
         (None, Some(cfg)) => cfg.scope.clone(),
-        (None, None) => bail!("which cluster? give --scope NAME (and --dcs HOST:PORT) or --config FILE"),
+        (None, None) => {
+            bail!("which cluster? give --scope NAME (and --dcs HOST:PORT) or --config FILE")
+        }
     };
     let namespace = match (&args.namespace, &from_file) {
         (Some(n), _) => n.clone(),
         (None, Some(cfg)) => cfg.namespace.clone(),
         (None, None) => "/service/".to_string(),
     };
-    Ok(Target { endpoints, path: ClusterPath::new(&namespace, &scope) })
+    Ok(Target {
+        endpoints,
+        path: ClusterPath::new(&namespace, &scope),
+    })
 }
 
 pub async fn load(target: &Target) -> anyhow::Result<ClusterState> {
@@ -112,11 +117,17 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
 
 /// For `local up`: print the table of a cluster.
 pub async fn list_table(endpoints: &[String], path: &ClusterPath) -> anyhow::Result<String> {
-    let target = Target { endpoints: endpoints.to_vec(), path: path.clone() };
+    let target = Target {
+        endpoints: endpoints.to_vec(),
+        path: path.clone(),
+    };
     let state = load(&target).await.context("reading the cluster state")?;
     Ok(pgbaton_ctl::render_list(
         &state,
         &path.scope,
-        &ListOptions { format: OutputFormat::Pretty, extended: false },
+        &ListOptions {
+            format: OutputFormat::Pretty,
+            extended: false,
+        },
     ))
 }

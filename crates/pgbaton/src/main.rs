@@ -14,7 +14,11 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "pgbaton", version, about = "High availability for PostgreSQL: agent, router and CLI in one binary")]
+#[command(
+    name = "pgbaton",
+    version,
+    about = "High availability for PostgreSQL: agent, router and CLI in one binary"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -44,7 +48,11 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -90,7 +98,10 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let dynamic = &cfg.bootstrap.dcs;
     let ha = agent::settings::ha_config(&cfg, dynamic);
     println!("{}: valid", path.display());
-    println!("scope {} member {} (namespace {})", cfg.scope, cfg.name, cfg.namespace);
+    println!(
+        "scope {} member {} (namespace {})",
+        cfg.scope, cfg.name, cfg.namespace
+    );
     println!(
         "ttl {} ms, loop_wait {} ms, retry_timeout {} ms, maximum_lag_on_failover {} bytes",
         ha.ttl_ms, ha.loop_wait_ms, ha.retry_timeout_ms, ha.maximum_lag_on_failover

@@ -72,17 +72,27 @@ impl<D: Dcs> Agent<D> {
                 }
             }
             Action::WriteStatus { optime } => {
-                let status = StatusDoc { optime: Some(*optime), ..Default::default() };
+                let status = StatusDoc {
+                    optime: Some(*optime),
+                    ..Default::default()
+                };
                 bounded(timeout, dcs.set_status(&status)).await?;
             }
             Action::AppendHistory { timeline, lsn } => {
-                let mut history = self.cluster.as_ref().map(|c| c.history.clone()).unwrap_or_default();
+                let mut history = self
+                    .cluster
+                    .as_ref()
+                    .map(|c| c.history.clone())
+                    .unwrap_or_default();
                 if history.iter().all(|h| h.timeline != *timeline) {
                     history.push(HistoryEntry {
                         timeline: *timeline,
                         lsn: *lsn,
                         reason: "no recovery target specified".to_string(),
-                        timestamp: Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false)),
+                        timestamp: Some(
+                            chrono::Utc::now()
+                                .to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
+                        ),
                         new_leader: Some(name.clone()),
                     });
                     bounded(timeout, dcs.set_history(&history)).await?;
@@ -103,7 +113,11 @@ impl<D: Dcs> Agent<D> {
     fn standby_config(&self, upstream: Option<&str>) -> StandbyConfig {
         StandbyConfig {
             upstream: upstream.and_then(|m| self.upstream_of(m)),
-            slot_name: if self.ha.use_slots { Some(pg::slot_name_for(&self.cfg.name)) } else { None },
+            slot_name: if self.ha.use_slots {
+                Some(pg::slot_name_for(&self.cfg.name))
+            } else {
+                None
+            },
         }
     }
 
@@ -142,7 +156,9 @@ impl<D: Dcs> Agent<D> {
                 self.configured_upstream = upstream.clone();
             }
             Action::MoveDataAside { reason } => match pg::move_aside(&spec, reason) {
-                Ok(path) => tracing::warn!(moved_to = %path.display(), "moved the data directory aside"),
+                Ok(path) => {
+                    tracing::warn!(moved_to = %path.display(), "moved the data directory aside")
+                }
                 Err(e) => tracing::error!(error = %e, "cannot move the data directory aside"),
             },
             Action::Stop { mode } => {
@@ -158,7 +174,10 @@ impl<D: Dcs> Agent<D> {
                     StopMode::Immediate => pg::StopMode::Immediate,
                 };
                 let limit = Duration::from_secs(if mode == pg::StopMode::Fast { 30 } else { 5 });
-                self.jobs.start(JobKind::Stop, async move { jobs::stop(&pm, mode, limit).await });
+                self.jobs.start(
+                    JobKind::Stop,
+                    async move { jobs::stop(&pm, mode, limit).await },
+                );
             }
             job if job.is_job() => {
                 if self.jobs.is_running() {
@@ -182,14 +201,24 @@ impl<D: Dcs> Agent<D> {
         let start_timeout = Duration::from_millis(self.ha.primary_restart_timeout_ms.max(5_000));
         match action {
             Action::Bootstrap => {
-                let initdb_args: Vec<String> = self.cfg.bootstrap.initdb.iter().map(|o| o.to_arg()).collect();
+                let initdb_args: Vec<String> = self
+                    .cfg
+                    .bootstrap
+                    .initdb
+                    .iter()
+                    .map(|o| o.to_arg())
+                    .collect();
                 let users = settings::bootstrap_users(&self.cfg);
                 self.configured_upstream = None;
                 self.jobs.start(JobKind::Bootstrap, async move {
-                    pg::initdb(&spec, &initdb_args).await.map_err(|e| e.to_string())?;
+                    pg::initdb(&spec, &initdb_args)
+                        .await
+                        .map_err(|e| e.to_string())?;
                     pg::write_config(&spec, &params, &hba, None).map_err(|e| e.to_string())?;
                     jobs::start_and_wait(&spec, &pm, Duration::from_secs(60)).await?;
-                    pg::ensure_users(&spec, &users, Duration::from_secs(30)).await.map_err(|e| e.to_string())
+                    pg::ensure_users(&spec, &users, Duration::from_secs(30))
+                        .await
+                        .map_err(|e| e.to_string())
                 });
             }
             Action::Clone { from } => {
@@ -199,7 +228,9 @@ impl<D: Dcs> Agent<D> {
                 };
                 let extra = self.cfg.postgresql.basebackup.clone();
                 self.jobs.start(JobKind::Clone, async move {
-                    pg::basebackup(&spec, &upstream, &extra).await.map_err(|e| e.to_string())
+                    pg::basebackup(&spec, &upstream, &extra)
+                        .await
+                        .map_err(|e| e.to_string())
                 });
             }
             Action::Rewind { from } => {
@@ -221,7 +252,8 @@ impl<D: Dcs> Agent<D> {
                 let standby = self.standby_config(upstream.as_deref());
                 self.configured_upstream = upstream.clone();
                 self.jobs.start(JobKind::Start, async move {
-                    pg::write_config(&spec, &params, &hba, Some(&standby)).map_err(|e| e.to_string())?;
+                    pg::write_config(&spec, &params, &hba, Some(&standby))
+                        .map_err(|e| e.to_string())?;
                     jobs::start_and_wait(&spec, &pm, Duration::from_secs(120)).await
                 });
             }
@@ -235,7 +267,9 @@ impl<D: Dcs> Agent<D> {
             Action::Promote => {
                 self.configured_upstream = None;
                 self.jobs.start(JobKind::Promote, async move {
-                    pg::promote(&spec, Duration::from_secs(60)).await.map_err(|e| e.to_string())
+                    pg::promote(&spec, Duration::from_secs(60))
+                        .await
+                        .map_err(|e| e.to_string())
                 });
             }
             _ => {}

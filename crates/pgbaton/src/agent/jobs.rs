@@ -26,7 +26,11 @@ pub struct JobRunner {
 
 impl JobRunner {
     pub fn new(wake: Arc<Notify>) -> Self {
-        JobRunner { current: None, failed: None, wake }
+        JobRunner {
+            current: None,
+            failed: None,
+            wake,
+        }
     }
 
     /// Collect a finished job's outcome and say what runs now.
@@ -54,7 +58,10 @@ impl JobRunner {
             }
         }
         match &self.failed {
-            Some((kind, error)) => JobView::Failed { kind: *kind, error: error.clone() },
+            Some((kind, error)) => JobView::Failed {
+                kind: *kind,
+                error: error.clone(),
+            },
             None => JobView::Idle,
         }
     }
@@ -93,7 +100,11 @@ impl JobRunner {
 }
 
 /// Spawn the postmaster and wait until it answers, it exits, or `timeout` passes.
-pub async fn start_and_wait(spec: &PgSpec, postmaster: &SharedPostmaster, timeout: Duration) -> Result<(), String> {
+pub async fn start_and_wait(
+    spec: &PgSpec,
+    postmaster: &SharedPostmaster,
+    timeout: Duration,
+) -> Result<(), String> {
     {
         let mut slot = postmaster.lock().await;
         if let Some(pm) = slot.as_mut() {
@@ -107,10 +118,17 @@ pub async fn start_and_wait(spec: &PgSpec, postmaster: &SharedPostmaster, timeou
 }
 
 /// Poll until PostgreSQL answers a query; fail when the postmaster exits or on timeout.
-pub async fn wait_answers(spec: &PgSpec, postmaster: &SharedPostmaster, timeout: Duration) -> Result<(), String> {
+pub async fn wait_answers(
+    spec: &PgSpec,
+    postmaster: &SharedPostmaster,
+    timeout: Duration,
+) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if query_status(spec, Duration::from_millis(1000)).await.is_ok() {
+        if query_status(spec, Duration::from_millis(1000))
+            .await
+            .is_ok()
+        {
             return Ok(());
         }
         {
@@ -118,7 +136,10 @@ pub async fn wait_answers(spec: &PgSpec, postmaster: &SharedPostmaster, timeout:
             let alive = slot.as_mut().is_some_and(|pm| !pm.has_exited());
             if !alive {
                 *slot = None;
-                return Err(format!("PostgreSQL exited during start; see {}", spec.log_file.display()));
+                return Err(format!(
+                    "PostgreSQL exited during start; see {}",
+                    spec.log_file.display()
+                ));
             }
         }
         if tokio::time::Instant::now() >= deadline {
@@ -133,10 +154,17 @@ pub async fn wait_answers(spec: &PgSpec, postmaster: &SharedPostmaster, timeout:
 }
 
 /// Stop the supervised postmaster (if any) and forget it.
-pub async fn stop(postmaster: &SharedPostmaster, mode: pgbaton_postgres::StopMode, timeout: Duration) -> Result<(), String> {
+pub async fn stop(
+    postmaster: &SharedPostmaster,
+    mode: pgbaton_postgres::StopMode,
+    timeout: Duration,
+) -> Result<(), String> {
     let taken = postmaster.lock().await.take();
     match taken {
-        Some(mut pm) => pm.stop(mode, timeout).await.map_err(|e: PgError| e.to_string()),
+        Some(mut pm) => pm
+            .stop(mode, timeout)
+            .await
+            .map_err(|e: PgError| e.to_string()),
         None => Ok(()),
     }
 }

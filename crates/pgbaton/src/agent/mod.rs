@@ -39,10 +39,16 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Duration::from_millis(ha.ttl_ms),
         Duration::from_millis(ha.retry_timeout_ms),
     );
-    let (status_tx, status_rx) = watch::channel(NodeStatus::starting(&cfg.scope, &cfg.name, ha.ttl_ms));
+    let (status_tx, status_rx) =
+        watch::channel(NodeStatus::starting(&cfg.scope, &cfg.name, ha.ttl_ms));
     let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
         .await
-        .with_context(|| format!("cannot listen on restapi.listen {}: is the port in use?", cfg.restapi.listen))?;
+        .with_context(|| {
+            format!(
+                "cannot listen on restapi.listen {}: is the port in use?",
+                cfg.restapi.listen
+            )
+        })?;
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let api_shutdown = {
         let mut rx = shutdown_rx.clone();
@@ -67,7 +73,10 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {
@@ -109,7 +118,13 @@ pub struct Agent<D: Dcs> {
 }
 
 impl<D: Dcs> Agent<D> {
-    pub fn new(cfg: Config, dynamic: DynamicConfig, ha: HaConfig, dcs: D, status_tx: watch::Sender<NodeStatus>) -> Self {
+    pub fn new(
+        cfg: Config,
+        dynamic: DynamicConfig,
+        ha: HaConfig,
+        dcs: D,
+        status_tx: watch::Sender<NodeStatus>,
+    ) -> Self {
         let wake = Arc::new(Notify::new());
         let spec = settings::pg_spec(&cfg);
         Agent {
@@ -201,7 +216,10 @@ impl<D: Dcs> Agent<D> {
             self.publish_status(&obs);
 
             let wake_at = self.origin + Duration::from_millis(decision.next_wake);
-            let leader_before = self.cluster.as_ref().and_then(|c| c.leader_name().map(str::to_string));
+            let leader_before = self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.leader_name().map(str::to_string));
             loop {
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake_at) => break,
@@ -227,7 +245,8 @@ impl<D: Dcs> Agent<D> {
         match tokio::time::timeout(timeout, self.dcs.load()).await {
             Ok(Ok(state)) => {
                 let now = state.leader_name().map(str::to_string);
-                let init_changed = self.cluster.as_ref().map(|c| &c.initialize) != Some(&state.initialize);
+                let init_changed =
+                    self.cluster.as_ref().map(|c| &c.initialize) != Some(&state.initialize);
                 &now != before || init_changed
             }
             _ => true,
@@ -238,7 +257,13 @@ impl<D: Dcs> Agent<D> {
     async fn shutdown(&mut self) {
         tracing::info!("shutting down: stopping PostgreSQL");
         self.jobs.abort().await;
-        if let Err(e) = jobs::stop(&self.postmaster, pgbaton_postgres::StopMode::Fast, Duration::from_secs(30)).await {
+        if let Err(e) = jobs::stop(
+            &self.postmaster,
+            pgbaton_postgres::StopMode::Fast,
+            Duration::from_secs(30),
+        )
+        .await
+        {
             tracing::warn!(error = %e, "fast stop failed");
         }
         let timeout = Duration::from_millis(self.ha.retry_timeout_ms);

@@ -15,10 +15,14 @@ impl<D: Dcs> Agent<D> {
     /// leader must demote.
     pub(super) fn dcs_timeout(&self) -> Duration {
         let base = Duration::from_millis(self.ha.retry_timeout_ms);
-        let Some(until) = self.lease_valid_until() else { return base };
+        let Some(until) = self.lease_valid_until() else {
+            return base;
+        };
         let leading = matches!(
             self.state.phase,
-            pgbaton_core::Phase::Leader | pgbaton_core::Phase::Promoting | pgbaton_core::Phase::RestartingPrimary
+            pgbaton_core::Phase::Leader
+                | pgbaton_core::Phase::Promoting
+                | pgbaton_core::Phase::RestartingPrimary
         );
         if !leading {
             return base;
@@ -41,13 +45,18 @@ impl<D: Dcs> Agent<D> {
         };
         if let Some(state) = &dcs {
             self.apply_dynamic_config(state);
-            self.dcs_last_seen_unix = SystemTime::now().duration_since(UNIX_EPOCH).ok().map(|d| d.as_secs());
+            self.dcs_last_seen_unix = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .ok()
+                .map(|d| d.as_secs());
             self.count_leader_change(state);
         }
         let pg = self.observe_pg().await;
         let job = self.jobs.view().await;
         let peers = match &dcs {
-            Some(state) if state.leader.is_none() && matches!(pg, LocalPg::Running(_)) => self.ask_peers(state).await,
+            Some(state) if state.leader.is_none() && matches!(pg, LocalPg::Running(_)) => {
+                self.ask_peers(state).await
+            }
             _ => BTreeMap::new(),
         };
         let view = dcs.as_ref().map(view::dcs_view);
@@ -89,7 +98,9 @@ impl<D: Dcs> Agent<D> {
                     self.ha = settings::ha_config(&self.cfg, &self.dynamic);
                 }
             }
-            Err(e) => tracing::warn!(error = %e, "ignoring invalid dynamic configuration in the DCS"),
+            Err(e) => {
+                tracing::warn!(error = %e, "ignoring invalid dynamic configuration in the DCS")
+            }
         }
     }
 

@@ -47,11 +47,19 @@ pub fn ha_config(cfg: &Config, dynamic: &DynamicConfig) -> HaConfig {
 /// PostgreSQL parameters in force: pgbaton's required defaults, then the DCS's, then the
 /// local file's. `unix_socket_directories`, `listen_addresses` and `port` are set by the adapter.
 pub fn pg_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, String> {
-    let mut params: BTreeMap<String, String> =
-        REQUIRED_DEFAULTS.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let mut params: BTreeMap<String, String> = REQUIRED_DEFAULTS
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
     params.extend(dynamic.parameters.clone());
     params.extend(cfg.postgresql.parameters.clone());
-    for managed in ["unix_socket_directories", "listen_addresses", "port", "hba_file", "data_directory"] {
+    for managed in [
+        "unix_socket_directories",
+        "listen_addresses",
+        "port",
+        "hba_file",
+        "data_directory",
+    ] {
         params.remove(managed);
     }
     params
@@ -82,7 +90,10 @@ pub fn pg_spec(cfg: &Config) -> PgSpec {
         Some(dir) => dir.join("postgresql.log"),
         None => pg.data_dir.with_file_name(format!(
             "{}.postgresql.log",
-            pg.data_dir.file_name().and_then(|n| n.to_str()).unwrap_or("data")
+            pg.data_dir
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or("data")
         )),
     };
     let running_as_root = nix::unistd::Uid::effective().is_root();
@@ -93,12 +104,18 @@ pub fn pg_spec(cfg: &Config) -> PgSpec {
         port: pg.port,
         socket_dir: socket_dir(cfg),
         run_as: running_as_root.then(|| cfg.pgbaton.run_as.clone()),
-        superuser: Credentials { username: pg.superuser.username.clone(), password: pg.superuser.password.clone() },
+        superuser: Credentials {
+            username: pg.superuser.username.clone(),
+            password: pg.superuser.password.clone(),
+        },
         replication: Credentials {
             username: pg.replication.username.clone(),
             password: pg.replication.password.clone(),
         },
-        rewind: pg.rewind.as_ref().map(|c| Credentials { username: c.username.clone(), password: c.password.clone() }),
+        rewind: pg.rewind.as_ref().map(|c| Credentials {
+            username: c.username.clone(),
+            password: c.password.clone(),
+        }),
         log_file,
         application_name: cfg.name.clone(),
     }
@@ -119,7 +136,10 @@ pub fn permanent_slots(dynamic: &DynamicConfig) -> BTreeSet<String> {
 }
 
 pub fn conn_url(cfg: &Config) -> String {
-    format!("postgres://{}:{}/postgres", cfg.postgresql.connect_host, cfg.postgresql.connect_port)
+    format!(
+        "postgres://{}:{}/postgres",
+        cfg.postgresql.connect_host, cfg.postgresql.connect_port
+    )
 }
 
 pub fn api_url(cfg: &Config) -> String {

@@ -42,14 +42,20 @@ impl<D: Dcs> Agent<D> {
 
     /// Writable leader: PostgreSQL runs as a primary and the lease is certainly alive.
     fn writable_leader(&self, obs: &Observation) -> bool {
-        let lease_ok = self.lease_valid_until().is_some_and(|until| self.now() + self.ha.demote_margin_ms < until);
-        let key_mine = self.cluster.as_ref().and_then(|c| c.leader_name()) == Some(self.cfg.name.as_str());
+        let lease_ok = self
+            .lease_valid_until()
+            .is_some_and(|until| self.now() + self.ha.demote_margin_ms < until);
+        let key_mine =
+            self.cluster.as_ref().and_then(|c| c.leader_name()) == Some(self.cfg.name.as_str());
         obs.pg.is_primary() && lease_ok && key_mine && self.state.phase == Phase::Leader
     }
 
     pub(super) fn publish_status(&self, obs: &Observation) {
         let st = self.last_pg_status.as_ref();
-        let now_ms = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0);
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
         let pg_role = match &obs.pg {
             LocalPg::Running(r) if r.in_recovery => PgRole::Replica,
             LocalPg::Running(_) => PgRole::Primary,
@@ -58,11 +64,14 @@ impl<D: Dcs> Agent<D> {
         let status = NodeStatus {
             scope: self.cfg.scope.clone(),
             name: self.cfg.name.clone(),
-            state: pgbaton_core::PublishedState::derive(self.state.phase, &obs.pg, &obs.job).as_str().to_string(),
+            state: pgbaton_core::PublishedState::derive(self.state.phase, &obs.pg, &obs.job)
+                .as_str()
+                .to_string(),
             pg_running: matches!(obs.pg, LocalPg::Running(_)),
             pg_role,
             writable_leader: self.writable_leader(obs),
-            holds_leader_key: self.cluster.as_ref().and_then(|c| c.leader_name()) == Some(self.cfg.name.as_str()),
+            holds_leader_key: self.cluster.as_ref().and_then(|c| c.leader_name())
+                == Some(self.cfg.name.as_str()),
             server_version: st.map(|s| s.server_version),
             timeline: st.map(|s| s.timeline),
             postmaster_start_time: st.map(|s| s.postmaster_start_time.clone()),

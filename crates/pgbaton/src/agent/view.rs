@@ -16,7 +16,11 @@ pub fn dcs_view(state: &ClusterState) -> DcsView {
             Err(_) => Initialize::ClaimedBy(v.to_string()),
         },
     };
-    let members = state.members.iter().map(|(name, doc)| (name.clone(), member_view(doc))).collect();
+    let members = state
+        .members
+        .iter()
+        .map(|(name, doc)| (name.clone(), member_view(doc)))
+        .collect();
     DcsView {
         initialize,
         leader: state.leader_name().map(str::to_string),
@@ -34,14 +38,21 @@ fn member_view(doc: &MemberDoc) -> MemberView {
         lsn: doc.xlog_location,
         timeline: doc.timeline,
         nofailover: doc.tag_true("nofailover"),
-        replicatefrom: doc.tags.get("replicatefrom").and_then(Value::as_str).map(str::to_string),
+        replicatefrom: doc
+            .tags
+            .get("replicatefrom")
+            .and_then(Value::as_str)
+            .map(str::to_string),
     }
 }
 
 /// A running server's status as the core sees it.
 pub fn running_pg(status: &PgStatus) -> RunningPg {
     let lsn = if status.in_recovery {
-        status.receive_lsn.unwrap_or(0).max(status.replay_lsn.unwrap_or(0))
+        status
+            .receive_lsn
+            .unwrap_or(0)
+            .max(status.replay_lsn.unwrap_or(0))
     } else {
         status.wal_lsn.unwrap_or(0)
     };
@@ -50,7 +61,10 @@ pub fn running_pg(status: &PgStatus) -> RunningPg {
         in_recovery: status.in_recovery,
         timeline: status.timeline,
         lsn,
-        streaming: status.wal_receiver.as_ref().is_some_and(|w| w.status == "streaming"),
+        streaming: status
+            .wal_receiver
+            .as_ref()
+            .is_some_and(|w| w.status == "streaming"),
     }
 }
 
@@ -91,7 +105,10 @@ pub fn peer_view(body: &Value) -> PeerView {
         replica_running: running && !primary,
         primary_running: running && primary,
         lsn,
-        timeline: body.get("timeline").and_then(Value::as_u64).map(|t| t as u32),
+        timeline: body
+            .get("timeline")
+            .and_then(Value::as_u64)
+            .map(|t| t as u32),
         nofailover,
     }
 }
@@ -130,9 +147,18 @@ mod tests {
 
     #[test]
     fn initialize_claim_and_system_id() {
-        let mut st = ClusterState { initialize: Some("node1".into()), ..Default::default() };
-        assert_eq!(dcs_view(&st).initialize, Initialize::ClaimedBy("node1".into()));
+        let mut st = ClusterState {
+            initialize: Some("node1".into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            dcs_view(&st).initialize,
+            Initialize::ClaimedBy("node1".into())
+        );
         st.initialize = Some("7712492421097396467".into());
-        assert_eq!(dcs_view(&st).initialize, Initialize::SystemId(7712492421097396467));
+        assert_eq!(
+            dcs_view(&st).initialize,
+            Initialize::SystemId(7712492421097396467)
+        );
     }
 }

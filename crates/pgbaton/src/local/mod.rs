@@ -46,6 +46,9 @@ pub struct UpArgs {
     pub loop_wait: Option<f64>,
     #[arg(long)]
     pub retry_timeout: Option<f64>,
+    /// Seconds before an agent that exited is started again (systemd's RestartSec).
+    #[arg(long, default_value_t = 1.0)]
+    pub restart_delay: f64,
     /// Seconds to wait for the cluster to come up before giving up.
     #[arg(long, default_value_t = 180)]
     pub wait: u64,
@@ -78,27 +81,42 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     }
     let ports = Ports::new(args.base_port)?;
     ports.check_free(args.members)?;
-    let dir = args.dir.clone().unwrap_or_else(|| PathBuf::from(format!("/tmp/pgbaton-local-{}", args.base_port)));
+    let dir = args
+        .dir
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("/tmp/pgbaton-local-{}", args.base_port)));
     prepare_dir(&dir)?;
     let names: Vec<String> = (1..=args.members).map(|k| format!("node{k}")).collect();
     for (k, name) in names.iter().enumerate() {
         let member_dir = dir.join(name);
-        std::fs::create_dir_all(&member_dir).with_context(|| format!("creating {}", member_dir.display()))?;
+        std::fs::create_dir_all(&member_dir)
+            .with_context(|| format!("creating {}", member_dir.display()))?;
         let yaml = template::member_config(&args, &dir, name, k as u16 + 1, &ports);
         let path = member_dir.join("pgbaton.yml");
         std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
     }
 
-    let mut etcd = EtcdProcess::start(&dir.join("etcd"), "etcd", ports.etcd_client, ports.etcd_peer)
-        .await
-        .context("starting etcd")?;
+    let mut etcd = EtcdProcess::start(
+        &dir.join("etcd"),
+        "etcd",
+        ports.etcd_client,
+        ports.etcd_peer,
+    )
+    .await
+    .context("starting etcd")?;
     eprintln!("etcd running at {} (pid {})", etcd.endpoint(), etcd.pid());
 
     let exe = std::env::current_exe().context("finding the pgbaton binary")?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let mut supervisors = Vec::new();
     for name in &names {
-        supervisors.push(tokio::spawn(supervise::agent(exe.clone(), dir.join(name), stop_rx.clone())));
+        let delay = Duration::from_secs_f64(args.restart_delay.max(0.0));
+        supervisors.push(tokio::spawn(supervise::agent(
+            exe.clone(),
+            dir.join(name),
+            delay,
+            stop_rx.clone(),
+        )));
     }
 
     let path = ClusterPath::new("/service/", &args.scope);
@@ -114,7 +132,10 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 Err(e) => eprintln!("cannot print the member table: {e:#}"),
             }
             println!("{}", ports.describe(&dir, &names));
-            println!("Ctrl-C stops the cluster (data stays in {}).", dir.display());
+            println!(
+                "Ctrl-C stops the cluster (data stays in {}).",
+                dir.display()
+            );
             wait_for_signal().await;
             Ok(())
         }
@@ -138,11 +159,15 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     use std::os::unix::fs::PermissionsExt;
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let dir = dir.canonicalize().with_context(|| format!("resolving {}", dir.display()))?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
     std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("chmod 0755 {}", dir.display()))?;
     for ancestor in dir.ancestors().skip(1) {
-        let mode = std::fs::metadata(ancestor).map(|m| m.permissions().mode()).unwrap_or(0o755);
+        let mode = std::fs::metadata(ancestor)
+            .map(|m| m.permissions().mode())
+            .unwrap_or(0o755);
         if mode & 0o001 == 0 {
             bail!(
                 "the postgres user cannot enter {} (mode {:o}), a parent of {}; choose --dir under /tmp",
@@ -155,17 +180,28 @@ fn prepare_dir(dir: &Path) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn wait_until_up(endpoints: &[String], path: &ClusterPath, members: usize, limit: Duration) -> anyhow::Result<()> {
+async fn wait_until_up(
+    endpoints: &[String],
+    path: &ClusterPath,
+    members: usize,
+    limit: Duration,
+) -> anyhow::Result<()> {
     let deadline = tokio::time::Instant::now() + limit;
     let mut last;
     loop {
         match load_cluster(endpoints, path, Duration::from_secs(2)).await {
             Ok(state) => {
-                let leader_ok = state.leader_member().is_some_and(|m| m.state == "running" && m.is_primary_role());
+                let leader_ok = state
+                    .leader_member()
+                    .is_some_and(|m| m.state == "running" && m.is_primary_role());
                 let running = state
                     .members
                     .values()
-                    .filter(|m| m.state == "running" && (m.is_primary_role() || m.replication_state.as_deref() == Some("streaming")))
+                    .filter(|m| {
+                        m.state == "running"
+                            && (m.is_primary_role()
+                                || m.replication_state.as_deref() == Some("streaming"))
+                    })
                     .count();
                 if leader_ok && running == members {
                     return Ok(());
@@ -179,7 +215,10 @@ async fn wait_until_up(endpoints: &[String], path: &ClusterPath, members: usize,
             Err(e) => last = e.to_string(),
         }
         if tokio::time::Instant::now() >= deadline {
-            bail!("the cluster did not come up within {} s ({last}); see the agent.log files", limit.as_secs());
+            bail!(
+                "the cluster did not come up within {} s ({last}); see the agent.log files",
+                limit.as_secs()
+            );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
@@ -187,7 +226,10 @@ async fn wait_until_up(endpoints: &[String], path: &ClusterPath, members: usize,
 
 async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

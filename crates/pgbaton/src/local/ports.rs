@@ -17,9 +17,15 @@ pub struct Ports {
 impl Ports {
     pub fn new(base: u16) -> anyhow::Result<Self> {
         if !(1024..=65000).contains(&base) {
-            bail!("--base-port {base}: choose 1024 to 65000 (the cluster uses the 30 ports above it)");
+            bail!(
+                "--base-port {base}: choose 1024 to 65000 (the cluster uses the 30 ports above it)"
+            );
         }
-        Ok(Ports { base, etcd_client: base, etcd_peer: base + 1 })
+        Ok(Ports {
+            base,
+            etcd_client: base,
+            etcd_peer: base + 1,
+        })
     }
 
     pub fn postgres(&self, k: u16) -> u16 {
@@ -32,7 +38,10 @@ impl Ports {
 
     /// Fail early, naming the port, when something listens already.
     pub fn check_free(&self, members: u8) -> anyhow::Result<()> {
-        let mut ports = vec![("etcd client", self.etcd_client), ("etcd peer", self.etcd_peer)];
+        let mut ports = vec![
+            ("etcd client", self.etcd_client),
+            ("etcd peer", self.etcd_peer),
+        ];
         for k in 1..=members as u16 {
             ports.push(("PostgreSQL", self.postgres(k)));
             ports.push(("REST API", self.api(k)));

@@ -1,4 +1,4 @@
-//! Supervising agents like systemd would: restart one that exits, after a second.
+//! Supervising agents like systemd would: restart one that exits, after a delay (1 s by default).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -10,13 +10,26 @@ use tokio::process::Command;
 use tokio::sync::watch;
 
 /// Run `pgbaton agent` for the member in `member_dir` until `stop` turns true.
-pub async fn agent(exe: PathBuf, member_dir: PathBuf, mut stop: watch::Receiver<bool>) {
-    let name = member_dir.file_name().and_then(|n| n.to_str()).unwrap_or("member").to_string();
+pub async fn agent(
+    exe: PathBuf,
+    member_dir: PathBuf,
+    restart_delay: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let name = member_dir
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("member")
+        .to_string();
     loop {
         if *stop.borrow() {
             return;
         }
-        let log = match std::fs::OpenOptions::new().create(true).append(true).open(member_dir.join("agent.log")) {
+        let log = match std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(member_dir.join("agent.log"))
+        {
             Ok(f) => f,
             Err(e) => {
                 eprintln!("{name}: cannot open agent.log: {e}");
@@ -54,16 +67,24 @@ pub async fn agent(exe: PathBuf, member_dir: PathBuf, mut stop: watch::Receiver<
         };
         match exited {
             Some(status) => {
-                let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                eprintln!("{name}: agent (pid {pid}) exited ({status}); restarting in 1 s");
+                let status = status
+                    .map(|s| s.to_string())
+                    .unwrap_or_else(|e| e.to_string());
+                eprintln!(
+                    "{name}: agent (pid {pid}) exited ({status}); restarting in {:.1} s",
+                    restart_delay.as_secs_f64()
+                );
                 tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    _ = tokio::time::sleep(restart_delay) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
             }
             None => {
                 let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
-                if tokio::time::timeout(Duration::from_secs(40), child.wait()).await.is_err() {
+                if tokio::time::timeout(Duration::from_secs(40), child.wait())
+                    .await
+                    .is_err()
+                {
                     eprintln!("{name}: agent did not stop in 40 s; killing it");
                     let _ = child.kill().await;
                 }
@@ -76,8 +97,16 @@ pub async fn agent(exe: PathBuf, member_dir: PathBuf, mut stop: watch::Receiver<
 
 /// A postmaster left behind by an agent that was killed: stop it (immediate, then kill).
 pub fn kill_leftover_postmaster(data_dir: &Path) {
-    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else { return };
-    let Some(pid) = text.lines().next().and_then(|l| l.trim().parse::<i32>().ok()) else { return };
+    let Ok(text) = std::fs::read_to_string(data_dir.join("postmaster.pid")) else {
+        return;
+    };
+    let Some(pid) = text
+        .lines()
+        .next()
+        .and_then(|l| l.trim().parse::<i32>().ok())
+    else {
+        return;
+    };
     let pid = Pid::from_raw(pid);
     if kill(pid, None).is_err() {
         return;

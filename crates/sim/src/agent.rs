@@ -1,0 +1,72 @@
+//! The agent model of one member: what the real agent process keeps in memory between two
+//! cycles (the core's `MemberState`, its lease, the last job failure) and whether the
+//! process lives, runs or is stopped (SIGSTOP).
+
+use pgbaton_core::{JobKind, MemberState, Millis, Phase};
+
+use crate::dcs::LeaseId;
+
+#[derive(Debug, Clone)]
+pub struct Agent {
+    /// The process exists.
+    pub alive: bool,
+    /// Bumped at every kill and start, so that messages and wake-ups addressed to an
+    /// earlier process are dropped.
+    pub incarnation: u64,
+    /// SIGSTOP: the process does nothing until then (PostgreSQL keeps running).
+    pub stalled_until: Option<Millis>,
+    /// The core's memory.
+    pub state: MemberState,
+    /// The lease this agent keeps alive (and attaches its keys to).
+    pub lease: Option<LeaseId>,
+    /// Send time of the last acknowledged keepalive of `lease` plus ttl.
+    pub lease_valid_until: Option<Millis>,
+    /// What primary_conninfo names, as last written by this process (unknown after a restart).
+    pub configured_upstream: Option<String>,
+    /// The last background operation failed (kept until another one starts).
+    pub last_failed: Option<(JobKind, String)>,
+    /// When the core asked to be woken up; a wake event for another time is stale.
+    pub next_wake: Millis,
+}
+
+impl Agent {
+    /// A process that does not exist yet.
+    pub fn dead() -> Self {
+        Agent {
+            alive: false,
+            incarnation: 0,
+            stalled_until: None,
+            state: MemberState::new(),
+            lease: None,
+            lease_valid_until: None,
+            configured_upstream: None,
+            last_failed: None,
+            next_wake: 0,
+        }
+    }
+
+    /// A freshly started process: it remembers nothing.
+    pub fn start(&mut self) {
+        let incarnation = self.incarnation + 1;
+        *self = Agent { alive: true, incarnation, ..Agent::dead() };
+    }
+
+    pub fn kill(&mut self) {
+        self.alive = false;
+        self.stalled_until = None;
+        self.incarnation += 1;
+    }
+
+    /// Alive and not stopped: it can observe, decide and act.
+    pub fn running(&self) -> bool {
+        self.alive && self.stalled_until.is_none()
+    }
+
+    /// Invariant 1's notion: a live, running agent that believes it holds an unexpired
+    /// lease as leader.
+    pub fn believes_leader(&self, now: Millis) -> bool {
+        self.running()
+            && self.lease_valid_until.is_some_and(|u| u > now)
+            && matches!(self.state.phase, Phase::Leader | Phase::Promoting | Phase::RestartingPrimary)
+    }
+}

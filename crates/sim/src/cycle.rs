@@ -1,0 +1,229 @@
+//! One HA cycle of a simulated agent, done the way the real agent does it: build the
+//! observation (DCS read now, lease validity from the last acknowledged keepalive, peers'
+//! reports only when there is no leader), call the real `pgbaton_core::decide`, carry out
+//! the actions in order, sleep until `next_wake`.
+
+use std::collections::BTreeMap;
+
+use pgbaton_core::{decide, Action, Decision, HaConfig, MemberView, Observation, PeerView, Reason};
+
+use crate::dcs::LeaderKey;
+use crate::net::NORMAL_DELAY_MS;
+use crate::report::{Happening, ViolationKind};
+use crate::world::{Event, World};
+
+/// What the cycle could do with the DCS.
+#[derive(Debug, Clone, Copy)]
+struct Reach {
+    /// Messages can be sent (keepalives go out even if the answer will be slow).
+    link: bool,
+    /// Reads and writes complete within `retry_timeout`.
+    in_time: bool,
+}
+
+impl World {
+    pub(crate) fn run_cycle(&mut self, m: usize) {
+        let now = self.now;
+        let cfg = self.members[m].cfg.clone();
+        let link = self.dcs_reachable(m);
+        // Under a delay fault a request may take longer than retry_timeout: it then counts
+        // as failed, as in the real agent.
+        let in_time = link
+            && (self.net.max_delay(m) <= NORMAL_DELAY_MS || {
+                let round_trip = self.delay(m) + self.delay(m);
+                round_trip <= cfg.retry_timeout_ms
+            });
+        let reach = Reach { link, in_time };
+        let obs = self.observe(m, reach);
+        let decision = decide(&self.members[m].agent.state, &obs, &cfg);
+        let actions: Vec<String> = decision.actions.iter().filter(|a| **a != Action::RenewLease).map(|a| a.to_string()).collect();
+        self.log(m, format!("[{}] {} | {}", decision.state.phase, decision.reason, actions.join(", ")));
+        if decision.reason == Reason::LeaderHealthy {
+            // The agent is in control of its primary again, with the lease.
+            self.members[m].tainted = false;
+        }
+        self.members[m].agent.state = decision.state.clone();
+        for action in &decision.actions {
+            self.carry_out(m, action, reach, &obs, &decision, &cfg);
+        }
+        let wake = decision.next_wake.max(now + 1);
+        self.wake_at(m, wake);
+        debug_assert_eq!(self.now, now);
+    }
+
+    fn observe(&mut self, m: usize, reach: Reach) -> Observation {
+        let view = reach.in_time.then(|| self.dcs.view());
+        let peers = match &view {
+            Some(v) if v.leader.is_none() => self.peer_reports(m),
+            _ => BTreeMap::new(),
+        };
+        let member = &self.members[m];
+        Observation {
+            now: self.now,
+            pg: member.pg.observe(),
+            job: self.job_view(m),
+            dcs: view,
+            lease_valid_until: member.agent.lease_valid_until,
+            peers,
+            configured_upstream: member.agent.configured_upstream.clone(),
+        }
+    }
+
+    /// What the other members' REST APIs answer (served by their agents: a dead or stopped
+    /// agent does not answer).
+    fn peer_reports(&self, m: usize) -> BTreeMap<String, PeerView> {
+        let mut peers = BTreeMap::new();
+        for (j, peer) in self.members.iter().enumerate() {
+            if j == m {
+                continue;
+            }
+            let view = if self.net.linked(m, j) && peer.agent.running() {
+                let running = peer.pg.observe().running().cloned();
+                PeerView::Report {
+                    replica_running: peer.pg.is_running_replica(),
+                    primary_running: peer.pg.is_running_primary(),
+                    lsn: running.as_ref().map(|r| r.lsn),
+                    timeline: running.as_ref().map(|r| r.timeline),
+                    nofailover: peer.cfg.nofailover,
+                }
+            } else {
+                PeerView::Unreachable
+            };
+            peers.insert(peer.name.clone(), view);
+        }
+        peers
+    }
+
+    fn carry_out(&mut self, m: usize, action: &Action, reach: Reach, obs: &Observation, decision: &Decision, cfg: &HaConfig) {
+        let name = cfg.name.as_str();
+        let now = self.now;
+        if action.is_job() {
+            if matches!(action, Action::Promote | Action::StartPrimary) {
+                self.check_primary_right(m, action, obs, decision);
+            }
+            self.start_job(m, action);
+            return;
+        }
+        match action {
+            Action::RenewLease => self.renew_lease(m, reach, cfg),
+            Action::Repoint { upstream } => {
+                self.members[m].agent.configured_upstream = upstream.clone();
+                self.members[m].pg.upstream = upstream.clone();
+            }
+            Action::MoveDataAside { reason } => {
+                let member = &mut self.members[m];
+                if member.pg.process == crate::postgres::Process::Stopped && member.job.is_none() {
+                    member.pg.data = None;
+                } else {
+                    self.log(m, format!("refused to move the data directory aside ({reason}): PostgreSQL or a job runs"));
+                }
+            }
+            // Replication slots are not modelled.
+            Action::SyncSlots { .. } => {}
+            // Everything else writes to the DCS and needs it to answer in time.
+            _ if !reach.in_time => {}
+            Action::PublishMember => {
+                let Some(lease) = self.members[m].agent.lease else { return };
+                let running = obs.pg.running();
+                let doc = MemberView {
+                    state: decision.published.as_str().to_string(),
+                    is_primary: obs.pg.is_primary(),
+                    lsn: running.map(|r| r.lsn),
+                    timeline: running.map(|r| r.timeline),
+                    nofailover: cfg.nofailover,
+                    replicatefrom: None,
+                };
+                self.dcs.put_member(name, doc, lease, now);
+            }
+            Action::ClaimInitialize => {
+                self.dcs.claim_initialize(name);
+            }
+            Action::WriteInitialize { system_id } => {
+                self.dcs.write_initialize(name, *system_id);
+            }
+            Action::CancelInitialize => {
+                self.dcs.cancel_initialize(name);
+            }
+            Action::WriteBootstrapConfig => self.dcs.config_present = true,
+            Action::AcquireLeader => {
+                let Some(lease) = self.members[m].agent.lease else { return };
+                if self.dcs.acquire_leader(name, lease, now) {
+                    self.leader_changes += 1;
+                    self.happenings.push(Happening::LeaderKeyTaken { at: now, member: name.to_string() });
+                    self.log(m, format!("took the leader key (lease {lease})"));
+                    self.notify_watchers();
+                }
+            }
+            Action::ReleaseLeader => {
+                if self.dcs.release_leader(name) {
+                    self.happenings.push(Happening::LeaderKeyGone { at: now, member: name.to_string(), expired: false });
+                    self.log(m, "released the leader key".to_string());
+                    self.notify_watchers();
+                }
+            }
+            Action::WriteStatus { optime } => self.dcs.status_optime = Some(*optime),
+            Action::AppendHistory { timeline, .. } => {
+                self.dcs.last_history_timeline = self.dcs.last_history_timeline.max(*timeline);
+            }
+            _ => {}
+        }
+    }
+
+    /// Keep the lease alive. Without one: adopt the lease of a leader key that names us
+    /// (the keys we hold must stay attached to the lease we believe in), else grant one.
+    fn renew_lease(&mut self, m: usize, reach: Reach, cfg: &HaConfig) {
+        if !reach.link {
+            return;
+        }
+        if let Some(lease) = self.members[m].agent.lease {
+            self.send_keepalive(m, lease, false);
+            return;
+        }
+        if !reach.in_time {
+            return;
+        }
+        let adopt = match &self.dcs.leader {
+            Some(LeaderKey { name, lease }) if *name == cfg.name && self.dcs.lease_alive(*lease, self.now) => Some(*lease),
+            _ => None,
+        };
+        if let Some(lease) = adopt {
+            self.members[m].agent.lease = Some(lease);
+            self.send_keepalive(m, lease, false);
+            return;
+        }
+        let lease = self.dcs.grant(cfg.ttl_ms, self.now);
+        let agent = &mut self.members[m].agent;
+        agent.lease = Some(lease);
+        agent.lease_valid_until = Some(self.now + cfg.ttl_ms);
+        self.schedule(self.now + cfg.ttl_ms, Event::LeaseCheck);
+        self.log(m, format!("granted lease {lease}"));
+    }
+
+    /// Invariant 3: PostgreSQL is made a primary (start as primary, promote) only by an agent
+    /// that holds an unexpired lease and whose lease holds the leader key right now.
+    fn check_primary_right(&mut self, m: usize, action: &Action, obs: &Observation, decision: &Decision) {
+        let agent = &self.members[m].agent;
+        let lease_ok = agent.lease_valid_until.is_some_and(|u| u > self.now);
+        let key_ok = match (&self.dcs.leader, agent.lease) {
+            (Some(k), Some(lease)) => k.name == self.members[m].name && k.lease == lease,
+            _ => false,
+        };
+        if lease_ok && key_ok {
+            return;
+        }
+        let description = format!(
+            "{} decided {action} without the right: lease valid until {:?} (now {}), agent lease {:?}, leader key {:?}; observation: pg {:?}, job {:?}, dcs leader {:?}; decision: {} ({:?})",
+            self.members[m].name,
+            agent.lease_valid_until,
+            self.now,
+            agent.lease,
+            self.dcs.leader,
+            obs.pg,
+            obs.job,
+            obs.dcs.as_ref().map(|v| v.leader.clone()),
+            decision.reason,
+            decision.state.phase,
+        );
+        self.violate(ViolationKind::PrimaryWithoutLease, description);
+    }
+}

@@ -1,0 +1,239 @@
+//! Faults: what can go wrong, whom it hits, and the random schedule drawn from a seed.
+//! Every fault heals on its own after its length; the world applies and heals them.
+
+use std::fmt;
+
+use pgbaton_core::{JobKind, Millis};
+use rand::rngs::StdRng;
+use rand::Rng;
+
+/// One thing that goes wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FaultKind {
+    /// SIGKILL of agent and PostgreSQL (a node crash); both start again after `down_ms`
+    /// (PostgreSQL stays stopped until the new agent starts it).
+    CrashMember { down_ms: Millis },
+    /// SIGKILL of the postmaster only; the agent notices at once.
+    KillPostmaster,
+    /// SIGKILL of the agent only: PostgreSQL keeps running. A new agent starts after `down_ms`.
+    KillAgent { down_ms: Millis },
+    /// The member cannot reach the DCS (nor the DCS it) for `ms`.
+    PartitionFromDcs { ms: Millis },
+    /// The member cannot reach any other member (replication, REST API) for `ms`.
+    IsolateFromMembers { ms: Millis },
+    /// etcd answers nobody for `ms` (the targeted member is irrelevant).
+    DcsOutage { ms: Millis },
+    /// DCS messages from and to the member take up to `max_delay_ms` each way for `ms`.
+    DelayMessages { ms: Millis, max_delay_ms: Millis },
+    /// SIGSTOP of the agent for `ms` (PostgreSQL keeps running).
+    StallAgent { ms: Millis },
+}
+
+impl FaultKind {
+    /// Time from the fault's start until it heals.
+    pub fn length(&self) -> Millis {
+        match *self {
+            FaultKind::CrashMember { down_ms } | FaultKind::KillAgent { down_ms } => down_ms,
+            FaultKind::KillPostmaster => 0,
+            FaultKind::PartitionFromDcs { ms }
+            | FaultKind::IsolateFromMembers { ms }
+            | FaultKind::DcsOutage { ms }
+            | FaultKind::DelayMessages { ms, .. }
+            | FaultKind::StallAgent { ms } => ms,
+        }
+    }
+}
+
+impl fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            FaultKind::CrashMember { down_ms } => write!(f, "node crash for {down_ms} ms"),
+            FaultKind::KillPostmaster => write!(f, "postmaster killed"),
+            FaultKind::KillAgent { down_ms } => write!(f, "agent killed for {down_ms} ms"),
+            FaultKind::PartitionFromDcs { ms } => write!(f, "partitioned from the DCS for {ms} ms"),
+            FaultKind::IsolateFromMembers { ms } => write!(f, "isolated from the other members for {ms} ms"),
+            FaultKind::DcsOutage { ms } => write!(f, "DCS outage for {ms} ms"),
+            FaultKind::DelayMessages { ms, max_delay_ms } => {
+                write!(f, "DCS messages delayed up to {max_delay_ms} ms for {ms} ms")
+            }
+            FaultKind::StallAgent { ms } => write!(f, "agent stopped (SIGSTOP) for {ms} ms"),
+        }
+    }
+}
+
+/// Whom a fault hits, resolved when it starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The holder of the leader key at that moment (a random member if there is none).
+    Leader,
+    /// Some member that does not hold the leader key.
+    Replica,
+    /// Member by index (0-based).
+    Member(usize),
+}
+
+/// A fault at a given virtual time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ScriptedFault {
+    pub at_ms: Millis,
+    pub target: Target,
+    pub kind: FaultKind,
+}
+
+/// Draw a random schedule: about `rate_per_min` faults per virtual minute, starting in
+/// `[from_ms, until_ms)`. Half of them hit whoever leads at that moment.
+pub fn random_schedule(
+    rng: &mut StdRng,
+    members: usize,
+    ttl_ms: Millis,
+    from_ms: Millis,
+    until_ms: Millis,
+    rate_per_min: f64,
+) -> Vec<ScriptedFault> {
+    let mut faults = Vec::new();
+    if rate_per_min <= 0.0 || until_ms <= from_ms {
+        return faults;
+    }
+    let mean_gap = (60_000.0 / rate_per_min).max(1.0) as Millis;
+    let mut at = from_ms + rng.random_range(0..=mean_gap);
+    while at < until_ms {
+        let target = if rng.random_bool(0.5) { Target::Leader } else { Target::Member(rng.random_range(0..members)) };
+        faults.push(ScriptedFault { at_ms: at, target, kind: random_kind(rng, ttl_ms) });
+        at += rng.random_range(1..=2 * mean_gap);
+    }
+    faults
+}
+
+fn random_kind(rng: &mut StdRng, ttl: Millis) -> FaultKind {
+    match rng.random_range(0..100) {
+        0..15 => FaultKind::CrashMember { down_ms: rng.random_range(500..=15_000) },
+        15..27 => FaultKind::KillPostmaster,
+        27..42 => {
+            let down_ms = if rng.random_bool(0.6) { 1_000 } else { rng.random_range(ttl / 2..=2 * ttl) };
+            FaultKind::KillAgent { down_ms }
+        }
+        42..57 => FaultKind::PartitionFromDcs { ms: rng.random_range(ttl / 2..=3 * ttl) },
+        57..69 => FaultKind::IsolateFromMembers { ms: rng.random_range(1_000..=20_000) },
+        69..77 => FaultKind::DcsOutage { ms: rng.random_range(ttl / 2..=ttl * 5 / 2) },
+        77..88 => FaultKind::DelayMessages {
+            ms: rng.random_range(2_000..=15_000),
+            max_delay_ms: rng.random_range(100..=2_000),
+        },
+        _ => FaultKind::StallAgent { ms: rng.random_range(ttl / 2..=3 * ttl) },
+    }
+}
+
+impl crate::world::World {
+    /// A scheduled fault begins: resolve whom it hits and break it.
+    pub(crate) fn start_fault(&mut self, idx: usize) {
+        let fault = self.faults[idx];
+        let m = self.resolve_target(fault.target);
+        self.fault_members[idx] = Some(m);
+        let member = self.members[m].name.clone();
+        self.log(m, format!("FAULT {}", fault.kind));
+        self.happenings.push(crate::Happening::FaultStarted { at: self.now, member, fault: fault.kind.to_string() });
+        match fault.kind {
+            FaultKind::CrashMember { .. } => {
+                self.kill_agent(m);
+                self.abort_job(m);
+                self.members[m].pg.halt();
+            }
+            FaultKind::KillPostmaster => self.kill_postmaster(m),
+            FaultKind::KillAgent { .. } => {
+                self.kill_agent(m);
+                // Operations the agent ran itself die with it; PostgreSQL finishes what it
+                // was asked (starting, stopping, promoting) on its own.
+                let own_work = self.members[m]
+                    .job
+                    .as_ref()
+                    .is_some_and(|j| matches!(j.kind, JobKind::Clone | JobKind::Rewind | JobKind::Bootstrap));
+                if own_work {
+                    self.abort_job(m);
+                }
+            }
+            FaultKind::PartitionFromDcs { .. } => self.net.cut_dcs(m, true),
+            FaultKind::IsolateFromMembers { .. } => self.net.isolate(m, true),
+            FaultKind::DcsOutage { .. } => self.dcs.outages += 1,
+            FaultKind::DelayMessages { max_delay_ms, .. } => self.net.delay(m, idx, Some(max_delay_ms)),
+            FaultKind::StallAgent { ms } => {
+                let agent = &mut self.members[m].agent;
+                if agent.alive {
+                    let until = agent.stalled_until.unwrap_or(0).max(self.now + ms);
+                    agent.stalled_until = Some(until);
+                    let incarnation = agent.incarnation;
+                    self.schedule(until, crate::world::Event::StallEnd { m, incarnation });
+                }
+            }
+        }
+        let heal_at = self.now + fault.kind.length();
+        if fault.kind != FaultKind::KillPostmaster {
+            self.schedule(heal_at, crate::world::Event::FaultHeal { idx });
+        }
+    }
+
+    pub(crate) fn heal_fault(&mut self, idx: usize) {
+        let fault = self.faults[idx];
+        let Some(m) = self.fault_members[idx] else { return };
+        let member = self.members[m].name.clone();
+        self.log(m, format!("HEALED {}", fault.kind));
+        self.happenings.push(crate::Happening::FaultHealed { at: self.now, member, fault: fault.kind.to_string() });
+        match fault.kind {
+            FaultKind::CrashMember { .. } | FaultKind::KillAgent { .. } => {
+                self.members[m].agent_down -= 1;
+                if self.members[m].agent_down == 0 {
+                    self.schedule(self.now, crate::world::Event::AgentStart { m });
+                }
+            }
+            FaultKind::PartitionFromDcs { .. } => self.net.cut_dcs(m, false),
+            FaultKind::IsolateFromMembers { .. } => self.net.isolate(m, false),
+            FaultKind::DcsOutage { .. } => {
+                self.dcs.outages -= 1;
+                if self.dcs.up() {
+                    for expiry in self.dcs.end_outage(self.now) {
+                        self.schedule(expiry, crate::world::Event::LeaseCheck);
+                    }
+                }
+            }
+            FaultKind::DelayMessages { .. } => self.net.delay(m, idx, None),
+            // The stall ends with its own event (StallEnd), tied to the agent it stopped.
+            FaultKind::StallAgent { .. } | FaultKind::KillPostmaster => {}
+        }
+    }
+
+    fn resolve_target(&mut self, target: Target) -> usize {
+        let n = self.members.len();
+        let leader = self.dcs.leader.as_ref().and_then(|k| self.index_of(&k.name));
+        match target {
+            Target::Member(i) => i % n,
+            Target::Leader => match leader {
+                Some(l) => l,
+                None => self.rng.random_range(0..n),
+            },
+            Target::Replica => {
+                let start = self.rng.random_range(0..n);
+                (0..n).map(|k| (start + k) % n).find(|i| Some(*i) != leader).unwrap_or(start)
+            }
+        }
+    }
+
+    fn kill_agent(&mut self, m: usize) {
+        self.members[m].agent_down += 1;
+        self.members[m].agent.kill();
+    }
+
+    /// SIGKILL of the postmaster: operations that needed it fail, the agent notices at once.
+    fn kill_postmaster(&mut self, m: usize) {
+        self.members[m].pg.halt();
+        let needs_postmaster = self
+            .members[m]
+            .job
+            .as_ref()
+            .is_some_and(|j| matches!(j.kind, JobKind::Start | JobKind::Promote | JobKind::Stop | JobKind::Bootstrap));
+        if needs_postmaster {
+            self.fail_job(m, "the postmaster was killed");
+        }
+        if self.members[m].agent.alive {
+            self.trigger(m);
+        }
+    }
+}
