@@ -1,0 +1,31 @@
+# The two commands of the README.
+#   make run   - a local 3-member cluster on loopback (own etcd + PostgreSQL 15); Ctrl-C stops it
+#   make test  - the whole test suite (unit, simulation, integration with real PostgreSQL and etcd)
+
+CARGO ?= cargo
+
+.PHONY: run test deps build lint bench
+
+deps:
+	@./scripts/install-deps.sh
+
+build: deps
+	$(CARGO) build --release -p pgbaton
+
+run: build
+	./target/release/pgbaton local up $(ARGS)
+
+test: deps
+	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
+		$(CARGO) nextest run --workspace --no-fail-fast; \
+	else \
+		echo "cargo-nextest not found (cargo install cargo-nextest); using cargo test"; \
+		$(CARGO) test --workspace --no-fail-fast; \
+	fi
+
+lint:
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+bench: build
+	$(CARGO) run --release -p pgbaton-bench -- all
