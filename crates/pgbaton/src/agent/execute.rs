@@ -44,7 +44,8 @@ impl<D: Dcs> Agent<D> {
                 bounded(timeout, dcs.touch_member(&doc)).await?;
             }
             Action::ClaimInitialize => {
-                if bounded(timeout, dcs.claim_initialize(&name)).await? {
+                let won = bounded(timeout, dcs.claim_initialize(&name)).await?;
+                if won {
                     tracing::info!("won the initialize race");
                 }
             }
@@ -67,7 +68,8 @@ impl<D: Dcs> Agent<D> {
                 }
             }
             Action::ReleaseLeader => {
-                if bounded(timeout, dcs.release_leader()).await? {
+                let released = bounded(timeout, dcs.release_leader()).await?;
+                if released {
                     tracing::info!("released the leader key");
                 }
             }
