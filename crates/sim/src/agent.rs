@@ -2,7 +2,7 @@
 //! cycles (the core's `MemberState`, its lease, the last job failure) and whether the
 //! process lives, runs or is stopped (SIGSTOP).
 
-use pgbaton_core::{JobKind, MemberState, Millis, Phase};
+use pgbaton_core::{Decision, JobKind, MemberState, Millis, Observation, Phase};
 
 use crate::dcs::LeaseId;
 
@@ -27,6 +27,21 @@ pub struct Agent {
     pub last_failed: Option<(JobKind, String)>,
     /// When the core asked to be woken up; a wake event for another time is stale.
     pub next_wake: Millis,
+    /// A mid-cycle stop fault waits for the next cycle: stop for this long after deciding.
+    pub stall_in_next_cycle: Option<Millis>,
+    /// Decided but not yet carried out when the process was stopped.
+    pub pending: Option<Box<Pending>>,
+    /// Waiting for a slow DCS read: the cycle continues when it returns or times out.
+    pub reading: bool,
+    /// A wake-up came while reading: cycle again right after.
+    pub retrigger: bool,
+}
+
+/// A decision whose actions wait for the stopped agent to resume.
+#[derive(Debug, Clone)]
+pub struct Pending {
+    pub observation: Observation,
+    pub decision: Decision,
 }
 
 impl Agent {
@@ -42,13 +57,21 @@ impl Agent {
             configured_upstream: None,
             last_failed: None,
             next_wake: 0,
+            stall_in_next_cycle: None,
+            pending: None,
+            reading: false,
+            retrigger: false,
         }
     }
 
     /// A freshly started process: it remembers nothing.
     pub fn start(&mut self) {
         let incarnation = self.incarnation + 1;
-        *self = Agent { alive: true, incarnation, ..Agent::dead() };
+        *self = Agent {
+            alive: true,
+            incarnation,
+            ..Agent::dead()
+        };
     }
 
     pub fn kill(&mut self) {
@@ -67,6 +90,9 @@ impl Agent {
     pub fn believes_leader(&self, now: Millis) -> bool {
         self.running()
             && self.lease_valid_until.is_some_and(|u| u > now)
-            && matches!(self.state.phase, Phase::Leader | Phase::Promoting | Phase::RestartingPrimary)
+            && matches!(
+                self.state.phase,
+                Phase::Leader | Phase::Promoting | Phase::RestartingPrimary
+            )
     }
 }

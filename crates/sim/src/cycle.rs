@@ -5,12 +5,16 @@
 
 use std::collections::BTreeMap;
 
-use pgbaton_core::{decide, Action, Decision, HaConfig, MemberView, Observation, PeerView, Reason};
+use pgbaton_core::{
+    decide, Action, Decision, HaConfig, MemberView, Millis, Observation, PeerView, Phase, Reason,
+};
 
+use crate::agent::Pending;
 use crate::dcs::LeaderKey;
 use crate::net::NORMAL_DELAY_MS;
 use crate::report::{Happening, ViolationKind};
 use crate::world::{Event, World};
+use crate::Flaw;
 
 /// What the cycle could do with the DCS.
 #[derive(Debug, Clone, Copy)]
@@ -22,33 +26,133 @@ struct Reach {
 }
 
 impl World {
+    /// Start a cycle: read the DCS (slow under a delay fault), then decide and act.
     pub(crate) fn run_cycle(&mut self, m: usize) {
-        let now = self.now;
+        if self.members[m].agent.reading {
+            self.members[m].agent.retrigger = true;
+            return;
+        }
         let cfg = self.members[m].cfg.clone();
         let link = self.dcs_reachable(m);
-        // Under a delay fault a request may take longer than retry_timeout: it then counts
-        // as failed, as in the real agent.
-        let in_time = link
-            && (self.net.max_delay(m) <= NORMAL_DELAY_MS || {
-                let round_trip = self.delay(m) + self.delay(m);
-                round_trip <= cfg.retry_timeout_ms
-            });
-        let reach = Reach { link, in_time };
+        if link && self.net.max_delay(m) <= NORMAL_DELAY_MS {
+            // A normal read takes a few ms (not modelled).
+            return self.finish_cycle(m, true);
+        }
+        // Slow answers, or none at all: a partition drops packets and etcd without quorum
+        // does not answer, so the request hangs until the agent gives up.
+        let round_trip = if link {
+            self.delay(m) + self.delay(m)
+        } else {
+            Millis::MAX
+        };
+        let timeout = self.read_timeout(m, &cfg);
+        let ok = round_trip <= timeout;
+        let took = round_trip.min(timeout);
+        if took == 0 {
+            return self.finish_cycle(m, ok);
+        }
+        let agent = &mut self.members[m].agent;
+        agent.reading = true;
+        let incarnation = agent.incarnation;
+        self.schedule(self.now + took, Event::ReadDone { m, incarnation, ok });
+    }
+
+    /// How long the agent waits for the DCS: `retry_timeout`, but a member that runs (or is
+    /// about to run) a primary gives up in time to demote before its lease could expire.
+    fn read_timeout(&self, m: usize, cfg: &HaConfig) -> Millis {
+        let member = &self.members[m];
+        let leading = matches!(
+            member.agent.state.phase,
+            Phase::Leader | Phase::Promoting | Phase::RestartingPrimary
+        ) || member.pg.is_running_primary();
+        match member.agent.lease_valid_until {
+            Some(until) if leading && self.flaw != Some(Flaw::UncappedDcsTimeout) => cfg
+                .retry_timeout_ms
+                .min(until.saturating_sub(self.now + cfg.demote_margin_ms)),
+            _ => cfg.retry_timeout_ms,
+        }
+    }
+
+    /// The DCS read is over (`read_ok`: it answered in time): observe, decide, act. The
+    /// decision's `now` is taken after the read, as the real agent must.
+    pub(crate) fn finish_cycle(&mut self, m: usize, read_ok: bool) {
+        let cfg = self.members[m].cfg.clone();
+        let link = self.dcs_reachable(m);
+        let reach = Reach {
+            link,
+            in_time: read_ok && link,
+        };
         let obs = self.observe(m, reach);
         let decision = decide(&self.members[m].agent.state, &obs, &cfg);
-        let actions: Vec<String> = decision.actions.iter().filter(|a| **a != Action::RenewLease).map(|a| a.to_string()).collect();
-        self.log(m, format!("[{}] {} | {}", decision.state.phase, decision.reason, actions.join(", ")));
+        let actions: Vec<String> = decision
+            .actions
+            .iter()
+            .filter(|a| **a != Action::RenewLease)
+            .map(|a| a.to_string())
+            .collect();
+        self.log(
+            m,
+            format!(
+                "[{}] {} | {}",
+                decision.state.phase,
+                decision.reason,
+                actions.join(", ")
+            ),
+        );
         if decision.reason == Reason::LeaderHealthy {
             // The agent is in control of its primary again, with the lease.
             self.members[m].tainted = false;
         }
         self.members[m].agent.state = decision.state.clone();
-        for action in &decision.actions {
-            self.carry_out(m, action, reach, &obs, &decision, &cfg);
+        let acts_on_postgres = decision.actions.iter().any(Action::is_job);
+        if let Some(ms) = self.members[m]
+            .agent
+            .stall_in_next_cycle
+            .filter(|_| acts_on_postgres)
+        {
+            // SIGSTOP between deciding and acting: the actions wait for SIGCONT.
+            let agent = &mut self.members[m].agent;
+            agent.stall_in_next_cycle = None;
+            agent.stalled_until = Some(self.now + ms);
+            agent.pending = Some(Box::new(Pending {
+                observation: obs,
+                decision,
+            }));
+            let incarnation = agent.incarnation;
+            self.schedule(self.now + ms, Event::StallEnd { m, incarnation });
+            self.log(m, format!("agent stopped for {ms} ms before acting"));
+            return;
         }
-        let wake = decision.next_wake.max(now + 1);
+        self.act(m, &obs, &decision, reach);
+        if std::mem::take(&mut self.members[m].agent.retrigger) {
+            self.trigger(m);
+        }
+    }
+
+    /// SIGCONT: finish the interrupted cycle (its decision, carried out now), then decide afresh.
+    pub(crate) fn resume(&mut self, m: usize) {
+        if let Some(pending) = self.members[m].agent.pending.take() {
+            let link = self.dcs_reachable(m);
+            self.act(
+                m,
+                &pending.observation,
+                &pending.decision,
+                Reach {
+                    link,
+                    in_time: link,
+                },
+            );
+        }
+        self.run_cycle(m);
+    }
+
+    fn act(&mut self, m: usize, obs: &Observation, decision: &Decision, reach: Reach) {
+        let cfg = self.members[m].cfg.clone();
+        for action in &decision.actions {
+            self.carry_out(m, action, reach, obs, decision, &cfg);
+        }
+        let wake = decision.next_wake.max(self.now + 1);
         self.wake_at(m, wake);
-        debug_assert_eq!(self.now, now);
     }
 
     fn observe(&mut self, m: usize, reach: Reach) -> Observation {
@@ -94,11 +198,34 @@ impl World {
         peers
     }
 
-    fn carry_out(&mut self, m: usize, action: &Action, reach: Reach, obs: &Observation, decision: &Decision, cfg: &HaConfig) {
+    fn carry_out(
+        &mut self,
+        m: usize,
+        action: &Action,
+        reach: Reach,
+        obs: &Observation,
+        decision: &Decision,
+        cfg: &HaConfig,
+    ) {
         let name = cfg.name.as_str();
         let now = self.now;
         if action.is_job() {
             if matches!(action, Action::Promote | Action::StartPrimary) {
+                // The agent checks the lease again right before: time may have passed since
+                // the decision (a stop between deciding and acting).
+                let certain = self.members[m]
+                    .agent
+                    .lease_valid_until
+                    .is_some_and(|u| u > now + cfg.demote_margin_ms);
+                if !certain && self.flaw != Some(Flaw::NoRecheckBeforePrimary) {
+                    self.log(
+                        m,
+                        format!(
+                            "not carrying out {action}: the lease is no longer certainly valid"
+                        ),
+                    );
+                    return;
+                }
                 self.check_primary_right(m, action, obs, decision);
             }
             self.start_job(m, action);
@@ -123,7 +250,9 @@ impl World {
             // Everything else writes to the DCS and needs it to answer in time.
             _ if !reach.in_time => {}
             Action::PublishMember => {
-                let Some(lease) = self.members[m].agent.lease else { return };
+                let Some(lease) = self.members[m].agent.lease else {
+                    return;
+                };
                 let running = obs.pg.running();
                 let doc = MemberView {
                     state: decision.published.as_str().to_string(),
@@ -146,27 +275,41 @@ impl World {
             }
             Action::WriteBootstrapConfig => self.dcs.config_present = true,
             Action::AcquireLeader => {
-                let Some(lease) = self.members[m].agent.lease else { return };
+                let Some(lease) = self.members[m].agent.lease else {
+                    return;
+                };
                 if self.dcs.acquire_leader(name, lease, now) {
                     self.leader_changes += 1;
-                    self.happenings.push(Happening::LeaderKeyTaken { at: now, member: name.to_string() });
+                    self.happenings.push(Happening::LeaderKeyTaken {
+                        at: now,
+                        member: name.to_string(),
+                    });
                     self.log(m, format!("took the leader key (lease {lease})"));
                     self.notify_watchers();
                 }
             }
-            Action::ReleaseLeader => {
-                if self.dcs.release_leader(name) {
-                    self.happenings.push(Happening::LeaderKeyGone { at: now, member: name.to_string(), expired: false });
-                    self.log(m, "released the leader key".to_string());
-                    self.notify_watchers();
-                }
-            }
+            Action::ReleaseLeader => self.release_leader_key(m),
             Action::WriteStatus { optime } => self.dcs.status_optime = Some(*optime),
             Action::AppendHistory { timeline, .. } => {
                 self.dcs.last_history_timeline = self.dcs.last_history_timeline.max(*timeline);
             }
             _ => {}
         }
+    }
+
+    /// Delete the leader key iff it names member `m`, and tell the watchers.
+    fn release_leader_key(&mut self, m: usize) {
+        let name = self.members[m].name.clone();
+        if !self.dcs.release_leader(&name) {
+            return;
+        }
+        self.happenings.push(Happening::LeaderKeyGone {
+            at: self.now,
+            member: name,
+            expired: false,
+        });
+        self.log(m, "released the leader key".to_string());
+        self.notify_watchers();
     }
 
     /// Keep the lease alive. Without one: adopt the lease of a leader key that names us
@@ -183,7 +326,11 @@ impl World {
             return;
         }
         let adopt = match &self.dcs.leader {
-            Some(LeaderKey { name, lease }) if *name == cfg.name && self.dcs.lease_alive(*lease, self.now) => Some(*lease),
+            Some(LeaderKey { name, lease })
+                if *name == cfg.name && self.dcs.lease_alive(*lease, self.now) =>
+            {
+                Some(*lease)
+            }
             _ => None,
         };
         if let Some(lease) = adopt {
@@ -201,7 +348,13 @@ impl World {
 
     /// Invariant 3: PostgreSQL is made a primary (start as primary, promote) only by an agent
     /// that holds an unexpired lease and whose lease holds the leader key right now.
-    fn check_primary_right(&mut self, m: usize, action: &Action, obs: &Observation, decision: &Decision) {
+    fn check_primary_right(
+        &mut self,
+        m: usize,
+        action: &Action,
+        obs: &Observation,
+        decision: &Decision,
+    ) {
         let agent = &self.members[m].agent;
         let lease_ok = agent.lease_valid_until.is_some_and(|u| u > self.now);
         let key_ok = match (&self.dcs.leader, agent.lease) {

@@ -63,7 +63,10 @@ impl Dcs {
     /// One snapshot as the agent's read returns it.
     pub fn view(&self) -> DcsView {
         let leader = self.leader.as_ref().map(|k| k.name.clone());
-        let leader_doc_lsn = leader.as_ref().and_then(|l| self.members.get(l)).and_then(|d| d.view.lsn);
+        let leader_doc_lsn = leader
+            .as_ref()
+            .and_then(|l| self.members.get(l))
+            .and_then(|d| d.view.lsn);
         let leader_optime = match (self.status_optime, leader_doc_lsn) {
             (Some(a), Some(b)) => Some(a.max(b)),
             (a, b) => a.or(b),
@@ -71,7 +74,11 @@ impl Dcs {
         DcsView {
             initialize: self.initialize.clone().unwrap_or(Initialize::Absent),
             leader,
-            members: self.members.iter().map(|(k, d)| (k.clone(), d.view.clone())).collect(),
+            members: self
+                .members
+                .iter()
+                .map(|(k, d)| (k.clone(), d.view.clone()))
+                .collect(),
             leader_optime,
             last_history_timeline: self.last_history_timeline,
             config_present: self.config_present,
@@ -89,7 +96,13 @@ impl Dcs {
     /// Grant a new lease that expires `ttl_ms` from now.
     pub fn grant(&mut self, ttl_ms: Millis, now: Millis) -> LeaseId {
         self.next_lease += 1;
-        self.leases.insert(self.next_lease, Lease { ttl_ms, expires_at: now + ttl_ms });
+        self.leases.insert(
+            self.next_lease,
+            Lease {
+                ttl_ms,
+                expires_at: now + ttl_ms,
+            },
+        );
         self.next_lease
     }
 
@@ -111,7 +124,12 @@ impl Dcs {
         if !self.up() {
             return out;
         }
-        let due: Vec<LeaseId> = self.leases.iter().filter(|(_, l)| l.expires_at <= now).map(|(id, _)| *id).collect();
+        let due: Vec<LeaseId> = self
+            .leases
+            .iter()
+            .filter(|(_, l)| l.expires_at <= now)
+            .map(|(id, _)| *id)
+            .collect();
         for id in due {
             self.leases.remove(&id);
             self.members.retain(|_, d| d.lease != id);
@@ -125,7 +143,9 @@ impl Dcs {
     /// etcd came back: a new etcd leader resets every lease to its full ttl (this only
     /// makes leases last longer than their holders believe, which is safe).
     pub fn end_outage(&mut self, now: Millis) -> Vec<Millis> {
-        self.leases.values_mut().for_each(|l| l.expires_at = l.expires_at.max(now + l.ttl_ms));
+        self.leases
+            .values_mut()
+            .for_each(|l| l.expires_at = l.expires_at.max(now + l.ttl_ms));
         self.leases.values().map(|l| l.expires_at).collect()
     }
 
@@ -165,7 +185,10 @@ impl Dcs {
         if self.leader.is_some() || !self.lease_alive(lease, now) {
             return false;
         }
-        self.leader = Some(LeaderKey { name: name.to_string(), lease });
+        self.leader = Some(LeaderKey {
+            name: name.to_string(),
+            lease,
+        });
         true
     }
 
@@ -179,11 +202,18 @@ impl Dcs {
     }
 
     /// Write `members/<name>` attached to a live lease (etcd refuses an unknown lease).
-    pub fn put_member(&mut self, name: &str, view: MemberView, lease: LeaseId, now: Millis) -> bool {
+    pub fn put_member(
+        &mut self,
+        name: &str,
+        view: MemberView,
+        lease: LeaseId,
+        now: Millis,
+    ) -> bool {
         if !self.lease_alive(lease, now) {
             return false;
         }
-        self.members.insert(name.to_string(), MemberDoc { view, lease });
+        self.members
+            .insert(name.to_string(), MemberDoc { view, lease });
         true
     }
 }
@@ -212,7 +242,10 @@ mod tests {
         assert!(!dcs.acquire_leader("b", b, 10), "second racer must lose");
         assert!(!dcs.release_leader("b"), "only the holder may release");
         assert!(dcs.release_leader("a"));
-        assert!(!dcs.acquire_leader("b", b, 4_000), "an expired lease cannot hold a key");
+        assert!(
+            !dcs.acquire_leader("b", b, 4_000),
+            "an expired lease cannot hold a key"
+        );
     }
 
     #[test]
@@ -225,7 +258,10 @@ mod tests {
         assert!(dcs.expire_due(6_999).leader.is_none());
         assert_eq!(dcs.expire_due(7_000).leader.as_deref(), Some("a"));
         assert!(dcs.members.is_empty());
-        assert!(!dcs.keepalive(a, 7_001), "a keepalive of an expired lease is refused");
+        assert!(
+            !dcs.keepalive(a, 7_001),
+            "a keepalive of an expired lease is refused"
+        );
     }
 
     #[test]

@@ -25,8 +25,10 @@ pub enum FaultKind {
     DcsOutage { ms: Millis },
     /// DCS messages from and to the member take up to `max_delay_ms` each way for `ms`.
     DelayMessages { ms: Millis, max_delay_ms: Millis },
-    /// SIGSTOP of the agent for `ms` (PostgreSQL keeps running).
-    StallAgent { ms: Millis },
+    /// SIGSTOP of the agent for `ms` (PostgreSQL keeps running). With `mid_cycle` the stop
+    /// hits the agent's next cycle that decides an operation on PostgreSQL (within the
+    /// fault's length), between deciding and acting: it carries the decision out on SIGCONT.
+    StallAgent { ms: Millis, mid_cycle: bool },
 }
 
 impl FaultKind {
@@ -39,7 +41,7 @@ impl FaultKind {
             | FaultKind::IsolateFromMembers { ms }
             | FaultKind::DcsOutage { ms }
             | FaultKind::DelayMessages { ms, .. }
-            | FaultKind::StallAgent { ms } => ms,
+            | FaultKind::StallAgent { ms, .. } => ms,
         }
     }
 }
@@ -51,12 +53,29 @@ impl fmt::Display for FaultKind {
             FaultKind::KillPostmaster => write!(f, "postmaster killed"),
             FaultKind::KillAgent { down_ms } => write!(f, "agent killed for {down_ms} ms"),
             FaultKind::PartitionFromDcs { ms } => write!(f, "partitioned from the DCS for {ms} ms"),
-            FaultKind::IsolateFromMembers { ms } => write!(f, "isolated from the other members for {ms} ms"),
+            FaultKind::IsolateFromMembers { ms } => {
+                write!(f, "isolated from the other members for {ms} ms")
+            }
             FaultKind::DcsOutage { ms } => write!(f, "DCS outage for {ms} ms"),
             FaultKind::DelayMessages { ms, max_delay_ms } => {
-                write!(f, "DCS messages delayed up to {max_delay_ms} ms for {ms} ms")
+                write!(
+                    f,
+                    "DCS messages delayed up to {max_delay_ms} ms for {ms} ms"
+                )
             }
-            FaultKind::StallAgent { ms } => write!(f, "agent stopped (SIGSTOP) for {ms} ms"),
+            FaultKind::StallAgent {
+                ms,
+                mid_cycle: false,
+            } => write!(f, "agent stopped (SIGSTOP) for {ms} ms"),
+            FaultKind::StallAgent {
+                ms,
+                mid_cycle: true,
+            } => {
+                write!(
+                    f,
+                    "agent stopped (SIGSTOP) for {ms} ms between deciding and acting"
+                )
+            }
         }
     }
 }
@@ -97,8 +116,16 @@ pub fn random_schedule(
     let mean_gap = (60_000.0 / rate_per_min).max(1.0) as Millis;
     let mut at = from_ms + rng.random_range(0..=mean_gap);
     while at < until_ms {
-        let target = if rng.random_bool(0.5) { Target::Leader } else { Target::Member(rng.random_range(0..members)) };
-        faults.push(ScriptedFault { at_ms: at, target, kind: random_kind(rng, ttl_ms) });
+        let target = if rng.random_bool(0.5) {
+            Target::Leader
+        } else {
+            Target::Member(rng.random_range(0..members))
+        };
+        faults.push(ScriptedFault {
+            at_ms: at,
+            target,
+            kind: random_kind(rng, ttl_ms),
+        });
         at += rng.random_range(1..=2 * mean_gap);
     }
     faults
@@ -106,20 +133,35 @@ pub fn random_schedule(
 
 fn random_kind(rng: &mut StdRng, ttl: Millis) -> FaultKind {
     match rng.random_range(0..100) {
-        0..15 => FaultKind::CrashMember { down_ms: rng.random_range(500..=15_000) },
+        0..15 => FaultKind::CrashMember {
+            down_ms: rng.random_range(500..=15_000),
+        },
         15..27 => FaultKind::KillPostmaster,
         27..42 => {
-            let down_ms = if rng.random_bool(0.6) { 1_000 } else { rng.random_range(ttl / 2..=2 * ttl) };
+            let down_ms = if rng.random_bool(0.6) {
+                1_000
+            } else {
+                rng.random_range(ttl / 2..=2 * ttl)
+            };
             FaultKind::KillAgent { down_ms }
         }
-        42..57 => FaultKind::PartitionFromDcs { ms: rng.random_range(ttl / 2..=3 * ttl) },
-        57..69 => FaultKind::IsolateFromMembers { ms: rng.random_range(1_000..=20_000) },
-        69..77 => FaultKind::DcsOutage { ms: rng.random_range(ttl / 2..=ttl * 5 / 2) },
+        42..57 => FaultKind::PartitionFromDcs {
+            ms: rng.random_range(ttl / 2..=3 * ttl),
+        },
+        57..69 => FaultKind::IsolateFromMembers {
+            ms: rng.random_range(1_000..=20_000),
+        },
+        69..77 => FaultKind::DcsOutage {
+            ms: rng.random_range(ttl / 2..=ttl * 5 / 2),
+        },
         77..88 => FaultKind::DelayMessages {
             ms: rng.random_range(2_000..=15_000),
             max_delay_ms: rng.random_range(100..=2_000),
         },
-        _ => FaultKind::StallAgent { ms: rng.random_range(ttl / 2..=3 * ttl) },
+        _ => FaultKind::StallAgent {
+            ms: rng.random_range(ttl / 2..=3 * ttl),
+            mid_cycle: rng.random_bool(0.5),
+        },
     }
 }
 
@@ -131,7 +173,11 @@ impl crate::world::World {
         self.fault_members[idx] = Some(m);
         let member = self.members[m].name.clone();
         self.log(m, format!("FAULT {}", fault.kind));
-        self.happenings.push(crate::Happening::FaultStarted { at: self.now, member, fault: fault.kind.to_string() });
+        self.happenings.push(crate::Happening::FaultStarted {
+            at: self.now,
+            member,
+            fault: fault.kind.to_string(),
+        });
         match fault.kind {
             FaultKind::CrashMember { .. } => {
                 self.kill_agent(m);
@@ -143,10 +189,12 @@ impl crate::world::World {
                 self.kill_agent(m);
                 // Operations the agent ran itself die with it; PostgreSQL finishes what it
                 // was asked (starting, stopping, promoting) on its own.
-                let own_work = self.members[m]
-                    .job
-                    .as_ref()
-                    .is_some_and(|j| matches!(j.kind, JobKind::Clone | JobKind::Rewind | JobKind::Bootstrap));
+                let own_work = self.members[m].job.as_ref().is_some_and(|j| {
+                    matches!(
+                        j.kind,
+                        JobKind::Clone | JobKind::Rewind | JobKind::Bootstrap
+                    )
+                });
                 if own_work {
                     self.abort_job(m);
                 }
@@ -154,8 +202,22 @@ impl crate::world::World {
             FaultKind::PartitionFromDcs { .. } => self.net.cut_dcs(m, true),
             FaultKind::IsolateFromMembers { .. } => self.net.isolate(m, true),
             FaultKind::DcsOutage { .. } => self.dcs.outages += 1,
-            FaultKind::DelayMessages { max_delay_ms, .. } => self.net.delay(m, idx, Some(max_delay_ms)),
-            FaultKind::StallAgent { ms } => {
+            FaultKind::DelayMessages { max_delay_ms, .. } => {
+                self.net.delay(m, idx, Some(max_delay_ms))
+            }
+            FaultKind::StallAgent {
+                ms,
+                mid_cycle: true,
+            } => {
+                let agent = &mut self.members[m].agent;
+                if agent.alive {
+                    agent.stall_in_next_cycle = Some(ms);
+                }
+            }
+            FaultKind::StallAgent {
+                ms,
+                mid_cycle: false,
+            } => {
                 let agent = &mut self.members[m].agent;
                 if agent.alive {
                     let until = agent.stalled_until.unwrap_or(0).max(self.now + ms);
@@ -173,10 +235,16 @@ impl crate::world::World {
 
     pub(crate) fn heal_fault(&mut self, idx: usize) {
         let fault = self.faults[idx];
-        let Some(m) = self.fault_members[idx] else { return };
+        let Some(m) = self.fault_members[idx] else {
+            return;
+        };
         let member = self.members[m].name.clone();
         self.log(m, format!("HEALED {}", fault.kind));
-        self.happenings.push(crate::Happening::FaultHealed { at: self.now, member, fault: fault.kind.to_string() });
+        self.happenings.push(crate::Happening::FaultHealed {
+            at: self.now,
+            member,
+            fault: fault.kind.to_string(),
+        });
         match fault.kind {
             FaultKind::CrashMember { .. } | FaultKind::KillAgent { .. } => {
                 self.members[m].agent_down -= 1;
@@ -195,14 +263,25 @@ impl crate::world::World {
                 }
             }
             FaultKind::DelayMessages { .. } => self.net.delay(m, idx, None),
-            // The stall ends with its own event (StallEnd), tied to the agent it stopped.
-            FaultKind::StallAgent { .. } | FaultKind::KillPostmaster => {}
+            // A stop that did not hit a cycle in time is called off.
+            FaultKind::StallAgent {
+                mid_cycle: true, ..
+            } => self.members[m].agent.stall_in_next_cycle = None,
+            // The stop ends with its own event (StallEnd), tied to the agent it stopped.
+            FaultKind::StallAgent {
+                mid_cycle: false, ..
+            }
+            | FaultKind::KillPostmaster => {}
         }
     }
 
     fn resolve_target(&mut self, target: Target) -> usize {
         let n = self.members.len();
-        let leader = self.dcs.leader.as_ref().and_then(|k| self.index_of(&k.name));
+        let leader = self
+            .dcs
+            .leader
+            .as_ref()
+            .and_then(|k| self.index_of(&k.name));
         match target {
             Target::Member(i) => i % n,
             Target::Leader => match leader {
@@ -211,7 +290,10 @@ impl crate::world::World {
             },
             Target::Replica => {
                 let start = self.rng.random_range(0..n);
-                (0..n).map(|k| (start + k) % n).find(|i| Some(*i) != leader).unwrap_or(start)
+                (0..n)
+                    .map(|k| (start + k) % n)
+                    .find(|i| Some(*i) != leader)
+                    .unwrap_or(start)
             }
         }
     }
@@ -224,11 +306,12 @@ impl crate::world::World {
     /// SIGKILL of the postmaster: operations that needed it fail, the agent notices at once.
     fn kill_postmaster(&mut self, m: usize) {
         self.members[m].pg.halt();
-        let needs_postmaster = self
-            .members[m]
-            .job
-            .as_ref()
-            .is_some_and(|j| matches!(j.kind, JobKind::Start | JobKind::Promote | JobKind::Stop | JobKind::Bootstrap));
+        let needs_postmaster = self.members[m].job.as_ref().is_some_and(|j| {
+            matches!(
+                j.kind,
+                JobKind::Start | JobKind::Promote | JobKind::Stop | JobKind::Bootstrap
+            )
+        });
         if needs_postmaster {
             self.fail_job(m, "the postmaster was killed");
         }

@@ -34,7 +34,11 @@ impl World {
             .map(|x| x.name.as_str())
             .collect();
         if believers.len() > 1 {
-            let description = format!("{} all run a primary and believe they hold the lease; {}", believers.join(" and "), self.describe_members());
+            let description = format!(
+                "{} all run a primary and believe they hold the lease; {}",
+                believers.join(" and "),
+                self.describe_members()
+            );
             self.violate(ViolationKind::TwoLeaseHolders, description);
             return;
         }
@@ -45,18 +49,32 @@ impl World {
             .map(|x| x.name.as_str())
             .collect();
         if in_control.len() > 1 {
-            let description = format!("{} all run a writable primary; {}", in_control.join(" and "), self.describe_members());
+            let description = format!(
+                "{} all run a writable primary; {}",
+                in_control.join(" and "),
+                self.describe_members()
+            );
             self.violate(ViolationKind::TwoPrimaries, description);
         }
     }
 
     /// `Ok(leader)` when the cluster is healthy, else why not.
     pub(crate) fn cluster_health(&self) -> Result<usize, String> {
-        let Some(key) = &self.dcs.leader else { return Err("no leader key".into()) };
-        let Some(l) = self.index_of(&key.name) else { return Err(format!("unknown leader {}", key.name)) };
+        let Some(key) = &self.dcs.leader else {
+            return Err("no leader key".into());
+        };
+        let Some(l) = self.index_of(&key.name) else {
+            return Err(format!("unknown leader {}", key.name));
+        };
         let leader = &self.members[l];
-        if !leader.agent.running() || leader.agent.state.phase != pgbaton_core::Phase::Leader || !leader.pg.is_running_primary() {
-            return Err(format!("leader {} is not a running primary in phase leader", leader.name));
+        if !leader.agent.running()
+            || leader.agent.state.phase != pgbaton_core::Phase::Leader
+            || !leader.pg.is_running_primary()
+        {
+            return Err(format!(
+                "leader {} is not a running primary in phase leader",
+                leader.name
+            ));
         }
         for (i, member) in self.members.iter().enumerate() {
             if i == l {

@@ -29,8 +29,12 @@ fn profile(action: &Action) -> Option<(JobKind, Millis, Millis, f64)> {
         Action::Clone { .. } => (JobKind::Clone, 1_000, 3_000, 0.05),
         Action::Rewind { .. } => (JobKind::Rewind, 300, 800, 0.05),
         Action::StartReplica { .. } | Action::StartPrimary => (JobKind::Start, 100, 400, 0.03),
-        Action::Stop { mode: StopMode::Fast } => (JobKind::Stop, 50, 150, 0.0),
-        Action::Stop { mode: StopMode::Immediate } => (JobKind::Stop, 10, 100, 0.0),
+        Action::Stop {
+            mode: StopMode::Fast,
+        } => (JobKind::Stop, 50, 150, 0.0),
+        Action::Stop {
+            mode: StopMode::Immediate,
+        } => (JobKind::Stop, 10, 100, 0.0),
         Action::Promote => (JobKind::Promote, 100, 200, 0.0),
         _ => return None,
     })
@@ -42,7 +46,10 @@ impl World {
         let member = &self.members[m];
         match (&member.job, &member.agent.last_failed) {
             (Some(job), _) if job.owner == member.agent.incarnation => JobView::Running(job.kind),
-            (_, Some((kind, error))) => JobView::Failed { kind: *kind, error: error.clone() },
+            (_, Some((kind, error))) => JobView::Failed {
+                kind: *kind,
+                error: error.clone(),
+            },
             _ => JobView::Idle,
         }
     }
@@ -50,11 +57,21 @@ impl World {
     /// Start `action` in the background. An immediate stop preempts whatever runs; a job
     /// left by a dead agent is preempted by any new one (the new agent does not know it).
     pub(crate) fn start_job(&mut self, m: usize, action: &Action) {
-        let Some((kind, lo, hi, fail_p)) = profile(action) else { return };
+        let Some((kind, lo, hi, fail_p)) = profile(action) else {
+            return;
+        };
         if let Some(running) = &self.members[m].job {
             let orphan = running.owner != self.members[m].agent.incarnation;
-            if !orphan && *action != (Action::Stop { mode: StopMode::Immediate }) {
-                self.log(m, format!("ignored {action}: {:?} still runs", running.kind));
+            if !orphan
+                && *action
+                    != (Action::Stop {
+                        mode: StopMode::Immediate,
+                    })
+            {
+                self.log(
+                    m,
+                    format!("ignored {action}: {:?} still runs", running.kind),
+                );
                 return;
             }
             self.abort_job(m);
@@ -81,7 +98,14 @@ impl World {
         let finishes_at = self.now + duration;
         let owner = member.agent.incarnation;
         member.agent.last_failed = None;
-        member.job = Some(Job { id, kind, action: action.clone(), finishes_at, fails, owner });
+        member.job = Some(Job {
+            id,
+            kind,
+            action: action.clone(),
+            finishes_at,
+            fails,
+            owner,
+        });
         self.schedule(finishes_at, Event::JobDone { m, id });
     }
 
@@ -90,7 +114,9 @@ impl World {
         if self.members[m].job.as_ref().is_none_or(|j| j.id != id) {
             return;
         }
-        let Some(job) = self.members[m].job.take() else { return };
+        let Some(job) = self.members[m].job.take() else {
+            return;
+        };
         let outcome = self.outcome(m, &job);
         match &outcome {
             Ok(()) => self.log(m, format!("{} done", job.action)),
@@ -101,7 +127,9 @@ impl World {
 
     /// The operation ends early with an error (its PostgreSQL died under it).
     pub(crate) fn fail_job(&mut self, m: usize, error: &str) {
-        let Some(job) = self.members[m].job.take() else { return };
+        let Some(job) = self.members[m].job.take() else {
+            return;
+        };
         if job.kind == JobKind::Stop {
             // Stopping a postmaster that died: done.
             self.members[m].pg.halt();
@@ -128,7 +156,9 @@ impl World {
 
     /// The job is killed with its agent or preempted: what it leaves behind.
     pub(crate) fn abort_job(&mut self, m: usize) {
-        let Some(job) = self.members[m].job.take() else { return };
+        let Some(job) = self.members[m].job.take() else {
+            return;
+        };
         self.log(m, format!("{} interrupted", job.action));
         let pg = &mut self.members[m].pg;
         match job.kind {
@@ -169,9 +199,15 @@ impl World {
                 if pg.data.is_some() || pg.process != Process::Stopped {
                     return Err("data directory is not empty".into());
                 }
-                pg.data = Some(DataDir { was_primary: false, ..source });
+                pg.data = Some(DataDir {
+                    was_primary: false,
+                    ..source
+                });
                 let member = self.members[m].name.clone();
-                self.happenings.push(crate::Happening::Cloned { at: self.now, member });
+                self.happenings.push(crate::Happening::Cloned {
+                    at: self.now,
+                    member,
+                });
                 Ok(())
             }
             Action::Rewind { from } => {
@@ -188,7 +224,10 @@ impl World {
                 }
                 data.rewind_to(&source);
                 let member = self.members[m].name.clone();
-                self.happenings.push(crate::Happening::Rewound { at: self.now, member });
+                self.happenings.push(crate::Happening::Rewound {
+                    at: self.now,
+                    member,
+                });
                 Ok(())
             }
             Action::StartReplica { .. } | Action::StartPrimary => {
@@ -201,7 +240,9 @@ impl World {
                     pg.halt();
                     return Err("PostgreSQL did not start".into());
                 }
-                let Some(data) = pg.data.as_mut() else { return Err("no data directory".into()) };
+                let Some(data) = pg.data.as_mut() else {
+                    return Err("no data directory".into());
+                };
                 data.was_primary = primary;
                 pg.process = Process::Running { primary };
                 pg.streaming = false;
@@ -213,7 +254,11 @@ impl World {
             }
             Action::Promote => {
                 let pg = &mut self.members[m].pg;
-                let Some(data) = pg.data.as_mut().filter(|_| pg.process == Process::Running { primary: false }) else {
+                let Some(data) = pg
+                    .data
+                    .as_mut()
+                    .filter(|_| pg.process == Process::Running { primary: false })
+                else {
                     return Err("PostgreSQL is not a running replica".into());
                 };
                 data.promote();
@@ -228,7 +273,9 @@ impl World {
 
     /// The data directory of a running member `from` that `m` can reach (clone, rewind).
     fn source_data(&self, m: usize, from: &str) -> Result<DataDir, String> {
-        let Some(src) = self.index_of(from) else { return Err(format!("unknown member {from}")) };
+        let Some(src) = self.index_of(from) else {
+            return Err(format!("unknown member {from}"));
+        };
         if !self.net.linked(m, src) {
             return Err(format!("cannot connect to {from}"));
         }

@@ -8,8 +8,15 @@
 //! checked, and after the last fault healed the cluster must become healthy again in time.
 //! Any failing seed replays exactly: `PGBATON_SIM_SEED=<n> cargo test -p pgbaton-sim replay -- --nocapture`.
 //!
-//! Module map: `world` (clock, event queue, loop), `cycle` (one agent cycle), `agent`,
-//! `postgres`, `jobs` (background operations), `dcs`, `net`, `faults`, `invariants`, `report`.
+//! Module map: `world` (clock, event queue, loop), `cycle` (one agent cycle: observe,
+//! decide, act), `agent`, `postgres` (data directory and postmaster), `replication` (writes
+//! and streaming per tick), `jobs` (background operations), `dcs`, `net`, `faults`,
+//! `invariants`, `report`.
+//!
+//! Where the agent model goes beyond "call decide, do the actions" it does what the real
+//! agent must do, and each such duty has a test that removes it (`Flaw`) and shows the
+//! invariants catch the result: count the lease from the keepalive's *send* time; check the
+//! lease again right before Promote/StartPrimary; give up a DCS read in time to demote.
 
 mod agent;
 mod cycle;
@@ -19,6 +26,7 @@ mod invariants;
 mod jobs;
 mod net;
 mod postgres;
+mod replication;
 mod report;
 mod world;
 
@@ -50,6 +58,22 @@ pub struct SimConfig {
     pub tick_ms: Millis,
     /// How many trace lines the report keeps.
     pub trace_lines: usize,
+    /// A deliberate mistake in the agent model, to show the invariants catch it (`None`
+    /// in every real run).
+    pub flaw: Option<Flaw>,
+}
+
+/// Deliberate agent mistakes (checks of the checker).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flaw {
+    /// Count the lease from when a keepalive's answer arrived instead of when it was sent.
+    LeaseFromAnswerTime,
+    /// After a stop between deciding and acting, carry out Promote / StartPrimary without
+    /// checking again that the lease is still certainly valid.
+    NoRecheckBeforePrimary,
+    /// A leader waits for a slow DCS read as long as `retry_timeout` even when its demotion
+    /// deadline comes earlier.
+    UncappedDcsTimeout,
 }
 
 impl SimConfig {
@@ -68,12 +92,17 @@ impl SimConfig {
             settle_ms: 5_000,
             tick_ms: 20,
             trace_lines: 200,
+            flaw: None,
         }
     }
 
     /// No random faults; these happen instead.
     pub fn scripted(seed: u64, duration_ms: Millis, faults: Vec<ScriptedFault>) -> Self {
-        SimConfig { duration_ms, scripted: Some(faults), ..SimConfig::new(seed) }
+        SimConfig {
+            duration_ms,
+            scripted: Some(faults),
+            ..SimConfig::new(seed)
+        }
     }
 }
 

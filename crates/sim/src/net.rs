@@ -18,7 +18,11 @@ pub struct Net {
 
 impl Net {
     pub fn new(members: usize) -> Self {
-        Net { dcs_cut: vec![0; members], isolated: vec![0; members], delays: vec![Vec::new(); members] }
+        Net {
+            dcs_cut: vec![0; members],
+            isolated: vec![0; members],
+            delays: vec![Vec::new(); members],
+        }
     }
 
     pub fn reaches_dcs(&self, m: usize) -> bool {
@@ -31,7 +35,11 @@ impl Net {
 
     /// Largest one-way delay of a message from or to member `m` right now.
     pub fn max_delay(&self, m: usize) -> Millis {
-        self.delays[m].iter().map(|(_, d)| *d).max().unwrap_or(NORMAL_DELAY_MS)
+        self.delays[m]
+            .iter()
+            .map(|(_, d)| *d)
+            .max()
+            .unwrap_or(NORMAL_DELAY_MS)
     }
 
     pub fn cut_dcs(&mut self, m: usize, cut: bool) {

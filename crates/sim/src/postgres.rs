@@ -25,7 +25,12 @@ pub struct DataDir {
 impl DataDir {
     /// What initdb plus a first start as primary leaves.
     pub fn new_cluster(system_id: u64) -> Self {
-        DataDir { system_id, history: Vec::new(), lsn: 16_777_216, was_primary: true }
+        DataDir {
+            system_id,
+            history: Vec::new(),
+            lsn: 16_777_216,
+            was_primary: true,
+        }
     }
 
     pub fn timeline(&self) -> u32 {
@@ -34,7 +39,9 @@ impl DataDir {
 
     /// Where timeline `tl` ends in this directory (its current position for the last one).
     fn end_of(&self, tl: u32) -> Lsn {
-        self.history.get(tl as usize - 1).map_or(self.lsn, |(_, s)| *s)
+        self.history
+            .get(tl as usize - 1)
+            .map_or(self.lsn, |(_, s)| *s)
     }
 
     /// Real PostgreSQL's rule for a standby: it can replay `upstream`'s WAL iff it is the same
@@ -62,12 +69,20 @@ impl DataDir {
 
     /// How many leading history entries two directories share.
     fn common_timelines(&self, other: &DataDir) -> usize {
-        self.history.iter().zip(&other.history).take_while(|(a, b)| a == b).count()
+        self.history
+            .iter()
+            .zip(&other.history)
+            .take_while(|(a, b)| a == b)
+            .count()
     }
 
     /// Streaming: take the upstream's WAL up to `new_lsn` and the timeline switches it crossed.
     pub fn replay_from(&mut self, upstream: &DataDir, new_lsn: Lsn) {
-        let crossed = upstream.history.iter().take_while(|(_, s)| *s < new_lsn).count();
+        let crossed = upstream
+            .history
+            .iter()
+            .take_while(|(_, s)| *s < new_lsn)
+            .count();
         self.history = upstream.history[..crossed.max(self.history.len())].to_vec();
         self.lsn = self.lsn.max(new_lsn);
     }
@@ -88,7 +103,12 @@ impl DataDir {
         let common = self.common_timelines(leader);
         let shared_tl = common as u32 + 1;
         let fork = self.end_of(shared_tl).min(leader.end_of(shared_tl));
-        let keep = leader.history.iter().take_while(|(_, s)| *s < fork).count().max(common);
+        let keep = leader
+            .history
+            .iter()
+            .take_while(|(_, s)| *s < fork)
+            .count()
+            .max(common);
         self.history = leader.history[..keep].to_vec();
         self.lsn = fork;
     }
@@ -100,7 +120,9 @@ pub enum Process {
     Stopped,
     /// Started, not answering yet (the start job finishes it).
     Starting,
-    Running { primary: bool },
+    Running {
+        primary: bool,
+    },
 }
 
 /// PostgreSQL of one member.
@@ -116,7 +138,12 @@ pub struct Pg {
 
 impl Pg {
     pub fn empty() -> Self {
-        Pg { data: None, process: Process::Stopped, upstream: None, streaming: false }
+        Pg {
+            data: None,
+            process: Process::Stopped,
+            upstream: None,
+            streaming: false,
+        }
     }
 
     pub fn is_running_primary(&self) -> bool {
@@ -164,7 +191,12 @@ mod tests {
     use super::*;
 
     fn dir(history: &[(u32, Lsn)], lsn: Lsn) -> DataDir {
-        DataDir { system_id: 1, history: history.to_vec(), lsn, was_primary: false }
+        DataDir {
+            system_id: 1,
+            history: history.to_vec(),
+            lsn,
+            was_primary: false,
+        }
     }
 
     #[test]

@@ -42,17 +42,45 @@ impl fmt::Display for Violation {
 /// Notable things that happened, in order, for scenario tests to assert on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Happening {
-    FaultStarted { at: Millis, member: String, fault: String },
-    FaultHealed { at: Millis, member: String, fault: String },
-    LeaderKeyTaken { at: Millis, member: String },
+    FaultStarted {
+        at: Millis,
+        member: String,
+        fault: String,
+    },
+    FaultHealed {
+        at: Millis,
+        member: String,
+        fault: String,
+    },
+    LeaderKeyTaken {
+        at: Millis,
+        member: String,
+    },
     /// The leader key went away: released (`expired == false`) or its lease expired.
-    LeaderKeyGone { at: Millis, member: String, expired: bool },
+    LeaderKeyGone {
+        at: Millis,
+        member: String,
+        expired: bool,
+    },
     /// PostgreSQL of `member` began accepting writes (bootstrap, start as primary, promote).
-    BecamePrimary { at: Millis, member: String, timeline: u32 },
+    BecamePrimary {
+        at: Millis,
+        member: String,
+        timeline: u32,
+    },
     /// A writable PostgreSQL stopped accepting writes (stop, crash, kill).
-    PrimaryStopped { at: Millis, member: String },
-    Rewound { at: Millis, member: String },
-    Cloned { at: Millis, member: String },
+    PrimaryStopped {
+        at: Millis,
+        member: String,
+    },
+    Rewound {
+        at: Millis,
+        member: String,
+    },
+    Cloned {
+        at: Millis,
+        member: String,
+    },
 }
 
 /// The result of [`crate::run`].
@@ -88,7 +116,11 @@ pub struct Trace {
 
 impl Trace {
     pub fn new(capacity: usize) -> Self {
-        Trace { lines: VecDeque::with_capacity(capacity), capacity, digest: 0xcbf2_9ce4_8422_2325 }
+        Trace {
+            lines: VecDeque::with_capacity(capacity),
+            capacity,
+            digest: 0xcbf2_9ce4_8422_2325,
+        }
     }
 
     pub fn push(&mut self, line: String) {

@@ -41,19 +41,56 @@ pub(crate) struct Member {
 pub(crate) enum Event {
     /// PostgreSQL time passes: primaries take writes, replicas stream.
     Tick,
-    AgentStart { m: usize },
+    AgentStart {
+        m: usize,
+    },
     /// The wake-up the core asked for (stale unless it is still the agent's `next_wake`).
-    Wake { m: usize, incarnation: u64 },
+    Wake {
+        m: usize,
+        incarnation: u64,
+    },
     /// Watch event, job finished, postmaster died: run a cycle now.
-    Trigger { m: usize, incarnation: u64 },
-    KeepaliveArrive { m: usize, incarnation: u64, lease: LeaseId, sent_at: Millis, startup: bool },
-    KeepaliveAck { m: usize, incarnation: u64, lease: LeaseId, sent_at: Millis, ok: bool, startup: bool },
+    Trigger {
+        m: usize,
+        incarnation: u64,
+    },
+    /// A slow DCS read of a cycle returned (`ok`) or timed out.
+    ReadDone {
+        m: usize,
+        incarnation: u64,
+        ok: bool,
+    },
+    KeepaliveArrive {
+        m: usize,
+        incarnation: u64,
+        lease: LeaseId,
+        sent_at: Millis,
+        startup: bool,
+    },
+    KeepaliveAck {
+        m: usize,
+        incarnation: u64,
+        lease: LeaseId,
+        sent_at: Millis,
+        ok: bool,
+        startup: bool,
+    },
     /// A lease may expire now (expiry itself is done before every event).
     LeaseCheck,
-    JobDone { m: usize, id: u64 },
-    FaultStart { idx: usize },
-    FaultHeal { idx: usize },
-    StallEnd { m: usize, incarnation: u64 },
+    JobDone {
+        m: usize,
+        id: u64,
+    },
+    FaultStart {
+        idx: usize,
+    },
+    FaultHeal {
+        idx: usize,
+    },
+    StallEnd {
+        m: usize,
+        incarnation: u64,
+    },
 }
 
 struct Scheduled {
@@ -89,7 +126,7 @@ pub(crate) struct World {
     pub dcs: Dcs,
     pub net: Net,
     pub members: Vec<Member>,
-    tick_ms: Millis,
+    pub tick_ms: Millis,
     pub faults: Vec<ScriptedFault>,
     /// The member each fault hit, once started.
     pub fault_members: Vec<Option<usize>>,
@@ -105,6 +142,7 @@ pub(crate) struct World {
     settle_ms: Millis,
     converged_since: Option<Millis>,
     pub diverged_replica_ms: Millis,
+    pub flaw: Option<crate::Flaw>,
 }
 
 impl World {
@@ -128,9 +166,20 @@ impl World {
         let ttl = members.first().map_or(4_000, |m| m.cfg.ttl_ms);
         let faults = match &cfg.scripted {
             Some(list) => list.clone(),
-            None => random_schedule(&mut rng, cfg.members, ttl, cfg.fault_window_start_ms, cfg.duration_ms, cfg.fault_rate),
+            None => random_schedule(
+                &mut rng,
+                cfg.members,
+                ttl,
+                cfg.fault_window_start_ms,
+                cfg.duration_ms,
+                cfg.fault_rate,
+            ),
         };
-        let last_heal = faults.iter().map(|f| f.at_ms + f.kind.length()).max().unwrap_or(0);
+        let last_heal = faults
+            .iter()
+            .map(|f| f.at_ms + f.kind.length())
+            .max()
+            .unwrap_or(0);
         let quiet_from = last_heal.max(cfg.duration_ms);
         let mut world = World {
             now: 0,
@@ -155,6 +204,7 @@ impl World {
             settle_ms: cfg.settle_ms,
             converged_since: None,
             diverged_replica_ms: 0,
+            flaw: cfg.flaw,
         };
         world.schedule(0, Event::Tick);
         for m in 0..cfg.members {
@@ -195,9 +245,14 @@ impl World {
                 }
             }
         }
-        let settled = self.converged_since.is_some_and(|s| self.now - s >= self.settle_ms);
+        let settled = self
+            .converged_since
+            .is_some_and(|s| self.now - s >= self.settle_ms);
         if self.violations.is_empty() && !settled {
-            let why = self.cluster_health().err().unwrap_or_else(|| "healthy, but only just".to_string());
+            let why = self
+                .cluster_health()
+                .err()
+                .unwrap_or_else(|| "healthy, but only just".to_string());
             let description = format!(
                 "no single healthy leader with every member streaming within {} ms after the last fault healed (at {} ms): {why}; {}",
                 self.end_at - self.quiet_from,
@@ -222,7 +277,11 @@ impl World {
 
     pub fn schedule(&mut self, at: Millis, event: Event) {
         self.seq += 1;
-        self.queue.push(Scheduled { at, seq: self.seq, event });
+        self.queue.push(Scheduled {
+            at,
+            seq: self.seq,
+            event,
+        });
     }
 
     fn handle(&mut self, event: Event) {
@@ -241,29 +300,63 @@ impl World {
                     self.run_cycle(m);
                 }
             }
-            Event::KeepaliveArrive { m, incarnation, lease, sent_at, startup } => {
+            Event::ReadDone { m, incarnation, ok } => {
+                let a = &mut self.members[m].agent;
+                if a.alive && a.incarnation == incarnation && a.reading {
+                    a.reading = false;
+                    // A stopped agent drops the cycle; it decides afresh when it resumes.
+                    if a.running() {
+                        self.finish_cycle(m, ok);
+                    }
+                }
+            }
+            Event::KeepaliveArrive {
+                m,
+                incarnation,
+                lease,
+                sent_at,
+                startup,
+            } => {
                 if self.dcs.up() && self.net.reaches_dcs(m) {
                     let ok = self.dcs.keepalive(lease, self.now);
                     if let Some(expiry) = self.dcs.lease_expiry(lease) {
                         self.schedule(expiry, Event::LeaseCheck);
                     }
                     let at = self.now + self.delay(m);
-                    self.schedule(at, Event::KeepaliveAck { m, incarnation, lease, sent_at, ok, startup });
+                    self.schedule(
+                        at,
+                        Event::KeepaliveAck {
+                            m,
+                            incarnation,
+                            lease,
+                            sent_at,
+                            ok,
+                            startup,
+                        },
+                    );
                 }
             }
-            Event::KeepaliveAck { m, incarnation, lease, sent_at, ok, startup } => {
-                self.keepalive_answered(m, incarnation, lease, sent_at, ok, startup)
-            }
+            Event::KeepaliveAck {
+                m,
+                incarnation,
+                lease,
+                sent_at,
+                ok,
+                startup,
+            } => self.keepalive_answered(m, incarnation, lease, sent_at, ok, startup),
             Event::LeaseCheck => {}
             Event::JobDone { m, id } => self.finish_job(m, id),
             Event::FaultStart { idx } => self.start_fault(idx),
             Event::FaultHeal { idx } => self.heal_fault(idx),
             Event::StallEnd { m, incarnation } => {
                 let a = &mut self.members[m].agent;
-                if a.alive && a.incarnation == incarnation && a.stalled_until.is_some_and(|u| u <= self.now) {
+                if a.alive
+                    && a.incarnation == incarnation
+                    && a.stalled_until.is_some_and(|u| u <= self.now)
+                {
                     a.stalled_until = None;
                     self.log(m, "agent resumes (SIGCONT)".to_string());
-                    self.run_cycle(m);
+                    self.resume(m);
                 }
             }
         }
@@ -276,7 +369,13 @@ impl World {
         self.members[m].agent.start();
         let name = self.members[m].name.clone();
         let adopt = match &self.dcs.leader {
-            Some(k) if self.dcs_reachable(m) && k.name == name && self.dcs.lease_alive(k.lease, self.now) => Some(k.lease),
+            Some(k)
+                if self.dcs_reachable(m)
+                    && k.name == name
+                    && self.dcs.lease_alive(k.lease, self.now) =>
+            {
+                Some(k.lease)
+            }
             _ => None,
         };
         match adopt {
@@ -294,7 +393,15 @@ impl World {
         }
     }
 
-    fn keepalive_answered(&mut self, m: usize, incarnation: u64, lease: LeaseId, sent_at: Millis, ok: bool, startup: bool) {
+    fn keepalive_answered(
+        &mut self,
+        m: usize,
+        incarnation: u64,
+        lease: LeaseId,
+        sent_at: Millis,
+        ok: bool,
+        startup: bool,
+    ) {
         let ttl = self.members[m].cfg.ttl_ms;
         let reachable = self.net.reaches_dcs(m);
         let a = &mut self.members[m].agent;
@@ -302,7 +409,12 @@ impl World {
             return;
         }
         if ok {
-            a.lease_valid_until = Some(a.lease_valid_until.unwrap_or(0).max(sent_at + ttl));
+            let base = if self.flaw == Some(crate::Flaw::LeaseFromAnswerTime) {
+                self.now
+            } else {
+                sent_at
+            };
+            a.lease_valid_until = Some(a.lease_valid_until.unwrap_or(0).max(base + ttl));
         } else {
             a.lease = None;
             a.lease_valid_until = None;
@@ -316,7 +428,16 @@ impl World {
     pub fn send_keepalive(&mut self, m: usize, lease: LeaseId, startup: bool) {
         let incarnation = self.members[m].agent.incarnation;
         let at = self.now + self.delay(m);
-        self.schedule(at, Event::KeepaliveArrive { m, incarnation, lease, sent_at: self.now, startup });
+        self.schedule(
+            at,
+            Event::KeepaliveArrive {
+                m,
+                incarnation,
+                lease,
+                sent_at: self.now,
+                startup,
+            },
+        );
     }
 
     /// Run a cycle of member `m` after a watch/notification delivery delay.
@@ -355,7 +476,11 @@ impl World {
 
     fn expire_leases(&mut self) {
         if let Some(name) = self.dcs.expire_due(self.now).leader {
-            self.happenings.push(Happening::LeaderKeyGone { at: self.now, member: name.clone(), expired: true });
+            self.happenings.push(Happening::LeaderKeyGone {
+                at: self.now,
+                member: name.clone(),
+                expired: true,
+            });
             self.log_global(format!("leader key of {name} deleted: its lease expired"));
             self.notify_watchers();
         }
@@ -377,7 +502,12 @@ impl World {
 
     pub fn violate(&mut self, kind: ViolationKind, description: String) {
         self.log_global(format!("VIOLATION {kind:?}: {description}"));
-        self.violations.push(Violation { kind, at: self.now, seed: self.seed, description });
+        self.violations.push(Violation {
+            kind,
+            at: self.now,
+            seed: self.seed,
+            description,
+        });
     }
 
     /// Record PostgreSQL becoming or ceasing to be a writable primary.
@@ -391,61 +521,17 @@ impl World {
             let member = self.members[m].name.clone();
             if now_primary {
                 let timeline = self.members[m].pg.data.as_ref().map_or(0, |d| d.timeline());
-                self.happenings.push(Happening::BecamePrimary { at: self.now, member, timeline });
+                self.happenings.push(Happening::BecamePrimary {
+                    at: self.now,
+                    member,
+                    timeline,
+                });
             } else {
-                self.happenings.push(Happening::PrimaryStopped { at: self.now, member });
+                self.happenings.push(Happening::PrimaryStopped {
+                    at: self.now,
+                    member,
+                });
             }
         }
-    }
-
-    /// PostgreSQL time passes by one tick.
-    fn tick(&mut self) {
-        for m in 0..self.members.len() {
-            if self.members[m].pg.is_running_primary() {
-                let writes = self.rng.random_range(0..=4_096);
-                if let Some(d) = self.members[m].pg.data.as_mut() {
-                    d.lsn += writes;
-                }
-            }
-        }
-        let leader_data = self
-            .dcs
-            .leader
-            .as_ref()
-            .and_then(|k| self.index_of(&k.name))
-            .filter(|l| self.members[*l].pg.is_running_primary())
-            .and_then(|l| self.members[l].pg.data.clone());
-        for m in 0..self.members.len() {
-            if !self.members[m].pg.is_running_replica() {
-                continue;
-            }
-            self.stream(m);
-            if let (Some(leader), Some(mine)) = (&leader_data, &self.members[m].pg.data) {
-                if !self.members[m].pg.streaming && mine.diverged_from(leader) {
-                    self.diverged_replica_ms += self.tick_ms;
-                }
-            }
-        }
-        self.schedule(self.now + self.tick_ms, Event::Tick);
-    }
-
-    /// A running replica receives WAL from its upstream if it can (see `DataDir::can_follow`).
-    fn stream(&mut self, m: usize) {
-        let upstream = self.members[m].pg.upstream.as_deref().and_then(|u| self.index_of(u)).filter(|u| *u != m);
-        let source = upstream
-            .filter(|u| self.members[*u].pg.is_running() && self.net.linked(m, *u))
-            .and_then(|u| self.members[u].pg.data.clone());
-        let pg = &mut self.members[m].pg;
-        let (Some(source), Some(mine)) = (source, pg.data.as_mut()) else {
-            pg.streaming = false;
-            return;
-        };
-        if !mine.can_follow(&source) {
-            pg.streaming = false;
-            return;
-        }
-        let target = if self.rng.random_bool(0.75) { source.lsn } else { mine.lsn + (source.lsn.saturating_sub(mine.lsn)) / 2 };
-        mine.replay_from(&source, target);
-        pg.streaming = true;
     }
 }

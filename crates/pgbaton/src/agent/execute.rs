@@ -181,6 +181,10 @@ impl<D: Dcs> Agent<D> {
                     async move { jobs::stop(&pm, mode, limit).await },
                 );
             }
+            Action::Promote | Action::StartPrimary if !self.lease_still_valid() => {
+                // The decision is stale (the agent may have been paused since it was taken).
+                tracing::warn!(%action, "not done: the lease is no longer certainly valid");
+            }
             job if job.is_job() => {
                 if self.jobs.is_running() {
                     tracing::debug!(%job, "an operation runs already");
@@ -190,6 +194,12 @@ impl<D: Dcs> Agent<D> {
             }
             _ => {}
         }
+    }
+
+    /// Re-checked right before anything that makes PostgreSQL a primary.
+    fn lease_still_valid(&self) -> bool {
+        self.lease_valid_until()
+            .is_some_and(|until| self.now() + self.ha.demote_margin_ms < until)
     }
 
     fn start_job(

@@ -59,6 +59,9 @@ impl<D: Dcs> Agent<D> {
             }
             _ => BTreeMap::new(),
         };
+        if let Some(state) = &dcs {
+            self.check_lease_covers_leader_key(state).await;
+        }
         let view = dcs.as_ref().map(view::dcs_view);
         if dcs.is_some() {
             self.cluster = dcs;
@@ -71,6 +74,33 @@ impl<D: Dcs> Agent<D> {
             lease_valid_until: self.lease_valid_until(),
             peers,
             configured_upstream: self.configured_upstream.clone(),
+        }
+    }
+
+    /// The lease proves leadership only if it is the lease the leader key is attached to.
+    /// When the key names us but hangs on another lease (a restarted agent that could not
+    /// adopt it at start), adopt that lease, or forget ours so the core never acts on it.
+    async fn check_lease_covers_leader_key(&mut self, state: &ClusterState) {
+        let Some(key) = state.leader.as_ref().filter(|l| l.name == self.cfg.name) else {
+            return;
+        };
+        if self.lease.is_some_and(|ack| ack.lease_id == key.lease_id) {
+            return;
+        }
+        match tokio::time::timeout(self.dcs_timeout(), self.dcs.adopt_leader_lease()).await {
+            Ok(Ok(Some(ack))) if ack.lease_id == key.lease_id => {
+                tracing::info!(
+                    lease_id = ack.lease_id,
+                    "adopted the lease of our leader key"
+                );
+                self.lease = Some(ack);
+            }
+            _ => {
+                tracing::warn!(
+                    "the leader key names this member but is attached to a lease we cannot renew"
+                );
+                self.lease = None;
+            }
         }
     }
 
