@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use crate::observation::SyncStandbyNames;
 use crate::Lsn;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -11,6 +12,9 @@ pub enum StopMode {
     Fast,
     /// SIGQUIT: stop at once (crash recovery on the next start). Used when the lease is about to expire.
     Immediate,
+    /// CHECKPOINT while still running, then a fast stop: the planned handover of a switchover
+    /// (the shutdown checkpoint is then short and every byte of WAL reaches the replicas).
+    CheckpointThenFast,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +41,15 @@ pub enum Action {
     WriteStatus { optime: Lsn },
     /// Leader: append a row to `history` for the timeline it promoted from.
     AppendHistory { timeline: u32, lsn: Lsn },
+    /// Leader: write the `sync` key (compare-and-swap on its revision).
+    WriteSync {
+        members: Vec<String>,
+        quorum: Option<u32>,
+    },
+    /// Delete the `failover` key (done, refused, or stale).
+    ClearFailover,
+    /// Leader: put `synchronous_standby_names` in force (`None`: asynchronous) and reload.
+    SetSyncStandbyNames { names: Option<SyncStandbyNames> },
     // --- PostgreSQL (quick, done inline) ---
     /// Leader: keep one physical slot per other member, drop the slots of members that left.
     SyncSlots { members: Vec<String> },

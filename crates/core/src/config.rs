@@ -32,6 +32,42 @@ pub struct HaConfig {
     pub not_streaming_timeout_ms: u64,
     /// Maintenance mode (`pause`): no automatic actions on PostgreSQL.
     pub paused: bool,
+    /// Synchronous replication (`synchronous_mode`, `synchronous_mode_strict`,
+    /// `synchronous_node_count`).
+    pub synchronous: SyncConfig,
+}
+
+/// How the leader manages synchronous replication.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncConfig {
+    pub mode: SyncMode,
+    /// Never let commits complete without a synchronous standby.
+    pub strict: bool,
+    /// Synchronous standbys wanted.
+    pub count: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    Off,
+    /// `FIRST n (...)`.
+    On,
+    /// `ANY n (...)`.
+    Quorum,
+}
+
+impl SyncConfig {
+    pub fn off() -> Self {
+        SyncConfig {
+            mode: SyncMode::Off,
+            strict: false,
+            count: 1,
+        }
+    }
+
+    pub fn enabled(&self) -> bool {
+        self.mode != SyncMode::Off
+    }
 }
 
 impl HaConfig {
@@ -50,6 +86,7 @@ impl HaConfig {
             primary_restart_timeout_ms: 10_000,
             not_streaming_timeout_ms: 8_000,
             paused: false,
+            synchronous: SyncConfig::off(),
         }
     }
 

@@ -8,6 +8,8 @@ use crate::election::{evaluate_candidacy, Candidacy};
 use crate::observation::{DcsView, Initialize, JobKind, JobView, LocalPg, Observation, RunningPg};
 use crate::reason::Reason;
 use crate::state::{MemberState, Phase, PublishedState};
+use crate::switchover::{self, LeaderSide, ReplicaSide};
+use crate::sync;
 use crate::{HaConfig, Millis};
 
 /// The output of one cycle.
@@ -93,6 +95,8 @@ fn is_dcs_write(a: &Action) -> bool {
             | Action::ReleaseLeader
             | Action::WriteStatus { .. }
             | Action::AppendHistory { .. }
+            | Action::WriteSync { .. }
+            | Action::ClearFailover
     )
 }
 
@@ -373,17 +377,51 @@ fn holding_leader_key(
             if pg.timeline > 1 && view.last_history_timeline >= pg.timeline - 1 {
                 s.promoted_from = None;
             }
-            (Reason::LeaderHealthy, leader_duties(s, cfg, view, pg))
+            let mut reason = Reason::LeaderHealthy;
+            let mut actions = leader_duties(s, cfg, view, pg);
+            if let Some(req) = &view.failover {
+                match switchover::leader_side(cfg, view, pg, req, obs.unix_now_ms) {
+                    LeaderSide::HandOver { to } => {
+                        s.phase = Phase::HandingOver;
+                        let stop = Action::Stop {
+                            mode: StopMode::CheckpointThenFast,
+                        };
+                        return (
+                            Reason::HandingOver { to },
+                            vec![Action::WriteStatus { optime: pg.lsn }, stop],
+                        );
+                    }
+                    LeaderSide::Scheduled { in_ms } => {
+                        reason = Reason::SwitchoverScheduled { in_ms }
+                    }
+                    LeaderSide::Refuse(why) => {
+                        reason = Reason::SwitchoverRefused(why);
+                        actions.push(Action::ClearFailover);
+                    }
+                    LeaderSide::Done => actions.push(Action::ClearFailover),
+                }
+            }
+            actions.extend(sync::manage(s, cfg, view, pg, obs.configured_sync.as_ref()));
+            (reason, actions)
         }
         LocalPg::Running(pg) => {
             s.phase = Phase::Promoting;
             s.promoted_from = Some((pg.timeline, pg.lsn));
+            let mut actions = Vec::new();
+            if cfg.synchronous.enabled() {
+                // Commits wait for a standby from the first one on; the leader narrows the
+                // names down once standbys connect.
+                s.sync_changed_at = Some(pg.lsn);
+                let names = Some(crate::SyncStandbyNames::Wildcard);
+                actions.push(Action::SetSyncStandbyNames { names });
+            }
+            actions.push(Action::Promote);
             (
                 Reason::Promoting {
                     timeline: pg.timeline,
                     lsn: pg.lsn,
                 },
-                vec![Action::Promote],
+                actions,
             )
         }
         LocalPg::Stopped {
@@ -414,10 +452,15 @@ fn holding_leader_key(
             if obs.pg == LocalPg::Starting {
                 return (Reason::RestartingPrimary { remaining_ms }, vec![]);
             }
-            (
-                Reason::RestartingPrimary { remaining_ms },
-                vec![Action::StartPrimary],
-            )
+            let mut actions = Vec::new();
+            if cfg.synchronous.enabled() && obs.configured_sync.is_none() {
+                // A restarted agent does not know the names in force: start waiting for any
+                // standby rather than acknowledging commits alone.
+                let names = Some(crate::SyncStandbyNames::Wildcard);
+                actions.push(Action::SetSyncStandbyNames { names });
+            }
+            actions.push(Action::StartPrimary);
+            (Reason::RestartingPrimary { remaining_ms }, actions)
         }
         LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
         LocalPg::Stopped { .. } | LocalPg::NoData => {
@@ -609,6 +652,21 @@ fn leaderless(
     s.not_streaming_since = None;
     match &obs.pg {
         LocalPg::Running(pg) if pg.in_recovery => {
+            match switchover::replica_side(cfg, view, f.now - since) {
+                ReplicaSide::StandAside { candidate } => {
+                    s.phase = Phase::Replica;
+                    return (Reason::StandingAside { candidate }, vec![]);
+                }
+                ReplicaSide::RaceNow => {
+                    let allowed = !cfg.synchronous.enabled()
+                        || sync::may_promote(cfg, view, usize::MAX / 2).is_ok();
+                    if allowed && !cfg.nofailover {
+                        s.phase = Phase::Candidate;
+                        return (Reason::SwitchoverCandidate, vec![Action::AcquireLeader]);
+                    }
+                }
+                ReplicaSide::Ordinary => {}
+            }
             let candidacy = evaluate_candidacy(cfg, pg, view, &obs.peers, f.now - since);
             match candidacy {
                 Candidacy::Eligible {

@@ -9,11 +9,13 @@
 //! 4. Lag is measured against the freshest position known: the largest of the leader's last
 //!    published position, every peer's fresh report and our own. Within
 //!    `maximum_lag_on_failover` the member races at once.
-//! 5. When even the most advanced member is beyond the bound (the position it is compared
+//! 5. Synchronous mode: only a member the `sync` key names races (quorum: only when enough of
+//!    the named members answered), and only named members compete on position; the lag bound
+//!    and rule 6 do not apply.
+//! 6. When even the most advanced member is beyond the bound (the position it is compared
 //!    with may be stale, or the WAL was never replicated), it still races once the cluster
 //!    has been leaderless for a full `ttl`: a cluster is never left without a leader only
-//!    because every replica looks too lagged. (Synchronous mode, a later addition, never
-//!    takes this path.)
+//!    because every replica looks too lagged. Synchronous mode never takes this path.
 
 use std::collections::BTreeMap;
 
@@ -41,6 +43,8 @@ pub enum Candidacy {
     },
     /// Too far behind; waiting for the grace period before racing anyway.
     TooLagged { lag: u64, max: u64, wait_ms: Millis },
+    /// Synchronous mode: not a member that holds every acknowledged commit.
+    NotSynchronous(String),
 }
 
 /// Decide whether this replica races for the leader key (see the module rule).
@@ -54,7 +58,17 @@ pub fn evaluate_candidacy(
     if cfg.nofailover {
         return Candidacy::NoFailoverTag;
     }
+    let sync = cfg.synchronous.enabled();
+    let named: Vec<String> = if sync {
+        view.sync
+            .as_ref()
+            .map(|k| k.members.clone())
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
     let mut reference = view.leader_optime.unwrap_or(0).max(me.lsn);
+    let mut reachable_named = 0;
     for (name, peer) in peers {
         if name == &cfg.name {
             continue;
@@ -74,15 +88,31 @@ pub fn evaluate_candidacy(
                 member: name.clone(),
             };
         }
+        if named.contains(name) {
+            reachable_named += 1;
+        }
         let Some(peer_lsn) = *lsn else { continue };
         reference = reference.max(peer_lsn);
-        if *replica_running && !*nofailover && peer_lsn > me.lsn {
+        // In synchronous mode only the named members can be promoted: only they compete.
+        let competes = *replica_running && !*nofailover && (!sync || named.contains(name));
+        if competes && peer_lsn > me.lsn {
             return Candidacy::PeerAhead {
                 member: name.clone(),
                 peer_lsn,
                 lsn: me.lsn,
             };
         }
+    }
+    if sync {
+        // A named member holds every acknowledged commit: lag does not disqualify it.
+        return match crate::sync::may_promote(cfg, view, reachable_named) {
+            Ok(()) => Candidacy::Eligible {
+                lsn: me.lsn,
+                lag: reference.saturating_sub(me.lsn),
+                despite_lag: false,
+            },
+            Err(why) => Candidacy::NotSynchronous(why),
+        };
     }
     let lag = reference.saturating_sub(me.lsn);
     if lag <= cfg.maximum_lag_on_failover {

@@ -19,13 +19,16 @@ mod election;
 mod observation;
 mod reason;
 mod state;
+mod switchover;
+mod sync;
 
 pub use action::{Action, StopMode};
-pub use config::HaConfig;
+pub use config::{HaConfig, SyncConfig, SyncMode};
 pub use decide::{decide, Decision};
 pub use election::{evaluate_candidacy, Candidacy};
 pub use observation::{
-    DcsView, Initialize, JobKind, JobView, LocalPg, MemberView, Observation, PeerView, RunningPg,
+    DcsView, FailoverRequest, Initialize, JobKind, JobView, LocalPg, MemberView, Observation,
+    PeerView, ReplicaConnection, RunningPg, SyncKey, SyncStandbyNames,
 };
 pub use reason::Reason;
 pub use state::{MemberState, Phase, PublishedState};

@@ -24,6 +24,62 @@ pub struct Observation {
     /// The member the local replica is configured to stream from (what primary_conninfo
     /// names), as last written by the agent; `None` when unknown or none.
     pub configured_upstream: Option<String>,
+    /// Wall-clock now in Unix milliseconds, only for scheduled switchovers.
+    pub unix_now_ms: u64,
+    /// The `synchronous_standby_names` the agent last put in force on this member
+    /// (`None` when it never set one: asynchronous).
+    pub configured_sync: Option<SyncStandbyNames>,
+}
+
+/// `synchronous_standby_names` as pgbaton writes it: `FIRST n (a, b)`, `ANY n (a, b)` or `*`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SyncStandbyNames {
+    /// Commits wait for `count` of `members` in priority order.
+    First { count: u32, members: Vec<String> },
+    /// Commits wait for any `count` of `members` (quorum).
+    Any { count: u32, members: Vec<String> },
+    /// Strict mode without any synchronous standby: commits wait for a standby that is not there.
+    Wildcard,
+}
+
+impl SyncStandbyNames {
+    pub fn members(&self) -> &[String] {
+        match self {
+            SyncStandbyNames::First { members, .. } | SyncStandbyNames::Any { members, .. } => {
+                members
+            }
+            SyncStandbyNames::Wildcard => &[],
+        }
+    }
+
+    /// The value for postgresql.conf (member names are quoted as identifiers).
+    pub fn to_setting(&self) -> String {
+        let list = |m: &[String]| {
+            m.iter()
+                .map(|n| format!("\"{n}\""))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        match self {
+            SyncStandbyNames::First { count, members } => {
+                format!("FIRST {count} ({})", list(members))
+            }
+            SyncStandbyNames::Any { count, members } => format!("ANY {count} ({})", list(members)),
+            SyncStandbyNames::Wildcard => "*".to_string(),
+        }
+    }
+}
+
+/// One row of pg_stat_replication on the primary.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaConnection {
+    /// `application_name`: the member name.
+    pub name: String,
+    /// `state = 'streaming'`.
+    pub streaming: bool,
+    /// `sync_state` is `sync` or `quorum`: PostgreSQL waits for it.
+    pub synchronous: bool,
+    pub flush_lsn: Option<Lsn>,
 }
 
 /// Local PostgreSQL as seen from the agent.
@@ -58,6 +114,8 @@ pub struct RunningPg {
     pub lsn: Lsn,
     /// Replica: the WAL receiver is streaming.
     pub streaming: bool,
+    /// Primary: the standbys connected to it (pg_stat_replication).
+    pub replicas: Vec<ReplicaConnection>,
 }
 
 impl LocalPg {
@@ -133,6 +191,32 @@ pub struct DcsView {
     pub last_history_timeline: u32,
     /// The `config` key exists.
     pub config_present: bool,
+    /// A pending switchover or failover (`failover` key).
+    pub failover: Option<FailoverRequest>,
+    /// The `sync` key: the members every acknowledged commit has reached.
+    pub sync: Option<SyncKey>,
+}
+
+/// The `failover` key: a planned switchover (`leader` set) or a manual failover.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FailoverRequest {
+    /// The member to hand over from (a switchover); `None` for a failover.
+    pub leader: Option<String>,
+    /// The member to promote; `None`: the healthiest.
+    pub candidate: Option<String>,
+    /// Not before this wall-clock time (Unix ms).
+    pub scheduled_at_unix_ms: Option<u64>,
+}
+
+/// The `sync` key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyncKey {
+    /// The leader that wrote it.
+    pub leader: Option<String>,
+    /// Synchronous standbys: each has every commit the leader acknowledged.
+    pub members: Vec<String>,
+    /// Quorum mode: commits wait for this many of `members`.
+    pub quorum: Option<u32>,
 }
 
 /// A member's document in the DCS.
@@ -146,6 +230,8 @@ pub struct MemberView {
     pub nofailover: bool,
     /// Tag `replicatefrom`: the member this one streams from (cascading).
     pub replicatefrom: Option<String>,
+    /// Tag `nosync`: never a synchronous standby.
+    pub nosync: bool,
 }
 
 /// What a peer's REST API answered just now.

@@ -83,6 +83,17 @@ pub enum Reason {
     NotRacing(Candidacy),
     WaitingForPostgres,
     Paused,
+    HandingOver {
+        to: String,
+    },
+    SwitchoverScheduled {
+        in_ms: u64,
+    },
+    SwitchoverRefused(String),
+    StandingAside {
+        candidate: String,
+    },
+    SwitchoverCandidate,
 }
 
 impl fmt::Display for Reason {
@@ -173,8 +184,14 @@ impl fmt::Display for Reason {
                     "no leader; not racing yet: lag {lag} bytes > maximum_lag_on_failover {max} (racing anyway in {wait_ms} ms if nobody better appears)"
                 ),
                 Candidacy::Eligible { .. } => write!(f, "no leader; eligible"),
+                Candidacy::NotSynchronous(why) => write!(f, "no leader; not racing: {why}"),
             },
             WaitingForPostgres => write!(f, "waiting for PostgreSQL to answer"),
+            HandingOver { to } => write!(f, "switchover: checkpoint and clean stop, then handing the leader key to {to}"),
+            SwitchoverScheduled { in_ms } => write!(f, "leader; switchover scheduled in {} s", in_ms / 1000),
+            SwitchoverRefused(why) => write!(f, "switchover refused and cancelled: {why}"),
+            StandingAside { candidate } => write!(f, "no leader; standing aside for the requested candidate {candidate}"),
+            SwitchoverCandidate => write!(f, "no leader and this member is the requested candidate: racing for the leader key"),
             Paused => write!(f, "maintenance mode: no automatic action"),
         }
     }

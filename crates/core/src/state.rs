@@ -32,6 +32,8 @@ pub enum Phase {
     RestartingPrimary,
     /// Stopping a primary that may no longer accept writes.
     Demoting,
+    /// Planned switchover: stopping cleanly, then giving the leader key to the candidate.
+    HandingOver,
     /// Refusing to act (e.g. a data directory from another cluster); needs the operator.
     Halted,
 }
@@ -49,6 +51,7 @@ impl fmt::Display for Phase {
             Phase::Leader => "leader",
             Phase::RestartingPrimary => "restarting primary",
             Phase::Demoting => "demoting",
+            Phase::HandingOver => "handing over",
             Phase::Halted => "halted",
         };
         f.write_str(word)
@@ -74,6 +77,10 @@ pub struct MemberState {
     pub promoted_from: Option<(u32, Lsn)>,
     /// Why the member halted, for the operator.
     pub halted_because: Option<String>,
+    /// Leader in synchronous mode: the WAL position when the synchronous standby names last
+    /// changed. A new synchronous standby enters the `sync` key only once it has flushed past
+    /// it (so it holds every commit acknowledged before it became synchronous).
+    pub sync_changed_at: Option<Lsn>,
 }
 
 impl MemberState {
@@ -87,6 +94,7 @@ impl MemberState {
             prepared_as_replica: false,
             promoted_from: None,
             halted_because: None,
+            sync_changed_at: None,
         }
     }
 }

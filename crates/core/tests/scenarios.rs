@@ -17,6 +17,7 @@ fn replica(lsn: Lsn) -> LocalPg {
         timeline: 1,
         lsn,
         streaming: true,
+        replicas: Vec::new(),
     })
 }
 
@@ -27,6 +28,7 @@ fn primary(lsn: Lsn) -> LocalPg {
         timeline: 1,
         lsn,
         streaming: false,
+        replicas: Vec::new(),
     })
 }
 
@@ -38,6 +40,7 @@ fn member(state: &str, is_primary: bool) -> MemberView {
         timeline: Some(1),
         nofailover: false,
         replicatefrom: None,
+        nosync: false,
     }
 }
 
@@ -64,10 +67,14 @@ impl Obs {
                     leader_optime: Some(100),
                     last_history_timeline: 0,
                     config_present: true,
+                    failover: None,
+                    sync: None,
                 }),
                 lease_valid_until: Some(103_000),
                 peers: BTreeMap::new(),
                 configured_upstream: None,
+                unix_now_ms: 1_800_000_000_000,
+                configured_sync: None,
             },
         }
     }
@@ -516,6 +523,7 @@ fn replica_that_cannot_stream_is_rewound() {
         timeline: 1,
         lsn: 100,
         streaming: false,
+        replicas: Vec::new(),
     });
     let obs = Obs::new(stuck).leader("node2").upstream("node2").build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());

@@ -170,6 +170,9 @@ impl World {
             lease_valid_until: member.agent.lease_valid_until,
             peers,
             configured_upstream: member.agent.configured_upstream.clone(),
+            // The model has no synchronous replication and no scheduled switchovers.
+            unix_now_ms: self.now,
+            configured_sync: None,
         }
     }
 
@@ -261,6 +264,7 @@ impl World {
                     timeline: running.map(|r| r.timeline),
                     nofailover: cfg.nofailover,
                     replicatefrom: None,
+                    nosync: false,
                 };
                 self.dcs.put_member(name, doc, lease, now);
             }

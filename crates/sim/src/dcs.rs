@@ -82,6 +82,8 @@ impl Dcs {
             leader_optime,
             last_history_timeline: self.last_history_timeline,
             config_present: self.config_present,
+            failover: None,
+            sync: None,
         }
     }
 
@@ -230,6 +232,7 @@ mod tests {
             timeline: Some(1),
             nofailover: false,
             replicatefrom: None,
+            nosync: false,
         }
     }
 

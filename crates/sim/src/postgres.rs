@@ -181,6 +181,7 @@ impl Pg {
                 timeline: d.timeline(),
                 lsn: d.lsn,
                 streaming: !primary && self.streaming,
+                replicas: Vec::new(),
             }),
         }
     }

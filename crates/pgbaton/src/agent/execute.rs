@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use pgbaton_core::{Action, Decision, JobKind, Observation, StopMode};
-use pgbaton_dcs::{Dcs, DcsError, HistoryEntry, StatusDoc};
+use pgbaton_dcs::{Dcs, DcsError, HistoryEntry, StatusDoc, SyncDoc};
 use pgbaton_postgres::{self as pg, StandbyConfig, Upstream};
 
 use super::{jobs, settings, Agent};
@@ -100,6 +100,31 @@ impl<D: Dcs> Agent<D> {
                     bounded(timeout, dcs.set_history(&history)).await?;
                 }
             }
+            Action::WriteSync { members, quorum } => {
+                let doc = SyncDoc {
+                    leader: Some(name.clone()),
+                    sync_standby: if members.is_empty() {
+                        None
+                    } else {
+                        Some(members.join(","))
+                    },
+                    quorum: *quorum,
+                    ..Default::default()
+                };
+                let expected = self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.sync.as_ref())
+                    .map(|v| v.mod_revision);
+                let written = bounded(timeout, dcs.set_sync(&doc, expected)).await?;
+                if written {
+                    tracing::info!(sync_standby = %members.join(","), "sync key updated");
+                }
+            }
+            Action::ClearFailover => {
+                bounded(timeout, dcs.delete_failover()).await?;
+                tracing::info!("failover key cleared");
+            }
             _ => {}
         }
         Ok(())
@@ -125,10 +150,28 @@ impl<D: Dcs> Agent<D> {
 
     async fn pg_action(&mut self, action: &Action) {
         let spec = self.spec.clone();
-        let params = settings::pg_parameters(&self.cfg, &self.dynamic);
+        let params = self.parameters();
         let hba = settings::pg_hba(&self.cfg);
         let timeout = Duration::from_millis(self.ha.retry_timeout_ms.max(1_000));
         match action {
+            Action::SetSyncStandbyNames { names } => {
+                self.configured_sync = names.clone();
+                let params = self.parameters();
+                let standby = match &self.last_pg_status {
+                    Some(st) if st.in_recovery => {
+                        Some(self.standby_config(self.configured_upstream.as_deref()))
+                    }
+                    _ => None,
+                };
+                if let Err(e) = pg::write_config(&spec, &params, &hba, standby.as_ref()) {
+                    tracing::warn!(error = %e, "cannot write synchronous_standby_names");
+                    return;
+                }
+                let value = names.as_ref().map(|n| n.to_setting()).unwrap_or_default();
+                tracing::info!(synchronous_standby_names = %value, "synchronous replication changed");
+                self.reload_and_wait_for("synchronous_standby_names", &value)
+                    .await;
+            }
             Action::SyncSlots { members } => {
                 let wanted = members.iter().map(|m| pg::slot_name_for(m)).collect();
                 let keep = settings::permanent_slots(&self.dynamic);
@@ -171,15 +214,21 @@ impl<D: Dcs> Agent<D> {
                     return;
                 }
                 let pm = self.postmaster.clone();
+                let checkpoint_first = *mode == StopMode::CheckpointThenFast;
                 let mode = match mode {
-                    StopMode::Fast => pg::StopMode::Fast,
+                    StopMode::Fast | StopMode::CheckpointThenFast => pg::StopMode::Fast,
                     StopMode::Immediate => pg::StopMode::Immediate,
                 };
                 let limit = Duration::from_secs(if mode == pg::StopMode::Fast { 30 } else { 5 });
-                self.jobs.start(
-                    JobKind::Stop,
-                    async move { jobs::stop(&pm, mode, limit).await },
-                );
+                self.jobs.start(JobKind::Stop, async move {
+                    if checkpoint_first {
+                        // While still accepting writes: the shutdown checkpoint is then short.
+                        if let Err(e) = pg::checkpoint(&spec, Duration::from_secs(60)).await {
+                            tracing::warn!(error = %e, "checkpoint before the handover failed; stopping anyway");
+                        }
+                    }
+                    jobs::stop(&pm, mode, limit).await
+                });
             }
             Action::Promote | Action::StartPrimary if !self.lease_still_valid() => {
                 // The decision is stale (the agent may have been paused since it was taken).
@@ -194,6 +243,46 @@ impl<D: Dcs> Agent<D> {
             }
             _ => {}
         }
+    }
+
+    /// PostgreSQL parameters in force, with the synchronous_standby_names we set.
+    fn parameters(&self) -> std::collections::BTreeMap<String, String> {
+        let mut params = settings::pg_parameters(&self.cfg, &self.dynamic);
+        let ssn = self
+            .configured_sync
+            .as_ref()
+            .map(|n| n.to_setting())
+            .unwrap_or_default();
+        params.insert("synchronous_standby_names".to_string(), ssn);
+        params
+    }
+
+    /// Reload and wait (up to 2 s) until the running server shows `value` for `setting`.
+    async fn reload_and_wait_for(&self, setting: &str, value: &str) {
+        let running = match self.postmaster.lock().await.as_ref() {
+            Some(pm) => pm.reload().is_ok(),
+            None => false,
+        };
+        if !running {
+            return;
+        }
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        while tokio::time::Instant::now() < deadline {
+            if let Ok(client) = pg::connect(&self.spec, Duration::from_millis(500)).await {
+                if let Ok(row) = client.query_one(&format!("SHOW {setting}"), &[]).await {
+                    let shown: String = row.get(0);
+                    if shown == value {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        tracing::warn!(
+            setting,
+            value,
+            "PostgreSQL did not apply the new setting within 2 s"
+        );
     }
 
     /// Re-checked right before anything that makes PostgreSQL a primary.

@@ -107,6 +107,8 @@ pub struct Agent<D: Dcs> {
     jobs: JobRunner,
     /// The member primary_conninfo points at, as last written by us.
     configured_upstream: Option<String>,
+    /// The synchronous_standby_names in force, as last written by us.
+    configured_sync: Option<pgbaton_core::SyncStandbyNames>,
     last_pg_status: Option<PgStatus>,
     status_tx: watch::Sender<NodeStatus>,
     http: reqwest::Client,
@@ -140,6 +142,7 @@ impl<D: Dcs> Agent<D> {
             postmaster: Arc::new(Mutex::new(None)),
             jobs: JobRunner::new(wake.clone()),
             configured_upstream: None,
+            configured_sync: None,
             last_pg_status: None,
             status_tx,
             http: reqwest::Client::builder()

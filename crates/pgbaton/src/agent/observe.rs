@@ -74,6 +74,11 @@ impl<D: Dcs> Agent<D> {
             lease_valid_until: self.lease_valid_until(),
             peers,
             configured_upstream: self.configured_upstream.clone(),
+            unix_now_ms: SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0),
+            configured_sync: self.configured_sync.clone(),
         }
     }
 

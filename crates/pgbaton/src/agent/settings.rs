@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
 use pgbaton_config::{Config, DynamicConfig};
-use pgbaton_core::HaConfig;
+use pgbaton_core::{HaConfig, SyncConfig, SyncMode};
 use pgbaton_postgres::{Credentials, PgSpec};
 
 /// Parameters pgbaton needs for replication, failover and pg_rewind; anything the
@@ -41,6 +41,15 @@ pub fn ha_config(cfg: &Config, dynamic: &DynamicConfig) -> HaConfig {
         primary_restart_timeout_ms: secs_to_ms(cfg.pgbaton.primary_restart_timeout),
         not_streaming_timeout_ms: (2 * ttl_ms).max(4_000),
         paused: dynamic.pause,
+        synchronous: SyncConfig {
+            mode: match dynamic.synchronous_mode {
+                pgbaton_config::SyncMode::Off => SyncMode::Off,
+                pgbaton_config::SyncMode::On => SyncMode::On,
+                pgbaton_config::SyncMode::Quorum => SyncMode::Quorum,
+            },
+            strict: dynamic.synchronous_mode_strict,
+            count: dynamic.synchronous_node_count.max(1),
+        },
     }
 }
 

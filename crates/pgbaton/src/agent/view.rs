@@ -2,7 +2,10 @@
 
 use std::collections::BTreeMap;
 
-use pgbaton_core::{DcsView, Initialize, LocalPg, MemberView, PeerView, RunningPg};
+use pgbaton_core::{
+    DcsView, FailoverRequest, Initialize, LocalPg, MemberView, PeerView, ReplicaConnection,
+    RunningPg, SyncKey,
+};
 use pgbaton_dcs::{ClusterState, MemberDoc};
 use pgbaton_postgres::{DataDirState, PgStatus};
 use serde_json::Value;
@@ -28,7 +31,24 @@ pub fn dcs_view(state: &ClusterState) -> DcsView {
         leader_optime: state.leader_optime(),
         last_history_timeline: state.history.iter().map(|h| h.timeline).max().unwrap_or(0),
         config_present: state.config.is_some(),
+        failover: state.failover.as_ref().map(|f| FailoverRequest {
+            leader: f.value.leader.clone(),
+            candidate: f.value.member.clone(),
+            scheduled_at_unix_ms: f.value.scheduled_at.as_deref().and_then(parse_time_ms),
+        }),
+        sync: state.sync.as_ref().map(|s| SyncKey {
+            leader: s.value.leader.clone(),
+            members: s.value.members(),
+            quorum: s.value.quorum,
+        }),
     }
+}
+
+/// An ISO 8601 timestamp (Patroni writes `2026-11-26T15:00:00+00:00`) in Unix milliseconds.
+pub fn parse_time_ms(text: &str) -> Option<u64> {
+    chrono::DateTime::parse_from_rfc3339(text.trim())
+        .ok()
+        .map(|t| t.timestamp_millis().max(0) as u64)
 }
 
 fn member_view(doc: &MemberDoc) -> MemberView {
@@ -43,6 +63,7 @@ fn member_view(doc: &MemberDoc) -> MemberView {
             .get("replicatefrom")
             .and_then(Value::as_str)
             .map(str::to_string),
+        nosync: doc.tag_true("nosync"),
     }
 }
 
@@ -65,6 +86,16 @@ pub fn running_pg(status: &PgStatus) -> RunningPg {
             .wal_receiver
             .as_ref()
             .is_some_and(|w| w.status == "streaming"),
+        replicas: status
+            .replication
+            .iter()
+            .map(|r| ReplicaConnection {
+                name: r.application_name.clone(),
+                streaming: r.state == "streaming",
+                synchronous: matches!(r.sync_state.as_str(), "sync" | "quorum"),
+                flush_lsn: r.flush_lsn,
+            })
+            .collect(),
     }
 }
 

@@ -1,0 +1,140 @@
+//! Planned switchover and manual failover, requested through the `failover` key.
+//!
+//! The leader validates the request, stops PostgreSQL cleanly (CHECKPOINT, then a fast
+//! shutdown, so every byte of WAL reaches the candidate and no rewind is needed afterwards)
+//! and then releases the leader key; the candidate races for it at once, the other members
+//! stand aside while the request names someone else.
+
+use crate::observation::{DcsView, FailoverRequest, RunningPg};
+use crate::{HaConfig, Millis};
+
+/// What the leader does about a request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum LeaderSide {
+    /// Hand over to this member now.
+    HandOver { to: String },
+    /// Not yet: scheduled.
+    Scheduled { in_ms: u64 },
+    /// The request cannot be carried out; delete it.
+    Refuse(String),
+    /// The request is done or not about us; delete it.
+    Done,
+}
+
+pub(crate) fn leader_side(
+    cfg: &HaConfig,
+    view: &DcsView,
+    pg: &RunningPg,
+    req: &FailoverRequest,
+    unix_now_ms: u64,
+) -> LeaderSide {
+    if req.candidate.as_deref() == Some(cfg.name.as_str()) {
+        return LeaderSide::Done;
+    }
+    if req.leader.as_deref().is_some_and(|l| l != cfg.name) {
+        return LeaderSide::Refuse(format!(
+            "switchover from {} requested, but {} is the leader",
+            req.leader.as_deref().unwrap_or(""),
+            cfg.name
+        ));
+    }
+    if let Some(at) = req.scheduled_at_unix_ms {
+        if at > unix_now_ms {
+            return LeaderSide::Scheduled {
+                in_ms: at - unix_now_ms,
+            };
+        }
+    }
+    match &req.candidate {
+        Some(c) => match candidate_problem(cfg, view, pg, c) {
+            None => LeaderSide::HandOver { to: c.clone() },
+            Some(why) => LeaderSide::Refuse(why),
+        },
+        None => {
+            let best = pg
+                .replicas
+                .iter()
+                .filter(|r| candidate_problem(cfg, view, pg, &r.name).is_none())
+                .max_by(|a, b| a.flush_lsn.cmp(&b.flush_lsn).then(b.name.cmp(&a.name)));
+            match best {
+                Some(r) => LeaderSide::HandOver { to: r.name.clone() },
+                None => LeaderSide::Refuse("no healthy replica to hand over to".into()),
+            }
+        }
+    }
+}
+
+/// Why `candidate` cannot take over now (`None`: it can).
+pub(crate) fn candidate_problem(
+    cfg: &HaConfig,
+    view: &DcsView,
+    pg: &RunningPg,
+    candidate: &str,
+) -> Option<String> {
+    let Some(member) = view.members.get(candidate) else {
+        return Some(format!("{candidate} is not a member of the cluster"));
+    };
+    if member.nofailover {
+        return Some(format!("{candidate} is tagged nofailover"));
+    }
+    if member.state != "running" || member.is_primary {
+        return Some(format!(
+            "{candidate} is not a running replica (state {})",
+            member.state
+        ));
+    }
+    let Some(conn) = pg
+        .replicas
+        .iter()
+        .find(|r| r.name == candidate && r.streaming)
+    else {
+        return Some(format!("{candidate} is not streaming from the leader"));
+    };
+    let lag = pg.lsn.saturating_sub(conn.flush_lsn.unwrap_or(0));
+    if lag > cfg.maximum_lag_on_failover {
+        return Some(format!(
+            "{candidate} lags {lag} bytes behind, more than maximum_lag_on_failover ({})",
+            cfg.maximum_lag_on_failover
+        ));
+    }
+    if cfg.synchronous.enabled()
+        && !crate::sync::key_members(cfg, view)
+            .iter()
+            .any(|m| m == candidate)
+    {
+        return Some(format!(
+            "synchronous mode: {candidate} is not a synchronous standby"
+        ));
+    }
+    None
+}
+
+/// What a replica does about a request while the cluster has no leader.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ReplicaSide {
+    /// No request, or it names nobody in particular: ordinary election.
+    Ordinary,
+    /// We are the requested candidate: race now.
+    RaceNow,
+    /// Another member is the candidate: stand aside.
+    StandAside { candidate: String },
+}
+
+pub(crate) fn replica_side(cfg: &HaConfig, view: &DcsView, leaderless_for: Millis) -> ReplicaSide {
+    let Some(req) = &view.failover else {
+        return ReplicaSide::Ordinary;
+    };
+    let Some(candidate) = &req.candidate else {
+        return ReplicaSide::Ordinary;
+    };
+    if candidate == &cfg.name {
+        return ReplicaSide::RaceNow;
+    }
+    // A candidate that does not take the key within 2 × ttl has failed: elect normally.
+    if leaderless_for >= 2 * cfg.ttl_ms {
+        return ReplicaSide::Ordinary;
+    }
+    ReplicaSide::StandAside {
+        candidate: candidate.clone(),
+    }
+}

@@ -1,0 +1,500 @@
+//! Scenario tests of planned switchover and synchronous replication in `decide`.
+
+use std::collections::BTreeMap;
+
+use pgbaton_core::*;
+
+const ME: &str = "node1";
+
+fn cfg() -> HaConfig {
+    HaConfig::with_defaults(ME)
+}
+
+fn sync_cfg(strict: bool) -> HaConfig {
+    HaConfig {
+        synchronous: SyncConfig {
+            mode: SyncMode::On,
+            strict,
+            count: 1,
+        },
+        ..cfg()
+    }
+}
+
+fn conn(name: &str, flush: Lsn, synchronous: bool) -> ReplicaConnection {
+    ReplicaConnection {
+        name: name.into(),
+        streaming: true,
+        synchronous,
+        flush_lsn: Some(flush),
+    }
+}
+
+fn primary(lsn: Lsn, replicas: Vec<ReplicaConnection>) -> LocalPg {
+    LocalPg::Running(RunningPg {
+        system_id: 42,
+        in_recovery: false,
+        timeline: 1,
+        lsn,
+        streaming: false,
+        replicas,
+    })
+}
+
+fn replica(lsn: Lsn) -> LocalPg {
+    LocalPg::Running(RunningPg {
+        system_id: 42,
+        in_recovery: true,
+        timeline: 1,
+        lsn,
+        streaming: true,
+        replicas: vec![],
+    })
+}
+
+fn view(leader: Option<&str>) -> DcsView {
+    let mut members = BTreeMap::new();
+    for m in ["node1", "node2", "node3"] {
+        members.insert(
+            m.to_string(),
+            MemberView {
+                state: "running".into(),
+                is_primary: Some(m) == leader,
+                lsn: Some(1000),
+                timeline: Some(1),
+                nofailover: false,
+                replicatefrom: None,
+                nosync: false,
+            },
+        );
+    }
+    DcsView {
+        initialize: Initialize::SystemId(42),
+        leader: leader.map(str::to_string),
+        members,
+        leader_optime: Some(1000),
+        last_history_timeline: 0,
+        config_present: true,
+        failover: None,
+        sync: None,
+    }
+}
+
+fn obs(pg: LocalPg, view: DcsView) -> Observation {
+    Observation {
+        now: 50_000,
+        pg,
+        job: JobView::Idle,
+        dcs: Some(view),
+        lease_valid_until: Some(53_000),
+        peers: BTreeMap::new(),
+        configured_upstream: None,
+        unix_now_ms: 1_800_000_000_000,
+        configured_sync: None,
+    }
+}
+
+fn leader_state() -> MemberState {
+    MemberState {
+        phase: Phase::Leader,
+        ..MemberState::new()
+    }
+}
+
+fn ops(d: &Decision) -> Vec<Action> {
+    d.actions
+        .iter()
+        .filter(|a| {
+            !matches!(
+                a,
+                Action::RenewLease
+                    | Action::PublishMember
+                    | Action::SyncSlots { .. }
+                    | Action::WriteStatus { .. }
+            )
+        })
+        .cloned()
+        .collect()
+}
+
+fn request(leader: Option<&str>, candidate: Option<&str>) -> Option<FailoverRequest> {
+    Some(FailoverRequest {
+        leader: leader.map(str::to_string),
+        candidate: candidate.map(str::to_string),
+        scheduled_at_unix_ms: None,
+    })
+}
+
+#[test]
+fn switchover_stops_cleanly_then_releases_the_key() {
+    let mut v = view(Some(ME));
+    v.failover = request(Some(ME), Some("node2"));
+    let o = obs(
+        primary(
+            1000,
+            vec![conn("node2", 1000, false), conn("node3", 990, false)],
+        ),
+        v.clone(),
+    );
+    let d = decide(&leader_state(), &o, &cfg());
+    assert_eq!(d.reason, Reason::HandingOver { to: "node2".into() });
+    assert_eq!(
+        ops(&d),
+        vec![Action::Stop {
+            mode: StopMode::CheckpointThenFast
+        }]
+    );
+    assert_eq!(d.state.phase, Phase::HandingOver);
+    // PostgreSQL stopped cleanly: give the key up (no restart in place).
+    let stopped = obs(
+        LocalPg::Stopped {
+            system_id: 42,
+            was_primary: true,
+            timeline: 1,
+            lsn: 1000,
+        },
+        v,
+    );
+    let d = decide(&d.state, &stopped, &cfg());
+    assert_eq!(ops(&d), vec![Action::ReleaseLeader]);
+}
+
+#[test]
+fn switchover_without_candidate_picks_the_most_advanced_healthy_replica() {
+    let mut v = view(Some(ME));
+    v.failover = request(Some(ME), None);
+    let o = obs(
+        primary(
+            1000,
+            vec![conn("node2", 900, false), conn("node3", 990, false)],
+        ),
+        v,
+    );
+    let d = decide(&leader_state(), &o, &cfg());
+    assert_eq!(d.reason, Reason::HandingOver { to: "node3".into() });
+}
+
+#[test]
+fn switchover_to_an_unhealthy_or_lagging_member_is_refused_and_cancelled() {
+    let mut v = view(Some(ME));
+    v.failover = request(Some(ME), Some("node2"));
+    // node2 is not streaming from us at all
+    let o = obs(primary(1000, vec![conn("node3", 1000, false)]), v.clone());
+    let d = decide(&leader_state(), &o, &cfg());
+    assert_eq!(
+        d.reason,
+        Reason::SwitchoverRefused("node2 is not streaming from the leader".into())
+    );
+    assert!(ops(&d).contains(&Action::ClearFailover));
+    assert_eq!(d.state.phase, Phase::Leader);
+    // node2 lags 2 MB
+    let o = obs(
+        primary(3_000_000, vec![conn("node2", 900, false)]),
+        v.clone(),
+    );
+    let d = decide(&leader_state(), &o, &cfg());
+    assert!(matches!(d.reason, Reason::SwitchoverRefused(ref why) if why.contains("lags")));
+    // node2 is nofailover
+    let mut v2 = v.clone();
+    v2.members.get_mut("node2").unwrap().nofailover = true;
+    let o = obs(primary(1000, vec![conn("node2", 1000, false)]), v2);
+    let d = decide(&leader_state(), &o, &cfg());
+    assert_eq!(
+        d.reason,
+        Reason::SwitchoverRefused("node2 is tagged nofailover".into())
+    );
+    // unknown member
+    let mut v3 = v;
+    v3.failover = request(Some(ME), Some("node9"));
+    let o = obs(primary(1000, vec![]), v3);
+    let d = decide(&leader_state(), &o, &cfg());
+    assert_eq!(
+        d.reason,
+        Reason::SwitchoverRefused("node9 is not a member of the cluster".into())
+    );
+}
+
+#[test]
+fn a_scheduled_switchover_waits_for_its_time() {
+    let mut v = view(Some(ME));
+    v.failover = Some(FailoverRequest {
+        leader: Some(ME.into()),
+        candidate: Some("node2".into()),
+        scheduled_at_unix_ms: Some(1_800_000_060_000),
+    });
+    let o = obs(primary(1000, vec![conn("node2", 1000, false)]), v);
+    let d = decide(&leader_state(), &o, &cfg());
+    assert_eq!(d.reason, Reason::SwitchoverScheduled { in_ms: 60_000 });
+    assert!(ops(&d).is_empty());
+    let due = Observation {
+        unix_now_ms: 1_800_000_060_000,
+        ..o
+    };
+    let d = decide(&leader_state(), &due, &cfg());
+    assert_eq!(d.reason, Reason::HandingOver { to: "node2".into() });
+}
+
+#[test]
+fn while_the_key_is_free_only_the_candidate_races() {
+    let mut v = view(None);
+    v.failover = request(Some("node3"), Some("node2"));
+    let d = decide(
+        &MemberState {
+            phase: Phase::Replica,
+            ..MemberState::new()
+        },
+        &obs(replica(1000), v.clone()),
+        &cfg(),
+    );
+    assert_eq!(
+        d.reason,
+        Reason::StandingAside {
+            candidate: "node2".into()
+        }
+    );
+    assert!(ops(&d).is_empty());
+    let node2 = HaConfig::with_defaults("node2");
+    let d = decide(
+        &MemberState {
+            phase: Phase::Replica,
+            ..MemberState::new()
+        },
+        &obs(replica(1000), v),
+        &node2,
+    );
+    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+}
+
+#[test]
+fn the_new_leader_clears_the_request() {
+    let mut v = view(Some(ME));
+    v.failover = request(Some("node3"), Some(ME));
+    let d = decide(&leader_state(), &obs(primary(1000, vec![]), v), &cfg());
+    assert!(ops(&d).contains(&Action::ClearFailover));
+    assert_eq!(d.reason, Reason::LeaderHealthy);
+}
+
+#[test]
+fn sync_standby_enters_postgres_first_and_the_key_after_confirmation() {
+    let c = sync_cfg(false);
+    let v = view(Some(ME));
+    // 1. names not yet in force: set them
+    let o = obs(
+        primary(
+            1000,
+            vec![conn("node2", 1000, false), conn("node3", 900, false)],
+        ),
+        v.clone(),
+    );
+    let d = decide(&leader_state(), &o, &c);
+    let names = SyncStandbyNames::First {
+        count: 1,
+        members: vec!["node2".into()],
+    };
+    assert_eq!(
+        ops(&d),
+        vec![Action::SetSyncStandbyNames {
+            names: Some(names.clone())
+        }]
+    );
+    assert_eq!(d.state.sync_changed_at, Some(1000));
+    // 2. in force but PostgreSQL does not report it synchronous yet: the key waits
+    let o = Observation {
+        configured_sync: Some(names.clone()),
+        ..o
+    };
+    let d2 = decide(&d.state, &o, &c);
+    assert_eq!(
+        ops(&d2),
+        vec![Action::WriteSync {
+            members: vec![],
+            quorum: None
+        }]
+    );
+    // 3. reported synchronous and caught up: now in the key
+    let o = Observation {
+        pg: primary(
+            1200,
+            vec![conn("node2", 1100, true), conn("node3", 900, false)],
+        ),
+        ..o
+    };
+    let d3 = decide(&d.state, &o, &c);
+    assert_eq!(
+        ops(&d3),
+        vec![Action::WriteSync {
+            members: vec!["node2".into()],
+            quorum: None
+        }]
+    );
+}
+
+#[test]
+fn a_leaving_sync_standby_leaves_the_key_before_postgres() {
+    let c = sync_cfg(false);
+    let mut v = view(Some(ME));
+    v.sync = Some(SyncKey {
+        leader: Some(ME.into()),
+        members: vec!["node2".into()],
+        quorum: None,
+    });
+    let names = SyncStandbyNames::First {
+        count: 1,
+        members: vec!["node2".into()],
+    };
+    // node2 disconnected; node3 streams
+    let mut o = obs(primary(1000, vec![conn("node3", 1000, false)]), v);
+    o.configured_sync = Some(names);
+    let d = decide(&leader_state(), &o, &c);
+    assert_eq!(
+        ops(&d),
+        vec![Action::WriteSync {
+            members: vec![],
+            quorum: None
+        }]
+    );
+}
+
+#[test]
+fn strict_mode_without_standbys_makes_commits_wait() {
+    let c = sync_cfg(true);
+    let o = obs(primary(1000, vec![]), view(Some(ME)));
+    let d = decide(&leader_state(), &o, &c);
+    assert_eq!(
+        ops(&d),
+        vec![Action::SetSyncStandbyNames {
+            names: Some(SyncStandbyNames::Wildcard)
+        }]
+    );
+    // without strict: asynchronous, and the sync key says no member is synchronous
+    let d = decide(&leader_state(), &o, &sync_cfg(false));
+    assert_eq!(
+        ops(&d),
+        vec![Action::WriteSync {
+            members: vec![],
+            quorum: None
+        }]
+    );
+}
+
+#[test]
+fn in_sync_mode_only_a_named_synchronous_standby_is_promoted() {
+    let c = sync_cfg(false);
+    let mut v = view(None);
+    v.sync = Some(SyncKey {
+        leader: Some("node3".into()),
+        members: vec!["node2".into()],
+        quorum: None,
+    });
+    let d = decide(
+        &MemberState {
+            phase: Phase::Replica,
+            ..MemberState::new()
+        },
+        &obs(replica(5000), v.clone()),
+        &c,
+    );
+    assert!(
+        matches!(d.reason, Reason::NotRacing(Candidacy::NotSynchronous(_))),
+        "{}",
+        d.reason
+    );
+    // node2 races even if it looks lagged
+    let node2 = HaConfig {
+        name: "node2".into(),
+        ..c.clone()
+    };
+    let mut v2 = v;
+    v2.leader_optime = Some(50_000_000);
+    let d = decide(
+        &MemberState {
+            phase: Phase::Replica,
+            ..MemberState::new()
+        },
+        &obs(replica(900), v2),
+        &node2,
+    );
+    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+    // and a new leader in sync mode starts with commits waiting for any standby
+    let mut v3 = view(Some("node2"));
+    v3.sync = None;
+    let d = decide(
+        &MemberState {
+            phase: Phase::Candidate,
+            ..MemberState::new()
+        },
+        &obs(replica(900), v3),
+        &node2,
+    );
+    assert_eq!(
+        ops(&d),
+        vec![
+            Action::SetSyncStandbyNames {
+                names: Some(SyncStandbyNames::Wildcard)
+            },
+            Action::Promote
+        ]
+    );
+}
+
+#[test]
+fn quorum_promotion_needs_enough_named_members() {
+    let c = HaConfig {
+        synchronous: SyncConfig {
+            mode: SyncMode::Quorum,
+            strict: false,
+            count: 1,
+        },
+        ..cfg()
+    };
+    let mut v = view(None);
+    // commits wait for 1 of 3: a promotion needs 3 - 1 + 1 = 3 of them to answer
+    v.sync = Some(SyncKey {
+        leader: Some("node0".into()),
+        members: vec!["node1".into(), "node2".into(), "node3".into()],
+        quorum: Some(1),
+    });
+    let mut o = obs(replica(1000), v);
+    o.peers.insert(
+        "node2".into(),
+        PeerView::Report {
+            replica_running: true,
+            primary_running: false,
+            lsn: Some(900),
+            timeline: Some(1),
+            nofailover: false,
+        },
+    );
+    let d = decide(
+        &MemberState {
+            phase: Phase::Replica,
+            ..MemberState::new()
+        },
+        &o,
+        &c,
+    );
+    assert!(
+        matches!(d.reason, Reason::NotRacing(Candidacy::NotSynchronous(ref w)) if w.contains("quorum")),
+        "{}",
+        d.reason
+    );
+    o.peers.insert(
+        "node3".into(),
+        PeerView::Report {
+            replica_running: true,
+            primary_running: false,
+            lsn: Some(950),
+            timeline: Some(1),
+            nofailover: false,
+        },
+    );
+    let d = decide(
+        &MemberState {
+            phase: Phase::Replica,
+            ..MemberState::new()
+        },
+        &o,
+        &c,
+    );
+    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+}
