@@ -245,6 +245,29 @@ impl<D: Dcs> Agent<D> {
         }
     }
 
+    /// Rewrite postgresql.conf with the parameters in force and reload a running server
+    /// (a parameter that needs a restart shows up as pending restart).
+    pub(super) async fn rewrite_config_and_reload(&self, obs: &Observation) {
+        let standby = match &obs.pg {
+            pgbaton_core::LocalPg::Running(r) if r.in_recovery => {
+                Some(self.standby_config(self.configured_upstream.as_deref()))
+            }
+            pgbaton_core::LocalPg::Running(_) => None,
+            _ => return,
+        };
+        let hba = settings::pg_hba(&self.cfg);
+        if let Err(e) = pg::write_config(&self.spec, &self.parameters(), &hba, standby.as_ref()) {
+            tracing::warn!(error = %e, "cannot write postgresql.conf");
+            return;
+        }
+        if let Some(pm) = self.postmaster.lock().await.as_ref() {
+            match pm.reload() {
+                Ok(()) => tracing::info!("PostgreSQL parameters changed: configuration reloaded"),
+                Err(e) => tracing::warn!(error = %e, "cannot reload PostgreSQL"),
+            }
+        }
+    }
+
     /// PostgreSQL parameters in force, with the synchronous_standby_names we set.
     fn parameters(&self) -> std::collections::BTreeMap<String, String> {
         let mut params = settings::pg_parameters(&self.cfg, &self.dynamic);

@@ -115,6 +115,8 @@ pub struct Agent<D: Dcs> {
     /// Woken by job ends and postmaster exits.
     wake: Arc<Notify>,
     last_reason: String,
+    /// PostgreSQL parameters changed in the DCS config: rewrite postgresql.conf and reload.
+    parameters_changed: bool,
     last_leader: Option<String>,
     leader_changes: u64,
 }
@@ -151,6 +153,7 @@ impl<D: Dcs> Agent<D> {
                 .unwrap_or_else(|_| reqwest::Client::new()),
             wake,
             last_reason: String::new(),
+            parameters_changed: false,
             last_leader: None,
             leader_changes: 0,
             cfg,
@@ -216,6 +219,10 @@ impl<D: Dcs> Agent<D> {
             }
             self.state = decision.state.clone();
             self.execute(&decision, &obs).await;
+            if self.parameters_changed && !self.jobs.is_running() {
+                self.parameters_changed = false;
+                self.rewrite_config_and_reload(&obs).await;
+            }
             self.publish_status(&obs);
 
             let wake_at = self.origin + Duration::from_millis(decision.next_wake);

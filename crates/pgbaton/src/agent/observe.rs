@@ -129,6 +129,11 @@ impl<D: Dcs> Agent<D> {
             Ok(loaded) => {
                 if loaded.value != self.dynamic {
                     tracing::info!("dynamic configuration changed in the DCS");
+                    if settings::pg_parameters(&self.cfg, &loaded.value)
+                        != settings::pg_parameters(&self.cfg, &self.dynamic)
+                    {
+                        self.parameters_changed = true;
+                    }
                     self.dynamic = loaded.value;
                     self.ha = settings::ha_config(&self.cfg, &self.dynamic);
                 }
