@@ -1,7 +1,8 @@
-//! The axum routes of the read side of the REST API. Every handler reads the latest
-//! [`NodeStatus`] snapshot from the watch channel and answers from it alone, so a request
-//! never waits on PostgreSQL or etcd.
+//! The axum routes of the REST API. Every read handler reads the latest [`NodeStatus`]
+//! snapshot from the watch channel and answers from it alone, so a read never waits on
+//! PostgreSQL or etcd; the write endpoints live in `crate::write`.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use axum::extract::{Query, State};
@@ -9,14 +10,17 @@ use axum::http::{header, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{on, MethodFilter};
 use axum::{Json, Router};
+use pgbaton_config::Credentials;
 use serde_json::{json, Value};
 use tokio::sync::watch;
 
 use crate::body::{cluster_json, config_json, history_json, patroni_json};
 use crate::checks::{passes, Check, Filters};
+use crate::commands::Commands;
 use crate::error::ApiError;
 use crate::metrics;
 use crate::status::NodeStatus;
+use crate::write::{self, AppState};
 
 type Status = watch::Receiver<NodeStatus>;
 type QueryPairs = Query<Vec<(String, String)>>;
@@ -26,10 +30,21 @@ const READ: MethodFilter = MethodFilter::GET
     .or(MethodFilter::HEAD)
     .or(MethodFilter::OPTIONS);
 
-/// The axum Router for the read side of Patroni's REST API + `/metrics`. Handlers only read
-/// the latest `NodeStatus` (never block on PostgreSQL or etcd).
-pub fn router(status: watch::Receiver<NodeStatus>) -> Router {
-    let mut app = Router::new();
+/// The axum Router for Patroni's REST API + `/metrics`. Read handlers only read the latest
+/// `NodeStatus` (never block on PostgreSQL or etcd). The write endpoints (switchover,
+/// failover, restart, reload, reinitialize, PATCH/PUT config) use `commands` (`None`: they
+/// answer 503) and require HTTP basic auth with `auth` when it is set.
+pub fn router(
+    status: watch::Receiver<NodeStatus>,
+    commands: Option<Arc<dyn Commands>>,
+    auth: Option<Credentials>,
+) -> Router {
+    let state = AppState {
+        status,
+        commands,
+        auth: auth.map(Arc::new),
+    };
+    let mut app: Router<AppState> = write::routes();
     for &(path, check) in Check::PATHS {
         app = app.route(
             path,
@@ -67,7 +82,7 @@ pub fn router(status: watch::Receiver<NodeStatus>) -> Router {
     )
     .route("/metrics", on(READ, metrics_handler))
     .fallback(not_found)
-    .with_state(status)
+    .with_state(state)
 }
 
 fn now_ms() -> u64 {

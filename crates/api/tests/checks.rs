@@ -206,10 +206,13 @@ async fn check_bodies_are_the_patroni_document() {
 }
 
 #[tokio::test]
-async fn unknown_path_is_404_with_a_reason_and_writes_are_not_served() {
-    let reply = get(&leader(), "/switchover").await;
+async fn unknown_path_is_404_with_a_reason_and_wrong_methods_are_405() {
+    let reply = get(&leader(), "/no-such-thing").await;
     assert_eq!(reply.code.as_u16(), 404);
-    assert_eq!(reply.json()["error"], "no such endpoint: /switchover");
+    assert_eq!(reply.json()["error"], "no such endpoint: /no-such-thing");
+    // /switchover is a write endpoint: POST and DELETE only.
+    let reply = get(&leader(), "/switchover").await;
+    assert_eq!(reply.code.as_u16(), 405);
     let reply = request(&leader(), Method::POST, "/primary").await;
     assert_eq!(reply.code.as_u16(), 405);
 }

@@ -15,7 +15,7 @@ async fn serves_the_latest_status_until_shutdown() {
     let addr = listener.local_addr().unwrap();
     let (tx, rx) = watch::channel(replica("node2", 0));
     let (stop, stopped) = oneshot::channel::<()>();
-    let server = tokio::spawn(pgbaton_api::serve(listener, rx, async {
+    let server = tokio::spawn(pgbaton_api::serve(listener, rx, None, None, async {
         let _ = stopped.await;
     }));
 

@@ -75,6 +75,35 @@ pub enum Action {
 }
 
 impl Action {
+    /// True for requests to the DCS (the agent sends them to etcd; the rest go to PostgreSQL).
+    pub fn is_dcs(&self) -> bool {
+        match self {
+            Action::RenewLease
+            | Action::PublishMember
+            | Action::ClaimInitialize
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::WriteBootstrapConfig
+            | Action::AcquireLeader
+            | Action::ReleaseLeader
+            | Action::WriteStatus { .. }
+            | Action::AppendHistory { .. }
+            | Action::WriteSync { .. }
+            | Action::ClearFailover => true,
+            Action::SyncSlots { .. }
+            | Action::Repoint { .. }
+            | Action::MoveDataAside { .. }
+            | Action::SetSyncStandbyNames { .. }
+            | Action::Bootstrap
+            | Action::Clone { .. }
+            | Action::Rewind { .. }
+            | Action::StartReplica { .. }
+            | Action::StartPrimary
+            | Action::Stop { .. }
+            | Action::Promote => false,
+        }
+    }
+
     /// True for operations the agent runs in the background (one at a time).
     pub fn is_job(&self) -> bool {
         matches!(

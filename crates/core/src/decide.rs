@@ -84,20 +84,10 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
     }
 }
 
+/// DCS writes (everything but the lease renewal and the member document, which `decide`
+/// places itself).
 fn is_dcs_write(a: &Action) -> bool {
-    matches!(
-        a,
-        Action::ClaimInitialize
-            | Action::WriteInitialize { .. }
-            | Action::CancelInitialize
-            | Action::WriteBootstrapConfig
-            | Action::AcquireLeader
-            | Action::ReleaseLeader
-            | Action::WriteStatus { .. }
-            | Action::AppendHistory { .. }
-            | Action::WriteSync { .. }
-            | Action::ClearFailover
-    )
+    a.is_dcs() && !matches!(a, Action::RenewLease | Action::PublishMember)
 }
 
 fn next_wake(

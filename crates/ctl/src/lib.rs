@@ -4,11 +4,16 @@
 //!
 //! Everything here is a pure function of a [`ClusterState`] read from the DCS, returning the
 //! exact text to print (ending with a newline), so the binary only has to read and print.
+//! The operations side is pure too: [`ops`] checks a switchover/failover request before
+//! anything is written, [`edit`] builds and applies configuration edits, [`diff`] shows them.
 
+pub mod diff;
+pub mod edit;
 mod format;
 mod history;
 mod list;
 mod members;
+pub mod ops;
 mod output;
 mod pyjson;
 mod table;

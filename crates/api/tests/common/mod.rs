@@ -151,7 +151,7 @@ impl Reply {
 
 pub async fn request(status: &NodeStatus, method: Method, uri: &str) -> Reply {
     let (_tx, rx) = watch::channel(status.clone());
-    let response = router(rx)
+    let response = router(rx, None, None)
         .oneshot(
             Request::builder()
                 .method(method)

@@ -13,7 +13,7 @@ impl<D: Dcs> Agent<D> {
     pub(super) async fn execute(&mut self, decision: &Decision, obs: &Observation) {
         let mut dcs_down = obs.dcs.is_none();
         for action in &decision.actions {
-            if is_dcs_action(action) {
+            if action.is_dcs() {
                 if dcs_down && !matches!(action, Action::RenewLease) {
                     continue;
                 }
@@ -413,20 +413,4 @@ async fn bounded<T>(
             message: format!("no answer within {} ms", timeout.as_millis()),
         }),
     }
-}
-
-fn is_dcs_action(a: &Action) -> bool {
-    matches!(
-        a,
-        Action::RenewLease
-            | Action::PublishMember
-            | Action::ClaimInitialize
-            | Action::WriteInitialize { .. }
-            | Action::CancelInitialize
-            | Action::WriteBootstrapConfig
-            | Action::AcquireLeader
-            | Action::ReleaseLeader
-            | Action::WriteStatus { .. }
-            | Action::AppendHistory { .. }
-    )
 }

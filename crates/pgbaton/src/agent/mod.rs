@@ -6,6 +6,7 @@
 //! API, then sleep until the decision's `next_wake` or until something happens (the leader
 //! key changes in etcd, PostgreSQL exits, a background operation ends).
 
+mod commands;
 mod execute;
 mod jobs;
 mod observe;
@@ -56,16 +57,26 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
             let _ = rx.wait_for(|stop| *stop).await;
         }
     };
-    let api = tokio::spawn(pgbaton_api::serve(listener, status_rx, api_shutdown));
-    tracing::info!(listen = %cfg.restapi.listen, "REST API listening");
+    let auth = cfg.restapi.authentication.clone();
+    let dcs_timeout = Duration::from_millis(ha.retry_timeout_ms);
+    let mut agent = Agent::new(cfg, dynamic, ha, dcs, status_tx);
+    let (commands, local_rx) = commands::AgentCommands::new(agent.dcs.clone(), dcs_timeout);
+    let commands: Arc<dyn pgbaton_api::Commands> = Arc::new(commands);
+    let api = tokio::spawn(pgbaton_api::serve(
+        listener,
+        status_rx,
+        Some(commands),
+        auth,
+        api_shutdown,
+    ));
+    tracing::info!(listen = %agent.cfg.restapi.listen, "REST API listening");
 
     let signals = tokio::spawn(async move {
         wait_for_signal().await;
         let _ = shutdown_tx.send(true);
     });
 
-    let mut agent = Agent::new(cfg, dynamic, ha, dcs, status_tx);
-    let result = agent.run(shutdown_rx).await;
+    let result = agent.run(shutdown_rx, local_rx).await;
     signals.abort();
     let _ = api.await;
     result
@@ -203,7 +214,11 @@ impl<D: Dcs> Agent<D> {
     }
 
     /// The HA loop.
-    pub async fn run(&mut self, mut shutdown: watch::Receiver<bool>) -> anyhow::Result<()> {
+    pub async fn run(
+        &mut self,
+        mut shutdown: watch::Receiver<bool>,
+        mut local: tokio::sync::mpsc::Receiver<commands::LocalRequest>,
+    ) -> anyhow::Result<()> {
         self.startup().await;
         let mut dcs_events = self.dcs.subscribe();
         let pm_watch = tokio::spawn(watch_postmaster(self.postmaster.clone(), self.wake.clone()));
@@ -234,6 +249,10 @@ impl<D: Dcs> Agent<D> {
                 tokio::select! {
                     _ = tokio::time::sleep_until(wake_at) => break,
                     _ = self.wake.notified() => break,
+                    Some(request) = local.recv() => {
+                        self.handle_local_command(request).await;
+                        break;
+                    }
                     _ = shutdown.changed() => {
                         pm_watch.abort();
                         self.shutdown().await;

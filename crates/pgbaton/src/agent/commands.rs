@@ -1,0 +1,204 @@
+//! What the REST API's write endpoints ask of this agent: DCS reads and compare-and-swap
+//! writes through the agent's own DCS handle ([`AgentCommands`]), and local operations on
+//! PostgreSQL (restart, reload, reinitialize) handed to the agent loop over a channel and
+//! carried out between two cycles ([`Agent::handle_local_command`]), so they never race
+//! with what the HA core decides.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use pgbaton_api::{BoxFuture, CommandOutcome, Commands, LocalCommand};
+use pgbaton_core::{JobKind, LocalPg};
+use pgbaton_dcs::{ClusterState, Dcs, DcsError, FailoverDoc};
+use pgbaton_postgres as pg;
+use tokio::sync::{mpsc, oneshot};
+
+use super::{jobs, Agent};
+
+/// How long the API waits for the loop to take a local command (it finishes its cycle first).
+const LOCAL_ANSWER: Duration = Duration::from_secs(30);
+
+/// A local command with the channel its answer goes back on.
+pub struct LocalRequest {
+    pub command: LocalCommand,
+    pub reply: oneshot::Sender<CommandOutcome>,
+}
+
+/// The agent's side of the REST write endpoints.
+pub struct AgentCommands<D: Dcs> {
+    /// The agent's own DCS handle (the same lease and connection).
+    dcs: Arc<D>,
+    /// Into the agent loop.
+    local: mpsc::Sender<LocalRequest>,
+    /// Bound of each DCS request made for the API.
+    timeout: Duration,
+}
+
+impl<D: Dcs> AgentCommands<D> {
+    /// The commands handle and the receiver the agent loop reads local commands from.
+    pub fn new(dcs: Arc<D>, timeout: Duration) -> (Self, mpsc::Receiver<LocalRequest>) {
+        let (tx, rx) = mpsc::channel(8);
+        let commands = AgentCommands {
+            dcs,
+            local: tx,
+            timeout: timeout.max(Duration::from_secs(2)),
+        };
+        (commands, rx)
+    }
+}
+
+async fn bounded<T>(
+    timeout: Duration,
+    fut: impl Future<Output = Result<T, DcsError>>,
+) -> Result<T, DcsError> {
+    tokio::time::timeout(timeout, fut)
+        .await
+        .unwrap_or_else(|_| {
+            Err(DcsError::Unreachable {
+                endpoints: "etcd".to_string(),
+                message: format!("no answer within {} ms", timeout.as_millis()),
+            })
+        })
+}
+
+impl<D: Dcs> Commands for AgentCommands<D> {
+    fn load(&self) -> BoxFuture<'_, Result<ClusterState, DcsError>> {
+        Box::pin(bounded(self.timeout, self.dcs.load()))
+    }
+
+    fn set_failover(
+        &self,
+        doc: FailoverDoc,
+        expected_revision: Option<i64>,
+    ) -> BoxFuture<'_, Result<bool, DcsError>> {
+        Box::pin(async move {
+            bounded(self.timeout, self.dcs.set_failover(&doc, expected_revision)).await
+        })
+    }
+
+    fn delete_failover(&self) -> BoxFuture<'_, Result<(), DcsError>> {
+        Box::pin(bounded(self.timeout, self.dcs.delete_failover()))
+    }
+
+    fn set_config(
+        &self,
+        value: serde_json::Value,
+        expected_revision: Option<i64>,
+    ) -> BoxFuture<'_, Result<bool, DcsError>> {
+        Box::pin(async move {
+            bounded(self.timeout, self.dcs.set_config(&value, expected_revision)).await
+        })
+    }
+
+    fn local(&self, command: LocalCommand) -> BoxFuture<'_, CommandOutcome> {
+        Box::pin(async move {
+            let (reply, answer) = oneshot::channel();
+            if self
+                .local
+                .send(LocalRequest { command, reply })
+                .await
+                .is_err()
+            {
+                return CommandOutcome::refused(503, "the agent is shutting down");
+            }
+            match tokio::time::timeout(LOCAL_ANSWER, answer).await {
+                Ok(Ok(outcome)) => outcome,
+                _ => CommandOutcome::refused(
+                    503,
+                    "the agent loop did not take the command in time; see the agent's log",
+                ),
+            }
+        })
+    }
+}
+
+impl<D: Dcs> Agent<D> {
+    /// Carry out a local command between two cycles and send the answer back.
+    pub(super) async fn handle_local_command(&mut self, request: LocalRequest) {
+        tracing::info!(command = ?request.command, "REST API command");
+        let outcome = match request.command {
+            LocalCommand::Restart => self.restart_postgres().await,
+            LocalCommand::Reload => self.reload_postgres().await,
+            LocalCommand::Reinitialize { force } => self.reinitialize(force).await,
+        };
+        if outcome.status == 200 {
+            tracing::info!("{}", outcome.message);
+        } else {
+            tracing::warn!(status = outcome.status, "{}", outcome.message);
+        }
+        let _ = request.reply.send(outcome);
+    }
+
+    async fn postgres_runs(&self) -> bool {
+        let mut slot = self.postmaster.lock().await;
+        slot.as_mut().is_some_and(|pm| !pm.has_exited())
+    }
+
+    /// A fast stop as a background job; the core starts PostgreSQL again in the same role
+    /// (a leader in place while it holds its lease, a replica following the leader).
+    async fn restart_postgres(&mut self) -> CommandOutcome {
+        if self.jobs.is_running() {
+            return CommandOutcome::refused(
+                503,
+                "another operation on PostgreSQL runs; retry when it has finished",
+            );
+        }
+        if !self.postgres_runs().await {
+            return CommandOutcome::refused(503, "PostgreSQL is not running: nothing to restart");
+        }
+        let pm = self.postmaster.clone();
+        self.jobs.start(JobKind::Stop, async move {
+            jobs::stop(&pm, pg::StopMode::Fast, Duration::from_secs(30)).await
+        });
+        CommandOutcome::ok("restart started: PostgreSQL is stopping and will be started again")
+    }
+
+    /// Read the DCS configuration again, rewrite postgresql.conf and reload PostgreSQL.
+    async fn reload_postgres(&mut self) -> CommandOutcome {
+        let obs = self.observe().await;
+        if obs.dcs.is_none() {
+            return CommandOutcome::refused(503, "cannot read the configuration from the DCS");
+        }
+        if !matches!(obs.pg, LocalPg::Running(_)) {
+            return CommandOutcome::refused(503, "PostgreSQL is not running: nothing to reload");
+        }
+        self.parameters_changed = false;
+        self.rewrite_config_and_reload(&obs).await;
+        CommandOutcome::ok("reloaded configuration")
+    }
+
+    /// Stop PostgreSQL and move the data directory aside (never delete); the core then
+    /// clones it again from the leader.
+    async fn reinitialize(&mut self, force: bool) -> CommandOutcome {
+        let leads = self.cluster.as_ref().and_then(|c| c.leader_name()) == Some(&self.cfg.name);
+        if leads {
+            return CommandOutcome::refused(
+                503,
+                "this member is the leader: a leader cannot be reinitialized (switch over first)",
+            );
+        }
+        if self.jobs.is_running() {
+            if !force {
+                return CommandOutcome::refused(
+                    503,
+                    "another operation on PostgreSQL runs; add force to abort it and reinitialize",
+                );
+            }
+            self.jobs.abort().await;
+        }
+        let pm = self.postmaster.clone();
+        let spec = self.spec.clone();
+        self.jobs.start(JobKind::Stop, async move {
+            jobs::stop(&pm, pg::StopMode::Fast, Duration::from_secs(30)).await?;
+            match pg::move_aside(&spec, "reinit") {
+                Ok(path) => {
+                    tracing::warn!(moved_to = %path.display(), "reinitialize: moved the data directory aside");
+                    Ok(())
+                }
+                Err(e) => Err(format!("reinitialize: {e}")),
+            }
+        });
+        CommandOutcome::ok("reinitialize started: the data directory is moved aside and cloned again from the leader")
+    }
+}
