@@ -1,0 +1,277 @@
+//! `pgbaton-bench`: measures how long a client cannot write after the leader crashes (the
+//! whole node, or the postmaster alone) and how much memory the agent keeps resident, on
+//! clusters started with `pgbaton local up`. See bench/README.md.
+
+mod cluster;
+mod crash;
+mod gap;
+mod members;
+mod memory;
+#[cfg(test)]
+mod pg_test;
+mod profile;
+mod report;
+mod scenario;
+mod stats;
+mod writer;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+
+use crate::cluster::{ClusterSpec, LocalCluster};
+use crate::crash::Crash;
+use crate::profile::Profile;
+use crate::report::Report;
+
+#[derive(Parser)]
+#[command(
+    name = "pgbaton-bench",
+    about = "Failover windows and agent memory of pgbaton"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    opts: Opts,
+}
+
+#[derive(Subcommand, Clone, Copy, PartialEq)]
+enum Command {
+    /// Everything: memory, node crashes and postmaster crashes, for every profile.
+    All,
+    /// Node crashes only (agent and PostgreSQL SIGKILLed together).
+    Failover,
+    /// Postmaster crashes only (the agent restarts it in place).
+    Postmaster,
+    /// Agent memory only.
+    Memory,
+}
+
+#[derive(clap::Args)]
+struct Opts {
+    /// The pgbaton binary (build it with `cargo build --release -p pgbaton`).
+    #[arg(long, global = true, default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../target/release/pgbaton"))]
+    pgbaton: PathBuf,
+    /// Where the clusters live (one subdirectory per profile; wiped at start).
+    #[arg(long, global = true, default_value = "/tmp/pgbaton-bench")]
+    dir: PathBuf,
+    /// Ports: the seed cluster uses BASE.., default BASE+40.., fast BASE+80.., ttl10
+    /// BASE+120.., ttl5 BASE+160.. (30 ports each).
+    #[arg(long, global = true, default_value_t = 17000)]
+    base_port: u16,
+    /// Crashes per profile and kind (the median needs at least 5).
+    #[arg(long, global = true, default_value_t = 5)]
+    runs: usize,
+    /// Profiles to measure, in this order (ttl10 = 10/2/3 and ttl5 = 5/1/2 match the
+    /// tuned Patroni settings the issue compares with).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "default,fast,seed"
+    )]
+    profile: Vec<Profile>,
+    /// Seconds the cluster runs before the agents' memory is read.
+    #[arg(long, global = true, default_value_t = 30)]
+    settle: u64,
+    /// Members per cluster.
+    #[arg(long, global = true, default_value_t = 3)]
+    members: u8,
+    /// Seconds a crashed node stays down (default: 2 × ttl + 10 per profile).
+    #[arg(long, global = true)]
+    restart_delay: Option<f64>,
+    /// Also write every raw figure to this JSON file.
+    #[arg(long, global = true)]
+    json: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = bench(cli) => r,
+            signal = interrupted() => Err(anyhow::anyhow!("{signal}: the clusters were stopped")),
+        }
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => "SIGTERM",
+        _ = int.recv() => "interrupted (SIGINT)",
+    }
+}
+
+async fn bench(cli: Cli) -> anyhow::Result<()> {
+    let opts = &cli.opts;
+    let pgbaton = std::path::absolute(&opts.pgbaton)
+        .with_context(|| format!("resolving {}", opts.pgbaton.display()))?;
+    let binary_size = std::fs::metadata(&pgbaton)
+        .with_context(|| {
+            format!(
+                "{}: build it with `cargo build --release -p pgbaton` or pass --pgbaton",
+                pgbaton.display()
+            )
+        })?
+        .len();
+    let dir = std::path::absolute(&opts.dir).context("resolving --dir")?;
+    let mut report = Report {
+        environment: environment(&pgbaton, binary_size),
+        ..Report::default()
+    };
+    for (k, v) in &report.environment {
+        println!("{k}: {v}");
+    }
+    let (memory, node, postmaster) = match cli.command {
+        Command::All => (true, true, true),
+        Command::Failover => (false, true, false),
+        Command::Postmaster => (false, false, true),
+        Command::Memory => (true, false, false),
+    };
+    let mut next_run = 0;
+    for &profile in &opts.profile {
+        let spec = ClusterSpec {
+            pgbaton: pgbaton.clone(),
+            dir: dir.join(profile.name()),
+            base_port: opts.base_port + profile.port_offset(),
+            members: opts.members,
+            profile,
+            restart_delay: opts.restart_delay.unwrap_or(profile.restart_delay()),
+        };
+        let outcome = async {
+            let cluster = LocalCluster::start(spec).await?;
+            let leader = cluster.wait_whole(Duration::from_secs(120)).await?;
+            writer::create_table(&cluster.endpoints_from(&leader)).await?;
+            if memory {
+                let snapshot =
+                    scenario::memory_snapshot(&cluster, Duration::from_secs(opts.settle)).await?;
+                report.memory.extend(snapshot);
+            }
+            if node {
+                scenario::crash_runs(
+                    &cluster,
+                    Crash::Node,
+                    opts.runs,
+                    &mut next_run,
+                    &mut report.runs,
+                )
+                .await?;
+            }
+            if postmaster {
+                scenario::crash_runs(
+                    &cluster,
+                    Crash::Postmaster,
+                    opts.runs,
+                    &mut next_run,
+                    &mut report.runs,
+                )
+                .await?;
+            }
+            Ok::<_, anyhow::Error>(())
+        }
+        .await;
+        if let Err(e) = outcome {
+            let message = format!("profile {}: {e:#}", profile.name());
+            eprintln!("error: {message}");
+            report.errors.push(message);
+        }
+    }
+    report
+        .environment
+        .push(("load average at the end".into(), load_average()));
+    println!("\n{}", report.markdown());
+    if let Some(path) = &opts.json {
+        let json = serde_json::to_string_pretty(&report).context("encoding the report")?;
+        std::fs::write(path, json).with_context(|| format!("writing {}", path.display()))?;
+    }
+    if report.errors.is_empty() {
+        Ok(())
+    } else {
+        anyhow::bail!(
+            "{} profile(s) cut short; see the errors above",
+            report.errors.len()
+        )
+    }
+}
+
+fn environment(pgbaton: &std::path::Path, binary_size: u64) -> Vec<(String, String)> {
+    let read = |p: &str| {
+        std::fs::read_to_string(p)
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|_| "?".into())
+    };
+    let cpu = read("/proc/cpuinfo")
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("model name")
+                .map(|v| v.trim_start_matches([' ', '\t', ':']).to_string())
+        })
+        .unwrap_or_else(|| "?".into());
+    vec![
+        ("date".into(), chrono::Local::now().to_rfc3339()),
+        (
+            "command".into(),
+            std::env::args().collect::<Vec<_>>().join(" "),
+        ),
+        (
+            "machine".into(),
+            format!(
+                "{} CPUs ({cpu}), Debian {}, Linux {}",
+                std::thread::available_parallelism().map_or(0, |n| n.get()),
+                read("/etc/debian_version"),
+                read("/proc/sys/kernel/osrelease")
+            ),
+        ),
+        (
+            "pgbaton binary".into(),
+            format!(
+                "{} ({:.1} MiB, {binary_size} bytes)",
+                pgbaton.display(),
+                binary_size as f64 / 1048576.0
+            ),
+        ),
+        ("load average at the start".into(), load_average()),
+    ]
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "?".into())
+}
