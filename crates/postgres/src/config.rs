@@ -109,8 +109,9 @@ fn render_postgresql_conf(
         if let (Some(slot), Some(_)) = (&standby.slot_name, &standby.upstream) {
             push_setting(&mut out, "primary_slot_name", slot);
         }
-        push_setting(&mut out, "recovery_target_timeline", "latest");
     }
+    // Written for primaries too: removing it at promotion would flag a pending restart.
+    push_setting(&mut out, "recovery_target_timeline", "latest");
     Ok(out)
 }
 

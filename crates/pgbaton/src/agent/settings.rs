@@ -19,6 +19,8 @@ const REQUIRED_DEFAULTS: &[(&str, &str)] = &[
     ("hot_standby_feedback", "on"),
     ("wal_log_hints", "on"),
     ("max_connections", "100"),
+    // A replica re-pointed to a new leader retries streaming after this (default 5 s).
+    ("wal_retrieve_retry_interval", "1s"),
 ];
 
 fn secs_to_ms(secs: f64) -> u64 {

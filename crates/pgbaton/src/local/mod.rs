@@ -46,6 +46,12 @@ pub struct UpArgs {
     pub loop_wait: Option<f64>,
     #[arg(long)]
     pub retry_timeout: Option<f64>,
+    /// Synchronous replication: off, on (FIRST n) or quorum (ANY n).
+    #[arg(long, default_value = "off", value_parser = ["off", "on", "quorum"])]
+    pub synchronous: String,
+    /// With --synchronous: never acknowledge a commit without a synchronous standby.
+    #[arg(long)]
+    pub strict: bool,
     /// Seconds before an agent that exited is started again (systemd's RestartSec).
     #[arg(long, default_value_t = 1.0)]
     pub restart_delay: f64,

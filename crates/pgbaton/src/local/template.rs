@@ -20,6 +20,14 @@ pub fn member_config(args: &UpArgs, dir: &Path, name: &str, k: u16, ports: &Port
     dcs_timing.push_str(&timing("ttl", args.ttl));
     dcs_timing.push_str(&timing("loop_wait", args.loop_wait));
     dcs_timing.push_str(&timing("retry_timeout", args.retry_timeout));
+    match args.synchronous.as_str() {
+        "on" => dcs_timing.push_str("    synchronous_mode: true\n"),
+        "quorum" => dcs_timing.push_str("    synchronous_mode: quorum\n"),
+        _ => {}
+    }
+    if args.strict {
+        dcs_timing.push_str("    synchronous_mode_strict: true\n");
+    }
     format!(
         r#"# Written by `pgbaton local up`: a Patroni-style configuration for member {name}.
 scope: {scope}
