@@ -102,7 +102,8 @@ fn next_wake(
     if actions.iter().any(|a| {
         matches!(
             a,
-            Action::AcquireLeader
+            Action::WriteSync { .. }
+                | Action::AcquireLeader
                 | Action::ClaimInitialize
                 | Action::WriteInitialize { .. }
                 | Action::ReleaseLeader
@@ -399,9 +400,22 @@ fn holding_leader_key(
             s.promoted_from = Some((pg.timeline, pg.lsn));
             let mut actions = Vec::new();
             if cfg.synchronous.enabled() {
+                // First make the sync key ours and empty, so that no member it named before
+                // can be promoted without the commits we are about to acknowledge.
+                let key_empty_and_ours = sync::key_is_ours(cfg, view)
+                    && view.sync.as_ref().is_some_and(|k| k.members.is_empty());
+                if !key_empty_and_ours {
+                    return (
+                        Reason::ClaimingSyncKey,
+                        vec![Action::WriteSync {
+                            members: Vec::new(),
+                            quorum: None,
+                        }],
+                    );
+                }
                 // Commits wait for a standby from the first one on; the leader narrows the
                 // names down once standbys connect.
-                s.sync_changed_at = Some(pg.lsn);
+                s.sync_changed_at = None;
                 let names = Some(crate::SyncStandbyNames::Wildcard);
                 actions.push(Action::SetSyncStandbyNames { names });
             }
@@ -444,9 +458,10 @@ fn holding_leader_key(
             }
             let mut actions = Vec::new();
             if cfg.synchronous.enabled() && obs.configured_sync.is_none() {
-                // A restarted agent does not know the names in force: start waiting for any
-                // standby rather than acknowledging commits alone.
-                let names = Some(crate::SyncStandbyNames::Wildcard);
+                // A restarted agent does not know the names in force: use the key's, so
+                // that what the key promises stays true.
+                s.sync_changed_at = None;
+                let names = sync::names_from_key(cfg, view);
                 actions.push(Action::SetSyncStandbyNames { names });
             }
             actions.push(Action::StartPrimary);
@@ -488,6 +503,9 @@ fn following(
     } = &obs.job
     {
         if matches!(obs.pg, LocalPg::Stopped { .. }) {
+            if named_synchronous(cfg, view) {
+                return (Reason::KeepingSynchronousData, vec![]);
+            }
             s.phase = Phase::Cloning;
             s.prepared_as_replica = false;
             return (
@@ -569,6 +587,8 @@ fn following(
                         from: leader.to_string(),
                     }],
                 )
+            } else if named_synchronous(cfg, view) {
+                (Reason::KeepingSynchronousData, vec![])
             } else {
                 s.phase = Phase::Cloning;
                 s.rewind_needed = false;
@@ -613,6 +633,17 @@ fn following(
     }
 }
 
+/// Synchronous mode and the `sync` key names us: our data may hold acknowledged commits
+/// nobody else has, so it is never moved aside while the key names us (the leader drops a
+/// member that does not stream from the key first).
+fn named_synchronous(cfg: &HaConfig, view: &DcsView) -> bool {
+    cfg.synchronous.enabled()
+        && view
+            .sync
+            .as_ref()
+            .is_some_and(|k| k.members.contains(&cfg.name))
+}
+
 /// The member to stream from: the `replicatefrom` member when it runs as a replica, else the leader.
 fn upstream_for(cfg: &HaConfig, view: &DcsView, leader: &str) -> String {
     let me = view.members.get(&cfg.name);
@@ -648,8 +679,13 @@ fn leaderless(
                     return (Reason::StandingAside { candidate }, vec![]);
                 }
                 ReplicaSide::RaceNow => {
+                    // In synchronous mode the requested candidate still has to be a member
+                    // that holds every acknowledged commit, and no named member may be ahead.
                     let allowed = !cfg.synchronous.enabled()
-                        || sync::may_promote(cfg, view, usize::MAX / 2).is_ok();
+                        || matches!(
+                            evaluate_candidacy(cfg, pg, view, &obs.peers, f.now - since),
+                            Candidacy::Eligible { .. }
+                        );
                     if allowed && !cfg.nofailover {
                         s.phase = Phase::Candidate;
                         return (Reason::SwitchoverCandidate, vec![Action::AcquireLeader]);

@@ -88,13 +88,19 @@ pub fn evaluate_candidacy(
                 member: name.clone(),
             };
         }
+        // A peer whose position is unknown cannot be compared: it does not count.
+        let Some(peer_lsn) = *lsn else { continue };
         if named.contains(name) {
             reachable_named += 1;
         }
-        let Some(peer_lsn) = *lsn else { continue };
         reference = reference.max(peer_lsn);
         // In synchronous mode only the named members can be promoted: only they compete.
-        let competes = *replica_running && !*nofailover && (!sync || named.contains(name));
+        let competes = !*nofailover
+            && if sync {
+                named.contains(name)
+            } else {
+                *replica_running
+            };
         if competes && peer_lsn > me.lsn {
             return Candidacy::PeerAhead {
                 member: name.clone(),

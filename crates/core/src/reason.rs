@@ -94,6 +94,8 @@ pub enum Reason {
         candidate: String,
     },
     SwitchoverCandidate,
+    ClaimingSyncKey,
+    KeepingSynchronousData,
 }
 
 impl fmt::Display for Reason {
@@ -192,6 +194,11 @@ impl fmt::Display for Reason {
             SwitchoverRefused(why) => write!(f, "switchover refused and cancelled: {why}"),
             StandingAside { candidate } => write!(f, "no leader; standing aside for the requested candidate {candidate}"),
             SwitchoverCandidate => write!(f, "no leader and this member is the requested candidate: racing for the leader key"),
+            KeepingSynchronousData => write!(
+                f,
+                "the sync key names this member: keeping its data directory until the leader drops it from the key"
+            ),
+            ClaimingSyncKey => write!(f, "holding the leader key: emptying the sync key before promoting (synchronous mode)"),
             Paused => write!(f, "maintenance mode: no automatic action"),
         }
     }

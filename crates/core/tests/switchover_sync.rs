@@ -297,10 +297,20 @@ fn sync_standby_enters_postgres_first_and_the_key_after_confirmation() {
             names: Some(names.clone())
         }]
     );
-    assert_eq!(d.state.sync_changed_at, Some(1000));
-    // 2. in force but PostgreSQL does not report it synchronous yet: the key waits
+    // 2. in force: the position to confirm against is taken now, nothing written yet
     let o = Observation {
         configured_sync: Some(names.clone()),
+        ..o
+    };
+    let d = decide(&d.state, &o, &c);
+    assert!(ops(&d).is_empty(), "{:?}", d.actions);
+    assert_eq!(d.state.sync_changed_at, Some(1000));
+    // 3. reported synchronous but not yet flushed past that position: not in the key
+    let o = Observation {
+        pg: primary(
+            1200,
+            vec![conn("node2", 990, true), conn("node3", 900, false)],
+        ),
         ..o
     };
     let d2 = decide(&d.state, &o, &c);
@@ -311,7 +321,7 @@ fn sync_standby_enters_postgres_first_and_the_key_after_confirmation() {
             quorum: None
         }]
     );
-    // 3. reported synchronous and caught up: now in the key
+    // 4. synchronous and caught up: now in the key
     let o = Observation {
         pg: primary(
             1200,
@@ -325,6 +335,102 @@ fn sync_standby_enters_postgres_first_and_the_key_after_confirmation() {
         vec![Action::WriteSync {
             members: vec!["node2".into()],
             quorum: None
+        }]
+    );
+}
+
+#[test]
+fn quorum_key_grows_before_the_names_and_shrinks_after() {
+    let c = HaConfig {
+        synchronous: SyncConfig {
+            mode: SyncMode::Quorum,
+            strict: false,
+            count: 1,
+        },
+        ..cfg()
+    };
+    let mut v = view(Some(ME));
+    v.sync = Some(SyncKey {
+        leader: Some(ME.into()),
+        members: vec!["node2".into()],
+        quorum: Some(1),
+    });
+    let in_force = SyncStandbyNames::Any {
+        count: 1,
+        members: vec!["node2".into()],
+    };
+    // node3 joins: the key grows first
+    let mut o = obs(
+        primary(
+            1000,
+            vec![conn("node2", 1000, true), conn("node3", 1000, false)],
+        ),
+        v.clone(),
+    );
+    o.configured_sync = Some(in_force);
+    let d = decide(&leader_state(), &o, &c);
+    assert_eq!(
+        ops(&d),
+        vec![Action::WriteSync {
+            members: vec!["node2".into(), "node3".into()],
+            quorum: Some(1)
+        }]
+    );
+    // then the names
+    v.sync = Some(SyncKey {
+        leader: Some(ME.into()),
+        members: vec!["node2".into(), "node3".into()],
+        quorum: Some(1),
+    });
+    let o = Observation {
+        dcs: Some(v.clone()),
+        ..o
+    };
+    let d = decide(&d.state, &o, &c);
+    let both = SyncStandbyNames::Any {
+        count: 1,
+        members: vec!["node2".into(), "node3".into()],
+    };
+    assert_eq!(
+        ops(&d),
+        vec![Action::SetSyncStandbyNames {
+            names: Some(both.clone())
+        }]
+    );
+    // node2 leaves: the names shrink first, the key only once the rest caught up
+    let mut o = obs(primary(2000, vec![conn("node3", 1500, true)]), v.clone());
+    o.configured_sync = Some(both);
+    let d = decide(&leader_state(), &o, &c);
+    let only3 = SyncStandbyNames::Any {
+        count: 1,
+        members: vec!["node3".into()],
+    };
+    assert_eq!(
+        ops(&d),
+        vec![Action::SetSyncStandbyNames {
+            names: Some(only3.clone())
+        }]
+    );
+    let o = Observation {
+        configured_sync: Some(only3),
+        ..o
+    };
+    let d = decide(&d.state, &o, &c);
+    assert!(
+        ops(&d).is_empty(),
+        "position taken, key unchanged: {:?}",
+        d.actions
+    );
+    let o = Observation {
+        pg: primary(2100, vec![conn("node3", 2000, true)]),
+        ..o
+    };
+    let d = decide(&d.state, &o, &c);
+    assert_eq!(
+        ops(&d),
+        vec![Action::WriteSync {
+            members: vec!["node3".into()],
+            quorum: Some(1)
         }]
     );
 }
@@ -368,6 +474,8 @@ fn strict_mode_without_standbys_makes_commits_wait() {
     );
     // without strict: asynchronous, and the sync key says no member is synchronous
     let d = decide(&leader_state(), &o, &sync_cfg(false));
+    assert!(ops(&d).is_empty());
+    let d = decide(&d.state, &o, &sync_cfg(false));
     assert_eq!(
         ops(&d),
         vec![Action::WriteSync {
@@ -415,17 +523,36 @@ fn in_sync_mode_only_a_named_synchronous_standby_is_promoted() {
         &node2,
     );
     assert_eq!(ops(&d), vec![Action::AcquireLeader]);
-    // and a new leader in sync mode starts with commits waiting for any standby
+    // a new leader in sync mode first empties the sync key (so nobody it named can be
+    // promoted without its commits), then starts with commits waiting for any standby
     let mut v3 = view(Some("node2"));
-    v3.sync = None;
+    v3.sync = Some(SyncKey {
+        leader: Some("node3".into()),
+        members: vec!["node2".into()],
+        quorum: None,
+    });
     let d = decide(
         &MemberState {
             phase: Phase::Candidate,
             ..MemberState::new()
         },
-        &obs(replica(900), v3),
+        &obs(replica(900), v3.clone()),
         &node2,
     );
+    assert_eq!(
+        ops(&d),
+        vec![Action::WriteSync {
+            members: vec![],
+            quorum: None
+        }]
+    );
+    assert_eq!(d.reason, Reason::ClaimingSyncKey);
+    v3.sync = Some(SyncKey {
+        leader: Some("node2".into()),
+        members: vec![],
+        quorum: None,
+    });
+    let d = decide(&d.state, &obs(replica(900), v3), &node2);
     assert_eq!(
         ops(&d),
         vec![
@@ -494,6 +621,62 @@ fn quorum_promotion_needs_enough_named_members() {
             ..MemberState::new()
         },
         &o,
+        &c,
+    );
+    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+}
+
+#[test]
+fn a_restarted_leader_reuses_the_names_the_sync_key_promises() {
+    let c = sync_cfg(false);
+    let mut v = view(Some(ME));
+    v.sync = Some(SyncKey {
+        leader: Some(ME.into()),
+        members: vec!["node2".into()],
+        quorum: None,
+    });
+    let crashed = LocalPg::Stopped {
+        system_id: 42,
+        was_primary: true,
+        timeline: 1,
+        lsn: 1000,
+    };
+    let d = decide(
+        &MemberState {
+            phase: Phase::Init,
+            ..MemberState::new()
+        },
+        &obs(crashed, v),
+        &c,
+    );
+    let names = SyncStandbyNames::First {
+        count: 1,
+        members: vec!["node2".into()],
+    };
+    assert_eq!(
+        ops(&d),
+        vec![
+            Action::SetSyncStandbyNames { names: Some(names) },
+            Action::StartPrimary
+        ]
+    );
+}
+
+#[test]
+fn the_leader_that_wrote_the_sync_key_may_be_promoted_again() {
+    let c = sync_cfg(false);
+    let mut v = view(None);
+    v.sync = Some(SyncKey {
+        leader: Some(ME.into()),
+        members: vec![],
+        quorum: None,
+    });
+    let d = decide(
+        &MemberState {
+            phase: Phase::Replica,
+            ..MemberState::new()
+        },
+        &obs(replica(1000), v),
         &c,
     );
     assert_eq!(ops(&d), vec![Action::AcquireLeader]);

@@ -2,7 +2,7 @@
 //! cycles (the core's `MemberState`, its lease, the last job failure) and whether the
 //! process lives, runs or is stopped (SIGSTOP).
 
-use pgbaton_core::{Decision, JobKind, MemberState, Millis, Observation, Phase};
+use pgbaton_core::{Decision, JobKind, MemberState, Millis, Observation, Phase, SyncStandbyNames};
 
 use crate::dcs::LeaseId;
 
@@ -23,6 +23,10 @@ pub struct Agent {
     pub lease_valid_until: Option<Millis>,
     /// What primary_conninfo names, as last written by this process (unknown after a restart).
     pub configured_upstream: Option<String>,
+    /// The synchronous_standby_names this process last put in force (unknown after a restart).
+    pub configured_sync: Option<SyncStandbyNames>,
+    /// Revision of the `sync` key in this process's last DCS read (its compare-and-swap base).
+    pub sync_rev_seen: u64,
     /// The last background operation failed (kept until another one starts).
     pub last_failed: Option<(JobKind, String)>,
     /// When the core asked to be woken up; a wake event for another time is stale.
@@ -55,6 +59,8 @@ impl Agent {
             lease: None,
             lease_valid_until: None,
             configured_upstream: None,
+            configured_sync: None,
+            sync_rev_seen: 0,
             last_failed: None,
             next_wake: 0,
             stall_in_next_cycle: None,

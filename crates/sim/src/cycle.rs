@@ -6,8 +6,10 @@
 use std::collections::BTreeMap;
 
 use pgbaton_core::{
-    decide, Action, Decision, HaConfig, MemberView, Millis, Observation, PeerView, Phase, Reason,
+    decide, Action, Decision, HaConfig, LocalPg, MemberView, Millis, Observation, PeerView, Phase,
+    Reason, SyncKey, SyncStandbyNames,
 };
+use rand::Rng;
 
 use crate::agent::Pending;
 use crate::dcs::LeaderKey;
@@ -102,6 +104,15 @@ impl World {
         if decision.reason == Reason::LeaderHealthy {
             // The agent is in control of its primary again, with the lease.
             self.members[m].tainted = false;
+            let settled = !decision
+                .actions
+                .iter()
+                .any(|a| matches!(a, Action::SetSyncStandbyNames { .. }));
+            let member = &self.members[m];
+            if settled && member.pg.ssn == member.agent.configured_sync {
+                // The cluster is up with its replication settings in force: clients write.
+                self.ledger.clients_on = true;
+            }
         }
         self.members[m].agent.state = decision.state.clone();
         let acts_on_postgres = decision.actions.iter().any(Action::is_job);
@@ -157,22 +168,28 @@ impl World {
 
     fn observe(&mut self, m: usize, reach: Reach) -> Observation {
         let view = reach.in_time.then(|| self.dcs.view());
+        if view.is_some() {
+            self.members[m].agent.sync_rev_seen = self.dcs.sync_rev;
+        }
         let peers = match &view {
             Some(v) if v.leader.is_none() => self.peer_reports(m),
             _ => BTreeMap::new(),
         };
+        let mut pg = self.members[m].pg.observe();
+        if let LocalPg::Running(running) = &mut pg {
+            running.replicas = self.pg_stat_replication(m);
+        }
         let member = &self.members[m];
         Observation {
             now: self.now,
-            pg: member.pg.observe(),
+            pg,
             job: self.job_view(m),
             dcs: view,
             lease_valid_until: member.agent.lease_valid_until,
             peers,
             configured_upstream: member.agent.configured_upstream.clone(),
-            // The model has no synchronous replication and no scheduled switchovers.
-            unix_now_ms: self.now,
-            configured_sync: None,
+            unix_now_ms: self.unix_now_ms(),
+            configured_sync: member.agent.configured_sync.clone(),
         }
     }
 
@@ -250,6 +267,7 @@ impl World {
             }
             // Replication slots are not modelled.
             Action::SyncSlots { .. } => {}
+            Action::SetSyncStandbyNames { names } => self.set_sync_standby_names(m, names),
             // Everything else writes to the DCS and needs it to answer in time.
             _ if !reach.in_time => {}
             Action::PublishMember => {
@@ -297,7 +315,67 @@ impl World {
             Action::AppendHistory { timeline, .. } => {
                 self.dcs.last_history_timeline = self.dcs.last_history_timeline.max(*timeline);
             }
+            Action::WriteSync { members, quorum } => {
+                self.write_sync(m, members, *quorum);
+            }
+            Action::ClearFailover if self.dcs.failover.is_some() => {
+                self.dcs.failover = None;
+                self.log(m, "deleted the failover key".to_string());
+                self.happenings.push(Happening::FailoverCleared {
+                    at: now,
+                    member: name.to_string(),
+                });
+            }
             _ => {}
+        }
+    }
+
+    /// Write synchronous_standby_names to postgresql.conf and reload: in force at once, or
+    /// after a short reload delay when the run models one.
+    fn set_sync_standby_names(&mut self, m: usize, names: &Option<SyncStandbyNames>) {
+        let setting = names.as_ref().map(|n| n.to_setting()).unwrap_or_default();
+        self.log(m, format!("synchronous_standby_names = '{setting}'"));
+        self.members[m].agent.configured_sync = names.clone();
+        let pg = &mut self.members[m].pg;
+        pg.ssn_conf = names.clone();
+        if !pg.is_running() {
+            return;
+        }
+        if self.ssn_reload_max_ms == 0 {
+            pg.ssn = names.clone();
+            return;
+        }
+        let delay = self.rng.random_range(0..=self.ssn_reload_max_ms);
+        self.schedule(self.now + delay, Event::SsnReload { m });
+    }
+
+    /// The leader's compare-and-swap on the `sync` key, against the revision it last read.
+    /// Invariant 7 is checked on every successful write.
+    fn write_sync(&mut self, m: usize, members: &[String], quorum: Option<u32>) {
+        let name = self.members[m].name.clone();
+        let key = SyncKey {
+            leader: Some(name.clone()),
+            members: members.to_vec(),
+            quorum,
+        };
+        let expected = self.members[m].agent.sync_rev_seen;
+        if !self.dcs.write_sync(key, expected) {
+            self.log(
+                m,
+                "sync key changed since it was read: not written".to_string(),
+            );
+            return;
+        }
+        self.members[m].agent.sync_rev_seen = self.dcs.sync_rev;
+        self.log(m, format!("sync key: {members:?} quorum {quorum:?}"));
+        self.happenings.push(Happening::SyncKeyWritten {
+            at: self.now,
+            leader: name.clone(),
+            members: members.to_vec(),
+            quorum,
+        });
+        if let Some(why) = self.sync_key_problem() {
+            self.sync_key_wrong(format!("{name} wrote the sync key: {why}"));
         }
     }
 

@@ -3,10 +3,11 @@
 //!
 //! Simplifications: reads and writes are instantaneous (only keepalives travel with a delay,
 //! modelled by the world); one lease per grant; `history` is reduced to its last timeline.
+//! The `sync` and `failover` keys are permanent (no lease), as in Patroni.
 
 use std::collections::BTreeMap;
 
-use pgbaton_core::{DcsView, Initialize, Lsn, MemberView, Millis};
+use pgbaton_core::{DcsView, FailoverRequest, Initialize, Lsn, MemberView, Millis, SyncKey};
 
 /// etcd lease identifier.
 pub type LeaseId = u64;
@@ -53,6 +54,11 @@ pub struct Dcs {
     next_lease: LeaseId,
     /// Number of active outage faults: while positive, etcd answers nobody and expires nothing.
     pub outages: u32,
+    /// The `sync` key and its revision (0: never written).
+    pub sync: Option<SyncKey>,
+    pub sync_rev: u64,
+    /// The `failover` key: a pending switchover.
+    pub failover: Option<FailoverRequest>,
 }
 
 impl Dcs {
@@ -82,9 +88,19 @@ impl Dcs {
             leader_optime,
             last_history_timeline: self.last_history_timeline,
             config_present: self.config_present,
-            failover: None,
-            sync: None,
+            failover: self.failover.clone(),
+            sync: self.sync.clone(),
         }
+    }
+
+    /// Write the `sync` key iff its revision is still `expected` (what the writer read).
+    pub fn write_sync(&mut self, key: SyncKey, expected: u64) -> bool {
+        if self.sync_rev != expected {
+            return false;
+        }
+        self.sync = Some(key);
+        self.sync_rev += 1;
+        true
     }
 
     pub fn lease_alive(&self, id: LeaseId, now: Millis) -> bool {
@@ -277,6 +293,20 @@ mod tests {
         dcs.outages = 0;
         dcs.end_outage(10_000);
         assert_eq!(dcs.lease_expiry(a), Some(14_000));
+    }
+
+    #[test]
+    fn the_sync_key_is_a_compare_and_swap_on_its_revision() {
+        let mut dcs = Dcs::default();
+        let key = |leader: &str| SyncKey {
+            leader: Some(leader.into()),
+            members: vec!["b".into()],
+            quorum: None,
+        };
+        assert!(dcs.write_sync(key("a"), 0));
+        assert!(!dcs.write_sync(key("c"), 0), "a stale writer must lose");
+        assert!(dcs.write_sync(key("c"), 1));
+        assert_eq!(dcs.view().sync, Some(key("c")));
     }
 
     #[test]

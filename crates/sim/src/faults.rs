@@ -29,6 +29,32 @@ pub enum FaultKind {
     /// hits the agent's next cycle that decides an operation on PostgreSQL (within the
     /// fault's length), between deciding and acting: it carries the decision out on SIGCONT.
     StallAgent { ms: Millis, mid_cycle: bool },
+    /// The member's replication connection is cut for `ms` (its WAL receiver gets nothing;
+    /// DCS and REST API still work): a replica stops streaming for a while.
+    StopStreaming { ms: Millis },
+    /// The member flushes received WAL slowly for `ms` (a slow disk): it lags behind.
+    SlowStandby { ms: Millis },
+    /// An operator asks for a switchover through the `failover` key (`leader` is whoever
+    /// leads then), to `candidate`, now or `scheduled_in_ms` later.
+    Switchover {
+        candidate: Candidate,
+        scheduled_in_ms: Option<Millis>,
+    },
+}
+
+/// The candidate named in a switchover request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Candidate {
+    /// None: the leader picks the healthiest.
+    Any,
+    /// A random member that does not lead.
+    Replica,
+    /// The first member the `sync` key names (none if it names nobody).
+    SyncStandby,
+    /// A member that neither leads nor is named in the `sync` key.
+    AsyncReplica,
+    /// Member by index (0-based).
+    Member(usize),
 }
 
 impl FaultKind {
@@ -41,7 +67,12 @@ impl FaultKind {
             | FaultKind::IsolateFromMembers { ms }
             | FaultKind::DcsOutage { ms }
             | FaultKind::DelayMessages { ms, .. }
-            | FaultKind::StallAgent { ms, .. } => ms,
+            | FaultKind::StallAgent { ms, .. }
+            | FaultKind::StopStreaming { ms }
+            | FaultKind::SlowStandby { ms } => ms,
+            FaultKind::Switchover {
+                scheduled_in_ms, ..
+            } => scheduled_in_ms.unwrap_or(0),
         }
     }
 }
@@ -76,6 +107,20 @@ impl fmt::Display for FaultKind {
                     "agent stopped (SIGSTOP) for {ms} ms between deciding and acting"
                 )
             }
+            FaultKind::StopStreaming { ms } => {
+                write!(f, "replication connection cut for {ms} ms")
+            }
+            FaultKind::SlowStandby { ms } => write!(f, "slow standby for {ms} ms"),
+            FaultKind::Switchover {
+                candidate,
+                scheduled_in_ms,
+            } => {
+                write!(f, "switchover requested to {candidate:?}")?;
+                match scheduled_in_ms {
+                    Some(ms) => write!(f, ", scheduled in {ms} ms"),
+                    None => Ok(()),
+                }
+            }
         }
     }
 }
@@ -85,8 +130,10 @@ impl fmt::Display for FaultKind {
 pub enum Target {
     /// The holder of the leader key at that moment (a random member if there is none).
     Leader,
-    /// Some member that does not hold the leader key.
+    /// Some member that does not hold the leader key (preferably one no active fault hits).
     Replica,
+    /// The first member the `sync` key names (a replica if it names nobody).
+    SyncStandby,
     /// Member by index (0-based).
     Member(usize),
 }
@@ -132,7 +179,7 @@ pub fn random_schedule(
 }
 
 fn random_kind(rng: &mut StdRng, ttl: Millis) -> FaultKind {
-    match rng.random_range(0..100) {
+    match rng.random_range(0..112) {
         0..15 => FaultKind::CrashMember {
             down_ms: rng.random_range(500..=15_000),
         },
@@ -158,9 +205,25 @@ fn random_kind(rng: &mut StdRng, ttl: Millis) -> FaultKind {
             ms: rng.random_range(2_000..=15_000),
             max_delay_ms: rng.random_range(100..=2_000),
         },
-        _ => FaultKind::StallAgent {
+        88..100 => FaultKind::StallAgent {
             ms: rng.random_range(ttl / 2..=3 * ttl),
             mid_cycle: rng.random_bool(0.5),
+        },
+        100..104 => FaultKind::StopStreaming {
+            ms: rng.random_range(500..=10_000),
+        },
+        104..108 => FaultKind::SlowStandby {
+            ms: rng.random_range(1_000..=15_000),
+        },
+        _ => FaultKind::Switchover {
+            candidate: match rng.random_range(0..3) {
+                0 => Candidate::Any,
+                1 => Candidate::Replica,
+                _ => Candidate::SyncStandby,
+            },
+            scheduled_in_ms: rng
+                .random_bool(0.3)
+                .then(|| rng.random_range(1_000..=10_000)),
         },
     }
 }
@@ -178,6 +241,13 @@ impl crate::world::World {
             member,
             fault: fault.kind.to_string(),
         });
+        let lsns = self
+            .members
+            .iter()
+            .filter_map(|x| x.pg.data.as_ref().map(|d| (x.name.clone(), d.lsn)))
+            .collect();
+        self.happenings
+            .push(crate::Happening::Positions { at: self.now, lsns });
         match fault.kind {
             FaultKind::CrashMember { .. } => {
                 self.kill_agent(m);
@@ -226,9 +296,19 @@ impl crate::world::World {
                     self.schedule(until, crate::world::Event::StallEnd { m, incarnation });
                 }
             }
+            FaultKind::StopStreaming { .. } => self.net.cut_replication(m, true),
+            FaultKind::SlowStandby { .. } => self.net.slow_down(m, true),
+            FaultKind::Switchover {
+                candidate,
+                scheduled_in_ms,
+            } => self.request_switchover(candidate, scheduled_in_ms),
         }
         let heal_at = self.now + fault.kind.length();
-        if fault.kind != FaultKind::KillPostmaster {
+        let heals = !matches!(
+            fault.kind,
+            FaultKind::KillPostmaster | FaultKind::Switchover { .. }
+        );
+        if heals {
             self.schedule(heal_at, crate::world::Event::FaultHeal { idx });
         }
     }
@@ -271,8 +351,49 @@ impl crate::world::World {
             FaultKind::StallAgent {
                 mid_cycle: false, ..
             }
-            | FaultKind::KillPostmaster => {}
+            | FaultKind::KillPostmaster
+            | FaultKind::Switchover { .. } => {}
+            FaultKind::StopStreaming { .. } => self.net.cut_replication(m, false),
+            FaultKind::SlowStandby { .. } => self.net.slow_down(m, false),
         }
+    }
+
+    /// Write the `failover` key as `patronictl switchover` does, and wake the agents (the
+    /// real request goes to the leader's REST API, which wakes its loop).
+    fn request_switchover(&mut self, candidate: Candidate, scheduled_in_ms: Option<Millis>) {
+        let leader = self.dcs.leader.as_ref().map(|k| k.name.clone());
+        let candidate = match candidate {
+            Candidate::Any => None,
+            Candidate::Replica => {
+                let i = self.resolve_target(Target::Replica);
+                Some(self.members[i].name.clone())
+            }
+            Candidate::SyncStandby => self
+                .dcs
+                .sync
+                .as_ref()
+                .and_then(|k| k.members.first().cloned()),
+            Candidate::AsyncReplica => {
+                let named = self.dcs.sync.as_ref().map(|k| k.members.clone());
+                self.members.iter().map(|x| x.name.clone()).find(|n| {
+                    Some(n) != leader.as_ref() && !named.as_ref().is_some_and(|k| k.contains(n))
+                })
+            }
+            Candidate::Member(i) => Some(self.members[i % self.members.len()].name.clone()),
+        };
+        let request = pgbaton_core::FailoverRequest {
+            leader,
+            candidate,
+            scheduled_at_unix_ms: scheduled_in_ms.map(|ms| self.unix_now_ms() + ms),
+        };
+        self.log_global(format!("failover key written: {request:?}"));
+        self.happenings.push(crate::Happening::SwitchoverRequested {
+            at: self.now,
+            leader: request.leader.clone(),
+            candidate: request.candidate.clone(),
+        });
+        self.dcs.failover = Some(request);
+        self.notify_watchers();
     }
 
     fn resolve_target(&mut self, target: Target) -> usize {
@@ -288,14 +409,39 @@ impl crate::world::World {
                 Some(l) => l,
                 None => self.rng.random_range(0..n),
             },
+            Target::SyncStandby => {
+                let named = self
+                    .dcs
+                    .sync
+                    .as_ref()
+                    .and_then(|k| k.members.first())
+                    .and_then(|n| self.index_of(n));
+                match named {
+                    Some(i) => i,
+                    None => self.resolve_target(Target::Replica),
+                }
+            }
             Target::Replica => {
+                // Preferably one that no active fault hits already.
                 let start = self.rng.random_range(0..n);
-                (0..n)
-                    .map(|k| (start + k) % n)
-                    .find(|i| Some(*i) != leader)
+                let hit = self.members_under_fault();
+                let order = || (0..n).map(|k| (start + k) % n);
+                order()
+                    .find(|i| Some(*i) != leader && !hit.contains(i))
+                    .or_else(|| order().find(|i| Some(*i) != leader))
                     .unwrap_or(start)
             }
         }
+    }
+
+    /// Members an active (started, not yet healed) fault hits.
+    fn members_under_fault(&self) -> Vec<usize> {
+        self.faults
+            .iter()
+            .zip(&self.fault_members)
+            .filter(|(f, _)| f.at_ms + f.kind.length() > self.now)
+            .filter_map(|(_, m)| *m)
+            .collect()
     }
 
     fn kill_agent(&mut self, m: usize) {

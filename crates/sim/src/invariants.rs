@@ -10,7 +10,12 @@
 //!    only under an unexpired lease that holds the leader key, bootstrap excepted.
 //! 4. (Weak form, measured in `world.rs`.) Time replicas spend diverged and not streaming.
 //! 5. Liveness: after the last fault healed, one leader runs a writable primary and every
-//!    other member streams from it (directly or through another replica).
+//!    other member streams from it (directly or through another replica). In synchronous
+//!    mode a cluster whose `sync` key names no member with a data directory may stay
+//!    leaderless: that is by design (nobody is known to hold every acknowledged commit), and
+//!    reported as such rather than as a violation.
+//!
+//! Invariants 6–8 (synchronous replication: no acknowledged commit is lost) are in `commits.rs`.
 
 use std::fmt::Write;
 
@@ -19,6 +24,10 @@ use crate::world::World;
 
 impl World {
     pub(crate) fn check_safety(&mut self) {
+        if !self.violations.is_empty() {
+            // Found while handling the event (an acknowledgement, a key write, a promotion).
+            return;
+        }
         let now = self.now;
         for member in &mut self.members {
             if !member.pg.is_running_primary() {
@@ -55,7 +64,43 @@ impl World {
                 self.describe_members()
             );
             self.violate(ViolationKind::TwoPrimaries, description);
+            return;
         }
+        self.check_commits();
+    }
+
+    /// Synchronous mode, not live: why staying without a leader is by design, if it is (no
+    /// leader key, and the `sync` key names no member that has a data directory).
+    pub(crate) fn leaderless_by_design(&self) -> Option<String> {
+        let sync_mode = self.members.iter().any(|m| m.cfg.synchronous.enabled());
+        if !sync_mode || self.dcs.leader.is_some() {
+            return None;
+        }
+        let named: Vec<String> = self
+            .dcs
+            .sync
+            .as_ref()
+            .map(|k| k.members.clone())
+            .unwrap_or_default();
+        let with_data: Vec<&String> = named
+            .iter()
+            .filter(|n| {
+                self.index_of(n)
+                    .is_some_and(|i| self.members[i].pg.data.is_some())
+            })
+            .collect();
+        if !with_data.is_empty() {
+            return None;
+        }
+        Some(format!(
+            "no leader: the sync key (leader {:?}) names {}, so no member is known to hold every acknowledged commit",
+            self.dcs.sync.as_ref().and_then(|k| k.leader.clone()),
+            if named.is_empty() {
+                "nobody".to_string()
+            } else {
+                format!("{} without a data directory", named.join(", "))
+            }
+        ))
     }
 
     /// `Ok(leader)` when the cluster is healthy, else why not.
@@ -105,12 +150,15 @@ impl World {
 
     /// One line per member and the DCS, for violation reports.
     pub(crate) fn describe_members(&self) -> String {
-        let mut out = format!("leader key {:?}", self.dcs.leader);
+        let mut out = format!(
+            "leader key {:?}, sync key {:?}",
+            self.dcs.leader, self.dcs.sync
+        );
         for x in &self.members {
             let a = &x.agent;
             let _ = write!(
                 out,
-                "; {}: agent {} phase {} lease {:?} (dcs expiry {:?}) valid until {:?}{}, pg {:?} {:?} upstream {:?} streaming {}, job {:?}",
+                "; {}: agent {} phase {} lease {:?} (dcs expiry {:?}) valid until {:?}{}, pg {:?} {:?} upstream {:?} streaming {} ssn {:?}, job {:?}",
                 x.name,
                 if !a.alive { "dead" } else if a.stalled_until.is_some() { "stopped" } else { "running" },
                 a.state.phase,
@@ -122,6 +170,7 @@ impl World {
                 x.pg.data.as_ref().map(|d| (d.timeline(), d.lsn, d.was_primary)),
                 x.pg.upstream,
                 x.pg.streaming,
+                x.pg.ssn.as_ref().map(|n| n.to_setting()),
                 x.job.as_ref().map(|j| (j.kind, j.finishes_at)),
             );
         }

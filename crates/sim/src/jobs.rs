@@ -2,6 +2,10 @@
 //! promote): how long they take, how they may fail, and what they leave behind. A job
 //! belongs to the agent process that started it; a job that outlives its agent (PostgreSQL
 //! keeps starting, stopping or promoting after the agent was killed) still takes effect.
+//! A start writes the agent's synchronous_standby_names into postgresql.conf (as the real
+//! agent rewrites its configuration); a fast stop of a primary sends all its WAL to the
+//! connected standbys before the server is down (PostgreSQL's walsenders do at shutdown);
+//! pg_rewind on a directory that did not diverge finds nothing to do and does not fail.
 
 use pgbaton_core::{Action, JobKind, JobView, Millis, StopMode};
 use rand::Rng;
@@ -35,6 +39,9 @@ fn profile(action: &Action) -> Option<(JobKind, Millis, Millis, f64)> {
         Action::Stop {
             mode: StopMode::Immediate,
         } => (JobKind::Stop, 10, 100, 0.0),
+        Action::Stop {
+            mode: StopMode::CheckpointThenFast,
+        } => (JobKind::Stop, 100, 400, 0.0),
         Action::Promote => (JobKind::Promote, 100, 200, 0.0),
         _ => return None,
     })
@@ -86,6 +93,12 @@ impl World {
             }
             Action::StartPrimary => member.pg.upstream = None,
             _ => {}
+        }
+        if matches!(
+            action,
+            Action::StartReplica { .. } | Action::StartPrimary | Action::Bootstrap
+        ) {
+            member.pg.ssn_conf = member.agent.configured_sync.clone();
         }
         if matches!(action, Action::StartReplica { .. } | Action::StartPrimary)
             && member.pg.data.is_some()
@@ -188,6 +201,7 @@ impl World {
                 let pg = &mut self.members[m].pg;
                 pg.data = Some(DataDir::new_cluster(system_id));
                 pg.process = Process::Running { primary: true };
+                pg.ssn = pg.ssn_conf.clone();
                 Ok(())
             }
             Action::Clone { from } => {
@@ -212,9 +226,6 @@ impl World {
             }
             Action::Rewind { from } => {
                 let source = self.source_data(m, from)?;
-                if job.fails {
-                    return Err("pg_rewind failed".into());
-                }
                 let pg = &mut self.members[m].pg;
                 let Some(data) = pg.data.as_mut().filter(|_| pg.process == Process::Stopped) else {
                     return Err("no stopped data directory to rewind".into());
@@ -222,8 +233,23 @@ impl World {
                 if data.system_id != source.system_id {
                     return Err("source and target clusters are from different systems".into());
                 }
+                // "no rewind required" does not fail.
+                if job.fails && !data.can_follow(&source) {
+                    return Err("pg_rewind failed".into());
+                }
+                let before = (data.history.clone(), data.lsn);
                 data.rewind_to(&source);
+                let discarded = (data.history.clone(), data.lsn) != before;
+                let to = data.lsn;
                 let member = self.members[m].name.clone();
+                if discarded {
+                    self.happenings.push(crate::Happening::WalDiscarded {
+                        at: self.now,
+                        member: member.clone(),
+                        from: before.1,
+                        to,
+                    });
+                }
                 self.happenings.push(crate::Happening::Rewound {
                     at: self.now,
                     member,
@@ -246,9 +272,13 @@ impl World {
                 data.was_primary = primary;
                 pg.process = Process::Running { primary };
                 pg.streaming = false;
+                pg.ssn = pg.ssn_conf.clone();
                 Ok(())
             }
-            Action::Stop { .. } => {
+            Action::Stop { mode } => {
+                if *mode != StopMode::Immediate && self.members[m].pg.is_running_primary() {
+                    self.ship_all_wal(m);
+                }
                 self.members[m].pg.halt();
                 Ok(())
             }
@@ -268,6 +298,19 @@ impl World {
                 Ok(())
             }
             other => Err(format!("{other} is not a background operation")),
+        }
+    }
+
+    /// A clean shutdown of primary `p`: every connected standby receives all of its WAL.
+    fn ship_all_wal(&mut self, p: usize) {
+        let Some(source) = self.members[p].pg.data.clone() else {
+            return;
+        };
+        let standbys: Vec<usize> = self.connections(p).iter().map(|c| c.m).collect();
+        for m in standbys {
+            if let Some(d) = self.members[m].pg.data.as_mut() {
+                d.replay_from(&source, source.lsn);
+            }
         }
     }
 

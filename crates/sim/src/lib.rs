@@ -10,8 +10,15 @@
 //!
 //! Module map: `world` (clock, event queue, loop), `cycle` (one agent cycle: observe,
 //! decide, act), `agent`, `postgres` (data directory and postmaster), `replication` (writes
-//! and streaming per tick), `jobs` (background operations), `dcs`, `net`, `faults`,
-//! `invariants`, `report`.
+//! and streaming per tick), `syncrep` (pg_stat_replication, which standbys commits wait
+//! for), `commits` (client commits, acknowledgements, invariants 6–8), `jobs` (background
+//! operations), `dcs`, `net`, `faults`, `invariants`, `report`.
+//!
+//! Synchronous mode (`SimConfig::synchronous`): clients commit on every writable primary;
+//! a commit is acknowledged when the standbys `synchronous_standby_names` makes PostgreSQL
+//! wait for have flushed it; the promise checked is that no acknowledged commit is lost
+//! across failovers and switchovers (`commits.rs`). A failing synchronous seed replays with
+//! `PGBATON_SIM_SYNC=<label>` added (labels in `tests/common/mod.rs`).
 //!
 //! Where the agent model goes beyond "call decide, do the actions" it does what the real
 //! agent must do, and each such duty has a test that removes it (`Flaw`) and shows the
@@ -19,6 +26,7 @@
 //! lease again right before Promote/StartPrimary; give up a DCS read in time to demote.
 
 mod agent;
+mod commits;
 mod cycle;
 mod dcs;
 mod faults;
@@ -28,10 +36,12 @@ mod net;
 mod postgres;
 mod replication;
 mod report;
+mod syncrep;
 mod world;
 
-pub use faults::{random_schedule, FaultKind, ScriptedFault, Target};
-pub use pgbaton_core::{HaConfig, Millis};
+pub use commits::Ack;
+pub use faults::{random_schedule, Candidate, FaultKind, ScriptedFault, Target};
+pub use pgbaton_core::{HaConfig, Millis, SyncConfig, SyncMode};
 pub use report::{Happening, SimReport, Violation, ViolationKind};
 
 /// One simulation run.
@@ -61,6 +71,15 @@ pub struct SimConfig {
     /// A deliberate mistake in the agent model, to show the invariants catch it (`None`
     /// in every real run).
     pub flaw: Option<Flaw>,
+    /// Replaces the synchronous replication settings `ha` gives every member.
+    pub synchronous: Option<SyncConfig>,
+    /// A changed synchronous_standby_names is in force after a reload of up to this long
+    /// (0: at once, as the real agent sees it: it waits for the reload before going on).
+    pub ssn_reload_max_ms: Millis,
+    /// Invariant 7 (the `sync` key names only members holding every acknowledged commit)
+    /// stops the run. Off: its first breach is only noted (`SimReport::sync_key_breach`) and
+    /// the run goes on, to see whether the wrong key really loses a commit (invariant 6).
+    pub check_sync_key: bool,
 }
 
 /// Deliberate agent mistakes (checks of the checker).
@@ -93,6 +112,17 @@ impl SimConfig {
             tick_ms: 20,
             trace_lines: 200,
             flaw: None,
+            synchronous: None,
+            ssn_reload_max_ms: 0,
+            check_sync_key: true,
+        }
+    }
+
+    /// `new(seed)` with synchronous replication.
+    pub fn synchronous(seed: u64, sync: SyncConfig) -> Self {
+        SimConfig {
+            synchronous: Some(sync),
+            ..SimConfig::new(seed)
         }
     }
 

@@ -1,5 +1,6 @@
-//! Who can talk to whom: member↔DCS links, member↔member links and message delays. Faults
-//! stack (two overlapping partitions of one member heal independently), hence the counters.
+//! Who can talk to whom: member↔DCS links, member↔member links, a replica's replication
+//! connection, and message delays. Faults stack (two overlapping partitions of one member
+//! heal independently), hence the counters.
 
 use pgbaton_core::Millis;
 
@@ -14,6 +15,11 @@ pub struct Net {
     isolated: Vec<u32>,
     /// Active delay faults per member: (fault index, largest one-way delay).
     delays: Vec<Vec<(usize, Millis)>>,
+    /// Active cuts of a member's replication connection (its WAL receiver gets nothing; the
+    /// REST API and the DCS still work).
+    replication_cut: Vec<u32>,
+    /// Active "slow standby" faults: the member flushes received WAL slowly.
+    slow: Vec<u32>,
 }
 
 impl Net {
@@ -22,7 +28,26 @@ impl Net {
             dcs_cut: vec![0; members],
             isolated: vec![0; members],
             delays: vec![Vec::new(); members],
+            replication_cut: vec![0; members],
+            slow: vec![0; members],
         }
+    }
+
+    /// The replication connection of member `m` works (besides the member↔member link).
+    pub fn replicates(&self, m: usize) -> bool {
+        self.replication_cut[m] == 0
+    }
+
+    pub fn is_slow(&self, m: usize) -> bool {
+        self.slow[m] > 0
+    }
+
+    pub fn cut_replication(&mut self, m: usize, cut: bool) {
+        bump(&mut self.replication_cut[m], cut);
+    }
+
+    pub fn slow_down(&mut self, m: usize, slow: bool) {
+        bump(&mut self.slow[m], slow);
     }
 
     pub fn reaches_dcs(&self, m: usize) -> bool {
@@ -63,5 +88,13 @@ impl Net {
             Some(d) => self.delays[m].push((fault, d)),
             None => self.delays[m].retain(|(f, _)| *f != fault),
         }
+    }
+}
+
+fn bump(counter: &mut u32, up: bool) {
+    if up {
+        *counter += 1;
+    } else {
+        *counter = counter.saturating_sub(1);
     }
 }

@@ -8,7 +8,7 @@
 //! a crashed primary keeps `was_primary`. What it drops: WAL content (a branch is known only
 //! by its (timeline, switch point) history), checkpoints, slots, configuration files.
 
-use pgbaton_core::{LocalPg, Lsn, RunningPg};
+use pgbaton_core::{LocalPg, Lsn, RunningPg, SyncStandbyNames};
 
 /// A data directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -35,6 +35,19 @@ impl DataDir {
 
     pub fn timeline(&self) -> u32 {
         self.history.len() as u32 + 1
+    }
+
+    /// True when this directory holds the WAL up to `lsn` written on timeline
+    /// `history.len() + 1` of system `system_id` after the timeline switches `history`:
+    /// the branch of a commit, with the commit's position on it.
+    pub fn holds(&self, system_id: u64, history: &[(u32, Lsn)], lsn: Lsn) -> bool {
+        if self.system_id != system_id
+            || self.history.len() < history.len()
+            || self.history[..history.len()] != history[..]
+        {
+            return false;
+        }
+        self.end_of(history.len() as u32 + 1) >= lsn
     }
 
     /// Where timeline `tl` ends in this directory (its current position for the last one).
@@ -134,6 +147,12 @@ pub struct Pg {
     pub upstream: Option<String>,
     /// The WAL receiver got WAL in the last tick.
     pub streaming: bool,
+    /// `synchronous_standby_names` in postgresql.conf (the agent writes it when it sets
+    /// the names and at every start).
+    pub ssn_conf: Option<SyncStandbyNames>,
+    /// `synchronous_standby_names` in force in the running server (loaded at start and at
+    /// reload); it governs commits once the server is a primary.
+    pub ssn: Option<SyncStandbyNames>,
 }
 
 impl Pg {
@@ -143,6 +162,8 @@ impl Pg {
             process: Process::Stopped,
             upstream: None,
             streaming: false,
+            ssn_conf: None,
+            ssn: None,
         }
     }
 
@@ -250,6 +271,22 @@ mod tests {
         assert_eq!(replica.timeline(), 2);
         assert_eq!(replica.lsn, 1_000);
         assert!(replica.can_follow(&upstream));
+    }
+
+    #[test]
+    fn a_commit_is_held_only_on_its_branch_up_to_its_position() {
+        // Written at 950 on timeline 2, which began at 900.
+        let branch = [(1, 900)];
+        assert!(dir(&[(1, 900)], 950).holds(1, &branch, 950));
+        assert!(!dir(&[(1, 900)], 949).holds(1, &branch, 950));
+        assert!(!dir(&[(1, 880)], 2_000).holds(1, &branch, 950));
+        assert!(!dir(&[], 2_000).holds(1, &branch, 950));
+        assert!(dir(&[(1, 900), (2, 960)], 2_000).holds(1, &branch, 950));
+        assert!(!dir(&[(1, 900), (2, 940)], 2_000).holds(1, &branch, 950));
+        // Written on timeline 1 at 800: held by every branch that left timeline 1 after it.
+        assert!(dir(&[(1, 900)], 1_000).holds(1, &[], 800));
+        assert!(!dir(&[(1, 700)], 1_000).holds(1, &[], 800));
+        assert!(!dir(&[], 1_000).holds(2, &[], 800));
     }
 
     #[test]

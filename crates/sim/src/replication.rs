@@ -1,7 +1,9 @@
-//! PostgreSQL time: once per tick every writable primary takes writes and every running
-//! replica receives WAL from its upstream when it can (see `DataDir::can_follow`), with
-//! some lag now and then. Replicas that run diverged from the leader are counted
-//! (invariant 4, weak form: liveness then requires them to be rewound).
+//! PostgreSQL time: once per tick every writable primary takes writes (with client commits
+//! in synchronous mode), every running replica receives and flushes WAL from its upstream
+//! when it can (see `DataDir::can_follow`; some lag now and then, much under a slow-standby
+//! fault, none while its replication connection is cut), and then each primary acknowledges
+//! the commits its synchronous standbys have flushed. Replicas that run diverged from the
+//! leader are counted (invariant 4, weak form: liveness then requires them to be rewound).
 
 use rand::Rng;
 
@@ -14,7 +16,10 @@ impl World {
             if self.members[m].pg.is_running_primary() {
                 let writes = self.rng.random_range(0..=4_096);
                 if let Some(d) = self.members[m].pg.data.as_mut() {
+                    let from = d.lsn;
                     d.lsn += writes;
+                    let to = d.lsn;
+                    self.take_commits(m, from, to);
                 }
             }
         }
@@ -36,6 +41,7 @@ impl World {
                 }
             }
         }
+        self.release_commits();
         self.schedule(self.now + self.tick_ms, Event::Tick);
     }
 
@@ -48,7 +54,9 @@ impl World {
             .and_then(|u| self.index_of(u))
             .filter(|u| *u != m);
         let source = upstream
-            .filter(|u| self.members[*u].pg.is_running() && self.net.linked(m, *u))
+            .filter(|u| {
+                self.members[*u].pg.is_running() && self.net.linked(m, *u) && self.net.replicates(m)
+            })
             .and_then(|u| self.members[u].pg.data.clone());
         let pg = &mut self.members[m].pg;
         let (Some(source), Some(mine)) = (source, pg.data.as_mut()) else {
@@ -59,10 +67,17 @@ impl World {
             pg.streaming = false;
             return;
         }
+        let gap = source.lsn.saturating_sub(mine.lsn);
         let target = if self.rng.random_bool(0.75) {
             source.lsn
         } else {
-            mine.lsn + (source.lsn.saturating_sub(mine.lsn)) / 2
+            mine.lsn + gap / 2
+        };
+        // A slow standby (slow disk) flushes an eighth of what it is behind per tick.
+        let target = if self.net.is_slow(m) {
+            target.min(mine.lsn + gap / 8)
+        } else {
+            target
         };
         mine.replay_from(&source, target);
         pg.streaming = true;

@@ -4,7 +4,9 @@
 use std::collections::VecDeque;
 use std::fmt;
 
-use pgbaton_core::Millis;
+use pgbaton_core::{Lsn, Millis};
+
+use crate::commits::Ack;
 
 /// Which promise was broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -17,6 +19,12 @@ pub enum ViolationKind {
     PrimaryWithoutLease,
     /// Invariant 5: no single leader with every member streaming from it in time.
     NotLive,
+    /// Invariant 6: a member became (or runs as the leader's) primary without an acknowledged commit.
+    AckedCommitLost,
+    /// Invariant 7: the `sync` key names members that lack an acknowledged commit.
+    SyncKeyWrong,
+    /// Invariant 8: strict mode, and a commit was acknowledged with no synchronous standby.
+    StrictAckedAlone,
 }
 
 /// One broken promise, with everything needed to replay it.
@@ -81,6 +89,36 @@ pub enum Happening {
         at: Millis,
         member: String,
     },
+    /// pg_rewind discarded WAL: the directory went back from `from` to `to`.
+    WalDiscarded {
+        at: Millis,
+        member: String,
+        from: Lsn,
+        to: Lsn,
+    },
+    /// The WAL position of every member with a data directory when a fault started.
+    Positions {
+        at: Millis,
+        lsns: Vec<(String, Lsn)>,
+    },
+    /// A leader wrote the `sync` key.
+    SyncKeyWritten {
+        at: Millis,
+        leader: String,
+        members: Vec<String>,
+        quorum: Option<u32>,
+    },
+    /// The `failover` key was written (a switchover request).
+    SwitchoverRequested {
+        at: Millis,
+        leader: Option<String>,
+        candidate: Option<String>,
+    },
+    /// The `failover` key was deleted by `member`.
+    FailoverCleared {
+        at: Millis,
+        member: String,
+    },
 }
 
 /// The result of [`crate::run`].
@@ -99,6 +137,13 @@ pub struct SimReport {
     pub converged_at: Option<Millis>,
     /// Invariant 4 (weak form): total time replicas ran diverged from the running leader.
     pub diverged_replica_ms: Millis,
+    /// Synchronous mode: the run ended without a leader because the `sync` key names no
+    /// member that could hold every acknowledged commit (by design, not a violation): why.
+    pub leaderless_by_design: Option<String>,
+    /// Invariant 7's first breach when `SimConfig::check_sync_key` is off (the run went on).
+    pub sync_key_breach: Option<Violation>,
+    /// Every acknowledged client commit (synchronous mode only), in order.
+    pub acks: Vec<Ack>,
     pub happenings: Vec<Happening>,
     /// The last lines of the trace.
     pub trace: Vec<String>,

@@ -19,6 +19,9 @@ use crate::postgres::Pg;
 use crate::report::{Happening, SimReport, Trace, Violation, ViolationKind};
 use crate::SimConfig;
 
+/// The wall clock at virtual time 0 (2023-11-14).
+const UNIX_MS_AT_START: u64 = 1_700_000_000_000;
+
 /// One member: its PostgreSQL, its agent and the background operation the agent started.
 #[derive(Debug)]
 pub(crate) struct Member {
@@ -35,6 +38,8 @@ pub(crate) struct Member {
     pub tainted: bool,
     /// PostgreSQL was a running primary after the previous event (for happenings).
     pub was_running_primary: bool,
+    /// Client commits waiting for synchronous standbys on this member's primary.
+    pub pending: Vec<crate::commits::Commit>,
 }
 
 #[derive(Debug, Clone)]
@@ -91,6 +96,10 @@ pub(crate) enum Event {
         m: usize,
         incarnation: u64,
     },
+    /// The reload after a change of synchronous_standby_names takes effect.
+    SsnReload {
+        m: usize,
+    },
 }
 
 struct Scheduled {
@@ -143,6 +152,12 @@ pub(crate) struct World {
     converged_since: Option<Millis>,
     pub diverged_replica_ms: Millis,
     pub flaw: Option<crate::Flaw>,
+    pub ledger: crate::commits::Ledger,
+    /// Longest time a reload of synchronous_standby_names takes to be in force.
+    pub ssn_reload_max_ms: Millis,
+    pub check_sync_key: bool,
+    /// Invariant 7's first breach while `check_sync_key` is off.
+    pub sync_key_breach: Option<Violation>,
 }
 
 impl World {
@@ -151,8 +166,12 @@ impl World {
         let members: Vec<Member> = (0..cfg.members)
             .map(|i| {
                 let name = crate::member_name(i);
+                let mut ha = (cfg.ha)(&name);
+                if let Some(sync) = cfg.synchronous {
+                    ha.synchronous = sync;
+                }
                 Member {
-                    cfg: (cfg.ha)(&name),
+                    cfg: ha,
                     name,
                     pg: Pg::empty(),
                     agent: Agent::dead(),
@@ -160,6 +179,7 @@ impl World {
                     agent_down: 0,
                     tainted: false,
                     was_running_primary: false,
+                    pending: Vec::new(),
                 }
             })
             .collect();
@@ -205,6 +225,10 @@ impl World {
             converged_since: None,
             diverged_replica_ms: 0,
             flaw: cfg.flaw,
+            ledger: crate::commits::Ledger::default(),
+            ssn_reload_max_ms: cfg.ssn_reload_max_ms,
+            check_sync_key: cfg.check_sync_key,
+            sync_key_breach: None,
         };
         world.schedule(0, Event::Tick);
         for m in 0..cfg.members {
@@ -243,12 +267,21 @@ impl World {
                     }
                     Err(_) => self.converged_since = None,
                 }
+                if self.leaderless_by_design().is_some() {
+                    // Nobody can ever be promoted again: no need to wait for the deadline.
+                    break;
+                }
             }
         }
         let settled = self
             .converged_since
             .is_some_and(|s| self.now - s >= self.settle_ms);
-        if self.violations.is_empty() && !settled {
+        let leaderless_by_design = if settled || !self.violations.is_empty() {
+            None
+        } else {
+            self.leaderless_by_design()
+        };
+        if self.violations.is_empty() && !settled && leaderless_by_design.is_none() {
             let why = self
                 .cluster_health()
                 .err()
@@ -269,6 +302,9 @@ impl World {
             end_ms: self.now,
             converged_at: if settled { converged_at } else { None },
             diverged_replica_ms: self.diverged_replica_ms,
+            leaderless_by_design,
+            sync_key_breach: self.sync_key_breach,
+            acks: self.ledger.acks,
             happenings: self.happenings,
             trace: self.trace.lines(),
             trace_digest: self.trace.digest(),
@@ -357,6 +393,12 @@ impl World {
                     a.stalled_until = None;
                     self.log(m, "agent resumes (SIGCONT)".to_string());
                     self.resume(m);
+                }
+            }
+            Event::SsnReload { m } => {
+                let pg = &mut self.members[m].pg;
+                if pg.is_running() {
+                    pg.ssn = pg.ssn_conf.clone();
                 }
             }
         }
@@ -486,6 +528,11 @@ impl World {
         }
     }
 
+    /// Wall-clock time for the core's scheduled switchovers (virtual time from a fixed epoch).
+    pub fn unix_now_ms(&self) -> u64 {
+        UNIX_MS_AT_START + self.now
+    }
+
     pub fn index_of(&self, name: &str) -> Option<usize> {
         self.members.iter().position(|m| m.name == name)
     }
@@ -526,6 +573,7 @@ impl World {
                     member,
                     timeline,
                 });
+                self.check_new_primary(m);
             } else {
                 self.happenings.push(Happening::PrimaryStopped {
                     at: self.now,

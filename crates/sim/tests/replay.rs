@@ -1,6 +1,7 @@
 //! Replays one seed with its full trace: `PGBATON_SIM_SEED=<n> cargo test -p pgbaton-sim replay -- --nocapture`.
 //! Without the variable it replays seed 1 (and still checks it). `PGBATON_SIM_RATE` and
-//! `PGBATON_SIM_MEMBERS` apply as in `many_random_schedules`.
+//! `PGBATON_SIM_MEMBERS` apply as in `many_random_schedules`; `PGBATON_SIM_SYNC=<label>`
+//! replays a seed of `sync_mode_random_schedules` (labels in `common::SYNC_CONFIGS`).
 
 use pgbaton_sim::run;
 
@@ -15,7 +16,7 @@ fn replay() {
             .unwrap_or_else(|e| panic!("PGBATON_SIM_SEED={s:?} is not a number: {e}")),
         Err(_) => 1,
     };
-    let mut cfg = common::config(seed);
+    let mut cfg = common::replay_config(seed);
     cfg.trace_lines = 100_000;
     let report = run(&cfg);
     for line in &report.trace {

@@ -1,7 +1,13 @@
-//! Shared by the soak and the replay: the configuration of a seed, with the exploration
-//! overrides from the environment.
+//! Shared by the soaks and the replay: the configuration of a seed, with the exploration
+//! overrides from the environment, and the parallel soak runner.
 
-use pgbaton_sim::SimConfig;
+#![allow(dead_code)]
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+use pgbaton_sim::{run, SimConfig, SimReport};
 
 pub fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -16,12 +22,175 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 /// The configuration of one seed, with the exploration overrides.
 pub fn config(seed: u64) -> SimConfig {
     let mut cfg = SimConfig::new(seed);
+    overrides(&mut cfg);
+    cfg
+}
+
+/// `PGBATON_SIM_RATE`, `PGBATON_SIM_MEMBERS`, `PGBATON_SIM_SSN_RELOAD_MS` (reload delay of
+/// synchronous_standby_names) and `PGBATON_SIM_NO_KEY_CHECK` (invariant 7 off), when set.
+pub fn overrides(cfg: &mut SimConfig) {
     if let Ok(rate) = std::env::var("PGBATON_SIM_RATE") {
         cfg.fault_rate = rate
             .trim()
             .parse()
             .unwrap_or_else(|e| panic!("PGBATON_SIM_RATE={rate:?}: {e}"));
     }
-    cfg.members = env_u64("PGBATON_SIM_MEMBERS", 3) as usize;
+    if std::env::var("PGBATON_SIM_NO_KEY_CHECK").is_ok() {
+        cfg.check_sync_key = false;
+    }
+    if let Ok(ms) = std::env::var("PGBATON_SIM_SSN_RELOAD_MS") {
+        cfg.ssn_reload_max_ms = ms
+            .trim()
+            .parse()
+            .unwrap_or_else(|e| panic!("PGBATON_SIM_SSN_RELOAD_MS={ms:?}: {e}"));
+    }
+    if std::env::var("PGBATON_SIM_MEMBERS").is_ok() {
+        cfg.members = env_u64("PGBATON_SIM_MEMBERS", 3) as usize;
+    }
+}
+
+/// What a soak saw.
+pub struct Soak {
+    pub runs: u64,
+    pub events: u64,
+    pub leader_changes: u64,
+    pub acks: u64,
+    pub leaderless_by_design: u64,
+    /// Runs in which the sync key named a member lacking an acknowledged commit (invariant
+    /// 7, counted when it does not stop the run).
+    pub key_breaches: Vec<u64>,
+    pub seconds: f64,
+    /// Reports with a violation, by seed.
+    pub failures: Vec<SimReport>,
+}
+
+/// Run `count` seeds from `first` on up to 4 threads.
+pub fn soak(first: u64, count: u64, make: &(dyn Fn(u64) -> SimConfig + Sync)) -> Soak {
+    let started = Instant::now();
+    let next = AtomicU64::new(first);
+    let failures: Mutex<Vec<SimReport>> = Mutex::new(Vec::new());
+    let events = AtomicU64::new(0);
+    let leader_changes = AtomicU64::new(0);
+    let acks = AtomicU64::new(0);
+    let by_design = AtomicU64::new(0);
+    let key_breaches: Mutex<Vec<u64>> = Mutex::new(Vec::new());
+    let threads = std::thread::available_parallelism()
+        .map_or(2, |n| n.get())
+        .min(4);
+    std::thread::scope(|scope| {
+        for _ in 0..threads {
+            scope.spawn(|| loop {
+                let seed = next.fetch_add(1, Ordering::Relaxed);
+                if seed >= first + count {
+                    break;
+                }
+                let report = run(&make(seed));
+                events.fetch_add(report.events_checked, Ordering::Relaxed);
+                leader_changes.fetch_add(u64::from(report.leader_changes), Ordering::Relaxed);
+                acks.fetch_add(report.acks.len() as u64, Ordering::Relaxed);
+                if report.sync_key_breach.is_some() {
+                    key_breaches
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(seed);
+                }
+                if report.leaderless_by_design.is_some() {
+                    by_design.fetch_add(1, Ordering::Relaxed);
+                }
+                if !report.violations.is_empty() {
+                    failures
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push(report);
+                }
+            });
+        }
+    });
+    let mut failures = failures.into_inner().unwrap_or_else(|p| p.into_inner());
+    failures.sort_by_key(|r| r.seed);
+    let mut key_breaches = key_breaches.into_inner().unwrap_or_else(|p| p.into_inner());
+    key_breaches.sort_unstable();
+    Soak {
+        key_breaches,
+        runs: count,
+        events: events.into_inner(),
+        leader_changes: leader_changes.into_inner(),
+        acks: acks.into_inner(),
+        leaderless_by_design: by_design.into_inner(),
+        seconds: started.elapsed().as_secs_f64(),
+        failures,
+    }
+}
+
+impl Soak {
+    /// Print the summary and every violation; the trace of the first failing seed.
+    pub fn print(&self, label: &str) {
+        eprintln!(
+            "{label}: {} seeds in {:.1} s: {} events checked, {} leader changes, {} commits acknowledged, {} leaderless by design, {} with a wrong sync key (first seeds {:?}), {} failing",
+            self.runs,
+            self.seconds,
+            self.events,
+            self.leader_changes,
+            self.acks,
+            self.leaderless_by_design,
+            self.key_breaches.len(),
+            &self.key_breaches[..self.key_breaches.len().min(5)],
+            self.failures.len()
+        );
+        for report in &self.failures {
+            for v in &report.violations {
+                eprintln!("{v}");
+            }
+        }
+        if let Some(report) = self.failures.first() {
+            eprintln!("--- trace of seed {} (last lines) ---", report.seed);
+            for line in &report.trace {
+                eprintln!("{line}");
+            }
+        }
+    }
+}
+
+/// The synchronous configurations the soak runs, by the label `PGBATON_SIM_SYNC` takes.
+pub const SYNC_CONFIGS: [(&str, pgbaton_sim::SyncConfig); 6] = [
+    ("on1", sync(pgbaton_sim::SyncMode::On, false, 1)),
+    ("on1-strict", sync(pgbaton_sim::SyncMode::On, true, 1)),
+    ("on2", sync(pgbaton_sim::SyncMode::On, false, 2)),
+    ("on2-strict", sync(pgbaton_sim::SyncMode::On, true, 2)),
+    ("quorum1", sync(pgbaton_sim::SyncMode::Quorum, false, 1)),
+    ("quorum2", sync(pgbaton_sim::SyncMode::Quorum, false, 2)),
+];
+
+const fn sync(mode: pgbaton_sim::SyncMode, strict: bool, count: u32) -> pgbaton_sim::SyncConfig {
+    pgbaton_sim::SyncConfig {
+        mode,
+        strict,
+        count,
+    }
+}
+
+/// A seed of the synchronous soak: 3 members for even seeds, 5 for odd ones, 30 s of faults
+/// at 12 per minute. Invariant 7
+/// stops the run unless `PGBATON_SIM_NO_KEY_CHECK` is set.
+pub fn sync_config(seed: u64, label: &str) -> SimConfig {
+    let (_, sync) = SYNC_CONFIGS
+        .iter()
+        .find(|(l, _)| *l == label)
+        .unwrap_or_else(|| panic!("PGBATON_SIM_SYNC={label:?}: not one of {SYNC_CONFIGS:?}"));
+    let mut cfg = SimConfig::synchronous(seed, *sync);
+    cfg.members = if seed.is_multiple_of(2) { 3 } else { 5 };
+    // Half the asynchronous soak's 60 s at twice its fault rate: as many faults, denser,
+    // and 6,000 runs in about a minute of debug build.
+    cfg.duration_ms = 30_000;
+    cfg.fault_rate = 12.0;
+    overrides(&mut cfg);
     cfg
+}
+
+/// The replay's configuration: synchronous when `PGBATON_SIM_SYNC` names one.
+pub fn replay_config(seed: u64) -> SimConfig {
+    match std::env::var("PGBATON_SIM_SYNC") {
+        Ok(label) => sync_config(seed, label.trim()),
+        Err(_) => config(seed),
+    }
 }
