@@ -3,8 +3,8 @@
 //! It starts its own etcd and N agents (each managing `DIR/<member>/data`), supervises the
 //! agents like systemd would (an agent that exits is restarted after a second), prints the
 //! member table once the cluster is up, and on Ctrl-C or SIGTERM stops everything it
-//! started. Every port derives from `--base-port` (see [`Ports`]), so two local clusters
-//! can run side by side.
+//! started. It also runs the router (`DIR/router.yml`: write and read addresses). Every port
+//! derives from `--base-port` (see [`Ports`]), so two local clusters can run side by side.
 
 mod ports;
 mod supervise;
@@ -125,6 +125,24 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         )));
     }
 
+    let router_cfg = router_config(&args, &ports);
+    let router_yml = dir.join("router.yml");
+    std::fs::write(&router_yml, router_cfg.to_yaml())
+        .with_context(|| format!("writing {}", router_yml.display()))?;
+    let router_args = vec![
+        "router".into(),
+        "--config".into(),
+        router_yml.into_os_string(),
+    ];
+    supervisors.push(tokio::spawn(supervise::process(
+        exe.clone(),
+        router_args,
+        dir.join("router.log"),
+        dir.join("router.pid"),
+        Duration::from_secs(1),
+        stop_rx.clone(),
+    )));
+
     let path = ClusterPath::new("/service/", &args.scope);
     let endpoints = vec![etcd.endpoint()];
     let ready = tokio::select! {
@@ -159,6 +177,19 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     etcd.stop();
     eprintln!("stopped; data kept in {}", dir.display());
     outcome
+}
+
+/// The router of a local cluster: write N+2, read N+3, status/metrics N+4.
+fn router_config(args: &UpArgs, ports: &Ports) -> pgbaton_router::RouterConfig {
+    let mut cfg = pgbaton_router::RouterConfig::new(
+        vec![format!("127.0.0.1:{}", ports.etcd_client)],
+        "/service/",
+        &args.scope,
+    );
+    cfg.write_listen = format!("127.0.0.1:{}", ports.router_write);
+    cfg.read_listen = format!("127.0.0.1:{}", ports.router_read);
+    cfg.api_listen = Some(format!("127.0.0.1:{}", ports.router_api));
+    cfg
 }
 
 /// The directory and every parent must be enterable by the postgres user.
@@ -230,7 +261,7 @@ async fn wait_until_up(
     }
 }
 
-async fn wait_for_signal() {
+pub async fn wait_for_signal() {
     use tokio::signal::unix::{signal, SignalKind};
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),

@@ -5,13 +5,16 @@ use std::path::Path;
 
 use anyhow::bail;
 
-/// etcd client N, etcd peer N+1, (router write N+2, read N+3, reserved), member k's
+/// etcd client N, etcd peer N+1, router write N+2, read N+3, status/metrics N+4, member k's
 /// PostgreSQL N+10+k and REST API N+20+k (k = 1..9).
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub base: u16,
     pub etcd_client: u16,
     pub etcd_peer: u16,
+    pub router_write: u16,
+    pub router_read: u16,
+    pub router_api: u16,
 }
 
 impl Ports {
@@ -25,6 +28,9 @@ impl Ports {
             base,
             etcd_client: base,
             etcd_peer: base + 1,
+            router_write: base + 2,
+            router_read: base + 3,
+            router_api: base + 4,
         })
     }
 
@@ -57,7 +63,11 @@ impl Ports {
     }
 
     pub fn describe(&self, dir: &Path, names: &[String]) -> String {
-        let mut out = format!("etcd: 127.0.0.1:{}\n", self.etcd_client);
+        let mut out = format!(
+            "router: write 127.0.0.1:{} (leader)  read 127.0.0.1:{} (replicas)  status http://127.0.0.1:{}/status\n",
+            self.router_write, self.router_read, self.router_api
+        );
+        out.push_str(&format!("etcd: 127.0.0.1:{}\n", self.etcd_client));
         for (i, name) in names.iter().enumerate() {
             let k = i as u16 + 1;
             out.push_str(&format!(
@@ -68,8 +78,8 @@ impl Ports {
             ));
         }
         out.push_str(&format!(
-            "psql: PGPASSWORD=postgres psql -h 127.0.0.1 -p {} -U postgres\nctl:  pgbaton ctl --dcs 127.0.0.1:{} --scope <scope> list",
-            self.postgres(1),
+            "psql: PGPASSWORD=postgres psql -h 127.0.0.1 -p {} -U postgres   (writes, via the router)\nctl:  pgbaton ctl --dcs 127.0.0.1:{} --scope <scope> list",
+            self.router_write,
             self.etcd_client
         ));
         out

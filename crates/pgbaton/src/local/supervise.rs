@@ -1,4 +1,5 @@
-//! Supervising agents like systemd would: restart one that exits, after a delay (1 s by default).
+//! Supervising agents (and the router) like systemd would: restart one that exits, after a
+//! delay (1 s by default).
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
@@ -14,13 +15,44 @@ pub async fn agent(
     exe: PathBuf,
     member_dir: PathBuf,
     restart_delay: Duration,
+    stop: watch::Receiver<bool>,
+) {
+    let config = member_dir.join("pgbaton.yml");
+    let args = vec!["agent".into(), "--config".into(), config.into_os_string()];
+    process(
+        exe,
+        args,
+        member_dir.join("agent.log"),
+        member_dir.join("agent.pid"),
+        restart_delay,
+        stop,
+    )
+    .await
+}
+
+/// Run `exe args` until `stop` turns true, restarting it after `restart_delay` when it exits;
+/// output appended to `log`, pid written to `pid_file`.
+pub async fn process(
+    exe: PathBuf,
+    args: Vec<std::ffi::OsString>,
+    log_path: PathBuf,
+    pid_file: PathBuf,
+    restart_delay: Duration,
     mut stop: watch::Receiver<bool>,
 ) {
-    let name = member_dir
-        .file_name()
+    // "node1/agent", "router": what the messages call it.
+    let stem = log_path
+        .file_stem()
         .and_then(|n| n.to_str())
-        .unwrap_or("member")
-        .to_string();
+        .unwrap_or("process");
+    let parent = log_path
+        .parent()
+        .and_then(|p| p.file_name())
+        .and_then(|n| n.to_str());
+    let name = match parent {
+        Some(dir) if stem == "agent" => format!("{dir}/{stem}"),
+        _ => stem.to_string(),
+    };
     loop {
         if *stop.borrow() {
             return;
@@ -28,25 +60,23 @@ pub async fn agent(
         let log = match std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(member_dir.join("agent.log"))
+            .open(&log_path)
         {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("{name}: cannot open agent.log: {e}");
+                eprintln!("{name}: cannot open {}: {e}", log_path.display());
                 return;
             }
         };
         let log_err = match log.try_clone() {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("{name}: cannot open agent.log: {e}");
+                eprintln!("{name}: cannot open {}: {e}", log_path.display());
                 return;
             }
         };
         let mut child = match Command::new(&exe)
-            .arg("agent")
-            .arg("--config")
-            .arg(member_dir.join("pgbaton.yml"))
+            .args(&args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(log_err))
@@ -55,12 +85,12 @@ pub async fn agent(
         {
             Ok(c) => c,
             Err(e) => {
-                eprintln!("{name}: cannot start the agent: {e}");
+                eprintln!("{name}: cannot start: {e}");
                 return;
             }
         };
         let pid = child.id().unwrap_or(0);
-        let _ = std::fs::write(member_dir.join("agent.pid"), format!("{pid}\n"));
+        let _ = std::fs::write(&pid_file, format!("{pid}\n"));
         let exited = tokio::select! {
             status = child.wait() => Some(status),
             _ = stop.wait_for(|s| *s) => None,
@@ -71,7 +101,7 @@ pub async fn agent(
                     .map(|s| s.to_string())
                     .unwrap_or_else(|e| e.to_string());
                 eprintln!(
-                    "{name}: agent (pid {pid}) exited ({status}); restarting in {:.1} s",
+                    "{name} (pid {pid}) exited ({status}); restarting in {:.1} s",
                     restart_delay.as_secs_f64()
                 );
                 tokio::select! {
@@ -85,10 +115,10 @@ pub async fn agent(
                     .await
                     .is_err()
                 {
-                    eprintln!("{name}: agent did not stop in 40 s; killing it");
+                    eprintln!("{name} did not stop in 40 s; killing it");
                     let _ = child.kill().await;
                 }
-                let _ = std::fs::remove_file(member_dir.join("agent.pid"));
+                let _ = std::fs::remove_file(&pid_file);
                 return;
             }
         }

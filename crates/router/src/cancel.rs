@@ -1,0 +1,51 @@
+//! CancelRequest: the client's key names a backend on some server; the router remembers,
+//! from the BackendKeyData it relayed, which server that is, and passes the request there.
+//! The client gets no answer (PostgreSQL sends none either): the connection is closed.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::metrics::Metrics;
+use crate::protocol::{cancel_request, CancelKey};
+use crate::shared::Shared;
+
+pub(crate) async fn forward(shared: &Shared, key: CancelKey) {
+    let backend = shared
+        .cancel_keys
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .get(&key)
+        .cloned();
+    let Some(backend) = backend else {
+        tracing::info!(
+            pid = key.pid,
+            "CancelRequest for a backend the router does not know; ignored"
+        );
+        Metrics::count(&shared.metrics.cancels, &[("outcome", "unknown_key")]);
+        return;
+    };
+    let send = async {
+        let mut server = TcpStream::connect((backend.host.as_str(), backend.port)).await?;
+        server.write_all(&cancel_request(key)).await?;
+        // PostgreSQL closes the connection once it handled the request.
+        let mut sink = [0u8; 16];
+        let _ = tokio::time::timeout(Duration::from_secs(1), server.read(&mut sink)).await;
+        Ok::<(), std::io::Error>(())
+    };
+    match tokio::time::timeout(shared.cfg.connect_timeout, send).await {
+        Ok(Ok(())) => {
+            tracing::debug!(backend = %backend.name, pid = key.pid, "CancelRequest forwarded");
+            Metrics::count(&shared.metrics.cancels, &[("outcome", "forwarded")]);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(backend = %backend.name, error = %e, "cannot forward a CancelRequest");
+            Metrics::count(&shared.metrics.cancels, &[("outcome", "failed")]);
+        }
+        Err(_) => {
+            tracing::warn!(backend = %backend.name, "CancelRequest not delivered within connect_timeout");
+            Metrics::count(&shared.metrics.cancels, &[("outcome", "failed")]);
+        }
+    }
+}

@@ -1,0 +1,397 @@
+//! The router's configuration: what to listen on, which cluster to follow in etcd, and the
+//! routing policy (lag bound, fallback, balancing, how long a write waits for a leader).
+//! Read from a small YAML file (`pgbaton router --config FILE`, `local up`'s `router.yml`)
+//! whose keys are validated one by one, every error naming its key path.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+
+use crate::error::RouterConfigError;
+use crate::units::{format_duration, parse_bytes, parse_duration};
+
+/// What a read connection gets when no replica qualifies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadFallback {
+    /// Send it to the leader (the default: reads keep working on a one-node cluster).
+    Leader,
+    /// Refuse it with SQLSTATE 57P03.
+    Refuse,
+}
+
+/// How read connections are spread over the qualifying replicas.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Balance {
+    RoundRobin,
+    /// The replica with the fewest active read connections through this router.
+    LeastConnections,
+}
+
+/// Everything the router needs; see `from_yaml_file` for the YAML keys.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RouterConfig {
+    /// `write.listen`: host:port of the write listener (connections go to the leader).
+    pub write_listen: String,
+    /// `read.listen`: host:port of the read listener (connections go to replicas).
+    pub read_listen: String,
+    /// `api.listen`: host:port serving `/metrics` and `/status`; None = no API.
+    pub api_listen: Option<String>,
+    /// `etcd3.hosts`: etcd client endpoints (host:port).
+    pub etcd_hosts: Vec<String>,
+    /// `namespace` (Patroni's, default `/service/`).
+    pub namespace: String,
+    /// `scope`: the cluster name.
+    pub scope: String,
+    /// `read.max_lag`: a replica further behind the leader than this many bytes gets no reads.
+    pub max_lag_bytes: u64,
+    /// `read.fallback`
+    pub read_fallback: ReadFallback,
+    /// `read.balance`
+    pub balance: Balance,
+    /// `write.switchover_wait`: how long a new write connection waits for a leader.
+    pub switchover_wait: Duration,
+    /// `connect_timeout`: bound on the TCP connect to a server.
+    pub connect_timeout: Duration,
+    /// `startup_timeout`: a client must send its startup packet (and a server finish the
+    /// startup) within this long.
+    pub startup_timeout: Duration,
+}
+
+impl RouterConfig {
+    /// A configuration with every default for the given cluster.
+    pub fn new(etcd_hosts: Vec<String>, namespace: &str, scope: &str) -> Self {
+        RouterConfig {
+            write_listen: "127.0.0.1:5000".to_string(),
+            read_listen: "127.0.0.1:5001".to_string(),
+            api_listen: None,
+            etcd_hosts,
+            namespace: namespace.to_string(),
+            scope: scope.to_string(),
+            max_lag_bytes: 1024 * 1024,
+            read_fallback: ReadFallback::Leader,
+            balance: Balance::RoundRobin,
+            switchover_wait: Duration::from_secs(5),
+            connect_timeout: Duration::from_secs(3),
+            startup_timeout: Duration::from_secs(10),
+        }
+    }
+
+    pub fn from_yaml_file(path: impl AsRef<Path>) -> Result<Self, RouterConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|source| RouterConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_yaml_str(&text)
+    }
+
+    pub fn from_yaml_str(text: &str) -> Result<Self, RouterConfigError> {
+        let root: Value = serde_saphyr::from_str(text).map_err(|e| RouterConfigError::Yaml {
+            message: e.to_string(),
+        })?;
+        let root = match root {
+            Value::Object(map) => map,
+            Value::Null => Map::new(),
+            _ => return Err(invalid("(top level)", "must be a mapping of keys")),
+        };
+        let mut cfg = RouterConfig::new(Vec::new(), "/service/", "");
+        for (key, value) in &root {
+            match key.as_str() {
+                "write" => parse_write(&mut cfg, value)?,
+                "read" => parse_read(&mut cfg, value)?,
+                "api" => {
+                    let api = section("api", value)?;
+                    for (k, v) in api {
+                        match k.as_str() {
+                            "listen" => cfg.api_listen = Some(listen("api.listen", v)?),
+                            other => return Err(unknown(&format!("api.{other}"))),
+                        }
+                    }
+                }
+                "etcd3" | "etcd" => cfg.etcd_hosts = parse_etcd(key, value)?,
+                "namespace" => cfg.namespace = string("namespace", value)?,
+                "scope" => cfg.scope = string("scope", value)?,
+                "connect_timeout" => {
+                    cfg.connect_timeout = duration("connect_timeout", value)?;
+                }
+                "startup_timeout" => {
+                    cfg.startup_timeout = duration("startup_timeout", value)?;
+                }
+                other => return Err(unknown(other)),
+            }
+        }
+        if cfg.scope.is_empty() {
+            return Err(RouterConfigError::Missing {
+                key: "scope".into(),
+                hint: "the name of the cluster to route to, as in the agents' configuration",
+            });
+        }
+        if cfg.etcd_hosts.is_empty() {
+            return Err(RouterConfigError::Missing {
+                key: "etcd3.hosts".into(),
+                hint: "the etcd endpoints the agents use, e.g. [127.0.0.1:2379]",
+            });
+        }
+        Ok(cfg)
+    }
+
+    /// The configuration as YAML that `from_yaml_file` reads back to the same value.
+    pub fn to_yaml(&self) -> String {
+        let q = |s: &str| Value::from(s).to_string();
+        let mut out = String::new();
+        out.push_str(&format!("scope: {}\n", q(&self.scope)));
+        out.push_str(&format!("namespace: {}\n", q(&self.namespace)));
+        out.push_str("etcd3:\n  hosts:\n");
+        for host in &self.etcd_hosts {
+            out.push_str(&format!("    - {}\n", q(host)));
+        }
+        out.push_str("write:\n");
+        out.push_str(&format!("  listen: {}\n", q(&self.write_listen)));
+        out.push_str(&format!(
+            "  switchover_wait: {}\n",
+            format_duration(self.switchover_wait)
+        ));
+        out.push_str("read:\n");
+        out.push_str(&format!("  listen: {}\n", q(&self.read_listen)));
+        out.push_str(&format!("  max_lag: {}\n", self.max_lag_bytes));
+        let fallback = match self.read_fallback {
+            ReadFallback::Leader => "leader",
+            ReadFallback::Refuse => "refuse",
+        };
+        out.push_str(&format!("  fallback: {fallback}\n"));
+        let balance = match self.balance {
+            Balance::RoundRobin => "round_robin",
+            Balance::LeastConnections => "least_connections",
+        };
+        out.push_str(&format!("  balance: {balance}\n"));
+        if let Some(api) = &self.api_listen {
+            out.push_str(&format!("api:\n  listen: {}\n", q(api)));
+        }
+        out.push_str(&format!(
+            "connect_timeout: {}\n",
+            format_duration(self.connect_timeout)
+        ));
+        out.push_str(&format!(
+            "startup_timeout: {}\n",
+            format_duration(self.startup_timeout)
+        ));
+        out
+    }
+}
+
+fn parse_write(cfg: &mut RouterConfig, value: &Value) -> Result<(), RouterConfigError> {
+    for (k, v) in section("write", value)? {
+        match k.as_str() {
+            "listen" => cfg.write_listen = listen("write.listen", v)?,
+            "switchover_wait" => cfg.switchover_wait = duration("write.switchover_wait", v)?,
+            other => return Err(unknown(&format!("write.{other}"))),
+        }
+    }
+    Ok(())
+}
+
+fn parse_read(cfg: &mut RouterConfig, value: &Value) -> Result<(), RouterConfigError> {
+    for (k, v) in section("read", value)? {
+        match k.as_str() {
+            "listen" => cfg.read_listen = listen("read.listen", v)?,
+            "max_lag" => {
+                cfg.max_lag_bytes = match v {
+                    Value::Number(n) => n.as_u64().ok_or_else(|| {
+                        invalid("read.max_lag", "must be a whole number of bytes")
+                    })?,
+                    Value::String(s) => {
+                        parse_bytes(s).map_err(|reason| invalid("read.max_lag", &reason))?
+                    }
+                    _ => {
+                        return Err(invalid(
+                            "read.max_lag",
+                            "must be bytes (1048576) or a size (\"16MB\")",
+                        ))
+                    }
+                }
+            }
+            "fallback" => {
+                cfg.read_fallback = match string("read.fallback", v)?.as_str() {
+                    "leader" => ReadFallback::Leader,
+                    "refuse" => ReadFallback::Refuse,
+                    _ => return Err(invalid("read.fallback", "must be `leader` or `refuse`")),
+                }
+            }
+            "balance" => {
+                cfg.balance = match string("read.balance", v)?.replace('-', "_").as_str() {
+                    "round_robin" | "roundrobin" => Balance::RoundRobin,
+                    "least_connections" | "leastconn" => Balance::LeastConnections,
+                    _ => {
+                        return Err(invalid(
+                            "read.balance",
+                            "must be `round_robin` or `least_connections`",
+                        ))
+                    }
+                }
+            }
+            other => return Err(unknown(&format!("read.{other}"))),
+        }
+    }
+    Ok(())
+}
+
+/// `etcd3.hosts` as a list or a comma-separated string; `etcd3.host` for a single one.
+fn parse_etcd(name: &str, value: &Value) -> Result<Vec<String>, RouterConfigError> {
+    let mut hosts = Vec::new();
+    for (k, v) in section(name, value)? {
+        let key = format!("{name}.{k}");
+        match (k.as_str(), v) {
+            ("hosts", Value::Array(items)) => {
+                for (i, item) in items.iter().enumerate() {
+                    hosts.push(listen(&format!("{key}[{i}]"), item)?);
+                }
+            }
+            ("hosts" | "host", Value::String(s)) => {
+                for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                    hosts.push(listen(&key, &Value::from(part))?);
+                }
+            }
+            ("hosts" | "host", _) => {
+                return Err(invalid(
+                    &key,
+                    "must be a list of host:port or a comma-separated string",
+                ))
+            }
+            _ => return Err(unknown(&key)),
+        }
+    }
+    Ok(hosts)
+}
+
+fn section<'a>(key: &str, value: &'a Value) -> Result<&'a Map<String, Value>, RouterConfigError> {
+    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
+    match value {
+        Value::Object(map) => Ok(map),
+        Value::Null => Ok(EMPTY.get_or_init(Map::new)),
+        _ => Err(invalid(key, "must be a mapping")),
+    }
+}
+
+fn string(key: &str, value: &Value) -> Result<String, RouterConfigError> {
+    match value {
+        Value::String(s) => Ok(s.clone()),
+        _ => Err(invalid(key, "must be a string")),
+    }
+}
+
+/// A `host:port` with a numeric port.
+fn listen(key: &str, value: &Value) -> Result<String, RouterConfigError> {
+    let text = string(key, value)?;
+    let port_ok = text
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
+    if port_ok {
+        Ok(text)
+    } else {
+        Err(invalid(key, "must be host:port, e.g. 127.0.0.1:5000"))
+    }
+}
+
+fn duration(key: &str, value: &Value) -> Result<Duration, RouterConfigError> {
+    let parsed = match value {
+        Value::Number(n) => n
+            .as_f64()
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64)
+            .ok_or_else(|| "must not be negative".to_string()),
+        Value::String(s) => parse_duration(s),
+        _ => Err("must be seconds (5, 0.5) or a duration (\"500ms\", \"5s\")".to_string()),
+    };
+    parsed.map_err(|reason| invalid(key, &reason))
+}
+
+fn invalid(key: &str, reason: &str) -> RouterConfigError {
+    RouterConfigError::Invalid {
+        key: key.to_string(),
+        reason: reason.to_string(),
+    }
+}
+
+fn unknown(key: &str) -> RouterConfigError {
+    RouterConfigError::Unknown {
+        key: key.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+scope: demo
+namespace: /service/
+etcd3:
+  hosts: [127.0.0.1:2379, "127.0.0.2:2379"]
+write:
+  listen: 127.0.0.1:6000
+  switchover_wait: 2.5
+read:
+  listen: 127.0.0.1:6001
+  max_lag: 16MB
+  fallback: refuse
+  balance: least_connections
+api:
+  listen: 127.0.0.1:6002
+connect_timeout: 500ms
+"#;
+
+    #[test]
+    fn full_config_parses_and_round_trips() {
+        let cfg = RouterConfig::from_yaml_str(FULL).expect("parse");
+        assert_eq!(cfg.scope, "demo");
+        assert_eq!(cfg.etcd_hosts, vec!["127.0.0.1:2379", "127.0.0.2:2379"]);
+        assert_eq!(cfg.write_listen, "127.0.0.1:6000");
+        assert_eq!(cfg.switchover_wait, Duration::from_millis(2500));
+        assert_eq!(cfg.max_lag_bytes, 16 * 1024 * 1024);
+        assert_eq!(cfg.read_fallback, ReadFallback::Refuse);
+        assert_eq!(cfg.balance, Balance::LeastConnections);
+        assert_eq!(cfg.api_listen.as_deref(), Some("127.0.0.1:6002"));
+        assert_eq!(cfg.connect_timeout, Duration::from_millis(500));
+        assert_eq!(cfg.startup_timeout, Duration::from_secs(10));
+        let again = RouterConfig::from_yaml_str(&cfg.to_yaml()).expect("reparse");
+        assert_eq!(again, cfg);
+    }
+
+    #[test]
+    fn defaults_and_comma_separated_hosts() {
+        let cfg =
+            RouterConfig::from_yaml_str("scope: c\netcd3:\n  hosts: 'a:1, b:2'\n").expect("parse");
+        let expected = RouterConfig::new(vec!["a:1".into(), "b:2".into()], "/service/", "c");
+        assert_eq!(cfg, expected);
+    }
+
+    fn error_of(text: &str) -> String {
+        RouterConfig::from_yaml_str(text)
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn errors_name_the_key_path() {
+        let base = "scope: c\netcd3: {hosts: [a:1]}\n";
+        let e = error_of(&format!("{base}read: {{max_lag: lots}}\n"));
+        assert!(e.contains("read.max_lag"), "{e}");
+        let e = error_of(&format!("{base}read: {{fallback: maybe}}\n"));
+        assert!(e.contains("read.fallback") && e.contains("refuse"), "{e}");
+        let e = error_of(&format!("{base}write: {{listen: nowhere}}\n"));
+        assert!(e.contains("write.listen") && e.contains("host:port"), "{e}");
+        let e = error_of(&format!("{base}write: {{switchover_wait: -1}}\n"));
+        assert!(e.contains("write.switchover_wait"), "{e}");
+        let e = error_of(&format!("{base}read: {{lsiten: a:1}}\n"));
+        assert!(e.contains("read.lsiten") && e.contains("unknown"), "{e}");
+        let e = error_of(&format!("{base}read: {{balance: random}}\n"));
+        assert!(e.contains("read.balance"), "{e}");
+        let e = error_of("etcd3: {hosts: [a:1]}\n");
+        assert!(e.contains("scope"), "{e}");
+        let e = error_of("scope: c\n");
+        assert!(e.contains("etcd3.hosts"), "{e}");
+        let e = error_of("scope: [\n");
+        assert!(e.contains("YAML"), "{e}");
+    }
+}

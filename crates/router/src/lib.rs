@@ -1,0 +1,40 @@
+//! pgbaton's built-in router: one address for writes, one for reads, following the cluster.
+//!
+//! The router watches the cluster's keys in etcd (Patroni 3 layout, through `pgbaton-dcs`)
+//! and never writes there. A connection on the **write** listener goes to the member that
+//! holds the leader key and runs as primary; while there is none (a switchover or failover
+//! in progress) it waits up to `write.switchover_wait`, and it is never handed to a server
+//! whose startup reports `in_hot_standby` or `default_transaction_read_only` on. When the
+//! leader changes, every write session to the old one is closed at once. A connection on the
+//! **read** listener goes to a streaming replica within `read.max_lag` bytes of the leader
+//! (with hysteresis), balanced round robin or by least connections, else to the leader or
+//! refused. Clients may pick a role themselves with `options=-c pgbaton.target=read|write|any`
+//! or a `target_session_attrs` startup parameter.
+//!
+//! The router understands only the start of the PostgreSQL protocol (SSLRequest and
+//! GSSENCRequest are answered `N`: no TLS at the router in this version; CancelRequest is
+//! passed to the server that owns the backend); after ReadyForQuery it forwards bytes.
+//! Connection pooling and read-your-writes routing are not part of it: they would replace
+//! `relay::forward` for the sessions that ask for them.
+
+mod api;
+mod cancel;
+mod config;
+mod error;
+mod handshake;
+mod metrics;
+pub mod protocol;
+mod relay;
+mod route;
+mod router;
+mod session;
+mod shared;
+pub mod topology;
+mod units;
+mod watcher;
+mod wire;
+
+pub use config::{Balance, ReadFallback, RouterConfig};
+pub use error::{RouterConfigError, RouterError};
+pub use router::{run, Router};
+pub use topology::{Backend, Replica, Topology};

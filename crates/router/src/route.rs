@@ -1,0 +1,123 @@
+//! Choosing a server for a new connection: the leader (waiting for one, bounded, while a
+//! switchover or failover is in progress) or the readable replicas in balancing order.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::config::Balance;
+use crate::metrics::Metrics;
+use crate::shared::Shared;
+use crate::topology::{Backend, Replica};
+
+/// The current leader, or the first one to appear within `switchover_wait`. With `avoid`
+/// (a server that just turned out not to be writable) a different leader is awaited; when
+/// none comes, whatever leader is current is returned, so a promotion that completed in the
+/// meantime still gets its chance.
+pub(crate) async fn wait_for_leader(shared: &Shared, avoid: Option<&Backend>) -> Option<Backend> {
+    let mut leader = shared.leader.clone();
+    let acceptable = |l: &Option<Backend>| l.is_some() && l.as_ref() != avoid;
+    {
+        let current = leader.borrow_and_update();
+        if acceptable(&current) {
+            return current.clone();
+        }
+    }
+    let started = Instant::now();
+    let waited = tokio::time::timeout(shared.cfg.switchover_wait, leader.wait_for(acceptable))
+        .await
+        .map(|found| found.map(|f| f.clone()));
+    let elapsed = started.elapsed();
+    shared.metrics.wait_seconds.observe(elapsed.as_secs_f64());
+    match waited {
+        Ok(Ok(found)) => {
+            Metrics::count(&shared.metrics.waits, &[("outcome", "leader_found")]);
+            if let Some(b) = &found {
+                tracing::info!(leader = %b.name, waited_ms = elapsed.as_millis() as u64, "a leader appeared; forwarding the waiting connection");
+            }
+            found
+        }
+        _ => {
+            Metrics::count(&shared.metrics.waits, &[("outcome", "timed_out")]);
+            if avoid.is_some() {
+                shared.leader.borrow().clone()
+            } else {
+                None
+            }
+        }
+    }
+}
+
+/// The readable replicas in the order to try them.
+pub(crate) fn read_candidates(shared: &Arc<Shared>) -> Vec<Backend> {
+    let topology = shared.topology.borrow().clone();
+    let start = shared.next_replica.fetch_add(1, Ordering::Relaxed);
+    order_replicas(&topology.replicas, shared.cfg.balance, start, |name| {
+        shared.active_reads(name)
+    })
+}
+
+/// Round robin: rotate by `start`. Least connections: fewest active reads first (ties in
+/// round-robin order).
+pub(crate) fn order_replicas(
+    replicas: &[Replica],
+    balance: Balance,
+    start: usize,
+    active: impl Fn(&str) -> usize,
+) -> Vec<Backend> {
+    if replicas.is_empty() {
+        return Vec::new();
+    }
+    let n = replicas.len();
+    let mut ordered: Vec<Backend> = (0..n)
+        .map(|i| replicas[(start + i) % n].backend.clone())
+        .collect();
+    if balance == Balance::LeastConnections {
+        ordered.sort_by_key(|b| active(&b.name));
+    }
+    ordered
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(name: &str) -> Replica {
+        Replica {
+            backend: Backend {
+                name: name.into(),
+                host: "127.0.0.1".into(),
+                port: 1,
+            },
+            lag_bytes: Some(0),
+        }
+    }
+
+    fn names(list: &[Backend]) -> Vec<&str> {
+        list.iter().map(|b| b.name.as_str()).collect()
+    }
+
+    #[test]
+    fn round_robin_rotates() {
+        let replicas = [replica("a"), replica("b"), replica("c")];
+        let order = |start| order_replicas(&replicas, Balance::RoundRobin, start, |_| 0);
+        assert_eq!(names(&order(0)), ["a", "b", "c"]);
+        assert_eq!(names(&order(1)), ["b", "c", "a"]);
+        assert_eq!(names(&order(5)), ["c", "a", "b"]);
+        assert!(order_replicas(&[], Balance::RoundRobin, 3, |_| 0).is_empty());
+    }
+
+    #[test]
+    fn least_connections_prefers_the_idlest() {
+        let replicas = [replica("a"), replica("b"), replica("c")];
+        let load = |name: &str| match name {
+            "a" => 5,
+            "b" => 1,
+            _ => 1,
+        };
+        let order = order_replicas(&replicas, Balance::LeastConnections, 0, load);
+        assert_eq!(names(&order), ["b", "c", "a"]);
+        let order = order_replicas(&replicas, Balance::LeastConnections, 2, load);
+        assert_eq!(names(&order), ["c", "b", "a"]);
+    }
+}

@@ -1,0 +1,158 @@
+//! The running router: its listeners (bound first, so callers learn the real ports before
+//! any traffic), the etcd follower, one task per client connection, the API, and the
+//! shutdown that ends them all.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::AtomicUsize;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pgbaton_dcs::ClusterPath;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+
+use crate::config::RouterConfig;
+use crate::error::RouterError;
+use crate::metrics::Metrics;
+use crate::protocol::Target;
+use crate::shared::Shared;
+use crate::watcher::{follow, Publisher};
+use crate::{api, session};
+
+/// A router whose listeners are bound; `serve` runs it.
+pub struct Router {
+    cfg: RouterConfig,
+    write: TcpListener,
+    read: TcpListener,
+    api: Option<TcpListener>,
+}
+
+async fn bind(what: &'static str, address: &str) -> Result<TcpListener, RouterError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| RouterError::Bind {
+            what,
+            address: address.to_string(),
+            source,
+        })
+}
+
+fn local(listener: &TcpListener) -> SocketAddr {
+    listener
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+}
+
+impl Router {
+    /// Bind the listeners (`host:0` picks a free port; see `write_addr` etc.).
+    pub async fn bind(cfg: RouterConfig) -> Result<Router, RouterError> {
+        let write = bind("write listener", &cfg.write_listen).await?;
+        let read = bind("read listener", &cfg.read_listen).await?;
+        let api = match &cfg.api_listen {
+            Some(address) => Some(bind("API", address).await?),
+            None => None,
+        };
+        Ok(Router {
+            cfg,
+            write,
+            read,
+            api,
+        })
+    }
+
+    pub fn write_addr(&self) -> SocketAddr {
+        local(&self.write)
+    }
+
+    pub fn read_addr(&self) -> SocketAddr {
+        local(&self.read)
+    }
+
+    pub fn api_addr(&self) -> Option<SocketAddr> {
+        self.api.as_ref().map(local)
+    }
+
+    /// Route connections until `shutdown` resolves; then every session is closed.
+    pub async fn serve(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), RouterError> {
+        let Router {
+            cfg,
+            write,
+            read,
+            api,
+        } = self;
+        tracing::info!(
+            scope = %cfg.scope,
+            write = %local(&write),
+            read = %local(&read),
+            api = ?api.as_ref().map(local),
+            "router listening"
+        );
+        let (stop_tx, stop) = watch::channel(false);
+        let publisher = Arc::new(Publisher::new());
+        let metrics = Arc::new(Metrics::new());
+        let shared = Arc::new(Shared {
+            topology: publisher.topology.subscribe(),
+            leader: publisher.leader.subscribe(),
+            stop: stop.clone(),
+            metrics: metrics.clone(),
+            cancel_keys: Mutex::new(Default::default()),
+            active: Mutex::new(Default::default()),
+            next_replica: AtomicUsize::new(0),
+            cfg: cfg.clone(),
+        });
+        let path = ClusterPath::new(&cfg.namespace, &cfg.scope);
+        let follower = tokio::spawn(follow(
+            cfg.etcd_hosts.clone(),
+            path,
+            cfg.max_lag_bytes,
+            publisher,
+            metrics,
+            stop.clone(),
+        ));
+        let writes = tokio::spawn(accept(write, Target::Write, shared.clone()));
+        let reads = tokio::spawn(accept(read, Target::Read, shared.clone()));
+        let api_task = api.map(|listener| tokio::spawn(api::serve(listener, shared, stop)));
+
+        shutdown.await;
+        tracing::info!("router shutting down");
+        let _ = stop_tx.send(true);
+        for task in [follower, writes, reads] {
+            let _ = task.await;
+        }
+        if let Some(task) = api_task {
+            if let Ok(Err(source)) = task.await {
+                return Err(RouterError::Api { source });
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Accept connections on one listener until the router stops.
+async fn accept(listener: TcpListener, role: Target, shared: Arc<Shared>) {
+    let mut stop = shared.stop.clone();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((client, peer)) => {
+                    tokio::spawn(session::serve_client(client, peer, role, shared.clone()));
+                }
+                Err(e) => {
+                    // Out of file descriptors and the like: back off a little, keep serving.
+                    tracing::warn!(listener = role.label(), error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            _ = crate::shared::stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Bind and serve: the whole router in one call (`pgbaton router --config FILE`).
+pub async fn run(
+    cfg: RouterConfig,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), RouterError> {
+    Router::bind(cfg).await?.serve(shutdown).await
+}
