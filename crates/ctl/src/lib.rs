@@ -1,6 +1,6 @@
 //! The `pgbaton ctl` views, printed the way `patronictl` 3.0 prints them: the member table
 //! (`list`), the replication tree (`topology`), the timeline history (`history`) and the
-//! dynamic configuration (`show-config`).
+//! dynamic configuration (`show-config`), and a haproxy.cfg for the cluster (`haproxy-config`).
 //!
 //! Everything here is a pure function of a [`ClusterState`] read from the DCS, returning the
 //! exact text to print (ending with a newline), so the binary only has to read and print.
@@ -10,6 +10,7 @@
 pub mod diff;
 pub mod edit;
 mod format;
+mod haproxy;
 mod history;
 mod list;
 mod members;
@@ -19,6 +20,7 @@ mod pyjson;
 mod table;
 
 pub use format::{OutputFormat, ParseFormatError};
+pub use haproxy::{render_haproxy, HaproxyPorts};
 pub use history::render_history;
 pub use list::{render_config, render_list, render_topology, ListOptions};
 

@@ -56,6 +56,13 @@ enum CtlCommand {
     },
     /// The dynamic configuration stored in the DCS.
     ShowConfig,
+    /// Print a haproxy.cfg (write port to the leader, read port to replicas) for this cluster.
+    HaproxyConfig {
+        #[arg(long, default_value_t = 5432)]
+        write_port: u16,
+        #[arg(long, default_value_t = 5433)]
+        read_port: u16,
+    },
     /// Planned handover of the leader role to a replica (now or at a scheduled time).
     Switchover {
         /// The current leader (checked).
@@ -197,6 +204,17 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::Topology => pgbaton_ctl::render_topology(&state, &scope),
         CtlCommand::History { format } => pgbaton_ctl::render_history(&state, format),
         CtlCommand::ShowConfig => pgbaton_ctl::render_config(&state),
+        CtlCommand::HaproxyConfig {
+            write_port,
+            read_port,
+        } => {
+            let ports = pgbaton_ctl::HaproxyPorts {
+                write: write_port,
+                read: read_port,
+                stats: 7000,
+            };
+            pgbaton_ctl::render_haproxy(&state, &scope, &ports)
+        }
         command => {
             let ops = Ops {
                 target,
@@ -366,7 +384,8 @@ impl Ops {
             CtlCommand::List { .. }
             | CtlCommand::Topology
             | CtlCommand::History { .. }
-            | CtlCommand::ShowConfig => Ok(()),
+            | CtlCommand::ShowConfig
+            | CtlCommand::HaproxyConfig { .. } => Ok(()),
         }
     }
 
