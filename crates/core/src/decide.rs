@@ -532,7 +532,11 @@ fn following(
                     }],
                 );
             }
-            if pg.streaming || !leader_running {
+            // Streaming on an older timeline than the leader's means the WAL diverged (or the
+            // switch has not happened yet): it does not count as following.
+            let leader_timeline = view.members.get(leader).and_then(|m| m.timeline);
+            let on_leader_timeline = leader_timeline.is_none_or(|tl| pg.timeline >= tl);
+            if (pg.streaming && on_leader_timeline) || !leader_running {
                 s.not_streaming_since = None;
                 return (
                     Reason::FollowingLeader {

@@ -9,6 +9,9 @@
 //! 4. Lag is measured against the freshest position known: the largest of the leader's last
 //!    published position, every peer's fresh report and our own. Within
 //!    `maximum_lag_on_failover` the member races at once.
+//! 4b. Positions compare by (timeline, LSN); a member on an older timeline than the newest
+//!    known (history, member documents, peers) never races (asynchronous mode): its WAL may
+//!    hold a branch the cluster abandoned.
 //! 5. Synchronous mode: only a member the `sync` key names races (quorum: only when enough of
 //!    the named members answered), and only named members compete on position; the lag bound
 //!    and rule 6 do not apply.
@@ -45,6 +48,8 @@ pub enum Candidacy {
     TooLagged { lag: u64, max: u64, wait_ms: Millis },
     /// Synchronous mode: not a member that holds every acknowledged commit.
     NotSynchronous(String),
+    /// On an older timeline than the cluster's newest: its WAL may have diverged.
+    OldTimeline { mine: u32, newest: u32 },
 }
 
 /// Decide whether this replica races for the leader key (see the module rule).
@@ -68,6 +73,16 @@ pub fn evaluate_candidacy(
         Vec::new()
     };
     let mut reference = view.leader_optime.unwrap_or(0).max(me.lsn);
+    // The newest timeline known: recorded switches, published member documents, fresh reports.
+    let mut newest_timeline = view
+        .members
+        .values()
+        .filter_map(|m| m.timeline)
+        .max()
+        .unwrap_or(0);
+    if view.last_history_timeline > 0 {
+        newest_timeline = newest_timeline.max(view.last_history_timeline + 1);
+    }
     let mut reachable_named = 0;
     for (name, peer) in peers {
         if name == &cfg.name {
@@ -78,11 +93,13 @@ pub fn evaluate_candidacy(
             primary_running,
             lsn,
             nofailover,
-            ..
+            timeline,
         } = peer
         else {
             continue;
         };
+        let peer_timeline = timeline.unwrap_or(0);
+        newest_timeline = newest_timeline.max(peer_timeline);
         if *primary_running {
             return Candidacy::PrimaryStillRunning {
                 member: name.clone(),
@@ -101,7 +118,8 @@ pub fn evaluate_candidacy(
             } else {
                 *replica_running
             };
-        if competes && peer_lsn > me.lsn {
+        // Positions compare by timeline first: a newer timeline is the history that won.
+        if competes && (peer_timeline, peer_lsn) > (me.timeline, me.lsn) {
             return Candidacy::PeerAhead {
                 member: name.clone(),
                 peer_lsn,
@@ -118,6 +136,14 @@ pub fn evaluate_candidacy(
                 despite_lag: false,
             },
             Err(why) => Candidacy::NotSynchronous(why),
+        };
+    }
+    if me.timeline < newest_timeline {
+        // Our WAL may hold a branch the cluster abandoned; promoting it would discard what
+        // the newer timeline acknowledged. Not even after the lag grace period.
+        return Candidacy::OldTimeline {
+            mine: me.timeline,
+            newest: newest_timeline,
         };
     }
     let lag = reference.saturating_sub(me.lsn);

@@ -187,6 +187,10 @@ impl fmt::Display for Reason {
                 ),
                 Candidacy::Eligible { .. } => write!(f, "no leader; eligible"),
                 Candidacy::NotSynchronous(why) => write!(f, "no leader; not racing: {why}"),
+                Candidacy::OldTimeline { mine, newest } => write!(
+                    f,
+                    "no leader; not racing: on timeline {mine}, older than the cluster's timeline {newest} (rewind or re-clone needed first)"
+                ),
             },
             WaitingForPostgres => write!(f, "waiting for PostgreSQL to answer"),
             HandingOver { to } => write!(f, "switchover: checkpoint and clean stop, then handing the leader key to {to}"),

@@ -619,3 +619,74 @@ fn a_rewind_that_found_nothing_to_do_is_not_repeated() {
         }]
     );
 }
+
+#[test]
+fn a_replica_on_an_older_timeline_than_the_leader_is_not_following() {
+    // It reports streaming (the WAL receiver keeps reconnecting) but stays on timeline 1
+    // while the leader is on timeline 2: diverged. After the timeout it is stopped to rewind.
+    let mut obs = Obs::new(replica(100))
+        .leader("node2")
+        .upstream("node2")
+        .build();
+    obs.dcs
+        .as_mut()
+        .unwrap()
+        .members
+        .get_mut("node2")
+        .unwrap()
+        .timeline = Some(2);
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert!(pg_actions(&d).is_empty());
+    assert_eq!(d.state.not_streaming_since, Some(obs.now));
+    let later = Observation {
+        now: obs.now + cfg().not_streaming_timeout_ms,
+        ..obs
+    };
+    let d = decide(&d.state, &later, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Stop {
+            mode: StopMode::Fast
+        }]
+    );
+    assert!(d.state.rewind_needed);
+}
+
+#[test]
+fn a_member_on_an_old_timeline_never_races_not_even_after_the_grace_period() {
+    // history says the cluster moved to timeline 2; we are still on timeline 1
+    let mut obs = Obs::new(replica(500)).build();
+    obs.dcs.as_mut().unwrap().last_history_timeline = 1;
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(
+        d.reason,
+        Reason::NotRacing(Candidacy::OldTimeline { mine: 1, newest: 2 })
+    );
+    let much_later = Observation {
+        now: obs.now + 10 * cfg().ttl_ms,
+        ..obs
+    };
+    let d = decide(&d.state, &much_later, &cfg());
+    assert!(pg_actions(&d).is_empty());
+}
+
+#[test]
+fn a_peer_on_a_newer_timeline_wins_even_with_a_lower_position() {
+    let mut obs = Obs::new(replica(900)).build();
+    obs.peers.insert(
+        "node2".into(),
+        PeerView::Report {
+            replica_running: true,
+            primary_running: false,
+            lsn: Some(800),
+            timeline: Some(2),
+            nofailover: false,
+        },
+    );
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert!(
+        matches!(d.reason, Reason::NotRacing(Candidacy::PeerAhead { .. })),
+        "{}",
+        d.reason
+    );
+}

@@ -38,6 +38,7 @@ impl<D: Dcs> Agent<D> {
             Action::RenewLease => {
                 let ack = bounded(timeout, dcs.keepalive()).await?;
                 self.lease = Some(ack);
+                self.arm_lease_guard();
             }
             Action::PublishMember => {
                 let doc = self.member_doc(decision.published.as_str());

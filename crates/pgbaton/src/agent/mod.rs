@@ -8,6 +8,7 @@
 
 mod commands;
 mod execute;
+mod guard;
 mod jobs;
 mod observe;
 pub mod settings;
@@ -125,6 +126,8 @@ pub struct Agent<D: Dcs> {
     http: reqwest::Client,
     /// Woken by job ends and postmaster exits.
     wake: Arc<Notify>,
+    /// Stops PostgreSQL at the demotion deadline even when this loop is busy.
+    guard: guard::LeaseGuard,
     last_reason: String,
     /// PostgreSQL parameters changed in the DCS config: rewrite postgresql.conf and reload.
     parameters_changed: bool,
@@ -142,13 +145,14 @@ impl<D: Dcs> Agent<D> {
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let spec = settings::pg_spec(&cfg);
+        let origin = Instant::now();
         Agent {
             spec,
             dynamic,
             ha,
             dcs: Arc::new(dcs),
             state: MemberState::new(),
-            origin: Instant::now(),
+            origin,
             lease: None,
             cluster: None,
             dcs_last_seen_unix: None,
@@ -163,6 +167,7 @@ impl<D: Dcs> Agent<D> {
                 .build()
                 .unwrap_or_else(|_| reqwest::Client::new()),
             wake,
+            guard: guard::LeaseGuard::new(origin),
             last_reason: String::new(),
             parameters_changed: false,
             last_leader: None,
@@ -222,6 +227,7 @@ impl<D: Dcs> Agent<D> {
         self.startup().await;
         let mut dcs_events = self.dcs.subscribe();
         let pm_watch = tokio::spawn(watch_postmaster(self.postmaster.clone(), self.wake.clone()));
+        let lease_guard = tokio::spawn(self.guard.clone().run(self.postmaster.clone()));
         loop {
             let obs = self.observe().await;
             let decision = decide(&self.state, &obs, &self.ha);
@@ -234,6 +240,7 @@ impl<D: Dcs> Agent<D> {
             }
             self.state = decision.state.clone();
             self.execute(&decision, &obs).await;
+            self.arm_lease_guard();
             if self.parameters_changed && !self.jobs.is_running() {
                 self.parameters_changed = false;
                 self.rewrite_config_and_reload(&obs).await;
@@ -255,6 +262,7 @@ impl<D: Dcs> Agent<D> {
                     }
                     _ = shutdown.changed() => {
                         pm_watch.abort();
+                        lease_guard.abort();
                         self.shutdown().await;
                         return Ok(());
                     }
@@ -266,6 +274,25 @@ impl<D: Dcs> Agent<D> {
                     }
                 }
             }
+        }
+    }
+
+    /// While PostgreSQL may be a writable primary, the guard stops it at the lease deadline
+    /// minus the margin unless a renewal moves the deadline.
+    fn arm_lease_guard(&self) {
+        // (A member creating a new cluster runs its primary before it has a lease: no guard.)
+        let leading = matches!(
+            self.state.phase,
+            pgbaton_core::Phase::Leader
+                | pgbaton_core::Phase::Promoting
+                | pgbaton_core::Phase::RestartingPrimary
+                | pgbaton_core::Phase::HandingOver
+        );
+        match self.lease_valid_until() {
+            Some(until) if leading => self
+                .guard
+                .arm(until.saturating_sub(self.ha.demote_margin_ms)),
+            _ => self.guard.disarm(),
         }
     }
 

@@ -21,6 +21,11 @@ const REQUIRED_DEFAULTS: &[(&str, &str)] = &[
     ("max_connections", "100"),
     // A replica re-pointed to a new leader retries streaming after this (default 5 s).
     ("wal_retrieve_retry_interval", "1s"),
+    // A cut replication connection frees its slot in 15 s instead of 60 s (a stale WAL
+    // sender keeps the slot active and the replica cannot reconnect until it times out).
+    ("wal_sender_timeout", "15s"),
+    ("wal_receiver_timeout", "15s"),
+    ("wal_receiver_status_interval", "2s"),
 ];
 
 fn secs_to_ms(secs: f64) -> u64 {

@@ -1,0 +1,72 @@
+//! The lease guard: stops PostgreSQL at the leader's demotion deadline even when the HA loop
+//! is busy (a DCS request that hangs, a slow cycle).
+//!
+//! The core decides the demotion (rule S1) and the loop wakes in time for it, but a cycle
+//! can be stuck in a request for up to `retry_timeout`. The guard is a small task that only
+//! knows one number — the instant by which PostgreSQL must have stopped accepting writes
+//! unless the lease was renewed, set by the loop after every cycle and every renewal — and
+//! sends an immediate shutdown (SIGQUIT) to the postmaster when that instant passes.
+//! The loop then observes PostgreSQL stopped and the core takes it from there.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use tokio::time::Instant;
+
+use super::jobs::SharedPostmaster;
+
+/// Shared with the loop: the deadline in milliseconds since `origin` (0: no deadline).
+#[derive(Clone)]
+pub struct LeaseGuard {
+    deadline_ms: Arc<AtomicU64>,
+    origin: Instant,
+}
+
+impl LeaseGuard {
+    pub fn new(origin: Instant) -> Self {
+        LeaseGuard {
+            deadline_ms: Arc::new(AtomicU64::new(0)),
+            origin,
+        }
+    }
+
+    /// PostgreSQL must not accept writes after `deadline_ms` (core time) unless renewed.
+    pub fn arm(&self, deadline_ms: u64) {
+        self.deadline_ms.store(deadline_ms.max(1), Ordering::SeqCst);
+    }
+
+    pub fn disarm(&self) {
+        self.deadline_ms.store(0, Ordering::SeqCst);
+    }
+
+    /// Watch the deadline until the agent stops.
+    pub async fn run(self, postmaster: SharedPostmaster) {
+        loop {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            let deadline = self.deadline_ms.load(Ordering::SeqCst);
+            if deadline == 0 || (self.origin.elapsed().as_millis() as u64) < deadline {
+                continue;
+            }
+            // Passed: stop PostgreSQL at once, without waiting for the loop.
+            let pid = match postmaster.try_lock() {
+                Ok(slot) => slot.as_ref().map(|pm| pm.pid()),
+                // A job holds the handle for a moment: try again at the next tick.
+                Err(_) => continue,
+            };
+            match pid {
+                Some(pid) => {
+                    tracing::error!(
+                        pid,
+                        "lease guard: the lease could expire and the HA loop did not demote in time; stopping PostgreSQL now"
+                    );
+                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT);
+                }
+                None => tracing::debug!("lease guard: deadline passed, no postmaster to stop"),
+            }
+            self.disarm();
+        }
+    }
+}
