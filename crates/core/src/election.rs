@@ -4,14 +4,14 @@
 //! 1. A member tagged `nofailover`, or whose PostgreSQL is not a running replica, never races.
 //! 2. While any reachable peer still runs PostgreSQL as a primary, nobody races (that member's
 //!    agent is about to demote it or to take the key back).
-//! 3. A member races only if no reachable, eligible peer reports a higher WAL position
-//!    (ties all race; the compare-and-swap on the leader key picks one).
+//! 3. A member races only if no reachable, eligible peer reports a higher position, compared
+//!    by (timeline, LSN): a newer timeline is the history that won (ties all race; the
+//!    compare-and-swap on the leader key picks one). A member on an older timeline than the
+//!    newest known (history, member documents, peers) never races in asynchronous mode: its
+//!    WAL may hold a branch the cluster abandoned.
 //! 4. Lag is measured against the freshest position known: the largest of the leader's last
 //!    published position, every peer's fresh report and our own. Within
 //!    `maximum_lag_on_failover` the member races at once.
-//! 4b. Positions compare by (timeline, LSN); a member on an older timeline than the newest
-//!    known (history, member documents, peers) never races (asynchronous mode): its WAL may
-//!    hold a branch the cluster abandoned.
 //! 5. Synchronous mode: only a member the `sync` key names races (quorum: only when enough of
 //!    the named members answered), and only named members compete on position; the lag bound
 //!    and rule 6 do not apply.
