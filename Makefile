@@ -1,10 +1,11 @@
 # The two commands of the README.
 #   make run   - a local 3-member cluster on loopback (own etcd + PostgreSQL 15); Ctrl-C stops it
-#   make test  - the whole test suite (unit, simulation, integration with real PostgreSQL and etcd)
+#   make test  - the whole test suite (unit, simulation, integration with real PostgreSQL and etcd,
+#                the chaos suite's network-namespace tests; the release build is what they run)
 
 CARGO ?= cargo
 
-.PHONY: run test deps build lint bench
+.PHONY: run test deps build lint bench chaos
 
 deps:
 	@./scripts/install-deps.sh
@@ -16,6 +17,7 @@ run: build
 	./target/release/pgbaton local up $(ARGS)
 
 test: deps
+	$(CARGO) build --release -p pgbaton -p pgbaton-chaos
 	@if $(CARGO) nextest --version >/dev/null 2>&1; then \
 		$(CARGO) nextest run --workspace --no-fail-fast; \
 	else \
@@ -29,3 +31,6 @@ lint:
 
 bench: build
 	$(CARGO) run --release -p pgbaton-bench -- all
+
+chaos: deps
+	bench/chaos.sh --duration 90 --seed 1 --mode sync

@@ -47,6 +47,12 @@ pub enum ClusterError {
         last: String,
         dir: PathBuf,
     },
+    #[error("`pgbaton ctl switchover --leader {leader} --candidate {candidate}` failed: {output}")]
+    Switchover {
+        leader: String,
+        candidate: String,
+        output: String,
+    },
     #[error("{file} does not hold a pid (is {member} running?)")]
     NoPid { file: PathBuf, member: String },
 }
@@ -67,6 +73,8 @@ pub struct ClusterSpec {
     pub members: u8,
     pub profile: Profile,
     pub restart_delay: f64,
+    /// `--synchronous` for `local up`: off, on or quorum.
+    pub synchronous: &'static str,
 }
 
 /// A running local cluster; dropping it stops the cluster.
@@ -90,7 +98,11 @@ impl LocalCluster {
         }
         let parent = spec.dir.parent().unwrap_or(Path::new("/tmp")).to_path_buf();
         std::fs::create_dir_all(&parent).map_err(io(&parent))?;
-        let log = parent.join(format!("{}-local-up.log", spec.profile.name()));
+        let name = spec
+            .dir
+            .file_name()
+            .map_or_else(|| spec.profile.name().into(), |n| n.to_string_lossy());
+        let log = parent.join(format!("{name}-local-up.log"));
         let out = File::create(&log).map_err(io(&log))?;
         let err = out.try_clone().map_err(io(&log))?;
         let mut cmd = Command::new(&spec.pgbaton);
@@ -102,7 +114,8 @@ impl LocalCluster {
             .arg(spec.base_port.to_string())
             .arg("--restart-delay")
             .arg(spec.restart_delay.to_string())
-            .args(["--wait", "180"]);
+            .args(["--wait", "180"])
+            .args(["--synchronous", spec.synchronous]);
         if let Some(t) = spec.profile.explicit_timing() {
             cmd.arg("--ttl")
                 .arg(t.ttl.to_string())
@@ -202,6 +215,36 @@ impl LocalCluster {
         Ok(members::parse(&String::from_utf8_lossy(&output.stdout))?)
     }
 
+    /// A planned switchover with `pgbaton ctl switchover --force`; returns its output.
+    pub async fn switchover(&self, leader: &str, candidate: &str) -> Result<String, ClusterError> {
+        let output = tokio::process::Command::new(&self.spec.pgbaton)
+            .arg("ctl")
+            .arg("--dcs")
+            .arg(format!("127.0.0.1:{}", self.spec.base_port))
+            .args(["--scope", "local", "switchover", "--leader", leader])
+            .args(["--candidate", candidate, "--force"])
+            .kill_on_drop(true)
+            .output();
+        let failed = |output: String| ClusterError::Switchover {
+            leader: leader.to_string(),
+            candidate: candidate.to_string(),
+            output,
+        };
+        let output = tokio::time::timeout(Duration::from_secs(60), output)
+            .await
+            .map_err(|_| failed("no answer within 60 s".into()))?
+            .map_err(|e| failed(e.to_string()))?;
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        if !output.status.success() {
+            return Err(failed(text.trim().to_string()));
+        }
+        Ok(text.trim().to_string())
+    }
+
     /// Wait until the cluster is whole again; returns the leader's name.
     pub async fn wait_whole(&self, limit: Duration) -> Result<String, ClusterError> {
         let deadline = Instant::now() + limit;
@@ -286,7 +329,7 @@ fn read_pid(file: &Path, member: &str) -> Result<i32, ClusterError> {
 
 /// Last resort after `local up` hung: SIGKILL every process whose command line names our
 /// cluster directory (the agents, their postmasters and etcd, all started by this bench).
-fn kill_processes_using(dir: &Path) {
+pub fn kill_processes_using(dir: &Path) {
     let needle = dir.to_string_lossy().into_owned();
     let Ok(entries) = std::fs::read_dir("/proc") else {
         return;

@@ -1,12 +1,14 @@
-//! The two crashes the bench inflicts on the leader.
+//! What the bench does to the leader: crash the whole node, crash the postmaster alone, or
+//! hand the leader role over in a planned switchover.
 
 use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
+use nix::unistd::{getpgid, Pid};
 use serde::Serialize;
 
-use crate::cluster::{ClusterError, LocalCluster};
+use crate::scenario::RunError;
+use crate::target::Target;
 
-/// What dies.
+/// What happens to the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Crash {
@@ -15,6 +17,8 @@ pub enum Crash {
     Node,
     /// The postmaster alone (SIGKILL to its pid); the agent stays and restarts it in place.
     Postmaster,
+    /// No crash: a planned switchover to a replica with the tool's CLI.
+    Switchover,
 }
 
 impl Crash {
@@ -22,14 +26,13 @@ impl Crash {
         match self {
             Crash::Node => "node",
             Crash::Postmaster => "postmaster",
+            Crash::Switchover => "switchover",
         }
     }
 }
 
 #[derive(Debug, thiserror::Error)]
 pub enum CrashError {
-    #[error(transparent)]
-    Pid(#[from] ClusterError),
     #[error("sending SIGKILL to {what} (pid {pid}) of {member}: {source}")]
     Kill {
         what: &'static str,
@@ -37,11 +40,13 @@ pub enum CrashError {
         member: String,
         source: nix::Error,
     },
+    #[error("a switchover is not a crash: use the switchover scenario")]
+    NotACrash,
 }
 
 /// Crash `member`: every kill signal is sent back to back, the pids read beforehand.
-pub fn inflict(cluster: &LocalCluster, member: &str, crash: Crash) -> Result<(), CrashError> {
-    let postmaster = cluster.postmaster_pid(member)?;
+pub async fn inflict<T: Target>(target: &T, member: &str, crash: Crash) -> Result<(), RunError> {
+    let postmaster = target.postmaster_pid(member)?;
     let signal = |what: &'static str, pid: i32| {
         kill(Pid::from_raw(pid), Signal::SIGKILL).map_err(|source| CrashError::Kill {
             what,
@@ -52,12 +57,20 @@ pub fn inflict(cluster: &LocalCluster, member: &str, crash: Crash) -> Result<(),
     };
     match crash {
         Crash::Node => {
-            let agent = cluster.agent_pid(member)?;
+            let agent = target.agent_pid(member)?;
+            // pgbaton starts the postmaster as leader of its own process group; Patroni
+            // starts it in the session of a short-lived launcher: kill that group either way.
+            let ours = getpgid(None).map(|g| g.as_raw()).ok();
+            let group = getpgid(Some(Pid::from_raw(postmaster)))
+                .map(|g| g.as_raw())
+                .ok()
+                .filter(|g| Some(*g) != ours && *g > 1)
+                .unwrap_or(postmaster);
             signal("the agent", agent)?;
-            // The agent starts the postmaster as leader of its own process group.
-            signal("the postmaster's process group", -postmaster)?;
+            signal("the postmaster's process group", -group)?;
         }
         Crash::Postmaster => signal("the postmaster", postmaster)?,
+        Crash::Switchover => return Err(CrashError::NotACrash.into()),
     }
     Ok(())
 }

@@ -39,6 +39,18 @@ pub fn measure(acks: &[Ack], crash: Instant) -> Option<Gap> {
     })
 }
 
+/// The longest interval between consecutive acknowledgements, from the last one before
+/// `event` on. This is the window a planned switchover costs: the old leader keeps taking
+/// writes for a while after the command starts (it checkpoints first), so the first write
+/// after the event says nothing; the hole comes later. For a crash it equals
+/// [`measure`]'s gap unless writes stall again afterwards, which also counts.
+pub fn longest_gap(acks: &[Ack], event: Instant) -> Option<Duration> {
+    let start = acks.iter().filter(|a| a.sent < event).map(|a| a.at).max()?;
+    let mut times: Vec<Instant> = acks.iter().map(|a| a.at).filter(|t| *t >= start).collect();
+    times.sort();
+    times.windows(2).map(|w| w[1] - w[0]).max()
+}
+
 /// True when the last `n` acknowledged writes all went to `member` and the newest is at
 /// most `fresh` old: the client writes steadily to the leader.
 pub fn steady_on(acks: &[Ack], member: &str, n: usize, fresh: Duration) -> bool {
@@ -88,6 +100,26 @@ mod tests {
         assert_eq!(gap.member_before, "node1");
         assert_eq!(gap.member_after, "node2");
         assert_eq!(gap.acked_before, vec![1, 2]);
+    }
+
+    #[test]
+    fn longest_gap_finds_the_hole_after_the_event() {
+        let t0 = Instant::now();
+        let acks = vec![
+            ack(t0, 0, "node1", 1),
+            ack(t0, 50, "node1", 2),
+            // The switchover starts at 60 ms; the old leader still takes writes...
+            ack(t0, 100, "node1", 3),
+            ack(t0, 150, "node1", 4),
+            // ...then hands over: nothing for 300 ms.
+            ack(t0, 450, "node2", 10),
+            ack(t0, 500, "node2", 11),
+        ];
+        let event = t0 + Duration::from_millis(60);
+        assert_eq!(longest_gap(&acks, event), Some(Duration::from_millis(300)));
+        let first = measure(&acks, event).expect("both sides");
+        assert_eq!(first.gap, Duration::from_millis(50));
+        assert_eq!(longest_gap(&acks[..2], event), None);
     }
 
     #[test]

@@ -1,18 +1,27 @@
 //! `pgbaton-bench`: measures how long a client cannot write after the leader crashes (the
-//! whole node, or the postmaster alone) and how much memory the agent keeps resident, on
-//! clusters started with `pgbaton local up`. See bench/README.md.
+//! whole node, or the postmaster alone) or hands over in a planned switchover, how much
+//! memory the agent keeps resident, what synchronous replication costs, and the same
+//! scenarios on Patroni + HAProxy side by side. See bench/README.md.
 
 mod cluster;
+mod compare;
+mod compare_report;
 mod crash;
 mod gap;
 mod members;
 mod memory;
+mod patroni;
+mod patroni_config;
+#[cfg(test)]
+mod patroni_test;
 #[cfg(test)]
 mod pg_test;
 mod profile;
 mod report;
 mod scenario;
 mod stats;
+mod sync_overhead;
+mod target;
 mod writer;
 
 use std::path::PathBuf;
@@ -39,7 +48,7 @@ struct Cli {
     opts: Opts,
 }
 
-#[derive(Subcommand, Clone, Copy, PartialEq)]
+#[derive(Subcommand, Clone, PartialEq)]
 enum Command {
     /// Everything: memory, node crashes and postmaster crashes, for every profile.
     All,
@@ -49,6 +58,40 @@ enum Command {
     Postmaster,
     /// Agent memory only.
     Memory,
+    /// Planned switchovers (`pgbaton ctl switchover`), candidates taking turns.
+    Switchover,
+    /// pgbench against the leader with `--synchronous off`, then `on`.
+    SyncOverhead {
+        /// pgbench runs per mode.
+        #[arg(long, default_value_t = 3)]
+        repeats: usize,
+    },
+    /// Node crash, postmaster crash and switchover on pgbaton and on Patroni + HAProxy.
+    Compare {
+        /// pgbaton timing profiles.
+        #[arg(long, value_delimiter = ',', default_value = "default,fast")]
+        pgbaton_profiles: Vec<Profile>,
+        /// Patroni timing profiles (seed = Patroni's defaults with the seed's HAProxy
+        /// checks; any other with the tuned checks inter 1s fall 2 rise 1).
+        #[arg(long, value_delimiter = ',', default_value = "seed,ttl5")]
+        patroni_profiles: Vec<Profile>,
+        /// Runs per scenario for profiles with ttl >= 30 (each node crash costs ~1 min).
+        #[arg(long, default_value_t = 3)]
+        slow_runs: usize,
+        /// Ports of the Patroni clusters (40 per profile).
+        #[arg(long, default_value_t = 18000)]
+        patroni_base_port: u16,
+        /// Which tools to measure.
+        #[arg(long, value_delimiter = ',', default_value = "pgbaton,patroni")]
+        systems: Vec<target::System>,
+        /// Which scenarios (run in the order switchover, postmaster, node).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "switchover,postmaster,node"
+        )]
+        scenarios: Vec<Crash>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -158,11 +201,66 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
     for (k, v) in &report.environment {
         println!("{k}: {v}");
     }
-    let (memory, node, postmaster) = match cli.command {
-        Command::All => (true, true, true),
-        Command::Failover => (false, true, false),
-        Command::Postmaster => (false, false, true),
-        Command::Memory => (true, false, false),
+    let (memory, node, postmaster, switchover) = match cli.command.clone() {
+        Command::All => (true, true, true, false),
+        Command::Failover => (false, true, false, false),
+        Command::Postmaster => (false, false, true, false),
+        Command::Memory => (true, false, false, false),
+        Command::Switchover => (false, false, false, true),
+        Command::SyncOverhead { repeats } => {
+            let sync =
+                sync_overhead::run(&pgbaton, &dir, opts.base_port, opts.members, repeats).await?;
+            println!("\n{}", sync.markdown());
+            println!("load average at the end: {}", load_average());
+            if let Some(path) = &opts.json {
+                sync_overhead::save(&sync, path)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            return Ok(());
+        }
+        Command::Compare {
+            pgbaton_profiles,
+            patroni_profiles,
+            slow_runs,
+            patroni_base_port,
+            systems,
+            scenarios,
+        } => {
+            let plan = compare::ComparePlan {
+                pgbaton: pgbaton.clone(),
+                dir: dir.clone(),
+                base_port: opts.base_port,
+                patroni_base_port,
+                pgbaton_profiles,
+                patroni_profiles,
+                runs: opts.runs,
+                systems,
+                scenarios,
+                slow_runs,
+                members: opts.members,
+            };
+            patroni::check_binaries()?;
+            let mut out = compare::Comparison::default();
+            compare::run(&plan, &mut out).await;
+            println!("\nload average at the end: {}", load_average());
+            println!("\n{}", compare_report::markdown(&out.runs, &out.memory));
+            for e in &out.errors {
+                println!("error: {e}");
+            }
+            if let Some(path) = &opts.json {
+                let json = serde_json::to_string_pretty(&out).context("encoding the results")?;
+                std::fs::write(path, json)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            println!("{}", compare_report::summary_line(&out.runs));
+            if !out.errors.is_empty() {
+                anyhow::bail!(
+                    "{} cluster(s) cut short; see the errors above",
+                    out.errors.len()
+                );
+            }
+            return Ok(());
+        }
     };
     let mut next_run = 0;
     for &profile in &opts.profile {
@@ -173,6 +271,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             members: opts.members,
             profile,
             restart_delay: opts.restart_delay.unwrap_or(profile.restart_delay()),
+            synchronous: "off",
         };
         let outcome = async {
             let cluster = LocalCluster::start(spec).await?;
@@ -197,6 +296,16 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                 scenario::crash_runs(
                     &cluster,
                     Crash::Postmaster,
+                    opts.runs,
+                    &mut next_run,
+                    &mut report.runs,
+                )
+                .await?;
+            }
+            if switchover {
+                scenario::crash_runs(
+                    &cluster,
+                    Crash::Switchover,
                     opts.runs,
                     &mut next_run,
                     &mut report.runs,

@@ -144,7 +144,7 @@ async fn window_covers_a_postgres_outage_and_no_ack_is_lost() {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     };
-    writer.stop().await;
+    let (_, failures) = writer.stop_with_failures().await;
 
     assert!(measured.crash_to_write >= outage, "{measured:?}");
     assert!(measured.gap >= measured.crash_to_write, "{measured:?}");
@@ -154,6 +154,14 @@ async fn window_covers_a_postgres_outage_and_no_ack_is_lost() {
         "{measured:?}"
     );
     assert_eq!(measured.member_after, "pg");
+    // The client saw its writes fail during the outage (a tick whose reconnect also failed
+    // is a failed operation), and none before the kill.
+    assert!(
+        !failures.is_empty(),
+        "no failed write recorded during the outage"
+    );
+    assert!(failures.iter().any(|f| f.op_failed), "{failures:?}");
+    assert!(failures.iter().all(|f| f.at >= crashed_at), "{failures:?}");
     let stored = writer::stored_seqs(&endpoint, 1)
         .await
         .expect("reading back");

@@ -17,6 +17,9 @@ pub enum Profile {
     Ttl10,
     /// ttl 5, loop_wait 1, retry_timeout 2: the tightest Patroni setting the issue compares with.
     Ttl5,
+    /// ttl 3, loop_wait 1, retry_timeout 1: the tightest whole-second timing that keeps
+    /// Patroni's rule loop_wait + 2 × retry_timeout <= ttl (Patroni wants integers).
+    Ttl3,
 }
 
 /// The three timing settings, in seconds.
@@ -29,10 +32,11 @@ pub struct Timing {
 
 impl Profile {
     /// Every profile, in the order summaries list them.
-    pub const ALL: [Profile; 5] = [
+    pub const ALL: [Profile; 6] = [
         Profile::Seed,
         Profile::Ttl10,
         Profile::Ttl5,
+        Profile::Ttl3,
         Profile::Default,
         Profile::Fast,
     ];
@@ -61,6 +65,11 @@ impl Profile {
                 loop_wait: 1.0,
                 retry_timeout: 2.0,
             }),
+            Profile::Ttl3 => Some(Timing {
+                ttl: 3.0,
+                loop_wait: 1.0,
+                retry_timeout: 1.0,
+            }),
         }
     }
 
@@ -80,6 +89,7 @@ impl Profile {
             Profile::Fast => "fast",
             Profile::Ttl10 => "ttl10",
             Profile::Ttl5 => "ttl5",
+            Profile::Ttl3 => "ttl3",
         }
     }
 
@@ -105,6 +115,8 @@ impl Profile {
             Profile::Fast => 80,
             Profile::Ttl10 => 120,
             Profile::Ttl5 => 160,
+            // 200 and 240 are the sync-overhead clusters.
+            Profile::Ttl3 => 280,
         }
     }
 

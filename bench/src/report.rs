@@ -27,8 +27,11 @@ impl Report {
         for (k, v) in &self.environment {
             let _ = writeln!(out, "- {k}: {v}");
         }
-        if !self.runs.is_empty() {
+        if self.runs.iter().any(|r| r.crash != Crash::Switchover) {
             self.gap_table(&mut out);
+        }
+        if self.runs.iter().any(|r| r.crash == Crash::Switchover) {
+            self.switchover_table(&mut out);
         }
         if !self.memory.is_empty() {
             self.memory_table(&mut out);
@@ -53,6 +56,51 @@ impl Report {
             for profile in Profile::ALL {
                 self.gap_row(out, crash, profile);
             }
+        }
+    }
+
+    fn switchover_table(&self, out: &mut String) {
+        let _ = writeln!(out, "\n## Planned switchover (seconds)\n");
+        let _ = writeln!(
+            out,
+            "| profile | runs | gap median | gap min | gap max | all writes ok after (median) | failed statements per run | failed writes per run | old leader streams again | pg_rewind ran | per-run gaps |"
+        );
+        let _ = writeln!(out, "|---|---|---|---|---|---|---|---|---|---|---|");
+        for profile in Profile::ALL {
+            let runs: Vec<&RunResult> = self
+                .runs
+                .iter()
+                .filter(|r| r.crash == Crash::Switchover && r.profile == profile)
+                .collect();
+            if runs.is_empty() {
+                continue;
+            }
+            let gaps: Vec<f64> = runs.iter().filter_map(|r| r.gap_s).collect();
+            let clean: Vec<f64> = runs.iter().filter_map(|r| r.clean_s).collect();
+            let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
+            let list = |f: &dyn Fn(&RunResult) -> String| {
+                runs.iter().map(|r| f(r)).collect::<Vec<_>>().join(", ")
+            };
+            let count = |f: &dyn Fn(&RunResult) -> bool| runs.iter().filter(|r| f(r)).count();
+            let g = summarize(&gaps);
+            let _ = writeln!(
+                out,
+                "| {} | {}/{} | {} | {} | {} | {} | {} | {} | {} of {} | {} of {} | {} |",
+                profile.describe(),
+                gaps.len(),
+                runs.len(),
+                fmt(g.map(|s| s.median)),
+                fmt(g.map(|s| s.min)),
+                fmt(g.map(|s| s.max)),
+                fmt(summarize(&clean).map(|s| s.median)),
+                list(&|r| r.failed_statements.to_string()),
+                list(&|r| r.failed_writes.to_string()),
+                count(&|r| r.old_leader_streams == Some(true)),
+                runs.len(),
+                count(&|r| r.rewound == Some(true)),
+                runs.len(),
+                list(&|r| r.gap_s.map_or("none".to_string(), |g| format!("{g:.2}"))),
+            );
         }
     }
 
@@ -126,17 +174,45 @@ impl Report {
 mod tests {
     use super::*;
 
+    #[test]
+    fn switchover_table_counts_failures_and_rewinds() {
+        let report = Report {
+            runs: vec![
+                run(Profile::Default, Crash::Switchover, Some(0.3)),
+                run(Profile::Default, Crash::Switchover, Some(0.5)),
+            ],
+            ..Report::default()
+        };
+        let md = report.markdown();
+        assert!(
+            md.contains("| ttl 4 / loop_wait 1 / retry_timeout 1.5 (file silent) | 2/2 | 0.40 | 0.30 | 0.50 | 0.40 | 2, 2 | 0, 0 | 2 of 2 | 0 of 2 | 0.30, 0.50 |"),
+            "{md}"
+        );
+        assert!(
+            !md.contains("crash→write median"),
+            "no crash table without crashes: {md}"
+        );
+    }
+
     fn run(profile: Profile, crash: Crash, gap: Option<f64>) -> RunResult {
         RunResult {
+            system: crate::target::System::Pgbaton,
             profile,
             crash,
             run: 1,
             leader_before: "node1".into(),
+            candidate: None,
             member_after: gap.map(|_| "node2".into()),
             gap_s: gap,
             crash_to_write_s: gap.map(|g| g - 0.03),
+            clean_s: gap,
+            failed_statements: 2,
+            failed_writes: 0,
             lost_acked: Some(1),
+            rewound: (crash == Crash::Switchover).then_some(false),
+            old_leader_streams: (crash == Crash::Switchover).then_some(true),
             note: None,
+            acks_rel_s: Vec::new(),
         }
     }
 
@@ -156,6 +232,10 @@ mod tests {
             "{md}"
         );
         assert!(!md.contains("| postmaster |"), "no row without runs");
+        assert!(
+            !md.contains("Planned switchover"),
+            "no switchover table without runs"
+        );
         assert!(
             !md.contains("resident memory"),
             "no memory table without figures"

@@ -141,9 +141,20 @@ pub async fn stored_seqs(endpoint: &Endpoint, run: i32) -> Result<Vec<i64>, Writ
     Ok(rows.iter().map(|r| r.get::<_, i64>(0)).collect())
 }
 
+/// One statement (connect + INSERT) the client saw fail.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// When the client learned it had failed.
+    pub at: Instant,
+    /// True when this was the tick's last try: no member took that write (a failed client
+    /// operation, as opposed to one failed statement among several tries).
+    pub op_failed: bool,
+}
+
 /// A running write client; stop it with [`Writer::stop`] (dropping it aborts the task).
 pub struct Writer {
     acks: Arc<Mutex<Vec<Ack>>>,
+    failures: Arc<Mutex<Vec<Failure>>>,
     stop: watch::Sender<bool>,
     task: Option<JoinHandle<()>>,
 }
@@ -152,10 +163,16 @@ impl Writer {
     /// Start writing every `period`, trying `endpoints[0]` first.
     pub fn start(endpoints: Vec<Endpoint>, run: i32, period: Duration) -> Writer {
         let acks = Arc::new(Mutex::new(Vec::new()));
+        let failures = Arc::new(Mutex::new(Vec::new()));
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(write_loop(endpoints, run, period, acks.clone(), stop_rx));
+        let log = Log {
+            acks: acks.clone(),
+            failures: failures.clone(),
+        };
+        let task = tokio::spawn(write_loop(endpoints, run, period, log, stop_rx));
         Writer {
             acks,
+            failures,
             stop,
             task: Some(task),
         }
@@ -169,13 +186,21 @@ impl Writer {
         }
     }
 
-    /// Stop after the write in progress and return every acknowledged write.
-    pub async fn stop(mut self) -> Vec<Ack> {
+    /// A copy of the failed statements so far.
+    pub fn failures(&self) -> Vec<Failure> {
+        match self.failures.lock() {
+            Ok(f) => f.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// Stop after the write in progress; every acknowledged write and every failure.
+    pub async fn stop_with_failures(mut self) -> (Vec<Ack>, Vec<Failure>) {
         let _ = self.stop.send(true);
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
-        self.acks()
+        (self.acks(), self.failures())
     }
 }
 
@@ -187,11 +212,43 @@ impl Drop for Writer {
     }
 }
 
+/// Where the write loop records what happened.
+struct Log {
+    acks: Arc<Mutex<Vec<Ack>>>,
+    failures: Arc<Mutex<Vec<Failure>>>,
+}
+
+impl Log {
+    fn ack(&self, member: &str, seq: i64, sent: Instant) {
+        let ack = Ack {
+            sent,
+            at: Instant::now(),
+            member: member.to_string(),
+            seq,
+        };
+        match self.acks.lock() {
+            Ok(mut acks) => acks.push(ack),
+            Err(poisoned) => poisoned.into_inner().push(ack),
+        }
+    }
+
+    fn failure(&self, op_failed: bool) {
+        let failure = Failure {
+            at: Instant::now(),
+            op_failed,
+        };
+        match self.failures.lock() {
+            Ok(mut f) => f.push(failure),
+            Err(poisoned) => poisoned.into_inner().push(failure),
+        }
+    }
+}
+
 async fn write_loop(
     endpoints: Vec<Endpoint>,
     run: i32,
     period: Duration,
-    acks: Arc<Mutex<Vec<Ack>>>,
+    log: Log,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut ticker = tokio::time::interval(period);
@@ -199,18 +256,6 @@ async fn write_loop(
     let mut current: Option<(usize, Client)> = None;
     let mut preferred = 0usize;
     let mut seq: i64 = 0;
-    let record = |member: &str, seq: i64, sent: Instant| {
-        let ack = Ack {
-            sent,
-            at: Instant::now(),
-            member: member.to_string(),
-            seq,
-        };
-        match acks.lock() {
-            Ok(mut acks) => acks.push(ack),
-            Err(poisoned) => poisoned.into_inner().push(ack),
-        }
-    };
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
@@ -222,11 +267,12 @@ async fn write_loop(
             let sent = Instant::now();
             match execute(client, member, &insert_sql(run, seq, member)).await {
                 Ok(()) => {
-                    record(member, seq, sent);
+                    log.ack(member, seq, sent);
                     continue;
                 }
                 Err(e) => {
                     tracing::debug!(run, seq, "write failed: {e}");
+                    log.failure(false);
                     current = None;
                 }
             }
@@ -247,12 +293,16 @@ async fn write_loop(
             };
             match attempt.await {
                 Ok(client) => {
-                    record(&endpoint.member, seq, sent);
+                    log.ack(&endpoint.member, seq, sent);
                     preferred = i;
                     current = Some((i, client));
                     break;
                 }
-                Err(e) => tracing::debug!(run, seq, "write failed: {e}"),
+                Err(e) => {
+                    tracing::debug!(run, seq, "write failed: {e}");
+                    let last_try = offset + 1 == endpoints.len();
+                    log.failure(last_try);
+                }
             }
         }
     }

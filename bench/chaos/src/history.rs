@@ -1,0 +1,118 @@
+//! The records the checker works from: every client operation (invoke / ok / fail / unknown
+//! with timestamps, Jepsen-style), every monitor round in which two or more members said they
+//! were writable, all on one clock: seconds since the run started.
+
+use std::time::Instant;
+
+/// The run's clock.
+#[derive(Debug, Clone, Copy)]
+pub struct Clock {
+    start: Instant,
+}
+
+impl Clock {
+    pub fn start() -> Clock {
+        Clock {
+            start: Instant::now(),
+        }
+    }
+
+    /// Seconds since the start.
+    pub fn now(&self) -> f64 {
+        self.start.elapsed().as_secs_f64()
+    }
+}
+
+/// How a write ended, as the client knows it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Acknowledged: the commit returned.
+    Ok,
+    /// Definitely not committed (the server refused it, e.g. read-only).
+    Fail,
+    /// Maybe committed: timeout or connection lost after the statement was sent.
+    Unknown,
+}
+
+/// One INSERT of a unique id.
+#[derive(Debug, Clone)]
+pub struct Op {
+    pub id: i64,
+    pub client: u16,
+    /// Index of the member the write was sent to.
+    pub member: usize,
+    pub invoke: f64,
+    pub complete: f64,
+    pub outcome: Outcome,
+    /// For Ok: the timeline the server wrote on and its WAL position (bytes) at the insert.
+    pub timeline: Option<i32>,
+    pub lsn: Option<u64>,
+    /// For Fail and Unknown: why.
+    pub error: Option<String>,
+}
+
+impl Op {
+    /// One CSV line: id,client,member,invoke,complete,outcome,timeline,lsn,error.
+    pub fn csv(&self, member_name: &str) -> String {
+        let opt = |v: Option<String>| v.unwrap_or_default();
+        format!(
+            "{},{},{},{:.4},{:.4},{:?},{},{},\"{}\"",
+            self.id,
+            self.client,
+            member_name,
+            self.invoke,
+            self.complete,
+            self.outcome,
+            opt(self.timeline.map(|t| t.to_string())),
+            opt(self
+                .lsn
+                .map(|l| format!("{:X}/{:X}", l >> 32, l & 0xFFFF_FFFF))),
+            opt(self.error.clone()).replace('"', "'")
+        )
+    }
+}
+
+pub const CSV_HEADER: &str = "id,client,member,invoke_s,complete_s,outcome,timeline,lsn,error";
+
+/// A monitor round in which two or more members answered `pg_is_in_recovery() = false`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DualRound {
+    pub start: f64,
+    pub end: f64,
+    /// Indexes of the members that answered false.
+    pub writable: Vec<usize>,
+}
+
+/// Parse a pg_lsn text (`16/B374D848`) into a byte position.
+pub fn parse_lsn(text: &str) -> Option<u64> {
+    let (hi, lo) = text.trim().split_once('/')?;
+    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_op_becomes_one_csv_line() {
+        let op = Op {
+            id: 5,
+            client: 1,
+            member: 0,
+            invoke: 1.5,
+            complete: 1.75,
+            outcome: Outcome::Ok,
+            timeline: Some(2),
+            lsn: Some(0x3000060),
+            error: None,
+        };
+        assert_eq!(op.csv("n1"), "5,1,n1,1.5000,1.7500,Ok,2,0/3000060,\"\"");
+    }
+
+    #[test]
+    fn lsn_text_becomes_bytes() {
+        assert_eq!(parse_lsn("0/3000060"), Some(0x3000060));
+        assert_eq!(parse_lsn("16/B374D848"), Some((0x16 << 32) | 0xB374D848));
+        assert_eq!(parse_lsn("nonsense"), None);
+    }
+}

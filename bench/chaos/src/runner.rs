@@ -1,0 +1,256 @@
+//! One chaos run from start to verdict: start etcd and the agents, wait for a whole cluster,
+//! create the table, start the monitor and the clients, inject and heal faults for
+//! `--duration`, heal everything, wait for convergence, read the final state and check it.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use crate::checker::{self, Verdict};
+use crate::cli::Settings;
+use crate::cluster::Cluster;
+use crate::converge::{self, Convergence};
+use crate::db;
+use crate::error::{ChaosError, Result};
+use crate::fault_kind::FaultKind;
+use crate::faults::Faults;
+use crate::history::Clock;
+use crate::monitor::Monitor;
+use crate::schedule::Schedule;
+use crate::signals::interrupted;
+use crate::workload::{Target, Workload, TABLE_DDL};
+
+/// Time for etcd, then for a fresh cluster (initdb, clones) on a busy 2-core machine.
+const ETCD_UP: Duration = Duration::from_secs(30);
+const CLUSTER_UP: Duration = Duration::from_secs(120);
+/// Writes kept going once the cluster is whole again.
+const AFTER_CONVERGENCE: Duration = Duration::from_secs(2);
+/// Time the replicas get to replay the leader's position before the final reads.
+const CATCH_UP: Duration = Duration::from_secs(15);
+
+pub struct RunResult {
+    pub run: u32,
+    pub names: Vec<String>,
+    pub faults: u32,
+    pub by_kind: Vec<(FaultKind, u32)>,
+    pub verdict: Verdict,
+    pub convergence: Convergence,
+    pub monitor_rounds: u64,
+    /// Replicas that streamed but did not replay the leader's position in time.
+    pub behind: Vec<usize>,
+    /// Set when the final state was not read from a leader.
+    pub reference_note: Option<String>,
+}
+
+fn check_interrupt() -> Result<()> {
+    if interrupted() {
+        Err(ChaosError::Interrupted)
+    } else {
+        Ok(())
+    }
+}
+
+async fn leader_index(cluster: &Cluster, endpoints: &[String]) -> Option<usize> {
+    match db::leader(endpoints).await {
+        Ok(Some(name)) => cluster.member_index(&name),
+        _ => None,
+    }
+}
+
+pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<RunResult> {
+    let endpoints = cluster.etcd_endpoints();
+    let names: Vec<String> = cluster
+        .members
+        .iter()
+        .map(|m| m.host.name.clone())
+        .collect();
+    let ips: Vec<Ipv4Addr> = cluster.members.iter().map(|m| m.host.ip).collect();
+
+    for i in 0..cluster.etcd.len() {
+        cluster.start_etcd(i)?;
+    }
+    let deadline = Instant::now() + ETCD_UP;
+    while !db::etcd_ready(&endpoints).await {
+        check_interrupt()?;
+        if Instant::now() >= deadline {
+            return Err(ChaosError::NotReady(format!(
+                "etcd {endpoints:?} did not answer within {ETCD_UP:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    for k in 0..cluster.members.len() {
+        cluster.start_agent(k)?;
+    }
+    let up = converge::wait(&names, &ips, &endpoints, CLUSTER_UP, interrupted).await;
+    check_interrupt()?;
+    let Some(leader) = up.leader.filter(|_| up.unrecovered.is_empty()) else {
+        return Err(ChaosError::NotReady(format!(
+            "after {:.0} s: leader {:?}, not streaming {:?}",
+            up.waited_s,
+            up.leader.map(|l| &names[l]),
+            up.unrecovered
+                .iter()
+                .map(|k| &names[*k])
+                .collect::<Vec<_>>()
+        )));
+    };
+    tracing::info!(
+        "cluster up in {:.1} s, leader {}",
+        clock.now(),
+        names[leader]
+    );
+    create_table(ips[leader]).await?;
+
+    let targets: Vec<Target> = names
+        .iter()
+        .zip(&ips)
+        .map(|(name, ip)| Target {
+            name: name.clone(),
+            ip: *ip,
+        })
+        .collect();
+    let monitor = Monitor::start(ips.clone(), clock);
+    let workload = Workload::start(targets, s.clients, clock);
+    let workload_start = clock.now();
+    let mut faults = Faults::new(
+        Schedule::new(s.seed, s.faults.clone(), s.ttl),
+        &cluster.root.join("events.log"),
+    );
+    faults.event(
+        workload_start,
+        &format!("workload started; leader {}", names[leader]),
+    );
+
+    let end = workload_start + s.duration_s as f64;
+    let mut next = workload_start + faults.gap();
+    while clock.now() < end && !interrupted() {
+        let now = clock.now();
+        faults.heal_due(cluster, now);
+        if now >= next && faults.has_room() {
+            let leader = leader_index(cluster, &endpoints).await;
+            faults.inject_one(cluster, leader, clock.now()).await;
+            next = clock.now() + faults.gap();
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    faults.heal_all(cluster, clock.now());
+    faults.event(clock.now(), "every fault healed; waiting for convergence");
+
+    let convergence = converge::wait(
+        &names,
+        &ips,
+        &endpoints,
+        Duration::from_secs(s.converge_timeout_s),
+        interrupted,
+    )
+    .await;
+    if convergence.unrecovered.is_empty() {
+        tokio::time::sleep(AFTER_CONVERGENCE).await;
+    }
+    let workload_end = clock.now();
+    let ops = workload.stop().await;
+    let seen = monitor.stop().await;
+    faults.event(
+        clock.now(),
+        &format!(
+            "converged: leader {:?}, unrecovered {:?} after {:.1} s",
+            convergence.leader.map(|l| &names[l]),
+            convergence
+                .unrecovered
+                .iter()
+                .map(|k| &names[*k])
+                .collect::<Vec<_>>(),
+            convergence.waited_s
+        ),
+    );
+    write_history(&cluster.root.join("history.csv"), &ops, &names);
+    check_interrupt()?;
+
+    let mut convergence = convergence;
+    let mut behind: Vec<usize> = Vec::new();
+    if let Some(l) = convergence.leader {
+        let others: Vec<usize> = (0..ips.len()).filter(|k| *k != l).collect();
+        let replica_ips: Vec<Ipv4Addr> = others.iter().map(|k| ips[*k]).collect();
+        // A replica that streams but does not replay the leader's WAL has not rejoined.
+        for i in converge::catch_up(ips[l], &replica_ips, CATCH_UP).await {
+            behind.push(others[i]);
+            if !convergence.unrecovered.contains(&others[i]) {
+                convergence.unrecovered.push(others[i]);
+            }
+        }
+    }
+    let mut member_ids: Vec<Option<HashSet<i64>>> = Vec::new();
+    for ip in &ips {
+        member_ids.push(converge::ids(*ip).await);
+    }
+    let (reference, reference_note) = match convergence.leader {
+        Some(l) if member_ids[l].is_some() => (Some(l), None),
+        _ => {
+            let best = (0..ips.len())
+                .filter(|k| member_ids[*k].is_some())
+                .max_by_key(|k| member_ids[*k].as_ref().map_or(0, HashSet::len));
+            let note = match best {
+                Some(b) => format!(
+                    "no readable leader: lost writes counted against {}, the member with the most rows",
+                    names[b]
+                ),
+                None => "no member could be read: lost writes not counted".to_string(),
+            };
+            (best, Some(note))
+        }
+    };
+    let history = match reference {
+        Some(r) => converge::history(ips[r]).await,
+        None => None,
+    };
+    let verdict = checker::check(&checker::Inputs {
+        ops: &ops,
+        dual_rounds: &seen.dual,
+        final_ids: reference.and_then(|r| member_ids[r].as_ref()),
+        member_ids: &member_ids,
+        history: history.as_ref(),
+        workload: (workload_start, workload_end),
+    });
+    Ok(RunResult {
+        run: cluster.topo.run,
+        names,
+        faults: faults.injected,
+        by_kind: faults.by_kind.clone(),
+        verdict,
+        convergence,
+        monitor_rounds: seen.rounds,
+        behind,
+        reference_note,
+    })
+}
+
+/// Every operation as CSV (kept with the logs by --keep-logs).
+fn write_history(path: &std::path::Path, ops: &[crate::history::Op], names: &[String]) {
+    let mut text = String::from(crate::history::CSV_HEADER);
+    text.push('\n');
+    for op in ops {
+        text.push_str(&op.csv(&names[op.member]));
+        text.push('\n');
+    }
+    if let Err(e) = std::fs::write(path, text) {
+        tracing::warn!("writing {}: {e}", path.display());
+    }
+}
+
+/// Create the workload's table on the leader (a few tries: it may still be settling).
+async fn create_table(leader: Ipv4Addr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        match db::rows(leader, TABLE_DDL, Duration::from_secs(5)).await {
+            Ok(_) => return Ok(()),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(ChaosError::NotReady(format!(
+                    "creating the table on {leader}: {e:#}"
+                )))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+        check_interrupt()?;
+    }
+}

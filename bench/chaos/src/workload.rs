@@ -1,0 +1,187 @@
+//! The writing clients: K tasks, each inserting unique ids one at a time into `chaos_writes`
+//! on whichever member accepts writes, found libpq-style (`target_session_attrs=read-write`:
+//! try each member in order, keep the first that is not in recovery; no router). Each write
+//! is recorded as invoke, then ok / fail / unknown: a timeout or a lost connection after the
+//! statement was sent is unknown, only a definite refusal is a failure.
+
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{Client, Row, Statement};
+
+use crate::db::connect;
+use crate::history::{parse_lsn, Clock, Op, Outcome};
+
+pub const TABLE_DDL: &str = "CREATE TABLE IF NOT EXISTS chaos_writes (\
+     id bigint PRIMARY KEY, client int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())";
+/// The insert; returns the timeline the server writes on and its WAL position.
+const INSERT: &str = "INSERT INTO chaos_writes (id, client) VALUES ($1, $2) RETURNING \
+     ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, \
+     pg_current_wal_lsn()::text";
+/// A write with no answer within this is unknown.
+const OP_TIMEOUT: Duration = Duration::from_secs(3);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Pause between two writes of one client (keeps the 2-core machine usable).
+const THINK: Duration = Duration::from_millis(20);
+
+/// A member the clients may write to.
+#[derive(Debug, Clone)]
+pub struct Target {
+    pub name: String,
+    pub ip: Ipv4Addr,
+}
+
+pub struct Workload {
+    handles: Vec<JoinHandle<Vec<Op>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Workload {
+    pub fn start(targets: Vec<Target>, clients: u16, clock: Clock) -> Workload {
+        let targets = Arc::new(targets);
+        let stop = Arc::new(AtomicBool::new(false));
+        let next_id = Arc::new(AtomicI64::new(1));
+        let handles = (0..clients)
+            .map(|c| {
+                tokio::spawn(client_loop(
+                    c,
+                    targets.clone(),
+                    clock,
+                    next_id.clone(),
+                    stop.clone(),
+                ))
+            })
+            .collect();
+        Workload { handles, stop }
+    }
+
+    /// Stop every client (each finishes its write in flight) and return every operation.
+    pub async fn stop(self) -> Vec<Op> {
+        self.stop.store(true, Ordering::SeqCst);
+        let mut ops = Vec::new();
+        for h in self.handles {
+            match h.await {
+                Ok(mut o) => ops.append(&mut o),
+                Err(e) => tracing::error!("a client task failed: {e}"),
+            }
+        }
+        ops.sort_by(|a, b| a.invoke.total_cmp(&b.invoke));
+        ops
+    }
+}
+
+/// A connection to the member that accepted writes when it was chosen.
+struct Writer {
+    member: usize,
+    client: Client,
+    insert: Statement,
+}
+
+async fn client_loop(
+    c: u16,
+    targets: Arc<Vec<Target>>,
+    clock: Clock,
+    next_id: Arc<AtomicI64>,
+    stop: Arc<AtomicBool>,
+) -> Vec<Op> {
+    let mut ops = Vec::new();
+    let mut writer: Option<Writer> = None;
+    while !stop.load(Ordering::SeqCst) {
+        let Some(w) = writer.as_ref() else {
+            writer = find_writable(&targets).await;
+            if writer.is_none() {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            continue;
+        };
+        let id = next_id.fetch_add(1, Ordering::SeqCst);
+        let invoke = clock.now();
+        let answer = tokio::time::timeout(
+            OP_TIMEOUT,
+            w.client.query_one(&w.insert, &[&id, &i32::from(c)]),
+        )
+        .await;
+        let complete = clock.now();
+        let (outcome, timeline, lsn, error) = classify(answer);
+        ops.push(Op {
+            id,
+            client: c,
+            member: w.member,
+            invoke,
+            complete,
+            outcome,
+            timeline,
+            lsn,
+            error,
+        });
+        if outcome != Outcome::Ok {
+            writer = None;
+        }
+        tokio::time::sleep(THINK).await;
+    }
+    ops
+}
+
+type Answer = Result<Result<Row, tokio_postgres::Error>, tokio::time::error::Elapsed>;
+
+fn classify(answer: Answer) -> (Outcome, Option<i32>, Option<u64>, Option<String>) {
+    match answer {
+        Err(_) => (
+            Outcome::Unknown,
+            None,
+            None,
+            Some(format!("no answer within {OP_TIMEOUT:?}")),
+        ),
+        Ok(Ok(row)) => {
+            let timeline = row.try_get::<_, i32>(0).ok();
+            let lsn = row.try_get::<_, String>(1).ok().and_then(|t| parse_lsn(&t));
+            (Outcome::Ok, timeline, lsn, None)
+        }
+        Ok(Err(e)) => {
+            let outcome = match e.code() {
+                Some(code) if definitely_not_committed(code) => Outcome::Fail,
+                _ => Outcome::Unknown,
+            };
+            (outcome, None, None, Some(e.to_string()))
+        }
+    }
+}
+
+/// Errors after which the insert certainly did not commit.
+fn definitely_not_committed(code: &SqlState) -> bool {
+    [
+        SqlState::READ_ONLY_SQL_TRANSACTION,
+        SqlState::T_R_SERIALIZATION_FAILURE,
+        SqlState::T_R_DEADLOCK_DETECTED,
+        SqlState::UNDEFINED_TABLE,
+    ]
+    .contains(code)
+}
+
+/// libpq's multi-host rule with `target_session_attrs=read-write`: the first member, in
+/// order, that accepts a connection and is not in recovery.
+async fn find_writable(targets: &[Target]) -> Option<Writer> {
+    for (member, t) in targets.iter().enumerate() {
+        let attempt = async {
+            let client = connect(t.ip, CONNECT_TIMEOUT).await?;
+            let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await?;
+            if row.try_get::<_, bool>(0)? {
+                anyhow::bail!("{} is in recovery", t.name);
+            }
+            let insert = client.prepare(INSERT).await?;
+            anyhow::Ok(Writer {
+                member,
+                client,
+                insert,
+            })
+        };
+        if let Ok(Ok(w)) = tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
+            return Some(w);
+        }
+    }
+    None
+}
