@@ -233,3 +233,30 @@ async fn subscribers_see_a_lease_expiry() {
         }
     }
 }
+
+/// With several endpoints, a dead one costs at most one failed call: the adapter moves on to
+/// the next endpoint instead of picking the dead one again after every reconnect.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_endpoint_is_left_for_the_next_one() {
+    let (etcd, _dir) = start_etcd().await;
+    let dead = format!("127.0.0.1:{}", free_port());
+    let dcs = EtcdDcs::new(
+        vec![dead, etcd.endpoint()],
+        cluster_path(),
+        "a",
+        Duration::from_secs(2),
+        TIMEOUT,
+    );
+    // The first call may hit the dead endpoint; within two calls the live one answers, and
+    // from then on every call does.
+    let first = dcs.load().await;
+    if first.is_err() {
+        dcs.load().await.expect("the second endpoint answers");
+    }
+    for _ in 0..5 {
+        dcs.keepalive()
+            .await
+            .expect("keepalive through the live endpoint");
+        dcs.load().await.expect("load through the live endpoint");
+    }
+}

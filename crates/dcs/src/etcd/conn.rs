@@ -3,7 +3,8 @@
 //! which the adapter handles itself by granting a new lease.
 
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
@@ -37,13 +38,41 @@ impl Failure {
 }
 
 /// Connection settings shared by request clients and the watch task.
+///
+/// A client talks to one etcd endpoint at a time and moves to the next one when a call
+/// finds it unreachable: handing all endpoints to one balanced client kept picking a dead
+/// member after every reconnect (found by the chaos suite: one etcd member down out of three
+/// made the leader lose its lease).
 #[derive(Debug, Clone)]
 pub(crate) struct Target {
     pub endpoints: Vec<String>,
     pub request_timeout: Duration,
+    /// Index (modulo the number of endpoints) of the endpoint in use; shared by the clones.
+    pub current: Arc<AtomicUsize>,
 }
 
 impl Target {
+    pub(crate) fn new(endpoints: Vec<String>, request_timeout: Duration) -> Self {
+        Target {
+            endpoints,
+            request_timeout,
+            current: Arc::new(AtomicUsize::new(0)),
+        }
+    }
+
+    /// The endpoint in use.
+    fn endpoint(&self) -> &str {
+        let i = self.current.load(Ordering::Relaxed) % self.endpoints.len().max(1);
+        &self.endpoints[i]
+    }
+
+    /// Move to the next endpoint (after a failure).
+    pub(crate) fn rotate(&self) {
+        if self.endpoints.len() > 1 {
+            self.current.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     pub(crate) fn endpoints_text(&self) -> String {
         self.endpoints.join(",")
     }
@@ -76,7 +105,8 @@ impl Target {
                 message: "no etcd endpoint configured; set etcd3.hosts".to_string(),
             });
         }
-        let connecting = Client::connect(&self.endpoints, Some(self.options(per_request_timeout)));
+        let endpoint = [self.endpoint().to_string()];
+        let connecting = Client::connect(endpoint, Some(self.options(per_request_timeout)));
         match tokio::time::timeout(self.request_timeout, connecting).await {
             Ok(Ok(client)) => Ok(client),
             Ok(Err(e)) => Err(self.classify(e).into_dcs()),
@@ -178,8 +208,9 @@ impl Conn {
             )),
         };
         if let Err(Failure::Dcs(DcsError::Unreachable { message, .. })) = &result {
-            tracing::debug!(what, %message, "etcd call failed; reconnecting on next use");
+            tracing::debug!(what, %message, "etcd call failed; reconnecting (next endpoint) on next use");
             self.store(None);
+            self.target.rotate();
         }
         result
     }

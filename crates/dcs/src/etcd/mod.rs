@@ -56,10 +56,7 @@ impl EtcdDcs {
         request_timeout: Duration,
     ) -> Self {
         EtcdDcs {
-            conn: Conn::new(Target {
-                endpoints,
-                request_timeout,
-            }),
+            conn: Conn::new(Target::new(endpoints, request_timeout)),
             path,
             member: member.to_string(),
             ttl: Mutex::new(ttl),

@@ -43,10 +43,7 @@ pub async fn load_cluster(
     path: &ClusterPath,
     timeout: Duration,
 ) -> Result<ClusterState, DcsError> {
-    let conn = Conn::new(Target {
-        endpoints: endpoints.to_vec(),
-        request_timeout: timeout,
-    });
+    let conn = Conn::new(Target::new(endpoints.to_vec(), timeout));
     load_with(&conn, path).await
 }
 
@@ -58,10 +55,7 @@ pub async fn list_scopes(
     timeout: Duration,
 ) -> Result<Vec<String>, DcsError> {
     let prefix = ClusterPath::new(namespace, "").namespace;
-    let conn = Conn::new(Target {
-        endpoints: endpoints.to_vec(),
-        request_timeout: timeout,
-    });
+    let conn = Conn::new(Target::new(endpoints.to_vec(), timeout));
     let response = conn
         .call("list scopes", |mut c| {
             let prefix = prefix.clone();

@@ -43,6 +43,7 @@ async fn run(
             result = watch_once(&target, &prefix, &events, &mut backoff) => {
                 if let Err(message) = result {
                     tracing::warn!(endpoints = %target.endpoints_text(), %message, "etcd watch lost; retrying in {backoff:?}");
+                    target.rotate();
                 }
             }
         }
