@@ -174,7 +174,11 @@ impl<D: Dcs> Agent<D> {
                     .await;
             }
             Action::SyncSlots { members } => {
-                let wanted = members.iter().map(|m| pg::slot_name_for(m)).collect();
+                // One slot per other member, plus the permanent physical slots of the
+                // dynamic configuration (`slots: {name: {type: physical}}`).
+                let mut wanted: std::collections::BTreeSet<String> =
+                    members.iter().map(|m| pg::slot_name_for(m)).collect();
+                wanted.extend(settings::permanent_physical_slots(&self.dynamic));
                 let keep = settings::permanent_slots(&self.dynamic);
                 match pg::sync_physical_slots(&spec, &wanted, &keep, timeout).await {
                     Ok((created, dropped)) => {

@@ -151,6 +151,16 @@ pub fn permanent_slots(dynamic: &DynamicConfig) -> BTreeSet<String> {
     dynamic.slots.keys().cloned().collect()
 }
 
+/// Permanent physical slots the leader creates and keeps (logical ones are not managed yet).
+pub fn permanent_physical_slots(dynamic: &DynamicConfig) -> BTreeSet<String> {
+    dynamic
+        .slots
+        .iter()
+        .filter(|(_, spec)| spec.slot_type == "physical")
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
 pub fn conn_url(cfg: &Config) -> String {
     format!(
         "postgres://{}:{}/postgres",
