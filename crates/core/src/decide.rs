@@ -279,11 +279,19 @@ fn leader_duties(s: &MemberState, cfg: &HaConfig, view: &DcsView, pg: &RunningPg
         }
     }
     if cfg.use_slots {
+        // One slot per member that streams from the leader (not those cascading from a
+        // replica that is a member: that replica keeps their slots).
         let members = view
             .members
-            .keys()
-            .filter(|m| **m != cfg.name)
-            .cloned()
+            .iter()
+            .filter(|(name, m)| {
+                *name != &cfg.name
+                    && !m
+                        .replicatefrom
+                        .as_deref()
+                        .is_some_and(|up| up != cfg.name && view.members.contains_key(up))
+            })
+            .map(|(name, _)| name.clone())
             .collect();
         actions.push(Action::SyncSlots { members });
     }
@@ -480,7 +488,7 @@ fn holding_leader_key(
 }
 
 /// Another member holds the leader key: follow it.
-fn following(
+fn following_pg(
     s: &mut MemberState,
     obs: &Observation,
     cfg: &HaConfig,
@@ -516,7 +524,7 @@ fn following(
             );
         }
     }
-    match &obs.pg {
+    let (reason, mut actions): Step = match &obs.pg {
         LocalPg::Running(pg) => {
             // (A running primary was handled by rule 1.)
             s.phase = Phase::Replica;
@@ -634,7 +642,9 @@ fn following(
                 }],
             )
         }
-    }
+    };
+    actions.shrink_to_fit();
+    (reason, actions)
 }
 
 /// Synchronous mode and the `sync` key names us: our data may hold acknowledged commits
@@ -646,6 +656,39 @@ fn named_synchronous(cfg: &HaConfig, view: &DcsView) -> bool {
             .sync
             .as_ref()
             .is_some_and(|k| k.members.contains(&cfg.name))
+}
+
+/// Following the leader, plus the slots a running replica keeps for its cascaded members.
+fn following(
+    s: &mut MemberState,
+    obs: &Observation,
+    cfg: &HaConfig,
+    f: &Facts,
+    view: &DcsView,
+    leader: &str,
+) -> Step {
+    let (reason, mut actions) = following_pg(s, obs, cfg, f, view, leader);
+    if matches!(obs.pg, LocalPg::Running(_)) {
+        actions.extend(cascade_slots(cfg, view));
+    }
+    (reason, actions)
+}
+
+/// A running replica keeps a physical slot for each member that streams from it
+/// (`replicatefrom` naming it), and drops the slots of those that stopped doing so.
+fn cascade_slots(cfg: &HaConfig, view: &DcsView) -> Vec<Action> {
+    if !cfg.use_slots {
+        return Vec::new();
+    }
+    let members = view
+        .members
+        .iter()
+        .filter(|(name, m)| {
+            *name != &cfg.name && m.replicatefrom.as_deref() == Some(cfg.name.as_str())
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    vec![Action::SyncSlots { members }]
 }
 
 /// The member to stream from: the `replicatefrom` member when it runs as a replica, else the leader.

@@ -137,7 +137,12 @@ fn in_phase(phase: Phase) -> MemberState {
 fn pg_actions(d: &Decision) -> Vec<Action> {
     d.actions
         .iter()
-        .filter(|a| !matches!(a, Action::RenewLease | Action::PublishMember))
+        .filter(|a| {
+            !matches!(
+                a,
+                Action::RenewLease | Action::PublishMember | Action::SyncSlots { .. }
+            )
+        })
         .cloned()
         .collect()
 }
