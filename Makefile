@@ -32,5 +32,6 @@ lint:
 bench: build
 	$(CARGO) run --release -p pgbaton-bench -- all
 
+# A short seeded fault-injection run (part of CI); see bench/chaos/README.md for long runs.
 chaos: deps
-	bench/chaos.sh --duration 90 --seed 1 --mode sync
+	bench/chaos.sh --duration 60 --seed 1 --mode sync
