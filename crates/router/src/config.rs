@@ -1,5 +1,9 @@
 //! The router's configuration: what to listen on, which cluster to follow in etcd, and the
 //! routing policy (lag bound, fallback, balancing, how long a write waits for a leader).
+//! The top-level `tls` key says what happens to a client's SSLRequest: `refuse` (the
+//! default) answers `N`, so the session runs in plain text through the router;
+//! `passthrough` hands the request to the server chosen by the listener's role and relays
+//! the encrypted session end to end (see `passthrough`).
 //! Read from a small YAML file (`pgbaton router --config FILE`, `local up`'s `router.yml`)
 //! whose keys are validated one by one, every error naming its key path.
 
@@ -26,6 +30,21 @@ pub enum Balance {
     RoundRobin,
     /// The replica with the fewest active read connections through this router.
     LeastConnections,
+}
+
+/// What the router does with a client's SSLRequest (`tls`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsMode {
+    /// Answer `N` (the default): clients continue in plain text, or give up if they require
+    /// TLS; the router sees the startup and applies every routing rule.
+    Refuse,
+    /// Forward the SSLRequest to the server picked by the listener's role alone (write: the
+    /// leader; read: a replica per the usual selection) and relay the TLS session untouched.
+    /// The router cannot read such a session's startup: `pgbaton.target` and
+    /// `target_session_attrs` are not seen, the read-only check on write sessions is
+    /// skipped, and CancelRequests for it cannot be routed. Write sessions are still closed
+    /// when the leader changes.
+    Passthrough,
 }
 
 /// Everything the router needs; see `from_yaml_file` for the YAML keys.
@@ -56,6 +75,8 @@ pub struct RouterConfig {
     /// `startup_timeout`: a client must send its startup packet (and a server finish the
     /// startup) within this long.
     pub startup_timeout: Duration,
+    /// `tls`: `refuse` (default) or `passthrough`.
+    pub tls: TlsMode,
 }
 
 impl RouterConfig {
@@ -74,6 +95,7 @@ impl RouterConfig {
             switchover_wait: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             startup_timeout: Duration::from_secs(10),
+            tls: TlsMode::Refuse,
         }
     }
 
@@ -117,6 +139,13 @@ impl RouterConfig {
                 }
                 "startup_timeout" => {
                     cfg.startup_timeout = duration("startup_timeout", value)?;
+                }
+                "tls" => {
+                    cfg.tls = match string("tls", value)?.as_str() {
+                        "refuse" => TlsMode::Refuse,
+                        "passthrough" => TlsMode::Passthrough,
+                        _ => return Err(invalid("tls", "must be `refuse` or `passthrough`")),
+                    }
                 }
                 other => return Err(unknown(other)),
             }
@@ -176,6 +205,11 @@ impl RouterConfig {
             "startup_timeout: {}\n",
             format_duration(self.startup_timeout)
         ));
+        let tls = match self.tls {
+            TlsMode::Refuse => "refuse",
+            TlsMode::Passthrough => "passthrough",
+        };
+        out.push_str(&format!("tls: {tls}\n"));
         out
     }
 }
@@ -339,6 +373,7 @@ read:
 api:
   listen: 127.0.0.1:6002
 connect_timeout: 500ms
+tls: passthrough
 "#;
 
     #[test]
@@ -354,6 +389,7 @@ connect_timeout: 500ms
         assert_eq!(cfg.api_listen.as_deref(), Some("127.0.0.1:6002"));
         assert_eq!(cfg.connect_timeout, Duration::from_millis(500));
         assert_eq!(cfg.startup_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.tls, TlsMode::Passthrough);
         let again = RouterConfig::from_yaml_str(&cfg.to_yaml()).expect("reparse");
         assert_eq!(again, cfg);
     }
@@ -387,6 +423,8 @@ connect_timeout: 500ms
         assert!(e.contains("read.lsiten") && e.contains("unknown"), "{e}");
         let e = error_of(&format!("{base}read: {{balance: random}}\n"));
         assert!(e.contains("read.balance"), "{e}");
+        let e = error_of(&format!("{base}tls: terminate\n"));
+        assert!(e.contains("tls") && e.contains("passthrough"), "{e}");
         let e = error_of("etcd3: {hosts: [a:1]}\n");
         assert!(e.contains("scope"), "{e}");
         let e = error_of("scope: c\n");

@@ -15,7 +15,7 @@ pub enum RouterConfigError {
     Yaml { message: String },
     #[error("router configuration: {key} {reason}")]
     Invalid { key: String, reason: String },
-    #[error("router configuration: unknown key {key}; check its spelling (known: write.listen, write.switchover_wait, read.listen, read.max_lag, read.fallback, read.balance, api.listen, etcd3.hosts, namespace, scope, connect_timeout, startup_timeout)")]
+    #[error("router configuration: unknown key {key}; check its spelling (known: write.listen, write.switchover_wait, read.listen, read.max_lag, read.fallback, read.balance, api.listen, etcd3.hosts, namespace, scope, connect_timeout, startup_timeout, tls)")]
     Unknown { key: String },
     #[error("router configuration: {key} is required: {hint}")]
     Missing { key: String, hint: &'static str },

@@ -11,9 +11,19 @@
 //! refused. Clients may pick a role themselves with `options=-c pgbaton.target=read|write|any`
 //! or a `target_session_attrs` startup parameter.
 //!
-//! The router understands only the start of the PostgreSQL protocol (SSLRequest and
-//! GSSENCRequest are answered `N`: no TLS at the router in this version; CancelRequest is
-//! passed to the server that owns the backend); after ReadyForQuery it forwards bytes.
+//! The router understands only the start of the PostgreSQL protocol (GSSENCRequest is
+//! answered `N`; CancelRequest is passed to the server that owns the backend); after
+//! ReadyForQuery it forwards bytes. It never terminates TLS. With `tls: refuse` (the
+//! default) an SSLRequest is answered `N` and the client continues in plain text (or gives
+//! up, with `sslmode=require`). With `tls: passthrough` the SSLRequest goes to the server
+//! picked by the listener's role alone (write: the leader, waiting for one as writes do;
+//! read: a replica per the usual selection and fallback), its one-byte answer goes back to
+//! the client, and from then on bytes are forwarded untouched: the TLS handshake and the
+//! whole session are end to end between client and PostgreSQL. The router cannot read such
+//! a session's startup, so for TLS sessions the role options in the startup are not seen,
+//! the read-only check on the write listener (`in_hot_standby`,
+//! `default_transaction_read_only`) is skipped, and CancelRequests for them are not routed;
+//! a write session is still closed when the leader changes.
 //! Connection pooling and read-your-writes routing are not part of it: they would replace
 //! `relay::forward` for the sessions that ask for them.
 
@@ -23,6 +33,7 @@ mod config;
 mod error;
 mod handshake;
 mod metrics;
+mod passthrough;
 pub mod protocol;
 mod relay;
 mod route;
@@ -34,7 +45,7 @@ mod units;
 mod watcher;
 mod wire;
 
-pub use config::{Balance, ReadFallback, RouterConfig};
+pub use config::{Balance, ReadFallback, RouterConfig, TlsMode};
 pub use error::{RouterConfigError, RouterError};
 pub use router::{run, Router};
 pub use topology::{Backend, Replica, Topology};

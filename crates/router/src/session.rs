@@ -1,5 +1,6 @@
 //! One client connection from accept to hand-over: read its first packet (bounded by
-//! `startup_timeout`), forward a CancelRequest, or pick the role (the listener's, unless the
+//! `startup_timeout`), forward a CancelRequest, hand an SSLRequest to `passthrough` (with
+//! `tls: passthrough`), or pick the role (the listener's, unless the
 //! startup asks otherwise), choose a server, relay the startup, and start forwarding. Every
 //! refusal is a PostgreSQL ErrorResponse naming the situation; a broken client is dropped
 //! with a log line and nothing else is affected.
@@ -12,7 +13,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::ReadFallback;
+use crate::config::{ReadFallback, TlsMode};
 use crate::handshake::{start, AuthLog, StartFailure};
 use crate::metrics::Metrics;
 use crate::protocol::{error_response, FirstPacket, Target};
@@ -20,10 +21,10 @@ use crate::route::{read_candidates, wait_for_leader};
 use crate::shared::Shared;
 use crate::topology::Backend;
 use crate::wire::read_first_packet;
-use crate::{cancel, relay};
+use crate::{cancel, passthrough, relay};
 
 /// SQLSTATE cannot_connect_now.
-const CANNOT_CONNECT_NOW: &str = "57P03";
+pub(crate) const CANNOT_CONNECT_NOW: &str = "57P03";
 /// SQLSTATE protocol_violation.
 const PROTOCOL_VIOLATION: &str = "08P01";
 /// SQLSTATE invalid_parameter_value.
@@ -50,7 +51,7 @@ async fn send_and_close(client: &mut TcpStream, bytes: &[u8]) {
 }
 
 /// Refuse the client with an ErrorResponse and count it.
-async fn refuse(
+pub(crate) async fn refuse(
     shared: &Shared,
     client: &mut TcpStream,
     code: &str,
@@ -62,7 +63,7 @@ async fn refuse(
     send_and_close(client, &error_response(code, message)).await;
 }
 
-fn decision(shared: &Shared, target: Target, decision: &str) {
+pub(crate) fn decision(shared: &Shared, target: Target, decision: &str) {
     Metrics::count(
         &shared.metrics.decisions,
         &[("target", target.label()), ("decision", decision)],
@@ -76,8 +77,12 @@ pub(crate) async fn serve_client(
     shared: Arc<Shared>,
 ) {
     let _ = client.set_nodelay(true);
-    let first =
-        tokio::time::timeout(shared.cfg.startup_timeout, read_first_packet(&mut client)).await;
+    let pass_ssl = shared.cfg.tls == TlsMode::Passthrough;
+    let first = tokio::time::timeout(
+        shared.cfg.startup_timeout,
+        read_first_packet(&mut client, pass_ssl),
+    )
+    .await;
     let mut startup = match first {
         Err(_) => {
             tracing::info!(%peer, timeout = ?shared.cfg.startup_timeout, "dropping a client that sent no startup packet in time");
@@ -95,6 +100,9 @@ pub(crate) async fn serve_client(
         }
         Ok(Ok(FirstPacket::Cancel(key))) => return cancel::forward(&shared, key).await,
         Ok(Ok(FirstPacket::Startup(message))) => message,
+        Ok(Ok(FirstPacket::SslRequest)) if pass_ssl => {
+            return passthrough::serve(shared, client, listener).await
+        }
         Ok(Ok(FirstPacket::SslRequest | FirstPacket::GssEncRequest)) => return,
     };
     let target = match startup.take_target() {
@@ -120,7 +128,7 @@ pub(crate) async fn serve_client(
     }
 }
 
-async fn connect(shared: &Shared, backend: &Backend) -> Result<TcpStream, String> {
+pub(crate) async fn connect(shared: &Shared, backend: &Backend) -> Result<TcpStream, String> {
     let connecting = TcpStream::connect((backend.host.as_str(), backend.port));
     match tokio::time::timeout(shared.cfg.connect_timeout, connecting).await {
         Ok(Ok(stream)) => {

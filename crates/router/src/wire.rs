@@ -1,7 +1,8 @@
-//! Reading the startup phase off a socket: the client's first packet (answering SSLRequest
-//! and GSSENCRequest with `N`: the router does not terminate TLS in this version, so the
-//! client continues in plain text or gives up if it requires TLS), and whole typed messages
-//! in both directions until the server's ReadyForQuery.
+//! Reading the startup phase off a socket: the client's first packet (answering
+//! GSSENCRequest with `N`, and SSLRequest too unless `tls: passthrough` asks for it to be
+//! returned unanswered so the server can answer it: the router never terminates TLS itself,
+//! so a refused client continues in plain text or gives up if it requires TLS), and whole
+//! typed messages in both directions until the server's ReadyForQuery.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -34,8 +35,12 @@ impl WireError {
     }
 }
 
-/// Read packets until a StartupMessage or CancelRequest, refusing encryption requests.
-pub(crate) async fn read_first_packet<S>(stream: &mut S) -> Result<FirstPacket, WireError>
+/// Read packets until a StartupMessage or CancelRequest, refusing encryption requests; with
+/// `pass_ssl` an SSLRequest is returned unanswered instead (for `tls: passthrough`).
+pub(crate) async fn read_first_packet<S>(
+    stream: &mut S,
+    pass_ssl: bool,
+) -> Result<FirstPacket, WireError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -47,6 +52,7 @@ where
         let mut body = vec![0u8; len];
         stream.read_exact(&mut body).await?;
         match parse_first_packet(&body)? {
+            FirstPacket::SslRequest if pass_ssl => return Ok(FirstPacket::SslRequest),
             FirstPacket::SslRequest | FirstPacket::GssEncRequest => {
                 // libpq may ask for GSS encryption, then TLS, then start: at most two.
                 negotiations += 1;
@@ -101,7 +107,7 @@ mod tests {
     #[tokio::test]
     async fn ssl_request_is_refused_then_startup_read() {
         let (mut client, mut server) = tokio::io::duplex(1024);
-        let reader = tokio::spawn(async move { read_first_packet(&mut server).await });
+        let reader = tokio::spawn(async move { read_first_packet(&mut server, false).await });
         client
             .write_all(&[0, 0, 0, 8, 0x04, 0xd2, 0x16, 0x2f])
             .await
@@ -126,7 +132,9 @@ mod tests {
         let (mut client, mut server) = tokio::io::duplex(1024);
         client.write_all(&[0, 0, 0, 40, 0, 3]).await.expect("write");
         drop(client);
-        let err = read_first_packet(&mut server).await.expect_err("truncated");
+        let err = read_first_packet(&mut server, false)
+            .await
+            .expect_err("truncated");
         assert_eq!(err.reason(), "closed");
     }
 
@@ -139,7 +147,9 @@ mod tests {
                 .await
                 .expect("write");
         }
-        let err = read_first_packet(&mut server).await.expect_err("refused");
+        let err = read_first_packet(&mut server, false)
+            .await
+            .expect_err("refused");
         assert!(matches!(err, WireError::RepeatedNegotiation));
     }
 }
