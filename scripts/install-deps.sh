@@ -5,7 +5,7 @@
 # test. Idempotent and quiet; fails loudly.
 set -euo pipefail
 packages=(postgresql-15 postgresql-client-15 postgresql-contrib etcd-server etcd-client protobuf-compiler make gcc
-          nftables iproute2 patroni haproxy)
+          nftables iproute2 patroni haproxy openssl)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
