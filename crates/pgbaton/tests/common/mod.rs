@@ -47,3 +47,31 @@ pub async fn api_send(
     let status = resp.status().as_u16();
     Ok((status, resp.text().await?))
 }
+
+/// The member YAML with `synchronous_mode: true` (and `synchronous_mode_strict: true` when
+/// `strict`) added to bootstrap.dcs, next to `maximum_lag_on_failover`.
+pub fn with_sync_mode(yaml: String, strict: bool) -> String {
+    const ANCHOR: &str = "    maximum_lag_on_failover:";
+    assert!(
+        yaml.contains(ANCHOR),
+        "the member YAML has no `{ANCHOR}` line to put synchronous_mode next to"
+    );
+    let mut extra = String::from("    synchronous_mode: true\n");
+    if strict {
+        extra.push_str("    synchronous_mode_strict: true\n");
+    }
+    yaml.replacen(ANCHOR, &format!("{extra}{ANCHOR}"), 1)
+}
+
+/// etcd plus `n` agents (node1..nodeN, default timings) whose bootstrap.dcs turns on
+/// synchronous mode (strict when `strict`): the configs are edited before any agent starts.
+pub async fn start_sync_cluster(n: u16, strict: bool) -> Cluster {
+    let mut cluster = Cluster::start_with(0, config::Timing::default()).await;
+    for k in 1..=n {
+        let name = format!("node{k}");
+        cluster.add_member(&name);
+        edit_member_yaml(&cluster, &name, |yaml| with_sync_mode(yaml, strict));
+        cluster.start_agent(&name);
+    }
+    cluster
+}
