@@ -155,7 +155,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 Ok(table) => print!("{table}"),
                 Err(e) => eprintln!("cannot print the member table: {e:#}"),
             }
-            println!("{}", ports.describe(&dir, &names));
+            println!("{}", ports.describe(&dir, &names, &args.scope));
             println!(
                 "Ctrl-C stops the cluster (data stays in {}).",
                 dir.display()

@@ -62,7 +62,7 @@ impl Ports {
         Ok(())
     }
 
-    pub fn describe(&self, dir: &Path, names: &[String]) -> String {
+    pub fn describe(&self, dir: &Path, names: &[String], scope: &str) -> String {
         let mut out = format!(
             "router: write 127.0.0.1:{} (leader)  read 127.0.0.1:{} (replicas)  status http://127.0.0.1:{}/status\n",
             self.router_write, self.router_read, self.router_api
@@ -78,9 +78,10 @@ impl Ports {
             ));
         }
         out.push_str(&format!(
-            "psql: PGPASSWORD=postgres psql -h 127.0.0.1 -p {} -U postgres   (writes, via the router)\nctl:  pgbaton ctl --dcs 127.0.0.1:{} --scope <scope> list",
+            "psql: PGPASSWORD=postgres psql -h 127.0.0.1 -p {} -U postgres   (writes, via the router)\nctl:  pgbaton ctl --dcs 127.0.0.1:{} --scope {} list",
             self.router_write,
-            self.etcd_client
+            self.etcd_client,
+            scope
         ));
         out
     }
