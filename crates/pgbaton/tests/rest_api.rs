@@ -22,20 +22,34 @@ async fn rest_api_health_checks_status_and_metrics() {
                     .unwrap_or_else(|e| panic!("GET {path} on {m}: {e:#}"))
             }
         };
-        let (primary, _) = get("/primary").await;
-        let (replica, _) = get("/replica").await;
-        let (health, _) = get("/health").await;
+        // The REST status follows the agent's last cycle: poll (with a deadline) until each
+        // check answers what the member's role implies.
+        let expect = |path: &'static str, want: u16| {
+            let get = &get;
+            async move {
+                let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+                loop {
+                    let (code, _) = get(path).await;
+                    if code == want || std::time::Instant::now() > deadline {
+                        return code;
+                    }
+                    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+                }
+            }
+        };
+        let want_primary = if is_leader { 200 } else { 503 };
+        let want_replica = if is_leader { 503 } else { 200 };
         assert_eq!(
-            primary,
-            if is_leader { 200 } else { 503 },
+            expect("/primary", want_primary).await,
+            want_primary,
             "/primary on {m}"
         );
         assert_eq!(
-            replica,
-            if is_leader { 503 } else { 200 },
+            expect("/replica", want_replica).await,
+            want_replica,
             "/replica on {m}"
         );
-        assert_eq!(health, 200, "/health on {m}");
+        assert_eq!(expect("/health", 200).await, 200, "/health on {m}");
 
         let (code, body) = get("/patroni").await;
         assert_eq!(code, 200, "/patroni on {m}");
