@@ -524,7 +524,7 @@ fn following_pg(
             );
         }
     }
-    let (reason, mut actions): Step = match &obs.pg {
+    match &obs.pg {
         LocalPg::Running(pg) => {
             // (A running primary was handled by rule 1.)
             s.phase = Phase::Replica;
@@ -642,9 +642,7 @@ fn following_pg(
                 }],
             )
         }
-    };
-    actions.shrink_to_fit();
-    (reason, actions)
+    }
 }
 
 /// Synchronous mode and the `sync` key names us: our data may hold acknowledged commits
