@@ -21,6 +21,9 @@ pub struct HaConfig {
     pub use_slots: bool,
     /// Tag `nofailover`: never promote this member automatically.
     pub nofailover: bool,
+    /// Tag `failover_priority`: among replicas at the same position, the higher races
+    /// (0 is mapped to `nofailover` by the adapter; the default is 1).
+    pub failover_priority: u32,
     /// The leader stops accepting writes this long before its lease could expire in etcd;
     /// it must cover the time an immediate stop of PostgreSQL takes.
     pub demote_margin_ms: u64,
@@ -82,6 +85,7 @@ impl HaConfig {
             use_pg_rewind: true,
             use_slots: true,
             nofailover: false,
+            failover_priority: 1,
             demote_margin_ms: 500,
             primary_restart_timeout_ms: 10_000,
             not_streaming_timeout_ms: 8_000,

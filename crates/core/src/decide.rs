@@ -622,27 +622,47 @@ fn following_pg(
             )
         }
         LocalPg::NoData => {
-            if !leader_running {
-                return (
-                    Reason::CloneSourceNotRunning {
-                        leader: leader.to_string(),
-                    },
-                    vec![],
-                );
-            }
+            let from = match clonefrom_source(cfg, view, leader) {
+                Some(replica) => replica,
+                None if leader_running => leader.to_string(),
+                None => {
+                    return (
+                        Reason::CloneSourceNotRunning {
+                            leader: leader.to_string(),
+                        },
+                        vec![],
+                    );
+                }
+            };
             s.phase = Phase::Cloning;
             s.rewind_needed = false;
             s.prepared_as_replica = true;
             (
-                Reason::Cloning {
-                    from: leader.to_string(),
-                },
-                vec![Action::Clone {
-                    from: leader.to_string(),
-                }],
+                Reason::Cloning { from: from.clone() },
+                vec![Action::Clone { from }],
             )
         }
     }
+}
+
+/// A new replica takes its base backup from a running replica tagged `clonefrom` on the
+/// leader's timeline (the most advanced; ties by name), sparing the leader the copy; from
+/// the leader when there is none (Patroni's `clonefrom`).
+fn clonefrom_source(cfg: &HaConfig, view: &DcsView, leader: &str) -> Option<String> {
+    let leader_timeline = view.members.get(leader).and_then(|m| m.timeline);
+    view.members
+        .iter()
+        .filter(|(name, m)| {
+            name.as_str() != cfg.name
+                && name.as_str() != leader
+                && m.clonefrom
+                && m.state == "running"
+                && !m.is_primary
+                && m.lsn.is_some()
+                && (leader_timeline.is_none() || m.timeline == leader_timeline)
+        })
+        .max_by(|(an, a), (bn, b)| a.lsn.cmp(&b.lsn).then_with(|| bn.cmp(an)))
+        .map(|(name, _)| name.clone())
 }
 
 /// Synchronous mode and the `sync` key names us: our data may hold acknowledged commits

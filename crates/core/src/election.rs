@@ -8,7 +8,8 @@
 //!    by (timeline, LSN): a newer timeline is the history that won (ties all race; the
 //!    compare-and-swap on the leader key picks one). A member on an older timeline than the
 //!    newest known (history, member documents, peers) never races in asynchronous mode: its
-//!    WAL may hold a branch the cluster abandoned.
+//!    WAL may hold a branch the cluster abandoned. Among members at the same position, one
+//!    whose peer has a higher `failover_priority` tag does not race.
 //! 4. Lag is measured against the freshest position known: the largest of the leader's last
 //!    published position, every peer's fresh report and our own. Within
 //!    `maximum_lag_on_failover` the member races at once.
@@ -43,6 +44,12 @@ pub enum Candidacy {
         member: String,
         peer_lsn: Lsn,
         lsn: Lsn,
+    },
+    /// A peer at the same position has a higher `failover_priority`.
+    PeerPreferred {
+        member: String,
+        priority: u32,
+        mine: u32,
     },
     /// Too far behind; waiting for the grace period before racing anyway.
     TooLagged { lag: u64, max: u64, wait_ms: Millis },
@@ -94,6 +101,7 @@ pub fn evaluate_candidacy(
             lsn,
             nofailover,
             timeline,
+            failover_priority,
         } = peer
         else {
             continue;
@@ -124,6 +132,17 @@ pub fn evaluate_candidacy(
                 member: name.clone(),
                 peer_lsn,
                 lsn: me.lsn,
+            };
+        }
+        // At the same position the higher failover_priority races (Patroni 3.1's rule).
+        if competes
+            && (peer_timeline, peer_lsn) == (me.timeline, me.lsn)
+            && *failover_priority > cfg.failover_priority
+        {
+            return Candidacy::PeerPreferred {
+                member: name.clone(),
+                priority: *failover_priority,
+                mine: cfg.failover_priority,
             };
         }
     }

@@ -232,6 +232,8 @@ pub struct MemberView {
     pub replicatefrom: Option<String>,
     /// Tag `nosync`: never a synchronous standby.
     pub nosync: bool,
+    /// Tag `clonefrom`: new replicas may take their base backup from this member.
+    pub clonefrom: bool,
 }
 
 /// What a peer's REST API answered just now.
@@ -247,5 +249,7 @@ pub enum PeerView {
         lsn: Option<Lsn>,
         timeline: Option<u32>,
         nofailover: bool,
+        /// Tag `failover_priority` (1 when the peer does not say).
+        failover_priority: u32,
     },
 }

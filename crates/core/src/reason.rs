@@ -181,6 +181,14 @@ impl fmt::Display for Reason {
                 Candidacy::PeerAhead { member, peer_lsn, lsn } => {
                     write!(f, "no leader; not racing: {member} is ahead ({peer_lsn} > {lsn})")
                 }
+                Candidacy::PeerPreferred {
+                    member,
+                    priority,
+                    mine,
+                } => write!(
+                    f,
+                    "no leader; not racing: {member} is as advanced and has failover_priority {priority} > {mine}"
+                ),
                 Candidacy::TooLagged { lag, max, wait_ms } => write!(
                     f,
                     "no leader; not racing yet: lag {lag} bytes > maximum_lag_on_failover {max} (racing anyway in {wait_ms} ms if nobody better appears)"

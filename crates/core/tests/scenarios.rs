@@ -41,6 +41,7 @@ fn member(state: &str, is_primary: bool) -> MemberView {
         nofailover: false,
         replicatefrom: None,
         nosync: false,
+        clonefrom: false,
     }
 }
 
@@ -106,6 +107,7 @@ impl Obs {
                 lsn: Some(lsn),
                 timeline: Some(1),
                 nofailover: false,
+                failover_priority: 1,
             },
         );
         self
@@ -259,6 +261,54 @@ fn the_most_advanced_replica_wins_the_race() {
     let obs = Obs::new(replica(150)).peer("node2", 150).build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
     assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
+}
+
+#[test]
+fn at_equal_positions_the_higher_failover_priority_races_alone() {
+    let with_priority = |peer_priority: u32| {
+        let mut obs = Obs::new(replica(150)).peer("node2", 150).build();
+        if let Some(PeerView::Report {
+            failover_priority, ..
+        }) = obs.peers.get_mut("node2")
+        {
+            *failover_priority = peer_priority;
+        }
+        obs
+    };
+    let mine = HaConfig {
+        failover_priority: 2,
+        ..cfg()
+    };
+    // The peer outranks us: we stand aside.
+    let d = decide(&in_phase(Phase::Replica), &with_priority(3), &mine);
+    assert_eq!(pg_actions(&d), vec![]);
+    assert!(matches!(
+        d.reason,
+        Reason::NotRacing(Candidacy::PeerPreferred {
+            priority: 3,
+            mine: 2,
+            ..
+        })
+    ));
+    // We outrank it, or tie: we race.
+    for p in [1, 2] {
+        let d = decide(&in_phase(Phase::Replica), &with_priority(p), &mine);
+        assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
+    }
+    // Priority never beats position: a more advanced peer still wins over a higher priority.
+    let obs = Obs::new(replica(100)).peer("node2", 150).build();
+    let d = decide(
+        &in_phase(Phase::Replica),
+        &obs,
+        &HaConfig {
+            failover_priority: 9,
+            ..cfg()
+        },
+    );
+    assert!(matches!(
+        d.reason,
+        Reason::NotRacing(Candidacy::PeerAhead { .. })
+    ));
 }
 
 #[test]
@@ -436,6 +486,67 @@ fn empty_member_clones_from_a_running_leader_only() {
         Reason::CloneSourceNotRunning {
             leader: "node2".into()
         }
+    );
+}
+
+#[test]
+fn empty_member_clones_from_a_running_clonefrom_replica_first() {
+    let tag = |obs: &mut Observation, name: &str, lsn: Lsn, state: &str| {
+        let m = obs.dcs.as_mut().unwrap().members.get_mut(name).unwrap();
+        m.clonefrom = true;
+        m.lsn = Some(lsn);
+        m.state = state.into();
+    };
+    // node2 is the leader; node3 is a running replica tagged clonefrom: it is the source.
+    let mut obs = Obs::new(LocalPg::NoData).leader("node2").build();
+    tag(&mut obs, "node3", 90, "running");
+    let d = decide(&MemberState::new(), &obs, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Clone {
+            from: "node3".into()
+        }]
+    );
+    // Two tagged replicas: the more advanced one.
+    obs.dcs
+        .as_mut()
+        .unwrap()
+        .members
+        .insert("node4".into(), member("running", false));
+    tag(&mut obs, "node4", 95, "running");
+    let d = decide(&MemberState::new(), &obs, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Clone {
+            from: "node4".into()
+        }]
+    );
+    // A tagged replica that is not running is no source: back to the leader.
+    let mut obs = Obs::new(LocalPg::NoData).leader("node2").build();
+    tag(&mut obs, "node3", 90, "stopped");
+    let d = decide(&MemberState::new(), &obs, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Clone {
+            from: "node2".into()
+        }]
+    );
+    // The leader being down does not matter when a clonefrom replica runs.
+    let mut obs = Obs::new(LocalPg::NoData).leader("node2").build();
+    tag(&mut obs, "node3", 90, "running");
+    obs.dcs
+        .as_mut()
+        .unwrap()
+        .members
+        .get_mut("node2")
+        .unwrap()
+        .state = "starting".into();
+    let d = decide(&MemberState::new(), &obs, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Clone {
+            from: "node3".into()
+        }]
     );
 }
 
@@ -686,6 +797,7 @@ fn a_peer_on_a_newer_timeline_wins_even_with_a_lower_position() {
             lsn: Some(800),
             timeline: Some(2),
             nofailover: false,
+            failover_priority: 1,
         },
     );
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());

@@ -65,6 +65,7 @@ fn view(leader: Option<&str>) -> DcsView {
                 nofailover: false,
                 replicatefrom: None,
                 nosync: false,
+                clonefrom: false,
             },
         );
     }
@@ -590,6 +591,7 @@ fn quorum_promotion_needs_enough_named_members() {
             lsn: Some(900),
             timeline: Some(1),
             nofailover: false,
+            failover_priority: 1,
         },
     );
     let d = decide(
@@ -613,6 +615,7 @@ fn quorum_promotion_needs_enough_named_members() {
             lsn: Some(950),
             timeline: Some(1),
             nofailover: false,
+            failover_priority: 1,
         },
     );
     let d = decide(

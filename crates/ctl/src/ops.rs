@@ -134,9 +134,9 @@ pub fn validate_failover(
     let Some(doc) = state.members.get(c) else {
         return Err(unknown_member(state, c));
     };
-    if doc.tag_true("nofailover") {
+    if doc.never_promote() {
         return Err(OpError::Precondition(format!(
-            "{c} is tagged nofailover and may not be promoted"
+            "{c} is tagged nofailover (or failover_priority 0) and may not be promoted"
         )));
     }
     if doc.state != "running" {
@@ -254,9 +254,9 @@ fn candidate_problem(
             "{candidate} is already the leader: name another member as candidate"
         )));
     }
-    if doc.tag_true("nofailover") {
+    if doc.never_promote() {
         return Err(OpError::Precondition(format!(
-            "{candidate} is tagged nofailover and may not become the leader"
+            "{candidate} is tagged nofailover (or failover_priority 0) and may not become the leader"
         )));
     }
     if !is_streaming_replica(doc) {

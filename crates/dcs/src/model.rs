@@ -117,6 +117,16 @@ impl MemberDoc {
     }
 
     /// True when the member carries the tag with a truthy value (`true`, `"true"`, 1).
+    /// Tagged `nofailover`, or `failover_priority: 0` (Patroni 3.1): never promoted.
+    pub fn never_promote(&self) -> bool {
+        let zero_priority = match self.tags.get("failover_priority") {
+            Some(Value::Number(n)) => n.as_i64() == Some(0),
+            Some(Value::String(s)) => s.trim() == "0",
+            _ => false,
+        };
+        self.tag_true("nofailover") || zero_priority
+    }
+
     pub fn tag_true(&self, tag: &str) -> bool {
         match self.tags.get(tag) {
             Some(Value::Bool(b)) => *b,

@@ -72,3 +72,54 @@ async fn a_replicatefrom_tag_makes_a_member_stream_from_a_replica() {
     )
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_member_clones_from_a_replica_tagged_clonefrom() {
+    let mut cluster = Cluster::start(2).await;
+    let leader = cluster.wait_until_all_streaming(UP).await;
+    let replica = cluster
+        .members()
+        .into_iter()
+        .find(|m| *m != leader)
+        .expect("a replica");
+
+    // Tag the replica clonefrom and wait until its member document says so.
+    cluster.kill_agent(&replica);
+    edit_member_yaml(&cluster, &replica, |text| {
+        text.replace("tags:\n", "tags:\n  clonefrom: true\n")
+    });
+    cluster.start_agent(&replica);
+    let deadline = Instant::now() + UP;
+    loop {
+        let tagged = cluster.state().await.ok().is_some_and(|s| {
+            s.members
+                .get(&replica)
+                .is_some_and(|doc| doc.tag_true("clonefrom") && doc.state == "running")
+        });
+        if tagged {
+            break;
+        }
+        if Instant::now() > deadline {
+            cluster.fail(&format!("{replica} never published the clonefrom tag"));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // A third member joins: its base backup comes from the standby, not from the leader
+    // (pg_basebackup records where it ran in backup_label, kept as backup_label.old).
+    cluster.add_member("node3");
+    cluster.start_agent("node3");
+    cluster.wait_until_all_streaming(UP).await;
+    let label = std::fs::read_to_string(cluster.data_dir("node3").join("backup_label.old"))
+        .unwrap_or_else(|e| cluster.fail(&format!("reading node3's backup_label.old: {e}")));
+    assert!(
+        label.contains("BACKUP FROM: standby"),
+        "node3 should have been cloned from the clonefrom replica {replica}; backup_label:\n{label}"
+    );
+    assert!(
+        cluster
+            .agent_log("node3")
+            .contains(&format!("cloning from {replica}")),
+        "node3's log should name {replica} as its clone source"
+    );
+}

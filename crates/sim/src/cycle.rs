@@ -209,6 +209,7 @@ impl World {
                     lsn: running.as_ref().map(|r| r.lsn),
                     timeline: running.as_ref().map(|r| r.timeline),
                     nofailover: peer.cfg.nofailover,
+                    failover_priority: peer.cfg.failover_priority,
                 }
             } else {
                 PeerView::Unreachable
@@ -283,6 +284,7 @@ impl World {
                     nofailover: cfg.nofailover,
                     replicatefrom: None,
                     nosync: false,
+                    clonefrom: false,
                 };
                 self.dcs.put_member(name, doc, lease, now);
             }

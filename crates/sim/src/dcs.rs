@@ -249,6 +249,7 @@ mod tests {
             nofailover: false,
             replicatefrom: None,
             nosync: false,
+            clonefrom: false,
         }
     }
 

@@ -43,7 +43,11 @@ pub fn ha_config(cfg: &Config, dynamic: &DynamicConfig) -> HaConfig {
         maximum_lag_on_failover: dynamic.maximum_lag_on_failover,
         use_pg_rewind: dynamic.use_pg_rewind,
         use_slots: dynamic.use_slots,
-        nofailover: cfg.tags.nofailover,
+        nofailover: cfg.tags.nofailover || cfg.tags.failover_priority == Some(0),
+        failover_priority: cfg
+            .tags
+            .failover_priority
+            .map_or(1, |p| p.clamp(0, i64::from(u32::MAX)) as u32),
         demote_margin_ms: secs_to_ms(cfg.pgbaton.demote_margin),
         primary_restart_timeout_ms: secs_to_ms(cfg.pgbaton.primary_restart_timeout),
         not_streaming_timeout_ms: (2 * ttl_ms).max(4_000),

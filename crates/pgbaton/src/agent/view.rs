@@ -57,7 +57,8 @@ fn member_view(doc: &MemberDoc) -> MemberView {
         is_primary: doc.is_primary_role(),
         lsn: doc.xlog_location,
         timeline: doc.timeline,
-        nofailover: doc.tag_true("nofailover"),
+        nofailover: doc.never_promote(),
+        clonefrom: doc.tag_true("clonefrom"),
         replicatefrom: doc
             .tags
             .get("replicatefrom")
@@ -132,6 +133,16 @@ pub fn peer_view(body: &Value) -> PeerView {
         Some(Value::String(s)) => s.eq_ignore_ascii_case("true"),
         _ => false,
     };
+    // Patroni 3.1: priority 0 means never promote; absent means 1.
+    let failover_priority = body
+        .get("tags")
+        .and_then(|t| t.get("failover_priority"))
+        .and_then(|p| {
+            p.as_u64()
+                .or_else(|| p.as_str().and_then(|s| s.parse().ok()))
+        })
+        .map(|p| p.min(u64::from(u32::MAX)) as u32)
+        .unwrap_or(1);
     PeerView::Report {
         replica_running: running && !primary,
         primary_running: running && primary,
@@ -140,7 +151,8 @@ pub fn peer_view(body: &Value) -> PeerView {
             .get("timeline")
             .and_then(Value::as_u64)
             .map(|t| t as u32),
-        nofailover,
+        nofailover: nofailover || failover_priority == 0,
+        failover_priority,
     }
 }
 
@@ -171,7 +183,8 @@ mod tests {
                 primary_running: false,
                 lsn: Some(67404768),
                 timeline: Some(3),
-                nofailover: false
+                nofailover: false,
+                failover_priority: 1,
             }
         );
     }

@@ -22,8 +22,20 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 /// The configuration of one seed, with the exploration overrides.
 pub fn config(seed: u64) -> SimConfig {
     let mut cfg = SimConfig::new(seed);
+    // Every third seed ranks the members by `failover_priority` (m1 lowest).
+    if seed % 3 == 2 {
+        cfg.ha = ranked;
+    }
     overrides(&mut cfg);
     cfg
+}
+
+/// Defaults, with `failover_priority` = the member's number (m1: 1, m2: 2, ...).
+fn ranked(name: &str) -> pgbaton_sim::HaConfig {
+    pgbaton_sim::HaConfig {
+        failover_priority: name.trim_start_matches('m').parse().unwrap_or(1),
+        ..pgbaton_sim::HaConfig::with_defaults(name)
+    }
 }
 
 /// `PGBATON_SIM_RATE`, `PGBATON_SIM_MEMBERS`, `PGBATON_SIM_SSN_RELOAD_MS` (reload delay of
