@@ -66,6 +66,9 @@ pub fn patroni_json(status: &NodeStatus) -> Value {
     if status.pending_restart {
         body.insert("pending_restart".into(), json!(true));
     }
+    if let Some(scheduled) = &status.scheduled_restart {
+        body.insert("scheduled_restart".into(), scheduled.clone());
+    }
     if status.paused {
         body.insert("pause".into(), json!(true));
     }

@@ -24,6 +24,23 @@ pub enum LocalCommand {
     /// Stop PostgreSQL and move the data directory aside; the core clones it again.
     /// `force` aborts a running background operation first.
     Reinitialize { force: bool },
+    /// Restart PostgreSQL at a given time, if the conditions still hold then.
+    ScheduleRestart(ScheduledRestart),
+    /// Forget the scheduled restart (`DELETE /restart`).
+    CancelScheduledRestart,
+}
+
+/// A restart to carry out later (`POST /restart` with `schedule`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScheduledRestart {
+    /// When, RFC 3339 (what `/patroni` and the member document show).
+    pub schedule: String,
+    /// The same instant in Unix milliseconds.
+    pub at_unix_ms: i64,
+    /// Only if a restart is pending then.
+    pub restart_pending: bool,
+    /// Only if the member has this role then.
+    pub role: Option<crate::status::PgRole>,
 }
 
 /// How the agent answered a [`LocalCommand`]: the HTTP status and the text to send back.

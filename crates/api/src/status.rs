@@ -79,6 +79,8 @@ pub struct NodeStatus {
     pub ttl_ms: u64,
     pub tags: BTreeMap<String, Value>,
     pub pending_restart: bool,
+    /// A scheduled restart: `{"schedule": RFC 3339, ...}` as Patroni shows it.
+    pub scheduled_restart: Option<Value>,
     pub paused: bool,
     /// The last decision's reason, in plain words.
     pub last_decision: String,
@@ -117,6 +119,7 @@ impl NodeStatus {
             ttl_ms,
             tags: BTreeMap::new(),
             pending_restart: false,
+            scheduled_restart: None,
             paused: false,
             last_decision: String::new(),
             leader_changes: 0,

@@ -19,6 +19,7 @@ async fn serves_the_latest_status_until_shutdown() {
         let _ = stopped.await;
     }));
 
+    pgbaton_api::install_default_crypto_provider();
     let client = reqwest::Client::new();
     let url = format!("http://{addr}/primary");
     assert_eq!(

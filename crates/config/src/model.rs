@@ -25,6 +25,8 @@ pub struct Config {
     pub postgresql: PostgresqlConfig,
     pub tags: Tags,
     pub pgbaton: PgbatonConfig,
+    /// How this member (and `pgbaton ctl`) call REST APIs served over https (`ctl:`).
+    pub ctl: CtlConfig,
     /// Where the configuration came from: a file path or "<string>", for messages.
     pub source: String,
 }
@@ -38,8 +40,20 @@ pub struct RestApiConfig {
     pub connect_address: String,
     /// Basic authentication required for the write endpoints.
     pub authentication: Option<Credentials>,
+    /// Serve https with this certificate (PEM; may also hold the key) and key.
     pub certfile: Option<String>,
     pub keyfile: Option<String>,
+    /// CA bundle that signed the members' REST API certificates (trusted by this member).
+    pub cafile: Option<String>,
+}
+
+/// `ctl:` — TLS settings for calling REST APIs over https (Patroni's patronictl keys).
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct CtlConfig {
+    /// Accept any certificate (still encrypted; no authentication of the server).
+    pub insecure: bool,
+    /// CA bundle to verify the REST API certificates with.
+    pub cacert: Option<String>,
 }
 
 /// A user name with an optional password.

@@ -33,6 +33,13 @@ pub struct CtlArgs {
     /// REST API password for write operations.
     #[arg(long, env = "PGBATON_API_PASSWORD", global = true)]
     password: Option<String>,
+    /// CA bundle to verify members' https REST APIs (default: ctl.cacert / restapi.cafile of
+    /// --config, else the system's roots).
+    #[arg(long, global = true)]
+    cacert: Option<String>,
+    /// Do not verify the certificates of https REST APIs (patronictl's -k).
+    #[arg(long, short = 'k', global = true)]
+    insecure: bool,
     #[command(subcommand)]
     command: CtlCommand,
 }
@@ -74,7 +81,19 @@ enum CtlCommand {
         /// When: ISO 8601 time (e.g. 2026-11-26T15:00:00+00:00) or `now`.
         #[arg(long)]
         scheduled: Option<String>,
+        /// Cancel the pending (scheduled) switchover instead.
+        #[arg(long, conflicts_with_all = ["candidate", "scheduled"])]
+        cancel: bool,
         /// Do not ask for confirmation.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Cancel what is scheduled: `flush switchover`, or `flush restart [MEMBERS]`.
+    Flush {
+        /// `switchover` or `restart`.
+        what: FlushTarget,
+        /// For `restart`: the members (default: all).
+        members: Vec<String>,
         #[arg(long)]
         force: bool,
     },
@@ -95,6 +114,10 @@ enum CtlCommand {
         /// Only members with a restart pending.
         #[arg(long)]
         pending: bool,
+        /// When: ISO 8601 time (e.g. 2026-11-26T03:00:00+00:00); the conditions (--pending)
+        /// are checked then. Cancel with `flush restart`.
+        #[arg(long)]
+        scheduled: Option<String>,
         #[arg(long)]
         force: bool,
     },
@@ -125,6 +148,13 @@ enum CtlCommand {
         #[arg(long)]
         force: bool,
     },
+}
+
+/// What `flush` cancels.
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+enum FlushTarget {
+    Switchover,
+    Restart,
 }
 
 /// Where the cluster is: endpoints and path.
@@ -188,6 +218,14 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }),
         (None, None) => None,
     };
+    let mut trust = from_file
+        .as_ref()
+        .map(crate::http::Trust::from_config)
+        .unwrap_or_default();
+    if args.cacert.is_some() {
+        trust.cafile = args.cacert.clone();
+    }
+    trust.insecure |= args.insecure;
     let state = load(&target).await?;
     let scope = target.path.scope.clone();
     if state.initialize.is_none() && state.members.is_empty() {
@@ -219,7 +257,7 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
             let ops = Ops {
                 target,
                 state,
-                api: Api::new(auth)?,
+                api: Api::new(auth, &trust)?,
             };
             return ops.run(command).await;
         }
@@ -276,11 +314,8 @@ impl Answer {
 }
 
 impl Api {
-    fn new(auth: Option<(String, String)>) -> anyhow::Result<Api> {
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(90))
-            .build()
-            .context("cannot build the HTTP client")?;
+    fn new(auth: Option<(String, String)>, trust: &crate::http::Trust) -> anyhow::Result<Api> {
+        let http = crate::http::client(trust, Duration::from_secs(90))?;
         Ok(Api { http, auth })
     }
 
@@ -357,21 +392,36 @@ struct Ops {
 impl Ops {
     async fn run(self, command: CtlCommand) -> anyhow::Result<()> {
         match command {
+            CtlCommand::Switchover { cancel: true, .. } => self.flush_switchover().await,
             CtlCommand::Switchover {
                 leader,
                 candidate,
                 scheduled,
                 force,
+                ..
             } => self.switchover(leader, candidate, scheduled, force).await,
+            CtlCommand::Flush {
+                what: FlushTarget::Switchover,
+                ..
+            } => self.flush_switchover().await,
+            CtlCommand::Flush {
+                what: FlushTarget::Restart,
+                members,
+                force,
+            } => {
+                let members = self.members_or_all(&members, false)?;
+                self.flush_restart(&members, force).await
+            }
             CtlCommand::Failover { candidate, force } => self.failover(candidate, force).await,
             CtlCommand::Restart {
                 members,
                 all,
                 pending,
+                scheduled,
                 force,
             } => {
                 let members = self.members_or_all(&members, all)?;
-                self.restart(&members, pending, force).await
+                self.restart(&members, pending, scheduled, force).await
             }
             CtlCommand::Reload { members, force } => {
                 let members = self.members_or_all(&members, false)?;
@@ -547,11 +597,22 @@ impl Ops {
         }
     }
 
-    async fn restart(&self, members: &[String], pending: bool, force: bool) -> anyhow::Result<()> {
+    async fn restart(
+        &self,
+        members: &[String],
+        pending: bool,
+        scheduled: Option<String>,
+        force: bool,
+    ) -> anyhow::Result<()> {
+        let scheduled = pgbaton_ctl::ops::parse_schedule(scheduled.as_deref(), chrono::Utc::now())
+            .map_err(|e| anyhow!(e.to_string().replace("switchover", "restart")))?;
+        // A scheduled restart checks "pending" when its time comes, not now.
         let members: Vec<&String> = members
             .iter()
             .filter(|m| {
-                !pending || self.state.members.get(*m).and_then(|d| d.pending_restart) == Some(true)
+                !pending
+                    || scheduled.is_some()
+                    || self.state.members.get(*m).and_then(|d| d.pending_restart) == Some(true)
             })
             .collect();
         if members.is_empty() {
@@ -567,7 +628,7 @@ impl Ops {
             force,
             "restart",
         )?;
-        let body = json!({ "restart_pending": pending });
+        let body = json!({ "restart_pending": pending, "schedule": scheduled });
         let mut failed = Vec::new();
         for member in members {
             let url = self.api_url(member)?;
@@ -576,6 +637,12 @@ impl Ops {
                 .call(reqwest::Method::POST, url, "/restart", Some(&body))
                 .await
             {
+                Ok(a) if a.ok() && scheduled.is_some() => {
+                    println!(
+                        "Success: restart scheduled on member {member}: {}",
+                        a.message()
+                    )
+                }
                 Ok(a) if a.ok() => println!("Success: restart on member {member}"),
                 Ok(a) => failed.push(format!("{member}: {} ({})", a.message(), a.status)),
                 Err(e) => failed.push(format!("{member}: {e:#}")),
@@ -585,6 +652,81 @@ impl Ops {
             Ok(())
         } else {
             bail!("restart failed on {}", failed.join("; "))
+        }
+    }
+
+    /// Cancel the pending switchover (`DELETE /switchover` on the leader, else any member).
+    async fn flush_switchover(&self) -> anyhow::Result<()> {
+        if self.state.failover.is_none() {
+            println!("No pending switchover: nothing to cancel");
+            return Ok(());
+        }
+        let mut last = None;
+        for (name, url) in self.api_urls_leader_first() {
+            match self
+                .api
+                .call(reqwest::Method::DELETE, &url, "/switchover", None)
+                .await
+            {
+                Ok(a) if a.ok() => {
+                    println!("Success: {}", a.message());
+                    return Ok(());
+                }
+                Ok(a) => bail!(
+                    "{name} refused to cancel the switchover ({}): {}",
+                    a.status,
+                    a.message()
+                ),
+                Err(e) => last = Some(e),
+            }
+        }
+        match last {
+            Some(e) => Err(e.context("no member's REST API answered")),
+            None => bail!("no member publishes a REST API address"),
+        }
+    }
+
+    /// Cancel the scheduled restarts of `members` (`DELETE /restart` on each).
+    async fn flush_restart(&self, members: &[String], force: bool) -> anyhow::Result<()> {
+        let scheduled: Vec<&String> = members
+            .iter()
+            .filter(|m| {
+                self.state
+                    .members
+                    .get(*m)
+                    .is_some_and(|d| d.extra.contains_key("scheduled_restart"))
+            })
+            .collect();
+        if scheduled.is_empty() {
+            println!("No scheduled restart: nothing to cancel");
+            return Ok(());
+        }
+        let names: Vec<&str> = scheduled.iter().map(|m| m.as_str()).collect();
+        confirm(
+            &format!(
+                "Are you sure you want to cancel the scheduled restart of {}?",
+                names.join(", ")
+            ),
+            force,
+            "cancel",
+        )?;
+        let mut failed = Vec::new();
+        for member in scheduled {
+            let url = self.api_url(member)?;
+            match self
+                .api
+                .call(reqwest::Method::DELETE, url, "/restart", None)
+                .await
+            {
+                Ok(a) if a.ok() => println!("Success: flush scheduled restart for member {member}"),
+                Ok(a) => failed.push(format!("{member}: {} ({})", a.message(), a.status)),
+                Err(e) => failed.push(format!("{member}: {e:#}")),
+            }
+        }
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            bail!("cancelling failed on {}", failed.join("; "))
         }
     }
 

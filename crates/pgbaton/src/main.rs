@@ -5,6 +5,7 @@
 
 mod agent;
 mod ctl;
+mod http;
 mod local;
 mod logging;
 

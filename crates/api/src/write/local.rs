@@ -13,7 +13,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::{authorize, bad_request, parse_body, text, AppState, Refusal};
-use crate::commands::LocalCommand;
+use crate::commands::{LocalCommand, ScheduledRestart};
 use crate::status::PgRole;
 
 /// How long `POST /restart` waits for PostgreSQL to run again when no `timeout` is given.
@@ -44,13 +44,6 @@ pub(crate) async fn restart(
 ) -> Result<Response, Refusal> {
     let commands = authorize(&app, &headers)?;
     let req: RestartBody = parse_body(&body, true)?;
-    if req
-        .schedule
-        .as_deref()
-        .is_some_and(|s| !s.trim().is_empty())
-    {
-        return refuse("scheduled restarts are not supported yet: omit schedule to restart now");
-    }
     let wait = match &req.timeout {
         None | Some(Value::Null) => RESTART_WAIT,
         Some(v) => match v
@@ -65,6 +58,29 @@ pub(crate) async fn restart(
             }
         },
     };
+    let role = match req.role.as_deref() {
+        None => None,
+        Some("master" | "primary" | "leader") => Some(PgRole::Primary),
+        Some("replica") => Some(PgRole::Replica),
+        Some(other) => return refuse(format!("role must be primary or replica, got {other:?}")),
+    };
+    let schedule = pgbaton_ctl::ops::parse_schedule(req.schedule.as_deref(), chrono::Utc::now())
+        .map_err(|e| bad_request(e.to_string().replace("switchover", "restart")))?;
+    if let Some(schedule) = schedule {
+        // The conditions are checked when the time comes, as Patroni does.
+        let at_unix_ms = chrono::DateTime::parse_from_rfc3339(&schedule)
+            .map(|t| t.timestamp_millis())
+            .map_err(|e| bad_request(format!("schedule {schedule:?}: {e}")))?;
+        let outcome = commands
+            .local(LocalCommand::ScheduleRestart(ScheduledRestart {
+                schedule,
+                at_unix_ms,
+                restart_pending: req.restart_pending == Some(true),
+                role,
+            }))
+            .await;
+        return reply(outcome.status, outcome.message);
+    }
     let before = app.status.borrow().clone();
     if req.restart_pending == Some(true) && !before.pending_restart {
         return reply(
@@ -72,12 +88,7 @@ pub(crate) async fn restart(
             "restart conditions are not satisfied: no restart is pending",
         );
     }
-    if let Some(role) = req.role.as_deref() {
-        let wanted = match role {
-            "master" | "primary" | "leader" => PgRole::Primary,
-            "replica" => PgRole::Replica,
-            other => return refuse(format!("role must be primary or replica, got {other:?}")),
-        };
+    if let (Some(role), Some(wanted)) = (req.role.as_deref(), role) {
         if before.pg_role != wanted {
             return reply(
                 503,
@@ -108,6 +119,16 @@ pub(crate) async fn restart(
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// `DELETE /restart`: forget the scheduled restart (patronictl flush ... restart).
+pub(crate) async fn delete_restart(
+    State(app): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response, Refusal> {
+    let commands = authorize(&app, &headers)?;
+    let outcome = commands.local(LocalCommand::CancelScheduledRestart).await;
+    reply(outcome.status, outcome.message)
 }
 
 pub(crate) async fn reload(

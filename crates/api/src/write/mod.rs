@@ -49,6 +49,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/switchover", delete(switchover::delete_switchover))
         .route("/failover", post(switchover::post_failover))
         .route("/restart", post(local::restart))
+        .route("/restart", delete(local::delete_restart))
         .route("/reload", post(local::reload))
         .route("/reinitialize", post(local::reinitialize))
         .route("/reinit", post(local::reinitialize))

@@ -17,7 +17,7 @@ use std::path::Path;
 use serde_json::Value;
 
 use crate::error::{ConfigError, Loaded};
-use crate::model::Config;
+use crate::model::{Config, CtlConfig};
 use crate::walk::{Ctx, Result, Section};
 
 /// Read and validate the configuration file at `path`.
@@ -119,11 +119,24 @@ fn top_level(ctx: &mut Ctx, v: &Value) -> Result<Config> {
         "watchdog",
         "watchdog is not supported yet; ignored (pgbaton demotes a leader that cannot renew its lease by itself)",
     );
-    root.unsupported(
-        ctx,
-        "ctl",
-        "patronictl settings are not used by pgbaton; ignored",
-    );
+    let ctl = match root.section(ctx, "ctl")? {
+        Some(mut sec) => {
+            let ctl = CtlConfig {
+                insecure: sec.bool(ctx, "insecure")?.unwrap_or(false),
+                cacert: sec.string(ctx, "cacert")?,
+            };
+            for key in ["certfile", "keyfile", "keyfile_password"] {
+                sec.unsupported(
+                    ctx,
+                    key,
+                    "client certificates are not supported yet; ignored",
+                );
+            }
+            sec.finish(ctx, "ignored");
+            ctl
+        }
+        None => CtlConfig::default(),
+    };
     root.unsupported(ctx, "citus", "Citus clusters are not supported; ignored");
     root.finish(ctx, "ignored");
     Ok(Config {
@@ -136,6 +149,7 @@ fn top_level(ctx: &mut Ctx, v: &Value) -> Result<Config> {
         postgresql,
         tags,
         pgbaton,
+        ctl,
         source: ctx.file.clone(),
     })
 }

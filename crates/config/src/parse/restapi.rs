@@ -14,6 +14,7 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<RestApiConfig
             authentication: None,
             certfile: None,
             keyfile: None,
+            cafile: None,
         });
     };
     let listen_text = sec
@@ -57,8 +58,14 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<RestApiConfig
     };
     let certfile = sec.string(ctx, "certfile")?;
     let keyfile = sec.string(ctx, "keyfile")?;
+    let cafile = sec.string(ctx, "cafile")?;
+    if keyfile.is_some() && certfile.is_none() {
+        return Err(ctx.invalid(
+            &sec.at("certfile"),
+            "required key is missing (restapi.keyfile is set: give the certificate too, or remove keyfile)",
+        ));
+    }
     for key in [
-        "cafile",
         "verify_client",
         "keyfile_password",
         "ciphers",
@@ -78,5 +85,6 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<RestApiConfig
         authentication,
         certfile,
         keyfile,
+        cafile,
     })
 }

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgbaton_api::{BoxFuture, CommandOutcome, Commands, LocalCommand};
+use pgbaton_api::{BoxFuture, CommandOutcome, Commands, LocalCommand, ScheduledRestart};
 use pgbaton_core::{JobKind, LocalPg};
 use pgbaton_dcs::{ClusterState, Dcs, DcsError, FailoverDoc};
 use pgbaton_postgres as pg;
@@ -121,6 +121,13 @@ impl<D: Dcs> Agent<D> {
             LocalCommand::Restart => self.restart_postgres().await,
             LocalCommand::Reload => self.reload_postgres().await,
             LocalCommand::Reinitialize { force } => self.reinitialize(force).await,
+            LocalCommand::ScheduleRestart(restart) => self.schedule_restart(restart),
+            LocalCommand::CancelScheduledRestart => match self.scheduled_restart.take() {
+                Some(r) => {
+                    CommandOutcome::ok(format!("scheduled restart at {} deleted", r.schedule))
+                }
+                None => CommandOutcome::refused(404, "no restart is scheduled: nothing to cancel"),
+            },
         };
         if outcome.status == 200 {
             tracing::info!("{}", outcome.message);
@@ -152,6 +159,57 @@ impl<D: Dcs> Agent<D> {
             jobs::stop(&pm, pg::StopMode::Fast, Duration::from_secs(30)).await
         });
         CommandOutcome::ok("restart started: PostgreSQL is stopping and will be started again")
+    }
+
+    /// Keep one restart for later (Patroni allows one at a time).
+    fn schedule_restart(&mut self, restart: ScheduledRestart) -> CommandOutcome {
+        if let Some(existing) = &self.scheduled_restart {
+            return CommandOutcome::refused(
+                409,
+                format!(
+                    "cannot schedule a restart: another one is scheduled at {}; cancel it first (pgbaton ctl flush restart / DELETE /restart)",
+                    existing.schedule
+                ),
+            );
+        }
+        let message = format!("Restart scheduled at {}", restart.schedule);
+        self.scheduled_restart = Some(restart);
+        CommandOutcome {
+            status: 202,
+            message,
+        }
+    }
+
+    /// When the scheduled restart is due: carry it out if its conditions hold (else drop it
+    /// with a log line); if another operation runs, try again next cycle.
+    pub(super) async fn run_scheduled_restart(&mut self) {
+        let Some(restart) = &self.scheduled_restart else {
+            return;
+        };
+        let now_ms = chrono::Utc::now().timestamp_millis();
+        if now_ms < restart.at_unix_ms || self.jobs.is_running() {
+            return;
+        }
+        let restart = self.scheduled_restart.take().expect("checked above");
+        let status = self.last_pg_status.as_ref();
+        let pending = status.is_some_and(|s| s.pending_restart);
+        let role = status.map(|s| {
+            if s.in_recovery {
+                pgbaton_api::PgRole::Replica
+            } else {
+                pgbaton_api::PgRole::Primary
+            }
+        });
+        if restart.restart_pending && !pending {
+            tracing::warn!(schedule = %restart.schedule, "scheduled restart skipped: no restart is pending");
+            return;
+        }
+        if restart.role.is_some() && restart.role != role {
+            tracing::warn!(schedule = %restart.schedule, wanted = ?restart.role, "scheduled restart skipped: this member does not have the role");
+            return;
+        }
+        let outcome = self.restart_postgres().await;
+        tracing::info!(schedule = %restart.schedule, status = outcome.status, "scheduled restart: {}", outcome.message);
     }
 
     /// Read the DCS configuration again, rewrite postgresql.conf and reload PostgreSQL.

@@ -41,6 +41,21 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         Duration::from_millis(ha.ttl_ms),
         Duration::from_millis(ha.retry_timeout_ms),
     );
+    // TLS files are checked before anything starts: a wrong path fails here, named.
+    let tls = match (&cfg.restapi.certfile, &cfg.restapi.keyfile) {
+        (Some(cert), key) => Some(
+            pgbaton_api::load_tls(&pgbaton_api::TlsFiles {
+                certfile: cert.into(),
+                keyfile: key.as_deref().unwrap_or(cert).into(),
+            })
+            .context("restapi.certfile / restapi.keyfile")?,
+        ),
+        (None, _) => None,
+    };
+    let http = crate::http::client(
+        &crate::http::Trust::from_config(&cfg),
+        Duration::from_millis(1000),
+    )?;
     let (status_tx, status_rx) =
         watch::channel(NodeStatus::starting(&cfg.scope, &cfg.name, ha.ttl_ms));
     let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
@@ -60,16 +75,26 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     };
     let auth = cfg.restapi.authentication.clone();
     let dcs_timeout = Duration::from_millis(ha.retry_timeout_ms);
-    let mut agent = Agent::new(cfg, dynamic, ha, dcs, status_tx);
+    let mut agent = Agent::new(cfg, dynamic, ha, dcs, status_tx, http);
     let (commands, local_rx) = commands::AgentCommands::new(agent.dcs.clone(), dcs_timeout);
     let commands: Arc<dyn pgbaton_api::Commands> = Arc::new(commands);
-    let api = tokio::spawn(pgbaton_api::serve(
-        listener,
-        status_rx,
-        Some(commands),
-        auth,
-        api_shutdown,
-    ));
+    let api = match &tls {
+        Some(tls) => tokio::spawn(pgbaton_api::serve_tls(
+            listener,
+            status_rx,
+            Some(commands),
+            auth,
+            tls.clone(),
+            api_shutdown,
+        )),
+        None => tokio::spawn(pgbaton_api::serve(
+            listener,
+            status_rx,
+            Some(commands),
+            auth,
+            api_shutdown,
+        )),
+    };
     tracing::info!(listen = %agent.cfg.restapi.listen, "REST API listening");
 
     let signals = tokio::spawn(async move {
@@ -133,6 +158,8 @@ pub struct Agent<D: Dcs> {
     parameters_changed: bool,
     last_leader: Option<String>,
     leader_changes: u64,
+    /// A restart to carry out at its time (`POST /restart` with `schedule`).
+    scheduled_restart: Option<pgbaton_api::ScheduledRestart>,
 }
 
 impl<D: Dcs> Agent<D> {
@@ -142,6 +169,7 @@ impl<D: Dcs> Agent<D> {
         ha: HaConfig,
         dcs: D,
         status_tx: watch::Sender<NodeStatus>,
+        http: reqwest::Client,
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let spec = settings::pg_spec(&cfg);
@@ -162,16 +190,14 @@ impl<D: Dcs> Agent<D> {
             configured_sync: None,
             last_pg_status: None,
             status_tx,
-            http: reqwest::Client::builder()
-                .timeout(Duration::from_millis(1000))
-                .build()
-                .unwrap_or_else(|_| reqwest::Client::new()),
+            http,
             wake,
             guard: guard::LeaseGuard::new(origin),
             last_reason: String::new(),
             parameters_changed: false,
             last_leader: None,
             leader_changes: 0,
+            scheduled_restart: None,
             cfg,
         }
     }
@@ -241,6 +267,7 @@ impl<D: Dcs> Agent<D> {
             self.state = decision.state.clone();
             self.execute(&decision, &obs).await;
             self.arm_lease_guard();
+            self.run_scheduled_restart().await;
             if self.parameters_changed && !self.jobs.is_running() {
                 self.parameters_changed = false;
                 self.rewrite_config_and_reload(&obs).await;

@@ -172,6 +172,12 @@ pub fn conn_url(cfg: &Config) -> String {
     )
 }
 
+/// The published `api_url`: https when the REST API serves TLS (`restapi.certfile`).
 pub fn api_url(cfg: &Config) -> String {
-    format!("http://{}/patroni", cfg.restapi.connect_address)
+    let scheme = if cfg.restapi.certfile.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    format!("{scheme}://{}/patroni", cfg.restapi.connect_address)
 }

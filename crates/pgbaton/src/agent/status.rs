@@ -37,7 +37,25 @@ impl<D: Dcs> Agent<D> {
                 doc.pending_restart = Some(true);
             }
         }
+        if let Some(scheduled) = self.scheduled_restart_json() {
+            doc.extra.insert("scheduled_restart".into(), scheduled);
+        }
         doc
+    }
+
+    /// Patroni's `scheduled_restart` object: `{"schedule", "restart_pending"?, "role"?}`.
+    fn scheduled_restart_json(&self) -> Option<serde_json::Value> {
+        let r = self.scheduled_restart.as_ref()?;
+        let mut v = serde_json::json!({ "schedule": r.schedule });
+        if r.restart_pending {
+            v["restart_pending"] = true.into();
+        }
+        match r.role {
+            Some(PgRole::Primary) => v["role"] = "primary".into(),
+            Some(PgRole::Replica) => v["role"] = "replica".into(),
+            _ => {}
+        }
+        Some(v)
     }
 
     /// Writable leader: PostgreSQL runs as a primary and the lease is certainly alive.
@@ -120,6 +138,7 @@ impl<D: Dcs> Agent<D> {
             ttl_ms: self.ha.ttl_ms,
             tags: self.cfg.tags.to_json_map(),
             pending_restart: st.is_some_and(|s| s.pending_restart),
+            scheduled_restart: self.scheduled_restart_json(),
             paused: self.ha.paused,
             last_decision: self.last_reason.clone(),
             leader_changes: self.leader_changes,

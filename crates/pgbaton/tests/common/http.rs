@@ -6,6 +6,7 @@ use super::cluster::Cluster;
 
 /// `GET http://127.0.0.1:<port><path>`: status code and body.
 pub async fn get(port: u16, path: &str) -> anyhow::Result<(u16, String)> {
+    pgbaton_api::install_default_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(3))
         .build()?;

@@ -34,6 +34,7 @@ pub async fn api_send(
     body: &serde_json::Value,
     auth: Option<(&str, &str)>,
 ) -> anyhow::Result<(u16, String)> {
+    pgbaton_api::install_default_crypto_provider();
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()?;
