@@ -143,10 +143,9 @@ fn step(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts) -> St
     }
     // 2. One background operation at a time.
     if let JobView::Running(kind) = obs.job {
-        return (
-            Reason::WaitingForJob(kind),
-            leader_duties_if_any(s, obs, cfg, f),
-        );
+        let mut actions = leader_duties_if_any(s, obs, cfg, f);
+        actions.extend(repoint_while_starting(s, obs, cfg, f, kind));
+        return (Reason::WaitingForJob(kind), actions);
     }
     // 3. Without the DCS nothing may change, except the demotion above.
     let Some(view) = f.view else {
@@ -252,6 +251,27 @@ fn enforce_single_primary(s: &mut MemberState, obs: &Observation, f: &Facts) -> 
         ));
     }
     None
+}
+
+/// A replica that is still starting (it may need WAL from its upstream before it accepts
+/// connections) follows a leader change at once: otherwise it would wait for WAL from an
+/// upstream that is gone until the start times out (found by the chaos suite).
+fn repoint_while_starting(
+    s: &MemberState,
+    obs: &Observation,
+    cfg: &HaConfig,
+    f: &Facts,
+    kind: JobKind,
+) -> Option<Action> {
+    if kind != JobKind::Start || s.phase != Phase::Replica {
+        return None;
+    }
+    let view = f.view?;
+    let leader = view.leader.as_deref().filter(|l| *l != cfg.name)?;
+    let upstream = upstream_for(cfg, view, leader);
+    (obs.configured_upstream.as_deref() != Some(upstream.as_str())).then_some(Action::Repoint {
+        upstream: Some(upstream),
+    })
 }
 
 /// While an operation runs, a leader still publishes its position.

@@ -807,3 +807,28 @@ fn a_peer_on_a_newer_timeline_wins_even_with_a_lower_position() {
         d.reason
     );
 }
+
+#[test]
+fn a_starting_replica_follows_a_leader_change_without_waiting_for_the_start() {
+    let obs = Obs::new(LocalPg::Starting)
+        .leader("node2")
+        .upstream("node3")
+        .job(JobView::Running(JobKind::Start))
+        .build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(d.reason, Reason::WaitingForJob(JobKind::Start));
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Repoint {
+            upstream: Some("node2".into())
+        }]
+    );
+    // Already pointed at the leader: nothing to do but wait.
+    let obs = Obs::new(LocalPg::Starting)
+        .leader("node2")
+        .upstream("node2")
+        .job(JobView::Running(JobKind::Start))
+        .build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![]);
+}

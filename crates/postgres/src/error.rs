@@ -91,6 +91,35 @@ pub enum PgError {
 
     #[error("{what} needs a tokio runtime: call it from inside the agent's runtime")]
     NoRuntime { what: &'static str },
+
+    #[error("wal_level is {found:?}, but logical replication slots need wal_level = logical: set postgresql.parameters.wal_level to logical and restart PostgreSQL")]
+    WalLevelNotLogical { found: String },
+
+    #[error("{what} must run on the primary, but this PostgreSQL is in recovery (a replica gets copies of the primary's logical slots instead)")]
+    InRecovery { what: String },
+
+    #[error("replication slot {slot:?} exists as {found}, but the configuration wants {expected}: pgbaton never drops it; drop it by hand (pg_drop_replication_slot) or rename the slot in `slots`")]
+    SlotMismatch {
+        slot: String,
+        expected: String,
+        found: String,
+    },
+
+    #[error("database {database:?} of logical replication slot {slot:?} does not exist: create it, or fix slots.{slot}.database")]
+    SlotDatabaseMissing { slot: String, database: String },
+
+    #[error("replication slot {slot:?} does not exist on {location}: {remedy}")]
+    SlotMissing {
+        slot: String,
+        location: String,
+        remedy: &'static str,
+    },
+
+    #[error("the state file of replication slot {slot:?} is unusable ({detail}): read it again from the primary")]
+    SlotState { slot: String, detail: String },
+
+    #[error("this server lacks the WAL that replication slot {slot:?} needs ({detail}): copy the slot again from the primary once its restart_lsn there has moved past this server's oldest WAL (it moves when the consumer confirms changes)")]
+    SlotWalMissing { slot: String, detail: String },
 }
 
 /// The install command named in `BinaryMissing` errors.

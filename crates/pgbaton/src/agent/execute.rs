@@ -77,6 +77,7 @@ impl<D: Dcs> Agent<D> {
             Action::WriteStatus { optime } => {
                 let status = StatusDoc {
                     optime: Some(*optime),
+                    slots: self.published_slot_positions(),
                     ..Default::default()
                 };
                 bounded(timeout, dcs.set_status(&status)).await?;
@@ -132,7 +133,7 @@ impl<D: Dcs> Agent<D> {
     }
 
     /// host:port of a member from its document in the DCS.
-    fn upstream_of(&self, member: &str) -> Option<Upstream> {
+    pub(super) fn upstream_of(&self, member: &str) -> Option<Upstream> {
         let doc = self.cluster.as_ref()?.members.get(member)?;
         let (host, port) = doc.host_port()?;
         Some(Upstream { host, port })
@@ -190,6 +191,9 @@ impl<D: Dcs> Agent<D> {
                         }
                     }
                     Err(e) => tracing::warn!(error = %e, "cannot maintain replication slots"),
+                }
+                if let Some(in_recovery) = self.last_pg_status.as_ref().map(|s| s.in_recovery) {
+                    self.logical_slots(in_recovery, timeout).await;
                 }
             }
             Action::Repoint { upstream } => {

@@ -10,6 +10,7 @@ mod commands;
 mod execute;
 mod guard;
 mod jobs;
+mod logical;
 mod observe;
 pub mod settings;
 mod status;
@@ -160,6 +161,10 @@ pub struct Agent<D: Dcs> {
     leader_changes: u64,
     /// A restart to carry out at its time (`POST /restart` with `schedule`).
     scheduled_restart: Option<pgbaton_api::ScheduledRestart>,
+    /// Permanent logical slots: what the background maintenance found.
+    logical: logical::SharedLogical,
+    /// Replica: when it last restarted to install copies of logical slots.
+    last_slot_copy: Option<Instant>,
 }
 
 impl<D: Dcs> Agent<D> {
@@ -198,6 +203,8 @@ impl<D: Dcs> Agent<D> {
             last_leader: None,
             leader_changes: 0,
             scheduled_restart: None,
+            logical: Default::default(),
+            last_slot_copy: None,
             cfg,
         }
     }

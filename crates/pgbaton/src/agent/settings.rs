@@ -73,6 +73,14 @@ pub fn pg_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, 
         .collect();
     params.extend(dynamic.parameters.clone());
     params.extend(cfg.postgresql.parameters.clone());
+    if !permanent_logical_slots(dynamic).is_empty() {
+        // Logical slots need logical WAL, and their copies on replicas need the leader to
+        // keep the catalog rows they use (hot_standby_feedback through the physical slot).
+        if params.get("wal_level").map(String::as_str) != Some("logical") {
+            params.insert("wal_level".into(), "logical".into());
+        }
+        params.insert("hot_standby_feedback".into(), "on".into());
+    }
     for managed in [
         "unix_socket_directories",
         "listen_addresses",
@@ -162,6 +170,21 @@ pub fn permanent_physical_slots(dynamic: &DynamicConfig) -> BTreeSet<String> {
         .iter()
         .filter(|(_, spec)| spec.slot_type == "physical")
         .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Permanent logical slots from the dynamic configuration (database and plugin are required
+/// there: the config parser refuses a logical slot without them).
+pub fn permanent_logical_slots(dynamic: &DynamicConfig) -> Vec<pgbaton_postgres::LogicalSlotSpec> {
+    dynamic
+        .slots
+        .iter()
+        .filter(|(_, spec)| spec.slot_type == "logical")
+        .map(|(name, spec)| pgbaton_postgres::LogicalSlotSpec {
+            name: name.clone(),
+            database: spec.database.clone().unwrap_or_else(|| "postgres".into()),
+            plugin: spec.plugin.clone().unwrap_or_else(|| "pgoutput".into()),
+        })
         .collect()
 }
 

@@ -1,0 +1,278 @@
+//! Permanent logical slots (`slots: {name: {type: logical, database, plugin}}` in the dynamic
+//! configuration) kept through failovers on PostgreSQL 15, which has no failover slots.
+//!
+//! - The leader creates the missing slots and publishes each slot's `confirmed_flush_lsn`
+//!   in the DCS `status` key (`slots`, Patroni's shape).
+//! - A replica that may be promoted holds a copy of each slot: when one is missing, it reads
+//!   the slot's state file from the leader, and — only if its own `pg_wal` still has the WAL
+//!   the slot needs — stops PostgreSQL and installs the copies (one restart for all; the HA
+//!   core starts it again as a replica). It advances its copies to the positions the leader
+//!   published, never further, so a promoted replica resumes the consumer at (at most
+//!   slightly before) what the consumer confirmed: no change lost, a few maybe resent.
+//!
+//! The queries run in a background task, never in the HA loop (a slow server must not delay
+//! a lease renewal); the loop only reads the results: the positions to publish, and copies
+//! ready to install, which it installs as a `Stop` job. The HA core does not see any of this:
+//! it rides on the `SyncSlots` action, like the physical slots.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pgbaton_core::JobKind;
+use pgbaton_dcs::Dcs;
+use pgbaton_postgres as pg;
+use tokio::time::Instant;
+
+use super::{jobs, settings, Agent};
+
+/// At most one copy (a replica restart) per this long.
+const COPY_BACKOFF: Duration = Duration::from_secs(30);
+
+/// What the background task found; read by the HA loop.
+#[derive(Default)]
+pub(super) struct LogicalShared {
+    /// Leader: `confirmed_flush_lsn` per permanent logical slot.
+    pub positions: BTreeMap<String, u64>,
+    /// Replica: state files read from the leader, ready to install while stopped.
+    pub ready_copies: Vec<(String, Vec<u8>)>,
+    /// A task runs.
+    pub busy: bool,
+    /// The last problem logged (not repeated every cycle).
+    pub last_error: Option<String>,
+}
+
+pub(super) type SharedLogical = Arc<Mutex<LogicalShared>>;
+
+/// What one round of the task needs to know.
+struct Round {
+    spec: pg::PgSpec,
+    wanted: Vec<pg::LogicalSlotSpec>,
+    timeout: Duration,
+    role: Role,
+}
+
+enum Role {
+    Leader,
+    Replica {
+        published: BTreeMap<String, u64>,
+        leader: Option<pg::Upstream>,
+        copy_allowed: bool,
+    },
+}
+
+impl<D: Dcs> Agent<D> {
+    /// Start a round of logical slot maintenance in the background (none if one runs), and
+    /// install copies a previous round found ready.
+    pub(super) async fn logical_slots(&mut self, in_recovery: bool, timeout: Duration) {
+        let wanted = settings::permanent_logical_slots(&self.dynamic);
+        if wanted.is_empty() || (in_recovery && self.ha.nofailover) {
+            lock(&self.logical).positions.clear();
+            return;
+        }
+        if in_recovery {
+            self.install_ready_copies();
+        }
+        let role = if in_recovery {
+            let leader = self
+                .cluster
+                .as_ref()
+                .and_then(|c| c.leader_name())
+                .and_then(|l| self.upstream_of(l));
+            Role::Replica {
+                published: self
+                    .cluster
+                    .as_ref()
+                    .and_then(|c| c.status.as_ref())
+                    .map(|s| s.slots.clone())
+                    .unwrap_or_default(),
+                leader,
+                copy_allowed: !self.jobs.is_running()
+                    && self
+                        .last_slot_copy
+                        .is_none_or(|at| at.elapsed() >= COPY_BACKOFF),
+            }
+        } else {
+            Role::Leader
+        };
+        {
+            let mut shared = lock(&self.logical);
+            if shared.busy {
+                return;
+            }
+            shared.busy = true;
+        }
+        let round = Round {
+            spec: self.spec.clone(),
+            wanted,
+            timeout,
+            role,
+        };
+        let shared = self.logical.clone();
+        tokio::spawn(async move {
+            let outcome = round.run().await;
+            let mut s = lock(&shared);
+            s.busy = false;
+            match outcome {
+                Ok(Outcome::Positions(p)) => s.positions = p,
+                Ok(Outcome::Copies(c)) => {
+                    s.positions.clear();
+                    if !c.is_empty() {
+                        s.ready_copies = c;
+                    }
+                }
+                Err(message) => {
+                    if s.last_error.as_deref() != Some(message.as_str()) {
+                        tracing::warn!("{message}");
+                        s.last_error = Some(message);
+                    }
+                    return;
+                }
+            }
+            s.last_error = None;
+        });
+    }
+
+    /// The positions the leader publishes in `status`.
+    pub(super) fn published_slot_positions(&self) -> BTreeMap<String, u64> {
+        lock(&self.logical).positions.clone()
+    }
+
+    /// Stop PostgreSQL and install the copies (the core starts it again as a replica).
+    fn install_ready_copies(&mut self) {
+        if self.jobs.is_running() {
+            return;
+        }
+        let copies = std::mem::take(&mut lock(&self.logical).ready_copies);
+        if copies.is_empty() {
+            return;
+        }
+        self.last_slot_copy = Some(Instant::now());
+        let names: Vec<&str> = copies.iter().map(|(n, _)| n.as_str()).collect();
+        tracing::info!(slots = ?names, "restarting PostgreSQL to install copies of the leader's logical slots");
+        let pm = self.postmaster.clone();
+        let spec = self.spec.clone();
+        self.jobs.start(JobKind::Stop, async move {
+            jobs::stop(&pm, pg::StopMode::Fast, Duration::from_secs(30)).await?;
+            for (name, state) in copies {
+                pg::install_slot_state(&spec, &name, &state).map_err(|e| e.to_string())?;
+                tracing::info!(slot = %name, "installed a copy of the leader's logical slot");
+            }
+            Ok(())
+        });
+    }
+}
+
+enum Outcome {
+    Positions(BTreeMap<String, u64>),
+    Copies(Vec<(String, Vec<u8>)>),
+}
+
+impl Round {
+    async fn run(self) -> Result<Outcome, String> {
+        match &self.role {
+            Role::Leader => self.leader().await.map(Outcome::Positions),
+            Role::Replica {
+                published,
+                leader,
+                copy_allowed,
+            } => self
+                .replica(published, leader.as_ref(), *copy_allowed)
+                .await
+                .map(Outcome::Copies),
+        }
+    }
+
+    /// Create the missing slots; read their positions.
+    async fn leader(&self) -> Result<BTreeMap<String, u64>, String> {
+        let created = pg::ensure_logical_slots(&self.spec, &self.wanted, self.timeout)
+            .await
+            .map_err(|e| format!("cannot create permanent logical slots: {e}"))?;
+        for s in created {
+            tracing::info!(slot = %s, "created permanent logical slot");
+        }
+        let positions = pg::logical_slot_positions(&self.spec, self.timeout)
+            .await
+            .map_err(|e| format!("cannot read logical slot positions: {e}"))?;
+        Ok(positions
+            .into_iter()
+            .filter(|(name, _)| self.wanted.iter().any(|w| &w.name == name))
+            .filter_map(|(name, p)| p.confirmed_flush.map(|lsn| (name, lsn)))
+            .collect())
+    }
+
+    /// Advance the copies to the published positions; read missing ones from the leader.
+    async fn replica(
+        &self,
+        published: &BTreeMap<String, u64>,
+        leader: Option<&pg::Upstream>,
+        copy_allowed: bool,
+    ) -> Result<Vec<(String, Vec<u8>)>, String> {
+        let local = pg::logical_slot_positions(&self.spec, self.timeout)
+            .await
+            .map_err(|e| format!("cannot read the logical slot copies: {e}"))?;
+        let mut missing = Vec::new();
+        for slot in &self.wanted {
+            let Some(copy) = local.get(&slot.name).filter(|c| !c.lost) else {
+                missing.push(slot);
+                continue;
+            };
+            let Some(&target) = published.get(&slot.name) else {
+                continue;
+            };
+            if copy.confirmed_flush.is_some_and(|at| at >= target) {
+                continue;
+            }
+            match pg::advance_slot(&self.spec, &slot.name, &slot.database, target, self.timeout)
+                .await
+            {
+                Ok(_) => {}
+                Err(pg::PgError::SlotWalMissing { .. }) => missing.push(slot),
+                Err(e) => {
+                    tracing::debug!(slot = %slot.name, error = %e, "cannot advance the logical slot copy")
+                }
+            }
+        }
+        let (Some(leader), true, false) = (leader, copy_allowed, missing.is_empty()) else {
+            return Ok(Vec::new());
+        };
+        let oldest_local = match pg::oldest_wal_lsn(&self.spec) {
+            Ok(Some(lsn)) => lsn,
+            _ => return Ok(Vec::new()),
+        };
+        let credentials = self.spec.rewind_credentials().clone();
+        let mut copies = Vec::new();
+        for slot in missing {
+            let state = match pg::read_slot_state(leader, &credentials, &slot.name, self.timeout)
+                .await
+            {
+                Ok(state) => state,
+                Err(e) => {
+                    tracing::debug!(slot = %slot.name, error = %e, "cannot read the slot from the leader yet");
+                    continue;
+                }
+            };
+            match pg::parse_slot_state(&slot.name, &state) {
+                Ok(parsed) if parsed.restart_lsn >= oldest_local => {
+                    copies.push((slot.name.clone(), state))
+                }
+                Ok(parsed) => tracing::info!(
+                    slot = %slot.name,
+                    slot_restart_lsn = %pg::format_lsn(parsed.restart_lsn),
+                    oldest_local_wal = %pg::format_lsn(oldest_local),
+                    "not copying the logical slot yet: this replica no longer has the WAL it needs (it will once the consumer confirms newer changes)"
+                ),
+                Err(e) => {
+                    tracing::warn!(slot = %slot.name, error = %e, "the leader's slot state is unusable")
+                }
+            }
+        }
+        Ok(copies)
+    }
+}
+
+fn lock(shared: &SharedLogical) -> std::sync::MutexGuard<'_, LogicalShared> {
+    shared
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,158 @@
+//! Permanent logical slots survive a failover: the leader creates the slot from the dynamic
+//! configuration, the replica holds a copy advanced to what the consumer confirmed, and after
+//! the leader's node is SIGKILLed the promoted replica hands the consumer every change it had
+//! not confirmed — and none that it had.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::{edit_member_yaml, Cluster, UP};
+
+/// Generous: the copy waits for the consumer to move the slot past the replica's oldest WAL,
+/// then restarts the replica once.
+const COPY: Duration = Duration::from_secs(60);
+
+fn with_logical_slot(yaml: String) -> String {
+    const ANCHOR: &str = "    maximum_lag_on_failover:";
+    assert!(
+        yaml.contains(ANCHOR),
+        "no `{ANCHOR}` line in the member YAML"
+    );
+    yaml.replacen(
+        ANCHOR,
+        &format!(
+            "    slots:\n      cdc:\n        type: logical\n        database: postgres\n        plugin: test_decoding\n{ANCHOR}"
+        ),
+        1,
+    )
+}
+
+/// Ids of `INSERT`s into `t` in test_decoding output rows.
+fn inserted_ids(rows: &[String]) -> Vec<i64> {
+    rows.iter()
+        .filter(|r| r.starts_with("table public.t: INSERT:"))
+        .filter_map(|r| {
+            r.split("id[integer]:")
+                .nth(1)
+                .and_then(|rest| rest.split_whitespace().next())
+                .and_then(|n| n.parse().ok())
+        })
+        .collect()
+}
+
+async fn poll<F, Fut>(cluster: &Cluster, what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while !check().await {
+        if Instant::now() > deadline {
+            cluster.fail(what);
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_permanent_logical_slot_survives_failover_without_losing_changes() {
+    let mut cluster = Cluster::start_with(0, common::config::Timing::default()).await;
+    for name in ["node1", "node2"] {
+        cluster.add_member(name);
+        edit_member_yaml(&cluster, name, with_logical_slot);
+        cluster.start_agent(name);
+    }
+    let leader = cluster.wait_until_all_streaming(UP).await;
+    let replica = if leader == "node1" { "node2" } else { "node1" };
+
+    // The leader creates the slot (wal_level is set to logical for it).
+    poll(&cluster, "the leader never created slot cdc", UP, || async {
+        cluster
+            .query_one(&leader, "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc' AND slot_type = 'logical'")
+            .await
+            .is_ok_and(|n| n == "1")
+    })
+    .await;
+
+    // The consumer reads rows 1..5 and confirms them.
+    cluster
+        .query(&leader, "CREATE TABLE t (id int PRIMARY KEY)")
+        .await
+        .expect("create table");
+    cluster
+        .query(&leader, "INSERT INTO t SELECT generate_series(1, 5)")
+        .await
+        .expect("insert 1..5");
+    let consumed = cluster
+        .query(
+            &leader,
+            "SELECT data FROM pg_logical_slot_get_changes('cdc', NULL, NULL)",
+        )
+        .await
+        .expect("consume");
+    assert_eq!(inserted_ids(&consumed), vec![1, 2, 3, 4, 5]);
+    let confirmed = cluster
+        .query_one(
+            &leader,
+            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'cdc'",
+        )
+        .await
+        .expect("confirmed_flush_lsn");
+
+    // The replica gets a copy and advances it to the consumer's position.
+    poll(
+        &cluster,
+        &format!("{replica} never held a copy of cdc advanced to {confirmed}"),
+        COPY,
+        || async {
+            cluster
+                .query_one(
+                    replica,
+                    &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc' AND confirmed_flush_lsn >= '{confirmed}'"),
+                )
+                .await
+                .is_ok_and(|n| n == "1")
+        },
+    )
+    .await;
+    cluster.wait_until_all_streaming(UP).await;
+
+    // Rows 6..10 are written but not consumed; the replica replays them.
+    cluster
+        .query(&leader, "INSERT INTO t SELECT generate_series(6, 10)")
+        .await
+        .expect("insert 6..10");
+    poll(
+        &cluster,
+        "the replica never replayed rows 6..10",
+        UP,
+        || async {
+            cluster
+                .query_one(replica, "SELECT count(*) FROM t")
+                .await
+                .is_ok_and(|n| n == "10")
+        },
+    )
+    .await;
+
+    // The leader's node dies; the replica is promoted with the slot.
+    cluster.kill_node(&leader);
+    poll(&cluster, "the replica was never promoted", UP, || async {
+        cluster.in_recovery(replica).await.is_ok_and(|r| !r)
+    })
+    .await;
+    let resumed = cluster
+        .query(
+            replica,
+            "SELECT data FROM pg_logical_slot_get_changes('cdc', NULL, NULL)",
+        )
+        .await
+        .expect("reading the slot on the new leader");
+    assert_eq!(
+        inserted_ids(&resumed),
+        vec![6, 7, 8, 9, 10],
+        "the consumer must get exactly the changes it had not confirmed; got:\n{}",
+        resumed.join("\n")
+    );
+}
