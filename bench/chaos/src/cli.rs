@@ -17,6 +17,15 @@ pub enum Mode {
     Async,
 }
 
+/// How the clients reach the member accepting writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Via {
+    /// libpq multi-host, `target_session_attrs=read-write`: every member in order.
+    Libpq,
+    /// `pgbaton router` on the client host: its write listener.
+    Router,
+}
+
 #[derive(Debug, Parser)]
 #[command(
     name = "chaos",
@@ -52,6 +61,13 @@ pub struct Args {
     /// Number of concurrent writing clients.
     #[arg(long, default_value_t = 3)]
     pub clients: u16,
+    /// Number of reading clients (each alternates a leader-path and a replica read; 0: none).
+    #[arg(long, default_value_t = 2)]
+    pub readers: u16,
+    /// How writers (and the readers' leader path) reach the leader: libpq multi-host, or
+    /// through `pgbaton router` run on the client host.
+    #[arg(long, value_enum, default_value_t = Via::Libpq)]
+    pub via: Via,
     /// The pgbaton binary to test (copied into the run directory first). Default:
     /// target/release/pgbaton of this workspace.
     #[arg(long, env = "PGBATON_BIN")]
@@ -77,6 +93,8 @@ pub struct Settings {
     pub etcd: u8,
     pub ttl: f64,
     pub clients: u16,
+    pub readers: u16,
+    pub via: Via,
     pub pgbaton: PathBuf,
     pub converge_timeout_s: u64,
     pub keep_logs: Option<PathBuf>,
@@ -149,6 +167,8 @@ impl TryFrom<Args> for Settings {
             etcd: a.etcd,
             ttl: a.ttl,
             clients: a.clients,
+            readers: a.readers,
+            via: a.via,
             pgbaton,
             converge_timeout_s: a.converge_timeout,
             keep_logs: a.keep_logs,
@@ -171,6 +191,8 @@ mod tests {
         let s = parse(&[]).unwrap();
         assert_eq!((s.members, s.etcd, s.mode, s.ttl), (3, 1, Mode::Sync, 4.0));
         assert_eq!((s.loop_wait(), s.retry_timeout()), (1.0, 1.5));
+        assert_eq!((s.via, s.readers), (Via::Libpq, 2));
+        assert_eq!(parse(&["--via", "router"]).unwrap().via, Via::Router);
         assert!(!s.faults.contains(&FaultKind::EtcdSplit));
     }
 

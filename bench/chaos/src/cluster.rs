@@ -1,15 +1,19 @@
 //! [`Cluster`]: the hosts of one run and what runs on them — etcd on the `e*` hosts, one
-//! `pgbaton agent` (and through it PostgreSQL 15) on each `n*` host — with the run directory
+//! `pgbaton agent` (and through it PostgreSQL 15) on each `n*` host, `pgbaton router` on the
+//! client host with `--via router` — with the run directory
 //! `/tmp/pgbaton-chaos-<run>` holding configs, data and logs. Methods start and kill these
 //! processes; [`Cluster::teardown`] (also run on drop) kills everything in the namespaces,
 //! deletes them and the run directory, after copying the logs when asked.
 
+use std::net::SocketAddrV4;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Child;
 
 use crate::cli::Settings;
-use crate::config::{member_yaml, MemberConfig, ETCD_CLIENT_PORT, ETCD_PEER_PORT};
+use crate::config::{
+    member_yaml, router_yaml, MemberConfig, ETCD_CLIENT_PORT, ETCD_PEER_PORT, ROUTER_WRITE_PORT,
+};
 use crate::error::{ChaosError, Result};
 use crate::netns::{self, Host, Topology};
 use crate::procs;
@@ -41,6 +45,8 @@ pub struct Cluster {
     pgbaton: PathBuf,
     pub members: Vec<Member>,
     pub etcd: Vec<EtcdNode>,
+    /// `pgbaton router` on the client host, when started.
+    router: Option<Child>,
     keep_logs: Option<PathBuf>,
     torn_down: bool,
 }
@@ -100,6 +106,7 @@ impl Cluster {
                 })
                 .collect(),
             pgbaton: root.join("bin").join("pgbaton"),
+            router: None,
             topo,
             root,
             keep_logs: s.keep_logs.clone(),
@@ -243,6 +250,32 @@ impl Cluster {
         procs::postmaster_pid(&self.data_dir(k))
     }
 
+    /// Start `pgbaton router` on the client host (config and `router.log` in
+    /// `<run dir>/cl/`); returns its write address. The caller waits for it to listen.
+    pub fn start_router(&mut self) -> Result<SocketAddrV4> {
+        let client = self.topo.client().clone();
+        let dir = self.root.join(&client.name);
+        mkdir(&dir)?;
+        let etcd: Vec<_> = self.etcd.iter().map(|e| e.host.ip).collect();
+        let path = dir.join("router.yml");
+        std::fs::write(&path, router_yaml(client.ip, &etcd))
+            .map_err(|e| ChaosError::io(&path, e))?;
+        let args = vec![
+            "router".to_string(),
+            "--config".to_string(),
+            path.display().to_string(),
+        ];
+        let child = procs::spawn_in(
+            &client.ns,
+            &self.pgbaton,
+            &args,
+            &[("PGBATON_LOG", "info")],
+            &dir.join("router.log"),
+        )?;
+        self.router = Some(child);
+        Ok(SocketAddrV4::new(client.ip, ROUTER_WRITE_PORT))
+    }
+
     /// The whole host crashes: every process in its namespace is SIGKILLed.
     pub fn kill_node(&mut self, k: usize) {
         self.kill_agent(k);
@@ -256,6 +289,9 @@ impl Cluster {
             return;
         }
         self.torn_down = true;
+        if let Some(mut router) = self.router.take() {
+            procs::kill_child(&mut router);
+        }
         for k in 0..self.members.len() {
             self.kill_agent(k);
         }

@@ -1,7 +1,8 @@
 //! The Patroni-style YAML each member host's agent runs with: the shape `pgbaton local up`
 //! writes (crates/pgbaton/src/local/template.rs), but listening on the host's own address,
 //! with pg_hba open to the run's /24, every etcd host, the run's timings and, in sync mode,
-//! `synchronous_mode` in `bootstrap.dcs`.
+//! `synchronous_mode` in `bootstrap.dcs`. Also the YAML of `pgbaton router` on the client
+//! host (`--via router`).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
@@ -12,6 +13,12 @@ pub const PG_PORT: u16 = 5432;
 pub const API_PORT: u16 = 8008;
 pub const ETCD_CLIENT_PORT: u16 = 2379;
 pub const ETCD_PEER_PORT: u16 = 2380;
+/// The router's listeners on the client host (`--via router`).
+pub const ROUTER_WRITE_PORT: u16 = 5000;
+pub const ROUTER_READ_PORT: u16 = 5001;
+/// `maximum_lag_on_failover` in `bootstrap.dcs` (Patroni's default, 1 MiB): the async-loss
+/// report compares the WAL lost at each failover with it.
+pub const MAXIMUM_LAG_ON_FAILOVER: u64 = 1_048_576;
 /// The superuser the clients and checks connect as.
 pub const SUPERUSER: (&str, &str) = ("postgres", "postgres");
 
@@ -65,7 +72,7 @@ bootstrap:
     ttl: {ttl}
     loop_wait: {loop_wait}
     retry_timeout: {retry_timeout}
-    maximum_lag_on_failover: 1048576
+    maximum_lag_on_failover: {MAXIMUM_LAG_ON_FAILOVER}
 {sync}    postgresql:
       use_pg_rewind: true
       use_slots: true
@@ -116,6 +123,24 @@ pgbaton:
     )
 }
 
+/// `pgbaton router --config` for the client host `client`: following the run's scope in
+/// etcd, write listener on `client`:5000, read listener on `client`:5001, everything else
+/// at the router's defaults.
+pub fn router_yaml(client: Ipv4Addr, etcd: &[Ipv4Addr]) -> String {
+    let etcd_hosts: String = etcd
+        .iter()
+        .map(|e| format!("    - {e}:{ETCD_CLIENT_PORT}\n"))
+        .collect();
+    format!(
+        "# Written by pgbaton-chaos for the client host.\n\
+         scope: {SCOPE}\n\
+         namespace: /service/\n\
+         etcd3:\n  hosts:\n{etcd_hosts}\
+         write:\n  listen: {client}:{ROUTER_WRITE_PORT}\n\
+         read:\n  listen: {client}:{ROUTER_READ_PORT}\n"
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +171,24 @@ mod tests {
         assert_eq!(c.dcs.hosts, ["10.231.9.21:2379", "10.231.9.22:2379"]);
         assert_eq!(c.bootstrap.dcs.ttl, 4.0);
         assert_eq!(c.bootstrap.dcs.synchronous_mode, SyncMode::Off);
+        assert_eq!(
+            c.bootstrap.dcs.maximum_lag_on_failover,
+            MAXIMUM_LAG_ON_FAILOVER
+        );
+    }
+
+    #[test]
+    fn the_router_accepts_its_config_and_follows_the_run() {
+        let yaml = router_yaml(
+            Ipv4Addr::new(10, 231, 9, 2),
+            &[Ipv4Addr::new(10, 231, 9, 21)],
+        );
+        let c = pgbaton_router::RouterConfig::from_yaml_str(&yaml).unwrap();
+        assert_eq!(c.scope, SCOPE);
+        assert_eq!(c.namespace, "/service/");
+        assert_eq!(c.etcd_hosts, ["10.231.9.21:2379"]);
+        assert_eq!(c.write_listen, "10.231.9.2:5000");
+        assert_eq!(c.read_listen, "10.231.9.2:5001");
     }
 
     #[test]

@@ -1,7 +1,7 @@
 //! Talking to the cluster from the client host: PostgreSQL connections to a member's address
 //! as the superuser, every call bounded; and the leader key read straight from etcd.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::Duration;
 
 use anyhow::{anyhow, Context};
@@ -12,17 +12,23 @@ use crate::config::{PG_PORT, SCOPE, SUPERUSER};
 
 /// A connection to `ip`:5432, within `timeout`.
 pub async fn connect(ip: Ipv4Addr, timeout: Duration) -> anyhow::Result<Client> {
+    connect_to(SocketAddrV4::new(ip, PG_PORT), timeout).await
+}
+
+/// A connection to `addr` (a member, or the router's write address), within `timeout`.
+pub async fn connect_to(addr: SocketAddrV4, timeout: Duration) -> anyhow::Result<Client> {
     let (user, password) = SUPERUSER;
+    let (ip, port) = (addr.ip(), addr.port());
     let secs = timeout.as_secs().max(1);
     let conninfo = format!(
-        "host={ip} port={PG_PORT} user={user} password={password} dbname=postgres \
+        "host={ip} port={port} user={user} password={password} dbname=postgres \
          connect_timeout={secs} application_name=chaos"
     );
     let (client, connection) =
         tokio::time::timeout(timeout, tokio_postgres::connect(&conninfo, NoTls))
             .await
-            .map_err(|_| anyhow!("no connection to {ip} within {timeout:?}"))?
-            .with_context(|| format!("connecting to {ip}"))?;
+            .map_err(|_| anyhow!("no connection to {addr} within {timeout:?}"))?
+            .with_context(|| format!("connecting to {addr}"))?;
     tokio::spawn(async move {
         let _ = connection.await;
     });

@@ -1,6 +1,7 @@
 //! The records the checker works from: every client operation (invoke / ok / fail / unknown
-//! with timestamps, Jepsen-style), every monitor round in which two or more members said they
-//! were writable, all on one clock: seconds since the run started.
+//! with timestamps, Jepsen-style), every successful read of the readers, every monitor round
+//! in which two or more members said they were writable, all on one clock: seconds since the
+//! run started.
 
 use std::time::Instant;
 
@@ -73,6 +74,32 @@ impl Op {
 }
 
 pub const CSV_HEADER: &str = "id,client,member,invoke_s,complete_s,outcome,timeline,lsn,error";
+
+/// Which way a reader picked the member it read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadPath {
+    /// The member accepting writes, found like the writers find it (libpq
+    /// `target_session_attrs=read-write`), kept until a read fails.
+    Leader,
+    /// Any member, in turn (a hot-standby read; may be stale).
+    Replica,
+}
+
+/// One successful read: the largest id of every writing client visible on the member.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Read {
+    pub reader: u16,
+    pub path: ReadPath,
+    pub member: usize,
+    pub invoke: f64,
+    pub complete: f64,
+    /// `pg_is_in_recovery()` in the statement that read the ids.
+    pub in_recovery: bool,
+    /// A primary's timeline; a replica's `received_tli` (None when it receives nothing).
+    pub timeline: Option<i32>,
+    /// Index = writing client; the largest id of that client visible (0: none yet).
+    pub max_ids: Vec<i64>,
+}
 
 /// A monitor round in which two or more members answered `pg_is_in_recovery() = false`.
 #[derive(Debug, Clone, PartialEq)]

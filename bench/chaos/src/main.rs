@@ -81,9 +81,12 @@ fn main() -> ExitCode {
             );
             let bad = report::failed(
                 settings.mode,
-                r.verdict.lost.len(),
-                r.verdict.dual_primary(),
-                unrecovered,
+                report::Counts {
+                    lost: r.verdict.lost.len(),
+                    dual_primary: r.verdict.dual_primary(),
+                    unrecovered,
+                    nonmonotonic: r.reads.nonmonotonic.len(),
+                },
             );
             if bad {
                 ExitCode::from(1)

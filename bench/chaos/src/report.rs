@@ -1,10 +1,14 @@
-//! What a run prints: a readable summary, then — the last line, always — the machine line
+//! What a run prints: a readable summary, the `reads:` line, in async mode the
+//! `async loss:` line, then — the last line, always — the machine line
 //! `chaos: faults=<n> acked=<n> lost=<n> dual_primary=<n> unrecovered=<n> max_gap_s=<x>`;
-//! and the exit rule (sync mode: lost, dual_primary or unrecovered above zero fails; async
-//! mode: dual_primary or unrecovered fails, lost is reported).
+//! and the exit rule (sync mode: lost, dual_primary, unrecovered or non-monotonic leader
+//! reads above zero fails; async mode: dual_primary or unrecovered fails, the rest is
+//! reported).
 
 use crate::checker::Verdict;
 use crate::cli::{Mode, Settings};
+use crate::loss::AsyncLoss;
+use crate::read_check::ReadVerdict;
 use crate::runner::RunResult;
 
 /// The machine-readable last line.
@@ -18,9 +22,114 @@ pub fn summary_line(faults: u32, v: &Verdict, unrecovered: usize) -> String {
     )
 }
 
+/// What the exit status depends on.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Counts {
+    pub lost: usize,
+    pub dual_primary: usize,
+    pub unrecovered: usize,
+    pub nonmonotonic: usize,
+}
+
 /// Whether the run failed its promises.
-pub fn failed(mode: Mode, lost: usize, dual_primary: usize, unrecovered: usize) -> bool {
-    dual_primary > 0 || unrecovered > 0 || (mode == Mode::Sync && lost > 0)
+pub fn failed(mode: Mode, c: Counts) -> bool {
+    c.dual_primary > 0
+        || c.unrecovered > 0
+        || (mode == Mode::Sync && (c.lost > 0 || c.nonmonotonic > 0))
+}
+
+/// The reads summary line (printed just before the last line).
+pub fn reads_line(r: &ReadVerdict, failed: usize) -> String {
+    let (stale_s, _, _) = r.replica_max_stale_s.unwrap_or((0.0, 0, 0.0));
+    format!(
+        "reads: leader={} replica={} failed={failed} stale_primary={} stale_from_loss={} \
+         nonmonotonic={} decrease_from_loss={} replica_max_stale_s={stale_s:.2} replica_max_stale_ids={}",
+        r.leader_reads,
+        r.replica_reads,
+        r.stale_primary.len(),
+        r.stale_from_loss,
+        r.nonmonotonic.len(),
+        r.decrease_from_acked_loss + r.decrease_from_unacked_loss,
+        r.replica_max_stale_ids
+    )
+}
+
+/// The reads in words: what was stale or went backwards, where and when.
+fn read_details(r: &ReadVerdict, name: &dyn Fn(usize) -> String) -> Vec<String> {
+    let mut out = Vec::new();
+    for st in r.stale_primary.iter().take(10) {
+        out.push(format!(
+            "  stale primary read: t={:.2}s on {} (not in recovery) missed {} acked writes, oldest acked {:.2} s before",
+            st.invoke,
+            name(st.member),
+            st.missing,
+            st.age_s
+        ));
+    }
+    if r.stale_primary.len() > 10 {
+        out.push(format!("  ... and {} more", r.stale_primary.len() - 10));
+    }
+    for g in r.nonmonotonic.iter().take(10) {
+        out.push(format!(
+            "  non-monotonic: reader {} t={:.2}s on {} saw client {}'s id {} after seeing {}",
+            g.reader,
+            g.invoke,
+            name(g.member),
+            g.client,
+            g.now,
+            g.earlier
+        ));
+    }
+    if r.nonmonotonic.len() > 10 {
+        out.push(format!("  ... and {} more", r.nonmonotonic.len() - 10));
+    }
+    if r.decrease_from_acked_loss + r.decrease_from_unacked_loss + r.stale_from_loss > 0 {
+        out.push(format!(
+            "  consequences of loss, not counted as violations: {} reads missed only lost writes; \
+             {} leader reads went back after seeing an acked write later lost, {} after seeing a \
+             write never acknowledged and later lost",
+            r.stale_from_loss, r.decrease_from_acked_loss, r.decrease_from_unacked_loss
+        ));
+    }
+    if let Some((s, k, at)) = r.replica_max_stale_s {
+        out.push(format!(
+            "  stalest replica read: {s:.2} s behind (t={at:.2}s on {}); most acked writes not yet visible in one read: {}",
+            name(k),
+            r.replica_max_stale_ids
+        ));
+    }
+    out
+}
+
+/// The async loss in words, then its line.
+fn loss_details(l: &AsyncLoss) -> Vec<String> {
+    let mut out = Vec::new();
+    for f in &l.failovers {
+        out.push(format!(
+            "  timeline {} ended at {}: last acked write at {}, {} acked writes lost, {} bytes past the switch point",
+            f.timeline,
+            lsn(f.switch_point),
+            f.last_acked_lsn.map_or_else(|| "-".to_string(), lsn),
+            f.lost,
+            f.lost_bytes
+        ));
+    }
+    for (tl, lost) in &l.abandoned {
+        out.push(format!(
+            "  timeline {tl} is not in the final history (abandoned whole): {lost} acked writes lost on it"
+        ));
+    }
+    out.push(
+        "  (the bound is checked by the candidate against the leader's last published WAL position, \
+         written once per loop_wait and not while the leader cannot reach etcd, so a loss above it \
+         is reported, not failed)"
+            .to_string(),
+    );
+    out
+}
+
+fn lsn(at: u64) -> String {
+    format!("{:X}/{:X}", at >> 32, at & 0xFFFF_FFFF)
 }
 
 fn first<T: std::fmt::Debug>(items: &[T]) -> String {
@@ -37,7 +146,7 @@ pub fn details(r: &RunResult, s: &Settings) -> Vec<String> {
     let name = |k: usize| r.names.get(k).cloned().unwrap_or_else(|| format!("#{k}"));
     let names = |ks: &[usize]| ks.iter().map(|k| name(*k)).collect::<Vec<_>>().join(",");
     let mut out = vec![format!(
-        "run {}: seed {} mode {:?}{} ttl {} members {} etcd {} clients {} duration {} s",
+        "run {}: seed {} mode {:?}{} ttl {} members {} etcd {} clients {} readers {} via {:?} duration {} s",
         r.run,
         s.seed,
         s.mode,
@@ -46,6 +155,8 @@ pub fn details(r: &RunResult, s: &Settings) -> Vec<String> {
         s.members,
         s.etcd,
         s.clients,
+        s.readers,
+        s.via,
         s.duration_s
     )];
     let kinds: Vec<String> = r.by_kind.iter().map(|(k, n)| format!("{k} x{n}")).collect();
@@ -124,6 +235,33 @@ pub fn details(r: &RunResult, s: &Settings) -> Vec<String> {
         v.max_gap.0,
         v.max_gap.1
     ));
+    out.push(format!(
+        "reads ({} readers; leader path = the member accepting writes, reached like the writers reach it ({}); replica path = every member in turn):",
+        s.readers,
+        match s.via {
+            crate::cli::Via::Libpq => "libpq read-write",
+            crate::cli::Via::Router => "the router's write address",
+        }
+    ));
+    out.extend(read_details(&r.reads, &name));
+    let loss_line = match (&r.async_loss, s.mode) {
+        (Some(l), Mode::Async) => {
+            out.push(format!(
+                "async loss per failover (bound: maximum_lag_on_failover {} bytes):",
+                l.bound
+            ));
+            out.extend(loss_details(l));
+            Some(l.line())
+        }
+        (None, Mode::Async) => Some(
+            "async loss: not computed (no readable final leader or no timeline history)"
+                .to_string(),
+        ),
+        (_, Mode::Sync) => None,
+    };
+    // The two summary lines come last, just before the machine line.
+    out.push(reads_line(&r.reads, r.reads_failed));
+    out.extend(loss_line);
     out
 }
 
@@ -145,14 +283,44 @@ mod tests {
         );
     }
 
-    #[test]
-    fn sync_mode_fails_on_loss_async_mode_only_reports_it() {
-        assert!(failed(Mode::Sync, 1, 0, 0));
-        assert!(!failed(Mode::Async, 1, 0, 0));
-        for mode in [Mode::Sync, Mode::Async] {
-            assert!(failed(mode, 0, 1, 0));
-            assert!(failed(mode, 0, 0, 1));
-            assert!(!failed(mode, 0, 0, 0));
+    fn counts(lost: usize, dual_primary: usize, unrecovered: usize, nonmonotonic: usize) -> Counts {
+        Counts {
+            lost,
+            dual_primary,
+            unrecovered,
+            nonmonotonic,
         }
+    }
+
+    #[test]
+    fn sync_mode_fails_on_loss_and_backward_reads_async_mode_only_reports_them() {
+        assert!(failed(Mode::Sync, counts(1, 0, 0, 0)));
+        assert!(failed(Mode::Sync, counts(0, 0, 0, 1)));
+        assert!(!failed(Mode::Async, counts(1, 0, 0, 0)));
+        assert!(!failed(Mode::Async, counts(0, 0, 0, 1)));
+        for mode in [Mode::Sync, Mode::Async] {
+            assert!(failed(mode, counts(0, 1, 0, 0)));
+            assert!(failed(mode, counts(0, 0, 1, 0)));
+            assert!(!failed(mode, counts(0, 0, 0, 0)));
+        }
+    }
+
+    #[test]
+    fn the_reads_line_names_every_count() {
+        let r = ReadVerdict {
+            leader_reads: 10,
+            replica_reads: 20,
+            stale_from_loss: 2,
+            decrease_from_acked_loss: 1,
+            decrease_from_unacked_loss: 1,
+            replica_max_stale_s: Some((1.234, 1, 5.0)),
+            replica_max_stale_ids: 7,
+            ..Default::default()
+        };
+        assert_eq!(
+            reads_line(&r, 3),
+            "reads: leader=10 replica=20 failed=3 stale_primary=0 stale_from_loss=2 nonmonotonic=0 \
+             decrease_from_loss=2 replica_max_stale_s=1.23 replica_max_stale_ids=7"
+        );
     }
 }

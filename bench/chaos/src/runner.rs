@@ -1,24 +1,29 @@
 //! One chaos run from start to verdict: start etcd and the agents, wait for a whole cluster,
-//! create the table, start the monitor and the clients, inject and heal faults for
-//! `--duration`, heal everything, wait for convergence, read the final state and check it.
+//! create the table, start the monitor, the writers and the readers, inject and heal faults
+//! for `--duration`, heal everything, wait for convergence, read the final state and check
+//! it (writes, reads and, in async mode, the loss in WAL bytes per failover).
 
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::time::{Duration, Instant};
 
 use crate::checker::{self, Verdict};
-use crate::cli::Settings;
+use crate::cli::{Mode, Settings, Via};
 use crate::cluster::Cluster;
+use crate::config::{MAXIMUM_LAG_ON_FAILOVER, PG_PORT};
 use crate::converge::{self, Convergence};
 use crate::db;
 use crate::error::{ChaosError, Result};
 use crate::fault_kind::FaultKind;
 use crate::faults::Faults;
 use crate::history::Clock;
+use crate::loss::{self, AsyncLoss};
 use crate::monitor::Monitor;
+use crate::read_check::{self, ReadVerdict};
+use crate::readers::Readers;
 use crate::schedule::Schedule;
 use crate::signals::interrupted;
-use crate::workload::{Target, Workload, TABLE_DDL};
+use crate::workload::{Route, Workload, TABLE_DDL};
 
 /// Time for etcd, then for a fresh cluster (initdb, clones) on a busy 2-core machine.
 const ETCD_UP: Duration = Duration::from_secs(30);
@@ -40,6 +45,11 @@ pub struct RunResult {
     pub behind: Vec<usize>,
     /// Set when the final state was not read from a leader.
     pub reference_note: Option<String>,
+    pub reads: ReadVerdict,
+    /// Reads that got no answer.
+    pub reads_failed: usize,
+    /// Async mode, with the final leader's history: the loss per failover.
+    pub async_loss: Option<AsyncLoss>,
 }
 
 fn check_interrupt() -> Result<()> {
@@ -102,16 +112,20 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
     );
     create_table(ips[leader]).await?;
 
-    let targets: Vec<Target> = names
-        .iter()
-        .zip(&ips)
-        .map(|(name, ip)| Target {
-            name: name.clone(),
-            ip: *ip,
-        })
-        .collect();
+    let entry = match s.via {
+        Via::Libpq => ips
+            .iter()
+            .map(|ip| SocketAddrV4::new(*ip, PG_PORT))
+            .collect(),
+        Via::Router => vec![start_router(cluster).await?],
+    };
+    let route = Route {
+        entry,
+        members: ips.clone(),
+    };
     let monitor = Monitor::start(ips.clone(), clock);
-    let workload = Workload::start(targets, s.clients, clock);
+    let readers = Readers::start(route.clone(), s.readers, s.clients, clock);
+    let workload = Workload::start(route, s.clients, clock);
     let workload_start = clock.now();
     let mut faults = Faults::new(
         Schedule::new(s.seed, s.faults.clone(), s.ttl),
@@ -150,6 +164,7 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
     }
     let workload_end = clock.now();
     let ops = workload.stop().await;
+    let read_log = readers.stop().await;
     let seen = monitor.stop().await;
     faults.event(
         clock.now(),
@@ -212,6 +227,18 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
         history: history.as_ref(),
         workload: (workload_start, workload_end),
     });
+    let final_ids = reference.and_then(|r| member_ids[r].as_ref());
+    let reads = read_check::check_reads(&read_check::ReadInputs {
+        reads: &read_log.reads,
+        ops: &ops,
+        final_ids,
+    });
+    let async_loss = match (s.mode, final_ids, history.as_ref()) {
+        (Mode::Async, Some(ids), Some(h)) => {
+            Some(loss::async_loss(&ops, ids, h, MAXIMUM_LAG_ON_FAILOVER))
+        }
+        _ => None,
+    };
     Ok(RunResult {
         run: cluster.topo.run,
         names,
@@ -222,6 +249,9 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
         monitor_rounds: seen.rounds,
         behind,
         reference_note,
+        reads,
+        reads_failed: read_log.failed,
+        async_loss,
     })
 }
 
@@ -235,6 +265,31 @@ fn write_history(path: &std::path::Path, ops: &[crate::history::Op], names: &[St
     }
     if let Err(e) = std::fs::write(path, text) {
         tracing::warn!("writing {}: {e}", path.display());
+    }
+}
+
+/// Start `pgbaton router` on the client host and wait until its write address serves a
+/// session; returns that address.
+async fn start_router(cluster: &mut Cluster) -> Result<SocketAddrV4> {
+    let addr = cluster.start_router()?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let probe = async {
+            let c = db::connect_to(addr, Duration::from_secs(2)).await?;
+            c.simple_query("SELECT 1").await?;
+            anyhow::Ok(())
+        };
+        match probe.await {
+            Ok(()) => return Ok(addr),
+            Err(e) if Instant::now() >= deadline => {
+                return Err(ChaosError::NotReady(format!(
+                    "pgbaton router's write address {addr} did not serve a session within 20 s \
+                     ({e:#}); see router.log in the client host's directory"
+                )))
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+        check_interrupt()?;
     }
 }
 

@@ -1,10 +1,13 @@
 //! The writing clients: K tasks, each inserting unique ids one at a time into `chaos_writes`
-//! on whichever member accepts writes, found libpq-style (`target_session_attrs=read-write`:
-//! try each member in order, keep the first that is not in recovery; no router). Each write
-//! is recorded as invoke, then ok / fail / unknown: a timeout or a lost connection after the
-//! statement was sent is unknown, only a definite refusal is a failure.
+//! on whichever member accepts writes, found through the [`Route`]: libpq-style
+//! (`target_session_attrs=read-write`: try each member in order, keep the first that is not
+//! in recovery), or through the router's write address (still checking that the session is
+//! not in recovery, as libpq would). The member a session landed on is known from
+//! `inet_server_addr()`. Each write is recorded as invoke, then ok / fail / unknown: a
+//! timeout or a lost connection after the statement was sent is unknown, only a definite
+//! refusal is a failure.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -13,26 +16,31 @@ use tokio::task::JoinHandle;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Row, Statement};
 
-use crate::db::connect;
+use crate::db::connect_to;
 use crate::history::{parse_lsn, Clock, Op, Outcome};
 
+/// The table, and the index the readers' per-client `max(id)` uses.
 pub const TABLE_DDL: &str = "CREATE TABLE IF NOT EXISTS chaos_writes (\
-     id bigint PRIMARY KEY, client int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp())";
+     id bigint PRIMARY KEY, client int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp()); \
+     CREATE INDEX IF NOT EXISTS chaos_writes_client_id ON chaos_writes (client, id)";
 /// The insert; returns the timeline the server writes on and its WAL position.
 const INSERT: &str = "INSERT INTO chaos_writes (id, client) VALUES ($1, $2) RETURNING \
      ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, \
      pg_current_wal_lsn()::text";
 /// A write with no answer within this is unknown.
 const OP_TIMEOUT: Duration = Duration::from_secs(3);
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 /// Pause between two writes of one client (keeps the 2-core machine usable).
 const THINK: Duration = Duration::from_millis(20);
 
-/// A member the clients may write to.
+/// How clients reach the member accepting writes.
 #[derive(Debug, Clone)]
-pub struct Target {
-    pub name: String,
-    pub ip: Ipv4Addr,
+pub struct Route {
+    /// Addresses tried in order: every member (libpq multi-host), or the router's write
+    /// listener alone.
+    pub entry: Vec<SocketAddrV4>,
+    /// Every member's address, by member index: a session's server is found among them.
+    pub members: Vec<Ipv4Addr>,
 }
 
 pub struct Workload {
@@ -41,15 +49,15 @@ pub struct Workload {
 }
 
 impl Workload {
-    pub fn start(targets: Vec<Target>, clients: u16, clock: Clock) -> Workload {
-        let targets = Arc::new(targets);
+    pub fn start(route: Route, clients: u16, clock: Clock) -> Workload {
+        let route = Arc::new(route);
         let stop = Arc::new(AtomicBool::new(false));
         let next_id = Arc::new(AtomicI64::new(1));
         let handles = (0..clients)
             .map(|c| {
                 tokio::spawn(client_loop(
                     c,
-                    targets.clone(),
+                    route.clone(),
                     clock,
                     next_id.clone(),
                     stop.clone(),
@@ -83,7 +91,7 @@ struct Writer {
 
 async fn client_loop(
     c: u16,
-    targets: Arc<Vec<Target>>,
+    route: Arc<Route>,
     clock: Clock,
     next_id: Arc<AtomicI64>,
     stop: Arc<AtomicBool>,
@@ -92,7 +100,7 @@ async fn client_loop(
     let mut writer: Option<Writer> = None;
     while !stop.load(Ordering::SeqCst) {
         let Some(w) = writer.as_ref() else {
-            writer = find_writable(&targets).await;
+            writer = find_writable(&route).await;
             if writer.is_none() {
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
@@ -162,26 +170,42 @@ fn definitely_not_committed(code: &SqlState) -> bool {
     .contains(code)
 }
 
-/// libpq's multi-host rule with `target_session_attrs=read-write`: the first member, in
-/// order, that accepts a connection and is not in recovery.
-async fn find_writable(targets: &[Target]) -> Option<Writer> {
-    for (member, t) in targets.iter().enumerate() {
+/// libpq's multi-host rule with `target_session_attrs=read-write`: the first entry address,
+/// in order, that accepts a connection whose server is not in recovery; with the index of
+/// that server among the members.
+pub async fn first_writable(route: &Route) -> Option<(usize, Client)> {
+    for addr in &route.entry {
         let attempt = async {
-            let client = connect(t.ip, CONNECT_TIMEOUT).await?;
-            let row = client.query_one("SELECT pg_is_in_recovery()", &[]).await?;
+            let client = connect_to(*addr, CONNECT_TIMEOUT).await?;
+            let row = client
+                .query_one("SELECT pg_is_in_recovery(), host(inet_server_addr())", &[])
+                .await?;
             if row.try_get::<_, bool>(0)? {
-                anyhow::bail!("{} is in recovery", t.name);
+                anyhow::bail!("{addr} is in recovery");
             }
-            let insert = client.prepare(INSERT).await?;
-            anyhow::Ok(Writer {
-                member,
-                client,
-                insert,
-            })
+            let server: Option<String> = row.try_get(1)?;
+            let member = server
+                .and_then(|s| s.parse::<Ipv4Addr>().ok())
+                .and_then(|ip| route.members.iter().position(|m| *m == ip))
+                .ok_or_else(|| anyhow::anyhow!("{addr}: the server is not a member"))?;
+            anyhow::Ok((member, client))
         };
-        if let Ok(Ok(w)) = tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
-            return Some(w);
+        if let Ok(Ok(found)) = tokio::time::timeout(CONNECT_TIMEOUT * 2, attempt).await {
+            return Some(found);
         }
     }
     None
+}
+
+async fn find_writable(route: &Route) -> Option<Writer> {
+    let (member, client) = first_writable(route).await?;
+    let insert = tokio::time::timeout(CONNECT_TIMEOUT, client.prepare(INSERT))
+        .await
+        .ok()?
+        .ok()?;
+    Some(Writer {
+        member,
+        client,
+        insert,
+    })
 }

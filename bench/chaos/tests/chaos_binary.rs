@@ -116,6 +116,21 @@ fn a_short_run_prints_the_summary_line_last_and_cleans_up() {
     assert!(get("faults").parse::<u32>().unwrap() >= 1, "{last}");
     assert!(get("acked").parse::<u32>().unwrap() > 0, "{last}");
     assert!(get("max_gap_s").parse::<f64>().is_ok(), "{last}");
+    // The readers ran: the reads line and (async mode) the loss line come just before.
+    let n = lines.len();
+    let reads = lines.iter().find(|l| l.starts_with("reads: ")).cloned();
+    let reads = reads.unwrap_or_else(|| panic!("no reads line in:\n{}", lines.join("\n")));
+    let leader: u32 = reads
+        .split(' ')
+        .find_map(|kv| kv.strip_prefix("leader="))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{reads}"));
+    assert!(leader > 0, "{reads}");
+    assert!(
+        n >= 3 && lines[n - 2].starts_with("async loss: ") && lines[n - 3] == reads,
+        "{}",
+        lines.join("\n")
+    );
     assert!(
         leftovers(run).is_empty(),
         "left behind: {:?}",
