@@ -66,6 +66,18 @@ pub fn patroni_json(status: &NodeStatus) -> Value {
     if status.pending_restart {
         body.insert("pending_restart".into(), json!(true));
     }
+    if !status.slots.is_empty() {
+        // pgbaton's addition: the replication slots on this member and the WAL they keep.
+        let slots: Vec<Value> = status
+            .slots
+            .iter()
+            .map(|s| {
+                json!({"name": s.slot_name, "type": s.slot_type, "active": s.active,
+                       "restart_lsn": s.restart_lsn, "retained_wal_bytes": s.retained_wal_bytes})
+            })
+            .collect();
+        body.insert("replication_slots".into(), Value::Array(slots));
+    }
     if let Some(scheduled) = &status.scheduled_restart {
         body.insert("scheduled_restart".into(), scheduled.clone());
     }

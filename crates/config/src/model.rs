@@ -201,6 +201,8 @@ pub struct PgbatonConfig {
     pub run_as: String,
     /// Directory for PostgreSQL's and the agent's log files.
     pub log_dir: Option<PathBuf>,
+    /// Warn (log, `list -e`) when a replication slot keeps more WAL than this many MB.
+    pub slot_retained_wal_warning_mb: u64,
 }
 
 impl Default for PgbatonConfig {
@@ -210,6 +212,7 @@ impl Default for PgbatonConfig {
             primary_restart_timeout: 10.0,
             run_as: "postgres".to_string(),
             log_dir: None,
+            slot_retained_wal_warning_mb: 1024,
         }
     }
 }

@@ -30,9 +30,49 @@ pub fn render_list(state: &ClusterState, scope: &str, opts: &ListOptions) -> Str
         .collect();
     let mut out = member_rows(state, scope, &members, &order, opts.extended).render(opts.format);
     if opts.format == OutputFormat::Pretty {
+        if opts.extended {
+            if let Some(slots) = slot_rows(state) {
+                out.push_str(&slots.render(OutputFormat::Pretty));
+            }
+        }
         out.push_str(&footer(state));
     }
     out
+}
+
+/// `list -e`: the leader's replication slots from the `status` key — each slot's position
+/// and the WAL it keeps on the leader (leader position − slot position), in MB.
+fn slot_rows(state: &ClusterState) -> Option<Rows> {
+    let status = state.status.as_ref()?;
+    if status.slots.is_empty() {
+        return None;
+    }
+    let optime = state.leader_optime();
+    let rows = status
+        .slots
+        .iter()
+        .map(|(name, &pos)| {
+            let retained = optime
+                .map(|o| {
+                    Value::from(((o.saturating_sub(pos)) as f64 / 1024.0 / 1024.0).round() as u64)
+                })
+                .unwrap_or_else(|| Value::from("unknown"));
+            vec![
+                Value::from(name.as_str()),
+                Value::from(format!("{:X}/{:X}", pos >> 32, pos & 0xFFFF_FFFF)),
+                retained,
+            ]
+        })
+        .collect();
+    Some(Rows {
+        columns: vec![
+            ("Slot", Align::Left),
+            ("Position", Align::Right),
+            ("Retained WAL in MB", Align::Right),
+        ],
+        rows,
+        title: None,
+    })
 }
 
 /// patronictl's `topology`: the pretty member table with every replica indented under its

@@ -246,3 +246,52 @@ fn topology_of_a_plain_cluster_puts_every_replica_one_level_under_the_leader() {
         .collect();
     assert_eq!(names, vec!["| node1  ", "| + node2", "| + node3"]);
 }
+
+#[test]
+fn extended_list_shows_the_leaders_slots_and_the_wal_they_keep() {
+    let mut state = healthy();
+    let optime = state
+        .leader_optime()
+        .expect("the fixture has a leader position");
+    state.status = Some(pgbaton_dcs::StatusDoc {
+        optime: Some(optime),
+        slots: [
+            ("node2".to_string(), optime),
+            ("archive".to_string(), optime - 64 * 1024 * 1024),
+        ]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    });
+    let text = render_list(
+        &state,
+        "anchor",
+        &ListOptions {
+            format: OutputFormat::Pretty,
+            extended: true,
+        },
+    );
+    let slots = &text[text.find("| Slot").expect("a slot table")..];
+    let row = |slot: &str| {
+        slots
+            .lines()
+            .find(|l| l.starts_with(&format!("| {slot} ")))
+            .unwrap_or_else(|| panic!("no row for slot {slot} in:\n{text}"))
+            .to_string()
+    };
+    assert!(text.contains("Retained WAL in MB"), "{text}");
+    assert!(
+        row("archive")
+            .trim_end()
+            .ends_with("|                 64 |"),
+        "{}",
+        row("archive")
+    );
+    assert!(
+        row("node2").trim_end().ends_with("|                  0 |"),
+        "{}",
+        row("node2")
+    );
+    // Without -e the member table stays patronictl's.
+    assert!(!list(&state, OutputFormat::Pretty).contains("Retained WAL"));
+}

@@ -22,10 +22,11 @@ fn with_logical_slot(yaml: String) -> String {
     yaml.replacen(
         ANCHOR,
         &format!(
-            "    slots:\n      cdc:\n        type: logical\n        database: postgres\n        plugin: test_decoding\n{ANCHOR}"
+            "    slots:\n      cdc:\n        type: logical\n        database: postgres\n        plugin: test_decoding\n      archive:\n        type: physical\n{ANCHOR}"
         ),
         1,
     )
+    .replacen("pgbaton:\n", "pgbaton:\n  slot_retained_wal_warning_mb: 1\n", 1)
 }
 
 /// Ids of `INSERT`s into `t` in test_decoding output rows.
@@ -117,6 +118,42 @@ async fn a_permanent_logical_slot_survives_failover_without_losing_changes() {
     )
     .await;
     cluster.wait_until_all_streaming(UP).await;
+
+    // The permanent physical slot `archive` has no consumer: 3 MB of WAL later the leader
+    // warns that it keeps more than the 1 MB limit; `list -e` and /patroni show the slots.
+    cluster
+        .query(
+            &leader,
+            "CREATE TABLE filler AS SELECT repeat('x', 1000) AS pad FROM generate_series(1, 3000)",
+        )
+        .await
+        .expect("writing 3 MB");
+    poll(
+        &cluster,
+        "the leader never warned about the WAL kept by slot archive",
+        UP,
+        || async {
+            cluster
+                .agent_log(&leader)
+                .contains("keeps more WAL than pgbaton.slot_retained_wal_warning_mb")
+        },
+    )
+    .await;
+    let list = cluster.ctl(&["list", "-e"]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.contains("Retained WAL in MB") && list.contains("archive") && list.contains("cdc"),
+        "list -e should show the leader's slots:\n{list}"
+    );
+    let patroni = cluster.patroni(&leader).await.expect("GET /patroni");
+    let names: Vec<&str> = patroni["replication_slots"]
+        .as_array()
+        .map(|a| a.iter().filter_map(|s| s["name"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        names.contains(&"archive") && names.contains(&"cdc"),
+        "/patroni should list the slots, got {names:?}"
+    );
 
     // Rows 6..10 are written but not consumed; the replica replays them.
     cluster

@@ -27,6 +27,14 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<PgbatonConfig
         out.run_as = user;
     }
     out.log_dir = sec.string(ctx, "log_dir")?.map(PathBuf::from);
+    if let Some(mb) = sec.int(ctx, "slot_retained_wal_warning_mb")? {
+        out.slot_retained_wal_warning_mb = u64::try_from(mb).map_err(|_| {
+            ctx.invalid(
+                &sec.at("slot_retained_wal_warning_mb"),
+                format!("must be 0 (never warn) or more MB, got {mb}"),
+            )
+        })?;
+    }
     sec.finish(ctx, "ignored");
     Ok(out)
 }

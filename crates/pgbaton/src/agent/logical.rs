@@ -133,9 +133,43 @@ impl<D: Dcs> Agent<D> {
         });
     }
 
-    /// The positions the leader publishes in `status`.
+    /// The positions the leader publishes in `status` (Patroni 3's `slots`): each physical
+    /// slot's `restart_lsn` and each permanent logical slot's `confirmed_flush_lsn`.
     pub(super) fn published_slot_positions(&self) -> BTreeMap<String, u64> {
-        lock(&self.logical).positions.clone()
+        let mut out: BTreeMap<String, u64> = self
+            .last_pg_status
+            .iter()
+            .filter(|st| !st.in_recovery)
+            .flat_map(|st| st.slots.iter())
+            .filter(|slot| slot.slot_type == "physical")
+            .filter_map(|slot| slot.restart_lsn.map(|lsn| (slot.slot_name.clone(), lsn)))
+            .collect();
+        out.extend(lock(&self.logical).positions.clone());
+        out
+    }
+
+    /// Warn once when a slot starts keeping more WAL than `pgbaton.slot_retained_wal_warning_mb`
+    /// (and once when it is back under): a forgotten slot fills the disk.
+    pub(super) fn warn_retained_wal(&mut self) {
+        let limit_mb = self.cfg.pgbaton.slot_retained_wal_warning_mb;
+        if limit_mb == 0 {
+            return;
+        }
+        let Some(st) = self.last_pg_status.as_ref() else {
+            return;
+        };
+        for slot in &st.slots {
+            let mb = slot.retained_bytes.unwrap_or(0) / 1024 / 1024;
+            let warned = self.slots_over_limit.contains(&slot.slot_name);
+            if mb > limit_mb && !warned {
+                tracing::warn!(slot = %slot.slot_name, retained_mb = mb, limit_mb, active = slot.active,
+                    "replication slot keeps more WAL than pgbaton.slot_retained_wal_warning_mb: its consumer is behind or gone; drop the slot if it is not needed");
+                self.slots_over_limit.insert(slot.slot_name.clone());
+            } else if mb <= limit_mb && warned {
+                tracing::info!(slot = %slot.slot_name, retained_mb = mb, "replication slot back under the retained WAL limit");
+                self.slots_over_limit.remove(&slot.slot_name);
+            }
+        }
     }
 
     /// Stop PostgreSQL and install the copies (the core starts it again as a replica).

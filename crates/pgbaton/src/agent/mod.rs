@@ -165,6 +165,8 @@ pub struct Agent<D: Dcs> {
     logical: logical::SharedLogical,
     /// Replica: when it last restarted to install copies of logical slots.
     last_slot_copy: Option<Instant>,
+    /// Slots over the retained-WAL warning limit (warned once).
+    slots_over_limit: std::collections::BTreeSet<String>,
 }
 
 impl<D: Dcs> Agent<D> {
@@ -205,6 +207,7 @@ impl<D: Dcs> Agent<D> {
             scheduled_restart: None,
             logical: Default::default(),
             last_slot_copy: None,
+            slots_over_limit: Default::default(),
             cfg,
         }
     }
@@ -280,6 +283,7 @@ impl<D: Dcs> Agent<D> {
                 self.rewrite_config_and_reload(&obs).await;
             }
             self.publish_status(&obs);
+            self.warn_retained_wal();
 
             let wake_at = self.origin + Duration::from_millis(decision.next_wake);
             let leader_before = self
