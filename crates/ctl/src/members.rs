@@ -32,6 +32,7 @@ impl MemberView<'_> {
         match self.role {
             "leader" => "Leader",
             "sync_standby" => "Sync Standby",
+            "quorum_standby" => "Quorum Standby",
             _ => "Replica",
         }
     }
@@ -57,6 +58,18 @@ pub(crate) fn member_views(state: &ClusterState) -> Vec<MemberView<'_>> {
         .as_ref()
         .map(|s| s.value.members())
         .unwrap_or_default();
+    // Quorum commit (`synchronous_mode: quorum`): the named members are quorum standbys.
+    let quorum = state.config.as_ref().is_some_and(|c| {
+        c.value
+            .get("synchronous_mode")
+            .and_then(serde_json::Value::as_str)
+            == Some("quorum")
+    });
+    let sync_role = if quorum {
+        "quorum_standby"
+    } else {
+        "sync_standby"
+    };
     let leader_optime = state.leader_optime();
     let addresses: Vec<Option<(String, u16)>> =
         state.members.values().map(MemberDoc::host_port).collect();
@@ -71,7 +84,7 @@ pub(crate) fn member_views(state: &ClusterState) -> Vec<MemberView<'_>> {
             let role = if is_leader {
                 "leader"
             } else if sync.iter().any(|s| s == name) {
-                "sync_standby"
+                sync_role
             } else {
                 "replica"
             };

@@ -295,3 +295,14 @@ fn extended_list_shows_the_leaders_slots_and_the_wal_they_keep() {
     // Without -e the member table stays patronictl's.
     assert!(!list(&state, OutputFormat::Pretty).contains("Retained WAL"));
 }
+
+#[test]
+fn quorum_mode_shows_quorum_standbys() {
+    let state = with_config(
+        with_sync(healthy(), "node2,node3"),
+        json!({"synchronous_mode": "quorum"}),
+    );
+    let text = list(&state, OutputFormat::Pretty);
+    assert_eq!(text.matches("Quorum Standby").count(), 2, "{text}");
+    assert!(!text.contains("Sync Standby"), "{text}");
+}

@@ -56,6 +56,15 @@ enum CtlCommand {
     },
     /// Members as a replication tree.
     Topology,
+    /// Where a pgbaton router sends traffic now (its `/status`): leader, replicas, lag,
+    /// connections, handover in progress.
+    RouterStatus {
+        /// The router's API address (`api.listen` in its config; `local up`: base port + 4).
+        #[arg(long, default_value = "127.0.0.1:15404")]
+        router: String,
+        #[arg(long, short = 'f', default_value = "pretty")]
+        format: OutputFormat,
+    },
     /// The failover history (timeline switches).
     History {
         #[arg(long, short = 'f', default_value = "pretty")]
@@ -204,6 +213,17 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         Some(path) => Some(pgbaton_config::load_file(path)?.value),
         None => None,
     };
+    let mut trust = from_file
+        .as_ref()
+        .map(crate::http::Trust::from_config)
+        .unwrap_or_default();
+    if args.cacert.is_some() {
+        trust.cafile = args.cacert.clone();
+    }
+    trust.insecure |= args.insecure;
+    if let CtlCommand::RouterStatus { router, format } = &args.command {
+        return router_status(router, *format, &trust).await;
+    }
     let target = target_from(&args, from_file.as_ref())?;
     let auth = match (&args.username, from_file.as_ref()) {
         (Some(user), _) => Some((user.clone(), args.password.clone().unwrap_or_default())),
@@ -218,14 +238,6 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         }),
         (None, None) => None,
     };
-    let mut trust = from_file
-        .as_ref()
-        .map(crate::http::Trust::from_config)
-        .unwrap_or_default();
-    if args.cacert.is_some() {
-        trust.cafile = args.cacert.clone();
-    }
-    trust.insecure |= args.insecure;
     let state = load(&target).await?;
     let scope = target.path.scope.clone();
     if state.initialize.is_none() && state.members.is_empty() {
@@ -265,6 +277,37 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     print!("{out}");
     if !out.ends_with('\n') {
         println!();
+    }
+    Ok(())
+}
+
+/// `ctl router-status`: GET the router's `/status` and print it as a table (or the JSON).
+async fn router_status(
+    router: &str,
+    format: OutputFormat,
+    trust: &crate::http::Trust,
+) -> anyhow::Result<()> {
+    let base = if router.contains("://") {
+        router.trim_end_matches('/').to_string()
+    } else {
+        format!("http://{router}")
+    };
+    let url = format!("{base}/status");
+    let http = crate::http::client(trust, Duration::from_secs(5))?;
+    let response = http.get(&url).send().await.with_context(|| {
+        format!("GET {url} failed: is the router running with api.listen {router}?")
+    })?;
+    let status = response.status();
+    let body: Value = response
+        .json()
+        .await
+        .with_context(|| format!("GET {url} did not answer JSON"))?;
+    if !status.is_success() {
+        bail!("GET {url} answered {status}: {body}");
+    }
+    match format {
+        OutputFormat::Pretty => print!("{}", pgbaton_router::render_status_table(&body)),
+        _ => println!("{}", serde_json::to_string_pretty(&body)?),
     }
     Ok(())
 }
@@ -435,6 +478,7 @@ impl Ops {
             | CtlCommand::Topology
             | CtlCommand::History { .. }
             | CtlCommand::ShowConfig
+            | CtlCommand::RouterStatus { .. }
             | CtlCommand::HaproxyConfig { .. } => Ok(()),
         }
     }

@@ -97,6 +97,30 @@ fn local_up_starts_a_cluster_and_sigterm_stops_everything() {
         .collect();
     assert_eq!(postmasters.len(), 2, "both members run PostgreSQL");
 
+    // `ctl router-status` reads the router's /status (base port + 4) and names the leader.
+    let router_api = format!("127.0.0.1:{}", ports.base + 4);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let out = Command::new(PGBATON)
+            .args(["ctl", "router-status", "--router", &router_api])
+            .output()
+            .expect("running ctl router-status");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if out.status.success() && text.contains("Leader: node") {
+            break text;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "ctl router-status never named a leader: {text}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    assert!(
+        status.contains("Cluster: local"),
+        "router-status:\n{status}"
+    );
+
     // SIGTERM: within 60 s it exits 0 and leaves nothing behind.
     let pid = Pid::from_raw(guard.child.id() as i32);
     kill(pid, Signal::SIGTERM).expect("sending SIGTERM to local up");

@@ -338,3 +338,136 @@ async fn strict_mode_blocks_commits_without_a_standby_and_resumes() {
     );
     eprintln!("test took {:?}", started.elapsed());
 }
+
+/// Quorum commit (`synchronous_mode: quorum`, seed ch. 3): the leader puts `ANY 1 (...)` with
+/// both replicas in force, PostgreSQL reports them as `quorum`, the `sync` key names both with
+/// `quorum: 1`, `ctl list` shows them as Quorum Standby, and after the leader's node dies the
+/// promoted member holds every acknowledged commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quorum_mode_uses_any_n_and_failover_keeps_every_acknowledged_commit() {
+    let mut cluster = Cluster::start_with(0, common::config::Timing::default()).await;
+    for k in 1..=3 {
+        let name = format!("node{k}");
+        cluster.add_member(&name);
+        common::edit_member_yaml(&cluster, &name, |yaml| {
+            common::with_sync_mode(yaml, false).replacen(
+                "synchronous_mode: true",
+                "synchronous_mode: quorum",
+                1,
+            )
+        });
+        cluster.start_agent(&name);
+    }
+    cluster.wait_until_all_streaming(UP).await;
+
+    // Everything agrees on ANY 1 over both replicas (of whoever leads now).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let old = loop {
+        let old = cluster
+            .state()
+            .await
+            .ok()
+            .and_then(|s| s.leader_name().map(str::to_string))
+            .unwrap_or_default();
+        let replicas: Vec<String> = cluster
+            .members()
+            .into_iter()
+            .filter(|m| *m != old)
+            .collect();
+        let ssn = cluster
+            .query_one(&old, "SHOW synchronous_standby_names")
+            .await
+            .unwrap_or_default();
+        let quorum_rows = cluster
+            .query_one(
+                &old,
+                "SELECT count(*) FROM pg_stat_replication WHERE sync_state = 'quorum'",
+            )
+            .await
+            .unwrap_or_default();
+        let key = cluster
+            .state()
+            .await
+            .ok()
+            .and_then(|s| s.sync.map(|k| k.value));
+        let key_ok = key.as_ref().is_some_and(|k| {
+            let mut named = k.members();
+            named.sort();
+            k.quorum == Some(1) && named == replicas
+        });
+        let listed = cluster
+            .ctl_list_json()
+            .iter()
+            .filter(|r| r["Role"] == "Quorum Standby")
+            .count();
+        if ssn.starts_with("ANY 1 (")
+            && replicas.iter().all(|r| ssn.contains(r.as_str()))
+            && quorum_rows == "2"
+            && key_ok
+            && listed == 2
+        {
+            break old;
+        }
+        if Instant::now() > deadline {
+            cluster.fail(&format!(
+                "quorum mode never settled: leader {old}, ssn {ssn:?}, quorum rows {quorum_rows}, key {key:?}, Quorum Standby rows {listed}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+
+    cluster
+        .query(&old, "CREATE TABLE acked (id bigint PRIMARY KEY)")
+        .await
+        .expect("creating the table on the leader");
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked_ids = Arc::new(Mutex::new(Vec::new()));
+    let writer = tokio::spawn(insert_numbered(
+        cluster.pg_port(&old),
+        stop.clone(),
+        acked_ids.clone(),
+    ));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while acked_ids.lock().expect("acked ids lock").len() < 50 {
+        if Instant::now() >= deadline {
+            cluster.fail("the client did not get 50 quorum commits within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let monitor = cluster.monitor_primaries();
+    cluster.kill_node(&old);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let new = loop {
+        if let Ok(state) = cluster.state().await {
+            if let (Some(name), Some(doc)) = (state.leader_name(), state.leader_member()) {
+                if name != old && doc.state == "running" && doc.is_primary_role() {
+                    break name.to_string();
+                }
+            }
+        }
+        if Instant::now() >= deadline {
+            cluster.fail("no new leader within 60 s of the kill");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    stop.store(true, Ordering::SeqCst);
+    writer.await.expect("the writer task");
+    let acked: Vec<i64> = acked_ids.lock().expect("acked ids lock").clone();
+    let present: std::collections::BTreeSet<i64> = cluster
+        .query(&new, "SELECT id FROM acked")
+        .await
+        .expect("reading the rows on the new leader")
+        .iter()
+        .map(|v| v.parse().expect("an id"))
+        .collect();
+    let missing: Vec<i64> = acked
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "acknowledged ids missing on the new leader {new}: {missing:?}"
+    );
+    assert_single_primary(&monitor.stop());
+}

@@ -1,7 +1,9 @@
 //! The router's small HTTP API: `GET /metrics` (Prometheus text) and `GET /status` (JSON:
-//! the leader, the readable replicas with their lag, active connections per member and role)
-//! — where traffic goes now.
+//! the listeners, the leader, the readable and the lagging replicas with their lag and its
+//! source, active connections per member and role, whether a handover is in progress) —
+//! where traffic goes now. `render_status_table` prints the same document for people.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::extract::State;
@@ -55,12 +57,45 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
             |((member, role), count)| json!({"member": member, "role": role, "connections": count}),
         )
         .collect();
+    let waiting = shared.waiting.load(Ordering::Relaxed);
+    let no_leader = topology.leader.is_none();
+    let databases: serde_json::Map<String, Value> = shared
+        .cfg
+        .databases
+        .iter()
+        .map(|(alias, entry)| {
+            let target = entry.target.map(|t| t.label());
+            (
+                alias.clone(),
+                json!({"dbname": entry.dbname, "target": target}),
+            )
+        })
+        .collect();
     json!({
         "scope": shared.cfg.scope,
+        "listeners": [
+            {"name": "write", "address": shared.write_addr.to_string(), "role": "write"},
+            {"name": "read", "address": shared.read_addr.to_string(), "role": "read"},
+        ],
         "leader": topology.leader,
         "replicas": topology.replicas,
+        "lagging": topology.lagging,
         "leader_position": topology.leader_position,
         "max_lag_bytes": shared.cfg.max_lag_bytes,
+        "max_replay_delay_ms": shared.cfg.max_replay_delay.map(|d| d.as_millis() as u64),
+        "read_fallback": match shared.cfg.read_fallback {
+            crate::config::ReadFallback::Leader => "leader",
+            crate::config::ReadFallback::Refuse => "refuse",
+        },
+        "lag_source": shared.cfg.lag_source.label(),
+        "tls": shared.cfg.tls.label(),
+        "databases": databases,
+        "handover": {
+            "in_progress": no_leader || topology.failover_pending || waiting > 0,
+            "no_leader": no_leader,
+            "failover_pending": topology.failover_pending,
+            "waiting_connections": waiting,
+        },
         "revision": topology.revision,
         "active_connections": active,
     })

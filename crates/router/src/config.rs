@@ -3,15 +3,20 @@
 //! The top-level `tls` key says what happens to a client's SSLRequest: `refuse` (the
 //! default) answers `N`, so the session runs in plain text through the router;
 //! `passthrough` hands the request to the server chosen by the listener's role and relays
-//! the encrypted session end to end (see `passthrough`).
+//! the encrypted session end to end (see `passthrough`); `terminate` runs TLS with the
+//! router's own certificate (`tls_certfile`, `tls_keyfile`; see `tls`). `databases` maps
+//! alias database names to a real database and a role (see `aliases`); `lag_source` and
+//! `rest_poll_interval` say where replica lag comes from (see `lag`).
 //! Read from a small YAML file (`pgbaton router --config FILE`, `local up`'s `router.yml`)
 //! whose keys are validated one by one, every error naming its key path.
 
-use std::path::Path;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 
+pub use crate::aliases::DatabaseAlias;
 use crate::error::RouterConfigError;
 use crate::units::{format_duration, parse_bytes, parse_duration};
 
@@ -45,6 +50,40 @@ pub enum TlsMode {
     /// skipped, and CancelRequests for it cannot be routed. Write sessions are still closed
     /// when the leader changes.
     Passthrough,
+    /// Answer `S` and run TLS with the router's own certificate (`tls_certfile`,
+    /// `tls_keyfile`); the startup is read inside TLS and every routing rule applies. The
+    /// router→server leg is plain TCP (meant for loopback or a trusted network).
+    Terminate,
+}
+
+impl TlsMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            TlsMode::Refuse => "refuse",
+            TlsMode::Passthrough => "passthrough",
+            TlsMode::Terminate => "terminate",
+        }
+    }
+}
+
+/// Where replica lag for read routing comes from (`lag_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LagSource {
+    /// The agents' REST API (`GET api_url`), polled every `rest_poll_interval` (the
+    /// default); a member whose answer is older than three intervals falls back to its DCS
+    /// document.
+    Rest,
+    /// The member documents in etcd only (refreshed by the agents every loop_wait).
+    Dcs,
+}
+
+impl LagSource {
+    pub fn label(self) -> &'static str {
+        match self {
+            LagSource::Rest => "rest",
+            LagSource::Dcs => "dcs",
+        }
+    }
 }
 
 /// Everything the router needs; see `from_yaml_file` for the YAML keys.
@@ -62,8 +101,12 @@ pub struct RouterConfig {
     pub namespace: String,
     /// `scope`: the cluster name.
     pub scope: String,
-    /// `read.max_lag`: a replica further behind the leader than this many bytes gets no reads.
+    /// `read.max_lag`: a replica further behind the leader than this many bytes gets no reads
+    /// (`u64::MAX` when `max_lag` is given as a duration: no byte bound).
     pub max_lag_bytes: u64,
+    /// `read.max_replay_delay` (or `read.max_lag` written as a duration): a replica whose
+    /// replay is further behind than this gets no reads. None = no time bound.
+    pub max_replay_delay: Option<Duration>,
     /// `read.fallback`
     pub read_fallback: ReadFallback,
     /// `read.balance`
@@ -75,8 +118,21 @@ pub struct RouterConfig {
     /// `startup_timeout`: a client must send its startup packet (and a server finish the
     /// startup) within this long.
     pub startup_timeout: Duration,
-    /// `tls`: `refuse` (default) or `passthrough`.
+    /// `tls`: `refuse` (default), `passthrough` or `terminate`.
     pub tls: TlsMode,
+    /// `tls_certfile`: PEM certificate chain the router presents (`tls: terminate`).
+    pub tls_certfile: Option<PathBuf>,
+    /// `tls_keyfile`: PEM private key of that certificate (`tls: terminate`).
+    pub tls_keyfile: Option<PathBuf>,
+    /// `tls_required`: a plain-text startup is refused with FATAL 08P01 (CancelRequests,
+    /// which libpq always sends in plain text, still pass).
+    pub tls_required: bool,
+    /// `databases`: alias database name → the real database and the role to route to.
+    pub databases: BTreeMap<String, DatabaseAlias>,
+    /// `lag_source`: `rest` (default) or `dcs`.
+    pub lag_source: LagSource,
+    /// `rest_poll_interval`: how often each member's REST API is asked for its WAL positions.
+    pub rest_poll_interval: Duration,
 }
 
 impl RouterConfig {
@@ -90,12 +146,19 @@ impl RouterConfig {
             namespace: namespace.to_string(),
             scope: scope.to_string(),
             max_lag_bytes: 1024 * 1024,
+            max_replay_delay: None,
             read_fallback: ReadFallback::Leader,
             balance: Balance::RoundRobin,
             switchover_wait: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(3),
             startup_timeout: Duration::from_secs(10),
             tls: TlsMode::Refuse,
+            tls_certfile: None,
+            tls_keyfile: None,
+            tls_required: false,
+            databases: BTreeMap::new(),
+            lag_source: LagSource::Rest,
+            rest_poll_interval: Duration::from_secs(1),
         }
     }
 
@@ -144,7 +207,30 @@ impl RouterConfig {
                     cfg.tls = match string("tls", value)?.as_str() {
                         "refuse" => TlsMode::Refuse,
                         "passthrough" => TlsMode::Passthrough,
-                        _ => return Err(invalid("tls", "must be `refuse` or `passthrough`")),
+                        "terminate" => TlsMode::Terminate,
+                        _ => {
+                            return Err(invalid(
+                                "tls",
+                                "must be `refuse`, `passthrough` or `terminate`",
+                            ))
+                        }
+                    }
+                }
+                "tls_certfile" => cfg.tls_certfile = Some(string(key, value)?.into()),
+                "tls_keyfile" => cfg.tls_keyfile = Some(string(key, value)?.into()),
+                "tls_required" => cfg.tls_required = boolean(key, value)?,
+                "databases" => cfg.databases = crate::aliases::parse(section(key, value)?)?,
+                "lag_source" => {
+                    cfg.lag_source = match string(key, value)?.as_str() {
+                        "rest" => LagSource::Rest,
+                        "dcs" => LagSource::Dcs,
+                        _ => return Err(invalid(key, "must be `rest` or `dcs`")),
+                    }
+                }
+                "rest_poll_interval" => {
+                    cfg.rest_poll_interval = duration(key, value)?;
+                    if cfg.rest_poll_interval < Duration::from_millis(50) {
+                        return Err(invalid(key, "must be at least 50ms"));
                     }
                 }
                 other => return Err(unknown(other)),
@@ -162,7 +248,20 @@ impl RouterConfig {
                 hint: "the etcd endpoints the agents use, e.g. [127.0.0.1:2379]",
             });
         }
+        cfg.validate()?;
         Ok(cfg)
+    }
+
+    /// Checks that span keys: `tls: terminate` needs a readable certificate and key in PEM
+    /// (they are loaded here), `tls_required` needs a mode that speaks TLS.
+    pub fn validate(&self) -> Result<(), RouterConfigError> {
+        if self.tls_required && self.tls == TlsMode::Refuse {
+            return Err(invalid(
+                "tls_required",
+                "needs `tls: terminate` (or `passthrough`): with `tls: refuse` no client could connect",
+            ));
+        }
+        crate::tls::acceptor(self).map(|_| ())
     }
 
     /// The configuration as YAML that `from_yaml_file` reads back to the same value.
@@ -183,7 +282,17 @@ impl RouterConfig {
         ));
         out.push_str("read:\n");
         out.push_str(&format!("  listen: {}\n", q(&self.read_listen)));
-        out.push_str(&format!("  max_lag: {}\n", self.max_lag_bytes));
+        match self.max_replay_delay {
+            // `max_lag` as a duration: a time bound and no byte bound.
+            Some(delay) if self.max_lag_bytes == u64::MAX => {
+                out.push_str(&format!("  max_lag: {}\n", format_duration(delay)));
+            }
+            Some(delay) => {
+                out.push_str(&format!("  max_lag: {}\n", self.max_lag_bytes));
+                out.push_str(&format!("  max_replay_delay: {}\n", format_duration(delay)));
+            }
+            None => out.push_str(&format!("  max_lag: {}\n", self.max_lag_bytes)),
+        }
         let fallback = match self.read_fallback {
             ReadFallback::Leader => "leader",
             ReadFallback::Refuse => "refuse",
@@ -205,11 +314,21 @@ impl RouterConfig {
             "startup_timeout: {}\n",
             format_duration(self.startup_timeout)
         ));
-        let tls = match self.tls {
-            TlsMode::Refuse => "refuse",
-            TlsMode::Passthrough => "passthrough",
-        };
-        out.push_str(&format!("tls: {tls}\n"));
+        out.push_str(&format!("tls: {}\n", self.tls.label()));
+        let path = |p: &Path| q(&p.to_string_lossy());
+        if let Some(cert) = &self.tls_certfile {
+            out.push_str(&format!("tls_certfile: {}\n", path(cert)));
+        }
+        if let Some(key) = &self.tls_keyfile {
+            out.push_str(&format!("tls_keyfile: {}\n", path(key)));
+        }
+        out.push_str(&format!("tls_required: {}\n", self.tls_required));
+        out.push_str(&crate::aliases::to_yaml(&self.databases));
+        out.push_str(&format!("lag_source: {}\n", self.lag_source.label()));
+        out.push_str(&format!(
+            "rest_poll_interval: {}\n",
+            format_duration(self.rest_poll_interval)
+        ));
         out
     }
 }
@@ -229,21 +348,37 @@ fn parse_read(cfg: &mut RouterConfig, value: &Value) -> Result<(), RouterConfigE
     for (k, v) in section("read", value)? {
         match k.as_str() {
             "listen" => cfg.read_listen = listen("read.listen", v)?,
-            "max_lag" => {
-                cfg.max_lag_bytes = match v {
-                    Value::Number(n) => n.as_u64().ok_or_else(|| {
-                        invalid("read.max_lag", "must be a whole number of bytes")
-                    })?,
-                    Value::String(s) => {
-                        parse_bytes(s).map_err(|reason| invalid("read.max_lag", &reason))?
-                    }
-                    _ => {
-                        return Err(invalid(
-                            "read.max_lag",
-                            "must be bytes (1048576) or a size (\"16MB\")",
-                        ))
-                    }
+            "max_lag" => match v {
+                Value::Number(n) => {
+                    cfg.max_lag_bytes = n
+                        .as_u64()
+                        .ok_or_else(|| invalid("read.max_lag", "must be a whole number of bytes"))?
                 }
+                Value::String(s) => match parse_bytes(s) {
+                    Ok(bytes) => cfg.max_lag_bytes = bytes,
+                    // `10s`, `500ms`: a bound on the replay delay instead of bytes.
+                    Err(size_error) => match parse_duration(s) {
+                        Ok(delay) if s.trim().ends_with(|c: char| c.is_ascii_alphabetic()) => {
+                            cfg.max_lag_bytes = u64::MAX;
+                            cfg.max_replay_delay = Some(delay);
+                        }
+                        _ => {
+                            return Err(invalid(
+                                "read.max_lag",
+                                &format!("{size_error}; or a duration such as 10s"),
+                            ))
+                        }
+                    },
+                },
+                _ => {
+                    return Err(invalid(
+                        "read.max_lag",
+                        "must be bytes (1048576), a size (\"16MB\") or a duration (\"10s\")",
+                    ))
+                }
+            },
+            "max_replay_delay" => {
+                cfg.max_replay_delay = Some(duration("read.max_replay_delay", v)?);
             }
             "fallback" => {
                 cfg.read_fallback = match string("read.fallback", v)?.as_str() {
@@ -298,7 +433,10 @@ fn parse_etcd(name: &str, value: &Value) -> Result<Vec<String>, RouterConfigErro
     Ok(hosts)
 }
 
-fn section<'a>(key: &str, value: &'a Value) -> Result<&'a Map<String, Value>, RouterConfigError> {
+pub(crate) fn section<'a>(
+    key: &str,
+    value: &'a Value,
+) -> Result<&'a Map<String, Value>, RouterConfigError> {
     static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
     match value {
         Value::Object(map) => Ok(map),
@@ -307,7 +445,14 @@ fn section<'a>(key: &str, value: &'a Value) -> Result<&'a Map<String, Value>, Ro
     }
 }
 
-fn string(key: &str, value: &Value) -> Result<String, RouterConfigError> {
+fn boolean(key: &str, value: &Value) -> Result<bool, RouterConfigError> {
+    match value {
+        Value::Bool(b) => Ok(*b),
+        _ => Err(invalid(key, "must be true or false")),
+    }
+}
+
+pub(crate) fn string(key: &str, value: &Value) -> Result<String, RouterConfigError> {
     match value {
         Value::String(s) => Ok(s.clone()),
         _ => Err(invalid(key, "must be a string")),
@@ -340,14 +485,14 @@ fn duration(key: &str, value: &Value) -> Result<Duration, RouterConfigError> {
     parsed.map_err(|reason| invalid(key, &reason))
 }
 
-fn invalid(key: &str, reason: &str) -> RouterConfigError {
+pub(crate) fn invalid(key: &str, reason: &str) -> RouterConfigError {
     RouterConfigError::Invalid {
         key: key.to_string(),
         reason: reason.to_string(),
     }
 }
 
-fn unknown(key: &str) -> RouterConfigError {
+pub(crate) fn unknown(key: &str) -> RouterConfigError {
     RouterConfigError::Unknown {
         key: key.to_string(),
     }
@@ -402,6 +547,37 @@ tls: passthrough
         assert_eq!(cfg, expected);
     }
 
+    #[test]
+    fn aliases_lag_source_and_time_bound_parse_and_round_trip() {
+        let text = "scope: c\netcd3: {hosts: [a:1]}\n\
+            read: {max_lag: 10s}\n\
+            databases:\n  app_ro: {dbname: app, target: read}\n  plain: {dbname: other}\n\
+            lag_source: dcs\nrest_poll_interval: 250ms\ntls: passthrough\ntls_required: true\n";
+        let cfg = RouterConfig::from_yaml_str(text).expect("parse");
+        assert_eq!(cfg.max_replay_delay, Some(Duration::from_secs(10)));
+        assert_eq!(cfg.max_lag_bytes, u64::MAX, "a duration bound alone");
+        let alias = &cfg.databases["app_ro"];
+        assert_eq!(
+            (alias.dbname.as_str(), alias.target),
+            ("app", Some(crate::protocol::Target::Read))
+        );
+        assert_eq!(cfg.databases["plain"].target, None);
+        assert_eq!(cfg.lag_source, LagSource::Dcs);
+        assert_eq!(cfg.rest_poll_interval, Duration::from_millis(250));
+        assert!(cfg.tls_required);
+        let again = RouterConfig::from_yaml_str(&cfg.to_yaml()).expect("reparse");
+        assert_eq!(again, cfg);
+
+        let both = "scope: c\netcd3: {hosts: [a:1]}\nread: {max_lag: 16MB, max_replay_delay: 2s}\n";
+        let cfg = RouterConfig::from_yaml_str(both).expect("parse");
+        assert_eq!(cfg.max_lag_bytes, 16 << 20);
+        assert_eq!(cfg.max_replay_delay, Some(Duration::from_secs(2)));
+        assert_eq!(cfg.lag_source, LagSource::Rest, "rest is the default");
+        assert_eq!(cfg.rest_poll_interval, Duration::from_secs(1));
+        let again = RouterConfig::from_yaml_str(&cfg.to_yaml()).expect("reparse");
+        assert_eq!(again, cfg);
+    }
+
     fn error_of(text: &str) -> String {
         RouterConfig::from_yaml_str(text)
             .expect_err("must be rejected")
@@ -423,8 +599,18 @@ tls: passthrough
         assert!(e.contains("read.lsiten") && e.contains("unknown"), "{e}");
         let e = error_of(&format!("{base}read: {{balance: random}}\n"));
         assert!(e.contains("read.balance"), "{e}");
+        let e = error_of(&format!("{base}tls: sometimes\n"));
+        assert!(e.contains("tls") && e.contains("terminate"), "{e}");
         let e = error_of(&format!("{base}tls: terminate\n"));
-        assert!(e.contains("tls") && e.contains("passthrough"), "{e}");
+        assert!(e.contains("tls_certfile") && e.contains("required"), "{e}");
+        let e = error_of(&format!("{base}tls_required: true\n"));
+        assert!(e.contains("tls_required"), "{e}");
+        let e = error_of(&format!("{base}lag_source: carrier pigeon\n"));
+        assert!(e.contains("lag_source") && e.contains("rest"), "{e}");
+        let e = error_of(&format!("{base}rest_poll_interval: 1ms\n"));
+        assert!(e.contains("rest_poll_interval"), "{e}");
+        let e = error_of(&format!("{base}read: {{max_lag: 10 parsecs}}\n"));
+        assert!(e.contains("read.max_lag") && e.contains("duration"), "{e}");
         let e = error_of("etcd3: {hosts: [a:1]}\n");
         assert!(e.contains("scope"), "{e}");
         let e = error_of("scope: c\n");

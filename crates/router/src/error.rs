@@ -15,7 +15,7 @@ pub enum RouterConfigError {
     Yaml { message: String },
     #[error("router configuration: {key} {reason}")]
     Invalid { key: String, reason: String },
-    #[error("router configuration: unknown key {key}; check its spelling (known: write.listen, write.switchover_wait, read.listen, read.max_lag, read.fallback, read.balance, api.listen, etcd3.hosts, namespace, scope, connect_timeout, startup_timeout, tls)")]
+    #[error("router configuration: unknown key {key}; check its spelling (known: write.listen, write.switchover_wait, read.listen, read.max_lag, read.max_replay_delay, read.fallback, read.balance, api.listen, etcd3.hosts, namespace, scope, connect_timeout, startup_timeout, tls, tls_certfile, tls_keyfile, tls_required, databases, lag_source, rest_poll_interval)")]
     Unknown { key: String },
     #[error("router configuration: {key} is required: {hint}")]
     Missing { key: String, hint: &'static str },
@@ -31,4 +31,6 @@ pub enum RouterError {
     },
     #[error("the router API server failed: {source}")]
     Api { source: std::io::Error },
+    #[error("{0}")]
+    Config(#[from] RouterConfigError),
 }

@@ -97,6 +97,8 @@ where
                     server.write_all(&answer).await.map_err(server_err)?;
                 } else {
                     client.write_all(&message.raw).await.map_err(client_err)?;
+                    // A TLS client's bytes may sit in the TLS layer until flushed.
+                    client.flush().await.map_err(client_err)?;
                     if code != AUTH_SASL_FINAL {
                         let answer = read_message(client).await.map_err(client_err)?;
                         auth.client_involved = true;
@@ -137,6 +139,7 @@ where
             _ if !authenticated => {
                 if !repeating {
                     client.write_all(&message.raw).await.map_err(client_err)?;
+                    client.flush().await.map_err(client_err)?;
                 }
             }
             _ => held.extend_from_slice(&message.raw),

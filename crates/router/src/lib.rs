@@ -13,39 +13,56 @@
 //!
 //! The router understands only the start of the PostgreSQL protocol (GSSENCRequest is
 //! answered `N`; CancelRequest is passed to the server that owns the backend); after
-//! ReadyForQuery it forwards bytes. It never terminates TLS. With `tls: refuse` (the
-//! default) an SSLRequest is answered `N` and the client continues in plain text (or gives
-//! up, with `sslmode=require`). With `tls: passthrough` the SSLRequest goes to the server
-//! picked by the listener's role alone (write: the leader, waiting for one as writes do;
-//! read: a replica per the usual selection and fallback), its one-byte answer goes back to
-//! the client, and from then on bytes are forwarded untouched: the TLS handshake and the
-//! whole session are end to end between client and PostgreSQL. The router cannot read such
-//! a session's startup, so for TLS sessions the role options in the startup are not seen,
-//! the read-only check on the write listener (`in_hot_standby`,
+//! ReadyForQuery it forwards bytes. What happens to an SSLRequest is the `tls` setting. With
+//! `tls: refuse` (the default) it is answered `N` and the client continues in plain text
+//! (or gives up, with `sslmode=require`). With `tls: terminate` the router answers `S` and
+//! runs TLS itself with its own certificate (`tls_certfile`, `tls_keyfile`), reads the
+//! startup inside TLS and applies every rule as in plain text; the router→server leg stays
+//! plain TCP (loopback or a trusted network). With `tls: passthrough` the SSLRequest goes to
+//! the server picked by the listener's role alone (write: the leader, waiting for one as
+//! writes do; read: a replica per the usual selection and fallback), its one-byte answer
+//! goes back to the client, and from then on bytes are forwarded untouched: the TLS
+//! handshake and the whole session are end to end between client and PostgreSQL. The router
+//! cannot read such a session's startup, so for passed-through sessions the role options in
+//! the startup are not seen, the read-only check on the write listener (`in_hot_standby`,
 //! `default_transaction_read_only`) is skipped, and CancelRequests for them are not routed;
-//! a write session is still closed when the leader changes.
+//! a write session is still closed when the leader changes. `tls_required` refuses
+//! plain-text startups (FATAL 08P01).
+//!
+//! A startup naming an alias database of `databases:` is routed by the alias's role and
+//! rewritten to the real database. Replica lag comes from the agents' REST API, polled every
+//! `rest_poll_interval`, with the DCS member documents as the fallback (`lag_source`).
 //! Connection pooling and read-your-writes routing are not part of it: they would replace
 //! `relay::forward` for the sessions that ask for them.
 
+mod aliases;
 mod api;
 mod cancel;
+mod client;
 mod config;
 mod error;
 mod handshake;
+pub mod lag;
 mod metrics;
+mod open;
 mod passthrough;
+mod poller;
 pub mod protocol;
+mod pump;
 mod relay;
 mod route;
 mod router;
 mod session;
 mod shared;
+mod status_table;
+mod tls;
 pub mod topology;
 mod units;
 mod watcher;
 mod wire;
 
-pub use config::{Balance, ReadFallback, RouterConfig, TlsMode};
+pub use config::{Balance, DatabaseAlias, LagSource, ReadFallback, RouterConfig, TlsMode};
 pub use error::{RouterConfigError, RouterError};
 pub use router::{run, Router};
+pub use status_table::render_status_table;
 pub use topology::{Backend, Replica, Topology};

@@ -43,6 +43,12 @@ pub(crate) struct Metrics {
     pub closed_on_leader_change: Counter,
     pub leader_changes: Counter,
     pub dcs_errors: Counter,
+    /// {outcome: ok|failed|timeout}: TLS handshakes of `tls: terminate`.
+    pub tls_handshakes: Family<Labels, Counter>,
+    /// {alias}: connections that named an alias database.
+    pub aliases: Family<Labels, Counter>,
+    /// Failed or unusable answers of members' REST APIs (`lag_source: rest`).
+    pub rest_errors: Counter,
 }
 
 impl Metrics {
@@ -120,8 +126,29 @@ impl Metrics {
             "Failed reads of the cluster state from etcd.",
             dcs_errors.clone(),
         );
+        let tls_handshakes = Family::<Labels, Counter>::default();
+        registry.register(
+            "tls_handshakes",
+            "TLS handshakes with clients (tls: terminate), per outcome.",
+            tls_handshakes.clone(),
+        );
+        let aliases = Family::<Labels, Counter>::default();
+        registry.register(
+            "alias_connections",
+            "Connections to an alias database of `databases:`, per alias.",
+            aliases.clone(),
+        );
+        let rest_errors = Counter::default();
+        registry.register(
+            "rest_poll_errors",
+            "Failed or unusable answers of the members' REST APIs when polling lag.",
+            rest_errors.clone(),
+        );
         Metrics {
             registry,
+            tls_handshakes,
+            aliases,
+            rest_errors,
             connections,
             active,
             bytes,

@@ -169,6 +169,14 @@ impl StartupMessage {
             .map(|(_, v)| v.as_slice())
     }
 
+    /// Set a parameter: replace its value where it is, else append it.
+    pub fn set_param(&mut self, name: &str, value: &[u8]) {
+        match self.params.iter_mut().find(|(n, _)| n == name.as_bytes()) {
+            Some((_, v)) => *v = value.to_vec(),
+            None => self.params.push((name.as_bytes().to_vec(), value.to_vec())),
+        }
+    }
+
     /// The `user` parameter, lossily as text (for logs).
     pub fn user(&self) -> String {
         String::from_utf8_lossy(self.param("user").unwrap_or_default()).into_owned()

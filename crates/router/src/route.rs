@@ -24,9 +24,11 @@ pub(crate) async fn wait_for_leader(shared: &Shared, avoid: Option<&Backend>) ->
         }
     }
     let started = Instant::now();
+    shared.waiting.fetch_add(1, Ordering::Relaxed);
     let waited = tokio::time::timeout(shared.cfg.switchover_wait, leader.wait_for(acceptable))
         .await
         .map(|found| found.map(|f| f.clone()));
+    shared.waiting.fetch_sub(1, Ordering::Relaxed);
     let elapsed = started.elapsed();
     shared.metrics.wait_seconds.observe(elapsed.as_secs_f64());
     match waited {
@@ -90,6 +92,8 @@ mod tests {
                 port: 1,
             },
             lag_bytes: Some(0),
+            replay_delay_ms: None,
+            lag_source: "dcs",
         }
     }
 

@@ -1,6 +1,6 @@
 //! The running router: its listeners (bound first, so callers learn the real ports before
-//! any traffic), the etcd follower, one task per client connection, the API, and the
-//! shutdown that ends them all.
+//! any traffic), the etcd follower, the REST lag poller (`lag_source: rest`), one task per
+//! client connection, the API, and the shutdown that ends them all.
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -12,13 +12,17 @@ use pgbaton_dcs::ClusterPath;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::config::RouterConfig;
+use tokio_rustls::TlsAcceptor;
+
+use crate::config::{LagSource, RouterConfig};
 use crate::error::RouterError;
+use crate::lag::RestLag;
 use crate::metrics::Metrics;
 use crate::protocol::Target;
 use crate::shared::Shared;
-use crate::watcher::{follow, Publisher};
-use crate::{api, session};
+use crate::topology::LagBounds;
+use crate::watcher::{follow, Follow, Publisher};
+use crate::{api, poller, session};
 
 /// A router whose listeners are bound; `serve` runs it.
 pub struct Router {
@@ -26,6 +30,7 @@ pub struct Router {
     write: TcpListener,
     read: TcpListener,
     api: Option<TcpListener>,
+    tls: Option<TlsAcceptor>,
 }
 
 async fn bind(what: &'static str, address: &str) -> Result<TcpListener, RouterError> {
@@ -45,8 +50,11 @@ fn local(listener: &TcpListener) -> SocketAddr {
 }
 
 impl Router {
-    /// Bind the listeners (`host:0` picks a free port; see `write_addr` etc.).
+    /// Check the configuration (loading the TLS certificate for `tls: terminate`) and bind
+    /// the listeners (`host:0` picks a free port; see `write_addr` etc.).
     pub async fn bind(cfg: RouterConfig) -> Result<Router, RouterError> {
+        cfg.validate()?;
+        let tls = crate::tls::acceptor(&cfg)?;
         let write = bind("write listener", &cfg.write_listen).await?;
         let read = bind("read listener", &cfg.read_listen).await?;
         let api = match &cfg.api_listen {
@@ -58,6 +66,7 @@ impl Router {
             write,
             read,
             api,
+            tls,
         })
     }
 
@@ -80,12 +89,15 @@ impl Router {
             write,
             read,
             api,
+            tls,
         } = self;
         tracing::info!(
             scope = %cfg.scope,
             write = %local(&write),
             read = %local(&read),
             api = ?api.as_ref().map(local),
+            tls = cfg.tls.label(),
+            lag_source = cfg.lag_source.label(),
             "router listening"
         );
         let (stop_tx, stop) = watch::channel(false);
@@ -99,17 +111,40 @@ impl Router {
             cancel_keys: Mutex::new(Default::default()),
             active: Mutex::new(Default::default()),
             next_replica: AtomicUsize::new(0),
+            waiting: AtomicUsize::new(0),
+            tls,
+            write_addr: local(&write),
+            read_addr: local(&read),
             cfg: cfg.clone(),
         });
-        let path = ClusterPath::new(&cfg.namespace, &cfg.scope);
-        let follower = tokio::spawn(follow(
-            cfg.etcd_hosts.clone(),
-            path,
-            cfg.max_lag_bytes,
+        let (states, states_rx) = watch::channel(Arc::new(Default::default()));
+        let (poller, rest) = match cfg.lag_source {
+            LagSource::Rest => {
+                let (rest_tx, rest_rx) = watch::channel(Arc::new(RestLag::new()));
+                let task = tokio::spawn(poller::poll(
+                    states_rx,
+                    cfg.rest_poll_interval,
+                    rest_tx,
+                    metrics.clone(),
+                    stop.clone(),
+                ));
+                (Some(task), Some(rest_rx))
+            }
+            LagSource::Dcs => (None, None),
+        };
+        let following = Follow {
+            hosts: cfg.etcd_hosts.clone(),
+            path: ClusterPath::new(&cfg.namespace, &cfg.scope),
+            bounds: LagBounds {
+                max_lag_bytes: cfg.max_lag_bytes,
+                max_replay_delay: cfg.max_replay_delay,
+                rest_max_age: cfg.rest_poll_interval * 3,
+            },
             publisher,
+            states,
             metrics,
-            stop.clone(),
-        ));
+        };
+        let follower = tokio::spawn(follow(following, rest, stop.clone()));
         let writes = tokio::spawn(accept(write, Target::Write, shared.clone()));
         let reads = tokio::spawn(accept(read, Target::Read, shared.clone()));
         let api_task = api.map(|listener| tokio::spawn(api::serve(listener, shared, stop)));
@@ -117,7 +152,7 @@ impl Router {
         shutdown.await;
         tracing::info!("router shutting down");
         let _ = stop_tx.send(true);
-        for task in [follower, writes, reads] {
+        for task in [follower, writes, reads].into_iter().chain(poller) {
             let _ = task.await;
         }
         if let Some(task) = api_task {

@@ -1,32 +1,33 @@
-//! One client connection from accept to hand-over: read its first packet (bounded by
-//! `startup_timeout`), forward a CancelRequest, hand an SSLRequest to `passthrough` (with
-//! `tls: passthrough`), or pick the role (the listener's, unless the
-//! startup asks otherwise), choose a server, relay the startup, and start forwarding. Every
-//! refusal is a PostgreSQL ErrorResponse naming the situation; a broken client is dropped
-//! with a log line and nothing else is affected.
+//! One client connection from accept to hand-over: open it (`open`: first packet, cancel,
+//! TLS passthrough or termination), pick the role (the listener's, unless the startup asks
+//! otherwise with `pgbaton.target` / `target_session_attrs`, or connects to an alias
+//! database of `databases:`), choose a server, relay the startup, and start forwarding.
+//! Every refusal is a PostgreSQL ErrorResponse naming the situation; a broken client is
+//! dropped with a log line and nothing else is affected.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use crate::config::{ReadFallback, TlsMode};
+use crate::aliases;
+use crate::client::Client;
+use crate::config::ReadFallback;
 use crate::handshake::{start, AuthLog, StartFailure};
 use crate::metrics::Metrics;
-use crate::protocol::{error_response, FirstPacket, Target};
+use crate::open::{open, Opened};
+use crate::protocol::{error_response, Target};
 use crate::route::{read_candidates, wait_for_leader};
 use crate::shared::Shared;
 use crate::topology::Backend;
-use crate::wire::read_first_packet;
-use crate::{cancel, passthrough, relay};
 
 /// SQLSTATE cannot_connect_now.
 pub(crate) const CANNOT_CONNECT_NOW: &str = "57P03";
 /// SQLSTATE protocol_violation.
-const PROTOCOL_VIOLATION: &str = "08P01";
+pub(crate) const PROTOCOL_VIOLATION: &str = "08P01";
 /// SQLSTATE invalid_parameter_value.
 const INVALID_PARAMETER: &str = "22023";
 /// SQLSTATE connection_failure.
@@ -35,12 +36,16 @@ const CONNECTION_FAILURE: &str = "08006";
 /// Send `bytes` and close without a reset: half-close, then discard what the client still
 /// sends for a moment (closing a socket with unread input would reset the connection, and
 /// the client could lose the ErrorResponse).
-async fn send_and_close(client: &mut TcpStream, bytes: &[u8]) {
+pub(crate) async fn send_and_close<S>(client: &mut S, bytes: &[u8])
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     if client.write_all(bytes).await.is_err() || client.shutdown().await.is_err() {
         return;
     }
     let drain = async {
-        let mut sink = [0u8; 4096];
+        // On the heap: an array here would make every session's task 4 KiB larger.
+        let mut sink = vec![0u8; 4096];
         while let Ok(n) = client.read(&mut sink).await {
             if n == 0 {
                 break;
@@ -51,13 +56,15 @@ async fn send_and_close(client: &mut TcpStream, bytes: &[u8]) {
 }
 
 /// Refuse the client with an ErrorResponse and count it.
-pub(crate) async fn refuse(
+pub(crate) async fn refuse<S>(
     shared: &Shared,
-    client: &mut TcpStream,
+    client: &mut S,
     code: &str,
     reason: &'static str,
     message: &str,
-) {
+) where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     tracing::info!(reason, %message, "refusing a client connection");
     Metrics::count(&shared.metrics.refusals, &[("reason", reason)]);
     send_and_close(client, &error_response(code, message)).await;
@@ -71,42 +78,17 @@ pub(crate) fn decision(shared: &Shared, target: Target, decision: &str) {
 }
 
 pub(crate) async fn serve_client(
-    mut client: TcpStream,
+    tcp: TcpStream,
     peer: SocketAddr,
     listener: Target,
     shared: Arc<Shared>,
 ) {
-    let _ = client.set_nodelay(true);
-    let pass_ssl = shared.cfg.tls == TlsMode::Passthrough;
-    let first = tokio::time::timeout(
-        shared.cfg.startup_timeout,
-        read_first_packet(&mut client, pass_ssl),
-    )
-    .await;
-    let mut startup = match first {
-        Err(_) => {
-            tracing::info!(%peer, timeout = ?shared.cfg.startup_timeout, "dropping a client that sent no startup packet in time");
-            Metrics::count(&shared.metrics.client_errors, &[("reason", "timeout")]);
-            return;
-        }
-        Ok(Err(e)) => {
-            tracing::info!(%peer, error = %e, "dropping a client with a broken startup packet");
-            Metrics::count(&shared.metrics.client_errors, &[("reason", e.reason())]);
-            if e.reason() == "malformed" {
-                let message = format!("invalid startup packet: {e}");
-                send_and_close(&mut client, &error_response(PROTOCOL_VIOLATION, &message)).await;
-            }
-            return;
-        }
-        Ok(Ok(FirstPacket::Cancel(key))) => return cancel::forward(&shared, key).await,
-        Ok(Ok(FirstPacket::Startup(message))) => message,
-        Ok(Ok(FirstPacket::SslRequest)) if pass_ssl => {
-            return passthrough::serve(shared, client, listener).await
-        }
-        Ok(Ok(FirstPacket::SslRequest | FirstPacket::GssEncRequest)) => return,
+    let _ = tcp.set_nodelay(true);
+    let Opened::Startup(mut client, mut startup) = open(tcp, peer, listener, &shared).await else {
+        return;
     };
-    let target = match startup.take_target() {
-        Ok(requested) => requested.unwrap_or(listener),
+    let requested = match startup.take_target() {
+        Ok(requested) => requested,
         Err(e) => {
             let message = e.to_string();
             refuse(
@@ -120,7 +102,16 @@ pub(crate) async fn serve_client(
             return;
         }
     };
-    tracing::debug!(%peer, user = %startup.user(), target = target.label(), "new client");
+    // An explicit role request wins over an alias database's target.
+    let alias = aliases::apply(&mut startup, &shared.cfg.databases);
+    if let Some((name, entry)) = alias {
+        tracing::debug!(%peer, alias = name, dbname = %entry.dbname, "alias database");
+        Metrics::count(&shared.metrics.aliases, &[("alias", name)]);
+    }
+    let target = requested
+        .or(alias.and_then(|(_, entry)| entry.target))
+        .unwrap_or(listener);
+    tracing::debug!(%peer, user = %startup.user(), target = target.label(), tls = client.is_tls(), "new client");
     let startup = startup.encode();
     match target {
         Target::Write => write_session(shared, client, &startup).await,
@@ -150,7 +141,7 @@ pub(crate) async fn connect(shared: &Shared, backend: &Backend) -> Result<TcpStr
 }
 
 /// To the leader, never to a server in recovery: one retry on the (new) leader.
-async fn write_session(shared: Arc<Shared>, mut client: TcpStream, startup: &[u8]) {
+async fn write_session(shared: Arc<Shared>, mut client: Client, startup: &[u8]) {
     let mut auth = AuthLog::default();
     let mut failed: Option<Backend> = None;
     let mut why = String::from("no leader");
@@ -179,7 +170,9 @@ async fn write_session(shared: Arc<Shared>, mut client: TcpStream, startup: &[u8
                     continue;
                 }
                 decision(&shared, Target::Write, "leader");
-                relay::forward(shared, client, server, ready, leader, Target::Write, true).await;
+                client
+                    .forward(shared, server, ready, leader, Target::Write, true)
+                    .await;
                 return;
             }
             Ok(Err(StartFailure::NotWritable(detail))) => {
@@ -236,7 +229,7 @@ async fn write_session(shared: Arc<Shared>, mut client: TcpStream, startup: &[u8
 }
 
 /// To a readable replica, else (by configuration, or for `any`) to the leader.
-async fn read_session(shared: Arc<Shared>, mut client: TcpStream, startup: &[u8], target: Target) {
+async fn read_session(shared: Arc<Shared>, mut client: Client, startup: &[u8], target: Target) {
     let mut auth = AuthLog::default();
     let mut candidates = read_candidates(&shared).into_iter();
     let fallback = target == Target::Any || shared.cfg.read_fallback == ReadFallback::Leader;
@@ -276,7 +269,9 @@ async fn read_session(shared: Arc<Shared>, mut client: TcpStream, startup: &[u8]
                         "replica"
                     },
                 );
-                relay::forward(shared, client, server, ready, backend, target, false).await;
+                client
+                    .forward(shared, server, ready, backend, target, false)
+                    .await;
                 return;
             }
             Ok(Err(StartFailure::Refused(bytes))) => {

@@ -3,11 +3,13 @@
 //! counts. Locks here are taken when a connection starts or ends, never while forwarding.
 
 use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 
 use prometheus_client::metrics::gauge::Gauge;
 use tokio::sync::watch;
+use tokio_rustls::TlsAcceptor;
 
 use crate::config::RouterConfig;
 use crate::metrics::{labels, Metrics};
@@ -27,6 +29,13 @@ pub(crate) struct Shared {
     pub active: Mutex<BTreeMap<(String, &'static str), usize>>,
     /// Round-robin position over the readable replicas.
     pub next_replica: AtomicUsize,
+    /// New connections waiting for a leader now (a handover in progress), for `/status`.
+    pub waiting: AtomicUsize,
+    /// `tls: terminate`: the router's certificate, loaded once.
+    pub tls: Option<TlsAcceptor>,
+    /// The bound listener addresses, for `/status`.
+    pub write_addr: SocketAddr,
+    pub read_addr: SocketAddr,
 }
 
 impl Shared {

@@ -9,12 +9,17 @@
 //!   `xlog_location` and lag = leader position − its position within the bound. A replica
 //!   leaves the set above `max_lag` and comes back only below 0.8 × `max_lag`, so one near
 //!   the bound does not flap. Without a known leader position (no leader) the lag is unknown
-//!   and streaming replicas stay readable.
+//!   and streaming replicas stay readable. Positions and replay delay come from the agents'
+//!   REST answers while they are fresh, else from the DCS (see `lag`); the replay delay is
+//!   bounded by `max_replay_delay` with the same hysteresis.
 
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 use pgbaton_dcs::{ClusterState, MemberDoc};
 use serde::Serialize;
+
+use crate::lag::{fresh, leader_position, measure, Clock, RestLag};
 
 /// A server the router can connect to.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -47,6 +52,29 @@ pub struct Replica {
     pub backend: Backend,
     /// Bytes behind the leader's position; None when no leader position is known.
     pub lag_bytes: Option<u64>,
+    /// Replay delay in milliseconds; None when unknown (DCS only, or nothing replayed yet).
+    pub replay_delay_ms: Option<u64>,
+    /// Where the lag comes from: `rest` (the agent's API) or `dcs` (its member document).
+    pub lag_source: &'static str,
+}
+
+/// The bounds a replica must stay within to take reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LagBounds {
+    pub max_lag_bytes: u64,
+    pub max_replay_delay: Option<Duration>,
+    /// A REST answer older than this is not used (three poll intervals).
+    pub rest_max_age: Duration,
+}
+
+impl LagBounds {
+    pub fn bytes(max_lag_bytes: u64) -> LagBounds {
+        LagBounds {
+            max_lag_bytes,
+            max_replay_delay: None,
+            rest_max_age: Duration::ZERO,
+        }
+    }
 }
 
 /// The router's view of the cluster.
@@ -54,6 +82,10 @@ pub struct Replica {
 pub struct Topology {
     pub leader: Option<Backend>,
     pub replicas: Vec<Replica>,
+    /// Streaming replicas kept out of reads by the lag bounds (for `/status`).
+    pub lagging: Vec<Replica>,
+    /// A switchover or failover was requested in the DCS (`failover` key) and not done yet.
+    pub failover_pending: bool,
     /// The leader's WAL position the lags are measured against.
     pub leader_position: Option<u64>,
     /// The etcd revision of the snapshot.
@@ -66,49 +98,84 @@ pub fn rejoin_threshold(max_lag: u64) -> u64 {
 }
 
 impl Topology {
+    /// From the DCS alone, with a byte bound.
     pub fn from_cluster(state: &ClusterState, previous: &Topology, max_lag: u64) -> Topology {
+        let bounds = LagBounds::bytes(max_lag);
+        Topology::compute(state, previous, &bounds, &RestLag::new(), Clock::now())
+    }
+
+    /// From the DCS and the agents' fresh REST answers.
+    pub fn compute(
+        state: &ClusterState,
+        previous: &Topology,
+        bounds: &LagBounds,
+        rest: &RestLag,
+        clock: Clock,
+    ) -> Topology {
         let leader = state.leader_name().and_then(|name| {
             let doc = state.members.get(name)?;
             let serving = doc.state == "running" && doc.is_primary_role();
             serving.then(|| Backend::of(name, doc)).flatten()
         });
-        let leader_position = leader.as_ref().and_then(|_| state.leader_optime());
+        let leader_rest = leader
+            .as_ref()
+            .and_then(|l| fresh(rest, &l.name, clock, bounds.rest_max_age));
+        let leader_position = leader
+            .as_ref()
+            .and_then(|_| leader_position(state.leader_optime(), leader_rest));
         let was_readable: BTreeSet<&str> = previous
             .replicas
             .iter()
             .map(|r| r.backend.name.as_str())
             .collect();
-        let replicas = state
-            .members
-            .iter()
-            .filter(|(name, _)| leader.as_ref().is_none_or(|l| &l.name != *name))
-            .filter_map(|(name, doc)| {
-                let eligible = doc.state == "running"
-                    && !doc.is_primary_role()
-                    && doc.replication_state.as_deref() == Some("streaming")
-                    && !doc.tag_true("noloadbalance");
-                if !eligible {
-                    return None;
-                }
-                let position = doc.xlog_location?;
-                let lag_bytes = leader_position.map(|l| l.saturating_sub(position));
-                let bound = if was_readable.contains(name.as_str()) {
-                    max_lag
-                } else {
-                    rejoin_threshold(max_lag)
-                };
-                let within = match lag_bytes {
-                    Some(lag) if was_readable.contains(name.as_str()) => lag <= bound,
-                    Some(lag) => lag < bound || lag == 0,
-                    None => true,
-                };
-                within
-                    .then(|| Backend::of(name, doc).map(|backend| Replica { backend, lag_bytes }))?
-            })
-            .collect();
+        let mut replicas = Vec::new();
+        let mut lagging = Vec::new();
+        for (name, doc) in &state.members {
+            if leader.as_ref().is_some_and(|l| &l.name == name) {
+                continue;
+            }
+            let eligible = doc.state == "running"
+                && !doc.is_primary_role()
+                && doc.replication_state.as_deref() == Some("streaming")
+                && !doc.tag_true("noloadbalance");
+            let Some(backend) = eligible.then(|| Backend::of(name, doc)).flatten() else {
+                continue;
+            };
+            let own = fresh(rest, name, clock, bounds.rest_max_age);
+            let measured = measure(doc, own, leader_position, leader_rest, clock);
+            if measured.position.is_none() {
+                continue;
+            }
+            let was = was_readable.contains(name.as_str());
+            let replica = Replica {
+                backend,
+                lag_bytes: measured.lag_bytes,
+                replay_delay_ms: measured
+                    .replay_delay
+                    .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+                lag_source: measured.source,
+            };
+            let bytes_ok = match measured.lag_bytes {
+                Some(lag) if was => lag <= bounds.max_lag_bytes,
+                Some(lag) => lag < rejoin_threshold(bounds.max_lag_bytes) || lag == 0,
+                None => true,
+            };
+            let delay_ok = match (bounds.max_replay_delay, measured.replay_delay) {
+                (Some(max), Some(delay)) if was => delay <= max,
+                (Some(max), Some(delay)) => delay < max * 4 / 5 || delay.is_zero(),
+                _ => true,
+            };
+            if bytes_ok && delay_ok {
+                replicas.push(replica);
+            } else {
+                lagging.push(replica);
+            }
+        }
         Topology {
             leader,
             replicas,
+            lagging,
+            failover_pending: state.failover.is_some(),
             leader_position,
             revision: state.revision,
         }
@@ -255,5 +322,128 @@ mod tests {
         );
         let t = Topology::from_cluster(&state, &Topology::default(), 0);
         assert_eq!(names(&t), vec!["b"]);
+    }
+}
+
+#[cfg(test)]
+mod rest_tests {
+    use super::*;
+    use crate::lag::RestSample;
+    use pgbaton_dcs::LeaderKey;
+    use std::time::{Instant, SystemTime};
+
+    const MB: u64 = 1 << 20;
+
+    fn member(port: u16, role: &str, xlog: u64) -> MemberDoc {
+        MemberDoc {
+            conn_url: format!("postgres://127.0.0.1:{port}/postgres"),
+            state: "running".into(),
+            role: role.into(),
+            xlog_location: Some(xlog),
+            replication_state: (role == "replica").then(|| "streaming".to_string()),
+            ..MemberDoc::default()
+        }
+    }
+
+    /// The DCS says both are at 100 MB (stale); REST says otherwise.
+    fn state() -> ClusterState {
+        ClusterState {
+            leader: Some(LeaderKey {
+                name: "a".into(),
+                lease_id: 1,
+                mod_revision: 1,
+            }),
+            members: [
+                ("a".to_string(), member(1, "master", 100 * MB)),
+                ("b".to_string(), member(2, "replica", 100 * MB)),
+            ]
+            .into_iter()
+            .collect(),
+            ..ClusterState::default()
+        }
+    }
+
+    fn sample(at: Instant, location: Option<u64>, replayed: Option<u64>) -> RestSample {
+        RestSample {
+            fetched: at,
+            location,
+            received: replayed,
+            replayed,
+            replayed_at: Some(SystemTime::UNIX_EPOCH + Duration::from_secs(1000)),
+            previous_location: location,
+        }
+    }
+
+    fn clock(at: Instant, wall_secs: u64) -> Clock {
+        Clock {
+            now: at,
+            wall: SystemTime::UNIX_EPOCH + Duration::from_secs(wall_secs),
+        }
+    }
+
+    fn names(t: &Topology) -> Vec<&str> {
+        t.replicas.iter().map(|r| r.backend.name.as_str()).collect()
+    }
+
+    #[test]
+    fn fresh_rest_positions_override_a_stale_dcs_and_expire() {
+        let at = Instant::now();
+        let bounds = LagBounds {
+            max_lag_bytes: MB,
+            max_replay_delay: None,
+            rest_max_age: Duration::from_secs(3),
+        };
+        let mut rest = RestLag::new();
+        rest.insert("a".into(), sample(at, Some(150 * MB), None));
+        rest.insert("b".into(), sample(at, None, Some(120 * MB)));
+        let previous = Topology::from_cluster(&state(), &Topology::default(), MB);
+        assert_eq!(names(&previous), ["b"], "the DCS alone says caught up");
+        let t = Topology::compute(&state(), &previous, &bounds, &rest, clock(at, 1000));
+        assert_eq!(t.leader_position, Some(150 * MB));
+        assert!(names(&t).is_empty(), "30 MB behind by REST");
+        assert_eq!(t.lagging[0].lag_bytes, Some(30 * MB));
+        assert_eq!(t.lagging[0].lag_source, "rest");
+        // Four seconds later without new answers: back to the DCS view.
+        let later = clock(at + Duration::from_secs(4), 1004);
+        let t = Topology::compute(&state(), &t, &bounds, &rest, later);
+        assert_eq!(names(&t), ["b"]);
+        assert_eq!(t.replicas[0].lag_source, "dcs");
+    }
+
+    #[test]
+    fn the_replay_delay_bound_has_hysteresis() {
+        let at = Instant::now();
+        let bounds = LagBounds {
+            max_lag_bytes: 16 * MB,
+            max_replay_delay: Some(Duration::from_secs(10)),
+            rest_max_age: Duration::from_secs(3),
+        };
+        let mut rest = RestLag::new();
+        rest.insert("a".into(), sample(at, Some(100 * MB), None));
+        // Replay stopped at 99 MB; its last commit was at t=1000 s.
+        rest.insert("b".into(), sample(at, None, Some(99 * MB)));
+        let readable = Topology::from_cluster(&state(), &Topology::default(), MB);
+        let at_wall = |secs| {
+            let t = Topology::compute(&state(), &readable, &bounds, &rest, clock(at, secs));
+            names(&t).len()
+        };
+        assert_eq!(at_wall(1010), 1, "a readable replica stays up to the bound");
+        assert_eq!(at_wall(1011), 0, "and leaves above it");
+        let out = Topology::compute(
+            &state(),
+            &Topology::default(),
+            &bounds,
+            &rest,
+            clock(at, 1009),
+        );
+        assert!(names(&out).is_empty(), "a newcomer needs < 0.8 × the bound");
+        assert_eq!(out.lagging[0].replay_delay_ms, Some(9000));
+        let back = Topology::compute(&state(), &out, &bounds, &rest, clock(at, 1007));
+        assert_eq!(names(&back), ["b"]);
+        // Replay caught up with the leader: no delay whatever the last commit time.
+        rest.insert("b".into(), sample(at, None, Some(100 * MB)));
+        let t = Topology::compute(&state(), &out, &bounds, &rest, clock(at, 5000));
+        assert_eq!(names(&t), ["b"]);
+        assert_eq!(t.replicas[0].replay_delay_ms, Some(0));
     }
 }

@@ -1,16 +1,19 @@
 //! Follows the cluster in etcd: subscribes to the watch on the cluster prefix and reloads the
 //! whole prefix on every notification (never polls, never writes, never takes a lease), then
 //! publishes the new [`Topology`] and, separately, the leader — so that write sessions wake
-//! only when the leader changes, and can be closed at that very moment.
+//! only when the leader changes, and can be closed at that very moment. It also publishes
+//! the raw cluster state (for the REST lag poller) and recomputes the topology from the
+//! last state whenever the poller brings new lag figures (no etcd read for those).
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use pgbaton_dcs::{ClusterPath, Dcs, EtcdDcs};
+use pgbaton_dcs::{ClusterPath, ClusterState, Dcs, EtcdDcs};
 use tokio::sync::watch;
 
+use crate::lag::{Clock, RestLag};
 use crate::metrics::Metrics;
-use crate::topology::{Backend, Topology};
+use crate::topology::{Backend, LagBounds, Topology};
 
 /// After a failed read of etcd, try again this soon.
 const RETRY: Duration = Duration::from_millis(250);
@@ -63,26 +66,57 @@ impl Publisher {
     }
 }
 
-/// Reload and publish on every change until `stop` turns true.
+/// What `follow` reads and where it publishes.
+pub(crate) struct Follow {
+    pub hosts: Vec<String>,
+    pub path: ClusterPath,
+    pub bounds: LagBounds,
+    pub publisher: Arc<Publisher>,
+    /// Every state read from etcd, for the poller.
+    pub states: watch::Sender<Arc<ClusterState>>,
+    pub metrics: Arc<Metrics>,
+}
+
+impl Follow {
+    fn recompute(&self, state: &ClusterState, rest: Option<&watch::Receiver<Arc<RestLag>>>) {
+        let previous = self.publisher.topology.borrow().clone();
+        let empty = RestLag::new();
+        let rest = rest.map(|r| r.borrow().clone());
+        let rest = rest.as_deref().unwrap_or(&empty);
+        let next = Topology::compute(state, &previous, &self.bounds, rest, Clock::now());
+        self.publisher.publish(next, &self.metrics);
+    }
+}
+
+/// Resolves when the poller publishes; never without a poller (or once it is gone).
+async fn rest_changed(rest: &mut Option<watch::Receiver<Arc<RestLag>>>) {
+    if let Some(receiver) = rest {
+        if receiver.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}
+
+/// Reload and publish on every change until `stop` turns true; `rest` brings the REST
+/// poller's answers (None with `lag_source: dcs`).
 pub(crate) async fn follow(
-    hosts: Vec<String>,
-    path: ClusterPath,
-    max_lag: u64,
-    publisher: Arc<Publisher>,
-    metrics: Arc<Metrics>,
+    f: Follow,
+    mut rest: Option<watch::Receiver<Arc<RestLag>>>,
     mut stop: watch::Receiver<bool>,
 ) {
-    let scope = path.scope.clone();
+    let scope = f.path.scope.clone();
     // The TTL is irrelevant: this handle never takes a lease.
     let dcs = EtcdDcs::new(
-        hosts,
-        path,
+        f.hosts.clone(),
+        f.path.clone(),
         "pgbaton-router",
         Duration::from_secs(30),
         Duration::from_secs(2),
     );
     let mut events = dcs.subscribe();
     let mut healthy = true;
+    let mut last: Option<Arc<ClusterState>> = None;
     loop {
         let wait_for_event = match dcs.load().await {
             Ok(state) => {
@@ -90,9 +124,10 @@ pub(crate) async fn follow(
                     tracing::info!(%scope, "etcd readable again");
                     healthy = true;
                 }
-                let previous = publisher.topology.borrow().clone();
-                let next = Topology::from_cluster(&state, &previous, max_lag);
-                publisher.publish(next, &metrics);
+                let state = Arc::new(state);
+                f.recompute(&state, rest.as_ref());
+                f.states.send_replace(state.clone());
+                last = Some(state);
                 true
             }
             Err(e) => {
@@ -100,19 +135,27 @@ pub(crate) async fn follow(
                     tracing::warn!(%scope, error = %e, "cannot read the cluster from etcd; keeping the last view and retrying");
                     healthy = false;
                 }
-                metrics.dcs_errors.inc();
+                f.metrics.dcs_errors.inc();
                 false
             }
         };
-        tokio::select! {
-            changed = events.changed(), if wait_for_event => {
-                if changed.is_err() {
-                    tracing::warn!(%scope, "the etcd watch stopped");
-                    return;
+        loop {
+            tokio::select! {
+                changed = events.changed(), if wait_for_event => {
+                    if changed.is_err() {
+                        tracing::warn!(%scope, "the etcd watch stopped");
+                        return;
+                    }
+                    break;
                 }
+                _ = tokio::time::sleep(RETRY), if !wait_for_event => break,
+                _ = rest_changed(&mut rest) => {
+                    if let Some(state) = &last {
+                        f.recompute(state, rest.as_ref());
+                    }
+                }
+                _ = crate::shared::stopped(&mut stop) => return,
             }
-            _ = tokio::time::sleep(RETRY), if !wait_for_event => {}
-            _ = crate::shared::stopped(&mut stop) => return,
         }
     }
 }

@@ -1,8 +1,8 @@
 //! Reading the startup phase off a socket: the client's first packet (answering
-//! GSSENCRequest with `N`, and SSLRequest too unless `tls: passthrough` asks for it to be
-//! returned unanswered so the server can answer it: the router never terminates TLS itself,
-//! so a refused client continues in plain text or gives up if it requires TLS), and whole
-//! typed messages in both directions until the server's ReadyForQuery.
+//! GSSENCRequest with `N`, and SSLRequest too unless `tls: passthrough` or `tls: terminate`
+//! asks for it to be returned unanswered, so that the server or the router's own TLS can
+//! answer it; a refused client continues in plain text or gives up if it requires TLS), and
+//! whole typed messages in both directions until the server's ReadyForQuery.
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
@@ -36,7 +36,7 @@ impl WireError {
 }
 
 /// Read packets until a StartupMessage or CancelRequest, refusing encryption requests; with
-/// `pass_ssl` an SSLRequest is returned unanswered instead (for `tls: passthrough`).
+/// `pass_ssl` an SSLRequest is returned unanswered instead (`tls: passthrough|terminate`).
 pub(crate) async fn read_first_packet<S>(
     stream: &mut S,
     pass_ssl: bool,

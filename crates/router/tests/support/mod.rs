@@ -4,6 +4,10 @@
 //! on free ports, and clients. Every process is killed on drop, even when a test panics.
 #![allow(dead_code)]
 
+mod rest_stub;
+#[allow(unused_imports)]
+pub use rest_stub::{patroni_document, RestStub};
+
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::net::SocketAddr;
@@ -107,9 +111,14 @@ pub struct Member {
 
 impl Member {
     pub fn doc(&self, role: &str, xlog: u64) -> MemberDoc {
+        self.doc_with_api(role, xlog, "http://127.0.0.1:9/patroni")
+    }
+
+    /// The document with `api_url` (the default one points at a closed port).
+    pub fn doc_with_api(&self, role: &str, xlog: u64, api_url: &str) -> MemberDoc {
         MemberDoc {
             conn_url: format!("postgres://127.0.0.1:{}/postgres", self.spec.port),
-            api_url: "http://127.0.0.1:9/patroni".into(),
+            api_url: api_url.into(),
             state: "running".into(),
             role: role.into(),
             version: "0.1.0".into(),
@@ -125,6 +134,15 @@ impl Member {
         self.dcs.keepalive().await.expect("keepalive");
         self.dcs
             .touch_member(&self.doc(role, xlog))
+            .await
+            .expect("touch member");
+    }
+
+    /// Publish this member's document with a live `api_url`.
+    pub async fn publish_api(&self, role: &str, xlog: u64, api_url: &str) {
+        self.dcs.keepalive().await.expect("keepalive");
+        self.dcs
+            .touch_member(&self.doc_with_api(role, xlog, api_url))
             .await
             .expect("touch member");
     }
@@ -459,4 +477,43 @@ pub async fn server_of(client: &tokio_postgres::Client) -> (bool, u16) {
         .expect("query");
     let port: i32 = row.get(1);
     (row.get(0), u16::try_from(port).expect("port"))
+}
+
+/// psql (from PostgreSQL 15) with `conninfo`, running each of `commands` (`-X -tA`,
+/// `ON_ERROR_STOP`), with the superuser's password in the environment.
+pub async fn psql(conninfo: &str, commands: &[&str]) -> std::process::Output {
+    let mut command = tokio::process::Command::new(format!("{BIN_DIR}/psql"));
+    command.args(["-X", "-tA", "-v", "ON_ERROR_STOP=1"]);
+    for c in commands {
+        command.args(["-c", c]);
+    }
+    let run = command
+        .arg(conninfo)
+        .env("PGPASSWORD", "super secret")
+        .env("PGCONNECT_TIMEOUT", "10")
+        .kill_on_drop(true)
+        .output();
+    tokio::time::timeout(T * 2, run)
+        .await
+        .expect("psql finished in time")
+        .expect("run psql: install it with `apt-get install -y postgresql-15`")
+}
+
+/// psql's standard output, trimmed; panics with its standard error when it failed.
+pub fn psql_ok(out: &std::process::Output, what: &str) -> String {
+    assert!(
+        out.status.success(),
+        "{what}: psql failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+/// A libpq connection string to `addr` as `user`.
+pub fn conninfo(addr: SocketAddr, user: &str, dbname: &str, extra: &str) -> String {
+    format!(
+        "host={} port={} user={user} dbname={dbname} connect_timeout=10 {extra}",
+        addr.ip(),
+        addr.port()
+    )
 }

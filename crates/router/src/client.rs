@@ -1,0 +1,108 @@
+//! A client connection as the session code sees it: plain TCP, or TLS terminated by the
+//! router (`tls: terminate`). Both read and write the same way during the startup; at the
+//! hand-over each goes to its own relay (`relay::forward` for TCP, `tls::forward` for TLS).
+
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::TcpStream;
+use tokio_rustls::server::TlsStream;
+
+use crate::handshake::Ready;
+use crate::protocol::Target;
+use crate::shared::Shared;
+use crate::topology::Backend;
+use crate::{relay, tls};
+
+pub(crate) enum Client {
+    Plain(TcpStream),
+    /// Boxed: the TLS state is large and most clients are plain.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl Client {
+    pub(crate) fn is_tls(&self) -> bool {
+        matches!(self, Client::Tls(_))
+    }
+
+    /// Forward the session after the startup.
+    pub(crate) async fn forward(
+        self,
+        shared: Arc<Shared>,
+        server: TcpStream,
+        ready: Ready,
+        backend: Backend,
+        role: Target,
+        close_when_not_leader: bool,
+    ) {
+        match self {
+            Client::Plain(client) => {
+                relay::forward(
+                    shared,
+                    client,
+                    server,
+                    ready,
+                    backend,
+                    role,
+                    close_when_not_leader,
+                )
+                .await
+            }
+            Client::Tls(client) => {
+                tls::forward(
+                    shared,
+                    *client,
+                    server,
+                    ready,
+                    backend,
+                    role,
+                    close_when_not_leader,
+                )
+                .await
+            }
+        }
+    }
+}
+
+impl AsyncRead for Client {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Client::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Client::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Client {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Client::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Client::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Client::Plain(s) => Pin::new(s).poll_flush(cx),
+            Client::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Client::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Client::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
