@@ -87,4 +87,12 @@ pub trait Commands: Send + Sync + 'static {
     ) -> BoxFuture<'_, Result<bool, DcsError>>;
     /// Hand a local operation to the agent loop and wait for its answer.
     fn local(&self, command: LocalCommand) -> BoxFuture<'_, CommandOutcome>;
+    /// `POST /failsafe` from `leader`, a leader without the DCS in failsafe mode: promise
+    /// not to race for the leader key nor promote for ttl (200), or refuse (409) when this
+    /// member runs a primary or claims the leader key. Answered at once, never by waiting for
+    /// the agent loop. The default refuses (an API without an agent behind it).
+    fn failsafe(&self, leader: &str) -> CommandOutcome {
+        let _ = leader;
+        CommandOutcome::refused(503, "failsafe mode is not served here")
+    }
 }

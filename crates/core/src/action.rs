@@ -48,6 +48,9 @@ pub enum Action {
     },
     /// Delete the `failover` key (done, refused, or stale).
     ClearFailover,
+    /// Leader in failsafe mode: write the `failsafe` key naming these members (the agent
+    /// adds each member's `api_url`).
+    WriteFailsafe { members: Vec<String> },
     /// Leader: put `synchronous_standby_names` in force (`None`: asynchronous) and reload.
     SetSyncStandbyNames { names: Option<SyncStandbyNames> },
     // --- PostgreSQL (quick, done inline) ---
@@ -89,7 +92,8 @@ impl Action {
             | Action::WriteStatus { .. }
             | Action::AppendHistory { .. }
             | Action::WriteSync { .. }
-            | Action::ClearFailover => true,
+            | Action::ClearFailover
+            | Action::WriteFailsafe { .. } => true,
             Action::SyncSlots { .. }
             | Action::Repoint { .. }
             | Action::MoveDataAside { .. }

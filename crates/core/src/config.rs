@@ -38,6 +38,10 @@ pub struct HaConfig {
     /// Synchronous replication (`synchronous_mode`, `synchronous_mode_strict`,
     /// `synchronous_node_count`).
     pub synchronous: SyncConfig,
+    /// DCS failsafe mode (`failsafe_mode`, Patroni 3): a leader that cannot reach the DCS
+    /// keeps its primary while every member of the failsafe topology acknowledges it
+    /// (`POST /failsafe`), see [`crate::failsafe`].
+    pub failsafe_mode: bool,
 }
 
 /// How the leader manages synchronous replication.
@@ -91,6 +95,7 @@ impl HaConfig {
             not_streaming_timeout_ms: 8_000,
             paused: false,
             synchronous: SyncConfig::off(),
+            failsafe_mode: false,
         }
     }
 

@@ -5,6 +5,7 @@
 
 use crate::action::{Action, StopMode};
 use crate::election::{evaluate_candidacy, Candidacy};
+use crate::failsafe;
 use crate::observation::{DcsView, Initialize, JobKind, JobView, LocalPg, Observation, RunningPg};
 use crate::reason::Reason;
 use crate::state::{MemberState, Phase, PublishedState};
@@ -33,6 +34,11 @@ struct Facts<'a> {
     lease_ok: bool,
     /// We may run a writable primary right now.
     leader_now: bool,
+    /// Failsafe mode: the leader's primary is covered by an acknowledged failsafe round
+    /// (and no other member holds the leader key).
+    failsafe_ok: bool,
+    /// How long a promise to a failsafe leader still holds.
+    promise_left: Option<Millis>,
     view: Option<&'a DcsView>,
 }
 
@@ -52,10 +58,21 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
             Phase::Leader | Phase::RestartingPrimary | Phase::Promoting
         ),
     };
+    // Failsafe: the right of an acknowledged round, for the leader, while no other member
+    // holds the leader key (unreachable DCS, or a DCS back without a leader key).
+    let key_not_others = match view {
+        None => true,
+        Some(v) => v.leader.as_deref().is_none_or(|l| l == cfg.name),
+    };
+    let failsafe_ok = prev.phase == Phase::Leader
+        && key_not_others
+        && failsafe::right_until(cfg, obs).is_some_and(|until| now + cfg.demote_margin_ms < until);
     let facts = Facts {
         now,
         lease_ok,
-        leader_now: lease_ok && key_is_mine,
+        leader_now: (lease_ok && key_is_mine) || failsafe_ok,
+        failsafe_ok,
+        promise_left: failsafe::promise_left(obs),
         view,
     };
 
@@ -119,8 +136,13 @@ fn next_wake(
         )
     {
         wake = wake.min(now + cfg.renew_interval_ms());
-        if let Some(until) = obs.lease_valid_until {
-            // Wake in time to demote before the lease can expire.
+        // Wake in time to demote before the lease (or the failsafe right) can expire.
+        let right = obs.lease_valid_until.max(if facts.failsafe_ok {
+            failsafe::right_until(cfg, obs)
+        } else {
+            None
+        });
+        if let Some(until) = right {
             wake = wake.min(until.saturating_sub(cfg.demote_margin_ms).max(now + 1));
         }
     }
@@ -149,6 +171,12 @@ fn step(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts) -> St
     }
     // 3. Without the DCS nothing may change, except the demotion above.
     let Some(view) = f.view else {
+        if f.failsafe_ok && !f.lease_ok && obs.pg.is_primary() {
+            let remaining_ms = failsafe::right_until(cfg, obs)
+                .unwrap_or(f.now)
+                .saturating_sub(f.now + cfg.demote_margin_ms);
+            return (Reason::FailsafeLeader { remaining_ms }, vec![]);
+        }
         if f.leader_now && obs.pg.is_primary() {
             let remaining = obs
                 .lease_valid_until
@@ -282,7 +310,9 @@ fn leader_duties_if_any(
     f: &Facts,
 ) -> Vec<Action> {
     match (f.view, obs.pg.running()) {
-        (Some(view), Some(pg)) if f.leader_now && !pg.in_recovery => {
+        (Some(view), Some(pg))
+            if f.leader_now && !pg.in_recovery && view.leader.as_deref() == Some(&cfg.name) =>
+        {
             leader_duties(s, cfg, view, pg)
         }
         _ => vec![],
@@ -314,6 +344,12 @@ fn leader_duties(s: &MemberState, cfg: &HaConfig, view: &DcsView, pg: &RunningPg
             .map(|(name, _)| name.clone())
             .collect();
         actions.push(Action::SyncSlots { members });
+    }
+    if cfg.failsafe_mode {
+        let members = failsafe::topology(view, &cfg.name);
+        if view.failsafe.as_ref() != Some(&members) {
+            actions.push(Action::WriteFailsafe { members });
+        }
     }
     actions
 }
@@ -422,6 +458,12 @@ fn holding_leader_key(
             }
             actions.extend(sync::manage(s, cfg, view, pg, obs.configured_sync.as_ref()));
             (reason, actions)
+        }
+        LocalPg::Running(_) if f.promise_left.is_some() => {
+            // We promised a failsafe leader that may still run its primary: no promotion
+            // before the promise ends (the race that gave us the key crossed the promise).
+            let remaining_ms = f.promise_left.unwrap_or(0);
+            (Reason::FailsafePromised { remaining_ms }, vec![])
         }
         LocalPg::Running(pg) => {
             s.phase = Phase::Promoting;
@@ -757,6 +799,16 @@ fn leaderless(
     s.restart_deadline = None;
     s.not_streaming_since = None;
     match &obs.pg {
+        LocalPg::Running(pg) if !pg.in_recovery && f.failsafe_ok => {
+            // A failsafe leader whose lease expired while the DCS was away: nobody else may
+            // race (each member promised, or is outside the topology), so take the key back.
+            // If another member got it first, the next cycle sees it and rule 1 demotes.
+            s.phase = Phase::Leader;
+            (
+                Reason::FailsafeRetakingLeaderKey,
+                vec![Action::AcquireLeader],
+            )
+        }
         LocalPg::Running(pg) if pg.in_recovery => {
             match switchover::replica_side(cfg, view, f.now - since) {
                 ReplicaSide::StandAside { candidate } => {
@@ -766,11 +818,25 @@ fn leaderless(
                 ReplicaSide::RaceNow => {
                     // In synchronous mode the requested candidate still has to be a member
                     // that holds every acknowledged commit, and no named member may be ahead.
-                    let allowed = !cfg.synchronous.enabled()
-                        || matches!(
-                            evaluate_candidacy(cfg, pg, view, &obs.peers, f.now - since),
-                            Candidacy::Eligible { .. }
+                    let allowed = if cfg.synchronous.enabled() {
+                        let candidacy = evaluate_candidacy(
+                            cfg,
+                            pg,
+                            view,
+                            &obs.peers,
+                            f.now - since,
+                            f.promise_left,
                         );
+                        matches!(candidacy, Candidacy::Eligible { .. })
+                    } else {
+                        // The failsafe rules hold for a requested candidate too.
+                        f.promise_left.is_none()
+                            && !(cfg.failsafe_mode
+                                && view
+                                    .failsafe
+                                    .as_ref()
+                                    .is_some_and(|k| !k.contains(&cfg.name)))
+                    };
                     if allowed && !cfg.nofailover {
                         s.phase = Phase::Candidate;
                         return (Reason::SwitchoverCandidate, vec![Action::AcquireLeader]);
@@ -778,7 +844,8 @@ fn leaderless(
                 }
                 ReplicaSide::Ordinary => {}
             }
-            let candidacy = evaluate_candidacy(cfg, pg, view, &obs.peers, f.now - since);
+            let candidacy =
+                evaluate_candidacy(cfg, pg, view, &obs.peers, f.now - since, f.promise_left);
             match candidacy {
                 Candidacy::Eligible {
                     lsn,

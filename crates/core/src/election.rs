@@ -20,6 +20,10 @@
 //!    with may be stale, or the WAL was never replicated), it still races once the cluster
 //!    has been leaderless for a full `ttl`: a cluster is never left without a leader only
 //!    because every replica looks too lagged. Synchronous mode never takes this path.
+//! 7. Failsafe mode: a member that promised a failsafe leader (`POST /failsafe`) does not
+//!    race until the promise ends, and a member the `failsafe` key does not name never races
+//!    (the leader without the DCS did not ask it; see `failsafe.rs`); such a member does
+//!    not compete in rule 3 either.
 
 use std::collections::BTreeMap;
 
@@ -57,6 +61,10 @@ pub enum Candidacy {
     NotSynchronous(String),
     /// On an older timeline than the cluster's newest: its WAL may have diverged.
     OldTimeline { mine: u32, newest: u32 },
+    /// Failsafe mode: promised a leader without the DCS not to compete for this long.
+    FailsafePromised { remaining_ms: Millis },
+    /// Failsafe mode: the `failsafe` key does not name this member.
+    NotInFailsafeTopology,
 }
 
 /// Decide whether this replica races for the leader key (see the module rule).
@@ -66,9 +74,21 @@ pub fn evaluate_candidacy(
     view: &DcsView,
     peers: &BTreeMap<String, PeerView>,
     leaderless_for: Millis,
+    failsafe_promise_left: Option<Millis>,
 ) -> Candidacy {
     if cfg.nofailover {
         return Candidacy::NoFailoverTag;
+    }
+    if let Some(remaining_ms) = failsafe_promise_left {
+        return Candidacy::FailsafePromised { remaining_ms };
+    }
+    if cfg.failsafe_mode
+        && view
+            .failsafe
+            .as_ref()
+            .is_some_and(|k| !k.contains(&cfg.name))
+    {
+        return Candidacy::NotInFailsafeTopology;
     }
     let sync = cfg.synchronous.enabled();
     let named: Vec<String> = if sync {
@@ -120,7 +140,15 @@ pub fn evaluate_candidacy(
         }
         reference = reference.max(peer_lsn);
         // In synchronous mode only the named members can be promoted: only they compete.
+        // A peer outside the failsafe topology never races, so it does not compete either
+        // (else a cluster whose best member is outside could stay leaderless).
+        let outside_topology = cfg.failsafe_mode
+            && view
+                .failsafe
+                .as_ref()
+                .is_some_and(|k| !k.iter().any(|n| n == name));
         let competes = !*nofailover
+            && !outside_topology
             && if sync {
                 named.contains(name)
             } else {

@@ -16,6 +16,7 @@ mod action;
 mod config;
 mod decide;
 mod election;
+pub mod failsafe;
 mod observation;
 mod reason;
 mod state;

@@ -29,6 +29,14 @@ pub struct Observation {
     /// The `synchronous_standby_names` the agent last put in force on this member
     /// (`None` when it never set one: asynchronous).
     pub configured_sync: Option<SyncStandbyNames>,
+    /// Failsafe mode, leader without the DCS: the send time of the latest round of
+    /// `POST /failsafe` that every member of the failsafe topology acknowledged (`None`:
+    /// none yet). The right it gives is measured from the send time, like the lease.
+    pub failsafe_acked_at: Option<Millis>,
+    /// Until when this member promised a failsafe leader not to race for the leader key nor
+    /// promote (receipt of its `POST /failsafe` plus ttl). A freshly started agent sets it to
+    /// its start plus ttl: it may have promised in its previous life and forgotten.
+    pub failsafe_promised_until: Option<Millis>,
 }
 
 /// `synchronous_standby_names` as pgbaton writes it: `FIRST n (a, b)`, `ANY n (a, b)` or `*`.
@@ -195,6 +203,9 @@ pub struct DcsView {
     pub failover: Option<FailoverRequest>,
     /// The `sync` key: the members every acknowledged commit has reached.
     pub sync: Option<SyncKey>,
+    /// The `failsafe` key: the members of the failsafe topology the leader last wrote
+    /// (sorted; `None` when absent or unreadable).
+    pub failsafe: Option<Vec<String>>,
 }
 
 /// The `failover` key: a planned switchover (`leader` set) or a manual failover.

@@ -27,6 +27,16 @@ pub enum Reason {
         remaining_ms: Millis,
     },
     DcsUnreachable,
+    /// DCS unreachable; failsafe mode: every member acknowledged this leader.
+    FailsafeLeader {
+        remaining_ms: Millis,
+    },
+    /// The DCS answers again without a leader key: the failsafe leader takes it back.
+    FailsafeRetakingLeaderKey,
+    /// Holding the leader key, but promised a failsafe leader not to promote yet.
+    FailsafePromised {
+        remaining_ms: Millis,
+    },
     ClaimingInitialize,
     Bootstrapping,
     BootstrapFailed(String),
@@ -121,6 +131,18 @@ impl fmt::Display for Reason {
                 "DCS unreachable; staying leader while the lease is certainly valid ({remaining_ms} ms left)"
             ),
             DcsUnreachable => write!(f, "DCS unreachable; no change"),
+            FailsafeLeader { remaining_ms } => write!(
+                f,
+                "DCS unreachable; failsafe mode: every member acknowledged this leader, staying primary ({remaining_ms} ms left)"
+            ),
+            FailsafeRetakingLeaderKey => write!(
+                f,
+                "DCS reachable again without a leader key; failsafe leader: taking the leader key back"
+            ),
+            FailsafePromised { remaining_ms } => write!(
+                f,
+                "holding the leader key but promised a failsafe leader not to promote; waiting {remaining_ms} ms"
+            ),
             ClaimingInitialize => write!(f, "cluster not initialized; racing to bootstrap it"),
             Bootstrapping => write!(f, "won the initialize race; bootstrapping a new cluster"),
             BootstrapFailed(e) => write!(f, "bootstrap failed ({e}); giving the initialize race back"),
@@ -195,6 +217,14 @@ impl fmt::Display for Reason {
                 ),
                 Candidacy::Eligible { .. } => write!(f, "no leader; eligible"),
                 Candidacy::NotSynchronous(why) => write!(f, "no leader; not racing: {why}"),
+                Candidacy::FailsafePromised { remaining_ms } => write!(
+                    f,
+                    "no leader; not racing: promised a failsafe leader without the DCS not to compete ({remaining_ms} ms left)"
+                ),
+                Candidacy::NotInFailsafeTopology => write!(
+                    f,
+                    "no leader; not racing: failsafe mode and the failsafe key does not name this member"
+                ),
                 Candidacy::OldTimeline { mine, newest } => write!(
                     f,
                     "no leader; not racing: on timeline {mine}, older than the cluster's timeline {newest} (rewind or re-clone needed first)"

@@ -70,12 +70,15 @@ impl Obs {
                     config_present: true,
                     failover: None,
                     sync: None,
+                    failsafe: None,
                 }),
                 lease_valid_until: Some(103_000),
                 peers: BTreeMap::new(),
                 configured_upstream: None,
                 unix_now_ms: 1_800_000_000_000,
                 configured_sync: None,
+                failsafe_acked_at: None,
+                failsafe_promised_until: None,
             },
         }
     }

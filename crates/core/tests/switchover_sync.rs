@@ -78,6 +78,7 @@ fn view(leader: Option<&str>) -> DcsView {
         config_present: true,
         failover: None,
         sync: None,
+        failsafe: None,
     }
 }
 
@@ -92,6 +93,8 @@ fn obs(pg: LocalPg, view: DcsView) -> Observation {
         configured_upstream: None,
         unix_now_ms: 1_800_000_000_000,
         configured_sync: None,
+        failsafe_acked_at: None,
+        failsafe_promised_until: None,
     }
 }
 

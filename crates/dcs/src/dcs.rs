@@ -97,6 +97,11 @@ pub trait Dcs: Send + Sync + 'static {
         expected_revision: Option<i64>,
     ) -> impl Future<Output = Result<bool, DcsError>> + Send;
     fn delete_failover(&self) -> impl Future<Output = Result<(), DcsError>> + Send;
+    /// Write `failsafe` (no lease): the failsafe topology, member name → `api_url`.
+    fn set_failsafe(
+        &self,
+        members: &std::collections::BTreeMap<String, String>,
+    ) -> impl Future<Output = Result<(), DcsError>> + Send;
     /// Delete `members/<name>` of another member (the leader cleans up members that left) —
     /// only used by ctl/remove.
     fn delete_member(&self, name: &str) -> impl Future<Output = Result<(), DcsError>> + Send;

@@ -272,6 +272,8 @@ pub struct ClusterState {
     pub status: Option<StatusDoc>,
     pub sync: Option<Versioned<SyncDoc>>,
     pub failover: Option<Versioned<FailoverDoc>>,
+    /// `failsafe`: the failsafe topology the leader wrote, member name → `api_url`.
+    pub failsafe: Option<BTreeMap<String, String>>,
     /// The etcd revision at which this snapshot was read.
     pub revision: i64,
 }

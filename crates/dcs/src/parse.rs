@@ -33,7 +33,9 @@ pub enum KeyKind<'a> {
     Status,
     Sync,
     Failover,
-    /// A key pgbaton does not read (e.g. `failsafe`, Patroni's old `optime/leader`).
+    /// `failsafe`: the failsafe topology, `{"member": "api_url", ...}`.
+    Failsafe,
+    /// A key pgbaton does not read (e.g. Patroni's old `optime/leader`).
     Other,
 }
 
@@ -48,6 +50,7 @@ pub fn classify<'a>(prefix: &str, key: &'a str) -> Option<KeyKind<'a>> {
         keys::STATUS => KeyKind::Status,
         keys::SYNC => KeyKind::Sync,
         keys::FAILOVER => KeyKind::Failover,
+        keys::FAILSAFE => KeyKind::Failsafe,
         other => match other.strip_prefix(keys::MEMBERS) {
             Some(name) if !name.is_empty() && !name.contains('/') => KeyKind::Member(name),
             _ => KeyKind::Other,
@@ -139,6 +142,8 @@ pub fn parse_cluster<'a>(
                     mod_revision: entry.mod_revision,
                 });
             }
+            // Unreadable: as if absent (every member then reads it the same way).
+            KeyKind::Failsafe => state.failsafe = lenient(json(&entry)),
             KeyKind::Other => {}
         }
     }
@@ -178,7 +183,7 @@ mod tests {
         assert_eq!(classify(P, "/service/c/status"), Some(KeyKind::Status));
         assert_eq!(classify(P, "/service/c/sync"), Some(KeyKind::Sync));
         assert_eq!(classify(P, "/service/c/failover"), Some(KeyKind::Failover));
-        assert_eq!(classify(P, "/service/c/failsafe"), Some(KeyKind::Other));
+        assert_eq!(classify(P, "/service/c/failsafe"), Some(KeyKind::Failsafe));
         assert_eq!(
             classify(P, "/service/c/optime/leader"),
             Some(KeyKind::Other)
@@ -232,6 +237,10 @@ mod tests {
             Some("node2".into())
         );
         assert_eq!(s.leader_optime(), Some(67404768));
+        assert_eq!(
+            s.failsafe,
+            Some([("node1".to_string(), "x".to_string())].into())
+        );
     }
 
     #[test]

@@ -349,6 +349,14 @@ async fn documents_round_trip<B: Backend>() {
     assert_eq!(state.failover, None);
     assert!(!state.members.contains_key("b"));
     assert!(state.members.contains_key("a"));
+
+    // The failsafe topology (Patroni's `{"member": "api_url"}`), a plain put.
+    let topology = BTreeMap::from([
+        ("a".to_string(), "http://127.0.0.1:8008/patroni".to_string()),
+        ("b".to_string(), "http://127.0.0.1:8009/patroni".to_string()),
+    ]);
+    a.set_failsafe(&topology).await.expect("failsafe");
+    assert_eq!(a.load().await.expect("load").failsafe, Some(topology));
 }
 
 /// Wait for the next notification; false on timeout.

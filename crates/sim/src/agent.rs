@@ -2,7 +2,9 @@
 //! cycles (the core's `MemberState`, its lease, the last job failure) and whether the
 //! process lives, runs or is stopped (SIGSTOP).
 
-use pgbaton_core::{Decision, JobKind, MemberState, Millis, Observation, Phase, SyncStandbyNames};
+use pgbaton_core::{
+    DcsView, Decision, JobKind, MemberState, Millis, Observation, Phase, SyncStandbyNames,
+};
 
 use crate::dcs::LeaseId;
 
@@ -39,6 +41,15 @@ pub struct Agent {
     pub reading: bool,
     /// A wake-up came while reading: cycle again right after.
     pub retrigger: bool,
+    /// Failsafe mode: the cluster as this process last read it (whom a failsafe round asks).
+    pub last_view: Option<DcsView>,
+    /// Failsafe leader: send time of the last round every member acknowledged.
+    pub failsafe_acked_at: Option<Millis>,
+    /// Send time of that round plus ttl: the right it gives (for invariant 1).
+    pub failsafe_valid_until: Option<Millis>,
+    /// Member: the promise given to a failsafe leader (receipt + ttl); a new process starts
+    /// with its start + ttl (it may have promised in its previous life).
+    pub failsafe_promised_until: Option<Millis>,
 }
 
 /// A decision whose actions wait for the stopped agent to resume.
@@ -67,6 +78,10 @@ impl Agent {
             pending: None,
             reading: false,
             retrigger: false,
+            last_view: None,
+            failsafe_acked_at: None,
+            failsafe_valid_until: None,
+            failsafe_promised_until: None,
         }
     }
 
@@ -92,10 +107,11 @@ impl Agent {
     }
 
     /// Invariant 1's notion: a live, running agent that believes it holds an unexpired
-    /// lease as leader.
+    /// lease (or failsafe right) as leader.
     pub fn believes_leader(&self, now: Millis) -> bool {
+        let right = self.lease_valid_until.max(self.failsafe_valid_until);
         self.running()
-            && self.lease_valid_until.is_some_and(|u| u > now)
+            && right.is_some_and(|u| u > now)
             && matches!(
                 self.state.phase,
                 Phase::Leader | Phase::Promoting | Phase::RestartingPrimary

@@ -67,10 +67,20 @@ impl World {
             member.agent.state.phase,
             Phase::Leader | Phase::Promoting | Phase::RestartingPrimary
         ) || member.pg.is_running_primary();
-        match member.agent.lease_valid_until {
-            Some(until) if leading && self.flaw != Some(Flaw::UncappedDcsTimeout) => cfg
-                .retry_timeout_ms
-                .min(until.saturating_sub(self.now + cfg.demote_margin_ms)),
+        let lease_left = member
+            .agent
+            .lease_valid_until
+            .map(|until| until.saturating_sub(self.now + cfg.demote_margin_ms));
+        // A failsafe leader also needs time for its round after the read: half of what is left.
+        let failsafe_left = member
+            .agent
+            .failsafe_valid_until
+            .filter(|_| cfg.failsafe_mode)
+            .map(|until| until.saturating_sub(self.now + cfg.demote_margin_ms) / 2);
+        match lease_left.max(failsafe_left) {
+            Some(left) if leading && self.flaw != Some(Flaw::UncappedDcsTimeout) => {
+                cfg.retry_timeout_ms.min(left)
+            }
             _ => cfg.retry_timeout_ms,
         }
     }
@@ -168,8 +178,11 @@ impl World {
 
     fn observe(&mut self, m: usize, reach: Reach) -> Observation {
         let view = reach.in_time.then(|| self.dcs.view());
-        if view.is_some() {
+        if let Some(v) = &view {
             self.members[m].agent.sync_rev_seen = self.dcs.sync_rev;
+            self.members[m].agent.last_view = Some(v.clone());
+        } else {
+            self.failsafe_round(m);
         }
         let peers = match &view {
             Some(v) if v.leader.is_none() => self.peer_reports(m),
@@ -190,6 +203,8 @@ impl World {
             configured_upstream: member.agent.configured_upstream.clone(),
             unix_now_ms: self.unix_now_ms(),
             configured_sync: member.agent.configured_sync.clone(),
+            failsafe_acked_at: member.agent.failsafe_acked_at,
+            failsafe_promised_until: member.agent.failsafe_promised_until,
         }
     }
 
@@ -320,6 +335,7 @@ impl World {
             Action::WriteSync { members, quorum } => {
                 self.write_sync(m, members, *quorum);
             }
+            Action::WriteFailsafe { members } => self.dcs.failsafe = Some(members.clone()),
             Action::ClearFailover if self.dcs.failover.is_some() => {
                 self.dcs.failover = None;
                 self.log(m, "deleted the failover key".to_string());

@@ -59,6 +59,8 @@ pub struct Dcs {
     pub sync_rev: u64,
     /// The `failover` key: a pending switchover.
     pub failover: Option<FailoverRequest>,
+    /// The `failsafe` key: the failsafe topology the leader wrote (permanent, no lease).
+    pub failsafe: Option<Vec<String>>,
 }
 
 impl Dcs {
@@ -90,6 +92,7 @@ impl Dcs {
             config_present: self.config_present,
             failover: self.failover.clone(),
             sync: self.sync.clone(),
+            failsafe: self.failsafe.clone(),
         }
     }
 

@@ -178,6 +178,68 @@ pub fn random_schedule(
     faults
 }
 
+/// A schedule focused on DCS trouble, for failsafe mode: mostly etcd outages and partitions
+/// of members from etcd (long ones too), mixed with what makes a failsafe round fail or a
+/// promise matter (agent kills and stops, isolation from the members, node crashes).
+/// Drawn from its own generator seeded with `seed`.
+pub fn random_dcs_schedule(
+    seed: u64,
+    members: usize,
+    ttl_ms: Millis,
+    from_ms: Millis,
+    until_ms: Millis,
+    rate_per_min: f64,
+) -> Vec<ScriptedFault> {
+    use rand::SeedableRng;
+    let mut rng = StdRng::seed_from_u64(seed ^ 0xfa11_5afe);
+    let mut faults = Vec::new();
+    if rate_per_min <= 0.0 || until_ms <= from_ms {
+        return faults;
+    }
+    let mean_gap = (60_000.0 / rate_per_min).max(1.0) as Millis;
+    let mut at = from_ms + rng.random_range(0..=mean_gap);
+    while at < until_ms {
+        let target = if rng.random_bool(0.5) {
+            Target::Leader
+        } else {
+            Target::Member(rng.random_range(0..members))
+        };
+        let ttl = ttl_ms;
+        let kind = match rng.random_range(0..100) {
+            0..25 => FaultKind::DcsOutage {
+                ms: rng.random_range(ttl / 2..=6 * ttl),
+            },
+            25..50 => FaultKind::PartitionFromDcs {
+                ms: rng.random_range(ttl / 2..=5 * ttl),
+            },
+            50..62 => FaultKind::KillAgent {
+                down_ms: rng.random_range(500..=2 * ttl),
+            },
+            62..74 => FaultKind::IsolateFromMembers {
+                ms: rng.random_range(1_000..=4 * ttl),
+            },
+            74..84 => FaultKind::StallAgent {
+                ms: rng.random_range(ttl / 4..=2 * ttl),
+                mid_cycle: rng.random_bool(0.5),
+            },
+            84..92 => FaultKind::CrashMember {
+                down_ms: rng.random_range(500..=3 * ttl),
+            },
+            _ => FaultKind::DelayMessages {
+                ms: rng.random_range(2_000..=4 * ttl),
+                max_delay_ms: rng.random_range(100..=2_000),
+            },
+        };
+        faults.push(ScriptedFault {
+            at_ms: at,
+            target,
+            kind,
+        });
+        at += rng.random_range(1..=2 * mean_gap);
+    }
+    faults
+}
+
 fn random_kind(rng: &mut StdRng, ttl: Millis) -> FaultKind {
     match rng.random_range(0..112) {
         0..15 => FaultKind::CrashMember {

@@ -12,7 +12,8 @@
 //! decide, act), `agent`, `postgres` (data directory and postmaster), `replication` (writes
 //! and streaming per tick), `syncrep` (pg_stat_replication, which standbys commits wait
 //! for), `commits` (client commits, acknowledgements, invariants 6–8), `jobs` (background
-//! operations), `dcs`, `net`, `faults`, `invariants`, `report`.
+//! operations), `dcs`, `failsafe` (the `POST /failsafe` rounds of failsafe mode), `net`,
+//! `faults`, `invariants`, `report`.
 //!
 //! Synchronous mode (`SimConfig::synchronous`): clients commit on every writable primary;
 //! a commit is acknowledged when the standbys `synchronous_standby_names` makes PostgreSQL
@@ -29,6 +30,7 @@ mod agent;
 mod commits;
 mod cycle;
 mod dcs;
+mod failsafe;
 mod faults;
 mod invariants;
 mod jobs;
@@ -40,7 +42,9 @@ mod syncrep;
 mod world;
 
 pub use commits::Ack;
-pub use faults::{random_schedule, Candidate, FaultKind, ScriptedFault, Target};
+pub use faults::{
+    random_dcs_schedule, random_schedule, Candidate, FaultKind, ScriptedFault, Target,
+};
 pub use pgbaton_core::{HaConfig, Millis, SyncConfig, SyncMode};
 pub use report::{Happening, SimReport, Violation, ViolationKind};
 
@@ -93,6 +97,9 @@ pub enum Flaw {
     /// A leader waits for a slow DCS read as long as `retry_timeout` even when its demotion
     /// deadline comes earlier.
     UncappedDcsTimeout,
+    /// Failsafe mode: a member accepts a leader's `POST /failsafe` but does not keep its
+    /// promise (it races for the leader key and promotes as if it had not answered).
+    FailsafeForgetsPromise,
 }
 
 impl SimConfig {

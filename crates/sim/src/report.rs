@@ -108,6 +108,13 @@ pub enum Happening {
         members: Vec<String>,
         quorum: Option<u32>,
     },
+    /// A failsafe leader without the DCS sent a round of `POST /failsafe`; `acked`: every
+    /// member of the topology accepted.
+    FailsafeRound {
+        at: Millis,
+        member: String,
+        acked: bool,
+    },
     /// The `failover` key was written (a switchover request).
     SwitchoverRequested {
         at: Millis,

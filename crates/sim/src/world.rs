@@ -409,6 +409,11 @@ impl World {
     /// decides once the adopting keepalive is answered.
     fn start_agent(&mut self, m: usize) {
         self.members[m].agent.start();
+        let cfg = &self.members[m].cfg;
+        if cfg.failsafe_mode {
+            // It may have promised a failsafe leader before it died, and forgot.
+            self.members[m].agent.failsafe_promised_until = Some(self.now + cfg.ttl_ms);
+        }
         let name = self.members[m].name.clone();
         let adopt = match &self.dcs.leader {
             Some(k)

@@ -4,6 +4,7 @@
 //! state before anything is written.
 
 mod config;
+mod failsafe;
 mod local;
 mod switchover;
 
@@ -55,6 +56,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/reinit", post(local::reinitialize))
         .route("/config", patch(config::patch_config))
         .route("/config", put(config::put_config))
+        .route("/failsafe", post(failsafe::post_failsafe))
 }
 
 /// A plain-text answer (what Patroni's write endpoints send and patronictl prints).

@@ -353,6 +353,16 @@ impl Dcs for EtcdDcs {
             .map(|_| ())
     }
 
+    async fn set_failsafe(
+        &self,
+        members: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), DcsError> {
+        let value = to_json(keys::FAILSAFE, members)?;
+        self.put_if("set failsafe", Vec::new(), keys::FAILSAFE, value)
+            .await
+            .map(|_| ())
+    }
+
     async fn set_sync(
         &self,
         doc: &SyncDoc,

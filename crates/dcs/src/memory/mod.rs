@@ -297,6 +297,23 @@ impl Dcs for MemoryDcs {
         .map(|_| ())
     }
 
+    async fn set_failsafe(
+        &self,
+        members: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), DcsError> {
+        let key = self.path.key(keys::FAILSAFE);
+        let value = to_json(&key, members)?.into_bytes();
+        self.plain(
+            Compare::Always,
+            Op::Put {
+                key,
+                value,
+                lease: 0,
+            },
+        )
+        .map(|_| ())
+    }
+
     async fn set_sync(
         &self,
         doc: &SyncDoc,

@@ -33,16 +33,23 @@ pub struct AgentCommands<D: Dcs> {
     local: mpsc::Sender<LocalRequest>,
     /// Bound of each DCS request made for the API.
     timeout: Duration,
+    /// The member side of failsafe mode (`POST /failsafe`).
+    failsafe: super::failsafe::FailsafeMember,
 }
 
 impl<D: Dcs> AgentCommands<D> {
     /// The commands handle and the receiver the agent loop reads local commands from.
-    pub fn new(dcs: Arc<D>, timeout: Duration) -> (Self, mpsc::Receiver<LocalRequest>) {
+    pub fn new(
+        dcs: Arc<D>,
+        timeout: Duration,
+        failsafe: super::failsafe::FailsafeMember,
+    ) -> (Self, mpsc::Receiver<LocalRequest>) {
         let (tx, rx) = mpsc::channel(8);
         let commands = AgentCommands {
             dcs,
             local: tx,
             timeout: timeout.max(Duration::from_secs(2)),
+            failsafe,
         };
         (commands, rx)
     }
@@ -89,6 +96,10 @@ impl<D: Dcs> Commands for AgentCommands<D> {
         Box::pin(async move {
             bounded(self.timeout, self.dcs.set_config(&value, expected_revision)).await
         })
+    }
+
+    fn failsafe(&self, leader: &str) -> CommandOutcome {
+        self.failsafe.receive(leader)
     }
 
     fn local(&self, command: LocalCommand) -> BoxFuture<'_, CommandOutcome> {

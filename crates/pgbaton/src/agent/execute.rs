@@ -127,6 +127,24 @@ impl<D: Dcs> Agent<D> {
                 bounded(timeout, dcs.delete_failover()).await?;
                 tracing::info!("failover key cleared");
             }
+            Action::WriteFailsafe { members } => {
+                let own = settings::api_url(&self.cfg);
+                let topology = members
+                    .iter()
+                    .map(|m| {
+                        let url = self
+                            .cluster
+                            .as_ref()
+                            .and_then(|c| c.members.get(m))
+                            .map(|doc| doc.api_url.clone())
+                            .filter(|u| !u.is_empty() && *m != name)
+                            .unwrap_or_else(|| own.clone());
+                        (m.clone(), url)
+                    })
+                    .collect();
+                bounded(timeout, dcs.set_failsafe(&topology)).await?;
+                tracing::info!(members = %members.join(","), "failsafe key updated");
+            }
             _ => {}
         }
         Ok(())

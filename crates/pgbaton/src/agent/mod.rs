@@ -8,6 +8,7 @@
 
 mod commands;
 mod execute;
+mod failsafe;
 mod guard;
 mod jobs;
 mod logical;
@@ -77,7 +78,11 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let auth = cfg.restapi.authentication.clone();
     let dcs_timeout = Duration::from_millis(ha.retry_timeout_ms);
     let mut agent = Agent::new(cfg, dynamic, ha, dcs, status_tx, http);
-    let (commands, local_rx) = commands::AgentCommands::new(agent.dcs.clone(), dcs_timeout);
+    let (commands, local_rx) = commands::AgentCommands::new(
+        agent.dcs.clone(),
+        dcs_timeout,
+        agent.failsafe_member.clone(),
+    );
     let commands: Arc<dyn pgbaton_api::Commands> = Arc::new(commands);
     let api = match &tls {
         Some(tls) => tokio::spawn(pgbaton_api::serve_tls(
@@ -167,6 +172,10 @@ pub struct Agent<D: Dcs> {
     last_slot_copy: Option<Instant>,
     /// Slots over the retained-WAL warning limit (warned once).
     slots_over_limit: std::collections::BTreeSet<String>,
+    /// Failsafe leader: send time of the last round every member acknowledged.
+    failsafe_acked_at: Option<Millis>,
+    /// Failsafe member side, shared with the REST API.
+    failsafe_member: failsafe::FailsafeMember,
 }
 
 impl<D: Dcs> Agent<D> {
@@ -208,6 +217,8 @@ impl<D: Dcs> Agent<D> {
             logical: Default::default(),
             last_slot_copy: None,
             slots_over_limit: Default::default(),
+            failsafe_acked_at: None,
+            failsafe_member: failsafe::FailsafeMember::default(),
             cfg,
         }
     }
@@ -229,6 +240,11 @@ impl<D: Dcs> Agent<D> {
     }
 
     async fn startup(&mut self) {
+        if self.ha.failsafe_mode {
+            // This process may have promised a failsafe leader before it was restarted.
+            self.failsafe_member
+                .startup_grace(Duration::from_millis(self.ha.ttl_ms));
+        }
         if let Some(parent) = self.spec.data_dir.parent() {
             if let Err(e) = std::fs::create_dir_all(parent) {
                 tracing::error!(dir = %parent.display(), error = %e, "cannot create the data directory's parent");
@@ -275,6 +291,12 @@ impl<D: Dcs> Agent<D> {
                 tracing::debug!(phase = %decision.state.phase, "{reason}");
             }
             self.state = decision.state.clone();
+            // Before acting: a failsafe promise must not cross a claim decided just now.
+            self.failsafe_member.set_state(
+                self.state.phase,
+                obs.pg.is_primary(),
+                Duration::from_millis(self.ha.ttl_ms),
+            );
             self.execute(&decision, &obs).await;
             self.arm_lease_guard();
             self.run_scheduled_restart().await;
@@ -326,7 +348,8 @@ impl<D: Dcs> Agent<D> {
                 | pgbaton_core::Phase::RestartingPrimary
                 | pgbaton_core::Phase::HandingOver
         );
-        match self.lease_valid_until() {
+        // A failsafe leader's right counts like the lease (whichever lasts longer).
+        match self.lease_valid_until().max(self.failsafe_valid_until()) {
             Some(until) if leading => self
                 .guard
                 .arm(until.saturating_sub(self.ha.demote_margin_ms)),

@@ -15,7 +15,16 @@ impl<D: Dcs> Agent<D> {
     /// leader must demote.
     pub(super) fn dcs_timeout(&self) -> Duration {
         let base = Duration::from_millis(self.ha.retry_timeout_ms);
-        let Some(until) = self.lease_valid_until() else {
+        let now = self.now();
+        let margin = self.ha.demote_margin_ms;
+        let lease_left = self
+            .lease_valid_until()
+            .map(|until| until.saturating_sub(now + margin));
+        // A failsafe leader also needs time for its round after a failed read: half of it.
+        let failsafe_left = self
+            .failsafe_valid_until()
+            .map(|until| until.saturating_sub(now + margin) / 2);
+        let Some(left) = lease_left.max(failsafe_left) else {
             return base;
         };
         let leading = matches!(
@@ -27,7 +36,6 @@ impl<D: Dcs> Agent<D> {
         if !leading {
             return base;
         }
-        let left = until.saturating_sub(self.now() + self.ha.demote_margin_ms);
         base.min(Duration::from_millis(left.max(50)))
     }
 
@@ -43,6 +51,9 @@ impl<D: Dcs> Agent<D> {
                 None
             }
         };
+        if dcs.is_none() && self.wants_failsafe_round() {
+            self.failsafe_round().await;
+        }
         if let Some(state) = &dcs {
             self.apply_dynamic_config(state);
             self.dcs_last_seen_unix = SystemTime::now()
@@ -79,6 +90,8 @@ impl<D: Dcs> Agent<D> {
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0),
             configured_sync: self.configured_sync.clone(),
+            failsafe_acked_at: self.failsafe_acked_at,
+            failsafe_promised_until: self.failsafe_promised_until(),
         }
     }
 
@@ -209,7 +222,7 @@ impl<D: Dcs> Agent<D> {
 }
 
 /// Run futures concurrently and collect their outputs (small, to avoid a dependency).
-async fn join_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
+pub(super) async fn join_all<F>(futs: impl IntoIterator<Item = F>) -> Vec<F::Output>
 where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,

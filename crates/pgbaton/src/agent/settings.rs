@@ -61,6 +61,7 @@ pub fn ha_config(cfg: &Config, dynamic: &DynamicConfig) -> HaConfig {
             strict: dynamic.synchronous_mode_strict,
             count: dynamic.synchronous_node_count.max(1),
         },
+        failsafe_mode: dynamic.failsafe_mode,
     }
 }
 

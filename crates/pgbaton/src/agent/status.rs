@@ -65,7 +65,19 @@ impl<D: Dcs> Agent<D> {
             .is_some_and(|until| self.now() + self.ha.demote_margin_ms < until);
         let key_mine =
             self.cluster.as_ref().and_then(|c| c.leader_name()) == Some(self.cfg.name.as_str());
-        obs.pg.is_primary() && lease_ok && key_mine && self.state.phase == Phase::Leader
+        // Failsafe: every member acknowledged us, and nobody else holds the key.
+        let key_not_others = self
+            .cluster
+            .as_ref()
+            .and_then(|c| c.leader_name())
+            .is_none_or(|l| l == self.cfg.name);
+        let failsafe_ok = key_not_others
+            && self
+                .failsafe_valid_until()
+                .is_some_and(|until| self.now() + self.ha.demote_margin_ms < until);
+        obs.pg.is_primary()
+            && ((lease_ok && key_mine) || failsafe_ok)
+            && self.state.phase == Phase::Leader
     }
 
     pub(super) fn publish_status(&self, obs: &Observation) {

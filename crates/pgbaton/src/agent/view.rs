@@ -41,6 +41,7 @@ pub fn dcs_view(state: &ClusterState) -> DcsView {
             members: s.value.members(),
             quorum: s.value.quorum,
         }),
+        failsafe: state.failsafe.as_ref().map(|k| k.keys().cloned().collect()),
     }
 }
 

@@ -22,11 +22,51 @@ pub fn env_u64(name: &str, default: u64) -> u64 {
 /// The configuration of one seed, with the exploration overrides.
 pub fn config(seed: u64) -> SimConfig {
     let mut cfg = SimConfig::new(seed);
-    // Every third seed ranks the members by `failover_priority` (m1 lowest).
-    if seed % 3 == 2 {
-        cfg.ha = ranked;
-    }
+    // Every third seed ranks the members by `failover_priority` (m1 lowest); every fourth
+    // runs in failsafe mode.
+    cfg.ha = match (seed % 3 == 2, seed % 4 == 1) {
+        (false, false) => pgbaton_sim::HaConfig::with_defaults,
+        (true, false) => ranked,
+        (false, true) => failsafe,
+        (true, true) => ranked_failsafe,
+    };
     overrides(&mut cfg);
+    cfg
+}
+
+/// Defaults with `failsafe_mode: true`.
+pub fn failsafe(name: &str) -> pgbaton_sim::HaConfig {
+    pgbaton_sim::HaConfig {
+        failsafe_mode: true,
+        ..pgbaton_sim::HaConfig::with_defaults(name)
+    }
+}
+
+fn ranked_failsafe(name: &str) -> pgbaton_sim::HaConfig {
+    pgbaton_sim::HaConfig {
+        failsafe_mode: true,
+        ..ranked(name)
+    }
+}
+
+/// A seed of the failsafe soak: failsafe mode, 3 members for even seeds and 5 for odd ones,
+/// 60 s of a DCS-focused schedule (etcd outages, partitions from etcd, agent kills and
+/// stops, isolation) at 10 faults per minute.
+pub fn failsafe_config(seed: u64) -> SimConfig {
+    let mut cfg = SimConfig::new(seed);
+    cfg.ha = failsafe;
+    cfg.members = if seed.is_multiple_of(2) { 3 } else { 5 };
+    cfg.fault_rate = 10.0;
+    overrides(&mut cfg);
+    let ttl = failsafe("m1").ttl_ms;
+    cfg.scripted = Some(pgbaton_sim::random_dcs_schedule(
+        seed,
+        cfg.members,
+        ttl,
+        cfg.fault_window_start_ms,
+        cfg.duration_ms,
+        cfg.fault_rate,
+    ));
     cfg
 }
 
@@ -199,8 +239,12 @@ pub fn sync_config(seed: u64, label: &str) -> SimConfig {
     cfg
 }
 
-/// The replay's configuration: synchronous when `PGBATON_SIM_SYNC` names one.
+/// The replay's configuration: synchronous when `PGBATON_SIM_SYNC` names one,
+/// and the failsafe soak's when `PGBATON_SIM_FAILSAFE` is set.
 pub fn replay_config(seed: u64) -> SimConfig {
+    if std::env::var("PGBATON_SIM_FAILSAFE").is_ok() {
+        return failsafe_config(seed);
+    }
     match std::env::var("PGBATON_SIM_SYNC") {
         Ok(label) => sync_config(seed, label.trim()),
         Err(_) => config(seed),

@@ -1,0 +1,75 @@
+//! DCS failsafe mode (`failsafe_mode`, as Patroni 3): the rules both sides of
+//! `POST /failsafe` follow, as pure functions the agent, the simulator and `decide` share.
+//!
+//! * **Topology.** While the DCS works, the leader keeps the `failsafe` key naming every
+//!   member it sees (itself included). In failsafe mode a member the key does not name never
+//!   races for the leader key ([`crate::Candidacy::NotInFailsafeTopology`]).
+//! * **Leader side.** Without the DCS, the leader sends `POST /failsafe` to every member of
+//!   the key and of its last cluster view ([`ack_targets`]). When all of them accept, the
+//!   round sent at `t` gives the right to run the primary until `t + ttl − demote_margin`
+//!   ([`right_until`]), like an acknowledged keepalive. Without the key there is no right.
+//! * **Member side.** A member accepts only if it neither runs a primary nor claims the
+//!   leader key ([`may_promise`]); it then promises not to race nor promote until its
+//!   receipt time plus ttl, which is later than the leader's right.
+
+use crate::observation::{DcsView, Observation};
+use crate::state::Phase;
+use crate::{HaConfig, Millis};
+
+/// The members the `failsafe` key should name: every member in the view, and the leader.
+pub fn topology(view: &DcsView, leader: &str) -> Vec<String> {
+    let mut names: Vec<String> = view.members.keys().cloned().collect();
+    if !names.iter().any(|n| n == leader) {
+        names.push(leader.to_string());
+    }
+    names.sort();
+    names
+}
+
+/// Whom a leader without the DCS must get an acknowledgement from, from its last view: the
+/// members of the `failsafe` key and of the view, but itself. `None` when the view has no
+/// `failsafe` key: members outside the topology are not held back, so no round can give a
+/// right.
+pub fn ack_targets(view: &DcsView, me: &str) -> Option<Vec<String>> {
+    let key = view.failsafe.as_ref()?;
+    let mut names: Vec<String> = key
+        .iter()
+        .chain(view.members.keys())
+        .filter(|n| n.as_str() != me)
+        .cloned()
+        .collect();
+    names.sort();
+    names.dedup();
+    Some(names)
+}
+
+/// Member side: may this member promise a failsafe leader not to compete? Not while it runs
+/// a primary or claims (or is about to use) the leader key.
+pub fn may_promise(phase: Phase, runs_primary: bool) -> bool {
+    !runs_primary
+        && !matches!(
+            phase,
+            Phase::Leader
+                | Phase::Candidate
+                | Phase::Promoting
+                | Phase::RestartingPrimary
+                | Phase::HandingOver
+                | Phase::Bootstrapping
+        )
+}
+
+/// Until when the acknowledged failsafe round lets the leader's PostgreSQL accept writes
+/// (before the demotion margin), when failsafe mode is on.
+pub fn right_until(cfg: &HaConfig, obs: &Observation) -> Option<Millis> {
+    if !cfg.failsafe_mode {
+        return None;
+    }
+    obs.failsafe_acked_at.map(|sent| sent + cfg.ttl_ms)
+}
+
+/// How long this member's promise still holds, if it does.
+pub fn promise_left(obs: &Observation) -> Option<Millis> {
+    obs.failsafe_promised_until
+        .filter(|until| *until > obs.now)
+        .map(|until| until - obs.now)
+}

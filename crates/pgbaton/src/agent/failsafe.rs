@@ -1,0 +1,202 @@
+//! DCS failsafe mode in the agent (`failsafe_mode`, Patroni 3), both sides of
+//! `POST /failsafe`; the rules themselves are `pgbaton_core::failsafe`.
+//!
+//! * **Member side** ([`FailsafeMember`]): shared between the loop and the REST API. The loop
+//!   says after every decision whether a promise may be given (no primary, no claim on the
+//!   leader key); the API handler checks that and records the promise (receipt + ttl) under
+//!   one lock, and answers at once: the loop may be stuck in a DCS request just then.
+//! * **Leader side** ([`Agent::failsafe_round`]): a leader whose DCS read failed sends the
+//!   request to every member of the failsafe topology it last read, in parallel, within a
+//!   short bound; if every one accepts, the round's *send* time is the new
+//!   `failsafe_acked_at`, and the lease guard's deadline moves with it.
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pgbaton_api::CommandOutcome;
+use pgbaton_core::{failsafe, Millis, Phase};
+use pgbaton_dcs::Dcs;
+use tokio::time::Instant;
+
+use super::{view, Agent};
+
+#[derive(Debug, Default)]
+struct MemberSide {
+    /// The last decision allows a promise (no primary, no claim on the leader key).
+    may_promise: bool,
+    /// Promised until then (a freshly started agent: start + ttl).
+    promised_until: Option<Instant>,
+    ttl: Duration,
+}
+
+/// The member side of failsafe mode, shared by the loop and the REST API.
+#[derive(Debug, Clone, Default)]
+pub struct FailsafeMember(Arc<Mutex<MemberSide>>);
+
+impl FailsafeMember {
+    fn lock(&self) -> MutexGuard<'_, MemberSide> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// At start, in failsafe mode: this process may have promised in its previous life.
+    pub fn startup_grace(&self, ttl: Duration) {
+        let mut side = self.lock();
+        side.ttl = ttl;
+        side.promised_until = Some(Instant::now() + ttl);
+    }
+
+    /// After every decision: whether a promise may be given now, and the ttl in force.
+    pub fn set_state(&self, phase: Phase, runs_primary: bool, ttl: Duration) {
+        let mut side = self.lock();
+        side.may_promise = failsafe::may_promise(phase, runs_primary);
+        side.ttl = ttl;
+    }
+
+    pub fn promised_until(&self) -> Option<Instant> {
+        self.lock().promised_until
+    }
+
+    /// `POST /failsafe` from `leader`: promise (receipt + ttl) or refuse.
+    pub fn receive(&self, leader: &str) -> CommandOutcome {
+        let mut side = self.lock();
+        if !side.may_promise {
+            return CommandOutcome::refused(
+                409,
+                format!(
+                    "not accepting {leader} as failsafe leader: this member runs a primary or claims the leader key"
+                ),
+            );
+        }
+        let until = Instant::now() + side.ttl;
+        side.promised_until = Some(side.promised_until.map_or(until, |u| u.max(until)));
+        tracing::info!(%leader, "failsafe: promised not to race for the leader key for a ttl");
+        CommandOutcome::ok("Accepted")
+    }
+}
+
+/// The URL of a member's `POST /failsafe`, from its published `api_url` (`.../patroni`).
+pub fn failsafe_url(api_url: &str) -> String {
+    let base = api_url.strip_suffix("/patroni").unwrap_or(api_url);
+    format!("{}/failsafe", base.trim_end_matches('/'))
+}
+
+impl<D: Dcs> Agent<D> {
+    /// Until when the last acknowledged round lets the primary run (core time).
+    pub(super) fn failsafe_valid_until(&self) -> Option<Millis> {
+        if !self.ha.failsafe_mode || self.state.phase != Phase::Leader {
+            return None;
+        }
+        self.failsafe_acked_at.map(|sent| sent + self.ha.ttl_ms)
+    }
+
+    /// A leader running its primary in failsafe mode sends rounds when the DCS fails it.
+    pub(super) fn wants_failsafe_round(&self) -> bool {
+        self.ha.failsafe_mode
+            && self.state.phase == Phase::Leader
+            && self.last_pg_status.as_ref().is_some_and(|s| !s.in_recovery)
+    }
+
+    /// One round of `POST /failsafe` to the topology of the last cluster read. Updates
+    /// `failsafe_acked_at` (and the guard) when every member accepted.
+    pub(super) async fn failsafe_round(&mut self) {
+        let Some(cluster) = &self.cluster else { return };
+        let me = self.cfg.name.clone();
+        let Some(targets) = failsafe::ack_targets(&view::dcs_view(cluster), &me) else {
+            tracing::warn!("failsafe: no failsafe key read yet; cannot ask the members");
+            return;
+        };
+        let body = serde_json::json!({
+            "name": me,
+            "conn_url": super::settings::conn_url(&self.cfg),
+            "api_url": super::settings::api_url(&self.cfg),
+        });
+        let bound = Duration::from_millis((self.ha.ttl_ms / 4).clamp(100, 1_000));
+        let auth = self.cfg.restapi.authentication.clone();
+        let sent_at = self.now();
+        let asks = targets.into_iter().map(|name| {
+            let url = cluster
+                .members
+                .get(&name)
+                .map(|doc| doc.api_url.clone())
+                .filter(|u| !u.is_empty())
+                .or_else(|| {
+                    cluster
+                        .failsafe
+                        .as_ref()
+                        .and_then(|k| k.get(&name).cloned())
+                });
+            let (http, body, auth) = (self.http.clone(), body.clone(), auth.clone());
+            async move {
+                let Some(url) = url else {
+                    return (name, Err("no api_url known".to_string()));
+                };
+                let mut req = http.post(failsafe_url(&url)).json(&body);
+                if let Some(c) = &auth {
+                    req = req.basic_auth(&c.username, c.password.as_deref());
+                }
+                let answer = async {
+                    let resp = req.send().await.map_err(|e| e.to_string())?;
+                    let status = resp.status();
+                    let text = resp.text().await.unwrap_or_default();
+                    if status.is_success() && text.trim() == "Accepted" {
+                        Ok(())
+                    } else {
+                        Err(format!("{status}: {}", text.trim()))
+                    }
+                };
+                let result = tokio::time::timeout(bound, answer)
+                    .await
+                    .unwrap_or_else(|_| Err(format!("no answer within {} ms", bound.as_millis())));
+                (name, result)
+            }
+        });
+        let answers = super::observe::join_all(asks).await;
+        let refused: Vec<String> = answers
+            .iter()
+            .filter_map(|(name, r)| r.as_ref().err().map(|e| format!("{name} ({e})")))
+            .collect();
+        if refused.is_empty() {
+            tracing::debug!(sent_at, "failsafe: every member acknowledged");
+            self.failsafe_acked_at = Some(sent_at);
+            self.arm_lease_guard();
+        } else {
+            tracing::warn!(refused = %refused.join(", "), "failsafe: not every member acknowledged this leader");
+        }
+    }
+
+    /// The member side's promise in core time.
+    pub(super) fn failsafe_promised_until(&self) -> Option<Millis> {
+        self.failsafe_member
+            .promised_until()
+            .map(|at| self.to_millis(at))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn failsafe_url_from_api_url() {
+        assert_eq!(
+            failsafe_url("http://127.0.0.1:8008/patroni"),
+            "http://127.0.0.1:8008/failsafe"
+        );
+        assert_eq!(failsafe_url("https://h:1/"), "https://h:1/failsafe");
+    }
+
+    #[tokio::test]
+    async fn a_member_promises_only_without_primary_or_claim() {
+        let m = FailsafeMember::default();
+        let ttl = Duration::from_secs(4);
+        m.set_state(Phase::Candidate, false, ttl);
+        assert_eq!(m.receive("node1").status, 409);
+        assert!(m.promised_until().is_none());
+        m.set_state(Phase::Replica, true, ttl);
+        assert_eq!(m.receive("node1").status, 409);
+        m.set_state(Phase::Replica, false, ttl);
+        let before = Instant::now();
+        assert_eq!(m.receive("node1").status, 200);
+        assert!(m.promised_until().is_some_and(|u| u >= before + ttl));
+    }
+}
