@@ -98,6 +98,93 @@ async fn insert_numbered(port: u16, stop: Arc<AtomicBool>, acked_ids: Arc<Mutex<
     }
 }
 
+/// A client inserting numbered rows into `acked` on the leader (see `insert_numbered`).
+struct Writer {
+    stop: Arc<AtomicBool>,
+    acked_ids: Arc<Mutex<Vec<i64>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Writer {
+    /// Create the table on `leader`, start writing, and return once `min_acked` commits
+    /// were acknowledged.
+    async fn start(cluster: &Cluster, leader: &str, min_acked: usize) -> Writer {
+        cluster
+            .query(leader, "CREATE TABLE acked (id bigint PRIMARY KEY)")
+            .await
+            .expect("creating the table on the leader");
+        let stop = Arc::new(AtomicBool::new(false));
+        let acked_ids = Arc::new(Mutex::new(Vec::new()));
+        let task = tokio::spawn(insert_numbered(
+            cluster.pg_port(leader),
+            stop.clone(),
+            acked_ids.clone(),
+        ));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while acked_ids.lock().expect("acked ids lock").len() < min_acked {
+            if Instant::now() >= deadline {
+                cluster.fail(&format!(
+                    "the client did not get {min_acked} synchronous commits within 30 s"
+                ));
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Writer {
+            stop,
+            acked_ids,
+            task,
+        }
+    }
+
+    /// Stop writing; the ids whose commit was acknowledged.
+    async fn finish(self) -> Vec<i64> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.task.await.expect("the writer task");
+        let acked = self.acked_ids.lock().expect("acked ids lock").clone();
+        acked
+    }
+}
+
+/// Poll until another member than `old` holds the leader key and runs as primary.
+async fn wait_for_new_leader(cluster: &Cluster, old: &str, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let last = match cluster.state().await {
+            Ok(state) => match (state.leader_name(), state.leader_member()) {
+                (Some(name), Some(doc))
+                    if name != old && doc.state == "running" && doc.is_primary_role() =>
+                {
+                    return name.to_string()
+                }
+                (name, _) => format!("leader {name:?}"),
+            },
+            Err(e) => format!("{e:#}"),
+        };
+        if Instant::now() >= deadline {
+            cluster.fail(&format!(
+                "no new leader within {timeout:?} of the kill ({last})"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The acknowledged ids that `member` does not have.
+async fn missing_on(cluster: &Cluster, member: &str, acked: &[i64]) -> Vec<i64> {
+    let present: std::collections::BTreeSet<i64> = cluster
+        .query(member, "SELECT id FROM acked")
+        .await
+        .expect("reading the rows on the new leader")
+        .iter()
+        .map(|v| v.parse().expect("an id"))
+        .collect();
+    acked
+        .iter()
+        .copied()
+        .filter(|id| !present.contains(id))
+        .collect()
+}
+
 /// INSERT `value` into `strict` on its own connection (after `SET statement_timeout` when
 /// given); returns when the commit was acknowledged.
 async fn insert_and_time(
@@ -128,27 +215,7 @@ async fn sync_mode_names_a_sync_standby_and_failover_promotes_it() {
         started.elapsed()
     );
 
-    cluster
-        .query(&old, "CREATE TABLE acked (id bigint PRIMARY KEY)")
-        .await
-        .expect("creating the table on the leader");
-
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked_ids = Arc::new(Mutex::new(Vec::new()));
-    let writer = tokio::spawn(insert_numbered(
-        cluster.pg_port(&old),
-        stop.clone(),
-        acked_ids.clone(),
-    ));
-
-    // Let the client commit a good number of rows before the node dies.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acked_ids.lock().expect("acked ids lock").len() < 50 {
-        if Instant::now() >= deadline {
-            cluster.fail("the client did not get 50 synchronous commits within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let writer = Writer::start(&cluster, &old, 50).await;
     // The key must still name the same standby right before the kill.
     let state = cluster.state().await.expect("reading the cluster");
     let named = state.sync.map(|s| s.value.members()).unwrap_or_default();
@@ -162,31 +229,12 @@ async fn sync_mode_names_a_sync_standby_and_failover_promotes_it() {
     let killed_at = Instant::now();
     cluster.kill_node(&old);
 
-    // A new leader: the leader key names another member whose document says running master.
-    let deadline = killed_at + Duration::from_secs(60);
-    let new = loop {
-        let last = match cluster.state().await {
-            Ok(state) => match (state.leader_name(), state.leader_member()) {
-                (Some(name), Some(doc))
-                    if name != old && doc.state == "running" && doc.is_primary_role() =>
-                {
-                    break name.to_string()
-                }
-                (name, _) => format!("leader {name:?}"),
-            },
-            Err(e) => format!("{e:#}"),
-        };
-        if Instant::now() >= deadline {
-            cluster.fail(&format!("no new leader within 60 s of the kill ({last})"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let new = wait_for_new_leader(&cluster, &old, Duration::from_secs(60)).await;
     eprintln!(
         "{new} leads {:?} after {old} was killed",
         killed_at.elapsed()
     );
-    stop.store(true, Ordering::SeqCst);
-    writer.await.expect("the writer task");
+    let acked = writer.finish().await;
     assert_eq!(
         new, standby,
         "the new leader must be the former sync standby"
@@ -196,23 +244,11 @@ async fn sync_mode_names_a_sync_standby_and_failover_promotes_it() {
         "{new} is leader but still in recovery"
     );
 
-    let acked: Vec<i64> = acked_ids.lock().expect("acked ids lock").clone();
-    let present: std::collections::BTreeSet<i64> = cluster
-        .query(&new, "SELECT id FROM acked ORDER BY id")
-        .await
-        .expect("reading the rows on the new leader")
-        .iter()
-        .map(|v| v.parse().expect("an id"))
-        .collect();
-    let missing: Vec<i64> = acked
-        .iter()
-        .copied()
-        .filter(|id| !present.contains(id))
-        .collect();
+    let missing = missing_on(&cluster, &new, &acked).await;
     eprintln!(
-        "{} commits acknowledged, {} rows on {new}",
+        "{} commits acknowledged, {} missing on {new}",
         acked.len(),
-        present.len()
+        missing.len()
     );
     assert!(
         missing.is_empty(),
@@ -416,55 +452,12 @@ async fn quorum_mode_uses_any_n_and_failover_keeps_every_acknowledged_commit() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
 
-    cluster
-        .query(&old, "CREATE TABLE acked (id bigint PRIMARY KEY)")
-        .await
-        .expect("creating the table on the leader");
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked_ids = Arc::new(Mutex::new(Vec::new()));
-    let writer = tokio::spawn(insert_numbered(
-        cluster.pg_port(&old),
-        stop.clone(),
-        acked_ids.clone(),
-    ));
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while acked_ids.lock().expect("acked ids lock").len() < 50 {
-        if Instant::now() >= deadline {
-            cluster.fail("the client did not get 50 quorum commits within 30 s");
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let writer = Writer::start(&cluster, &old, 50).await;
     let monitor = cluster.monitor_primaries();
     cluster.kill_node(&old);
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let new = loop {
-        if let Ok(state) = cluster.state().await {
-            if let (Some(name), Some(doc)) = (state.leader_name(), state.leader_member()) {
-                if name != old && doc.state == "running" && doc.is_primary_role() {
-                    break name.to_string();
-                }
-            }
-        }
-        if Instant::now() >= deadline {
-            cluster.fail("no new leader within 60 s of the kill");
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
-    stop.store(true, Ordering::SeqCst);
-    writer.await.expect("the writer task");
-    let acked: Vec<i64> = acked_ids.lock().expect("acked ids lock").clone();
-    let present: std::collections::BTreeSet<i64> = cluster
-        .query(&new, "SELECT id FROM acked")
-        .await
-        .expect("reading the rows on the new leader")
-        .iter()
-        .map(|v| v.parse().expect("an id"))
-        .collect();
-    let missing: Vec<i64> = acked
-        .iter()
-        .copied()
-        .filter(|id| !present.contains(id))
-        .collect();
+    let new = wait_for_new_leader(&cluster, &old, Duration::from_secs(60)).await;
+    let acked = writer.finish().await;
+    let missing = missing_on(&cluster, &new, &acked).await;
     assert!(
         missing.is_empty(),
         "acknowledged ids missing on the new leader {new}: {missing:?}"
