@@ -5,6 +5,7 @@
 
 mod agent;
 mod ctl;
+mod fence;
 mod http;
 mod local;
 mod logging;
@@ -51,10 +52,23 @@ enum Command {
         #[command(subcommand)]
         command: local::LocalCommand,
     },
+    /// The agent's out-of-process lease watchdog (started by the agent itself).
+    #[command(hide = true)]
+    LeaseGuard {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        agent_pid: u32,
+    },
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // The watchdog is a plain loop: no runtime (it must stay small).
+    if let Command::LeaseGuard { file, agent_pid } = &cli.command {
+        fence::run(file, *agent_pid);
+        return ExitCode::SUCCESS;
+    }
     // The router forwards bytes with one task per connection: a single thread measured
     // faster than two on a 2-core machine shared with PostgreSQL (bench/router).
     let builder = match cli.command {
@@ -80,6 +94,7 @@ fn main() -> ExitCode {
             Command::Router { config } => run_router(config).await,
             Command::Ctl(args) => ctl::run(args).await,
             Command::Local { command } => local::run(command).await,
+            Command::LeaseGuard { .. } => Ok(()), // handled before the runtime starts
         }
     });
     match result {

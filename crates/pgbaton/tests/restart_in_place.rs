@@ -1,6 +1,8 @@
 //! Crashes on the leader that must not cause a failover: its postmaster SIGKILLed (the agent
 //! restarts PostgreSQL in place), and its agent SIGKILLed and started again a second later
-//! (PostgreSQL keeps running; the agent adopts it and its lease).
+//! (PostgreSQL keeps running; the agent adopts it and its lease). And the opposite: an agent
+//! that is frozen (SIGSTOP) cannot keep a primary whose lease has run out — the lease
+//! watchdog process stops it while a replica takes over.
 
 mod common;
 
@@ -122,5 +124,66 @@ async fn leader_agent_killed_and_restarted_keeps_a_single_primary() {
             .agent_log(&leader)
             .contains("adopted a running PostgreSQL"),
         "agent.log says it adopted PostgreSQL"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_leader_agent_cannot_keep_a_writable_primary() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+
+    let cluster = Cluster::start(3).await;
+    let old = cluster.wait_until_all_streaming(UP).await;
+    let monitor = cluster.monitor_primaries();
+    let agent = Pid::from_raw(cluster.agent_pid(&old));
+    kill(agent, Signal::SIGSTOP).expect("SIGSTOP the leader's agent");
+    let frozen_at = Instant::now();
+
+    // Within ttl (4 s) and a little: the old leader's PostgreSQL no longer takes writes.
+    let deadline = frozen_at + Duration::from_secs(15);
+    loop {
+        let writable = cluster.in_recovery(&old).await.is_ok_and(|r| !r);
+        if !writable {
+            break;
+        }
+        if Instant::now() > deadline {
+            let _ = kill(agent, Signal::SIGCONT);
+            cluster.fail(&format!(
+                "{old}'s PostgreSQL still accepts writes {:?} after its agent froze",
+                frozen_at.elapsed()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let stopped_after = frozen_at.elapsed();
+
+    // Another member takes over while the agent is still frozen.
+    let deadline = Instant::now() + UP;
+    let new = loop {
+        let leader = cluster
+            .state()
+            .await
+            .ok()
+            .and_then(|s| s.leader_name().map(str::to_string));
+        if let Some(l) = leader.filter(|l| *l != old) {
+            if cluster.in_recovery(&l).await.is_ok_and(|r| !r) {
+                break l;
+            }
+        }
+        if Instant::now() > deadline {
+            let _ = kill(agent, Signal::SIGCONT);
+            cluster.fail("no other member took over from the frozen leader");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("{old}'s primary stopped {stopped_after:?} after its agent froze; {new} leads");
+
+    // Thawed, the old agent rejoins as a replica: one primary all along.
+    kill(agent, Signal::SIGCONT).expect("SIGCONT the old leader's agent");
+    cluster.wait_until_streaming(&cluster.members(), UP).await;
+    assert_single_primary(&monitor.stop());
+    assert!(
+        cluster.agent_log(&old).contains("pgbaton lease-guard"),
+        "the watchdog should say it stopped the postmaster"
     );
 }

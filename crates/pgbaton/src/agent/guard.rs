@@ -7,7 +7,11 @@
 //! unless the lease was renewed, set by the loop after every cycle and every renewal — and
 //! sends an immediate shutdown (SIGQUIT) to the postmaster when that instant passes.
 //! The loop then observes PostgreSQL stopped and the core takes it from there.
+//!
+//! The same task also writes the deadline to a file read by `pgbaton lease-guard`, a
+//! separate process (src/fence.rs) that enforces it when this process cannot run at all.
 
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,13 +27,34 @@ use super::jobs::SharedPostmaster;
 pub struct LeaseGuard {
     deadline_ms: Arc<AtomicU64>,
     origin: Instant,
+    /// CLOCK_MONOTONIC (ms) at `origin`: core time + this = the watchdog's clock.
+    monotonic_origin: u64,
+    /// The file `pgbaton lease-guard` watches.
+    file: Option<PathBuf>,
 }
 
 impl LeaseGuard {
-    pub fn new(origin: Instant) -> Self {
+    pub fn new(origin: Instant, file: Option<PathBuf>) -> Self {
+        let monotonic_origin =
+            crate::fence::monotonic_ms().saturating_sub(origin.elapsed().as_millis() as u64);
         LeaseGuard {
             deadline_ms: Arc::new(AtomicU64::new(0)),
             origin,
+            monotonic_origin,
+            file,
+        }
+    }
+
+    /// Tell the watchdog process: no deadline (the agent is stopping).
+    pub fn write_disarmed(&self) {
+        self.disarm();
+        if let Some(file) = &self.file {
+            let fence = crate::fence::Fence {
+                deadline_ms: 0,
+                postmaster: 0,
+                agent: std::process::id(),
+            };
+            let _ = fence.write(file);
         }
     }
 
@@ -44,9 +69,33 @@ impl LeaseGuard {
 
     /// Watch the deadline until the agent stops.
     pub async fn run(self, postmaster: SharedPostmaster) {
+        let mut written: Option<crate::fence::Fence> = None;
+        let mut pg_pid = 0u32;
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let deadline = self.deadline_ms.load(Ordering::SeqCst);
+            if let Ok(slot) = postmaster.try_lock() {
+                pg_pid = slot.as_ref().map_or(0, |pm| pm.pid());
+            }
+            if let Some(file) = &self.file {
+                let fence = crate::fence::Fence {
+                    deadline_ms: if deadline == 0 {
+                        0
+                    } else {
+                        self.monotonic_origin + deadline
+                    },
+                    postmaster: pg_pid,
+                    agent: std::process::id(),
+                };
+                if written != Some(fence) {
+                    match fence.write(file) {
+                        Ok(()) => written = Some(fence),
+                        Err(e) => {
+                            tracing::warn!(file = %file.display(), error = %e, "cannot write the lease deadline for the watchdog")
+                        }
+                    }
+                }
+            }
             if deadline == 0 || (self.origin.elapsed().as_millis() as u64) < deadline {
                 continue;
             }

@@ -208,7 +208,7 @@ impl<D: Dcs> Agent<D> {
             status_tx,
             http,
             wake,
-            guard: guard::LeaseGuard::new(origin),
+            guard: guard::LeaseGuard::new(origin, Some(fence_file(&cfg))),
             last_reason: String::new(),
             parameters_changed: false,
             last_leader: None,
@@ -280,6 +280,7 @@ impl<D: Dcs> Agent<D> {
         let mut dcs_events = self.dcs.subscribe();
         let pm_watch = tokio::spawn(watch_postmaster(self.postmaster.clone(), self.wake.clone()));
         let lease_guard = tokio::spawn(self.guard.clone().run(self.postmaster.clone()));
+        let mut watchdog = spawn_watchdog(&fence_file(&self.cfg));
         loop {
             let obs = self.observe().await;
             let decision = decide(&self.state, &obs, &self.ha);
@@ -324,6 +325,11 @@ impl<D: Dcs> Agent<D> {
                         pm_watch.abort();
                         lease_guard.abort();
                         self.shutdown().await;
+                        self.guard.write_disarmed();
+                        if let Some(child) = watchdog.as_mut() {
+                            let _ = child.kill();
+                            let _ = child.wait();
+                        }
                         return Ok(());
                     }
                     changed = dcs_events.changed() => {
@@ -404,5 +410,49 @@ async fn watch_postmaster(postmaster: SharedPostmaster, wake: Arc<Notify>) {
             wake.notify_one();
         }
         was_running = running;
+    }
+}
+
+/// The file the out-of-process lease guard reads: next to the data directory.
+fn fence_file(cfg: &Config) -> std::path::PathBuf {
+    let data_dir = std::path::Path::new(&cfg.postgresql.data_dir);
+    let parent = data_dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    let name = data_dir
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "data".into());
+    parent.join(format!(".{name}.pgbaton-lease"))
+}
+
+/// Start `pgbaton lease-guard` (see src/fence.rs); a failure is logged, not fatal: the
+/// in-process guard still runs.
+fn spawn_watchdog(file: &std::path::Path) -> Option<std::process::Child> {
+    let exe = match std::env::current_exe() {
+        Ok(exe) => exe,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot find the pgbaton binary to start the lease watchdog");
+            return None;
+        }
+    };
+    match std::process::Command::new(exe)
+        .arg("lease-guard")
+        .arg("--file")
+        .arg(file)
+        .arg("--agent-pid")
+        .arg(std::process::id().to_string())
+        .stdin(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(child) => {
+            tracing::info!(pid = child.id(), file = %file.display(), "lease watchdog started");
+            Some(child)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot start the lease watchdog process");
+            None
+        }
     }
 }

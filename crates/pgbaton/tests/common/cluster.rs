@@ -170,6 +170,14 @@ impl Cluster {
         self.agents.insert(name.to_string(), child);
     }
 
+    /// The pid of the member's running agent.
+    pub fn agent_pid(&self, name: &str) -> i32 {
+        self.agents
+            .get(name)
+            .map(|c| c.id() as i32)
+            .unwrap_or_else(|| panic!("{name} has no running agent"))
+    }
+
     /// SIGKILL the agent alone; its PostgreSQL keeps running.
     pub fn kill_agent(&mut self, name: &str) {
         if let Some(mut child) = self.agents.remove(name) {
