@@ -8,30 +8,19 @@ mod common;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
 
-use common::{eventually, sql, test_parameters, Sandbox};
+use common::{eventually, hba, sql, start, streaming, test_parameters, upstream, wal_lsn, Sandbox};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use pgbaton_postgres::{
     advance_slot, basebackup, ensure_logical_slots, ensure_users, feedback_catalog_xmin,
     format_lsn, initdb, install_slot_state, logical_slot_positions, oldest_wal_lsn,
     parse_slot_state, promote, query_status, read_slot_state, slot_name_for, sync_physical_slots,
-    write_config, xid_precedes_or_equals, LogicalSlotSpec, PgError, PgSpec, PgStatus, Postmaster,
-    StandbyConfig, StopMode, Upstream,
+    write_config, xid_precedes_or_equals, LogicalSlotSpec, PgError, PgSpec, Postmaster,
+    StandbyConfig, StopMode,
 };
 
 const T: Duration = Duration::from_secs(10);
 const SLOT: &str = "consumer";
-
-fn upstream(spec: &PgSpec) -> Upstream {
-    Upstream {
-        host: "127.0.0.1".into(),
-        port: spec.port,
-    }
-}
-
-fn hba() -> Vec<String> {
-    vec!["host replication replicator 127.0.0.1/32 scram-sha-256".into()]
-}
 
 /// The test parameters plus what logical slot copies need.
 fn logical_parameters() -> BTreeMap<String, String> {
@@ -49,30 +38,12 @@ fn slot(name: &str, database: &str, plugin: &str) -> LogicalSlotSpec {
     }
 }
 
-async fn start(spec: &PgSpec) -> Postmaster {
-    let mut postmaster = Postmaster::spawn(spec).expect("spawn postgres");
-    postmaster
-        .wait_ready(spec, Duration::from_secs(30))
-        .await
-        .expect("postgres ready");
-    postmaster
-}
-
 async fn bootstrap(spec: &PgSpec, parameters: &BTreeMap<String, String>) -> Postmaster {
     initdb(spec, &[]).await.expect("initdb");
     write_config(spec, parameters, &hba(), None).expect("write_config");
     let postmaster = start(spec).await;
     ensure_users(spec, &[], T).await.expect("ensure_users");
     postmaster
-}
-
-async fn streaming(spec: &PgSpec) -> PgStatus {
-    eventually("the replica to stream", Duration::from_secs(30), || async {
-        let status = query_status(spec, T).await.ok()?;
-        let receiving = status.wal_receiver.as_ref()?.status == "streaming";
-        (status.in_recovery && receiving).then_some(status)
-    })
-    .await
 }
 
 async fn confirmed_flush(spec: &PgSpec) -> u64 {
@@ -82,14 +53,6 @@ async fn confirmed_flush(spec: &PgSpec) -> u64 {
         .get(SLOT)
         .and_then(|p| p.confirmed_flush)
         .expect("the slot has a confirmed_flush_lsn")
-}
-
-async fn wal_lsn(spec: &PgSpec) -> u64 {
-    query_status(spec, T)
-        .await
-        .expect("status")
-        .wal_lsn
-        .expect("a primary has a wal_lsn")
 }
 
 /// Advances the replica's copy to `lsn`, calling again (as the agent does every cycle) while

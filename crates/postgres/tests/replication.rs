@@ -7,58 +7,20 @@ mod common;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use common::{eventually, sql, test_parameters, Sandbox};
+use common::{eventually, hba, sql, start, streaming, test_parameters, upstream, wal_lsn, Sandbox};
 use pgbaton_postgres::{
     basebackup, checkpoint, data_dir_state, ensure_users, initdb, promote, query_status, rewind,
-    slot_name_for, sync_physical_slots, write_config, DataDirState, PgSpec, PgStatus, Postmaster,
-    RewindOutcome, StandbyConfig, StopMode, Upstream,
+    slot_name_for, sync_physical_slots, write_config, DataDirState, PgSpec, RewindOutcome,
+    StandbyConfig, StopMode,
 };
 
 const T: Duration = Duration::from_secs(10);
-
-fn upstream(spec: &PgSpec) -> Upstream {
-    Upstream {
-        host: "127.0.0.1".into(),
-        port: spec.port,
-    }
-}
 
 fn standby_of(spec: &PgSpec, member: &str) -> StandbyConfig {
     StandbyConfig {
         upstream: Some(upstream(spec)),
         slot_name: Some(slot_name_for(member)),
     }
-}
-
-fn hba() -> Vec<String> {
-    vec!["host replication replicator 127.0.0.1/32 scram-sha-256".into()]
-}
-
-async fn start(spec: &PgSpec) -> Postmaster {
-    let mut postmaster = Postmaster::spawn(spec).expect("spawn postgres");
-    postmaster
-        .wait_ready(spec, Duration::from_secs(30))
-        .await
-        .expect("postgres ready");
-    postmaster
-}
-
-/// Waits until `spec` streams from its upstream, returning its status.
-async fn streaming(spec: &PgSpec) -> PgStatus {
-    eventually("the replica to stream", Duration::from_secs(30), || async {
-        let status = query_status(spec, T).await.ok()?;
-        let receiving = status.wal_receiver.as_ref()?.status == "streaming";
-        (status.in_recovery && receiving).then_some(status)
-    })
-    .await
-}
-
-async fn wal_lsn(spec: &PgSpec) -> u64 {
-    query_status(spec, T)
-        .await
-        .expect("status")
-        .wal_lsn
-        .expect("primary has a wal_lsn")
 }
 
 #[tokio::test]

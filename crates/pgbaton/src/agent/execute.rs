@@ -211,7 +211,7 @@ impl<D: Dcs> Agent<D> {
                     Err(e) => tracing::warn!(error = %e, "cannot maintain replication slots"),
                 }
                 if let Some(in_recovery) = self.last_pg_status.as_ref().map(|s| s.in_recovery) {
-                    self.logical_slots(in_recovery, timeout).await;
+                    self.logical_slots(in_recovery, timeout);
                 }
             }
             Action::Repoint { upstream } => {

@@ -64,7 +64,7 @@ enum Role {
 impl<D: Dcs> Agent<D> {
     /// Start a round of logical slot maintenance in the background (none if one runs), and
     /// install copies a previous round found ready.
-    pub(super) async fn logical_slots(&mut self, in_recovery: bool, timeout: Duration) {
+    pub(super) fn logical_slots(&mut self, in_recovery: bool, timeout: Duration) {
         let wanted = settings::permanent_logical_slots(&self.dynamic);
         if wanted.is_empty() || (in_recovery && self.ha.nofailover) {
             lock(&self.logical).positions.clear();

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::{Pid, User};
-use pgbaton_postgres::{Credentials, PgSpec};
+use pgbaton_postgres::{query_status, Credentials, PgSpec, PgStatus, Postmaster, Upstream};
 
 pub const BIN_DIR: &str = "/usr/lib/postgresql/15/bin";
 pub const OS_USER: &str = "postgres";
@@ -172,4 +172,49 @@ pub async fn sql(spec: &PgSpec, statements: &str) {
         .await
         .expect("connect");
     client.batch_execute(statements).await.expect("execute SQL");
+}
+
+/// Per-call timeout of the shared helpers below.
+const CALL: Duration = Duration::from_secs(10);
+
+/// Where to reach `spec`'s server over TCP.
+pub fn upstream(spec: &PgSpec) -> Upstream {
+    Upstream {
+        host: "127.0.0.1".into(),
+        port: spec.port,
+    }
+}
+
+/// pg_hba lines for streaming from 127.0.0.1.
+pub fn hba() -> Vec<String> {
+    vec!["host replication replicator 127.0.0.1/32 scram-sha-256".into()]
+}
+
+/// Spawn the postmaster and wait until it accepts connections.
+pub async fn start(spec: &PgSpec) -> Postmaster {
+    let mut postmaster = Postmaster::spawn(spec).expect("spawn postgres");
+    postmaster
+        .wait_ready(spec, Duration::from_secs(30))
+        .await
+        .expect("postgres ready");
+    postmaster
+}
+
+/// Waits until `spec` streams from its upstream, returning its status.
+pub async fn streaming(spec: &PgSpec) -> PgStatus {
+    eventually("the replica to stream", Duration::from_secs(30), || async {
+        let status = query_status(spec, CALL).await.ok()?;
+        let receiving = status.wal_receiver.as_ref()?.status == "streaming";
+        (status.in_recovery && receiving).then_some(status)
+    })
+    .await
+}
+
+/// The primary's current WAL position.
+pub async fn wal_lsn(spec: &PgSpec) -> u64 {
+    query_status(spec, CALL)
+        .await
+        .expect("status")
+        .wal_lsn
+        .expect("a primary has a wal_lsn")
 }
