@@ -17,8 +17,12 @@
 # workload the targets run back to back, and that round is repeated REPEAT times (default 3):
 # the tables show the median of the rounds, and the raw tps of every round follow them.
 # "proxy CPU" is the CPU time (user + system, from /proc/PID/stat) the proxy process used
-# during a run divided by the transactions pgbench completed: on a 2-core machine shared by
-# PostgreSQL, pgbench and the proxy, that is what decides throughput.
+# during a run divided by the transactions pgbench completed; "machine CPU" is the time all
+# cores were busy (/proc/stat: every process, kernel threads, interrupts) divided the same
+# way. On a 2-core machine shared by PostgreSQL, pgbench and the proxy, machine CPU per
+# transaction is what decides throughput; with kernel forwarding the proxy process itself
+# uses almost none (the kernel's workers move the bytes), so only the machine column shows
+# what forwarding costs.
 #
 # Idle memory: bench/router/idle_clients.py opens IDLE (default 1000) client connections
 # through each proxy in turn, completes their startup and holds them; the proxy's VmRSS is
@@ -28,9 +32,10 @@
 #   apt-get install -y postgresql-15 etcd-server etcd-client haproxy
 # Ports BASE_PORT..BASE_PORT+13 on 127.0.0.1 (default 17400).
 #
-# Two routers run side by side: the default multi-threaded runtime (one worker per core) and
-# a single-threaded one (PGBATON_ROUTER_THREADS=1, the runtime `pgbaton router` uses), which
-# avoids cross-thread wake-ups on a machine whose cores are busy with PostgreSQL and clients.
+# Two routers run side by side, both single-threaded as `pgbaton router` runs: "router" with
+# the default `forwarding: auto` (kernel forwarding when run as root on Linux 5.13+) and
+# "router, userspace relay" with `forwarding: userspace` (the router's thread reads and
+# writes every message).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -120,15 +125,16 @@ read:
 api:
   listen: 127.0.0.1:$API_PORT
 EOF
-RUST_LOG=warn "$DIR/pgbaton-router" --config "$DIR/router.yml" >"$DIR/router.log" 2>&1 &
+PGBATON_ROUTER_THREADS=1 RUST_LOG=warn "$DIR/pgbaton-router" --config "$DIR/router.yml" >"$DIR/router.log" 2>&1 &
 PIDS+=($!)
 ROUTER_PID=$!
 sed -e "s/:$WRITE_PORT/:$WRITE1_PORT/" -e "s/:$READ_PORT/:$READ1_PORT/" -e '/^api:/,$d' \
-    "$DIR/router.yml" >"$DIR/router1.yml"
-PGBATON_ROUTER_THREADS=1 RUST_LOG=warn "$DIR/pgbaton-router" --config "$DIR/router1.yml" >"$DIR/router1.log" 2>&1 &
+    "$DIR/router.yml" >"$DIR/relay.yml"
+echo "forwarding: userspace" >>"$DIR/relay.yml"
+PGBATON_ROUTER_THREADS=1 RUST_LOG=warn "$DIR/pgbaton-router" --config "$DIR/relay.yml" >"$DIR/relay.log" 2>&1 &
 PIDS+=($!)
-ROUTER1_PID=$!
-TARGETS=(direct router router1)
+RELAY_PID=$!
+TARGETS=(direct router relay)
 if [ -n "${BASELINE_BIN:-}" ]; then
     cp "$BASELINE_BIN" "$DIR/pgbaton-router-baseline"
     sed -e "s/:$WRITE_PORT/:$WRITEB_PORT/" -e "s/:$READ_PORT/:$READB_PORT/" -e '/^api:/,$d' \
@@ -179,7 +185,7 @@ port_of() {
     case $1 in
         direct) echo "$PG_PORT" ;;
         router) echo "$WRITE_PORT" ;;
-        router1) echo "$WRITE1_PORT" ;;
+        relay) echo "$WRITE1_PORT" ;;
         baseline) echo "$WRITEB_PORT" ;;
         haproxy) echo "$HAPROXY_PORT" ;;
         router1nice) echo "$WRITEN_PORT" ;;
@@ -190,7 +196,7 @@ pid_of() {
     case $1 in
         direct) echo "" ;;
         router) echo "$ROUTER_PID" ;;
-        router1) echo "$ROUTER1_PID" ;;
+        relay) echo "$RELAY_PID" ;;
         baseline) echo "$BASELINE_PID" ;;
         haproxy) echo "$HAPROXY_PID" ;;
         router1nice) echo "$NICE_ROUTER_PID" ;;
@@ -201,7 +207,7 @@ title_of() {
     case $1 in
         direct) echo "direct" ;;
         router) echo "router" ;;
-        router1) echo "router 1-thread" ;;
+        relay) echo "router, userspace relay" ;;
         baseline) echo "baseline router 1-thread" ;;
         haproxy) echo "HAProxy" ;;
         router1nice) echo "router 1-thread nice $NICE" ;;
@@ -227,23 +233,27 @@ cpu_ticks() {
     [ -n "$1" ] || { echo 0; return; }
     awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"
 }
+# CPU ticks the whole machine has been busy so far (every process, kernel threads, interrupts).
+machine_ticks() { awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9 }' /proc/stat; }
 rss_kb() { awk '/^VmRSS/ {print $2}' "/proc/$1/status"; }
 
-# One pgbench run; prints "tps latency_ms proxy_cpu_us_per_tx".
+# One pgbench run; prints "tps latency_ms proxy_cpu_us_per_tx machine_cpu_us_per_tx".
 run() {
     local target=$1 clients=$2 extra=("${@:3}")
-    local pid out before after
+    local pid out before after mbefore mafter
     pid=$(pid_of "$target")
     before=$(cpu_ticks "$pid")
+    mbefore=$(machine_ticks)
     out=$(pgbench -n -h 127.0.0.1 -p "$(port_of "$target")" -U postgres -T "$DURATION" \
         -c "$clients" -j 2 "${extra[@]}" postgres 2>&1) || { echo "pgbench failed: $out" >&2; exit 1; }
     after=$(cpu_ticks "$pid")
+    mafter=$(machine_ticks)
     local tps lat txs
     tps=$(echo "$out" | sed -n 's/^tps = \([0-9.]*\) .*/\1/p' | head -1)
     lat=$(echo "$out" | sed -n 's/^latency average = \([0-9.]*\) ms/\1/p' | head -1)
     txs=$(echo "$out" | sed -n 's/^number of transactions actually processed: \([0-9]*\).*/\1/p' | head -1)
-    awk -v t="$tps" -v l="$lat" -v n="$txs" -v c=$((after - before)) -v hz="$(getconf CLK_TCK)" \
-        'BEGIN { printf "%s %s %.1f\n", t, l, c * 1e6 / hz / n }'
+    awk -v t="$tps" -v l="$lat" -v n="$txs" -v c=$((after - before)) -v m=$((mafter - mbefore)) \
+        -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%s %s %.1f %.1f\n", t, l, c * 1e6 / hz / n, m * 1e6 / hz / n }'
 }
 median() { tr ' ' '\n' | grep . | sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
@@ -256,6 +266,7 @@ rule="|---|---|"
 for target in "${TARGETS[@]}"; do header+=" $(title_of "$target") tps (lat ms) |"; rule+="---|"; done
 for target in "${TARGETS[@]:1}"; do header+=" $(title_of "$target")/direct |"; rule+="---|"; done
 for target in "${TARGETS[@]:1}"; do header+=" $(title_of "$target") CPU µs/tx |"; rule+="---|"; done
+for target in "${TARGETS[@]}"; do header+=" machine CPU µs/tx $(title_of "$target") |"; rule+="---|"; done
 echo "$header"
 echo "$rule"
 RAW=()
@@ -265,14 +276,15 @@ for spec in "select-only (-S)|8|-S" "select-only (-S)|64|-S" "TPC-B-like|8|" "TP
     [[ "$name $clients" =~ ${ONLY:-.} ]] || continue
     # shellcheck disable=SC2206
     extra=($flags)
-    declare -A TPS=() LAT=() CPU=()
+    declare -A TPS=() LAT=() CPU=() MCPU=()
     for _ in $(seq "$REPEAT"); do
         for target in "${TARGETS[@]}"; do
             result=$(run "$target" "$clients" "${extra[@]}")
-            read -r tps lat cpu <<<"$result"
+            read -r tps lat cpu mcpu <<<"$result"
             TPS[$target]+="$tps "
             LAT[$target]+="$lat "
             CPU[$target]+="$cpu "
+            MCPU[$target]+="$mcpu "
         done
     done
     row="| $name | $clients |"
@@ -285,11 +297,12 @@ for spec in "select-only (-S)|8|-S" "select-only (-S)|64|-S" "TPC-B-like|8|" "TP
         row+=" $(awk -v a="${MED[$target]}" -v b="${MED[direct]}" 'BEGIN { printf "%.2fx", a / b }') |"
     done
     for target in "${TARGETS[@]:1}"; do row+=" $(echo "${CPU[$target]}" | median) |"; done
+    for target in "${TARGETS[@]}"; do row+=" $(echo "${MCPU[$target]}" | median) |"; done
     echo "$row"
     raw="- $name, -c $clients:"
     for target in "${TARGETS[@]}"; do raw+=" $(title_of "$target") ${TPS[$target]% };"; done
     RAW+=("${raw%;}")
-    unset TPS LAT CPU MED
+    unset TPS LAT CPU MCPU MED
 done
 echo
 echo "tps of each round (in run order):"

@@ -89,6 +89,7 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
         },
         "lag_source": shared.cfg.lag_source.label(),
         "tls": shared.cfg.tls.label(),
+        "forwarding": if shared.offload.is_some() { "kernel" } else { "userspace" },
         "databases": databases,
         "handover": {
             "in_progress": no_leader || topology.failover_pending || waiting > 0,

@@ -6,7 +6,8 @@
 //! the encrypted session end to end (see `passthrough`); `terminate` runs TLS with the
 //! router's own certificate (`tls_certfile`, `tls_keyfile`; see `tls`). `databases` maps
 //! alias database names to a real database and a role (see `aliases`); `lag_source` and
-//! `rest_poll_interval` say where replica lag comes from (see `lag`).
+//! `rest_poll_interval` say where replica lag comes from (see `lag`); `forwarding` who moves
+//! the bytes after the startup (see `offload`).
 //! Read from a small YAML file (`pgbaton router --config FILE`, `local up`'s `router.yml`)
 //! whose keys are validated one by one, every error naming its key path.
 
@@ -62,6 +63,29 @@ impl TlsMode {
             TlsMode::Refuse => "refuse",
             TlsMode::Passthrough => "passthrough",
             TlsMode::Terminate => "terminate",
+        }
+    }
+}
+
+/// Who moves a session's bytes after the startup (`forwarding`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Forwarding {
+    /// The kernel where it can (Linux 5.13+, run as root), else the router's threads (the
+    /// default; which one is logged at start).
+    Auto,
+    /// The kernel, through a BPF socket map: the router is not woken by the session's
+    /// traffic. The router refuses to start where the kernel cannot.
+    Kernel,
+    /// The router's threads read and write every message (any kernel, any user).
+    Userspace,
+}
+
+impl Forwarding {
+    pub fn label(self) -> &'static str {
+        match self {
+            Forwarding::Auto => "auto",
+            Forwarding::Kernel => "kernel",
+            Forwarding::Userspace => "userspace",
         }
     }
 }
@@ -133,6 +157,8 @@ pub struct RouterConfig {
     pub lag_source: LagSource,
     /// `rest_poll_interval`: how often each member's REST API is asked for its WAL positions.
     pub rest_poll_interval: Duration,
+    /// `forwarding`: `auto` (default), `kernel` or `userspace`.
+    pub forwarding: Forwarding,
 }
 
 impl RouterConfig {
@@ -159,6 +185,7 @@ impl RouterConfig {
             databases: BTreeMap::new(),
             lag_source: LagSource::Rest,
             rest_poll_interval: Duration::from_secs(1),
+            forwarding: Forwarding::Auto,
         }
     }
 
@@ -225,6 +252,14 @@ impl RouterConfig {
                         "rest" => LagSource::Rest,
                         "dcs" => LagSource::Dcs,
                         _ => return Err(invalid(key, "must be `rest` or `dcs`")),
+                    }
+                }
+                "forwarding" => {
+                    cfg.forwarding = match string(key, value)?.as_str() {
+                        "auto" => Forwarding::Auto,
+                        "kernel" => Forwarding::Kernel,
+                        "userspace" => Forwarding::Userspace,
+                        _ => return Err(invalid(key, "must be `auto`, `kernel` or `userspace`")),
                     }
                 }
                 "rest_poll_interval" => {
@@ -325,6 +360,7 @@ impl RouterConfig {
         out.push_str(&format!("tls_required: {}\n", self.tls_required));
         out.push_str(&crate::aliases::to_yaml(&self.databases));
         out.push_str(&format!("lag_source: {}\n", self.lag_source.label()));
+        out.push_str(&format!("forwarding: {}\n", self.forwarding.label()));
         out.push_str(&format!(
             "rest_poll_interval: {}\n",
             format_duration(self.rest_poll_interval)

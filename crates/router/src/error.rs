@@ -33,4 +33,6 @@ pub enum RouterError {
     Api { source: std::io::Error },
     #[error("{0}")]
     Config(#[from] RouterConfigError),
+    #[error("kernel forwarding (`forwarding: kernel`) is not available here: {source}; run the router as root on Linux 5.13 or later, or set `forwarding: auto` (falls back to relaying) or `userspace`")]
+    Forwarding { source: std::io::Error },
 }

@@ -13,7 +13,8 @@
 //!
 //! The router understands only the start of the PostgreSQL protocol (GSSENCRequest is
 //! answered `N`; CancelRequest is passed to the server that owns the backend); after
-//! ReadyForQuery it forwards bytes. What happens to an SSLRequest is the `tls` setting. With
+//! ReadyForQuery it forwards bytes, handing them to the kernel where it may (`forwarding`,
+//! see `offload`). What happens to an SSLRequest is the `tls` setting. With
 //! `tls: refuse` (the default) it is answered `N` and the client continues in plain text
 //! (or gives up, with `sslmode=require`). With `tls: terminate` the router answers `S` and
 //! runs TLS itself with its own certificate (`tls_certfile`, `tls_keyfile`), reads the
@@ -33,7 +34,7 @@
 //! rewritten to the real database. Replica lag comes from the agents' REST API, polled every
 //! `rest_poll_interval`, with the DCS member documents as the fallback (`lag_source`).
 //! Connection pooling and read-your-writes routing are not part of it: they would replace
-//! `relay::forward` for the sessions that ask for them.
+//! `relay::forward` (and its kernel forwarding) for the sessions that ask for them.
 
 mod aliases;
 mod api;
@@ -44,6 +45,7 @@ mod error;
 mod handshake;
 pub mod lag;
 mod metrics;
+mod offload;
 mod open;
 mod passthrough;
 mod poller;
@@ -61,7 +63,9 @@ mod units;
 mod watcher;
 mod wire;
 
-pub use config::{Balance, DatabaseAlias, LagSource, ReadFallback, RouterConfig, TlsMode};
+pub use config::{
+    Balance, DatabaseAlias, Forwarding, LagSource, ReadFallback, RouterConfig, TlsMode,
+};
 pub use error::{RouterConfigError, RouterError};
 pub use router::{run, Router};
 pub use status_table::render_status_table;

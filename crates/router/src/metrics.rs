@@ -49,6 +49,8 @@ pub(crate) struct Metrics {
     pub aliases: Family<Labels, Counter>,
     /// Failed or unusable answers of members' REST APIs (`lag_source: rest`).
     pub rest_errors: Counter,
+    /// Sessions forwarded by the kernel (the rest are relayed by the router's threads).
+    pub kernel_forwarded: Counter,
 }
 
 impl Metrics {
@@ -144,8 +146,15 @@ impl Metrics {
             "Failed or unusable answers of the members' REST APIs when polling lag.",
             rest_errors.clone(),
         );
+        let kernel_forwarded = Counter::default();
+        registry.register(
+            "kernel_forwarded_sessions",
+            "Sessions whose bytes the kernel forwarded (`forwarding: auto|kernel`); the others were relayed by the router's threads.",
+            kernel_forwarded.clone(),
+        );
         Metrics {
             registry,
+            kernel_forwarded,
             tls_handshakes,
             aliases,
             rest_errors,

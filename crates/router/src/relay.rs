@@ -1,12 +1,15 @@
 //! After the startup: hand the held server messages to the client, then forward bytes both
-//! ways (no parsing, no per-message work; see `pump` for how buffers are shared so that idle
-//! sessions cost no buffer memory) until both sides close, the router stops, or — for a
+//! ways — by the kernel when `offload` is on (the sockets enter its map before the client
+//! gets ReadyForQuery), else by the router (no parsing, no per-message work; see `pump` for
+//! how buffers are shared so that idle sessions cost no buffer memory) — until both sides
+//! close, the router stops, or — for a
 //! write session — the server stops being the leader, in which case both connections are
 //! closed at once (HAProxy's `on-marked-down shutdown-sessions`). The bytes moved each way
 //! are counted however the session ends.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
@@ -14,6 +17,7 @@ use tokio::sync::watch;
 
 use crate::handshake::Ready;
 use crate::metrics::labels;
+use crate::offload::Pair;
 use crate::protocol::Target;
 use crate::pump::{self, Moved};
 use crate::shared::{SessionGuard, Shared};
@@ -39,7 +43,7 @@ async fn leader_moved(leader: Option<watch::Receiver<Option<Backend>>>, backend:
 pub(crate) async fn forward(
     shared: Arc<Shared>,
     mut client: TcpStream,
-    mut server: TcpStream,
+    server: TcpStream,
     ready: Ready,
     backend: Backend,
     role: Target,
@@ -47,6 +51,18 @@ pub(crate) async fn forward(
 ) {
     let Ready { held, key } = ready;
     let _guard = SessionGuard::new(&shared, &backend, role, key);
+    // Into the kernel's hands before the client learns it may send (ReadyForQuery is in
+    // `held`), so no byte can arrive while only one socket is in the map.
+    let pair = shared
+        .offload
+        .as_ref()
+        .and_then(|offload| match offload.attach(&client, &server, held.len()) {
+            Ok(pair) => Some(pair),
+            Err(e) => {
+                tracing::debug!(backend = %backend.name, error = %e, "kernel forwarding not possible for this session; relaying it");
+                None
+            }
+        });
     if let Err(e) = client.write_all(&held).await {
         tracing::debug!(backend = %backend.name, error = %e, "client left before the startup completed");
         return;
@@ -54,19 +70,12 @@ pub(crate) async fn forward(
     // Not needed any more: an idle session should hold no buffer.
     drop(held);
     let leader = close_when_not_leader.then(|| shared.leader.clone());
-    let mut stop = shared.stop.clone();
     let moved = Moved::default();
-    tokio::select! {
-        result = pump::both_ways(&mut client, &mut server, &moved) => {
-            if let Err(e) = result {
-                tracing::debug!(backend = %backend.name, error = %e, "session ended with an error");
-            }
-        }
-        _ = leader_moved(leader, &backend) => {
-            shared.metrics.closed_on_leader_change.inc();
-            tracing::info!(backend = %backend.name, "closing a write session: its server is no longer the leader");
-        }
-        _ = crate::shared::stopped(&mut stop) => {}
+    if let Some(pair) = pair {
+        shared.metrics.kernel_forwarded.inc();
+        in_kernel(&shared, pair, client, server, leader, &backend, &moved).await;
+    } else {
+        in_user_space(&shared, client, server, leader, &backend, &moved).await;
     }
     let count = |direction: &'static str, n: &AtomicU64| {
         shared
@@ -80,4 +89,82 @@ pub(crate) async fn forward(
     };
     count("to_server", &moved.to_server);
     count("to_client", &moved.to_client);
+}
+
+/// How long a session whose one side closed may stay open so that what that side sent just
+/// before closing (a Terminate, a server's FATAL) is passed on by the kernel first; it closes
+/// as soon as everything received has been delivered, within milliseconds normally.
+const LINGER: Duration = Duration::from_secs(2);
+
+/// Until a side closes (then `LINGER`), the leader moves or the router stops; the kernel
+/// forwards meanwhile. The sockets leave tokio's event loop: the router is not woken by the
+/// session's traffic at all.
+async fn in_kernel(
+    shared: &Shared,
+    mut pair: Pair,
+    client: TcpStream,
+    server: TcpStream,
+    leader: Option<watch::Receiver<Option<Backend>>>,
+    backend: &Backend,
+    moved: &Moved,
+) {
+    let (client, server) = match (client.into_std(), server.into_std()) {
+        (Ok(client), Ok(server)) => (client, server),
+        _ => return,
+    };
+    let mut stop = shared.stop.clone();
+    let leader_gone = leader_moved(leader, backend);
+    tokio::pin!(leader_gone);
+    tokio::select! {
+        _ = pair.ended() => {
+            let drained = async {
+                while !pair.drained() {
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                }
+            };
+            tokio::select! {
+                _ = drained => {}
+                _ = tokio::time::sleep(LINGER) => {
+                    tracing::debug!(backend = %backend.name, "closing a session with bytes still undelivered");
+                }
+                _ = &mut leader_gone => {}
+                _ = crate::shared::stopped(&mut stop) => {}
+            }
+        }
+        _ = &mut leader_gone => {
+            shared.metrics.closed_on_leader_change.inc();
+            tracing::info!(backend = %backend.name, "closing a write session: its server is no longer the leader");
+        }
+        _ = crate::shared::stopped(&mut stop) => {}
+    }
+    if let Some((to_server, to_client)) = pair.moved() {
+        moved.to_server.store(to_server, Ordering::Relaxed);
+        moved.to_client.store(to_client, Ordering::Relaxed);
+    }
+    drop(pair);
+    let _ = client.shutdown(std::net::Shutdown::Both);
+    let _ = server.shutdown(std::net::Shutdown::Both);
+}
+
+async fn in_user_space(
+    shared: &Shared,
+    mut client: TcpStream,
+    mut server: TcpStream,
+    leader: Option<watch::Receiver<Option<Backend>>>,
+    backend: &Backend,
+    moved: &Moved,
+) {
+    let mut stop = shared.stop.clone();
+    tokio::select! {
+        result = pump::both_ways(&mut client, &mut server, moved) => {
+            if let Err(e) = result {
+                tracing::debug!(backend = %backend.name, error = %e, "session ended with an error");
+            }
+        }
+        _ = leader_moved(leader, backend) => {
+            shared.metrics.closed_on_leader_change.inc();
+            tracing::info!(backend = %backend.name, "closing a write session: its server is no longer the leader");
+        }
+        _ = crate::shared::stopped(&mut stop) => {}
+    }
 }

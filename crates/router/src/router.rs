@@ -14,10 +14,11 @@ use tokio::sync::watch;
 
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{LagSource, RouterConfig};
+use crate::config::{Forwarding, LagSource, RouterConfig};
 use crate::error::RouterError;
 use crate::lag::RestLag;
 use crate::metrics::Metrics;
+use crate::offload::Offload;
 use crate::protocol::Target;
 use crate::shared::Shared;
 use crate::topology::LagBounds;
@@ -31,6 +32,7 @@ pub struct Router {
     read: TcpListener,
     api: Option<TcpListener>,
     tls: Option<TlsAcceptor>,
+    offload: Option<Arc<Offload>>,
 }
 
 async fn bind(what: &'static str, address: &str) -> Result<TcpListener, RouterError> {
@@ -61,12 +63,26 @@ impl Router {
             Some(address) => Some(bind("API", address).await?),
             None => None,
         };
+        let offload = match cfg.forwarding {
+            Forwarding::Userspace => None,
+            Forwarding::Kernel => {
+                Some(Offload::open().map_err(|source| RouterError::Forwarding { source })?)
+            }
+            Forwarding::Auto => match Offload::open() {
+                Ok(offload) => Some(offload),
+                Err(e) => {
+                    tracing::info!(error = %e, "kernel forwarding not available; the router relays the bytes itself");
+                    None
+                }
+            },
+        };
         Ok(Router {
             cfg,
             write,
             read,
             api,
             tls,
+            offload,
         })
     }
 
@@ -90,6 +106,7 @@ impl Router {
             read,
             api,
             tls,
+            offload,
         } = self;
         tracing::info!(
             scope = %cfg.scope,
@@ -98,6 +115,7 @@ impl Router {
             api = ?api.as_ref().map(local),
             tls = cfg.tls.label(),
             lag_source = cfg.lag_source.label(),
+            forwarding = if offload.is_some() { "kernel" } else { "userspace" },
             "router listening"
         );
         let (stop_tx, stop) = watch::channel(false);
@@ -113,6 +131,7 @@ impl Router {
             next_replica: AtomicUsize::new(0),
             waiting: AtomicUsize::new(0),
             tls,
+            offload: offload.clone(),
             write_addr: local(&write),
             read_addr: local(&read),
             cfg: cfg.clone(),
@@ -147,12 +166,17 @@ impl Router {
         let follower = tokio::spawn(follow(following, rest, stop.clone()));
         let writes = tokio::spawn(accept(write, Target::Write, shared.clone()));
         let reads = tokio::spawn(accept(read, Target::Read, shared.clone()));
+        let closes = offload.map(|offload| offload.watch_closes(stop.clone()));
         let api_task = api.map(|listener| tokio::spawn(api::serve(listener, shared, stop)));
 
         shutdown.await;
         tracing::info!("router shutting down");
         let _ = stop_tx.send(true);
-        for task in [follower, writes, reads].into_iter().chain(poller) {
+        for task in [follower, writes, reads]
+            .into_iter()
+            .chain(poller)
+            .chain(closes)
+        {
             let _ = task.await;
         }
         if let Some(task) = api_task {

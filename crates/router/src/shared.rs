@@ -33,6 +33,8 @@ pub(crate) struct Shared {
     pub waiting: AtomicUsize,
     /// `tls: terminate`: the router's certificate, loaded once.
     pub tls: Option<TlsAcceptor>,
+    /// Kernel forwarding (`forwarding: auto|kernel`), when the kernel allows it.
+    pub offload: Option<Arc<crate::offload::Offload>>,
     /// The bound listener addresses, for `/status`.
     pub write_addr: SocketAddr,
     pub read_addr: SocketAddr,

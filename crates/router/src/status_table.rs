@@ -116,6 +116,9 @@ pub fn render_status_table(status: &Value) -> String {
     if !bounds.is_empty() {
         out.push_str(&format!("Reads: {}\n", bounds.join(", ")));
     }
+    if let Some(forwarding) = status["forwarding"].as_str() {
+        out.push_str(&format!("Forwarding: {forwarding}\n"));
+    }
     out.push('\n');
 
     let write_at = listener_address(status, "write");
@@ -214,6 +217,7 @@ mod tests {
             "max_lag_bytes": 16777216,
             "max_replay_delay_ms": 10000,
             "lag_source": "rest",
+            "forwarding": "kernel",
             "read_fallback": "leader",
             "handover": {"in_progress": false, "no_leader": false,
                          "failover_pending": false, "waiting_connections": 0},
@@ -232,6 +236,7 @@ Cluster: demo
 Leader: node1 (127.0.0.1:5432)
 Handover in progress: no
 Reads: max lag 16.0 MB, max replay delay 10000 ms, lag from rest
+Forwarding: kernel
 
 LISTENER  ADDRESS         ROLE     MEMBER  BACKEND         CONNS  STATE / LAG
 write     127.0.0.1:5000  leader   node1   127.0.0.1:5432  3      leader
