@@ -50,6 +50,9 @@ pub fn patroni_json(status: &NodeStatus) -> Value {
     if status.cluster.as_ref().is_some_and(|c| c.leader.is_none()) {
         body.insert("cluster_unlocked".into(), json!(true));
     }
+    if status.failsafe_active {
+        body.insert("failsafe_mode_is_active".into(), json!(true));
+    }
     insert_some(&mut body, "dcs_last_seen", status.dcs_last_seen);
     insert_some(
         &mut body,

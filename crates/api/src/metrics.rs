@@ -36,7 +36,7 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
     let primary = status.pg_running && status.pg_role == PgRole::Primary && status.holds_leader_key;
     let replica = status.pg_running && status.pg_role == PgRole::Replica;
     let unlocked = status.cluster.as_ref().is_some_and(|c| c.leader.is_none());
-    let gauges: [(&str, &str, i64); 15] = [
+    let gauges: [(&str, &str, i64); 16] = [
         (
             "patroni_version",
             "Agent version without periods (Patroni's semver encoding).",
@@ -108,6 +108,11 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
             "patroni_cluster_unlocked",
             "1 when the cluster has no leader key.",
             i64::from(unlocked),
+        ),
+        (
+            "patroni_failsafe_mode_is_active",
+            "1 when DCS failsafe mode is in force on this member.",
+            i64::from(status.failsafe_active),
         ),
         (
             "pgbaton_writable_leader",

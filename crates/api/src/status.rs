@@ -73,6 +73,10 @@ pub struct NodeStatus {
     pub system_identifier: Option<String>,
     /// Unix seconds of the last successful DCS read.
     pub dcs_last_seen: Option<u64>,
+    /// DCS failsafe mode is in force here: a leader keeping its primary on the members'
+    /// acknowledgements, or a member that promised a failsafe leader (`POST /failsafe`)
+    /// within the last ttl.
+    pub failsafe_active: bool,
     /// Unix milliseconds at the end of the last completed HA cycle (for `/liveness`).
     pub last_cycle_unix_ms: u64,
     /// The HA loop's ttl in milliseconds (`/liveness` uses ttl for a primary, 2×ttl for a replica).
@@ -115,6 +119,7 @@ impl NodeStatus {
             slots: Vec::new(),
             system_identifier: None,
             dcs_last_seen: None,
+            failsafe_active: false,
             last_cycle_unix_ms: 0,
             ttl_ms,
             tags: BTreeMap::new(),

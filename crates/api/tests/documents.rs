@@ -87,6 +87,25 @@ async fn patroni_document_omits_what_is_unknown() {
 }
 
 #[tokio::test]
+async fn patroni_document_says_when_failsafe_mode_is_in_force() {
+    let mut s = leader();
+    assert!(get(&s, "/patroni")
+        .await
+        .json()
+        .get("failsafe_mode_is_active")
+        .is_none());
+    s.failsafe_active = true;
+    let body = get(&s, "/patroni").await.json();
+    assert_eq!(body["failsafe_mode_is_active"], json!(true), "{body}");
+    let text = get(&s, "/metrics").await.text();
+    assert!(
+        text.lines()
+            .any(|l| l == r#"patroni_failsafe_mode_is_active{scope="anchor",name="node1"} 1"#),
+        "{text}"
+    );
+}
+
+#[tokio::test]
 async fn cluster_document_computes_lag_against_the_leader_optime() {
     let mut s = replica("node2", 0);
     let mut state = with_sync(cluster(), "node2");

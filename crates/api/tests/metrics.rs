@@ -40,6 +40,7 @@ async fn leader_metrics_use_patroni_names() {
         format!("patroni_postgres_timeline{l} 3"),
         format!("patroni_postgres_server_version{l} 150008"),
         format!("patroni_cluster_unlocked{l} 0"),
+        format!("patroni_failsafe_mode_is_active{l} 0"),
         format!("patroni_dcs_last_seen{l} 1795704730"),
         format!("patroni_postmaster_start_time{l} 1795704709.255275"),
         format!("pgbaton_leader_changes_total{l} 2"),

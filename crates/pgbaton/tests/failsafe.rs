@@ -83,6 +83,15 @@ async fn etcd_down_the_leader_stays_writable_while_every_member_acknowledges_it(
         "failsafe: {n} writes on {leader} succeeded during {:?} without etcd",
         3 * ttl
     );
+    // /patroni says so on the leader and on every member that promised it (Patroni 3's
+    // `failsafe_mode_is_active`).
+    for member in cluster.members() {
+        let patroni = cluster.patroni(&member).await.expect("GET /patroni");
+        assert_eq!(
+            patroni["failsafe_mode_is_active"], true,
+            "{member} should report failsafe mode active: {patroni}"
+        );
+    }
 
     // 2. One replica's agent dies: the leader cannot get every acknowledgement any more and
     //    stops accepting writes within ttl.

@@ -1,7 +1,8 @@
 //! Permanent logical slots survive a failover: the leader creates the slot from the dynamic
 //! configuration, the replica holds a copy advanced to what the consumer confirmed, and after
 //! the leader's node is SIGKILLed the promoted replica hands the consumer every change it had
-//! not confirmed — and none that it had.
+//! not confirmed — and none that it had. A replica drops its copy once the slot leaves the
+//! configuration.
 
 mod common;
 
@@ -192,4 +193,60 @@ async fn a_permanent_logical_slot_survives_failover_without_losing_changes() {
         "the consumer must get exactly the changes it had not confirmed; got:\n{}",
         resumed.join("\n")
     );
+
+    // The old leader comes back as a replica, still holding its slot (now a copy). When
+    // `cdc` leaves the configuration, the replica drops its copy; the leader keeps the slot
+    // (a logical slot on a primary may be the user's: never dropped by pgbaton).
+    cluster.start_agent(&leader);
+    cluster.wait_until_all_streaming(UP).await;
+    poll(
+        &cluster,
+        &format!("{leader} (now a replica) holds no copy of cdc"),
+        COPY,
+        || async {
+            cluster
+                .query_one(
+                    &leader,
+                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'",
+                )
+                .await
+                .is_ok_and(|n| n == "1")
+        },
+    )
+    .await;
+    let out = cluster.ctl(&["edit-config", "-s", "slots.cdc=null", "--force"]);
+    assert!(
+        out.status.success(),
+        "edit-config: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    poll(
+        &cluster,
+        &format!("{leader} (now a replica) never dropped its copy of cdc"),
+        UP,
+        || async {
+            cluster
+                .query_one(
+                    &leader,
+                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'",
+                )
+                .await
+                .is_ok_and(|n| n == "0")
+        },
+    )
+    .await;
+    assert!(
+        cluster
+            .agent_log(&leader)
+            .contains("dropped the copy of a logical slot"),
+        "the replica should log the drop"
+    );
+    let kept = cluster
+        .query_one(
+            replica,
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'",
+        )
+        .await
+        .expect("slots on the leader");
+    assert_eq!(kept, "1", "the leader keeps its logical slot");
 }

@@ -27,8 +27,8 @@ pub use controldata::{
 pub use error::{PgError, INSTALL_HINT};
 pub use initdb::initdb;
 pub use logical::{
-    advance_slot, ensure_logical_slots, feedback_catalog_xmin, install_slot_state,
-    logical_slot_positions, oldest_wal_lsn, parse_slot_state, read_slot_state,
+    advance_slot, drop_logical_slots, ensure_logical_slots, feedback_catalog_xmin,
+    install_slot_state, logical_slot_positions, oldest_wal_lsn, parse_slot_state, read_slot_state,
     xid_precedes_or_equals, LogicalSlotSpec, SlotPosition, SlotState,
 };
 pub use lsn::{format_lsn, parse_lsn, slot_name_for};

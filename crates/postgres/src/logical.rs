@@ -190,6 +190,34 @@ async fn create_slot(
     Ok(())
 }
 
+/// Drop the named logical slots that are not in use (on a replica: copies of slots that left
+/// the configuration). Returns the ones dropped.
+pub async fn drop_logical_slots(
+    spec: &PgSpec,
+    names: &[String],
+    timeout: Duration,
+) -> Result<Vec<String>, PgError> {
+    bounded("drop_logical_slots", timeout, async {
+        let client = connect(spec, timeout).await?;
+        let mut dropped = Vec::new();
+        for name in names {
+            let n = client
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                     WHERE slot_name = $1 AND slot_type = 'logical' AND NOT active",
+                    &[name],
+                )
+                .await
+                .map_err(|e| PgError::query(format!("dropping logical slot {name:?}"), e))?;
+            if n > 0 {
+                dropped.push(name.clone());
+            }
+        }
+        Ok(dropped)
+    })
+    .await
+}
+
 /// The logical slots of the server (primary or replica) by name.
 pub async fn logical_slot_positions(
     spec: &PgSpec,

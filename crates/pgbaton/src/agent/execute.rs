@@ -7,6 +7,8 @@ use pgbaton_core::{Action, Decision, JobKind, Observation, StopMode};
 use pgbaton_dcs::{Dcs, DcsError, HistoryEntry, StatusDoc, SyncDoc};
 use pgbaton_postgres::{self as pg, StandbyConfig, Upstream};
 
+use tracing::Instrument;
+
 use super::{jobs, settings, Agent};
 
 impl<D: Dcs> Agent<D> {
@@ -199,16 +201,30 @@ impl<D: Dcs> Agent<D> {
                     members.iter().map(|m| pg::slot_name_for(m)).collect();
                 wanted.extend(settings::permanent_physical_slots(&self.dynamic));
                 let keep = settings::permanent_slots(&self.dynamic);
-                match pg::sync_physical_slots(&spec, &wanted, &keep, timeout).await {
-                    Ok((created, dropped)) => {
-                        for s in created {
-                            tracing::info!(slot = %s, "created replication slot");
+                // In the background, one round at a time: a slow server must not delay the
+                // loop (and with it the lease renewal); a replica that finds its slot
+                // missing retries until the next round has created it.
+                let busy = self.physical_slots_busy.clone();
+                if !busy.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    tokio::spawn(
+                        async move {
+                            match pg::sync_physical_slots(&spec, &wanted, &keep, timeout).await {
+                                Ok((created, dropped)) => {
+                                    for s in created {
+                                        tracing::info!(slot = %s, "created replication slot");
+                                    }
+                                    for s in dropped {
+                                        tracing::info!(slot = %s, "dropped replication slot of a member that left");
+                                    }
+                                }
+                                Err(e) => {
+                                    tracing::warn!(error = %e, "cannot maintain replication slots")
+                                }
+                            }
+                            busy.store(false, std::sync::atomic::Ordering::Release);
                         }
-                        for s in dropped {
-                            tracing::info!(slot = %s, "dropped replication slot of a member that left");
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "cannot maintain replication slots"),
+                        .in_current_span(),
+                    );
                 }
                 if let Some(in_recovery) = self.last_pg_status.as_ref().map(|s| s.in_recovery) {
                     self.logical_slots(in_recovery, timeout);

@@ -26,6 +26,8 @@ struct MemberSide {
     may_promise: bool,
     /// Promised until then (a freshly started agent: start + ttl).
     promised_until: Option<Instant>,
+    /// Until when the last promise actually given (a `POST /failsafe` accepted) runs.
+    received_until: Option<Instant>,
     ttl: Duration,
 }
 
@@ -56,6 +58,13 @@ impl FailsafeMember {
         self.lock().promised_until
     }
 
+    /// A failsafe leader's request was accepted less than a ttl ago (not the start-up grace).
+    pub fn promised_recently(&self) -> bool {
+        self.lock()
+            .received_until
+            .is_some_and(|until| Instant::now() < until)
+    }
+
     /// `POST /failsafe` from `leader`: promise (receipt + ttl) or refuse.
     pub fn receive(&self, leader: &str) -> CommandOutcome {
         let mut side = self.lock();
@@ -69,6 +78,7 @@ impl FailsafeMember {
         }
         let until = Instant::now() + side.ttl;
         side.promised_until = Some(side.promised_until.map_or(until, |u| u.max(until)));
+        side.received_until = Some(until);
         tracing::info!(%leader, "failsafe: promised not to race for the leader key for a ttl");
         CommandOutcome::ok("Accepted")
     }
@@ -162,6 +172,19 @@ impl<D: Dcs> Agent<D> {
         } else {
             tracing::warn!(refused = %refused.join(", "), "failsafe: not every member acknowledged this leader");
         }
+    }
+
+    /// Failsafe mode is in force here (`/patroni`'s `failsafe_mode_is_active`): as leader,
+    /// the primary runs on the members' acknowledgements because the lease could not be
+    /// renewed; as member, a failsafe leader's request was accepted within the last ttl.
+    pub(super) fn failsafe_active(&self) -> bool {
+        if !self.ha.failsafe_mode {
+            return false;
+        }
+        let now = self.now();
+        let on_acks = self.failsafe_valid_until().is_some_and(|until| now < until)
+            && self.lease_valid_until().is_none_or(|until| now >= until);
+        on_acks || self.failsafe_member.promised_recently()
     }
 
     /// The member side's promise in core time.

@@ -9,6 +9,8 @@
 //!   core starts it again as a replica). It advances its copies to the positions the leader
 //!   published, never further, so a promoted replica resumes the consumer at (at most
 //!   slightly before) what the consumer confirmed: no change lost, a few maybe resent.
+//! - A replica drops its copies of slots that left the configuration (all of them when it
+//!   is tagged `nofailover`).
 //!
 //! The queries run in a background task, never in the HA loop (a slow server must not delay
 //! a lease renewal); the loop only reads the results: the positions to publish, and copies
@@ -48,6 +50,8 @@ pub(super) type SharedLogical = Arc<Mutex<LogicalShared>>;
 struct Round {
     spec: pg::PgSpec,
     wanted: Vec<pg::LogicalSlotSpec>,
+    /// Replica: copies of slots no longer configured, to drop.
+    stale: Vec<String>,
     timeout: Duration,
     role: Role,
 }
@@ -65,8 +69,23 @@ impl<D: Dcs> Agent<D> {
     /// Start a round of logical slot maintenance in the background (none if one runs), and
     /// install copies a previous round found ready.
     pub(super) fn logical_slots(&mut self, in_recovery: bool, timeout: Duration) {
-        let wanted = settings::permanent_logical_slots(&self.dynamic);
-        if wanted.is_empty() || (in_recovery && self.ha.nofailover) {
+        let mut wanted = settings::permanent_logical_slots(&self.dynamic);
+        if in_recovery && self.ha.nofailover {
+            // Never promoted: it keeps no copies (they would only hold WAL back).
+            wanted.clear();
+        }
+        // On a replica every logical slot is a copy of ours (PostgreSQL 15 cannot create
+        // one on a standby): those that left the configuration are dropped.
+        let stale: Vec<String> = self
+            .last_pg_status
+            .iter()
+            .filter(|st| st.in_recovery)
+            .flat_map(|st| st.slots.iter())
+            .filter(|slot| slot.slot_type == "logical" && !slot.active)
+            .filter(|slot| !wanted.iter().any(|w| w.name == slot.slot_name))
+            .map(|slot| slot.slot_name.clone())
+            .collect();
+        if wanted.is_empty() && stale.is_empty() {
             lock(&self.logical).positions.clear();
             return;
         }
@@ -105,6 +124,7 @@ impl<D: Dcs> Agent<D> {
         let round = Round {
             spec: self.spec.clone(),
             wanted,
+            stale,
             timeout,
             role,
         };
@@ -242,6 +262,17 @@ impl Round {
         leader: Option<&pg::Upstream>,
         copy_allowed: bool,
     ) -> Result<Vec<(String, Vec<u8>)>, String> {
+        if !self.stale.is_empty() {
+            let dropped = pg::drop_logical_slots(&self.spec, &self.stale, self.timeout)
+                .await
+                .map_err(|e| format!("cannot drop logical slot copies: {e}"))?;
+            for slot in dropped {
+                tracing::info!(slot = %slot, "dropped the copy of a logical slot that left the configuration");
+            }
+        }
+        if self.wanted.is_empty() {
+            return Ok(Vec::new());
+        }
         let local = pg::logical_slot_positions(&self.spec, self.timeout)
             .await
             .map_err(|e| format!("cannot read the logical slot copies: {e}"))?;

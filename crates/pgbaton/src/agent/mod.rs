@@ -168,6 +168,8 @@ pub struct Agent<D: Dcs> {
     scheduled_restart: Option<pgbaton_api::ScheduledRestart>,
     /// Permanent logical slots: what the background maintenance found.
     logical: logical::SharedLogical,
+    /// A background round of physical slot maintenance runs (`SyncSlots`).
+    physical_slots_busy: Arc<std::sync::atomic::AtomicBool>,
     /// Replica: when it last restarted to install copies of logical slots.
     last_slot_copy: Option<Instant>,
     /// Slots over the retained-WAL warning limit (warned once).
@@ -215,6 +217,7 @@ impl<D: Dcs> Agent<D> {
             leader_changes: 0,
             scheduled_restart: None,
             logical: Default::default(),
+            physical_slots_busy: Default::default(),
             last_slot_copy: None,
             slots_over_limit: Default::default(),
             failsafe_acked_at: None,

@@ -146,6 +146,7 @@ impl<D: Dcs> Agent<D> {
                 .unwrap_or_default(),
             system_identifier: obs.pg.system_id().map(|id| id.to_string()),
             dcs_last_seen: self.dcs_last_seen_unix,
+            failsafe_active: self.failsafe_active(),
             last_cycle_unix_ms: now_ms,
             ttl_ms: self.ha.ttl_ms,
             tags: self.cfg.tags.to_json_map(),
