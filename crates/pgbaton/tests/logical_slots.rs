@@ -57,6 +57,20 @@ where
     }
 }
 
+/// Waits until `member` has `count` slots named `cdc`.
+async fn cdc_slots(cluster: &Cluster, member: &str, count: &str, timeout: Duration, what: &str) {
+    poll(cluster, what, timeout, || async {
+        cluster
+            .query_one(
+                member,
+                "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'",
+            )
+            .await
+            .is_ok_and(|n| n == count)
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_permanent_logical_slot_survives_failover_without_losing_changes() {
     let mut cluster = Cluster::start_with(0, common::config::Timing::default()).await;
@@ -199,19 +213,12 @@ async fn a_permanent_logical_slot_survives_failover_without_losing_changes() {
     // (a logical slot on a primary may be the user's: never dropped by pgbaton).
     cluster.start_agent(&leader);
     cluster.wait_until_all_streaming(UP).await;
-    poll(
+    cdc_slots(
         &cluster,
-        &format!("{leader} (now a replica) holds no copy of cdc"),
+        &leader,
+        "1",
         COPY,
-        || async {
-            cluster
-                .query_one(
-                    &leader,
-                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'",
-                )
-                .await
-                .is_ok_and(|n| n == "1")
-        },
+        &format!("{leader} (now a replica) holds no copy of cdc"),
     )
     .await;
     let out = cluster.ctl(&["edit-config", "-s", "slots.cdc=null", "--force"]);
@@ -220,19 +227,12 @@ async fn a_permanent_logical_slot_survives_failover_without_losing_changes() {
         "edit-config: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    poll(
+    cdc_slots(
         &cluster,
-        &format!("{leader} (now a replica) never dropped its copy of cdc"),
+        &leader,
+        "0",
         UP,
-        || async {
-            cluster
-                .query_one(
-                    &leader,
-                    "SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'cdc'",
-                )
-                .await
-                .is_ok_and(|n| n == "0")
-        },
+        &format!("{leader} (now a replica) never dropped its copy of cdc"),
     )
     .await;
     assert!(
