@@ -9,7 +9,6 @@ mod common;
 use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -32,32 +31,10 @@ use tokio_rustls::TlsConnector;
 
 const DEADLINE: Duration = Duration::from_secs(10);
 
-/// A self-signed certificate for 127.0.0.1 (not a CA, as webpki wants of a server
-/// certificate) and its key, written as `<stem>.crt` / `<stem>.key` in `dir`.
+/// The test certificate for 127.0.0.1 as `<stem>.crt` / `<stem>.key` in `dir`.
 fn make_cert(dir: &Path, stem: &str) -> TlsFiles {
-    let files = TlsFiles {
-        certfile: dir.join(format!("{stem}.crt")),
-        keyfile: dir.join(format!("{stem}.key")),
-    };
-    let output = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&files.keyfile)
-        .arg("-out")
-        .arg(&files.certfile)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl ({e}): apt-get install -y openssl"));
-    assert!(
-        output.status.success(),
-        "openssl req failed: {}",
-        String::from_utf8_lossy(&output.stderr)
-    );
-    files
+    let (certfile, keyfile) = pgbaton_testkit::self_signed_cert(dir, stem);
+    TlsFiles { certfile, keyfile }
 }
 
 /// A served API; dropping it aborts the server task even when the test fails.

@@ -5,34 +5,13 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{edit_member_yaml, Cluster, UP};
 
-/// A self-signed server certificate for 127.0.0.1 (not a CA, as TLS clients require).
+/// The test certificate for 127.0.0.1 (the agents' REST API presents it).
 fn make_cert(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("api.crt"), dir.join("api.key"));
-    let out = Command::new("openssl")
-        .args([
-            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
-        ])
-        .args(["-subj", "/CN=127.0.0.1"])
-        .args(["-addext", "subjectAltName=IP:127.0.0.1"])
-        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run openssl ({e}): apt-get install -y openssl"));
-    assert!(
-        out.status.success(),
-        "openssl req failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    // The postgres-owned agent does not read it; root does. Readable for the test either way.
-    (cert, key)
+    pgbaton_testkit::self_signed_cert(dir, "api")
 }
 
 fn stdout(out: &std::process::Output) -> String {

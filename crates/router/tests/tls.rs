@@ -19,17 +19,7 @@ const SSL_QUERY: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid(
 /// Give the primary a self-signed certificate and turn `ssl` on (a reload suffices).
 async fn enable_ssl(cluster: &Cluster) {
     let data = &cluster.primary.spec.data_dir;
-    let (crt, key) = (data.join("server.crt"), data.join("server.key"));
-    let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
-        .args(["-subj", "/CN=localhost", "-days", "1", "-out"])
-        .arg(&crt)
-        .arg("-keyout")
-        .arg(&key)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run openssl: install it with `apt-get install -y openssl`");
-    assert!(status.success(), "openssl req failed: {status}");
+    let (crt, key) = pgbaton_testkit::self_signed_cert(data, "server");
     let user = User::from_name("postgres")
         .ok()
         .flatten()

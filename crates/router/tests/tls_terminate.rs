@@ -15,26 +15,9 @@ use support::{conninfo, psql, psql_ok, Cluster, RunningRouter};
 const SSL_QUERY: &str =
     "SELECT pg_is_in_recovery(), (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid())";
 
-/// A self-signed certificate for 127.0.0.1 (openssl command line).
+/// The router's test certificate for 127.0.0.1.
 fn certificate(dir: &Path) -> (PathBuf, PathBuf) {
-    let (cert, key) = (dir.join("router.crt"), dir.join("router.key"));
-    let status = std::process::Command::new("openssl")
-        .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes"])
-        .args([
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-        ])
-        .args(["-days", "2", "-keyout"])
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .stderr(std::process::Stdio::null())
-        .status()
-        .expect("run openssl: install it with `apt-get install -y openssl`");
-    assert!(status.success(), "openssl req failed: {status}");
-    (cert, key)
+    pgbaton_testkit::self_signed_cert(dir, "router")
 }
 
 fn terminating(cluster: &Cluster, dir: &Path) -> RouterConfig {
