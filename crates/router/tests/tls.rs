@@ -11,7 +11,7 @@ use std::process::Output;
 
 use nix::unistd::User;
 use pgbaton_router::TlsMode;
-use support::{eventually, Cluster, RunningRouter, BIN_DIR, T};
+use support::{eventually, Cluster, RunningRouter, T};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const SSL_QUERY: &str = "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()";
@@ -46,22 +46,8 @@ async fn enable_ssl(cluster: &Cluster) {
 
 /// psql through `addr` as `postgres` (SCRAM) with `sslmode`, running `SSL_QUERY`.
 async fn psql(addr: std::net::SocketAddr, sslmode: &str) -> Output {
-    let conninfo = format!(
-        "host={} port={} sslmode={sslmode} user=postgres dbname=postgres connect_timeout=10",
-        addr.ip(),
-        addr.port()
-    );
-    let run = tokio::process::Command::new(format!("{BIN_DIR}/psql"))
-        .args(["-X", "-tA", "-v", "ON_ERROR_STOP=1", "-c", SSL_QUERY])
-        .arg(conninfo)
-        .env("PGPASSWORD", "super secret")
-        .env("PGCONNECT_TIMEOUT", "10")
-        .kill_on_drop(true)
-        .output();
-    tokio::time::timeout(T * 2, run)
-        .await
-        .expect("psql finished in time")
-        .expect("run psql: install it with `apt-get install -y postgresql-15`")
+    let conninfo = support::conninfo(addr, "postgres", "postgres", &format!("sslmode={sslmode}"));
+    support::psql(&conninfo, &[SSL_QUERY]).await
 }
 
 fn stdout(out: &Output) -> String {
