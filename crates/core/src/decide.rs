@@ -321,7 +321,7 @@ fn leader_duties_if_any(
 
 fn leader_duties(s: &MemberState, cfg: &HaConfig, view: &DcsView, pg: &RunningPg) -> Vec<Action> {
     let mut actions = vec![Action::WriteStatus { optime: pg.lsn }];
-    if pg.timeline > 1 && view.last_history_timeline < pg.timeline - 1 {
+    if pg.timeline > 1 && view.last_history_timeline() < pg.timeline - 1 {
         if let Some((timeline, lsn)) = s.promoted_from {
             if timeline < pg.timeline {
                 actions.push(Action::AppendHistory { timeline, lsn });
@@ -429,7 +429,7 @@ fn holding_leader_key(
         LocalPg::Running(pg) if !pg.in_recovery => {
             s.phase = Phase::Leader;
             s.restart_deadline = None;
-            if pg.timeline > 1 && view.last_history_timeline >= pg.timeline - 1 {
+            if pg.timeline > 1 && view.last_history_timeline() >= pg.timeline - 1 {
                 s.promoted_from = None;
             }
             let mut reason = Reason::LeaderHealthy;
@@ -810,7 +810,11 @@ fn leaderless(
             )
         }
         LocalPg::Running(pg) if pg.in_recovery => {
-            match switchover::replica_side(cfg, view, f.now - since) {
+            match switchover::replica_side(cfg, view, f.now - since, obs.unix_now_ms) {
+                ReplicaSide::FormerLeader => {
+                    s.phase = Phase::Replica;
+                    return (Reason::FormerLeaderStandsAside, vec![]);
+                }
                 ReplicaSide::StandAside { candidate } => {
                     s.phase = Phase::Replica;
                     return (Reason::StandingAside { candidate }, vec![]);
@@ -826,6 +830,7 @@ fn leaderless(
                             &obs.peers,
                             f.now - since,
                             f.promise_left,
+                            obs.unix_now_ms,
                         );
                         matches!(candidacy, Candidacy::Eligible { .. })
                     } else {
@@ -844,8 +849,15 @@ fn leaderless(
                 }
                 ReplicaSide::Ordinary => {}
             }
-            let candidacy =
-                evaluate_candidacy(cfg, pg, view, &obs.peers, f.now - since, f.promise_left);
+            let candidacy = evaluate_candidacy(
+                cfg,
+                pg,
+                view,
+                &obs.peers,
+                f.now - since,
+                f.promise_left,
+                obs.unix_now_ms,
+            );
             match candidacy {
                 Candidacy::Eligible {
                     lsn,

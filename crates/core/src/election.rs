@@ -7,9 +7,16 @@
 //! 3. A member races only if no reachable, eligible peer reports a higher position, compared
 //!    by (timeline, LSN): a newer timeline is the history that won (ties all race; the
 //!    compare-and-swap on the leader key picks one). A member on an older timeline than the
-//!    newest known (history, member documents, peers) never races in asynchronous mode: its
-//!    WAL may hold a branch the cluster abandoned. Among members at the same position, one
-//!    whose peer has a higher `failover_priority` tag does not race.
+//!    newest known (history, member documents, peers) races only if its position is at or
+//!    before the point where its timeline ended (the `history` key): then it holds a prefix
+//!    of the newest history and is merely behind. Past that point its WAL holds a branch the
+//!    cluster abandoned, and it never races in asynchronous mode. Among members at the same
+//!    position, one whose peer has a higher `failover_priority` tag does not race. A
+//!    member's timeline is the one of the newest WAL it holds (its replay timeline, not the
+//!    control file's), the same definition it reports to its peers. While a switchover
+//!    hands over from a member (the `failover` key names it as leader, for 2 × ttl after
+//!    the key was released), that member does not compete: it neither races (decide.rs)
+//!    nor counts as a peer ahead, so the others elect among themselves.
 //! 4. Lag is measured against the freshest position known: the largest of the leader's last
 //!    published position, every peer's fresh report and our own. Within
 //!    `maximum_lag_on_failover` the member races at once.
@@ -28,6 +35,7 @@
 use std::collections::BTreeMap;
 
 use crate::observation::{DcsView, PeerView, RunningPg};
+use crate::switchover::handing_over_from;
 use crate::{HaConfig, Lsn, Millis};
 
 /// The outcome of [`evaluate_candidacy`].
@@ -59,7 +67,8 @@ pub enum Candidacy {
     TooLagged { lag: u64, max: u64, wait_ms: Millis },
     /// Synchronous mode: not a member that holds every acknowledged commit.
     NotSynchronous(String),
-    /// On an older timeline than the cluster's newest: its WAL may have diverged.
+    /// On an older timeline than the cluster's newest, past the point where that timeline
+    /// ended (or that point is not recorded): its WAL may have diverged.
     OldTimeline { mine: u32, newest: u32 },
     /// Failsafe mode: promised a leader without the DCS not to compete for this long.
     FailsafePromised { remaining_ms: Millis },
@@ -75,6 +84,7 @@ pub fn evaluate_candidacy(
     peers: &BTreeMap<String, PeerView>,
     leaderless_for: Millis,
     failsafe_promise_left: Option<Millis>,
+    unix_now_ms: u64,
 ) -> Candidacy {
     if cfg.nofailover {
         return Candidacy::NoFailoverTag;
@@ -107,9 +117,10 @@ pub fn evaluate_candidacy(
         .filter_map(|m| m.timeline)
         .max()
         .unwrap_or(0);
-    if view.last_history_timeline > 0 {
-        newest_timeline = newest_timeline.max(view.last_history_timeline + 1);
+    if view.last_history_timeline() > 0 {
+        newest_timeline = newest_timeline.max(view.last_history_timeline() + 1);
     }
+    let former_leader = handing_over_from(cfg, view, leaderless_for, unix_now_ms);
     let mut reachable_named = 0;
     for (name, peer) in peers {
         if name == &cfg.name {
@@ -149,6 +160,7 @@ pub fn evaluate_candidacy(
                 .is_some_and(|k| !k.iter().any(|n| n == name));
         let competes = !*nofailover
             && !outside_topology
+            && former_leader != Some(name.as_str())
             && if sync {
                 named.contains(name)
             } else {
@@ -185,7 +197,7 @@ pub fn evaluate_candidacy(
             Err(why) => Candidacy::NotSynchronous(why),
         };
     }
-    if me.timeline < newest_timeline {
+    if !view.on_cluster_history(me.timeline, me.lsn, newest_timeline) {
         // Our WAL may hold a branch the cluster abandoned; promoting it would discard what
         // the newer timeline acknowledged. Not even after the lag grace period.
         return Candidacy::OldTimeline {

@@ -22,6 +22,7 @@ mod reason;
 mod state;
 mod switchover;
 mod sync;
+mod timeline;
 
 pub use action::{Action, StopMode};
 pub use config::{HaConfig, SyncConfig, SyncMode};
@@ -33,6 +34,7 @@ pub use observation::{
 };
 pub use reason::Reason;
 pub use state::{MemberState, Phase, PublishedState};
+pub use timeline::{member_timeline, TimelineSource};
 
 /// Monotonic time in milliseconds (the agent's `Instant` since start, or the simulator's clock).
 pub type Millis = u64;

@@ -195,8 +195,9 @@ pub struct DcsView {
     pub members: BTreeMap<String, MemberView>,
     /// The freshest leader position the DCS knows (`status` optime or the leader's document).
     pub leader_optime: Option<Lsn>,
-    /// The highest timeline recorded in `history` (0 when empty).
-    pub last_history_timeline: u32,
+    /// The `history` key: each recorded timeline and the position where it ended (the
+    /// switch point of the promotion that left it).
+    pub history: BTreeMap<u32, Lsn>,
     /// The `config` key exists.
     pub config_present: bool,
     /// A pending switchover or failover (`failover` key).
@@ -206,6 +207,20 @@ pub struct DcsView {
     /// The `failsafe` key: the members of the failsafe topology the leader last wrote
     /// (sorted; `None` when absent or unreadable).
     pub failsafe: Option<Vec<String>>,
+}
+
+impl DcsView {
+    /// The highest timeline recorded in `history` (0 when empty).
+    pub fn last_history_timeline(&self) -> u32 {
+        self.history.keys().next_back().copied().unwrap_or(0)
+    }
+
+    /// Whether a member at `(timeline, lsn)` holds only WAL that the cluster's newest
+    /// timeline also holds: its timeline is the newest known, or it ended (per `history`)
+    /// at or after `lsn`. `false` when the end of an older timeline is not recorded.
+    pub fn on_cluster_history(&self, timeline: u32, lsn: Lsn, newest_timeline: u32) -> bool {
+        timeline >= newest_timeline || self.history.get(&timeline).is_some_and(|end| lsn <= *end)
+    }
 }
 
 /// The `failover` key: a planned switchover (`leader` set) or a manual failover.

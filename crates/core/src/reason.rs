@@ -104,6 +104,8 @@ pub enum Reason {
         candidate: String,
     },
     SwitchoverCandidate,
+    /// The switchover hands over from this member: it does not race for the key back.
+    FormerLeaderStandsAside,
     ClaimingSyncKey,
     KeepingSynchronousData,
 }
@@ -236,6 +238,7 @@ impl fmt::Display for Reason {
             SwitchoverRefused(why) => write!(f, "switchover refused and cancelled: {why}"),
             StandingAside { candidate } => write!(f, "no leader; standing aside for the requested candidate {candidate}"),
             SwitchoverCandidate => write!(f, "no leader and this member is the requested candidate: racing for the leader key"),
+            FormerLeaderStandsAside => write!(f, "no leader; a switchover hands over from this member: not racing for the key back"),
             KeepingSynchronousData => write!(
                 f,
                 "the sync key names this member: keeping its data directory until the leader drops it from the key"

@@ -32,6 +32,10 @@ pub(crate) fn leader_side(
         return LeaderSide::Done;
     }
     if req.leader.as_deref().is_some_and(|l| l != cfg.name) {
+        if req.candidate.is_none() {
+            // A switchover from another member to whoever was healthiest: we took over.
+            return LeaderSide::Done;
+        }
         return LeaderSide::Refuse(format!(
             "switchover from {} requested, but {} is the leader",
             req.leader.as_deref().unwrap_or(""),
@@ -118,12 +122,48 @@ pub(crate) enum ReplicaSide {
     RaceNow,
     /// Another member is the candidate: stand aside.
     StandAside { candidate: String },
+    /// We are the leader the switchover hands over from: never race for the key back.
+    FormerLeader,
 }
 
-pub(crate) fn replica_side(cfg: &HaConfig, view: &DcsView, leaderless_for: Millis) -> ReplicaSide {
+/// How long a switchover holds the election to its terms after the leader key is released:
+/// a candidate that has not taken the key by then has failed, and everyone may race.
+fn switchover_window_open(cfg: &HaConfig, leaderless_for: Millis) -> bool {
+    leaderless_for < 2 * cfg.ttl_ms
+}
+
+/// The leader a switchover in progress hands over from, while the switchover still holds
+/// the election to its terms: that member neither races nor competes with the others
+/// (with or without a named candidate). `None` for a manual failover, a request that is
+/// scheduled for later, or once the window has passed.
+pub(crate) fn handing_over_from<'a>(
+    cfg: &HaConfig,
+    view: &'a DcsView,
+    leaderless_for: Millis,
+    unix_now_ms: u64,
+) -> Option<&'a str> {
+    let req = view.failover.as_ref()?;
+    let scheduled_later = req.scheduled_at_unix_ms.is_some_and(|at| at > unix_now_ms);
+    if scheduled_later || !switchover_window_open(cfg, leaderless_for) {
+        return None;
+    }
+    req.leader
+        .as_deref()
+        .filter(|l| req.candidate.as_deref() != Some(*l))
+}
+
+pub(crate) fn replica_side(
+    cfg: &HaConfig,
+    view: &DcsView,
+    leaderless_for: Millis,
+    unix_now_ms: u64,
+) -> ReplicaSide {
     let Some(req) = &view.failover else {
         return ReplicaSide::Ordinary;
     };
+    if handing_over_from(cfg, view, leaderless_for, unix_now_ms) == Some(cfg.name.as_str()) {
+        return ReplicaSide::FormerLeader;
+    }
     let Some(candidate) = &req.candidate else {
         return ReplicaSide::Ordinary;
     };
@@ -131,7 +171,7 @@ pub(crate) fn replica_side(cfg: &HaConfig, view: &DcsView, leaderless_for: Milli
         return ReplicaSide::RaceNow;
     }
     // A candidate that does not take the key within 2 × ttl has failed: elect normally.
-    if leaderless_for >= 2 * cfg.ttl_ms {
+    if !switchover_window_open(cfg, leaderless_for) {
         return ReplicaSide::Ordinary;
     }
     ReplicaSide::StandAside {

@@ -49,7 +49,7 @@ fn view(leader: Option<&str>, failsafe: Option<&[&str]>) -> DcsView {
         leader: leader.map(str::to_string),
         members,
         leader_optime: Some(100),
-        last_history_timeline: 0,
+        history: Default::default(),
         config_present: true,
         failover: None,
         sync: None,

@@ -66,7 +66,7 @@ impl Obs {
                     leader: None,
                     members,
                     leader_optime: Some(100),
-                    last_history_timeline: 0,
+                    history: Default::default(),
                     config_present: true,
                     failover: None,
                     sync: None,
@@ -772,10 +772,11 @@ fn a_replica_on_an_older_timeline_than_the_leader_is_not_following() {
 }
 
 #[test]
-fn a_member_on_an_old_timeline_never_races_not_even_after_the_grace_period() {
-    // history says the cluster moved to timeline 2; we are still on timeline 1
+fn a_member_past_the_end_of_its_old_timeline_never_races_not_even_after_the_grace_period() {
+    // history says timeline 1 ended at 400 and the cluster moved to timeline 2; we are
+    // still on timeline 1 at 500: our WAL holds a branch the cluster abandoned
     let mut obs = Obs::new(replica(500)).build();
-    obs.dcs.as_mut().unwrap().last_history_timeline = 1;
+    obs.dcs.as_mut().unwrap().history.insert(1, 400);
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
     assert_eq!(
         d.reason,
@@ -787,6 +788,35 @@ fn a_member_on_an_old_timeline_never_races_not_even_after_the_grace_period() {
     };
     let d = decide(&d.state, &much_later, &cfg());
     assert!(pg_actions(&d).is_empty());
+}
+
+#[test]
+fn a_member_on_an_old_timeline_before_its_end_is_only_behind_and_races() {
+    // Timeline 1 ended at 500 and we replayed up to exactly there (a switchover's last
+    // record) before the new leader was lost: we hold a prefix of timeline 2's history.
+    let mut obs = Obs::new(replica(500)).build();
+    obs.dcs.as_mut().unwrap().history.insert(1, 500);
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert!(
+        matches!(d.reason, Reason::RacingForLeader { .. }),
+        "{}",
+        d.reason
+    );
+    assert!(d.actions.contains(&Action::AcquireLeader));
+}
+
+#[test]
+fn a_member_on_an_old_timeline_whose_end_is_not_recorded_does_not_race() {
+    // A member document says timeline 2 exists, but the history key does not say where
+    // timeline 1 ended: we cannot tell whether our WAL diverged.
+    let mut obs = Obs::new(replica(500)).build();
+    let dcs = obs.dcs.as_mut().unwrap();
+    dcs.members.get_mut("node2").unwrap().timeline = Some(2);
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(
+        d.reason,
+        Reason::NotRacing(Candidacy::OldTimeline { mine: 1, newest: 2 })
+    );
 }
 
 #[test]

@@ -74,7 +74,7 @@ fn view(leader: Option<&str>) -> DcsView {
         leader: leader.map(str::to_string),
         members,
         leader_optime: Some(1000),
-        last_history_timeline: 0,
+        history: Default::default(),
         config_present: true,
         failover: None,
         sync: None,
@@ -276,6 +276,92 @@ fn the_new_leader_clears_the_request() {
     let d = decide(&leader_state(), &obs(primary(1000, vec![]), v), &cfg());
     assert!(ops(&d).contains(&Action::ClearFailover));
     assert_eq!(d.reason, Reason::LeaderHealthy);
+}
+
+#[test]
+fn the_new_leader_of_a_switchover_without_candidate_clears_the_request_quietly() {
+    let mut v = view(Some(ME));
+    v.failover = request(Some("node3"), None);
+    let d = decide(&leader_state(), &obs(primary(1000, vec![]), v), &cfg());
+    assert!(ops(&d).contains(&Action::ClearFailover));
+    assert_eq!(d.reason, Reason::LeaderHealthy);
+}
+
+fn peer(lsn: Lsn, timeline: u32) -> PeerView {
+    PeerView::Report {
+        replica_running: true,
+        primary_running: false,
+        lsn: Some(lsn),
+        timeline: Some(timeline),
+        nofailover: false,
+        failover_priority: 1,
+    }
+}
+
+fn replica_state() -> MemberState {
+    MemberState {
+        phase: Phase::Replica,
+        leaderless_since: Some(50_000),
+        ..MemberState::new()
+    }
+}
+
+#[test]
+fn the_old_leader_of_a_switchover_without_candidate_never_races_for_the_key_back() {
+    // node1 handed over and restarted as a replica; it holds the most WAL (its own
+    // shutdown checkpoint), but the request names it as the leader handed over from.
+    let mut v = view(None);
+    v.failover = request(Some(ME), None);
+    let mut o = obs(replica(1100), v);
+    o.peers.insert("node2".into(), peer(1000, 1));
+    o.peers.insert("node3".into(), peer(1000, 1));
+    let d = decide(&replica_state(), &o, &cfg());
+    assert_eq!(d.reason, Reason::FormerLeaderStandsAside);
+    assert!(ops(&d).is_empty());
+    // Before 2 x ttl the window holds; after it, the old leader is an ordinary member again.
+    let later = Observation {
+        now: 50_000 + 2 * cfg().ttl_ms,
+        ..o
+    };
+    let d = decide(&replica_state(), &later, &cfg());
+    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+}
+
+#[test]
+fn the_old_leader_of_a_switchover_without_candidate_does_not_count_as_a_peer_ahead() {
+    // node2 handed over; it is ahead of node1 and node3 (it wrote the last record), but
+    // the others elect among themselves: node1 is the most advanced of them.
+    let mut v = view(None);
+    v.failover = request(Some("node2"), None);
+    let mut o = obs(replica(1000), v);
+    o.peers.insert("node2".into(), peer(1100, 1));
+    o.peers.insert("node3".into(), peer(990, 1));
+    let d = decide(&replica_state(), &o, &cfg());
+    assert_eq!(ops(&d), vec![Action::AcquireLeader], "{}", d.reason);
+    // node3, behind node1, does not race.
+    let node3 = HaConfig::with_defaults("node3");
+    let mut o3 = o.clone();
+    o3.pg = replica(990);
+    o3.peers.remove("node3");
+    o3.peers.insert(ME.into(), peer(1000, 1));
+    let d = decide(&replica_state(), &o3, &node3);
+    assert!(ops(&d).is_empty(), "{}", d.reason);
+}
+
+#[test]
+fn a_scheduled_switchover_does_not_hold_back_the_leader_it_names_before_its_time() {
+    // The leader named by a switchover scheduled for later crashed and came back as a
+    // replica: the switchover has not begun, so it is an ordinary member.
+    let mut v = view(None);
+    v.failover = Some(FailoverRequest {
+        leader: Some(ME.into()),
+        candidate: None,
+        scheduled_at_unix_ms: Some(1_800_000_000_000 + 60_000),
+    });
+    let mut o = obs(replica(1100), v);
+    o.peers.insert("node2".into(), peer(1000, 1));
+    let d = decide(&replica_state(), &o, &cfg());
+    assert_eq!(ops(&d), vec![Action::AcquireLeader], "{}", d.reason);
 }
 
 #[test]

@@ -9,6 +9,8 @@ mod clone;
 mod config;
 mod controldata;
 mod error;
+mod history;
+mod identify;
 mod initdb;
 mod logical;
 mod lsn;
@@ -25,6 +27,8 @@ pub use controldata::{
     data_dir_state, parse_controldata, ControlData, DataDirState, DbState, PG_MAJOR,
 };
 pub use error::{PgError, INSTALL_HINT};
+pub use history::{parse_timeline_history, read_timeline_history, TimelineEnd};
+pub use identify::{identify_system, Identity};
 pub use initdb::initdb;
 pub use logical::{
     advance_slot, drop_logical_slots, ensure_logical_slots, feedback_catalog_xmin,

@@ -7,8 +7,10 @@ use tokio_postgres::Row;
 
 use crate::client::{bounded, connect};
 use crate::error::PgError;
+use crate::identify::identify_system;
 use crate::lsn::parse_lsn;
 use crate::spec::PgSpec;
+use pgbaton_core::{member_timeline, TimelineSource};
 
 /// The server's view of itself.
 #[derive(Debug, Clone, PartialEq)]
@@ -18,9 +20,11 @@ pub struct PgStatus {
     pub server_version: u32,
     pub system_identifier: u64,
     pub postmaster_start_time: String,
-    /// Primary: the timeline of the current WAL file; replica: the WAL receiver's received
-    /// timeline, else the latest checkpoint's.
+    /// The timeline of the member's position (see [`member_timeline`]): primary, the
+    /// timeline of its current WAL file; replica, the timeline of the newest WAL it holds.
     pub timeline: u32,
+    /// Where `timeline` came from.
+    pub timeline_source: TimelineSource,
     /// Primary: pg_current_wal_lsn().
     pub wal_lsn: Option<u64>,
     pub receive_lsn: Option<u64>,
@@ -120,7 +124,24 @@ pub async fn query_status(spec: &PgSpec, timeout: Duration) -> Result<PgStatus, 
             q(REPLICATION_SQL, "reading pg_stat_replication"),
             q(SLOTS_SQL, "reading pg_replication_slots"),
         )?;
-        assemble(&server, &receiver, &replication, &slots)
+        // Only a standby needs it; asked after pg_stat_replication was read, so this short
+        // walsender session never shows there as if it were a standby.
+        let in_recovery = server
+            .first()
+            .and_then(|row| row.try_get::<_, bool>(0).ok())
+            .unwrap_or(false);
+        let replay_timeline = if in_recovery {
+            match identify_system(spec, timeout).await {
+                Ok(identity) => Some(identity.timeline),
+                Err(e) => {
+                    tracing::debug!(error = %e, "no replay timeline from IDENTIFY_SYSTEM");
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        assemble(&server, &receiver, &replication, &slots, replay_timeline)
     })
     .await
 }
@@ -130,6 +151,7 @@ fn assemble(
     receiver: &[Row],
     replication: &[Row],
     slots: &[Row],
+    replay_timeline: Option<u32>,
 ) -> Result<PgStatus, PgError> {
     let row = server.first().ok_or_else(|| PgError::UnexpectedResult {
         what: "reading the server status".into(),
@@ -139,11 +161,13 @@ fn assemble(
     let wal_receiver = receiver.first().map(wal_receiver).transpose()?;
     let primary_timeline: Option<i64> = get(row, 4)?;
     let checkpoint_timeline: i64 = get(row, 5)?;
-    let timeline = match (&wal_receiver, primary_timeline) {
-        (_, Some(tli)) => tli,
-        (Some(receiver), None) if receiver.received_tli > 0 => i64::from(receiver.received_tli),
-        _ => checkpoint_timeline,
-    };
+    let as_tli = |t: i64| u32::try_from(t).unwrap_or_default();
+    let (timeline, timeline_source) = member_timeline(
+        primary_timeline.map(as_tli),
+        replay_timeline.filter(|_| in_recovery),
+        wal_receiver.as_ref().map(|r| r.received_tli),
+        as_tli(checkpoint_timeline),
+    );
     let server_version: i32 = get(row, 1)?;
     let system_identifier: i64 = get(row, 2)?;
     let read_only_setting: bool = get(row, 12)?;
@@ -153,7 +177,8 @@ fn assemble(
         // pg_control_system() shows the unsigned identifier as a signed bigint.
         system_identifier: system_identifier as u64,
         postmaster_start_time: get(row, 3)?,
-        timeline: u32::try_from(timeline).unwrap_or_default(),
+        timeline,
+        timeline_source,
         wal_lsn: lsn(row, 6)?,
         receive_lsn: lsn(row, 7)?,
         replay_lsn: lsn(row, 8)?,

@@ -329,8 +329,8 @@ impl World {
             }
             Action::ReleaseLeader => self.release_leader_key(m),
             Action::WriteStatus { optime } => self.dcs.status_optime = Some(*optime),
-            Action::AppendHistory { timeline, .. } => {
-                self.dcs.last_history_timeline = self.dcs.last_history_timeline.max(*timeline);
+            Action::AppendHistory { timeline, lsn } => {
+                self.dcs.history.entry(*timeline).or_insert(*lsn);
             }
             Action::WriteSync { members, quorum } => {
                 self.write_sync(m, members, *quorum);

@@ -48,7 +48,8 @@ pub struct Dcs {
     pub leader: Option<LeaderKey>,
     pub members: BTreeMap<String, MemberDoc>,
     pub status_optime: Option<Lsn>,
-    pub last_history_timeline: u32,
+    /// The `history` key: each timeline that ended and where.
+    pub history: BTreeMap<u32, Lsn>,
     pub config_present: bool,
     leases: BTreeMap<LeaseId, Lease>,
     next_lease: LeaseId,
@@ -88,7 +89,7 @@ impl Dcs {
                 .map(|(k, d)| (k.clone(), d.view.clone()))
                 .collect(),
             leader_optime,
-            last_history_timeline: self.last_history_timeline,
+            history: self.history.clone(),
             config_present: self.config_present,
             failover: self.failover.clone(),
             sync: self.sync.clone(),

@@ -32,6 +32,28 @@ impl<D: Dcs> Agent<D> {
         }
     }
 
+    /// Where `timeline` ended and why, from the current timeline's history file.
+    fn switch_point(&self, timeline: u32, seen_before_promoting: u64) -> (u64, String) {
+        let fallback = (
+            seen_before_promoting,
+            "no recovery target specified".to_string(),
+        );
+        let Some(current) = self.last_pg_status.as_ref().map(|s| s.timeline) else {
+            return fallback;
+        };
+        match pg::read_timeline_history(&self.spec.data_dir, current) {
+            Ok(lines) => lines
+                .into_iter()
+                .find(|l| l.timeline == timeline)
+                .map(|l| (l.switch_lsn, l.reason))
+                .unwrap_or(fallback),
+            Err(e) => {
+                tracing::warn!(error = %e, "history file unreadable; recording the position seen before promoting");
+                fallback
+            }
+        }
+    }
+
     async fn dcs_action(&mut self, action: &Action, decision: &Decision) -> Result<(), DcsError> {
         let timeout = self.dcs_timeout();
         let dcs = self.dcs.clone();
@@ -91,10 +113,13 @@ impl<D: Dcs> Agent<D> {
                     .map(|c| c.history.clone())
                     .unwrap_or_default();
                 if history.iter().all(|h| h.timeline != *timeline) {
+                    // Where the timeline really ended is in the new timeline's history file;
+                    // the position seen before promoting is only the fallback.
+                    let (lsn, reason) = self.switch_point(*timeline, *lsn);
                     history.push(HistoryEntry {
                         timeline: *timeline,
-                        lsn: *lsn,
-                        reason: "no recovery target specified".to_string(),
+                        lsn,
+                        reason,
                         timestamp: Some(
                             chrono::Utc::now()
                                 .to_rfc3339_opts(chrono::SecondsFormat::Micros, false),

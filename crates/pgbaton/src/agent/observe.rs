@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use pgbaton_config::DynamicConfig;
+use pgbaton_core::TimelineSource;
 use pgbaton_core::{LocalPg, Observation, PeerView};
 use pgbaton_dcs::{ClusterState, Dcs};
 use pgbaton_postgres::{data_dir_state, query_status};
@@ -172,6 +173,15 @@ impl<D: Dcs> Agent<D> {
             return match query_status(&self.spec, timeout).await {
                 Ok(status) => {
                     let running = view::running_pg(&status);
+                    let was = self.last_pg_status.as_ref().map(|s| s.timeline_source);
+                    if status.timeline_source == TimelineSource::ControlFile
+                        && was != Some(TimelineSource::ControlFile)
+                    {
+                        tracing::warn!(
+                            timeline = status.timeline,
+                            "replica timeline read from the control file, which lags after a timeline switch: IDENTIFY_SYSTEM as the replication user over the local socket failed (see the debug log; check pg_hba's local replication line and max_wal_senders)"
+                        );
+                    }
                     self.last_pg_status = Some(status);
                     LocalPg::Running(running)
                 }

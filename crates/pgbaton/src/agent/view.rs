@@ -29,7 +29,7 @@ pub fn dcs_view(state: &ClusterState) -> DcsView {
         leader: state.leader_name().map(str::to_string),
         members,
         leader_optime: state.leader_optime(),
-        last_history_timeline: state.history.iter().map(|h| h.timeline).max().unwrap_or(0),
+        history: state.history.iter().map(|h| (h.timeline, h.lsn)).collect(),
         config_present: state.config.is_some(),
         failover: state.failover.as_ref().map(|f| FailoverRequest {
             leader: f.value.leader.clone(),
