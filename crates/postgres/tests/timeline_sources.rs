@@ -1,0 +1,145 @@
+//! A member's timeline right after a timeline switch, on real PostgreSQL 15: a replica that
+//! followed a newly promoted primary onto timeline 2 and then lost it (no WAL receiver any
+//! more, no restartpoint yet) still reports timeline 2, from `IDENTIFY_SYSTEM`, while its
+//! control file may still name timeline 1.
+
+mod common;
+
+use std::time::Duration;
+
+use common::{eventually, hba, sql, start, streaming, test_parameters, upstream, wal_lsn, Sandbox};
+use pgbaton_core::TimelineSource;
+use pgbaton_postgres::{
+    basebackup, ensure_users, identify_system, initdb, promote, query_status,
+    read_timeline_history, slot_name_for, sync_physical_slots, write_config, PgSpec, StandbyConfig,
+    StopMode,
+};
+
+const T: Duration = Duration::from_secs(10);
+
+fn standby_of(spec: &PgSpec, member: &str) -> StandbyConfig {
+    StandbyConfig {
+        upstream: Some(upstream(spec)),
+        slot_name: Some(slot_name_for(member)),
+    }
+}
+
+async fn checkpoint_timeline(spec: &PgSpec) -> i64 {
+    let client = pgbaton_postgres::connect(spec, T).await.expect("connect");
+    client
+        .query_one("SELECT timeline_id::int8 FROM pg_control_checkpoint()", &[])
+        .await
+        .expect("pg_control_checkpoint")
+        .get(0)
+}
+
+#[tokio::test]
+async fn a_replica_whose_new_leader_is_gone_reports_the_timeline_it_replayed() {
+    let sandbox = Sandbox::new();
+    let node1 = sandbox.member("node1");
+    let node2 = sandbox.member("node2");
+    let node3 = sandbox.member("node3");
+
+    initdb(&node1, &["--data-checksums".into()])
+        .await
+        .expect("initdb");
+    write_config(&node1, &test_parameters(), &hba(), None).expect("write_config");
+    let mut pm1 = start(&node1).await;
+    // The replication and rewind roles.
+    ensure_users(&node1, &[], T).await.expect("ensure_users");
+    let slots = [slot_name_for("node2"), slot_name_for("node3")]
+        .into_iter()
+        .collect();
+    sync_physical_slots(&node1, &slots, &Default::default(), T)
+        .await
+        .expect("slots");
+    sql(&node1, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await;
+
+    let mut replicas = Vec::new();
+    for (spec, name) in [(&node2, "node2"), (&node3, "node3")] {
+        basebackup(spec, &upstream(&node1), &[])
+            .await
+            .expect("basebackup");
+        write_config(
+            spec,
+            &test_parameters(),
+            &hba(),
+            Some(&standby_of(&node1, name)),
+        )
+        .expect("write_config");
+        replicas.push(start(spec).await);
+        streaming(spec).await;
+    }
+    let mut pm3 = replicas.pop().expect("node3");
+    let mut pm2 = replicas.pop().expect("node2");
+
+    // A switchover: node1 stops cleanly, node2 promotes onto timeline 2, node3 follows it.
+    pm1.stop(StopMode::Fast, T).await.expect("stop node1");
+    promote(&node2, T).await.expect("promote node2");
+    sync_physical_slots(
+        &node2,
+        &[slot_name_for("node3")].into_iter().collect(),
+        &Default::default(),
+        T,
+    )
+    .await
+    .expect("slot on node2");
+    write_config(
+        &node3,
+        &test_parameters(),
+        &hba(),
+        Some(&standby_of(&node2, "node3")),
+    )
+    .expect("repoint node3");
+    pm3.reload().expect("reload node3");
+    sql(&node2, "INSERT INTO t VALUES (2)").await;
+    let target = wal_lsn(&node2).await;
+    eventually(
+        "node3 to replay node2's write on timeline 2",
+        Duration::from_secs(30),
+        || async {
+            let status = query_status(&node3, T).await.ok()?;
+            (status.replay_lsn? >= target && status.timeline == 2).then_some(())
+        },
+    )
+    .await;
+
+    // The history file says where timeline 1 ended.
+    let history = read_timeline_history(&node2.data_dir, 2).expect("00000002.history");
+    assert_eq!(history.len(), 1);
+    assert_eq!(history[0].timeline, 1);
+
+    // node2 is lost: node3's WAL receiver stops, and no restartpoint has run.
+    pm2.stop(StopMode::Immediate, T).await.expect("stop node2");
+    eventually(
+        "node3's WAL receiver to stop streaming",
+        Duration::from_secs(30),
+        || async {
+            let status = query_status(&node3, T).await.ok()?;
+            let streaming = status
+                .wal_receiver
+                .as_ref()
+                .is_some_and(|r| r.status == "streaming");
+            (!streaming).then_some(())
+        },
+    )
+    .await;
+    let status = query_status(&node3, T).await.expect("status of node3");
+    let control = checkpoint_timeline(&node3).await;
+    eprintln!(
+        "node3: timeline {} from {:?}; the control file's checkpoint says {control}",
+        status.timeline, status.timeline_source
+    );
+    assert!(status.in_recovery);
+    assert_eq!(status.timeline, 2, "the timeline of the WAL node3 replayed");
+    assert_eq!(status.timeline_source, TimelineSource::Replay);
+    let identity = identify_system(&node3, T).await.expect("IDENTIFY_SYSTEM");
+    assert_eq!(identity.timeline, 2);
+    assert!(identity.lsn >= target);
+    assert!(
+        identity.lsn > history[0].switch_lsn,
+        "node3 replayed past the switch point"
+    );
+
+    pm3.stop(StopMode::Fast, T).await.expect("stop node3");
+}
