@@ -64,6 +64,9 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Ctl(_)) {
+        quiet_on_closed_stdout();
+    }
     // The watchdog is a plain loop: no runtime (it must stay small).
     if let Command::LeaseGuard { file, agent_pid } = &cli.command {
         fence::run(file, *agent_pid);
@@ -103,6 +106,18 @@ fn main() -> ExitCode {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// A command-line tool whose reader went away (`ctl list | head -1`) ends quietly, as
+/// command-line tools do, instead of panicking on "failed printing to stdout: Broken pipe":
+/// SIGPIPE back to its default action. Only for `ctl`: the agent and the router must survive
+/// a peer that hangs up (their sockets write with MSG_NOSIGNAL anyway).
+fn quiet_on_closed_stdout() {
+    use nix::sys::signal::{signal, SigHandler, Signal};
+    // SAFETY: SigDfl installs no handler of ours; nothing else changes SIGPIPE.
+    if let Err(e) = unsafe { signal(Signal::SIGPIPE, SigHandler::SigDfl) } {
+        eprintln!("warning: could not restore SIGPIPE: {e}");
     }
 }
 

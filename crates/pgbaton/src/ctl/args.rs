@@ -39,6 +39,8 @@ pub struct CtlArgs {
 pub(super) enum CtlCommand {
     /// The member table (Member, Host, Role, State, TL, Lag in MB).
     List {
+        /// The cluster name, as patronictl takes it (checked against the scope).
+        cluster: Option<String>,
         #[arg(long, short = 'f', default_value = "pretty")]
         format: OutputFormat,
         /// Show optional columns (pending restart, tags) even when empty.
@@ -46,7 +48,10 @@ pub(super) enum CtlCommand {
         extended: bool,
     },
     /// Members as a replication tree.
-    Topology,
+    Topology {
+        /// The cluster name, as patronictl takes it (checked against the scope).
+        cluster: Option<String>,
+    },
     /// Where a pgbaton router sends traffic now (its `/status`): leader, replicas, lag,
     /// connections, handover in progress.
     RouterStatus {
@@ -58,11 +63,16 @@ pub(super) enum CtlCommand {
     },
     /// The failover history (timeline switches).
     History {
+        /// The cluster name, as patronictl takes it (checked against the scope).
+        cluster: Option<String>,
         #[arg(long, short = 'f', default_value = "pretty")]
         format: OutputFormat,
     },
     /// The dynamic configuration stored in the DCS.
-    ShowConfig,
+    ShowConfig {
+        /// The cluster name, as patronictl takes it (checked against the scope).
+        cluster: Option<String>,
+    },
     /// Print a haproxy.cfg (write port to the leader, read port to replicas) for this cluster.
     HaproxyConfig {
         #[arg(long, default_value_t = 5432)]
@@ -72,6 +82,8 @@ pub(super) enum CtlCommand {
     },
     /// Planned handover of the leader role to a replica (now or at a scheduled time).
     Switchover {
+        /// The cluster name, as patronictl takes it (checked against the scope).
+        cluster: Option<String>,
         /// The current leader (checked).
         #[arg(long, alias = "primary", alias = "master")]
         leader: Option<String>,
@@ -88,17 +100,19 @@ pub(super) enum CtlCommand {
         #[arg(long)]
         force: bool,
     },
-    /// Cancel what is scheduled: `flush switchover`, or `flush restart [MEMBERS]`.
+    /// Cancel what is scheduled: `flush switchover`, or `flush restart [MEMBERS]`
+    /// (patronictl's order, `flush CLUSTER [MEMBERS] restart|switchover`, works too).
     Flush {
-        /// `switchover` or `restart`.
-        what: FlushTarget,
-        /// For `restart`: the members (default: all).
-        members: Vec<String>,
+        /// `switchover` or `restart`, and for `restart` the members (default: all).
+        #[arg(required = true)]
+        words: Vec<String>,
         #[arg(long)]
         force: bool,
     },
     /// Promote a replica (when the cluster has no healthy leader, or to hand over at once).
     Failover {
+        /// The cluster name, as patronictl takes it (checked against the scope).
+        cluster: Option<String>,
         #[arg(long)]
         candidate: Option<String>,
         #[arg(long)]
@@ -106,7 +120,7 @@ pub(super) enum CtlCommand {
     },
     /// Restart PostgreSQL on members (in place, keeping their roles).
     Restart {
-        /// Members to restart (default: all).
+        /// Members to restart (default: all); patronictl's leading cluster name is accepted.
         members: Vec<String>,
         /// Restart every member.
         #[arg(long)]
@@ -123,22 +137,33 @@ pub(super) enum CtlCommand {
     },
     /// Reload PostgreSQL's configuration on members (default: all).
     Reload {
+        /// Members (default: all); patronictl's leading cluster name is accepted.
         members: Vec<String>,
         #[arg(long)]
         force: bool,
     },
     /// Re-clone a replica from the leader (its data directory is moved aside, not deleted).
     Reinit {
-        member: String,
+        /// The member (patronictl's `reinit CLUSTER MEMBER` works too).
+        #[arg(required = true, num_args = 1..=2)]
+        member: Vec<String>,
         #[arg(long)]
         force: bool,
     },
     /// Maintenance mode: the agents take no automatic action.
-    Pause,
+    Pause {
+        /// The cluster name, as patronictl takes it (checked against the scope).
+        cluster: Option<String>,
+    },
     /// Leave maintenance mode.
-    Resume,
+    Resume {
+        /// The cluster name, as patronictl takes it (checked against the scope).
+        cluster: Option<String>,
+    },
     /// Change the dynamic configuration: -s key=value / -p param=value, or $EDITOR.
     EditConfig {
+        /// The cluster name, as patronictl takes it (checked against the scope).
+        cluster: Option<String>,
         /// key=value (dotted keys reach into sections: postgresql.use_slots=false; null deletes).
         #[arg(short = 's', long = "set")]
         set: Vec<String>,
@@ -151,8 +176,154 @@ pub(super) enum CtlCommand {
 }
 
 /// What `flush` cancels.
-#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(super) enum FlushTarget {
     Switchover,
     Restart,
+}
+
+/// `flush`'s words in either order: `restart|switchover [MEMBERS]` or patronictl's
+/// `[MEMBERS] restart|switchover` (the cluster name already taken off).
+pub(super) fn flush_words(words: &[String]) -> anyhow::Result<(FlushTarget, Vec<String>)> {
+    let target = |w: &str| match w {
+        "restart" => Some(FlushTarget::Restart),
+        "switchover" => Some(FlushTarget::Switchover),
+        _ => None,
+    };
+    if let Some((first, rest)) = words.split_first() {
+        if let Some(t) = target(first) {
+            return Ok((t, rest.to_vec()));
+        }
+    }
+    if let Some((last, rest)) = words.split_last() {
+        if let Some(t) = target(last) {
+            return Ok((t, rest.to_vec()));
+        }
+    }
+    anyhow::bail!(
+        "flush what? say `flush restart [MEMBERS]` or `flush switchover` (got {})",
+        words.join(" ")
+    )
+}
+
+impl CtlCommand {
+    /// Takes patronictl's cluster name off the command: the `cluster` argument of the verbs
+    /// that have one, or the first of the member names of `restart`, `reload`, `reinit` and
+    /// `flush` when it is the configured scope (or when no scope is configured: patronictl
+    /// requires it there). Returns it, for the caller to check against the scope.
+    pub(super) fn take_cluster_name(&mut self, configured: Option<&str>) -> Option<String> {
+        let from_names = |names: &mut Vec<String>| -> Option<String> {
+            let first = names.first()?;
+            let is_cluster = match configured {
+                Some(scope) => first == scope,
+                None => names.len() > 1 || !matches!(first.as_str(), "restart" | "switchover"),
+            };
+            is_cluster.then(|| names.remove(0))
+        };
+        match self {
+            CtlCommand::List { cluster, .. }
+            | CtlCommand::Topology { cluster }
+            | CtlCommand::History { cluster, .. }
+            | CtlCommand::ShowConfig { cluster }
+            | CtlCommand::Switchover { cluster, .. }
+            | CtlCommand::Failover { cluster, .. }
+            | CtlCommand::Pause { cluster }
+            | CtlCommand::Resume { cluster }
+            | CtlCommand::EditConfig { cluster, .. } => cluster.take(),
+            CtlCommand::Restart { members, .. } | CtlCommand::Reload { members, .. } => {
+                from_names(members)
+            }
+            CtlCommand::Reinit { member, .. } => {
+                if member.len() == 2 {
+                    Some(member.remove(0))
+                } else {
+                    None
+                }
+            }
+            CtlCommand::Flush { words, .. } => {
+                if words.len() > 1 {
+                    from_names(words)
+                } else {
+                    None
+                }
+            }
+            CtlCommand::RouterStatus { .. } | CtlCommand::HaproxyConfig { .. } => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn names(words: &[&str]) -> Vec<String> {
+        words.iter().map(|w| w.to_string()).collect()
+    }
+
+    fn restart(members: &[&str]) -> CtlCommand {
+        CtlCommand::Restart {
+            members: names(members),
+            all: false,
+            pending: false,
+            scheduled: None,
+            force: true,
+        }
+    }
+
+    #[test]
+    fn patronictl_restart_takes_the_cluster_name_first() {
+        let mut cmd = restart(&["pg-cluster", "node1"]);
+        assert_eq!(
+            cmd.take_cluster_name(Some("pg-cluster")).as_deref(),
+            Some("pg-cluster")
+        );
+        let CtlCommand::Restart { members, .. } = cmd else {
+            unreachable!()
+        };
+        assert_eq!(members, names(&["node1"]));
+    }
+
+    #[test]
+    fn restart_without_the_cluster_name_keeps_the_members() {
+        let mut cmd = restart(&["node1", "node2"]);
+        assert_eq!(cmd.take_cluster_name(Some("pg-cluster")), None);
+        let CtlCommand::Restart { members, .. } = cmd else {
+            unreachable!()
+        };
+        assert_eq!(members, names(&["node1", "node2"]));
+    }
+
+    #[test]
+    fn without_a_configured_scope_the_first_name_is_the_cluster() {
+        let mut cmd = restart(&["pg-cluster"]);
+        assert_eq!(cmd.take_cluster_name(None).as_deref(), Some("pg-cluster"));
+    }
+
+    #[test]
+    fn flush_accepts_both_orders() {
+        let (t, m) = flush_words(&names(&["restart", "node1"])).expect("ours");
+        assert_eq!((t, m), (FlushTarget::Restart, names(&["node1"])));
+        let (t, m) = flush_words(&names(&["node1", "restart"])).expect("patronictl's");
+        assert_eq!((t, m), (FlushTarget::Restart, names(&["node1"])));
+        let (t, m) = flush_words(&names(&["switchover"])).expect("switchover");
+        assert_eq!((t, m), (FlushTarget::Switchover, vec![]));
+        let err = flush_words(&names(&["node1"])).unwrap_err().to_string();
+        assert!(err.contains("flush restart"), "{err}");
+    }
+
+    #[test]
+    fn patronictl_flush_takes_the_cluster_name_first() {
+        let mut cmd = CtlCommand::Flush {
+            words: names(&["pg-cluster", "switchover"]),
+            force: true,
+        };
+        assert_eq!(
+            cmd.take_cluster_name(Some("pg-cluster")).as_deref(),
+            Some("pg-cluster")
+        );
+        let CtlCommand::Flush { words, .. } = cmd else {
+            unreachable!()
+        };
+        assert_eq!(words, names(&["switchover"]));
+    }
 }

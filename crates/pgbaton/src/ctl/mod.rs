@@ -26,9 +26,17 @@ pub struct Target {
     pub path: ClusterPath,
 }
 
+/// The scope given by --scope or the configuration file, if any.
+fn configured_scope(args: &CtlArgs, from_file: Option<&pgbaton_config::Config>) -> Option<String> {
+    args.scope
+        .clone()
+        .or_else(|| from_file.map(|cfg| cfg.scope.clone()))
+}
+
 fn target_from(
     args: &CtlArgs,
     from_file: Option<&pgbaton_config::Config>,
+    named: Option<String>,
 ) -> anyhow::Result<Target> {
     let endpoints: Vec<String> = match (&args.dcs, from_file) {
         (Some(dcs), _) => dcs
@@ -39,12 +47,16 @@ fn target_from(
         (None, Some(cfg)) => cfg.dcs.hosts.clone(),
         (None, None) => vec!["127.0.0.1:2379".to_string()],
     };
-    let scope = match (&args.scope, from_file) {
-        (Some(s), _) => s.clone(),
-        (None, Some(cfg)) => cfg.scope.clone(),
-        (None, None) => {
-            bail!("which cluster? give --scope NAME (and --dcs HOST:PORT) or --config FILE")
-        }
+    let scope = match (configured_scope(args, from_file), named) {
+        (Some(scope), Some(named)) if scope != named => bail!(
+            "the command names cluster {named}, but the scope is {scope} (from {}): name the same cluster, or leave the name out",
+            if args.scope.is_some() { "--scope" } else { "--config" }
+        ),
+        (Some(scope), _) => scope,
+        (None, Some(named)) => named,
+        (None, None) => bail!(
+            "which cluster? give its name (`ctl list NAME`), --scope NAME (and --dcs HOST:PORT) or --config FILE"
+        ),
     };
     let namespace = match (&args.namespace, from_file) {
         (Some(n), _) => n.clone(),
@@ -62,7 +74,7 @@ pub async fn load(target: &Target) -> anyhow::Result<ClusterState> {
     Ok(state)
 }
 
-pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
+pub async fn run(mut args: CtlArgs) -> anyhow::Result<()> {
     let from_file = match &args.config {
         Some(path) => Some(pgbaton_config::load_file(path)?.value),
         None => None,
@@ -78,7 +90,9 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
     if let CtlCommand::RouterStatus { router, format } = &args.command {
         return router_status(router, *format, &trust).await;
     }
-    let target = target_from(&args, from_file.as_ref())?;
+    let configured = configured_scope(&args, from_file.as_ref());
+    let named = args.command.take_cluster_name(configured.as_deref());
+    let target = target_from(&args, from_file.as_ref(), named)?;
     let auth = match (&args.username, from_file.as_ref()) {
         (Some(user), _) => Some((user.clone(), args.password.clone().unwrap_or_default())),
         (None, Some(cfg)) => cfg.restapi.authentication.as_ref().map(|c| {
@@ -102,12 +116,12 @@ pub async fn run(args: CtlArgs) -> anyhow::Result<()> {
         );
     }
     let out = match args.command {
-        CtlCommand::List { format, extended } => {
-            pgbaton_ctl::render_list(&state, &scope, &ListOptions { format, extended })
-        }
-        CtlCommand::Topology => pgbaton_ctl::render_topology(&state, &scope),
-        CtlCommand::History { format } => pgbaton_ctl::render_history(&state, format),
-        CtlCommand::ShowConfig => pgbaton_ctl::render_config(&state),
+        CtlCommand::List {
+            format, extended, ..
+        } => pgbaton_ctl::render_list(&state, &scope, &ListOptions { format, extended }),
+        CtlCommand::Topology { .. } => pgbaton_ctl::render_topology(&state, &scope),
+        CtlCommand::History { format, .. } => pgbaton_ctl::render_history(&state, format),
+        CtlCommand::ShowConfig { .. } => pgbaton_ctl::render_config(&state),
         CtlCommand::HaproxyConfig {
             write_port,
             read_port,

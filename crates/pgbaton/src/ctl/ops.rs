@@ -11,7 +11,7 @@ use pgbaton_dcs::{ClusterState, Dcs, EtcdDcs};
 use serde_json::{json, Value};
 
 use super::api::Api;
-use super::args::{CtlCommand, FlushTarget};
+use super::args::{flush_words, CtlCommand, FlushTarget};
 use super::prompt::{confirm, timestamp};
 use super::{list_table, Target};
 
@@ -33,19 +33,16 @@ impl Ops {
                 force,
                 ..
             } => self.switchover(leader, candidate, scheduled, force).await,
-            CtlCommand::Flush {
-                what: FlushTarget::Switchover,
-                ..
-            } => self.flush_switchover().await,
-            CtlCommand::Flush {
-                what: FlushTarget::Restart,
-                members,
-                force,
-            } => {
-                let members = self.members_or_all(&members, false)?;
-                self.flush_restart(&members, force).await
-            }
-            CtlCommand::Failover { candidate, force } => self.failover(candidate, force).await,
+            CtlCommand::Flush { words, force } => match flush_words(&words)? {
+                (FlushTarget::Switchover, _) => self.flush_switchover().await,
+                (FlushTarget::Restart, members) => {
+                    let members = self.members_or_all(&members, false)?;
+                    self.flush_restart(&members, force).await
+                }
+            },
+            CtlCommand::Failover {
+                candidate, force, ..
+            } => self.failover(candidate, force).await,
             CtlCommand::Restart {
                 members,
                 all,
@@ -60,14 +57,22 @@ impl Ops {
                 let members = self.members_or_all(&members, false)?;
                 self.reload(&members, force).await
             }
-            CtlCommand::Reinit { member, force } => self.reinit(&member, force).await,
-            CtlCommand::Pause => self.pause(true).await,
-            CtlCommand::Resume => self.pause(false).await,
-            CtlCommand::EditConfig { set, pg, force } => self.edit_config(&set, &pg, force).await,
+            CtlCommand::Reinit { member, force } => match member.as_slice() {
+                [one] => self.reinit(one, force).await,
+                _ => anyhow::bail!(
+                    "reinit takes one member (or the cluster name and one member), got {}",
+                    member.join(" ")
+                ),
+            },
+            CtlCommand::Pause { .. } => self.pause(true).await,
+            CtlCommand::Resume { .. } => self.pause(false).await,
+            CtlCommand::EditConfig { set, pg, force, .. } => {
+                self.edit_config(&set, &pg, force).await
+            }
             CtlCommand::List { .. }
-            | CtlCommand::Topology
+            | CtlCommand::Topology { .. }
             | CtlCommand::History { .. }
-            | CtlCommand::ShowConfig
+            | CtlCommand::ShowConfig { .. }
             | CtlCommand::RouterStatus { .. }
             | CtlCommand::HaproxyConfig { .. } => Ok(()),
         }
