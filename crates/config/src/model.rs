@@ -66,10 +66,17 @@ pub struct Credentials {
 /// How to reach etcd (`etcd3:` or `etcd:`).
 #[derive(Debug, Clone, PartialEq)]
 pub struct DcsConfig {
-    /// Endpoints as `host:port`, plain http.
+    /// Endpoints as `host:port`.
     pub hosts: Vec<String>,
     pub username: Option<String>,
     pub password: Option<String>,
+    /// `protocol: https` (or https:// endpoints): TLS to etcd.
+    pub https: bool,
+    /// The CA that signed etcd's certificates (the system's roots when unset).
+    pub cacert: Option<String>,
+    /// The client certificate and its key, for etcd's `--client-cert-auth`.
+    pub cert: Option<String>,
+    pub key: Option<String>,
 }
 
 /// What a new cluster is created with (`bootstrap:`); used once, by the member that

@@ -167,6 +167,28 @@ pgbaton:
 }
 
 #[test]
+fn etcd_over_https_with_client_certificates_and_a_user() {
+    let text = format!(
+        "{MINIMAL}etcd3:\n  protocol: https\n  hosts: 10.0.0.1:2379,10.0.0.2:2379\n  cacert: /etc/pgbaton/ca.crt\n  cert: /etc/pgbaton/client.crt\n  key: /etc/pgbaton/client.key\n  username: pgbaton\n  password: s3cret\n"
+    );
+    let loaded = parse_str(&text, "t.yml").expect("valid file");
+    assert_eq!(loaded.warnings, vec![]);
+    let d = loaded.value.dcs;
+    assert!(d.https);
+    assert_eq!(d.hosts, ["10.0.0.1:2379", "10.0.0.2:2379"]);
+    assert_eq!(d.cacert.as_deref(), Some("/etc/pgbaton/ca.crt"));
+    assert_eq!(d.cert.as_deref(), Some("/etc/pgbaton/client.crt"));
+    assert_eq!(d.key.as_deref(), Some("/etc/pgbaton/client.key"));
+    assert_eq!(d.username.as_deref(), Some("pgbaton"));
+    assert_eq!(d.password.as_deref(), Some("s3cret"));
+    // https:// endpoints ask for TLS as protocol: https does.
+    let text = format!("{MINIMAL}etcd3:\n  hosts: [\"https://127.0.0.1:2379\"]\n");
+    let d = parse_str(&text, "t.yml").expect("valid").value.dcs;
+    assert!(d.https);
+    assert_eq!(d.hosts, ["127.0.0.1:2379"]);
+}
+
+#[test]
 fn etcd_v2_section_name_and_single_host_are_accepted() {
     let text = format!("{MINIMAL}etcd:\n  host: 127.0.0.5:2379\n");
     let c = parse_str(&text, "t.yml").expect("valid file").value;

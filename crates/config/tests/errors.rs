@@ -155,17 +155,26 @@ fn wildcard_connect_address_is_refused() {
 }
 
 #[test]
-fn etcd_over_https_is_refused_clearly() {
-    let expected = "/etc/pgbaton.yml: etcd3.protocol: https is not supported yet: pgbaton talks plain http to etcd; use protocol: http (and keep etcd on a trusted network)";
+fn etcd_tls_and_credentials_mistakes_are_named() {
     assert_eq!(
         error_of(&format!(
-            "{MINIMAL}etcd3:\n  protocol: https\n  hosts: [127.0.0.1:2379]\n"
+            "{MINIMAL}etcd3:\n  protocol: https\n  hosts: [127.0.0.1:2379]\n  cert: /etc/pgbaton/client.crt\n"
         )),
-        expected
+        "/etc/pgbaton.yml: etcd3.key: cert and key go together: set both (the client certificate and its private key) or neither"
     );
     assert_eq!(
-        error_of(&format!("{MINIMAL}etcd3:\n  hosts: [\"https://127.0.0.1:2379\"]\n")),
-        "/etc/pgbaton.yml: etcd3.hosts[0]: https is not supported yet: pgbaton talks plain http to etcd; use protocol: http (and keep etcd on a trusted network)"
+        error_of(&format!(
+            "{MINIMAL}etcd3:\n  hosts: [\"https://127.0.0.1:2379\", \"http://127.0.0.2:2379\"]\n"
+        )),
+        "/etc/pgbaton.yml: etcd3.hosts: mixes http:// and https:// endpoints: etcd is reached one way; use the same scheme for every endpoint"
+    );
+    assert_eq!(
+        error_of(&format!("{MINIMAL}etcd3:\n  protocol: gopher\n")),
+        "/etc/pgbaton.yml: etcd3.protocol: expected \"http\" or \"https\", got \"gopher\""
+    );
+    assert_eq!(
+        error_of(&format!("{MINIMAL}etcd3:\n  password: secret\n")),
+        "/etc/pgbaton.yml: etcd3.password: a password without a username: set username too (etcd's user)"
     );
     assert_eq!(
         error_of(&format!("{MINIMAL}consul:\n  host: 127.0.0.1:8500\n")),

@@ -17,6 +17,6 @@ mod process;
 
 pub use dcs::{lease_ttl_secs, Dcs, LeaseAck};
 pub use error::DcsError;
-pub use etcd::{list_scopes, load_cluster, EtcdDcs};
+pub use etcd::{list_scopes, load_cluster, load_cluster_with, EtcdAccess, EtcdDcs, EtcdTls};
 pub use memory::{MemoryDcs, MemoryStore};
 pub use process::{EtcdProcess, EtcdProcessError, ETCD_BIN};

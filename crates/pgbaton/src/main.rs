@@ -5,6 +5,7 @@
 
 mod agent;
 mod ctl;
+mod etcd_access;
 mod fence;
 mod http;
 mod local;
@@ -161,7 +162,15 @@ fn check_config(path: PathBuf) -> anyhow::Result<()> {
         "ttl {} ms, loop_wait {} ms, retry_timeout {} ms, maximum_lag_on_failover {} bytes",
         ha.ttl_ms, ha.loop_wait_ms, ha.retry_timeout_ms, ha.maximum_lag_on_failover
     );
-    println!("etcd {}", cfg.dcs.hosts.join(","));
+    println!(
+        "etcd {} over {}{}",
+        cfg.dcs.hosts.join(","),
+        if cfg.dcs.https { "https" } else { "http" },
+        match &cfg.dcs.username {
+            Some(user) => format!(", as user {user}"),
+            None => String::new(),
+        }
+    );
     println!("data_dir {}", cfg.postgresql.data_dir.display());
     Ok(())
 }

@@ -1,5 +1,6 @@
 //! The DCS section: `etcd3:` (or Patroni's v2 name `etcd:`, read the same way). pgbaton speaks
-//! the etcd v3 API over plain http; other DCS types are refused.
+//! the etcd v3 API over http or https (Patroni's `protocol`, `cacert`, `cert`, `key`), with
+//! etcd's user/password authentication when `username` is set; other DCS types are refused.
 
 use serde_json::Value;
 
@@ -45,21 +46,38 @@ pub(super) fn parse(ctx: &mut Ctx, root: &mut Section) -> Result<DcsConfig> {
             hosts: vec![DEFAULT_HOST.to_string()],
             username: None,
             password: None,
+            https: false,
+            cacert: None,
+            cert: None,
+            key: None,
         }),
     }
 }
 
 fn parse_etcd(ctx: &mut Ctx, mut sec: Section) -> Result<DcsConfig> {
+    let mut https = false;
     if let Some(protocol) = sec.string(ctx, "protocol")? {
-        check_scheme(ctx, &sec.at("protocol"), &protocol)?;
+        https = check_scheme(ctx, &sec.at("protocol"), &protocol)?;
     }
     let mut hosts = Vec::new();
-    if let Some(v) = sec.get("hosts") {
-        hosts = endpoint_list(ctx, &sec.at("hosts"), v)?;
-    } else if let Some(v) = sec.get("host") {
-        hosts = endpoint_list(ctx, &sec.at("host"), v)?;
-    } else if let Some(v) = sec.get("url") {
-        hosts = endpoint_list(ctx, &sec.at("url"), v)?;
+    let mut schemes = Vec::new();
+    for key in ["hosts", "host", "url"] {
+        if let Some(v) = sec.get(key) {
+            let list = endpoint_list(ctx, &sec.at(key), v)?;
+            schemes = list.iter().filter_map(|(_, s)| *s).collect();
+            hosts = list.into_iter().map(|(h, _)| h).collect();
+            break;
+        }
+    }
+    // Endpoints written as https://host:port ask for TLS as protocol: https does.
+    if schemes.contains(&true) {
+        if schemes.contains(&false) {
+            return Err(ctx.invalid(
+                &sec.at("hosts"),
+                "mixes http:// and https:// endpoints: etcd is reached one way; use the same scheme for every endpoint",
+            ));
+        }
+        https = true;
     }
     if sec.has("hosts") {
         sec.unsupported(ctx, "host", "hosts is also set and wins; remove this key");
@@ -74,12 +92,31 @@ fn parse_etcd(ctx: &mut Ctx, mut sec: Section) -> Result<DcsConfig> {
             ));
         }
     }
-    for key in ["cacert", "cert", "key"] {
-        sec.unsupported(ctx, key, "TLS to etcd is not supported yet; ignored");
+    let cacert = sec.string(ctx, "cacert")?;
+    let cert = sec.string(ctx, "cert")?;
+    let key = sec.string(ctx, "key")?;
+    if cert.is_some() != key.is_some() {
+        let missing = if cert.is_some() { "key" } else { "cert" };
+        return Err(ctx.invalid(
+            &sec.at(missing),
+            "cert and key go together: set both (the client certificate and its private key) or neither",
+        ));
+    }
+    if !https && (cacert.is_some() || cert.is_some()) {
+        ctx.warn(
+            &sec.at(if cacert.is_some() { "cacert" } else { "cert" }),
+            "TLS files are set but etcd is reached over http; set protocol: https (or https:// endpoints) to use them",
+        );
     }
     sec.unsupported(ctx, "use_proxies", "not supported by pgbaton; ignored");
     let username = sec.string(ctx, "username")?;
     let password = sec.any_string(ctx, "password")?;
+    if username.is_none() && password.is_some() {
+        return Err(ctx.invalid(
+            &sec.at("password"),
+            "a password without a username: set username too (etcd's user)",
+        ));
+    }
     sec.finish(ctx, "ignored");
     if hosts.is_empty() {
         hosts.push(DEFAULT_HOST.to_string());
@@ -88,22 +125,28 @@ fn parse_etcd(ctx: &mut Ctx, mut sec: Section) -> Result<DcsConfig> {
         hosts,
         username,
         password,
+        https,
+        cacert,
+        cert,
+        key,
     })
 }
 
-fn check_scheme(ctx: &Ctx, path: &str, scheme: &str) -> Result<()> {
+/// `http` or `https` (true for https).
+fn check_scheme(ctx: &Ctx, path: &str, scheme: &str) -> Result<bool> {
     match scheme.to_ascii_lowercase().as_str() {
-        "http" => Ok(()),
-        "https" => Err(ctx.invalid(
+        "http" => Ok(false),
+        "https" => Ok(true),
+        other => Err(ctx.invalid(
             path,
-            "https is not supported yet: pgbaton talks plain http to etcd; use protocol: http (and keep etcd on a trusted network)",
+            format!("expected \"http\" or \"https\", got \"{other}\""),
         )),
-        other => Err(ctx.invalid(path, format!("expected \"http\", got \"{other}\""))),
     }
 }
 
-/// A list of endpoints, or one string with comma-separated endpoints (Patroni accepts both).
-fn endpoint_list(ctx: &Ctx, path: &str, v: &Value) -> Result<Vec<String>> {
+/// A list of endpoints, or one string with comma-separated endpoints (Patroni accepts both);
+/// each with whether it was written with https:// (`None`: no scheme).
+fn endpoint_list(ctx: &Ctx, path: &str, v: &Value) -> Result<Vec<(String, Option<bool>)>> {
     let items: Vec<(String, String)> = match v {
         Value::Array(list) => list
             .iter()
@@ -125,15 +168,15 @@ fn endpoint_list(ctx: &Ctx, path: &str, v: &Value) -> Result<Vec<String>> {
         .collect()
 }
 
-/// `host:port`, `host` (port 2379) or `http://host:port`.
-fn endpoint(ctx: &Ctx, path: &str, text: &str) -> Result<String> {
-    let bare = match text.split_once("://") {
-        Some((scheme, rest)) => {
-            check_scheme(ctx, path, scheme)?;
-            rest.trim_end_matches('/')
-        }
-        None => text,
+/// `host:port`, `host` (port 2379), `http://host:port` or `https://host:port`.
+fn endpoint(ctx: &Ctx, path: &str, text: &str) -> Result<(String, Option<bool>)> {
+    let (https, bare) = match text.split_once("://") {
+        Some((scheme, rest)) => (
+            Some(check_scheme(ctx, path, scheme)?),
+            rest.trim_end_matches('/'),
+        ),
+        None => (None, text),
     };
     let (host, port) = split_host_port(ctx, path, bare, Some(2379))?;
-    Ok(join_host_port(&host, port))
+    Ok((join_host_port(&host, port), https))
 }

@@ -10,6 +10,7 @@ use std::time::Duration;
 use etcd_client::{Client, ConnectOptions};
 
 use crate::error::DcsError;
+use crate::etcd::access::LoadedAccess;
 
 /// Why one etcd call failed, before the adapter decides what the caller sees.
 #[derive(Debug)]
@@ -49,14 +50,25 @@ pub(crate) struct Target {
     pub request_timeout: Duration,
     /// Index (modulo the number of endpoints) of the endpoint in use; shared by the clones.
     pub current: Arc<AtomicUsize>,
+    /// TLS and credentials.
+    pub access: LoadedAccess,
 }
 
 impl Target {
     pub(crate) fn new(endpoints: Vec<String>, request_timeout: Duration) -> Self {
+        Target::with_access(endpoints, request_timeout, LoadedAccess::plain())
+    }
+
+    pub(crate) fn with_access(
+        endpoints: Vec<String>,
+        request_timeout: Duration,
+        access: LoadedAccess,
+    ) -> Self {
         Target {
             endpoints,
             request_timeout,
             current: Arc::new(AtomicUsize::new(0)),
+            access,
         }
     }
 
@@ -78,19 +90,27 @@ impl Target {
     }
 
     pub(crate) fn unreachable(&self, message: impl Into<String>) -> DcsError {
+        let mut message = message.into();
+        if let Some(hint) = self.access.unreachable_hint() {
+            if !message.contains("TLS:") {
+                message = format!("{message} ({hint})");
+            }
+        }
         DcsError::Unreachable {
             endpoints: self.endpoints_text(),
-            message: message.into(),
+            message,
         }
     }
 
     /// Options for a client. `per_request_timeout` must be off for long-lived streams (watch).
     pub(crate) fn options(&self, per_request_timeout: bool) -> ConnectOptions {
         let ping = self.request_timeout.max(Duration::from_millis(500));
-        let options = ConnectOptions::new()
-            .with_connect_timeout(self.request_timeout)
-            .with_keep_alive(ping, ping)
-            .with_keep_alive_while_idle(true);
+        let options = self.access.apply(
+            ConnectOptions::new()
+                .with_connect_timeout(self.request_timeout)
+                .with_keep_alive(ping, ping)
+                .with_keep_alive_while_idle(true),
+        );
         if per_request_timeout {
             options.with_timeout(self.request_timeout)
         } else {
@@ -105,7 +125,7 @@ impl Target {
                 message: "no etcd endpoint configured; set etcd3.hosts".to_string(),
             });
         }
-        let endpoint = [self.endpoint().to_string()];
+        let endpoint = [format!("{}://{}", self.access.scheme(), self.endpoint())];
         let connecting = Client::connect(endpoint, Some(self.options(per_request_timeout)));
         match tokio::time::timeout(self.request_timeout, connecting).await {
             Ok(Ok(client)) => Ok(client),
@@ -129,7 +149,19 @@ impl Target {
                     | Code::Cancelled
                     | Code::Unknown
                     | Code::Aborted => {
-                        Failure::Dcs(self.unreachable(format!("{:?}: {message}", status.code())))
+                        Failure::Dcs(self.unreachable(with_tls_hint(format!(
+                            "{:?}: {message}",
+                            status.code()
+                        ))))
+                    }
+                    Code::InvalidArgument | Code::Unauthenticated | Code::PermissionDenied
+                        if message.contains("authentic")
+                            || message.contains("permission denied")
+                            || message.contains("user") =>
+                    {
+                        Failure::Dcs(DcsError::Rejected {
+                            message: format!("{message} (check etcd3.username and etcd3.password, and the user's role in etcd)"),
+                        })
                     }
                     code => Failure::Dcs(DcsError::Rejected {
                         message: format!("{code:?}: {message}"),
@@ -140,12 +172,37 @@ impl Target {
             e @ (E::TransportError(_)
             | E::IoError(_)
             | E::LeaseKeepAliveError(_)
-            | E::WatchError(_)) => Failure::Dcs(self.unreachable(e.to_string())),
+            | E::WatchError(_)) => Failure::Dcs(self.unreachable(with_causes(&e))),
             e => Failure::Dcs(DcsError::Rejected {
                 message: e.to_string(),
             }),
         }
     }
+}
+
+/// An error with its causes: tonic's transport error alone says only "transport error",
+/// the cause says which certificate check failed or which connection was refused.
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let part = cause.to_string();
+        if !text.contains(&part) {
+            text.push_str(": ");
+            text.push_str(&part);
+        }
+        source = cause.source();
+    }
+    with_tls_hint(text)
+}
+
+/// What to check when a message speaks of certificates.
+fn with_tls_hint(mut text: String) -> String {
+    let lower = text.to_lowercase();
+    if lower.contains("certificate") || lower.contains("unknownissuer") || lower.contains("tls") {
+        text.push_str(" (TLS: check etcd3.cacert against the CA that signed etcd's certificate, the certificates' validity dates, and etcd3.cert/key if etcd requires client certificates)");
+    }
+    text
 }
 
 /// The request client of one `EtcdDcs`: connected on first use, dropped and rebuilt after a

@@ -3,6 +3,7 @@
 //! is a one-compare transaction. Never fails to construct: it connects on first use and
 //! every call is bounded by the request timeout.
 
+mod access;
 mod conn;
 mod read;
 mod watch;
@@ -19,8 +20,9 @@ use crate::error::DcsError;
 use crate::model::{
     keys, ClusterPath, ClusterState, FailoverDoc, HistoryEntry, MemberDoc, StatusDoc, SyncDoc,
 };
+pub use access::{EtcdAccess, EtcdTls};
 use conn::{Conn, Failure, Target};
-pub use read::{list_scopes, load_cluster};
+pub use read::{list_scopes, load_cluster, load_cluster_with};
 
 /// The lease this handle renews.
 #[derive(Debug, Clone, Copy)]
@@ -64,6 +66,18 @@ impl EtcdDcs {
             events: Arc::new(tokio::sync::watch::Sender::new(0)),
             watch_stop: Mutex::new(None),
         }
+    }
+
+    /// The same handle reaching etcd with TLS and/or credentials. Fails only when a
+    /// certificate file cannot be read (or a client certificate lacks its key).
+    pub fn with_access(mut self, access: &EtcdAccess) -> Result<Self, DcsError> {
+        let target = &self.conn.target;
+        self.conn = Conn::new(Target::with_access(
+            target.endpoints.clone(),
+            target.request_timeout,
+            access.load()?,
+        ));
+        Ok(self)
     }
 
     /// Applies to the next lease grant.

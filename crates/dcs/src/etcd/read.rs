@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use etcd_client::GetOptions;
 
+use super::access::EtcdAccess;
 use super::conn::{Conn, Failure, Target};
 use crate::error::DcsError;
 use crate::model::{ClusterPath, ClusterState};
@@ -43,7 +44,21 @@ pub async fn load_cluster(
     path: &ClusterPath,
     timeout: Duration,
 ) -> Result<ClusterState, DcsError> {
-    let conn = Conn::new(Target::new(endpoints.to_vec(), timeout));
+    load_cluster_with(endpoints, &EtcdAccess::default(), path, timeout).await
+}
+
+/// [`load_cluster`] over TLS and/or with etcd credentials.
+pub async fn load_cluster_with(
+    endpoints: &[String],
+    access: &EtcdAccess,
+    path: &ClusterPath,
+    timeout: Duration,
+) -> Result<ClusterState, DcsError> {
+    let conn = Conn::new(Target::with_access(
+        endpoints.to_vec(),
+        timeout,
+        access.load()?,
+    ));
     load_with(&conn, path).await
 }
 

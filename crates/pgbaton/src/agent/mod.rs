@@ -42,7 +42,9 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
         &cfg.name,
         Duration::from_millis(ha.ttl_ms),
         Duration::from_millis(ha.retry_timeout_ms),
-    );
+    )
+    .with_access(&crate::etcd_access::from_config(&cfg.dcs))
+    .context("etcd3 (TLS and credentials)")?;
     // TLS files are checked before anything starts: a wrong path fails here, named.
     let tls = match (&cfg.restapi.certfile, &cfg.restapi.keyfile) {
         (Some(cert), key) => Some(

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use anyhow::{bail, Context};
 use pgbaton_ctl::{ListOptions, OutputFormat};
-use pgbaton_dcs::{load_cluster, ClusterPath, ClusterState};
+use pgbaton_dcs::{load_cluster_with, ClusterPath, ClusterState};
 use serde_json::Value;
 
 use api::Api;
@@ -24,6 +24,8 @@ use ops::Ops;
 pub struct Target {
     pub endpoints: Vec<String>,
     pub path: ClusterPath,
+    /// TLS and credentials (from --config's etcd3 section).
+    pub access: pgbaton_dcs::EtcdAccess,
 }
 
 /// The scope given by --scope or the configuration file, if any.
@@ -66,11 +68,20 @@ fn target_from(
     Ok(Target {
         endpoints,
         path: ClusterPath::new(&namespace, &scope),
+        access: from_file
+            .map(|cfg| crate::etcd_access::from_config(&cfg.dcs))
+            .unwrap_or_default(),
     })
 }
 
 pub async fn load(target: &Target) -> anyhow::Result<ClusterState> {
-    let state = load_cluster(&target.endpoints, &target.path, Duration::from_secs(3)).await?;
+    let state = load_cluster_with(
+        &target.endpoints,
+        &target.access,
+        &target.path,
+        Duration::from_secs(3),
+    )
+    .await?;
     Ok(state)
 }
 
@@ -185,11 +196,17 @@ pub async fn list_table(endpoints: &[String], path: &ClusterPath) -> anyhow::Res
     let target = Target {
         endpoints: endpoints.to_vec(),
         path: path.clone(),
+        access: Default::default(),
     };
-    let state = load(&target).await.context("reading the cluster state")?;
+    table_of(&target).await
+}
+
+/// The member table of the cluster `target` names.
+pub async fn table_of(target: &Target) -> anyhow::Result<String> {
+    let state = load(target).await.context("reading the cluster state")?;
     Ok(pgbaton_ctl::render_list(
         &state,
-        &path.scope,
+        &target.path.scope,
         &ListOptions {
             format: OutputFormat::Pretty,
             extended: false,

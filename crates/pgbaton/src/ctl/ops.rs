@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use super::api::Api;
 use super::args::{flush_words, CtlCommand, FlushTarget};
 use super::prompt::{confirm, timestamp};
-use super::{list_table, Target};
+use super::{table_of, Target};
 
 /// The operations: each goes through a member's REST API.
 pub(super) struct Ops {
@@ -125,7 +125,7 @@ impl Ops {
     }
 
     async fn print_table(&self) {
-        match list_table(&self.target.endpoints, &self.target.path).await {
+        match table_of(&self.target).await {
             Ok(table) => print!("{table}"),
             Err(e) => eprintln!("warning: cannot show the member table: {e:#}"),
         }
@@ -560,7 +560,8 @@ impl Ops {
             "pgbaton-ctl",
             Duration::from_secs(10),
             Duration::from_secs(3),
-        );
+        )
+        .with_access(&self.target.access)?;
         eprintln!("warning: no REST API answered; writing the configuration to the DCS directly");
         if !dcs.set_config(new, revision).await? {
             bail!("the configuration changed in the DCS meanwhile; nothing was written, run the command again");
