@@ -1,10 +1,15 @@
 #!/usr/bin/env bash
 # Installs what pgbaton and its tests need on Debian 12: PostgreSQL 15 server binaries, etcd
-# 3.4, protoc (etcd-client's build needs it), psql and pgbench; nftables and iproute2 for the
-# chaos suite's network namespaces; Patroni and HAProxy for the side-by-side benchmark and its
-# test. Idempotent and quiet; fails loudly.
+# 3.4, protoc and the well-known .proto files it includes (etcd-client's build script needs
+# both: protobuf-compiler alone, without its Recommends, lacks google/protobuf/*.proto), psql
+# and pgbench; nftables and iproute2 for the chaos suite's network namespaces; Patroni and
+# HAProxy for the side-by-side benchmark and its test; gcc with libc6-dev (the linker cargo
+# calls: gcc alone, without its Recommends, cannot link) and ca-certificates for cargo's downloads.
+# Idempotent and quiet; fails loudly. scripts/fresh-debian-check.sh proves it on a minimal
+# Debian 12 root.
 set -euo pipefail
-packages=(postgresql-15 postgresql-client-15 postgresql-contrib etcd-server etcd-client protobuf-compiler make gcc
+packages=(postgresql-15 postgresql-client-15 postgresql-contrib etcd-server etcd-client
+          protobuf-compiler libprotobuf-dev make gcc libc6-dev ca-certificates
           nftables iproute2 patroni haproxy openssl)
 missing=()
 for p in "${packages[@]}"; do
@@ -13,13 +18,31 @@ done
 if ((${#missing[@]})); then
     echo "installing: ${missing[*]}"
     sudo_cmd=()
-    [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
-    export DEBIAN_FRONTEND=noninteractive
-    "${sudo_cmd[@]}" apt-get update -qq
-    "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    if [ "$(id -u)" -ne 0 ]; then
+        command -v sudo >/dev/null || {
+            echo "error: not root and no sudo: run as root: apt-get install -y ${missing[*]}" >&2
+            exit 1
+        }
+        sudo_cmd=(sudo)
+    fi
+    out=$(mktemp)
+    trap 'rm -f "$out"' EXIT
+    if ! "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q >"$out" 2>&1 ||
+       ! "${sudo_cmd[@]}" env DEBIAN_FRONTEND=noninteractive \
+           apt-get install -y -q --no-install-recommends "${missing[@]}" >>"$out" 2>&1; then
+        cat "$out" >&2
+        echo "error: apt-get failed installing: ${missing[*]}" >&2
+        exit 1
+    fi
 fi
-for bin in /usr/lib/postgresql/15/bin/postgres /usr/bin/etcd /usr/bin/protoc /usr/sbin/nft /usr/bin/patroni /usr/sbin/haproxy; do
-    [ -x "$bin" ] || { echo "error: $bin missing after install" >&2; exit 1; }
+for f in /usr/lib/postgresql/15/bin/postgres /usr/lib/postgresql/15/bin/pgbench /usr/bin/psql \
+         /usr/bin/etcd /usr/bin/protoc /usr/sbin/nft /bin/ip /usr/bin/patroni /usr/sbin/haproxy \
+         /usr/bin/openssl; do
+    [ -x "$f" ] || { echo "error: $f missing after install" >&2; exit 1; }
+done
+for f in /usr/include/google/protobuf/descriptor.proto /usr/include/google/protobuf/timestamp.proto \
+         /etc/ssl/certs/ca-certificates.crt; do
+    [ -f "$f" ] || { echo "error: $f missing after install" >&2; exit 1; }
 done
 # Debian's package may have started its own cluster on 5432; pgbaton never uses it.
 exit 0
