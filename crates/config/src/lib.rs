@@ -10,6 +10,7 @@
 mod address;
 mod dynamic;
 mod error;
+mod managed;
 mod model;
 mod parse;
 mod suggest;
@@ -17,8 +18,9 @@ mod walk;
 
 pub use dynamic::{DynamicConfig, SlotSpec, SyncMode};
 pub use error::{ConfigError, ConfigWarning, Loaded};
+pub use managed::overwritten_parameters;
 pub use model::{
     BootstrapConfig, Config, Credentials, DcsConfig, InitdbOption, PgbatonConfig, PostgresqlConfig,
     RestApiConfig, Tags, UserSpec,
 };
-pub use parse::{load_file, parse_str};
+pub use parse::{load_file, parse_str, parse_str_with_env};

@@ -189,6 +189,39 @@ fn etcd_over_https_with_client_certificates_and_a_user() {
 }
 
 #[test]
+fn a_user_set_synchronous_standby_names_under_synchronous_mode_is_named() {
+    let text = format!(
+        "{MINIMAL}  parameters:\n    synchronous_standby_names: 'node2'\nbootstrap:\n  dcs:\n    synchronous_mode: true\n"
+    );
+    let loaded = parse_str(&text, "t.yml").expect("valid file");
+    let warnings: Vec<String> = loaded.warnings.iter().map(|w| w.to_string()).collect();
+    assert_eq!(
+        warnings,
+        ["postgresql.parameters.synchronous_standby_names: \"node2\" is overwritten: under synchronous_mode the leader sets synchronous_standby_names itself from the healthy members (the DCS sync key); remove it, or turn synchronous_mode off to manage it by hand"]
+    );
+}
+
+#[test]
+fn patroni_environment_variables_override_the_file() {
+    let vars = [
+        ("PATRONI_NAME", "from-env"),
+        ("PATRONI_RESTAPI_USERNAME", "admin"),
+        ("PATRONI_RESTAPI_PASSWORD", "pw"),
+        ("PATRONI_ETCD3_HOSTS", "127.0.0.9:2379,127.0.0.10:2379"),
+    ]
+    .map(|(k, v)| (k.to_string(), v.to_string()));
+    let c = pgbaton_config::parse_str_with_env(MINIMAL, "t.yml", vars)
+        .expect("valid")
+        .value;
+    assert_eq!(c.name, "from-env");
+    assert_eq!(
+        c.restapi.authentication.map(|a| (a.username, a.password)),
+        Some(("admin".to_string(), Some("pw".to_string())))
+    );
+    assert_eq!(c.dcs.hosts, ["127.0.0.9:2379", "127.0.0.10:2379"]);
+}
+
+#[test]
 fn etcd_v2_section_name_and_single_host_are_accepted() {
     let text = format!("{MINIMAL}etcd:\n  host: 127.0.0.5:2379\n");
     let c = parse_str(&text, "t.yml").expect("valid file").value;

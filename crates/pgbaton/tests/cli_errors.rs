@@ -121,3 +121,45 @@ fn ctl_against_an_unreachable_etcd_prints_one_line_and_exits_1() {
         String::from_utf8_lossy(&out.stdout)
     );
 }
+
+#[test]
+fn patroni_environment_variables_override_the_file_and_a_wrong_one_is_named() {
+    let dir = temp_dir("pgbaton-it-env-");
+    let config = dir.path().join("patroni.yml");
+    std::fs::write(
+        &config,
+        "scope: pg-cluster\nname: node1\npostgresql:\n  data_dir: /var/lib/postgresql/15/main\n",
+    )
+    .expect("writing patroni.yml");
+    let check = |vars: &[(&str, &str)]| {
+        let mut cmd = Command::new(PGBATON);
+        cmd.arg("check-config").arg("--config").arg(&config);
+        for (k, v) in vars {
+            cmd.env(k, v);
+        }
+        cmd.output().expect("running pgbaton check-config")
+    };
+    let out = check(&[
+        ("PATRONI_NAME", "node7"),
+        ("PATRONI_ETCD3_HOSTS", "127.0.0.9:2379"),
+    ]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains("member node7"), "{stdout}");
+    assert!(stdout.contains("etcd 127.0.0.9:2379"), "{stdout}");
+
+    let out = check(&[("PATRONI_RESTAPI_LISTN", "0.0.0.0:8008")]);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a wrong variable must stop it: {stderr}"
+    );
+    assert!(
+        stderr.contains("PATRONI_RESTAPI_LISTN") && stderr.contains("PATRONI_RESTAPI_LISTEN"),
+        "the error names the variable and the likely one: {stderr}"
+    );
+}

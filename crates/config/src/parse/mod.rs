@@ -5,6 +5,7 @@
 //! accepts but does not act on).
 
 mod bootstrap;
+mod env;
 mod etcd;
 mod options;
 mod pgbaton;
@@ -20,19 +21,30 @@ use crate::error::{ConfigError, Loaded};
 use crate::model::{Config, CtlConfig};
 use crate::walk::{Ctx, Result, Section};
 
-/// Read and validate the configuration file at `path`.
+/// Read and validate the configuration file at `path`, with the `PATRONI_*` environment
+/// variables of this process laid over it (as Patroni does).
 pub fn load_file(path: &Path) -> std::result::Result<Loaded<Config>, ConfigError> {
     let file = path.display().to_string();
     let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
         file: file.clone(),
         error,
     })?;
-    parse_str(&text, &file)
+    parse_str_with_env(&text, &file, std::env::vars())
 }
 
 /// Validate configuration text; `source` names it in messages (a file path or "<string>").
 pub fn parse_str(text: &str, source: &str) -> std::result::Result<Loaded<Config>, ConfigError> {
+    parse_str_with_env(text, source, std::iter::empty())
+}
+
+/// [`parse_str`] with environment variables (`PATRONI_*` ones apply, others are ignored).
+pub fn parse_str_with_env(
+    text: &str,
+    source: &str,
+    vars: impl IntoIterator<Item = (String, String)>,
+) -> std::result::Result<Loaded<Config>, ConfigError> {
     let value: Value = serde_saphyr::from_str(text).map_err(|e| yaml_error(source, &e))?;
+    let value = env::overlay(source, value, vars)?;
     let mut ctx = Ctx::new(source);
     let config = top_level(&mut ctx, &value)?;
     Ok(Loaded {
@@ -139,6 +151,11 @@ fn top_level(ctx: &mut Ctx, v: &Value) -> Result<Config> {
     };
     root.unsupported(ctx, "citus", "Citus clusters are not supported; ignored");
     root.finish(ctx, "ignored");
+    for (path, message) in
+        crate::managed::overwritten_parameters(&bootstrap.dcs, &postgresql.parameters)
+    {
+        ctx.warn(&path, message);
+    }
     Ok(Config {
         scope,
         namespace,

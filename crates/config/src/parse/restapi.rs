@@ -6,6 +6,15 @@ use crate::walk::{Ctx, Result, Section};
 
 const DEFAULT_LISTEN: &str = "127.0.0.1:8008";
 
+/// 127.0.0.0/8, ::1 or localhost: only this machine can reach it.
+fn is_loopback(host: &str) -> bool {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    host == "localhost"
+        || host
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<RestApiConfig> {
     let Some(mut sec) = sec else {
         return Ok(RestApiConfig {
@@ -78,7 +87,14 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<RestApiConfig
     ] {
         sec.unsupported(ctx, key, "not supported by pgbaton yet; ignored");
     }
+    let auth_path = sec.at("authentication");
     sec.finish(ctx, "ignored");
+    if authentication.is_none() && !is_loopback(&listen_host) {
+        ctx.warn(
+            &auth_path,
+            format!("the REST API listens on {listen} without authentication: anyone who reaches it can switch over, restart, reinitialize or reconfigure the cluster; set restapi.authentication (username, password)"),
+        );
+    }
     Ok(RestApiConfig {
         listen,
         connect_address,

@@ -481,8 +481,14 @@ impl Ops {
             return Ok(());
         }
         print!("{diff}");
-        DynamicConfig::from_dcs_json(&new, &DynamicConfig::defaults())
+        let parsed = DynamicConfig::from_dcs_json(&new, &DynamicConfig::defaults())
             .map_err(|e| anyhow!("{e}; the configuration was not changed"))?;
+        for (path, message) in
+            pgbaton_config::overwritten_parameters(&parsed.value, &Default::default())
+        {
+            let path = path.trim_start_matches("bootstrap.dcs.");
+            eprintln!("warning: {path}: {message}");
+        }
         confirm("Apply these changes?", force, "change the configuration")?;
         match patch {
             Some(patch) => self.change_config(&patch, Some((&new, revision))).await?,
