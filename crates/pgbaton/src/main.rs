@@ -10,6 +10,7 @@ mod fence;
 mod http;
 mod local;
 mod logging;
+mod sd_notify;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -145,7 +146,24 @@ async fn run_router(path: PathBuf) -> anyhow::Result<()> {
     let span = tracing::info_span!("router", scope = %cfg.scope);
     let _enter = span.enter();
     tracing::info!(config = %path.display(), write = %cfg.write_listen, read = %cfg.read_listen, "pgbaton router starting");
-    pgbaton_router::run(cfg, local::wait_for_signal()).await?;
+    let router = pgbaton_router::Router::bind(cfg).await?;
+    // systemd (Type=notify): ready once the listeners are bound.
+    let mut systemd = sd_notify::Notifier::from_env();
+    let status = format!(
+        "routing: write {} read {}",
+        router.write_addr(),
+        router.read_addr()
+    );
+    // The heartbeat shares the router's one thread: it stops if the router's loop does.
+    let watchdog = tokio::spawn(async move {
+        loop {
+            systemd.cycle(true, &status);
+            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+        }
+    });
+    let result = router.serve(local::wait_for_signal()).await;
+    watchdog.abort();
+    result?;
     Ok(())
 }
 

@@ -286,6 +286,8 @@ impl<D: Dcs> Agent<D> {
         let pm_watch = tokio::spawn(watch_postmaster(self.postmaster.clone(), self.wake.clone()));
         let lease_guard = tokio::spawn(self.guard.clone().run(self.postmaster.clone()));
         let mut watchdog = spawn_watchdog(&fence_file(&self.cfg));
+        // systemd (Type=notify): ready once this member is in the cluster's member list.
+        let mut systemd = crate::sd_notify::Notifier::from_env();
         loop {
             let obs = self.observe().await;
             let decision = decide(&self.state, &obs, &self.ha);
@@ -312,6 +314,11 @@ impl<D: Dcs> Agent<D> {
             }
             self.publish_status(&obs);
             self.warn_retained_wal();
+            let joined = obs
+                .dcs
+                .as_ref()
+                .is_some_and(|v| v.members.contains_key(&self.cfg.name));
+            systemd.cycle(joined, &self.last_reason);
 
             let wake_at = self.origin + Duration::from_millis(decision.next_wake);
             let leader_before = self
@@ -327,6 +334,7 @@ impl<D: Dcs> Agent<D> {
                         break;
                     }
                     _ = shutdown.changed() => {
+                        systemd.stopping();
                         pm_watch.abort();
                         lease_guard.abort();
                         self.shutdown().await;

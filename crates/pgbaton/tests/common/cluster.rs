@@ -145,6 +145,11 @@ impl Cluster {
 
     /// Start `pgbaton agent --config` for the member, its output appended to agent.log.
     pub fn start_agent(&mut self, name: &str) {
+        self.start_agent_with_env(name, &[]);
+    }
+
+    /// [`Cluster::start_agent`] with extra environment variables.
+    pub fn start_agent_with_env(&mut self, name: &str, env: &[(&str, &str)]) {
         if let Some(child) = self.agents.get_mut(name) {
             if matches!(child.try_wait(), Ok(None)) {
                 panic!("the agent of {name} runs already");
@@ -162,6 +167,7 @@ impl Cluster {
             .arg("--config")
             .arg(self.config_path(name))
             .env("PGBATON_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
