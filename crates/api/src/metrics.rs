@@ -36,7 +36,26 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
     let primary = status.pg_running && status.pg_role == PgRole::Primary && status.holds_leader_key;
     let replica = status.pg_running && status.pg_role == PgRole::Replica;
     let unlocked = status.cluster.as_ref().is_some_and(|c| c.leader.is_none());
-    let gauges: [(&str, &str, i64); 16] = [
+    let named_sync = is_sync_standby(status);
+    let quorum = status
+        .cluster
+        .as_ref()
+        .and_then(|c| c.sync.as_ref())
+        .is_some_and(|k| k.value.quorum.is_some());
+    let streaming = replica && status.replication_state.as_deref() == Some("streaming");
+    let failsafe_enabled = status
+        .cluster
+        .as_ref()
+        .and_then(|c| c.config.as_ref())
+        .and_then(|c| c.value.get("failsafe_mode"))
+        .and_then(serde_json::Value::as_bool)
+        .unwrap_or(false);
+    let failsafe_member = status
+        .cluster
+        .as_ref()
+        .and_then(|c| c.failsafe.as_ref())
+        .is_some_and(|f| f.contains_key(&status.name));
+    let gauges: [(&str, &str, i64); 24] = [
         (
             "patroni_version",
             "Agent version without periods (Patroni's semver encoding).",
@@ -69,8 +88,28 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
         ),
         (
             "patroni_sync_standby",
-            "1 when this member is a synchronous standby.",
-            i64::from(is_sync_standby(status)),
+            "1 when this member is a synchronous standby (synchronous_mode: on).",
+            i64::from(named_sync && !quorum),
+        ),
+        (
+            "patroni_quorum_standby",
+            "1 when this member is a quorum standby (synchronous_mode: quorum).",
+            i64::from(named_sync && quorum),
+        ),
+        (
+            "patroni_postgres_streaming",
+            "1 when this replica's WAL receiver streams from its upstream.",
+            i64::from(streaming),
+        ),
+        (
+            "patroni_pending_restart",
+            "1 when PostgreSQL needs a restart for a changed parameter.",
+            i64::from(status.pending_restart),
+        ),
+        (
+            "patroni_is_paused",
+            "1 when the cluster is in maintenance mode (pause).",
+            i64::from(status.paused),
         ),
         (
             "patroni_xlog_location",
@@ -115,6 +154,26 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
             i64::from(status.failsafe_active),
         ),
         (
+            "patroni_failsafe_mode_enabled",
+            "1 when failsafe_mode is on in the dynamic configuration.",
+            i64::from(failsafe_enabled),
+        ),
+        (
+            "patroni_failsafe_member",
+            "1 when the failsafe key names this member (it may take part in failsafe mode).",
+            i64::from(failsafe_member),
+        ),
+        (
+            "patroni_failover_priority",
+            "The failover_priority tag (1 when unset, 0 when nofailover).",
+            failover_priority(status),
+        ),
+        (
+            "patroni_postgres_state",
+            "PostgreSQL's state as Patroni numbers it: 0 initdb, 1 initdb failed, 2 custom bootstrap, 3 custom bootstrap failed, 4 creating replica, 5 running, 6 starting, 7 bootstrap starting, 8 start failed, 9 restarting, 10 restart failed, 11 stopping, 12 stopped, 13 stop failed, 14 crashed, -1 other (pg_rewind, promoting, halted).",
+            postgres_state(&status.state),
+        ),
+        (
             "pgbaton_writable_leader",
             "1 when PostgreSQL is writable and this member holds an unexpired leader lease.",
             i64::from(status.writable_leader),
@@ -138,6 +197,19 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
         "patroni_postmaster_start_time",
         "Epoch seconds when PostgreSQL started.",
         start_time,
+    );
+
+    let replayed_at = status
+        .replayed_timestamp
+        .as_deref()
+        .and_then(epoch_seconds)
+        .filter(|_| replica);
+    let replayed_timestamp = Gauge::<f64, AtomicU64>::default();
+    replayed_timestamp.set(replayed_at.unwrap_or(0.0));
+    registry.register(
+        "patroni_xlog_replayed_timestamp",
+        "Epoch seconds of the last transaction this replica replayed, 0 if none.",
+        replayed_timestamp,
     );
 
     let dcs_last_seen = Gauge::<i64>::default();
@@ -168,6 +240,13 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
             "Bytes this replica is behind the leader's last known position.",
             gauge,
         );
+        let seconds = Gauge::<f64, AtomicU64>::default();
+        seconds.set(lag_seconds(lag, replayed_at, status.last_cycle_unix_ms));
+        registry.register(
+            "pgbaton_replication_lag_seconds",
+            "Seconds this replica is behind: 0 when it holds the leader's last known position, else the age of the last transaction it replayed.",
+            seconds,
+        );
     }
 
     let slots = Family::<Vec<(String, String)>, Gauge<i64>>::default();
@@ -187,6 +266,51 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)
+}
+
+/// Patroni's numbering of the state word (`patroni_postgres_state`).
+fn postgres_state(state: &str) -> i64 {
+    match state {
+        "initializing new cluster" => 0,
+        "initdb failed" => 1,
+        "running custom bootstrap script" => 2,
+        "custom bootstrap failed" => 3,
+        "creating replica" => 4,
+        "running" => 5,
+        "starting" => 6,
+        "bootstrap starting" => 7,
+        "start failed" => 8,
+        "restarting" => 9,
+        "restart failed" => 10,
+        "stopping" => 11,
+        "stopped" => 12,
+        "stop failed" => 13,
+        "crashed" => 14,
+        _ => -1,
+    }
+}
+
+/// The `failover_priority` tag as Patroni reads it: 0 with nofailover, 1 when unset.
+fn failover_priority(status: &NodeStatus) -> i64 {
+    if crate::checks::tag_true(status.tags.get("nofailover")) {
+        return 0;
+    }
+    match status.tags.get("failover_priority") {
+        Some(serde_json::Value::Number(n)) => n.as_i64().unwrap_or(1),
+        Some(serde_json::Value::String(s)) => s.trim().parse().unwrap_or(1),
+        _ => 1,
+    }
+}
+
+/// Lag in seconds: none while the replica holds everything the leader last reported, else
+/// how old the last replayed transaction is (as of the agent's last cycle). An idle primary
+/// writes no transactions, so the age alone would grow without any lag: the byte lag decides
+/// whether there is lag at all.
+pub fn lag_seconds(lag_bytes: u64, replayed_at: Option<f64>, now_unix_ms: u64) -> f64 {
+    match replayed_at {
+        Some(at) if lag_bytes > 0 => (now_unix_ms as f64 / 1000.0 - at).max(0.0),
+        _ => 0.0,
+    }
 }
 
 /// An LSN or byte count as a gauge value (0 when unknown, like Patroni).
@@ -221,6 +345,13 @@ fn epoch_seconds(text: &str) -> Option<f64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lag_in_seconds_only_counts_when_bytes_are_behind() {
+        assert_eq!(lag_seconds(0, Some(1_000.0), 1_500_000), 0.0);
+        assert_eq!(lag_seconds(4096, Some(1_000.0), 1_002_500), 2.5);
+        assert_eq!(lag_seconds(4096, None, 1_002_500), 0.0);
+    }
 
     #[test]
     fn version_and_start_time_encodings() {

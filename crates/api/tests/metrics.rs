@@ -75,9 +75,25 @@ async fn replica_metrics_show_positions_and_lag() {
         format!("patroni_xlog_paused{l} 0"),
         format!("pgbaton_replication_lag_bytes{l} {}", 3 * MB),
         format!("pgbaton_writable_leader{l} 0"),
+        format!("patroni_postgres_streaming{l} 1"),
+        format!("patroni_quorum_standby{l} 0"),
+        format!("patroni_pending_restart{l} 0"),
+        format!("patroni_is_paused{l} 0"),
+        format!("patroni_postgres_state{l} 5"),
+        format!("patroni_failover_priority{l} 1"),
+        format!("patroni_failsafe_mode_enabled{l} 0"),
+        format!("patroni_failsafe_member{l} 0"),
+        format!("patroni_xlog_replayed_timestamp{l} 1795704662.232496"),
     ] {
         assert!(has_line(&text, &line), "missing {line:?} in\n{text}");
     }
+    // 3 MB behind: the lag in seconds is the age of the last replayed transaction.
+    let seconds: f64 = text
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("pgbaton_replication_lag_seconds{l} ")))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no pgbaton_replication_lag_seconds in\n{text}"));
+    assert!(seconds > 0.0, "{seconds}");
 }
 
 #[tokio::test]
