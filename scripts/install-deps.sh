@@ -4,13 +4,14 @@
 # both: protobuf-compiler alone, without its Recommends, lacks google/protobuf/*.proto), psql
 # and pgbench; nftables and iproute2 for the chaos suite's network namespaces; Patroni and
 # HAProxy for the side-by-side benchmark and its test; gcc with libc6-dev (the linker cargo
-# calls: gcc alone, without its Recommends, cannot link) and ca-certificates for cargo's downloads.
+# calls: gcc alone, without its Recommends, cannot link) and ca-certificates for cargo's downloads;
+# systemd for `systemd-analyze verify` of the package's units (nothing is started).
 # Idempotent and quiet; fails loudly. scripts/fresh-debian-check.sh proves it on a minimal
 # Debian 12 root.
 set -euo pipefail
 packages=(postgresql-15 postgresql-client-15 postgresql-contrib etcd-server etcd-client
           protobuf-compiler libprotobuf-dev make gcc libc6-dev ca-certificates
-          nftables iproute2 patroni haproxy openssl)
+          nftables iproute2 patroni haproxy openssl systemd)
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -37,7 +38,7 @@ if ((${#missing[@]})); then
 fi
 for f in /usr/lib/postgresql/15/bin/postgres /usr/lib/postgresql/15/bin/pgbench /usr/bin/psql \
          /usr/bin/etcd /usr/bin/protoc /usr/sbin/nft /bin/ip /usr/bin/patroni /usr/sbin/haproxy \
-         /usr/bin/openssl; do
+         /usr/bin/openssl /usr/bin/systemd-analyze /usr/bin/dpkg-deb; do
     [ -x "$f" ] || { echo "error: $f missing after install" >&2; exit 1; }
 done
 for f in /usr/include/google/protobuf/descriptor.proto /usr/include/google/protobuf/timestamp.proto \
