@@ -2,10 +2,13 @@
 #   make run   - a local 3-member cluster on loopback (own etcd + PostgreSQL 15); Ctrl-C stops it
 #   make test  - the whole test suite (unit, simulation, integration with real PostgreSQL and etcd,
 #                the chaos suite's network-namespace tests; the release build is what they run)
+#   make fresh-check - `make run` on a fresh minimal Debian 12 root (debootstrap; as root, ~10 min):
+#                install-deps, build, cluster, a write through the router, Ctrl-C
+#                (scripts/fresh-debian-check.sh; options in FRESH_CHECK_ARGS, e.g. --keep)
 
 CARGO ?= cargo
 
-.PHONY: run test deps build lint bench chaos
+.PHONY: run test deps build lint bench chaos deb fresh-check
 
 deps:
 	@./scripts/install-deps.sh
@@ -29,9 +32,17 @@ lint:
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
+# The Debian package (binary, systemd units, /etc/pgbaton examples): target/debian/*.deb
+deb: build
+	./scripts/build-deb.sh
+
 bench: build
 	$(CARGO) run --release -p pgbaton-bench -- all
 
 # A short seeded fault-injection run (part of CI); see bench/chaos/README.md for long runs.
 chaos: deps
 	bench/chaos.sh --duration 60 --seed 1 --mode sync
+
+# The README's `make run` on a fresh minimal Debian 12 (a debootstrap root; clones the committed HEAD).
+fresh-check:
+	./scripts/fresh-debian-check.sh $(FRESH_CHECK_ARGS)
