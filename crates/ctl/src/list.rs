@@ -17,6 +17,10 @@ pub struct ListOptions {
     pub format: OutputFormat,
     /// `-e`: always show the optional columns (Pending restart, Scheduled restart, Tags).
     pub extended: bool,
+    /// `--positions` at this Unix time (ms): Patroni 4.1's Receive LSN / Receive Lag /
+    /// Replay LSN / Replay Lag columns (lags in MB) and the lag in seconds, instead of
+    /// patronictl 3.0's "Lag in MB".
+    pub positions_at: Option<u64>,
 }
 
 /// patronictl 3.0's `list`: the member table, members sorted by name, then the footer lines
@@ -28,7 +32,15 @@ pub fn render_list(state: &ClusterState, scope: &str, opts: &ListOptions) -> Str
         .enumerate()
         .map(|(i, m)| (i, m.name.to_string()))
         .collect();
-    let mut out = member_rows(state, scope, &members, &order, opts.extended).render(opts.format);
+    let mut out = member_rows(
+        state,
+        scope,
+        &members,
+        &order,
+        opts.extended,
+        opts.positions_at,
+    )
+    .render(opts.format);
     if opts.format == OutputFormat::Pretty {
         if opts.extended {
             if let Some(slots) = slot_rows(state) {
@@ -81,7 +93,8 @@ fn slot_rows(state: &ClusterState) -> Option<Rows> {
 pub fn render_topology(state: &ClusterState, scope: &str) -> String {
     let members = member_views(state);
     let order = topology_order(&members);
-    let mut out = member_rows(state, scope, &members, &order, false).render(OutputFormat::Pretty);
+    let mut out =
+        member_rows(state, scope, &members, &order, false, None).render(OutputFormat::Pretty);
     out.push_str(&footer(state));
     out
 }
@@ -102,6 +115,7 @@ fn member_rows(
     members: &[MemberView<'_>],
     order: &[(usize, String)],
     extended: bool,
+    positions_at: Option<u64>,
 ) -> Rows {
     let mut columns = vec![
         ("Cluster", Align::Left),
@@ -110,8 +124,17 @@ fn member_rows(
         ("Role", Align::Left),
         ("State", Align::Left),
         ("TL", Align::Right),
-        ("Lag in MB", Align::Right),
     ];
+    match positions_at {
+        None => columns.push(("Lag in MB", Align::Right)),
+        Some(_) => columns.extend([
+            ("Receive LSN", Align::Left),
+            ("Receive Lag", Align::Right),
+            ("Replay LSN", Align::Left),
+            ("Replay Lag", Align::Right),
+            ("Lag (s)", Align::Right),
+        ]),
+    }
     let pending = extended || members.iter().any(|m| m.doc.pending_restart == Some(true));
     let scheduled = extended || members.iter().any(|m| scheduled_restart(m).is_some());
     let tags = extended || members.iter().any(|m| !m.doc.tags.is_empty());
@@ -139,8 +162,11 @@ fn member_rows(
                     .timeline
                     .map(Value::from)
                     .unwrap_or_else(|| Value::from("")),
-                m.lag_in_mb(),
             ];
+            match positions_at {
+                None => row.push(m.lag_in_mb()),
+                Some(now) => row.extend(crate::members::position_cells(m, state, now)),
+            }
             if pending {
                 row.push(Value::from(if m.doc.pending_restart == Some(true) {
                     "*"

@@ -130,6 +130,64 @@ fn show_ports(addresses: &[Option<(String, u16)>]) -> bool {
     known.iter().any(|(_, port)| *port != 5432) || hosts.len() < known.len()
 }
 
+/// `--positions`: Receive LSN, Receive Lag, Replay LSN, Replay Lag (MB, as patronictl 4.1
+/// shows them) and the lag in seconds: 0 while the replica has replayed the leader's last
+/// known position, else the age at `now_unix_ms` of the last transaction it replayed (the
+/// `replay_timestamp` it publishes). Empty cells for the leader and where unknown.
+pub(crate) fn position_cells(
+    m: &MemberView<'_>,
+    state: &ClusterState,
+    now_unix_ms: u64,
+) -> Vec<Value> {
+    if m.lag == Lag::Leader {
+        return vec![Value::from(""); 5];
+    }
+    let leader = state.leader_optime();
+    let mb = |lsn: Option<u64>| match (leader, lsn) {
+        (Some(l), Some(x)) => {
+            Value::from((l.saturating_sub(x) as f64 / 1024.0 / 1024.0).round_ties_even() as u64)
+        }
+        _ => Value::from("unknown"),
+    };
+    let text = |lsn: Option<u64>| {
+        lsn.map(format_lsn)
+            .map(Value::from)
+            .unwrap_or_else(|| Value::from(""))
+    };
+    let behind = matches!((leader, m.doc.replay_lsn), (Some(l), Some(r)) if r < l);
+    let replayed_at = m
+        .doc
+        .extra
+        .get("replay_timestamp")
+        .and_then(Value::as_str)
+        .and_then(epoch_ms);
+    let seconds = match (behind, replayed_at) {
+        (false, _) if m.doc.replay_lsn.is_some() => Value::from(0),
+        (true, Some(at)) => Value::from(now_unix_ms.saturating_sub(at) / 1000),
+        _ => Value::from("unknown"),
+    };
+    vec![
+        text(m.doc.receive_lsn),
+        mb(m.doc.receive_lsn),
+        text(m.doc.replay_lsn),
+        mb(m.doc.replay_lsn),
+        seconds,
+    ]
+}
+
+/// PostgreSQL's `X/Y` form of an LSN.
+fn format_lsn(lsn: u64) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+/// `2026-11-26 14:51:02.232496+00` (PostgreSQL's text) or RFC 3339, in Unix milliseconds.
+fn epoch_ms(text: &str) -> Option<u64> {
+    let parsed = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
+        .or_else(|_| chrono::DateTime::parse_from_rfc3339(text))
+        .ok()?;
+    u64::try_from(parsed.timestamp_millis()).ok()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -13,6 +13,7 @@ fn list(state: &pgbaton_dcs::ClusterState, format: OutputFormat) -> String {
         &ListOptions {
             format,
             extended: false,
+            positions_at: None,
         },
     )
 }
@@ -204,6 +205,7 @@ fn extended_adds_optional_columns_and_tsv_tags_are_one_line() {
         &ListOptions {
             format: OutputFormat::Tsv,
             extended: true,
+            positions_at: None,
         },
     );
     let lines: Vec<&str> = got.lines().collect();
@@ -269,6 +271,7 @@ fn extended_list_shows_the_leaders_slots_and_the_wal_they_keep() {
         &ListOptions {
             format: OutputFormat::Pretty,
             extended: true,
+            positions_at: None,
         },
     );
     let slots = &text[text.find("| Slot").expect("a slot table")..];
@@ -305,4 +308,41 @@ fn quorum_mode_shows_quorum_standbys() {
     let text = list(&state, OutputFormat::Pretty);
     assert_eq!(text.matches("Quorum Standby").count(), 2, "{text}");
     assert!(!text.contains("Sync Standby"), "{text}");
+}
+
+#[test]
+fn positions_show_receive_and_replay_lsns_their_lag_and_the_lag_in_seconds() {
+    let mut state = healthy();
+    // node2 has everything; node3 received all but replayed 3 MB less, its last replayed
+    // transaction 42 s before "now".
+    let node2 = state.members.get_mut("node2").expect("node2");
+    node2.receive_lsn = Some(OPTIME);
+    node2.replay_lsn = Some(OPTIME);
+    let node3 = state.members.get_mut("node3").expect("node3");
+    node3.receive_lsn = Some(OPTIME);
+    node3.replay_lsn = Some(OPTIME - 3 * 1024 * 1024);
+    node3.extra.insert(
+        "replay_timestamp".into(),
+        json!("2026-11-26 14:51:02.232496+00"),
+    );
+    let now = 1_795_704_662_232 + 42_000;
+    let text = render_list(
+        &state,
+        "anchor",
+        &ListOptions {
+            format: OutputFormat::Tsv,
+            extended: false,
+            positions_at: Some(now),
+        },
+    );
+    let lsn = |x: u64| format!("{:X}/{:X}", x >> 32, x & 0xFFFF_FFFF);
+    let want = format!(
+        "Cluster\tMember\tHost\tRole\tState\tTL\tReceive LSN\tReceive Lag\tReplay LSN\tReplay Lag\tLag (s)\n\
+         anchor\tnode1\t127.0.0.1:5441\tLeader\trunning\t3\t\t\t\t\t\n\
+         anchor\tnode2\t127.0.0.1:5442\tReplica\tstreaming\t3\t{o}\t0\t{o}\t0\t0\n\
+         anchor\tnode3\t127.0.0.1:5443\tReplica\trunning\t3\t{o}\t0\t{r}\t3\t42\n",
+        o = lsn(OPTIME),
+        r = lsn(OPTIME - 3 * 1024 * 1024),
+    );
+    assert_eq!(text, want);
 }

@@ -42,6 +42,22 @@ async fn patronictl_command_lines_work_as_typed() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains(&leader));
 
+    // Patroni 4.1's position columns and the lag in seconds, on a real cluster.
+    let out = ctl_c(&cluster, &["list", "--positions", "-f", "json"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    let replica_row = rows
+        .as_array()
+        .and_then(|r| r.iter().find(|m| m["Member"] == replica))
+        .unwrap_or_else(|| panic!("no row for {replica}: {rows}"));
+    assert!(
+        replica_row["Replay LSN"]
+            .as_str()
+            .is_some_and(|s| s.contains('/')),
+        "{replica_row}"
+    );
+    assert!(replica_row.get("Lag (s)").is_some(), "{replica_row}");
+
     let out = ctl_c(&cluster, &["list", "pg-other"]);
     assert!(!out.status.success(), "{}", text(&out));
     let err = String::from_utf8_lossy(&out.stderr);

@@ -31,7 +31,14 @@ fn build_deb(out: &Path, version: &str) -> String {
     run(Command::new("bash")
         .arg(format!("{REPO}/scripts/build-deb.sh"))
         // A debug binary is large; compressing it would only slow the test.
-        .args(["--binary", PGBATON, "--version", version, "--compression", "none"])
+        .args([
+            "--binary",
+            PGBATON,
+            "--version",
+            version,
+            "--compression",
+            "none",
+        ])
         .arg("--out")
         .arg(out))
     .trim()

@@ -29,6 +29,13 @@ impl<D: Dcs> Agent<D> {
                     (a, b) => Some(a.unwrap_or(0).max(b.unwrap_or(0))),
                 };
                 doc.replication_state = st.wal_receiver.as_ref().map(|w| w.status.clone());
+                // For `ctl list --positions`: the lag in seconds is the age of this.
+                if let Some(at) = &st.replay_timestamp {
+                    doc.extra.insert(
+                        "replay_timestamp".into(),
+                        serde_json::Value::from(at.clone()),
+                    );
+                }
             } else {
                 doc.role = "master".to_string();
                 doc.xlog_location = st.wal_lsn;

@@ -46,6 +46,10 @@ pub(super) enum CtlCommand {
         /// Show optional columns (pending restart, tags) even when empty.
         #[arg(long, short = 'e')]
         extended: bool,
+        /// Receive and replay LSNs with their lag in MB (Patroni 4.1's columns) and the lag
+        /// in seconds, instead of "Lag in MB".
+        #[arg(long)]
+        positions: bool,
     },
     /// Members as a replication tree.
     Topology {

@@ -128,8 +128,23 @@ pub async fn run(mut args: CtlArgs) -> anyhow::Result<()> {
     }
     let out = match args.command {
         CtlCommand::List {
-            format, extended, ..
-        } => pgbaton_ctl::render_list(&state, &scope, &ListOptions { format, extended }),
+            format,
+            extended,
+            positions,
+            ..
+        } => {
+            let positions_at = positions.then(|| {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as u64)
+            });
+            let options = ListOptions {
+                format,
+                extended,
+                positions_at,
+            };
+            pgbaton_ctl::render_list(&state, &scope, &options)
+        }
         CtlCommand::Topology { .. } => pgbaton_ctl::render_topology(&state, &scope),
         CtlCommand::History { format, .. } => pgbaton_ctl::render_history(&state, format),
         CtlCommand::ShowConfig { .. } => pgbaton_ctl::render_config(&state),
@@ -210,6 +225,7 @@ pub async fn table_of(target: &Target) -> anyhow::Result<String> {
         &ListOptions {
             format: OutputFormat::Pretty,
             extended: false,
+            positions_at: None,
         },
     ))
 }

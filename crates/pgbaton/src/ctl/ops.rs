@@ -580,6 +580,7 @@ fn list_options() -> ListOptions {
     ListOptions {
         format: OutputFormat::Pretty,
         extended: false,
+        positions_at: None,
     }
 }
 
