@@ -5,8 +5,10 @@
 
 use pgbaton_dcs::ClusterState;
 
-/// Ports the generated frontends listen on.
+/// Where the generated frontends listen.
 pub struct HaproxyPorts {
+    /// The address the frontends bind (`*`: every interface).
+    pub bind: String,
     pub write: u16,
     pub read: u16,
     pub stats: u16,
@@ -15,6 +17,7 @@ pub struct HaproxyPorts {
 impl Default for HaproxyPorts {
     fn default() -> Self {
         HaproxyPorts {
+            bind: "*".to_string(),
             write: 5432,
             read: 5433,
             stats: 7000,
@@ -51,9 +54,10 @@ pub fn render_haproxy(state: &ClusterState, scope: &str, ports: &HaproxyPorts) -
          # at once instead of every health-check interval.\n\
          global\n    maxconn 1000\n\n\
          defaults\n    mode tcp\n    timeout connect 10s\n    timeout client 30m\n    timeout server 30m\n\n\
-         frontend pg_write\n    bind *:{w}\n    default_backend pg_write_backend\n\n{wb}\n\
-         frontend pg_read\n    bind *:{r}\n    default_backend pg_read_backend\n\n{rb}\n\
-         frontend stats\n    bind *:{s}\n    mode http\n    stats enable\n    stats uri /stats\n",
+         frontend pg_write\n    bind {b}:{w}\n    default_backend pg_write_backend\n\n{wb}\n\
+         frontend pg_read\n    bind {b}:{r}\n    default_backend pg_read_backend\n\n{rb}\n\
+         frontend stats\n    bind {b}:{s}\n    mode http\n    stats enable\n    stats uri /stats\n",
+        b = ports.bind,
         w = ports.write,
         r = ports.read,
         s = ports.stats,

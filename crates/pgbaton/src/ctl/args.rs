@@ -79,10 +79,16 @@ pub(super) enum CtlCommand {
     },
     /// Print a haproxy.cfg (write port to the leader, read port to replicas) for this cluster.
     HaproxyConfig {
+        /// The address HAProxy's frontends bind (`*`: every interface).
+        #[arg(long, default_value = "*")]
+        bind: String,
         #[arg(long, default_value_t = 5432)]
         write_port: u16,
         #[arg(long, default_value_t = 5433)]
         read_port: u16,
+        /// HAProxy's statistics page (`/stats`).
+        #[arg(long, default_value_t = 7000)]
+        stats_port: u16,
     },
     /// Planned handover of the leader role to a replica (now or at a scheduled time).
     Switchover {

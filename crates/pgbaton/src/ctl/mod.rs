@@ -149,13 +149,16 @@ pub async fn run(mut args: CtlArgs) -> anyhow::Result<()> {
         CtlCommand::History { format, .. } => pgbaton_ctl::render_history(&state, format),
         CtlCommand::ShowConfig { .. } => pgbaton_ctl::render_config(&state),
         CtlCommand::HaproxyConfig {
+            bind,
             write_port,
             read_port,
+            stats_port,
         } => {
             let ports = pgbaton_ctl::HaproxyPorts {
+                bind,
                 write: write_port,
                 read: read_port,
-                stats: 7000,
+                stats: stats_port,
             };
             pgbaton_ctl::render_haproxy(&state, &scope, &ports)
         }
