@@ -2,7 +2,7 @@
 #   make run   - a local 3-member cluster on loopback (own etcd + PostgreSQL 15); Ctrl-C stops it
 #   make test  - the whole test suite (unit, simulation, integration with real PostgreSQL and etcd,
 #                the chaos suite's network-namespace tests; the release build is what they run)
-#   make fresh-check - `make run` on a fresh minimal Debian 12 root (debootstrap; as root, ~10 min):
+#   make fresh-check - `make run` on a fresh minimal Debian 12 root (debootstrap; as root, 15-25 min):
 #                install-deps, build, cluster, a write through the router, Ctrl-C
 #                (scripts/fresh-debian-check.sh; options in FRESH_CHECK_ARGS, e.g. --keep)
 

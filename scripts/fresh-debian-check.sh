@@ -17,7 +17,7 @@
 # killed and every mount is undone (checked with findmnt).
 #
 # Needs root, network access to the Debian archive and crates.io; uses 127.0.0.1 ports
-# BASE..BASE+30 only. Takes ~10 minutes on 2 cores (most of it the release build).
+# BASE..BASE+30 only. Takes 15-25 minutes on 2 cores, most of it the release build.
 set -euo pipefail
 
 usage() {
