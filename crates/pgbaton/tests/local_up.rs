@@ -121,6 +121,50 @@ fn local_up_starts_a_cluster_and_sigterm_stops_everything() {
         "router-status:\n{status}"
     );
 
+    // Every metric the Grafana dashboard queries exists in the agents' and the router's
+    // /metrics (counters and families are named by their `# TYPE` lines, so a metric with no
+    // sample yet still counts).
+    // One session through the router's write address first: its per-connection families
+    // have samples only once a connection was routed.
+    let out = Command::new("psql")
+        .args(["-h", "127.0.0.1", "-p"])
+        .arg((ports.base + 2).to_string())
+        .args(["-U", "postgres", "-d", "postgres", "-Atc", "SELECT 1"])
+        .env("PGPASSWORD", "postgres")
+        .output()
+        .expect("psql (postgresql-client-15) must be installed");
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == "1",
+        "a session through the router: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut exposed = std::collections::BTreeSet::new();
+    for port in [ports.base + 4, ports.base + 21, ports.base + 22] {
+        let text = http_get(port, "/metrics");
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                if let Some(name) = rest.split_whitespace().next() {
+                    exposed.insert(name.to_string());
+                }
+            }
+        }
+    }
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/../../docs/grafana/pgbaton-dashboard.json"
+        ))
+        .expect("reading docs/grafana/pgbaton-dashboard.json"),
+    )
+    .expect("the dashboard is JSON");
+    let queried = dashboard_metrics(&dashboard);
+    assert!(queried.len() > 15, "{queried:?}");
+    let missing: Vec<&String> = queried.iter().filter(|m| !exposed.contains(*m)).collect();
+    assert!(
+        missing.is_empty(),
+        "the dashboard queries metrics nobody exposes: {missing:?}\nexposed: {exposed:?}"
+    );
+
     // SIGTERM: within 60 s it exits 0 and leaves nothing behind.
     let pid = Pid::from_raw(guard.child.id() as i32);
     kill(pid, Signal::SIGTERM).expect("sending SIGTERM to local up");
@@ -144,4 +188,46 @@ fn local_up_starts_a_cluster_and_sigterm_stops_everything() {
     for pm in postmasters {
         assert!(!common::procs::alive(pm), "postmaster {pm} still runs");
     }
+}
+
+/// `GET path` on 127.0.0.1:port over HTTP/1.0; the body.
+fn http_get(port: u16, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port))
+        .unwrap_or_else(|e| panic!("connecting to 127.0.0.1:{port}: {e}"));
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .expect("timeout");
+    write!(stream, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").expect("request");
+    let mut text = String::new();
+    stream.read_to_string(&mut text).expect("response");
+    assert!(
+        text.starts_with("HTTP/1.") && text.contains(" 200 "),
+        "GET {path} on {port}: {text}"
+    );
+    text.split_once("\r\n\r\n")
+        .map(|(_, body)| body.to_string())
+        .unwrap_or_default()
+}
+
+/// The metric names in a Grafana dashboard's `expr`s (`_total`, `_bucket`, `_sum` and
+/// `_count` suffixes taken off, as `# TYPE` lines name them).
+fn dashboard_metrics(dashboard: &serde_json::Value) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    let panels = dashboard["panels"].as_array().cloned().unwrap_or_default();
+    for panel in panels {
+        for target in panel["targets"].as_array().cloned().unwrap_or_default() {
+            let expr = target["expr"].as_str().unwrap_or("");
+            for word in expr.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+                if word.starts_with("patroni_") || word.starts_with("pgbaton_") {
+                    let base = ["_total", "_bucket", "_sum", "_count"]
+                        .iter()
+                        .find_map(|s| word.strip_suffix(s))
+                        .unwrap_or(word);
+                    names.insert(base.to_string());
+                }
+            }
+        }
+    }
+    names
 }
