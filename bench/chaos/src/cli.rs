@@ -31,14 +31,16 @@ pub enum Via {
     name = "chaos",
     about = "Fault injection on a pgbaton cluster whose hosts are network namespaces, with a \
              Jepsen-style write checker. Needs root. The last line printed is \
-             `chaos: faults=<n> acked=<n> lost=<n> dual_primary=<n> unrecovered=<n> max_gap_s=<x>`."
+             `chaos: faults=<n> acked=<n> lost=<n> dual_primary=<n> unrecovered=<n> max_gap_s=<x> \
+             leaderless_s=<x>`."
 )]
 pub struct Args {
     /// How long faults are injected, in seconds (setup and the final checks come on top).
     #[arg(long)]
     pub duration: u64,
     /// Comma list of faults, or `all`: kill-postgres, kill-agent, kill-node, pause, partition,
-    /// leader-etcd, leader-replicas, etcd-split (needs --etcd 3), etcd-kill, delay, loss.
+    /// leader-etcd, leader-replicas, etcd-split (needs --etcd 3), etcd-kill, delay, loss,
+    /// switchover, switchover-then-kill, failover-twice.
     #[arg(long, default_value = "all")]
     pub faults: String,
     /// Seed of the fault schedule (which fault, when, for how long, on which host).

@@ -30,10 +30,19 @@ pub enum FaultKind {
     Delay,
     /// Packet loss emulated on the same paths: retransmission stalls and dropped connections.
     Loss,
+    /// A planned switchover through the leader's REST API (`POST /switchover`), with a named
+    /// candidate half of the time and without one (`{"leader": ...}` only) the other half.
+    Switchover,
+    /// A switchover, then 1-5 s after the new leader appears its host is lost (SIGKILL of
+    /// every process on it); its agent is started again later.
+    SwitchoverThenKill,
+    /// The leader's host is lost; about 10 s after a new leader appears, that one's host is
+    /// lost too; both are started again later.
+    FailoverTwice,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 11] = [
+    pub const ALL: [FaultKind; 14] = [
         FaultKind::KillPostgres,
         FaultKind::KillAgent,
         FaultKind::KillNode,
@@ -45,6 +54,9 @@ impl FaultKind {
         FaultKind::EtcdKill,
         FaultKind::Delay,
         FaultKind::Loss,
+        FaultKind::Switchover,
+        FaultKind::SwitchoverThenKill,
+        FaultKind::FailoverTwice,
     ];
 
     pub fn name(self) -> &'static str {
@@ -60,7 +72,19 @@ impl FaultKind {
             FaultKind::EtcdKill => "etcd-kill",
             FaultKind::Delay => "delay",
             FaultKind::Loss => "loss",
+            FaultKind::Switchover => "switchover",
+            FaultKind::SwitchoverThenKill => "switchover-then-kill",
+            FaultKind::FailoverTwice => "failover-twice",
         }
+    }
+
+    /// Faults carried out in steps (a switchover, kills that wait for a new leader): they
+    /// hold every member host until their last step is done.
+    pub fn staged(self) -> bool {
+        matches!(
+            self,
+            FaultKind::Switchover | FaultKind::SwitchoverThenKill | FaultKind::FailoverTwice
+        )
     }
 
     /// Parse `--faults`: `all` (every fault the topology allows) or a comma list of names.

@@ -77,7 +77,7 @@ fn main() -> ExitCode {
             let unrecovered = r.convergence.unrecovered.len();
             println!(
                 "{}",
-                report::summary_line(r.faults, &r.verdict, unrecovered)
+                report::summary_line(r.faults, &r.verdict, unrecovered, r.liveness.leaderless_s())
             );
             let bad = report::failed(
                 settings.mode,
@@ -86,6 +86,8 @@ fn main() -> ExitCode {
                     dual_primary: r.verdict.dual_primary(),
                     unrecovered,
                     nonmonotonic: r.reads.nonmonotonic.len(),
+                    leaderless_over_bound: r.liveness.violations().len(),
+                    switchover_back: report::switchover_back(&r),
                 },
             );
             if bad {

@@ -1,6 +1,7 @@
 //! The primary monitor: every 100 ms it asks every member `SELECT pg_is_in_recovery()` over a
-//! kept-open connection (one task per member, rounds aligned on one tick), and keeps each
-//! round in which two or more members answered `false`: two writable primaries at once.
+//! kept-open connection (one task per member, rounds aligned on one tick). It keeps every
+//! answer (the liveness checker needs to know when the leader key's holder was writable) and
+//! the rounds in which two or more members answered `false`: two writable primaries at once.
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -20,10 +21,20 @@ const ANSWER_TIMEOUT: Duration = Duration::from_millis(400);
 /// One `false` answer: (round, member, asked at, answered at).
 type Writable = (u64, usize, f64, f64);
 
+/// One answer of one member: `in_recovery` is None when it did not answer within 400 ms.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Answer {
+    pub member: usize,
+    pub asked: f64,
+    pub answered: f64,
+    pub in_recovery: Option<bool>,
+}
+
 pub struct Monitor {
     tasks: Vec<JoinHandle<()>>,
     stop: Arc<AtomicBool>,
     writable: Arc<Mutex<Vec<Writable>>>,
+    answers: Arc<Mutex<Vec<Answer>>>,
     rounds: Arc<AtomicU64>,
 }
 
@@ -32,12 +43,15 @@ pub struct Monitor {
 pub struct MonitorReport {
     pub rounds: u64,
     pub dual: Vec<DualRound>,
+    /// Every answer, in the order they came.
+    pub answers: Vec<Answer>,
 }
 
 impl Monitor {
     pub fn start(members: Vec<Ipv4Addr>, clock: Clock) -> Monitor {
         let stop = Arc::new(AtomicBool::new(false));
         let writable = Arc::new(Mutex::new(Vec::new()));
+        let answers = Arc::new(Mutex::new(Vec::new()));
         let rounds = Arc::new(AtomicU64::new(0));
         let origin = Instant::now();
         let tasks = members
@@ -45,6 +59,7 @@ impl Monitor {
             .enumerate()
             .map(|(k, ip)| {
                 let (stop, writable, rounds) = (stop.clone(), writable.clone(), rounds.clone());
+                let answers = answers.clone();
                 tokio::spawn(async move {
                     let mut slot: Option<Client> = None;
                     let mut round: u64 = 0;
@@ -52,6 +67,14 @@ impl Monitor {
                         tokio::time::sleep_until((origin + PERIOD * round as u32).into()).await;
                         let asked = clock.now();
                         let answer = ask(ip, &mut slot).await;
+                        if let Ok(mut a) = answers.lock() {
+                            a.push(Answer {
+                                member: k,
+                                asked,
+                                answered: clock.now(),
+                                in_recovery: answer,
+                            });
+                        }
                         if answer == Some(false) {
                             if let Ok(mut w) = writable.lock() {
                                 w.push((round, k, asked, clock.now()));
@@ -71,6 +94,7 @@ impl Monitor {
             tasks,
             stop,
             writable,
+            answers,
             rounds,
         }
     }
@@ -81,9 +105,11 @@ impl Monitor {
             let _ = tokio::time::timeout(Duration::from_secs(2), t).await;
         }
         let writable = self.writable.lock().map(|w| w.clone()).unwrap_or_default();
+        let answers = self.answers.lock().map(|a| a.clone()).unwrap_or_default();
         MonitorReport {
             rounds: self.rounds.load(Ordering::Relaxed),
             dual: dual_rounds(&writable),
+            answers,
         }
     }
 }

@@ -1,20 +1,22 @@
 //! What a run prints: a readable summary, the `reads:` line, in async mode the
 //! `async loss:` line, then — the last line, always — the machine line
-//! `chaos: faults=<n> acked=<n> lost=<n> dual_primary=<n> unrecovered=<n> max_gap_s=<x>`;
-//! and the exit rule (sync mode: lost, dual_primary, unrecovered or non-monotonic leader
-//! reads above zero fails; async mode: dual_primary or unrecovered fails, the rest is
-//! reported).
+//! `chaos: faults=<n> acked=<n> lost=<n> dual_primary=<n> unrecovered=<n> max_gap_s=<x>
+//! leaderless_s=<x>`; and the exit rule (both modes: dual_primary or unrecovered above zero,
+//! a charged leaderless window above the bound, or a switchover that went back to the old
+//! leader fails; sync mode also: lost or non-monotonic leader reads above zero; in async
+//! mode those are reported).
 
 use crate::checker::Verdict;
 use crate::cli::{Mode, Settings};
+use crate::liveness::{Liveness, SwitchoverOutcome};
 use crate::loss::AsyncLoss;
 use crate::read_check::ReadVerdict;
 use crate::runner::RunResult;
 
 /// The machine-readable last line.
-pub fn summary_line(faults: u32, v: &Verdict, unrecovered: usize) -> String {
+pub fn summary_line(faults: u32, v: &Verdict, unrecovered: usize, leaderless_s: f64) -> String {
     format!(
-        "chaos: faults={faults} acked={} lost={} dual_primary={} unrecovered={unrecovered} max_gap_s={:.2}",
+        "chaos: faults={faults} acked={} lost={} dual_primary={} unrecovered={unrecovered} max_gap_s={:.2} leaderless_s={leaderless_s:.2}",
         v.acked,
         v.lost.len(),
         v.dual_primary(),
@@ -29,13 +31,136 @@ pub struct Counts {
     pub dual_primary: usize,
     pub unrecovered: usize,
     pub nonmonotonic: usize,
+    /// Charged leaderless windows longer than the bound.
+    pub leaderless_over_bound: usize,
+    /// Switchovers after which the old leader led again (not excused by an etcd fault).
+    pub switchover_back: usize,
 }
 
 /// Whether the run failed its promises.
 pub fn failed(mode: Mode, c: Counts) -> bool {
     c.dual_primary > 0
         || c.unrecovered > 0
+        || c.leaderless_over_bound > 0
+        || c.switchover_back > 0
         || (mode == Mode::Sync && (c.lost > 0 || c.nonmonotonic > 0))
+}
+
+/// Switchovers after which the old leader led again, not excused by an etcd fault.
+pub fn switchover_back(r: &RunResult) -> usize {
+    r.switchovers
+        .iter()
+        .filter(|(_, o, excused)| *o == SwitchoverOutcome::BackToOld && !excused)
+        .count()
+}
+
+/// The leaderless windows in words: every window above the bound with when, the healthy
+/// candidates and the faults active, then the longest others.
+fn liveness_details(r: &RunResult, name: &dyn Fn(usize) -> String) -> Vec<String> {
+    let l: &Liveness = &r.liveness;
+    let mut out = vec![format!(
+        "liveness: {} leaderless windows (no member both holding the leader key and writable), longest {:.2} s; \
+         longest charged (a healthy candidate existed): {:.2} s; bound ttl + loop_wait + 2 s = {:.2} s; over the bound: {}",
+        l.windows.len(),
+        l.windows.iter().map(|w| w.len()).fold(0.0, f64::max),
+        l.leaderless_s(),
+        l.bound_s,
+        l.violations().len()
+    )];
+    let mut shown: Vec<&crate::liveness::Window> =
+        l.windows.iter().filter(|w| w.len() >= 1.0).collect();
+    shown.sort_by(|a, b| {
+        b.charged_s()
+            .total_cmp(&a.charged_s())
+            .then(b.len().total_cmp(&a.len()))
+    });
+    let over = shown.iter().filter(|w| w.charged_s() > l.bound_s).count();
+    for w in shown.into_iter().take(over.max(8)) {
+        let verdict = if w.charged_s() > l.bound_s {
+            "OVER THE BOUND"
+        } else {
+            "within the bound"
+        };
+        let charged = match w.charged {
+            Some((a, b)) => format!(
+                "charged {:.2} s (t={a:.2}-{b:.2}, healthy candidates then: {})",
+                b - a,
+                w.candidates
+                    .iter()
+                    .map(|k| name(*k))
+                    .collect::<Vec<_>>()
+                    .join(",")
+            ),
+            None => "not charged (no healthy candidate at any time)".to_string(),
+        };
+        let active: Vec<String> = r
+            .timeline
+            .iter()
+            .filter(|s| s.overlaps(w.start - 1.0, w.end))
+            .map(|s| format!("{} [{}] t={:.2}-{:.2}", s.kind, s.what, s.start, s.end))
+            .collect();
+        out.push(format!(
+            "  leaderless t={:.2}-{:.2}s ({:.2} s): {charged}: {verdict}",
+            w.start,
+            w.end,
+            w.len()
+        ));
+        out.push(format!(
+            "    faults active then: {}",
+            if active.is_empty() {
+                "none".to_string()
+            } else {
+                active.join("; ")
+            }
+        ));
+    }
+    out
+}
+
+/// The switchovers in words, then their line.
+fn switchover_details(r: &RunResult, name: &dyn Fn(usize) -> String) -> Vec<String> {
+    let mut out = Vec::new();
+    let (mut moved, mut refused, mut back, mut none) = (0, 0, 0, 0);
+    for (rec, outcome, excused) in &r.switchovers {
+        let what = match outcome {
+            SwitchoverOutcome::Moved(k) => {
+                moved += 1;
+                format!("moved to {}", name(*k))
+            }
+            SwitchoverOutcome::Refused => {
+                refused += 1;
+                "refused".to_string()
+            }
+            SwitchoverOutcome::BackToOld if *excused => {
+                "the old leader led again (excused: an etcd fault overlapped)".to_string()
+            }
+            SwitchoverOutcome::BackToOld => {
+                back += 1;
+                "THE OLD LEADER STEPPED DOWN AND LED AGAIN".to_string()
+            }
+            SwitchoverOutcome::NoAnswer => {
+                none += 1;
+                "no answer, the leader key did not move".to_string()
+            }
+        };
+        out.push(format!(
+            "  {} t={:.2}s {} -> {}: {what}; answer {} {:?}",
+            rec.kind,
+            rec.asked,
+            name(rec.old),
+            rec.candidate.map_or("any".to_string(), name),
+            rec.status.map_or("-".to_string(), |s| s.to_string()),
+            rec.body
+        ));
+    }
+    out.insert(
+        0,
+        format!(
+            "switchovers: requested={} moved={moved} refused={refused} back_to_old_leader={back} no_answer={none}",
+            r.switchovers.len()
+        ),
+    );
+    out
 }
 
 /// The reads summary line (printed just before the last line).
@@ -244,6 +369,8 @@ pub fn details(r: &RunResult, s: &Settings) -> Vec<String> {
         }
     ));
     out.extend(read_details(&r.reads, &name));
+    out.extend(switchover_details(r, &name));
+    out.extend(liveness_details(r, &name));
     let loss_line = match (&r.async_loss, s.mode) {
         (Some(l), Mode::Async) => {
             out.push(format!(
@@ -278,8 +405,8 @@ mod tests {
             ..Default::default()
         };
         assert_eq!(
-            summary_line(9, &v, 1),
-            "chaos: faults=9 acked=1234 lost=2 dual_primary=0 unrecovered=1 max_gap_s=7.46"
+            summary_line(9, &v, 1, 3.456),
+            "chaos: faults=9 acked=1234 lost=2 dual_primary=0 unrecovered=1 max_gap_s=7.46 leaderless_s=3.46"
         );
     }
 
@@ -289,6 +416,23 @@ mod tests {
             dual_primary,
             unrecovered,
             nonmonotonic,
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_long_leaderless_window_or_a_switchover_back_fails_in_both_modes() {
+        for mode in [Mode::Sync, Mode::Async] {
+            let over = Counts {
+                leaderless_over_bound: 1,
+                ..Default::default()
+            };
+            assert!(failed(mode, over));
+            let back = Counts {
+                switchover_back: 1,
+                ..Default::default()
+            };
+            assert!(failed(mode, back));
         }
     }
 

@@ -1,7 +1,8 @@
 //! One chaos run from start to verdict: start etcd and the agents, wait for a whole cluster,
-//! create the table, start the monitor, the writers and the readers, inject and heal faults
-//! for `--duration`, heal everything, wait for convergence, read the final state and check
-//! it (writes, reads and, in async mode, the loss in WAL bytes per failover).
+//! create the table, start the monitor, the DCS watcher, the writers and the readers, inject
+//! and heal faults for `--duration`, heal everything, wait for convergence, read the final
+//! state and check it (writes, reads, leaderless windows, switchovers and, in async mode,
+//! the loss in WAL bytes per failover).
 
 use std::collections::HashSet;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -13,10 +14,12 @@ use crate::cluster::Cluster;
 use crate::config::{MAXIMUM_LAG_ON_FAILOVER, PG_PORT};
 use crate::converge::{self, Convergence};
 use crate::db;
+use crate::dcs_watch::DcsWatch;
 use crate::error::{ChaosError, Result};
 use crate::fault_kind::FaultKind;
 use crate::faults::Faults;
 use crate::history::Clock;
+use crate::liveness::{self, FaultSpan, Liveness, SwitchoverOutcome, SwitchoverRecord};
 use crate::loss::{self, AsyncLoss};
 use crate::monitor::Monitor;
 use crate::read_check::{self, ReadVerdict};
@@ -50,7 +53,16 @@ pub struct RunResult {
     pub reads_failed: usize,
     /// Async mode, with the final leader's history: the loss per failover.
     pub async_loss: Option<AsyncLoss>,
+    /// Leaderless windows and their charge.
+    pub liveness: Liveness,
+    /// Every fault and step, on the run clock.
+    pub timeline: Vec<FaultSpan>,
+    /// Every switchover requested, how it ended, and whether an etcd fault excused it.
+    pub switchovers: Vec<(SwitchoverRecord, SwitchoverOutcome, bool)>,
 }
+
+/// A view of the DCS at most this old tells the schedule who leads.
+const VIEW_MAX_AGE_S: f64 = 1.0;
 
 fn check_interrupt() -> Result<()> {
     if interrupted() {
@@ -124,12 +136,15 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
         members: ips.clone(),
     };
     let monitor = Monitor::start(ips.clone(), clock);
+    let watch = DcsWatch::start(endpoints.clone(), clock);
     let readers = Readers::start(route.clone(), s.readers, s.clients, clock);
     let workload = Workload::start(route, s.clients, clock);
     let workload_start = clock.now();
     let mut faults = Faults::new(
         Schedule::new(s.seed, s.faults.clone(), s.ttl),
         &cluster.root.join("events.log"),
+        clock,
+        s.mode,
     );
     faults.event(
         workload_start,
@@ -141,9 +156,18 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
     while clock.now() < end && !interrupted() {
         let now = clock.now();
         faults.heal_due(cluster, now);
+        faults.poll_requests().await;
+        let view = watch.latest(now, VIEW_MAX_AGE_S);
+        faults.advance(cluster, view.as_ref(), now);
         if now >= next && faults.has_room() {
-            let leader = leader_index(cluster, &endpoints).await;
-            faults.inject_one(cluster, leader, clock.now()).await;
+            let leader = match view.as_ref().map(|v| v.leader.as_deref()) {
+                Some(Some(l)) => cluster.member_index(l),
+                Some(None) => None,
+                None => leader_index(cluster, &endpoints).await,
+            };
+            faults
+                .inject_one(cluster, leader, view.as_ref(), clock.now())
+                .await;
             next = clock.now() + faults.gap();
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -163,9 +187,12 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
         tokio::time::sleep(AFTER_CONVERGENCE).await;
     }
     let workload_end = clock.now();
+    faults.finish_requests(Duration::from_secs(5)).await;
+    faults.close_timeline(workload_end);
     let ops = workload.stop().await;
     let read_log = readers.stop().await;
     let seen = monitor.stop().await;
+    let dcs_samples = watch.stop().await;
     faults.event(
         clock.now(),
         &format!(
@@ -233,6 +260,31 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
         ops: &ops,
         final_ids,
     });
+    let rules = liveness::Rules {
+        mode: s.mode,
+        etcd_members: cluster.etcd.len(),
+        max_lag: MAXIMUM_LAG_ON_FAILOVER,
+        etcd_grace_s: s.ttl / 2.0,
+        bound_s: liveness::bound(s.ttl, s.loop_wait()),
+    };
+    let live_inputs = liveness::Inputs {
+        names: &names,
+        dcs: &dcs_samples,
+        answers: &seen.answers,
+        spans: &faults.timeline,
+        span: (workload_start, workload_end),
+        rules: &rules,
+    };
+    let live = liveness::check(&live_inputs);
+    let tl = liveness::Timeline::new(&live_inputs);
+    let switchovers = faults
+        .switchovers
+        .iter()
+        .map(|r| {
+            let (outcome, excused) = liveness::classify_switchover(&tl, r, workload_end);
+            (r.clone(), outcome, excused)
+        })
+        .collect();
     let async_loss = match (s.mode, final_ids, history.as_ref()) {
         (Mode::Async, Some(ids), Some(h)) => {
             Some(loss::async_loss(&ops, ids, h, MAXIMUM_LAG_ON_FAILOVER))
@@ -252,6 +304,9 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
         reads,
         reads_failed: read_log.failed,
         async_loss,
+        liveness: live,
+        timeline: faults.timeline.clone(),
+        switchovers,
     })
 }
 

@@ -49,6 +49,10 @@ impl Schedule {
             FaultKind::EtcdSplit => (2.0, 4.0),
             FaultKind::EtcdKill => (1.0, 3.0),
             FaultKind::Delay | FaultKind::Loss => (2.0, 4.0),
+            // Staged faults: how long a killed host stays down before its agent is started.
+            FaultKind::Switchover | FaultKind::SwitchoverThenKill | FaultKind::FailoverTwice => {
+                (2.0, 4.0)
+            }
         };
         self.ttl * self.rng.random_range(lo..hi)
     }
@@ -74,6 +78,26 @@ impl Schedule {
     /// True with probability `p`.
     pub fn chance(&mut self, p: f64) -> bool {
         self.rng.random::<f64>() < p
+    }
+
+    /// `switchover`: the candidate to name (half of the time, among `candidates`), or None
+    /// for a switchover without one.
+    pub fn switchover_candidate(&mut self, candidates: &[usize]) -> Option<usize> {
+        if self.chance(0.5) {
+            self.pick(candidates)
+        } else {
+            None
+        }
+    }
+
+    /// `switchover-then-kill`: seconds from the new leader's appearance to its loss: 1-5 s.
+    pub fn kill_after_switchover(&mut self) -> f64 {
+        self.rng.random_range(1.0..5.0)
+    }
+
+    /// `failover-twice`: seconds from the new leader's appearance to its loss: 8-12 s.
+    pub fn second_kill_after(&mut self) -> f64 {
+        self.rng.random_range(8.0..12.0)
     }
 
     /// A delay in milliseconds for the `delay` fault: 100-500 ms.
@@ -138,5 +162,19 @@ mod tests {
             "the leader was hit {hit_leader} of 200 times"
         );
         assert_eq!(s.member(&[], Some(1)), None);
+    }
+
+    #[test]
+    fn switchovers_name_a_candidate_about_half_of_the_time() {
+        let mut s = Schedule::new(5, vec![FaultKind::Switchover], 4.0);
+        let named = (0..400)
+            .filter(|_| s.switchover_candidate(&[0, 2]).is_some())
+            .count();
+        assert!((140..260).contains(&named), "{named} of 400");
+        assert_eq!(s.switchover_candidate(&[]), None);
+        for _ in 0..100 {
+            assert!((1.0..5.0).contains(&s.kill_after_switchover()));
+            assert!((8.0..12.0).contains(&s.second_kill_after()));
+        }
     }
 }

@@ -102,7 +102,8 @@ fn a_short_run_prints_the_summary_line_last_and_cleans_up() {
             "lost",
             "dual_primary",
             "unrecovered",
-            "max_gap_s"
+            "max_gap_s",
+            "leaderless_s"
         ],
         "{last}"
     );
@@ -116,6 +117,7 @@ fn a_short_run_prints_the_summary_line_last_and_cleans_up() {
     assert!(get("faults").parse::<u32>().unwrap() >= 1, "{last}");
     assert!(get("acked").parse::<u32>().unwrap() > 0, "{last}");
     assert!(get("max_gap_s").parse::<f64>().is_ok(), "{last}");
+    assert!(get("leaderless_s").parse::<f64>().is_ok(), "{last}");
     // The readers ran: the reads line and (async mode) the loss line come just before.
     let n = lines.len();
     let reads = lines.iter().find(|l| l.starts_with("reads: ")).cloned();
