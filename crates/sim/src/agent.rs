@@ -50,6 +50,11 @@ pub struct Agent {
     /// Member: the promise given to a failsafe leader (receipt + ttl); a new process starts
     /// with its start + ttl (it may have promised in its previous life).
     pub failsafe_promised_until: Option<Millis>,
+    /// The reason of this process's last decision (for violation reports).
+    pub last_reason: Option<String>,
+    /// Since when this process's DCS reads have shown no leader key (what it measures a
+    /// switchover's terms from).
+    pub saw_leaderless_since: Option<Millis>,
 }
 
 /// A decision whose actions wait for the stopped agent to resume.
@@ -82,6 +87,8 @@ impl Agent {
             failsafe_acked_at: None,
             failsafe_valid_until: None,
             failsafe_promised_until: None,
+            last_reason: None,
+            saw_leaderless_since: None,
         }
     }
 

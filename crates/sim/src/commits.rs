@@ -317,6 +317,7 @@ mod tests {
             history: history.to_vec(),
             lsn,
             was_primary: false,
+            checkpoint_timeline: history.len() as u32 + 1,
         }
     }
 

@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use pgbaton_core::{
-    decide, Action, Decision, HaConfig, LocalPg, MemberView, Millis, Observation, PeerView, Phase,
-    Reason, SyncKey, SyncStandbyNames,
+    decide, Action, DcsView, Decision, HaConfig, LocalPg, MemberView, Millis, Observation,
+    PeerView, Phase, Reason, SyncKey, SyncStandbyNames,
 };
 use rand::Rng;
 
@@ -125,6 +125,7 @@ impl World {
             }
         }
         self.members[m].agent.state = decision.state.clone();
+        self.members[m].agent.last_reason = Some(decision.reason.to_string());
         let acts_on_postgres = decision.actions.iter().any(Action::is_job);
         if let Some(ms) = self.members[m]
             .agent
@@ -179,16 +180,21 @@ impl World {
     fn observe(&mut self, m: usize, reach: Reach) -> Observation {
         let view = reach.in_time.then(|| self.dcs.view());
         if let Some(v) = &view {
-            self.members[m].agent.sync_rev_seen = self.dcs.sync_rev;
-            self.members[m].agent.last_view = Some(v.clone());
+            let agent = &mut self.members[m].agent;
+            agent.sync_rev_seen = self.dcs.sync_rev;
+            agent.last_view = Some(v.clone());
+            agent.saw_leaderless_since = match v.leader {
+                Some(_) => None,
+                None => Some(agent.saw_leaderless_since.unwrap_or(self.now)),
+            };
         } else {
             self.failsafe_round(m);
         }
         let peers = match &view {
-            Some(v) if v.leader.is_none() => self.peer_reports(m),
+            Some(v) if v.leader.is_none() => self.peer_reports(m, v),
             _ => BTreeMap::new(),
         };
-        let mut pg = self.members[m].pg.observe();
+        let mut pg = self.members[m].pg.observe(self.timeline_model);
         if let LocalPg::Running(running) = &mut pg {
             running.replicas = self.pg_stat_replication(m);
         }
@@ -209,15 +215,18 @@ impl World {
     }
 
     /// What the other members' REST APIs answer (served by their agents: a dead or stopped
-    /// agent does not answer).
-    fn peer_reports(&self, m: usize) -> BTreeMap<String, PeerView> {
+    /// agent does not answer). The agent asks the members the DCS lists (it finds their API
+    /// addresses in their member documents, which expire with their leases), as the real
+    /// agent does (`peer_api_urls`).
+    fn peer_reports(&self, m: usize, view: &DcsView) -> BTreeMap<String, PeerView> {
         let mut peers = BTreeMap::new();
         for (j, peer) in self.members.iter().enumerate() {
-            if j == m {
+            if j == m || !view.members.contains_key(&peer.name) {
                 continue;
             }
             let view = if self.net.linked(m, j) && peer.agent.running() {
-                let running = peer.pg.observe().running().cloned();
+                // The peer's REST API reports what its agent reads, the same way.
+                let running = peer.pg.observe(self.timeline_model).running().cloned();
                 PeerView::Report {
                     replica_running: peer.pg.is_running_replica(),
                     primary_running: peer.pg.is_running_primary(),
@@ -330,7 +339,26 @@ impl World {
             Action::ReleaseLeader => self.release_leader_key(m),
             Action::WriteStatus { optime } => self.dcs.status_optime = Some(*optime),
             Action::AppendHistory { timeline, lsn } => {
-                self.dcs.history.entry(*timeline).or_insert(*lsn);
+                // The real agent reads where the timeline ended from the new timeline's
+                // history file; the position the decision saw is only its fallback.
+                let switch = self.members[m]
+                    .pg
+                    .data
+                    .as_ref()
+                    .and_then(|d| d.switch_point(*timeline));
+                if switch.is_some_and(|s| s != *lsn) {
+                    self.log(
+                        m,
+                        format!(
+                            "history: timeline {timeline} ended at {} (history file), not {lsn} (seen before promoting)",
+                            switch.unwrap_or_default()
+                        ),
+                    );
+                }
+                self.dcs
+                    .history
+                    .entry(*timeline)
+                    .or_insert(switch.unwrap_or(*lsn));
             }
             Action::WriteSync { members, quorum } => {
                 self.write_sync(m, members, *quorum);

@@ -240,6 +240,79 @@ pub fn random_dcs_schedule(
     faults
 }
 
+/// Operations in quick succession, the kind that once left a cluster leaderless for minutes
+/// (a member's timeline read from pg_control, which lags after a switch until the next
+/// restartpoint): about `rate_per_min` sequences per virtual minute starting in
+/// `[from_ms, until_ms)`, each one of
+/// - a switchover (to a named replica or without candidate), then the new leader's node
+///   lost 1.5–5.5 s later (the handover takes about half a second: 1–5 s after it);
+/// - a failover (the leader's node lost), then the new leader's node lost 8–12 s later;
+/// - two switchovers without candidate 2–6 s apart.
+///
+/// Drawn from their own generator seeded with `seed`, so that adding them to a seed's
+/// random schedule leaves the rest of it as it was.
+pub fn random_quick_succession(
+    seed: u64,
+    members: usize,
+    from_ms: Millis,
+    until_ms: Millis,
+    rate_per_min: f64,
+) -> Vec<ScriptedFault> {
+    use rand::SeedableRng;
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x05ee_d0c5_1cce);
+    let mut faults = Vec::new();
+    if rate_per_min <= 0.0 || until_ms <= from_ms || members < 2 {
+        return faults;
+    }
+    let mean_gap = (60_000.0 / rate_per_min).max(1.0) as Millis;
+    let mut at = from_ms + rng.random_range(0..=mean_gap);
+    while at < until_ms {
+        let mut push = |at_ms: Millis, kind: FaultKind| {
+            faults.push(ScriptedFault {
+                at_ms,
+                target: Target::Leader,
+                kind,
+            })
+        };
+        let lost = |rng: &mut StdRng| FaultKind::CrashMember {
+            down_ms: rng.random_range(3_000..=15_000),
+        };
+        match rng.random_range(0..3) {
+            0 => {
+                let candidate = if rng.random_bool(0.5) {
+                    Candidate::Any
+                } else {
+                    Candidate::Replica
+                };
+                push(
+                    at,
+                    FaultKind::Switchover {
+                        candidate,
+                        scheduled_in_ms: None,
+                    },
+                );
+                let later = at + rng.random_range(1_500..=5_500);
+                push(later, lost(&mut rng));
+            }
+            1 => {
+                push(at, lost(&mut rng));
+                let later = at + rng.random_range(8_000..=12_000);
+                push(later, lost(&mut rng));
+            }
+            _ => {
+                let switchover = FaultKind::Switchover {
+                    candidate: Candidate::Any,
+                    scheduled_in_ms: None,
+                };
+                push(at, switchover);
+                push(at + rng.random_range(2_000..=6_000), switchover);
+            }
+        }
+        at += rng.random_range(1..=2 * mean_gap);
+    }
+    faults
+}
+
 fn random_kind(rng: &mut StdRng, ttl: Millis) -> FaultKind {
     match rng.random_range(0..112) {
         0..15 => FaultKind::CrashMember {
@@ -443,6 +516,14 @@ impl crate::world::World {
             }
             Candidate::Member(i) => Some(self.members[i % self.members.len()].name.clone()),
         };
+        if leader.is_none() && candidate.is_none() {
+            // patronictl refuses a switchover without a leader, and a failover without a
+            // candidate: nothing is written.
+            self.log_global(
+                "switchover refused by patronictl: no leader and no candidate".to_string(),
+            );
+            return;
+        }
         let request = pgbaton_core::FailoverRequest {
             leader,
             candidate,

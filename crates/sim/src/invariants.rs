@@ -15,7 +15,9 @@
 //!    leaderless: that is by design (nobody is known to hold every acknowledged commit), and
 //!    reported as such rather than as a violation.
 //!
-//! Invariants 6–8 (synchronous replication: no acknowledged commit is lost) are in `commits.rs`.
+//! Invariants 6–8 (synchronous replication: no acknowledged commit is lost) are in `commits.rs`;
+//! SAFETY.md's promise 4 (never leaderless for long while a healthy candidate exists, at any
+//! moment of the run, not only after the faults) is in `liveness.rs`.
 
 use std::fmt::Write;
 

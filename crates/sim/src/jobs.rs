@@ -200,12 +200,12 @@ impl World {
                 let system_id = self.rng.random_range(1..u64::MAX);
                 let pg = &mut self.members[m].pg;
                 pg.data = Some(DataDir::new_cluster(system_id));
-                pg.process = Process::Running { primary: true };
+                pg.started(true, self.now, self.checkpoint_timeout_ms);
                 pg.ssn = pg.ssn_conf.clone();
                 Ok(())
             }
             Action::Clone { from } => {
-                let source = self.source_data(m, from)?;
+                let (source, checkpoint_timeline) = self.source_data(m, from)?;
                 if job.fails {
                     return Err("pg_basebackup failed".into());
                 }
@@ -215,6 +215,7 @@ impl World {
                 }
                 pg.data = Some(DataDir {
                     was_primary: false,
+                    checkpoint_timeline,
                     ..source
                 });
                 let member = self.members[m].name.clone();
@@ -225,7 +226,7 @@ impl World {
                 Ok(())
             }
             Action::Rewind { from } => {
-                let source = self.source_data(m, from)?;
+                let (source, source_checkpoint_timeline) = self.source_data(m, from)?;
                 let pg = &mut self.members[m].pg;
                 let Some(data) = pg.data.as_mut().filter(|_| pg.process == Process::Stopped) else {
                     return Err("no stopped data directory to rewind".into());
@@ -238,7 +239,7 @@ impl World {
                     return Err("pg_rewind failed".into());
                 }
                 let before = (data.history.clone(), data.lsn);
-                data.rewind_to(&source);
+                data.rewind_to(&source, source_checkpoint_timeline);
                 let discarded = (data.history.clone(), data.lsn) != before;
                 let to = data.lsn;
                 let member = self.members[m].name.clone();
@@ -270,31 +271,36 @@ impl World {
                     return Err("no data directory".into());
                 };
                 data.was_primary = primary;
-                pg.process = Process::Running { primary };
-                pg.streaming = false;
+                if primary {
+                    // Crash recovery of a primary ends with a checkpoint.
+                    data.checkpoint();
+                }
+                pg.started(primary, self.now, self.checkpoint_timeout_ms);
                 pg.ssn = pg.ssn_conf.clone();
                 Ok(())
             }
             Action::Stop { mode } => {
-                if *mode != StopMode::Immediate && self.members[m].pg.is_running_primary() {
+                if *mode == StopMode::Immediate {
+                    // No shutdown checkpoint: pg_control stays as it was.
+                    self.members[m].pg.halt();
+                    return Ok(());
+                }
+                if self.members[m].pg.is_running_primary() {
                     self.ship_all_wal(m);
                 }
-                self.members[m].pg.halt();
+                if self.members[m].pg.is_running() {
+                    self.members[m].pg.shut_down_cleanly();
+                } else {
+                    self.members[m].pg.halt();
+                }
                 Ok(())
             }
             Action::Promote => {
                 let pg = &mut self.members[m].pg;
-                let Some(data) = pg
-                    .data
-                    .as_mut()
-                    .filter(|_| pg.process == Process::Running { primary: false })
-                else {
+                if pg.data.is_none() || !pg.is_running_replica() {
                     return Err("PostgreSQL is not a running replica".into());
-                };
-                data.promote();
-                pg.process = Process::Running { primary: true };
-                pg.streaming = false;
-                pg.upstream = None;
+                }
+                pg.promoted(self.now, self.checkpoint_timeout_ms);
                 Ok(())
             }
             other => Err(format!("{other} is not a background operation")),
@@ -314,8 +320,9 @@ impl World {
         }
     }
 
-    /// The data directory of a running member `from` that `m` can reach (clone, rewind).
-    fn source_data(&self, m: usize, from: &str) -> Result<DataDir, String> {
+    /// The data directory of a running member `from` that `m` can reach (clone, rewind), and
+    /// the checkpoint timeline its pg_control gives the copy.
+    fn source_data(&self, m: usize, from: &str) -> Result<(DataDir, u32), String> {
         let Some(src) = self.index_of(from) else {
             return Err(format!("unknown member {from}"));
         };
@@ -323,8 +330,8 @@ impl World {
             return Err(format!("cannot connect to {from}"));
         }
         let source = &self.members[src].pg;
-        match (&source.data, source.is_running()) {
-            (Some(data), true) => Ok(data.clone()),
+        match (&source.data, source.copy_source_checkpoint_timeline()) {
+            (Some(data), Some(tli)) if source.is_running() => Ok((data.clone(), tli)),
             _ => Err(format!("{from} does not run PostgreSQL")),
         }
     }

@@ -5,15 +5,18 @@
 //! single-threaded, from one seed. The agents drive the real [`pgbaton_core::decide`]
 //! exactly as the real agent does; a random (or scripted) schedule of faults breaks nodes,
 //! processes, networks and the DCS; after every event the invariants of `invariants.rs` are
-//! checked, and after the last fault healed the cluster must become healthy again in time.
+//! checked, the cluster must never stay leaderless for long while a healthy candidate exists
+//! (`liveness.rs`, promise 4), and after the last fault healed it must become healthy again
+//! in time.
 //! Any failing seed replays exactly: `PGBATON_SIM_SEED=<n> cargo test -p pgbaton-sim replay -- --nocapture`.
 //!
 //! Module map: `world` (clock, event queue, loop), `cycle` (one agent cycle: observe,
-//! decide, act), `agent`, `postgres` (data directory and postmaster), `replication` (writes
-//! and streaming per tick), `syncrep` (pg_stat_replication, which standbys commits wait
-//! for), `commits` (client commits, acknowledgements, invariants 6–8), `jobs` (background
-//! operations), `dcs`, `failsafe` (the `POST /failsafe` rounds of failsafe mode), `net`,
-//! `faults`, `invariants`, `report`.
+//! decide, act), `agent`, `postgres` (data directory, its timeline sources, postmaster),
+//! `replication` (writes, streaming and checkpoints per tick), `syncrep`
+//! (pg_stat_replication, which standbys commits wait for), `commits` (client commits,
+//! acknowledgements, invariants 6–8), `jobs` (background operations), `dcs`, `failsafe`
+//! (the `POST /failsafe` rounds of failsafe mode), `net`, `faults`, `invariants`,
+//! `liveness` (no long leaderless window while a healthy candidate exists), `report`.
 //!
 //! Synchronous mode (`SimConfig::synchronous`): clients commit on every writable primary;
 //! a commit is acknowledged when the standbys `synchronous_standby_names` makes PostgreSQL
@@ -34,6 +37,7 @@ mod failsafe;
 mod faults;
 mod invariants;
 mod jobs;
+mod liveness;
 mod net;
 mod postgres;
 mod replication;
@@ -43,10 +47,12 @@ mod world;
 
 pub use commits::Ack;
 pub use faults::{
-    random_dcs_schedule, random_schedule, Candidate, FaultKind, ScriptedFault, Target,
+    random_dcs_schedule, random_quick_succession, random_schedule, Candidate, FaultKind,
+    ScriptedFault, Target,
 };
 pub use pgbaton_core::{HaConfig, Millis, SyncConfig, SyncMode};
-pub use report::{Happening, SimReport, Violation, ViolationKind};
+pub use postgres::TimelineModel;
+pub use report::{Happening, LeaderlessWindow, SimReport, Violation, ViolationKind};
 
 /// One simulation run.
 #[derive(Debug, Clone)]
@@ -84,6 +90,21 @@ pub struct SimConfig {
     /// stops the run. Off: its first breach is only noted (`SimReport::sync_key_breach`) and
     /// the run goes on, to see whether the wrong key really loses a commit (invariant 6).
     pub check_sync_key: bool,
+    /// PostgreSQL's `checkpoint_timeout`: a running server checkpoints (a standby: makes a
+    /// restartpoint) this often, which is when pg_control's timeline catches up.
+    pub checkpoint_timeout_ms: Millis,
+    /// How the agent's adapter reads a member's timeline (the old one on purpose, to show
+    /// the liveness check catches what it caused).
+    pub timeline_model: TimelineModel,
+    /// A leaderless window longer than the bound while a healthy candidate exists stops the
+    /// run with `ViolationKind::Leaderless` (`liveness.rs`). Off: the windows are only
+    /// measured (`SimReport::leaderless_windows`).
+    pub check_leaderless: bool,
+    /// Expected quick-succession sequences per virtual minute added to the random schedule
+    /// (switchover then the new leader lost 1–5 s later; a failover and another ~10 s later;
+    /// two switchovers without candidate a few seconds apart), drawn from their own
+    /// generator: see [`random_quick_succession`]. Ignored with `scripted`.
+    pub quick_succession_rate: f64,
 }
 
 /// Deliberate agent mistakes (checks of the checker).
@@ -122,6 +143,10 @@ impl SimConfig {
             synchronous: None,
             ssn_reload_max_ms: 0,
             check_sync_key: true,
+            checkpoint_timeout_ms: 300_000,
+            timeline_model: TimelineModel::Fixed,
+            check_leaderless: true,
+            quick_succession_rate: 1.0,
         }
     }
 

@@ -1,4 +1,5 @@
-//! PostgreSQL time: once per tick every writable primary takes writes (with client commits
+//! PostgreSQL time: once per tick due checkpoints and restartpoints complete (pg_control's
+//! timeline, see `postgres.rs`), every writable primary takes writes (with client commits
 //! in synchronous mode), every running replica receives and flushes WAL from its upstream
 //! when it can (see `DataDir::can_follow`; some lag now and then, much under a slow-standby
 //! fault, none while its replication connection is cut), and then each primary acknowledges
@@ -13,6 +14,8 @@ impl World {
     /// PostgreSQL time passes by one tick.
     pub(crate) fn tick(&mut self) {
         for m in 0..self.members.len() {
+            let timeout = self.checkpoint_timeout_ms;
+            self.members[m].pg.checkpoint_if_due(self.now, timeout);
             if self.members[m].pg.is_running_primary() {
                 let writes = self.rng.random_range(0..=4_096);
                 if let Some(d) = self.members[m].pg.data.as_mut() {

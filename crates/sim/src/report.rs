@@ -19,6 +19,9 @@ pub enum ViolationKind {
     PrimaryWithoutLease,
     /// Invariant 5: no single leader with every member streaming from it in time.
     NotLive,
+    /// Promise 4 (`liveness.rs`): leaderless for longer than ttl + loop_wait + 2 s while a
+    /// healthy candidate existed, at any moment of the run.
+    Leaderless,
     /// Invariant 6: a member became (or runs as the leader's) primary without an acknowledged commit.
     AckedCommitLost,
     /// Invariant 7: the `sync` key names members that lack an acknowledged commit.
@@ -128,6 +131,23 @@ pub enum Happening {
     },
 }
 
+/// A stretch of time without a leader during which a healthy candidate existed (see
+/// `liveness.rs`): how long the candidates waited.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaderlessWindow {
+    /// When the cluster lost its leader.
+    pub start: Millis,
+    /// How long it stayed without one (to the end of the run if it never got one back).
+    pub length: Millis,
+    /// The longest stretch in it during which a healthy candidate within
+    /// `maximum_lag_on_failover` existed, without the leader key changing hands.
+    pub candidate_ms: Millis,
+    /// The same for any healthy candidate, lagging or not.
+    pub lagging_candidate_ms: Millis,
+    /// A new leader ended it (false: the run ended first).
+    pub ended: bool,
+}
+
 /// The result of [`crate::run`].
 #[derive(Debug, Clone)]
 pub struct SimReport {
@@ -151,6 +171,8 @@ pub struct SimReport {
     pub sync_key_breach: Option<Violation>,
     /// Every acknowledged client commit (synchronous mode only), in order.
     pub acks: Vec<Ack>,
+    /// Every leaderless window during which a healthy candidate existed, in order.
+    pub leaderless_windows: Vec<LeaderlessWindow>,
     pub happenings: Vec<Happening>,
     /// The last lines of the trace.
     pub trace: Vec<String>,

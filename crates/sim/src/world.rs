@@ -144,6 +144,8 @@ pub(crate) struct World {
     pub happenings: Vec<Happening>,
     pub violations: Vec<Violation>,
     pub leader_changes: u32,
+    /// How many times a restarted agent adopted the leader lease it held before.
+    pub leader_adoptions: u32,
     events_checked: u64,
     /// Liveness: from here on no fault is active.
     quiet_from: Millis,
@@ -158,6 +160,12 @@ pub(crate) struct World {
     pub check_sync_key: bool,
     /// Invariant 7's first breach while `check_sync_key` is off.
     pub sync_key_breach: Option<Violation>,
+    pub checkpoint_timeout_ms: Millis,
+    pub timeline_model: crate::TimelineModel,
+    /// Promise 4: the leaderless window being measured (`liveness.rs`).
+    pub leaderless: crate::liveness::Clock,
+    pub leaderless_windows: Vec<crate::LeaderlessWindow>,
+    pub check_leaderless: bool,
 }
 
 impl World {
@@ -186,14 +194,26 @@ impl World {
         let ttl = members.first().map_or(4_000, |m| m.cfg.ttl_ms);
         let faults = match &cfg.scripted {
             Some(list) => list.clone(),
-            None => random_schedule(
-                &mut rng,
-                cfg.members,
-                ttl,
-                cfg.fault_window_start_ms,
-                cfg.duration_ms,
-                cfg.fault_rate,
-            ),
+            None => {
+                let mut faults = random_schedule(
+                    &mut rng,
+                    cfg.members,
+                    ttl,
+                    cfg.fault_window_start_ms,
+                    cfg.duration_ms,
+                    cfg.fault_rate,
+                );
+                // From their own generator: the schedules above stay what they were.
+                faults.extend(crate::faults::random_quick_succession(
+                    cfg.seed,
+                    cfg.members,
+                    cfg.fault_window_start_ms,
+                    cfg.duration_ms,
+                    cfg.quick_succession_rate,
+                ));
+                faults.sort_by_key(|f| f.at_ms);
+                faults
+            }
         };
         let last_heal = faults
             .iter()
@@ -218,6 +238,7 @@ impl World {
             happenings: Vec::new(),
             violations: Vec::new(),
             leader_changes: 0,
+            leader_adoptions: 0,
             events_checked: 0,
             quiet_from,
             end_at: quiet_from + cfg.liveness_bound_ms,
@@ -229,6 +250,11 @@ impl World {
             ssn_reload_max_ms: cfg.ssn_reload_max_ms,
             check_sync_key: cfg.check_sync_key,
             sync_key_breach: None,
+            checkpoint_timeout_ms: cfg.checkpoint_timeout_ms,
+            timeline_model: cfg.timeline_model,
+            leaderless: crate::liveness::Clock::default(),
+            leaderless_windows: Vec::new(),
+            check_leaderless: cfg.check_leaderless,
         };
         world.schedule(0, Event::Tick);
         for m in 0..cfg.members {
@@ -253,6 +279,9 @@ impl World {
             self.events_checked += 1;
             self.note_primary_changes();
             self.check_safety();
+            if self.violations.is_empty() {
+                self.check_leaderless();
+            }
             if !self.violations.is_empty() {
                 break;
             }
@@ -273,6 +302,7 @@ impl World {
                 }
             }
         }
+        self.close_leaderless_window(false);
         let settled = self
             .converged_since
             .is_some_and(|s| self.now - s >= self.settle_ms);
@@ -305,6 +335,7 @@ impl World {
             leaderless_by_design,
             sync_key_breach: self.sync_key_breach,
             acks: self.ledger.acks,
+            leaderless_windows: self.leaderless_windows,
             happenings: self.happenings,
             trace: self.trace.lines(),
             trace_digest: self.trace.digest(),
@@ -428,6 +459,7 @@ impl World {
         match adopt {
             Some(lease) => {
                 self.log(m, format!("agent starts; adopting leader lease {lease}"));
+                self.leader_adoptions += 1;
                 self.members[m].agent.lease = Some(lease);
                 self.send_keepalive(m, lease, true);
                 let wake = self.now + self.members[m].cfg.retry_timeout_ms;

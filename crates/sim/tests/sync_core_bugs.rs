@@ -3,16 +3,24 @@
 //! candidate skipping the quorum check; a stale sync key after failover while a new leader's
 //! names kept changing; a restarted leader acknowledging through any standby; a quorum key
 //! written while asynchronous). Each asserts that every promise holds. Replay one with its
-//! trace: `PGBATON_SIM_SYNC=<label> PGBATON_SIM_SEED=<n> [PGBATON_SIM_NO_KEY_CHECK=1]
-//! cargo test -p pgbaton-sim --test replay -- --nocapture`.
+//! trace: `PGBATON_SIM_QUICK=0 PGBATON_SIM_SYNC=<label> PGBATON_SIM_SEED=<n>
+//! [PGBATON_SIM_NO_KEY_CHECK=1] cargo test -p pgbaton-sim --test replay -- --nocapture`.
 
 use pgbaton_sim::run;
 
 mod common;
 
+/// A seed of the soak as it was when the bug was found: without the quick-succession
+/// sequences added to the schedules since (replay with `PGBATON_SIM_QUICK=0`).
+fn as_found(seed: u64, label: &str) -> pgbaton_sim::SimConfig {
+    let mut cfg = common::sync_config(seed, label);
+    cfg.quick_succession_rate = 0.0;
+    cfg
+}
+
 /// Run a seed of the soak and require every promise to hold.
 fn holds(label: &str, seed: u64, key_check: bool) {
-    let mut cfg = common::sync_config(seed, label);
+    let mut cfg = as_found(seed, label);
     cfg.check_sync_key = key_check;
     cfg.trace_lines = 400;
     let r = run(&cfg);
@@ -69,7 +77,7 @@ fn core_bug_stale_sync_key_after_failover_loses_a_commit() {
 /// acknowledged that m1 lacks, and the key would let m1 be promoted without them.
 #[test]
 fn core_bug_restarted_leader_acknowledges_through_any_standby() {
-    let mut cfg = common::sync_config(317, "on1");
+    let mut cfg = as_found(317, "on1");
     cfg.trace_lines = 400;
     let r = run(&cfg);
     assert!(
