@@ -25,6 +25,10 @@ pub struct DatabaseAlias {
     pub dbname: String,
     /// The role the connection is routed to; None keeps the listener's role (a pure rename).
     pub target: Option<Target>,
+    /// `pool_mode` for clients of this alias (pooling only), over the listener's.
+    pub pool_mode: Option<crate::pool::PoolMode>,
+    /// `pool_size` of the pools its clients use (pooling only), over `default_pool_size`.
+    pub pool_size: Option<usize>,
 }
 
 /// `target` as written in the configuration (the `pgbaton.target` vocabulary).
@@ -49,6 +53,8 @@ pub(crate) fn parse(
         }
         let mut dbname = None;
         let mut target = None;
+        let mut pool_mode = None;
+        let mut pool_size = None;
         for (k, v) in section(&prefix, entry)? {
             let key = format!("{prefix}.{k}");
             match k.as_str() {
@@ -60,6 +66,14 @@ pub(crate) fn parse(
                     dbname = Some(name);
                 }
                 "target" => target = Some(parse_target(&key, v)?),
+                "pool_mode" => pool_mode = Some(crate::pool_config::pool_mode(&key, v)?),
+                "pool_size" => {
+                    let size = crate::pool_config::count(&key, v)?;
+                    if size == 0 {
+                        return Err(invalid(&key, "must be at least 1"));
+                    }
+                    pool_size = Some(size);
+                }
                 _ => return Err(unknown(&key)),
             }
         }
@@ -67,7 +81,15 @@ pub(crate) fn parse(
             key: format!("{prefix}.dbname"),
             hint: "the real database an alias stands for, e.g. {dbname: app, target: read}",
         })?;
-        aliases.insert(alias.clone(), DatabaseAlias { dbname, target });
+        aliases.insert(
+            alias.clone(),
+            DatabaseAlias {
+                dbname,
+                target,
+                pool_mode,
+                pool_size,
+            },
+        );
     }
     Ok(aliases)
 }
@@ -87,6 +109,12 @@ pub(crate) fn to_yaml(aliases: &BTreeMap<String, DatabaseAlias>) -> String {
         ));
         if let Some(target) = entry.target {
             out.push_str(&format!("    target: {}\n", target.label()));
+        }
+        if let Some(mode) = entry.pool_mode {
+            out.push_str(&format!("    pool_mode: {}\n", mode.label()));
+        }
+        if let Some(size) = entry.pool_size {
+            out.push_str(&format!("    pool_size: {size}\n"));
         }
     }
     out

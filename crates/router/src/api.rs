@@ -26,6 +26,7 @@ pub(crate) async fn serve(
     let app = axum::Router::new()
         .route("/metrics", get(metrics))
         .route("/status", get(status))
+        .route("/pools", get(pools))
         .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
@@ -104,4 +105,40 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
 
 async fn status(State(shared): State<Arc<Shared>>) -> Json<Value> {
     Json(status_json(&shared))
+}
+
+/// `GET /pools`: PgBouncer's SHOW POOLS columns, one object per pool (an empty list when
+/// pooling is off).
+async fn pools(State(shared): State<Arc<Shared>>) -> Json<Value> {
+    let Some(pooling) = &shared.pooling else {
+        return Json(json!([]));
+    };
+    let rows: Vec<Value> = pooling
+        .pools
+        .snapshot()
+        .into_iter()
+        .map(|row| {
+            json!({
+                "database": row.key.database,
+                "user": row.key.user,
+                "target": row.key.target,
+                "cl_active": row.cl_active,
+                "cl_waiting": row.cl_waiting,
+                "cl_idle": row.cl_idle,
+                "sv_active": row.sv_active,
+                "sv_idle": row.sv_idle,
+                "maxwait": row.maxwait_us / 1_000_000,
+                "maxwait_us": row.maxwait_us % 1_000_000,
+                "pool_size": row.size,
+                "pool_mode": row.mode.label(),
+                "total_xact_count": row.stats.xact_count,
+                "total_query_count": row.stats.query_count,
+                "total_received": row.stats.bytes_received,
+                "total_sent": row.stats.bytes_sent,
+                "total_wait_time": row.stats.wait_time_us,
+                "server_logins": row.stats.server_logins,
+            })
+        })
+        .collect();
+    Json(Value::Array(rows))
 }

@@ -159,6 +159,14 @@ pub struct RouterConfig {
     pub rest_poll_interval: Duration,
     /// `forwarding`: `auto` (default), `kernel` or `userspace`.
     pub forwarding: Forwarding,
+    /// `auth`: the router authenticates clients itself and pools server connections; None
+    /// = authentication is passed through and each client gets its own server connection.
+    pub auth: Option<crate::auth::AuthConfig>,
+    /// `pool`: PgBouncer's pool settings (used with `auth`).
+    pub pool: crate::pool::PoolSettings,
+    /// `write.pool_mode` / `read.pool_mode`: a listener's mode, over `pool.pool_mode`.
+    pub write_pool_mode: Option<crate::pool::PoolMode>,
+    pub read_pool_mode: Option<crate::pool::PoolMode>,
 }
 
 impl RouterConfig {
@@ -186,6 +194,10 @@ impl RouterConfig {
             lag_source: LagSource::Rest,
             rest_poll_interval: Duration::from_secs(1),
             forwarding: Forwarding::Auto,
+            auth: None,
+            pool: crate::pool::PoolSettings::default(),
+            write_pool_mode: None,
+            read_pool_mode: None,
         }
     }
 
@@ -208,6 +220,7 @@ impl RouterConfig {
             _ => return Err(invalid("(top level)", "must be a mapping of keys")),
         };
         let mut cfg = RouterConfig::new(Vec::new(), "/service/", "");
+        let mut pooling_key = None;
         for (key, value) in &root {
             match key.as_str() {
                 "write" => parse_write(&mut cfg, value)?,
@@ -268,8 +281,32 @@ impl RouterConfig {
                         return Err(invalid(key, "must be at least 50ms"));
                     }
                 }
+                "auth" => cfg.auth = Some(crate::pool_config::parse_auth(value)?),
+                "pool" => {
+                    cfg.pool = crate::pool_config::parse_pool(value)?;
+                    pooling_key = Some("pool".to_string());
+                }
                 other => return Err(unknown(other)),
             }
+        }
+        if cfg.write_pool_mode.is_some() {
+            pooling_key = Some("write.pool_mode".into());
+        }
+        if cfg.read_pool_mode.is_some() {
+            pooling_key = Some("read.pool_mode".into());
+        }
+        if let Some((alias, _)) = cfg
+            .databases
+            .iter()
+            .find(|(_, a)| a.pool_mode.is_some() || a.pool_size.is_some())
+        {
+            pooling_key = Some(format!("databases.{alias}"));
+        }
+        if let (Some(key), None) = (pooling_key, &cfg.auth) {
+            return Err(invalid(
+                &key,
+                "needs an `auth:` section: a pooling router checks passwords itself (see docs/CONFIGURATION.md)",
+            ));
         }
         if cfg.scope.is_empty() {
             return Err(RouterConfigError::Missing {
@@ -315,8 +352,14 @@ impl RouterConfig {
             "  switchover_wait: {}\n",
             format_duration(self.switchover_wait)
         ));
+        if let Some(mode) = self.write_pool_mode {
+            out.push_str(&format!("  pool_mode: {}\n", mode.label()));
+        }
         out.push_str("read:\n");
         out.push_str(&format!("  listen: {}\n", q(&self.read_listen)));
+        if let Some(mode) = self.read_pool_mode {
+            out.push_str(&format!("  pool_mode: {}\n", mode.label()));
+        }
         match self.max_replay_delay {
             // `max_lag` as a duration: a time bound and no byte bound.
             Some(delay) if self.max_lag_bytes == u64::MAX => {
@@ -365,6 +408,10 @@ impl RouterConfig {
             "rest_poll_interval: {}\n",
             format_duration(self.rest_poll_interval)
         ));
+        if let Some(auth) = &self.auth {
+            out.push_str(&crate::pool_config::auth_to_yaml(auth));
+            out.push_str(&crate::pool_config::pool_to_yaml(&self.pool));
+        }
         out
     }
 }
@@ -374,6 +421,9 @@ fn parse_write(cfg: &mut RouterConfig, value: &Value) -> Result<(), RouterConfig
         match k.as_str() {
             "listen" => cfg.write_listen = listen("write.listen", v)?,
             "switchover_wait" => cfg.switchover_wait = duration("write.switchover_wait", v)?,
+            "pool_mode" => {
+                cfg.write_pool_mode = Some(crate::pool_config::pool_mode("write.pool_mode", v)?)
+            }
             other => return Err(unknown(&format!("write.{other}"))),
         }
     }
@@ -384,6 +434,9 @@ fn parse_read(cfg: &mut RouterConfig, value: &Value) -> Result<(), RouterConfigE
     for (k, v) in section("read", value)? {
         match k.as_str() {
             "listen" => cfg.read_listen = listen("read.listen", v)?,
+            "pool_mode" => {
+                cfg.read_pool_mode = Some(crate::pool_config::pool_mode("read.pool_mode", v)?)
+            }
             "max_lag" => match v {
                 Value::Number(n) => {
                     cfg.max_lag_bytes = n
@@ -508,7 +561,7 @@ fn listen(key: &str, value: &Value) -> Result<String, RouterConfigError> {
     }
 }
 
-fn duration(key: &str, value: &Value) -> Result<Duration, RouterConfigError> {
+pub(crate) fn duration(key: &str, value: &Value) -> Result<Duration, RouterConfigError> {
     let parsed = match value {
         Value::Number(n) => n
             .as_f64()

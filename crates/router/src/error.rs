@@ -15,7 +15,7 @@ pub enum RouterConfigError {
     Yaml { message: String },
     #[error("router configuration: {key} {reason}")]
     Invalid { key: String, reason: String },
-    #[error("router configuration: unknown key {key}; check its spelling (known: write.listen, write.switchover_wait, read.listen, read.max_lag, read.max_replay_delay, read.fallback, read.balance, api.listen, etcd3.hosts, namespace, scope, connect_timeout, startup_timeout, tls, tls_certfile, tls_keyfile, tls_required, databases, lag_source, rest_poll_interval)")]
+    #[error("router configuration: unknown key {key}; check its spelling (known: write.listen, write.switchover_wait, read.listen, read.max_lag, read.max_replay_delay, read.fallback, read.balance, api.listen, etcd3.hosts, namespace, scope, connect_timeout, startup_timeout, tls, tls_certfile, tls_keyfile, tls_required, databases, lag_source, rest_poll_interval, forwarding, auth, pool, write.pool_mode, read.pool_mode; auth: auth_type, hba, auth_hba_file, auth_file, auth_user, auth_query, auth_dbname, auth_query_cache_ttl; pool: pool_mode, default_pool_size, reserve_pool_size, reserve_pool_timeout, max_client_conn, max_db_connections, max_user_connections, server_lifetime, server_idle_timeout, query_wait_timeout, client_idle_timeout, server_reset_query, server_check_query, server_check_delay)")]
     Unknown { key: String },
     #[error("router configuration: {key} is required: {hint}")]
     Missing { key: String, hint: &'static str },

@@ -33,11 +33,15 @@
 //! A startup naming an alias database of `databases:` is routed by the alias's role and
 //! rewritten to the real database. Replica lag comes from the agents' REST API, polled every
 //! `rest_poll_interval`, with the DCS member documents as the fallback (`lag_source`).
-//! Connection pooling and read-your-writes routing are not part of it: they would replace
-//! `relay::forward` (and its kernel forwarding) for the sessions that ask for them.
+//! With an `auth:` section the router is also a connection pooler (PgBouncer's model and
+//! key names): it authenticates clients itself (`auth`), shares server connections per
+//! (database, user, target) in session or transaction mode (`pool`, `pooled`), and relays
+//! pooled sessions message by message (`txn`) unless a session-mode one can go to the
+//! kernel. Read-your-writes routing is not part of it.
 
 mod aliases;
 mod api;
+pub mod auth;
 mod cancel;
 mod client;
 mod config;
@@ -49,6 +53,9 @@ mod offload;
 mod open;
 mod passthrough;
 mod poller;
+pub mod pool;
+mod pool_config;
+mod pooled;
 pub mod protocol;
 mod pump;
 mod relay;
@@ -59,6 +66,7 @@ mod shared;
 mod status_table;
 mod tls;
 pub mod topology;
+mod txn;
 mod units;
 mod watcher;
 mod wire;

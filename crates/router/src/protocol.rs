@@ -363,6 +363,14 @@ pub fn cancel_request(key: CancelKey) -> Vec<u8> {
     with_length(body)
 }
 
+/// A BackendKeyData (`K`) message for `key`.
+pub fn backend_key_message(key: CancelKey) -> Vec<u8> {
+    let mut out = vec![b'K', 0, 0, 0, 12];
+    out.extend_from_slice(&key.pid.to_be_bytes());
+    out.extend_from_slice(&key.secret.to_be_bytes());
+    out
+}
+
 /// The body length of a typed message (`tag`, then a length word counting itself).
 pub fn message_body_length(length_word: [u8; 4], max: usize) -> Result<usize, ProtocolError> {
     let length = u32::from_be_bytes(length_word);

@@ -33,6 +33,7 @@ pub struct Router {
     api: Option<TcpListener>,
     tls: Option<TlsAcceptor>,
     offload: Option<Arc<Offload>>,
+    pooling: Option<Arc<crate::pooled::Pooling>>,
 }
 
 async fn bind(what: &'static str, address: &str) -> Result<TcpListener, RouterError> {
@@ -57,6 +58,15 @@ impl Router {
     pub async fn bind(cfg: RouterConfig) -> Result<Router, RouterError> {
         cfg.validate()?;
         let tls = crate::tls::acceptor(&cfg)?;
+        let pooling = match &cfg.auth {
+            Some(auth) => Some(Arc::new(crate::pooled::Pooling {
+                auth: crate::auth::Auth::load(auth)?,
+                pools: crate::pool::Pools::new(cfg.pool.clone()),
+                clients: AtomicUsize::new(0),
+                cancels: Mutex::new(Default::default()),
+            })),
+            None => None,
+        };
         let write = bind("write listener", &cfg.write_listen).await?;
         let read = bind("read listener", &cfg.read_listen).await?;
         let api = match &cfg.api_listen {
@@ -83,6 +93,7 @@ impl Router {
             api,
             tls,
             offload,
+            pooling,
         })
     }
 
@@ -107,6 +118,7 @@ impl Router {
             api,
             tls,
             offload,
+            pooling,
         } = self;
         tracing::info!(
             scope = %cfg.scope,
@@ -116,6 +128,7 @@ impl Router {
             tls = cfg.tls.label(),
             lag_source = cfg.lag_source.label(),
             forwarding = if offload.is_some() { "kernel" } else { "userspace" },
+            pooling = cfg.auth.as_ref().map(|a| a.auth_type.label()).unwrap_or("off"),
             "router listening"
         );
         let (stop_tx, stop) = watch::channel(false);
@@ -132,6 +145,7 @@ impl Router {
             waiting: AtomicUsize::new(0),
             tls,
             offload: offload.clone(),
+            pooling: pooling.clone(),
             write_addr: local(&write),
             read_addr: local(&read),
             cfg: cfg.clone(),
@@ -167,6 +181,7 @@ impl Router {
         let writes = tokio::spawn(accept(write, Target::Write, shared.clone()));
         let reads = tokio::spawn(accept(read, Target::Read, shared.clone()));
         let closes = offload.map(|offload| offload.watch_closes(stop.clone()));
+        let sweeper = pooling.map(|pooling| tokio::spawn(sweep(pooling, stop.clone())));
         let api_task = api.map(|listener| tokio::spawn(api::serve(listener, shared, stop)));
 
         shutdown.await;
@@ -176,6 +191,7 @@ impl Router {
             .into_iter()
             .chain(poller)
             .chain(closes)
+            .chain(sweeper)
         {
             let _ = task.await;
         }
@@ -203,6 +219,17 @@ async fn accept(listener: TcpListener, role: Target, shared: Arc<Shared>) {
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
+            _ = crate::shared::stopped(&mut stop) => return,
+        }
+    }
+}
+
+/// Close pooled server connections past server_idle_timeout / server_lifetime, every second.
+async fn sweep(pooling: Arc<crate::pooled::Pooling>, mut stop: watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => pooling.pools.sweep(),
             _ = crate::shared::stopped(&mut stop) => return,
         }
     }

@@ -111,6 +111,14 @@ pub(crate) async fn serve_client(
     let target = requested
         .or(alias.and_then(|(_, entry)| entry.target))
         .unwrap_or(listener);
+    if let Some(pooling) = shared.pooling.clone() {
+        let alias = alias.map(|(_, entry)| entry.clone());
+        crate::pooled::serve(
+            shared, pooling, client, startup, listener, target, alias, peer,
+        )
+        .await;
+        return;
+    }
     tracing::debug!(%peer, user = %startup.user(), target = target.label(), tls = client.is_tls(), "new client");
     let startup = startup.encode();
     match target {

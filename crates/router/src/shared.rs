@@ -35,6 +35,8 @@ pub(crate) struct Shared {
     pub tls: Option<TlsAcceptor>,
     /// Kernel forwarding (`forwarding: auto|kernel`), when the kernel allows it.
     pub offload: Option<Arc<crate::offload::Offload>>,
+    /// Client authentication and pools (`auth:` configured).
+    pub pooling: Option<Arc<crate::pooled::Pooling>>,
     /// The bound listener addresses, for `/status`.
     pub write_addr: SocketAddr,
     pub read_addr: SocketAddr,

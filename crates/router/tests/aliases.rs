@@ -29,6 +29,8 @@ async fn an_alias_database_picks_the_role_and_the_server_sees_the_real_name() {
             DatabaseAlias {
                 dbname: "app".into(),
                 target: Some(Target::Read),
+                pool_mode: None,
+                pool_size: None,
             },
         ),
         (
@@ -36,6 +38,8 @@ async fn an_alias_database_picks_the_role_and_the_server_sees_the_real_name() {
             DatabaseAlias {
                 dbname: "app".into(),
                 target: Some(Target::Write),
+                pool_mode: None,
+                pool_size: None,
             },
         ),
     ]);

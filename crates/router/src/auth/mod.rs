@@ -1,0 +1,466 @@
+//! Client authentication by the router (with an `auth:` section; without one the router
+//! relays the server's own authentication). The method comes from pg_hba-style rules or
+//! one `auth_type` (`hba`); the user's password from `auth_file` (PgBouncer's userlist.txt)
+//! or from `auth_query` run as `auth_user` on the leader (`query`). What the client proved
+//! becomes the `ServerLogin` the pool logs in to PostgreSQL with: its plain password, an md5
+//! secret, or the SCRAM ClientKey recovered from its proof. A wrong password and an unknown
+//! user get the same FATAL 28P01 (an unknown user even runs a mock SCRAM exchange).
+
+pub(crate) mod hba;
+mod query;
+pub mod scram;
+pub mod userlist;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use rand::RngCore;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
+
+use crate::error::RouterConfigError;
+use crate::pool::server::ServerLogin;
+use crate::shared::Shared;
+use crate::wire::{read_message, WireError};
+use hba::HbaRule;
+pub use hba::Method;
+use scram::{ScramSecret, ServerExchange};
+use userlist::{md5_response, md5_secret, Credential};
+
+/// `auth.auth_type`: one method for everybody, or the rules of `auth.hba`/`auth_hba_file`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AuthType {
+    Method(Method),
+    Hba,
+}
+
+impl AuthType {
+    pub fn label(self) -> &'static str {
+        match self {
+            AuthType::Method(m) => m.label(),
+            AuthType::Hba => "hba",
+        }
+    }
+}
+
+/// The `auth:` section.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuthConfig {
+    /// `auth_type` (PgBouncer's; default `md5`, or `hba` when `hba` lines are given).
+    pub auth_type: AuthType,
+    /// `hba`: pg_hba.conf lines, used with `auth_type: hba`.
+    pub hba: Vec<String>,
+    /// `auth_hba_file`: a pg_hba.conf-format file (read at start), after the `hba` lines.
+    pub auth_hba_file: Option<PathBuf>,
+    /// `auth_file`: userlist.txt.
+    pub auth_file: Option<PathBuf>,
+    /// `auth_user`: the role `auth_query` runs as (its password from `auth_file`); without
+    /// it `auth_query` is not used.
+    pub auth_user: Option<String>,
+    /// `auth_query`: `$1` is the user name; answers (name, password).
+    pub auth_query: String,
+    /// `auth_dbname`: the database `auth_query` runs in (default: the client's).
+    pub auth_dbname: Option<String>,
+    /// `auth_query_cache_ttl`: how long an answer of `auth_query` is used.
+    pub auth_query_cache_ttl: Duration,
+}
+
+/// PgBouncer 1.21's default.
+pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname = $1 AND rolcanlogin";
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            auth_type: AuthType::Method(Method::Md5),
+            hba: Vec::new(),
+            auth_hba_file: None,
+            auth_file: None,
+            auth_user: None,
+            auth_query: DEFAULT_AUTH_QUERY.to_string(),
+            auth_dbname: None,
+            auth_query_cache_ttl: Duration::from_secs(30),
+        }
+    }
+}
+
+/// The loaded rules and users, and the `auth_query` cache.
+pub(crate) struct Auth {
+    pub cfg: AuthConfig,
+    rules: Vec<HbaRule>,
+    users: HashMap<String, Credential>,
+    cache: Mutex<HashMap<String, (Instant, Option<Credential>)>>,
+}
+
+fn invalid(key: &str, reason: String) -> RouterConfigError {
+    RouterConfigError::Invalid {
+        key: key.to_string(),
+        reason,
+    }
+}
+
+impl Auth {
+    /// Read `auth_file` and the hba rules; every error names its key and line.
+    pub(crate) fn load(cfg: &AuthConfig) -> Result<Auth, RouterConfigError> {
+        let mut lines = cfg.hba.clone();
+        let rules = hba::parse(&lines).map_err(|e| invalid("auth.hba", e))?;
+        let mut rules = rules;
+        if let Some(path) = &cfg.auth_hba_file {
+            let text = std::fs::read_to_string(path).map_err(|e| {
+                invalid(
+                    "auth.auth_hba_file",
+                    format!("cannot be read ({}): {e}", path.display()),
+                )
+            })?;
+            lines = text.lines().map(str::to_string).collect();
+            rules.extend(
+                hba::parse(&lines).map_err(|e| {
+                    invalid("auth.auth_hba_file", format!("{}: {e}", path.display()))
+                })?,
+            );
+        }
+        if cfg.auth_type == AuthType::Hba && rules.is_empty() {
+            return Err(invalid(
+                "auth.auth_type",
+                "is hba but there are no rules: give auth.hba lines or auth.auth_hba_file".into(),
+            ));
+        }
+        let users = match &cfg.auth_file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    invalid(
+                        "auth.auth_file",
+                        format!("cannot be read ({}): {e}", path.display()),
+                    )
+                })?;
+                userlist::parse(&text)
+                    .map_err(|e| invalid("auth.auth_file", format!("{}: {e}", path.display())))?
+            }
+            None => HashMap::new(),
+        };
+        let needs_passwords = match cfg.auth_type {
+            AuthType::Method(Method::Trust | Method::Reject) => false,
+            AuthType::Method(_) => true,
+            AuthType::Hba => rules
+                .iter()
+                .any(|r| !matches!(r.method, Method::Trust | Method::Reject)),
+        };
+        if needs_passwords && cfg.auth_file.is_none() && cfg.auth_user.is_none() {
+            return Err(RouterConfigError::Missing {
+                key: "auth.auth_file".into(),
+                hint: "password methods need users: an auth_file (PgBouncer's userlist.txt) or auth_user for auth_query",
+            });
+        }
+        Ok(Auth {
+            cfg: cfg.clone(),
+            rules,
+            users,
+            cache: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn method(&self, database: &str, user: &str, ip: IpAddr, tls: bool) -> Option<Method> {
+        match self.cfg.auth_type {
+            AuthType::Method(m) => Some(m),
+            AuthType::Hba => hba::method_for(&self.rules, database, user, ip, tls),
+        }
+    }
+
+    /// The password of `user`: auth_file first, then auth_query (cached).
+    async fn credential(
+        &self,
+        shared: &Shared,
+        user: &str,
+        database: &str,
+    ) -> Result<Option<Credential>, String> {
+        if let Some(found) = self.users.get(user) {
+            return Ok(Some(found.clone()));
+        }
+        let Some(auth_user) = &self.cfg.auth_user else {
+            return Ok(None);
+        };
+        {
+            let cache = self.cache.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some((at, found)) = cache.get(user) {
+                // Unknown users are asked again after a second (a role may just have been made).
+                let ttl = if found.is_some() {
+                    self.cfg.auth_query_cache_ttl
+                } else {
+                    self.cfg.auth_query_cache_ttl.min(Duration::from_secs(1))
+                };
+                if at.elapsed() < ttl {
+                    return Ok(found.clone());
+                }
+            }
+        }
+        let login = match self.users.get(auth_user) {
+            Some(Credential::Plain(p)) => ServerLogin::Plain(p.clone()),
+            Some(Credential::Md5(s)) => ServerLogin::Md5(s.clone()),
+            Some(Credential::Scram(_)) => {
+                return Err(format!(
+                    "auth_user \"{auth_user}\" has only a SCRAM secret in auth_file; the router needs its plain password (or md5 secret) to run auth_query"
+                ))
+            }
+            None => ServerLogin::None,
+        };
+        let database = self.cfg.auth_dbname.as_deref().unwrap_or(database);
+        let found = query::lookup(shared, &self.cfg, auth_user, &login, database, user).await?;
+        self.cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(user.to_string(), (Instant::now(), found.clone()));
+        Ok(found)
+    }
+
+    /// The server login for a user whose client authenticated without a password exchange
+    /// (trust): whatever auth_file says.
+    fn login_without_proof(credential: Option<&Credential>) -> ServerLogin {
+        match credential {
+            Some(Credential::Plain(p)) => ServerLogin::Plain(p.clone()),
+            Some(Credential::Md5(s)) => ServerLogin::Md5(s.clone()),
+            _ => ServerLogin::None,
+        }
+    }
+}
+
+/// Why a client was not let in.
+#[derive(Debug)]
+pub(crate) enum Refusal {
+    /// Send this FATAL and close.
+    Fatal {
+        code: &'static str,
+        reason: &'static str,
+        message: String,
+    },
+    /// The client went away (psql does, to ask for a password) or broke the protocol.
+    Client(WireError),
+}
+
+fn password_failed(user: &str) -> Refusal {
+    Refusal::Fatal {
+        code: "28P01",
+        reason: "auth_failed",
+        message: format!("password authentication failed for user \"{user}\""),
+    }
+}
+
+fn auth_request(code: u32, data: &[u8]) -> Vec<u8> {
+    let mut out = vec![b'R'];
+    out.extend_from_slice(&((8 + data.len()) as u32).to_be_bytes());
+    out.extend_from_slice(&code.to_be_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+/// Send an authentication request and read the client's 'p' answer (its body).
+async fn ask<C>(client: &mut C, request: &[u8]) -> Result<Vec<u8>, Refusal>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    client
+        .write_all(request)
+        .await
+        .map_err(|e| Refusal::Client(e.into()))?;
+    client
+        .flush()
+        .await
+        .map_err(|e| Refusal::Client(e.into()))?;
+    let answer = read_message(client).await.map_err(Refusal::Client)?;
+    if answer.tag() != b'p' {
+        return Err(Refusal::Fatal {
+            code: crate::session::PROTOCOL_VIOLATION,
+            reason: "malformed",
+            message: format!(
+                "expected a password response, got message type \"{}\"",
+                answer.tag().escape_ascii()
+            ),
+        });
+    }
+    Ok(answer.body().to_vec())
+}
+
+fn cstring(body: &[u8]) -> &[u8] {
+    body.split(|b| *b == 0).next().unwrap_or_default()
+}
+
+/// The SCRAM exchange with the client against `secret`; the recovered ClientKey.
+async fn scram_exchange<C>(
+    client: &mut C,
+    secret: ScramSecret,
+    user: &str,
+) -> Result<[u8; 32], Refusal>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let initial = ask(client, &auth_request(10, b"SCRAM-SHA-256\0\0")).await?;
+    let mechanism = cstring(&initial);
+    let malformed = |what: String| Refusal::Fatal {
+        code: crate::session::PROTOCOL_VIOLATION,
+        reason: "malformed",
+        message: what,
+    };
+    if mechanism != b"SCRAM-SHA-256" {
+        return Err(Refusal::Fatal {
+            code: "28000",
+            reason: "auth_failed",
+            message: "client selected an invalid SASL authentication mechanism".into(),
+        });
+    }
+    let data = initial
+        .get(mechanism.len() + 5..)
+        .ok_or_else(|| malformed("malformed SASLInitialResponse".into()))?;
+    let exchange = ServerExchange::start(secret, data)
+        .map_err(|e| malformed(format!("malformed SCRAM message: {e}")))?;
+    let last = ask(
+        client,
+        &auth_request(11, exchange.server_first().as_bytes()),
+    )
+    .await?;
+    match exchange.finish(&last) {
+        Ok((client_key, server_final)) => {
+            client
+                .write_all(&auth_request(12, server_final.as_bytes()))
+                .await
+                .map_err(|e| Refusal::Client(e.into()))?;
+            Ok(client_key)
+        }
+        Err(scram::ScramError::Proof) => Err(password_failed(user)),
+        Err(e) => Err(malformed(e.to_string())),
+    }
+}
+
+/// Who is connecting, for the rules.
+pub(crate) struct Peer<'a> {
+    pub user: &'a str,
+    pub database: &'a str,
+    pub ip: IpAddr,
+    pub tls: bool,
+}
+
+/// Authenticate the client; on success AuthenticationOk has been sent.
+pub(crate) async fn authenticate<C>(
+    shared: &Shared,
+    auth: &Auth,
+    client: &mut C,
+    peer: &Peer<'_>,
+) -> Result<ServerLogin, Refusal>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let Peer {
+        user,
+        database,
+        ip,
+        tls,
+    } = *peer;
+    let encryption = if tls {
+        "SSL encryption"
+    } else {
+        "no encryption"
+    };
+    let method = match auth.method(database, user, ip, tls) {
+        Some(Method::Reject) => {
+            return Err(Refusal::Fatal {
+                code: "28000",
+                reason: "hba_reject",
+                message: format!("pg_hba.conf rejects connection for host \"{ip}\", user \"{user}\", database \"{database}\", {encryption}"),
+            })
+        }
+        Some(m) => m,
+        None => {
+            return Err(Refusal::Fatal {
+                code: "28000",
+                reason: "hba_no_entry",
+                message: format!("no pg_hba.conf entry for host \"{ip}\", user \"{user}\", database \"{database}\", {encryption}"),
+            })
+        }
+    };
+    let credential = match auth.credential(shared, user, database).await {
+        Ok(c) => c,
+        Err(cause) => {
+            tracing::warn!(%user, %cause, "cannot look up a password with auth_query; refusing the client");
+            return Err(Refusal::Fatal {
+                code: "58000",
+                reason: "auth_query_failed",
+                message: format!(
+                    "pgbaton router: cannot check the password of user \"{user}\": {cause}"
+                ),
+            });
+        }
+    };
+    let login = match (method, credential) {
+        (Method::Trust, c) => Auth::login_without_proof(c.as_ref()),
+        (Method::Password, c) => {
+            let answer = ask(client, &auth_request(3, &[])).await?;
+            let password = cstring(&answer).to_vec();
+            let ok = match &c {
+                Some(Credential::Plain(p)) => p == &password,
+                Some(Credential::Md5(s)) => &md5_secret(&password, user) == s,
+                Some(Credential::Scram(s)) => s.verify_password(&password),
+                None => false,
+            };
+            if !ok {
+                tracing::info!(%user, known = c.is_some(), "cleartext password authentication failed");
+                return Err(password_failed(user));
+            }
+            ServerLogin::Plain(password)
+        }
+        (Method::Md5, Some(Credential::Plain(p))) => {
+            md5_challenge(client, &md5_secret(&p, user), user).await?;
+            ServerLogin::Plain(p)
+        }
+        (Method::Md5, Some(Credential::Md5(s))) => {
+            md5_challenge(client, &s, user).await?;
+            ServerLogin::Md5(s)
+        }
+        (Method::Md5, None) => {
+            // Unknown user: a challenge nobody can answer.
+            let mut fake = [0u8; 16];
+            rand::rng().fill_bytes(&mut fake);
+            let fake = format!(
+                "md5{}",
+                fake.iter().map(|b| format!("{b:02x}")).collect::<String>()
+            );
+            md5_challenge(client, &fake, user).await?;
+            ServerLogin::None
+        }
+        // md5 with a SCRAM secret is SCRAM, as in PostgreSQL.
+        (Method::Md5 | Method::ScramSha256, Some(Credential::Scram(secret))) => {
+            let client_key = scram_exchange(client, secret.clone(), user).await?;
+            ServerLogin::Scram { client_key, secret }
+        }
+        (Method::ScramSha256, Some(Credential::Plain(p))) => {
+            scram_exchange(client, ScramSecret::generate(&p), user).await?;
+            ServerLogin::Plain(p)
+        }
+        (Method::ScramSha256, other) => {
+            if other.is_some() {
+                tracing::info!(%user, "user has an md5 secret, which cannot answer scram-sha-256; give a SCRAM secret or a plain password");
+            }
+            scram_exchange(client, ScramSecret::mock(user), user).await?;
+            return Err(password_failed(user));
+        }
+        (Method::Reject, _) => return Err(password_failed(user)),
+    };
+    client
+        .write_all(&auth_request(0, &[]))
+        .await
+        .map_err(|e| Refusal::Client(e.into()))?;
+    Ok(login)
+}
+
+async fn md5_challenge<C>(client: &mut C, secret: &str, user: &str) -> Result<(), Refusal>
+where
+    C: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut salt = [0u8; 4];
+    rand::rng().fill_bytes(&mut salt);
+    let answer = ask(client, &auth_request(5, &salt)).await?;
+    if cstring(&answer) == md5_response(secret, salt).as_bytes() {
+        Ok(())
+    } else {
+        tracing::info!(%user, "md5 password authentication failed");
+        Err(password_failed(user))
+    }
+}

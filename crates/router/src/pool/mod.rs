@@ -1,0 +1,631 @@
+//! Pools of server connections, one per (database, user, target), with PgBouncer's limits:
+//! the pool's size (`default_pool_size`, or an alias's `pool_size`; past
+//! `reserve_pool_timeout` a waiting client may use `reserve_pool_size` more), connections
+//! per database (`max_db_connections`) and per user (`max_user_connections`), and a FIFO
+//! queue of clients waiting for a connection up to `query_wait_timeout`. A connection that
+//! comes back goes straight to the first waiter. Every open connection, and every permission
+//! to open one, is a `Slot`: dropping it (anywhere, on any path) frees the place and hands
+//! it to a waiter, so the counts cannot drift.
+
+pub(crate) mod server;
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use tokio::sync::oneshot;
+
+use server::{ServerConn, ServerLogin};
+
+/// When a client's server connection goes back to the pool (`pool_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// When the client disconnects (the default).
+    Session,
+    /// At the end of each transaction.
+    Transaction,
+}
+
+impl PoolMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PoolMode> {
+        match text {
+            "session" => Some(PoolMode::Session),
+            "transaction" => Some(PoolMode::Transaction),
+            _ => None,
+        }
+    }
+}
+
+/// The `pool:` section (PgBouncer's names and defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    pub pool_mode: PoolMode,
+    pub default_pool_size: usize,
+    pub reserve_pool_size: usize,
+    pub reserve_pool_timeout: Duration,
+    pub max_client_conn: usize,
+    /// 0 = no limit.
+    pub max_db_connections: usize,
+    /// 0 = no limit.
+    pub max_user_connections: usize,
+    /// A server connection older than this is closed when it comes back (0 = never).
+    pub server_lifetime: Duration,
+    /// An idle server connection is closed after this long (0 = never).
+    pub server_idle_timeout: Duration,
+    /// A client waits this long for a server connection (0 = forever).
+    pub query_wait_timeout: Duration,
+    /// A client without a server connection is closed after this long idle (0 = never).
+    pub client_idle_timeout: Duration,
+    /// Run on a server connection before another client gets it, in session mode ("" = none).
+    pub server_reset_query: String,
+    /// Run on a connection idle longer than `server_check_delay` before use ("" = none).
+    pub server_check_query: String,
+    pub server_check_delay: Duration,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            pool_mode: PoolMode::Session,
+            default_pool_size: 20,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Duration::from_secs(5),
+            max_client_conn: 100,
+            max_db_connections: 0,
+            max_user_connections: 0,
+            server_lifetime: Duration::from_secs(3600),
+            server_idle_timeout: Duration::from_secs(600),
+            query_wait_timeout: Duration::from_secs(120),
+            client_idle_timeout: Duration::ZERO,
+            server_reset_query: "DISCARD ALL".into(),
+            server_check_query: "select 1".into(),
+            server_check_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Which pool: the database and user the server sees, and the role it serves.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub(crate) struct PoolKey {
+    pub database: String,
+    pub user: String,
+    pub target: &'static str,
+}
+
+impl std::fmt::Display for PoolKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{} ({})", self.database, self.user, self.target)
+    }
+}
+
+/// A place in a pool: an open connection or the right to open one.
+pub(crate) struct Slot {
+    pools: Arc<Pools>,
+    key: PoolKey,
+    armed: bool,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        if self.armed {
+            self.pools.release(&self.key);
+        }
+    }
+}
+
+enum Grant {
+    Conn(Box<ServerConn>),
+    Open(Slot),
+}
+
+struct Waiter {
+    id: u64,
+    since: Instant,
+    tx: oneshot::Sender<Grant>,
+}
+
+#[derive(Default)]
+struct PoolState {
+    idle: VecDeque<ServerConn>,
+    /// Open or being opened (idle included).
+    open: usize,
+    size: usize,
+    waiters: VecDeque<Waiter>,
+    /// How the router logs in as this pool's user (the latest client's proof).
+    login: ServerLogin,
+    /// The ParameterStatus of the pool's last new server connection: what a new client is
+    /// told at login in transaction mode, without waiting for a server connection.
+    server_params: Option<std::collections::BTreeMap<String, String>>,
+    /// The mode of its latest client (for /pools).
+    mode: Option<PoolMode>,
+    /// Clients of this pool now, and of those the ones holding a server connection.
+    clients: usize,
+    active_clients: usize,
+    stats: PoolStats,
+}
+
+/// Counters for `/stats` (PgBouncer's SHOW STATS).
+#[derive(Debug, Default, Clone)]
+pub(crate) struct PoolStats {
+    pub xact_count: u64,
+    pub query_count: u64,
+    pub bytes_received: u64,
+    pub bytes_sent: u64,
+    pub wait_time_us: u64,
+    pub max_wait_us: u64,
+    pub server_logins: u64,
+}
+
+#[derive(Default)]
+struct State {
+    pools: HashMap<PoolKey, PoolState>,
+    per_db: HashMap<String, usize>,
+    per_user: HashMap<String, usize>,
+}
+
+pub(crate) struct Pools {
+    pub settings: PoolSettings,
+    state: Mutex<State>,
+    next_waiter: AtomicU64,
+}
+
+/// What `checkout` gives.
+pub(crate) enum Checkout {
+    /// An idle connection (check it with `server_check_query` if it idled long).
+    Idle(Box<ServerConn>),
+    /// Open a new connection and attach this slot to it.
+    Open(Slot),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub(crate) enum CheckoutError {
+    #[error("no server connection in pool {pool} within query_wait_timeout ({timeout:?}): all {size} are busy")]
+    Timeout {
+        pool: String,
+        timeout: Duration,
+        size: usize,
+    },
+}
+
+impl State {
+    fn room(&self, settings: &PoolSettings, key: &PoolKey, reserve: bool) -> bool {
+        let Some(pool) = self.pools.get(key) else {
+            return false;
+        };
+        let limit = pool.size
+            + if reserve {
+                settings.reserve_pool_size
+            } else {
+                0
+            };
+        let db = self.per_db.get(&key.database).copied().unwrap_or(0);
+        let user = self.per_user.get(&key.user).copied().unwrap_or(0);
+        pool.open < limit
+            && (settings.max_db_connections == 0 || db < settings.max_db_connections)
+            && (settings.max_user_connections == 0 || user < settings.max_user_connections)
+    }
+
+    fn take(&mut self, key: &PoolKey) {
+        if let Some(pool) = self.pools.get_mut(key) {
+            pool.open += 1;
+        }
+        *self.per_db.entry(key.database.clone()).or_default() += 1;
+        *self.per_user.entry(key.user.clone()).or_default() += 1;
+    }
+
+    fn give_back(&mut self, key: &PoolKey) {
+        if let Some(pool) = self.pools.get_mut(key) {
+            pool.open = pool.open.saturating_sub(1);
+        }
+        for (map, name) in [
+            (&mut self.per_db, &key.database),
+            (&mut self.per_user, &key.user),
+        ] {
+            if let Some(n) = map.get_mut(name) {
+                *n = n.saturating_sub(1);
+            }
+        }
+    }
+
+    /// An idle connection of another pool sharing the database or user, to close so that
+    /// `key` gets a place under max_db_connections / max_user_connections.
+    fn evictable(&mut self, settings: &PoolSettings, key: &PoolKey) -> Option<ServerConn> {
+        if settings.max_db_connections == 0 && settings.max_user_connections == 0 {
+            return None;
+        }
+        let pool = self.pools.get(key)?;
+        if pool.open >= pool.size {
+            return None;
+        }
+        let victim = self
+            .pools
+            .iter()
+            .filter(|(k, p)| {
+                *k != key
+                    && !p.idle.is_empty()
+                    && (k.database == key.database || k.user == key.user)
+            })
+            .map(|(k, _)| k.clone())
+            .next()?;
+        self.pools.get_mut(&victim)?.idle.pop_front()
+    }
+}
+
+impl Pools {
+    pub(crate) fn new(settings: PoolSettings) -> Arc<Pools> {
+        Arc::new(Pools {
+            settings,
+            state: Mutex::new(State::default()),
+            next_waiter: AtomicU64::new(1),
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn slot(self: &Arc<Self>, key: &PoolKey) -> Slot {
+        Slot {
+            pools: self.clone(),
+            key: key.clone(),
+            armed: true,
+        }
+    }
+
+    /// Give freed places to waiters (of any pool: a database or user limit may have been
+    /// what held them). Called with the lock held; never drops a Slot under it.
+    fn grant_waiting(self: &Arc<Self>, state: &mut State) {
+        let keys: Vec<PoolKey> = state
+            .pools
+            .iter()
+            .filter(|(_, p)| !p.waiters.is_empty())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in keys {
+            loop {
+                let reserve = state
+                    .pools
+                    .get(&key)
+                    .and_then(|p| p.waiters.front())
+                    .is_some_and(|w| {
+                        self.settings.reserve_pool_size > 0
+                            && w.since.elapsed() >= self.settings.reserve_pool_timeout
+                    });
+                if !state.room(&self.settings, &key, reserve) {
+                    break;
+                }
+                let Some(waiter) = state
+                    .pools
+                    .get_mut(&key)
+                    .and_then(|p| p.waiters.pop_front())
+                else {
+                    break;
+                };
+                state.take(&key);
+                if let Err(Grant::Open(mut slot)) = waiter.tx.send(Grant::Open(self.slot(&key))) {
+                    // That client gave up: undo without dropping an armed slot under the lock.
+                    slot.armed = false;
+                    state.give_back(&key);
+                }
+            }
+        }
+    }
+
+    fn release(self: &Arc<Self>, key: &PoolKey) {
+        let mut state = self.lock();
+        state.give_back(key);
+        self.grant_waiting(&mut state);
+    }
+
+    /// Register a client of `key` (for /pools); the pool is created with `size`.
+    pub(crate) fn client_joined(&self, key: &PoolKey, size: usize, mode: PoolMode) {
+        let mut state = self.lock();
+        let pool = state.pools.entry(key.clone()).or_default();
+        pool.size = size;
+        pool.mode = Some(mode);
+        pool.clients += 1;
+    }
+
+    pub(crate) fn client_left(&self, key: &PoolKey) {
+        if let Some(pool) = self.lock().pools.get_mut(key) {
+            pool.clients = pool.clients.saturating_sub(1);
+        }
+    }
+
+    pub(crate) fn set_active(&self, key: &PoolKey, active: bool) {
+        if let Some(pool) = self.lock().pools.get_mut(key) {
+            if active {
+                pool.active_clients += 1;
+            } else {
+                pool.active_clients = pool.active_clients.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Remember how to log in as the pool's user (a later proof replaces an earlier one;
+    /// "nothing" never replaces something).
+    pub(crate) fn remember_login(&self, key: &PoolKey, login: ServerLogin) {
+        if let Some(pool) = self.lock().pools.get_mut(key) {
+            if login.strength() > 0 || pool.login.strength() == 0 {
+                pool.login = login;
+            }
+        }
+    }
+
+    pub(crate) fn server_params(
+        &self,
+        key: &PoolKey,
+    ) -> Option<std::collections::BTreeMap<String, String>> {
+        self.lock()
+            .pools
+            .get(key)
+            .and_then(|p| p.server_params.clone())
+    }
+
+    pub(crate) fn set_server_params(
+        &self,
+        key: &PoolKey,
+        params: std::collections::BTreeMap<String, String>,
+    ) {
+        if let Some(pool) = self.lock().pools.get_mut(key) {
+            pool.server_params = Some(params);
+        }
+    }
+
+    pub(crate) fn login(&self, key: &PoolKey) -> ServerLogin {
+        self.lock()
+            .pools
+            .get(key)
+            .map(|p| p.login.clone())
+            .unwrap_or_default()
+    }
+
+    /// Is an idle connection still good to hand out (age, idle time, right member)?
+    fn fresh(&self, conn: &ServerConn, usable: &dyn Fn(&ServerConn) -> bool) -> bool {
+        let s = &self.settings;
+        (s.server_lifetime.is_zero() || conn.created.elapsed() < s.server_lifetime)
+            && (s.server_idle_timeout.is_zero()
+                || conn.idle_since.elapsed() < s.server_idle_timeout)
+            && usable(conn)
+    }
+
+    /// A server connection for `key`: idle, or a place to open one, waiting in FIFO order
+    /// up to `query_wait_timeout`. `usable` rejects idle connections to the wrong member.
+    pub(crate) async fn checkout(
+        self: &Arc<Self>,
+        key: &PoolKey,
+        usable: &(dyn Fn(&ServerConn) -> bool + Sync),
+    ) -> Result<Checkout, CheckoutError> {
+        let started = Instant::now();
+        let wait = self.settings.query_wait_timeout;
+        let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
+        let mut reserve = false;
+        let mut front = false;
+        loop {
+            let mut stale = Vec::new();
+            let (rx, id) = {
+                let mut state = self.lock();
+                let mut got = None;
+                if let Some(pool) = state.pools.get_mut(key) {
+                    while let Some(conn) = pool.idle.pop_front() {
+                        if self.fresh(&conn, usable) {
+                            got = Some(conn);
+                            break;
+                        }
+                        stale.push(conn);
+                    }
+                }
+                if let Some(conn) = got {
+                    self.record_wait(&mut state, key, started);
+                    drop(state);
+                    drop(stale);
+                    return Ok(Checkout::Idle(Box::new(conn)));
+                }
+                if !stale.is_empty() {
+                    // Their places free up when they are dropped (outside the lock); look again.
+                    drop(state);
+                    drop(stale);
+                    continue;
+                }
+                if state.room(&self.settings, key, reserve) {
+                    state.take(key);
+                    self.record_wait(&mut state, key, started);
+                    drop(state);
+                    return Ok(Checkout::Open(self.slot(key)));
+                }
+                if let Some(victim) = state.evictable(&self.settings, key) {
+                    drop(state);
+                    tracing::debug!(pool = %key, victim = %victim.id, "closing an idle connection of another pool for max_db_connections/max_user_connections");
+                    drop(victim);
+                    continue;
+                }
+                let (tx, rx) = oneshot::channel();
+                let id = self.next_waiter.fetch_add(1, Ordering::Relaxed);
+                let waiter = Waiter {
+                    id,
+                    since: started,
+                    tx,
+                };
+                let pool = state.pools.entry(key.clone()).or_default();
+                if front {
+                    pool.waiters.push_front(waiter);
+                } else {
+                    pool.waiters.push_back(waiter);
+                }
+                (rx, id)
+            };
+            // Wake at the reserve deadline once, to try the reserve pool.
+            let reserve_at = (!reserve && self.settings.reserve_pool_size > 0).then(|| {
+                tokio::time::Instant::from_std(started + self.settings.reserve_pool_timeout)
+            });
+            let until = match (deadline, reserve_at) {
+                (Some(d), Some(r)) => Some(d.min(r)),
+                (d, r) => d.or(r),
+            };
+            let mut rx = rx;
+            let outcome = match until {
+                Some(until) => tokio::time::timeout_at(until, &mut rx).await.ok(),
+                None => Some((&mut rx).await),
+            };
+            match outcome {
+                Some(Ok(grant)) => {
+                    let mut state = self.lock();
+                    self.record_wait(&mut state, key, started);
+                    drop(state);
+                    return Ok(match grant {
+                        Grant::Conn(conn) => Checkout::Idle(conn),
+                        Grant::Open(slot) => Checkout::Open(slot),
+                    });
+                }
+                // The sender was dropped without a grant: look again.
+                Some(Err(_)) => continue,
+                None => {
+                    // Out of the queue, unless a grant raced in.
+                    let removed = {
+                        let mut state = self.lock();
+                        let pool = state.pools.get_mut(key);
+                        pool.map(|p| {
+                            let before = p.waiters.len();
+                            p.waiters.retain(|w| w.id != id);
+                            before != p.waiters.len()
+                        })
+                        .unwrap_or(false)
+                    };
+                    if !removed {
+                        if let Ok(grant) = rx.try_recv() {
+                            return Ok(match grant {
+                                Grant::Conn(conn) => Checkout::Idle(conn),
+                                Grant::Open(slot) => Checkout::Open(slot),
+                            });
+                        }
+                    }
+                    let timed_out = deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+                    if timed_out {
+                        let size = self.lock().pools.get(key).map(|p| p.size).unwrap_or(0);
+                        return Err(CheckoutError::Timeout {
+                            pool: key.to_string(),
+                            timeout: wait,
+                            size,
+                        });
+                    }
+                    // The reserve deadline: try again with the reserve, first in the queue.
+                    reserve = true;
+                    front = true;
+                }
+            }
+        }
+    }
+
+    fn record_wait(&self, state: &mut State, key: &PoolKey, started: Instant) {
+        if let Some(pool) = state.pools.get_mut(key) {
+            let waited = started.elapsed().as_micros() as u64;
+            pool.stats.wait_time_us += waited;
+            pool.stats.max_wait_us = pool.stats.max_wait_us.max(waited);
+        }
+    }
+
+    /// A clean, idle connection goes back: to the first waiter, else to the idle list.
+    pub(crate) fn checkin(self: &Arc<Self>, key: &PoolKey, mut conn: ServerConn) {
+        let s = &self.settings;
+        if !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime {
+            tracing::debug!(pool = %key, conn = conn.id, "closing a server connection past server_lifetime");
+            return;
+        }
+        conn.idle_since = Instant::now();
+        let mut state = self.lock();
+        let Some(pool) = state.pools.get_mut(key) else {
+            return;
+        };
+        let mut conn = conn;
+        while let Some(waiter) = pool.waiters.pop_front() {
+            match waiter.tx.send(Grant::Conn(Box::new(conn))) {
+                Ok(()) => return,
+                Err(Grant::Conn(back)) => conn = *back,
+                Err(Grant::Open(_)) => return,
+            }
+        }
+        pool.idle.push_back(conn);
+    }
+
+    /// Count a finished transaction / query of a pool (for /stats).
+    pub(crate) fn count(&self, key: &PoolKey, update: impl FnOnce(&mut PoolStats)) {
+        if let Some(pool) = self.lock().pools.get_mut(key) {
+            update(&mut pool.stats);
+        }
+    }
+
+    /// Close idle connections past server_idle_timeout or server_lifetime (every second).
+    pub(crate) fn sweep(&self) {
+        let mut closing = Vec::new();
+        {
+            let mut state = self.lock();
+            for pool in state.pools.values_mut() {
+                let idle = std::mem::take(&mut pool.idle);
+                for conn in idle {
+                    if self.fresh(&conn, &|_| true) {
+                        pool.idle.push_back(conn);
+                    } else {
+                        closing.push(conn);
+                    }
+                }
+            }
+        }
+        if !closing.is_empty() {
+            tracing::debug!(
+                count = closing.len(),
+                "closing idle server connections past server_idle_timeout/server_lifetime"
+            );
+        }
+    }
+
+    /// One row per pool for `/pools` (PgBouncer's SHOW POOLS columns).
+    pub(crate) fn snapshot(&self) -> Vec<PoolRow> {
+        let state = self.lock();
+        let mut rows: Vec<PoolRow> = state
+            .pools
+            .iter()
+            .map(|(key, p)| PoolRow {
+                key: key.clone(),
+                cl_active: p.active_clients,
+                cl_waiting: p.waiters.len(),
+                cl_idle: p.clients.saturating_sub(p.active_clients + p.waiters.len()),
+                sv_active: p.open.saturating_sub(p.idle.len()),
+                sv_idle: p.idle.len(),
+                maxwait_us: p
+                    .waiters
+                    .iter()
+                    .map(|w| w.since.elapsed().as_micros() as u64)
+                    .max()
+                    .unwrap_or(0),
+                size: p.size,
+                mode: p.mode.unwrap_or(self.settings.pool_mode),
+                stats: p.stats.clone(),
+            })
+            .collect();
+        rows.sort_by(|a, b| a.key.cmp(&b.key));
+        rows
+    }
+}
+
+/// A pool's state for the admin API.
+#[derive(Debug, Clone)]
+pub(crate) struct PoolRow {
+    pub key: PoolKey,
+    pub cl_active: usize,
+    pub cl_waiting: usize,
+    pub cl_idle: usize,
+    pub sv_active: usize,
+    pub sv_idle: usize,
+    pub maxwait_us: u64,
+    pub size: usize,
+    pub mode: PoolMode,
+    pub stats: PoolStats,
+}

@@ -1,0 +1,683 @@
+//! A client of a pooled listener (an `auth:` section is configured): the router checks its
+//! password itself (`auth`), finds its pool (database, user, target) and a server
+//! connection there (`pool`), sends it the server's ParameterStatus, a BackendKeyData of
+//! the router's own and ReadyForQuery, and then either hands the socket pair to the kernel
+//! (session mode, plain TCP, kernel forwarding available: the server connection lives as
+//! long as the session, as without pooling) or relays messages itself (`txn`). Startup
+//! parameters the pool cannot keep per client are refused as PgBouncer refuses them.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rand::RngCore;
+use tokio::io::AsyncWriteExt;
+
+use crate::aliases::DatabaseAlias;
+use crate::auth::{authenticate, Auth, Peer, Refusal};
+use crate::client::Client;
+use crate::handshake::Ready;
+use crate::metrics::Metrics;
+use crate::pool::server::{login, LoginError, ServerConn};
+use crate::pool::{Checkout, PoolKey, PoolMode, Pools, Slot};
+use crate::protocol::{CancelKey, StartupMessage, Target};
+use crate::route::{read_candidates, wait_for_leader};
+use crate::session::{refuse, send_and_close, CANNOT_CONNECT_NOW, PROTOCOL_VIOLATION};
+use crate::shared::Shared;
+use crate::topology::Backend;
+use crate::txn::{error_message, ready_for_query, tracked, Params};
+
+/// Where a CancelRequest carrying a client's router key goes: the server connection (its
+/// key and member) the client holds now, if any.
+pub(crate) type CancelTarget = Arc<Mutex<Option<(CancelKey, Backend)>>>;
+
+/// Everything pooling shares across clients.
+pub(crate) struct Pooling {
+    pub auth: Auth,
+    pub pools: Arc<Pools>,
+    /// Pooled clients connected now (for max_client_conn).
+    pub clients: AtomicUsize,
+    /// The router keys handed to pooled clients.
+    pub cancels: Mutex<HashMap<CancelKey, CancelTarget>>,
+}
+
+impl Pooling {
+    pub(crate) fn cancel_target(&self, key: &CancelKey) -> Option<CancelTarget> {
+        self.cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+}
+
+/// A FATAL for the client: the server's own ErrorResponse, or the router's.
+#[derive(Debug)]
+pub(crate) struct Fatal {
+    pub code: &'static str,
+    pub message: String,
+    pub raw: Option<Vec<u8>>,
+}
+
+impl Fatal {
+    pub(crate) fn bytes(&self) -> Vec<u8> {
+        match &self.raw {
+            Some(raw) => raw.clone(),
+            None => error_message("FATAL", self.code, &self.message),
+        }
+    }
+}
+
+/// One pooled client's view, shared by the startup and the relay.
+pub(crate) struct Ctx {
+    pub shared: Arc<Shared>,
+    pub pooling: Arc<Pooling>,
+    pub key: PoolKey,
+    pub target: Target,
+    pub mode: PoolMode,
+    /// Tracked parameters as the client set them (applied to every server connection it gets).
+    pub params: Params,
+    pub cancel: CancelTarget,
+    pub queries: u64,
+    pub transactions: u64,
+    pub bytes_to_server: u64,
+    pub bytes_to_client: u64,
+    active: bool,
+}
+
+impl Ctx {
+    pub(crate) fn attach(&mut self, conn: &ServerConn) {
+        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) =
+            conn.key.map(|k| (k, conn.backend.clone()));
+        if !self.active {
+            self.pooling.pools.set_active(&self.key, true);
+            self.active = true;
+        }
+    }
+
+    pub(crate) fn detach(&mut self) {
+        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if self.active {
+            self.pooling.pools.set_active(&self.key, false);
+            self.active = false;
+        }
+    }
+
+    /// Back to the pool at a transaction boundary.
+    pub(crate) fn release(&mut self, conn: ServerConn) {
+        self.detach();
+        self.pooling.pools.checkin(&self.key, conn);
+        self.flush_stats();
+    }
+
+    /// The client left holding `conn`: give it back clean, or close it.
+    pub(crate) async fn leave(
+        &mut self,
+        mut conn: ServerConn,
+        tracker: &crate::txn::tracker::Tracker,
+    ) {
+        self.detach();
+        if tracker.pending > 0 || tracker.unsynced {
+            tracing::debug!(pool = %self.key, conn = conn.id, "closing a server connection its client left mid-query");
+            return;
+        }
+        let settings = &self.pooling.pools.settings;
+        let mut steps = Vec::new();
+        if tracker.status != b'I' {
+            steps.push("ROLLBACK".to_string());
+        }
+        if self.mode == PoolMode::Session && !settings.server_reset_query.is_empty() {
+            steps.push(settings.server_reset_query.clone());
+        }
+        for sql in steps {
+            tracing::debug!(pool = %self.key, conn = conn.id, %sql, "cleaning a server connection its client left");
+            let run = conn.simple_query(&sql);
+            match tokio::time::timeout(self.shared.cfg.startup_timeout, run).await {
+                Ok(Ok(answer)) if answer.error.is_none() => {
+                    let lower = sql.to_ascii_lowercase();
+                    if lower.contains("discard") || lower.contains("deallocate") {
+                        conn.prepared.clear();
+                    }
+                }
+                outcome => {
+                    tracing::info!(pool = %self.key, conn = conn.id, %sql, ok = matches!(outcome, Ok(Ok(_))), "cleaning a server connection failed; closing it");
+                    return;
+                }
+            }
+        }
+        self.pooling.pools.checkin(&self.key, conn);
+    }
+
+    /// A ParameterStatus from the server: the connection's value, and the client's wish
+    /// for a tracked parameter (a `SET` it ran).
+    pub(crate) fn parameter_changed(&mut self, conn: &mut ServerConn, body: &[u8]) {
+        if let Some((name, value)) = crate::protocol::parameter_status(body) {
+            let name = String::from_utf8_lossy(name).into_owned();
+            let value = String::from_utf8_lossy(value).into_owned();
+            if let Some(canonical) = tracked(&name) {
+                self.params.insert(canonical.to_string(), value.clone());
+            }
+            conn.params.insert(name, value);
+        }
+    }
+
+    pub(crate) fn flush_stats(&mut self) {
+        let (q, x, up, down) = (
+            std::mem::take(&mut self.queries),
+            std::mem::take(&mut self.transactions),
+            std::mem::take(&mut self.bytes_to_server),
+            std::mem::take(&mut self.bytes_to_client),
+        );
+        self.pooling.pools.count(&self.key, |s| {
+            s.query_count += q;
+            s.xact_count += x;
+            s.bytes_received += up;
+            s.bytes_sent += down;
+        });
+    }
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// Is an idle connection still the right one: its member still serves the pool's role,
+/// and its socket neither closed nor sent anything unasked (a FATAL while idle)?
+fn usable(shared: &Shared, target: Target, conn: &ServerConn) -> bool {
+    let mut probe = [0u8; 1];
+    match conn.read.try_read(&mut probe) {
+        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+        _ => return false,
+    }
+    let leader = shared.leader.borrow().clone();
+    match target {
+        Target::Write => leader.as_ref() == Some(&conn.backend),
+        Target::Read | Target::Any => {
+            let topology = shared.topology.borrow();
+            topology.replicas.iter().any(|r| r.backend == conn.backend)
+                || (leader.as_ref() == Some(&conn.backend)
+                    && (target == Target::Any
+                        || shared.cfg.read_fallback == crate::config::ReadFallback::Leader))
+        }
+    }
+}
+
+fn login_fatal(e: LoginError) -> Fatal {
+    match e {
+        LoginError::Refused { raw, message } => Fatal {
+            code: "08006",
+            message,
+            raw: Some(raw),
+        },
+        other => Fatal {
+            code: "08006",
+            message: format!("pgbaton router: cannot open a server connection: {other}"),
+            raw: None,
+        },
+    }
+}
+
+/// Open a new server connection for the pool in the place `slot` holds.
+async fn open_server(ctx: &Ctx, slot: Slot) -> Result<ServerConn, Fatal> {
+    let shared = &ctx.shared;
+    let credential = ctx.pooling.pools.login(&ctx.key);
+    let mut candidates = match ctx.target {
+        Target::Write => Vec::new(),
+        Target::Read | Target::Any => read_candidates(shared),
+    };
+    let fallback = match ctx.target {
+        Target::Write | Target::Any => true,
+        Target::Read => shared.cfg.read_fallback == crate::config::ReadFallback::Leader,
+    };
+    let mut last = None;
+    let mut tried_leader = false;
+    loop {
+        let backend = if !candidates.is_empty() {
+            candidates.remove(0)
+        } else if fallback && !tried_leader {
+            tried_leader = true;
+            match wait_for_leader(shared, None).await {
+                Some(leader) => leader,
+                None => break,
+            }
+        } else {
+            break;
+        };
+        let opened = login(
+            &backend,
+            &ctx.key.user,
+            &ctx.key.database,
+            &credential,
+            shared.cfg.connect_timeout,
+            shared.cfg.startup_timeout,
+        )
+        .await;
+        match opened {
+            Ok(mut conn) => {
+                let read_only = ["in_hot_standby", "default_transaction_read_only"]
+                    .iter()
+                    .any(|p| conn.params.get(*p).is_some_and(|v| v == "on"));
+                if ctx.target == Target::Write && read_only {
+                    tracing::warn!(member = %backend.name, "the leader in etcd is not writable yet; not pooling a connection to it");
+                    last = Some(Fatal {
+                        code: CANNOT_CONNECT_NOW,
+                        message: format!(
+                            "pgbaton router: cannot connect now: {} is not writable",
+                            backend.name
+                        ),
+                        raw: None,
+                    });
+                    break;
+                }
+                ctx.pooling.pools.count(&ctx.key, |s| s.server_logins += 1);
+                ctx.pooling
+                    .pools
+                    .set_server_params(&ctx.key, conn.params.clone());
+                tracing::debug!(pool = %ctx.key, member = %backend.name, conn = conn.id, "opened a server connection");
+                conn.slot = Some(slot);
+                return Ok(conn);
+            }
+            // The server refused the user (password, database): the client hears it as is.
+            Err(e @ LoginError::Refused { .. }) => return Err(login_fatal(e)),
+            Err(e @ LoginError::Auth(_)) => {
+                tracing::warn!(pool = %ctx.key, member = %backend.name, error = %e, "cannot log in to the server");
+                return Err(login_fatal(e));
+            }
+            Err(e) => {
+                tracing::warn!(pool = %ctx.key, member = %backend.name, error = %e, "cannot open a server connection; trying the next member");
+                last = Some(login_fatal(e));
+            }
+        }
+    }
+    Err(last.unwrap_or_else(|| Fatal {
+        code: CANNOT_CONNECT_NOW,
+        message: match ctx.target {
+            Target::Write => format!(
+                "pgbaton router: cannot connect now: no writable leader within {:?}; a failover or switchover may be in progress",
+                shared.cfg.switchover_wait
+            ),
+            _ => format!(
+                "pgbaton router: cannot connect now: no replica within read.max_lag ({} bytes) and no leader to fall back to",
+                shared.cfg.max_lag_bytes
+            ),
+        },
+        raw: None,
+    }))
+}
+
+/// Set the client's tracked parameters where the connection differs.
+async fn apply_params(ctx: &Ctx, conn: &mut ServerConn) -> Result<(), Option<Fatal>> {
+    for (name, value) in &ctx.params {
+        if conn.params.get(name) == Some(value) {
+            continue;
+        }
+        let args = [name.as_str(), value.as_str()];
+        let run = conn.query_params("SELECT pg_catalog.set_config($1, $2, false)", &args);
+        match tokio::time::timeout(ctx.shared.cfg.startup_timeout, run).await {
+            Ok(Ok(answer)) => {
+                if let Some((code, message)) = answer.error {
+                    tracing::info!(pool = %ctx.key, parameter = %name, %code, %message, "a client's parameter was refused by the server");
+                    return Err(Some(Fatal {
+                        code: "22023",
+                        message,
+                        raw: None,
+                    }));
+                }
+                conn.params.insert(name.clone(), value.clone());
+            }
+            _ => return Err(None),
+        }
+    }
+    Ok(())
+}
+
+/// A server connection for the client: from the pool (checked when it idled long), or new.
+pub(crate) async fn acquire(ctx: &Ctx) -> Result<ServerConn, Fatal> {
+    let pools = &ctx.pooling.pools;
+    let settings = &pools.settings;
+    for _attempt in 0..5 {
+        let shared = ctx.shared.clone();
+        let target = ctx.target;
+        let check = move |conn: &ServerConn| usable(&shared, target, conn);
+        let checked_out = pools.checkout(&ctx.key, &check).await.map_err(|e| {
+            tracing::info!(pool = %ctx.key, error = %e, "a client waited too long for a server connection");
+            Fatal {
+                code: "57014",
+                message: format!("pgbaton router: {e}"),
+                raw: None,
+            }
+        })?;
+        let mut conn = match checked_out {
+            Checkout::Open(slot) => open_server(ctx, slot).await?,
+            Checkout::Idle(conn) => {
+                let mut conn = *conn;
+                let stale = !settings.server_check_query.is_empty()
+                    && conn.idle_since.elapsed() >= settings.server_check_delay;
+                if stale {
+                    let run = conn.simple_query(&settings.server_check_query);
+                    let ok = matches!(
+                        tokio::time::timeout(ctx.shared.cfg.connect_timeout, run).await,
+                        Ok(Ok(answer)) if answer.error.is_none()
+                    );
+                    if !ok {
+                        tracing::info!(pool = %ctx.key, conn = conn.id, "server_check_query failed; closing the connection");
+                        continue;
+                    }
+                }
+                conn
+            }
+        };
+        match apply_params(ctx, &mut conn).await {
+            Ok(()) => return Ok(conn),
+            Err(Some(fatal)) => return Err(fatal),
+            Err(None) => continue,
+        }
+    }
+    Err(Fatal {
+        code: "08006",
+        message: format!(
+            "pgbaton router: no usable server connection for pool {}",
+            ctx.key
+        ),
+        raw: None,
+    })
+}
+
+/// Parameters PostgreSQL accepts at startup that a pool cannot keep per client are refused
+/// (as PgBouncer does); tracked ones are set on each server connection the client gets.
+fn startup_params(startup: &StartupMessage) -> Result<Params, String> {
+    let mut params = Params::new();
+    for (name, value) in &startup.params {
+        let name = String::from_utf8_lossy(name);
+        let value = String::from_utf8_lossy(value).into_owned();
+        match name.as_ref() {
+            "user" | "database" => {}
+            "options" if value.trim().is_empty() => {}
+            "replication" => {
+                return Err("replication connections are not supported on a pooled listener".into())
+            }
+            other => match tracked(other) {
+                Some(canonical) => {
+                    params.insert(canonical.to_string(), value);
+                }
+                None => return Err(format!("unsupported startup parameter: {other}")),
+            },
+        }
+    }
+    Ok(params)
+}
+
+fn random_key(pooling: &Pooling) -> CancelKey {
+    let cancels = pooling.cancels.lock().unwrap_or_else(|p| p.into_inner());
+    loop {
+        let mut bytes = [0u8; 8];
+        rand::rng().fill_bytes(&mut bytes);
+        let key = CancelKey {
+            pid: (u32::from_be_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]) >> 1) as i32,
+            secret: i32::from_be_bytes([bytes[4], bytes[5], bytes[6], bytes[7]]),
+        };
+        if !cancels.contains_key(&key) {
+            return key;
+        }
+    }
+}
+
+/// Counts the client for max_client_conn and its pool; undone on drop.
+struct ClientGuard {
+    pooling: Arc<Pooling>,
+    key: Option<PoolKey>,
+    cancel: Option<CancelKey>,
+}
+
+impl Drop for ClientGuard {
+    fn drop(&mut self) {
+        self.pooling.clients.fetch_sub(1, Ordering::Relaxed);
+        if let Some(key) = &self.key {
+            self.pooling.pools.client_left(key);
+        }
+        if let Some(key) = &self.cancel {
+            self.pooling
+                .cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(key);
+        }
+    }
+}
+
+fn parameter_status(name: &str, value: &str) -> Vec<u8> {
+    crate::txn::frontend::message(b'S', &[name.as_bytes(), b"\0", value.as_bytes(), b"\0"])
+}
+
+/// Serve one client of a pooled listener after its startup packet.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn serve(
+    shared: Arc<Shared>,
+    pooling: Arc<Pooling>,
+    mut client: Client,
+    startup: StartupMessage,
+    listener: Target,
+    target: Target,
+    alias: Option<DatabaseAlias>,
+    peer: SocketAddr,
+) {
+    let settings = &pooling.pools.settings;
+    let now = pooling.clients.fetch_add(1, Ordering::Relaxed) + 1;
+    let mut guard = ClientGuard {
+        pooling: pooling.clone(),
+        key: None,
+        cancel: None,
+    };
+    if now > settings.max_client_conn {
+        let message = format!(
+            "sorry, too many clients already (pgbaton router: max_client_conn {})",
+            settings.max_client_conn
+        );
+        refuse(&shared, &mut client, "53300", "max_client_conn", &message).await;
+        return;
+    }
+    let user = String::from_utf8_lossy(startup.param("user").unwrap_or_default()).into_owned();
+    if user.is_empty() {
+        refuse(
+            &shared,
+            &mut client,
+            "28000",
+            "no_user",
+            "no PostgreSQL user name specified in startup packet",
+        )
+        .await;
+        return;
+    }
+    let database = startup
+        .param("database")
+        .filter(|d| !d.is_empty())
+        .map(|d| String::from_utf8_lossy(d).into_owned())
+        .unwrap_or_else(|| user.clone());
+    let params = match startup_params(&startup) {
+        Ok(params) => params,
+        Err(message) => {
+            refuse(
+                &shared,
+                &mut client,
+                PROTOCOL_VIOLATION,
+                "startup_parameter",
+                &message,
+            )
+            .await;
+            return;
+        }
+    };
+    let listener_mode = match listener {
+        Target::Write => shared.cfg.write_pool_mode,
+        _ => shared.cfg.read_pool_mode,
+    };
+    let mode = alias
+        .as_ref()
+        .and_then(|a| a.pool_mode)
+        .or(listener_mode)
+        .unwrap_or(settings.pool_mode);
+    let size = alias
+        .as_ref()
+        .and_then(|a| a.pool_size)
+        .unwrap_or(settings.default_pool_size);
+    let key = PoolKey {
+        database: database.clone(),
+        user: user.clone(),
+        target: target.label(),
+    };
+    pooling.pools.client_joined(&key, size, mode);
+    guard.key = Some(key.clone());
+    let who = Peer {
+        user: &user,
+        database: &database,
+        ip: peer.ip(),
+        tls: client.is_tls(),
+    };
+    let login = match authenticate(&shared, &pooling.auth, &mut client, &who).await {
+        Ok(login) => login,
+        Err(Refusal::Fatal {
+            code,
+            reason,
+            message,
+        }) => {
+            Metrics::count(&shared.metrics.refusals, &[("reason", reason)]);
+            tracing::info!(%peer, %user, %database, reason, "client authentication failed");
+            send_and_close(&mut client, &error_message("FATAL", code, &message)).await;
+            return;
+        }
+        Err(Refusal::Client(e)) => {
+            tracing::debug!(%peer, %user, error = %e, "client left during authentication");
+            return;
+        }
+    };
+    pooling.pools.remember_login(&key, login);
+    let mut ctx = Ctx {
+        shared: shared.clone(),
+        pooling: pooling.clone(),
+        key: key.clone(),
+        target,
+        mode,
+        params,
+        cancel: Arc::new(Mutex::new(None)),
+        queries: 0,
+        transactions: 0,
+        bytes_to_server: 0,
+        bytes_to_client: 0,
+        active: false,
+    };
+    // In transaction mode a client that logs in needs no server connection once the pool
+    // knows what its servers report; otherwise (the first client, session mode) it gets one.
+    let cached = match mode {
+        PoolMode::Transaction => pooling.pools.server_params(&key),
+        PoolMode::Session => None,
+    };
+    let (conn, told) = match cached {
+        Some(params) => (None, params),
+        None => match acquire(&ctx).await {
+            Ok(conn) => {
+                let params = conn.params.clone();
+                (Some(conn), params)
+            }
+            Err(fatal) => {
+                tracing::info!(%peer, pool = %key, error = %fatal.message, "no server connection for a new client");
+                send_and_close(&mut client, &fatal.bytes()).await;
+                return;
+            }
+        },
+    };
+    let mut told = told;
+    for (name, value) in &ctx.params {
+        told.insert(name.clone(), value.clone());
+    }
+    // From now on the client keeps what it was told (PgBouncer's tracked parameters).
+    for name in crate::txn::TRACKED {
+        if let Some(value) = told.get(name) {
+            ctx.params
+                .entry(name.to_string())
+                .or_insert_with(|| value.clone());
+        }
+    }
+    let mut held = Vec::new();
+    for (name, value) in &told {
+        held.extend_from_slice(&parameter_status(name, value));
+    }
+    crate::session::decision(&shared, target, "pooled");
+    let kernel = mode == PoolMode::Session && shared.offload.is_some() && !client.is_tls();
+    if kernel {
+        let (Client::Plain(tcp), Some(conn)) = (client, conn) else {
+            return;
+        };
+        let ServerConn {
+            read,
+            write,
+            key: server_key,
+            backend,
+            slot,
+            ..
+        } = conn;
+        let server = match read.reunite(write) {
+            Ok(server) => server,
+            Err(_) => return,
+        };
+        if let Some(k) = server_key {
+            held.extend_from_slice(&crate::protocol::backend_key_message(k));
+        }
+        held.extend_from_slice(&ready_for_query(b'I'));
+        ctx.attach_kernel();
+        let ready = Ready {
+            held,
+            key: server_key,
+        };
+        crate::relay::forward(
+            shared.clone(),
+            tcp,
+            server,
+            ready,
+            backend,
+            target,
+            target == Target::Write,
+        )
+        .await;
+        // The server connection ends with the session (its Terminate went through).
+        drop(slot);
+        return;
+    }
+    let router_key = random_key(&pooling);
+    pooling
+        .cancels
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(router_key, ctx.cancel.clone());
+    guard.cancel = Some(router_key);
+    held.extend_from_slice(&crate::protocol::backend_key_message(router_key));
+    held.extend_from_slice(&ready_for_query(b'I'));
+    if client.write_all(&held).await.is_err() || client.flush().await.is_err() {
+        if let Some(conn) = conn {
+            pooling.pools.checkin(&key, conn);
+        }
+        return;
+    }
+    let server = match (mode, conn) {
+        (PoolMode::Session, conn) => conn,
+        (PoolMode::Transaction, Some(conn)) => {
+            pooling.pools.checkin(&key, conn);
+            None
+        }
+        (PoolMode::Transaction, None) => None,
+    };
+    crate::txn::relay(&mut ctx, client, server).await;
+    drop(guard);
+}
+
+impl Ctx {
+    /// A kernel-forwarded session holds its connection throughout.
+    fn attach_kernel(&mut self) {
+        if !self.active {
+            self.pooling.pools.set_active(&self.key, true);
+            self.active = true;
+        }
+    }
+}
