@@ -55,6 +55,11 @@ pub struct UpArgs {
     /// Seconds before an agent that exited is started again (systemd's RestartSec).
     #[arg(long, default_value_t = 1.0)]
     pub restart_delay: f64,
+    /// Make the router a connection pooler in this mode (session or transaction): it checks
+    /// passwords itself (SCRAM, users from DIR/userlist.txt) and shares server connections,
+    /// 20 per database and user. Without it the router passes authentication through.
+    #[arg(long, value_parser = ["session", "transaction"])]
+    pub pool_mode: Option<String>,
     /// Seconds to wait for the cluster to come up before giving up.
     #[arg(long, default_value_t = 180)]
     pub wait: u64,
@@ -125,7 +130,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         )));
     }
 
-    let router_cfg = router_config(&args, &ports);
+    let router_cfg = router_config(&args, &ports, &dir)?;
     let router_yml = dir.join("router.yml");
     std::fs::write(&router_yml, router_cfg.to_yaml())
         .with_context(|| format!("writing {}", router_yml.display()))?;
@@ -179,8 +184,13 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     outcome
 }
 
-/// The router of a local cluster: write N+2, read N+3, status/metrics N+4.
-fn router_config(args: &UpArgs, ports: &Ports) -> pgbaton_router::RouterConfig {
+/// The router of a local cluster: write N+2, read N+3, status/metrics N+4; with
+/// `--pool-mode`, pooling with SCRAM for the template's users (DIR/userlist.txt).
+fn router_config(
+    args: &UpArgs,
+    ports: &Ports,
+    dir: &Path,
+) -> anyhow::Result<pgbaton_router::RouterConfig> {
     let mut cfg = pgbaton_router::RouterConfig::new(
         vec![format!("127.0.0.1:{}", ports.etcd_client)],
         "/service/",
@@ -189,7 +199,22 @@ fn router_config(args: &UpArgs, ports: &Ports) -> pgbaton_router::RouterConfig {
     cfg.write_listen = format!("127.0.0.1:{}", ports.router_write);
     cfg.read_listen = format!("127.0.0.1:{}", ports.router_read);
     cfg.api_listen = Some(format!("127.0.0.1:{}", ports.router_api));
-    cfg
+    if let Some(mode) = &args.pool_mode {
+        let userlist = dir.join("userlist.txt");
+        std::fs::write(&userlist, "\"postgres\" \"postgres\"\n\"app\" \"app\"\n")
+            .with_context(|| format!("writing {}", userlist.display()))?;
+        cfg.auth = Some(pgbaton_router::auth::AuthConfig {
+            auth_type: pgbaton_router::auth::AuthType::Method(
+                pgbaton_router::auth::Method::ScramSha256,
+            ),
+            auth_file: Some(userlist),
+            ..Default::default()
+        });
+        cfg.pool.pool_mode = pgbaton_router::pool::PoolMode::parse(mode)
+            .ok_or_else(|| anyhow::anyhow!("--pool-mode {mode}: use session or transaction"))?;
+        cfg.pool.default_pool_size = 20;
+    }
+    Ok(cfg)
 }
 
 /// The directory and every parent must be enterable by the postgres user.
@@ -272,5 +297,40 @@ pub async fn wait_for_signal() {
     tokio::select! {
         _ = term.recv() => {},
         _ = int.recv() => {},
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        up: UpArgs,
+    }
+
+    #[test]
+    fn pool_mode_writes_pooling_keys_that_the_router_reads_back() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let ports = Ports::new(15400).expect("ports");
+        let plain = Cli::parse_from(["up"]).up;
+        let cfg = router_config(&plain, &ports, dir.path()).expect("config");
+        assert!(cfg.auth.is_none(), "no pooling unless asked");
+        let pooled = Cli::parse_from(["up", "--pool-mode", "transaction"]).up;
+        let cfg = router_config(&pooled, &ports, dir.path()).expect("config");
+        let yaml = cfg.to_yaml();
+        let back =
+            pgbaton_router::RouterConfig::from_yaml_str(&yaml).expect("router.yml reads back");
+        assert_eq!(back, cfg);
+        assert_eq!(
+            back.pool.pool_mode,
+            pgbaton_router::pool::PoolMode::Transaction
+        );
+        assert_eq!(back.pool.default_pool_size, 20);
+        assert!(yaml.contains("auth_type: scram-sha-256"), "{yaml}");
+        let userlist = std::fs::read_to_string(dir.path().join("userlist.txt")).expect("userlist");
+        assert!(userlist.contains("\"postgres\" \"postgres\""));
     }
 }
