@@ -204,3 +204,74 @@ pub(crate) fn pool_to_yaml(cfg: &PoolSettings) -> String {
         d(cfg.server_check_delay),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::RouterConfig;
+
+    const BASE: &str = "scope: c\netcd3: {hosts: [a:1]}\n";
+
+    fn error_of(extra: &str) -> String {
+        RouterConfig::from_yaml_str(&format!("{BASE}{extra}"))
+            .expect_err("must be rejected")
+            .to_string()
+    }
+
+    #[test]
+    fn pooling_keys_parse_round_trip_and_refuse_what_is_missing() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let userlist = dir.path().join("userlist.txt");
+        std::fs::write(&userlist, "\"app\" \"secret\"\n").expect("write");
+        let text = format!(
+            "{BASE}auth:\n  auth_file: {}\n  hba: ['host all all 127.0.0.1/32 scram-sha-256']\n\
+             pool:\n  pool_mode: transaction\n  default_pool_size: 5\n  max_client_conn: 1000\n  query_wait_timeout: 3\n  server_reset_query: ''\n\
+             write: {{pool_mode: session}}\n\
+             databases: {{app_tx: {{dbname: app, pool_mode: transaction, pool_size: 2}}}}\n",
+            userlist.display()
+        );
+        let cfg = RouterConfig::from_yaml_str(&text).expect("parse");
+        let auth = cfg.auth.as_ref().expect("auth");
+        assert_eq!(
+            auth.auth_type,
+            crate::auth::AuthType::Hba,
+            "hba lines imply hba"
+        );
+        assert_eq!(cfg.pool.default_pool_size, 5);
+        assert_eq!(cfg.pool.max_client_conn, 1000);
+        assert_eq!(
+            cfg.pool.query_wait_timeout,
+            std::time::Duration::from_secs(3)
+        );
+        assert_eq!(cfg.pool.server_reset_query, "");
+        assert_eq!(cfg.write_pool_mode, Some(crate::pool::PoolMode::Session));
+        assert_eq!(cfg.databases["app_tx"].pool_size, Some(2));
+        let again = RouterConfig::from_yaml_str(&cfg.to_yaml()).expect("reparse");
+        assert_eq!(again, cfg);
+
+        let e = error_of("pool: {pool_mode: transaction}\n");
+        assert!(e.contains("pool") && e.contains("auth:"), "{e}");
+        let e = error_of("write: {pool_mode: transaction}\n");
+        assert!(e.contains("write.pool_mode") && e.contains("auth:"), "{e}");
+        let e = error_of("auth: {auth_type: trust}\npool: {min_pool_size: 5}\n");
+        assert!(
+            e.contains("pool.min_pool_size") && e.contains("not supported"),
+            "{e}"
+        );
+        let e = error_of("auth: {auth_type: trust}\npool: {pool_mode: statement}\n");
+        assert!(e.contains("statement pooling is not supported"), "{e}");
+        let e = error_of("auth: {auth_type: md5}\n");
+        assert!(e.contains("auth.auth_file"), "{e}");
+        let e = error_of("auth: {auth_type: trust, auth_file: /nonexistent/userlist.txt}\n");
+        assert!(
+            e.contains("auth.auth_file") && e.contains("cannot be read"),
+            "{e}"
+        );
+        let e = error_of("auth: {hba: ['host all all 127.0.0.1/32 peer']}\n");
+        assert!(
+            e.contains("auth.hba") && e.contains("line 1") && e.contains("peer"),
+            "{e}"
+        );
+        let e = error_of("auth: {auth_type: trust}\npool: {default_pool_size: 0}\n");
+        assert!(e.contains("pool.default_pool_size"), "{e}");
+    }
+}
