@@ -120,6 +120,14 @@ pub fn evaluate_candidacy(
     if view.last_history_timeline() > 0 {
         newest_timeline = newest_timeline.max(view.last_history_timeline() + 1);
     }
+    for peer in peers.values() {
+        if let PeerView::Report {
+            timeline: Some(t), ..
+        } = peer
+        {
+            newest_timeline = newest_timeline.max(*t);
+        }
+    }
     let former_leader = handing_over_from(cfg, view, leaderless_for, unix_now_ms);
     let mut reachable_named = 0;
     for (name, peer) in peers {
@@ -138,7 +146,6 @@ pub fn evaluate_candidacy(
             continue;
         };
         let peer_timeline = timeline.unwrap_or(0);
-        newest_timeline = newest_timeline.max(peer_timeline);
         if *primary_running {
             return Candidacy::PrimaryStillRunning {
                 member: name.clone(),
@@ -146,6 +153,13 @@ pub fn evaluate_candidacy(
         }
         // A peer whose position is unknown cannot be compared: it does not count.
         let Some(peer_lsn) = *lsn else { continue };
+        // Nor does a peer whose WAL left the cluster's history (an abandoned branch): it
+        // can never race, so it must not hold others back, and its position is no measure
+        // of what the cluster wrote (found by the simulator: a caught-up replica judged
+        // 1.27 MB behind a diverged one waited an extra ttl).
+        if !view.on_cluster_history(peer_timeline, peer_lsn, newest_timeline) {
+            continue;
+        }
         if named.contains(name) {
             reachable_named += 1;
         }

@@ -806,6 +806,40 @@ fn a_member_on_an_old_timeline_before_its_end_is_only_behind_and_races() {
 }
 
 #[test]
+fn a_peer_on_an_abandoned_branch_neither_holds_back_nor_measures_lag() {
+    // Timeline 2 ended at 1000; node2 stayed on it and wrote 2 MB past that point (an
+    // abandoned branch). We are on timeline 3, caught up with the last leader.
+    let mut pg = replica(5000);
+    if let LocalPg::Running(r) = &mut pg {
+        r.timeline = 3;
+    }
+    let mut obs = Obs::new(pg).optime(5000).build();
+    let dcs = obs.dcs.as_mut().unwrap();
+    dcs.history.insert(1, 500);
+    dcs.history.insert(2, 1000);
+    obs.peers.insert(
+        "node2".into(),
+        PeerView::Report {
+            replica_running: true,
+            primary_running: false,
+            lsn: Some(1000 + 2 * 1024 * 1024),
+            timeline: Some(2),
+            nofailover: false,
+            failover_priority: 1,
+        },
+    );
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(
+        d.reason,
+        Reason::RacingForLeader {
+            lsn: 5000,
+            lag: 0,
+            despite_lag: false
+        }
+    );
+}
+
+#[test]
 fn a_member_on_an_old_timeline_whose_end_is_not_recorded_does_not_race() {
     // A member document says timeline 2 exists, but the history key does not say where
     // timeline 1 ended: we cannot tell whether our WAL diverged.
