@@ -210,6 +210,10 @@ pub struct PgbatonConfig {
     pub log_dir: Option<PathBuf>,
     /// Warn (log, `list -e`) when a replication slot keeps more WAL than this many MB.
     pub slot_retained_wal_warning_mb: u64,
+    /// Re-clone a replica automatically when the WAL it needs is gone from its upstream.
+    pub auto_reclone: bool,
+    /// Seconds: at most one automatic re-clone of this member per interval.
+    pub reclone_interval: f64,
 }
 
 impl Default for PgbatonConfig {
@@ -220,6 +224,8 @@ impl Default for PgbatonConfig {
             run_as: "postgres".to_string(),
             log_dir: None,
             slot_retained_wal_warning_mb: 1024,
+            auto_reclone: true,
+            reclone_interval: 600.0,
         }
     }
 }

@@ -129,6 +129,37 @@ pub(crate) fn as_seconds(ctx: &Ctx, path: &str, v: &Value) -> Result<f64> {
     }
 }
 
+/// A duration in seconds: a number of seconds, or a string with PostgreSQL's (and Patroni's)
+/// time units `ms`, `s`, `min`, `h`, `d` (`"30min"`, `"1h"`, `"90 s"`).
+pub(crate) fn as_duration_seconds(ctx: &Ctx, path: &str, v: &Value) -> Result<f64> {
+    let text = match v {
+        Value::String(s) => s.trim().to_string(),
+        _ => return as_seconds(ctx, path, v),
+    };
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.' || c == '-' || c == '+'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let factor = match unit.trim() {
+        "" | "s" => Some(1.0),
+        "ms" => Some(0.001),
+        "min" => Some(60.0),
+        "h" => Some(3600.0),
+        "d" => Some(86400.0),
+        _ => None,
+    };
+    match (number.parse::<f64>().ok(), factor) {
+        (Some(x), Some(f)) if (x * f).is_finite() => Ok(x * f),
+        _ => Err(ctx.invalid(
+            path,
+            format!(
+                "expected a duration (seconds, or a number with ms, s, min, h or d), got {}",
+                describe(v)
+            ),
+        )),
+    }
+}
+
 /// A whole number (a float with no fractional part is accepted).
 pub(crate) fn as_int(ctx: &Ctx, path: &str, v: &Value) -> Result<i64> {
     let parsed = match v {
@@ -351,6 +382,27 @@ mod tests {
                 ("d", "0.9"),
                 ("e", "1GB")
             ]
+        );
+    }
+
+    #[test]
+    fn durations_accept_seconds_and_units() {
+        let ctx = Ctx::new("f");
+        for (v, want) in [
+            (json!(1800), 1800.0),
+            (json!("1800"), 1800.0),
+            (json!("30min"), 1800.0),
+            (json!("1h"), 3600.0),
+            (json!("90 s"), 90.0),
+            (json!("500ms"), 0.5),
+            (json!("2d"), 172800.0),
+        ] {
+            assert_eq!(as_duration_seconds(&ctx, "t", &v).ok(), Some(want), "{v}");
+        }
+        let err = as_duration_seconds(&ctx, "t", &json!("30 parsecs")).expect_err("no unit");
+        assert_eq!(
+            err.to_string(),
+            "f: t: expected a duration (seconds, or a number with ms, s, min, h or d), got \"30 parsecs\""
         );
     }
 

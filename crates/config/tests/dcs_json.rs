@@ -117,3 +117,38 @@ fn invalid_dcs_documents_are_refused_with_the_key() {
         "DCS config: (top level): expected a mapping, got a list"
     );
 }
+
+#[test]
+fn member_slots_ttl_takes_seconds_or_patronis_units_and_is_written_when_not_the_default() {
+    let load = |v: serde_json::Value| {
+        DynamicConfig::from_dcs_json(
+            &json!({ "member_slots_ttl": v }),
+            &DynamicConfig::defaults(),
+        )
+    };
+    assert_eq!(
+        load(json!("30min")).expect("valid").value.member_slots_ttl,
+        1800.0
+    );
+    assert_eq!(load(json!(0)).expect("valid").value.member_slots_ttl, 0.0);
+    let hour = load(json!("1h")).expect("valid").value;
+    assert_eq!(hour.member_slots_ttl, 3600.0);
+    assert!(
+        hour.extra.is_empty(),
+        "used, not kept verbatim: {:?}",
+        hour.extra
+    );
+    assert_eq!(hour.to_dcs_json()["member_slots_ttl"], json!(3600));
+    let err = load(json!(-5)).expect_err("negative");
+    assert_eq!(
+        err.to_string(),
+        "DCS config: member_slots_ttl: must be 0 or more seconds, got -5"
+    );
+    assert_eq!(
+        DynamicConfig::defaults()
+            .to_dcs_json()
+            .get("member_slots_ttl"),
+        None,
+        "the default is not written"
+    );
+}

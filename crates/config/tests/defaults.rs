@@ -59,9 +59,12 @@ fn documented_default_values() {
     assert_eq!(d.synchronous_node_count, 1);
     assert_eq!(d.synchronous_mode, SyncMode::Off);
     assert!(d.use_slots && d.use_pg_rewind && !d.failsafe_mode && !d.pause);
+    assert_eq!(d.member_slots_ttl, 1800.0, "Patroni 4's 30 min");
     let p = PgbatonConfig::default();
     assert_eq!((p.demote_margin, p.primary_restart_timeout), (0.5, 10.0));
     assert_eq!(p.run_as, "postgres");
+    assert!(p.auto_reclone);
+    assert_eq!(p.reclone_interval, 600.0);
 }
 
 #[test]
@@ -110,6 +113,8 @@ pgbaton:
   primary_restart_timeout: 3
   run_as: pg
   log_dir: /var/log/pgbaton
+  auto_reclone: false
+  reclone_interval: 120
 "#;
     let loaded = parse_str(text, "t.yml").expect("valid file");
     assert_eq!(loaded.warnings, vec![]);
@@ -164,6 +169,8 @@ pgbaton:
         c.pgbaton.log_dir.as_deref(),
         Some(Path::new("/var/log/pgbaton"))
     );
+    assert!(!c.pgbaton.auto_reclone);
+    assert_eq!(c.pgbaton.reclone_interval, 120.0);
 }
 
 #[test]

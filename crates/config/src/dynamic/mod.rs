@@ -47,6 +47,9 @@ pub struct DynamicConfig {
     pub slots: BTreeMap<String, SlotSpec>,
     /// Maintenance mode: no automatic failover while set.
     pub pause: bool,
+    /// Seconds the leader keeps the physical slot of a member whose member key disappeared
+    /// (Patroni 4's `member_slots_ttl`, default 30 min; 0 drops it at once).
+    pub member_slots_ttl: f64,
     /// Keys pgbaton does not use, kept verbatim (unknown keys of the `postgresql` section are
     /// under `extra["postgresql"]`).
     pub extra: Map<String, Value>,
@@ -91,6 +94,9 @@ pub struct SlotSpec {
     pub plugin: Option<String>,
 }
 
+/// Patroni 4's default `member_slots_ttl`: 30 minutes.
+pub const DEFAULT_MEMBER_SLOTS_TTL: f64 = 1800.0;
+
 /// Where the DCS `config` key's errors say they come from.
 const DCS_SOURCE: &str = "DCS config";
 
@@ -113,6 +119,7 @@ impl DynamicConfig {
             parameters: BTreeMap::new(),
             slots: BTreeMap::new(),
             pause: false,
+            member_slots_ttl: DEFAULT_MEMBER_SLOTS_TTL,
             extra: Map::new(),
         }
     }
@@ -179,6 +186,12 @@ impl DynamicConfig {
         }
         if self.pause {
             out.insert("pause".into(), json!(true));
+        }
+        if self.member_slots_ttl != DEFAULT_MEMBER_SLOTS_TTL {
+            out.insert(
+                "member_slots_ttl".into(),
+                seconds_json(self.member_slots_ttl),
+            );
         }
         for (key, value) in &self.extra {
             match (key.as_str(), value) {

@@ -78,6 +78,14 @@ pub(crate) fn parse(
     if let Some(v) = sec.get("slots") {
         c.slots = slots(ctx, &sec.at("slots"), v)?;
     }
+    if let Some(v) = sec.get("member_slots_ttl") {
+        let p = sec.at("member_slots_ttl");
+        let x = walk::as_duration_seconds(ctx, &p, v)?;
+        if x < 0.0 {
+            return Err(ctx.invalid(&p, format!("must be 0 or more seconds, got {x}")));
+        }
+        c.member_slots_ttl = x;
+    }
     keep_known_extras(ctx, &mut sec, &mut c)?;
 
     for (key, value) in sec.finish(ctx, "kept verbatim in the DCS config, not used by pgbaton") {
@@ -183,9 +191,6 @@ fn keep_known_extras(ctx: &mut Ctx, sec: &mut Section, c: &mut DynamicConfig) ->
             ));
         }
         c.extra.insert("max_timelines_history".into(), v.clone());
-    }
-    if let Some(v) = sec.get("member_slots_ttl") {
-        c.extra.insert("member_slots_ttl".into(), v.clone());
     }
     if let Some(v) = sec.get("ignore_slots") {
         walk::as_list(ctx, &sec.at("ignore_slots"), v)?;

@@ -13,6 +13,7 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<PgbatonConfig
     for (key, slot) in [
         ("demote_margin", &mut out.demote_margin),
         ("primary_restart_timeout", &mut out.primary_restart_timeout),
+        ("reclone_interval", &mut out.reclone_interval),
     ] {
         if let Some(x) = sec.seconds(ctx, key)? {
             if x < 0.0 {
@@ -34,6 +35,9 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<PgbatonConfig
                 format!("must be 0 (never warn) or more MB, got {mb}"),
             )
         })?;
+    }
+    if let Some(on) = sec.bool(ctx, "auto_reclone")? {
+        out.auto_reclone = on;
     }
     sec.finish(ctx, "ignored");
     Ok(out)
