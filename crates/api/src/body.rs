@@ -76,7 +76,8 @@ pub fn patroni_json(status: &NodeStatus) -> Value {
             .iter()
             .map(|s| {
                 json!({"name": s.slot_name, "type": s.slot_type, "active": s.active,
-                       "restart_lsn": s.restart_lsn, "retained_wal_bytes": s.retained_wal_bytes})
+                       "restart_lsn": s.restart_lsn, "retained_wal_bytes": s.retained_wal_bytes,
+                       "wal_status": s.wal_status, "safe_wal_size": s.safe_wal_size})
             })
             .collect();
         body.insert("replication_slots".into(), Value::Array(slots));

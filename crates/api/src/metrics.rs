@@ -263,6 +263,33 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
         slots,
     );
 
+    let safe = Family::<Vec<(String, String)>, Gauge<i64>>::default();
+    let wal_status = Family::<Vec<(String, String)>, Gauge<i64>>::default();
+    for slot in &status.slots {
+        if let Some(bytes) = slot.safe_wal_size {
+            safe.get_or_create(&vec![("slot".to_string(), slot.slot_name.clone())])
+                .set(bytes);
+        }
+        if let Some(word) = &slot.wal_status {
+            wal_status
+                .get_or_create(&vec![
+                    ("slot".to_string(), slot.slot_name.clone()),
+                    ("wal_status".to_string(), word.clone()),
+                ])
+                .set(1);
+        }
+    }
+    registry.register(
+        "pgbaton_slot_safe_wal_size_bytes",
+        "Bytes of WAL that can still be written before a replication slot may be invalidated (max_slot_wal_keep_size); absent when unlimited.",
+        safe,
+    );
+    registry.register(
+        "pgbaton_slot_wal_status",
+        "1 for each replication slot, labelled with its wal_status (reserved, extended, unreserved, lost: invalidated).",
+        wal_status,
+    );
+
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)

@@ -41,6 +41,10 @@ pub struct SlotRow {
     pub active: bool,
     pub restart_lsn: Option<u64>,
     pub retained_wal_bytes: Option<u64>,
+    /// pg_replication_slots' `wal_status`: reserved, extended, unreserved or lost.
+    pub wal_status: Option<String>,
+    /// pg_replication_slots' `safe_wal_size` (bytes; none when unlimited or lost).
+    pub safe_wal_size: Option<i64>,
 }
 
 /// Everything the REST API needs to answer about this member.

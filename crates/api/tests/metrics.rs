@@ -19,6 +19,8 @@ async fn leader_metrics_use_patroni_names() {
         active: true,
         restart_lsn: Some(OPTIME),
         retained_wal_bytes: Some(16 * MB),
+        wal_status: Some("reserved".into()),
+        safe_wal_size: Some(48 * MB as i64),
     }];
     let reply = get(&s, "/metrics").await;
     assert_eq!(reply.code.as_u16(), 200);
@@ -49,6 +51,11 @@ async fn leader_metrics_use_patroni_names() {
             r#"pgbaton_slot_retained_wal_bytes{{scope="anchor",name="node1",slot="node2"}} {}"#,
             16 * MB
         ),
+        format!(
+            r#"pgbaton_slot_safe_wal_size_bytes{{scope="anchor",name="node1",slot="node2"}} {}"#,
+            48 * MB
+        ),
+        r#"pgbaton_slot_wal_status{scope="anchor",name="node1",slot="node2",wal_status="reserved"} 1"#.to_string(),
         "# TYPE patroni_primary gauge".to_string(),
         "# TYPE pgbaton_leader_changes counter".to_string(),
     ] {

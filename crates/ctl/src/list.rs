@@ -53,12 +53,15 @@ pub fn render_list(state: &ClusterState, scope: &str, opts: &ListOptions) -> Str
 }
 
 /// `list -e`: the leader's replication slots from the `status` key — each slot's position
-/// and the WAL it keeps on the leader (leader position − slot position), in MB.
+/// and the WAL it keeps on the leader (leader position − slot position), in MB; with a
+/// leader that publishes them, PostgreSQL's `wal_status` of each physical slot (`lost`: it
+/// was invalidated) and its `safe_wal_size` in MB (empty when unlimited).
 fn slot_rows(state: &ClusterState) -> Option<Rows> {
     let status = state.status.as_ref()?;
     if status.slots.is_empty() {
         return None;
     }
+    let with_wal = !status.slots_wal.is_empty();
     let optime = state.leader_optime();
     let rows = status
         .slots
@@ -69,19 +72,36 @@ fn slot_rows(state: &ClusterState) -> Option<Rows> {
                     Value::from(((o.saturating_sub(pos)) as f64 / 1024.0 / 1024.0).round() as u64)
                 })
                 .unwrap_or_else(|| Value::from("unknown"));
-            vec![
+            let mut row = vec![
                 Value::from(name.as_str()),
                 Value::from(format!("{:X}/{:X}", pos >> 32, pos & 0xFFFF_FFFF)),
                 retained,
-            ]
+            ];
+            if with_wal {
+                let wal = status.slots_wal.get(name);
+                row.push(Value::from(
+                    wal.and_then(|w| w.wal_status.clone()).unwrap_or_default(),
+                ));
+                row.push(
+                    wal.and_then(|w| w.safe_wal_size)
+                        .map(|b| Value::from((b as f64 / 1024.0 / 1024.0).round() as i64))
+                        .unwrap_or_else(|| Value::from("")),
+                );
+            }
+            row
         })
         .collect();
+    let mut columns = vec![
+        ("Slot", Align::Left),
+        ("Position", Align::Right),
+        ("Retained WAL in MB", Align::Right),
+    ];
+    if with_wal {
+        columns.push(("WAL status", Align::Left));
+        columns.push(("Safe WAL in MB", Align::Right));
+    }
     Some(Rows {
-        columns: vec![
-            ("Slot", Align::Left),
-            ("Position", Align::Right),
-            ("Retained WAL in MB", Align::Right),
-        ],
+        columns,
         rows,
         title: None,
     })

@@ -346,3 +346,57 @@ fn positions_show_receive_and_replay_lsns_their_lag_and_the_lag_in_seconds() {
     );
     assert_eq!(text, want);
 }
+
+#[test]
+fn extended_list_shows_each_slots_wal_status_and_safe_wal_size() {
+    let mut state = healthy();
+    let optime = state
+        .leader_optime()
+        .expect("the fixture has a leader position");
+    let wal = |status: &str, safe: Option<i64>| pgbaton_dcs::SlotWal {
+        wal_status: Some(status.to_string()),
+        safe_wal_size: safe,
+    };
+    state.status = Some(pgbaton_dcs::StatusDoc {
+        optime: Some(optime),
+        slots: [
+            ("node2".to_string(), optime),
+            ("node3".to_string(), optime - 64 * 1024 * 1024),
+        ]
+        .into_iter()
+        .collect(),
+        slots_wal: [
+            ("node2".to_string(), wal("reserved", Some(32 * 1024 * 1024))),
+            ("node3".to_string(), wal("lost", None)),
+        ]
+        .into_iter()
+        .collect(),
+        ..Default::default()
+    });
+    let text = render_list(
+        &state,
+        "anchor",
+        &ListOptions {
+            format: OutputFormat::Pretty,
+            extended: true,
+            positions_at: None,
+        },
+    );
+    let slots = &text[text.find("| Slot").expect("a slot table")..];
+    let row = |slot: &str| {
+        slots
+            .lines()
+            .find(|l| l.starts_with(&format!("| {slot} ")))
+            .unwrap_or_else(|| panic!("no row for slot {slot} in:\n{text}"))
+            .split('|')
+            .map(|c| c.trim().to_string())
+            .filter(|c| !c.is_empty())
+            .collect::<Vec<_>>()
+    };
+    assert!(text.contains("| WAL status | Safe WAL in MB |"), "{text}");
+    assert_eq!(
+        row("node2")[3..],
+        ["reserved".to_string(), "32".to_string()]
+    );
+    assert_eq!(row("node3")[3..], ["lost".to_string()]);
+}

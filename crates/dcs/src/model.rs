@@ -209,8 +209,28 @@ pub struct StatusDoc {
     pub optime: Option<u64>,
     #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
     pub slots: BTreeMap<String, u64>,
+    /// pgbaton's addition: where the oldest WAL segment in the leader's `pg_wal` starts (WAL
+    /// before it is gone from the leader). Patroni ignores it.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub oldest_wal_lsn: Option<u64>,
+    /// pgbaton's addition: the leader's physical slots as PostgreSQL judges them
+    /// (pg_replication_slots' `wal_status` and `safe_wal_size`). Patroni ignores it.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty", default)]
+    pub slots_wal: BTreeMap<String, SlotWal>,
     #[serde(flatten)]
     pub extra: BTreeMap<String, Value>,
+}
+
+/// A slot's WAL state in pg_replication_slots.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SlotWal {
+    /// `reserved`, `extended`, `unreserved` or `lost`.
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub wal_status: Option<String>,
+    /// Bytes of WAL that can still be written before the slot is in danger of being lost
+    /// (none when `max_slot_wal_keep_size` is -1, or the slot is lost).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub safe_wal_size: Option<i64>,
 }
 
 /// `sync`: `{"leader": "node1", "sync_standby": "node2,node3"}` (+ `quorum`).

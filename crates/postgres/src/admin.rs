@@ -49,26 +49,39 @@ pub async fn checkpoint(spec: &PgSpec, timeout: Duration) -> Result<(), PgError>
     .await
 }
 
+/// What [`sync_physical_slots`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SlotChanges {
+    pub created: Vec<String>,
+    pub dropped: Vec<String>,
+    /// Wanted slots PostgreSQL had invalidated (`wal_status = 'lost'`), dropped and created
+    /// again (reserving WAL from now on).
+    pub recreated: Vec<String>,
+}
+
 /// On the primary: create each wanted physical slot that is missing (reserving WAL at once);
-/// drop physical slots that are neither wanted nor active nor in `keep`. Logical slots are
-/// never touched. Returns (created, dropped).
+/// drop and create again each wanted one PostgreSQL invalidated (`wal_status = 'lost'`: it
+/// holds no WAL and a standby cannot use it); drop physical slots that are neither wanted nor
+/// active nor in `keep`. Logical slots are never touched.
 pub async fn sync_physical_slots(
     spec: &PgSpec,
     wanted: &BTreeSet<String>,
     keep: &BTreeSet<String>,
     timeout: Duration,
-) -> Result<(Vec<String>, Vec<String>), PgError> {
+) -> Result<SlotChanges, PgError> {
     bounded("sync_physical_slots", timeout, async {
         let client = connect(spec, timeout).await?;
         let rows = client
             .query(
-                "SELECT slot_name::text, slot_type, active FROM pg_replication_slots",
+                "SELECT slot_name::text, slot_type, active, coalesce(wal_status = 'lost', false)
+                 FROM pg_replication_slots",
                 &[],
             )
             .await
             .map_err(|e| PgError::query("listing replication slots", e))?;
         let mut existing = BTreeSet::new();
         let mut droppable = Vec::new();
+        let mut lost = Vec::new();
         for row in &rows {
             let name: String = row
                 .try_get(0)
@@ -79,10 +92,36 @@ pub async fn sync_physical_slots(
             let active: bool = row
                 .try_get(2)
                 .map_err(|e| PgError::query("listing replication slots", e))?;
+            let is_lost: bool = row
+                .try_get(3)
+                .map_err(|e| PgError::query("listing replication slots", e))?;
             if kind == "physical" && !active && !wanted.contains(&name) && !keep.contains(&name) {
                 droppable.push(name.clone());
+            } else if kind == "physical" && !active && is_lost && wanted.contains(&name) {
+                lost.push(name.clone());
+                continue;
             }
             existing.insert(name);
+        }
+        let mut recreated = Vec::new();
+        for name in lost {
+            // Re-checked in the statement: a slot that became active meanwhile is left alone.
+            let n = client
+                .execute(
+                    "SELECT pg_drop_replication_slot(slot_name) FROM pg_replication_slots
+                     WHERE slot_name = $1 AND slot_type = 'physical' AND NOT active
+                       AND wal_status = 'lost'",
+                    &[&name],
+                )
+                .await
+                .map_err(|e| {
+                    PgError::query(format!("dropping lost replication slot {name:?}"), e)
+                })?;
+            if n > 0 {
+                recreated.push(name);
+            } else {
+                existing.insert(name);
+            }
         }
         let mut created = Vec::new();
         for name in wanted.difference(&existing) {
@@ -93,8 +132,10 @@ pub async fn sync_physical_slots(
                 )
                 .await
                 .map_err(|e| PgError::query(format!("creating replication slot {name:?}"), e))?;
-            tracing::info!(slot = %name, "created physical replication slot");
-            created.push(name.clone());
+            if !recreated.contains(name) {
+                tracing::info!(slot = %name, "created physical replication slot");
+                created.push(name.clone());
+            }
         }
         let mut dropped = Vec::new();
         for name in droppable {
@@ -112,7 +153,11 @@ pub async fn sync_physical_slots(
                 dropped.push(name);
             }
         }
-        Ok((created, dropped))
+        Ok(SlotChanges {
+            created,
+            dropped,
+            recreated,
+        })
     })
     .await
 }

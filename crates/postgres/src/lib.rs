@@ -19,7 +19,7 @@ mod run;
 mod spec;
 mod status;
 
-pub use admin::{checkpoint, ensure_users, promote, sync_physical_slots};
+pub use admin::{checkpoint, ensure_users, promote, sync_physical_slots, SlotChanges};
 pub use client::connect;
 pub use clone::{basebackup, move_aside, rewind, RewindOutcome};
 pub use config::write_config;

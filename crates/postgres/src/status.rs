@@ -72,6 +72,12 @@ pub struct SlotRow {
     pub restart_lsn: Option<u64>,
     /// pg_current_wal_lsn() - restart_lsn on a primary.
     pub retained_bytes: Option<u64>,
+    /// `reserved`, `extended`, `unreserved` or `lost` (PostgreSQL invalidated the slot:
+    /// the WAL it needs is gone).
+    pub wal_status: Option<String>,
+    /// Bytes that can still be written before the slot may be lost (none when
+    /// `max_slot_wal_keep_size` is -1, or the slot is lost).
+    pub safe_wal_size: Option<i64>,
 }
 
 const SERVER_SQL: &str = "SELECT pg_is_in_recovery(),
@@ -101,7 +107,8 @@ const REPLICATION_SQL: &str =
 
 const SLOTS_SQL: &str = "SELECT slot_name::text, slot_type, active, restart_lsn::text,
     CASE WHEN NOT pg_is_in_recovery() AND restart_lsn IS NOT NULL
-         THEN (pg_current_wal_lsn() - restart_lsn)::int8 END
+         THEN (pg_current_wal_lsn() - restart_lsn)::int8 END,
+    wal_status, safe_wal_size
     FROM pg_replication_slots ORDER BY slot_name";
 
 /// Everything the agent observes about a running server, in one connection, bounded by
@@ -245,5 +252,7 @@ fn slot_row(row: &Row) -> Result<SlotRow, PgError> {
         active: get(row, 2)?,
         restart_lsn: lsn(row, 3)?,
         retained_bytes: retained.map(|b| u64::try_from(b).unwrap_or_default()),
+        wal_status: get(row, 5)?,
+        safe_wal_size: get(row, 6)?,
     })
 }

@@ -65,18 +65,24 @@ async fn primary_replica_promote_rewind_rejoin() {
     )
     .await;
     let wanted = BTreeSet::from([slot_name_for("node2")]);
-    let (created, dropped) = sync_physical_slots(&node1, &wanted, &keep, T)
+    let changes = sync_physical_slots(&node1, &wanted, &keep, T)
         .await
         .expect("sync slots");
-    assert_eq!((created, dropped), (vec!["node2".to_string()], vec![]));
-    let (created, dropped) = sync_physical_slots(&node1, &BTreeSet::new(), &keep, T)
+    assert_eq!(
+        (changes.created, changes.dropped),
+        (vec!["node2".to_string()], vec![])
+    );
+    let changes = sync_physical_slots(&node1, &BTreeSet::new(), &keep, T)
         .await
         .expect("sync slots");
-    assert_eq!((created, dropped), (vec![], vec!["node2".to_string()]));
-    let (created, _) = sync_physical_slots(&node1, &wanted, &keep, T)
+    assert_eq!(
+        (changes.created, changes.dropped),
+        (vec![], vec!["node2".to_string()])
+    );
+    let changes = sync_physical_slots(&node1, &wanted, &keep, T)
         .await
         .expect("sync slots");
-    assert_eq!(created, vec!["node2".to_string()]);
+    assert_eq!(changes.created, vec!["node2".to_string()]);
     let slots = query_status(&node1, T).await.expect("status").slots;
     assert!(
         slots.iter().any(|s| s.slot_name == "permanent"),

@@ -102,6 +102,8 @@ impl<D: Dcs> Agent<D> {
                 let status = StatusDoc {
                     optime: Some(*optime),
                     slots: self.published_slot_positions(),
+                    oldest_wal_lsn: self.oldest_wal(),
+                    slots_wal: self.published_slots_wal(),
                     ..Default::default()
                 };
                 bounded(timeout, dcs.set_status(&status)).await?;
@@ -234,12 +236,15 @@ impl<D: Dcs> Agent<D> {
                     tokio::spawn(
                         async move {
                             match pg::sync_physical_slots(&spec, &wanted, &keep, timeout).await {
-                                Ok((created, dropped)) => {
-                                    for s in created {
+                                Ok(changes) => {
+                                    for s in changes.created {
                                         tracing::info!(slot = %s, "created replication slot");
                                     }
-                                    for s in dropped {
-                                        tracing::info!(slot = %s, "dropped replication slot of a member that left");
+                                    for s in changes.recreated {
+                                        tracing::warn!(slot = %s, "PostgreSQL had invalidated this replication slot (wal_status lost, max_slot_wal_keep_size): dropped it and created it again; its member re-clones if the WAL it needs is gone");
+                                    }
+                                    for s in changes.dropped {
+                                        tracing::info!(slot = %s, "dropped replication slot of a member that left (or whose member_slots_ttl passed)");
                                     }
                                 }
                                 Err(e) => {

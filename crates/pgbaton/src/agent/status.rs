@@ -50,6 +50,39 @@ impl<D: Dcs> Agent<D> {
         doc
     }
 
+    /// Leader: where the oldest WAL segment in its `pg_wal` starts, for `status` (replicas
+    /// compare their position with it to tell that the WAL they need is gone).
+    pub(super) fn oldest_wal(&self) -> Option<u64> {
+        match pgbaton_postgres::oldest_wal_lsn(&self.spec) {
+            Ok(lsn) => lsn,
+            Err(e) => {
+                tracing::debug!(error = %e, "cannot list pg_wal");
+                None
+            }
+        }
+    }
+
+    /// Leader: each physical slot's `wal_status` and `safe_wal_size`, for `status`.
+    pub(super) fn published_slots_wal(
+        &self,
+    ) -> std::collections::BTreeMap<String, pgbaton_dcs::SlotWal> {
+        self.last_pg_status
+            .iter()
+            .filter(|st| !st.in_recovery)
+            .flat_map(|st| st.slots.iter())
+            .filter(|slot| slot.slot_type == "physical")
+            .map(|slot| {
+                (
+                    slot.slot_name.clone(),
+                    pgbaton_dcs::SlotWal {
+                        wal_status: slot.wal_status.clone(),
+                        safe_wal_size: slot.safe_wal_size,
+                    },
+                )
+            })
+            .collect()
+    }
+
     /// Patroni's `scheduled_restart` object: `{"schedule", "restart_pending"?, "role"?}`.
     fn scheduled_restart_json(&self) -> Option<serde_json::Value> {
         let r = self.scheduled_restart.as_ref()?;
@@ -147,6 +180,8 @@ impl<D: Dcs> Agent<D> {
                             active: r.active,
                             restart_lsn: r.restart_lsn,
                             retained_wal_bytes: r.retained_bytes,
+                            wal_status: r.wal_status.clone(),
+                            safe_wal_size: r.safe_wal_size,
                         })
                         .collect()
                 })
