@@ -33,6 +33,17 @@ pub struct HaConfig {
     /// A replica that does not stream from the leader for this long is rewound (or re-cloned):
     /// its WAL has most likely diverged from the leader's timeline.
     pub not_streaming_timeout_ms: u64,
+    /// Leader: keep the physical slot of a member this long after its member key disappeared
+    /// (Patroni 4's `member_slots_ttl`; 0 drops it as soon as the key is gone).
+    pub member_slots_ttl_ms: u64,
+    /// A replica whose upstream no longer has the WAL it needs is re-cloned automatically
+    /// (its data directory moved aside first) (`pgbaton.auto_reclone`).
+    pub auto_reclone: bool,
+    /// At most one automatic re-clone per this interval (`pgbaton.reclone_interval`).
+    pub reclone_interval_ms: u64,
+    /// `restore_command` is set: missing WAL may come from the archive, so a replica waits for
+    /// it instead of being re-cloned.
+    pub archive_recovery: bool,
     /// Maintenance mode (`pause`): no automatic actions on PostgreSQL.
     pub paused: bool,
     /// Synchronous replication (`synchronous_mode`, `synchronous_mode_strict`,
@@ -93,6 +104,10 @@ impl HaConfig {
             demote_margin_ms: 500,
             primary_restart_timeout_ms: 10_000,
             not_streaming_timeout_ms: 8_000,
+            member_slots_ttl_ms: 1_800_000,
+            auto_reclone: true,
+            reclone_interval_ms: 600_000,
+            archive_recovery: false,
             paused: false,
             synchronous: SyncConfig::off(),
             failsafe_mode: false,

@@ -7,7 +7,7 @@ use crate::action::{Action, StopMode};
 use crate::election::{evaluate_candidacy, Candidacy};
 use crate::failsafe;
 use crate::observation::{DcsView, Initialize, JobKind, JobView, LocalPg, Observation, RunningPg};
-use crate::reason::Reason;
+use crate::reason::{MissingWal, Reason};
 use crate::state::{MemberState, Phase, PublishedState};
 use crate::switchover::{self, LeaderSide, ReplicaSide};
 use crate::sync;
@@ -90,7 +90,7 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
     }
     actions.extend(pg_ops);
 
-    let published = PublishedState::derive(state.phase, &obs.pg, &obs.job);
+    let published = PublishedState::of_member(&state, &obs.pg, &obs.job);
     let next_wake = next_wake(&state, obs, cfg, &facts, &actions);
     Decision {
         state,
@@ -155,6 +155,14 @@ fn next_wake(
 type Step = (Reason, Vec<Action>);
 
 fn step(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts) -> Step {
+    if let JobView::Failed {
+        kind: JobKind::Rewind,
+        ..
+    } = obs.job
+    {
+        // Only a rewind that ran through counts as tried.
+        s.rewound_for = None;
+    }
     // 1. Safety first: a writable primary needs an unexpired lease on the leader key.
     if let Some(step) = enforce_single_primary(s, obs, f) {
         return step;
@@ -304,7 +312,7 @@ fn repoint_while_starting(
 
 /// While an operation runs, a leader still publishes its position.
 fn leader_duties_if_any(
-    s: &MemberState,
+    s: &mut MemberState,
     obs: &Observation,
     cfg: &HaConfig,
     f: &Facts,
@@ -313,13 +321,19 @@ fn leader_duties_if_any(
         (Some(view), Some(pg))
             if f.leader_now && !pg.in_recovery && view.leader.as_deref() == Some(&cfg.name) =>
         {
-            leader_duties(s, cfg, view, pg)
+            leader_duties(s, cfg, view, pg, f.now)
         }
         _ => vec![],
     }
 }
 
-fn leader_duties(s: &MemberState, cfg: &HaConfig, view: &DcsView, pg: &RunningPg) -> Vec<Action> {
+fn leader_duties(
+    s: &mut MemberState,
+    cfg: &HaConfig,
+    view: &DcsView,
+    pg: &RunningPg,
+    now: Millis,
+) -> Vec<Action> {
     let mut actions = vec![Action::WriteStatus { optime: pg.lsn }];
     if pg.timeline > 1 && view.last_history_timeline() < pg.timeline - 1 {
         if let Some((timeline, lsn)) = s.promoted_from {
@@ -329,20 +343,7 @@ fn leader_duties(s: &MemberState, cfg: &HaConfig, view: &DcsView, pg: &RunningPg
         }
     }
     if cfg.use_slots {
-        // One slot per member that streams from the leader (not those cascading from a
-        // replica that is a member: that replica keeps their slots).
-        let members = view
-            .members
-            .iter()
-            .filter(|(name, m)| {
-                *name != &cfg.name
-                    && !m
-                        .replicatefrom
-                        .as_deref()
-                        .is_some_and(|up| up != cfg.name && view.members.contains_key(up))
-            })
-            .map(|(name, _)| name.clone())
-            .collect();
+        let members = slot_members(s, cfg, view, now);
         actions.push(Action::SyncSlots { members });
     }
     if cfg.failsafe_mode {
@@ -352,6 +353,36 @@ fn leader_duties(s: &MemberState, cfg: &HaConfig, view: &DcsView, pg: &RunningPg
         }
     }
     actions
+}
+
+/// The members the leader keeps a physical slot for: each member that streams from it (not
+/// those cascading from a replica that is a member: that replica keeps their slots), and each
+/// such member whose key disappeared less than `member_slots_ttl` ago (its replica may come
+/// back after a short absence and stream from where it stopped).
+fn slot_members(s: &mut MemberState, cfg: &HaConfig, view: &DcsView, now: Millis) -> Vec<String> {
+    let present: Vec<String> = view
+        .members
+        .iter()
+        .filter(|(name, m)| {
+            *name != &cfg.name
+                && !m
+                    .replicatefrom
+                    .as_deref()
+                    .is_some_and(|up| up != cfg.name && view.members.contains_key(up))
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &present {
+        s.slot_members_seen.insert(name.clone(), now);
+    }
+    let ttl = cfg.member_slots_ttl_ms;
+    s.slot_members_seen.retain(|name, seen| {
+        name != &cfg.name
+            && (present.contains(name)
+                || (!view.members.contains_key(name) && now.saturating_sub(*seen) < ttl))
+    });
+    // A BTreeMap: sorted, each name once.
+    s.slot_members_seen.keys().cloned().collect()
 }
 
 fn uninitialized(s: &mut MemberState, obs: &Observation) -> Step {
@@ -422,6 +453,10 @@ fn holding_leader_key(
 ) -> Step {
     s.leaderless_since = None;
     s.not_streaming_since = None;
+    s.not_streaming_position = None;
+    s.rewound_for = None;
+    s.reclone_pending = false;
+    s.wal_missing = false;
     if !f.lease_ok {
         return (Reason::LeaderKeyWithoutLease, vec![]);
     }
@@ -433,7 +468,7 @@ fn holding_leader_key(
                 s.promoted_from = None;
             }
             let mut reason = Reason::LeaderHealthy;
-            let mut actions = leader_duties(s, cfg, view, pg);
+            let mut actions = leader_duties(s, cfg, view, pg, f.now);
             if let Some(req) = &view.failover {
                 match switchover::leader_side(cfg, view, pg, req, obs.unix_now_ms) {
                     LeaderSide::HandOver { to } => {
@@ -606,8 +641,14 @@ fn following_pg(
             // switch has not happened yet): it does not count as following.
             let leader_timeline = view.members.get(leader).and_then(|m| m.timeline);
             let on_leader_timeline = leader_timeline.is_none_or(|tl| pg.timeline >= tl);
-            if (pg.streaming && on_leader_timeline) || !leader_running {
+            let following = pg.streaming && on_leader_timeline;
+            if following || !leader_running {
                 s.not_streaming_since = None;
+                s.not_streaming_position = None;
+                if following {
+                    s.rewound_for = None;
+                    s.wal_missing = false;
+                }
                 return (
                     Reason::FollowingLeader {
                         leader: leader.to_string(),
@@ -617,27 +658,73 @@ fn following_pg(
                 );
             }
             let since = *s.not_streaming_since.get_or_insert(f.now);
-            if f.now - since >= cfg.not_streaming_timeout_ms {
-                s.not_streaming_since = None;
-                s.rewind_needed = true;
+            match s.not_streaming_position {
+                Some((lsn, _)) if lsn == pg.lsn => {}
+                _ => s.not_streaming_position = Some((pg.lsn, f.now)),
+            }
+            if f.now - since < cfg.not_streaming_timeout_ms {
                 return (
-                    Reason::NotStreaming {
-                        since_ms: f.now - since,
+                    Reason::FollowingLeader {
+                        leader: leader.to_string(),
+                        upstream,
                     },
-                    vec![Action::Stop {
-                        mode: StopMode::Fast,
-                    }],
+                    vec![],
                 );
             }
+            // Not streaming for the timeout: find out why before doing anything.
+            if let Some(missing) = missing_wal(s, obs, cfg, f, view, pg, leader, &upstream) {
+                s.wal_missing = true;
+                return heal_missing_wal(s, cfg, f, view, leader, missing);
+            }
+            if s.rewound_for == Some((leader.to_string(), leader_timeline)) {
+                // A rewind against this leader already ran and did not make it stream: doing
+                // it again cannot help. Wait (the missing-WAL diagnosis above keeps looking).
+                return (
+                    Reason::NotStreamingAfterRewind {
+                        leader: leader.to_string(),
+                    },
+                    vec![],
+                );
+            }
+            s.not_streaming_since = None;
+            s.not_streaming_position = None;
+            s.rewind_needed = true;
             (
-                Reason::FollowingLeader {
-                    leader: leader.to_string(),
-                    upstream,
+                Reason::NotStreaming {
+                    since_ms: f.now - since,
                 },
-                vec![],
+                vec![Action::Stop {
+                    mode: StopMode::Fast,
+                }],
             )
         }
         LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
+        LocalPg::Stopped { .. } if s.reclone_pending => {
+            s.reclone_pending = false;
+            // Checked again: the sync key may name us by now, or the clone source be gone
+            // (then it starts again as it is and the diagnosis runs once more).
+            if named_synchronous(cfg, view) || !leader_running {
+                s.phase = Phase::Replica;
+                return (
+                    Reason::StartingReplica {
+                        upstream: Some(upstream.clone()),
+                    },
+                    vec![Action::StartReplica {
+                        upstream: Some(upstream),
+                    }],
+                );
+            }
+            s.phase = Phase::Cloning;
+            s.rewind_needed = false;
+            s.prepared_as_replica = false;
+            s.last_reclone_at = Some(f.now);
+            (
+                Reason::MovingAsideForMissingWal,
+                vec![Action::MoveDataAside {
+                    reason: "wal-missing",
+                }],
+            )
+        }
         LocalPg::Stopped { was_primary, .. }
             if (*was_primary && !s.prepared_as_replica) || s.rewind_needed =>
         {
@@ -653,6 +740,8 @@ fn following_pg(
                 s.phase = Phase::Rewinding;
                 s.rewind_needed = false;
                 s.prepared_as_replica = true;
+                let leader_timeline = view.members.get(leader).and_then(|m| m.timeline);
+                s.rewound_for = Some((leader.to_string(), leader_timeline));
                 (
                     Reason::Rewinding {
                         from: leader.to_string(),
@@ -699,12 +788,86 @@ fn following_pg(
             s.phase = Phase::Cloning;
             s.rewind_needed = false;
             s.prepared_as_replica = true;
+            // A new copy has every WAL it needs.
+            s.wal_missing = false;
             (
                 Reason::Cloning { from: from.clone() },
                 vec![Action::Clone { from }],
             )
         }
     }
+}
+
+/// Whether the WAL this replica needs is gone from its upstream (called once it has not
+/// streamed for the timeout): its PostgreSQL logged that the upstream removed the segment it
+/// asked for, or (streaming from the leader) its position has not moved for the timeout and
+/// is older than the oldest WAL the leader still holds.
+#[allow(clippy::too_many_arguments)]
+fn missing_wal(
+    s: &MemberState,
+    obs: &Observation,
+    cfg: &HaConfig,
+    f: &Facts,
+    view: &DcsView,
+    pg: &RunningPg,
+    leader: &str,
+    upstream: &str,
+) -> Option<MissingWal> {
+    if let Some(segment) = &obs.missing_wal_segment {
+        return Some(MissingWal::SegmentRemoved {
+            segment: segment.clone(),
+        });
+    }
+    let oldest = view.leader_oldest_wal?;
+    let (lsn, still_since) = s.not_streaming_position?;
+    let stalled = f.now.saturating_sub(still_since) >= cfg.not_streaming_timeout_ms;
+    (upstream == leader && stalled && lsn == pg.lsn && pg.lsn < oldest)
+        .then_some(MissingWal::BehindLeaderWal { lsn, oldest })
+}
+
+/// The WAL this replica needs is gone: re-clone it (stop now, then move the data directory
+/// aside and clone), unless the archive may still provide the WAL, the `sync` key names it,
+/// automatic re-clones are off, or it was re-cloned automatically less than
+/// `reclone_interval` ago. Waiting never stops PostgreSQL.
+fn heal_missing_wal(
+    s: &mut MemberState,
+    cfg: &HaConfig,
+    f: &Facts,
+    view: &DcsView,
+    leader: &str,
+    missing: MissingWal,
+) -> Step {
+    if cfg.archive_recovery {
+        return (Reason::MissingWalWaitingForArchive(missing), vec![]);
+    }
+    if named_synchronous(cfg, view) {
+        return (Reason::MissingWalKeepingSynchronousData(missing), vec![]);
+    }
+    if !cfg.auto_reclone {
+        return (Reason::MissingWalAutoRecloneOff(missing), vec![]);
+    }
+    if let Some(at) = s.last_reclone_at {
+        let next = at + cfg.reclone_interval_ms;
+        if f.now < next {
+            return (
+                Reason::MissingWalRecloneLater {
+                    missing,
+                    in_ms: next - f.now,
+                },
+                vec![],
+            );
+        }
+    }
+    s.not_streaming_since = None;
+    s.not_streaming_position = None;
+    s.reclone_pending = true;
+    let from = clonefrom_source(cfg, view, leader).unwrap_or_else(|| leader.to_string());
+    (
+        Reason::RecloningForMissingWal { missing, from },
+        vec![Action::Stop {
+            mode: StopMode::Fast,
+        }],
+    )
 }
 
 /// A new replica takes its base backup from a running replica tagged `clonefrom` on the
@@ -748,7 +911,8 @@ fn following(
     leader: &str,
 ) -> Step {
     let (reason, mut actions) = following_pg(s, obs, cfg, f, view, leader);
-    if matches!(obs.pg, LocalPg::Running(_)) {
+    let stopping = actions.iter().any(|a| matches!(a, Action::Stop { .. }));
+    if matches!(obs.pg, LocalPg::Running(_)) && !stopping {
         actions.extend(cascade_slots(cfg, view));
     }
     (reason, actions)
@@ -798,6 +962,9 @@ fn leaderless(
     let since = *s.leaderless_since.get_or_insert(f.now);
     s.restart_deadline = None;
     s.not_streaming_since = None;
+    s.not_streaming_position = None;
+    s.reclone_pending = false;
+    s.wal_missing = false;
     match &obs.pg {
         LocalPg::Running(pg) if !pg.in_recovery && f.failsafe_ok => {
             // A failsafe leader whose lease expired while the DCS was away: nobody else may

@@ -32,7 +32,7 @@ pub use observation::{
     DcsView, FailoverRequest, Initialize, JobKind, JobView, LocalPg, MemberView, Observation,
     PeerView, ReplicaConnection, RunningPg, SyncKey, SyncStandbyNames,
 };
-pub use reason::Reason;
+pub use reason::{MissingWal, Reason};
 pub use state::{MemberState, Phase, PublishedState};
 pub use timeline::{member_timeline, TimelineSource};
 

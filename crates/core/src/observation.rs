@@ -37,6 +37,10 @@ pub struct Observation {
     /// promote (receipt of its `POST /failsafe` plus ttl). A freshly started agent sets it to
     /// its start plus ttl: it may have promised in its previous life and forgotten.
     pub failsafe_promised_until: Option<Millis>,
+    /// Replica: the local PostgreSQL's log says, since the agent last started it and after it
+    /// last started streaming, that its upstream no longer has a WAL segment it asked for
+    /// ("requested WAL segment ... has already been removed"): the segment's name.
+    pub missing_wal_segment: Option<String>,
 }
 
 /// `synchronous_standby_names` as pgbaton writes it: `FIRST n (a, b)`, `ANY n (a, b)` or `*`.
@@ -207,6 +211,9 @@ pub struct DcsView {
     /// The `failsafe` key: the members of the failsafe topology the leader last wrote
     /// (sorted; `None` when absent or unreadable).
     pub failsafe: Option<Vec<String>>,
+    /// Where the oldest WAL segment in the leader's `pg_wal` starts, as the leader last
+    /// published it in `status` (WAL before this position is gone from the leader).
+    pub leader_oldest_wal: Option<Lsn>,
 }
 
 impl DcsView {

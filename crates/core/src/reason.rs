@@ -6,6 +6,39 @@ use crate::election::Candidacy;
 use crate::observation::JobKind;
 use crate::{Lsn, Millis};
 
+/// What shows that the WAL a replica needs is gone from its upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MissingWal {
+    /// Its PostgreSQL logged that the upstream answered "requested WAL segment ... has already
+    /// been removed".
+    SegmentRemoved { segment: String },
+    /// Its position has not moved for the not-streaming timeout and is older than the oldest
+    /// WAL the leader still holds (the leader publishes it in `status`).
+    BehindLeaderWal { lsn: Lsn, oldest: Lsn },
+}
+
+/// `X/X`, as PostgreSQL prints a pg_lsn.
+fn lsn_text(lsn: Lsn) -> String {
+    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
+}
+
+impl fmt::Display for MissingWal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            MissingWal::SegmentRemoved { segment } => write!(
+                f,
+                "its upstream no longer has WAL segment {segment} (PostgreSQL: requested WAL segment has already been removed)"
+            ),
+            MissingWal::BehindLeaderWal { lsn, oldest } => write!(
+                f,
+                "its position {} has not moved and is older than the oldest WAL the leader still holds ({})",
+                lsn_text(*lsn),
+                lsn_text(*oldest)
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Reason {
     /// PostgreSQL runs as a primary without an unexpired lease on the leader key.
@@ -108,6 +141,30 @@ pub enum Reason {
     FormerLeaderStandsAside,
     ClaimingSyncKey,
     KeepingSynchronousData,
+    /// A rewind already ran against this leader and the replica still does not stream, with no
+    /// sign that WAL it needs is gone: waiting, without stopping it again.
+    NotStreamingAfterRewind {
+        leader: String,
+    },
+    /// The WAL the replica needs is gone: stopping it to re-clone.
+    RecloningForMissingWal {
+        missing: MissingWal,
+        from: String,
+    },
+    /// Stopped to re-clone: moving the data directory aside.
+    MovingAsideForMissingWal,
+    /// The WAL is gone but `restore_command` is set: waiting for the archive.
+    MissingWalWaitingForArchive(MissingWal),
+    /// The WAL is gone but the `sync` key names this member: its data is kept.
+    MissingWalKeepingSynchronousData(MissingWal),
+    /// The WAL is gone and `pgbaton.auto_reclone` is off.
+    MissingWalAutoRecloneOff(MissingWal),
+    /// The WAL is gone and this member was re-cloned automatically less than
+    /// `pgbaton.reclone_interval` ago.
+    MissingWalRecloneLater {
+        missing: MissingWal,
+        in_ms: Millis,
+    },
 }
 
 impl fmt::Display for Reason {
@@ -245,6 +302,35 @@ impl fmt::Display for Reason {
             ),
             ClaimingSyncKey => write!(f, "holding the leader key: emptying the sync key before promoting (synchronous mode)"),
             Paused => write!(f, "maintenance mode: no automatic action"),
+            NotStreamingAfterRewind { leader } => write!(
+                f,
+                "replica does not stream from {leader} although pg_rewind ran since it last streamed (nothing to rewind, or it did not help), and nothing shows WAL it needs is gone; waiting without stopping it again (see its PostgreSQL log)"
+            ),
+            RecloningForMissingWal { missing, from } => write!(
+                f,
+                "replica cannot stream: {missing}; stopping it to re-clone from {from} (the data directory is moved aside, not deleted)"
+            ),
+            MovingAsideForMissingWal => write!(
+                f,
+                "the WAL this replica needs is gone from its upstream: moving the data directory aside to re-clone"
+            ),
+            MissingWalWaitingForArchive(missing) => write!(
+                f,
+                "replica cannot stream: {missing}; restore_command is set: waiting for the archive to provide it (no re-clone)"
+            ),
+            MissingWalKeepingSynchronousData(missing) => write!(
+                f,
+                "replica cannot stream: {missing}; the sync key names this member: keeping its data directory until the leader drops it from the key"
+            ),
+            MissingWalAutoRecloneOff(missing) => write!(
+                f,
+                "replica cannot stream: {missing}; pgbaton.auto_reclone is off: re-clone it by hand (pgbaton ctl reinit, or POST /reinitialize)"
+            ),
+            MissingWalRecloneLater { missing, in_ms } => write!(
+                f,
+                "replica cannot stream: {missing}; it was re-cloned automatically less than pgbaton.reclone_interval ago: next automatic re-clone in about {} min",
+                in_ms.div_ceil(60_000)
+            ),
         }
     }
 }

@@ -4,6 +4,7 @@
 //! what cannot be observed (when did the cluster lose its leader, since when does our
 //! replica not stream, how long may we keep restarting a crashed primary).
 
+use std::collections::BTreeMap;
 use std::fmt;
 
 use crate::observation::{JobKind, JobView, LocalPg};
@@ -81,6 +82,22 @@ pub struct MemberState {
     /// changed. A new synchronous standby enters the `sync` key only once it has flushed past
     /// it (so it holds every commit acknowledged before it became synchronous).
     pub sync_changed_at: Option<Lsn>,
+    /// Leader: when it last saw the member key of each member that streams from it. A
+    /// member whose key disappeared keeps its physical slot until `member_slots_ttl` after this.
+    pub slot_members_seen: BTreeMap<String, Millis>,
+    /// Replica not streaming: its position and since when it has not moved.
+    pub not_streaming_position: Option<(Lsn, Millis)>,
+    /// A rewind ran (and did not fail) against this leader on this timeline of its, and the
+    /// replica has not streamed since: rewinding again cannot help (pg_rewind's "no rewind
+    /// required" is no cure for missing WAL).
+    pub rewound_for: Option<(String, Option<u32>)>,
+    /// Stopped because the WAL it needs is gone: move the data directory aside and re-clone.
+    pub reclone_pending: bool,
+    /// When this member last moved its data directory aside for an automatic re-clone.
+    pub last_reclone_at: Option<Millis>,
+    /// The WAL this replica needs is gone from its upstream (published as `WAL missing` until
+    /// it streams again).
+    pub wal_missing: bool,
 }
 
 impl MemberState {
@@ -95,6 +112,12 @@ impl MemberState {
             promoted_from: None,
             halted_because: None,
             sync_changed_at: None,
+            slot_members_seen: BTreeMap::new(),
+            not_streaming_position: None,
+            rewound_for: None,
+            reclone_pending: false,
+            last_reclone_at: None,
+            wal_missing: false,
         }
     }
 }
@@ -117,6 +140,9 @@ pub enum PublishedState {
     Rewinding,
     Promoting,
     Halted,
+    /// A replica whose upstream no longer has the WAL it needs (pgbaton's word: it is
+    /// re-cloned, or waits for the archive, see the agent's log).
+    WalMissing,
 }
 
 impl PublishedState {
@@ -141,6 +167,20 @@ impl PublishedState {
         }
     }
 
+    /// [`PublishedState::derive`] for a member, saying `WAL missing` instead of running,
+    /// starting or stopped while the WAL its replica needs is gone.
+    pub fn of_member(state: &MemberState, pg: &LocalPg, job: &JobView) -> Self {
+        let word = Self::derive(state.phase, pg, job);
+        match word {
+            PublishedState::Running | PublishedState::Starting | PublishedState::Stopped
+                if state.wal_missing =>
+            {
+                PublishedState::WalMissing
+            }
+            other => other,
+        }
+    }
+
     pub fn as_str(&self) -> &'static str {
         match self {
             PublishedState::Running => "running",
@@ -152,6 +192,7 @@ impl PublishedState {
             PublishedState::Rewinding => "running pg_rewind",
             PublishedState::Promoting => "promoting",
             PublishedState::Halted => "halted",
+            PublishedState::WalMissing => "WAL missing",
         }
     }
 }

@@ -54,6 +54,7 @@ fn view(leader: Option<&str>, failsafe: Option<&[&str]>) -> DcsView {
         failover: None,
         sync: None,
         failsafe: failsafe.map(|k| k.iter().map(|s| s.to_string()).collect()),
+        leader_oldest_wal: None,
     }
 }
 
@@ -72,6 +73,7 @@ fn obs(pg: LocalPg, dcs: Option<DcsView>) -> Observation {
         configured_sync: None,
         failsafe_acked_at: None,
         failsafe_promised_until: None,
+        missing_wal_segment: None,
     }
 }
 

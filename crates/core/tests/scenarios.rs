@@ -71,6 +71,7 @@ impl Obs {
                     failover: None,
                     sync: None,
                     failsafe: None,
+                    leader_oldest_wal: None,
                 }),
                 lease_valid_until: Some(103_000),
                 peers: BTreeMap::new(),
@@ -79,6 +80,7 @@ impl Obs {
                 configured_sync: None,
                 failsafe_acked_at: None,
                 failsafe_promised_until: None,
+                missing_wal_segment: None,
             },
         }
     }

@@ -79,6 +79,7 @@ fn view(leader: Option<&str>) -> DcsView {
         failover: None,
         sync: None,
         failsafe: None,
+        leader_oldest_wal: None,
     }
 }
 
@@ -95,6 +96,7 @@ fn obs(pg: LocalPg, view: DcsView) -> Observation {
         configured_sync: None,
         failsafe_acked_at: None,
         failsafe_promised_until: None,
+        missing_wal_segment: None,
     }
 }
 

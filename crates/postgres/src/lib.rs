@@ -16,6 +16,7 @@ mod logical;
 mod lsn;
 mod postmaster;
 mod run;
+mod server_log;
 mod spec;
 mod status;
 
@@ -37,5 +38,6 @@ pub use logical::{
 };
 pub use lsn::{format_lsn, parse_lsn, slot_name_for};
 pub use postmaster::{Postmaster, StopMode};
+pub use server_log::{parse_line, LogEvent, WalLogScanner};
 pub use spec::{Credentials, PgSpec, StandbyConfig, Upstream};
 pub use status::{query_status, PgStatus, ReplicationRow, SlotRow, WalReceiver};

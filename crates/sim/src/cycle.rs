@@ -211,6 +211,8 @@ impl World {
             configured_sync: member.agent.configured_sync.clone(),
             failsafe_acked_at: member.agent.failsafe_acked_at,
             failsafe_promised_until: member.agent.failsafe_promised_until,
+            // WAL recycling is not modelled: no segment an upstream removed.
+            missing_wal_segment: None,
         }
     }
 

@@ -94,6 +94,8 @@ impl Dcs {
             failover: self.failover.clone(),
             sync: self.sync.clone(),
             failsafe: self.failsafe.clone(),
+            // WAL recycling is not modelled: the leader keeps every segment.
+            leader_oldest_wal: None,
         }
     }
 

@@ -448,6 +448,8 @@ impl<D: Dcs> Agent<D> {
             Action::StartReplica { upstream } => {
                 let standby = self.standby_config(upstream.as_deref());
                 self.configured_upstream = upstream.clone();
+                // Only what this start logs counts.
+                self.wal_log = Some(pg::WalLogScanner::from_end(&spec.log_file));
                 self.jobs.start(JobKind::Start, async move {
                     pg::write_config(&spec, &params, &hba, Some(&standby))
                         .map_err(|e| e.to_string())?;

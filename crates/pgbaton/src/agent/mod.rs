@@ -180,6 +180,9 @@ pub struct Agent<D: Dcs> {
     failsafe_acked_at: Option<Millis>,
     /// Failsafe member side, shared with the REST API.
     failsafe_member: failsafe::FailsafeMember,
+    /// Replica: follows PostgreSQL's log since the agent started it, for an upstream saying
+    /// it removed WAL the replica asked for.
+    wal_log: Option<pgbaton_postgres::WalLogScanner>,
 }
 
 impl<D: Dcs> Agent<D> {
@@ -224,6 +227,7 @@ impl<D: Dcs> Agent<D> {
             slots_over_limit: Default::default(),
             failsafe_acked_at: None,
             failsafe_member: failsafe::FailsafeMember::default(),
+            wal_log: None,
             cfg,
         }
     }
@@ -259,6 +263,13 @@ impl<D: Dcs> Agent<D> {
             Ok(Some(pm)) => {
                 tracing::info!(pid = pm.pid(), "adopted a running PostgreSQL");
                 *self.postmaster.lock().await = Some(pm);
+                // What it logged lately still tells whether its upstream lacks WAL.
+                let log = &self.spec.log_file;
+                let len = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
+                self.wal_log = Some(pgbaton_postgres::WalLogScanner::from_offset(
+                    log,
+                    len.saturating_sub(ADOPTED_LOG_TAIL),
+                ));
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot check for a running PostgreSQL"),
@@ -409,6 +420,9 @@ impl<D: Dcs> Agent<D> {
         tracing::info!("stopped");
     }
 }
+
+/// How much of the log of a PostgreSQL the agent adopted at start it reads back.
+const ADOPTED_LOG_TAIL: u64 = 64 << 10;
 
 /// Wake the loop at once when the supervised postmaster exits.
 async fn watch_postmaster(postmaster: SharedPostmaster, wake: Arc<Notify>) {

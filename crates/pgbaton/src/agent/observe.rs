@@ -74,6 +74,10 @@ impl<D: Dcs> Agent<D> {
         if let Some(state) = &dcs {
             self.check_lease_covers_leader_key(state).await;
         }
+        let missing_wal_segment = match (&pg, self.wal_log.as_mut()) {
+            (LocalPg::Running(r), Some(scanner)) if r.in_recovery => scanner.poll(),
+            _ => None,
+        };
         let view = dcs.as_ref().map(view::dcs_view);
         if dcs.is_some() {
             self.cluster = dcs;
@@ -93,6 +97,7 @@ impl<D: Dcs> Agent<D> {
             configured_sync: self.configured_sync.clone(),
             failsafe_acked_at: self.failsafe_acked_at,
             failsafe_promised_until: self.failsafe_promised_until(),
+            missing_wal_segment,
         }
     }
 

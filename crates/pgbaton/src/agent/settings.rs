@@ -62,7 +62,19 @@ pub fn ha_config(cfg: &Config, dynamic: &DynamicConfig) -> HaConfig {
             count: dynamic.synchronous_node_count.max(1),
         },
         failsafe_mode: dynamic.failsafe_mode,
+        member_slots_ttl_ms: secs_to_ms(dynamic.member_slots_ttl),
+        auto_reclone: cfg.pgbaton.auto_reclone,
+        reclone_interval_ms: secs_to_ms(cfg.pgbaton.reclone_interval),
+        archive_recovery: restore_command_set(cfg, dynamic),
     }
+}
+
+/// `restore_command` is set (local or dynamic parameters): a replica can fetch WAL its
+/// upstream no longer has from the archive.
+pub fn restore_command_set(cfg: &Config, dynamic: &DynamicConfig) -> bool {
+    pg_parameters(cfg, dynamic)
+        .get("restore_command")
+        .is_some_and(|v| !v.trim().trim_matches('\'').trim().is_empty())
 }
 
 /// PostgreSQL parameters in force: pgbaton's required defaults, then the DCS's, then the

@@ -134,7 +134,7 @@ impl<D: Dcs> Agent<D> {
         let status = NodeStatus {
             scope: self.cfg.scope.clone(),
             name: self.cfg.name.clone(),
-            state: pgbaton_core::PublishedState::derive(self.state.phase, &obs.pg, &obs.job)
+            state: pgbaton_core::PublishedState::of_member(&self.state, &obs.pg, &obs.job)
                 .as_str()
                 .to_string(),
             pg_running: matches!(obs.pg, LocalPg::Running(_)),

@@ -42,6 +42,7 @@ pub fn dcs_view(state: &ClusterState) -> DcsView {
             quorum: s.value.quorum,
         }),
         failsafe: state.failsafe.as_ref().map(|k| k.keys().cloned().collect()),
+        leader_oldest_wal: state.status.as_ref().and_then(|s| s.oldest_wal_lsn),
     }
 }
 

@@ -1,0 +1,160 @@
+//! Reading the server log for what only the log says: that the upstream of a replica no longer
+//! has the WAL it asks for. The WAL receiver logs
+//!
+//! ```text
+//! FATAL:  could not receive data from WAL stream: ERROR:  requested WAL segment 000000010000000000000003 has already been removed
+//! ```
+//!
+//! each time it tries (every `wal_retrieve_retry_interval`), and
+//! `started streaming WAL from primary at 0/3000000 on timeline 1` when streaming starts.
+//! The scanner reads only what was appended since its last call, so it costs nothing while
+//! the log is quiet. (Messages are matched in English: with a translated `lc_messages` the
+//! agent relies on comparing positions instead.)
+
+use std::fs::File;
+use std::io::{Read, Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+/// Never read more than this much of a log in one call (the newest part counts).
+const MAX_READ: u64 = 4 << 20;
+
+/// Follows one log file from an offset.
+#[derive(Debug, Clone)]
+pub struct WalLogScanner {
+    path: PathBuf,
+    offset: u64,
+    /// The segment the upstream said it removed, unless streaming started after that.
+    missing: Option<String>,
+}
+
+impl WalLogScanner {
+    /// Scan `path` from its current end: what was logged before does not count (call this
+    /// right before starting the server).
+    pub fn from_end(path: &Path) -> Self {
+        let offset = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+        WalLogScanner {
+            path: path.to_path_buf(),
+            offset,
+            missing: None,
+        }
+    }
+
+    /// Scan `path` from `offset`.
+    pub fn from_offset(path: &Path, offset: u64) -> Self {
+        WalLogScanner {
+            path: path.to_path_buf(),
+            offset,
+            missing: None,
+        }
+    }
+
+    /// Read what was appended since the last call; the WAL segment the upstream last said it
+    /// removed, if streaming has not started since. A log that shrank (rotated, truncated) is
+    /// read again from its start.
+    pub fn poll(&mut self) -> Option<String> {
+        let Ok(mut file) = File::open(&self.path) else {
+            return self.missing.clone();
+        };
+        let len = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if len < self.offset {
+            self.offset = 0;
+        }
+        let from = self.offset.max(len.saturating_sub(MAX_READ));
+        if len <= from || file.seek(SeekFrom::Start(from)).is_err() {
+            return self.missing.clone();
+        }
+        let mut bytes = Vec::with_capacity((len - from) as usize);
+        if file.take(len - from).read_to_end(&mut bytes).is_err() {
+            return self.missing.clone();
+        }
+        // Only whole lines: a line still being written is read at the next call.
+        let Some(end) = bytes.iter().rposition(|b| *b == b'\n') else {
+            return self.missing.clone();
+        };
+        self.offset = from + end as u64 + 1;
+        let text = String::from_utf8_lossy(&bytes[..end]);
+        for line in text.lines() {
+            match parse_line(line) {
+                Some(LogEvent::SegmentRemoved(segment)) => self.missing = Some(segment),
+                Some(LogEvent::StreamingStarted) => self.missing = None,
+                None => {}
+            }
+        }
+        self.missing.clone()
+    }
+}
+
+/// What a log line says about streaming.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LogEvent {
+    /// "requested WAL segment <name> has already been removed".
+    SegmentRemoved(String),
+    /// "started streaming WAL from primary at ...".
+    StreamingStarted,
+}
+
+/// The streaming event a line reports, if any.
+pub fn parse_line(line: &str) -> Option<LogEvent> {
+    const REMOVED: &str = "requested WAL segment ";
+    if let Some(at) = line.find(REMOVED) {
+        let rest = &line[at + REMOVED.len()..];
+        let (segment, tail) = rest.split_once(' ')?;
+        let is_segment = segment.len() == 24 && segment.bytes().all(|b| b.is_ascii_hexdigit());
+        return (is_segment && tail.starts_with("has already been removed"))
+            .then(|| LogEvent::SegmentRemoved(segment.to_string()));
+    }
+    line.contains("started streaming WAL from primary")
+        .then_some(LogEvent::StreamingStarted)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    const REMOVED: &str = "2026-11-26 14:50:25.970 UTC [4242] FATAL:  could not receive data from WAL stream: ERROR:  requested WAL segment 000000010000000000000003 has already been removed";
+    const STARTED: &str = "2026-11-26 14:50:26.100 UTC [4243] LOG:  started streaming WAL from primary at 0/3000000 on timeline 1";
+
+    #[test]
+    fn lines_are_recognised() {
+        assert_eq!(
+            parse_line(REMOVED),
+            Some(LogEvent::SegmentRemoved("000000010000000000000003".into()))
+        );
+        assert_eq!(parse_line(STARTED), Some(LogEvent::StreamingStarted));
+        assert_eq!(parse_line("LOG:  database system is ready"), None);
+        assert_eq!(
+            parse_line("ERROR:  requested WAL segment pg_wal/x has already been removed"),
+            None
+        );
+    }
+
+    #[test]
+    fn the_scanner_follows_the_file_and_forgets_a_removal_once_streaming_starts() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("postgresql.log");
+        let mut log = File::create(&path).expect("create log");
+        writeln!(log, "{REMOVED}").expect("write");
+        // Started after that line: it does not count.
+        let mut scanner = WalLogScanner::from_end(&path);
+        assert_eq!(scanner.poll(), None);
+        writeln!(log, "LOG:  entering standby mode").expect("write");
+        write!(log, "{REMOVED}").expect("write");
+        assert_eq!(scanner.poll(), None, "a line being written is not read yet");
+        writeln!(log).expect("write");
+        assert_eq!(scanner.poll().as_deref(), Some("000000010000000000000003"));
+        assert_eq!(
+            scanner.poll().as_deref(),
+            Some("000000010000000000000003"),
+            "remembered while nothing new is logged"
+        );
+        writeln!(log, "{STARTED}").expect("write");
+        assert_eq!(scanner.poll(), None);
+        // A truncated log is read again from its start.
+        drop(log);
+        std::fs::write(&path, format!("{REMOVED}\n")).expect("truncate");
+        assert_eq!(scanner.poll().as_deref(), Some("000000010000000000000003"));
+        let mut from_start = WalLogScanner::from_offset(&path, 0);
+        assert!(from_start.poll().is_some());
+    }
+}
