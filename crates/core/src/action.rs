@@ -39,7 +39,9 @@ pub enum Action {
     ReleaseLeader,
     /// Leader: publish its current WAL position in `status`.
     WriteStatus { optime: Lsn },
-    /// Leader: append a row to `history` for the timeline it promoted from.
+    /// Leader: write `history` as its own timeline history says: the row for the timeline
+    /// it promoted from (`lsn`: where it saw that timeline end, 0 when unknown; the history
+    /// file is authoritative) and the rows before it, replacing rows of another branch.
     AppendHistory { timeline: u32, lsn: Lsn },
     /// Leader: write the `sync` key (compare-and-swap on its revision).
     WriteSync {

@@ -335,12 +335,18 @@ fn leader_duties(
     now: Millis,
 ) -> Vec<Action> {
     let mut actions = vec![Action::WriteStatus { optime: pg.lsn }];
-    if pg.timeline > 1 && view.last_history_timeline() < pg.timeline - 1 {
-        if let Some((timeline, lsn)) = s.promoted_from {
-            if timeline < pg.timeline {
-                actions.push(Action::AppendHistory { timeline, lsn });
-            }
-        }
+    // The key lacks our promotion, or records a timeline as new as ours: it describes
+    // another branch (PostgreSQL reuses a timeline number when the leader that used it was
+    // lost with its history), and would keep every replica of ours from racing. The agent
+    // writes the key from our history file either way.
+    let key_behind = view.last_history_timeline() < pg.timeline - 1;
+    let key_from_another_branch = view.last_history_timeline() >= pg.timeline;
+    if pg.timeline > 1 && (key_behind || key_from_another_branch) {
+        let (timeline, lsn) = s
+            .promoted_from
+            .filter(|(t, _)| *t < pg.timeline)
+            .unwrap_or((pg.timeline - 1, 0));
+        actions.push(Action::AppendHistory { timeline, lsn });
     }
     if cfg.use_slots {
         let members = slot_members(s, cfg, view, now);

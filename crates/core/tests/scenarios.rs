@@ -901,3 +901,46 @@ fn a_starting_replica_follows_a_leader_change_without_waiting_for_the_start() {
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
     assert_eq!(pg_actions(&d), vec![]);
 }
+
+fn primary_on(timeline: u32, lsn: Lsn) -> LocalPg {
+    let mut pg = primary(lsn);
+    if let LocalPg::Running(r) = &mut pg {
+        r.timeline = timeline;
+    }
+    pg
+}
+
+#[test]
+fn a_leader_rewrites_a_history_key_that_records_its_own_timeline_number() {
+    // The key says timelines 1 and 2 ended (the cluster reached 3), but we lead on a
+    // timeline 2 of our own (PostgreSQL reused the number after the leader of the other
+    // timeline 2 and 3 was lost): the key describes another branch and would keep our
+    // replicas from racing. We write it from our history file.
+    let mut obs = Obs::new(primary_on(2, 9000)).leader(ME).build();
+    let dcs = obs.dcs.as_mut().unwrap();
+    dcs.history.insert(1, 500);
+    dcs.history.insert(2, 1000);
+    let state = MemberState {
+        phase: Phase::Leader,
+        ..MemberState::new()
+    };
+    let d = decide(&state, &obs, &cfg());
+    assert!(
+        d.actions
+            .iter()
+            .any(|a| matches!(a, Action::AppendHistory { timeline: 1, .. })),
+        "{:?}",
+        d.actions
+    );
+    // A key that matches (timeline 1 ended, we are on 2) is left alone.
+    let mut obs = Obs::new(primary_on(2, 9000)).leader(ME).build();
+    obs.dcs.as_mut().unwrap().history.insert(1, 500);
+    let d = decide(&state, &obs, &cfg());
+    assert!(
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::AppendHistory { .. })),
+        "{:?}",
+        d.actions
+    );
+}

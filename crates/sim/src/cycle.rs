@@ -357,10 +357,20 @@ impl World {
                         ),
                     );
                 }
-                self.dcs
-                    .history
-                    .entry(*timeline)
-                    .or_insert(switch.unwrap_or(*lsn));
+                // The whole key from the data directory's history, as the agent writes it
+                // from its history file (rows of another branch replaced).
+                let data_history = self.members[m]
+                    .pg
+                    .data
+                    .as_ref()
+                    .map(|d| d.history.clone())
+                    .unwrap_or_default();
+                if !data_history.is_empty() {
+                    self.dcs.history = data_history.into_iter().collect();
+                } else if *lsn != 0 {
+                    self.dcs.history.retain(|t, _| *t < *timeline);
+                    self.dcs.history.insert(*timeline, switch.unwrap_or(*lsn));
+                }
             }
             Action::WriteSync { members, quorum } => {
                 self.write_sync(m, members, *quorum);

@@ -29,11 +29,6 @@ const KNOWN_CORE_BUG_SEEDS: &[(u64, ViolationKind)] = &[
     (1698, Leaderless),
     (1699, Leaderless),
     (1730, Leaderless),
-    // A member that never saw timeline N promotes and reuses number N (PostgreSQL without a
-    // WAL archive); the leader does not rewrite the `history` key, which still says where the
-    // abandoned timeline N ended, so once it is lost every replica is "on an older timeline
-    // than the cluster's 3" and none races (leaderless for good).
-    (755, Leaderless),
     // Failsafe mode: the leader m2, stopped (SIGSTOP) for seconds, resumes and asks the
     // members of its stale view (m1 only) to acknowledge it; m1, which follows the new leader
     // m3, accepts, and m2 keeps a primary with a failsafe right while m3 holds the lease.

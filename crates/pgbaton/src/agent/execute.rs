@@ -33,23 +33,70 @@ impl<D: Dcs> Agent<D> {
     }
 
     /// Where `timeline` ended and why, from the current timeline's history file.
-    fn switch_point(&self, timeline: u32, seen_before_promoting: u64) -> (u64, String) {
-        let fallback = (
-            seen_before_promoting,
-            "no recovery target specified".to_string(),
-        );
-        let Some(current) = self.last_pg_status.as_ref().map(|s| s.timeline) else {
-            return fallback;
-        };
+    /// The `history` key as this leader's own history file tells it: every timeline that
+    /// ended on the way to ours, where and why. Entries the key already has for the same
+    /// switch keep their timestamp and new leader; the promotion that made us gets now and
+    /// our name. Entries from another branch (a timeline number PostgreSQL reused after a
+    /// leader without archive was lost) are replaced, never left to hold the election back.
+    /// Without a readable history file: the key's entries before our timeline plus the
+    /// position seen before promoting (`None` when even that is unknown).
+    fn history_to_write(
+        &self,
+        existing: &[HistoryEntry],
+        timeline: u32,
+        seen_before_promoting: u64,
+        name: &str,
+    ) -> Option<Vec<HistoryEntry>> {
+        let now = || Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
+        let current = self.last_pg_status.as_ref().map(|s| s.timeline)?;
         match pg::read_timeline_history(&self.spec.data_dir, current) {
-            Ok(lines) => lines
-                .into_iter()
-                .find(|l| l.timeline == timeline)
-                .map(|l| (l.switch_lsn, l.reason))
-                .unwrap_or(fallback),
-            Err(e) => {
-                tracing::warn!(error = %e, "history file unreadable; recording the position seen before promoting");
-                fallback
+            Ok(lines) if !lines.is_empty() => Some(
+                lines
+                    .into_iter()
+                    .map(|l| {
+                        let kept = existing
+                            .iter()
+                            .find(|h| h.timeline == l.timeline && h.lsn == l.switch_lsn);
+                        let ours = l.timeline == timeline;
+                        HistoryEntry {
+                            timeline: l.timeline,
+                            lsn: l.switch_lsn,
+                            reason: l.reason,
+                            timestamp: kept.and_then(|h| h.timestamp.clone()).or_else(|| {
+                                if ours {
+                                    now()
+                                } else {
+                                    None
+                                }
+                            }),
+                            new_leader: kept
+                                .and_then(|h| h.new_leader.clone())
+                                .or_else(|| ours.then(|| name.to_string())),
+                        }
+                    })
+                    .collect(),
+            ),
+            result => {
+                if let Err(e) = result {
+                    tracing::warn!(error = %e, "history file unreadable; recording the position seen before promoting");
+                }
+                if seen_before_promoting == 0 {
+                    return None;
+                }
+                let mut history: Vec<HistoryEntry> = existing
+                    .iter()
+                    .filter(|h| h.timeline < current && h.timeline != timeline)
+                    .cloned()
+                    .collect();
+                history.push(HistoryEntry {
+                    timeline,
+                    lsn: seen_before_promoting,
+                    reason: "no recovery target specified".to_string(),
+                    timestamp: now(),
+                    new_leader: Some(name.to_string()),
+                });
+                history.sort_by_key(|h| h.timeline);
+                Some(history)
             }
         }
     }
@@ -109,26 +156,15 @@ impl<D: Dcs> Agent<D> {
                 bounded(timeout, dcs.set_status(&status)).await?;
             }
             Action::AppendHistory { timeline, lsn } => {
-                let mut history = self
+                let existing = self
                     .cluster
                     .as_ref()
                     .map(|c| c.history.clone())
                     .unwrap_or_default();
-                if history.iter().all(|h| h.timeline != *timeline) {
-                    // Where the timeline really ended is in the new timeline's history file;
-                    // the position seen before promoting is only the fallback.
-                    let (lsn, reason) = self.switch_point(*timeline, *lsn);
-                    history.push(HistoryEntry {
-                        timeline: *timeline,
-                        lsn,
-                        reason,
-                        timestamp: Some(
-                            chrono::Utc::now()
-                                .to_rfc3339_opts(chrono::SecondsFormat::Micros, false),
-                        ),
-                        new_leader: Some(name.clone()),
-                    });
-                    bounded(timeout, dcs.set_history(&history)).await?;
+                if let Some(history) = self.history_to_write(&existing, *timeline, *lsn, &name) {
+                    if history != existing {
+                        bounded(timeout, dcs.set_history(&history)).await?;
+                    }
                 }
             }
             Action::WriteSync { members, quorum } => {
