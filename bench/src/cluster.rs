@@ -216,18 +216,24 @@ impl LocalCluster {
     }
 
     /// A planned switchover with `pgbaton ctl switchover --force`; returns its output.
-    pub async fn switchover(&self, leader: &str, candidate: &str) -> Result<String, ClusterError> {
-        let output = tokio::process::Command::new(&self.spec.pgbaton)
-            .arg("ctl")
+    /// Without a candidate, `ctl` leaves the choice to the cluster.
+    pub async fn switchover(
+        &self,
+        leader: &str,
+        candidate: Option<&str>,
+    ) -> Result<String, ClusterError> {
+        let mut cmd = tokio::process::Command::new(&self.spec.pgbaton);
+        cmd.arg("ctl")
             .arg("--dcs")
             .arg(format!("127.0.0.1:{}", self.spec.base_port))
-            .args(["--scope", "local", "switchover", "--leader", leader])
-            .args(["--candidate", candidate, "--force"])
-            .kill_on_drop(true)
-            .output();
+            .args(["--scope", "local", "switchover", "--leader", leader]);
+        if let Some(c) = candidate {
+            cmd.args(["--candidate", c]);
+        }
+        let output = cmd.arg("--force").kill_on_drop(true).output();
         let failed = |output: String| ClusterError::Switchover {
             leader: leader.to_string(),
-            candidate: candidate.to_string(),
+            candidate: candidate.unwrap_or("(none named)").to_string(),
             output,
         };
         let output = tokio::time::timeout(Duration::from_secs(60), output)

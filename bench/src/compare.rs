@@ -18,8 +18,15 @@ use crate::scenario::{self, AgentMemory, RunError, RunResult};
 use crate::target::{System, Target};
 use crate::writer;
 
-/// The order scenarios run in on each cluster (the node crash last: it costs a restart).
-pub const SCENARIOS: [Crash; 3] = [Crash::Switchover, Crash::Postmaster, Crash::Node];
+/// The order scenarios run in on each cluster (node crashes last: they cost a restart).
+pub const SCENARIOS: [Crash; 6] = [
+    Crash::Switchover,
+    Crash::SwitchoverNocandidate,
+    Crash::Postmaster,
+    Crash::Node,
+    Crash::SwitchoverThenNode,
+    Crash::NodeTwice,
+];
 
 /// `SCENARIOS` restricted to `chosen`, in the canonical order.
 pub fn scenarios(chosen: &[Crash]) -> Vec<Crash> {
@@ -47,6 +54,10 @@ pub struct ComparePlan {
     /// Runs for Patroni profiles with ttl >= 30 (slow: the lease alone is 30 s).
     pub slow_runs: usize,
     pub members: u8,
+    /// How long a pgbaton node stays down after a crash (None: 2 × ttl + 10 s).
+    pub restart_delay: Option<f64>,
+    /// How long a run waits for the first write after the event (None: 3 × ttl + 60 s).
+    pub window_limit: Option<Duration>,
 }
 
 /// Everything `compare` measured.
@@ -95,12 +106,12 @@ pub async fn run(plan: &ComparePlan, out: &mut Comparison) {
             base_port: plan.base_port + profile.port_offset(),
             members: plan.members,
             profile,
-            restart_delay: profile.restart_delay(),
+            restart_delay: plan.restart_delay.unwrap_or(profile.restart_delay()),
             synchronous: "off",
         };
         let outcome = async {
             let cluster = LocalCluster::start(spec).await?;
-            measure(&cluster, &plan.scenarios, plan.runs, &mut next_run, out).await
+            measure(&cluster, plan, plan.runs, &mut next_run, out).await
         }
         .await;
         if let Err(e) = outcome {
@@ -125,7 +136,7 @@ pub async fn run(plan: &ComparePlan, out: &mut Comparison) {
         };
         let outcome = async {
             let cluster = PatroniCluster::start(spec).await?;
-            measure(&cluster, &plan.scenarios, runs, &mut next_run, out).await
+            measure(&cluster, plan, runs, &mut next_run, out).await
         }
         .await;
         if let Err(e) = outcome {
@@ -143,15 +154,35 @@ fn note_error(out: &mut Comparison, system: System, profile: Profile, e: Compare
 /// Every scenario on one cluster, then every live agent's memory.
 async fn measure<T: Target>(
     target: &T,
-    chosen: &[Crash],
+    plan: &ComparePlan,
     runs: usize,
     next_run: &mut i32,
     out: &mut Comparison,
 ) -> Result<(), CompareError> {
     let leader = target.wait_whole(Duration::from_secs(240)).await?;
-    writer::create_table(&target.write_endpoints(&leader)).await?;
-    for crash in scenarios(chosen) {
-        scenario::crash_runs(target, crash, runs, next_run, &mut out.runs).await?;
+    // Behind HAProxy the write port opens only once the checks saw the leader up (seed
+    // checks: rise 2 × inter 3 s), which can be after the member table is whole.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match writer::create_table(&target.write_endpoints(&leader)).await {
+            Ok(()) => break,
+            Err(e) if std::time::Instant::now() < deadline => {
+                tracing::info!("creating the bench table: {e}; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    for crash in scenarios(&plan.scenarios) {
+        scenario::crash_runs(
+            target,
+            crash,
+            runs,
+            plan.window_limit,
+            next_run,
+            &mut out.runs,
+        )
+        .await?;
     }
     target.wait_whole(target.whole_limit()).await?;
     for member in target.members() {
@@ -189,6 +220,10 @@ mod tests {
         assert_eq!(
             scenarios(&[Crash::Node, Crash::Switchover]),
             vec![Crash::Switchover, Crash::Node]
+        );
+        assert_eq!(
+            scenarios(&[Crash::NodeTwice, Crash::SwitchoverThenNode]),
+            vec![Crash::SwitchoverThenNode, Crash::NodeTwice]
         );
         assert!(scenarios(&[]).is_empty());
     }

@@ -10,7 +10,7 @@ use crate::target::Target;
 
 /// What happens to the leader.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum Crash {
     /// The whole node: SIGKILL to the agent and to the postmaster's process group (the
     /// postmaster and every backend), as when the machine dies.
@@ -19,6 +19,14 @@ pub enum Crash {
     Postmaster,
     /// No crash: a planned switchover to a replica with the tool's CLI.
     Switchover,
+    /// A planned switchover without a named candidate (the tool picks one).
+    SwitchoverNocandidate,
+    /// A planned switchover to a named candidate, then, 3 s after the new leader took its
+    /// first write, a node crash of that new leader: the window of the crash.
+    SwitchoverThenNode,
+    /// A node crash, then, 10 s after the new leader took its first write, a node crash of
+    /// that one too: the window of the second crash.
+    NodeTwice,
 }
 
 impl Crash {
@@ -27,7 +35,28 @@ impl Crash {
             Crash::Node => "node",
             Crash::Postmaster => "postmaster",
             Crash::Switchover => "switchover",
+            Crash::SwitchoverNocandidate => "switchover-nocandidate",
+            Crash::SwitchoverThenNode => "switchover-then-node",
+            Crash::NodeTwice => "node-twice",
         }
+    }
+
+    /// The event measured is a planned switchover.
+    pub fn is_switchover(self) -> bool {
+        matches!(self, Crash::Switchover | Crash::SwitchoverNocandidate)
+    }
+
+    /// The event measured is a node crash (the crashed member must come back afterwards).
+    pub fn is_node_crash(self) -> bool {
+        matches!(
+            self,
+            Crash::Node | Crash::SwitchoverThenNode | Crash::NodeTwice
+        )
+    }
+
+    /// The measured crash follows an earlier leader change within seconds.
+    pub fn is_succession(self) -> bool {
+        matches!(self, Crash::SwitchoverThenNode | Crash::NodeTwice)
     }
 }
 
@@ -40,12 +69,17 @@ pub enum CrashError {
         member: String,
         source: nix::Error,
     },
-    #[error("a switchover is not a crash: use the switchover scenario")]
+    #[error("only a node or postmaster crash can be inflicted at once")]
     NotACrash,
 }
 
 /// Crash `member`: every kill signal is sent back to back, the pids read beforehand.
-pub async fn inflict<T: Target>(target: &T, member: &str, crash: Crash) -> Result<(), RunError> {
+/// Returns when the first signal was sent: the event the window is measured from.
+pub async fn inflict<T: Target>(
+    target: &T,
+    member: &str,
+    crash: Crash,
+) -> Result<std::time::Instant, RunError> {
     let postmaster = target.postmaster_pid(member)?;
     let signal = |what: &'static str, pid: i32| {
         kill(Pid::from_raw(pid), Signal::SIGKILL).map_err(|source| CrashError::Kill {
@@ -66,11 +100,45 @@ pub async fn inflict<T: Target>(target: &T, member: &str, crash: Crash) -> Resul
                 .ok()
                 .filter(|g| Some(*g) != ours && *g > 1)
                 .unwrap_or(postmaster);
+            let at = std::time::Instant::now();
             signal("the agent", agent)?;
             signal("the postmaster's process group", -group)?;
+            Ok(at)
         }
-        Crash::Postmaster => signal("the postmaster", postmaster)?,
-        Crash::Switchover => return Err(CrashError::NotACrash.into()),
+        Crash::Postmaster => {
+            let at = std::time::Instant::now();
+            signal("the postmaster", postmaster)?;
+            Ok(at)
+        }
+        Crash::Switchover
+        | Crash::SwitchoverNocandidate
+        | Crash::SwitchoverThenNode
+        | Crash::NodeTwice => Err(CrashError::NotACrash.into()),
     }
-    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::ValueEnum;
+
+    #[test]
+    fn names_are_the_command_line_values() {
+        for c in Crash::value_variants() {
+            let parsed = Crash::from_str(c.name(), false).expect("parses");
+            assert_eq!(parsed, *c);
+            assert_eq!(
+                serde_json::to_string(c).expect("json"),
+                format!("\"{}\"", c.name())
+            );
+        }
+    }
+
+    #[test]
+    fn kinds() {
+        assert!(Crash::SwitchoverNocandidate.is_switchover());
+        assert!(!Crash::SwitchoverThenNode.is_switchover());
+        assert!(Crash::NodeTwice.is_node_crash() && Crash::NodeTwice.is_succession());
+        assert!(!Crash::Postmaster.is_node_crash());
+    }
 }

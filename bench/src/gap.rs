@@ -51,6 +51,17 @@ pub fn longest_gap(acks: &[Ack], event: Instant) -> Option<Duration> {
     times.windows(2).map(|w| w[1] - w[0]).max()
 }
 
+/// The acknowledgement that ends [`longest_gap`]: the first write after the hole.
+pub fn after_longest_gap(acks: &[Ack], event: Instant) -> Option<&Ack> {
+    let start = acks.iter().filter(|a| a.sent < event).map(|a| a.at).max()?;
+    let mut later: Vec<&Ack> = acks.iter().filter(|a| a.at >= start).collect();
+    later.sort_by_key(|a| a.at);
+    later
+        .windows(2)
+        .max_by_key(|w| w[1].at - w[0].at)
+        .map(|w| w[1])
+}
+
 /// True when the last `n` acknowledged writes all went to `member` and the newest is at
 /// most `fresh` old: the client writes steadily to the leader.
 pub fn steady_on(acks: &[Ack], member: &str, n: usize, fresh: Duration) -> bool {
@@ -81,6 +92,7 @@ mod tests {
             at: t0 + Duration::from_millis(ms),
             member: member.into(),
             seq,
+            port: None,
         }
     }
 
@@ -120,6 +132,29 @@ mod tests {
         let first = measure(&acks, event).expect("both sides");
         assert_eq!(first.gap, Duration::from_millis(50));
         assert_eq!(longest_gap(&acks[..2], event), None);
+    }
+
+    #[test]
+    fn the_write_after_the_hole_names_who_took_over() {
+        let t0 = Instant::now();
+        let acks = vec![
+            ack(t0, 0, "node2", 1),
+            // Begun just as the kill went out, still answered by the dying leader.
+            ack(t0, 53, "node2", 2),
+            ack(t0, 31000, "node1", 3),
+            ack(t0, 31050, "node1", 4),
+        ];
+        let event = t0 + Duration::from_millis(50);
+        assert_eq!(
+            after_longest_gap(&acks, event).map(|a| a.seq),
+            Some(3),
+            "not the write that slipped in at the kill"
+        );
+        assert_eq!(
+            measure(&acks, event).map(|g| g.member_after),
+            Some("node2".into())
+        );
+        assert!(after_longest_gap(&acks[..1], event).is_none());
     }
 
     #[test]

@@ -20,6 +20,7 @@ mod profile;
 mod report;
 mod scenario;
 mod stats;
+mod succession;
 mod sync_overhead;
 mod target;
 mod writer;
@@ -84,13 +85,21 @@ enum Command {
         /// Which tools to measure.
         #[arg(long, value_delimiter = ',', default_value = "pgbaton,patroni")]
         systems: Vec<target::System>,
-        /// Which scenarios (run in the order switchover, postmaster, node).
+        /// Which scenarios (run in the order switchover, switchover-nocandidate, postmaster,
+        /// node, switchover-then-node, node-twice). switchover-then-node: a switchover to a
+        /// named candidate, then a node crash of the new leader 3 s after its first write;
+        /// node-twice: a node crash, then one of the new leader 10 s after its first write.
         #[arg(
             long,
             value_delimiter = ',',
             default_value = "switchover,postmaster,node"
         )]
         scenarios: Vec<Crash>,
+        /// Seconds a run waits for the first write after the event before recording "no
+        /// write" (default 3 × ttl + 60). The run then waits up to 600 s more for a
+        /// leader, for the next run, and records when the member table showed one.
+        #[arg(long)]
+        window_limit: Option<f64>,
     },
 }
 
@@ -225,6 +234,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             patroni_base_port,
             systems,
             scenarios,
+            window_limit,
         } => {
             let plan = compare::ComparePlan {
                 pgbaton: pgbaton.clone(),
@@ -238,6 +248,8 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                 scenarios,
                 slow_runs,
                 members: opts.members,
+                restart_delay: opts.restart_delay,
+                window_limit: window_limit.map(Duration::from_secs_f64),
             };
             patroni::check_binaries()?;
             let mut out = compare::Comparison::default();
@@ -287,6 +299,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                     &cluster,
                     Crash::Node,
                     opts.runs,
+                    None,
                     &mut next_run,
                     &mut report.runs,
                 )
@@ -297,6 +310,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                     &cluster,
                     Crash::Postmaster,
                     opts.runs,
+                    None,
                     &mut next_run,
                     &mut report.runs,
                 )
@@ -307,6 +321,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
                     &cluster,
                     Crash::Switchover,
                     opts.runs,
+                    None,
                     &mut next_run,
                     &mut report.runs,
                 )

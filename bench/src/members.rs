@@ -12,6 +12,19 @@ pub struct MemberRow {
     pub role: String,
     #[serde(rename = "State")]
     pub state: String,
+    /// The member's timeline, when it publishes one.
+    #[serde(rename = "TL", default, deserialize_with = "lenient_u64")]
+    pub tl: Option<u64>,
+}
+
+/// A number, or None for anything else (an empty string, null).
+fn lenient_u64<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<u64>, D::Error> {
+    let v = serde_json::Value::deserialize(d)?;
+    Ok(match v {
+        serde_json::Value::Number(n) => n.as_u64(),
+        serde_json::Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    })
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +77,17 @@ mod tests {
         assert_eq!(rows.len(), 3);
         assert_eq!(rows[1].member, "node2");
         assert_eq!(rows[1].role, "Leader");
+        assert_eq!(rows[1].tl, Some(2));
+    }
+
+    #[test]
+    fn a_missing_or_empty_timeline_is_none() {
+        let rows = parse(
+            r#"[{"Member": "node1", "Role": "Replica", "State": "stopped", "TL": ""}, {"Member": "node2", "Role": "Leader", "State": "running"}]"#,
+        )
+        .expect("valid json");
+        assert_eq!(rows[0].tl, None);
+        assert_eq!(rows[1].tl, None);
     }
 
     #[test]

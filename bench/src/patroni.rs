@@ -510,15 +510,14 @@ impl Target for PatroniCluster {
         Ok(self.start_agent(member)?)
     }
 
-    async fn switchover(&self, leader: &str, candidate: &str) -> Result<String, RunError> {
-        let args = [
-            "switchover",
-            "--leader",
-            leader,
-            "--candidate",
-            candidate,
-            "--force",
-        ];
+    async fn switchover(&self, leader: &str, candidate: Option<&str>) -> Result<String, RunError> {
+        // Without --candidate, patronictl 3.0.2 with --force sends no candidate and Patroni
+        // picks the healthiest replica itself.
+        let mut args = vec!["switchover", "--leader", leader];
+        if let Some(c) = candidate {
+            args.extend(["--candidate", c]);
+        }
+        args.push("--force");
         let out = self.patronictl(&args).await?;
         if !out.contains("Successfully switched over") {
             return Err(PatroniError::Ctl {
@@ -528,6 +527,10 @@ impl Target for PatroniCluster {
             .into());
         }
         Ok(out)
+    }
+
+    async fn list(&self) -> Result<Vec<MemberRow>, RunError> {
+        Ok(PatroniCluster::list(self).await?)
     }
 
     fn agent_log(&self, member: &str) -> (PathBuf, &'static str) {

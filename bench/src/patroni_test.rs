@@ -62,9 +62,16 @@ async fn patroni_cluster_behind_haproxy_switches_over_and_cleans_up() {
 
     let mut results = Vec::new();
     let mut next_run = 0;
-    scenario::crash_runs(&cluster, Crash::Switchover, 1, &mut next_run, &mut results)
-        .await
-        .expect("one switchover run");
+    scenario::crash_runs(
+        &cluster,
+        Crash::Switchover,
+        1,
+        None,
+        &mut next_run,
+        &mut results,
+    )
+    .await
+    .expect("one switchover run");
     let r = &results[0];
     assert!(r.gap_s.is_some(), "no write after the switchover: {r:?}");
     assert_eq!(r.old_leader_streams, Some(true), "{r:?}");

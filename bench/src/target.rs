@@ -8,6 +8,7 @@ use std::time::Duration;
 use serde::Serialize;
 
 use crate::cluster::LocalCluster;
+use crate::members::MemberRow;
 use crate::profile::Profile;
 use crate::scenario::RunError;
 use crate::writer::Endpoint;
@@ -53,9 +54,11 @@ pub trait Target {
     /// After a node crash: bring the member's agent back (pgbaton's supervisor does it by
     /// itself after its restart delay; Patroni has none here, so the bench restarts it).
     async fn revive(&self, member: &str) -> Result<(), RunError>;
-    /// A planned switchover from `leader` to `candidate` with the tool's CLI; returns its
-    /// output once the CLI says the switchover happened.
-    async fn switchover(&self, leader: &str, candidate: &str) -> Result<String, RunError>;
+    /// A planned switchover from `leader` to `candidate` (None: the tool picks) with the
+    /// tool's CLI; returns its output once the CLI says the switchover happened.
+    async fn switchover(&self, leader: &str, candidate: Option<&str>) -> Result<String, RunError>;
+    /// The member table (`ctl list` / `patronictl list`).
+    async fn list(&self) -> Result<Vec<MemberRow>, RunError>;
     /// The member's agent log and the text that shows a pg_rewind ran in it.
     fn agent_log(&self, member: &str) -> (PathBuf, &'static str);
 }
@@ -108,8 +111,12 @@ impl Target for LocalCluster {
         Ok(())
     }
 
-    async fn switchover(&self, leader: &str, candidate: &str) -> Result<String, RunError> {
+    async fn switchover(&self, leader: &str, candidate: Option<&str>) -> Result<String, RunError> {
         Ok(LocalCluster::switchover(self, leader, candidate).await?)
+    }
+
+    async fn list(&self) -> Result<Vec<MemberRow>, RunError> {
+        Ok(LocalCluster::list(self).await?)
     }
 
     fn agent_log(&self, member: &str) -> (PathBuf, &'static str) {

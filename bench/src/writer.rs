@@ -37,6 +37,9 @@ pub struct Ack {
     pub member: String,
     /// The write's sequence number within its run (one per 50 ms tick).
     pub seq: i64,
+    /// The port of the PostgreSQL that took the write (`inet_server_port()`): the member
+    /// behind a proxy too. None if the answer did not say.
+    pub port: Option<u16>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +102,28 @@ pub async fn execute(client: &Client, member: &str, sql: &str) -> Result<(), Wri
             source,
         })?;
     Ok(())
+}
+
+/// Run one INSERT ... RETURNING inet_server_port() with the operation timeout; returns the
+/// port of the PostgreSQL that took it.
+async fn insert(client: &Client, member: &str, sql: &str) -> Result<Option<u16>, WriteError> {
+    let messages = tokio::time::timeout(OP_TIMEOUT, client.simple_query(sql))
+        .await
+        .map_err(|_| WriteError::Timeout {
+            member: member.to_string(),
+        })?
+        .map_err(|source| WriteError::Statement {
+            member: member.to_string(),
+            source,
+        })?;
+    Ok(messages.iter().find_map(|m| match m {
+        tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).and_then(parse_port),
+        _ => None,
+    }))
+}
+
+fn parse_port(text: &str) -> Option<u16> {
+    text.trim().parse().ok()
 }
 
 /// Create the bench table on whichever member accepts writes.
@@ -219,12 +244,13 @@ struct Log {
 }
 
 impl Log {
-    fn ack(&self, member: &str, seq: i64, sent: Instant) {
+    fn ack(&self, member: &str, seq: i64, sent: Instant, port: Option<u16>) {
         let ack = Ack {
             sent,
             at: Instant::now(),
             member: member.to_string(),
             seq,
+            port,
         };
         match self.acks.lock() {
             Ok(mut acks) => acks.push(ack),
@@ -265,9 +291,9 @@ async fn write_loop(
         if let Some((i, client)) = &current {
             let member = &endpoints[*i].member;
             let sent = Instant::now();
-            match execute(client, member, &insert_sql(run, seq, member)).await {
-                Ok(()) => {
-                    log.ack(member, seq, sent);
+            match insert(client, member, &insert_sql(run, seq, member)).await {
+                Ok(port) => {
+                    log.ack(member, seq, sent, port);
                     continue;
                 }
                 Err(e) => {
@@ -283,17 +309,17 @@ async fn write_loop(
             let sent = Instant::now();
             let attempt = async {
                 let client = connect(endpoint).await?;
-                execute(
+                let port = insert(
                     &client,
                     &endpoint.member,
                     &insert_sql(run, seq, &endpoint.member),
                 )
                 .await?;
-                Ok::<_, WriteError>(client)
+                Ok::<_, WriteError>((client, port))
             };
             match attempt.await {
-                Ok(client) => {
-                    log.ack(&endpoint.member, seq, sent);
+                Ok((client, port)) => {
+                    log.ack(&endpoint.member, seq, sent, port);
                     preferred = i;
                     current = Some((i, client));
                     break;
@@ -311,7 +337,10 @@ async fn write_loop(
 fn insert_sql(run: i32, seq: i64, member: &str) -> String {
     // Member names come from our own cluster (node1..node9); quote them anyway.
     let member = member.replace('\'', "''");
-    format!("INSERT INTO {TABLE} (run, seq, member) VALUES ({run}, {seq}, '{member}')")
+    format!(
+        "INSERT INTO {TABLE} (run, seq, member) VALUES ({run}, {seq}, '{member}') \
+         RETURNING inet_server_port()"
+    )
 }
 
 #[cfg(test)]
@@ -322,7 +351,14 @@ mod tests {
     fn insert_quotes_the_member_name() {
         assert_eq!(
             insert_sql(2, 7, "no'de"),
-            "INSERT INTO pgbaton_bench (run, seq, member) VALUES (2, 7, 'no''de')"
+            "INSERT INTO pgbaton_bench (run, seq, member) VALUES (2, 7, 'no''de') RETURNING inet_server_port()"
         );
+    }
+
+    #[test]
+    fn server_port_is_read_from_the_answer() {
+        assert_eq!(parse_port("17051"), Some(17051));
+        assert_eq!(parse_port(""), None);
+        assert_eq!(parse_port("x"), None);
     }
 }
