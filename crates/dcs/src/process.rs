@@ -47,6 +47,9 @@ pub struct EtcdProcess {
     child: Option<Child>,
     pid: u32,
     endpoint: String,
+    /// `http://127.0.0.1:<peer_port>`: how this etcd is told apart from another one
+    /// answering on its client port (one that took the port first; ours then fails to bind).
+    peer_url: String,
     log: PathBuf,
 }
 
@@ -113,6 +116,7 @@ impl EtcdProcess {
             child: Some(child),
             pid,
             endpoint: format!("127.0.0.1:{client_port}"),
+            peer_url: peer.clone(),
             log,
         };
         process.wait_ready().await?;
@@ -135,9 +139,15 @@ impl EtcdProcess {
                     });
                 }
             }
-            if crate::etcd::load_cluster(&endpoints, &path, Duration::from_millis(500))
+            // Ready when the etcd answering on our client port is ours (lists our peer
+            // URL) and serves reads.
+            let ours = crate::etcd::member_peer_urls(&endpoints, Duration::from_millis(500))
                 .await
-                .is_ok()
+                .is_ok_and(|urls| urls.contains(&self.peer_url));
+            if ours
+                && crate::etcd::load_cluster(&endpoints, &path, Duration::from_millis(500))
+                    .await
+                    .is_ok()
             {
                 return Ok(());
             }

@@ -281,6 +281,7 @@ async fn a_replica_whose_wal_is_gone_is_recloned_by_itself() {
     let cluster = two_members(Some("0")).await;
     let p = pause_replica_and_write(&cluster, false).await;
 
+    let revision_at_resume = cluster.etcd_revision().await.expect("etcd revision");
     kill(p.agent, Signal::SIGCONT).expect("SIGCONT the replica's agent");
     let resumed = Instant::now();
     // Watch what the member document (what `ctl list` shows) says until it streams again.
@@ -333,9 +334,19 @@ async fn a_replica_whose_wal_is_gone_is_recloned_by_itself() {
         "the agent log gives the reason"
     );
     assert!(log.contains("re-clone"), "the agent log says it re-clones");
+    // Every state word the member key held since the agent resumed (the polled `states`
+    // above can miss one that lasted a few hundred milliseconds).
+    let written = cluster
+        .member_states_after(&p.replica, revision_at_resume)
+        .await
+        .expect("member key history");
+    eprintln!(
+        "{} member key states since it resumed: {written:?}",
+        p.replica
+    );
     assert!(
-        states.iter().any(|s| s == "WAL missing"),
-        "the member document said `WAL missing` ({states:?})"
+        written.iter().any(|s| s == "WAL missing"),
+        "the member document said `WAL missing` ({written:?})"
     );
     assert!(
         !log.contains("pg_rewind: no rewind required"),

@@ -22,7 +22,7 @@ use crate::model::{
 };
 pub use access::{EtcdAccess, EtcdTls};
 use conn::{Conn, Failure, Target};
-pub use read::{list_scopes, load_cluster, load_cluster_with};
+pub use read::{list_scopes, load_cluster, load_cluster_with, member_peer_urls};
 
 /// The lease this handle renews.
 #[derive(Debug, Clone, Copy)]

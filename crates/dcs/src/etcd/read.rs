@@ -94,3 +94,21 @@ pub async fn list_scopes(
         .collect();
     Ok(scopes.into_iter().collect())
 }
+
+/// The peer URLs of every member of the etcd cluster answering at `endpoints`: lets a
+/// freshly started etcd be told apart from another one that took its client port first.
+pub async fn member_peer_urls(
+    endpoints: &[String],
+    timeout: Duration,
+) -> Result<Vec<String>, DcsError> {
+    let conn = Conn::new(Target::new(endpoints.to_vec(), timeout));
+    let response = conn
+        .call("member list", |mut c| async move { c.member_list().await })
+        .await
+        .map_err(Failure::into_dcs)?;
+    Ok(response
+        .members()
+        .iter()
+        .flat_map(|m| m.peer_urls().iter().cloned())
+        .collect())
+}

@@ -243,6 +243,57 @@ impl Cluster {
         Ok(state)
     }
 
+    /// Every `state` word member `name` wrote to its member key after etcd revision
+    /// `after`, in order, repeats folded: etcd keeps each version, and a watch from a past
+    /// revision replays them, so a state that lasted a fraction of a second is not missed
+    /// the way polling would miss it.
+    #[allow(dead_code)]
+    pub async fn member_states_after(&self, name: &str, after: i64) -> anyhow::Result<Vec<String>> {
+        use etcd_client::{Client, EventType, WatchOptions};
+        let key = self.path().member_key(name);
+        let mut client = Client::connect([self.etcd_endpoint()], None).await?;
+        let now = client.get(key.as_str(), None).await?;
+        let Some(last) = now.kvs().first().map(|kv| kv.mod_revision()) else {
+            anyhow::bail!("no member key {key}");
+        };
+        let mut stream = client
+            .watch(
+                key.as_str(),
+                Some(WatchOptions::new().with_start_revision(after + 1)),
+            )
+            .await?;
+        let mut states = Vec::<String>::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let Ok(message) = tokio::time::timeout_at(deadline, stream.message()).await else {
+                anyhow::bail!("the watch of {key} did not reach revision {last} within 10 s");
+            };
+            let Some(response) = message? else {
+                anyhow::bail!("the watch of {key} ended early");
+            };
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                if event.event_type() == EventType::Put {
+                    let doc: serde_json::Value = serde_json::from_slice(kv.value())?;
+                    if let Some(state) = doc["state"].as_str() {
+                        if states.last().map(String::as_str) != Some(state) {
+                            states.push(state.to_string());
+                        }
+                    }
+                }
+                if kv.mod_revision() >= last {
+                    return Ok(states);
+                }
+            }
+        }
+    }
+
+    /// The etcd revision now.
+    #[allow(dead_code)]
+    pub async fn etcd_revision(&self) -> anyhow::Result<i64> {
+        Ok(self.state().await?.revision)
+    }
+
     /// The last lines of every agent.log and postgresql.log, for failure messages.
     pub fn log_tails(&self) -> String {
         let mut out = String::new();
