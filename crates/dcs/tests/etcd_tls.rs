@@ -176,26 +176,39 @@ async fn etcd_over_tls_with_client_certificates_and_a_password() {
     pki.ca("other-ca");
     let (server_crt, server_key) = pki.leaf("server", &ca, false, false);
     pki.leaf("client", &ca, true, false);
-    let etcd = start_etcd(
-        dir.path(),
-        &server_crt,
-        &server_key,
-        &pki.dir.join("ca.crt"),
-    );
-
-    // Wait for etcd, then create users and turn authentication on.
-    let mut ready = false;
-    for _ in 0..100 {
-        if etcdctl(&etcd, &pki, &["endpoint", "health"])
-            .status
-            .success()
+    // Wait for etcd; start it again on other ports if it exited (a port taken meanwhile).
+    let mut started = None;
+    for _ in 0..3 {
+        let mut etcd = start_etcd(
+            dir.path(),
+            &server_crt,
+            &server_key,
+            &pki.dir.join("ca.crt"),
+        );
+        for _ in 0..100 {
+            if etcdctl(&etcd, &pki, &["endpoint", "health"])
+                .status
+                .success()
+            {
+                break;
+            }
+            if etcd.child.try_wait().expect("etcd status").is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        if etcd.child.try_wait().expect("etcd status").is_none()
+            && etcdctl(&etcd, &pki, &["endpoint", "health"])
+                .status
+                .success()
         {
-            ready = true;
+            started = Some(etcd);
             break;
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        let _ = std::fs::remove_dir_all(dir.path().join("data"));
     }
-    assert!(ready, "etcd did not come up with TLS");
+    let etcd = started.expect("etcd did not come up with TLS (see etcd.log in the test dir)");
+    // Create users and turn authentication on.
     for args in [
         &["user", "add", "root:rootpw"][..],
         &["user", "add", "pgbaton:secret"],
