@@ -75,6 +75,8 @@ pub struct ClusterSpec {
     pub restart_delay: f64,
     /// `--synchronous` for `local up`: off, on or quorum.
     pub synchronous: &'static str,
+    /// The client writes through the router's write address instead of to the members.
+    pub via_router: bool,
 }
 
 /// A running local cluster; dropping it stops the cluster.
@@ -178,6 +180,14 @@ impl LocalCluster {
 
     pub fn member_dir(&self, member: &str) -> PathBuf {
         self.spec.dir.join(member)
+    }
+
+    /// The router's write address (`local up`: base port + 2).
+    pub fn router_write_endpoint(&self) -> Endpoint {
+        Endpoint {
+            member: "router".into(),
+            port: self.spec.base_port + 2,
+        }
     }
 
     /// Every member's PostgreSQL, the given member first.

@@ -99,23 +99,29 @@ pub async fn run(plan: &ComparePlan, out: &mut Comparison) {
             &none
         }
     };
-    for &profile in pick(System::Pgbaton, &plan.pgbaton_profiles) {
-        let spec = ClusterSpec {
-            pgbaton: plan.pgbaton.clone(),
-            dir: plan.dir.join(format!("pgbaton-{}", profile.name())),
-            base_port: plan.base_port + profile.port_offset(),
-            members: plan.members,
-            profile,
-            restart_delay: plan.restart_delay.unwrap_or(profile.restart_delay()),
-            synchronous: "off",
-        };
-        let outcome = async {
-            let cluster = LocalCluster::start(spec).await?;
-            measure(&cluster, plan, plan.runs, &mut next_run, out).await
-        }
-        .await;
-        if let Err(e) = outcome {
-            note_error(out, System::Pgbaton, profile, e);
+    for system in [System::Pgbaton, System::PgbatonRouter] {
+        for &profile in pick(system, &plan.pgbaton_profiles) {
+            let via_router = system == System::PgbatonRouter;
+            let spec = ClusterSpec {
+                pgbaton: plan.pgbaton.clone(),
+                dir: plan
+                    .dir
+                    .join(format!("{}-{}", system.name(), profile.name())),
+                base_port: plan.base_port + profile.port_offset(),
+                members: plan.members,
+                profile,
+                restart_delay: plan.restart_delay.unwrap_or(profile.restart_delay()),
+                synchronous: "off",
+                via_router,
+            };
+            let outcome = async {
+                let cluster = LocalCluster::start(spec).await?;
+                measure(&cluster, plan, plan.runs, &mut next_run, out).await
+            }
+            .await;
+            if let Err(e) = outcome {
+                note_error(out, system, profile, e);
+            }
         }
     }
     for (i, &profile) in pick(System::Patroni, &plan.patroni_profiles)

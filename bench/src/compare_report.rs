@@ -57,7 +57,7 @@ pub fn markdown(runs: &[RunResult], memory: &[AgentMemory]) -> String {
         Crash::SwitchoverThenNode,
         Crash::NodeTwice,
     ] {
-        for system in [System::Pgbaton, System::Patroni] {
+        for system in [System::Pgbaton, System::PgbatonRouter, System::Patroni] {
             for profile in Profile::ALL {
                 let rs = runs_of(runs, system, profile, crash);
                 if rs.is_empty() {
@@ -111,7 +111,7 @@ pub fn markdown(runs: &[RunResult], memory: &[AgentMemory]) -> String {
         let _ = writeln!(out, "\n## Agent resident memory (VmRSS, MiB)\n");
         let _ = writeln!(out, "| system | settings | agents | median | min | max |");
         let _ = writeln!(out, "|---|---|---|---|---|---|");
-        for system in [System::Pgbaton, System::Patroni] {
+        for system in [System::Pgbaton, System::PgbatonRouter, System::Patroni] {
             for profile in Profile::ALL {
                 let rss: Vec<f64> = memory
                     .iter()
@@ -224,7 +224,7 @@ fn succession_table(out: &mut String, runs: &[RunResult]) {
     );
     let fmt = |v: Option<f64>| v.map_or("-".to_string(), |v| format!("{v:.2}"));
     for crash in kinds {
-        for system in [System::Pgbaton, System::Patroni] {
+        for system in [System::Pgbaton, System::PgbatonRouter, System::Patroni] {
             for profile in Profile::ALL {
                 let rs = runs_of(runs, system, profile, crash);
                 if rs.is_empty() {
@@ -284,6 +284,7 @@ fn succession_table(out: &mut String, runs: &[RunResult]) {
 fn label(system: System, profile: Profile) -> String {
     match system {
         System::Pgbaton => "pgbaton (direct to members)".into(),
+        System::PgbatonRouter => "pgbaton (through its router)".into(),
         System::Patroni => {
             let c = crate::compare::checks_for(profile);
             format!(
@@ -385,6 +386,29 @@ mod tests {
         );
         assert!(!md.contains("| node |"), "{md}");
         assert!(!md.contains("timeline switch"), "{md}");
+    }
+
+    #[test]
+    fn runs_through_the_router_have_their_own_rows() {
+        let runs = vec![
+            run(System::Pgbaton, Profile::Default, Crash::Node, Some(3.5)),
+            run(
+                System::PgbatonRouter,
+                Profile::Default,
+                Crash::Node,
+                Some(3.6),
+            ),
+        ];
+        let md = markdown(&runs, &[]);
+        assert!(
+            md.contains("| node | pgbaton (direct to members) |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("| node | pgbaton (through its router) |"),
+            "{md}"
+        );
+        assert!(md.contains("| 3.60 |"), "{md}");
     }
 
     #[test]

@@ -82,7 +82,8 @@ enum Command {
         /// Ports of the Patroni clusters (40 per profile).
         #[arg(long, default_value_t = 18000)]
         patroni_base_port: u16,
-        /// Which tools to measure.
+        /// Which tools to measure (pgbaton-router: pgbaton with the client writing through
+        /// the router `local up` runs, instead of to the members).
         #[arg(long, value_delimiter = ',', default_value = "pgbaton,patroni")]
         systems: Vec<target::System>,
         /// Which scenarios (run in the order switchover, switchover-nocandidate, postmaster,
@@ -284,6 +285,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             profile,
             restart_delay: opts.restart_delay.unwrap_or(profile.restart_delay()),
             synchronous: "off",
+            via_router: false,
         };
         let outcome = async {
             let cluster = LocalCluster::start(spec).await?;

@@ -141,6 +141,7 @@ pub async fn run(
             profile: Profile::Default,
             restart_delay: 1.0,
             synchronous: mode,
+            via_router: false,
         };
         let cluster = LocalCluster::start(spec).await?;
         let leader = cluster.wait_whole(Duration::from_secs(120)).await?;

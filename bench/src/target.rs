@@ -19,6 +19,11 @@ use crate::writer::Endpoint;
 pub enum System {
     #[default]
     Pgbaton,
+    /// pgbaton with the client writing through its router's write address (`local up`
+    /// runs one), as applications do.
+    #[value(name = "pgbaton-router")]
+    #[serde(rename = "pgbaton-router")]
+    PgbatonRouter,
     Patroni,
 }
 
@@ -26,6 +31,7 @@ impl System {
     pub fn name(self) -> &'static str {
         match self {
             System::Pgbaton => "pgbaton",
+            System::PgbatonRouter => "pgbaton-router",
             System::Patroni => "patroni",
         }
     }
@@ -65,7 +71,11 @@ pub trait Target {
 
 impl Target for LocalCluster {
     fn system(&self) -> System {
-        System::Pgbaton
+        if self.spec.via_router {
+            System::PgbatonRouter
+        } else {
+            System::Pgbaton
+        }
     }
 
     fn profile(&self) -> Profile {
@@ -85,7 +95,11 @@ impl Target for LocalCluster {
     }
 
     fn write_endpoints(&self, leader: &str) -> Vec<Endpoint> {
-        self.endpoints_from(leader)
+        if self.spec.via_router {
+            vec![self.router_write_endpoint()]
+        } else {
+            self.endpoints_from(leader)
+        }
     }
 
     fn member_endpoint(&self, member: &str) -> Endpoint {
