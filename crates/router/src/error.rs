@@ -35,4 +35,6 @@ pub enum RouterError {
     Config(#[from] RouterConfigError),
     #[error("kernel forwarding (`forwarding: kernel`) is not available here: {source}; run the router as root on Linux 5.13 or later, or set `forwarding: auto` (falls back to relaying) or `userspace`")]
     Forwarding { source: std::io::Error },
+    #[error("cannot listen for SIGHUP (reloading router.yml): {source}")]
+    Signal { source: std::io::Error },
 }

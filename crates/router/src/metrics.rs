@@ -2,11 +2,18 @@
 //! bytes forwarded, routing decisions, waits for a leader during a switchover and how long
 //! they took, refusals, sessions closed because their server stopped being leader, and
 //! clients dropped during the startup. Updated at connection start and end only: the data
-//! path touches no metric.
+//! path touches no metric. With pooling, per-pool series (`pool_*`, labels database, user,
+//! target) are read from the pools when scraped (`PoolCollector`).
 
+use std::sync::Arc;
+
+use prometheus_client::collector::Collector;
 use prometheus_client::encoding::text::encode;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{exponential_buckets, Histogram};
 use prometheus_client::registry::Registry;
@@ -51,11 +58,16 @@ pub(crate) struct Metrics {
     pub rest_errors: Counter,
     /// Sessions forwarded by the kernel (the rest are relayed by the router's threads).
     pub kernel_forwarded: Counter,
+    /// {outcome: ok|refused}: reloads of router.yml (SIGHUP).
+    pub reloads: Family<Labels, Counter>,
 }
 
 impl Metrics {
-    pub(crate) fn new() -> Self {
+    pub(crate) fn new(pools: Option<Arc<crate::pool::Pools>>) -> Self {
         let mut registry = Registry::with_prefix("pgbaton_router");
+        if let Some(pools) = pools {
+            registry.register_collector(Box::new(PoolCollector { pools }));
+        }
         let connections = Family::<Labels, Counter>::default();
         registry.register(
             "connections",
@@ -152,8 +164,15 @@ impl Metrics {
             "Sessions whose bytes the kernel forwarded (`forwarding: auto|kernel`); the others were relayed by the router's threads.",
             kernel_forwarded.clone(),
         );
+        let reloads = Family::<Labels, Counter>::default();
+        registry.register(
+            "config_reloads",
+            "Reloads of router.yml on SIGHUP, per outcome (ok, refused: the running configuration was kept).",
+            reloads.clone(),
+        );
         Metrics {
             registry,
+            reloads,
             kernel_forwarded,
             tls_handshakes,
             aliases,
@@ -181,5 +200,126 @@ impl Metrics {
 
     pub(crate) fn count(family: &Family<Labels, Counter>, pairs: &[(&'static str, &str)]) {
         family.get_or_create(&labels(pairs)).inc();
+    }
+}
+
+/// Per-pool series, read from the pools at each scrape (PgBouncer exporter's figures).
+#[derive(Debug)]
+struct PoolCollector {
+    pools: Arc<crate::pool::Pools>,
+}
+
+impl std::fmt::Debug for crate::pool::Pools {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Pools")
+    }
+}
+
+impl Collector for PoolCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let rows = self.pools.snapshot();
+        let key = |row: &crate::pool::PoolRow| -> Labels {
+            vec![
+                ("database", row.key.database.clone()),
+                ("user", row.key.user.clone()),
+                ("target", row.key.target.to_string()),
+            ]
+        };
+        type Gauged = fn(&crate::pool::PoolRow) -> f64;
+        let gauges: [(&str, &str, Gauged); 7] = [
+            (
+                "pool_clients_active",
+                "Pooled clients holding a server connection.",
+                |r| r.cl_active as f64,
+            ),
+            (
+                "pool_clients_waiting",
+                "Pooled clients waiting for a server connection.",
+                |r| r.cl_waiting as f64,
+            ),
+            (
+                "pool_clients_idle",
+                "Pooled clients logged in, neither active nor waiting.",
+                |r| r.cl_idle as f64,
+            ),
+            (
+                "pool_servers_active",
+                "Server connections of the pool in use (or being opened).",
+                |r| r.sv_active as f64,
+            ),
+            (
+                "pool_servers_idle",
+                "Server connections idle in the pool.",
+                |r| r.sv_idle as f64,
+            ),
+            (
+                "pool_max_wait_seconds",
+                "How long the pool's oldest waiting client has waited.",
+                |r| r.maxwait_us as f64 / 1e6,
+            ),
+            (
+                "pool_size",
+                "The pool's size (default_pool_size or the alias's pool_size).",
+                |r| r.size as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Gauge,
+            )?;
+            for row in &rows {
+                let labels = key(row);
+                ConstGauge::new(value(row)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        type Counted = fn(&crate::pool::PoolStats) -> u64;
+        let counters: [(&str, &str, Counted); 6] = [
+            (
+                "pool_transactions",
+                "Transactions the pool served (ReadyForQuery outside a transaction).",
+                |s| s.xact_count,
+            ),
+            (
+                "pool_queries",
+                "Queries (simple queries and extended-protocol Syncs) the pool served.",
+                |s| s.query_count,
+            ),
+            (
+                "pool_received_bytes",
+                "Bytes from the pool's clients to its servers.",
+                |s| s.bytes_received,
+            ),
+            (
+                "pool_sent_bytes",
+                "Bytes from the pool's servers to its clients.",
+                |s| s.bytes_sent,
+            ),
+            (
+                "pool_wait_microseconds",
+                "Time the pool's clients spent waiting for a server connection, in microseconds.",
+                |s| s.wait_time_us,
+            ),
+            (
+                "pool_server_logins",
+                "Server connections the pool opened.",
+                |s| s.server_logins,
+            ),
+        ];
+        for (name, help, value) in counters {
+            let mut family = encoder.encode_descriptor(
+                name,
+                help,
+                None,
+                prometheus_client::metrics::MetricType::Counter,
+            )?;
+            for row in &rows {
+                let labels = key(row);
+                ConstCounter::new(value(&row.stats)).encode(family.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
     }
 }

@@ -6,10 +6,11 @@
 //! long as the session, as without pooling) or relays messages itself (`txn`). Startup
 //! parameters the pool cannot keep per client are refused as PgBouncer refuses them.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
 
 use rand::RngCore;
 use tokio::io::AsyncWriteExt;
@@ -19,7 +20,7 @@ use crate::auth::{authenticate, Auth, Peer, Refusal};
 use crate::client::Client;
 use crate::handshake::Ready;
 use crate::metrics::Metrics;
-use crate::pool::server::{login, LoginError, ServerConn};
+use crate::pool::server::{login, LoginError, ServerConn, ServerView};
 use crate::pool::{Checkout, PoolKey, PoolMode, Pools, Slot};
 use crate::protocol::{CancelKey, StartupMessage, Target};
 use crate::route::{read_candidates, wait_for_leader};
@@ -34,15 +35,78 @@ pub(crate) type CancelTarget = Arc<Mutex<Option<(CancelKey, Backend)>>>;
 
 /// Everything pooling shares across clients.
 pub(crate) struct Pooling {
-    pub auth: Auth,
+    /// Replaced by a reload (SIGHUP): logins after it use the new rules and users.
+    auth: RwLock<Arc<Auth>>,
     pub pools: Arc<Pools>,
     /// Pooled clients connected now (for max_client_conn).
     pub clients: AtomicUsize,
     /// The router keys handed to pooled clients.
     pub cancels: Mutex<HashMap<CancelKey, CancelTarget>>,
+    /// Logged-in clients by id, for `/clients` and `/servers`.
+    pub registry: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
+    next_client: AtomicU64,
+}
+
+/// A logged-in pooled client, for `/clients` (PgBouncer's SHOW CLIENTS).
+pub(crate) struct ClientEntry {
+    pub id: u64,
+    pub key: PoolKey,
+    pub addr: SocketAddr,
+    pub local: SocketAddr,
+    pub connect_time: chrono::DateTime<chrono::Utc>,
+    pub application_name: Option<String>,
+    pub tls: bool,
+    pub mode: PoolMode,
+    pub now: Mutex<ClientNow>,
+}
+
+/// What a client is doing now.
+pub(crate) struct ClientNow {
+    /// `active` (holds a server connection), `waiting` (for one) or `idle`.
+    pub state: &'static str,
+    /// When it last asked for a server connection.
+    pub request_time: chrono::DateTime<chrono::Utc>,
+    pub wait_since: Option<Instant>,
+    /// The server connection it holds.
+    pub server: Option<ServerView>,
+}
+
+impl ClientEntry {
+    pub(crate) fn now(&self) -> std::sync::MutexGuard<'_, ClientNow> {
+        self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
 }
 
 impl Pooling {
+    pub(crate) fn new(auth: Auth, pools: Arc<Pools>) -> Pooling {
+        Pooling {
+            auth: RwLock::new(Arc::new(auth)),
+            pools,
+            clients: AtomicUsize::new(0),
+            cancels: Mutex::new(Default::default()),
+            registry: Mutex::new(Default::default()),
+            next_client: AtomicU64::new(1),
+        }
+    }
+
+    pub(crate) fn auth(&self) -> Arc<Auth> {
+        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn replace_auth(&self, auth: Auth) {
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(auth);
+    }
+
+    /// The logged-in clients now.
+    pub(crate) fn clients_now(&self) -> Vec<Arc<ClientEntry>> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
     pub(crate) fn cancel_target(&self, key: &CancelKey) -> Option<CancelTarget> {
         self.cancels
             .lock()
@@ -83,13 +147,33 @@ pub(crate) struct Ctx {
     pub transactions: u64,
     pub bytes_to_server: u64,
     pub bytes_to_client: u64,
+    /// Time spent in queries and in transactions (for /stats), not yet added to the pool.
+    pub query_time_us: u64,
+    pub xact_time_us: u64,
+    pub entry: Option<Arc<ClientEntry>>,
     active: bool,
 }
 
 impl Ctx {
+    /// The client waits for a server connection.
+    pub(crate) fn waiting(&self) {
+        if let Some(entry) = &self.entry {
+            let mut now = entry.now();
+            now.state = "waiting";
+            now.request_time = chrono::Utc::now();
+            now.wait_since = Some(Instant::now());
+        }
+    }
+
     pub(crate) fn attach(&mut self, conn: &ServerConn) {
         *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) =
             conn.key.map(|k| (k, conn.backend.clone()));
+        if let Some(entry) = &self.entry {
+            let mut now = entry.now();
+            now.state = "active";
+            now.wait_since = None;
+            now.server = Some(conn.view());
+        }
         if !self.active {
             self.pooling.pools.set_active(&self.key, true);
             self.active = true;
@@ -98,6 +182,12 @@ impl Ctx {
 
     pub(crate) fn detach(&mut self) {
         *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        if let Some(entry) = &self.entry {
+            let mut now = entry.now();
+            now.state = "idle";
+            now.wait_since = None;
+            now.server = None;
+        }
         if self.active {
             self.pooling.pools.set_active(&self.key, false);
             self.active = false;
@@ -122,7 +212,7 @@ impl Ctx {
             tracing::debug!(pool = %self.key, conn = conn.id, "closing a server connection its client left mid-query");
             return;
         }
-        let settings = &self.pooling.pools.settings;
+        let settings = self.pooling.pools.settings();
         let mut steps = Vec::new();
         if tracker.status != b'I' {
             steps.push("ROLLBACK".to_string());
@@ -169,11 +259,17 @@ impl Ctx {
             std::mem::take(&mut self.bytes_to_server),
             std::mem::take(&mut self.bytes_to_client),
         );
+        let (qt, xt) = (
+            std::mem::take(&mut self.query_time_us),
+            std::mem::take(&mut self.xact_time_us),
+        );
         self.pooling.pools.count(&self.key, |s| {
             s.query_count += q;
             s.xact_count += x;
             s.bytes_received += up;
             s.bytes_sent += down;
+            s.query_time_us += qt;
+            s.xact_time_us += xt;
         });
     }
 }
@@ -337,7 +433,8 @@ async fn apply_params(ctx: &Ctx, conn: &mut ServerConn) -> Result<(), Option<Fat
 /// A server connection for the client: from the pool (checked when it idled long), or new.
 pub(crate) async fn acquire(ctx: &Ctx) -> Result<ServerConn, Fatal> {
     let pools = &ctx.pooling.pools;
-    let settings = &pools.settings;
+    let settings = pools.settings();
+    ctx.waiting();
     for _attempt in 0..5 {
         let shared = ctx.shared.clone();
         let target = ctx.target;
@@ -430,6 +527,7 @@ struct ClientGuard {
     pooling: Arc<Pooling>,
     key: Option<PoolKey>,
     cancel: Option<CancelKey>,
+    entry: Option<u64>,
 }
 
 impl Drop for ClientGuard {
@@ -437,6 +535,13 @@ impl Drop for ClientGuard {
         self.pooling.clients.fetch_sub(1, Ordering::Relaxed);
         if let Some(key) = &self.key {
             self.pooling.pools.client_left(key);
+        }
+        if let Some(id) = self.entry {
+            self.pooling
+                .registry
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&id);
         }
         if let Some(key) = &self.cancel {
             self.pooling
@@ -464,12 +569,13 @@ pub(crate) async fn serve(
     alias: Option<DatabaseAlias>,
     peer: SocketAddr,
 ) {
-    let settings = &pooling.pools.settings;
+    let settings = pooling.pools.settings();
     let now = pooling.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let mut guard = ClientGuard {
         pooling: pooling.clone(),
         key: None,
         cancel: None,
+        entry: None,
     };
     if now > settings.max_client_conn {
         let message = format!(
@@ -519,16 +625,16 @@ pub(crate) async fn serve(
         .and_then(|a| a.pool_mode)
         .or(listener_mode)
         .unwrap_or(settings.pool_mode);
-    let size = alias
-        .as_ref()
-        .and_then(|a| a.pool_size)
-        .unwrap_or(settings.default_pool_size);
+    let alias_size = alias.as_ref().and_then(|a| a.pool_size);
+    let size = alias_size.unwrap_or(settings.default_pool_size);
     let key = PoolKey {
         database: database.clone(),
         user: user.clone(),
         target: target.label(),
     };
-    pooling.pools.client_joined(&key, size, mode);
+    pooling
+        .pools
+        .client_joined(&key, size, alias_size.is_some(), mode);
     guard.key = Some(key.clone());
     let who = Peer {
         user: &user,
@@ -536,7 +642,8 @@ pub(crate) async fn serve(
         ip: peer.ip(),
         tls: client.is_tls(),
     };
-    let login = match authenticate(&shared, &pooling.auth, &mut client, &who).await {
+    let auth = pooling.auth();
+    let login = match authenticate(&shared, &auth, &mut client, &who).await {
         Ok(login) => login,
         Err(Refusal::Fatal {
             code,
@@ -553,7 +660,33 @@ pub(crate) async fn serve(
             return;
         }
     };
+    drop(auth);
     pooling.pools.remember_login(&key, login);
+    let entry = Arc::new(ClientEntry {
+        id: pooling.next_client.fetch_add(1, Ordering::Relaxed),
+        key: key.clone(),
+        addr: peer,
+        local: match listener {
+            Target::Write => shared.write_addr,
+            _ => shared.read_addr,
+        },
+        connect_time: chrono::Utc::now(),
+        application_name: params.get("application_name").cloned(),
+        tls: client.is_tls(),
+        mode,
+        now: Mutex::new(ClientNow {
+            state: "idle",
+            request_time: chrono::Utc::now(),
+            wait_since: None,
+            server: None,
+        }),
+    });
+    pooling
+        .registry
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(entry.id, entry.clone());
+    guard.entry = Some(entry.id);
     let mut ctx = Ctx {
         shared: shared.clone(),
         pooling: pooling.clone(),
@@ -566,6 +699,9 @@ pub(crate) async fn serve(
         transactions: 0,
         bytes_to_server: 0,
         bytes_to_client: 0,
+        query_time_us: 0,
+        xact_time_us: 0,
+        entry: Some(entry),
         active: false,
     };
     // In transaction mode a client that logs in needs no server connection once the pool
@@ -610,6 +746,7 @@ pub(crate) async fn serve(
         let (Client::Plain(tcp), Some(conn)) = (client, conn) else {
             return;
         };
+        ctx.attach(&conn);
         let ServerConn {
             read,
             write,
@@ -626,7 +763,6 @@ pub(crate) async fn serve(
             held.extend_from_slice(&crate::protocol::backend_key_message(k));
         }
         held.extend_from_slice(&ready_for_query(b'I'));
-        ctx.attach_kernel();
         let ready = Ready {
             held,
             key: server_key,
@@ -670,14 +806,4 @@ pub(crate) async fn serve(
     };
     crate::txn::relay(&mut ctx, client, server).await;
     drop(guard);
-}
-
-impl Ctx {
-    /// A kernel-forwarded session holds its connection throughout.
-    fn attach_kernel(&mut self) {
-        if !self.active {
-            self.pooling.pools.set_active(&self.key, true);
-            self.active = true;
-        }
-    }
 }

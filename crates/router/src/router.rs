@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -34,6 +35,8 @@ pub struct Router {
     tls: Option<TlsAcceptor>,
     offload: Option<Arc<Offload>>,
     pooling: Option<Arc<crate::pooled::Pooling>>,
+    /// router.yml, read again on SIGHUP (`reload_on_sighup`).
+    config_path: Option<PathBuf>,
 }
 
 async fn bind(what: &'static str, address: &str) -> Result<TcpListener, RouterError> {
@@ -59,12 +62,10 @@ impl Router {
         cfg.validate()?;
         let tls = crate::tls::acceptor(&cfg)?;
         let pooling = match &cfg.auth {
-            Some(auth) => Some(Arc::new(crate::pooled::Pooling {
-                auth: crate::auth::Auth::load(auth)?,
-                pools: crate::pool::Pools::new(cfg.pool.clone()),
-                clients: AtomicUsize::new(0),
-                cancels: Mutex::new(Default::default()),
-            })),
+            Some(auth) => Some(Arc::new(crate::pooled::Pooling::new(
+                crate::auth::Auth::load(auth)?,
+                crate::pool::Pools::new(cfg.pool.clone()),
+            ))),
             None => None,
         };
         let write = bind("write listener", &cfg.write_listen).await?;
@@ -94,7 +95,17 @@ impl Router {
             tls,
             offload,
             pooling,
+            config_path: None,
         })
+    }
+
+    /// Read `path` again on SIGHUP, as PgBouncer's RELOAD: the `auth:` and `pool:` keys
+    /// apply to new work (logins, server connections, pool sizes) without dropping a
+    /// client; an invalid file is refused (logged, `/status` `reload`, metric) and the
+    /// running configuration kept. Other keys need a restart (said so in the log).
+    pub fn reload_on_sighup(mut self, path: impl Into<PathBuf>) -> Self {
+        self.config_path = Some(path.into());
+        self
     }
 
     pub fn write_addr(&self) -> SocketAddr {
@@ -119,6 +130,7 @@ impl Router {
             tls,
             offload,
             pooling,
+            config_path,
         } = self;
         tracing::info!(
             scope = %cfg.scope,
@@ -133,7 +145,7 @@ impl Router {
         );
         let (stop_tx, stop) = watch::channel(false);
         let publisher = Arc::new(Publisher::new());
-        let metrics = Arc::new(Metrics::new());
+        let metrics = Arc::new(Metrics::new(pooling.as_ref().map(|p| p.pools.clone())));
         let shared = Arc::new(Shared {
             topology: publisher.topology.subscribe(),
             leader: publisher.leader.subscribe(),
@@ -146,6 +158,7 @@ impl Router {
             tls,
             offload: offload.clone(),
             pooling: pooling.clone(),
+            reload: Mutex::new(serde_json::Value::Null),
             write_addr: local(&write),
             read_addr: local(&read),
             cfg: cfg.clone(),
@@ -182,6 +195,10 @@ impl Router {
         let reads = tokio::spawn(accept(read, Target::Read, shared.clone()));
         let closes = offload.map(|offload| offload.watch_closes(stop.clone()));
         let sweeper = pooling.map(|pooling| tokio::spawn(sweep(pooling, stop.clone())));
+        let reloader = match config_path {
+            Some(path) => Some(spawn_reloader(path, shared.clone(), stop.clone())?),
+            None => None,
+        };
         let api_task = api.map(|listener| tokio::spawn(api::serve(listener, shared, stop)));
 
         shutdown.await;
@@ -192,6 +209,7 @@ impl Router {
             .chain(poller)
             .chain(closes)
             .chain(sweeper)
+            .chain(reloader)
         {
             let _ = task.await;
         }
@@ -233,6 +251,104 @@ async fn sweep(pooling: Arc<crate::pooled::Pooling>, mut stop: watch::Receiver<b
             _ = crate::shared::stopped(&mut stop) => return,
         }
     }
+}
+
+/// Listen for SIGHUP and reload `path` each time.
+fn spawn_reloader(
+    path: PathBuf,
+    shared: Arc<Shared>,
+    mut stop: watch::Receiver<bool>,
+) -> Result<tokio::task::JoinHandle<()>, RouterError> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hup = signal(SignalKind::hangup()).map_err(|source| RouterError::Signal { source })?;
+    Ok(tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                got = hup.recv() => {
+                    if got.is_none() {
+                        return;
+                    }
+                    reload(&shared, &path);
+                }
+                _ = crate::shared::stopped(&mut stop) => return,
+            }
+        }
+    }))
+}
+
+/// Apply what can change of `path` now; record and log the outcome.
+pub(crate) fn reload(shared: &Shared, path: &Path) {
+    let outcome = try_reload(shared, path);
+    let at = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let record = match &outcome {
+        Ok(restart) => {
+            tracing::info!(config = %path.display(), "reloaded router.yml: auth: and pool: apply to new work");
+            if !restart.is_empty() {
+                tracing::warn!(config = %path.display(), keys = %restart.join(", "), "router.yml changed keys that only a restart applies; the running values stay");
+            }
+            serde_json::json!({"outcome": "ok", "at": at, "config": path.display().to_string(), "restart_needed": restart})
+        }
+        Err(error) => {
+            tracing::error!(config = %path.display(), %error, "router.yml refused on reload; the running configuration is kept");
+            serde_json::json!({"outcome": "refused", "at": at, "config": path.display().to_string(), "error": error})
+        }
+    };
+    let label = if outcome.is_ok() { "ok" } else { "refused" };
+    Metrics::count(&shared.metrics.reloads, &[("outcome", label)]);
+    *shared.reload.lock().unwrap_or_else(|p| p.into_inner()) = record;
+}
+
+/// The new auth: and pool: in place; the top-level keys that changed otherwise.
+fn try_reload(shared: &Shared, path: &Path) -> Result<Vec<String>, String> {
+    let cfg = RouterConfig::from_yaml_file(path).map_err(|e| e.to_string())?;
+    cfg.validate().map_err(|e| e.to_string())?;
+    let pooling = match (&shared.pooling, &cfg.auth) {
+        (Some(pooling), Some(auth)) => Some((pooling, auth)),
+        (None, None) => None,
+        _ => {
+            return Err(
+                "adding or removing the auth: section (pooling on or off) needs a restart of the router"
+                    .into(),
+            )
+        }
+    };
+    if let Some((pooling, auth)) = pooling {
+        let auth = crate::auth::Auth::load(auth).map_err(|e| e.to_string())?;
+        pooling.replace_auth(auth);
+        pooling.pools.replace_settings(cfg.pool.clone());
+    }
+    // What else changed: compare the rest, section by section.
+    let mut rest = shared.cfg.clone();
+    rest.auth = cfg.auth.clone();
+    rest.pool = cfg.pool.clone();
+    let sections = |text: String| -> Vec<(String, String)> {
+        let mut out: Vec<(String, String)> = Vec::new();
+        for line in text.lines() {
+            if !line.starts_with(' ') {
+                let key = line.split(':').next().unwrap_or_default().to_string();
+                out.push((key, String::new()));
+            }
+            if let Some(last) = out.last_mut() {
+                last.1.push_str(line);
+                last.1.push('\n');
+            }
+        }
+        out
+    };
+    let old = sections(rest.to_yaml());
+    let new = sections(cfg.to_yaml());
+    let mut changed: Vec<String> = new
+        .iter()
+        .filter(|entry| !old.contains(entry))
+        .map(|(k, _)| k.clone())
+        .chain(
+            old.iter()
+                .filter(|(k, _)| !new.iter().any(|(n, _)| n == k))
+                .map(|(k, _)| k.clone()),
+        )
+        .collect();
+    changed.dedup();
+    Ok(changed)
 }
 
 /// Bind and serve: the whole router in one call (`pgbaton router --config FILE`).

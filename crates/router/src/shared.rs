@@ -37,6 +37,8 @@ pub(crate) struct Shared {
     pub offload: Option<Arc<crate::offload::Offload>>,
     /// Client authentication and pools (`auth:` configured).
     pub pooling: Option<Arc<crate::pooled::Pooling>>,
+    /// The outcome of the last reload of router.yml (SIGHUP), for `/status` (null: none yet).
+    pub reload: Mutex<serde_json::Value>,
     /// The bound listener addresses, for `/status`.
     pub write_addr: SocketAddr,
     pub read_addr: SocketAddr,

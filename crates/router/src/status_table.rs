@@ -2,8 +2,9 @@
 //! one row per place traffic can go (the write listener's leader, the read listener's
 //! replicas, readable or lagging, and the leader when it takes reads as the fallback), with
 //! the member's address, its active connections, its state and lag, under a header naming
-//! the current leader and whether a handover is in progress. Works on the JSON alone, so it
-//! can print what a remote router answered.
+//! the current leader and whether a handover is in progress; with pooling, a second table of
+//! the pools (PgBouncer's SHOW POOLS figures). Works on the JSON alone, so it can print what
+//! a remote router answered.
 
 use serde_json::Value;
 
@@ -182,11 +183,84 @@ pub fn render_status_table(status: &Value) -> String {
             ]);
         }
     }
-    let widths: Vec<usize> = (0..7)
-        .map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0))
+    table(&mut out, &rows);
+    if let Some(pools) = status["pools"].as_array().filter(|p| !p.is_empty()) {
+        out.push('\n');
+        let paused: Vec<String> = status["paused"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|p| {
+                p.as_str().map(|p| {
+                    if p == "*" {
+                        "all".to_string()
+                    } else {
+                        p.to_string()
+                    }
+                })
+            })
+            .collect();
+        out.push_str(&match paused.is_empty() {
+            true => "Pools:\n".to_string(),
+            false => format!("Pools (paused: {}):\n", paused.join(", ")),
+        });
+        let mut rows: Vec<Vec<String>> = vec![[
+            "DATABASE",
+            "USER",
+            "TARGET",
+            "MODE",
+            "SIZE",
+            "CL_ACTIVE",
+            "CL_WAITING",
+            "CL_IDLE",
+            "SV_ACTIVE",
+            "SV_IDLE",
+            "MAXWAIT",
+            "XACTS",
+            "QUERIES",
+        ]
+        .iter()
+        .map(|h| h.to_string())
+        .collect()];
+        for pool in pools {
+            let n = |key: &str| pool[key].as_u64().unwrap_or(0).to_string();
+            let wait = pool["maxwait"].as_u64().unwrap_or(0) as f64
+                + pool["maxwait_us"].as_u64().unwrap_or(0) as f64 / 1e6;
+            rows.push(vec![
+                text(&pool["database"]).unwrap_or_default(),
+                text(&pool["user"]).unwrap_or_default(),
+                text(&pool["target"]).unwrap_or_default(),
+                text(&pool["pool_mode"]).unwrap_or_default(),
+                n("pool_size"),
+                n("cl_active"),
+                n("cl_waiting"),
+                n("cl_idle"),
+                n("sv_active"),
+                n("sv_idle"),
+                format!("{wait:.1}s"),
+                n("total_xact_count"),
+                n("total_query_count"),
+            ]);
+        }
+        table(&mut out, &rows);
+    }
+    out
+}
+
+/// Rows as aligned columns.
+fn table<R: AsRef<[String]>>(out: &mut String, rows: &[R]) {
+    let columns = rows.first().map(|r| r.as_ref().len()).unwrap_or(0);
+    let widths: Vec<usize> = (0..columns)
+        .map(|i| {
+            rows.iter()
+                .map(|r| r.as_ref().get(i).map_or(0, |c| c.chars().count()))
+                .max()
+                .unwrap_or(0)
+        })
         .collect();
-    for row in &rows {
+    for row in rows {
         let cells: Vec<String> = row
+            .as_ref()
             .iter()
             .zip(&widths)
             .map(|(cell, width)| format!("{cell:<width$}"))
@@ -194,7 +268,6 @@ pub fn render_status_table(status: &Value) -> String {
         out.push_str(cells.join("  ").trim_end());
         out.push('\n');
     }
-    out
 }
 
 #[cfg(test)]
@@ -267,6 +340,21 @@ read      127.0.0.1:5001  replica  node3   127.0.0.1:5434  0      lagging, no re
             table.contains(
                 "read      127.0.0.1:5001  leader   node1   127.0.0.1:5432  0      fallback"
             ),
+            "{table}"
+        );
+        // Pools, when the router pools.
+        status["pools"] = json!([{"database": "app", "user": "alice", "target": "write",
+            "pool_mode": "transaction", "pool_size": 20, "cl_active": 3, "cl_waiting": 1,
+            "cl_idle": 996, "sv_active": 3, "sv_idle": 17, "maxwait": 1, "maxwait_us": 500000,
+            "total_xact_count": 1234, "total_query_count": 2345}]);
+        status["paused"] = json!(["app"]);
+        let table = render_status_table(&status);
+        assert!(
+            table.contains("Pools (paused: app):\nDATABASE  USER   TARGET  MODE"),
+            "{table}"
+        );
+        assert!(
+            table.contains("app       alice  write   transaction  20    3          1           996      3          17       1.5s     1234   2345"),
             "{table}"
         );
         // Garbage in: still a table, no panic.

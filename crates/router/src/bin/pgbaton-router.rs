@@ -1,10 +1,10 @@
 //! A standalone router process: `pgbaton-router --config FILE`. Used by the router
 //! benchmark; `pgbaton router --config FILE` runs the same library inside the main binary.
-//! Stops on SIGINT or SIGTERM.
+//! Stops on SIGINT or SIGTERM; reads FILE again on SIGHUP (pooling keys apply at once).
 
 use std::process::ExitCode;
 
-use pgbaton_router::{run, RouterConfig};
+use pgbaton_router::{Router, RouterConfig};
 use tokio::signal::unix::{signal, SignalKind};
 
 fn usage() -> ExitCode {
@@ -75,7 +75,14 @@ async fn router_main() -> ExitCode {
             _ = term.recv() => {}
         }
     };
-    match run(cfg, shutdown).await {
+    let router = match Router::bind(cfg).await {
+        Ok(router) => router.reload_on_sighup(&path),
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match router.serve(shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("{e}");

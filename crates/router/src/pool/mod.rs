@@ -9,12 +9,13 @@
 
 pub(crate) mod server;
 
+use std::collections::BTreeSet;
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, watch};
 
 use server::{ServerConn, ServerLogin};
 
@@ -146,6 +147,8 @@ struct PoolState {
     server_params: Option<std::collections::BTreeMap<String, String>>,
     /// The mode of its latest client (for /pools).
     mode: Option<PoolMode>,
+    /// The size came from a database alias's `pool_size` (a reload of `pool:` keeps it).
+    alias_size: bool,
     /// Clients of this pool now, and of those the ones holding a server connection.
     clients: usize,
     active_clients: usize,
@@ -162,6 +165,10 @@ pub(crate) struct PoolStats {
     pub wait_time_us: u64,
     pub max_wait_us: u64,
     pub server_logins: u64,
+    /// Time from a transaction's first message to the ReadyForQuery that ended it.
+    pub xact_time_us: u64,
+    /// Time from each query's (or extended batch's) first message to its ReadyForQuery.
+    pub query_time_us: u64,
 }
 
 #[derive(Default)]
@@ -172,9 +179,20 @@ struct State {
 }
 
 pub(crate) struct Pools {
-    pub settings: PoolSettings,
+    /// Replaced by a reload (SIGHUP); work already under way keeps the copy it took.
+    settings: RwLock<Arc<PoolSettings>>,
     state: Mutex<State>,
     next_waiter: AtomicU64,
+    /// Paused databases (`POST /pause`; `*` = all): their clients wait for a server
+    /// connection until resumed, and connections that come back are closed.
+    paused: watch::Sender<BTreeSet<String>>,
+    /// When the pools were made (for the averages of /stats).
+    pub started: Instant,
+}
+
+/// The paused set names `database` (or every database).
+fn names(paused: &BTreeSet<String>, database: &str) -> bool {
+    paused.contains("*") || paused.contains(database)
 }
 
 /// What `checkout` gives.
@@ -192,6 +210,12 @@ pub(crate) enum CheckoutError {
         pool: String,
         timeout: Duration,
         size: usize,
+    },
+    #[error("database {database} is paused (POST /pause) and was not resumed within query_wait_timeout ({timeout:?}) for pool {pool}")]
+    Paused {
+        database: String,
+        pool: String,
+        timeout: Duration,
     },
 }
 
@@ -262,10 +286,112 @@ impl State {
 impl Pools {
     pub(crate) fn new(settings: PoolSettings) -> Arc<Pools> {
         Arc::new(Pools {
-            settings,
+            settings: RwLock::new(Arc::new(settings)),
             state: Mutex::new(State::default()),
             next_waiter: AtomicU64::new(1),
+            paused: watch::Sender::new(BTreeSet::new()),
+            started: Instant::now(),
         })
+    }
+
+    /// The pool settings now.
+    pub(crate) fn settings(&self) -> Arc<PoolSettings> {
+        self.settings
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// A reload: new settings for new work. Pools sized by `default_pool_size` take the new
+    /// size (a bigger one lets waiters in at once; a smaller one closes connections as they
+    /// come back, never under a client).
+    pub(crate) fn replace_settings(self: &Arc<Self>, settings: PoolSettings) {
+        let size = settings.default_pool_size;
+        *self.settings.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(settings);
+        let mut surplus = Vec::new();
+        {
+            let mut state = self.lock();
+            for pool in state.pools.values_mut() {
+                if !pool.alias_size {
+                    pool.size = size;
+                }
+                let mut closing = 0;
+                while pool.open - closing > pool.size {
+                    match pool.idle.pop_front() {
+                        Some(conn) => {
+                            closing += 1;
+                            surplus.push(conn);
+                        }
+                        None => break,
+                    }
+                }
+            }
+            self.grant_waiting(&mut state);
+        }
+        // Dropped outside the lock: their slots free the places.
+        drop(surplus);
+    }
+
+    /// Is `database` paused now?
+    pub(crate) fn is_paused(&self, database: &str) -> bool {
+        names(&self.paused.borrow(), database)
+    }
+
+    /// The paused databases (`*` = all).
+    pub(crate) fn paused(&self) -> Vec<String> {
+        self.paused.borrow().iter().cloned().collect()
+    }
+
+    /// PgBouncer's PAUSE: new work for `database` (None: every database) waits; idle
+    /// server connections are closed now, busy ones when they come back (at the end of
+    /// their transaction, or of their session in session mode). Resolves when no server
+    /// connection of the database is open, or after `within` (Err: how many still are).
+    pub(crate) async fn pause(
+        &self,
+        database: Option<&str>,
+        within: Duration,
+    ) -> Result<(), usize> {
+        let name = database.unwrap_or("*").to_string();
+        self.paused.send_modify(|set| {
+            set.insert(name);
+        });
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let mut closing = Vec::new();
+            let open = {
+                let mut state = self.lock();
+                for (key, pool) in state.pools.iter_mut() {
+                    if database.is_none_or(|d| d == key.database) {
+                        closing.extend(pool.idle.drain(..));
+                    }
+                }
+                state
+                    .pools
+                    .iter()
+                    .filter(|(k, _)| database.is_none_or(|d| d == k.database))
+                    .map(|(_, p)| p.open)
+                    .sum::<usize>()
+                    .saturating_sub(closing.len())
+            };
+            drop(closing);
+            if open == 0 {
+                return Ok(());
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return Err(open);
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// PgBouncer's RESUME (None: every database, and `*`).
+    pub(crate) fn resume(&self, database: Option<&str>) {
+        self.paused.send_modify(|set| match database {
+            Some(d) => {
+                set.remove(d);
+            }
+            None => set.clear(),
+        });
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
@@ -283,6 +409,7 @@ impl Pools {
     /// Give freed places to waiters (of any pool: a database or user limit may have been
     /// what held them). Called with the lock held; never drops a Slot under it.
     fn grant_waiting(self: &Arc<Self>, state: &mut State) {
+        let settings = self.settings();
         let keys: Vec<PoolKey> = state
             .pools
             .iter()
@@ -296,10 +423,10 @@ impl Pools {
                     .get(&key)
                     .and_then(|p| p.waiters.front())
                     .is_some_and(|w| {
-                        self.settings.reserve_pool_size > 0
-                            && w.since.elapsed() >= self.settings.reserve_pool_timeout
+                        settings.reserve_pool_size > 0
+                            && w.since.elapsed() >= settings.reserve_pool_timeout
                     });
-                if !state.room(&self.settings, &key, reserve) {
+                if !state.room(&settings, &key, reserve) {
                     break;
                 }
                 let Some(waiter) = state
@@ -326,10 +453,17 @@ impl Pools {
     }
 
     /// Register a client of `key` (for /pools); the pool is created with `size`.
-    pub(crate) fn client_joined(&self, key: &PoolKey, size: usize, mode: PoolMode) {
+    pub(crate) fn client_joined(
+        &self,
+        key: &PoolKey,
+        size: usize,
+        alias_size: bool,
+        mode: PoolMode,
+    ) {
         let mut state = self.lock();
         let pool = state.pools.entry(key.clone()).or_default();
         pool.size = size;
+        pool.alias_size = alias_size;
         pool.mode = Some(mode);
         pool.clients += 1;
     }
@@ -390,7 +524,7 @@ impl Pools {
 
     /// Is an idle connection still good to hand out (age, idle time, right member)?
     fn fresh(&self, conn: &ServerConn, usable: &dyn Fn(&ServerConn) -> bool) -> bool {
-        let s = &self.settings;
+        let s = self.settings();
         (s.server_lifetime.is_zero() || conn.created.elapsed() < s.server_lifetime)
             && (s.server_idle_timeout.is_zero()
                 || conn.idle_since.elapsed() < s.server_idle_timeout)
@@ -405,11 +539,30 @@ impl Pools {
         usable: &(dyn Fn(&ServerConn) -> bool + Sync),
     ) -> Result<Checkout, CheckoutError> {
         let started = Instant::now();
-        let wait = self.settings.query_wait_timeout;
+        let settings = self.settings();
+        let wait = settings.query_wait_timeout;
         let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
         let mut reserve = false;
         let mut front = false;
+        let mut paused = self.paused.subscribe();
         loop {
+            // A paused database: wait for RESUME (within query_wait_timeout).
+            while names(&paused.borrow_and_update(), &key.database) {
+                let resumed = match deadline {
+                    Some(d) => tokio::time::timeout_at(d, paused.changed()).await,
+                    None => Ok(paused.changed().await),
+                };
+                match resumed {
+                    Ok(Ok(())) => {}
+                    Ok(Err(_)) | Err(_) => {
+                        return Err(CheckoutError::Paused {
+                            database: key.database.clone(),
+                            pool: key.to_string(),
+                            timeout: wait,
+                        })
+                    }
+                }
+            }
             let mut stale = Vec::new();
             let (rx, id) = {
                 let mut state = self.lock();
@@ -435,13 +588,13 @@ impl Pools {
                     drop(stale);
                     continue;
                 }
-                if state.room(&self.settings, key, reserve) {
+                if state.room(&settings, key, reserve) {
                     state.take(key);
                     self.record_wait(&mut state, key, started);
                     drop(state);
                     return Ok(Checkout::Open(self.slot(key)));
                 }
-                if let Some(victim) = state.evictable(&self.settings, key) {
+                if let Some(victim) = state.evictable(&settings, key) {
                     drop(state);
                     tracing::debug!(pool = %key, victim = %victim.id, "closing an idle connection of another pool for max_db_connections/max_user_connections");
                     drop(victim);
@@ -463,9 +616,8 @@ impl Pools {
                 (rx, id)
             };
             // Wake at the reserve deadline once, to try the reserve pool.
-            let reserve_at = (!reserve && self.settings.reserve_pool_size > 0).then(|| {
-                tokio::time::Instant::from_std(started + self.settings.reserve_pool_timeout)
-            });
+            let reserve_at = (!reserve && settings.reserve_pool_size > 0)
+                .then(|| tokio::time::Instant::from_std(started + settings.reserve_pool_timeout));
             let until = match (deadline, reserve_at) {
                 (Some(d), Some(r)) => Some(d.min(r)),
                 (d, r) => d.or(r),
@@ -534,9 +686,13 @@ impl Pools {
 
     /// A clean, idle connection goes back: to the first waiter, else to the idle list.
     pub(crate) fn checkin(self: &Arc<Self>, key: &PoolKey, mut conn: ServerConn) {
-        let s = &self.settings;
+        let s = self.settings();
         if !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime {
             tracing::debug!(pool = %key, conn = conn.id, "closing a server connection past server_lifetime");
+            return;
+        }
+        if self.is_paused(&key.database) {
+            tracing::debug!(pool = %key, conn = conn.id, "closing a server connection of a paused database");
             return;
         }
         conn.idle_since = Instant::now();
@@ -544,6 +700,11 @@ impl Pools {
         let Some(pool) = state.pools.get_mut(key) else {
             return;
         };
+        if pool.open > pool.size + s.reserve_pool_size {
+            // The pool shrank (a reload): this one is surplus.
+            drop(state);
+            return;
+        }
         let mut conn = conn;
         while let Some(waiter) = pool.waiters.pop_front() {
             match waiter.tx.send(Grant::Conn(Box::new(conn))) {
@@ -586,8 +747,21 @@ impl Pools {
         }
     }
 
+    /// The idle server connections, for `/servers`.
+    pub(crate) fn idle_servers(&self) -> Vec<(PoolKey, server::ServerView)> {
+        let state = self.lock();
+        let mut rows = Vec::new();
+        for (key, pool) in &state.pools {
+            for conn in &pool.idle {
+                rows.push((key.clone(), conn.view()));
+            }
+        }
+        rows
+    }
+
     /// One row per pool for `/pools` (PgBouncer's SHOW POOLS columns).
     pub(crate) fn snapshot(&self) -> Vec<PoolRow> {
+        let pool_mode = self.settings().pool_mode;
         let state = self.lock();
         let mut rows: Vec<PoolRow> = state
             .pools
@@ -606,7 +780,7 @@ impl Pools {
                     .max()
                     .unwrap_or(0),
                 size: p.size,
-                mode: p.mode.unwrap_or(self.settings.pool_mode),
+                mode: p.mode.unwrap_or(pool_mode),
                 stats: p.stats.clone(),
             })
             .collect();

@@ -77,6 +77,42 @@ pub(crate) struct ServerConn {
     pub slot: Option<super::Slot>,
 }
 
+/// What `/servers` shows of a server connection (PgBouncer's SHOW SERVERS).
+#[derive(Debug, Clone)]
+pub(crate) struct ServerView {
+    pub id: u64,
+    pub member: String,
+    pub host: String,
+    pub port: u16,
+    pub local: Option<std::net::SocketAddr>,
+    pub pid: Option<i32>,
+    pub connect_time: chrono::DateTime<chrono::Utc>,
+    /// When it last went back to the pool.
+    pub idle_since: chrono::DateTime<chrono::Utc>,
+    pub application_name: Option<String>,
+}
+
+fn wall(at: Instant) -> chrono::DateTime<chrono::Utc> {
+    chrono::Utc::now()
+        - chrono::Duration::from_std(at.elapsed()).unwrap_or_else(|_| chrono::Duration::zero())
+}
+
+impl ServerConn {
+    pub(crate) fn view(&self) -> ServerView {
+        ServerView {
+            id: self.id,
+            member: self.backend.name.clone(),
+            host: self.backend.host.clone(),
+            port: self.backend.port,
+            local: self.read.local_addr().ok(),
+            pid: self.key.map(|k| k.pid),
+            connect_time: wall(self.created),
+            idle_since: wall(self.idle_since),
+            application_name: self.params.get("application_name").cloned(),
+        }
+    }
+}
+
 impl std::fmt::Debug for ServerConn {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "ServerConn({} on {})", self.id, self.backend.name)

@@ -130,8 +130,11 @@ where
     let mut tracker = Tracker::default();
     let mut statements = Statements::default();
     let mut stop = ctx.shared.stop.clone();
-    let idle_timeout = ctx.pooling.pools.settings.client_idle_timeout;
+    let idle_timeout = ctx.pooling.pools.settings().client_idle_timeout;
     let mode = ctx.mode;
+    // Since when the server has had work, and since when a transaction is open (/stats).
+    let mut busy_since: Option<std::time::Instant> = None;
+    let mut xact_since: Option<std::time::Instant> = None;
     if let Some(conn) = &server {
         ctx.attach(conn);
     }
@@ -176,6 +179,11 @@ where
             let Some(conn) = server.as_mut() else {
                 continue;
             };
+            if tracker.pending == 0 && !tracker.unsynced && busy_since.is_none() {
+                let now = std::time::Instant::now();
+                busy_since = Some(now);
+                xact_since.get_or_insert(now);
+            }
             tracker.client_message(
                 &parsed,
                 &raw,
@@ -261,6 +269,17 @@ where
                     // Each ReadyForQuery that leaves no transaction open ends one.
                     if tag == b'Z' && raw.get(5) == Some(&b'I') {
                         ctx.transactions += 1;
+                        if let Some(at) = xact_since.take() {
+                            ctx.xact_time_us += at.elapsed().as_micros() as u64;
+                        }
+                    }
+                    if tag == b'Z' {
+                        if let Some(at) = busy_since.take() {
+                            ctx.query_time_us += at.elapsed().as_micros() as u64;
+                            if tracker.pending > 0 {
+                                busy_since = Some(std::time::Instant::now());
+                            }
+                        }
                     }
                 }
                 if sin.is_empty() {
