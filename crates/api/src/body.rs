@@ -88,6 +88,9 @@ pub fn patroni_json(status: &NodeStatus) -> Value {
     if status.paused {
         body.insert("pause".into(), json!(true));
     }
+    if status.watchdog_failed {
+        body.insert("watchdog_failed".into(), json!(true));
+    }
     if is_sync_standby(status) {
         body.insert("sync_standby".into(), json!(true));
     }

@@ -81,6 +81,9 @@ pub struct NodeStatus {
     /// acknowledgements, or a member that promised a failsafe leader (`POST /failsafe`)
     /// within the last ttl.
     pub failsafe_active: bool,
+    /// `watchdog.mode` is required and the device is not usable: this member will not lead
+    /// (Patroni's `watchdog_failed` in `GET /patroni`).
+    pub watchdog_failed: bool,
     /// Unix milliseconds at the end of the last completed HA cycle (for `/liveness`).
     pub last_cycle_unix_ms: u64,
     /// The HA loop's ttl in milliseconds (`/liveness` uses ttl for a primary, 2×ttl for a replica).
@@ -124,6 +127,7 @@ impl NodeStatus {
             system_identifier: None,
             dcs_last_seen: None,
             failsafe_active: false,
+            watchdog_failed: false,
             last_cycle_unix_ms: 0,
             ttl_ms,
             tags: BTreeMap::new(),

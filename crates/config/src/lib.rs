@@ -21,6 +21,6 @@ pub use error::{ConfigError, ConfigWarning, Loaded};
 pub use managed::overwritten_parameters;
 pub use model::{
     BootstrapConfig, Config, Credentials, DcsConfig, InitdbOption, PgbatonConfig, PostgresqlConfig,
-    RestApiConfig, Tags, UserSpec,
+    RestApiConfig, Tags, UserSpec, WatchdogConfig, WatchdogMode,
 };
 pub use parse::{load_file, parse_str, parse_str_with_env};

@@ -25,6 +25,8 @@ pub struct Config {
     pub postgresql: PostgresqlConfig,
     pub tags: Tags,
     pub pgbaton: PgbatonConfig,
+    /// The host's watchdog device (`watchdog:`).
+    pub watchdog: WatchdogConfig,
     /// How this member (and `pgbaton ctl`) call REST APIs served over https (`ctl:`).
     pub ctl: CtlConfig,
     /// Where the configuration came from: a file path or "<string>", for messages.
@@ -226,6 +228,43 @@ impl Default for PgbatonConfig {
             slot_retained_wal_warning_mb: 1024,
             auto_reclone: true,
             reclone_interval: 600.0,
+        }
+    }
+}
+
+/// `watchdog:` — a watchdog device that resets the host when the agent stops feeding it
+/// (Patroni's keys and defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WatchdogConfig {
+    pub mode: WatchdogMode,
+    /// The Linux watchdog device (default `/dev/watchdog`).
+    pub device: PathBuf,
+    /// Seconds between the watchdog firing and the leader lease expiring (default 5);
+    /// -1: the watchdog fires after half of ttl.
+    pub safety_margin: i64,
+    /// The file has a `watchdog` section (without one the mode is `automatic` as in Patroni,
+    /// but the device is only used when the `run_as` user may write it, see the agent).
+    pub explicit: bool,
+}
+
+/// `watchdog.mode`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WatchdogMode {
+    /// Never touch the device.
+    Off,
+    /// Use the device when it is usable; lead without it otherwise (warned once).
+    Automatic,
+    /// Never lead without a usable device.
+    Required,
+}
+
+impl Default for WatchdogConfig {
+    fn default() -> Self {
+        WatchdogConfig {
+            mode: WatchdogMode::Automatic,
+            device: PathBuf::from("/dev/watchdog"),
+            safety_margin: 5,
+            explicit: false,
         }
     }
 }

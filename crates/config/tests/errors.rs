@@ -133,7 +133,6 @@ fn unsupported_options_are_warned_not_dropped_silently() {
         [
             "bootstrap.post_init: bootstrap scripts are not supported yet; ignored",
             "postgresql.callbacks: callback scripts are not supported yet; ignored",
-            "watchdog: watchdog is not supported yet; ignored (pgbaton demotes a leader that cannot renew its lease by itself)",
         ]
     );
 }

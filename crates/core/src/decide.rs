@@ -11,6 +11,7 @@ use crate::reason::{MissingWal, Reason};
 use crate::state::{MemberState, Phase, PublishedState};
 use crate::switchover::{self, LeaderSide, ReplicaSide};
 use crate::sync;
+use crate::watchdog;
 use crate::{HaConfig, Millis};
 
 /// The output of one cycle.
@@ -216,7 +217,9 @@ fn step(s: &mut MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts) -> St
         return (Reason::Paused, duties);
     }
     match &view.initialize {
-        Initialize::Absent => uninitialized(s, obs),
+        Initialize::Absent => {
+            watchdog::refuse_to_bootstrap(s, obs).unwrap_or_else(|| uninitialized(s, obs))
+        }
         Initialize::ClaimedBy(who) if who == &cfg.name => bootstrapping(s, obs),
         Initialize::ClaimedBy(who) => (Reason::WaitingForBootstrap { by: who.clone() }, vec![]),
         Initialize::SystemId(_) => match view.leader.as_deref() {
@@ -465,6 +468,9 @@ fn holding_leader_key(
     s.wal_missing = false;
     if !f.lease_ok {
         return (Reason::LeaderKeyWithoutLease, vec![]);
+    }
+    if let Some(step) = watchdog::refuse_to_lead(s, obs) {
+        return step;
     }
     match &obs.pg {
         LocalPg::Running(pg) if !pg.in_recovery => {
@@ -983,6 +989,9 @@ fn leaderless(
             )
         }
         LocalPg::Running(pg) if pg.in_recovery => {
+            if let Some(step) = watchdog::refuse_to_race(s, obs) {
+                return step;
+            }
             match switchover::replica_side(cfg, view, f.now - since, obs.unix_now_ms) {
                 ReplicaSide::FormerLeader => {
                     s.phase = Phase::Replica;

@@ -23,6 +23,7 @@ mod state;
 mod switchover;
 mod sync;
 mod timeline;
+pub mod watchdog;
 
 pub use action::{Action, StopMode};
 pub use config::{HaConfig, SyncConfig, SyncMode};
@@ -35,6 +36,7 @@ pub use observation::{
 pub use reason::{MissingWal, Reason};
 pub use state::{MemberState, Phase, PublishedState};
 pub use timeline::{member_timeline, TimelineSource};
+pub use watchdog::{WatchdogRefusal, WatchdogState};
 
 /// Monotonic time in milliseconds (the agent's `Instant` since start, or the simulator's clock).
 pub type Millis = u64;

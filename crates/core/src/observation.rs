@@ -41,6 +41,9 @@ pub struct Observation {
     /// last started streaming, that its upstream no longer has a WAL segment it asked for
     /// ("requested WAL segment ... has already been removed"): the segment's name.
     pub missing_wal_segment: Option<String>,
+    /// Whether a required watchdog lets this member lead (`NotRequired` unless
+    /// `watchdog.mode: required`), see [`crate::watchdog`].
+    pub watchdog: crate::WatchdogState,
 }
 
 /// `synchronous_standby_names` as pgbaton writes it: `FIRST n (a, b)`, `ANY n (a, b)` or `*`.

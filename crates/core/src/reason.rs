@@ -124,6 +124,11 @@ pub enum Reason {
         despite_lag: bool,
     },
     NotRacing(Candidacy),
+    /// `watchdog.mode: required` and the device is not usable: this member does not lead.
+    WatchdogRequired {
+        why: String,
+        what: crate::WatchdogRefusal,
+    },
     WaitingForPostgres,
     Paused,
     HandingOver {
@@ -330,6 +335,10 @@ impl fmt::Display for Reason {
                 f,
                 "replica cannot stream: {missing}; it was re-cloned automatically less than pgbaton.reclone_interval ago: next automatic re-clone in about {} min",
                 in_ms.div_ceil(60_000)
+            ),
+            WatchdogRequired { why, what } => write!(
+                f,
+                "{what}: watchdog.mode is required and the watchdog is not usable ({why})"
             ),
         }
     }

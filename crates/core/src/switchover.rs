@@ -79,7 +79,9 @@ pub(crate) fn candidate_problem(
         return Some(format!("{candidate} is not a member of the cluster"));
     };
     if member.nofailover {
-        return Some(format!("{candidate} is tagged nofailover"));
+        return Some(format!(
+            "{candidate} may not be promoted (tagged nofailover, or its required watchdog is not usable)"
+        ));
     }
     if member.state != "running" || member.is_primary {
         return Some(format!(

@@ -88,6 +88,7 @@ fn obs(now: Millis, pg: LocalPg, view: DcsView) -> Observation {
         failsafe_acked_at: None,
         failsafe_promised_until: None,
         missing_wal_segment: None,
+        watchdog: Default::default(),
     }
 }
 

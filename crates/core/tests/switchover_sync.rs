@@ -97,6 +97,7 @@ fn obs(pg: LocalPg, view: DcsView) -> Observation {
         failsafe_acked_at: None,
         failsafe_promised_until: None,
         missing_wal_segment: None,
+        watchdog: Default::default(),
     }
 }
 
@@ -207,7 +208,10 @@ fn switchover_to_an_unhealthy_or_lagging_member_is_refused_and_cancelled() {
     let d = decide(&leader_state(), &o, &cfg());
     assert_eq!(
         d.reason,
-        Reason::SwitchoverRefused("node2 is tagged nofailover".into())
+        Reason::SwitchoverRefused(
+            "node2 may not be promoted (tagged nofailover, or its required watchdog is not usable)"
+                .into()
+        )
     );
     // unknown member
     let mut v3 = v;

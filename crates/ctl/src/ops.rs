@@ -139,6 +139,9 @@ pub fn validate_failover(
             "{c} is tagged nofailover (or failover_priority 0) and may not be promoted"
         )));
     }
+    if doc.watchdog_failed() {
+        return Err(OpError::Precondition(watchdog_refusal(c)));
+    }
     if doc.state != "running" {
         return Err(OpError::Precondition(format!(
             "{c} is not running (state {})",
@@ -259,6 +262,9 @@ fn candidate_problem(
             "{candidate} is tagged nofailover (or failover_priority 0) and may not become the leader"
         )));
     }
+    if doc.watchdog_failed() {
+        return Err(OpError::Precondition(watchdog_refusal(candidate)));
+    }
     if !is_streaming_replica(doc) {
         return Err(OpError::Precondition(format!(
             "{candidate} is not a running, streaming replica (state {}, replication {})",
@@ -309,4 +315,11 @@ fn check_sync(state: &ClusterState, candidate: &str, limits: Limits) -> Result<(
             }
         )))
     }
+}
+
+/// A candidate whose configuration requires a watchdog it cannot use never leads.
+fn watchdog_refusal(candidate: &str) -> String {
+    format!(
+        "{candidate} may not become the leader: its watchdog.mode is required and its watchdog is not usable (see its log or GET /patroni)"
+    )
 }

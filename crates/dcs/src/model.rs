@@ -127,6 +127,12 @@ impl MemberDoc {
         self.tag_true("nofailover") || zero_priority
     }
 
+    /// The member requires a watchdog and has none usable (`watchdog_failed`, a pgbaton
+    /// addition; Patroni shows it in `GET /patroni`): it will not lead.
+    pub fn watchdog_failed(&self) -> bool {
+        self.extra.get("watchdog_failed") == Some(&Value::Bool(true))
+    }
+
     pub fn tag_true(&self, tag: &str) -> bool {
         match self.tags.get(tag) {
             Some(Value::Bool(b)) => *b,

@@ -213,6 +213,7 @@ impl World {
             failsafe_promised_until: member.agent.failsafe_promised_until,
             // WAL recycling is not modelled: no segment an upstream removed.
             missing_wal_segment: None,
+            watchdog: Default::default(),
         }
     }
 

@@ -12,6 +12,7 @@ mod pgbaton;
 mod postgresql;
 mod restapi;
 mod tags;
+mod watchdog;
 
 use std::path::Path;
 
@@ -126,11 +127,7 @@ fn top_level(ctx: &mut Ctx, v: &Value) -> Result<Config> {
         }
         log.finish(ctx, "ignored");
     }
-    root.unsupported(
-        ctx,
-        "watchdog",
-        "watchdog is not supported yet; ignored (pgbaton demotes a leader that cannot renew its lease by itself)",
-    );
+    let watchdog = watchdog::parse(ctx, root.section(ctx, "watchdog")?)?;
     let ctl = match root.section(ctx, "ctl")? {
         Some(mut sec) => {
             let ctl = CtlConfig {
@@ -166,6 +163,7 @@ fn top_level(ctx: &mut Ctx, v: &Value) -> Result<Config> {
         postgresql,
         tags,
         pgbaton,
+        watchdog,
         ctl,
         source: ctx.file.clone(),
     })

@@ -109,6 +109,7 @@ impl<D: Dcs> Agent<D> {
             Action::RenewLease => {
                 let ack = bounded(timeout, dcs.keepalive()).await?;
                 self.lease = Some(ack);
+                self.feed_watchdog();
                 self.arm_lease_guard();
             }
             Action::PublishMember => {
@@ -343,6 +344,7 @@ impl<D: Dcs> Agent<D> {
                 // The decision is stale (the agent may have been paused since it was taken).
                 tracing::warn!(%action, "not done: the lease is no longer certainly valid");
             }
+            Action::Promote | Action::StartPrimary if !self.watchdog_allows(action) => {}
             job if job.is_job() => {
                 if self.jobs.is_running() {
                     tracing::debug!(%job, "an operation runs already");

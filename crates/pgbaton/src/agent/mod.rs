@@ -10,6 +10,7 @@ mod commands;
 mod execute;
 mod failsafe;
 mod guard;
+mod host_watchdog;
 mod jobs;
 mod logical;
 mod observe;
@@ -183,6 +184,8 @@ pub struct Agent<D: Dcs> {
     /// Replica: follows PostgreSQL's log since the agent started it, for an upstream saying
     /// it removed WAL the replica asked for.
     wal_log: Option<pgbaton_postgres::WalLogScanner>,
+    /// The host watchdog device (`watchdog:`), armed while this member runs a primary.
+    watchdog: crate::watchdog::Watchdog,
 }
 
 impl<D: Dcs> Agent<D> {
@@ -197,6 +200,8 @@ impl<D: Dcs> Agent<D> {
         let wake = Arc::new(Notify::new());
         let spec = settings::pg_spec(&cfg);
         let origin = Instant::now();
+        let watchdog =
+            crate::watchdog::Watchdog::from_config(&cfg.watchdog, &ha, spec.run_as.as_deref());
         Agent {
             spec,
             dynamic,
@@ -228,6 +233,7 @@ impl<D: Dcs> Agent<D> {
             failsafe_acked_at: None,
             failsafe_member: failsafe::FailsafeMember::default(),
             wal_log: None,
+            watchdog,
             cfg,
         }
     }
@@ -240,11 +246,13 @@ impl<D: Dcs> Agent<D> {
         at.saturating_duration_since(self.origin).as_millis() as Millis
     }
 
-    /// Until when the lease is certainly alive, in core time.
+    /// Until when the lease is certainly alive, in core time. With the host watchdog armed,
+    /// no later than it could fire: the leader demotes itself first.
     fn lease_valid_until(&self) -> Option<Millis> {
         self.lease.map(|ack| {
             let ttl = ack.ttl.min(Duration::from_millis(self.ha.ttl_ms));
-            self.to_millis(ack.sent_at + ttl)
+            let until = ack.sent_at + ttl;
+            self.to_millis(self.watchdog.fires_at().map_or(until, |f| f.min(until)))
         })
     }
 
@@ -317,6 +325,7 @@ impl<D: Dcs> Agent<D> {
                 Duration::from_millis(self.ha.ttl_ms),
             );
             self.execute(&decision, &obs).await;
+            self.tend_watchdog(&obs);
             self.arm_lease_guard();
             self.run_scheduled_restart().await;
             if self.parameters_changed && !self.jobs.is_running() {
@@ -404,14 +413,17 @@ impl<D: Dcs> Agent<D> {
     async fn shutdown(&mut self) {
         tracing::info!("shutting down: stopping PostgreSQL");
         self.jobs.abort().await;
-        if let Err(e) = jobs::stop(
+        match jobs::stop(
             &self.postmaster,
             pgbaton_postgres::StopMode::Fast,
             Duration::from_secs(30),
         )
         .await
         {
-            tracing::warn!(error = %e, "fast stop failed");
+            Ok(()) => self.watchdog.disarm("clean shutdown"),
+            Err(e) => {
+                tracing::warn!(error = %e, "fast stop failed (the watchdog, if armed, stays armed)")
+            }
         }
         let timeout = Duration::from_millis(self.ha.retry_timeout_ms);
         if let Ok(Ok(true)) = tokio::time::timeout(timeout, self.dcs.release_leader()).await {

@@ -98,6 +98,7 @@ impl<D: Dcs> Agent<D> {
             failsafe_acked_at: self.failsafe_acked_at,
             failsafe_promised_until: self.failsafe_promised_until(),
             missing_wal_segment,
+            watchdog: self.watchdog.state(tokio::time::Instant::now()),
         }
     }
 

@@ -47,6 +47,12 @@ impl<D: Dcs> Agent<D> {
         if let Some(scheduled) = self.scheduled_restart_json() {
             doc.extra.insert("scheduled_restart".into(), scheduled);
         }
+        // The watchdog is required and not usable: this member may not be promoted
+        // (Patroni says so in GET /patroni; pgbaton also here, for the leader and ctl).
+        if self.watchdog.failed(tokio::time::Instant::now()) {
+            doc.extra
+                .insert("watchdog_failed".into(), serde_json::Value::Bool(true));
+        }
         doc
     }
 
@@ -189,6 +195,7 @@ impl<D: Dcs> Agent<D> {
             system_identifier: obs.pg.system_id().map(|id| id.to_string()),
             dcs_last_seen: self.dcs_last_seen_unix,
             failsafe_active: self.failsafe_active(),
+            watchdog_failed: self.watchdog.failed(tokio::time::Instant::now()),
             last_cycle_unix_ms: now_ms,
             ttl_ms: self.ha.ttl_ms,
             tags: self.cfg.tags.to_json_map(),

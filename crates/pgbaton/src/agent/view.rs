@@ -59,7 +59,8 @@ fn member_view(doc: &MemberDoc) -> MemberView {
         is_primary: doc.is_primary_role(),
         lsn: doc.xlog_location,
         timeline: doc.timeline,
-        nofailover: doc.never_promote(),
+        // A member whose required watchdog is not usable cannot be promoted either.
+        nofailover: doc.never_promote() || doc.watchdog_failed(),
         clonefrom: doc.tag_true("clonefrom"),
         replicatefrom: doc
             .tags
@@ -153,7 +154,11 @@ pub fn peer_view(body: &Value) -> PeerView {
             .get("timeline")
             .and_then(Value::as_u64)
             .map(|t| t as u32),
-        nofailover: nofailover || failover_priority == 0,
+        // Patroni's failover_limitation: `watchdog_failed` (a required watchdog that is not
+        // usable) keeps a peer from racing, so it must not hold the others back either.
+        nofailover: nofailover
+            || failover_priority == 0
+            || body.get("watchdog_failed") == Some(&Value::Bool(true)),
         failover_priority,
     }
 }
@@ -189,6 +194,26 @@ mod tests {
                 failover_priority: 1,
             }
         );
+    }
+
+    #[test]
+    fn a_peer_or_member_without_its_required_watchdog_may_not_be_promoted() {
+        let body: Value = serde_json::from_str(
+            r#"{"state": "running", "role": "replica", "xlog": {"received_location": 9, "replayed_location": 9}, "timeline": 1, "watchdog_failed": true}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            peer_view(&body),
+            PeerView::Report {
+                nofailover: true,
+                ..
+            }
+        ));
+        let doc: MemberDoc = serde_json::from_str(
+            r#"{"conn_url": "postgres://h:5432/postgres", "api_url": "http://h:8008/patroni", "state": "running", "role": "replica", "watchdog_failed": true}"#,
+        )
+        .unwrap();
+        assert!(member_view(&doc).nofailover);
     }
 
     #[test]

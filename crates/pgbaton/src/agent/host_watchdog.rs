@@ -1,0 +1,62 @@
+//! The agent's side of the host watchdog (src/watchdog/): arm before a primary, feed on
+//! confirmed leases, disarm once no primary runs.
+
+use pgbaton_core::{Action, JobKind, JobView, Observation, Phase};
+use pgbaton_dcs::Dcs;
+use tokio::time::Instant;
+
+use super::Agent;
+
+impl<D: Dcs> Agent<D> {
+    /// The send time of the latest confirmation of this leader's right to run a primary:
+    /// an acknowledged lease renewal, or (failsafe mode) a round every member acknowledged.
+    fn right_confirmed_at(&self) -> Option<Instant> {
+        let lease = self.lease.map(|ack| ack.sent_at);
+        let failsafe = self
+            .failsafe_acked_at
+            .filter(|_| self.ha.failsafe_mode)
+            .map(|ms| self.origin + std::time::Duration::from_millis(ms));
+        lease.max(failsafe)
+    }
+
+    /// Before `Promote` or `StartPrimary`: arm the watchdog. `false`: `watchdog.mode` is
+    /// required and the device is not usable — the action is not carried out (the next
+    /// observation reports the device unusable and the core gives the key up).
+    pub(super) fn watchdog_allows(&mut self, action: &Action) -> bool {
+        let confirmed = self.right_confirmed_at();
+        match self.watchdog.before_primary(Instant::now(), confirmed) {
+            Ok(()) => true,
+            Err(why) => {
+                tracing::error!(%action, "not done: the required watchdog is not usable ({why})");
+                false
+            }
+        }
+    }
+
+    /// After an acknowledged renewal: feed the watchdog (when armed and covered).
+    pub(super) fn feed_watchdog(&mut self) {
+        let confirmed = self.right_confirmed_at();
+        self.watchdog.feed(Instant::now(), confirmed);
+    }
+
+    /// After every cycle: a leader keeps the device armed and fed while its lease is
+    /// confirmed (arming it when it leads without: a restarted agent, a new cluster); once no
+    /// primary runs or starts, the device is disarmed.
+    pub(super) fn tend_watchdog(&mut self, obs: &Observation) {
+        let leading = matches!(
+            self.state.phase,
+            Phase::Leader | Phase::Promoting | Phase::RestartingPrimary | Phase::HandingOver
+        );
+        let primary_may_run = obs.pg.is_primary()
+            || matches!(obs.job, JobView::Running(JobKind::Promote | JobKind::Start));
+        if leading && obs.pg.is_primary() && !self.watchdog.is_armed() {
+            let confirmed = self.right_confirmed_at();
+            // A required device that cannot be armed shows in the next observation.
+            let _ = self.watchdog.before_primary(Instant::now(), confirmed);
+        } else if leading {
+            self.feed_watchdog();
+        } else if !primary_may_run {
+            self.watchdog.disarm("this member no longer runs a primary");
+        }
+    }
+}
