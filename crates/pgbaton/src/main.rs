@@ -11,7 +11,6 @@ mod http;
 mod local;
 mod logging;
 mod sd_notify;
-mod watchdog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -43,10 +42,14 @@ enum Command {
         config: PathBuf,
     },
     /// Run the router: a write address that follows the leader, a read address over replicas.
+    #[command(args_conflicts_with_subcommands = true)]
     Router {
         /// The router configuration (YAML: write.listen, read.listen, etcd3.hosts, scope, ...).
+        /// SIGHUP reads it again.
         #[arg(long, short = 'c')]
-        config: PathBuf,
+        config: Option<PathBuf>,
+        #[command(subcommand)]
+        command: Option<RouterCommand>,
     },
     /// Inspect and operate a cluster (patronictl's verbs).
     Ctl(ctl::CtlArgs),
@@ -65,6 +68,27 @@ enum Command {
     },
 }
 
+#[derive(Subcommand)]
+enum RouterCommand {
+    /// Print a router.yml equivalent to a PgBouncer configuration (warnings on stderr and as
+    /// comments: what has no equivalent or changes meaning).
+    ImportPgbouncer {
+        /// pgbouncer.ini
+        ini: PathBuf,
+        /// userlist.txt (replaces the ini's auth_file)
+        userlist: Option<PathBuf>,
+        /// The cluster's scope (Patroni's `scope`).
+        #[arg(long, default_value = "pg-cluster")]
+        scope: String,
+        /// The cluster's namespace.
+        #[arg(long, default_value = "/service/")]
+        namespace: String,
+        /// etcd endpoints, host:port, repeated or comma-separated.
+        #[arg(long = "etcd", value_delimiter = ',', default_value = "127.0.0.1:2379")]
+        etcd: Vec<String>,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Ctl(_)) {
@@ -78,7 +102,9 @@ fn main() -> ExitCode {
     // The router forwards bytes with one task per connection: a single thread measured
     // faster than two on a 2-core machine shared with PostgreSQL (bench/router).
     let builder = match cli.command {
-        Command::Router { .. } => tokio::runtime::Builder::new_current_thread()
+        Command::Router {
+            config: Some(_), ..
+        } => tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build(),
         _ => tokio::runtime::Builder::new_multi_thread()
@@ -97,7 +123,17 @@ fn main() -> ExitCode {
         match cli.command {
             Command::Agent { config } => run_agent(config).await,
             Command::CheckConfig { config } => check_config(config),
-            Command::Router { config } => run_router(config).await,
+            Command::Router {
+                config: Some(config),
+                command: None,
+            } => run_router(config).await,
+            Command::Router {
+                command: Some(command),
+                ..
+            } => router_command(command),
+            Command::Router { .. } => Err(anyhow::anyhow!(
+                "pgbaton router needs --config FILE (or a subcommand: import-pgbouncer)"
+            )),
             Command::Ctl(args) => ctl::run(args).await,
             Command::Local { command } => local::run(command).await,
             Command::LeaseGuard { .. } => Ok(()), // handled before the runtime starts
@@ -147,7 +183,10 @@ async fn run_router(path: PathBuf) -> anyhow::Result<()> {
     let span = tracing::info_span!("router", scope = %cfg.scope);
     let _enter = span.enter();
     tracing::info!(config = %path.display(), write = %cfg.write_listen, read = %cfg.read_listen, "pgbaton router starting");
-    let router = pgbaton_router::Router::bind(cfg).await?;
+    // SIGHUP reads router.yml again (auth: and pool: apply without dropping clients).
+    let router = pgbaton_router::Router::bind(cfg)
+        .await?
+        .reload_on_sighup(&path);
     // systemd (Type=notify): ready once the listeners are bound.
     let mut systemd = sd_notify::Notifier::from_env();
     let status = format!(
@@ -166,6 +205,36 @@ async fn run_router(path: PathBuf) -> anyhow::Result<()> {
     watchdog.abort();
     result?;
     Ok(())
+}
+
+fn router_command(command: RouterCommand) -> anyhow::Result<()> {
+    match command {
+        RouterCommand::ImportPgbouncer {
+            ini,
+            userlist,
+            scope,
+            namespace,
+            etcd,
+        } => {
+            let text = std::fs::read_to_string(&ini)
+                .map_err(|e| anyhow::anyhow!("cannot read {}: {e}", ini.display()))?;
+            let imported = pgbaton_router::import::import_pgbouncer(
+                &text,
+                userlist.as_deref(),
+                pgbaton_router::import::ClusterAt {
+                    scope: &scope,
+                    namespace: &namespace,
+                    etcd_hosts: etcd,
+                },
+            )
+            .map_err(|e| anyhow::anyhow!("{}: {e}", ini.display()))?;
+            for warning in &imported.warnings {
+                eprintln!("warning: {warning}");
+            }
+            print!("{}", imported.to_yaml());
+            Ok(())
+        }
+    }
 }
 
 fn check_config(path: PathBuf) -> anyhow::Result<()> {

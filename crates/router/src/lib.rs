@@ -47,6 +47,7 @@ mod client;
 mod config;
 mod error;
 mod handshake;
+pub mod import;
 pub mod lag;
 mod metrics;
 mod offload;
