@@ -10,6 +10,7 @@ use crate::client::{bounded, connect_with, credentials_config};
 use crate::config::quote_conninfo;
 use crate::error::PgError;
 use crate::initdb::ensure_missing_or_empty;
+use crate::passfile::PassFile;
 use crate::postmaster::running_pid;
 use crate::run::{absolute, ensure_dir, pg_command, run_as, run_async, SecretFile};
 use crate::spec::{Credentials, PgSpec, Upstream};
@@ -31,13 +32,24 @@ pub async fn basebackup(
     from: &Upstream,
     extra_args: &[String],
 ) -> Result<(), PgError> {
+    basebackup_with(spec, from, extra_args, None).await
+}
+
+/// [`basebackup`], the password read from `passfile` (`postgresql.pgpass`, written first)
+/// instead of a temporary file.
+pub async fn basebackup_with(
+    spec: &PgSpec,
+    from: &Upstream,
+    extra_args: &[String],
+    passfile: Option<&PassFile>,
+) -> Result<(), PgError> {
     let user = run_as(spec)?;
     let data_dir = absolute(&spec.data_dir)?;
     ensure_missing_or_empty(&data_dir)?;
     let existed = data_dir.exists();
     ensure_dir(&data_dir, 0o700, user.as_ref())?;
 
-    let passfile = passfile(&spec.replication, user.as_ref())?;
+    let passfile = password_file(spec, &spec.replication, user.as_ref(), passfile)?;
     let mut cmd = pg_command(spec, "pg_basebackup")?;
     cmd.arg("-D")
         .arg(&data_dir)
@@ -66,18 +78,41 @@ pub async fn basebackup(
     }
 }
 
-fn passfile(
+/// The password file libpq reads (`PGPASSFILE`): the configured one, written now, or a
+/// temporary one with `credentials` alone (deleted on drop). `None`: no password.
+enum PasswordFile<'a> {
+    Configured(&'a PassFile),
+    Temporary(SecretFile),
+}
+
+impl PasswordFile<'_> {
+    fn path(&self) -> &Path {
+        match self {
+            PasswordFile::Configured(file) => file.path(),
+            PasswordFile::Temporary(file) => file.path(),
+        }
+    }
+}
+
+fn password_file<'a>(
+    spec: &PgSpec,
     credentials: &Credentials,
     user: Option<&crate::run::RunAs>,
-) -> Result<Option<SecretFile>, PgError> {
-    match &credentials.password {
-        Some(password) => Ok(Some(SecretFile::pgpass(
-            &credentials.username,
-            password,
-            user,
-        )?)),
-        None => Ok(None),
+    configured: Option<&'a PassFile>,
+) -> Result<Option<PasswordFile<'a>>, PgError> {
+    let Some(password) = &credentials.password else {
+        return Ok(None);
+    };
+    if let Some(file) = configured {
+        if file.write(spec)? {
+            return Ok(Some(PasswordFile::Configured(file)));
+        }
     }
+    Ok(Some(PasswordFile::Temporary(SecretFile::pgpass(
+        &credentials.username,
+        password,
+        user,
+    )?)))
 }
 
 /// Removes what a failed clone left: the directory itself when we created it, else its content.
@@ -110,6 +145,15 @@ fn remove_partial(data_dir: &Path, existed: bool) {
 /// when that is the case. pg_rewind copies the source's configuration files: call
 /// `write_config` afterwards.
 pub async fn rewind(spec: &PgSpec, from: &Upstream) -> Result<RewindOutcome, PgError> {
+    rewind_with(spec, from, None).await
+}
+
+/// [`rewind`], the password read from `passfile` (`postgresql.pgpass`, written first).
+pub async fn rewind_with(
+    spec: &PgSpec,
+    from: &Upstream,
+    passfile: Option<&PassFile>,
+) -> Result<RewindOutcome, PgError> {
     let user = run_as(spec)?;
     let data_dir = absolute(&spec.data_dir)?;
     if let Some(pid) = running_pid(&data_dir)? {
@@ -119,7 +163,7 @@ pub async fn rewind(spec: &PgSpec, from: &Upstream) -> Result<RewindOutcome, PgE
     if let Err(e) = checkpoint_source_if_needed(credentials, from).await {
         tracing::warn!(error = %e, "could not check the rewind source's checkpoint timeline; rewinding anyway");
     }
-    let passfile = passfile(credentials, user.as_ref())?;
+    let passfile = password_file(spec, credentials, user.as_ref(), passfile)?;
     let source = format!(
         "host={} port={} user={} dbname=postgres",
         quote_conninfo(&from.host),

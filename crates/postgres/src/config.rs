@@ -7,6 +7,7 @@ use std::fs;
 use std::path::Path;
 
 use crate::error::PgError;
+use crate::passfile::PassFile;
 use crate::run::{absolute, ensure_dir, run_as, write_owned, RunAs};
 use crate::spec::{PgSpec, StandbyConfig, Upstream};
 
@@ -28,11 +29,25 @@ const AUTO_CONF_CLEARED: &[&str] = &["primary_conninfo", "primary_slot_name"];
 
 /// Writes postgresql.conf (+ base), pg_hba.conf and standby.signal (present iff `standby`),
 /// and clears replication settings from postgresql.auto.conf. All files owned by run_as, 0600.
+/// The replication password, if any, is written into `primary_conninfo`: see
+/// [`write_config_with`] for a password file instead.
 pub fn write_config(
     spec: &PgSpec,
     parameters: &BTreeMap<String, String>,
     hba: &[String],
     standby: Option<&StandbyConfig>,
+) -> Result<(), PgError> {
+    write_config_with(spec, parameters, hba, standby, None)
+}
+
+/// [`write_config`], with `passfile`: the password file is written and `primary_conninfo`
+/// names it (`passfile=...`) instead of carrying the password.
+pub fn write_config_with(
+    spec: &PgSpec,
+    parameters: &BTreeMap<String, String>,
+    hba: &[String],
+    standby: Option<&StandbyConfig>,
+    passfile: Option<&PassFile>,
 ) -> Result<(), PgError> {
     let user = run_as(spec)?;
     let user = user.as_ref();
@@ -42,7 +57,14 @@ pub fn write_config(
         ensure_dir(&socket_dir, 0o755, user)?;
     }
     keep_base_conf(&data_dir, user)?;
-    let conf = render_postgresql_conf(spec, &socket_dir, parameters, standby)?;
+    // The WAL receiver reads the password file when it connects: write it first.
+    let passfile = match passfile {
+        Some(file) if standby.is_some_and(|s| s.upstream.is_some()) => {
+            file.write(spec)?.then_some(file)
+        }
+        _ => None,
+    };
+    let conf = render_postgresql_conf(spec, &socket_dir, parameters, standby, passfile)?;
     write_owned(&data_dir.join("postgresql.conf"), &conf, user)?;
     write_owned(&data_dir.join("pg_hba.conf"), &render_hba(spec, hba)?, user)?;
 
@@ -79,6 +101,7 @@ fn render_postgresql_conf(
     socket_dir: &Path,
     parameters: &BTreeMap<String, String>,
     standby: Option<&StandbyConfig>,
+    passfile: Option<&PassFile>,
 ) -> Result<String, PgError> {
     let mut out = String::from(HEADER);
     out.push_str(&format!("include '{BASE_CONF}'\n\n"));
@@ -103,7 +126,7 @@ fn render_postgresql_conf(
             push_setting(
                 &mut out,
                 "primary_conninfo",
-                &primary_conninfo(spec, upstream),
+                &primary_conninfo(spec, upstream, passfile),
             );
         }
         if let (Some(slot), Some(_)) = (&standby.slot_name, &standby.upstream) {
@@ -145,14 +168,19 @@ pub(crate) fn quote_conninfo(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
-fn primary_conninfo(spec: &PgSpec, upstream: &Upstream) -> String {
+fn primary_conninfo(spec: &PgSpec, upstream: &Upstream, passfile: Option<&PassFile>) -> String {
     let mut parts = vec![
         format!("host={}", quote_conninfo(&upstream.host)),
         format!("port={}", upstream.port),
         format!("user={}", quote_conninfo(&spec.replication.username)),
     ];
-    if let Some(password) = &spec.replication.password {
-        parts.push(format!("password={}", quote_conninfo(password)));
+    match (passfile, &spec.replication.password) {
+        (Some(file), Some(_)) => parts.push(format!(
+            "passfile={}",
+            quote_conninfo(&file.path().to_string_lossy())
+        )),
+        (None, Some(password)) => parts.push(format!("password={}", quote_conninfo(password))),
+        (_, None) => {}
     }
     parts.push(format!(
         "application_name={}",
@@ -268,7 +296,7 @@ mod tests {
             }),
             slot_name: Some("node_1".into()),
         };
-        let conf = render_postgresql_conf(&spec(), Path::new("/s"), &params, Some(&standby))
+        let conf = render_postgresql_conf(&spec(), Path::new("/s"), &params, Some(&standby), None)
             .expect("render");
         assert!(conf.contains("include 'postgresql.base.conf'\n"));
         assert!(conf.contains("shared_buffers = '16MB'\n"));
@@ -282,12 +310,27 @@ mod tests {
             conf.contains(r"primary_conninfo = 'host=''127.0.0.1'' port=5432 user=''repl'' password=''it\\''s a \\\\ secret'' application_name=''node-1'''"),
             "{conf}"
         );
+        // With a password file (postgresql.pgpass): named, and no password anywhere.
+        let file = PassFile::new("/var/lib/postgresql/pg pass");
+        let conf = render_postgresql_conf(
+            &spec(),
+            Path::new("/s"),
+            &params,
+            Some(&standby),
+            Some(&file),
+        )
+        .expect("render");
+        assert!(
+            conf.contains(r"primary_conninfo = 'host=''127.0.0.1'' port=5432 user=''repl'' passfile=''/var/lib/postgresql/pg pass'' application_name=''node-1'''"),
+            "{conf}"
+        );
+        assert!(!conf.contains("secret"), "{conf}");
     }
 
     #[test]
     fn conf_rejects_bad_parameter_names() {
         let params = BTreeMap::from([("a = 1\nb".to_string(), "x".to_string())]);
-        assert!(render_postgresql_conf(&spec(), Path::new("/s"), &params, None).is_err());
+        assert!(render_postgresql_conf(&spec(), Path::new("/s"), &params, None, None).is_err());
     }
 
     #[test]

@@ -14,6 +14,7 @@ mod identify;
 mod initdb;
 mod logical;
 mod lsn;
+mod passfile;
 mod postmaster;
 mod run;
 mod server_log;
@@ -22,8 +23,8 @@ mod status;
 
 pub use admin::{checkpoint, ensure_users, promote, sync_physical_slots, SlotChanges};
 pub use client::connect;
-pub use clone::{basebackup, move_aside, rewind, RewindOutcome};
-pub use config::write_config;
+pub use clone::{basebackup, basebackup_with, move_aside, rewind, rewind_with, RewindOutcome};
+pub use config::{write_config, write_config_with};
 pub use controldata::{
     data_dir_state, parse_controldata, ControlData, DataDirState, DbState, PG_MAJOR,
 };
@@ -37,6 +38,7 @@ pub use logical::{
     xid_precedes_or_equals, LogicalSlotSpec, SlotPosition, SlotState,
 };
 pub use lsn::{format_lsn, parse_lsn, slot_name_for};
+pub use passfile::PassFile;
 pub use postmaster::{Postmaster, StopMode};
 pub use server_log::{parse_line, LogEvent, WalLogScanner};
 pub use spec::{Credentials, PgSpec, StandbyConfig, Upstream};

@@ -61,6 +61,13 @@ pub(crate) fn run_as(spec: &PgSpec) -> Result<Option<RunAs>, PgError> {
     }))
 }
 
+impl RunAs {
+    /// The user's home directory (from the password database).
+    pub(crate) fn home(&self) -> &Path {
+        &self.home
+    }
+}
+
 /// An absolute form of `path` (relative paths resolve against our working directory, since
 /// the binaries run from elsewhere).
 pub(crate) fn absolute(path: &Path) -> Result<PathBuf, PgError> {

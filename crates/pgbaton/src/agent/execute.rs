@@ -249,7 +249,10 @@ impl<D: Dcs> Agent<D> {
                     }
                     _ => None,
                 };
-                if let Err(e) = pg::write_config(&spec, &params, &hba, standby.as_ref()) {
+                let passfile = settings::passfile(&self.cfg, &spec);
+                if let Err(e) =
+                    pg::write_config_with(&spec, &params, &hba, standby.as_ref(), passfile.as_ref())
+                {
                     tracing::warn!(error = %e, "cannot write synchronous_standby_names");
                     return;
                 }
@@ -299,7 +302,10 @@ impl<D: Dcs> Agent<D> {
             }
             Action::Repoint { upstream } => {
                 let standby = self.standby_config(upstream.as_deref());
-                if let Err(e) = pg::write_config(&spec, &params, &hba, Some(&standby)) {
+                let passfile = settings::passfile(&self.cfg, &spec);
+                if let Err(e) =
+                    pg::write_config_with(&spec, &params, &hba, Some(&standby), passfile.as_ref())
+                {
                     tracing::warn!(error = %e, "cannot write the replica configuration");
                     return;
                 }
@@ -367,7 +373,15 @@ impl<D: Dcs> Agent<D> {
             _ => return,
         };
         let hba = settings::pg_hba(&self.cfg);
-        if let Err(e) = pg::write_config(&self.spec, &self.parameters(), &hba, standby.as_ref()) {
+        let passfile = settings::passfile(&self.cfg, &self.spec);
+        let params = self.parameters();
+        if let Err(e) = pg::write_config_with(
+            &self.spec,
+            &params,
+            &hba,
+            standby.as_ref(),
+            passfile.as_ref(),
+        ) {
             tracing::warn!(error = %e, "cannot write postgresql.conf");
             return;
         }
@@ -462,8 +476,9 @@ impl<D: Dcs> Agent<D> {
                     return;
                 };
                 let extra = self.cfg.postgresql.basebackup.clone();
+                let passfile = settings::passfile(&self.cfg, &spec);
                 self.jobs.start(JobKind::Clone, async move {
-                    pg::basebackup(&spec, &upstream, &extra)
+                    pg::basebackup_with(&spec, &upstream, &extra, passfile.as_ref())
                         .await
                         .map_err(|e| e.to_string())
                 });
@@ -473,8 +488,9 @@ impl<D: Dcs> Agent<D> {
                     tracing::warn!(member = %from, "cannot rewind: no address for the member in the DCS");
                     return;
                 };
+                let passfile = settings::passfile(&self.cfg, &spec);
                 self.jobs.start(JobKind::Rewind, async move {
-                    match pg::rewind(&spec, &upstream).await {
+                    match pg::rewind_with(&spec, &upstream, passfile.as_ref()).await {
                         Ok(outcome) => {
                             tracing::info!(?outcome, "pg_rewind done");
                             Ok(())
@@ -488,8 +504,9 @@ impl<D: Dcs> Agent<D> {
                 self.configured_upstream = upstream.clone();
                 // Only what this start logs counts.
                 self.wal_log = Some(pg::WalLogScanner::from_end(&spec.log_file));
+                let passfile = settings::passfile(&self.cfg, &spec);
                 self.jobs.start(JobKind::Start, async move {
-                    pg::write_config(&spec, &params, &hba, Some(&standby))
+                    pg::write_config_with(&spec, &params, &hba, Some(&standby), passfile.as_ref())
                         .map_err(|e| e.to_string())?;
                     jobs::start_and_wait(&spec, &pm, Duration::from_secs(120)).await
                 });

@@ -162,6 +162,18 @@ pub fn pg_spec(cfg: &Config) -> PgSpec {
     }
 }
 
+/// The libpq password file (`postgresql.pgpass`, default `~/pgpass` of the user PostgreSQL
+/// runs as) that pg_basebackup, pg_rewind and primary_conninfo read the passwords from.
+pub fn passfile(cfg: &Config, spec: &PgSpec) -> Option<pgbaton_postgres::PassFile> {
+    match pgbaton_postgres::PassFile::for_spec(spec, cfg.postgresql.pgpass.as_deref()) {
+        Ok(file) => Some(file),
+        Err(e) => {
+            tracing::warn!(error = %e, "postgresql.pgpass: no usable password file; passwords go into primary_conninfo");
+            None
+        }
+    }
+}
+
 /// Users to create at bootstrap: `(name, password, options)`.
 pub fn bootstrap_users(cfg: &Config) -> Vec<(String, Option<String>, Vec<String>)> {
     cfg.bootstrap

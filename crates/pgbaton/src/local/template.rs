@@ -73,6 +73,8 @@ postgresql:
   connect_address: 127.0.0.1:{pg}
   data_dir: {data_dir}
   bin_dir: /usr/lib/postgresql/15/bin
+  # Each member on this host has its own password file (postgresql.pgpass).
+  pgpass: {member_dir}/pgpass
   authentication:
     superuser:
       username: postgres
