@@ -6,12 +6,19 @@
 # HAProxy for the side-by-side benchmark and its test; gcc with libc6-dev (the linker cargo
 # calls: gcc alone, without its Recommends, cannot link) and ca-certificates for cargo's downloads;
 # systemd for `systemd-analyze verify` of the package's units (nothing is started).
+# The router's driver tests: python3-psycopg2, libpostgresql-jdbc-java with a Java runtime,
+# node and npm (Debian's nodejs/npm unless a node is already on PATH; the tests fetch npm's
+# `pg` and `pg-copy-streams` themselves into the build's temp dir).
 # Idempotent and quiet; fails loudly. scripts/fresh-debian-check.sh proves it on a minimal
 # Debian 12 root.
 set -euo pipefail
 packages=(postgresql-15 postgresql-client-15 postgresql-contrib etcd-server etcd-client
           protobuf-compiler libprotobuf-dev make gcc libc6-dev ca-certificates
           nftables iproute2 patroni haproxy openssl systemd)
+packages+=(python3-psycopg2 libpostgresql-jdbc-java default-jre-headless)
+if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    packages+=(nodejs npm)
+fi
 missing=()
 for p in "${packages[@]}"; do
     dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
@@ -41,7 +48,10 @@ for f in /usr/lib/postgresql/15/bin/postgres /usr/lib/postgresql/15/bin/pgbench 
          /usr/bin/openssl /usr/bin/systemd-analyze /usr/bin/dpkg-deb; do
     [ -x "$f" ] || { echo "error: $f missing after install" >&2; exit 1; }
 done
-for f in /usr/include/google/protobuf/descriptor.proto /usr/include/google/protobuf/timestamp.proto \
+command -v java >/dev/null || { echo "error: java missing after install" >&2; exit 1; }
+command -v node >/dev/null && command -v npm >/dev/null ||
+    { echo "error: node or npm missing after install" >&2; exit 1; }
+for f in /usr/share/java/postgresql.jar /usr/include/google/protobuf/descriptor.proto /usr/include/google/protobuf/timestamp.proto \
          /etc/ssl/certs/ca-certificates.crt; do
     [ -f "$f" ] || { echo "error: $f missing after install" >&2; exit 1; }
 done

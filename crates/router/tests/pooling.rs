@@ -482,7 +482,8 @@ async fn pgbench(args: &[&str]) -> std::process::Output {
 async fn pgbench_runs_through_the_transaction_pool_in_every_protocol() {
     let pooled = Pooled::start().await;
     let router = RunningRouter::start(pooled.config(PoolMode::Transaction, 4)).await;
-    let port = pooled.cluster.primary.spec.port.to_string();
+    // pgbench -i through the pool too: DDL, COPY FROM STDIN of its rows, VACUUM.
+    let port = router.write.port().to_string();
     let init = pgbench(&[
         "-i",
         "-q",
@@ -501,6 +502,16 @@ async fn pgbench_runs_through_the_transaction_pool_in_every_protocol() {
         init.status.success(),
         "{}",
         String::from_utf8_lossy(&init.stderr)
+    );
+    let accounts: i64 = pooled
+        .admin
+        .query_one("SELECT count(*) FROM pgbench_accounts", &[])
+        .await
+        .expect("pgbench_accounts")
+        .get(0);
+    assert_eq!(
+        accounts, 100_000,
+        "pgbench -i copied its rows through the pool"
     );
     let router_port = router.write.port().to_string();
     let modes: Vec<String> = match std::env::var("PGBENCH_MODES") {
