@@ -1,5 +1,5 @@
 //! The agent's side of the host watchdog (src/watchdog/): arm before a primary, feed on
-//! confirmed leases, disarm once no primary runs.
+//! confirmed leases, disarm once no primary runs (and in maintenance mode, as Patroni).
 
 use pgbaton_core::{Action, JobKind, JobView, Observation, Phase};
 use pgbaton_dcs::Dcs;
@@ -23,6 +23,10 @@ impl<D: Dcs> Agent<D> {
     /// required and the device is not usable — the action is not carried out (the next
     /// observation reports the device unusable and the core gives the key up).
     pub(super) fn watchdog_allows(&mut self, action: &Action) -> bool {
+        if self.ha.paused {
+            // Maintenance mode: the watchdog is not armed (Patroni's rule).
+            return true;
+        }
         let confirmed = self.right_confirmed_at();
         match self.watchdog.before_primary(Instant::now(), confirmed) {
             Ok(()) => true,
@@ -43,6 +47,12 @@ impl<D: Dcs> Agent<D> {
     /// confirmed (arming it when it leads without: a restarted agent, a new cluster); once no
     /// primary runs or starts, the device is disarmed.
     pub(super) fn tend_watchdog(&mut self, obs: &Observation) {
+        if self.ha.paused {
+            // Maintenance mode (pause): the operator may stop or restart the agent at will, so
+            // the device is disarmed, as Patroni does.
+            self.watchdog.disarm("maintenance mode (pause)");
+            return;
+        }
         let leading = matches!(
             self.state.phase,
             Phase::Leader | Phase::Promoting | Phase::RestartingPrimary | Phase::HandingOver

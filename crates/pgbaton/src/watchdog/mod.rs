@@ -43,8 +43,8 @@ pub trait Device: Send {
     fn disarm(&mut self) -> Result<(), String>;
 }
 
-/// After a failed arming in `required` mode the device is not tried again for this long
-/// (the member reports it unusable meanwhile, so it does not race only to give the key up).
+/// After a failed arming the device is not tried again for this long (in `required` mode the
+/// member reports it unusable meanwhile, so it does not race only to give the key up).
 const RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// The timeout the device is set to, from ttl, loop_wait and safety_margin.
@@ -228,14 +228,27 @@ impl Watchdog {
             return Ok(());
         }
         if self.armed.is_none() {
-            if let Err(why) = self.try_arm(now) {
+            // A failure less than RETRY_AFTER ago stands (and keeps its time); else try.
+            let recent = self
+                .failed
+                .as_ref()
+                .filter(|(at, _)| now.saturating_duration_since(*at) < RETRY_AFTER);
+            let result = match recent {
+                Some((_, why)) => Err((why.clone(), false)),
+                None => self.try_arm(now).map_err(|why| (why, true)),
+            };
+            if let Err((why, fresh)) = result {
+                if fresh {
+                    self.failed = Some((now, why.clone()));
+                }
                 return match self.mode {
                     WatchdogMode::Required => {
-                        tracing::error!(
-                            "watchdog required but not usable: {why}; not leading (retrying in {} s)",
-                            RETRY_AFTER.as_secs()
-                        );
-                        self.failed = Some((now, why.clone()));
+                        if fresh {
+                            tracing::error!(
+                                "watchdog required but not usable: {why}; not leading (retrying in {} s)",
+                                RETRY_AFTER.as_secs()
+                            );
+                        }
                         Err(why)
                     }
                     _ => {

@@ -87,6 +87,13 @@ impl Device for SimDevice {
             return Err("cannot open /dev/watchdog: No such file or directory".into());
         }
         if self.refuse_timeout {
+            // Opened (recorded), refused the ioctl, closed again by the driver code.
+            let now = self.now();
+            self.log
+                .lock()
+                .unwrap()
+                .calls
+                .push((now, Call::Arm(timeout_s)));
             return Err(format!(
                 "the device does not accept a timeout of {timeout_s} s (WDIOC_SETTIMEOUT: Invalid argument)"
             ));
@@ -353,4 +360,30 @@ fn ttl_too_short_for_the_safety_margin_is_unusable() {
         None,
     );
     assert!(matches!(dog.state(t0), WatchdogState::Unusable(_)));
+}
+
+#[test]
+fn a_failed_arming_is_not_retried_every_cycle() {
+    let t0 = Instant::now();
+    let mut dev = SimDevice::new(t0);
+    dev.refuse_timeout = true;
+    let mut dog = Watchdog::new(
+        &config(WatchdogMode::Automatic, -1),
+        &ha(),
+        Box::new(dev.clone()),
+        None,
+    );
+    // Each cycle of a leader without the device asks again; only the first reaches it.
+    for i in 0..5 {
+        let now = t0 + MS(1_000 * i);
+        dog.before_primary(now, Some(now))
+            .expect("automatic leads anyway");
+    }
+    let kinds: Vec<Call> = dev.calls().into_iter().map(|(_, c)| c).collect();
+    assert_eq!(kinds, [Call::Arm(2)]);
+    assert_eq!(dog.fires_at(), None);
+    // After RETRY_AFTER it is tried again.
+    let later = t0 + super::RETRY_AFTER + MS(1);
+    dog.before_primary(later, Some(later)).expect("automatic");
+    assert_eq!(dev.calls().len(), 2);
 }
