@@ -736,3 +736,161 @@ async fn limits_and_garbage_are_answered_and_never_leak_a_dirty_connection() {
     assert_eq!(db.code().code(), "53300", "{db:?}");
     assert!(db.message().contains("too many clients"), "{db:?}");
 }
+
+/// Random bytes on the wire of a running transaction pool: a seeded generator sends garbage
+/// (random bytes, well-framed messages of every type with random bodies, valid messages
+/// mangled) from 300 clients, some mid-transaction, while a well-behaved client runs
+/// transactions. It never sees an error, no server connection is left dirty, and the router
+/// serves new clients afterwards. `PGBATON_FUZZ_CLIENTS` for more clients.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn garbage_from_many_clients_leaves_other_clients_and_connections_clean() {
+    use rand::rngs::StdRng;
+    use rand::{Rng, RngCore, SeedableRng};
+    let pooled = Pooled::start().await;
+    let mut cfg = pooled.config(PoolMode::Transaction, 3);
+    cfg.pool.max_client_conn = 1000;
+    cfg.pool.query_wait_timeout = Duration::from_secs(60);
+    let router = RunningRouter::start(cfg).await;
+    let clients: u64 = std::env::var("PGBATON_FUZZ_CLIENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(300);
+
+    let good = support::connect(router.write, None).await;
+    let addr = router.write;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop_good = stop.clone();
+    let good_task = tokio::spawn(async move {
+        let mut done = 0u32;
+        while !stop_good.load(std::sync::atomic::Ordering::Relaxed) || done < 20 {
+            good.batch_execute(&format!(
+                "BEGIN; INSERT INTO t (note) VALUES ('good {done}'); COMMIT"
+            ))
+            .await
+            .expect("the well-behaved client never sees an error");
+            let n: i32 = good
+                .query_one("SELECT $1::int", &[&(done as i32)])
+                .await
+                .expect("prepared")
+                .get(0);
+            assert_eq!(n, done as i32);
+            done += 1;
+        }
+        done
+    });
+
+    let valid: Vec<Vec<u8>> = vec![
+        query("BEGIN; INSERT INTO t (note) VALUES ('fuzz')"),
+        query("SELECT 1"),
+        frontend(b'P', &[b"s1\0", b"SELECT $1\0", &[0, 1, 0, 0, 0, 23]]),
+        frontend(b'B', &[b"\0s1\0", &[0, 0, 0, 1, 0, 0, 0, 1, b'7', 0, 0]]),
+        frontend(b'E', &[b"\0", &[0, 0, 0, 0]]),
+        frontend(b'S', &[]),
+        frontend(b'd', &[b"row\n"]),
+        frontend(b'c', &[]),
+    ];
+    let mut tasks = Vec::new();
+    for seed in 0..clients {
+        let valid = valid.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut rng = StdRng::seed_from_u64(0xbad_5eed + seed);
+            let mut stream = raw_client(addr).await;
+            let mut bytes = Vec::new();
+            // Often start a transaction first, so that garbage arrives holding a connection.
+            if rng.random_range(0..2) == 0 {
+                stream.write_all(&valid[0]).await.expect("begin");
+                read_until_ready(&mut stream).await;
+            }
+            match seed % 3 {
+                0 => {
+                    bytes.resize(rng.random_range(1..200), 0);
+                    rng.fill_bytes(&mut bytes);
+                }
+                1 => {
+                    let tags = b"QPBDCESHXdcfFZp\0";
+                    let mut body = vec![0u8; rng.random_range(0..64)];
+                    rng.fill_bytes(&mut body);
+                    bytes = frontend(tags[rng.random_range(0..tags.len())], &[&body]);
+                }
+                _ => {
+                    for _ in 0..rng.random_range(1..4) {
+                        bytes.extend_from_slice(&valid[rng.random_range(0..valid.len())]);
+                    }
+                    for _ in 0..rng.random_range(1..4) {
+                        let at = rng.random_range(0..bytes.len());
+                        match rng.random_range(0..3) {
+                            0 => bytes[at] = rng.random(),
+                            1 => bytes.truncate(at.max(1)),
+                            _ => bytes.insert(at, rng.random()),
+                        }
+                    }
+                }
+            }
+            let _ = stream.write_all(&bytes).await;
+            // Whatever comes back within a moment (an error, results, or nothing while the
+            // router waits for the rest of a message); then the client vanishes.
+            let mut sink = vec![0u8; 64 * 1024];
+            let _ = tokio::time::timeout(Duration::from_millis(300), async {
+                while let Ok(n) = stream.read(&mut sink).await {
+                    if n == 0 {
+                        break;
+                    }
+                }
+            })
+            .await;
+        }));
+    }
+    for task in tasks {
+        task.await.expect("fuzz client");
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let done = tokio::time::timeout(Duration::from_secs(60), good_task)
+        .await
+        .expect("the good client finished")
+        .expect("the good client never failed");
+    assert!(done >= 20);
+    let good_rows: i64 = pooled
+        .admin
+        .query_one("SELECT count(*) FROM t WHERE note LIKE 'good %'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(good_rows, i64::from(done));
+    // Nothing a fuzz client began was committed by anyone else, and no connection is left
+    // in a transaction.
+    support::eventually("no server connection left in a transaction", T, || async {
+        let states = pooled.backends("app").await;
+        states
+            .iter()
+            .all(|(_, s)| !s.starts_with("idle in transaction"))
+            .then_some(())
+    })
+    .await;
+    let fuzz_rows: i64 = pooled
+        .admin
+        .query_one("SELECT count(*) FROM t WHERE note = 'fuzz'", &[])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(
+        fuzz_rows, 0,
+        "an abandoned transaction was rolled back, never handed on"
+    );
+    assert!(pooled.backends("app").await.len() <= 3);
+    let after = support::connect(router.write, None).await;
+    let row = after
+        .query_one("SELECT 2", &[])
+        .await
+        .expect("new clients are served");
+    assert_eq!(row.get::<_, i32>(0), 2);
+}
+
+fn frontend(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
+    let len: usize = parts.iter().map(|p| p.len()).sum();
+    let mut out = vec![tag];
+    out.extend_from_slice(&((len + 4) as u32).to_be_bytes());
+    for part in parts {
+        out.extend_from_slice(part);
+    }
+    out
+}

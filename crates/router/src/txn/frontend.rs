@@ -227,14 +227,22 @@ mod tests {
     }
 
     /// Any bytes: delimiting and parsing never panic, and a delimited message parses or
-    /// fails cleanly. 1,000,000 inputs from a fixed seed: a third random bytes, a third
-    /// well-framed messages of every tag with random bodies, a third valid messages with
-    /// bytes flipped, cut or repeated.
+    /// fails cleanly. 1,000,000 inputs from a fixed seed (`PGBATON_FUZZ_INPUTS` for more,
+    /// `PGBATON_FUZZ_SEED` for another seed): a third random bytes, a third well-framed
+    /// messages of every tag with random bodies, a third valid messages with bytes flipped,
+    /// cut or repeated. (tests/pooling.rs sends such bytes to a running router.)
     #[test]
     fn the_parser_survives_a_million_random_inputs() {
         use rand::rngs::StdRng;
         use rand::{Rng, RngCore, SeedableRng};
-        let mut rng = StdRng::seed_from_u64(0x5eed_ba70);
+        let env = |name: &str, default: u64| {
+            std::env::var(name)
+                .ok()
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(default)
+        };
+        let inputs = env("PGBATON_FUZZ_INPUTS", 1_000_000).max(1_000_000);
+        let mut rng = StdRng::seed_from_u64(env("PGBATON_FUZZ_SEED", 0x5eed_ba70));
         let tags = b"QPBDCESHXdcfFZp\0";
         let valid = [
             message(b'P', &[b"s1\0", b"SELECT $1\0", &[0, 1, 0, 0, 0, 23]]),
@@ -253,7 +261,7 @@ mod tests {
             }
         };
         let mut buf = Vec::with_capacity(256);
-        for i in 0..1_000_000u32 {
+        for i in 0..inputs {
             buf.clear();
             match i % 3 {
                 0 => {
