@@ -250,8 +250,8 @@ async fn servers(State(shared): State<Arc<Shared>>) -> Json<Value> {
             rows.push(row(&c.key, view, "active", Some(c.id), now.request_time));
         }
     }
-    for (key, view) in pooling.pools.idle_servers() {
-        rows.push(row(&key, &view, "idle", None, view.idle_since));
+    for (key, view, idle_since) in pooling.pools.idle_servers() {
+        rows.push(row(&key, &view, "idle", None, idle_since));
     }
     Json(Value::Array(rows))
 }

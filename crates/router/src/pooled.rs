@@ -68,7 +68,7 @@ pub(crate) struct ClientNow {
     pub request_time: chrono::DateTime<chrono::Utc>,
     pub wait_since: Option<Instant>,
     /// The server connection it holds.
-    pub server: Option<ServerView>,
+    pub server: Option<Arc<ServerView>>,
 }
 
 impl ClientEntry {

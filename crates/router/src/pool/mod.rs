@@ -748,12 +748,18 @@ impl Pools {
     }
 
     /// The idle server connections, for `/servers`.
-    pub(crate) fn idle_servers(&self) -> Vec<(PoolKey, server::ServerView)> {
+    pub(crate) fn idle_servers(
+        &self,
+    ) -> Vec<(
+        PoolKey,
+        Arc<server::ServerView>,
+        chrono::DateTime<chrono::Utc>,
+    )> {
         let state = self.lock();
         let mut rows = Vec::new();
         for (key, pool) in &state.pools {
             for conn in &pool.idle {
-                rows.push((key.clone(), conn.view()));
+                rows.push((key.clone(), conn.view(), conn.idle_since_wall()));
             }
         }
         rows

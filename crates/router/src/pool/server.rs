@@ -75,9 +75,12 @@ pub(crate) struct ServerConn {
     pub idle_since: Instant,
     /// Pool accounting: dropping the connection frees its place.
     pub slot: Option<super::Slot>,
+    /// For `/servers`.
+    pub view: std::sync::Arc<ServerView>,
 }
 
-/// What `/servers` shows of a server connection (PgBouncer's SHOW SERVERS).
+/// What `/servers` shows of a server connection (PgBouncer's SHOW SERVERS), made once at
+/// login: handing the connection to a client copies a pointer, no system call.
 #[derive(Debug, Clone)]
 pub(crate) struct ServerView {
     pub id: u64,
@@ -87,8 +90,6 @@ pub(crate) struct ServerView {
     pub local: Option<std::net::SocketAddr>,
     pub pid: Option<i32>,
     pub connect_time: chrono::DateTime<chrono::Utc>,
-    /// When it last went back to the pool.
-    pub idle_since: chrono::DateTime<chrono::Utc>,
     pub application_name: Option<String>,
 }
 
@@ -98,18 +99,13 @@ fn wall(at: Instant) -> chrono::DateTime<chrono::Utc> {
 }
 
 impl ServerConn {
-    pub(crate) fn view(&self) -> ServerView {
-        ServerView {
-            id: self.id,
-            member: self.backend.name.clone(),
-            host: self.backend.host.clone(),
-            port: self.backend.port,
-            local: self.read.local_addr().ok(),
-            pid: self.key.map(|k| k.pid),
-            connect_time: wall(self.created),
-            idle_since: wall(self.idle_since),
-            application_name: self.params.get("application_name").cloned(),
-        }
+    pub(crate) fn view(&self) -> std::sync::Arc<ServerView> {
+        self.view.clone()
+    }
+
+    /// When it last went back to the pool (wall clock).
+    pub(crate) fn idle_since_wall(&self) -> chrono::DateTime<chrono::Utc> {
+        wall(self.idle_since)
     }
 }
 
@@ -200,8 +196,20 @@ pub(crate) async fn login(
     let (read, write) = stream.into_split();
     static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
     let now = Instant::now();
+    let id = NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let view = std::sync::Arc::new(ServerView {
+        id,
+        member: backend.name.clone(),
+        host: backend.host.clone(),
+        port: backend.port,
+        local: read.local_addr().ok(),
+        pid: key.map(|k: CancelKey| k.pid),
+        connect_time: chrono::Utc::now(),
+        application_name: params.get("application_name").cloned(),
+    });
     Ok(ServerConn {
-        id: NEXT_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
+        id,
+        view,
         backend: backend.clone(),
         read,
         write,
