@@ -6,7 +6,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::client::{bounded, connect_with, credentials_config};
+use crate::client::bounded;
 use crate::config::quote_conninfo;
 use crate::error::PgError;
 use crate::initdb::ensure_missing_or_empty;
@@ -160,9 +160,6 @@ pub async fn rewind_with(
         return Err(PgError::AlreadyRunning { pid, data_dir });
     }
     let credentials = spec.rewind_credentials();
-    if let Err(e) = checkpoint_source_if_needed(credentials, from).await {
-        tracing::warn!(error = %e, "could not check the rewind source's checkpoint timeline; rewinding anyway");
-    }
     let passfile = password_file(spec, credentials, user.as_ref(), passfile)?;
     let source = format!(
         "host={} port={} user={} dbname=postgres",
@@ -170,6 +167,10 @@ pub async fn rewind_with(
         from.port,
         quote_conninfo(&credentials.username)
     );
+    let pgpass = passfile.as_ref().map(|p| p.path());
+    if let Err(e) = checkpoint_source_if_needed(spec, &source, pgpass).await {
+        tracing::warn!(error = %e, "could not check the rewind source's checkpoint timeline; rewinding anyway");
+    }
     let mut cmd = pg_command(spec, "pg_rewind")?;
     cmd.arg(format!("--target-pgdata={}", data_dir.display()))
         .arg(format!("--source-server={source}"));
@@ -190,36 +191,60 @@ pub async fn rewind_with(
 }
 
 /// CHECKPOINT on the source when its latest checkpoint is on an older timeline than its WAL.
+/// Asked with psql (libpq, as pg_rewind connects: TLS when the server offers it), so that a
+/// source whose pg_hba.conf accepts only `hostssl` connections is checked too.
 async fn checkpoint_source_if_needed(
-    credentials: &Credentials,
-    from: &Upstream,
+    spec: &PgSpec,
+    source: &str,
+    pgpass: Option<&Path>,
 ) -> Result<(), PgError> {
+    let psql = |sql: &str| -> Result<std::process::Command, PgError> {
+        let mut cmd = pg_command(spec, "psql")?;
+        cmd.args(["-X", "-A", "-t", "-q", "-v", "ON_ERROR_STOP=1", "-d"])
+            .arg(format!(
+                "{source} connect_timeout=5 application_name=pgbaton"
+            ))
+            .args(["-c", sql]);
+        if let Some(path) = pgpass {
+            cmd.env("PGPASSFILE", path);
+        }
+        Ok(cmd)
+    };
     let timeout = Duration::from_secs(30);
     bounded("checking the rewind source", timeout, async {
-        let mut config = credentials_config(credentials);
-        config.host(&from.host).port(from.port).connect_timeout(Duration::from_secs(5));
-        let client = connect_with(&config, Duration::from_secs(5)).await?;
-        let row = client
-            .query_one(
+        let output = run_async(
+            psql(
                 "SELECT (SELECT timeline_id FROM pg_control_checkpoint())::int8,
                      CASE WHEN pg_is_in_recovery() THEN NULL
                      ELSE ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int8 END",
-                &[],
-            )
-            .await
-            .map_err(|e| PgError::query("reading the source's timelines", e))?;
-        let checkpoint_tli: i64 = row.try_get(0).map_err(|e| PgError::query("reading the source's timelines", e))?;
-        let current_tli: Option<i64> = row.try_get(1).map_err(|e| PgError::query("reading the source's timelines", e))?;
+            )?,
+            "psql (the rewind source's timelines)",
+        )
+        .await?;
+        let text = String::from_utf8_lossy(&output.stdout);
+        let (checkpoint_tli, current_tli) = parse_timelines(&text).ok_or_else(|| PgError::Invalid {
+            what: "the rewind source's timelines",
+            value: text.trim().to_string(),
+            reason: "expected <checkpoint timeline>|<current timeline>",
+        })?;
         if current_tli.is_some_and(|current| current > checkpoint_tli) {
             tracing::info!(checkpoint_tli, ?current_tli, "checkpointing the freshly promoted rewind source");
-            client
-                .batch_execute("CHECKPOINT")
-                .await
-                .map_err(|e| PgError::query("CHECKPOINT on the rewind source", e))?;
+            run_async(psql("CHECKPOINT")?, "psql (CHECKPOINT on the rewind source)").await?;
         }
         Ok(())
     })
     .await
+}
+
+/// psql's unaligned `checkpoint_tli|current_tli` (the second empty on a server in recovery).
+fn parse_timelines(text: &str) -> Option<(i64, Option<i64>)> {
+    let (checkpoint, current) = text.trim().split_once('|')?;
+    let checkpoint = checkpoint.trim().parse().ok()?;
+    let current = match current.trim() {
+        "" => None,
+        value => Some(value.parse().ok()?),
+    };
+    Some((checkpoint, current))
 }
 
 /// Renames the data dir to `<data_dir>.<reason>.<YYYYmmddTHHMMSS>` (with `-N` appended if that
@@ -251,4 +276,16 @@ pub fn move_aside(spec: &PgSpec, reason: &str) -> Result<PathBuf, PgError> {
     fs::rename(&data_dir, &target).map_err(|e| PgError::io(&data_dir, e))?;
     tracing::warn!(from = %data_dir.display(), to = %target.display(), "data directory moved aside");
     Ok(target)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psql_timelines_are_read_for_a_primary_and_a_replica() {
+        assert_eq!(parse_timelines("2|3\n"), Some((2, Some(3))));
+        assert_eq!(parse_timelines("3|\n"), Some((3, None)));
+        assert_eq!(parse_timelines("psql: error"), None);
+    }
 }
