@@ -35,6 +35,7 @@ pub(crate) async fn serve(
         .route("/stats", get(stats))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
+        .merge(crate::status_page::routes())
         .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

@@ -64,6 +64,7 @@ mod route;
 mod router;
 mod session;
 mod shared;
+mod status_page;
 mod status_table;
 mod tls;
 pub mod topology;

@@ -67,6 +67,10 @@ impl Ports {
             "router: write 127.0.0.1:{} (leader)  read 127.0.0.1:{} (replicas)  status http://127.0.0.1:{}/status\n",
             self.router_write, self.router_read, self.router_api
         );
+        out.push_str(&format!(
+            "status page: http://127.0.0.1:{}/ (members, lag, failover history, pools; live)\n",
+            self.router_api
+        ));
         out.push_str(&format!("etcd: 127.0.0.1:{}\n", self.etcd_client));
         for (i, name) in names.iter().enumerate() {
             let k = i as u16 + 1;
