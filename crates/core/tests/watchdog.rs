@@ -235,7 +235,11 @@ fn required_without_a_device_does_not_create_the_cluster() {
     let o = obs(LocalPg::NoData, v.clone(), unusable());
     let d = decide(&MemberState::new(), &o, &cfg());
     assert!(!has(&d, &Action::ClaimInitialize), "{:?}", d.actions);
-    assert!(refused(&d, WatchdogRefusal::NotBootstrapping), "{}", d.reason);
+    assert!(
+        refused(&d, WatchdogRefusal::NotBootstrapping),
+        "{}",
+        d.reason
+    );
     let o = obs(LocalPg::NoData, v, WatchdogState::Ready);
     let d = decide(&MemberState::new(), &o, &cfg());
     assert!(has(&d, &Action::ClaimInitialize), "{}", d.reason);
