@@ -732,6 +732,18 @@ fn the_deployment_guide_builds_a_tls_cluster_that_switches_over_and_survives_a_h
         |_, t| t.contains("no pg_hba.conf entry") && t.contains("no encryption"),
     );
 
+    // The router's status page data, read from etcd through the proxy.
+    d.wait_for(
+        "app1",
+        find(&blocks, "check", "page"),
+        "status page data",
+        Duration::from_secs(10),
+        |ok, t| {
+            ok && t.contains("\"leader\":\"db1\"")
+                && t.matches("\"state\":\"streaming\"").count() == 2
+        },
+    );
+
     // 6. Switchover db1 → db2 through the REST API over https.
     d.wait_for(
         "db1",
