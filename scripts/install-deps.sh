@@ -6,7 +6,8 @@
 # HAProxy for the side-by-side benchmark and its test; gcc with libc6-dev (the linker cargo
 # calls: gcc alone, without its Recommends, cannot link) and ca-certificates for cargo's downloads;
 # systemd for `systemd-analyze verify` of the package's units (nothing is started); chromium
-# (headless) and a font for the router status page's browser test.
+# (headless) and a font for the router status page's browser test; curl for the deployment
+# guide's test (docs/DEPLOYMENT.md).
 # The router's driver tests: python3-psycopg2, libpostgresql-jdbc-java with a Java runtime,
 # node and npm (Debian's nodejs/npm unless a node is already on PATH; the tests fetch npm's
 # `pg` and `pg-copy-streams` themselves into the build's temp dir).
@@ -15,7 +16,7 @@
 set -euo pipefail
 packages=(postgresql-15 postgresql-client-15 postgresql-contrib etcd-server etcd-client
           protobuf-compiler libprotobuf-dev make gcc libc6-dev ca-certificates
-          nftables iproute2 patroni haproxy openssl systemd chromium fonts-dejavu-core)
+          nftables iproute2 patroni haproxy openssl systemd chromium fonts-dejavu-core curl)
 packages+=(python3-psycopg2 libpostgresql-jdbc-java default-jre-headless)
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     packages+=(nodejs npm)
@@ -46,7 +47,7 @@ if ((${#missing[@]})); then
 fi
 for f in /usr/lib/postgresql/15/bin/postgres /usr/lib/postgresql/15/bin/pgbench /usr/bin/psql \
          /usr/bin/etcd /usr/bin/protoc /usr/sbin/nft /bin/ip /usr/bin/patroni /usr/sbin/haproxy \
-         /usr/bin/openssl /usr/bin/systemd-analyze /usr/bin/dpkg-deb /usr/bin/chromium; do
+         /usr/bin/openssl /usr/bin/systemd-analyze /usr/bin/dpkg-deb /usr/bin/chromium /usr/bin/curl; do
     [ -x "$f" ] || { echo "error: $f missing after install" >&2; exit 1; }
 done
 command -v java >/dev/null || { echo "error: java missing after install" >&2; exit 1; }
