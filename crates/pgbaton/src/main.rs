@@ -11,6 +11,7 @@ mod http;
 mod local;
 mod logging;
 mod sd_notify;
+mod watchdog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
