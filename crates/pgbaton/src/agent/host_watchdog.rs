@@ -47,6 +47,14 @@ impl<D: Dcs> Agent<D> {
     /// confirmed (arming it when it leads without: a restarted agent, a new cluster); once no
     /// primary runs or starts, the device is disarmed.
     pub(super) fn tend_watchdog(&mut self, obs: &Observation) {
+        let postmaster = self.postmaster.clone();
+        self.watchdog
+            .set_postgres_probe(std::sync::Arc::new(move || {
+                // Busy (a job holds the handle): assume it runs.
+                postmaster.try_lock().map_or(true, |mut slot| {
+                    slot.as_mut().is_some_and(|pm| !pm.has_exited())
+                })
+            }));
         if self.ha.paused {
             // Maintenance mode (pause): the operator may stop or restart the agent at will, so
             // the device is disarmed, as Patroni does.
@@ -70,3 +78,7 @@ impl<D: Dcs> Agent<D> {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "watchdog_runtime_tests.rs"]
+mod runtime_tests;

@@ -246,13 +246,12 @@ impl<D: Dcs> Agent<D> {
         at.saturating_duration_since(self.origin).as_millis() as Millis
     }
 
-    /// Until when the lease is certainly alive, in core time. With the host watchdog armed,
-    /// no later than it could fire: the leader demotes itself first.
+    /// Until when the lease is certainly alive, in core time (while the host watchdog is
+    /// armed, shorter by the time PostgreSQL is given to stop before the device is due).
     fn lease_valid_until(&self) -> Option<Millis> {
         self.lease.map(|ack| {
             let ttl = ack.ttl.min(Duration::from_millis(self.ha.ttl_ms));
-            let until = ack.sent_at + ttl;
-            self.to_millis(self.watchdog.fires_at().map_or(until, |f| f.min(until)))
+            self.to_millis(ack.sent_at + ttl - self.watchdog.stop_margin())
         })
     }
 

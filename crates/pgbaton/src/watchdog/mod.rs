@@ -2,27 +2,33 @@
 //! when the agent stops feeding it, so that a leader whose agent (and lease guard) froze is
 //! gone before its lease can expire and another member be promoted.
 //!
-//! [`Watchdog`] is the policy; [`Device`] is the hardware (Linux: [`linux::LinuxDevice`];
+//! [`Watchdog`] is the policy (a handle shared with its feeder task); [`Device`] is the hardware (Linux: [`linux::LinuxDevice`];
 //! tests: a simulated one). The agent calls it at four points:
 //! - [`Watchdog::state`] for every observation: in `required` mode, whether the device is
 //!   usable — the core (`pgbaton_core::watchdog`) never lets the member lead without it;
 //! - [`Watchdog::before_primary`] right before it promotes or starts PostgreSQL as a
 //!   primary: arms the device (open, `WDIOC_SETTIMEOUT` to the timeout below); in `required`
 //!   mode a failure cancels the action and the core gives the key up next cycle;
-//! - [`Watchdog::feed`] after every acknowledged lease renewal and every cycle while the
-//!   member leads, but only when the lease is confirmed: a keepalive at `now` lets the host
-//!   live until `now + timeout`, which must not pass the lease's expiry (`sent + ttl`), so it
-//!   is sent only if `now + timeout <= sent + ttl`;
+//! - [`Watchdog::feed`] at every acknowledged lease renewal, and a task every 50 ms while
+//!   the device is armed, but only while the lease is confirmed: a keepalive at `now` lets
+//!   the host live until `now + timeout`, which must not pass the lease's expiry
+//!   (`sent + ttl`, `sent` the send time of the latest acknowledged renewal), so it is sent
+//!   only if `now + timeout <= sent + ttl`. A frozen agent (or one whose renewals stop being
+//!   acknowledged) gets its host reset by `sent + ttl`: before etcd can expire the lease;
 //! - [`Watchdog::disarm`] (magic close) once PostgreSQL no longer runs as a primary: after
-//!   a demotion, a switchover, a clean shutdown.
+//!   a demotion, a switchover, a clean stop, and in maintenance mode.
 //!
 //! The timeout is Patroni's: `ttl − safety_margin` seconds (`ttl / 2` with a margin of -1),
-//! at least 1 s and at least `loop_wait`. While armed the agent also demotes itself before
-//! the device could fire ([`Watchdog::fires_at`] shortens the lease deadline it acts on), so
-//! a live agent never gets its host reset for an etcd that answers slowly: only a frozen one.
+//! at least 1 s and at least `loop_wait`. While the device is armed a live leader that loses
+//! etcd demotes at `sent + ttl − demote_margin − 0.5 s` ([`Watchdog::stop_margin`]: the
+//! lease guard stops PostgreSQL); the feeder, which stopped feeding at `sent + ttl −
+//! timeout`, disarms the device as soon as the postmaster is gone — before it is due (about
+//! `sent + ttl`), without waiting for the HA loop, which may be blocked on the unreachable
+//! etcd.
 
 pub mod linux;
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pgbaton_config::{WatchdogConfig, WatchdogMode};
@@ -30,7 +36,7 @@ use pgbaton_core::{HaConfig, WatchdogState};
 use tokio::time::Instant;
 
 /// A watchdog device. Arming starts its timer; only `disarm` stops it.
-pub trait Device: Send {
+pub trait Device: Send + Sync {
     /// For log lines: what and where the device is.
     fn describe(&self) -> String;
     /// Whether the device can be used without touching it (opening it would start the
@@ -53,8 +59,6 @@ pub struct Timing {
     pub timeout_s: u32,
     ttl: Duration,
     loop_wait: Duration,
-    /// Set when renewals may take longer than the watchdog lets the leader wait.
-    pub slow_renewal_warning: Option<String>,
 }
 
 impl Timing {
@@ -84,22 +88,10 @@ impl Timing {
                 cfg.safety_margin
             ));
         }
-        let must_renew_within = timeout_ms.saturating_sub(ha.demote_margin_ms);
-        let renewal_may_take = ha.renew_interval_ms() + ha.retry_timeout_ms;
-        let slow_renewal_warning = (must_renew_within < renewal_may_take).then(|| {
-            format!(
-                "with the watchdog armed the leader demotes when no renewal was confirmed for {} s, but renewals every {} s bounded by retry_timeout {} s may take {} s: a slow etcd makes it demote (raise ttl or lower safety_margin)",
-                must_renew_within as f64 / 1000.0,
-                ha.renew_interval_ms() as f64 / 1000.0,
-                ha.retry_timeout_ms as f64 / 1000.0,
-                renewal_may_take as f64 / 1000.0
-            )
-        });
         Ok(Timing {
             timeout_s: timeout_s as u32,
             ttl: Duration::from_millis(ha.ttl_ms),
             loop_wait: Duration::from_millis(ha.loop_wait_ms),
-            slow_renewal_warning,
         })
     }
 }
@@ -111,13 +103,30 @@ struct Armed {
     timeout: Duration,
     /// When it fires unless fed again.
     fires_at: Instant,
-    /// The confirmation (renewal send time) the last keepalive rested on: each confirmation
-    /// feeds once, so a leader that hears nothing more is reset `timeout` after the last one.
-    fed_for: Option<Instant>,
+    /// Which arming this is (the feeder task of an earlier one stops).
+    generation: u64,
 }
 
-/// The watchdog policy of one agent (see the module doc).
+/// The watchdog of one agent (see the module doc): a handle shared with the task that feeds
+/// the armed device every [`FEED_EVERY`] while the latest confirmation covers it.
+#[derive(Clone)]
 pub struct Watchdog {
+    policy: Arc<Mutex<Policy>>,
+}
+
+/// How often the feeder task looks at an armed device: it feeds it while the lease covers
+/// it (a slow HA cycle does not starve it, only an unconfirmed lease or a frozen process
+/// does), and disarms it once the lease no longer covers it and PostgreSQL has stopped.
+const FEED_EVERY: Duration = Duration::from_millis(50);
+
+/// See [`Watchdog::stop_margin`] (on top of `pgbaton.demote_margin`).
+const STOP_MARGIN: Duration = Duration::from_millis(500);
+
+/// Whether PostgreSQL may still run (as the agent's postmaster handle says).
+pub type PostgresProbe = Arc<dyn Fn() -> bool + Send + Sync>;
+
+/// The state and rules behind [`Watchdog`].
+struct Policy {
     mode: WatchdogMode,
     /// The file has a `watchdog` section; without one the device is used only when
     /// `writer` may write it (Patroni runs as that user and uses what it can open).
@@ -130,6 +139,12 @@ pub struct Watchdog {
     failed: Option<(Instant, String)>,
     /// `automatic`: the last problem logged (each one once).
     warned: Option<String>,
+    /// The send time of the latest renewal (or failsafe round) acknowledged while leading.
+    confirmed: Option<Instant>,
+    generation: u64,
+    /// Lets the feeder disarm as soon as PostgreSQL is gone once the lease ran out, without
+    /// waiting for the HA loop (which may be blocked on an unreachable etcd).
+    postgres_running: Option<PostgresProbe>,
 }
 
 impl Watchdog {
@@ -140,7 +155,7 @@ impl Watchdog {
         device: Box<dyn Device>,
         writer: Option<(u32, u32)>,
     ) -> Watchdog {
-        Watchdog {
+        let policy = Policy {
             mode: cfg.mode,
             explicit: cfg.explicit,
             writer: (!cfg.explicit).then_some(writer).flatten(),
@@ -149,7 +164,17 @@ impl Watchdog {
             armed: None,
             failed: None,
             warned: None,
+            confirmed: None,
+            generation: 0,
+            postgres_running: None,
+        };
+        Watchdog {
+            policy: Arc::new(Mutex::new(policy)),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Policy> {
+        self.policy.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The watchdog of an agent's configuration, on the Linux device it names.
@@ -159,27 +184,128 @@ impl Watchdog {
             .map(|u| (u.uid.as_raw(), u.gid.as_raw()));
         let device = Box::new(linux::LinuxDevice::new(&cfg.device));
         let dog = Watchdog::new(cfg, ha, device, writer);
-        match (&dog.mode, &dog.timing) {
+        let policy = dog.lock();
+        match (&policy.mode, &policy.timing) {
             (WatchdogMode::Off, _) => tracing::info!("watchdog: mode off"),
             (mode, Ok(t)) => {
                 tracing::info!(mode = ?mode, device = %cfg.device.display(), timeout_s = t.timeout_s, "watchdog configured");
-                if let Some(w) = &t.slow_renewal_warning {
-                    tracing::warn!("watchdog: {w}");
-                }
             }
             (WatchdogMode::Required, Err(e)) => {
                 tracing::error!("watchdog required but unusable: {e}; this member will not lead")
             }
-            (WatchdogMode::Automatic, Err(e)) if dog.explicit => {
+            (WatchdogMode::Automatic, Err(e)) if policy.explicit => {
                 tracing::warn!("watchdog not used: {e}")
             }
             (WatchdogMode::Automatic, Err(e)) => tracing::info!("watchdog not used: {e}"),
         }
+        drop(policy);
         dog
     }
 
     /// The observation for the core: only `required` mode makes leading depend on it.
     pub fn state(&self, now: Instant) -> WatchdogState {
+        self.lock().state(now)
+    }
+
+    /// `GET /patroni` `watchdog_failed` (Patroni: required and not usable).
+    pub fn failed(&self, now: Instant) -> bool {
+        matches!(self.state(now), WatchdogState::Unusable(_))
+    }
+
+    /// When the armed device fires unless fed.
+    #[cfg(test)]
+    pub fn fires_at(&self) -> Option<Instant> {
+        self.lock().armed.map(|a| a.fires_at)
+    }
+
+    pub fn is_armed(&self) -> bool {
+        self.lock().armed.is_some()
+    }
+
+    /// While armed, the leader demotes this much earlier than its lease alone requires: the
+    /// device is due when the lease ends, and is disarmed only once PostgreSQL is gone, so
+    /// an immediate stop (and the feeder seeing it) must fit in before.
+    pub fn stop_margin(&self) -> Duration {
+        if self.is_armed() {
+            STOP_MARGIN
+        } else {
+            Duration::ZERO
+        }
+    }
+
+    /// Arm the device before PostgreSQL may become a writable primary. `Err`: `required`
+    /// mode and no usable device — do not promote (the next observation says why).
+    /// `confirmed`: the send time of the last renewal etcd acknowledged.
+    pub fn before_primary(&self, now: Instant, confirmed: Option<Instant>) -> Result<(), String> {
+        let mut policy = self.lock();
+        let was = policy.armed.map(|a| a.generation);
+        let result = policy.before_primary(now, confirmed);
+        let armed_now = policy.armed.map(|a| a.generation);
+        drop(policy);
+        if let Some(generation) = armed_now.filter(|g| Some(*g) != was) {
+            self.spawn_feeder(generation);
+        }
+        result
+    }
+
+    /// A new confirmation (`confirmed`: the send time of the acknowledged renewal): feed now
+    /// if armed and covered; the feeder task keeps feeding while it covers the timeout.
+    pub fn feed(&self, now: Instant, confirmed: Option<Instant>) {
+        self.lock().feed(now, confirmed);
+    }
+
+    /// Stop the device (PostgreSQL no longer runs as a primary).
+    pub fn disarm(&self, why: &str) {
+        self.lock().disarm(why);
+    }
+
+    /// Tell the feeder how to see that PostgreSQL is gone (set once by the agent).
+    pub fn set_postgres_probe(&self, probe: PostgresProbe) {
+        let mut policy = self.lock();
+        if policy.postgres_running.is_none() {
+            policy.postgres_running = Some(probe);
+        }
+    }
+
+    /// Feed the device of this arming every [`FEED_EVERY`] (within a tokio runtime; the
+    /// agent's loop feeds at every renewal anyway) until it is disarmed.
+    fn spawn_feeder(&self, generation: u64) {
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let policy = Arc::downgrade(&self.policy);
+        runtime.spawn(async move {
+            loop {
+                tokio::time::sleep(FEED_EVERY).await;
+                let Some(policy) = policy.upgrade() else {
+                    return;
+                };
+                let mut policy = policy.lock().unwrap_or_else(|p| p.into_inner());
+                if policy.armed.is_none_or(|a| a.generation != generation) {
+                    return;
+                }
+                let now = Instant::now();
+                let confirmed = policy.confirmed;
+                if policy.covered(now, confirmed) {
+                    policy.feed(now, confirmed);
+                } else if policy
+                    .postgres_running
+                    .as_ref()
+                    .is_some_and(|running| !running())
+                {
+                    // The lease ran out and PostgreSQL is stopped (the lease guard stopped
+                    // it at ttl − demote_margin): nothing left to guard, before it is due.
+                    policy.disarm("PostgreSQL stopped after the lease ran out");
+                    return;
+                }
+            }
+        });
+    }
+}
+
+impl Policy {
+    /// The observation for the core: only `required` mode makes leading depend on it.
+    fn state(&self, now: Instant) -> WatchdogState {
         if self.mode != WatchdogMode::Required {
             return WatchdogState::NotRequired;
         }
@@ -192,11 +318,6 @@ impl Watchdog {
         }
     }
 
-    /// `GET /patroni` `watchdog_failed` (Patroni: required and not usable).
-    pub fn failed(&self, now: Instant) -> bool {
-        matches!(self.state(now), WatchdogState::Unusable(_))
-    }
-
     fn usable(&self, now: Instant) -> Result<(), String> {
         self.timing.as_ref().map_err(Clone::clone)?;
         if let Some((at, why)) = &self.failed {
@@ -207,23 +328,7 @@ impl Watchdog {
         self.device.probe(self.writer)
     }
 
-    /// When the armed device fires unless fed: the agent must have demoted before.
-    pub fn fires_at(&self) -> Option<Instant> {
-        self.armed.map(|a| a.fires_at)
-    }
-
-    pub fn is_armed(&self) -> bool {
-        self.armed.is_some()
-    }
-
-    /// Arm the device before PostgreSQL may become a writable primary. `Err`: `required`
-    /// mode and no usable device — do not promote (the next observation says why).
-    /// `confirmed`: the send time of the last renewal etcd acknowledged.
-    pub fn before_primary(
-        &mut self,
-        now: Instant,
-        confirmed: Option<Instant>,
-    ) -> Result<(), String> {
+    fn before_primary(&mut self, now: Instant, confirmed: Option<Instant>) -> Result<(), String> {
         if self.mode == WatchdogMode::Off {
             return Ok(());
         }
@@ -278,10 +383,11 @@ impl Watchdog {
             }
             return Err(why);
         }
+        self.generation += 1;
         self.armed = Some(Armed {
             timeout: actual_d,
             fires_at: now + actual_d,
-            fed_for: None,
+            generation: self.generation,
         });
         self.failed = None;
         tracing::info!(
@@ -304,25 +410,33 @@ impl Watchdog {
         self.warned = Some(why.to_string());
     }
 
-    /// Keepalive if armed, `confirmed` (the send time of the latest acknowledged renewal) is
-    /// newer than the one the last keepalive rested on, and the lease it proves still covers
-    /// `now + timeout`; otherwise nothing, and the device fires when it is due.
-    pub fn feed(&mut self, now: Instant, confirmed: Option<Instant>) {
+    /// Keepalive if armed and the lease proven by `confirmed` (the send time of the latest
+    /// acknowledged renewal) still covers `now + timeout`; otherwise nothing, and the device
+    /// fires when it is due — by `confirmed + ttl` at the latest.
+    /// Whether the lease `confirmed` proves lasts past `now + timeout`.
+    fn covered(&self, now: Instant, confirmed: Option<Instant>) -> bool {
+        match (self.armed, &self.timing, confirmed) {
+            (Some(armed), Ok(timing), Some(sent)) => now + armed.timeout <= sent + timing.ttl,
+            _ => false,
+        }
+    }
+
+    fn feed(&mut self, now: Instant, confirmed: Option<Instant>) {
+        self.confirmed = confirmed.max(self.confirmed);
         let (Some(armed), Ok(timing)) = (self.armed, &self.timing) else {
             return;
         };
-        let Some(sent) = confirmed.filter(|c| armed.fed_for.is_none_or(|f| *c > f)) else {
+        let Some(sent) = confirmed else {
             return;
         };
         if now + armed.timeout > sent + timing.ttl {
-            tracing::debug!("watchdog not fed: the renewal came too late to cover its timeout");
+            tracing::debug!("watchdog not fed: the lease is not confirmed for its timeout");
             return;
         }
         match self.device.keepalive() {
             Ok(()) => {
                 self.armed = Some(Armed {
                     fires_at: now + armed.timeout,
-                    fed_for: Some(sent),
                     ..armed
                 })
             }
@@ -333,8 +447,8 @@ impl Watchdog {
         }
     }
 
-    /// Stop the device (PostgreSQL no longer runs as a primary).
-    pub fn disarm(&mut self, why: &str) {
+    fn disarm(&mut self, why: &str) {
+        self.confirmed = None;
         if self.armed.take().is_none() {
             return;
         }

@@ -141,7 +141,7 @@ const MS: fn(u64) -> Duration = Duration::from_millis;
 fn a_leader_arms_before_promoting_feeds_on_renewals_and_starves_without_them() {
     let t0 = Instant::now();
     let dev = SimDevice::new(t0);
-    let mut dog = Watchdog::new(
+    let dog = Watchdog::new(
         &config(WatchdogMode::Required, -1),
         &ha(),
         Box::new(dev.clone()),
@@ -174,14 +174,21 @@ fn a_leader_arms_before_promoting_feeds_on_renewals_and_starves_without_them() {
     }
     let fed = dev.calls().len();
 
-    // etcd stops answering: the loop still runs (cycles at +0.5 s, +1 s, +1.5 s) but nothing
-    // is confirmed past `sent`: no keepalive rests on a confirmation twice.
-    for later in [MS(500), MS(1_000), MS(1_500)] {
+    // etcd stops answering: the process still runs (the feeder every 200 ms, the loop) but
+    // nothing is confirmed past `sent`. Keepalives go on only while `now + 2 s` stays within
+    // the lease `sent` proved (`sent + 4 s`), i.e. until `sent + 2 s`; none after.
+    let mut feeds_after = Vec::new();
+    for later in (1..=20).map(|i| MS(200 * i)) {
         let now = sent + later;
         dev.set_now(now);
+        let before = dev.calls().len();
         dog.feed(now, Some(sent));
+        if dev.calls().len() > before {
+            feeds_after.push(later);
+        }
     }
-    assert_eq!(dev.calls().len(), fed, "fed without a confirmed lease");
+    assert_eq!(feeds_after.last(), Some(&MS(2_000)), "{feeds_after:?}");
+    assert!(dev.calls().len() > fed);
     // The device is due before the lease can expire in etcd (sent + ttl): a frozen agent's
     // host is reset before any other member may take the key.
     let due = dev.due().expect("armed");
@@ -189,11 +196,11 @@ fn a_leader_arms_before_promoting_feeds_on_renewals_and_starves_without_them() {
         due <= sent + MS(4_000),
         "due {due:?} after the lease expiry"
     );
-    // A live agent demotes first: its lease deadline is the device's.
+    // A live agent demotes first (its lease deadline is the earlier of the lease and the
+    // device): it stopped PostgreSQL before and disarms with the magic close.
     assert_eq!(dog.fires_at(), Some(due));
-    // It stopped PostgreSQL (demoted) before the deadline: disarmed, with the magic close.
-    let demoted = due - MS(500);
-    dev.set_now(demoted);
+    let demoted = sent + MS(3_600);
+    *dev.clock.lock().unwrap() = demoted;
     dog.disarm("demoted");
     assert_eq!(dev.calls().last(), Some(&(demoted, Call::Disarm)));
     assert_eq!(dev.due(), None);
@@ -204,7 +211,7 @@ fn a_leader_arms_before_promoting_feeds_on_renewals_and_starves_without_them() {
 fn a_slow_acknowledgement_is_not_enough_to_feed() {
     let t0 = Instant::now();
     let dev = SimDevice::new(t0);
-    let mut dog = Watchdog::new(
+    let dog = Watchdog::new(
         &config(WatchdogMode::Automatic, -1),
         &ha(),
         Box::new(dev.clone()),
@@ -226,7 +233,7 @@ fn a_slow_acknowledgement_is_not_enough_to_feed() {
 fn a_clean_stop_disarms_and_a_disarmed_device_is_never_fed() {
     let t0 = Instant::now();
     let dev = SimDevice::new(t0);
-    let mut dog = Watchdog::new(
+    let dog = Watchdog::new(
         &config(WatchdogMode::Required, 2),
         &ha(),
         Box::new(dev.clone()),
@@ -247,7 +254,7 @@ fn required_without_a_device_refuses_and_says_why() {
     let t0 = Instant::now();
     let mut dev = SimDevice::new(t0);
     dev.present = false;
-    let mut dog = Watchdog::new(
+    let dog = Watchdog::new(
         &config(WatchdogMode::Required, -1),
         &ha(),
         Box::new(dev.clone()),
@@ -269,7 +276,7 @@ fn automatic_without_a_device_leads_without_it() {
     let t0 = Instant::now();
     let mut dev = SimDevice::new(t0);
     dev.present = false;
-    let mut dog = Watchdog::new(
+    let dog = Watchdog::new(
         &config(WatchdogMode::Automatic, -1),
         &ha(),
         Box::new(dev.clone()),
@@ -287,7 +294,7 @@ fn automatic_without_a_device_leads_without_it() {
 fn off_never_touches_the_device() {
     let t0 = Instant::now();
     let dev = SimDevice::new(t0);
-    let mut dog = Watchdog::new(
+    let dog = Watchdog::new(
         &config(WatchdogMode::Off, -1),
         &ha(),
         Box::new(dev.clone()),
@@ -306,7 +313,7 @@ fn a_timeout_the_device_does_not_take_is_said() {
     // Refused outright.
     let mut dev = SimDevice::new(t0);
     dev.refuse_timeout = true;
-    let mut dog = Watchdog::new(
+    let dog = Watchdog::new(
         &config(WatchdogMode::Required, -1),
         &ha(),
         Box::new(dev.clone()),
@@ -322,7 +329,7 @@ fn a_timeout_the_device_does_not_take_is_said() {
     // Kept a longer timeout than asked (a fixed hardware timer): not safe, disarmed again.
     let mut dev = SimDevice::new(t0);
     dev.fixed_timeout = Some(60);
-    let mut dog = Watchdog::new(
+    let dog = Watchdog::new(
         &config(WatchdogMode::Required, -1),
         &ha(),
         Box::new(dev.clone()),
@@ -367,7 +374,7 @@ fn a_failed_arming_is_not_retried_every_cycle() {
     let t0 = Instant::now();
     let mut dev = SimDevice::new(t0);
     dev.refuse_timeout = true;
-    let mut dog = Watchdog::new(
+    let dog = Watchdog::new(
         &config(WatchdogMode::Automatic, -1),
         &ha(),
         Box::new(dev.clone()),
