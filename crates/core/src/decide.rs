@@ -81,7 +81,9 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
     let (reason, pg_actions) = step(&mut state, obs, cfg, &facts);
 
     let mut actions = Vec::with_capacity(pg_actions.len() + 2);
-    actions.push(Action::RenewLease);
+    if keeps_lease_alive(&state, obs, cfg, &facts) {
+        actions.push(Action::RenewLease);
+    }
     // DCS writes first, then PostgreSQL operations (the order the agent carries them out).
     let (dcs_writes, pg_ops): (Vec<Action>, Vec<Action>) =
         pg_actions.into_iter().partition(is_dcs_write);
@@ -100,6 +102,43 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
         published,
         next_wake,
     }
+}
+
+/// Whether this cycle renews the lease. The lease carries the member key and, once this
+/// member took it, the leader key. A member that may not run a writable primary now renews a
+/// lease that may carry the leader key only while its DCS answers, shows the key naming it,
+/// and the lease is still certainly alive: a renewal answered in time then restores its right
+/// (a leader that demoted on a short DCS hiccup restarts its primary in place). Otherwise a
+/// renewal could only keep the key alive for nobody: etcd receives keepalives whose answers
+/// come too late to count, so with a slow DCS the key would stay, with nobody running a
+/// primary and no replica allowed to race, for as long as the slowness lasts. Without the
+/// renewal etcd deletes the key one ttl after the last keepalive it received (never sooner
+/// than the demotion deadline, which is measured from an acknowledged one), and once the DCS
+/// answers the member releases it itself (`holding_leader_key`). Its member key expires with
+/// the lease; the next renewal grants a new lease and the member document is written again.
+fn keeps_lease_alive(state: &MemberState, obs: &Observation, cfg: &HaConfig, f: &Facts) -> bool {
+    if f.leader_now {
+        return true;
+    }
+    match f.view {
+        Some(view) if view.leader.as_deref() == Some(cfg.name.as_str()) => lease_alive(obs),
+        Some(_) => true,
+        // Unreadable DCS: the key may be ours if this member led, was about to, or raced.
+        None => !matches!(
+            state.phase,
+            Phase::Leader
+                | Phase::Promoting
+                | Phase::RestartingPrimary
+                | Phase::Demoting
+                | Phase::HandingOver
+                | Phase::Candidate
+        ),
+    }
+}
+
+/// The lease is certainly alive now (its last acknowledged keepalive was sent less than ttl ago).
+fn lease_alive(obs: &Observation) -> bool {
+    obs.lease_valid_until.is_some_and(|until| obs.now < until)
 }
 
 /// DCS writes (everything but the lease renewal and the member document, which `decide`
@@ -467,6 +506,23 @@ fn holding_leader_key(
     s.reclone_pending = false;
     s.wal_missing = false;
     if !f.lease_ok {
+        // The lease is over as far as this member knows (no keepalive acknowledged within
+        // ttl; it no longer renews it, see `keeps_lease_alive`): once PostgreSQL is
+        // certainly not a primary, give the key up (delete iff it names us) rather than leave
+        // the others waiting for it. Before that, a renewal may still confirm the lease.
+        let not_primary = match &obs.pg {
+            LocalPg::Running(pg) => pg.in_recovery,
+            LocalPg::Stopped { .. } | LocalPg::NoData => true,
+            LocalPg::Starting => false,
+        };
+        if not_primary && !f.leader_now && !lease_alive(obs) {
+            s.phase = Phase::Replica;
+            s.restart_deadline = None;
+            return (
+                Reason::ReleasingKeyWithoutLease,
+                vec![Action::ReleaseLeader],
+            );
+        }
         return (Reason::LeaderKeyWithoutLease, vec![]);
     }
     if let Some(step) = watchdog::refuse_to_lead(s, obs) {

@@ -163,6 +163,11 @@ pub(crate) fn replica_side(
     let Some(req) = &view.failover else {
         return ReplicaSide::Ordinary;
     };
+    // A switchover scheduled for later has not handed anything over yet: the leader was lost
+    // before it was due, and the election is an ordinary one (its terms start when it is due).
+    if req.scheduled_at_unix_ms.is_some_and(|at| at > unix_now_ms) {
+        return ReplicaSide::Ordinary;
+    }
     if handing_over_from(cfg, view, leaderless_for, unix_now_ms) == Some(cfg.name.as_str()) {
         return ReplicaSide::FormerLeader;
     }

@@ -248,10 +248,118 @@ fn replica_with_the_key_promotes_only_after_observing_it() {
 
 #[test]
 fn no_promotion_without_a_confirmed_lease() {
+    // The key names us but no keepalive was acknowledged within ttl: never promote; the
+    // replica gives the key up rather than keep it from the others, and does not renew.
     let obs = Obs::new(replica(100)).leader(ME).lease_until(None).build();
     let d = decide(&in_phase(Phase::Candidate), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![]);
+    assert_eq!(pg_actions(&d), vec![Action::ReleaseLeader]);
+    assert_eq!(d.reason, Reason::ReleasingKeyWithoutLease);
+    assert_eq!(d.state.phase, Phase::Replica);
+    assert!(!d.actions.contains(&Action::RenewLease));
+}
+
+fn crashed_primary() -> LocalPg {
+    LocalPg::Stopped {
+        system_id: 42,
+        was_primary: true,
+        timeline: 1,
+        lsn: 400,
+    }
+}
+
+/// A leader whose DCS answers slowly cannot confirm its lease and demotes; etcd still
+/// receives its keepalives. Once the lease is over as far as it knows, it must stop sending
+/// them, or the leader key on its lease lives on with nobody running a primary (simulator
+/// seed 75 of the main soak).
+#[test]
+fn a_demoted_leader_without_dcs_stops_renewing_the_lease_its_key_is_on() {
+    // Demotion: the lease is about to expire, the DCS does not answer (without a readable
+    // key the lease cannot give the primary back: no renewal).
+    let obs = Obs::new(primary(500))
+        .dcs_down()
+        .lease_until(Some(100_300))
+        .build();
+    let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Stop {
+            mode: StopMode::Immediate
+        }]
+    );
+    assert_eq!(d.state.phase, Phase::Demoting);
+    assert!(!d.actions.contains(&Action::RenewLease));
+    // Stopped, still no DCS: no keepalive either.
+    let obs = Obs::new(crashed_primary())
+        .dcs_down()
+        .lease_until(Some(99_000))
+        .build();
+    let d = decide(&d.state, &obs, &cfg());
+    assert_eq!(d.reason, Reason::DcsUnreachable);
+    assert_eq!(d.actions, vec![]);
+    // A candidate that raced may hold the key too.
+    let obs = Obs::new(replica(100)).dcs_down().lease_until(None).build();
+    let d = decide(&in_phase(Phase::Candidate), &obs, &cfg());
+    assert!(!d.actions.contains(&Action::RenewLease));
+}
+
+#[test]
+fn members_that_cannot_hold_the_key_or_may_lead_keep_renewing() {
+    // A replica without DCS keeps its member key alive.
+    let obs = Obs::new(replica(100)).dcs_down().build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(d.actions, vec![Action::RenewLease]);
+    // A leader without DCS whose lease is certainly valid keeps it valid.
+    let obs = Obs::new(primary(500)).dcs_down().build();
+    let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
+    assert_eq!(d.actions, vec![Action::RenewLease]);
+    // A replica following another leader renews (the key is not on its lease).
+    let obs = Obs::new(replica(100))
+        .leader("node2")
+        .upstream("node2")
+        .lease_until(None)
+        .build();
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert_eq!(d.actions[0], Action::RenewLease);
+}
+
+#[test]
+fn a_demoted_leader_whose_dcs_answers_renews_while_its_lease_is_alive_then_releases_the_key() {
+    // Demoted, the DCS answers, the lease still certainly alive: the renewal may confirm it.
+    let obs = Obs::new(crashed_primary())
+        .leader(ME)
+        .lease_until(Some(100_300))
+        .build();
+    let d = decide(&in_phase(Phase::Demoting), &obs, &cfg());
     assert_eq!(d.reason, Reason::LeaderKeyWithoutLease);
+    assert_eq!(d.actions, vec![Action::RenewLease, Action::PublishMember]);
+    // Confirmed again: it restarts its primary in place.
+    let obs = Obs::new(crashed_primary()).leader(ME).build();
+    let d = decide(&in_phase(Phase::Demoting), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::StartPrimary]);
+    assert_eq!(d.actions[0], Action::RenewLease);
+    // The lease is over (no keepalive acknowledged within ttl): release the key, no renewal.
+    for lease in [Some(99_000), None] {
+        let obs = Obs::new(crashed_primary())
+            .leader(ME)
+            .lease_until(lease)
+            .build();
+        let d = decide(&in_phase(Phase::Demoting), &obs, &cfg());
+        assert_eq!(d.reason, Reason::ReleasingKeyWithoutLease);
+        assert_eq!(
+            d.actions,
+            vec![Action::ReleaseLeader, Action::PublishMember]
+        );
+        assert_eq!(d.state.phase, Phase::Replica);
+        assert_eq!(d.next_wake, obs.now, "the release is observed at once");
+    }
+    // Still shutting down (PostgreSQL does not answer): not yet, and no renewal.
+    let obs = Obs::new(LocalPg::Starting)
+        .leader(ME)
+        .lease_until(Some(99_000))
+        .build();
+    let d = decide(&in_phase(Phase::Demoting), &obs, &cfg());
+    assert_eq!(d.reason, Reason::LeaderKeyWithoutLease);
+    assert_eq!(d.actions, vec![Action::PublishMember]);
 }
 
 #[test]

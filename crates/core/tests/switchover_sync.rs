@@ -371,6 +371,27 @@ fn a_scheduled_switchover_does_not_hold_back_the_leader_it_names_before_its_time
 }
 
 #[test]
+fn a_scheduled_switchover_does_not_hold_back_the_others_before_its_time() {
+    // The leader was lost before a switchover to node3 was due: nothing was handed over, so
+    // the election is an ordinary one (simulator, synchronous soak on1 seed 32: everyone
+    // stood aside for a candidate that could not race).
+    let mut v = view(None);
+    v.failover = Some(FailoverRequest {
+        leader: Some("node2".into()),
+        candidate: Some("node3".into()),
+        scheduled_at_unix_ms: Some(1_800_000_000_000 + 60_000),
+    });
+    let mut o = obs(replica(1100), v.clone());
+    o.peers.insert("node3".into(), peer(1000, 1));
+    let d = decide(&replica_state(), &o, &cfg());
+    assert_eq!(ops(&d), vec![Action::AcquireLeader], "{}", d.reason);
+    // Once it is due, the others stand aside for the candidate.
+    o.unix_now_ms = 1_800_000_000_000 + 60_000;
+    let d = decide(&replica_state(), &o, &cfg());
+    assert!(ops(&d).is_empty(), "{}", d.reason);
+}
+
+#[test]
 fn sync_standby_enters_postgres_first_and_the_key_after_confirmation() {
     let c = sync_cfg(false);
     let v = view(Some(ME));

@@ -6,29 +6,13 @@
 //! `PGBATON_SIM_QUICK=<sequences per minute>` and `PGBATON_SIM_MEMBERS=<n>` change the
 //! schedule for exploration (a seed found that way replays with the same variables set).
 
-use pgbaton_sim::ViolationKind::{self, Leaderless, NotLive, TwoLeaseHolders};
+use pgbaton_sim::ViolationKind::{self, NotLive, TwoLeaseHolders};
 
 mod common;
 
 /// Seeds at which the HA core is known to break a promise (found by this soak; to be fixed
 /// in `crates/core`, then removed from here). A known seed is excused only for its kind.
 const KNOWN_CORE_BUG_SEEDS: &[(u64, ViolationKind)] = &[
-    // A leader whose DCS answers slowly cannot confirm its lease in time and demotes, but its
-    // agent keeps sending keepalives (RenewLease is in every decision), which etcd does
-    // receive: the lease, and the leader key on it, stay alive while nobody runs a primary,
-    // so no replica may race for as long as the slowness lasts (delay faults up to 15 s).
-    (75, Leaderless),
-    (303, Leaderless),
-    (335, Leaderless),
-    (722, Leaderless),
-    (723, Leaderless),
-    (728, Leaderless),
-    (803, Leaderless),
-    (824, Leaderless),
-    (1368, Leaderless),
-    (1698, Leaderless),
-    (1699, Leaderless),
-    (1730, Leaderless),
     // Failsafe mode: the leader m2, stopped (SIGSTOP) for seconds, resumes and asks the
     // members of its stale view (m1 only) to acknowledge it; m1, which follows the new leader
     // m3, accepts, and m2 keeps a primary with a failsafe right while m3 holds the lease.
