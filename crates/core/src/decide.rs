@@ -539,6 +539,11 @@ fn holding_leader_key(
             let mut actions = leader_duties(s, cfg, view, pg, f.now);
             if let Some(req) = &view.failover {
                 match switchover::leader_side(cfg, view, pg, req, obs.unix_now_ms) {
+                    LeaderSide::HandOver { to } if !failsafe::names(cfg, view, &to) => {
+                        // The key is written by this cycle's duties (the candidate is a
+                        // member, so the topology names it); hand over once it is read back.
+                        reason = Reason::SwitchoverWaitingForFailsafeKey { to };
+                    }
                     LeaderSide::HandOver { to } => {
                         s.phase = Phase::HandingOver;
                         let stop = Action::Stop {

@@ -9,7 +9,8 @@
 //!   round sent at `t` gives the right to run the primary until `t + ttl − demote_margin`
 //!   ([`right_until`]), like an acknowledged keepalive. Without the key there is no right.
 //! * **Member side.** A member accepts only if it neither runs a primary nor claims the
-//!   leader key ([`may_promise`]); it then promises not to race nor promote until its
+//!   leader key ([`may_promise`]), and its last DCS read shows no other member holding the
+//!   leader key ([`may_promise_to`]); it then promises not to race nor promote until its
 //!   receipt time plus ttl, which is later than the leader's right.
 
 use crate::observation::{DcsView, Observation};
@@ -24,6 +25,17 @@ pub fn topology(view: &DcsView, leader: &str) -> Vec<String> {
     }
     names.sort();
     names
+}
+
+/// Failsafe mode off, no `failsafe` key yet, or the key names `member`: it may race for the
+/// leader key (a member outside the failsafe topology never does). A switchover hands over
+/// only to such a member.
+pub fn names(cfg: &HaConfig, view: &DcsView, member: &str) -> bool {
+    !cfg.failsafe_mode
+        || view
+            .failsafe
+            .as_ref()
+            .is_none_or(|key| key.iter().any(|m| m == member))
 }
 
 /// Whom a leader without the DCS must get an acknowledgement from, from its last view: the
@@ -56,6 +68,25 @@ pub fn may_promise(phase: Phase, runs_primary: bool) -> bool {
                 | Phase::HandingOver
                 | Phase::Bootstrapping
         )
+}
+
+/// Member side, for one request: may this member promise `requester`? Only if it may
+/// promise at all ([`may_promise`]) and its last DCS read does not show another member
+/// holding the leader key: a requester that lost the key while it could not see it (an agent
+/// stopped for seconds, resuming with its old view) must not get a right from a member that
+/// already follows the new leader.
+pub fn may_promise_to(
+    phase: Phase,
+    runs_primary: bool,
+    key_holder: Option<&str>,
+    requester: &str,
+) -> bool {
+    may_promise(phase, runs_primary) && no_other_key_holder(key_holder, requester)
+}
+
+/// The leader key, as this member last read it, is free or held by `requester`.
+pub fn no_other_key_holder(key_holder: Option<&str>, requester: &str) -> bool {
+    key_holder.is_none_or(|holder| holder == requester)
 }
 
 /// Until when the acknowledged failsafe round lets the leader's PostgreSQL accept writes

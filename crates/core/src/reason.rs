@@ -138,6 +138,11 @@ pub enum Reason {
     HandingOver {
         to: String,
     },
+    /// Failsafe mode: the switchover waits until the `failsafe` key names its candidate (a
+    /// member outside the failsafe topology never races).
+    SwitchoverWaitingForFailsafeKey {
+        to: String,
+    },
     SwitchoverScheduled {
         in_ms: u64,
     },
@@ -301,6 +306,7 @@ impl fmt::Display for Reason {
             },
             WaitingForPostgres => write!(f, "waiting for PostgreSQL to answer"),
             HandingOver { to } => write!(f, "switchover: checkpoint and clean stop, then handing the leader key to {to}"),
+            SwitchoverWaitingForFailsafeKey { to } => write!(f, "switchover to {to}: waiting for the failsafe key to name it (a member outside the failsafe topology never races)"),
             SwitchoverScheduled { in_ms } => write!(f, "leader; switchover scheduled in {} s", in_ms / 1000),
             SwitchoverRefused(why) => write!(f, "switchover refused and cancelled: {why}"),
             StandingAside { candidate } => write!(f, "no leader; standing aside for the requested candidate {candidate}"),

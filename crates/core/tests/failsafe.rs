@@ -323,6 +323,36 @@ fn only_a_member_without_primary_and_claim_promises() {
 }
 
 #[test]
+fn a_member_whose_dcs_read_shows_another_leader_refuses() {
+    // The requester lost the key while it was stopped; this member follows node3 now
+    // (simulator seed 1701 of the main soak: two members with rights at once).
+    assert!(!failsafe::may_promise_to(
+        Phase::Replica,
+        false,
+        Some("node3"),
+        "node1"
+    ));
+    assert!(failsafe::may_promise_to(
+        Phase::Replica,
+        false,
+        Some("node1"),
+        "node1"
+    ));
+    assert!(failsafe::may_promise_to(
+        Phase::Replica,
+        false,
+        None,
+        "node1"
+    ));
+    assert!(!failsafe::may_promise_to(
+        Phase::Candidate,
+        false,
+        None,
+        "node1"
+    ));
+}
+
+#[test]
 fn a_peer_outside_the_topology_does_not_hold_the_others_back() {
     // node3 is ahead and preferred, but the failsafe key does not name it: it cannot race,
     // so node1 must (found by the simulator: a cluster that stayed leaderless).
@@ -342,4 +372,54 @@ fn a_peer_outside_the_topology_does_not_hold_the_others_back() {
     }
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
     assert!(d.actions.contains(&Action::AcquireLeader), "{}", d.reason);
+}
+
+/// A candidate-less switchover picks node2, which the (stale) failsafe key does not name: a
+/// member outside the topology never races, so handing over to it left the cluster without
+/// a leader until the old leader took the key back, again and again (simulator seed 1829 of
+/// the main soak). The leader writes the key first and hands over once it names node2.
+#[test]
+fn a_switchover_hands_over_only_to_a_member_the_failsafe_key_names() {
+    let primary = LocalPg::Running(RunningPg {
+        system_id: 42,
+        in_recovery: false,
+        timeline: 1,
+        lsn: 100,
+        streaming: false,
+        replicas: vec![ReplicaConnection {
+            name: "node2".into(),
+            streaming: true,
+            synchronous: false,
+            flush_lsn: Some(100),
+        }],
+    });
+    let request = FailoverRequest {
+        leader: Some(ME.into()),
+        candidate: None,
+        scheduled_at_unix_ms: None,
+    };
+    let mut stale = view(Some(ME), Some(&["node1"]));
+    stale.failover = Some(request.clone());
+    let d = decide(
+        &in_phase(Phase::Leader),
+        &obs(primary.clone(), Some(stale)),
+        &cfg(),
+    );
+    assert_eq!(
+        d.reason,
+        Reason::SwitchoverWaitingForFailsafeKey { to: "node2".into() }
+    );
+    assert_eq!(d.state.phase, Phase::Leader);
+    assert!(d.actions.contains(&Action::WriteFailsafe {
+        members: vec!["node1".into(), "node2".into(), "node3".into()]
+    }));
+    assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+    // The key names node2 now: hand over.
+    let mut fresh = view(Some(ME), Some(ALL));
+    fresh.failover = Some(request);
+    let d = decide(&in_phase(Phase::Leader), &obs(primary, Some(fresh)), &cfg());
+    assert_eq!(d.reason, Reason::HandingOver { to: "node2".into() });
+    assert!(d.actions.contains(&Action::Stop {
+        mode: StopMode::CheckpointThenFast
+    }));
 }

@@ -459,8 +459,10 @@ impl World {
         if !reach.link {
             return;
         }
+        // The agent bounds the keepalive like every DCS request (`dcs_timeout`).
+        let timeout = self.read_timeout(m, cfg);
         if let Some(lease) = self.members[m].agent.lease {
-            self.send_keepalive(m, lease, false);
+            self.send_keepalive(m, lease, false, timeout);
             return;
         }
         if !reach.in_time {
@@ -476,7 +478,7 @@ impl World {
         };
         if let Some(lease) = adopt {
             self.members[m].agent.lease = Some(lease);
-            self.send_keepalive(m, lease, false);
+            self.send_keepalive(m, lease, false, timeout);
             return;
         }
         let lease = self.dcs.grant(cfg.ttl_ms, self.now);

@@ -1,7 +1,8 @@
 //! DCS failsafe mode in the simulator: a leader whose DCS read failed sends `POST /failsafe`
 //! to every member of the failsafe topology it last read (modelled instantly, like the
 //! peers' `GET /patroni`). A member answers only if its agent runs and the link is up; it
-//! accepts (and promises not to compete until now + ttl) by the core's own rule. When every
+//! accepts (and promises not to compete until now + ttl) by the core's own rule, judged on
+//! its agent's last DCS read. When every
 //! member accepted, the round's send time becomes the leader's `failsafe_acked_at`.
 
 use pgbaton_core::{failsafe, Phase};
@@ -40,8 +41,18 @@ impl World {
             };
             let peer = &mut self.members[j];
             let answers = self.net.linked(m, j) && peer.agent.running();
+            let key_holder = peer
+                .agent
+                .last_view
+                .as_ref()
+                .and_then(|v| v.leader.as_deref());
             if answers
-                && failsafe::may_promise(peer.agent.state.phase, peer.pg.is_running_primary())
+                && failsafe::may_promise_to(
+                    peer.agent.state.phase,
+                    peer.pg.is_running_primary(),
+                    key_holder,
+                    &name,
+                )
             {
                 if self.flaw != Some(crate::Flaw::FailsafeForgetsPromise) {
                     let until = peer

@@ -70,6 +70,8 @@ pub(crate) enum Event {
         incarnation: u64,
         lease: LeaseId,
         sent_at: Millis,
+        /// The agent stops waiting for the answer then (its request timeout).
+        gives_up_at: Millis,
         startup: bool,
     },
     KeepaliveAck {
@@ -77,6 +79,7 @@ pub(crate) enum Event {
         incarnation: u64,
         lease: LeaseId,
         sent_at: Millis,
+        gives_up_at: Millis,
         ok: bool,
         startup: bool,
     },
@@ -382,6 +385,7 @@ impl World {
                 incarnation,
                 lease,
                 sent_at,
+                gives_up_at,
                 startup,
             } => {
                 if self.dcs.up() && self.net.reaches_dcs(m) {
@@ -397,6 +401,7 @@ impl World {
                             incarnation,
                             lease,
                             sent_at,
+                            gives_up_at,
                             ok,
                             startup,
                         },
@@ -408,9 +413,22 @@ impl World {
                 incarnation,
                 lease,
                 sent_at,
+                gives_up_at,
                 ok,
                 startup,
-            } => self.keepalive_answered(m, incarnation, lease, sent_at, ok, startup),
+            } => {
+                if self.now > gives_up_at {
+                    // The agent stopped waiting (its request timed out): the answer counts
+                    // for nothing, as in the real agent (`execute.rs`, a bounded keepalive).
+                    // etcd extended the lease all the same.
+                    let agent = &self.members[m].agent;
+                    if startup && agent.running() && agent.incarnation == incarnation {
+                        self.run_cycle(m);
+                    }
+                    return;
+                }
+                self.keepalive_answered(m, incarnation, lease, sent_at, ok, startup)
+            }
             Event::LeaseCheck => {}
             Event::JobDone { m, id } => self.finish_job(m, id),
             Event::FaultStart { idx } => self.start_fault(idx),
@@ -461,7 +479,8 @@ impl World {
                 self.log(m, format!("agent starts; adopting leader lease {lease}"));
                 self.leader_adoptions += 1;
                 self.members[m].agent.lease = Some(lease);
-                self.send_keepalive(m, lease, true);
+                let timeout = self.members[m].cfg.retry_timeout_ms;
+                self.send_keepalive(m, lease, true, timeout);
                 let wake = self.now + self.members[m].cfg.retry_timeout_ms;
                 self.wake_at(m, wake);
             }
@@ -504,7 +523,9 @@ impl World {
         }
     }
 
-    pub fn send_keepalive(&mut self, m: usize, lease: LeaseId, startup: bool) {
+    /// Send a keepalive; its answer counts only if it comes back within `timeout` (the
+    /// agent's bound on the request).
+    pub fn send_keepalive(&mut self, m: usize, lease: LeaseId, startup: bool, timeout: Millis) {
         let incarnation = self.members[m].agent.incarnation;
         let at = self.now + self.delay(m);
         self.schedule(
@@ -514,6 +535,7 @@ impl World {
                 incarnation,
                 lease,
                 sent_at: self.now,
+                gives_up_at: self.now + timeout,
                 startup,
             },
         );

@@ -24,6 +24,9 @@ use super::{view, Agent};
 struct MemberSide {
     /// The last decision allows a promise (no primary, no claim on the leader key).
     may_promise: bool,
+    /// The leader key's holder in the loop's last successful DCS read: a request from
+    /// another member is refused (it lost the key while it could not see it).
+    key_holder: Option<String>,
     /// Promised until then (a freshly started agent: start + ttl).
     promised_until: Option<Instant>,
     /// Until when the last promise actually given (a `POST /failsafe` accepted) runs.
@@ -47,10 +50,18 @@ impl FailsafeMember {
         side.promised_until = Some(Instant::now() + ttl);
     }
 
-    /// After every decision: whether a promise may be given now, and the ttl in force.
-    pub fn set_state(&self, phase: Phase, runs_primary: bool, ttl: Duration) {
+    /// After every decision: whether a promise may be given now, who holds the leader key
+    /// as last read, and the ttl in force.
+    pub fn set_state(
+        &self,
+        phase: Phase,
+        runs_primary: bool,
+        key_holder: Option<&str>,
+        ttl: Duration,
+    ) {
         let mut side = self.lock();
         side.may_promise = failsafe::may_promise(phase, runs_primary);
+        side.key_holder = key_holder.map(str::to_string);
         side.ttl = ttl;
     }
 
@@ -74,6 +85,13 @@ impl FailsafeMember {
                 format!(
                     "not accepting {leader} as failsafe leader: this member runs a primary or claims the leader key"
                 ),
+            );
+        }
+        if !failsafe::no_other_key_holder(side.key_holder.as_deref(), leader) {
+            let holder = side.key_holder.clone().unwrap_or_default();
+            return CommandOutcome::refused(
+                409,
+                format!("not accepting {leader} as failsafe leader: {holder} holds the leader key"),
             );
         }
         let until = Instant::now() + side.ttl;
@@ -212,14 +230,26 @@ mod tests {
     async fn a_member_promises_only_without_primary_or_claim() {
         let m = FailsafeMember::default();
         let ttl = Duration::from_secs(4);
-        m.set_state(Phase::Candidate, false, ttl);
+        m.set_state(Phase::Candidate, false, None, ttl);
         assert_eq!(m.receive("node1").status, 409);
         assert!(m.promised_until().is_none());
-        m.set_state(Phase::Replica, true, ttl);
+        m.set_state(Phase::Replica, true, None, ttl);
         assert_eq!(m.receive("node1").status, 409);
-        m.set_state(Phase::Replica, false, ttl);
+        m.set_state(Phase::Replica, false, Some("node1"), ttl);
         let before = Instant::now();
         assert_eq!(m.receive("node1").status, 200);
         assert!(m.promised_until().is_some_and(|u| u >= before + ttl));
+    }
+
+    #[tokio::test]
+    async fn a_member_that_follows_another_leader_refuses() {
+        let m = FailsafeMember::default();
+        let ttl = Duration::from_secs(4);
+        m.set_state(Phase::Replica, false, Some("node3"), ttl);
+        let answer = m.receive("node1");
+        assert_eq!(answer.status, 409);
+        assert!(m.promised_until().is_none());
+        m.set_state(Phase::Replica, false, None, ttl);
+        assert_eq!(m.receive("node1").status, 200);
     }
 }

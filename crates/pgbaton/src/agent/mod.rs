@@ -321,6 +321,7 @@ impl<D: Dcs> Agent<D> {
             self.failsafe_member.set_state(
                 self.state.phase,
                 obs.pg.is_primary(),
+                self.cluster.as_ref().and_then(|c| c.leader_name()),
                 Duration::from_millis(self.ha.ttl_ms),
             );
             self.execute(&decision, &obs).await;
