@@ -15,7 +15,7 @@
 //!    member's timeline is the one of the newest WAL it holds (its replay timeline, not the
 //!    control file's), the same definition it reports to its peers. While a switchover
 //!    hands over from a member (the `failover` key names it as leader, for 2 × ttl after
-//!    the key was released), that member does not compete: it neither races (decide.rs)
+//!    the key was released), that member does not compete: it neither races (decide/leaderless.rs)
 //!    nor counts as a peer ahead, so the others elect among themselves.
 //! 4. Lag is measured against the freshest position known: the largest of the leader's last
 //!    published position, every peer's fresh report and our own. Within

@@ -49,7 +49,7 @@ fn core_bug_quorum_key_narrower_than_the_any_names_loses_a_commit() {
 
 /// Quorum mode, 3 members. With no leader, m2 correctly refuses to race for 10 s ("quorum:
 /// 1 of the 2 synchronous members answered, 2 needed"); then the `failover` key names m2
-/// as candidate and m2 races at once: decide.rs `leaderless` checks the request's candidate
+/// as candidate and m2 races at once: decide/leaderless.rs `leaderless` checks the request's candidate
 /// with `sync::may_promote(cfg, view, usize::MAX / 2)`, which skips the quorum check and
 /// the comparison with the other named members. m2 is promoted at 28760 ms without commit
 /// 1140, which m3 holds. (Seed 196 is the same with a switchover whose leader crashed
@@ -71,7 +71,7 @@ fn core_bug_stale_sync_key_after_failover_loses_a_commit() {
 }
 
 /// FIRST 1, 5 members. The leader m5's node crashes briefly; its new agent adopts the
-/// lease and restarts PostgreSQL with `synchronous_standby_names = '*'` (decide.rs
+/// lease and restarts PostgreSQL with `synchronous_standby_names = '*'` (decide/leader.rs
 /// `holding_leader_key`: configured_sync unknown) while the sync key still names m1 (which
 /// does not even stream). '*' lets any standby acknowledge: at 34720 ms commits are
 /// acknowledged that m1 lacks, and the key would let m1 be promoted without them.

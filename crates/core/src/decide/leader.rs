@@ -1,0 +1,262 @@
+//! Rule group 3: the leader key names this member: promote, restart the primary in place,
+//! give the key up, hand over for a switchover, and the leader's duties each cycle (status,
+//! history, slots, failsafe key, synchronous replication) (ARCHITECTURE.md, "The leader key
+//! names this member").
+
+use super::{lease_alive, Context, Step};
+use crate::action::{Action, StopMode};
+use crate::failsafe;
+use crate::observation::{DcsView, LocalPg, RunningPg};
+use crate::reason::Reason;
+use crate::state::{MemberState, Phase};
+use crate::switchover::{self, LeaderSide};
+use crate::sync;
+use crate::watchdog;
+use crate::{HaConfig, Millis};
+
+/// While an operation runs, a leader still publishes its position.
+pub(super) fn leader_duties_if_any(s: &mut MemberState, cx: &Context) -> Vec<Action> {
+    match (cx.view, cx.obs.pg.running()) {
+        (Some(view), Some(pg))
+            if cx.leader_now && !pg.in_recovery && view.leader.as_deref() == Some(&cx.cfg.name) =>
+        {
+            leader_duties(s, cx.cfg, view, pg, cx.now)
+        }
+        _ => vec![],
+    }
+}
+
+pub(super) fn leader_duties(
+    s: &mut MemberState,
+    cfg: &HaConfig,
+    view: &DcsView,
+    pg: &RunningPg,
+    now: Millis,
+) -> Vec<Action> {
+    let mut actions = vec![Action::WriteStatus { optime: pg.lsn }];
+    // The key lacks our promotion, or records a timeline as new as ours: it describes
+    // another branch (PostgreSQL reuses a timeline number when the leader that used it was
+    // lost with its history), and would keep every replica of ours from racing. The agent
+    // writes the key from our history file either way.
+    let key_behind = view.last_history_timeline() < pg.timeline - 1;
+    let key_from_another_branch = view.last_history_timeline() >= pg.timeline;
+    if pg.timeline > 1 && (key_behind || key_from_another_branch) {
+        let (timeline, lsn) = s
+            .promoted_from
+            .filter(|(t, _)| *t < pg.timeline)
+            .unwrap_or((pg.timeline - 1, 0));
+        actions.push(Action::AppendHistory { timeline, lsn });
+    }
+    if cfg.use_slots {
+        let members = slot_members(s, cfg, view, now);
+        actions.push(Action::SyncSlots { members });
+    }
+    if cfg.failsafe_mode {
+        let members = failsafe::topology(view, &cfg.name);
+        if view.failsafe.as_ref() != Some(&members) {
+            actions.push(Action::WriteFailsafe { members });
+        }
+    }
+    actions
+}
+
+/// The members the leader keeps a physical slot for: each member that streams from it (not
+/// those cascading from a replica that is a member: that replica keeps their slots), and each
+/// such member whose key disappeared less than `member_slots_ttl` ago (its replica may come
+/// back after a short absence and stream from where it stopped).
+pub(super) fn slot_members(
+    s: &mut MemberState,
+    cfg: &HaConfig,
+    view: &DcsView,
+    now: Millis,
+) -> Vec<String> {
+    let present: Vec<String> = view
+        .members
+        .iter()
+        .filter(|(name, m)| {
+            *name != &cfg.name
+                && !m
+                    .replicatefrom
+                    .as_deref()
+                    .is_some_and(|up| up != cfg.name && view.members.contains_key(up))
+        })
+        .map(|(name, _)| name.clone())
+        .collect();
+    for name in &present {
+        s.slot_members_seen.insert(name.clone(), now);
+    }
+    let ttl = cfg.member_slots_ttl_ms;
+    s.slot_members_seen.retain(|name, seen| {
+        name != &cfg.name
+            && (present.contains(name)
+                || (!view.members.contains_key(name) && now.saturating_sub(*seen) < ttl))
+    });
+    // A BTreeMap: sorted, each name once.
+    s.slot_members_seen.keys().cloned().collect()
+}
+
+/// The leader key names us.
+pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsView) -> Step {
+    s.leaderless_since = None;
+    s.not_streaming_since = None;
+    s.not_streaming_position = None;
+    s.rewound_for = None;
+    s.reclone_pending = false;
+    s.wal_missing = false;
+    if !cx.lease_ok {
+        // The lease is over as far as this member knows (no keepalive acknowledged within
+        // ttl; it no longer renews it, see `keeps_lease_alive`): once PostgreSQL is
+        // certainly not a primary, give the key up (delete iff it names us) rather than leave
+        // the others waiting for it. Before that, a renewal may still confirm the lease.
+        let not_primary = match &cx.obs.pg {
+            LocalPg::Running(pg) => pg.in_recovery,
+            LocalPg::Stopped { .. } | LocalPg::NoData => true,
+            LocalPg::Starting => false,
+        };
+        if not_primary && !cx.leader_now && !lease_alive(cx.obs) {
+            s.phase = Phase::Replica;
+            s.restart_deadline = None;
+            return (
+                Reason::ReleasingKeyWithoutLease,
+                vec![Action::ReleaseLeader],
+            );
+        }
+        return (Reason::LeaderKeyWithoutLease, vec![]);
+    }
+    if let Some(step) = watchdog::refuse_to_lead(s, cx.obs) {
+        return step;
+    }
+    match &cx.obs.pg {
+        LocalPg::Running(pg) if !pg.in_recovery => {
+            s.phase = Phase::Leader;
+            s.restart_deadline = None;
+            if pg.timeline > 1 && view.last_history_timeline() >= pg.timeline - 1 {
+                s.promoted_from = None;
+            }
+            let mut reason = Reason::LeaderHealthy;
+            let mut actions = leader_duties(s, cx.cfg, view, pg, cx.now);
+            if let Some(req) = &view.failover {
+                match switchover::leader_side(cx.cfg, view, pg, req, cx.obs.unix_now_ms) {
+                    LeaderSide::HandOver { to } if !failsafe::names(cx.cfg, view, &to) => {
+                        // The key is written by this cycle's duties (the candidate is a
+                        // member, so the topology names it); hand over once it is read back.
+                        reason = Reason::SwitchoverWaitingForFailsafeKey { to };
+                    }
+                    LeaderSide::HandOver { to } => {
+                        s.phase = Phase::HandingOver;
+                        let stop = Action::Stop {
+                            mode: StopMode::CheckpointThenFast,
+                        };
+                        return (
+                            Reason::HandingOver { to },
+                            vec![Action::WriteStatus { optime: pg.lsn }, stop],
+                        );
+                    }
+                    LeaderSide::Scheduled { in_ms } => {
+                        reason = Reason::SwitchoverScheduled { in_ms }
+                    }
+                    LeaderSide::Refuse(why) => {
+                        reason = Reason::SwitchoverRefused(why);
+                        actions.push(Action::ClearFailover);
+                    }
+                    LeaderSide::Done => actions.push(Action::ClearFailover),
+                }
+            }
+            actions.extend(sync::manage(
+                s,
+                cx.cfg,
+                view,
+                pg,
+                cx.obs.configured_sync.as_ref(),
+            ));
+            (reason, actions)
+        }
+        LocalPg::Running(_) if cx.promise_left.is_some() => {
+            // We promised a failsafe leader that may still run its primary: no promotion
+            // before the promise ends (the race that gave us the key crossed the promise).
+            let remaining_ms = cx.promise_left.unwrap_or(0);
+            (Reason::FailsafePromised { remaining_ms }, vec![])
+        }
+        LocalPg::Running(pg) => {
+            s.phase = Phase::Promoting;
+            s.promoted_from = Some((pg.timeline, pg.lsn));
+            let mut actions = Vec::new();
+            if cx.cfg.synchronous.enabled() {
+                // First make the sync key ours and empty, so that no member it named before
+                // can be promoted without the commits we are about to acknowledge.
+                let key_empty_and_ours = sync::key_is_ours(cx.cfg, view)
+                    && view.sync.as_ref().is_some_and(|k| k.members.is_empty());
+                if !key_empty_and_ours {
+                    return (
+                        Reason::ClaimingSyncKey,
+                        vec![Action::WriteSync {
+                            members: Vec::new(),
+                            quorum: None,
+                        }],
+                    );
+                }
+                // Commits wait for a standby from the first one on; the leader narrows the
+                // names down once standbys connect.
+                s.sync_changed_at = None;
+                let names = Some(crate::SyncStandbyNames::Wildcard);
+                actions.push(Action::SetSyncStandbyNames { names });
+            }
+            actions.push(Action::Promote);
+            (
+                Reason::Promoting {
+                    timeline: pg.timeline,
+                    lsn: pg.lsn,
+                },
+                actions,
+            )
+        }
+        LocalPg::Stopped {
+            was_primary: true, ..
+        }
+        | LocalPg::Starting
+            if matches!(
+                s.phase,
+                Phase::Leader | Phase::RestartingPrimary | Phase::Init | Phase::Demoting
+            ) =>
+        {
+            let deadline = *s
+                .restart_deadline
+                .get_or_insert(cx.now + cx.cfg.primary_restart_timeout_ms);
+            if cx.now >= deadline {
+                s.phase = Phase::Replica;
+                s.restart_deadline = None;
+                let mut actions = vec![Action::ReleaseLeader];
+                if cx.obs.pg == LocalPg::Starting {
+                    actions.push(Action::Stop {
+                        mode: StopMode::Immediate,
+                    });
+                }
+                return (Reason::GaveUpRestartingPrimary, actions);
+            }
+            s.phase = Phase::RestartingPrimary;
+            let remaining_ms = deadline - cx.now;
+            if cx.obs.pg == LocalPg::Starting {
+                return (Reason::RestartingPrimary { remaining_ms }, vec![]);
+            }
+            let mut actions = Vec::new();
+            if cx.cfg.synchronous.enabled() && cx.obs.configured_sync.is_none() {
+                // A restarted agent does not know the names in force: use the key's, so
+                // that what the key promises stays true.
+                s.sync_changed_at = None;
+                let names = sync::names_from_key(cx.cfg, view);
+                actions.push(Action::SetSyncStandbyNames { names });
+            }
+            actions.push(Action::StartPrimary);
+            (Reason::RestartingPrimary { remaining_ms }, actions)
+        }
+        LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
+        LocalPg::Stopped { .. } | LocalPg::NoData => {
+            s.phase = Phase::Replica;
+            s.restart_deadline = None;
+            (
+                Reason::ReleasingKeyWithoutPrimaryData,
+                vec![Action::ReleaseLeader],
+            )
+        }
+    }
+}

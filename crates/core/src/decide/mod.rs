@@ -1,0 +1,290 @@
+//! [`decide`]: the whole HA decision of one cycle, as a pure function.
+//!
+//! Rules are checked from the most safety-critical down; the first that applies decides.
+//! One rule group per file, in the order of the tables in docs/ARCHITECTURE.md: `safety`
+//! (S1–S3), `bootstrap`, `leader` (the leader key names this member), `follower` (another
+//! member holds it), `leaderless` (nobody does). Every rule reads the cycle's [`Context`]:
+//! the observation, the configuration and the facts derived from them once.
+
+mod bootstrap;
+mod follower;
+mod leader;
+mod leaderless;
+mod safety;
+
+use crate::action::Action;
+use crate::failsafe;
+use crate::observation::{DcsView, Initialize, JobKind, JobView, Observation};
+use crate::reason::Reason;
+use crate::state::{MemberState, Phase, PublishedState};
+use crate::watchdog;
+use crate::{HaConfig, Millis};
+
+use bootstrap::{bootstrapping, uninitialized};
+use follower::{following, repoint_while_starting};
+use leader::{holding_leader_key, leader_duties_if_any};
+use leaderless::leaderless;
+use safety::enforce_single_primary;
+
+/// The output of one cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// The member's memory for the next cycle.
+    pub state: MemberState,
+    /// To carry out in order. DCS writes come before PostgreSQL operations.
+    pub actions: Vec<Action>,
+    pub reason: Reason,
+    /// The `state` word to publish in the member document.
+    pub published: PublishedState,
+    /// Observe and decide again no later than this (earlier on any DCS or PostgreSQL event).
+    pub next_wake: Millis,
+}
+
+/// What every rule of one cycle reads: the observation, the configuration, and the facts
+/// derived from them once.
+pub(super) struct Context<'a> {
+    pub obs: &'a Observation,
+    pub cfg: &'a HaConfig,
+    pub now: Millis,
+    /// Our lease is certainly alive for longer than the demotion margin.
+    pub lease_ok: bool,
+    /// We may run a writable primary right now.
+    pub leader_now: bool,
+    /// Failsafe mode: the leader's primary is covered by an acknowledged failsafe round
+    /// (and no other member holds the leader key).
+    pub failsafe_ok: bool,
+    /// How long a promise to a failsafe leader still holds.
+    pub promise_left: Option<Millis>,
+    /// The DCS read of this cycle (`None`: the DCS did not answer in time).
+    pub view: Option<&'a DcsView>,
+}
+
+impl<'a> Context<'a> {
+    fn new(prev: &MemberState, obs: &'a Observation, cfg: &'a HaConfig) -> Self {
+        let now = obs.now;
+        let lease_ok = obs
+            .lease_valid_until
+            .is_some_and(|until| now + cfg.demote_margin_ms < until);
+        let view = obs.dcs.as_ref();
+        let key_is_mine = match view {
+            Some(v) => v.leader.as_deref() == Some(cfg.name.as_str()),
+            // Unreachable DCS: our key is attached to our lease, so while the lease is alive
+            // the key is ours if we were leader.
+            None => matches!(
+                prev.phase,
+                Phase::Leader | Phase::RestartingPrimary | Phase::Promoting
+            ),
+        };
+        // Failsafe: the right of an acknowledged round, for the leader, while no other
+        // member holds the leader key (unreachable DCS, or a DCS back without a leader key).
+        let key_not_others = match view {
+            None => true,
+            Some(v) => v.leader.as_deref().is_none_or(|l| l == cfg.name),
+        };
+        let failsafe_ok = prev.phase == Phase::Leader
+            && key_not_others
+            && failsafe::right_until(cfg, obs)
+                .is_some_and(|until| now + cfg.demote_margin_ms < until);
+        Context {
+            obs,
+            cfg,
+            now,
+            lease_ok,
+            leader_now: (lease_ok && key_is_mine) || failsafe_ok,
+            failsafe_ok,
+            promise_left: failsafe::promise_left(obs),
+            view,
+        }
+    }
+}
+
+/// Decide what to do in this cycle. Pure: same inputs, same decision.
+pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision {
+    let cx = Context::new(prev, obs, cfg);
+    let mut state = prev.clone();
+    let (reason, pg_actions) = step(&mut state, &cx);
+
+    let mut actions = Vec::with_capacity(pg_actions.len() + 2);
+    if keeps_lease_alive(&state, &cx) {
+        actions.push(Action::RenewLease);
+    }
+    // DCS writes first, then PostgreSQL operations (the order the agent carries them out).
+    let (dcs_writes, pg_ops): (Vec<Action>, Vec<Action>) =
+        pg_actions.into_iter().partition(is_dcs_write);
+    actions.extend(dcs_writes);
+    if cx.view.is_some() {
+        actions.push(Action::PublishMember);
+    }
+    actions.extend(pg_ops);
+
+    let published = PublishedState::of_member(&state, &obs.pg, &obs.job);
+    let next_wake = next_wake(&state, &cx, &actions);
+    Decision {
+        state,
+        actions,
+        reason,
+        published,
+        next_wake,
+    }
+}
+
+/// Whether this cycle renews the lease. The lease carries the member key and, once this
+/// member took it, the leader key. A member that may not run a writable primary now renews a
+/// lease that may carry the leader key only while its DCS answers, shows the key naming it,
+/// and the lease is still certainly alive: a renewal answered in time then restores its right
+/// (a leader that demoted on a short DCS hiccup restarts its primary in place). Otherwise a
+/// renewal could only keep the key alive for nobody: etcd receives keepalives whose answers
+/// come too late to count, so with a slow DCS the key would stay, with nobody running a
+/// primary and no replica allowed to race, for as long as the slowness lasts. Without the
+/// renewal etcd deletes the key one ttl after the last keepalive it received (never sooner
+/// than the demotion deadline, which is measured from an acknowledged one), and once the DCS
+/// answers the member releases it itself (`holding_leader_key`). Its member key expires with
+/// the lease; the next renewal grants a new lease and the member document is written again.
+fn keeps_lease_alive(state: &MemberState, cx: &Context) -> bool {
+    if cx.leader_now {
+        return true;
+    }
+    match cx.view {
+        Some(view) if view.leader.as_deref() == Some(cx.cfg.name.as_str()) => lease_alive(cx.obs),
+        Some(_) => true,
+        // Unreadable DCS: the key may be ours if this member led, was about to, or raced.
+        None => !matches!(
+            state.phase,
+            Phase::Leader
+                | Phase::Promoting
+                | Phase::RestartingPrimary
+                | Phase::Demoting
+                | Phase::HandingOver
+                | Phase::Candidate
+        ),
+    }
+}
+
+/// The lease is certainly alive now (its last acknowledged keepalive was sent less than ttl ago).
+pub(super) fn lease_alive(obs: &Observation) -> bool {
+    obs.lease_valid_until.is_some_and(|until| obs.now < until)
+}
+
+/// DCS writes (everything but the lease renewal and the member document, which `decide`
+/// places itself).
+fn is_dcs_write(a: &Action) -> bool {
+    a.is_dcs() && !matches!(a, Action::RenewLease | Action::PublishMember)
+}
+
+fn next_wake(state: &MemberState, cx: &Context, actions: &[Action]) -> Millis {
+    let now = cx.now;
+    // The outcome of a race or a key change is worth observing at once.
+    if actions.iter().any(|a| {
+        matches!(
+            a,
+            Action::WriteSync { .. }
+                | Action::AcquireLeader
+                | Action::ClaimInitialize
+                | Action::WriteInitialize { .. }
+                | Action::ReleaseLeader
+        )
+    }) {
+        return now;
+    }
+    let mut wake = now + cx.cfg.loop_wait_ms;
+    if cx.leader_now
+        || matches!(
+            state.phase,
+            Phase::Leader | Phase::Promoting | Phase::RestartingPrimary
+        )
+    {
+        wake = wake.min(now + cx.cfg.renew_interval_ms());
+        // Wake in time to demote before the lease (or the failsafe right) can expire.
+        let right = cx.obs.lease_valid_until.max(if cx.failsafe_ok {
+            failsafe::right_until(cx.cfg, cx.obs)
+        } else {
+            None
+        });
+        if let Some(until) = right {
+            wake = wake.min(until.saturating_sub(cx.cfg.demote_margin_ms).max(now + 1));
+        }
+    }
+    if let Some(deadline) = state.restart_deadline {
+        wake = wake.min(deadline.max(now + 1));
+    }
+    wake
+}
+
+pub(super) type Step = (Reason, Vec<Action>);
+
+fn step(s: &mut MemberState, cx: &Context) -> Step {
+    if let JobView::Failed {
+        kind: JobKind::Rewind,
+        ..
+    } = cx.obs.job
+    {
+        // Only a rewind that ran through counts as tried.
+        s.rewound_for = None;
+    }
+    // 1. Safety first: a writable primary needs an unexpired lease on the leader key.
+    if let Some(step) = enforce_single_primary(s, cx) {
+        return step;
+    }
+    if s.phase == Phase::Halted {
+        let why = s.halted_because.clone().unwrap_or_default();
+        return (Reason::Halted(why), vec![]);
+    }
+    // 2. One background operation at a time.
+    if let JobView::Running(kind) = cx.obs.job {
+        let mut actions = leader_duties_if_any(s, cx);
+        actions.extend(repoint_while_starting(s, cx, kind));
+        return (Reason::WaitingForJob(kind), actions);
+    }
+    // 3. Without the DCS nothing may change, except the demotion above.
+    let Some(view) = cx.view else {
+        if cx.failsafe_ok && !cx.lease_ok && cx.obs.pg.is_primary() {
+            let remaining_ms = failsafe::right_until(cx.cfg, cx.obs)
+                .unwrap_or(cx.now)
+                .saturating_sub(cx.now + cx.cfg.demote_margin_ms);
+            return (Reason::FailsafeLeader { remaining_ms }, vec![]);
+        }
+        if cx.leader_now && cx.obs.pg.is_primary() {
+            let remaining = cx
+                .obs
+                .lease_valid_until
+                .unwrap_or(cx.now)
+                .saturating_sub(cx.now + cx.cfg.demote_margin_ms);
+            return (
+                Reason::LeaderLeaseStillValid {
+                    remaining_ms: remaining,
+                },
+                vec![],
+            );
+        }
+        return (Reason::DcsUnreachable, vec![]);
+    };
+    // 4. Never touch a data directory of another cluster.
+    if let (Initialize::SystemId(cluster), Some(local)) = (&view.initialize, cx.obs.pg.system_id())
+    {
+        if *cluster != local {
+            let reason = Reason::ForeignDataDirectory {
+                local,
+                cluster: *cluster,
+            };
+            s.phase = Phase::Halted;
+            s.halted_because = Some(reason.to_string());
+            return (reason, vec![]);
+        }
+    }
+    if cx.cfg.paused {
+        let duties = leader_duties_if_any(s, cx);
+        return (Reason::Paused, duties);
+    }
+    match &view.initialize {
+        Initialize::Absent => {
+            watchdog::refuse_to_bootstrap(s, cx.obs).unwrap_or_else(|| uninitialized(s, cx.obs))
+        }
+        Initialize::ClaimedBy(who) if who == &cx.cfg.name => bootstrapping(s, cx.obs),
+        Initialize::ClaimedBy(who) => (Reason::WaitingForBootstrap { by: who.clone() }, vec![]),
+        Initialize::SystemId(_) => match view.leader.as_deref() {
+            Some(leader) if leader == cx.cfg.name => holding_leader_key(s, cx, view),
+            Some(leader) => following(s, cx, view, leader),
+            None => leaderless(s, cx, view),
+        },
+    }
+}
