@@ -385,7 +385,16 @@ impl World {
                     member: name.to_string(),
                 });
             }
-            _ => {}
+            // Already gone.
+            Action::ClearFailover => {}
+            // Background operations were started above (`Action::is_job`).
+            Action::Bootstrap
+            | Action::Clone { .. }
+            | Action::Rewind { .. }
+            | Action::StartReplica { .. }
+            | Action::StartPrimary
+            | Action::Stop { .. }
+            | Action::Promote => {}
         }
     }
 

@@ -211,7 +211,20 @@ impl<D: Dcs> Agent<D> {
                 bounded(timeout, dcs.set_failsafe(&topology)).await?;
                 tracing::info!(members = %members.join(","), "failsafe key updated");
             }
-            _ => {}
+            // Not DCS requests (`Action::is_dcs`): `pg_action` carries them out.
+            Action::SyncSlots { .. }
+            | Action::Repoint { .. }
+            | Action::MoveDataAside { .. }
+            | Action::SetSyncStandbyNames { .. }
+            | Action::Bootstrap
+            | Action::Clone { .. }
+            | Action::Rewind { .. }
+            | Action::StartReplica { .. }
+            | Action::StartPrimary
+            | Action::Stop { .. }
+            | Action::Promote => {
+                debug_assert!(false, "{action} is not a DCS request");
+            }
         }
         Ok(())
     }
@@ -351,14 +364,34 @@ impl<D: Dcs> Agent<D> {
                 tracing::warn!(%action, "not done: the lease is no longer certainly valid");
             }
             Action::Promote | Action::StartPrimary if !self.watchdog_allows(action) => {}
-            job if job.is_job() => {
+            job @ (Action::Bootstrap
+            | Action::Clone { .. }
+            | Action::Rewind { .. }
+            | Action::StartReplica { .. }
+            | Action::StartPrimary
+            | Action::Promote) => {
                 if self.jobs.is_running() {
                     tracing::debug!(%job, "an operation runs already");
                     return;
                 }
                 self.start_job(job, spec, params, hba);
             }
-            _ => {}
+            // DCS requests (`Action::is_dcs`): `dcs_action` carries them out.
+            Action::RenewLease
+            | Action::PublishMember
+            | Action::ClaimInitialize
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::WriteBootstrapConfig
+            | Action::AcquireLeader
+            | Action::ReleaseLeader
+            | Action::WriteStatus { .. }
+            | Action::AppendHistory { .. }
+            | Action::WriteSync { .. }
+            | Action::ClearFailover
+            | Action::WriteFailsafe { .. } => {
+                debug_assert!(false, "{action} is a DCS request");
+            }
         }
     }
 
@@ -526,7 +559,27 @@ impl<D: Dcs> Agent<D> {
                         .map_err(|e| e.to_string())
                 });
             }
-            _ => {}
+            // Not background operations (`Action::is_job`; `Stop` is started by `pg_action`).
+            Action::Stop { .. }
+            | Action::SyncSlots { .. }
+            | Action::Repoint { .. }
+            | Action::MoveDataAside { .. }
+            | Action::SetSyncStandbyNames { .. }
+            | Action::RenewLease
+            | Action::PublishMember
+            | Action::ClaimInitialize
+            | Action::WriteInitialize { .. }
+            | Action::CancelInitialize
+            | Action::WriteBootstrapConfig
+            | Action::AcquireLeader
+            | Action::ReleaseLeader
+            | Action::WriteStatus { .. }
+            | Action::AppendHistory { .. }
+            | Action::WriteSync { .. }
+            | Action::ClearFailover
+            | Action::WriteFailsafe { .. } => {
+                debug_assert!(false, "{action} is not started as a background operation");
+            }
         }
     }
 }
