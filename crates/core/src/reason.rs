@@ -83,9 +83,9 @@ pub enum Reason {
         by: String,
     },
     LeaderKeyWithoutLease,
-    /// The leader key names this member, its lease is over as far as it knows (no keepalive
-    /// acknowledged within ttl) and its PostgreSQL is not a primary: it gives the key up so
-    /// that another member can take over.
+    /// The leader key names this member, its lease is not confirmed (by a renewal, nor by
+    /// etcd's answer how long it still lives) and its PostgreSQL is not a primary: it gives the
+    /// key up so that another member can take over.
     ReleasingKeyWithoutLease,
     LeaderHealthy,
     Promoting {
@@ -227,7 +227,7 @@ impl fmt::Display for Reason {
             }
             WaitingForBootstrap { by } => write!(f, "waiting for {by} to bootstrap the cluster"),
             LeaderKeyWithoutLease => write!(f, "the leader key names this member but its lease is not confirmed; waiting"),
-            ReleasingKeyWithoutLease => write!(f, "the leader key names this member but no keepalive was acknowledged within ttl and PostgreSQL is not a primary: releasing the key so that another member can take over"),
+            ReleasingKeyWithoutLease => write!(f, "the leader key names this member but its lease is not confirmed and PostgreSQL is not a primary: releasing the key so that another member can take over"),
             LeaderHealthy => write!(f, "no action: this member is the healthy leader with the lease"),
             Promoting { timeline, lsn } => {
                 write!(f, "holding the leader key: promoting (timeline {timeline}, position {lsn})")

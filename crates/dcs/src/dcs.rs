@@ -57,6 +57,12 @@ pub trait Dcs: Send + Sync + 'static {
     /// successful keepalive of it; else Ok(None).
     fn adopt_leader_lease(&self)
         -> impl Future<Output = Result<Option<LeaseAck>, DcsError>> + Send;
+    /// How long the DCS says our lease `lease_id` still lives (etcd's LeaseTimeToLive, whole
+    /// seconds); Ok(None) when it is gone. A read: it does not extend the lease.
+    fn lease_remaining(
+        &self,
+        lease_id: i64,
+    ) -> impl Future<Output = Result<Option<Duration>, DcsError>> + Send;
     /// Delete `leader` iff its value is our name (txn compare value). Ok(true) iff deleted.
     fn release_leader(&self) -> impl Future<Output = Result<bool, DcsError>> + Send;
     /// Put `members/<name>` (JSON of MemberDoc) attached to our lease.

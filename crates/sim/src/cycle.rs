@@ -179,6 +179,9 @@ impl World {
 
     fn observe(&mut self, m: usize, reach: Reach) -> Observation {
         let view = reach.in_time.then(|| self.dcs.view());
+        if view.is_some() {
+            self.read_lease_left(m);
+        }
         if let Some(v) = &view {
             let agent = &mut self.members[m].agent;
             agent.sync_rev_seen = self.dcs.sync_rev;
@@ -214,6 +217,46 @@ impl World {
             // WAL recycling is not modelled: no segment an upstream removed.
             missing_wal_segment: None,
             watchdog: Default::default(),
+        }
+    }
+
+    /// The leader key names this member and hangs on its lease, which no renewal confirms
+    /// now: ask etcd how long the lease still lives, as the agent does (`read_lease_left` in
+    /// `agent/observe.rs`): whole seconds, rounded up, less one second; a read, which does not
+    /// extend the lease. (Answered with the cycle's DCS read.)
+    fn read_lease_left(&mut self, m: usize) {
+        let cfg = &self.members[m].cfg;
+        let agent = &self.members[m].agent;
+        let Some(lease) = agent.lease else { return };
+        let ours = self
+            .dcs
+            .leader
+            .as_ref()
+            .is_some_and(|k| k.name == cfg.name && k.lease == lease);
+        let certain = agent
+            .lease_valid_until
+            .is_some_and(|u| self.now + cfg.demote_margin_ms < u);
+        if !ours || certain {
+            return;
+        }
+        let Some(left) = self
+            .dcs
+            .lease_expiry(lease)
+            .and_then(|at| at.checked_sub(self.now))
+        else {
+            return;
+        };
+        let secs = left.div_ceil(1000);
+        if secs <= 1 {
+            return;
+        }
+        let until = self.now + (secs - 1) * 1000;
+        if agent.lease_valid_until.is_none_or(|u| u < until) {
+            self.members[m].agent.lease_valid_until = Some(until);
+            self.log(
+                m,
+                format!("etcd still holds lease {lease}: valid until {until}"),
+            );
         }
     }
 

@@ -3,7 +3,7 @@
 //! history, slots, failsafe key, synchronous replication) (ARCHITECTURE.md, "The leader key
 //! names this member").
 
-use super::{lease_alive, Context, Step};
+use super::{Context, Step};
 use crate::action::{Action, StopMode};
 use crate::failsafe;
 use crate::observation::{DcsView, LocalPg, RunningPg};
@@ -104,16 +104,15 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
     s.reclone_pending = false;
     s.wal_missing = false;
     if !cx.lease_ok {
-        // The lease is over as far as this member knows (no keepalive acknowledged within
-        // ttl; it no longer renews it, see `keeps_lease_alive`): once PostgreSQL is
-        // certainly not a primary, give the key up (delete iff it names us) rather than leave
-        // the others waiting for it. Before that, a renewal may still confirm the lease.
+        // Not entitled to a primary (the observation already asked etcd how long the lease
+        // lives): once PostgreSQL is certainly not a primary, give the key up (delete iff it
+        // names us) rather than hold it, unrenewed, while nobody runs a primary.
         let not_primary = match &cx.obs.pg {
             LocalPg::Running(pg) => pg.in_recovery,
             LocalPg::Stopped { .. } | LocalPg::NoData => true,
             LocalPg::Starting => false,
         };
-        if not_primary && !cx.leader_now && !lease_alive(cx.obs) {
+        if not_primary && !cx.leader_now {
             s.phase = Phase::Replica;
             s.restart_deadline = None;
             return (

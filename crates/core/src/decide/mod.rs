@@ -129,24 +129,24 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
 }
 
 /// Whether this cycle renews the lease. The lease carries the member key and, once this
-/// member took it, the leader key. A member that may not run a writable primary now renews a
-/// lease that may carry the leader key only while its DCS answers, shows the key naming it,
-/// and the lease is still certainly alive: a renewal answered in time then restores its right
-/// (a leader that demoted on a short DCS hiccup restarts its primary in place). Otherwise a
-/// renewal could only keep the key alive for nobody: etcd receives keepalives whose answers
-/// come too late to count, so with a slow DCS the key would stay, with nobody running a
-/// primary and no replica allowed to race, for as long as the slowness lasts. Without the
-/// renewal etcd deletes the key one ttl after the last keepalive it received (never sooner
-/// than the demotion deadline, which is measured from an acknowledged one), and once the DCS
-/// answers the member releases it itself (`holding_leader_key`). Its member key expires with
-/// the lease; the next renewal grants a new lease and the member document is written again.
+/// member took it, the leader key. A member that may not run a writable primary now does not
+/// renew a lease that may carry the leader key: its DCS read shows the key naming it, or the
+/// read failed and it led, was about to, or raced. etcd receives keepalives whose answers
+/// come too late to count, so renewing would keep the key alive with nobody running a
+/// primary, and no replica could race for as long as the DCS stays slow. etcd then deletes
+/// the key one ttl after the last keepalive it received (never sooner than the demotion
+/// deadline, which is measured from an acknowledged one), or the member releases it
+/// (`holding_leader_key`). What restores a leader's right after an etcd outage is not a
+/// renewal but a read: the agent asks etcd how long the lease still lives (etcd resets lease
+/// TTLs when it comes back), which does not extend it, and the observation carries the
+/// answer as `lease_valid_until`. The member key expires with the lease; the next renewal
+/// grants a new lease and the member document is written again.
 fn keeps_lease_alive(state: &MemberState, cx: &Context) -> bool {
     if cx.leader_now {
         return true;
     }
     match cx.view {
-        Some(view) if view.leader.as_deref() == Some(cx.cfg.name.as_str()) => lease_alive(cx.obs),
-        Some(_) => true,
+        Some(view) => view.leader.as_deref() != Some(cx.cfg.name.as_str()),
         // Unreadable DCS: the key may be ours if this member led, was about to, or raced.
         None => !matches!(
             state.phase,
@@ -158,11 +158,6 @@ fn keeps_lease_alive(state: &MemberState, cx: &Context) -> bool {
                 | Phase::Candidate
         ),
     }
-}
-
-/// The lease is certainly alive now (its last acknowledged keepalive was sent less than ttl ago).
-pub(super) fn lease_alive(obs: &Observation) -> bool {
-    obs.lease_valid_until.is_some_and(|until| obs.now < until)
 }
 
 /// DCS writes (everything but the lease renewal and the member document, which `decide`

@@ -293,6 +293,17 @@ impl Dcs for EtcdDcs {
         }
     }
 
+    async fn lease_remaining(&self, lease_id: i64) -> Result<Option<Duration>, DcsError> {
+        let response = self
+            .conn
+            .call("lease ttl", |mut c| async move {
+                c.lease_time_to_live(lease_id, None).await
+            })
+            .await
+            .map_err(Failure::into_dcs)?;
+        Ok((response.ttl() > 0).then(|| Duration::from_secs(response.ttl().unsigned_abs())))
+    }
+
     async fn release_leader(&self) -> Result<bool, DcsError> {
         let key = self.path.key(keys::LEADER);
         let compares = vec![Compare::value(

@@ -222,6 +222,11 @@ impl Dcs for MemoryDcs {
         }
     }
 
+    async fn lease_remaining(&self, lease_id: i64) -> Result<Option<Duration>, DcsError> {
+        self.check_reachable()?;
+        Ok(self.store.remaining(lease_id))
+    }
+
     async fn release_leader(&self) -> Result<bool, DcsError> {
         let key = self.path.key(keys::LEADER);
         self.plain(

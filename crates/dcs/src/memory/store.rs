@@ -141,6 +141,19 @@ impl MemoryStore {
         Some(ttl)
     }
 
+    /// How long lease `id` still lives, in whole seconds as etcd reports it (rounded up).
+    pub(crate) fn remaining(&self, id: i64) -> Option<Duration> {
+        let mut state = self.lock();
+        expire(&self.shared, &mut state);
+        let left = state
+            .leases
+            .get(&id)?
+            .expires_at
+            .checked_duration_since(Instant::now())?;
+        let secs = left.as_secs() + u64::from(left.subsec_nanos() > 0);
+        (secs > 0).then(|| Duration::from_secs(secs))
+    }
+
     /// Run `op` iff `compare` holds. Ok(true) iff the compare held.
     pub(crate) fn txn(&self, compare: Compare, op: Op) -> Result<bool, LeaseNotFound> {
         let mut state = self.lock();

@@ -10,8 +10,13 @@ use super::Agent;
 impl<D: Dcs> Agent<D> {
     /// The send time of the latest confirmation of this leader's right to run a primary:
     /// an acknowledged lease renewal, or (failsafe mode) a round every member acknowledged.
+    /// A lease proved by reading its time to live (less than a full ttl left) counts as a
+    /// renewal sent that much earlier, so that send time + ttl never passes the proof.
     fn right_confirmed_at(&self) -> Option<Instant> {
-        let lease = self.lease.map(|ack| ack.sent_at);
+        let ttl = std::time::Duration::from_millis(self.ha.ttl_ms);
+        let lease = self
+            .lease
+            .and_then(|ack| (ack.sent_at + ack.ttl.min(ttl)).checked_sub(ttl));
         let failsafe = self
             .failsafe_acked_at
             .filter(|_| self.ha.failsafe_mode)

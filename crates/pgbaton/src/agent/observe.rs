@@ -6,8 +6,9 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pgbaton_config::DynamicConfig;
 use pgbaton_core::TimelineSource;
 use pgbaton_core::{LocalPg, Observation, PeerView};
-use pgbaton_dcs::{ClusterState, Dcs};
+use pgbaton_dcs::{ClusterState, Dcs, LeaseAck};
 use pgbaton_postgres::{data_dir_state, query_status};
+use tokio::time::Instant;
 
 use super::{settings, view, Agent};
 
@@ -73,6 +74,7 @@ impl<D: Dcs> Agent<D> {
         };
         if let Some(state) = &dcs {
             self.check_lease_covers_leader_key(state).await;
+            self.read_lease_left(state).await;
         }
         let missing_wal_segment = match (&pg, self.wal_log.as_mut()) {
             (LocalPg::Running(r), Some(scanner)) if r.in_recovery => scanner.poll(),
@@ -126,6 +128,50 @@ impl<D: Dcs> Agent<D> {
                 );
                 self.lease = None;
             }
+        }
+    }
+
+    /// The leader key names us and hangs on our lease, but no renewal confirms that lease
+    /// now (a leader that demoted over a DCS outage or a slow DCS, and stops renewing): ask
+    /// etcd how long the lease still lives, a read that does not extend it. etcd resets lease
+    /// TTLs when it comes back from an outage, so a leader whose etcd returns learns it may
+    /// restart its primary in place; one whose etcd is merely slow learns nothing in time and
+    /// lets the key expire. The answer proves the lease alive until the request's send time
+    /// plus the time left, less a second (etcd reports whole seconds).
+    async fn read_lease_left(&mut self, state: &ClusterState) {
+        let Some(key) = state.leader.as_ref().filter(|l| l.name == self.cfg.name) else {
+            return;
+        };
+        let Some(ack) = self.lease.filter(|ack| ack.lease_id == key.lease_id) else {
+            return;
+        };
+        let now = self.now();
+        let certain = self
+            .lease_valid_until()
+            .is_some_and(|until| now + self.ha.demote_margin_ms < until);
+        if certain {
+            return;
+        }
+        let sent_at = Instant::now();
+        match tokio::time::timeout(self.dcs_timeout(), self.dcs.lease_remaining(ack.lease_id)).await
+        {
+            Ok(Ok(Some(left))) if left > Duration::from_secs(1) => {
+                let read = LeaseAck {
+                    sent_at,
+                    ttl: left - Duration::from_secs(1),
+                    lease_id: ack.lease_id,
+                };
+                if read.safe_until() > ack.safe_until() {
+                    tracing::info!(
+                        left_ms = read.ttl.as_millis() as u64,
+                        "etcd still holds our leader lease"
+                    );
+                    self.lease = Some(read);
+                }
+            }
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => tracing::debug!(error = %e, "cannot read the lease's time to live"),
+            Err(_) => tracing::debug!("the lease's time to live was not read in time"),
         }
     }
 
