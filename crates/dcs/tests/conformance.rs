@@ -144,6 +144,48 @@ async fn keepalive_keeps_keys<B: Backend>() {
     assert!(state.members.contains_key("a"));
 }
 
+/// Reading how long a lease lives does not extend it (a demoted leader asks instead of
+/// renewing; `read_lease_left` in the agent).
+async fn lease_remaining_reads_without_extending<B: Backend>() {
+    let backend = B::start().await;
+    let a = backend.handle("a", TTL);
+    a.touch_member(&member_doc("a")).await.expect("touch");
+    assert!(a.acquire_leader().await.expect("acquire"));
+    let lease_id = a.keepalive().await.expect("keepalive").lease_id;
+    let left = a
+        .lease_remaining(lease_id)
+        .await
+        .expect("read")
+        .expect("the lease lives");
+    assert!(
+        left > Duration::ZERO && left <= TTL,
+        "{left:?} left of a {TTL:?} lease"
+    );
+    let until = Instant::now() + TTL + Duration::from_secs(8);
+    let gone = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        if a.lease_remaining(lease_id).await.expect("read").is_none() {
+            break true;
+        }
+        if Instant::now() > until {
+            break false;
+        }
+    };
+    assert!(gone, "reading the lease's time to live kept it alive");
+    // etcd revokes an expired lease (and deletes its keys) a moment after it reports it gone.
+    let until = Instant::now() + Duration::from_secs(5);
+    while a.load().await.expect("load").leader_name().is_some() && Instant::now() < until {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let state = a.load().await.expect("load");
+    assert_eq!(state.leader_name(), None, "the key went with the lease");
+    assert_eq!(
+        a.lease_remaining(lease_id + 1_000_003).await.expect("read"),
+        None,
+        "an unknown lease lives no time"
+    );
+}
+
 async fn adopt_leader_lease_after_restart<B: Backend>() {
     let backend = B::start().await;
     let old = backend.handle("a", TTL);
@@ -455,6 +497,7 @@ macro_rules! conformance {
             $($test_attr)* async fn release_only_by_owner() { super::release_only_by_owner::<$backend>().await }
             $($test_attr)* async fn keys_vanish_when_the_lease_expires() { super::keys_vanish_when_the_lease_expires::<$backend>().await }
             $($test_attr)* async fn keepalive_keeps_keys() { super::keepalive_keeps_keys::<$backend>().await }
+            $($test_attr)* async fn lease_remaining_reads_without_extending() { super::lease_remaining_reads_without_extending::<$backend>().await }
             $($test_attr)* async fn adopt_leader_lease_after_restart() { super::adopt_leader_lease_after_restart::<$backend>().await }
             $($test_attr)* async fn claim_initialize_race() { super::claim_initialize_race::<$backend>().await }
             $($test_attr)* async fn initialize_cas() { super::initialize_cas::<$backend>().await }
