@@ -189,6 +189,28 @@ fn leader_demotes_before_its_lease_can_expire() {
 }
 
 #[test]
+fn a_primary_restarting_without_dcs_and_lease_does_not_wake_every_millisecond() {
+    // PostgreSQL crashed, the DCS is away and the lease ran out at 99_000: the decision
+    // acts now; the next look is a loop away, not 1 ms (it used to spin).
+    let obs = Obs::new(LocalPg::Stopped {
+        system_id: 42,
+        was_primary: true,
+        timeline: 1,
+        lsn: 500,
+    })
+    .dcs_down()
+    .lease_until(Some(99_000))
+    .build();
+    let d = decide(&in_phase(Phase::RestartingPrimary), &obs, &cfg());
+    assert!(
+        d.next_wake >= 100_000 + cfg().renew_interval_ms().min(cfg().loop_wait_ms),
+        "next wake {} after now 100000 ({:?})",
+        d.next_wake,
+        d.reason
+    );
+}
+
+#[test]
 fn leader_keeps_writing_through_a_dcs_outage_while_the_lease_holds() {
     let obs = Obs::new(primary(500))
         .dcs_down()

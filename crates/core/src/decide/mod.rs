@@ -195,12 +195,17 @@ fn next_wake(state: &MemberState, cx: &Context, actions: &[Action]) -> Millis {
         } else {
             None
         });
-        if let Some(until) = right {
-            wake = wake.min(until.saturating_sub(cx.cfg.demote_margin_ms).max(now + 1));
+        // A point already passed was acted on by this decision: waking every millisecond
+        // for it again would only spin (a primary restarting while the DCS is away and its
+        // lease is over did, until the next renew interval bound it).
+        if let Some(demote_at) = right.map(|until| until.saturating_sub(cx.cfg.demote_margin_ms)) {
+            if demote_at > now {
+                wake = wake.min(demote_at);
+            }
         }
     }
-    if let Some(deadline) = state.restart_deadline {
-        wake = wake.min(deadline.max(now + 1));
+    if let Some(deadline) = state.restart_deadline.filter(|&d| d > now) {
+        wake = wake.min(deadline);
     }
     wake
 }
