@@ -138,6 +138,13 @@ pub struct PostgresqlConfig {
     pub replication: Credentials,
     /// Role pg_rewind connects as (the superuser when absent).
     pub rewind: Option<Credentials>,
+    /// libpq TLS settings of `authentication.replication` (sslmode, sslrootcert, sslcert,
+    /// sslkey, sslcrl, sslcrldir, gssencmode, channel_binding), keyword → value, for
+    /// `primary_conninfo` and pg_basebackup.
+    pub replication_tls: Vec<(String, String)>,
+    /// The same for pg_rewind's connection to its source: `authentication.rewind`'s, or the
+    /// superuser's when pg_rewind connects as the superuser.
+    pub rewind_tls: Vec<(String, String)>,
     /// Local parameters (normalised to strings); they win over the dynamic ones.
     pub parameters: BTreeMap<String, String>,
     /// pg_hba.conf lines for this member (replace bootstrap.pg_hba when set).

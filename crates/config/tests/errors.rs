@@ -228,3 +228,46 @@ fn logical_slots_need_database_and_plugin() {
         "/etc/pgbaton.yml: bootstrap.dcs.slots.Bad-Name: invalid slot name: use 1 to 63 lower-case letters, digits and underscores"
     );
 }
+
+#[test]
+fn replication_and_rewind_tls_settings_are_taken_and_checked() {
+    let auth = "  authentication:\n    replication:\n      username: repl\n      sslmode: verify-full\n      sslrootcert: /etc/ssl/certs\n      channel_binding: require\n    rewind:\n      username: rw\n      sslmode: require\n";
+    let cfg = parse_str(&format!("{MINIMAL}{auth}"), FILE).expect("the file must load");
+    assert_eq!(
+        cfg.value.postgresql.replication_tls,
+        [
+            ("sslmode".to_string(), "verify-full".to_string()),
+            ("sslrootcert".to_string(), "/etc/ssl/certs".to_string()),
+            ("channel_binding".to_string(), "require".to_string()),
+        ]
+    );
+    assert_eq!(
+        cfg.value.postgresql.rewind_tls,
+        [("sslmode".to_string(), "require".to_string())]
+    );
+    assert!(cfg.warnings.is_empty(), "{:?}", cfg.warnings);
+    assert_eq!(
+        error_of(&format!(
+            "{MINIMAL}  authentication:\n    replication:\n      sslmode: verify_full\n"
+        )),
+        "/etc/pgbaton.yml: postgresql.authentication.replication.sslmode: verify_full is not a sslmode libpq knows; use one of disable, allow, prefer, require, verify-ca, verify-full"
+    );
+    assert_eq!(
+        warnings_of(&format!(
+            "{MINIMAL}  authentication:\n    replication:\n      sslrootcert: /nonexistent/ca.crt\n"
+        )),
+        [
+            "postgresql.authentication.replication.sslrootcert: /nonexistent/ca.crt does not exist here; libpq will refuse to connect until it does (it is read as the user PostgreSQL runs as)",
+        ]
+    );
+    // Without a rewind role pg_rewind connects as the superuser, with its settings.
+    let cfg = parse_str(
+        &format!("{MINIMAL}  authentication:\n    superuser:\n      sslmode: verify-ca\n"),
+        FILE,
+    )
+    .expect("the file must load");
+    assert_eq!(
+        cfg.value.postgresql.rewind_tls,
+        [("sslmode".to_string(), "verify-ca".to_string())]
+    );
+}

@@ -698,6 +698,18 @@ fn the_deployment_guide_builds_a_tls_cluster_that_switches_over_and_survives_a_h
             "{member} streams over TLS: {row}"
         );
     }
+    // The replicas check the leader's certificate (authentication.replication.sslmode).
+    d.wait_for(
+        "db2",
+        find(&blocks, "check", "conninfo"),
+        "primary_conninfo with verify-full",
+        Duration::from_secs(10),
+        |ok, t| {
+            ok && t.contains("sslmode='verify-full'")
+                && t.contains("passfile=")
+                && !t.contains("password=")
+        },
+    );
 
     // 5. app1: the etcd proxy and the router as their units run them; a write through the
     // router, TLS from psql to PostgreSQL checked with verify-full.

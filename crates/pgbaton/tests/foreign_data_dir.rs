@@ -26,6 +26,8 @@ fn spec_for(data_dir: &Path, port: u16) -> PgSpec {
         rewind: None,
         log_file: data_dir.with_file_name("postgresql.log"),
         application_name: "foreign".into(),
+        replication_tls: Vec::new(),
+        rewind_tls: Vec::new(),
     }
 }
 

@@ -65,6 +65,11 @@ pub async fn basebackup_with(
         ])
         .args(["-U", &spec.replication.username, "--no-password"])
         .args(extra_args);
+    if !spec.replication_tls.is_empty() {
+        // A connection string's settings add to -h/-p/-U (and win over conflicting ones).
+        cmd.arg("-d")
+            .arg(PgSpec::conninfo_tls(&spec.replication_tls).trim_start());
+    }
     if let Some(passfile) = &passfile {
         cmd.env("PGPASSFILE", passfile.path());
     }
@@ -162,10 +167,11 @@ pub async fn rewind_with(
     let credentials = spec.rewind_credentials();
     let passfile = password_file(spec, credentials, user.as_ref(), passfile)?;
     let source = format!(
-        "host={} port={} user={} dbname=postgres",
+        "host={} port={} user={} dbname=postgres{}",
         quote_conninfo(&from.host),
         from.port,
-        quote_conninfo(&credentials.username)
+        quote_conninfo(&credentials.username),
+        PgSpec::conninfo_tls(&spec.rewind_tls)
     );
     let pgpass = passfile.as_ref().map(|p| p.path());
     if let Err(e) = checkpoint_source_if_needed(spec, &source, pgpass).await {

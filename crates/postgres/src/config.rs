@@ -186,7 +186,7 @@ fn primary_conninfo(spec: &PgSpec, upstream: &Upstream, passfile: Option<&PassFi
         "application_name={}",
         quote_conninfo(&spec.application_name)
     ));
-    parts.join(" ")
+    parts.join(" ") + &PgSpec::conninfo_tls(&spec.replication_tls)
 }
 
 /// A role name in pg_hba.conf, double-quoted so it never reads as a keyword.
@@ -279,6 +279,8 @@ mod tests {
             }),
             log_file: "/tmp/x/log".into(),
             application_name: "node-1".into(),
+            replication_tls: Vec::new(),
+            rewind_tls: Vec::new(),
         }
     }
 

@@ -107,6 +107,8 @@ mod tests {
             rewind,
             log_file: "/tmp/log".into(),
             application_name: "node1".into(),
+            replication_tls: Vec::new(),
+            rewind_tls: Vec::new(),
         }
     }
 

@@ -28,6 +28,11 @@ pub struct PgSpec {
     pub replication: Credentials,
     /// The role pg_rewind connects as; the superuser when None.
     pub rewind: Option<Credentials>,
+    /// libpq TLS keywords and values (sslmode, sslrootcert, ...) for replication
+    /// connections: `primary_conninfo` and pg_basebackup.
+    pub replication_tls: Vec<(String, String)>,
+    /// The same for pg_rewind's connection to its source.
+    pub rewind_tls: Vec<(String, String)>,
     /// The postmaster's stdout/stderr are appended here.
     pub log_file: PathBuf,
     /// The member name, used as application_name in primary_conninfo.
@@ -35,6 +40,15 @@ pub struct PgSpec {
 }
 
 impl PgSpec {
+    /// `keyword=value` pairs of `settings`, quoted for a libpq connection string, each with a
+    /// leading space (empty without settings).
+    pub fn conninfo_tls(settings: &[(String, String)]) -> String {
+        settings
+            .iter()
+            .map(|(k, v)| format!(" {k}={}", crate::config::quote_conninfo(v)))
+            .collect()
+    }
+
     /// The credentials pg_rewind uses: `rewind` when set, else the superuser.
     pub fn rewind_credentials(&self) -> &Credentials {
         self.rewind.as_ref().unwrap_or(&self.superuser)

@@ -74,19 +74,27 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<PostgresqlCon
         }
     }
     let pgpass = sec.string(ctx, "pgpass")?.map(PathBuf::from);
-    let (superuser, replication, rewind) = match sec.section(ctx, "authentication")? {
+    let Roles {
+        superuser,
+        replication,
+        replication_tls,
+        rewind,
+        rewind_tls,
+    } = match sec.section(ctx, "authentication")? {
         Some(auth) => authentication(ctx, auth)?,
-        None => (
-            Credentials {
+        None => Roles {
+            superuser: Credentials {
                 username: "postgres".into(),
                 password: None,
             },
-            Credentials {
+            replication: Credentials {
                 username: "replicator".into(),
                 password: None,
             },
-            None,
-        ),
+            replication_tls: Vec::new(),
+            rewind: None,
+            rewind_tls: Vec::new(),
+        },
     };
     let parameters = match sec.get("parameters") {
         Some(v) => walk::parameters(ctx, &sec.at("parameters"), v)?,
@@ -136,6 +144,8 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<PostgresqlCon
         superuser,
         replication,
         rewind,
+        replication_tls,
+        rewind_tls,
         parameters,
         pg_hba,
         basebackup,
@@ -174,32 +184,78 @@ fn connect_address(
     }
 }
 
-type Roles = (Credentials, Credentials, Option<Credentials>);
-
-fn authentication(ctx: &mut Ctx, mut auth: Section) -> Result<Roles> {
-    let superuser = role(ctx, &mut auth, "superuser", Some("postgres"))?;
-    let replication = role(ctx, &mut auth, "replication", Some("replicator"))?;
-    let rewind = match auth.get("rewind") {
-        Some(_) => Some(role(ctx, &mut auth, "rewind", None)?),
-        None => None,
-    };
-    auth.finish(ctx, "ignored");
-    Ok((superuser, replication, rewind))
+/// The roles of `postgresql.authentication`, with the libpq TLS settings of those that
+/// connect over TCP to another member.
+struct Roles {
+    superuser: Credentials,
+    replication: Credentials,
+    replication_tls: Vec<(String, String)>,
+    rewind: Option<Credentials>,
+    rewind_tls: Vec<(String, String)>,
 }
 
-/// One role of `postgresql.authentication`; without a default user name, `username` is required.
+fn authentication(ctx: &mut Ctx, mut auth: Section) -> Result<Roles> {
+    // The superuser's TLS settings serve pg_rewind when it connects as the superuser (no
+    // `rewind` role); the agent's own superuser connections use the local socket.
+    let (superuser, superuser_tls) = role(ctx, &mut auth, "superuser", Some("postgres"))?;
+    let (replication, replication_tls) = role(ctx, &mut auth, "replication", Some("replicator"))?;
+    let (rewind, rewind_tls) = match auth.get("rewind") {
+        Some(_) => {
+            let (c, tls) = role(ctx, &mut auth, "rewind", None)?;
+            (Some(c), tls)
+        }
+        None => (None, superuser_tls),
+    };
+    auth.finish(ctx, "ignored");
+    Ok(Roles {
+        superuser,
+        replication,
+        replication_tls,
+        rewind,
+        rewind_tls,
+    })
+}
+
+/// libpq's TLS keywords Patroni accepts per role, and the values a keyword allows (None:
+/// a file path).
+const TLS_KEYS: &[(&str, Option<&[&str]>)] = &[
+    (
+        "sslmode",
+        Some(&[
+            "disable",
+            "allow",
+            "prefer",
+            "require",
+            "verify-ca",
+            "verify-full",
+        ]),
+    ),
+    ("sslkey", None),
+    ("sslcert", None),
+    ("sslrootcert", None),
+    ("sslcrl", None),
+    ("sslcrldir", None),
+    ("gssencmode", Some(&["disable", "prefer", "require"])),
+    ("channel_binding", Some(&["disable", "prefer", "require"])),
+];
+
+/// One role of `postgresql.authentication` and its libpq TLS keywords (keyword, value);
+/// without a default user name, `username` is required.
 fn role(
     ctx: &mut Ctx,
     auth: &mut Section,
     key: &str,
     default_user: Option<&str>,
-) -> Result<Credentials> {
+) -> Result<(Credentials, Vec<(String, String)>)> {
     let Some(mut sec) = auth.section(ctx, key)? else {
         let username = default_user.unwrap_or_default().to_string();
-        return Ok(Credentials {
-            username,
-            password: None,
-        });
+        return Ok((
+            Credentials {
+                username,
+                password: None,
+            },
+            Vec::new(),
+        ));
     };
     let username = match (sec.string(ctx, "username")?, default_user) {
         (Some(u), _) => u,
@@ -212,23 +268,37 @@ fn role(
         }
     };
     let password = sec.any_string(ctx, "password")?;
-    for key in [
-        "sslmode",
-        "sslkey",
-        "sslpassword",
-        "sslcert",
-        "sslrootcert",
-        "sslcrl",
-        "sslcrldir",
-        "gssencmode",
-        "channel_binding",
-    ] {
-        sec.unsupported(
-            ctx,
-            key,
-            "TLS client settings are not supported yet; ignored",
-        );
+    let mut settings = Vec::new();
+    for (keyword, allowed) in TLS_KEYS {
+        let Some(value) = sec.string(ctx, keyword)? else {
+            continue;
+        };
+        match allowed {
+            Some(values) if !values.contains(&value.as_str()) => {
+                return Err(ctx.invalid(
+                    &sec.at(keyword),
+                    format!(
+                        "{value} is not a {keyword} libpq knows; use one of {}",
+                        values.join(", ")
+                    ),
+                ));
+            }
+            None if !std::path::Path::new(&value).exists() => {
+                let path = sec.at(keyword);
+                ctx.warn(
+                    &path,
+                    format!("{value} does not exist here; libpq will refuse to connect until it does (it is read as the user PostgreSQL runs as)"),
+                );
+            }
+            _ => {}
+        }
+        settings.push((keyword.to_string(), value));
     }
+    sec.unsupported(
+        ctx,
+        "sslpassword",
+        "an encrypted client key is not supported; use a key without a passphrase readable only by the user PostgreSQL runs as; ignored",
+    );
     sec.finish(ctx, "ignored");
-    Ok(Credentials { username, password })
+    Ok((Credentials { username, password }, settings))
 }

@@ -159,6 +159,8 @@ pub fn pg_spec(cfg: &Config) -> PgSpec {
         }),
         log_file,
         application_name: cfg.name.clone(),
+        replication_tls: pg.replication_tls.clone(),
+        rewind_tls: pg.rewind_tls.clone(),
     }
 }
 

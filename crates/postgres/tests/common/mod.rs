@@ -104,6 +104,8 @@ impl Sandbox {
             }),
             log_file: dir.join("postgres.log"),
             application_name: name.into(),
+            replication_tls: Vec::new(),
+            rewind_tls: Vec::new(),
         }
     }
 }

@@ -194,6 +194,8 @@ fn spec(root: &Path, name: &str) -> PgSpec {
         rewind: None,
         log_file: dir.join("postgres.log"),
         application_name: name.into(),
+        replication_tls: Vec::new(),
+        rewind_tls: Vec::new(),
     }
 }
 
