@@ -121,6 +121,9 @@ pub struct RouterConfig {
     pub api_listen: Option<String>,
     /// `etcd3.hosts`: etcd client endpoints (host:port).
     pub etcd_hosts: Vec<String>,
+    /// `etcd3.protocol: https`, `cacert`, `cert`, `key`, `username`, `password`: TLS and
+    /// etcd's own authentication, as the agents' `etcd3:` section says them.
+    pub etcd_access: pgbaton_dcs::EtcdAccess,
     /// `namespace` (Patroni's, default `/service/`).
     pub namespace: String,
     /// `scope`: the cluster name.
@@ -177,6 +180,7 @@ impl RouterConfig {
             read_listen: "127.0.0.1:5001".to_string(),
             api_listen: None,
             etcd_hosts,
+            etcd_access: pgbaton_dcs::EtcdAccess::default(),
             namespace: namespace.to_string(),
             scope: scope.to_string(),
             max_lag_bytes: 1024 * 1024,
@@ -234,7 +238,7 @@ impl RouterConfig {
                         }
                     }
                 }
-                "etcd3" | "etcd" => cfg.etcd_hosts = parse_etcd(key, value)?,
+                "etcd3" | "etcd" => (cfg.etcd_hosts, cfg.etcd_access) = parse_etcd(key, value)?,
                 "namespace" => cfg.namespace = string("namespace", value)?,
                 "scope" => cfg.scope = string("scope", value)?,
                 "connect_timeout" => {
@@ -333,6 +337,16 @@ impl RouterConfig {
                 "needs `tls: terminate` (or `passthrough`): with `tls: refuse` no client could connect",
             ));
         }
+        // The certificate files are read now, so that a wrong path fails at start.
+        pgbaton_dcs::EtcdDcs::new(
+            self.etcd_hosts.clone(),
+            pgbaton_dcs::ClusterPath::new(&self.namespace, &self.scope),
+            "pgbaton-router",
+            Duration::from_secs(30),
+            Duration::from_secs(2),
+        )
+        .with_access(&self.etcd_access)
+        .map_err(|e| invalid("etcd3", &e.to_string()))?;
         crate::tls::acceptor(self).map(|_| ())
     }
 
@@ -345,6 +359,25 @@ impl RouterConfig {
         out.push_str("etcd3:\n  hosts:\n");
         for host in &self.etcd_hosts {
             out.push_str(&format!("    - {}\n", q(host)));
+        }
+        if let Some(tls) = &self.etcd_access.tls {
+            out.push_str("  protocol: https\n");
+            for (key, path) in [
+                ("cacert", &tls.cacert),
+                ("cert", &tls.cert),
+                ("key", &tls.key),
+            ] {
+                if let Some(path) = path {
+                    out.push_str(&format!("  {key}: {}\n", q(&path.to_string_lossy())));
+                }
+            }
+        }
+        if let Some((user, password)) = &self.etcd_access.user {
+            out.push_str(&format!(
+                "  username: {}\n  password: {}\n",
+                q(user),
+                q(password)
+            ));
         }
         out.push_str("write:\n");
         out.push_str(&format!("  listen: {}\n", q(&self.write_listen)));
@@ -494,9 +527,17 @@ fn parse_read(cfg: &mut RouterConfig, value: &Value) -> Result<(), RouterConfigE
     Ok(())
 }
 
-/// `etcd3.hosts` as a list or a comma-separated string; `etcd3.host` for a single one.
-fn parse_etcd(name: &str, value: &Value) -> Result<Vec<String>, RouterConfigError> {
+/// `etcd3.hosts` as a list or a comma-separated string; `etcd3.host` for a single one; and
+/// how to reach them: `protocol` (http or https), `cacert`, `cert`, `key`, `username`,
+/// `password`, as in the agents' files.
+fn parse_etcd(
+    name: &str,
+    value: &Value,
+) -> Result<(Vec<String>, pgbaton_dcs::EtcdAccess), RouterConfigError> {
     let mut hosts = Vec::new();
+    let mut https = false;
+    let mut tls = pgbaton_dcs::EtcdTls::default();
+    let (mut user, mut password) = (None, None);
     for (k, v) in section(name, value)? {
         let key = format!("{name}.{k}");
         match (k.as_str(), v) {
@@ -516,10 +557,52 @@ fn parse_etcd(name: &str, value: &Value) -> Result<Vec<String>, RouterConfigErro
                     "must be a list of host:port or a comma-separated string",
                 ))
             }
+            ("protocol", _) => match string(&key, v)?.as_str() {
+                "https" => https = true,
+                "http" => https = false,
+                other => {
+                    return Err(invalid(
+                        &key,
+                        &format!("{other} is not a protocol etcd speaks; use http or https"),
+                    ))
+                }
+            },
+            ("cacert", _) => tls.cacert = Some(string(&key, v)?.into()),
+            ("cert", _) => tls.cert = Some(string(&key, v)?.into()),
+            ("key", _) => tls.key = Some(string(&key, v)?.into()),
+            ("username" | "user", _) => user = Some(string(&key, v)?),
+            ("password", _) => password = Some(string(&key, v)?),
             _ => return Err(unknown(&key)),
         }
     }
-    Ok(hosts)
+    let has_files = tls.cacert.is_some() || tls.cert.is_some() || tls.key.is_some();
+    if has_files && !https {
+        return Err(invalid(
+            &format!("{name}.protocol"),
+            "TLS files are set but etcd is reached over http; set protocol: https to use them",
+        ));
+    }
+    let user = match (user, password) {
+        (Some(u), Some(p)) => Some((u, p)),
+        (None, None) => None,
+        (Some(_), None) => {
+            return Err(invalid(
+                &format!("{name}.password"),
+                "username is set without a password; set both, or neither",
+            ))
+        }
+        (None, Some(_)) => {
+            return Err(invalid(
+                &format!("{name}.username"),
+                "password is set without a username; set both, or neither",
+            ))
+        }
+    };
+    let access = pgbaton_dcs::EtcdAccess {
+        tls: https.then_some(tls),
+        user,
+    };
+    Ok((hosts, access))
 }
 
 pub(crate) fn section<'a>(

@@ -180,6 +180,7 @@ impl Router {
         };
         let following = Follow {
             hosts: cfg.etcd_hosts.clone(),
+            access: cfg.etcd_access.clone(),
             path: ClusterPath::new(&cfg.namespace, &cfg.scope),
             bounds: LagBounds {
                 max_lag_bytes: cfg.max_lag_bytes,

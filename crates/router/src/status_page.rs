@@ -46,7 +46,13 @@ async fn page() -> Response {
 
 async fn cluster(State(shared): State<Arc<Shared>>) -> Response {
     let path = ClusterPath::new(&shared.cfg.namespace, &shared.cfg.scope);
-    let loaded = pgbaton_dcs::load_cluster(&shared.cfg.etcd_hosts, &path, ETCD_TIMEOUT).await;
+    let loaded = pgbaton_dcs::load_cluster_with(
+        &shared.cfg.etcd_hosts,
+        &shared.cfg.etcd_access,
+        &path,
+        ETCD_TIMEOUT,
+    )
+    .await;
     let now_ms = chrono::Utc::now().timestamp_millis().max(0) as u64;
     let mut doc = match &loaded {
         Ok(state) => cluster_json(state, now_ms),

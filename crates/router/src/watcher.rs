@@ -69,6 +69,8 @@ impl Publisher {
 /// What `follow` reads and where it publishes.
 pub(crate) struct Follow {
     pub hosts: Vec<String>,
+    /// TLS and credentials for etcd (checked when the configuration was read).
+    pub access: pgbaton_dcs::EtcdAccess,
     pub path: ClusterPath,
     pub bounds: LagBounds,
     pub publisher: Arc<Publisher>,
@@ -114,6 +116,14 @@ pub(crate) async fn follow(
         Duration::from_secs(30),
         Duration::from_secs(2),
     );
+    let dcs = match dcs.with_access(&f.access) {
+        Ok(dcs) => dcs,
+        Err(e) => {
+            // validate() read the same files at start: they changed since.
+            tracing::error!(%scope, error = %e, "cannot set up the connection to etcd; the router follows no cluster");
+            return;
+        }
+    };
     let mut events = dcs.subscribe();
     let mut healthy = true;
     let mut last: Option<Arc<ClusterState>> = None;
