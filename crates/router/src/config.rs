@@ -160,6 +160,9 @@ pub struct RouterConfig {
     pub lag_source: LagSource,
     /// `rest_poll_interval`: how often each member's REST API is asked for its WAL positions.
     pub rest_poll_interval: Duration,
+    /// `rest_cacert`: the CA that signed the agents' REST API certificates; with it, https
+    /// `api_url`s are polled too (verified against it), without it only http ones.
+    pub rest_cacert: Option<std::path::PathBuf>,
     /// `forwarding`: `auto` (default), `kernel` or `userspace`.
     pub forwarding: Forwarding,
     /// `auth`: the router authenticates clients itself and pools server connections; None
@@ -197,6 +200,7 @@ impl RouterConfig {
             databases: BTreeMap::new(),
             lag_source: LagSource::Rest,
             rest_poll_interval: Duration::from_secs(1),
+            rest_cacert: None,
             forwarding: Forwarding::Auto,
             auth: None,
             pool: crate::pool::PoolSettings::default(),
@@ -279,6 +283,7 @@ impl RouterConfig {
                         _ => return Err(invalid(key, "must be `auto`, `kernel` or `userspace`")),
                     }
                 }
+                "rest_cacert" => cfg.rest_cacert = Some(string(key, value)?.into()),
                 "rest_poll_interval" => {
                     cfg.rest_poll_interval = duration(key, value)?;
                     if cfg.rest_poll_interval < Duration::from_millis(50) {
@@ -347,6 +352,7 @@ impl RouterConfig {
         )
         .with_access(&self.etcd_access)
         .map_err(|e| invalid("etcd3", &e.to_string()))?;
+        crate::tls::rest_roots(self)?;
         crate::tls::acceptor(self).map(|_| ())
     }
 
@@ -441,6 +447,9 @@ impl RouterConfig {
             "rest_poll_interval: {}\n",
             format_duration(self.rest_poll_interval)
         ));
+        if let Some(path) = &self.rest_cacert {
+            out.push_str(&format!("rest_cacert: {}\n", q(&path.to_string_lossy())));
+        }
         if let Some(auth) = &self.auth {
             out.push_str(&crate::pool_config::auth_to_yaml(auth));
             out.push_str(&crate::pool_config::pool_to_yaml(&self.pool));

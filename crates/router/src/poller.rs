@@ -1,8 +1,9 @@
 //! `lag_source: rest`: every `rest_poll_interval`, GET each member's `api_url` (from its
 //! DCS document, e.g. `http://127.0.0.1:8008/patroni`) at once, with a short timeout, and
-//! publish the answers (`lag::RestSample`) for the watcher to recompute the topology. Only
-//! `http` URLs are polled: an `https` one (or one that is not a URL) is skipped with a
-//! warning, once per member, and that member's lag comes from the DCS. A member that does
+//! publish the answers (`lag::RestSample`) for the watcher to recompute the topology. `http`
+//! URLs are polled, and `https` ones when `rest_cacert` names the CA to verify them with;
+//! another one is skipped with a warning, once per member, and that member's lag comes from
+//! the DCS. A member that does
 //! not answer keeps its last sample, which ages out after three intervals (see `lag`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -21,11 +22,15 @@ const MIN_TIMEOUT: Duration = Duration::from_millis(200);
 const MAX_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// The members to ask: name → URL, skipping (and warning once about) unusable URLs.
-fn targets(state: &ClusterState, warned: &mut BTreeSet<String>) -> BTreeMap<String, String> {
+fn targets(
+    state: &ClusterState,
+    https: bool,
+    warned: &mut BTreeSet<String>,
+) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     for (name, doc) in &state.members {
         let url = doc.api_url.trim();
-        if url.starts_with("http://") {
+        if url.starts_with("http://") || (https && url.starts_with("https://")) {
             out.insert(name.clone(), url.to_string());
             continue;
         }
@@ -33,12 +38,33 @@ fn targets(state: &ClusterState, warned: &mut BTreeSet<String>) -> BTreeMap<Stri
             continue;
         }
         if url.starts_with("https://") {
-            tracing::warn!(member = %name, %url, "the router polls only http REST APIs; this member's lag comes from the DCS");
+            tracing::warn!(member = %name, %url, "an https REST API is polled only with rest_cacert (the CA of the agents' certificates); this member's lag comes from the DCS");
         } else {
             tracing::warn!(member = %name, %url, "api_url is not an http URL; this member's lag comes from the DCS");
         }
     }
     out
+}
+
+/// The HTTP client of the poller: https verified against `roots` (none: no https URL is
+/// asked). reqwest is built without a process-wide TLS provider: it gets one (ring).
+fn client(
+    timeout: Duration,
+    roots: Option<rustls::RootCertStore>,
+) -> Result<reqwest::Client, String> {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| e.to_string())?
+    .with_root_certificates(roots.unwrap_or_else(rustls::RootCertStore::empty))
+    .with_no_client_auth();
+    reqwest::Client::builder()
+        .timeout(timeout)
+        .connect_timeout(timeout)
+        .tls_backend_preconfigured(tls)
+        .build()
+        .map_err(|e| e.to_string())
 }
 
 async fn fetch(client: reqwest::Client, url: String) -> Result<serde_json::Value, String> {
@@ -53,30 +79,14 @@ async fn fetch(client: reqwest::Client, url: String) -> Result<serde_json::Value
 pub(crate) async fn poll(
     mut state: watch::Receiver<Arc<ClusterState>>,
     interval: Duration,
+    roots: Option<rustls::RootCertStore>,
     out: watch::Sender<Arc<RestLag>>,
     metrics: Arc<Metrics>,
     mut stop: watch::Receiver<bool>,
 ) {
     let timeout = interval.clamp(MIN_TIMEOUT, MAX_TIMEOUT);
-    // reqwest is built without a process-wide TLS provider: give it one (ring), even though
-    // only http URLs are polled.
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .map(|b| {
-        b.with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth()
-    });
-    let built = tls.map_err(|e| e.to_string()).and_then(|tls| {
-        reqwest::Client::builder()
-            .timeout(timeout)
-            .connect_timeout(timeout)
-            .tls_backend_preconfigured(tls)
-            .build()
-            .map_err(|e| e.to_string())
-    });
-    let client = match built {
+    let https = roots.is_some();
+    let client = match client(timeout, roots) {
         Ok(client) => client,
         Err(e) => {
             tracing::warn!(error = %e, "cannot build the HTTP client for REST lag polling; read lag comes from the DCS only");
@@ -92,7 +102,7 @@ pub(crate) async fn poll(
             _ = ticker.tick() => {}
             _ = crate::shared::stopped(&mut stop) => return,
         }
-        let members = targets(&state.borrow_and_update().clone(), &mut warned);
+        let members = targets(&state.borrow_and_update().clone(), https, &mut warned);
         if members.is_empty() {
             continue;
         }
@@ -143,7 +153,7 @@ mod tests {
     use pgbaton_dcs::MemberDoc;
 
     #[test]
-    fn only_http_urls_are_polled_and_others_warned_once() {
+    fn http_urls_are_polled_https_ones_with_a_ca_and_others_warned_once() {
         let doc = |url: &str| MemberDoc {
             api_url: url.into(),
             ..MemberDoc::default()
@@ -161,10 +171,128 @@ mod tests {
             ..ClusterState::default()
         };
         let mut warned = BTreeSet::new();
-        let members = targets(&state, &mut warned);
+        let members = targets(&state, false, &mut warned);
         assert_eq!(members.keys().collect::<Vec<_>>(), ["a"]);
         assert_eq!(warned.iter().collect::<Vec<_>>(), ["b", "d"]);
-        targets(&state, &mut warned);
+        targets(&state, false, &mut warned);
         assert_eq!(warned.len(), 2, "once per member");
+        // With rest_cacert, https APIs are polled too.
+        let mut warned = BTreeSet::new();
+        let members = targets(&state, true, &mut warned);
+        assert_eq!(members.keys().collect::<Vec<_>>(), ["a", "b"]);
+        assert_eq!(warned.iter().collect::<Vec<_>>(), ["d"]);
+    }
+
+    fn openssl(dir: &std::path::Path, args: &[&str]) {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("openssl is missing: apt-get install -y openssl (scripts/install-deps.sh)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    }
+
+    /// An https server (certificate for 127.0.0.1 signed by ca.crt in `dir`) answering every
+    /// request with a `/patroni` document.
+    async fn https_stub(dir: &std::path::Path) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        openssl(
+            dir,
+            &[
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ca",
+                "-keyout", "ca.key", "-out", "ca.crt",
+            ],
+        );
+        openssl(
+            dir,
+            &[
+                "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=api", "-keyout", "api.key",
+                "-out", "api.csr",
+            ],
+        );
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                "api.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "2",
+                "-extfile",
+                "san.ext",
+                "-out",
+                "api.crt",
+            ],
+        );
+        let certs =
+            rustls_pemfile::certs(&mut std::fs::read(dir.join("api.crt")).expect("crt").as_slice())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("pem");
+        let key = rustls_pemfile::private_key(
+            &mut std::fs::read(dir.join("api.key")).expect("key").as_slice(),
+        )
+        .expect("pem")
+        .expect("a key");
+        let config = rustls::ServerConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .expect("server config");
+        let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((tcp, _)) = listener.accept().await {
+                let acceptor = acceptor.clone();
+                tokio::spawn(async move {
+                    let Ok(mut tls) = acceptor.accept(tcp).await else {
+                        return;
+                    };
+                    let mut buf = [0u8; 4096];
+                    let _ = tls.read(&mut buf).await;
+                    let body = r#"{"state":"running","role":"replica","xlog":{"received_location":100,"replayed_location":90,"paused":false}}"#;
+                    let response = format!("HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+                    let _ = tls.write_all(response.as_bytes()).await;
+                    let _ = tls.shutdown().await;
+                });
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn an_https_api_is_read_when_its_ca_is_given_and_refused_otherwise() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = https_stub(dir.path()).await;
+        let url = format!("https://{addr}/patroni");
+        let mut cfg = crate::RouterConfig::new(vec!["127.0.0.1:2379".into()], "/service/", "x");
+        cfg.rest_cacert = Some(dir.path().join("ca.crt"));
+        let roots = crate::tls::rest_roots(&cfg).expect("the CA file");
+        let verified = client(Duration::from_secs(5), roots).expect("client");
+        let body = fetch(verified, url.clone()).await.expect("an https answer");
+        assert_eq!(body["xlog"]["replayed_location"], 90);
+        let unverified = client(Duration::from_secs(5), None).expect("client");
+        let err = fetch(unverified, url).await.expect_err("no CA, no answer");
+        eprintln!("without the CA: {err}");
+        cfg.rest_cacert = Some(dir.path().join("missing.crt"));
+        let e = crate::tls::rest_roots(&cfg)
+            .expect_err("a missing CA file")
+            .to_string();
+        assert!(
+            e.contains("rest_cacert") && e.contains("missing.crt"),
+            "{e}"
+        );
     }
 }

@@ -167,9 +167,11 @@ impl Router {
         let (poller, rest) = match cfg.lag_source {
             LagSource::Rest => {
                 let (rest_tx, rest_rx) = watch::channel(Arc::new(RestLag::new()));
+                let roots = crate::tls::rest_roots(&cfg)?;
                 let task = tokio::spawn(poller::poll(
                     states_rx,
                     cfg.rest_poll_interval,
+                    roots,
                     rest_tx,
                     metrics.clone(),
                     stop.clone(),

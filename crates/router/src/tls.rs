@@ -34,8 +34,7 @@ fn read_pem(key: &str, path: &Path) -> Result<Vec<u8>, RouterConfigError> {
         .map_err(|e| invalid(key, &format!("cannot be read from {}: {e}", path.display())))
 }
 
-fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, RouterConfigError> {
-    let key = "tls_certfile";
+fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, RouterConfigError> {
     let pem = read_pem(key, path)?;
     let certs = rustls_pemfile::certs(&mut pem.as_slice())
         .collect::<Result<Vec<_>, _>>()
@@ -44,7 +43,7 @@ fn certificates(path: &Path) -> Result<Vec<CertificateDer<'static>>, RouterConfi
         return Err(invalid(
             key,
             &format!(
-                "{} holds no PEM CERTIFICATE block: give the router's certificate chain",
+                "{} holds no PEM CERTIFICATE block: give the certificates in PEM",
                 path.display()
             ),
         ));
@@ -68,6 +67,26 @@ fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, RouterConfigError>
         })
 }
 
+/// The roots the REST lag poller verifies https `api_url`s with (`rest_cacert`; None
+/// without it).
+pub(crate) fn rest_roots(
+    cfg: &RouterConfig,
+) -> Result<Option<rustls::RootCertStore>, RouterConfigError> {
+    let Some(path) = &cfg.rest_cacert else {
+        return Ok(None);
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in certificates("rest_cacert", path)? {
+        roots.add(cert).map_err(|e| {
+            invalid(
+                "rest_cacert",
+                &format!("{} holds a certificate rustls refuses: {e}", path.display()),
+            )
+        })?;
+    }
+    Ok(Some(roots))
+}
+
 /// The TLS acceptor for `tls: terminate` (None for the other modes).
 pub(crate) fn acceptor(cfg: &RouterConfig) -> Result<Option<TlsAcceptor>, RouterConfigError> {
     if cfg.tls != TlsMode::Terminate {
@@ -84,7 +103,7 @@ pub(crate) fn acceptor(cfg: &RouterConfig) -> Result<Option<TlsAcceptor>, Router
         key: "tls_keyfile".into(),
         hint: "`tls: terminate` needs the private key of tls_certfile (PEM)",
     })?;
-    let certs = certificates(cert_path)?;
+    let certs = certificates("tls_certfile", cert_path)?;
     let key = private_key(key_path)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
