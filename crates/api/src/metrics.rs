@@ -55,7 +55,7 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
         .as_ref()
         .and_then(|c| c.failsafe.as_ref())
         .is_some_and(|f| f.contains_key(&status.name));
-    let gauges: [(&str, &str, i64); 24] = [
+    let gauges: [(&str, &str, i64); 25] = [
         (
             "patroni_version",
             "Agent version without periods (Patroni's semver encoding).",
@@ -100,6 +100,11 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
             "patroni_postgres_streaming",
             "1 when this replica's WAL receiver streams from its upstream.",
             i64::from(streaming),
+        ),
+        (
+            "patroni_postgres_in_archive_recovery",
+            "1 when this replica runs without streaming from an upstream (replaying WAL it has or fetches with restore_command), as Patroni's replication_state 'in archive recovery'.",
+            i64::from(replica && !streaming),
         ),
         (
             "patroni_pending_restart",

@@ -83,6 +83,7 @@ async fn replica_metrics_show_positions_and_lag() {
         format!("pgbaton_replication_lag_bytes{l} {}", 3 * MB),
         format!("pgbaton_writable_leader{l} 0"),
         format!("patroni_postgres_streaming{l} 1"),
+        format!("patroni_postgres_in_archive_recovery{l} 0"),
         format!("patroni_quorum_standby{l} 0"),
         format!("patroni_pending_restart{l} 0"),
         format!("patroni_is_paused{l} 0"),
@@ -122,4 +123,18 @@ async fn unlocked_cluster_metric() {
         ),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn a_replica_not_streaming_is_in_archive_recovery() {
+    let mut s = replica("node3", 3 * MB);
+    s.replication_state = None;
+    let text = get(&s, "/metrics").await.text();
+    let l = r#"{scope="anchor",name="node3"}"#;
+    for line in [
+        format!("patroni_postgres_streaming{l} 0"),
+        format!("patroni_postgres_in_archive_recovery{l} 1"),
+    ] {
+        assert!(has_line(&text, &line), "missing {line:?} in\n{text}");
+    }
 }
