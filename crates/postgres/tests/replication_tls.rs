@@ -8,7 +8,6 @@ mod common;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use common::{start, streaming, test_parameters, upstream, Sandbox};
@@ -16,79 +15,13 @@ use pgbaton_postgres::{basebackup, ensure_users, initdb, write_config, StandbyCo
 
 const T: Duration = Duration::from_secs(10);
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is missing: apt-get install -y openssl (scripts/install-deps.sh)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// ca.crt (signs server.crt for 127.0.0.1), other-ca.crt (signs nothing here); the files
 /// owned by the postgres user, keys 0600.
 fn make_certificates(dir: &Path) {
     std::fs::create_dir_all(dir).expect("pki dir");
-    for ca in ["ca", "other-ca"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={ca}"),
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.crt"),
-            ],
-        );
-    }
-    openssl(
-        dir,
-        &[
-            "req",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            "server.key",
-            "-out",
-            "server.csr",
-        ],
-    );
-    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("san.ext");
-    openssl(
-        dir,
-        &[
-            "x509",
-            "-req",
-            "-in",
-            "server.csr",
-            "-CA",
-            "ca.crt",
-            "-CAkey",
-            "ca.key",
-            "-CAcreateserial",
-            "-days",
-            "2",
-            "-extfile",
-            "san.ext",
-            "-out",
-            "server.crt",
-        ],
-    );
+    pgbaton_testkit::test_ca(dir, "ca");
+    pgbaton_testkit::test_ca(dir, "other-ca");
+    pgbaton_testkit::signed_cert(dir, "ca", "server", "subjectAltName=IP:127.0.0.1");
     let user = nix::unistd::User::from_name("postgres")
         .ok()
         .flatten()

@@ -183,54 +183,12 @@ mod tests {
         assert_eq!(warned.iter().collect::<Vec<_>>(), ["d"]);
     }
 
-    fn openssl(dir: &std::path::Path, args: &[&str]) {
-        let out = std::process::Command::new("openssl")
-            .args(args)
-            .current_dir(dir)
-            .output()
-            .expect("openssl is missing: apt-get install -y openssl (scripts/install-deps.sh)");
-        assert!(out.status.success(), "openssl {args:?}: {out:?}");
-    }
-
     /// An https server (certificate for 127.0.0.1 signed by ca.crt in `dir`) answering every
     /// request with a `/patroni` document.
     async fn https_stub(dir: &std::path::Path) -> std::net::SocketAddr {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        openssl(
-            dir,
-            &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=ca",
-                "-keyout", "ca.key", "-out", "ca.crt",
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=api", "-keyout", "api.key",
-                "-out", "api.csr",
-            ],
-        );
-        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                "api.csr",
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                "san.ext",
-                "-out",
-                "api.crt",
-            ],
-        );
+        pgbaton_testkit::test_ca(dir, "ca");
+        pgbaton_testkit::signed_cert(dir, "ca", "api", "subjectAltName=IP:127.0.0.1");
         let certs =
             rustls_pemfile::certs(&mut std::fs::read(dir.join("api.crt")).expect("crt").as_slice())
                 .collect::<Result<Vec<_>, _>>()

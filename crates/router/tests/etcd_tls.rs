@@ -16,80 +16,12 @@ use support::{eventually, free_port, leader_name, RunningRouter};
 
 const SCOPE: &str = "tls-routed";
 
-fn openssl(dir: &Path, args: &[&str]) {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl is missing: apt-get install -y openssl (scripts/install-deps.sh)");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// ca.crt signs server.crt (127.0.0.1) and client.crt; other-ca.crt signs nothing here.
 fn make_certificates(dir: &Path) {
-    for ca in ["ca", "other-ca"] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-days",
-                "2",
-                "-subj",
-                &format!("/CN={ca}"),
-                "-keyout",
-                &format!("{ca}.key"),
-                "-out",
-                &format!("{ca}.crt"),
-            ],
-        );
-    }
-    std::fs::write(dir.join("server.ext"), "subjectAltName=IP:127.0.0.1\n").expect("ext");
-    std::fs::write(dir.join("client.ext"), "extendedKeyUsage=clientAuth\n").expect("ext");
-    for (name, ext) in [("server", "server.ext"), ("client", "client.ext")] {
-        openssl(
-            dir,
-            &[
-                "req",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                &format!("/CN={name}"),
-                "-keyout",
-                &format!("{name}.key"),
-                "-out",
-                &format!("{name}.csr"),
-            ],
-        );
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &format!("{name}.csr"),
-                "-CA",
-                "ca.crt",
-                "-CAkey",
-                "ca.key",
-                "-CAcreateserial",
-                "-days",
-                "2",
-                "-extfile",
-                ext,
-                "-out",
-                &format!("{name}.crt"),
-            ],
-        );
-    }
+    pgbaton_testkit::test_ca(dir, "ca");
+    pgbaton_testkit::test_ca(dir, "other-ca");
+    pgbaton_testkit::signed_cert(dir, "ca", "server", "subjectAltName=IP:127.0.0.1");
+    pgbaton_testkit::signed_cert(dir, "ca", "client", "extendedKeyUsage=clientAuth");
 }
 
 struct Etcd {
