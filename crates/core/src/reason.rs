@@ -96,6 +96,10 @@ pub enum Reason {
         remaining_ms: Millis,
     },
     GaveUpRestartingPrimary,
+    /// The leader's PostgreSQL failed to start in place: the key goes to a replica.
+    PrimaryStartFailed {
+        error: String,
+    },
     ReleasingKeyWithoutPrimaryData,
     FollowingLeader {
         leader: String,
@@ -237,6 +241,10 @@ impl fmt::Display for Reason {
                 "PostgreSQL of the leader is down; restarting it in place ({remaining_ms} ms before giving the key up)"
             ),
             GaveUpRestartingPrimary => write!(f, "could not restart the leader's PostgreSQL in time; releasing the leader key"),
+            PrimaryStartFailed { error } => write!(
+                f,
+                "the leader's PostgreSQL failed to start in place ({error}); releasing the leader key for a replica to take over"
+            ),
             ReleasingKeyWithoutPrimaryData => {
                 write!(f, "holding the leader key without a primary to run; releasing it")
             }

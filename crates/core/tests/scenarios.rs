@@ -749,6 +749,53 @@ fn leader_restarts_a_crashed_postgres_in_place_then_gives_up() {
 }
 
 #[test]
+fn a_failed_start_in_place_releases_the_key_at_once() {
+    let crashed = LocalPg::Stopped {
+        system_id: 42,
+        was_primary: true,
+        timeline: 1,
+        lsn: 400,
+    };
+    let obs = Obs::new(crashed.clone()).leader(ME).build();
+    let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::StartPrimary]);
+    // The start failed well before primary_restart_timeout: no second attempt with the key.
+    let failed = Obs::new(crashed)
+        .leader(ME)
+        .job(JobView::Failed {
+            kind: JobKind::Start,
+            error: "PostgreSQL did not start".into(),
+        })
+        .build();
+    let d = decide(&d.state, &failed, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::ReleaseLeader]);
+    assert!(matches!(d.reason, Reason::PrimaryStartFailed { .. }));
+    assert_eq!(d.state.phase, Phase::Replica);
+    assert_eq!(d.state.restart_deadline, None);
+}
+
+#[test]
+fn a_stale_start_failure_does_not_stop_the_first_restart() {
+    let crashed = LocalPg::Stopped {
+        system_id: 42,
+        was_primary: true,
+        timeline: 1,
+        lsn: 400,
+    };
+    // A start that failed long ago (the job view keeps it) and a leader whose PostgreSQL
+    // just crashed: it restarts in place first.
+    let obs = Obs::new(crashed)
+        .leader(ME)
+        .job(JobView::Failed {
+            kind: JobKind::Start,
+            error: "old".into(),
+        })
+        .build();
+    let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::StartPrimary]);
+}
+
+#[test]
 fn a_start_as_primary_is_aborted_when_the_lease_goes() {
     let obs = Obs::new(LocalPg::Starting)
         .leader(ME)

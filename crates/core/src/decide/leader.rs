@@ -6,7 +6,7 @@
 use super::{Context, Step};
 use crate::action::{Action, StopMode};
 use crate::failsafe;
-use crate::observation::{DcsView, LocalPg, RunningPg};
+use crate::observation::{DcsView, JobKind, JobView, LocalPg, RunningPg};
 use crate::reason::Reason;
 use crate::state::{MemberState, Phase};
 use crate::switchover::{self, LeaderSide};
@@ -218,6 +218,27 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
                 Phase::Leader | Phase::RestartingPrimary | Phase::Init | Phase::Demoting
             ) =>
         {
+            // A start of ours that failed is not retried while holding the key: a healthy
+            // replica takes over sooner than another attempt would (promise 4's bound is
+            // shorter than `primary_restart_timeout`), and this member follows it (rewound
+            // if it must be).
+            if let (
+                Phase::RestartingPrimary,
+                JobView::Failed {
+                    kind: JobKind::Start,
+                    error,
+                },
+            ) = (s.phase, &cx.obs.job)
+            {
+                s.phase = Phase::Replica;
+                s.restart_deadline = None;
+                return (
+                    Reason::PrimaryStartFailed {
+                        error: error.clone(),
+                    },
+                    vec![Action::ReleaseLeader],
+                );
+            }
             let deadline = *s
                 .restart_deadline
                 .get_or_insert(cx.now + cx.cfg.primary_restart_timeout_ms);
