@@ -28,6 +28,24 @@ impl Client {
         matches!(self, Client::Tls(_))
     }
 
+    /// The common name of the certificate the client presented, which the TLS handshake
+    /// verified against `tls_cafile` (`Some("")` when it has none; `None`: no certificate).
+    pub(crate) fn certificate_name(&self) -> Option<String> {
+        let Client::Tls(tls) = self else {
+            return None;
+        };
+        let leaf = tls.get_ref().1.peer_certificates()?.first()?;
+        let name = x509_parser::parse_x509_certificate(leaf.as_ref())
+            .ok()
+            .and_then(|(_, cert)| {
+                cert.subject()
+                    .iter_common_name()
+                    .next()
+                    .and_then(|cn| cn.as_str().ok().map(str::to_string))
+            });
+        Some(name.unwrap_or_default())
+    }
+
     /// Forward the session after the startup.
     pub(crate) async fn forward(
         self,

@@ -151,6 +151,10 @@ pub struct RouterConfig {
     pub tls_certfile: Option<PathBuf>,
     /// `tls_keyfile`: PEM private key of that certificate (`tls: terminate`).
     pub tls_keyfile: Option<PathBuf>,
+    /// `tls_cafile`: PEM CA certificates that sign client certificates (PgBouncer's
+    /// `client_tls_ca_file`). With it the router asks TLS clients for a certificate and
+    /// verifies one if given; the hba rules (`cert`, `clientcert=`) decide who needs one.
+    pub tls_cafile: Option<PathBuf>,
     /// `tls_required`: a plain-text startup is refused with FATAL 08P01 (CancelRequests,
     /// which libpq always sends in plain text, still pass).
     pub tls_required: bool,
@@ -196,6 +200,7 @@ impl RouterConfig {
             tls: TlsMode::Refuse,
             tls_certfile: None,
             tls_keyfile: None,
+            tls_cafile: None,
             tls_required: false,
             databases: BTreeMap::new(),
             lag_source: LagSource::Rest,
@@ -266,6 +271,7 @@ impl RouterConfig {
                 }
                 "tls_certfile" => cfg.tls_certfile = Some(string(key, value)?.into()),
                 "tls_keyfile" => cfg.tls_keyfile = Some(string(key, value)?.into()),
+                "tls_cafile" => cfg.tls_cafile = Some(string(key, value)?.into()),
                 "tls_required" => cfg.tls_required = boolean(key, value)?,
                 "databases" => cfg.databases = crate::aliases::parse(section(key, value)?)?,
                 "lag_source" => {
@@ -341,6 +347,21 @@ impl RouterConfig {
                 "tls_required",
                 "needs `tls: terminate` (or `passthrough`): with `tls: refuse` no client could connect",
             ));
+        }
+        if self.tls_cafile.is_some() && self.tls != TlsMode::Terminate {
+            return Err(invalid(
+                "tls_cafile",
+                "needs `tls: terminate`: the router checks client certificates only where it runs TLS itself",
+            ));
+        }
+        if let Some(auth) = &self.auth {
+            let auth = crate::auth::Auth::load(auth)?;
+            if auth.uses_client_certificates() && self.tls_cafile.is_none() {
+                return Err(RouterConfigError::Missing {
+                    key: "tls_cafile".into(),
+                    hint: "the auth rules ask for client certificates (`cert`, `clientcert=`): give the CA that signs them, with `tls: terminate`",
+                });
+            }
         }
         // The certificate files are read now, so that a wrong path fails at start.
         pgbaton_dcs::EtcdDcs::new(
@@ -438,6 +459,9 @@ impl RouterConfig {
         }
         if let Some(key) = &self.tls_keyfile {
             out.push_str(&format!("tls_keyfile: {}\n", path(key)));
+        }
+        if let Some(ca) = &self.tls_cafile {
+            out.push_str(&format!("tls_cafile: {}\n", path(ca)));
         }
         out.push_str(&format!("tls_required: {}\n", self.tls_required));
         out.push_str(&crate::aliases::to_yaml(&self.databases));

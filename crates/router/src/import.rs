@@ -194,6 +194,7 @@ pub fn import_pgbouncer(
     let mut tls_mode = None::<String>;
     let mut tls_cert = None::<PathBuf>;
     let mut tls_key = None::<PathBuf>;
+    let mut tls_ca = None::<PathBuf>;
     for (number, raw) in ini.lines().enumerate() {
         let line = raw.trim();
         if line.is_empty() || line.starts_with(';') || line.starts_with('#') {
@@ -249,7 +250,7 @@ pub fn import_pgbouncer(
                             other => match Method::parse(other) {
                                 Some(Method::Reject) | None => {
                                     warnings.push(format!(
-                                        "[pgbouncer] auth_type = {value}: not supported by the router (trust, password, md5, scram-sha-256, hba); md5 used"
+                                        "[pgbouncer] auth_type = {value}: not supported by the router (trust, password, md5, scram-sha-256, cert, hba); md5 used"
                                     ));
                                     AuthType::Method(Method::Md5)
                                 }
@@ -284,6 +285,7 @@ pub fn import_pgbouncer(
                     "client_tls_sslmode" => tls_mode = Some(value),
                     "client_tls_cert_file" => tls_cert = Some(value.into()),
                     "client_tls_key_file" => tls_key = Some(value.into()),
+                    "client_tls_ca_file" => tls_ca = Some(value.into()),
                     "max_prepared_statements" => warnings.push(format!(
                         "[pgbouncer] max_prepared_statements = {value}: the router always keeps named prepared statements across server connections in transaction mode (no limit); left out"
                     )),
@@ -297,7 +299,7 @@ pub fn import_pgbouncer(
                         "[pgbouncer] {key}: the router connects to PostgreSQL in plain TCP; left out"
                     )),
                     other if other.starts_with("client_tls_") => warnings.push(format!(
-                        "[pgbouncer] {key}: not supported (the router's TLS takes a certificate and a key: tls_certfile, tls_keyfile); left out"
+                        "[pgbouncer] {key}: not supported (the router's TLS takes a certificate, a key and a client CA: tls_certfile, tls_keyfile, tls_cafile); left out"
                     )),
                     _ => warnings.push(format!(
                         "[pgbouncer] {key}: unknown or unsupported by the router; left out"
@@ -323,10 +325,9 @@ pub fn import_pgbouncer(
                 cfg.tls_certfile = Some(cert);
                 cfg.tls_keyfile = Some(key);
                 cfg.tls_required = matches!(mode.as_str(), "require" | "verify-ca" | "verify-full");
+                cfg.tls_cafile = tls_ca.clone();
                 if mode.starts_with("verify") {
-                    warnings.push(format!(
-                        "[pgbouncer] client_tls_sslmode = {mode}: the router does not check client certificates; TLS is required, certificates are not verified"
-                    ));
+                    require_client_certificates(&mut auth, &mode, tls_ca.is_some(), &mut warnings);
                 }
             }
             _ => warnings.push(format!(
@@ -357,6 +358,40 @@ pub fn import_pgbouncer(
         config: cfg,
         warnings,
     })
+}
+
+/// `client_tls_sslmode = verify-ca|verify-full`: every client presents a certificate the CA
+/// signed. One method becomes one hba line with `clientcert=verify-ca`; hba rules are the
+/// user's to extend.
+fn require_client_certificates(
+    auth: &mut AuthConfig,
+    mode: &str,
+    have_ca: bool,
+    warnings: &mut Vec<String>,
+) {
+    if !have_ca {
+        warnings.push(format!(
+            "[pgbouncer] client_tls_sslmode = {mode} without client_tls_ca_file: TLS is required, client certificates are not verified"
+        ));
+        return;
+    }
+    match auth.auth_type {
+        AuthType::Method(Method::Cert) => {}
+        AuthType::Method(method) => {
+            auth.auth_type = AuthType::Hba;
+            auth.hba = vec![format!(
+                "hostssl all all all {} clientcert=verify-ca",
+                method.label()
+            )];
+            warnings.push(format!(
+                "[pgbouncer] client_tls_sslmode = {mode}: auth.hba `{}` (every client presents a certificate signed by tls_cafile, then its password)",
+                auth.hba[0]
+            ));
+        }
+        AuthType::Hba => warnings.push(format!(
+            "[pgbouncer] client_tls_sslmode = {mode} with auth_type = hba: add clientcert=verify-ca to the hostssl lines of the hba file for the router to require certificates"
+        )),
+    }
 }
 
 fn import_database(
@@ -487,7 +522,6 @@ mod tests {
         let imported = import_pgbouncer(ini, None, at()).expect("import");
         let all = imported.warnings.join("\n");
         for needle in [
-            "auth_type = cert",
             "pool_mode = statement",
             "logfile",
             "max_prepared_statements",
@@ -507,5 +541,32 @@ mod tests {
         assert_eq!(cfg.write_listen, "0.0.0.0:6432");
         assert!(import_pgbouncer("[pgbouncer]\nnot a pair\n", None, at()).is_err());
         assert!(import_pgbouncer("[pgbouncer]\nmax_client_conn = lots\n", None, at()).is_err());
+    }
+
+    #[test]
+    fn client_certificates_are_required_as_pgbouncer_verify_ca_does() {
+        let ini = "[databases]\napp = host=db1\n[pgbouncer]\nauth_type = scram-sha-256\nauth_file = /etc/u.txt\nclient_tls_sslmode = verify-ca\nclient_tls_cert_file = /etc/r.crt\nclient_tls_key_file = /etc/r.key\nclient_tls_ca_file = /etc/ca.crt\n";
+        let imported = import_pgbouncer(ini, None, at()).expect("import");
+        let cfg = &imported.config;
+        assert_eq!(cfg.tls, TlsMode::Terminate);
+        assert_eq!(cfg.tls_cafile, Some(PathBuf::from("/etc/ca.crt")));
+        let auth = cfg.auth.as_ref().expect("auth");
+        assert_eq!(auth.auth_type, AuthType::Hba);
+        assert_eq!(
+            auth.hba,
+            ["hostssl all all all scram-sha-256 clientcert=verify-ca"]
+        );
+        // Without the CA: TLS required, certificates not verified, said so.
+        let ini = ini.replace("client_tls_ca_file = /etc/ca.crt\n", "");
+        let imported = import_pgbouncer(&ini, None, at()).expect("import");
+        assert!(imported.config.tls_cafile.is_none());
+        assert!(
+            imported
+                .warnings
+                .iter()
+                .any(|w| w.contains("without client_tls_ca_file")),
+            "{:?}",
+            imported.warnings
+        );
     }
 }

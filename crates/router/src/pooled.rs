@@ -636,11 +636,13 @@ pub(crate) async fn serve(
         .pools
         .client_joined(&key, size, alias_size.is_some(), mode);
     guard.key = Some(key.clone());
+    let certificate = client.certificate_name();
     let who = Peer {
         user: &user,
         database: &database,
         ip: peer.ip(),
         tls: client.is_tls(),
+        certificate: certificate.as_deref(),
     };
     let auth = pooling.auth();
     let login = match authenticate(&shared, &auth, &mut client, &who).await {

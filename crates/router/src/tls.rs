@@ -2,7 +2,9 @@
 //! `tls_keyfile`, PEM; rustls with the ring provider, TLS 1.2 and 1.3). A client's
 //! SSLRequest is answered `S`, the handshake runs, and the startup is read from inside TLS,
 //! so every routing rule applies as in plain text (`pgbaton.target`, `target_session_attrs`,
-//! database aliases, the read-only check of write sessions, cancel keys). The router→server
+//! database aliases, the read-only check of write sessions, cancel keys). With `tls_cafile`
+//! the handshake asks for a client certificate and verifies one when given (the `auth`
+//! rules decide who must present one; `Client::certificate_name`). The router→server
 //! leg stays plain TCP: meant for servers on loopback or a trusted network. This module
 //! loads the certificate (the configuration check uses the same code) and relays a TLS
 //! session after the startup with `copy_bidirectional_with_sizes` over the TLS stream: per
@@ -106,17 +108,39 @@ pub(crate) fn acceptor(cfg: &RouterConfig) -> Result<Option<TlsAcceptor>, Router
     let certs = certificates("tls_certfile", cert_path)?;
     let key = private_key(key_path)?;
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
-        .map_err(|e| invalid("tls", &format!("no usable TLS versions: {e}")))?
-        .with_no_client_auth()
-        .with_single_cert(certs, key)
-        .map_err(|e| {
-            invalid(
-                "tls_keyfile",
-                &format!("cannot be used with tls_certfile: {e}"),
+        .map_err(|e| invalid("tls", &format!("no usable TLS versions: {e}")))?;
+    let builder = match &cfg.tls_cafile {
+        None => builder.with_no_client_auth(),
+        Some(path) => {
+            let mut roots = rustls::RootCertStore::empty();
+            for cert in certificates("tls_cafile", path)? {
+                roots.add(cert).map_err(|e| {
+                    invalid(
+                        "tls_cafile",
+                        &format!("{} holds a certificate rustls refuses: {e}", path.display()),
+                    )
+                })?;
+            }
+            // A certificate is asked for, verified when given, and optional at the TLS
+            // level: the hba rules say who must present one.
+            let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+                Arc::new(roots),
+                provider,
             )
-        })?;
+            .allow_unauthenticated()
+            .build()
+            .map_err(|e| invalid("tls_cafile", &format!("cannot verify clients with it: {e}")))?;
+            builder.with_client_cert_verifier(verifier)
+        }
+    };
+    let config = builder.with_single_cert(certs, key).map_err(|e| {
+        invalid(
+            "tls_keyfile",
+            &format!("cannot be used with tls_certfile: {e}"),
+        )
+    })?;
     Ok(Some(TlsAcceptor::from(Arc::new(config))))
 }
 

@@ -3,7 +3,11 @@
 //! type, database, user and address match decides. Supported: `host`, `hostssl`,
 //! `hostnossl` (`local` lines are accepted and never match: the router has no Unix socket),
 //! databases and users as `all`, `sameuser`, `samerole`-free name lists, addresses as `all`,
-//! CIDR or address + mask, methods `trust`, `reject`, `md5`, `password`, `scram-sha-256`.
+//! CIDR or address + mask, methods `trust`, `reject`, `md5`, `password`, `scram-sha-256`
+//! and `cert` (with `tls: terminate` and `tls_cafile`: a client certificate signed by that CA
+//! whose common name is the user name), and the option `clientcert=verify-ca|verify-full` on
+//! `hostssl` lines (a client certificate required besides the password; with `verify-full`
+//! its common name must be the user name), as PostgreSQL 15 has them.
 
 use std::net::IpAddr;
 
@@ -17,6 +21,8 @@ pub enum Method {
     /// Cleartext password.
     Password,
     ScramSha256,
+    /// A client certificate whose common name is the user name.
+    Cert,
 }
 
 impl Method {
@@ -27,6 +33,7 @@ impl Method {
             "md5" => Some(Method::Md5),
             "password" | "plain" => Some(Method::Password),
             "scram-sha-256" => Some(Method::ScramSha256),
+            "cert" => Some(Method::Cert),
             _ => None,
         }
     }
@@ -38,8 +45,28 @@ impl Method {
             Method::Md5 => "md5",
             Method::Password => "password",
             Method::ScramSha256 => "scram-sha-256",
+            Method::Cert => "cert",
         }
     }
+}
+
+/// What a line's `clientcert` option (or the `cert` method) asks of the client's certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ClientCert {
+    /// Nothing (no option).
+    #[default]
+    None,
+    /// A certificate signed by `tls_cafile`.
+    VerifyCa,
+    /// That, and its common name is the user name.
+    VerifyFull,
+}
+
+/// The decision of the first matching line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rule {
+    pub method: Method,
+    pub clientcert: ClientCert,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +100,7 @@ pub struct HbaRule {
     users: Names,
     address: Address,
     pub method: Method,
+    pub clientcert: ClientCert,
 }
 
 fn names(field: &str, what: &str) -> Result<Names, String> {
@@ -166,12 +194,49 @@ pub fn parse_line(line: &str) -> Result<Option<HbaRule>, String> {
         .get(method_at)
         .ok_or("missing the authentication method")?;
     let method = Method::parse(method_text).ok_or_else(|| {
-        format!("method `{method_text}` is not supported by the router (trust, reject, md5, password, scram-sha-256)")
+        format!("method `{method_text}` is not supported by the router (trust, reject, md5, password, scram-sha-256, cert)")
     })?;
-    if let Some(option) = fields.get(method_at + 1) {
-        return Err(format!(
-            "option `{option}`: method options are not supported by the router"
-        ));
+    let mut clientcert = if method == Method::Cert {
+        ClientCert::VerifyFull
+    } else {
+        ClientCert::None
+    };
+    for option in &fields[method_at + 1..] {
+        match option.split_once('=') {
+            Some(("clientcert", value)) => {
+                clientcert = match value {
+                    "verify-full" => ClientCert::VerifyFull,
+                    "verify-ca" if method == Method::Cert => {
+                        return Err(
+                            "clientcert=verify-ca: the cert method always checks the common name; use verify-full or leave the option out".into(),
+                        )
+                    }
+                    "verify-ca" => ClientCert::VerifyCa,
+                    other => {
+                        return Err(format!(
+                            "clientcert={other}: use verify-ca or verify-full"
+                        ))
+                    }
+                };
+                if conn != ConnType::HostSsl {
+                    return Err(
+                        "clientcert can only be set on hostssl lines (a certificate needs TLS)"
+                            .into(),
+                    );
+                }
+            }
+            Some(("clientname", "CN")) => {}
+            Some(("clientname", other)) => {
+                return Err(format!(
+                    "clientname={other}: the router matches the certificate's common name only (clientname=CN)"
+                ))
+            }
+            _ => {
+                return Err(format!(
+                    "option `{option}`: the router supports clientcert=verify-ca|verify-full and clientname=CN"
+                ))
+            }
+        }
     }
     Ok(Some(HbaRule {
         conn,
@@ -179,6 +244,7 @@ pub fn parse_line(line: &str) -> Result<Option<HbaRule>, String> {
         users,
         address,
         method,
+        clientcert,
     }))
 }
 
@@ -245,23 +311,36 @@ impl HbaRule {
     }
 }
 
-/// The method of the first matching rule.
-pub fn method_for(
+/// The method (and certificate check) of the first matching rule.
+pub fn rule_for(
     rules: &[HbaRule],
     database: &str,
     user: &str,
     ip: IpAddr,
     tls: bool,
-) -> Option<Method> {
+) -> Option<Rule> {
     rules
         .iter()
         .find(|r| r.matches(database, user, ip, tls))
-        .map(|r| r.method)
+        .map(|r| Rule {
+            method: r.method,
+            clientcert: r.clientcert,
+        })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn method_for(
+        rules: &[HbaRule],
+        database: &str,
+        user: &str,
+        ip: IpAddr,
+        tls: bool,
+    ) -> Option<Method> {
+        rule_for(rules, database, user, ip, tls).map(|r| r.method)
+    }
 
     fn rules(lines: &[&str]) -> Vec<HbaRule> {
         parse(&lines.iter().map(|l| l.to_string()).collect::<Vec<_>>()).expect("parse")
@@ -310,8 +389,21 @@ mod tests {
             ("host all all 127.0.0.1/33 md5", "prefix"),
             (
                 "host all all 127.0.0.1/32 md5 clientcert=verify-full",
-                "option",
+                "hostssl",
             ),
+            (
+                "hostssl all all 127.0.0.1/32 md5 clientcert=1",
+                "clientcert=1",
+            ),
+            (
+                "hostssl all all 127.0.0.1/32 cert clientcert=verify-ca",
+                "verify-full",
+            ),
+            (
+                "hostssl all all 127.0.0.1/32 cert clientname=DN",
+                "clientname=DN",
+            ),
+            ("hostssl all all 127.0.0.1/32 md5 map=x", "option `map=x`"),
             ("hots all all 127.0.0.1/32 md5", "hots"),
             ("host all all", "too few"),
             ("host all all 127.0.0.1 255.0.255.0 md5", "mask"),
@@ -322,5 +414,35 @@ mod tests {
                 "{line}: {e}"
             );
         }
+    }
+
+    #[test]
+    fn cert_method_and_clientcert_option() {
+        let r = rules(&[
+            "hostssl all admin 127.0.0.1/32 cert",
+            "hostssl all alice 127.0.0.1/32 scram-sha-256 clientcert=verify-ca",
+            "hostssl all bob 127.0.0.1/32 md5 clientcert=verify-full clientname=CN",
+            "host all all 127.0.0.1/32 scram-sha-256",
+        ]);
+        let lo: IpAddr = "127.0.0.1".parse().expect("ip");
+        let rule = |user: &str, tls: bool| rule_for(&r, "db", user, lo, tls).expect("a rule");
+        assert_eq!(
+            rule("admin", true),
+            Rule {
+                method: Method::Cert,
+                clientcert: ClientCert::VerifyFull
+            }
+        );
+        assert_eq!(rule("alice", true).clientcert, ClientCert::VerifyCa);
+        assert_eq!(rule("bob", true).clientcert, ClientCert::VerifyFull);
+        assert_eq!(rule("bob", true).method, Method::Md5);
+        // Without TLS the hostssl lines do not match.
+        assert_eq!(
+            rule("admin", false),
+            Rule {
+                method: Method::ScramSha256,
+                clientcert: ClientCert::None
+            }
+        );
     }
 }

@@ -140,11 +140,11 @@ impl Auth {
             None => HashMap::new(),
         };
         let needs_passwords = match cfg.auth_type {
-            AuthType::Method(Method::Trust | Method::Reject) => false,
+            AuthType::Method(Method::Trust | Method::Reject | Method::Cert) => false,
             AuthType::Method(_) => true,
             AuthType::Hba => rules
                 .iter()
-                .any(|r| !matches!(r.method, Method::Trust | Method::Reject)),
+                .any(|r| !matches!(r.method, Method::Trust | Method::Reject | Method::Cert)),
         };
         if needs_passwords && cfg.auth_file.is_none() && cfg.auth_user.is_none() {
             return Err(RouterConfigError::Missing {
@@ -160,10 +160,28 @@ impl Auth {
         })
     }
 
-    fn method(&self, database: &str, user: &str, ip: IpAddr, tls: bool) -> Option<Method> {
+    fn rule(&self, database: &str, user: &str, ip: IpAddr, tls: bool) -> Option<hba::Rule> {
         match self.cfg.auth_type {
-            AuthType::Method(m) => Some(m),
-            AuthType::Hba => hba::method_for(&self.rules, database, user, ip, tls),
+            AuthType::Method(method) => Some(hba::Rule {
+                method,
+                clientcert: if method == Method::Cert {
+                    hba::ClientCert::VerifyFull
+                } else {
+                    hba::ClientCert::None
+                },
+            }),
+            AuthType::Hba => hba::rule_for(&self.rules, database, user, ip, tls),
+        }
+    }
+
+    /// Whether any rule asks for a client certificate (then `tls_cafile` is needed).
+    pub(crate) fn uses_client_certificates(&self) -> bool {
+        match self.cfg.auth_type {
+            AuthType::Method(m) => m == Method::Cert,
+            AuthType::Hba => self
+                .rules
+                .iter()
+                .any(|r| r.clientcert != hba::ClientCert::None),
         }
     }
 
@@ -336,6 +354,10 @@ pub(crate) struct Peer<'a> {
     pub database: &'a str,
     pub ip: IpAddr,
     pub tls: bool,
+    /// The common name of the client certificate the TLS handshake verified against
+    /// `tls_cafile` (`Some("")` for a verified certificate without one; `None`: no
+    /// certificate).
+    pub certificate: Option<&'a str>,
 }
 
 /// Authenticate the client; on success AuthenticationOk has been sent.
@@ -353,13 +375,15 @@ where
         database,
         ip,
         tls,
+        certificate,
     } = *peer;
     let encryption = if tls {
         "SSL encryption"
     } else {
         "no encryption"
     };
-    let method = match auth.method(database, user, ip, tls) {
+    let rule = auth.rule(database, user, ip, tls);
+    let method = match rule.map(|r| r.method) {
         Some(Method::Reject) => {
             return Err(Refusal::Fatal {
                 code: "28000",
@@ -376,6 +400,9 @@ where
             })
         }
     };
+    if let Some(rule) = rule {
+        check_certificate(rule, certificate, user)?;
+    }
     let credential = match auth.credential(shared, user, database).await {
         Ok(c) => c,
         Err(cause) => {
@@ -390,7 +417,8 @@ where
         }
     };
     let login = match (method, credential) {
-        (Method::Trust, c) => Auth::login_without_proof(c.as_ref()),
+        // The certificate was checked above (its common name is the user name).
+        (Method::Trust | Method::Cert, c) => Auth::login_without_proof(c.as_ref()),
         (Method::Password, c) => {
             let answer = ask(client, &auth_request(3, &[])).await?;
             let password = cstring(&answer).to_vec();
@@ -448,6 +476,36 @@ where
         .await
         .map_err(|e| Refusal::Client(e.into()))?;
     Ok(login)
+}
+
+/// The certificate check of a rule, with PostgreSQL's messages: none presented, or one whose
+/// common name is not the user name where the name must match.
+fn check_certificate(
+    rule: hba::Rule,
+    certificate: Option<&str>,
+    user: &str,
+) -> Result<(), Refusal> {
+    let refuse = |message: String| Refusal::Fatal {
+        code: "28000",
+        reason: "client_certificate",
+        message,
+    };
+    match (rule.clientcert, certificate) {
+        (hba::ClientCert::None, _) => Ok(()),
+        (_, None) => Err(refuse(
+            "connection requires a valid client certificate".into(),
+        )),
+        (hba::ClientCert::VerifyCa, Some(_)) => Ok(()),
+        (hba::ClientCert::VerifyFull, Some(name)) if name == user => Ok(()),
+        (hba::ClientCert::VerifyFull, Some(name)) => {
+            tracing::info!(%user, certificate = %name, "client certificate common name does not match the user name");
+            Err(refuse(if rule.method == Method::Cert {
+                format!("certificate authentication failed for user \"{user}\"")
+            } else {
+                format!("certificate validation (clientcert=verify-full) failed for user \"{user}\": CN mismatch")
+            }))
+        }
+    }
 }
 
 async fn md5_challenge<C>(client: &mut C, secret: &str, user: &str) -> Result<(), Refusal>
