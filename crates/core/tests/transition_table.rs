@@ -356,7 +356,7 @@ fn random_state(r: &mut Rng, now: Millis) -> MemberState {
     s.restart_deadline = r.chance(30).then(|| now + r.below(20_000) - 10_000);
     s.leaderless_since = r.chance(30).then(|| now.saturating_sub(r.below(10_000)));
     s.not_streaming_since = r.chance(30).then(|| now.saturating_sub(r.below(20_000)));
-    s.promoted_from = r.chance(20).then(|| (1, 500_000));
+    s.promoted_from = r.chance(20).then_some((1, 500_000));
     s
 }
 
