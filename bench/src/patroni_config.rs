@@ -4,6 +4,8 @@
 
 use std::path::Path;
 
+use pgbaton_config::template::MemberYaml;
+
 use crate::profile::Timing;
 
 /// The ports of one Patroni cluster, all derived from a base port.
@@ -58,78 +60,44 @@ pub const TUNED_CHECKS: Checks = Checks {
     rise: 1,
 };
 
-/// Patroni's YAML for member `k` (node<k>) whose files live in `node_dir`. The seed's
-/// settings on loopback; memory settings (shared_buffers 4GB, ...) are left at
+/// Patroni's YAML for member `k` (node<k>) whose files live in `node_dir`: the one member
+/// template (`pgbaton_config::template`) with the seed's settings on loopback; memory settings (shared_buffers 4GB, ...) are left at
 /// PostgreSQL's defaults, as in the pgbaton clusters, because this machine is small.
 /// Patroni wants whole seconds, so the timing is rounded.
 pub fn patroni_yaml(scope: &str, k: u16, ports: Ports, node_dir: &Path, timing: Timing) -> String {
-    let dir = node_dir.display();
-    let (pg, rest, etcd) = (ports.postgres(k), ports.rest(k), ports.etcd_client());
-    let (ttl, loop_wait, retry) = (
-        timing.ttl.round() as u64,
-        timing.loop_wait.round() as u64,
-        timing.retry_timeout.round() as u64,
+    let mut member = MemberYaml::loopback(
+        scope,
+        &format!("node{k}"),
+        node_dir,
+        ports.postgres(k),
+        ports.rest(k),
+        ports.etcd_client(),
     );
-    format!(
-        r#"scope: {scope}
-namespace: /service/
-name: node{k}
-
-restapi:
-  listen: 127.0.0.1:{rest}
-  connect_address: 127.0.0.1:{rest}
-
-etcd3:
-  hosts:
-    - 127.0.0.1:{etcd}
-
-bootstrap:
-  dcs:
-    ttl: {ttl}
-    loop_wait: {loop_wait}
-    retry_timeout: {retry}
-    maximum_lag_on_failover: 1048576
-    postgresql:
-      use_pg_rewind: true
-      use_slots: true
-      parameters:
-        wal_level: replica
-        hot_standby: "on"
-        max_connections: 200
-        max_wal_senders: 10
-        max_replication_slots: 10
-        wal_keep_size: 1GB
-  initdb:
-    - encoding: UTF8
-    - data-checksums
-  pg_hba:
-    - local all all trust
-    - host replication replicator 127.0.0.1/32 scram-sha-256
-    - host all all 127.0.0.1/32 scram-sha-256
-
-postgresql:
-  listen: 127.0.0.1:{pg}
-  connect_address: 127.0.0.1:{pg}
-  data_dir: {dir}/data
-  bin_dir: /usr/lib/postgresql/15/bin
-  pgpass: {dir}/pgpass
-  authentication:
-    replication:
-      username: replicator
-      password: repl_password
-    superuser:
-      username: postgres
-      password: postgres
-  parameters:
-    unix_socket_directories: '{dir}'
-
-tags:
-  nofailover: false
-  noloadbalance: false
-  clonefrom: false
-  nosync: false
-"#
-    )
+    member.ttl = Some(timing.ttl.round());
+    member.loop_wait = Some(timing.loop_wait.round());
+    member.retry_timeout = Some(timing.retry_timeout.round());
+    member.dcs_parameters = [
+        ("wal_level", "replica"),
+        ("hot_standby", "\"on\""),
+        ("max_connections", "200"),
+        ("max_wal_senders", "10"),
+        ("max_replication_slots", "10"),
+        ("wal_keep_size", "1GB"),
+    ]
+    .iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    member.hba_first = vec!["local all all trust".into()];
+    member.app_user = false;
+    member.replication = ("replicator".into(), "repl_password".into());
+    member.parameters = Vec::new();
+    member.socket_dir = Some(node_dir.to_path_buf());
+    member.pgbaton_section = false;
+    member.extra_tags = vec![
+        ("clonefrom".into(), "false".into()),
+        ("nosync".into(), "false".into()),
+    ];
+    member.render()
 }
 
 /// HAProxy's configuration: the seed's write (GET /primary) and read (GET /replica)

@@ -1,11 +1,13 @@
-//! The Patroni-style YAML each member host's agent runs with: the shape `pgbaton local up`
-//! writes (crates/pgbaton/src/local/template.rs), but listening on the host's own address,
+//! The Patroni-style YAML each member host's agent runs with: the one member template
+//! (`pgbaton_config::template`, as `pgbaton local up` writes it), but listening on the host's own address,
 //! with pg_hba open to the run's /24, every etcd host, the run's timings and, in sync mode,
 //! `synchronous_mode` in `bootstrap.dcs`. Also the YAML of `pgbaton router` on the client
 //! host (`--via router`).
 
 use std::net::Ipv4Addr;
 use std::path::Path;
+
+use pgbaton_config::template::{MemberYaml, Synchronous};
 
 /// The cluster scope every run uses (etcd keys under `/service/chaos/`).
 pub const SCOPE: &str = "chaos";
@@ -37,92 +39,27 @@ pub struct MemberConfig<'a> {
 }
 
 pub fn member_yaml(c: &MemberConfig<'_>) -> String {
-    let MemberConfig {
-        name, ip, subnet, ..
-    } = c;
-    let etcd_hosts: String = c
+    let mut member = MemberYaml::loopback(SCOPE, c.name, c.member_dir, PG_PORT, API_PORT, 0);
+    member.header = Some(format!("Written by pgbaton-chaos for member {}.", c.name));
+    member.host = c.ip.to_string();
+    member.etcd_hosts = c
         .etcd
         .iter()
-        .map(|e| format!("    - {e}:{ETCD_CLIENT_PORT}\n"))
+        .map(|e| format!("{e}:{ETCD_CLIENT_PORT}"))
         .collect();
-    let sync = if c.synchronous {
-        format!(
-            "    synchronous_mode: true\n    synchronous_mode_strict: {}\n",
-            c.strict
-        )
-    } else {
-        String::new()
-    };
+    member.ttl = Some(c.ttl);
+    member.loop_wait = Some(c.loop_wait);
+    member.retry_timeout = Some(c.retry_timeout);
+    if c.synchronous {
+        member.synchronous = Synchronous::On;
+        member.synchronous_strict = c.strict;
+    }
+    member.network = c.subnet.to_string();
+    member.app_user = false;
     let (user, password) = SUPERUSER;
-    format!(
-        r#"# Written by pgbaton-chaos for member {name}.
-scope: {SCOPE}
-namespace: /service/
-name: {name}
-
-restapi:
-  listen: {ip}:{API_PORT}
-  connect_address: {ip}:{API_PORT}
-
-etcd3:
-  hosts:
-{etcd_hosts}
-bootstrap:
-  dcs:
-    ttl: {ttl}
-    loop_wait: {loop_wait}
-    retry_timeout: {retry_timeout}
-    maximum_lag_on_failover: {MAXIMUM_LAG_ON_FAILOVER}
-{sync}    postgresql:
-      use_pg_rewind: true
-      use_slots: true
-      parameters:
-        wal_level: replica
-        hot_standby: "on"
-        max_connections: 100
-        max_wal_senders: 10
-        max_replication_slots: 10
-        wal_keep_size: 128MB
-        wal_log_hints: "on"
-  initdb:
-    - encoding: UTF8
-    - data-checksums
-  pg_hba:
-    - host replication replicator {subnet} scram-sha-256
-    - host all all {subnet} scram-sha-256
-
-postgresql:
-  listen: {ip}:{PG_PORT}
-  connect_address: {ip}:{PG_PORT}
-  data_dir: {data_dir}
-  bin_dir: /usr/lib/postgresql/15/bin
-  # Each member on this host has its own password file (postgresql.pgpass).
-  pgpass: {member_dir}/pgpass
-  authentication:
-    superuser:
-      username: {user}
-      password: {password}
-    replication:
-      username: replicator
-      password: replicator
-  parameters:
-    shared_buffers: 32MB
-    unix_socket_directories: {socket_dir}
-
-tags:
-  nofailover: false
-  noloadbalance: false
-
-pgbaton:
-  log_dir: {member_dir}
-"#,
-        ttl = c.ttl,
-        loop_wait = c.loop_wait,
-        retry_timeout = c.retry_timeout,
-        data_dir = c.member_dir.join("data").display(),
-        socket_dir = c.member_dir.join("sock").display(),
-        member_dir = c.member_dir.display(),
-    )
+    member.superuser = (user.to_string(), password.to_string());
+    member.socket_dir = Some(c.member_dir.join("sock"));
+    member.render()
 }
 
 /// `pgbaton router --config` for the client host `client`: following the run's scope in

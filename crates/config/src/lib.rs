@@ -14,6 +14,7 @@ mod managed;
 mod model;
 mod parse;
 mod suggest;
+pub mod template;
 mod walk;
 
 pub use dynamic::{DynamicConfig, SlotSpec, SyncMode};
