@@ -77,6 +77,8 @@ pub struct ClusterSpec {
     pub synchronous: &'static str,
     /// The client writes through the router's write address instead of to the members.
     pub via_router: bool,
+    /// `--pool-mode` for `local up` (None: the router's default, session mode unpooled).
+    pub pool_mode: Option<&'static str>,
 }
 
 /// A running local cluster; dropping it stops the cluster.
@@ -118,6 +120,9 @@ impl LocalCluster {
             .arg(spec.restart_delay.to_string())
             .args(["--wait", "180"])
             .args(["--synchronous", spec.synchronous]);
+        if let Some(mode) = spec.pool_mode {
+            cmd.args(["--pool-mode", mode]);
+        }
         if let Some(t) = spec.profile.explicit_timing() {
             cmd.arg("--ttl")
                 .arg(t.ttl.to_string())

@@ -113,6 +113,7 @@ pub async fn run(plan: &ComparePlan, out: &mut Comparison) {
                 restart_delay: plan.restart_delay.unwrap_or(profile.restart_delay()),
                 synchronous: "off",
                 via_router,
+                pool_mode: None,
             };
             let outcome = async {
                 let cluster = LocalCluster::start(spec).await?;

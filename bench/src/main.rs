@@ -8,6 +8,7 @@ mod compare;
 mod compare_report;
 mod crash;
 mod gap;
+mod handover;
 mod members;
 mod memory;
 mod patroni;
@@ -66,6 +67,36 @@ enum Command {
         /// pgbench runs per mode.
         #[arg(long, default_value_t = 3)]
         repeats: usize,
+    },
+    /// Several clients through each stack's write address during switchovers and node
+    /// losses: pgbaton's router (session, transaction pooling), Patroni + HAProxy, and
+    /// Patroni + HAProxy + PgBouncer (transaction mode): failed operations and pauses.
+    Handover {
+        /// Which stacks, in this order.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "pgbaton-transaction,pgbaton-session,patroni,patroni-pgbouncer"
+        )]
+        stacks: Vec<handover::Stack>,
+        /// Planned switchovers (no candidate named) per stack.
+        #[arg(long, default_value_t = 10)]
+        switchovers: usize,
+        /// Node losses (agent and PostgreSQL SIGKILLed) per stack, after the switchovers.
+        #[arg(long, default_value_t = 5)]
+        node_losses: usize,
+        /// Clients that keep their connection.
+        #[arg(long, default_value_t = 8)]
+        persistent: usize,
+        /// Clients that connect for each operation.
+        #[arg(long, default_value_t = 8)]
+        per_op: usize,
+        /// Seconds a lost node stays down.
+        #[arg(long, default_value_t = 60.0)]
+        down_for: f64,
+        /// Ports of the Patroni clusters (40 per stack).
+        #[arg(long, default_value_t = 18000)]
+        patroni_base_port: u16,
     },
     /// Node crash, postmaster crash and switchover on pgbaton and on Patroni + HAProxy.
     Compare {
@@ -228,6 +259,49 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Command::Handover {
+            stacks,
+            switchovers,
+            node_losses,
+            persistent,
+            per_op,
+            down_for,
+            patroni_base_port,
+        } => {
+            let plan = handover::HandoverPlan {
+                pgbaton: pgbaton.clone(),
+                dir: dir.clone(),
+                base_port: opts.base_port,
+                patroni_base_port,
+                stacks,
+                switchovers,
+                node_losses,
+                persistent,
+                per_op,
+                down_for,
+                profile: opts
+                    .profile
+                    .first()
+                    .copied()
+                    .unwrap_or(profile::Profile::Default),
+            };
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let out = handover::run(&plan).await;
+            println!("\nload average at the end: {}", load_average());
+            println!("\n{}", handover::report(&out, &plan));
+            if let Some(path) = &opts.json {
+                let json = serde_json::to_string_pretty(&out).context("encoding the results")?;
+                std::fs::write(path, json)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            if !out.problems.is_empty() {
+                anyhow::bail!(
+                    "{} stack(s) cut short; see the problems above",
+                    out.problems.len()
+                );
+            }
+            return Ok(());
+        }
         Command::Compare {
             pgbaton_profiles,
             patroni_profiles,
@@ -286,6 +360,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             restart_delay: opts.restart_delay.unwrap_or(profile.restart_delay()),
             synchronous: "off",
             via_router: false,
+            pool_mode: None,
         };
         let outcome = async {
             let cluster = LocalCluster::start(spec).await?;

@@ -142,6 +142,7 @@ pub async fn run(
             restart_delay: 1.0,
             synchronous: mode,
             via_router: false,
+            pool_mode: None,
         };
         let cluster = LocalCluster::start(spec).await?;
         let leader = cluster.wait_whole(Duration::from_secs(120)).await?;
