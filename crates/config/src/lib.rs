@@ -17,7 +17,10 @@ mod suggest;
 pub mod template;
 mod walk;
 
-pub use dynamic::{DynamicConfig, SlotSpec, SyncMode};
+pub use dynamic::{
+    DynamicConfig, LogicalSpec, PublicationScope, PublicationSpec, SlotSpec, SubscriptionSpec,
+    SyncMode,
+};
 pub use error::{ConfigError, ConfigWarning, Loaded};
 pub use managed::overwritten_parameters;
 pub use model::{

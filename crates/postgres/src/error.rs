@@ -38,7 +38,7 @@ pub enum PgError {
     #[error("{what} did not finish within {after:?}")]
     Timeout { what: String, after: Duration },
 
-    #[error("{what} failed: {source}")]
+    #[error("{what} failed: {}", describe(source))]
     Query {
         what: String,
         #[source]
@@ -138,5 +138,23 @@ impl PgError {
             what: what.into(),
             source,
         }
+    }
+}
+
+/// A tokio-postgres error with what the server said (its `Display` says only "db error"):
+/// the message, and the detail and hint when there are some.
+pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut text = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(detail) = db.detail() {
+                text.push_str(&format!("; {detail}"));
+            }
+            if let Some(hint) = db.hint() {
+                text.push_str(&format!("; hint: {hint}"));
+            }
+            text
+        }
+        None => e.to_string(),
     }
 }

@@ -16,6 +16,7 @@ mod logical;
 mod lsn;
 mod passfile;
 mod postmaster;
+mod pubsub;
 mod run;
 mod server_log;
 mod spec;
@@ -40,6 +41,11 @@ pub use logical::{
 pub use lsn::{format_lsn, parse_lsn, slot_name_for};
 pub use passfile::PassFile;
 pub use postmaster::{Postmaster, StopMode};
+pub use pubsub::{
+    apply as apply_logical_changes, check_publications, plan_publications, plan_subscriptions,
+    read_publications, read_subscriptions, subscription_stats, Change, Problem, PublicationNow,
+    SubscriptionNow, SubscriptionStats,
+};
 pub use server_log::{parse_line, LogEvent, WalLogScanner};
 pub use spec::{Credentials, PgSpec, StandbyConfig, Upstream};
 pub use status::{query_status, PgStatus, ReplicationRow, SlotRow, WalReceiver};

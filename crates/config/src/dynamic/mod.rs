@@ -13,7 +13,9 @@ use serde_json::{json, Map, Value};
 use crate::error::{ConfigError, Loaded};
 use crate::walk::Ctx;
 
+mod logical;
 mod parse;
+pub use logical::{LogicalSpec, PublicationScope, PublicationSpec, SubscriptionSpec};
 pub(crate) use parse::parse;
 
 /// Cluster-wide settings shared by all members through the DCS.
@@ -50,6 +52,8 @@ pub struct DynamicConfig {
     /// Seconds the leader keeps the physical slot of a member whose member key disappeared
     /// (Patroni 4's `member_slots_ttl`, default 30 min; 0 drops it at once).
     pub member_slots_ttl: f64,
+    /// Declared publications and subscriptions (`logical`), kept as declared by the leader.
+    pub logical: LogicalSpec,
     /// Keys pgbaton does not use, kept verbatim (unknown keys of the `postgresql` section are
     /// under `extra["postgresql"]`).
     pub extra: Map<String, Value>,
@@ -120,6 +124,7 @@ impl DynamicConfig {
             slots: BTreeMap::new(),
             pause: false,
             member_slots_ttl: DEFAULT_MEMBER_SLOTS_TTL,
+            logical: LogicalSpec::default(),
             extra: Map::new(),
         }
     }
@@ -192,6 +197,9 @@ impl DynamicConfig {
                 "member_slots_ttl".into(),
                 seconds_json(self.member_slots_ttl),
             );
+        }
+        if !self.logical.is_empty() {
+            out.insert("logical".into(), self.logical.to_json());
         }
         for (key, value) in &self.extra {
             match (key.as_str(), value) {

@@ -86,6 +86,14 @@ pub(crate) fn parse(
         }
         c.member_slots_ttl = x;
     }
+    if let Some(v) = sec.get("logical") {
+        let p = sec.at("logical");
+        c.logical = super::logical::parse(ctx, &p, v)?;
+        ctx.warn(
+            &p,
+            "validated and kept in the DCS config; the leader does not create or alter the publications and subscriptions yet: create them with SQL for now",
+        );
+    }
     keep_known_extras(ctx, &mut sec, &mut c)?;
 
     for (key, value) in sec.finish(ctx, "kept verbatim in the DCS config, not used by pgbaton") {
