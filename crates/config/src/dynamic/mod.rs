@@ -50,6 +50,10 @@ pub struct DynamicConfig {
     /// Seconds the leader keeps the physical slot of a member whose member key disappeared
     /// (Patroni 4's `member_slots_ttl`, default 30 min; 0 drops it at once).
     pub member_slots_ttl: f64,
+    /// Seconds a leader with a switchover due waits for the routers registered for the
+    /// cluster to pause their write traffic before it stops PostgreSQL anyway (pgbaton's
+    /// addition, default 5; Patroni ignores the key).
+    pub switchover_drain_timeout: f64,
     /// Keys pgbaton does not use, kept verbatim (unknown keys of the `postgresql` section are
     /// under `extra["postgresql"]`).
     pub extra: Map<String, Value>,
@@ -97,6 +101,9 @@ pub struct SlotSpec {
 /// Patroni 4's default `member_slots_ttl`: 30 minutes.
 pub const DEFAULT_MEMBER_SLOTS_TTL: f64 = 1800.0;
 
+/// pgbaton's default `switchover_drain_timeout`: 5 seconds.
+pub const DEFAULT_SWITCHOVER_DRAIN_TIMEOUT: f64 = 5.0;
+
 /// Where the DCS `config` key's errors say they come from.
 const DCS_SOURCE: &str = "DCS config";
 
@@ -120,6 +127,7 @@ impl DynamicConfig {
             slots: BTreeMap::new(),
             pause: false,
             member_slots_ttl: DEFAULT_MEMBER_SLOTS_TTL,
+            switchover_drain_timeout: DEFAULT_SWITCHOVER_DRAIN_TIMEOUT,
             extra: Map::new(),
         }
     }
@@ -191,6 +199,12 @@ impl DynamicConfig {
             out.insert(
                 "member_slots_ttl".into(),
                 seconds_json(self.member_slots_ttl),
+            );
+        }
+        if self.switchover_drain_timeout != DEFAULT_SWITCHOVER_DRAIN_TIMEOUT {
+            out.insert(
+                "switchover_drain_timeout".into(),
+                seconds_json(self.switchover_drain_timeout),
             );
         }
         for (key, value) in &self.extra {
