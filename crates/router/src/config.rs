@@ -173,6 +173,9 @@ pub struct RouterConfig {
     /// `write.pool_mode` / `read.pool_mode`: a listener's mode, over `pool.pool_mode`.
     pub write_pool_mode: Option<crate::pool::PoolMode>,
     pub read_pool_mode: Option<crate::pool::PoolMode>,
+    /// `name`: the router's key `routers/<name>` in the DCS (default `<host name>:<write
+    /// port>`); unique among the routers of the cluster.
+    pub name: Option<String>,
 }
 
 impl RouterConfig {
@@ -206,6 +209,7 @@ impl RouterConfig {
             pool: crate::pool::PoolSettings::default(),
             write_pool_mode: None,
             read_pool_mode: None,
+            name: None,
         }
     }
 
@@ -244,6 +248,13 @@ impl RouterConfig {
                 }
                 "etcd3" | "etcd" => (cfg.etcd_hosts, cfg.etcd_access) = parse_etcd(key, value)?,
                 "namespace" => cfg.namespace = string("namespace", value)?,
+                "name" => {
+                    let name = string("name", value)?;
+                    if name.is_empty() || name.contains('/') {
+                        return Err(invalid("name", "must be a non-empty name without `/`"));
+                    }
+                    cfg.name = Some(name);
+                }
                 "scope" => cfg.scope = string("scope", value)?,
                 "connect_timeout" => {
                     cfg.connect_timeout = duration("connect_timeout", value)?;
