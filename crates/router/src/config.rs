@@ -373,6 +373,9 @@ impl RouterConfig {
         let mut out = String::new();
         out.push_str(&format!("scope: {}\n", q(&self.scope)));
         out.push_str(&format!("namespace: {}\n", q(&self.namespace)));
+        if let Some(name) = &self.name {
+            out.push_str(&format!("name: {}\n", q(name)));
+        }
         out.push_str("etcd3:\n  hosts:\n");
         for host in &self.etcd_hosts {
             out.push_str(&format!("    - {}\n", q(host)));
@@ -697,6 +700,7 @@ mod tests {
     const FULL: &str = r#"
 scope: demo
 namespace: /service/
+name: router-a
 etcd3:
   hosts: [127.0.0.1:2379, "127.0.0.2:2379"]
 write:
@@ -717,6 +721,7 @@ tls: passthrough
     fn full_config_parses_and_round_trips() {
         let cfg = RouterConfig::from_yaml_str(FULL).expect("parse");
         assert_eq!(cfg.scope, "demo");
+        assert_eq!(cfg.name.as_deref(), Some("router-a"));
         assert_eq!(cfg.etcd_hosts, vec!["127.0.0.1:2379", "127.0.0.2:2379"]);
         assert_eq!(cfg.write_listen, "127.0.0.1:6000");
         assert_eq!(cfg.switchover_wait, Duration::from_millis(2500));
@@ -791,6 +796,8 @@ tls: passthrough
         assert!(e.contains("read.lsiten") && e.contains("unknown"), "{e}");
         let e = error_of(&format!("{base}read: {{balance: random}}\n"));
         assert!(e.contains("read.balance"), "{e}");
+        let e = error_of(&format!("{base}name: a/b\n"));
+        assert!(e.contains("name") && e.contains("without `/`"), "{e}");
         let e = error_of(&format!("{base}tls: sometimes\n"));
         assert!(e.contains("tls") && e.contains("terminate"), "{e}");
         let e = error_of(&format!("{base}tls: terminate\n"));
