@@ -152,3 +152,36 @@ fn member_slots_ttl_takes_seconds_or_patronis_units_and_is_written_when_not_the_
         "the default is not written"
     );
 }
+
+#[test]
+fn switchover_drain_timeout_takes_seconds_and_is_written_when_not_the_default() {
+    let load = |v: serde_json::Value| {
+        DynamicConfig::from_dcs_json(
+            &json!({ "switchover_drain_timeout": v }),
+            &DynamicConfig::defaults(),
+        )
+    };
+    assert_eq!(DynamicConfig::defaults().switchover_drain_timeout, 5.0);
+    let ten = load(json!(10)).expect("valid").value;
+    assert_eq!(ten.switchover_drain_timeout, 10.0);
+    assert!(ten.extra.is_empty(), "used, not kept verbatim");
+    assert_eq!(ten.to_dcs_json()["switchover_drain_timeout"], json!(10));
+    assert_eq!(
+        load(json!("2s"))
+            .expect("valid")
+            .value
+            .switchover_drain_timeout,
+        2.0
+    );
+    assert_eq!(
+        load(json!(-1)).expect_err("negative").to_string(),
+        "DCS config: switchover_drain_timeout: must be 0 to 3600 seconds, got -1"
+    );
+    assert_eq!(
+        DynamicConfig::defaults()
+            .to_dcs_json()
+            .get("switchover_drain_timeout"),
+        None,
+        "the default is not written"
+    );
+}

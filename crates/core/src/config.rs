@@ -53,6 +53,10 @@ pub struct HaConfig {
     /// keeps its primary while every member of the failsafe topology acknowledges it
     /// (`POST /failsafe`), see [`crate::failsafe`].
     pub failsafe_mode: bool,
+    /// How long a leader with a switchover due waits for the routers registered under
+    /// `routers/` to pause their write traffic before it stops PostgreSQL anyway
+    /// (`switchover_drain_timeout`, default 5 s).
+    pub switchover_drain_timeout_ms: u64,
 }
 
 /// How the leader manages synchronous replication.
@@ -111,6 +115,7 @@ impl HaConfig {
             paused: false,
             synchronous: SyncConfig::off(),
             failsafe_mode: false,
+            switchover_drain_timeout_ms: 5_000,
         }
     }
 

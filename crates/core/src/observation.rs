@@ -217,6 +217,9 @@ pub struct DcsView {
     /// Where the oldest WAL segment in the leader's `pg_wal` starts, as the leader last
     /// published it in `status` (WAL before this position is gone from the leader).
     pub leader_oldest_wal: Option<Lsn>,
+    /// The routers registered under `routers/` (pgbaton's addition): each router's name and
+    /// the `failover` key revision it has paused its write traffic for, if any.
+    pub routers: BTreeMap<String, Option<i64>>,
 }
 
 impl DcsView {
@@ -242,6 +245,8 @@ pub struct FailoverRequest {
     pub candidate: Option<String>,
     /// Not before this wall-clock time (Unix ms).
     pub scheduled_at_unix_ms: Option<u64>,
+    /// The key's mod_revision: what the routers acknowledge when they have paused for it.
+    pub revision: i64,
 }
 
 /// The `sync` key.

@@ -142,6 +142,19 @@ pub enum Reason {
     HandingOver {
         to: String,
     },
+    /// The switchover goes on although these routers did not pause within
+    /// `switchover_drain_timeout`.
+    HandingOverUnpaused {
+        to: String,
+        not_paused: Vec<String>,
+    },
+    /// The switchover waits for the routers serving the cluster to pause their write
+    /// traffic and acknowledge, within `switchover_drain_timeout`.
+    SwitchoverDraining {
+        to: String,
+        waiting_for: Vec<String>,
+        remaining_ms: u64,
+    },
     /// Failsafe mode: the switchover waits until the `failsafe` key names its candidate (a
     /// member outside the failsafe topology never races).
     SwitchoverWaitingForFailsafeKey {
@@ -314,6 +327,17 @@ impl fmt::Display for Reason {
             },
             WaitingForPostgres => write!(f, "waiting for PostgreSQL to answer"),
             HandingOver { to } => write!(f, "switchover: checkpoint and clean stop, then handing the leader key to {to}"),
+            HandingOverUnpaused { to, not_paused } => write!(
+                f,
+                "switchover: router(s) {} did not pause within switchover_drain_timeout; checkpoint and clean stop anyway, then handing the leader key to {to}",
+                not_paused.join(", ")
+            ),
+            SwitchoverDraining { to, waiting_for, remaining_ms } => write!(
+                f,
+                "switchover to {to}: waiting for router(s) {} to pause their write traffic ({} ms left of switchover_drain_timeout)",
+                waiting_for.join(", "),
+                remaining_ms
+            ),
             SwitchoverWaitingForFailsafeKey { to } => write!(f, "switchover to {to}: waiting for the failsafe key to name it (a member outside the failsafe topology never races)"),
             SwitchoverScheduled { in_ms } => write!(f, "leader; switchover scheduled in {} s", in_ms / 1000),
             SwitchoverRefused(why) => write!(f, "switchover refused and cancelled: {why}"),

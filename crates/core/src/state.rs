@@ -98,6 +98,9 @@ pub struct MemberState {
     /// The WAL this replica needs is gone from its upstream (published as `WAL missing` until
     /// it streams again).
     pub wal_missing: bool,
+    /// Leader with a switchover due: the `failover` key revision it is for and when the
+    /// leader started waiting for the routers to pause (`switchover_drain_timeout` runs from it).
+    pub drain_started: Option<(i64, Millis)>,
 }
 
 impl MemberState {
@@ -118,6 +121,7 @@ impl MemberState {
             reclone_pending: false,
             last_reclone_at: None,
             wal_missing: false,
+            drain_started: None,
         }
     }
 }

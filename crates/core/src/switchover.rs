@@ -4,6 +4,11 @@
 //! shutdown, so every byte of WAL reaches the candidate and no rewind is needed afterwards)
 //! and then releases the leader key; the candidate races for it at once, the other members
 //! stand aside while the request names someone else.
+//!
+//! Before it stops PostgreSQL, the leader waits for the routers registered under `routers/`
+//! to pause their write traffic at transaction boundaries and acknowledge the request's
+//! revision ([`drain`]), at most `switchover_drain_timeout`: so that no client of a router
+//! meets a server that shuts down under it.
 
 use crate::observation::{DcsView, FailoverRequest, RunningPg};
 use crate::{HaConfig, Millis};
@@ -65,6 +70,58 @@ pub(crate) fn leader_side(
                 None => LeaderSide::Refuse("no healthy replica to hand over to".into()),
             }
         }
+    }
+}
+
+/// Whether the routers let the leader stop PostgreSQL for the switchover `req`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Drain {
+    /// Every registered router acknowledged (or none is registered).
+    Paused,
+    /// These routers have not acknowledged, and `switchover_drain_timeout` is over: go on.
+    TimedOut { not_paused: Vec<String> },
+    /// Wait for these routers, at most `remaining_ms` longer.
+    Waiting {
+        not_paused: Vec<String>,
+        remaining_ms: u64,
+    },
+}
+
+/// The routers' side of a due switchover. `started` is the member's memory of when the
+/// leader began to wait for request revision `.0` (set here on the first call for a
+/// revision); a router acknowledges by naming the revision in its key. A router that does
+/// not answer holds the switchover up at most `switchover_drain_timeout`; routers that
+/// register while the leader waits are waited for too, within the same bound.
+pub(crate) fn drain(
+    cfg: &HaConfig,
+    view: &DcsView,
+    req: &FailoverRequest,
+    started: &mut Option<(i64, Millis)>,
+    now: Millis,
+) -> Drain {
+    let since = match *started {
+        Some((revision, at)) if revision == req.revision => at,
+        _ => {
+            *started = Some((req.revision, now));
+            now
+        }
+    };
+    let not_paused: Vec<String> = view
+        .routers
+        .iter()
+        .filter(|(_, acked)| **acked != Some(req.revision))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if not_paused.is_empty() {
+        return Drain::Paused;
+    }
+    let waited = now.saturating_sub(since);
+    if waited >= cfg.switchover_drain_timeout_ms {
+        return Drain::TimedOut { not_paused };
+    }
+    Drain::Waiting {
+        not_paused,
+        remaining_ms: cfg.switchover_drain_timeout_ms - waited,
     }
 }
 

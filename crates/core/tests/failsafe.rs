@@ -55,6 +55,7 @@ fn view(leader: Option<&str>, failsafe: Option<&[&str]>) -> DcsView {
         sync: None,
         failsafe: failsafe.map(|k| k.iter().map(|s| s.to_string()).collect()),
         leader_oldest_wal: None,
+        routers: Default::default(),
     }
 }
 
@@ -231,6 +232,7 @@ fn a_promise_also_holds_a_requested_switchover_candidate_back() {
         leader: Some("node2".into()),
         candidate: Some(ME.into()),
         scheduled_at_unix_ms: None,
+        revision: 1,
     });
     let o = Observation {
         failsafe_promised_until: Some(NOW + 2_000),
@@ -397,6 +399,7 @@ fn a_switchover_hands_over_only_to_a_member_the_failsafe_key_names() {
         leader: Some(ME.into()),
         candidate: None,
         scheduled_at_unix_ms: None,
+        revision: 1,
     };
     let mut stale = view(Some(ME), Some(&["node1"]));
     stale.failover = Some(request.clone());

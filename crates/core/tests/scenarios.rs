@@ -72,6 +72,7 @@ impl Obs {
                     sync: None,
                     failsafe: None,
                     leader_oldest_wal: None,
+                    routers: Default::default(),
                 }),
                 lease_valid_until: Some(103_000),
                 peers: BTreeMap::new(),

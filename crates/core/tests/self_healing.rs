@@ -71,6 +71,7 @@ fn view(members: &[&str]) -> DcsView {
         sync: None,
         failsafe: None,
         leader_oldest_wal: None,
+        routers: Default::default(),
     }
 }
 

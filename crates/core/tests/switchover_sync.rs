@@ -80,6 +80,7 @@ fn view(leader: Option<&str>) -> DcsView {
         sync: None,
         failsafe: None,
         leader_oldest_wal: None,
+        routers: Default::default(),
     }
 }
 
@@ -129,6 +130,7 @@ fn request(leader: Option<&str>, candidate: Option<&str>) -> Option<FailoverRequ
         leader: leader.map(str::to_string),
         candidate: candidate.map(str::to_string),
         scheduled_at_unix_ms: None,
+        revision: 1,
     })
 }
 
@@ -231,6 +233,7 @@ fn a_scheduled_switchover_waits_for_its_time() {
         leader: Some(ME.into()),
         candidate: Some("node2".into()),
         scheduled_at_unix_ms: Some(1_800_000_060_000),
+        revision: 1,
     });
     let o = obs(primary(1000, vec![conn("node2", 1000, false)]), v);
     let d = decide(&leader_state(), &o, &cfg());
@@ -363,6 +366,7 @@ fn a_scheduled_switchover_does_not_hold_back_the_leader_it_names_before_its_time
         leader: Some(ME.into()),
         candidate: None,
         scheduled_at_unix_ms: Some(1_800_000_000_000 + 60_000),
+        revision: 1,
     });
     let mut o = obs(replica(1100), v);
     o.peers.insert("node2".into(), peer(1000, 1));
@@ -380,6 +384,7 @@ fn a_scheduled_switchover_does_not_hold_back_the_others_before_its_time() {
         leader: Some("node2".into()),
         candidate: Some("node3".into()),
         scheduled_at_unix_ms: Some(1_800_000_000_000 + 60_000),
+        revision: 1,
     });
     let mut o = obs(replica(1100), v.clone());
     o.peers.insert("node3".into(), peer(1000, 1));

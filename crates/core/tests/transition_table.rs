@@ -221,21 +221,25 @@ fn dcs_view(r: &mut Rng, unix_now_ms: u64) -> DcsView {
             leader: Some(ME.into()),
             candidate: Some(r.pick(&OTHERS).into()),
             scheduled_at_unix_ms: None,
+            revision: 7,
         }),
         1 => Some(FailoverRequest {
             leader: Some(ME.into()),
             candidate: None,
             scheduled_at_unix_ms: r.chance(30).then_some(unix_now_ms + 60_000),
+            revision: 8,
         }),
         2 => Some(FailoverRequest {
             leader: Some(r.pick(&OTHERS).into()),
             candidate: r.chance(50).then(|| ME.to_string()),
             scheduled_at_unix_ms: None,
+            revision: 7,
         }),
         3 => Some(FailoverRequest {
             leader: None,
             candidate: Some(r.pick(&[ME, "node2"]).into()),
             scheduled_at_unix_ms: None,
+            revision: 7,
         }),
         _ => None,
     };
@@ -254,6 +258,11 @@ fn dcs_view(r: &mut Rng, unix_now_ms: u64) -> DcsView {
         members: sync_members.clone(),
         quorum: None,
     });
+    // Registered routers: none, one that acknowledged revision 7, one that did not.
+    let mut routers = BTreeMap::new();
+    if r.chance(40) {
+        routers.insert("router1".to_string(), r.chance(50).then_some(7));
+    }
     let mut history = BTreeMap::new();
     if r.chance(50) {
         history.insert(1, 500_000 + r.below(1_000_000));
@@ -271,6 +280,7 @@ fn dcs_view(r: &mut Rng, unix_now_ms: u64) -> DcsView {
             .chance(20)
             .then(|| vec![ME.to_string(), "node2".to_string()]),
         leader_oldest_wal: r.chance(30).then(|| r.below(2_000_000)),
+        routers,
     }
 }
 

@@ -54,6 +54,7 @@ fn view(leader: Option<&str>) -> DcsView {
         sync: None,
         failsafe: None,
         leader_oldest_wal: None,
+        routers: Default::default(),
     }
 }
 
@@ -150,6 +151,7 @@ fn required_without_a_device_refuses_a_switchover_to_it() {
         leader: Some("node1".into()),
         candidate: Some(ME.into()),
         scheduled_at_unix_ms: None,
+        revision: 1,
     });
     let o = obs(running(true), v.clone(), unusable());
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
@@ -168,6 +170,7 @@ fn required_without_a_device_refuses_a_switchover_to_it() {
         leader: Some("node1".into()),
         candidate: Some(ME.into()),
         scheduled_at_unix_ms: None,
+        revision: 1,
     });
     let leader_cfg = HaConfig::with_defaults("node1");
     let leader_pg = RunningPg {

@@ -1,7 +1,9 @@
 //! The cluster state as it is stored in the DCS, in Patroni 3's key layout and JSON shapes.
 //!
 //! Every key lives under `/<namespace>/<scope>/` (namespace `/service/` by default):
-//! `leader`, `members/<name>`, `initialize`, `config`, `history`, `status`, `sync`, `failover`.
+//! `leader`, `members/<name>`, `initialize`, `config`, `history`, `status`, `sync`, `failover`,
+//! and pgbaton's own `routers/<name>` (each router of the cluster, attached to its lease;
+//! Patroni ignores the key).
 //! These types are what the agent writes and what `ctl`, the REST API and the router read,
 //! so that tools written for Patroni can read a pgbaton cluster and the other way round.
 
@@ -21,6 +23,8 @@ pub mod keys {
     pub const SYNC: &str = "sync";
     pub const FAILOVER: &str = "failover";
     pub const FAILSAFE: &str = "failsafe";
+    /// pgbaton's addition: `routers/<name>`, one per router serving the cluster.
+    pub const ROUTERS: &str = "routers/";
 }
 
 /// Where a cluster lives in the DCS: `/<namespace>/<scope>/`.
@@ -54,6 +58,10 @@ impl ClusterPath {
     /// The full key for a name relative to the cluster prefix (e.g. `leader`, `members/node1`).
     pub fn key(&self, relative: &str) -> String {
         format!("{}{}", self.prefix(), relative)
+    }
+
+    pub fn router_key(&self, router: &str) -> String {
+        self.key(&format!("{}{router}", keys::ROUTERS))
     }
 
     pub fn member_key(&self, member: &str) -> String {
@@ -278,6 +286,27 @@ pub struct FailoverDoc {
     pub extra: BTreeMap<String, Value>,
 }
 
+/// `routers/<name>` (pgbaton's addition, attached to the router's own lease): a router that
+/// serves the cluster's clients. While a planned switchover is pending it pauses the write
+/// traffic at transaction boundaries and then acknowledges the `failover` key's revision in
+/// `paused_for`; the leader stops PostgreSQL once every registered router has acknowledged
+/// (or `switchover_drain_timeout` has passed).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct RouterDoc {
+    /// The `failover` key's mod_revision whose switchover this router has paused for (its
+    /// write traffic waits, its write server connections are drained).
+    #[serde(skip_serializing_if = "Option::is_none", default)]
+    pub paused_for: Option<i64>,
+    /// The router's version.
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub version: String,
+    /// Where the router listens for writes (informational).
+    #[serde(skip_serializing_if = "String::is_empty", default)]
+    pub write_listen: String,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
 /// A value read from the DCS together with the revision needed for a compare-and-swap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versioned<T> {
@@ -300,6 +329,9 @@ pub struct ClusterState {
     pub failover: Option<Versioned<FailoverDoc>>,
     /// `failsafe`: the failsafe topology the leader wrote, member name → `api_url`.
     pub failsafe: Option<BTreeMap<String, String>>,
+    /// `routers/<name>`: the routers registered for the cluster (keys that do not parse are
+    /// kept as a router that has acknowledged nothing).
+    pub routers: BTreeMap<String, RouterDoc>,
     /// The etcd revision at which this snapshot was read.
     pub revision: i64,
 }

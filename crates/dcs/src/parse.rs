@@ -9,7 +9,7 @@
 use serde::de::DeserializeOwned;
 
 use crate::error::DcsError;
-use crate::model::{keys, ClusterState, HistoryEntry, LeaderKey, MemberDoc, Versioned};
+use crate::model::{keys, ClusterState, HistoryEntry, LeaderKey, MemberDoc, RouterDoc, Versioned};
 
 /// One key-value pair as the store returns it.
 #[derive(Debug, Clone, Copy)]
@@ -35,6 +35,8 @@ pub enum KeyKind<'a> {
     Failover,
     /// `failsafe`: the failsafe topology, `{"member": "api_url", ...}`.
     Failsafe,
+    /// `routers/<name>`: a router registered for the cluster (pgbaton's addition).
+    Router(&'a str),
     /// A key pgbaton does not read (e.g. Patroni's old `optime/leader`).
     Other,
 }
@@ -51,10 +53,17 @@ pub fn classify<'a>(prefix: &str, key: &'a str) -> Option<KeyKind<'a>> {
         keys::SYNC => KeyKind::Sync,
         keys::FAILOVER => KeyKind::Failover,
         keys::FAILSAFE => KeyKind::Failsafe,
-        other => match other.strip_prefix(keys::MEMBERS) {
-            Some(name) if !name.is_empty() && !name.contains('/') => KeyKind::Member(name),
-            _ => KeyKind::Other,
-        },
+        other => {
+            let single = |name: &str| !name.is_empty() && !name.contains('/');
+            match (
+                other.strip_prefix(keys::MEMBERS),
+                other.strip_prefix(keys::ROUTERS),
+            ) {
+                (Some(name), _) if single(name) => KeyKind::Member(name),
+                (_, Some(name)) if single(name) => KeyKind::Router(name),
+                _ => KeyKind::Other,
+            }
+        }
     })
 }
 
@@ -144,6 +153,12 @@ pub fn parse_cluster<'a>(
             }
             // Unreadable: as if absent (every member then reads it the same way).
             KeyKind::Failsafe => state.failsafe = lenient(json(&entry)),
+            // A router whose key does not parse still counts: it has acknowledged nothing
+            // (so a leader waits for it, within switchover_drain_timeout).
+            KeyKind::Router(name) => {
+                let doc = lenient(json::<RouterDoc>(&entry)).unwrap_or_default();
+                state.routers.insert(name.to_string(), doc);
+            }
             KeyKind::Other => {}
         }
     }
@@ -258,6 +273,29 @@ mod tests {
         assert_eq!(s.members.keys().collect::<Vec<_>>(), vec!["good"]);
         assert_eq!(s.status, None);
         assert_eq!(s.failover, None);
+    }
+
+    #[test]
+    fn routers_are_read_and_a_broken_one_counts_as_unacknowledged() {
+        let entries = vec![
+            e(
+                "/service/c/routers/r1",
+                r#"{"paused_for":17,"version":"x"}"#,
+            ),
+            e("/service/c/routers/r2", "{}"),
+            e("/service/c/routers/r3", "garbage"),
+            e("/service/c/routers/a/b", "{}"),
+        ];
+        assert_eq!(
+            classify(P, "/service/c/routers/r1"),
+            Some(KeyKind::Router("r1"))
+        );
+        assert_eq!(classify(P, "/service/c/routers/"), Some(KeyKind::Other));
+        let s = parse_cluster(P, entries, 1).expect("parses");
+        assert_eq!(s.routers.keys().collect::<Vec<_>>(), vec!["r1", "r2", "r3"]);
+        assert_eq!(s.routers["r1"].paused_for, Some(17));
+        assert_eq!(s.routers["r2"].paused_for, None);
+        assert_eq!(s.routers["r3"].paused_for, None);
     }
 
     #[test]

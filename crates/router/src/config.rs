@@ -177,6 +177,9 @@ pub struct RouterConfig {
     /// `write.pool_mode` / `read.pool_mode`: a listener's mode, over `pool.pool_mode`.
     pub write_pool_mode: Option<crate::pool::PoolMode>,
     pub read_pool_mode: Option<crate::pool::PoolMode>,
+    /// `name`: the router's key `routers/<name>` in the DCS (default `<host name>:<write
+    /// port>`); unique among the routers of the cluster.
+    pub name: Option<String>,
 }
 
 impl RouterConfig {
@@ -211,6 +214,7 @@ impl RouterConfig {
             pool: crate::pool::PoolSettings::default(),
             write_pool_mode: None,
             read_pool_mode: None,
+            name: None,
         }
     }
 
@@ -249,6 +253,13 @@ impl RouterConfig {
                 }
                 "etcd3" | "etcd" => (cfg.etcd_hosts, cfg.etcd_access) = parse_etcd(key, value)?,
                 "namespace" => cfg.namespace = string("namespace", value)?,
+                "name" => {
+                    let name = string("name", value)?;
+                    if name.is_empty() || name.contains('/') {
+                        return Err(invalid("name", "must be a non-empty name without `/`"));
+                    }
+                    cfg.name = Some(name);
+                }
                 "scope" => cfg.scope = string("scope", value)?,
                 "connect_timeout" => {
                     cfg.connect_timeout = duration("connect_timeout", value)?;
@@ -383,6 +394,9 @@ impl RouterConfig {
         let mut out = String::new();
         out.push_str(&format!("scope: {}\n", q(&self.scope)));
         out.push_str(&format!("namespace: {}\n", q(&self.namespace)));
+        if let Some(name) = &self.name {
+            out.push_str(&format!("name: {}\n", q(name)));
+        }
         out.push_str("etcd3:\n  hosts:\n");
         for host in &self.etcd_hosts {
             out.push_str(&format!("    - {}\n", q(host)));
@@ -710,6 +724,7 @@ mod tests {
     const FULL: &str = r#"
 scope: demo
 namespace: /service/
+name: router-a
 etcd3:
   hosts: [127.0.0.1:2379, "127.0.0.2:2379"]
 write:
@@ -730,6 +745,7 @@ tls: passthrough
     fn full_config_parses_and_round_trips() {
         let cfg = RouterConfig::from_yaml_str(FULL).expect("parse");
         assert_eq!(cfg.scope, "demo");
+        assert_eq!(cfg.name.as_deref(), Some("router-a"));
         assert_eq!(cfg.etcd_hosts, vec!["127.0.0.1:2379", "127.0.0.2:2379"]);
         assert_eq!(cfg.write_listen, "127.0.0.1:6000");
         assert_eq!(cfg.switchover_wait, Duration::from_millis(2500));
@@ -804,6 +820,8 @@ tls: passthrough
         assert!(e.contains("read.lsiten") && e.contains("unknown"), "{e}");
         let e = error_of(&format!("{base}read: {{balance: random}}\n"));
         assert!(e.contains("read.balance"), "{e}");
+        let e = error_of(&format!("{base}name: a/b\n"));
+        assert!(e.contains("name") && e.contains("without `/`"), "{e}");
         let e = error_of(&format!("{base}tls: sometimes\n"));
         assert!(e.contains("tls") && e.contains("terminate"), "{e}");
         let e = error_of(&format!("{base}tls: terminate\n"));

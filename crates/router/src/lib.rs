@@ -46,6 +46,7 @@ mod cancel;
 mod client;
 mod config;
 mod error;
+mod handover;
 mod handshake;
 pub mod import;
 pub mod lag;

@@ -5,6 +5,8 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
+use tokio::sync::watch;
+
 use crate::config::Balance;
 use crate::metrics::Metrics;
 use crate::shared::Shared;
@@ -16,18 +18,40 @@ use crate::topology::{Backend, Replica};
 /// meantime still gets its chance.
 pub(crate) async fn wait_for_leader(shared: &Shared, avoid: Option<&Backend>) -> Option<Backend> {
     let mut leader = shared.leader.clone();
+    let mut hold = shared.hold.clone();
     let acceptable = |l: &Option<Backend>| l.is_some() && l.as_ref() != avoid;
-    {
+    let held = *hold.borrow_and_update();
+    if !held {
         let current = leader.borrow_and_update();
         if acceptable(&current) {
             return current.clone();
         }
     }
+    // A switchover being drained (handover.rs): wait for the new leader, also through the
+    // leader's drain.
+    let bound = if held {
+        shared.cfg.switchover_wait + crate::handover::DEFAULT_DRAIN_TIMEOUT
+    } else {
+        shared.cfg.switchover_wait
+    };
     let started = Instant::now();
     shared.waiting.fetch_add(1, Ordering::Relaxed);
-    let waited = tokio::time::timeout(shared.cfg.switchover_wait, leader.wait_for(acceptable))
-        .await
-        .map(|found| found.map(|f| f.clone()));
+    let found = async {
+        loop {
+            if !*hold.borrow_and_update() {
+                let current = leader.borrow_and_update().clone();
+                if acceptable(&current) {
+                    return Ok(current);
+                }
+            }
+            tokio::select! {
+                changed = leader.changed() => changed?,
+                changed = hold.changed() => changed?,
+            }
+        }
+    };
+    let waited: Result<Result<Option<Backend>, watch::error::RecvError>, _> =
+        tokio::time::timeout(bound, found).await;
     shared.waiting.fetch_sub(1, Ordering::Relaxed);
     let elapsed = started.elapsed();
     shared.metrics.wait_seconds.observe(elapsed.as_secs_f64());
@@ -41,7 +65,7 @@ pub(crate) async fn wait_for_leader(shared: &Shared, avoid: Option<&Backend>) ->
         }
         _ => {
             Metrics::count(&shared.metrics.waits, &[("outcome", "timed_out")]);
-            if avoid.is_some() {
+            if avoid.is_some() && !*shared.hold.borrow() {
                 shared.leader.borrow().clone()
             } else {
                 None

@@ -145,10 +145,12 @@ impl Router {
         );
         let (stop_tx, stop) = watch::channel(false);
         let publisher = Arc::new(Publisher::new());
+        let (hold_tx, hold) = watch::channel(false);
         let metrics = Arc::new(Metrics::new(pooling.as_ref().map(|p| p.pools.clone())));
         let shared = Arc::new(Shared {
             topology: publisher.topology.subscribe(),
             leader: publisher.leader.subscribe(),
+            hold,
             stop: stop.clone(),
             metrics: metrics.clone(),
             cancel_keys: Mutex::new(Default::default()),
@@ -193,7 +195,21 @@ impl Router {
             states,
             metrics,
         };
+        let handover = crate::handover::Handover {
+            hosts: cfg.etcd_hosts.clone(),
+            access: cfg.etcd_access.clone(),
+            path: ClusterPath::new(&cfg.namespace, &cfg.scope),
+            name: cfg
+                .name
+                .clone()
+                .unwrap_or_else(|| crate::handover::default_name(shared.write_addr.port())),
+            write_listen: shared.write_addr.to_string(),
+            states: following.states.subscribe(),
+            hold: hold_tx,
+            pooling: pooling.clone(),
+        };
         let follower = tokio::spawn(follow(following, rest, stop.clone()));
+        let handing_over = tokio::spawn(crate::handover::run(handover, stop.clone()));
         let writes = tokio::spawn(accept(write, Target::Write, shared.clone()));
         let reads = tokio::spawn(accept(read, Target::Read, shared.clone()));
         let closes = offload.map(|offload| offload.watch_closes(stop.clone()));
@@ -207,7 +223,7 @@ impl Router {
         shutdown.await;
         tracing::info!("router shutting down");
         let _ = stop_tx.send(true);
-        for task in [follower, writes, reads]
+        for task in [follower, handing_over, writes, reads]
             .into_iter()
             .chain(poller)
             .chain(closes)

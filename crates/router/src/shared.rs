@@ -20,6 +20,8 @@ pub(crate) struct Shared {
     pub cfg: RouterConfig,
     pub topology: watch::Receiver<Arc<Topology>>,
     pub leader: watch::Receiver<Option<Backend>>,
+    /// True while a switchover is drained (handover.rs): new write work waits.
+    pub hold: watch::Receiver<bool>,
     /// Turns true when the router shuts down: sessions end.
     pub stop: watch::Receiver<bool>,
     pub metrics: Arc<Metrics>,

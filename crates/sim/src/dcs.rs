@@ -96,6 +96,7 @@ impl Dcs {
             failsafe: self.failsafe.clone(),
             // WAL recycling is not modelled: the leader keeps every segment.
             leader_oldest_wal: None,
+            routers: Default::default(),
         }
     }
 

@@ -528,6 +528,7 @@ impl crate::world::World {
             leader,
             candidate,
             scheduled_at_unix_ms: scheduled_in_ms.map(|ms| self.unix_now_ms() + ms),
+            revision: self.now as i64,
         };
         self.log_global(format!("failover key written: {request:?}"));
         self.happenings.push(crate::Happening::SwitchoverRequested {

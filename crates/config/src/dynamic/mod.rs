@@ -54,6 +54,10 @@ pub struct DynamicConfig {
     pub member_slots_ttl: f64,
     /// Declared publications and subscriptions (`logical`), kept as declared by the leader.
     pub logical: LogicalSpec,
+    /// Seconds a leader with a switchover due waits for the routers registered for the
+    /// cluster to pause their write traffic before it stops PostgreSQL anyway (pgbaton's
+    /// addition, default 5; Patroni ignores the key).
+    pub switchover_drain_timeout: f64,
     /// Keys pgbaton does not use, kept verbatim (unknown keys of the `postgresql` section are
     /// under `extra["postgresql"]`).
     pub extra: Map<String, Value>,
@@ -101,6 +105,9 @@ pub struct SlotSpec {
 /// Patroni 4's default `member_slots_ttl`: 30 minutes.
 pub const DEFAULT_MEMBER_SLOTS_TTL: f64 = 1800.0;
 
+/// pgbaton's default `switchover_drain_timeout`: 5 seconds.
+pub const DEFAULT_SWITCHOVER_DRAIN_TIMEOUT: f64 = 5.0;
+
 /// Where the DCS `config` key's errors say they come from.
 const DCS_SOURCE: &str = "DCS config";
 
@@ -125,6 +132,7 @@ impl DynamicConfig {
             pause: false,
             member_slots_ttl: DEFAULT_MEMBER_SLOTS_TTL,
             logical: LogicalSpec::default(),
+            switchover_drain_timeout: DEFAULT_SWITCHOVER_DRAIN_TIMEOUT,
             extra: Map::new(),
         }
     }
@@ -200,6 +208,12 @@ impl DynamicConfig {
         }
         if !self.logical.is_empty() {
             out.insert("logical".into(), self.logical.to_json());
+        }
+        if self.switchover_drain_timeout != DEFAULT_SWITCHOVER_DRAIN_TIMEOUT {
+            out.insert(
+                "switchover_drain_timeout".into(),
+                seconds_json(self.switchover_drain_timeout),
+            );
         }
         for (key, value) in &self.extra {
             match (key.as_str(), value) {

@@ -94,6 +94,14 @@ pub(crate) fn parse(
             "validated and kept in the DCS config; the leader does not create or alter the publications and subscriptions yet: create them with SQL for now",
         );
     }
+    if let Some(v) = sec.get("switchover_drain_timeout") {
+        let p = sec.at("switchover_drain_timeout");
+        let x = walk::as_duration_seconds(ctx, &p, v)?;
+        if !(0.0..=3600.0).contains(&x) {
+            return Err(ctx.invalid(&p, format!("must be 0 to 3600 seconds, got {x}")));
+        }
+        c.switchover_drain_timeout = x;
+    }
     keep_known_extras(ctx, &mut sec, &mut c)?;
 
     for (key, value) in sec.finish(ctx, "kept verbatim in the DCS config, not used by pgbaton") {

@@ -9,7 +9,7 @@ use crate::failsafe;
 use crate::observation::{DcsView, JobKind, JobView, LocalPg, RunningPg};
 use crate::reason::Reason;
 use crate::state::{MemberState, Phase};
-use crate::switchover::{self, LeaderSide};
+use crate::switchover::{self, Drain, LeaderSide};
 use crate::sync;
 use crate::watchdog;
 use crate::{HaConfig, Millis};
@@ -134,6 +134,20 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
             }
             let mut reason = Reason::LeaderHealthy;
             let mut actions = leader_duties(s, cx.cfg, view, pg, cx.now);
+            // Forget a drain whose request is gone, or is no longer due (scheduled later,
+            // refused, done): each request's drain starts when it becomes due.
+            let draining_for = s.drain_started.map(|(revision, _)| revision);
+            if draining_for.is_some()
+                && !view.failover.as_ref().is_some_and(|req| {
+                    Some(req.revision) == draining_for
+                        && matches!(
+                            switchover::leader_side(cx.cfg, view, pg, req, cx.obs.unix_now_ms),
+                            LeaderSide::HandOver { .. }
+                        )
+                })
+            {
+                s.drain_started = None;
+            }
             if let Some(req) = &view.failover {
                 match switchover::leader_side(cx.cfg, view, pg, req, cx.obs.unix_now_ms) {
                     LeaderSide::HandOver { to } if !failsafe::names(cx.cfg, view, &to) => {
@@ -142,14 +156,35 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
                         reason = Reason::SwitchoverWaitingForFailsafeKey { to };
                     }
                     LeaderSide::HandOver { to } => {
-                        s.phase = Phase::HandingOver;
-                        let stop = Action::Stop {
-                            mode: StopMode::CheckpointThenFast,
+                        let drained =
+                            switchover::drain(cx.cfg, view, req, &mut s.drain_started, cx.now);
+                        let handing_over = match drained {
+                            // The routers pause their write traffic: wait (this cycle's
+                            // duties still run).
+                            Drain::Waiting {
+                                not_paused,
+                                remaining_ms,
+                            } => {
+                                reason = Reason::SwitchoverDraining {
+                                    to,
+                                    waiting_for: not_paused,
+                                    remaining_ms,
+                                };
+                                None
+                            }
+                            Drain::TimedOut { not_paused } => {
+                                Some(Reason::HandingOverUnpaused { to, not_paused })
+                            }
+                            Drain::Paused => Some(Reason::HandingOver { to }),
                         };
-                        return (
-                            Reason::HandingOver { to },
-                            vec![Action::WriteStatus { optime: pg.lsn }, stop],
-                        );
+                        if let Some(reason) = handing_over {
+                            s.phase = Phase::HandingOver;
+                            s.drain_started = None;
+                            let stop = Action::Stop {
+                                mode: StopMode::CheckpointThenFast,
+                            };
+                            return (reason, vec![Action::WriteStatus { optime: pg.lsn }, stop]);
+                        }
                     }
                     LeaderSide::Scheduled { in_ms } => {
                         reason = Reason::SwitchoverScheduled { in_ms }

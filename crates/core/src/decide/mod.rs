@@ -207,6 +207,14 @@ fn next_wake(state: &MemberState, cx: &Context, actions: &[Action]) -> Millis {
     if let Some(deadline) = state.restart_deadline.filter(|&d| d > now) {
         wake = wake.min(deadline);
     }
+    // A switchover waiting for routers goes on when switchover_drain_timeout is over (their
+    // acknowledgements wake the loop through the DCS watch).
+    if let Some((_, since)) = state.drain_started {
+        let deadline = since + cx.cfg.switchover_drain_timeout_ms;
+        if deadline > now {
+            wake = wake.min(deadline);
+        }
+    }
     wake
 }
 

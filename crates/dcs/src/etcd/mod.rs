@@ -214,6 +214,25 @@ impl EtcdDcs {
         self.txn(what, txn).await.map_err(Failure::into_dcs)
     }
 
+    /// Put `routers/<name>` (this handle's member name is the router's), attached to this
+    /// handle's own lease: a router registers itself for the cluster with it, and the key
+    /// disappears with the lease when the router stops renewing it ([`Dcs::keepalive`]).
+    pub async fn touch_router(&self, doc: &crate::model::RouterDoc) -> Result<(), DcsError> {
+        let key = self.path.router_key(&self.member);
+        let value = to_json(&key, doc)?;
+        self.put_with_lease("register router", Vec::new(), key, value)
+            .await
+            .map(|_| ())
+    }
+
+    /// Delete `routers/<name>` (a router that stops).
+    pub async fn remove_router(&self) -> Result<(), DcsError> {
+        let key = self.path.router_key(&self.member);
+        self.delete_if("remove router", Vec::new(), key)
+            .await
+            .map(|_| ())
+    }
+
     /// `None` = create iff absent, `Some(rev)` = compare mod_revision.
     fn revision_compare(&self, relative: &str, expected_revision: Option<i64>) -> Vec<Compare> {
         let key = self.path.key(relative);

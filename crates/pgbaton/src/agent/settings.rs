@@ -63,6 +63,7 @@ pub fn ha_config(cfg: &Config, dynamic: &DynamicConfig) -> HaConfig {
         },
         failsafe_mode: dynamic.failsafe_mode,
         member_slots_ttl_ms: secs_to_ms(dynamic.member_slots_ttl),
+        switchover_drain_timeout_ms: secs_to_ms(dynamic.switchover_drain_timeout),
         auto_reclone: cfg.pgbaton.auto_reclone,
         reclone_interval_ms: secs_to_ms(cfg.pgbaton.reclone_interval),
         archive_recovery: restore_command_set(cfg, dynamic),

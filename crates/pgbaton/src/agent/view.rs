@@ -35,6 +35,7 @@ pub fn dcs_view(state: &ClusterState) -> DcsView {
             leader: f.value.leader.clone(),
             candidate: f.value.member.clone(),
             scheduled_at_unix_ms: f.value.scheduled_at.as_deref().and_then(parse_time_ms),
+            revision: f.mod_revision,
         }),
         sync: state.sync.as_ref().map(|s| SyncKey {
             leader: s.value.leader.clone(),
@@ -43,6 +44,11 @@ pub fn dcs_view(state: &ClusterState) -> DcsView {
         }),
         failsafe: state.failsafe.as_ref().map(|k| k.keys().cloned().collect()),
         leader_oldest_wal: state.status.as_ref().and_then(|s| s.oldest_wal_lsn),
+        routers: state
+            .routers
+            .iter()
+            .map(|(name, doc)| (name.clone(), doc.paused_for))
+            .collect(),
     }
 }
 

@@ -384,6 +384,19 @@ impl Pools {
         }
     }
 
+    /// Server connections of `target`'s transaction-mode pools that are busy (open, not
+    /// idle): the transactions a switchover's pause lets finish. Session-mode connections
+    /// stay with their client for the whole session and are not counted.
+    pub(crate) fn busy_transactions(&self, target: &str) -> usize {
+        let state = self.lock();
+        state
+            .pools
+            .iter()
+            .filter(|(k, p)| k.target == target && p.mode == Some(PoolMode::Transaction))
+            .map(|(_, p)| p.open.saturating_sub(p.idle.len()))
+            .sum()
+    }
+
     /// PgBouncer's RESUME (None: every database, and `*`).
     pub(crate) fn resume(&self, database: Option<&str>) {
         self.paused.send_modify(|set| match database {
