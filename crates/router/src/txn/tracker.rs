@@ -111,11 +111,16 @@ impl Default for Tracker {
     }
 }
 
+/// `DISCARD ...` or `DEALLOCATE ...` (looked at in place: no copy of the query).
 fn is_reset(query: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(query)
-        .trim_start()
-        .to_ascii_lowercase();
-    text.starts_with("discard") || text.starts_with("deallocate")
+    let start = query
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(query.len());
+    let text = &query[start..];
+    let starts =
+        |word: &[u8]| text.len() >= word.len() && text[..word.len()].eq_ignore_ascii_case(word);
+    starts(b"discard") || starts(b"deallocate")
 }
 
 impl Tracker {
