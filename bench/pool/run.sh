@@ -47,6 +47,7 @@ PGB_SCRAM_PORT=$((BASE_PORT + 4))
 RT_TRUST_PORT=$((BASE_PORT + 5))
 RT_SCRAM_PORT=$((BASE_PORT + 7))
 RT_SESSION_PORT=$((BASE_PORT + 9))
+RT_SESSION_API=$((BASE_PORT + 11))
 
 for bin in "$PG_BIN/postgres" /usr/bin/etcd /usr/bin/etcdctl /usr/sbin/pgbouncer /usr/bin/pgbench /usr/bin/psql; do
     [ -x "$bin" ] || { echo "missing $bin: apt-get install -y postgresql-15 etcd-server etcd-client pgbouncer" >&2; exit 1; }
@@ -107,7 +108,7 @@ etcdctl --endpoints "127.0.0.1:$ETCD_PORT" put /service/bench/members/node1 \
 etcdctl --endpoints "127.0.0.1:$ETCD_PORT" put /service/bench/leader node1 >/dev/null
 
 # Routers: trust and scram in transaction mode, trust in session mode (kernel forwarding).
-router() { # name write_port auth_type mode pool_size
+router() { # name write_port auth_type mode pool_size [api_port]
     cat >"$DIR/$1.yml" <<EOF
 scope: bench
 etcd3:
@@ -125,6 +126,7 @@ pool:
   default_pool_size: $5
   max_client_conn: $((IDLE + 2000))
 EOF
+    [ -z "${6:-}" ] || printf 'api:\n  listen: 127.0.0.1:%s\n' "$6" >>"$DIR/$1.yml"
     RUST_LOG=warn "$DIR/pgbaton-router" --config "$DIR/$1.yml" >"$DIR/$1.log" 2>&1 &
     PIDS+=($!)
     eval "${1}_PID=$!"
@@ -132,7 +134,7 @@ EOF
 router rt_trust "$RT_TRUST_PORT" trust transaction 20
 router rt_scram "$RT_SCRAM_PORT" scram-sha-256 transaction 20
 # Session mode: a client keeps its server connection, so the pool must fit -c 64.
-router rt_session "$RT_SESSION_PORT" trust session 80
+router rt_session "$RT_SESSION_PORT" trust session 80 "$RT_SESSION_API"
 
 pgbouncer_start() { # name port auth_type
     cat >"$DIR/$1.ini" <<EOF
@@ -340,6 +342,12 @@ if part session; then
     sleep 2
     SESSION_ROWS=("-S -c 8|-S -c 8 -j 2" "-S -c 64|-S -c 64 -j 2")
     table "Session mode (router, kernel forwarding where available) vs direct" SESSION_ROWS direct rt_session
+    # Whether the kernel forwarded those sessions: the router's own count of them.
+    metrics=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+        "http://127.0.0.1:$RT_SESSION_API/metrics" 2>/dev/null || true)
+    kernel=$(echo "$metrics" | awk '/^pgbaton_router_kernel_forwarded_sessions_total / {print $2}')
+    echo
+    echo "Router session mode: ${kernel:-unknown} sessions forwarded by the kernel (pgbaton_router_kernel_forwarded_sessions_total)."
 fi
 if [ -s "$DIR/failures" ]; then
     echo

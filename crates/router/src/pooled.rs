@@ -20,7 +20,7 @@ use crate::auth::{authenticate, Auth, Peer, Refusal};
 use crate::client::Client;
 use crate::handshake::Ready;
 use crate::metrics::Metrics;
-use crate::pool::server::{login, LoginError, ServerConn, ServerView};
+use crate::pool::server::{login_within, LoginError, ServerConn, ServerView};
 use crate::pool::{Checkout, PoolKey, PoolMode, PoolStats, Pools, Report, Slot};
 use crate::protocol::{CancelKey, StartupMessage, Target};
 use crate::route::{read_candidates, wait_for_leader};
@@ -350,7 +350,8 @@ async fn open_server(ctx: &Ctx, slot: Slot) -> Result<ServerConn, Fatal> {
         } else {
             break;
         };
-        let opened = login(
+        let opened = login_within(
+            ctx.pooling.pools.settings().server_connect_timeout,
             &backend,
             &ctx.key.user,
             &ctx.key.database,

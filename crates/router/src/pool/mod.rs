@@ -70,6 +70,10 @@ pub struct PoolSettings {
     /// Run on a connection idle longer than `server_check_delay` before use ("" = none).
     pub server_check_query: String,
     pub server_check_delay: Duration,
+    /// Connecting and logging in to a server must finish within this (PgBouncer's
+    /// `server_connect_timeout`); None: the router's `connect_timeout` bounds the connect
+    /// and `startup_timeout` the login.
+    pub server_connect_timeout: Option<Duration>,
 }
 
 impl Default for PoolSettings {
@@ -89,6 +93,7 @@ impl Default for PoolSettings {
             server_reset_query: "DISCARD ALL".into(),
             server_check_query: "select 1".into(),
             server_check_delay: Duration::from_secs(30),
+            server_connect_timeout: None,
         }
     }
 }
