@@ -17,7 +17,8 @@
 # back to back; REPEAT rounds (default 3), medians shown. Columns: tps (excluding connection
 # time, as pgbench reports it), p99 latency (from pgbench's per-transaction log, 10% sample),
 # the most server connections the pooler held during the run (its TCP connections to
-# PostgreSQL, sampled every 0.5 s with ss; for direct runs pgbench's backends),
+# PostgreSQL, sampled every 0.5 s with ss; for direct runs pgbench's backends), the
+# pooler's CPU time (user + system, /proc/PID/stat) per transaction in microseconds,
 # failed runs. -M prepared runs with -j = -c: pgbench prepares synchronously, and with fewer
 # threads a thread can wait for a connection its own clients hold (docs/CONFIGURATION.md).
 #
@@ -200,11 +201,16 @@ servers() { # target
     fi
 }
 
-# One run: prints "tps p99_ms max_servers ok".
+# CPU clock ticks the pooler process has used (none for direct runs).
+cpu_ticks() { # target
+    [ "$1" = direct ] || awk '{print $14 + $15}' "/proc/$(pid_of "$1")/stat"
+}
+
+# One run: prints "tps p99_ms max_servers ok cpu_us_per_transaction".
 run() { # target args...
     local target=$1
     shift
-    local port prefix sampler maxfile out tps p99 max ok
+    local port prefix sampler maxfile out tps p99 max ok cpu_before cpu txns
     port=$(port_of "$target")
     prefix="$DIR/log/run"
     rm -f "$prefix".*
@@ -217,6 +223,7 @@ run() { # target args...
     done) &
     sampler=$!
     ok=1
+    cpu_before=$(cpu_ticks "$target")
     out=$(cd "$DIR/log" && pgbench -n -h 127.0.0.1 -p "$port" -U postgres -T "$DURATION" \
         -l --sampling-rate 0.1 --log-prefix "$prefix" "$@" postgres 2>&1) || ok=0
     kill "$sampler" 2>/dev/null
@@ -227,7 +234,16 @@ run() { # target args...
     p99=$(cat "$prefix".* 2>/dev/null | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {if (NR) printf "%.2f", a[int(NR*0.99)+(NR*0.99>int(NR*0.99))]/1000; else print "-"}')
     max=$(cat "$maxfile")
     [ "$ok" = 1 ] || echo "$target $*: $(echo "$out" | grep -iE 'error|fatal' | head -2)" >>"$DIR/failures"
-    echo "$tps $p99 $max $ok"
+    # The pooler's CPU time (user + system) per transaction, in microseconds: what the
+    # pooler costs the machine, which the load of a shared machine does not skew as much
+    # as throughput.
+    txns=$(echo "$out" | awk '/^number of transactions actually processed/ {print $NF}' | tail -1)
+    txns=${txns%%/*}
+    cpu=-
+    if [ -n "$cpu_before" ] && [ "${txns:-0}" -gt 0 ]; then
+        cpu=$(( ($(cpu_ticks "$target") - cpu_before) * 1000000 / $(getconf CLK_TCK) / txns ))
+    fi
+    echo "$tps $p99 $max $ok $cpu"
 }
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
@@ -265,7 +281,7 @@ table() { # title rows targets...
     echo
     local header="| pgbench |" rule="|---|"
     for target in "${targets[@]}"; do
-        header+=" $(label_of "$target"): tps / p99 ms / servers |"
+        header+=" $(label_of "$target"): tps / p99 ms / servers / CPU µs per txn |"
         rule+="---|"
     done
     echo "$header"
@@ -275,14 +291,15 @@ table() { # title rows targets...
         [ -z "$ONLY" ] || echo "$label" | grep -qE -- "$ONLY" || continue
         local line="| \`$label\` |"
         for target in "${targets[@]}"; do
-            local tps p99 max fails=0
+            local tps p99 max cpu fails=0
             tps=$(for r in $(seq "$REPEAT"); do echo "${RESULT["$label|$target|$r"]}" | awk '{print $1}'; done | median)
             p99=$(for r in $(seq "$REPEAT"); do echo "${RESULT["$label|$target|$r"]}" | awk '{print $2}'; done | { grep -v -- - || true; } | median)
             max=$(for r in $(seq "$REPEAT"); do echo "${RESULT["$label|$target|$r"]}" | awk '{print $3}'; done | sort -n | tail -1)
             for r in $(seq "$REPEAT"); do
                 [ "$(echo "${RESULT["$label|$target|$r"]}" | awk '{print $4}')" = 1 ] || fails=$((fails + 1))
             done
-            local cell="$tps / ${p99:--} / $max"
+            cpu=$(for r in $(seq "$REPEAT"); do echo "${RESULT["$label|$target|$r"]}" | awk '{print $5}'; done | { grep -v -- - || true; } | median)
+            local cell="$tps / ${p99:--} / $max / ${cpu:--}"
             [ "$fails" = 0 ] || cell+=" ($fails of $REPEAT runs failed)"
             line+=" $cell |"
         done
