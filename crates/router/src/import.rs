@@ -268,6 +268,7 @@ pub fn import_pgbouncer(
                         }
                     }
                     "default_pool_size" => p.default_pool_size = count(&k, &value)?.max(1),
+                    "min_pool_size" => p.min_pool_size = count(&k, &value)?,
                     "reserve_pool_size" => p.reserve_pool_size = count(&k, &value)?,
                     "reserve_pool_timeout" => p.reserve_pool_timeout = seconds(&k, &value)?,
                     "max_client_conn" => p.max_client_conn = count(&k, &value)?,

@@ -25,8 +25,7 @@ use crate::pool::{PoolMode, PoolSettings};
 use crate::units::format_duration;
 
 /// PgBouncer settings the router does not implement (yet): refused with a clear error.
-const NOT_YET: [&str; 8] = [
-    "min_pool_size",
+const NOT_YET: [&str; 7] = [
     "max_prepared_statements",
     "server_reset_query_always",
     "ignore_startup_parameters",
@@ -142,6 +141,7 @@ pub(crate) fn parse_pool(value: &Value) -> Result<PoolSettings, RouterConfigErro
             "server_reset_query" => cfg.server_reset_query = string(&key, v)?,
             "server_check_query" => cfg.server_check_query = string(&key, v)?,
             "server_check_delay" => cfg.server_check_delay = duration(&key, v)?,
+            "min_pool_size" => cfg.min_pool_size = count(&key, v)?,
             "server_connect_timeout" => {
                 let limit = duration(&key, v)?;
                 if limit.is_zero() {
@@ -212,6 +212,9 @@ pub(crate) fn pool_to_yaml(cfg: &PoolSettings) -> String {
         q(&cfg.server_check_query),
         d(cfg.server_check_delay),
     );
+    if cfg.min_pool_size > 0 {
+        out.push_str(&format!("  min_pool_size: {}\n", cfg.min_pool_size));
+    }
     if let Some(limit) = cfg.server_connect_timeout {
         out.push_str(&format!("  server_connect_timeout: {}\n", d(limit)));
     }
@@ -237,7 +240,7 @@ mod tests {
         std::fs::write(&userlist, "\"app\" \"secret\"\n").expect("write");
         let text = format!(
             "{BASE}auth:\n  auth_file: {}\n  hba: ['host all all 127.0.0.1/32 scram-sha-256']\n\
-             pool:\n  pool_mode: transaction\n  default_pool_size: 5\n  max_client_conn: 1000\n  query_wait_timeout: 3\n  server_reset_query: ''\n  server_connect_timeout: 2\n\
+             pool:\n  pool_mode: transaction\n  default_pool_size: 5\n  max_client_conn: 1000\n  query_wait_timeout: 3\n  server_reset_query: ''\n  server_connect_timeout: 2\n  min_pool_size: 3\n\
              write: {{pool_mode: session}}\n\
              databases: {{app_tx: {{dbname: app, pool_mode: transaction, pool_size: 2}}}}\n",
             userlist.display()
@@ -260,6 +263,7 @@ mod tests {
             cfg.pool.server_connect_timeout,
             Some(std::time::Duration::from_secs(2))
         );
+        assert_eq!(cfg.pool.min_pool_size, 3);
         assert_eq!(cfg.write_pool_mode, Some(crate::pool::PoolMode::Session));
         assert_eq!(cfg.databases["app_tx"].pool_size, Some(2));
         let again = RouterConfig::from_yaml_str(&cfg.to_yaml()).expect("reparse");
@@ -269,9 +273,9 @@ mod tests {
         assert!(e.contains("pool") && e.contains("auth:"), "{e}");
         let e = error_of("write: {pool_mode: transaction}\n");
         assert!(e.contains("write.pool_mode") && e.contains("auth:"), "{e}");
-        let e = error_of("auth: {auth_type: trust}\npool: {min_pool_size: 5}\n");
+        let e = error_of("auth: {auth_type: trust}\npool: {query_timeout: 5}\n");
         assert!(
-            e.contains("pool.min_pool_size") && e.contains("not supported"),
+            e.contains("pool.query_timeout") && e.contains("not supported"),
             "{e}"
         );
         let e = error_of("auth: {auth_type: trust}\npool: {pool_mode: statement}\n");

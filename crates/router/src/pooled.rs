@@ -326,13 +326,46 @@ fn login_fatal(e: LoginError) -> Fatal {
 
 /// Open a new server connection for the pool in the place `slot` holds.
 async fn open_server(ctx: &Ctx, slot: Slot) -> Result<ServerConn, Fatal> {
-    let shared = &ctx.shared;
-    let credential = ctx.pooling.pools.login(&ctx.key);
-    let mut candidates = match ctx.target {
+    open_for(&ctx.shared, &ctx.pooling, &ctx.key, ctx.target, slot).await
+}
+
+/// Open server connections for the pools below `min_pool_size` (each second): in the
+/// background, each given to a waiting client or to the idle list once logged in.
+pub(crate) fn fill_to_minimum(shared: &Arc<Shared>, pooling: &Arc<Pooling>) {
+    for (key, slot) in pooling.pools.below_minimum() {
+        let target = match key.target {
+            "write" => Target::Write,
+            "read" => Target::Read,
+            _ => Target::Any,
+        };
+        let (shared, pooling) = (shared.clone(), pooling.clone());
+        tokio::spawn(async move {
+            match open_for(&shared, &pooling, &key, target, slot).await {
+                Ok(conn) => {
+                    tracing::debug!(pool = %key, conn = conn.id, "opened a server connection for min_pool_size");
+                    pooling.pools.checkin(&key, conn);
+                }
+                Err(fatal) => {
+                    tracing::info!(pool = %key, error = %fatal.message, "cannot open a server connection for min_pool_size");
+                }
+            }
+        });
+    }
+}
+
+async fn open_for(
+    shared: &Arc<Shared>,
+    pooling: &Pooling,
+    key: &PoolKey,
+    target: Target,
+    slot: Slot,
+) -> Result<ServerConn, Fatal> {
+    let credential = pooling.pools.login(key);
+    let mut candidates = match target {
         Target::Write => Vec::new(),
         Target::Read | Target::Any => read_candidates(shared),
     };
-    let fallback = match ctx.target {
+    let fallback = match target {
         Target::Write | Target::Any => true,
         Target::Read => shared.cfg.read_fallback == crate::config::ReadFallback::Leader,
     };
@@ -351,10 +384,10 @@ async fn open_server(ctx: &Ctx, slot: Slot) -> Result<ServerConn, Fatal> {
             break;
         };
         let opened = login_within(
-            ctx.pooling.pools.settings().server_connect_timeout,
+            pooling.pools.settings().server_connect_timeout,
             &backend,
-            &ctx.key.user,
-            &ctx.key.database,
+            &key.user,
+            &key.database,
             &credential,
             shared.cfg.connect_timeout,
             shared.cfg.startup_timeout,
@@ -365,7 +398,7 @@ async fn open_server(ctx: &Ctx, slot: Slot) -> Result<ServerConn, Fatal> {
                 let read_only = ["in_hot_standby", "default_transaction_read_only"]
                     .iter()
                     .any(|p| conn.params.get(*p).is_some_and(|v| v == "on"));
-                if ctx.target == Target::Write && read_only {
+                if target == Target::Write && read_only {
                     tracing::warn!(member = %backend.name, "the leader in etcd is not writable yet; not pooling a connection to it");
                     last = Some(Fatal {
                         code: CANNOT_CONNECT_NOW,
@@ -377,29 +410,27 @@ async fn open_server(ctx: &Ctx, slot: Slot) -> Result<ServerConn, Fatal> {
                     });
                     break;
                 }
-                ctx.pooling.pools.count(&ctx.key, |s| s.server_logins += 1);
-                ctx.pooling
-                    .pools
-                    .set_server_params(&ctx.key, conn.params.clone());
-                tracing::debug!(pool = %ctx.key, member = %backend.name, conn = conn.id, "opened a server connection");
+                pooling.pools.count(key, |s| s.server_logins += 1);
+                pooling.pools.set_server_params(key, conn.params.clone());
+                tracing::debug!(pool = %key, member = %backend.name, conn = conn.id, "opened a server connection");
                 conn.slot = Some(slot);
                 return Ok(conn);
             }
             // The server refused the user (password, database): the client hears it as is.
             Err(e @ LoginError::Refused { .. }) => return Err(login_fatal(e)),
             Err(e @ LoginError::Auth(_)) => {
-                tracing::warn!(pool = %ctx.key, member = %backend.name, error = %e, "cannot log in to the server");
+                tracing::warn!(pool = %key, member = %backend.name, error = %e, "cannot log in to the server");
                 return Err(login_fatal(e));
             }
             Err(e) => {
-                tracing::warn!(pool = %ctx.key, member = %backend.name, error = %e, "cannot open a server connection; trying the next member");
+                tracing::warn!(pool = %key, member = %backend.name, error = %e, "cannot open a server connection; trying the next member");
                 last = Some(login_fatal(e));
             }
         }
     }
     Err(last.unwrap_or_else(|| Fatal {
         code: CANNOT_CONNECT_NOW,
-        message: match ctx.target {
+        message: match target {
             Target::Write => format!(
                 "pgbaton router: cannot connect now: no writable leader within {:?}; a failover or switchover may be in progress",
                 shared.cfg.switchover_wait

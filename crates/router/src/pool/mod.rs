@@ -74,6 +74,9 @@ pub struct PoolSettings {
     /// `server_connect_timeout`); None: the router's `connect_timeout` bounds the connect
     /// and `startup_timeout` the login.
     pub server_connect_timeout: Option<Duration>,
+    /// Server connections each pool keeps open, idle or not (at most its size), opened by
+    /// the router every second once a client has logged in to the pool (0 = none).
+    pub min_pool_size: usize,
 }
 
 impl Default for PoolSettings {
@@ -94,6 +97,7 @@ impl Default for PoolSettings {
             server_check_query: "select 1".into(),
             server_check_delay: Duration::from_secs(30),
             server_connect_timeout: None,
+            min_pool_size: 0,
         }
     }
 }
@@ -756,6 +760,43 @@ impl Pools {
         if let Some(pool) = self.lock().pools.get_mut(key) {
             report.apply(pool);
         }
+    }
+
+    /// Places to open for pools below `min_pool_size` (capped at their size), counted as
+    /// opening at once so that the next call does not open them again. Only pools the
+    /// router has logged in to before (it knows how) and whose database is not paused.
+    pub(crate) fn below_minimum(self: &Arc<Self>) -> Vec<(PoolKey, Slot)> {
+        let settings = self.settings();
+        if settings.min_pool_size == 0 {
+            return Vec::new();
+        }
+        let paused = self.paused.borrow().clone();
+        let mut state = self.lock();
+        let short: Vec<PoolKey> = state
+            .pools
+            .iter()
+            .filter(|(key, pool)| {
+                pool.server_params.is_some()
+                    && !names(&paused, &key.database)
+                    && pool.open < settings.min_pool_size.min(pool.size)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut places = Vec::new();
+        for key in short {
+            loop {
+                let wanted = state
+                    .pools
+                    .get(&key)
+                    .is_some_and(|p| p.open < settings.min_pool_size.min(p.size));
+                if !wanted || !state.room(&settings, &key, false) {
+                    break;
+                }
+                state.take(&key);
+                places.push((key.clone(), self.slot(&key)));
+            }
+        }
+        places
     }
 
     /// Count a finished transaction / query of a pool (for /stats).

@@ -445,6 +445,27 @@ mod tests {
     }
 
     #[test]
+    fn discard_and_deallocate_are_recognised_in_any_case_after_whitespace() {
+        for query in [
+            &b"DISCARD ALL"[..],
+            b"  discard all",
+            b"\n\tDeAllocate s1",
+            b"deallocate",
+        ] {
+            assert!(is_reset(query), "{}", String::from_utf8_lossy(query));
+        }
+        for query in [
+            &b"select 1"[..],
+            b"",
+            b"   ",
+            b"discar",
+            b"-- discard\nselect 1",
+        ] {
+            assert!(!is_reset(query), "{}", String::from_utf8_lossy(query));
+        }
+    }
+
+    #[test]
     fn transaction_status_and_unsynced_messages_hold_the_connection() {
         let mut statements = Statements::default();
         let mut prepared = HashSet::new();
