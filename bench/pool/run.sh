@@ -17,7 +17,8 @@
 # back to back; REPEAT rounds (default 3), medians shown. Columns: tps (excluding connection
 # time, as pgbench reports it), p99 latency (from pgbench's per-transaction log, 10% sample),
 # the most server connections the pooler held during the run (its TCP connections to
-# PostgreSQL, sampled every 0.5 s with ss; for direct runs pgbench's backends),
+# PostgreSQL, sampled every 0.5 s with ss; for direct runs pgbench's backends), the
+# pooler's CPU time (user + system, /proc/PID/stat) per transaction in microseconds,
 # failed runs. -M prepared runs with -j = -c: pgbench prepares synchronously, and with fewer
 # threads a thread can wait for a connection its own clients hold (docs/CONFIGURATION.md).
 #
@@ -26,7 +27,7 @@
 #
 # Needs root, python3, postgresql-15, etcd-server + etcd-client, pgbouncer:
 #   apt-get install -y postgresql-15 etcd-server etcd-client pgbouncer
-# Ports BASE_PORT..BASE_PORT+12 on 127.0.0.1 (default 17600).
+# Ports BASE_PORT..BASE_PORT+13 on 127.0.0.1 (default 17600).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -47,6 +48,8 @@ PGB_SCRAM_PORT=$((BASE_PORT + 4))
 RT_TRUST_PORT=$((BASE_PORT + 5))
 RT_SCRAM_PORT=$((BASE_PORT + 7))
 RT_SESSION_PORT=$((BASE_PORT + 9))
+RT_SESSION_API=$((BASE_PORT + 11))
+RT_SESSION_USER_PORT=$((BASE_PORT + 12))
 
 for bin in "$PG_BIN/postgres" /usr/bin/etcd /usr/bin/etcdctl /usr/sbin/pgbouncer /usr/bin/pgbench /usr/bin/psql; do
     [ -x "$bin" ] || { echo "missing $bin: apt-get install -y postgresql-15 etcd-server etcd-client pgbouncer" >&2; exit 1; }
@@ -107,7 +110,7 @@ etcdctl --endpoints "127.0.0.1:$ETCD_PORT" put /service/bench/members/node1 \
 etcdctl --endpoints "127.0.0.1:$ETCD_PORT" put /service/bench/leader node1 >/dev/null
 
 # Routers: trust and scram in transaction mode, trust in session mode (kernel forwarding).
-router() { # name write_port auth_type mode pool_size
+router() { # name write_port auth_type mode pool_size [api_port] [forwarding]
     cat >"$DIR/$1.yml" <<EOF
 scope: bench
 etcd3:
@@ -124,7 +127,10 @@ pool:
   pool_mode: $4
   default_pool_size: $5
   max_client_conn: $((IDLE + 2000))
+  server_idle_timeout: ${SERVER_IDLE_TIMEOUT:-600}
 EOF
+    [ -z "${6:-}" ] || printf 'api:\n  listen: 127.0.0.1:%s\n' "$6" >>"$DIR/$1.yml"
+    [ -z "${7:-}" ] || printf 'forwarding: %s\n' "$7" >>"$DIR/$1.yml"
     RUST_LOG=warn "$DIR/pgbaton-router" --config "$DIR/$1.yml" >"$DIR/$1.log" 2>&1 &
     PIDS+=($!)
     eval "${1}_PID=$!"
@@ -132,7 +138,11 @@ EOF
 router rt_trust "$RT_TRUST_PORT" trust transaction 20
 router rt_scram "$RT_SCRAM_PORT" scram-sha-256 transaction 20
 # Session mode: a client keeps its server connection, so the pool must fit -c 64.
-router rt_session "$RT_SESSION_PORT" trust session 80
+router rt_session "$RT_SESSION_PORT" trust session 80 "$RT_SESSION_API"
+# The same with the router's own relay (no kernel forwarding), for comparison. Its server
+# connections stay in its pool after a session (the kernel's end with it): idle ones are
+# closed after 1 s so that direct runs find the server's connections free.
+SERVER_IDLE_TIMEOUT=1 router rt_session_user "$RT_SESSION_USER_PORT" trust session 80 "" userspace
 
 pgbouncer_start() { # name port auth_type
     cat >"$DIR/$1.ini" <<EOF
@@ -160,7 +170,7 @@ EOF
 pgbouncer_start pgb_trust "$PGB_TRUST_PORT" trust
 pgbouncer_start pgb_scram "$PGB_SCRAM_PORT" scram-sha-256
 export PGPASSWORD='bench pw'
-for port in $RT_TRUST_PORT $RT_SCRAM_PORT $RT_SESSION_PORT $PGB_TRUST_PORT $PGB_SCRAM_PORT; do
+for port in $RT_TRUST_PORT $RT_SCRAM_PORT $RT_SESSION_PORT $RT_SESSION_USER_PORT $PGB_TRUST_PORT $PGB_SCRAM_PORT; do
     for _ in $(seq 100); do
         psql -X -qtA -h 127.0.0.1 -p "$port" -U postgres postgres -c 'select 1' >/dev/null 2>&1 && break
         sleep 0.1
@@ -175,6 +185,7 @@ port_of() {
         rt_trust) echo "$RT_TRUST_PORT" ;;
         rt_scram) echo "$RT_SCRAM_PORT" ;;
         rt_session) echo "$RT_SESSION_PORT" ;;
+        rt_session_user) echo "$RT_SESSION_USER_PORT" ;;
     esac
 }
 pid_of() { eval "echo \${${1}_PID}"; }
@@ -186,6 +197,7 @@ label_of() {
         rt_trust) echo "router trust" ;;
         rt_scram) echo "router scram" ;;
         rt_session) echo "router session mode" ;;
+        rt_session_user) echo "router session mode, forwarding: userspace" ;;
     esac
 }
 # Server connections a target holds now: the pooler process's TCP connections to PostgreSQL
@@ -198,11 +210,16 @@ servers() { # target
     fi
 }
 
-# One run: prints "tps p99_ms max_servers ok".
+# CPU clock ticks the pooler process has used (none for direct runs).
+cpu_ticks() { # target
+    [ "$1" = direct ] || awk '{print $14 + $15}' "/proc/$(pid_of "$1")/stat"
+}
+
+# One run: prints "tps p99_ms max_servers ok cpu_us_per_transaction".
 run() { # target args...
     local target=$1
     shift
-    local port prefix sampler maxfile out tps p99 max ok
+    local port prefix sampler maxfile out tps p99 max ok cpu_before cpu txns
     port=$(port_of "$target")
     prefix="$DIR/log/run"
     rm -f "$prefix".*
@@ -215,6 +232,9 @@ run() { # target args...
     done) &
     sampler=$!
     ok=1
+    # Session-mode routers close their idle server connections within 2 s (see above).
+    [ "$target" != direct ] || sleep 2
+    cpu_before=$(cpu_ticks "$target")
     out=$(cd "$DIR/log" && pgbench -n -h 127.0.0.1 -p "$port" -U postgres -T "$DURATION" \
         -l --sampling-rate 0.1 --log-prefix "$prefix" "$@" postgres 2>&1) || ok=0
     kill "$sampler" 2>/dev/null
@@ -225,10 +245,19 @@ run() { # target args...
     p99=$(cat "$prefix".* 2>/dev/null | awk '{print $3}' | sort -n | awk '{a[NR]=$1} END {if (NR) printf "%.2f", a[int(NR*0.99)+(NR*0.99>int(NR*0.99))]/1000; else print "-"}')
     max=$(cat "$maxfile")
     [ "$ok" = 1 ] || echo "$target $*: $(echo "$out" | grep -iE 'error|fatal' | head -2)" >>"$DIR/failures"
-    echo "$tps $p99 $max $ok"
+    # The pooler's CPU time (user + system) per transaction, in microseconds: what the
+    # pooler costs the machine, which the load of a shared machine does not skew as much
+    # as throughput.
+    txns=$(echo "$out" | awk '/^number of transactions actually processed/ {print $NF}' | tail -1)
+    txns=${txns%%/*}
+    cpu=-
+    if [ -n "$cpu_before" ] && [ "${txns:-0}" -gt 0 ]; then
+        cpu=$(( ($(cpu_ticks "$target") - cpu_before) * 1000000 / $(getconf CLK_TCK) / txns ))
+    fi
+    echo "$tps $p99 $max $ok $cpu"
 }
 
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
+median() { sort -n | awk '{a[NR]=$1} END {if (NR) print (NR % 2) ? a[(NR+1)/2] : (a[NR/2]+a[NR/2+1])/2}'; }
 
 POOLERS=(pgb_trust rt_trust pgb_scram rt_scram)
 ROWS=(
@@ -263,7 +292,7 @@ table() { # title rows targets...
     echo
     local header="| pgbench |" rule="|---|"
     for target in "${targets[@]}"; do
-        header+=" $(label_of "$target"): tps / p99 ms / servers |"
+        header+=" $(label_of "$target"): tps / p99 ms / servers / CPU µs per txn |"
         rule+="---|"
     done
     echo "$header"
@@ -273,14 +302,15 @@ table() { # title rows targets...
         [ -z "$ONLY" ] || echo "$label" | grep -qE -- "$ONLY" || continue
         local line="| \`$label\` |"
         for target in "${targets[@]}"; do
-            local tps p99 max fails=0
+            local tps p99 max cpu fails=0
             tps=$(for r in $(seq "$REPEAT"); do echo "${RESULT["$label|$target|$r"]}" | awk '{print $1}'; done | median)
             p99=$(for r in $(seq "$REPEAT"); do echo "${RESULT["$label|$target|$r"]}" | awk '{print $2}'; done | { grep -v -- - || true; } | median)
             max=$(for r in $(seq "$REPEAT"); do echo "${RESULT["$label|$target|$r"]}" | awk '{print $3}'; done | sort -n | tail -1)
             for r in $(seq "$REPEAT"); do
                 [ "$(echo "${RESULT["$label|$target|$r"]}" | awk '{print $4}')" = 1 ] || fails=$((fails + 1))
             done
-            local cell="$tps / ${p99:--} / $max"
+            cpu=$(for r in $(seq "$REPEAT"); do echo "${RESULT["$label|$target|$r"]}" | awk '{print $5}'; done | { grep -v -- - || true; } | median)
+            local cell="$tps / ${p99:--} / $max / ${cpu:--}"
             [ "$fails" = 0 ] || cell+=" ($fails of $REPEAT runs failed)"
             line+=" $cell |"
         done
@@ -339,7 +369,13 @@ if part session; then
     for target in "${POOLERS[@]}"; do kill "$(pid_of "$target")" 2>/dev/null || true; done
     sleep 2
     SESSION_ROWS=("-S -c 8|-S -c 8 -j 2" "-S -c 64|-S -c 64 -j 2")
-    table "Session mode (router, kernel forwarding where available) vs direct" SESSION_ROWS direct rt_session
+    table "Session mode (router, kernel forwarding where available) vs direct" SESSION_ROWS direct rt_session rt_session_user
+    # Whether the kernel forwarded those sessions: the router's own count of them.
+    metrics=$(python3 -c 'import sys, urllib.request; print(urllib.request.urlopen(sys.argv[1]).read().decode())' \
+        "http://127.0.0.1:$RT_SESSION_API/metrics" 2>/dev/null || true)
+    kernel=$(echo "$metrics" | awk '/^pgbaton_router_kernel_forwarded_sessions_total / {print $2}')
+    echo
+    echo "Router session mode: ${kernel:-unknown} sessions forwarded by the kernel (pgbaton_router_kernel_forwarded_sessions_total)."
 fi
 if [ -s "$DIR/failures" ]; then
     echo

@@ -269,6 +269,7 @@ pub fn import_pgbouncer(
                         }
                     }
                     "default_pool_size" => p.default_pool_size = count(&k, &value)?.max(1),
+                    "min_pool_size" => p.min_pool_size = count(&k, &value)?,
                     "reserve_pool_size" => p.reserve_pool_size = count(&k, &value)?,
                     "reserve_pool_timeout" => p.reserve_pool_timeout = seconds(&k, &value)?,
                     "max_client_conn" => p.max_client_conn = count(&k, &value)?,
@@ -281,7 +282,10 @@ pub fn import_pgbouncer(
                     "server_reset_query" => p.server_reset_query = value,
                     "server_check_query" => p.server_check_query = value,
                     "server_check_delay" => p.server_check_delay = seconds(&k, &value)?,
-                    "server_connect_timeout" => cfg.connect_timeout = seconds(&k, &value)?,
+                    "server_connect_timeout" => {
+                        let limit = seconds(&k, &value)?;
+                        p.server_connect_timeout = (!limit.is_zero()).then_some(limit);
+                    }
                     "client_tls_sslmode" => tls_mode = Some(value),
                     "client_tls_cert_file" => tls_cert = Some(value.into()),
                     "client_tls_key_file" => tls_key = Some(value.into()),

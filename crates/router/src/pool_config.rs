@@ -25,15 +25,13 @@ use crate::pool::{PoolMode, PoolSettings};
 use crate::units::format_duration;
 
 /// PgBouncer settings the router does not implement (yet): refused with a clear error.
-const NOT_YET: [&str; 9] = [
-    "min_pool_size",
+const NOT_YET: [&str; 7] = [
     "max_prepared_statements",
     "server_reset_query_always",
     "ignore_startup_parameters",
     "track_extra_parameters",
     "idle_transaction_timeout",
     "query_timeout",
-    "server_connect_timeout",
     "server_login_retry",
 ];
 
@@ -143,6 +141,17 @@ pub(crate) fn parse_pool(value: &Value) -> Result<PoolSettings, RouterConfigErro
             "server_reset_query" => cfg.server_reset_query = string(&key, v)?,
             "server_check_query" => cfg.server_check_query = string(&key, v)?,
             "server_check_delay" => cfg.server_check_delay = duration(&key, v)?,
+            "min_pool_size" => cfg.min_pool_size = count(&key, v)?,
+            "server_connect_timeout" => {
+                let limit = duration(&key, v)?;
+                if limit.is_zero() {
+                    return Err(invalid(
+                        &key,
+                        "must be more than 0 (leave it out to bound the connect by connect_timeout and the login by startup_timeout)",
+                    ));
+                }
+                cfg.server_connect_timeout = Some(limit);
+            }
             other if NOT_YET.contains(&other) => return Err(not_yet(&key)),
             _ => return Err(unknown(&key)),
         }
@@ -186,7 +195,7 @@ pub(crate) fn auth_to_yaml(cfg: &AuthConfig) -> String {
 
 pub(crate) fn pool_to_yaml(cfg: &PoolSettings) -> String {
     let d = format_duration;
-    format!(
+    let mut out = format!(
         "pool:\n  pool_mode: {}\n  default_pool_size: {}\n  reserve_pool_size: {}\n  reserve_pool_timeout: {}\n  max_client_conn: {}\n  max_db_connections: {}\n  max_user_connections: {}\n  server_lifetime: {}\n  server_idle_timeout: {}\n  query_wait_timeout: {}\n  client_idle_timeout: {}\n  server_reset_query: {}\n  server_check_query: {}\n  server_check_delay: {}\n",
         cfg.pool_mode.label(),
         cfg.default_pool_size,
@@ -202,7 +211,14 @@ pub(crate) fn pool_to_yaml(cfg: &PoolSettings) -> String {
         q(&cfg.server_reset_query),
         q(&cfg.server_check_query),
         d(cfg.server_check_delay),
-    )
+    );
+    if cfg.min_pool_size > 0 {
+        out.push_str(&format!("  min_pool_size: {}\n", cfg.min_pool_size));
+    }
+    if let Some(limit) = cfg.server_connect_timeout {
+        out.push_str(&format!("  server_connect_timeout: {}\n", d(limit)));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -224,7 +240,7 @@ mod tests {
         std::fs::write(&userlist, "\"app\" \"secret\"\n").expect("write");
         let text = format!(
             "{BASE}auth:\n  auth_file: {}\n  hba: ['host all all 127.0.0.1/32 scram-sha-256']\n\
-             pool:\n  pool_mode: transaction\n  default_pool_size: 5\n  max_client_conn: 1000\n  query_wait_timeout: 3\n  server_reset_query: ''\n\
+             pool:\n  pool_mode: transaction\n  default_pool_size: 5\n  max_client_conn: 1000\n  query_wait_timeout: 3\n  server_reset_query: ''\n  server_connect_timeout: 2\n  min_pool_size: 3\n\
              write: {{pool_mode: session}}\n\
              databases: {{app_tx: {{dbname: app, pool_mode: transaction, pool_size: 2}}}}\n",
             userlist.display()
@@ -243,6 +259,11 @@ mod tests {
             std::time::Duration::from_secs(3)
         );
         assert_eq!(cfg.pool.server_reset_query, "");
+        assert_eq!(
+            cfg.pool.server_connect_timeout,
+            Some(std::time::Duration::from_secs(2))
+        );
+        assert_eq!(cfg.pool.min_pool_size, 3);
         assert_eq!(cfg.write_pool_mode, Some(crate::pool::PoolMode::Session));
         assert_eq!(cfg.databases["app_tx"].pool_size, Some(2));
         let again = RouterConfig::from_yaml_str(&cfg.to_yaml()).expect("reparse");
@@ -252,9 +273,9 @@ mod tests {
         assert!(e.contains("pool") && e.contains("auth:"), "{e}");
         let e = error_of("write: {pool_mode: transaction}\n");
         assert!(e.contains("write.pool_mode") && e.contains("auth:"), "{e}");
-        let e = error_of("auth: {auth_type: trust}\npool: {min_pool_size: 5}\n");
+        let e = error_of("auth: {auth_type: trust}\npool: {query_timeout: 5}\n");
         assert!(
-            e.contains("pool.min_pool_size") && e.contains("not supported"),
+            e.contains("pool.query_timeout") && e.contains("not supported"),
             "{e}"
         );
         let e = error_of("auth: {auth_type: trust}\npool: {pool_mode: statement}\n");
@@ -269,6 +290,11 @@ mod tests {
         let e = error_of("auth: {hba: ['host all all 127.0.0.1/32 peer']}\n");
         assert!(
             e.contains("auth.hba") && e.contains("line 1") && e.contains("peer"),
+            "{e}"
+        );
+        let e = error_of("auth: {auth_type: trust}\npool: {server_connect_timeout: 0}\n");
+        assert!(
+            e.contains("pool.server_connect_timeout") && e.contains("more than 0"),
             "{e}"
         );
         let e = error_of("auth: {auth_type: trust}\npool: {default_pool_size: 0}\n");

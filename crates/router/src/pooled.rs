@@ -20,8 +20,8 @@ use crate::auth::{authenticate, Auth, Peer, Refusal};
 use crate::client::Client;
 use crate::handshake::Ready;
 use crate::metrics::Metrics;
-use crate::pool::server::{login, LoginError, ServerConn, ServerView};
-use crate::pool::{Checkout, PoolKey, PoolMode, Pools, Slot};
+use crate::pool::server::{login_within, LoginError, ServerConn, ServerView};
+use crate::pool::{Checkout, PoolKey, PoolMode, PoolStats, Pools, Report, Slot};
 use crate::protocol::{CancelKey, StartupMessage, Target};
 use crate::route::{read_candidates, wait_for_leader};
 use crate::session::{refuse, send_and_close, CANNOT_CONNECT_NOW, PROTOCOL_VIOLATION};
@@ -181,6 +181,12 @@ impl Ctx {
     }
 
     pub(crate) fn detach(&mut self) {
+        let report = self.detach_reporting();
+        self.pooling.pools.report(&self.key, report);
+    }
+
+    /// Detach, returning what the pool is to hear (the counters, no longer active).
+    fn detach_reporting(&mut self) -> Report {
         *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = None;
         if let Some(entry) = &self.entry {
             let mut now = entry.now();
@@ -188,17 +194,19 @@ impl Ctx {
             now.wait_since = None;
             now.server = None;
         }
-        if self.active {
-            self.pooling.pools.set_active(&self.key, false);
-            self.active = false;
+        let inactive = std::mem::take(&mut self.active);
+        Report {
+            stats: self.take_stats(),
+            inactive,
         }
     }
 
-    /// Back to the pool at a transaction boundary.
+    /// Back to the pool at a transaction boundary (one lock of the pools).
     pub(crate) fn release(&mut self, conn: ServerConn) {
-        self.detach();
-        self.pooling.pools.checkin(&self.key, conn);
-        self.flush_stats();
+        let report = self.detach_reporting();
+        self.pooling
+            .pools
+            .checkin_reporting(&self.key, conn, Some(report));
     }
 
     /// The client left holding `conn`: give it back clean, or close it.
@@ -253,24 +261,24 @@ impl Ctx {
     }
 
     pub(crate) fn flush_stats(&mut self) {
-        let (q, x, up, down) = (
-            std::mem::take(&mut self.queries),
-            std::mem::take(&mut self.transactions),
-            std::mem::take(&mut self.bytes_to_server),
-            std::mem::take(&mut self.bytes_to_client),
-        );
-        let (qt, xt) = (
-            std::mem::take(&mut self.query_time_us),
-            std::mem::take(&mut self.xact_time_us),
-        );
-        self.pooling.pools.count(&self.key, |s| {
-            s.query_count += q;
-            s.xact_count += x;
-            s.bytes_received += up;
-            s.bytes_sent += down;
-            s.query_time_us += qt;
-            s.xact_time_us += xt;
-        });
+        let report = Report {
+            stats: self.take_stats(),
+            inactive: false,
+        };
+        self.pooling.pools.report(&self.key, report);
+    }
+
+    /// The counters since the last report, reset.
+    fn take_stats(&mut self) -> PoolStats {
+        PoolStats {
+            query_count: std::mem::take(&mut self.queries),
+            xact_count: std::mem::take(&mut self.transactions),
+            bytes_received: std::mem::take(&mut self.bytes_to_server),
+            bytes_sent: std::mem::take(&mut self.bytes_to_client),
+            query_time_us: std::mem::take(&mut self.query_time_us),
+            xact_time_us: std::mem::take(&mut self.xact_time_us),
+            ..PoolStats::default()
+        }
     }
 }
 
@@ -318,13 +326,46 @@ fn login_fatal(e: LoginError) -> Fatal {
 
 /// Open a new server connection for the pool in the place `slot` holds.
 async fn open_server(ctx: &Ctx, slot: Slot) -> Result<ServerConn, Fatal> {
-    let shared = &ctx.shared;
-    let credential = ctx.pooling.pools.login(&ctx.key);
-    let mut candidates = match ctx.target {
+    open_for(&ctx.shared, &ctx.pooling, &ctx.key, ctx.target, slot).await
+}
+
+/// Open server connections for the pools below `min_pool_size` (each second): in the
+/// background, each given to a waiting client or to the idle list once logged in.
+pub(crate) fn fill_to_minimum(shared: &Arc<Shared>, pooling: &Arc<Pooling>) {
+    for (key, slot) in pooling.pools.below_minimum() {
+        let target = match key.target {
+            "write" => Target::Write,
+            "read" => Target::Read,
+            _ => Target::Any,
+        };
+        let (shared, pooling) = (shared.clone(), pooling.clone());
+        tokio::spawn(async move {
+            match open_for(&shared, &pooling, &key, target, slot).await {
+                Ok(conn) => {
+                    tracing::debug!(pool = %key, conn = conn.id, "opened a server connection for min_pool_size");
+                    pooling.pools.checkin(&key, conn);
+                }
+                Err(fatal) => {
+                    tracing::info!(pool = %key, error = %fatal.message, "cannot open a server connection for min_pool_size");
+                }
+            }
+        });
+    }
+}
+
+async fn open_for(
+    shared: &Arc<Shared>,
+    pooling: &Pooling,
+    key: &PoolKey,
+    target: Target,
+    slot: Slot,
+) -> Result<ServerConn, Fatal> {
+    let credential = pooling.pools.login(key);
+    let mut candidates = match target {
         Target::Write => Vec::new(),
         Target::Read | Target::Any => read_candidates(shared),
     };
-    let fallback = match ctx.target {
+    let fallback = match target {
         Target::Write | Target::Any => true,
         Target::Read => shared.cfg.read_fallback == crate::config::ReadFallback::Leader,
     };
@@ -342,10 +383,11 @@ async fn open_server(ctx: &Ctx, slot: Slot) -> Result<ServerConn, Fatal> {
         } else {
             break;
         };
-        let opened = login(
+        let opened = login_within(
+            pooling.pools.settings().server_connect_timeout,
             &backend,
-            &ctx.key.user,
-            &ctx.key.database,
+            &key.user,
+            &key.database,
             &credential,
             shared.cfg.connect_timeout,
             shared.cfg.startup_timeout,
@@ -356,7 +398,7 @@ async fn open_server(ctx: &Ctx, slot: Slot) -> Result<ServerConn, Fatal> {
                 let read_only = ["in_hot_standby", "default_transaction_read_only"]
                     .iter()
                     .any(|p| conn.params.get(*p).is_some_and(|v| v == "on"));
-                if ctx.target == Target::Write && read_only {
+                if target == Target::Write && read_only {
                     tracing::warn!(member = %backend.name, "the leader in etcd is not writable yet; not pooling a connection to it");
                     last = Some(Fatal {
                         code: CANNOT_CONNECT_NOW,
@@ -368,29 +410,27 @@ async fn open_server(ctx: &Ctx, slot: Slot) -> Result<ServerConn, Fatal> {
                     });
                     break;
                 }
-                ctx.pooling.pools.count(&ctx.key, |s| s.server_logins += 1);
-                ctx.pooling
-                    .pools
-                    .set_server_params(&ctx.key, conn.params.clone());
-                tracing::debug!(pool = %ctx.key, member = %backend.name, conn = conn.id, "opened a server connection");
+                pooling.pools.count(key, |s| s.server_logins += 1);
+                pooling.pools.set_server_params(key, conn.params.clone());
+                tracing::debug!(pool = %key, member = %backend.name, conn = conn.id, "opened a server connection");
                 conn.slot = Some(slot);
                 return Ok(conn);
             }
             // The server refused the user (password, database): the client hears it as is.
             Err(e @ LoginError::Refused { .. }) => return Err(login_fatal(e)),
             Err(e @ LoginError::Auth(_)) => {
-                tracing::warn!(pool = %ctx.key, member = %backend.name, error = %e, "cannot log in to the server");
+                tracing::warn!(pool = %key, member = %backend.name, error = %e, "cannot log in to the server");
                 return Err(login_fatal(e));
             }
             Err(e) => {
-                tracing::warn!(pool = %ctx.key, member = %backend.name, error = %e, "cannot open a server connection; trying the next member");
+                tracing::warn!(pool = %key, member = %backend.name, error = %e, "cannot open a server connection; trying the next member");
                 last = Some(login_fatal(e));
             }
         }
     }
     Err(last.unwrap_or_else(|| Fatal {
         code: CANNOT_CONNECT_NOW,
-        message: match ctx.target {
+        message: match target {
             Target::Write => format!(
                 "pgbaton router: cannot connect now: no writable leader within {:?}; a failover or switchover may be in progress",
                 shared.cfg.switchover_wait
@@ -559,7 +599,51 @@ fn parameter_status(name: &str, value: &str) -> Vec<u8> {
 
 /// Serve one client of a pooled listener after its startup packet.
 #[allow(clippy::too_many_arguments)]
-pub(crate) async fn serve(
+pub(crate) fn serve(
+    shared: Arc<Shared>,
+    pooling: Arc<Pooling>,
+    client: Client,
+    startup: StartupMessage,
+    listener: Target,
+    target: Target,
+    alias: Option<DatabaseAlias>,
+    peer: SocketAddr,
+) -> impl std::future::Future<Output = ()> + Send {
+    // The login is boxed here, with its arguments, and over once the relay starts: the
+    // client's task then holds only the relay's state (what an idle client costs), not the
+    // login's nor room for the arguments.
+    let starting = Box::pin(start(
+        shared, pooling, client, startup, listener, target, alias, peer,
+    ));
+    async move {
+        let Some(Started {
+            mut ctx,
+            client,
+            server,
+            guard,
+        }) = starting.await
+        else {
+            return;
+        };
+        crate::txn::relay(&mut ctx, client, server).await;
+        drop(guard);
+    }
+}
+
+/// A logged-in client ready for the relay.
+struct Started {
+    ctx: Ctx,
+    client: Client,
+    /// Its server connection in session mode.
+    server: Option<ServerConn>,
+    guard: ClientGuard,
+}
+
+/// Check the client's startup and password, find its pool, tell it the server's parameters
+/// and a cancel key; None when it was refused, left, or was handed to the kernel (a
+/// session-mode session, over when this returns).
+#[allow(clippy::too_many_arguments)]
+async fn start(
     shared: Arc<Shared>,
     pooling: Arc<Pooling>,
     mut client: Client,
@@ -568,7 +652,7 @@ pub(crate) async fn serve(
     target: Target,
     alias: Option<DatabaseAlias>,
     peer: SocketAddr,
-) {
+) -> Option<Started> {
     let settings = pooling.pools.settings();
     let now = pooling.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let mut guard = ClientGuard {
@@ -583,7 +667,7 @@ pub(crate) async fn serve(
             settings.max_client_conn
         );
         refuse(&shared, &mut client, "53300", "max_client_conn", &message).await;
-        return;
+        return None;
     }
     let user = String::from_utf8_lossy(startup.param("user").unwrap_or_default()).into_owned();
     if user.is_empty() {
@@ -595,7 +679,7 @@ pub(crate) async fn serve(
             "no PostgreSQL user name specified in startup packet",
         )
         .await;
-        return;
+        return None;
     }
     let database = startup
         .param("database")
@@ -613,7 +697,7 @@ pub(crate) async fn serve(
                 &message,
             )
             .await;
-            return;
+            return None;
         }
     };
     let listener_mode = match listener {
@@ -645,7 +729,9 @@ pub(crate) async fn serve(
         certificate: certificate.as_deref(),
     };
     let auth = pooling.auth();
-    let login = match authenticate(&shared, &auth, &mut client, &who).await {
+    // Boxed (as every step that does not last the session): the client's task keeps only
+    // what the relay needs while the client is idle.
+    let login = match Box::pin(authenticate(&shared, &auth, &mut client, &who)).await {
         Ok(login) => login,
         Err(Refusal::Fatal {
             code,
@@ -655,11 +741,11 @@ pub(crate) async fn serve(
             Metrics::count(&shared.metrics.refusals, &[("reason", reason)]);
             tracing::info!(%peer, %user, %database, reason, "client authentication failed");
             send_and_close(&mut client, &error_message("FATAL", code, &message)).await;
-            return;
+            return None;
         }
         Err(Refusal::Client(e)) => {
             tracing::debug!(%peer, %user, error = %e, "client left during authentication");
-            return;
+            return None;
         }
     };
     drop(auth);
@@ -714,7 +800,7 @@ pub(crate) async fn serve(
     };
     let (conn, told) = match cached {
         Some(params) => (None, params),
-        None => match acquire(&ctx).await {
+        None => match Box::pin(acquire(&ctx)).await {
             Ok(conn) => {
                 let params = conn.params.clone();
                 (Some(conn), params)
@@ -722,7 +808,7 @@ pub(crate) async fn serve(
             Err(fatal) => {
                 tracing::info!(%peer, pool = %key, error = %fatal.message, "no server connection for a new client");
                 send_and_close(&mut client, &fatal.bytes()).await;
-                return;
+                return None;
             }
         },
     };
@@ -746,7 +832,7 @@ pub(crate) async fn serve(
     let kernel = mode == PoolMode::Session && shared.offload.is_some() && !client.is_tls();
     if kernel {
         let (Client::Plain(tcp), Some(conn)) = (client, conn) else {
-            return;
+            return None;
         };
         ctx.attach(&conn);
         let ServerConn {
@@ -759,7 +845,7 @@ pub(crate) async fn serve(
         } = conn;
         let server = match read.reunite(write) {
             Ok(server) => server,
-            Err(_) => return,
+            Err(_) => return None,
         };
         if let Some(k) = server_key {
             held.extend_from_slice(&crate::protocol::backend_key_message(k));
@@ -769,7 +855,7 @@ pub(crate) async fn serve(
             held,
             key: server_key,
         };
-        crate::relay::forward(
+        Box::pin(crate::relay::forward(
             shared.clone(),
             tcp,
             server,
@@ -777,11 +863,11 @@ pub(crate) async fn serve(
             backend,
             target,
             target == Target::Write,
-        )
+        ))
         .await;
         // The server connection ends with the session (its Terminate went through).
         drop(slot);
-        return;
+        return None;
     }
     let router_key = random_key(&pooling);
     pooling
@@ -796,7 +882,7 @@ pub(crate) async fn serve(
         if let Some(conn) = conn {
             pooling.pools.checkin(&key, conn);
         }
-        return;
+        return None;
     }
     let server = match (mode, conn) {
         (PoolMode::Session, conn) => conn,
@@ -806,6 +892,10 @@ pub(crate) async fn serve(
         }
         (PoolMode::Transaction, None) => None,
     };
-    crate::txn::relay(&mut ctx, client, server).await;
-    drop(guard);
+    Some(Started {
+        ctx,
+        client,
+        server,
+        guard,
+    })
 }

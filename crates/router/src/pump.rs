@@ -95,6 +95,42 @@ async fn one_way(from: ReadHalf<'_>, mut to: WriteHalf<'_>, moved: &AtomicU64) -
 /// One read from `from` into the thread's scratch buffer and one write of it to `to`, both
 /// without waiting. Only called once `from` has been reported readable.
 fn read_and_pass(from: &TcpStream, to: &TcpStream) -> io::Result<Step> {
+    let outcome = read_scratch(from, |data, drained| {
+        let n = data.len();
+        if n == 0 {
+            return Ok(Step::End);
+        }
+        match to.try_write(data) {
+            Ok(written) if written == n => Ok(Step::Passed { n, drained }),
+            Ok(written) => Ok(Step::Held {
+                written,
+                rest: data[written..].to_vec(),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Held {
+                written: 0,
+                rest: data.to_vec(),
+            }),
+            Err(e) => Err(e),
+        }
+    });
+    match outcome {
+        Ok(step) => step,
+        Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Nothing),
+        Err(e) => Err(e),
+    }
+}
+
+/// One read from `from` (reported readable) into the thread's scratch buffer, handed to
+/// `use_bytes` with whether the read drained the socket (an empty slice: end of stream).
+/// A read shorter than the buffer clears the socket's readiness, so the next wait goes to
+/// the event loop without a read that would only return `WouldBlock`; data arriving
+/// meanwhile still wakes the task (tokio keeps a readiness newer than the read). The
+/// buffer is borrowed only for the call, never across an await. `Err(WouldBlock)`: nothing
+/// to read after all (the readiness was stale; it is cleared).
+pub(crate) fn read_scratch<R>(
+    from: &TcpStream,
+    use_bytes: impl FnOnce(&[u8], bool) -> R,
+) -> io::Result<R> {
     SCRATCH_BUFFER.with_borrow_mut(|buffer| {
         let mut read: Option<usize> = None;
         // The read runs inside `try_io` so that a short read can clear the readiness that
@@ -109,27 +145,45 @@ fn read_and_pass(from: &TcpStream, to: &TcpStream) -> io::Result<Step> {
                 Ok(())
             }
         });
-        let n = match (outcome, read) {
-            (_, Some(0)) => return Ok(Step::End),
-            (_, Some(n)) => n,
-            (Err(e), None) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Step::Nothing),
-            (Err(e), None) => return Err(e),
-            (Ok(()), None) => return Ok(Step::Nothing),
-        };
-        let drained = n < buffer.len();
-        let data = &buffer[..n];
-        match to.try_write(data) {
-            Ok(written) if written == n => Ok(Step::Passed { n, drained }),
-            Ok(written) => Ok(Step::Held {
-                written,
-                rest: data[written..].to_vec(),
-            }),
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(Step::Held {
-                written: 0,
-                rest: data.to_vec(),
-            }),
-            Err(e) => Err(e),
+        match (outcome, read) {
+            (_, Some(n)) => Ok(use_bytes(&buffer[..n], n < buffer.len())),
+            (Err(e), None) => Err(e),
+            (Ok(()), None) => Err(io::ErrorKind::WouldBlock.into()),
         }
+    })
+}
+
+/// Wait until `from` is readable and read it once as `read_scratch` does, appending the
+/// bytes to `buf` (which therefore holds only what its owner has not consumed yet, and
+/// nothing while idle). Ready(Ok(0)): end of stream.
+pub(crate) fn poll_read_append(
+    from: &TcpStream,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut bytes::BytesMut,
+) -> std::task::Poll<io::Result<usize>> {
+    loop {
+        std::task::ready!(from.poll_read_ready(cx))?;
+        match read_scratch(from, |data, _| {
+            buf.extend_from_slice(data);
+            data.len()
+        }) {
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
+            outcome => return std::task::Poll::Ready(outcome),
+        }
+    }
+}
+
+/// `poll_read_append` for any reader (TLS): one `poll_read` into the scratch buffer.
+pub(crate) fn poll_read_append_any<R: tokio::io::AsyncRead + Unpin>(
+    from: &mut R,
+    cx: &mut std::task::Context<'_>,
+    buf: &mut bytes::BytesMut,
+) -> std::task::Poll<io::Result<usize>> {
+    SCRATCH_BUFFER.with_borrow_mut(|scratch| {
+        let mut read = tokio::io::ReadBuf::new(scratch);
+        std::task::ready!(std::pin::Pin::new(from).poll_read(cx, &mut read))?;
+        buf.extend_from_slice(read.filled());
+        std::task::Poll::Ready(Ok(read.filled().len()))
     })
 }
 

@@ -213,7 +213,8 @@ impl Router {
         let writes = tokio::spawn(accept(write, Target::Write, shared.clone()));
         let reads = tokio::spawn(accept(read, Target::Read, shared.clone()));
         let closes = offload.map(|offload| offload.watch_closes(stop.clone()));
-        let sweeper = pooling.map(|pooling| tokio::spawn(sweep(pooling, stop.clone())));
+        let sweeper =
+            pooling.map(|pooling| tokio::spawn(sweep(shared.clone(), pooling, stop.clone())));
         let reloader = match config_path {
             Some(path) => Some(spawn_reloader(path, shared.clone(), stop.clone())?),
             None => None,
@@ -262,11 +263,18 @@ async fn accept(listener: TcpListener, role: Target, shared: Arc<Shared>) {
 }
 
 /// Close pooled server connections past server_idle_timeout / server_lifetime, every second.
-async fn sweep(pooling: Arc<crate::pooled::Pooling>, mut stop: watch::Receiver<bool>) {
+async fn sweep(
+    shared: Arc<Shared>,
+    pooling: Arc<crate::pooled::Pooling>,
+    mut stop: watch::Receiver<bool>,
+) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     loop {
         tokio::select! {
-            _ = tick.tick() => pooling.pools.sweep(),
+            _ = tick.tick() => {
+                pooling.pools.sweep();
+                crate::pooled::fill_to_minimum(&shared, &pooling);
+            }
             _ = crate::shared::stopped(&mut stop) => return,
         }
     }

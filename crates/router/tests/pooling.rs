@@ -618,6 +618,34 @@ async fn session_pooling_resets_and_reuses_server_connections() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn min_pool_size_keeps_server_connections_open_once_a_client_logged_in() {
+    let pooled = Pooled::start().await;
+    let mut cfg = pooled.config(PoolMode::Transaction, 5);
+    cfg.pool.min_pool_size = 3;
+    let router = RunningRouter::start(cfg).await;
+    // Until a client has logged in, the router does not know how to log in as alice.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert!(pooled.backends("alice").await.is_empty());
+    let client = login(&router, "alice", "alice pw").await.expect("alice");
+    assert_eq!(current_user(&client).await, "alice");
+    drop(client);
+    support::eventually("three idle server connections of alice", T, || async {
+        let backends = pooled.backends("alice").await;
+        (backends.len() == 3 && backends.iter().all(|(_, state)| state == "idle")).then_some(())
+    })
+    .await;
+    // The minimum, not more: the sweeps that follow open nothing.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(pooled.backends("alice").await.len(), 3);
+    // The connections serve clients as any other.
+    let client = login(&router, "alice", "alice pw")
+        .await
+        .expect("alice again");
+    assert_eq!(current_user(&client).await, "alice");
+    assert_eq!(pooled.backends("alice").await.len(), 3);
+}
+
 /// A raw protocol client: startup as `app` (trust), read to ReadyForQuery.
 async fn raw_client(addr: std::net::SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.expect("connect");

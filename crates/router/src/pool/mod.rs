@@ -70,6 +70,13 @@ pub struct PoolSettings {
     /// Run on a connection idle longer than `server_check_delay` before use ("" = none).
     pub server_check_query: String,
     pub server_check_delay: Duration,
+    /// Connecting and logging in to a server must finish within this (PgBouncer's
+    /// `server_connect_timeout`); None: the router's `connect_timeout` bounds the connect
+    /// and `startup_timeout` the login.
+    pub server_connect_timeout: Option<Duration>,
+    /// Server connections each pool keeps open, idle or not (at most its size), opened by
+    /// the router every second once a client has logged in to the pool (0 = none).
+    pub min_pool_size: usize,
 }
 
 impl Default for PoolSettings {
@@ -89,6 +96,8 @@ impl Default for PoolSettings {
             server_reset_query: "DISCARD ALL".into(),
             server_check_query: "select 1".into(),
             server_check_delay: Duration::from_secs(30),
+            server_connect_timeout: None,
+            min_pool_size: 0,
         }
     }
 }
@@ -536,8 +545,7 @@ impl Pools {
     }
 
     /// Is an idle connection still good to hand out (age, idle time, right member)?
-    fn fresh(&self, conn: &ServerConn, usable: &dyn Fn(&ServerConn) -> bool) -> bool {
-        let s = self.settings();
+    fn fresh(s: &PoolSettings, conn: &ServerConn, usable: &dyn Fn(&ServerConn) -> bool) -> bool {
         (s.server_lifetime.is_zero() || conn.created.elapsed() < s.server_lifetime)
             && (s.server_idle_timeout.is_zero()
                 || conn.idle_since.elapsed() < s.server_idle_timeout)
@@ -557,10 +565,16 @@ impl Pools {
         let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
         let mut reserve = false;
         let mut front = false;
-        let mut paused = self.paused.subscribe();
+        // Subscribed only once the database is seen paused: a checkout of a database that
+        // is not paused costs no subscription.
+        let mut watching: Option<watch::Receiver<BTreeSet<String>>> = None;
         loop {
             // A paused database: wait for RESUME (within query_wait_timeout).
-            while names(&paused.borrow_and_update(), &key.database) {
+            while self.is_paused(&key.database) {
+                let paused = watching.get_or_insert_with(|| self.paused.subscribe());
+                if !names(&paused.borrow_and_update(), &key.database) {
+                    break;
+                }
                 let resumed = match deadline {
                     Some(d) => tokio::time::timeout_at(d, paused.changed()).await,
                     None => Ok(paused.changed().await),
@@ -582,7 +596,7 @@ impl Pools {
                 let mut got = None;
                 if let Some(pool) = state.pools.get_mut(key) {
                     while let Some(conn) = pool.idle.pop_front() {
-                        if self.fresh(&conn, usable) {
+                        if Self::fresh(&settings, &conn, usable) {
                             got = Some(conn);
                             break;
                         }
@@ -698,35 +712,104 @@ impl Pools {
     }
 
     /// A clean, idle connection goes back: to the first waiter, else to the idle list.
-    pub(crate) fn checkin(self: &Arc<Self>, key: &PoolKey, mut conn: ServerConn) {
+    pub(crate) fn checkin(self: &Arc<Self>, key: &PoolKey, conn: ServerConn) {
+        self.checkin_reporting(key, conn, None);
+    }
+
+    /// `checkin`, with the client's report (its counters, and that it stops being active)
+    /// applied under the same lock: one lock per transaction's end.
+    pub(crate) fn checkin_reporting(
+        self: &Arc<Self>,
+        key: &PoolKey,
+        mut conn: ServerConn,
+        report: Option<Report>,
+    ) {
         let s = self.settings();
+        let mut keep = true;
         if !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime {
             tracing::debug!(pool = %key, conn = conn.id, "closing a server connection past server_lifetime");
-            return;
-        }
-        if self.is_paused(&key.database) {
+            keep = false;
+        } else if self.is_paused(&key.database) {
             tracing::debug!(pool = %key, conn = conn.id, "closing a server connection of a paused database");
-            return;
+            keep = false;
         }
         conn.idle_since = Instant::now();
-        let mut state = self.lock();
-        let Some(pool) = state.pools.get_mut(key) else {
-            return;
-        };
-        if pool.open > pool.size + s.reserve_pool_size {
-            // The pool shrank (a reload): this one is surplus.
-            drop(state);
-            return;
-        }
-        let mut conn = conn;
-        while let Some(waiter) = pool.waiters.pop_front() {
-            match waiter.tx.send(Grant::Conn(Box::new(conn))) {
-                Ok(()) => return,
-                Err(Grant::Conn(back)) => conn = *back,
-                Err(Grant::Open(_)) => return,
+        // A connection not kept is dropped after the lock is released (its slot takes it).
+        let mut closing = None;
+        {
+            let mut state = self.lock();
+            let Some(pool) = state.pools.get_mut(key) else {
+                drop(state);
+                return;
+            };
+            if let Some(report) = report {
+                report.apply(pool);
+            }
+            if !keep {
+                closing = Some(conn);
+            } else if pool.open > pool.size + s.reserve_pool_size {
+                // The pool shrank (a reload): this one is surplus.
+                closing = Some(conn);
+            } else {
+                let mut conn = conn;
+                loop {
+                    let Some(waiter) = pool.waiters.pop_front() else {
+                        pool.idle.push_back(conn);
+                        break;
+                    };
+                    match waiter.tx.send(Grant::Conn(Box::new(conn))) {
+                        Ok(()) => break,
+                        Err(Grant::Conn(back)) => conn = *back,
+                        Err(Grant::Open(_)) => break,
+                    }
+                }
             }
         }
-        pool.idle.push_back(conn);
+        drop(closing);
+    }
+
+    /// Apply a client's report without giving a connection back.
+    pub(crate) fn report(&self, key: &PoolKey, report: Report) {
+        if let Some(pool) = self.lock().pools.get_mut(key) {
+            report.apply(pool);
+        }
+    }
+
+    /// Places to open for pools below `min_pool_size` (capped at their size), counted as
+    /// opening at once so that the next call does not open them again. Only pools the
+    /// router has logged in to before (it knows how) and whose database is not paused.
+    pub(crate) fn below_minimum(self: &Arc<Self>) -> Vec<(PoolKey, Slot)> {
+        let settings = self.settings();
+        if settings.min_pool_size == 0 {
+            return Vec::new();
+        }
+        let paused = self.paused.borrow().clone();
+        let mut state = self.lock();
+        let short: Vec<PoolKey> = state
+            .pools
+            .iter()
+            .filter(|(key, pool)| {
+                pool.server_params.is_some()
+                    && !names(&paused, &key.database)
+                    && pool.open < settings.min_pool_size.min(pool.size)
+            })
+            .map(|(key, _)| key.clone())
+            .collect();
+        let mut places = Vec::new();
+        for key in short {
+            loop {
+                let wanted = state
+                    .pools
+                    .get(&key)
+                    .is_some_and(|p| p.open < settings.min_pool_size.min(p.size));
+                if !wanted || !state.room(&settings, &key, false) {
+                    break;
+                }
+                state.take(&key);
+                places.push((key.clone(), self.slot(&key)));
+            }
+        }
+        places
     }
 
     /// Count a finished transaction / query of a pool (for /stats).
@@ -738,13 +821,14 @@ impl Pools {
 
     /// Close idle connections past server_idle_timeout or server_lifetime (every second).
     pub(crate) fn sweep(&self) {
+        let settings = self.settings();
         let mut closing = Vec::new();
         {
             let mut state = self.lock();
             for pool in state.pools.values_mut() {
                 let idle = std::mem::take(&mut pool.idle);
                 for conn in idle {
-                    if self.fresh(&conn, &|_| true) {
+                    if Self::fresh(&settings, &conn, &|_| true) {
                         pool.idle.push_back(conn);
                     } else {
                         closing.push(conn);
@@ -805,6 +889,29 @@ impl Pools {
             .collect();
         rows.sort_by(|a, b| a.key.cmp(&b.key));
         rows
+    }
+}
+
+/// What a client tells its pool when it gives a connection back or leaves: its counters
+/// since its last report, and whether it stops holding a server connection.
+#[derive(Debug, Default)]
+pub(crate) struct Report {
+    pub stats: PoolStats,
+    pub inactive: bool,
+}
+
+impl Report {
+    fn apply(self, pool: &mut PoolState) {
+        let (s, d) = (&mut pool.stats, self.stats);
+        s.query_count += d.query_count;
+        s.xact_count += d.xact_count;
+        s.bytes_received += d.bytes_received;
+        s.bytes_sent += d.bytes_sent;
+        s.query_time_us += d.query_time_us;
+        s.xact_time_us += d.xact_time_us;
+        if self.inactive {
+            pool.active_clients = pool.active_clients.saturating_sub(1);
+        }
     }
 }
 

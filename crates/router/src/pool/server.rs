@@ -222,6 +222,42 @@ pub(crate) async fn login(
     })
 }
 
+/// `login` within `server_connect_timeout` when the pool has one: connecting and logging
+/// in together must finish within it (as PgBouncer's), else the attempt is given up.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn login_within(
+    server_connect_timeout: Option<Duration>,
+    backend: &Backend,
+    user: &str,
+    database: &str,
+    credential: &ServerLogin,
+    connect_timeout: Duration,
+    startup_timeout: Duration,
+) -> Result<ServerConn, LoginError> {
+    let Some(limit) = server_connect_timeout else {
+        return login(
+            backend,
+            user,
+            database,
+            credential,
+            connect_timeout,
+            startup_timeout,
+        )
+        .await;
+    };
+    // The steps' own bounds are past the whole one, which is what gives up.
+    let beyond = limit + Duration::from_secs(1);
+    let attempt = login(backend, user, database, credential, beyond, beyond);
+    match tokio::time::timeout(limit, attempt).await {
+        Ok(result) => result,
+        Err(_) => Err(LoginError::Connect(format!(
+            "no connection to {} at {} logged in within pool.server_connect_timeout ({limit:?})",
+            backend.name,
+            backend.address()
+        ))),
+    }
+}
+
 type Started = (Option<CancelKey>, BTreeMap<String, String>);
 
 async fn handshake(
@@ -442,5 +478,61 @@ impl ServerConn {
         out.extend(typed(b'E', &[0, 0, 0, 0, 0]));
         out.extend(typed(b'S', &[]));
         self.exchange(&out).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn server_connect_timeout_bounds_connecting_and_logging_in_together() {
+        // A server that accepts the connection and never answers the startup.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let port = listener.local_addr().expect("address").port();
+        let silent = tokio::spawn(async move {
+            let mut held = Vec::new();
+            while let Ok((stream, _)) = listener.accept().await {
+                held.push(stream);
+            }
+        });
+        let backend = Backend {
+            name: "silent".into(),
+            host: "127.0.0.1".into(),
+            port,
+        };
+        let login = ServerLogin::None;
+        let (connect, startup) = (Duration::from_secs(3), Duration::from_secs(10));
+        let started = Instant::now();
+        let limit = Duration::from_millis(300);
+        let result = login_within(Some(limit), &backend, "u", "db", &login, connect, startup).await;
+        let took = started.elapsed();
+        let error = result.expect_err("a silent server is given up").to_string();
+        assert!(
+            error.contains("server_connect_timeout") && error.contains("silent"),
+            "{error}"
+        );
+        assert!(
+            took >= limit && took < Duration::from_secs(3),
+            "given up after {took:?}"
+        );
+        // Without it, startup_timeout (here 1 s) bounds the login, as before.
+        let started = Instant::now();
+        let result = login_within(
+            None,
+            &backend,
+            "u",
+            "db",
+            &login,
+            connect,
+            Duration::from_secs(1),
+        )
+        .await;
+        let error = result.expect_err("a silent server is given up").to_string();
+        assert!(error.contains("did not complete the startup"), "{error}");
+        assert!(started.elapsed() >= Duration::from_secs(1));
+        silent.abort();
     }
 }

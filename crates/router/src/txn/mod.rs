@@ -19,8 +19,13 @@ pub(crate) mod tracker;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncWrite, AsyncWriteExt, ReadHalf, WriteHalf};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+
+use crate::client::Client;
 
 use crate::pool::server::ServerConn;
 use crate::pool::PoolMode;
@@ -30,7 +35,6 @@ use tracker::{Statements, Tracker, Verdict};
 
 /// Bytes waiting in one direction before the relay stops reading the other side.
 const HIGH_WATER: usize = 256 * 1024;
-const READ_CHUNK: usize = 8 * 1024;
 
 /// An ErrorResponse with `severity` (ERROR or FATAL).
 pub(crate) fn error_message(severity: &str, code: &str, text: &str) -> Vec<u8> {
@@ -71,14 +75,79 @@ enum Event {
     Stop,
 }
 
+/// The client's side of the relay. Plain TCP is read through the thread's scratch buffer
+/// (`pump::poll_read_append`): a client's own buffer holds only an unfinished message, so
+/// an idle client holds none, and a read never ends in `WouldBlock`. TLS goes through
+/// tokio-rustls (which keeps its own buffers).
+enum ClientIn {
+    Tcp(OwnedReadHalf),
+    Tls(ReadHalf<Client>),
+}
+
+enum ClientOut {
+    Tcp(OwnedWriteHalf),
+    Tls(WriteHalf<Client>),
+}
+
+fn client_halves(client: Client) -> (ClientIn, ClientOut) {
+    match client {
+        Client::Plain(tcp) => {
+            let (read, write) = tcp.into_split();
+            (ClientIn::Tcp(read), ClientOut::Tcp(write))
+        }
+        tls => {
+            let (read, write) = tokio::io::split(tls);
+            (ClientIn::Tls(read), ClientOut::Tls(write))
+        }
+    }
+}
+
+impl ClientIn {
+    /// Read what the client sent, appended to `buf`; Ok(0) at end of stream.
+    async fn read_append(&mut self, buf: &mut bytes::BytesMut) -> std::io::Result<usize> {
+        std::future::poll_fn(|cx| match self {
+            ClientIn::Tcp(read) => crate::pump::poll_read_append(read.as_ref(), cx, buf),
+            ClientIn::Tls(read) => crate::pump::poll_read_append_any(read, cx, buf),
+        })
+        .await
+    }
+}
+
+impl AsyncWrite for ClientOut {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            ClientOut::Tcp(w) => Pin::new(w).poll_write(cx, buf),
+            ClientOut::Tls(w) => Pin::new(w).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientOut::Tcp(w) => Pin::new(w).poll_flush(cx),
+            ClientOut::Tls(w) => Pin::new(w).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            ClientOut::Tcp(w) => Pin::new(w).poll_shutdown(cx),
+            ClientOut::Tls(w) => Pin::new(w).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Read what the server sent, appended to `buf` (as `ClientIn::read_append`).
 async fn read_server(
     read: Option<&mut OwnedReadHalf>,
     buf: &mut bytes::BytesMut,
 ) -> std::io::Result<usize> {
     match read {
         Some(r) => {
-            buf.reserve(READ_CHUNK);
-            r.read_buf(buf).await
+            std::future::poll_fn(|cx| crate::pump::poll_read_append(r.as_ref(), cx, buf)).await
         }
         None => std::future::pending().await,
     }
@@ -118,11 +187,8 @@ enum End {
 }
 
 /// Relay a pooled client until it leaves; `server` is its connection in session mode.
-pub(crate) async fn relay<C>(ctx: &mut Ctx, client: C, mut server: Option<ServerConn>)
-where
-    C: AsyncRead + AsyncWrite + Unpin,
-{
-    let (mut client_read, mut client_write) = tokio::io::split(client);
+pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<ServerConn>) {
+    let (mut client_read, mut client_write) = client_halves(client);
     let mut cin = bytes::BytesMut::new();
     let mut cout = bytes::BytesMut::new();
     let mut sin = bytes::BytesMut::new();
@@ -167,7 +233,8 @@ where
                 }
             }
             if server.is_none() {
-                match acquire(ctx).await {
+                // Boxed: the relay's own state is what an idle client costs.
+                match Box::pin(acquire(ctx)).await {
                     Ok(conn) => {
                         ctx.attach(&conn);
                         tracker = Tracker::default();
@@ -211,10 +278,7 @@ where
                 r = client_write.write(&cout), if !cout.is_empty() => Event::ClientWrote(r),
                 r = write_server(sw, &sout), if has_server && !sout.is_empty() => Event::ServerWrote(r),
                 r = read_server(sr, &mut sin), if has_server && cout.len() < HIGH_WATER => Event::ServerRead(r),
-                r = async {
-                    cin.reserve(READ_CHUNK);
-                    client_read.read_buf(&mut cin).await
-                }, if sout.len() < HIGH_WATER => Event::ClientRead(r),
+                r = client_read.read_append(&mut cin), if sout.len() < HIGH_WATER => Event::ClientRead(r),
                 _ = async {
                     match idle_deadline {
                         Some(at) => tokio::time::sleep_until(at).await,
@@ -340,7 +404,7 @@ where
     let clean = !matches!(end, End::ServerLost(_) | End::Gone) && sout.is_empty() && sin.is_empty();
     if let Some(conn) = server.take() {
         if clean {
-            ctx.leave(conn, &tracker).await;
+            Box::pin(ctx.leave(conn, &tracker)).await;
         } else {
             ctx.detach();
         }

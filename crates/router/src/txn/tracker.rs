@@ -111,11 +111,16 @@ impl Default for Tracker {
     }
 }
 
+/// `DISCARD ...` or `DEALLOCATE ...` (looked at in place: no copy of the query).
 fn is_reset(query: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(query)
-        .trim_start()
-        .to_ascii_lowercase();
-    text.starts_with("discard") || text.starts_with("deallocate")
+    let start = query
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(query.len());
+    let text = &query[start..];
+    let starts =
+        |word: &[u8]| text.len() >= word.len() && text[..word.len()].eq_ignore_ascii_case(word);
+    starts(b"discard") || starts(b"deallocate")
 }
 
 impl Tracker {
@@ -437,6 +442,27 @@ mod tests {
         assert_eq!(t.server_message(b'1', &[]), Verdict::Forward);
         assert_eq!(t.server_message(b'Z', b"I"), Verdict::Forward);
         assert!(t.idle());
+    }
+
+    #[test]
+    fn discard_and_deallocate_are_recognised_in_any_case_after_whitespace() {
+        for query in [
+            &b"DISCARD ALL"[..],
+            b"  discard all",
+            b"\n\tDeAllocate s1",
+            b"deallocate",
+        ] {
+            assert!(is_reset(query), "{}", String::from_utf8_lossy(query));
+        }
+        for query in [
+            &b"select 1"[..],
+            b"",
+            b"   ",
+            b"discar",
+            b"-- discard\nselect 1",
+        ] {
+            assert!(!is_reset(query), "{}", String::from_utf8_lossy(query));
+        }
     }
 
     #[test]
