@@ -153,6 +153,45 @@ pub struct PostgresqlConfig {
     pub basebackup: Vec<String>,
     /// Connect to the local PostgreSQL through its Unix socket instead of TCP.
     pub use_unix_socket: bool,
+    /// `create_replica_methods`: how a replica's data directory is created, tried in order
+    /// (the next on failure). Empty: pg_basebackup alone.
+    pub create_replica_methods: Vec<ReplicaMethod>,
+}
+
+/// One way of creating a replica (`postgresql.create_replica_methods`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicaMethod {
+    /// `basebackup`: the built-in pg_basebackup from the leader, with `postgresql.basebackup`'s
+    /// options.
+    Basebackup,
+    /// Any other name: the command of its section `postgresql.<name>`.
+    Command(CommandMethod),
+}
+
+impl ReplicaMethod {
+    /// The name the configuration gives the method.
+    pub fn name(&self) -> &str {
+        match self {
+            ReplicaMethod::Basebackup => "basebackup",
+            ReplicaMethod::Command(c) => &c.name,
+        }
+    }
+}
+
+/// A replica method run as a command (`postgresql.<name>: {command, keep_data, no_params, ...}`),
+/// e.g. `pgbackrest --stanza=main --delta restore`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandMethod {
+    pub name: String,
+    /// The command line (split as a POSIX shell would, without running a shell).
+    pub command: String,
+    /// Run on the data directory as it is (e.g. `pgbackrest --delta restore`); without it a
+    /// non-empty data directory is moved aside first.
+    pub keep_data: bool,
+    /// Do not add `--scope= --datadir= --role=replica --connstring=`.
+    pub no_params: bool,
+    /// The section's other keys, passed as `--key=value` (sorted by key).
+    pub params: Vec<(String, String)>,
 }
 
 /// Member tags (`tags:`), published in the member's DCS document.
