@@ -7,8 +7,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::client::bounded;
+use crate::clone::password_file;
 use crate::error::PgError;
-use crate::run::{run_async, user_command};
+use crate::run::{run_as, run_async, user_command};
 use crate::spec::PgSpec;
 
 /// Where the repository is described.
@@ -68,8 +69,14 @@ impl PgBackRest {
         extra: &[String],
         timeout: Duration,
     ) -> Result<String, PgError> {
+        let user = run_as(spec)?;
+        // pgBackRest connects to PostgreSQL as the superuser (stanza-create, check, backup).
+        let passfile = password_file(spec, &spec.superuser, user.as_ref(), None)?;
         let mut cmd = user_command(spec, &self.command)?;
         cmd.args(self.args(command, extra));
+        if let Some(passfile) = &passfile {
+            cmd.env("PGPASSFILE", passfile.path());
+        }
         let what = format!(
             "pgbackrest {command} (stanza {}{})",
             self.stanza,

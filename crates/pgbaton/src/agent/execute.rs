@@ -508,11 +508,17 @@ impl<D: Dcs> Agent<D> {
                     tracing::warn!(member = %from, "cannot clone: no address for the member in the DCS");
                     return;
                 };
-                let extra = self.cfg.postgresql.basebackup.clone();
+                let methods = settings::replica_methods(&self.cfg);
+                let scope = self.cfg.scope.clone();
                 let passfile = settings::passfile(&self.cfg, &spec);
                 self.jobs.start(JobKind::Clone, async move {
-                    pg::basebackup_with(&spec, &upstream, &extra, passfile.as_ref())
+                    let ctx = pg::ReplicaContext {
+                        scope: &scope,
+                        passfile: passfile.as_ref(),
+                    };
+                    pg::create_replica(&spec, &upstream, &methods, &ctx)
                         .await
+                        .map(drop)
                         .map_err(|e| e.to_string())
                 });
             }

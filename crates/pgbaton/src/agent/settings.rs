@@ -176,6 +176,33 @@ pub fn passfile(cfg: &Config, spec: &PgSpec) -> Option<pgbaton_postgres::PassFil
     }
 }
 
+/// `postgresql.create_replica_methods` as the PostgreSQL adapter runs them (empty:
+/// pg_basebackup alone); `basebackup` takes `postgresql.basebackup`'s options.
+pub fn replica_methods(cfg: &Config) -> Vec<pgbaton_postgres::ReplicaMethod> {
+    use pgbaton_config::ReplicaMethod as M;
+    use pgbaton_postgres::ReplicaMethod as R;
+    let basebackup = || R::Basebackup {
+        extra_args: cfg.postgresql.basebackup.clone(),
+    };
+    if cfg.postgresql.create_replica_methods.is_empty() {
+        return vec![basebackup()];
+    }
+    cfg.postgresql
+        .create_replica_methods
+        .iter()
+        .map(|m| match m {
+            M::Basebackup => basebackup(),
+            M::Command(c) => R::Command {
+                name: c.name.clone(),
+                command: c.command.clone(),
+                keep_data: c.keep_data,
+                no_params: c.no_params,
+                params: c.params.clone(),
+            },
+        })
+        .collect()
+}
+
 /// Users to create at bootstrap: `(name, password, options)`.
 pub fn bootstrap_users(cfg: &Config) -> Vec<(String, Option<String>, Vec<String>)> {
     cfg.bootstrap

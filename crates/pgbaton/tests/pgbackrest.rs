@@ -1,0 +1,249 @@
+//! WAL archive and replicas with pgBackRest (Debian's `pgbackrest`): every member archives
+//! into one local repository (`archive_command` passes through), a replica is created by the
+//! `pgbackrest` method of `create_replica_methods` (a restore from the last backup, then
+//! streaming), and falls back to pg_basebackup when the repository cannot serve it.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{edit_member_yaml, Cluster, UP};
+
+const PGBACKREST: &str = "/usr/bin/pgbackrest";
+
+fn require_pgbackrest() {
+    assert!(
+        Path::new(PGBACKREST).exists(),
+        "{PGBACKREST} is missing: install it with `apt-get install -y pgbackrest` (scripts/install-deps.sh)"
+    );
+}
+
+/// `<root>/pgbackrest.conf` with a repository under `<root>/repo` and stanza `it`; repository,
+/// logs and locks owned by postgres.
+fn write_repository(cluster: &Cluster) -> PathBuf {
+    let root = cluster.root();
+    let postgres = nix::unistd::User::from_name("postgres")
+        .expect("password database")
+        .expect("a postgres user");
+    for dir in ["repo", "pgbackrest-log", "pgbackrest-lock"] {
+        let path = root.join(dir);
+        std::fs::create_dir_all(&path).expect("creating a repository dir");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o750)).expect("chmod");
+        nix::unistd::chown(&path, Some(postgres.uid), Some(postgres.gid)).expect("chown");
+    }
+    let pgpass = root.join("pgbackrest.pgpass");
+    std::fs::write(&pgpass, "*:*:*:postgres:postgres\n").expect("writing the test's pgpass");
+    std::fs::set_permissions(&pgpass, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    nix::unistd::chown(&pgpass, Some(postgres.uid), Some(postgres.gid)).expect("chown");
+    let conf = root.join("pgbackrest.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "[global]\nrepo1-path={root}/repo\nrepo1-retention-full=2\nlog-path={root}/pgbackrest-log\nlock-path={root}/pgbackrest-lock\nstart-fast=y\n\n[it]\npg1-path={root}/node1/data\npg1-port={port}\npg1-socket-path={root}/node1/sock\n",
+            root = root.display(),
+            port = cluster.pg_port("node1"),
+        ),
+    )
+    .expect("writing pgbackrest.conf");
+    std::fs::set_permissions(&conf, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    conf
+}
+
+/// pgbackrest's options for member `name` in archive-push, archive-get and restore: the
+/// shared file, the stanza, its own data dir.
+fn path_options(cluster: &Cluster, conf: &Path, stanza: &str, name: &str) -> String {
+    format!(
+        "--config={} --stanza={stanza} --pg1-path={}",
+        conf.display(),
+        cluster.data_dir(name).display(),
+    )
+}
+
+/// [`path_options`] and how to connect to the member (stanza-create, check, backup).
+fn options(cluster: &Cluster, conf: &Path, stanza: &str, name: &str) -> String {
+    format!(
+        "--config={} --stanza={stanza} --pg1-path={} --pg1-port={} --pg1-socket-path={}",
+        conf.display(),
+        cluster.data_dir(name).display(),
+        cluster.pg_port(name),
+        cluster.member_dir(name).join("sock").display()
+    )
+}
+
+/// archive_mode/archive_command (and restore_command) in the member's parameters, and the
+/// replica methods `[pgbackrest, basebackup]` restoring with `stanza`.
+fn with_archive(yaml: String, cluster: &Cluster, conf: &Path, name: &str, stanza: &str) -> String {
+    const ANCHOR: &str = "  parameters:\n    shared_buffers: 32MB\n";
+    assert!(
+        yaml.contains(ANCHOR),
+        "no local parameters in the member YAML"
+    );
+    let archiving = path_options(cluster, conf, "it", name);
+    let restoring = path_options(cluster, conf, stanza, name);
+    yaml.replacen(
+        ANCHOR,
+        &format!(
+            "  create_replica_methods: [pgbackrest, basebackup]\n  pgbackrest:\n    command: {PGBACKREST} {restoring} --delta restore\n    keep_data: true\n    no_params: true\n    type: standby\n{ANCHOR}    archive_mode: \"on\"\n    archive_command: '{PGBACKREST} {archiving} archive-push %p'\n    archive_timeout: 10s\n"
+        ),
+        1,
+    )
+}
+
+/// Runs pgbackrest as postgres with the given arguments (the superuser's password from the
+/// test's password file); its output.
+fn pgbackrest(cluster: &Cluster, args: &str) -> std::process::Output {
+    let postgres = nix::unistd::User::from_name("postgres")
+        .expect("password database")
+        .expect("a postgres user");
+    Command::new(PGBACKREST)
+        .args(args.split_whitespace())
+        .uid(postgres.uid.as_raw())
+        .gid(postgres.gid.as_raw())
+        .env("HOME", "/tmp")
+        .env("PGPASSFILE", cluster.root().join("pgbackrest.pgpass"))
+        .current_dir("/")
+        .output()
+        .expect("running pgbackrest")
+}
+
+fn pgbackrest_ok(cluster: &Cluster, args: &str) -> String {
+    let out = pgbackrest(cluster, args);
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "pgbackrest {args} failed: {text}");
+    text
+}
+
+async fn wait_for_log(cluster: &Cluster, name: &str, needle: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !cluster.agent_log(name).contains(needle) {
+        if Instant::now() > deadline {
+            cluster.fail(&format!(
+                "{name}'s log has no {needle:?} within {timeout:?}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replicas_are_restored_from_the_repository_and_fall_back_to_basebackup() {
+    require_pgbackrest();
+    let mut cluster = Cluster::start_with(0, Default::default()).await;
+    let conf = write_repository(&cluster);
+    cluster.add_member("node1");
+    edit_member_yaml(&cluster, "node1", |y| {
+        with_archive(y, &cluster, &conf, "node1", "it")
+    });
+    cluster.start_agent("node1");
+    let leader = cluster.wait_for_leader(UP).await;
+    assert_eq!(leader, "node1");
+    pgbackrest_ok(
+        &cluster,
+        &format!("{} stanza-create", options(&cluster, &conf, "it", "node1")),
+    );
+    cluster
+        .query(
+            "node1",
+            "CREATE TABLE t (id int); INSERT INTO t SELECT generate_series(1, 1000)",
+        )
+        .await
+        .expect("rows before the backup");
+    pgbackrest_ok(
+        &cluster,
+        &format!("{} check", options(&cluster, &conf, "it", "node1")),
+    );
+    let backup = pgbackrest_ok(
+        &cluster,
+        &format!(
+            "{} --type=full backup",
+            options(&cluster, &conf, "it", "node1")
+        ),
+    );
+    eprintln!("backup: {backup}");
+    cluster
+        .query("node1", "INSERT INTO t SELECT generate_series(1001, 1500)")
+        .await
+        .expect("rows after the backup");
+
+    // node2 restores from the repository, then streams from node1.
+    cluster.add_member("node2");
+    edit_member_yaml(&cluster, "node2", |y| {
+        with_archive(y, &cluster, &conf, "node2", "it")
+    });
+    cluster.start_agent("node2");
+    cluster
+        .wait_until_streaming(&["node2".to_string()], UP)
+        .await;
+    let log2 = cluster.agent_log("node2");
+    assert!(
+        log2.contains("creating the replica with a command")
+            && log2.contains("method=\"pgbackrest\""),
+        "node2 did not run the pgbackrest method:\n{log2}"
+    );
+    assert!(
+        !log2.contains("cloning with pg_basebackup"),
+        "node2 fell back to pg_basebackup although the repository works:\n{log2}"
+    );
+    let restore_log = cluster.root().join("pgbackrest-log/it-restore.log");
+    assert!(
+        std::fs::read_to_string(&restore_log)
+            .unwrap_or_default()
+            .contains("restore command end: completed successfully"),
+        "{} shows no completed restore",
+        restore_log.display()
+    );
+    let count = cluster
+        .query_one("node2", "SELECT count(*) FROM t")
+        .await
+        .expect("count on node2");
+    assert_eq!(count, "1500");
+
+    // node3's method names a stanza the repository does not have: pg_basebackup takes over,
+    // and the error names the stanza.
+    cluster.add_member("node3");
+    edit_member_yaml(&cluster, "node3", |y| {
+        with_archive(y, &cluster, &conf, "node3", "nosuchstanza")
+    });
+    cluster.start_agent("node3");
+    cluster
+        .wait_until_streaming(&["node3".to_string()], UP)
+        .await;
+    let log3 = cluster.agent_log("node3");
+    assert!(
+        log3.contains("creating the replica with this method failed; trying the next one")
+            && log3.contains("nosuchstanza"),
+        "node3's log does not name the failed pgbackrest method and its stanza:\n{log3}"
+    );
+    assert!(
+        log3.contains("cloning with pg_basebackup"),
+        "node3 did not fall back to pg_basebackup:\n{log3}"
+    );
+    wait_for_log(
+        &cluster,
+        "node3",
+        "method=\"basebackup\"",
+        Duration::from_secs(5),
+    )
+    .await;
+    let count = cluster
+        .query_one("node3", "SELECT count(*) FROM t")
+        .await
+        .expect("count on node3");
+    assert_eq!(count, "1500");
+    // Nothing was moved aside or deleted on the way.
+    let aside: Vec<String> = std::fs::read_dir(cluster.member_dir("node3"))
+        .expect("node3 dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data."))
+        .collect();
+    assert!(aside.is_empty(), "node3 moved data aside: {aside:?}");
+}
