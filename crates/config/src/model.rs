@@ -29,6 +29,8 @@ pub struct Config {
     pub watchdog: WatchdogConfig,
     /// How this member (and `pgbaton ctl`) call REST APIs served over https (`ctl:`).
     pub ctl: CtlConfig,
+    /// The pgBackRest repository the cluster archives into (`pgbackrest:`).
+    pub pgbackrest: Option<PgBackRestConfig>,
     /// Where the configuration came from: a file path or "<string>", for messages.
     pub source: String,
 }
@@ -241,6 +243,18 @@ impl Tags {
         }
         out
     }
+}
+
+/// `pgbackrest:` — the repository this member's cluster archives into: the leader creates
+/// the stanza when it is missing and runs `pgbackrest check` at start and after becoming
+/// leader; `ctl backup` runs `pgbackrest backup` with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgBackRestConfig {
+    pub stanza: String,
+    /// pgBackRest's configuration file (`--config`; its default /etc/pgbackrest.conf when unset).
+    pub config: Option<PathBuf>,
+    /// The pgbackrest executable (default `pgbackrest`, looked up in PATH).
+    pub command: String,
 }
 
 /// pgbaton's own settings (`pgbaton:`).

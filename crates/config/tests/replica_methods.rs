@@ -104,3 +104,33 @@ fn no_leader_is_accepted_with_a_warning() {
     };
     assert!(m.params.is_empty(), "{:?}", m.params);
 }
+
+#[test]
+fn the_pgbackrest_section_names_stanza_and_configuration_file() {
+    let loaded = parse_str(
+        &format!(
+            "{}pgbackrest:\n  stanza: main\n  config: /etc/pgbackrest/main.conf\n",
+            file("")
+        ),
+        FILE,
+    )
+    .expect("loads");
+    assert_eq!(
+        loaded.value.pgbackrest,
+        Some(pgbaton_config::PgBackRestConfig {
+            stanza: "main".into(),
+            config: Some("/etc/pgbackrest/main.conf".into()),
+            command: "pgbackrest".into(),
+        })
+    );
+    assert_eq!(
+        parse_str(&file(""), FILE).expect("loads").value.pgbackrest,
+        None
+    );
+    assert_eq!(
+        parse_str(&format!("{}pgbackrest:\n  config: /x\n", file("")), FILE)
+            .expect_err("no stanza")
+            .to_string(),
+        "/etc/pgbaton.yml: pgbackrest.stanza: required key is missing (the pgBackRest stanza of this cluster, as its configuration file names it)"
+    );
+}

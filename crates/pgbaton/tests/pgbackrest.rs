@@ -78,6 +78,10 @@ fn options(cluster: &Cluster, conf: &Path, stanza: &str, name: &str) -> String {
 /// replica methods `[pgbackrest, basebackup]` restoring with `stanza`.
 fn with_archive(yaml: String, cluster: &Cluster, conf: &Path, name: &str, stanza: &str) -> String {
     const ANCHOR: &str = "  parameters:\n    shared_buffers: 32MB\n";
+    let yaml = format!(
+        "{yaml}\npgbackrest:\n  stanza: {stanza}\n  config: {}\n",
+        conf.display()
+    );
     assert!(
         yaml.contains(ANCHOR),
         "no local parameters in the member YAML"
@@ -133,6 +137,23 @@ async fn wait_for_log(cluster: &Cluster, name: &str, needle: &str, timeout: Dura
     }
 }
 
+/// Polls `GET /patroni` of `name` until its `pgbackrest.check` is `want` (ok or failed).
+async fn wait_for_check(cluster: &Cluster, name: &str, want: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(150);
+    loop {
+        if let Ok(doc) = cluster.patroni(name).await {
+            let check = &doc["pgbackrest"];
+            if check["check"] == want {
+                return check.clone();
+            }
+        }
+        if Instant::now() > deadline {
+            cluster.fail(&format!("{name}: pgbackrest check not {want} within 150 s"));
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_are_restored_from_the_repository_and_fall_back_to_basebackup() {
     require_pgbackrest();
@@ -145,10 +166,9 @@ async fn replicas_are_restored_from_the_repository_and_fall_back_to_basebackup()
     cluster.start_agent("node1");
     let leader = cluster.wait_for_leader(UP).await;
     assert_eq!(leader, "node1");
-    pgbackrest_ok(
-        &cluster,
-        &format!("{} stanza-create", options(&cluster, &conf, "it", "node1")),
-    );
+    // The leader's agent creates the stanza and checks the archive (pgbackrest.stanza).
+    let check = wait_for_check(&cluster, "node1", "ok").await;
+    assert_eq!(check["stanza"], "it", "{check}");
     cluster
         .query(
             "node1",
@@ -156,10 +176,6 @@ async fn replicas_are_restored_from_the_repository_and_fall_back_to_basebackup()
         )
         .await
         .expect("rows before the backup");
-    pgbackrest_ok(
-        &cluster,
-        &format!("{} check", options(&cluster, &conf, "it", "node1")),
-    );
     let backup = pgbackrest_ok(
         &cluster,
         &format!(
@@ -246,4 +262,85 @@ async fn replicas_are_restored_from_the_repository_and_fall_back_to_basebackup()
         .filter(|n| n.starts_with("data."))
         .collect();
     assert!(aside.is_empty(), "node3 moved data aside: {aside:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_stanza_or_unusable_repository_is_a_clear_error_and_the_leader_keeps_its_data() {
+    require_pgbackrest();
+    let mut cluster = Cluster::start_with(0, Default::default()).await;
+    let conf = write_repository(&cluster);
+    cluster.add_member("node1");
+    // The stanza the member's file names is not the repository's (its config has `[it]`).
+    edit_member_yaml(&cluster, "node1", |y| {
+        with_archive(y, &cluster, &conf, "node1", "it")
+            .replace("  stanza: it\n", "  stanza: wrongstanza\n")
+    });
+    cluster.start_agent("node1");
+    assert_eq!(cluster.wait_for_leader(UP).await, "node1");
+    let check = wait_for_check(&cluster, "node1", "failed").await;
+    let error = check["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains("wrongstanza"),
+        "the error does not name the stanza: {check}"
+    );
+    assert!(
+        cluster
+            .agent_log("node1")
+            .contains("pgbackrest: the repository is not usable"),
+        "no error in the log"
+    );
+    cluster
+        .query(
+            "node1",
+            "CREATE TABLE kept (id int); INSERT INTO kept VALUES (1)",
+        )
+        .await
+        .expect("the leader still takes writes");
+
+    // An unusable repository (its path under a regular file): the agent restarted with it
+    // checks at start, names the repository in the error, and keeps leading.
+    let blocker = cluster.root().join("not-a-dir");
+    std::fs::write(&blocker, "").expect("writing a file");
+    let broken = cluster.root().join("broken.conf");
+    std::fs::write(
+        &broken,
+        std::fs::read_to_string(&conf)
+            .expect("pgbackrest.conf")
+            .replace(
+                &format!("repo1-path={}/repo", cluster.root().display()),
+                &format!("repo1-path={}/repo", blocker.display()),
+            ),
+    )
+    .expect("writing broken.conf");
+    std::fs::set_permissions(&broken, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+    cluster.kill_agent("node1");
+    edit_member_yaml(&cluster, "node1", |y| {
+        y.replace("  stanza: wrongstanza\n", "  stanza: it\n")
+            .replace(
+                &format!("  config: {}\n", conf.display()),
+                &format!("  config: {}\n", broken.display()),
+            )
+    });
+    cluster.start_agent("node1");
+    assert_eq!(cluster.wait_for_leader(UP).await, "node1");
+    let check = wait_for_check(&cluster, "node1", "failed").await;
+    let error = check["error"].as_str().unwrap_or_default().to_string();
+    assert!(
+        error.contains("broken.conf") && error.contains("not-a-dir"),
+        "the error names neither the configuration file nor the repository: {check}"
+    );
+    assert_eq!(
+        cluster
+            .query_one("node1", "SELECT count(*) FROM kept")
+            .await
+            .expect("the leader's data"),
+        "1"
+    );
+    let entries: Vec<String> = std::fs::read_dir(cluster.member_dir("node1"))
+        .expect("node1 dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("data."))
+        .collect();
+    assert!(entries.is_empty(), "data moved aside: {entries:?}");
 }

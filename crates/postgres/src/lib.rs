@@ -41,7 +41,7 @@ pub use logical::{
 };
 pub use lsn::{format_lsn, parse_lsn, slot_name_for};
 pub use passfile::PassFile;
-pub use pgbackrest::{BackupType, PgBackRest};
+pub use pgbackrest::{BackupType, PgBackRest, RepoCheck, RepoStatus};
 pub use postmaster::{Postmaster, StopMode};
 pub use replica_method::{create_replica, ReplicaContext, ReplicaMethod};
 pub use server_log::{parse_line, LogEvent, WalLogScanner};

@@ -98,8 +98,25 @@ impl PgBackRest {
     /// `check`: WAL is archived into the repository. Run by the leader.
     pub async fn ensure_stanza_and_check(&self, spec: &PgSpec) -> Result<(), PgError> {
         let pg = self.pg_options(spec);
-        self.run(spec, "stanza-create", &pg, Duration::from_secs(120))
-            .await?;
+        // archive-push holds the stanza's archive lock while it runs: try again a few times.
+        let mut attempt = 1;
+        loop {
+            match self
+                .run(spec, "stanza-create", &pg, Duration::from_secs(120))
+                .await
+            {
+                Err(PgError::CommandFailed { stderr_tail, .. })
+                    if attempt < 10 && stderr_tail.contains("unable to acquire lock") =>
+                {
+                    attempt += 1;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                }
+                other => {
+                    other?;
+                    break;
+                }
+            }
+        }
         self.run(spec, "check", &pg, Duration::from_secs(120))
             .await?;
         Ok(())
@@ -174,5 +191,87 @@ mod tests {
         );
         assert_eq!(BackupType::parse("incr"), Some(BackupType::Incr));
         assert_eq!(BackupType::parse("weekly"), None);
+    }
+}
+
+/// The outcome of the leader's last stanza check, for the member's status.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RepoStatus {
+    pub stanza: String,
+    /// None while the check runs; Ok or the error (naming stanza and configuration file).
+    pub result: Option<Result<(), String>>,
+}
+
+impl RepoStatus {
+    /// `check`: "running", "ok" or "failed", and `error` when failed.
+    pub fn words(&self) -> (&'static str, Option<&str>) {
+        match &self.result {
+            None => ("running", None),
+            Some(Ok(())) => ("ok", None),
+            Some(Err(e)) => ("failed", Some(e)),
+        }
+    }
+}
+
+/// Runs [`PgBackRest::ensure_stanza_and_check`] in the background each time this member
+/// starts leading (at start too), and keeps the outcome. A failure is logged as an error and
+/// shown in the status; nothing else changes (the member keeps its data and its role).
+#[derive(Debug, Default)]
+pub struct RepoCheck {
+    repo: Option<PgBackRest>,
+    leading: std::sync::atomic::AtomicBool,
+    status: std::sync::Arc<std::sync::Mutex<Option<RepoStatus>>>,
+}
+
+impl RepoCheck {
+    pub fn new(repo: Option<PgBackRest>) -> Self {
+        RepoCheck {
+            repo,
+            ..Default::default()
+        }
+    }
+
+    /// Called every cycle with whether this member now leads with a running primary.
+    pub fn cycle(&self, spec: &PgSpec, leading: bool) {
+        let was = self
+            .leading
+            .swap(leading, std::sync::atomic::Ordering::Relaxed);
+        let started = leading && !was;
+        let Some(repo) = self.repo.clone().filter(|_| started) else {
+            return;
+        };
+        let status = self.status.clone();
+        *status.lock().unwrap_or_else(|e| e.into_inner()) = Some(RepoStatus {
+            stanza: repo.stanza.clone(),
+            result: None,
+        });
+        let spec = spec.clone();
+        tokio::spawn(async move {
+            tracing::info!(stanza = %repo.stanza, "pgbackrest: creating the stanza if missing and checking the archive");
+            let result = repo
+                .ensure_stanza_and_check(&spec)
+                .await
+                .map_err(|e| e.to_string());
+            match &result {
+                Ok(()) => {
+                    tracing::info!(stanza = %repo.stanza, "pgbackrest check passed: WAL reaches the repository")
+                }
+                Err(e) => {
+                    tracing::error!(stanza = %repo.stanza, error = %e, "pgbackrest: the repository is not usable; WAL is not archived until it is fixed (check pgbackrest.stanza and pgbackrest.config, then the repository)")
+                }
+            }
+            *status.lock().unwrap_or_else(|e| e.into_inner()) = Some(RepoStatus {
+                stanza: repo.stanza.clone(),
+                result: Some(result),
+            });
+        });
+    }
+
+    /// The last check's outcome (None before this member first led).
+    pub fn status(&self) -> Option<RepoStatus> {
+        self.status
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 }

@@ -203,6 +203,17 @@ pub fn replica_methods(cfg: &Config) -> Vec<pgbaton_postgres::ReplicaMethod> {
         .collect()
 }
 
+/// The `pgbackrest:` section as the PostgreSQL adapter takes it.
+pub fn pgbackrest(cfg: &Config) -> Option<pgbaton_postgres::PgBackRest> {
+    cfg.pgbackrest
+        .as_ref()
+        .map(|p| pgbaton_postgres::PgBackRest {
+            command: p.command.clone(),
+            stanza: p.stanza.clone(),
+            config: p.config.clone(),
+        })
+}
+
 /// Users to create at bootstrap: `(name, password, options)`.
 pub fn bootstrap_users(cfg: &Config) -> Vec<(String, Option<String>, Vec<String>)> {
     cfg.bootstrap
