@@ -11,9 +11,18 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use common::config::Timing;
 use common::{edit_member_yaml, Cluster, UP};
 
 const PGBACKREST: &str = "/usr/bin/pgbackrest";
+
+/// A longer ttl than the default 4 s: these tests run pgBackRest next to the agents on a
+/// loaded machine.
+const TIMING: Timing = Timing {
+    ttl: 10.0,
+    loop_wait: 1.0,
+    retry_timeout: 3.0,
+};
 
 fn require_pgbackrest() {
     assert!(
@@ -157,7 +166,7 @@ async fn wait_for_check(cluster: &Cluster, name: &str, want: &str) -> serde_json
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replicas_are_restored_from_the_repository_and_fall_back_to_basebackup() {
     require_pgbackrest();
-    let mut cluster = Cluster::start_with(0, Default::default()).await;
+    let mut cluster = Cluster::start_with(0, TIMING).await;
     let conf = write_repository(&cluster);
     cluster.add_member("node1");
     edit_member_yaml(&cluster, "node1", |y| {
@@ -267,7 +276,7 @@ async fn replicas_are_restored_from_the_repository_and_fall_back_to_basebackup()
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_stanza_or_unusable_repository_is_a_clear_error_and_the_leader_keeps_its_data() {
     require_pgbackrest();
-    let mut cluster = Cluster::start_with(0, Default::default()).await;
+    let mut cluster = Cluster::start_with(0, TIMING).await;
     let conf = write_repository(&cluster);
     cluster.add_member("node1");
     // The stanza the member's file names is not the repository's (its config has `[it]`).
@@ -343,4 +352,200 @@ async fn a_wrong_stanza_or_unusable_repository_is_a_clear_error_and_the_leader_k
         .filter(|n| n.starts_with("data."))
         .collect();
     assert!(entries.is_empty(), "data moved aside: {entries:?}");
+}
+
+/// Runs `program` as postgres from `/` (the superuser's password from the test's password
+/// file); panics with its output when it fails.
+fn as_postgres(cluster: &Cluster, program: &str, args: &[&str]) -> String {
+    let postgres = nix::unistd::User::from_name("postgres")
+        .expect("password database")
+        .expect("a postgres user");
+    let out = Command::new(program)
+        .args(args)
+        .uid(postgres.uid.as_raw())
+        .gid(postgres.gid.as_raw())
+        .env("HOME", "/tmp")
+        .env("PGPASSFILE", cluster.root().join("pgbackrest.pgpass"))
+        .current_dir("/")
+        .output()
+        .expect("running a command as postgres");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{program} {args:?} failed: {text}");
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restore_to_the_latest_point_after_a_failover_holds_every_acknowledged_row() {
+    require_pgbackrest();
+    let mut cluster = Cluster::start_with(0, TIMING).await;
+    let conf = write_repository(&cluster);
+    for name in ["node1", "node2"] {
+        cluster.add_member(name);
+        edit_member_yaml(&cluster, name, |y| {
+            with_archive(y, &cluster, &conf, name, "it")
+        });
+    }
+    cluster.start_agent("node1");
+    assert_eq!(cluster.wait_for_leader(UP).await, "node1");
+    wait_for_check(&cluster, "node1", "ok").await;
+    cluster
+        .query("node1", "CREATE TABLE acked (id int)")
+        .await
+        .expect("create table");
+    pgbackrest_ok(
+        &cluster,
+        &format!(
+            "{} --type=full backup",
+            options(&cluster, &conf, "it", "node1")
+        ),
+    );
+    cluster.start_agent("node2");
+    cluster
+        .wait_until_streaming(&["node2".to_string()], UP)
+        .await;
+    // Rows acknowledged by node1, over several WAL segments, replayed by node2.
+    for i in 0..3 {
+        cluster
+            .query(
+                "node1",
+                &format!(
+                    "INSERT INTO acked SELECT generate_series({}, {}); SELECT pg_switch_wal()",
+                    i * 1000 + 1,
+                    i * 1000 + 1000
+                ),
+            )
+            .await
+            .expect("rows on node1");
+    }
+    cluster
+        .query(
+            "node1",
+            "INSERT INTO acked SELECT generate_series(3001, 3500)",
+        )
+        .await
+        .expect("rows on node1 in an unfinished segment");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while cluster
+        .query_one("node2", "SELECT count(*) FROM acked")
+        .await
+        .ok()
+        .as_deref()
+        != Some("3500")
+    {
+        assert!(Instant::now() < deadline, "node2 did not replay the rows");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The leader's host dies; node2 takes over on timeline 2 and archives from there.
+    cluster.kill_node("node1");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.in_recovery("node2").await.unwrap_or(true) {
+        assert!(Instant::now() < deadline, "node2 was not promoted");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    cluster
+        .query(
+            "node2",
+            "INSERT INTO acked SELECT generate_series(3501, 4000)",
+        )
+        .await
+        .expect("rows on node2");
+    // check switches WAL and waits until the segment is in the repository.
+    pgbackrest_ok(
+        &cluster,
+        &format!("{} check", options(&cluster, &conf, "it", "node2")),
+    );
+    let archived = std::fs::read_dir(cluster.root().join("repo/archive/it"))
+        .expect("archive dir")
+        .filter_map(|e| e.ok())
+        .flat_map(|d| std::fs::read_dir(d.path()).into_iter().flatten())
+        .filter_map(|e| e.ok())
+        .any(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("00000002.history")
+        });
+    assert!(
+        archived,
+        "timeline 2's history file is not in the repository"
+    );
+
+    // Restore to the latest point into a new directory and start it.
+    let restored = cluster.root().join("restored");
+    let sock = cluster.root().join("restored-sock");
+    for dir in [&restored, &sock] {
+        std::fs::create_dir_all(dir).expect("mkdir");
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let pg = nix::unistd::User::from_name("postgres").unwrap().unwrap();
+        nix::unistd::chown(dir, Some(pg.uid), Some(pg.gid)).expect("chown");
+    }
+    pgbackrest_ok(
+        &cluster,
+        &format!(
+            "--config={} --stanza=it --pg1-path={} restore",
+            conf.display(),
+            restored.display()
+        ),
+    );
+    let port = common::ports::closed_port();
+    let log = sock.join("restored.log");
+    let pg_ctl = format!("{}/pg_ctl", common::cluster::PG_BIN);
+    as_postgres(
+        &cluster,
+        &pg_ctl,
+        &[
+            "start",
+            "-w",
+            "-t",
+            "120",
+            "-D",
+            &restored.to_string_lossy(),
+            "-l",
+            &log.to_string_lossy(),
+            "-o",
+            &format!(
+                "-p {port} -k {} -c listen_addresses='' -c archive_mode=off -c hot_standby=on",
+                sock.display()
+            ),
+        ],
+    );
+    let psql = format!("{}/psql", common::cluster::PG_BIN);
+    let count = |sql: &str| {
+        as_postgres(
+            &cluster,
+            &psql,
+            &[
+                "-X",
+                "-A",
+                "-t",
+                "-h",
+                &sock.to_string_lossy(),
+                "-p",
+                &port.to_string(),
+                "-U",
+                "postgres",
+                "-c",
+                sql,
+            ],
+        )
+    };
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while count("SELECT pg_is_in_recovery()").trim() != "f" {
+        assert!(
+            Instant::now() < deadline,
+            "the restored server did not finish recovery: {}",
+            common::procs::tail(&log, 20)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let rows = count("SELECT count(*), count(DISTINCT id), max(id) FROM acked");
+    as_postgres(
+        &cluster,
+        &pg_ctl,
+        &["stop", "-m", "immediate", "-D", &restored.to_string_lossy()],
+    );
+    assert_eq!(rows.trim(), "4000|4000|4000", "restored rows");
 }

@@ -149,17 +149,10 @@ impl PgBackRest {
         .await
     }
 
-    /// `--pg1-path` / `--pg1-port` / `--pg1-socket-path` of this member, unless the
-    /// configuration file names them (then pgBackRest reads them from there).
+    /// `--pg1-path` / `--pg1-port` / `--pg1-socket-path` / `--pg1-user` of this member: they
+    /// win over the file's pg1 (a file shared by every member names one of them as pg1, which
+    /// after a failover is no longer the primary).
     fn pg_options(&self, spec: &PgSpec) -> Vec<String> {
-        let configured = self
-            .config
-            .as_ref()
-            .and_then(|c| std::fs::read_to_string(c).ok())
-            .is_some_and(|text| text.lines().any(|l| l.trim_start().starts_with("pg1-path")));
-        if configured {
-            return Vec::new();
-        }
         vec![
             format!("--pg1-path={}", spec.data_dir.display()),
             format!("--pg1-port={}", spec.port),
