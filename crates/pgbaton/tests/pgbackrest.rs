@@ -287,6 +287,7 @@ async fn a_wrong_stanza_or_unusable_repository_is_a_clear_error_and_the_leader_k
     cluster.start_agent("node1");
     assert_eq!(cluster.wait_for_leader(UP).await, "node1");
     let check = wait_for_check(&cluster, "node1", "failed").await;
+    eprintln!("GET /patroni pgbackrest: {check}");
     let error = check["error"].as_str().unwrap_or_default().to_string();
     assert!(
         error.contains("wrongstanza"),
@@ -333,6 +334,7 @@ async fn a_wrong_stanza_or_unusable_repository_is_a_clear_error_and_the_leader_k
     cluster.start_agent("node1");
     assert_eq!(cluster.wait_for_leader(UP).await, "node1");
     let check = wait_for_check(&cluster, "node1", "failed").await;
+    eprintln!("GET /patroni pgbackrest: {check}");
     let error = check["error"].as_str().unwrap_or_default().to_string();
     assert!(
         error.contains("broken.conf") && error.contains("not-a-dir"),
