@@ -20,8 +20,8 @@ pub use dynamic::{DynamicConfig, SlotSpec, SyncMode};
 pub use error::{ConfigError, ConfigWarning, Loaded};
 pub use managed::overwritten_parameters;
 pub use model::{
-    BootstrapConfig, CommandMethod, Config, Credentials, DcsConfig, InitdbOption, PgBackRestConfig,
-    PgbatonConfig, PostgresqlConfig, ReplicaMethod, RestApiConfig, Tags, UserSpec, WatchdogConfig,
-    WatchdogMode,
+    BootstrapConfig, BootstrapMethod, CommandMethod, Config, Credentials, DcsConfig, InitdbOption,
+    PgBackRestConfig, PgbatonConfig, PostgresqlConfig, ReplicaMethod, RestApiConfig, Tags,
+    UserSpec, WatchdogConfig, WatchdogMode,
 };
 pub use parse::{load_file, parse_str, parse_str_with_env};

@@ -94,6 +94,27 @@ pub struct BootstrapConfig {
     pub pg_hba: Vec<String>,
     /// Roles created after initdb.
     pub users: BTreeMap<String, UserSpec>,
+    /// `bootstrap.method` other than initdb: the new cluster is created by this command.
+    pub method: Option<BootstrapMethod>,
+}
+
+/// A custom bootstrap method (`bootstrap.method: <name>` with `bootstrap.<name>: {command,
+/// keep_existing_recovery_conf, no_params, recovery_conf, ...}`), e.g. a restore from a backup
+/// recovered to a point in time, then promoted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootstrapMethod {
+    pub name: String,
+    /// The command line (split as a shell would, without a shell).
+    pub command: String,
+    /// Leave the recovery settings and signal files the command wrote as they are.
+    pub keep_existing_recovery_conf: bool,
+    /// Do not add `--scope=<scope> --datadir=<data_dir>`.
+    pub no_params: bool,
+    /// Recovery parameters (restore_command, recovery_target_time, recovery_target_action,
+    /// ...) written with `recovery.signal`; `recovery_target_action` defaults to `promote`.
+    pub recovery_conf: BTreeMap<String, String>,
+    /// The section's other keys, passed as `--key=value` (sorted by key).
+    pub params: Vec<(String, String)>,
 }
 
 /// One option of an option list (`initdb:`, `postgresql.basebackup:`).

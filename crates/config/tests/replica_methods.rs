@@ -134,3 +134,41 @@ fn the_pgbackrest_section_names_stanza_and_configuration_file() {
         "/etc/pgbaton.yml: pgbackrest.stanza: required key is missing (the pgBackRest stanza of this cluster, as its configuration file names it)"
     );
 }
+
+#[test]
+fn a_custom_bootstrap_method_with_its_recovery_target() {
+    let text = format!(
+        "{}bootstrap:\n  method: pitr\n  pitr:\n    command: pgbackrest --stanza=main restore\n    no_params: true\n    recovery_conf:\n      restore_command: pgbackrest --stanza=main archive-get %f \"%p\"\n      recovery_target_time: '2026-12-04 20:00:00+00'\n      recovery_target_action: promote\n",
+        file("")
+    );
+    let loaded = parse_str(&text, FILE).expect("loads");
+    assert!(loaded.warnings.is_empty(), "{:?}", loaded.warnings);
+    let m = loaded.value.bootstrap.method.expect("a method");
+    assert_eq!(m.name, "pitr");
+    assert_eq!(m.command, "pgbackrest --stanza=main restore");
+    assert!(m.no_params && !m.keep_existing_recovery_conf && m.params.is_empty());
+    assert_eq!(
+        m.recovery_conf
+            .get("recovery_target_time")
+            .map(String::as_str),
+        Some("2026-12-04 20:00:00+00")
+    );
+    let initdb =
+        parse_str(&format!("{}bootstrap:\n  method: initdb\n", file("")), FILE).expect("loads");
+    assert_eq!(initdb.value.bootstrap.method, None);
+    assert_eq!(
+        parse_str(&format!("{}bootstrap:\n  method: pitr\n", file("")), FILE)
+            .expect_err("no section")
+            .to_string(),
+        "/etc/pgbaton.yml: bootstrap.method: method \"pitr\" has no section bootstrap.pitr: add one with its command (e.g. `pitr: {command: ..., recovery_conf: {...}}`), or use initdb"
+    );
+    assert_eq!(
+        parse_str(
+            &format!("{}bootstrap:\n  method: pitr\n  pitr:\n    no_params: true\n", file("")),
+            FILE
+        )
+        .expect_err("no command")
+        .to_string(),
+        "/etc/pgbaton.yml: bootstrap.pitr.command: required key is missing (the command that creates the new cluster's data directory, e.g. `pgbackrest --stanza=main restore`; bootstrap.method is \"pitr\")"
+    );
+}
