@@ -551,3 +551,97 @@ async fn a_restore_to_the_latest_point_after_a_failover_holds_every_acknowledged
     );
     assert_eq!(rows.trim(), "4000|4000|4000", "restored rows");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bootstrap_method_restores_a_new_cluster_to_a_point_in_time() {
+    require_pgbackrest();
+    // The source cluster archives and is backed up.
+    let mut source = Cluster::start_with(0, TIMING).await;
+    let conf = write_repository(&source);
+    source.add_member("node1");
+    edit_member_yaml(&source, "node1", |y| {
+        with_archive(y, &source, &conf, "node1", "it")
+    });
+    source.start_agent("node1");
+    assert_eq!(source.wait_for_leader(UP).await, "node1");
+    wait_for_check(&source, "node1", "ok").await;
+    source
+        .query("node1", "CREATE TABLE events (id int)")
+        .await
+        .expect("create table");
+    pgbackrest_ok(
+        &source,
+        &format!(
+            "{} --type=full backup",
+            options(&source, &conf, "it", "node1")
+        ),
+    );
+    source
+        .query("node1", "INSERT INTO events SELECT generate_series(1, 700)")
+        .await
+        .expect("rows before the target");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let target = source
+        .query_one("node1", "SELECT now()::text")
+        .await
+        .expect("the target time");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    source
+        .query(
+            "node1",
+            "INSERT INTO events SELECT generate_series(701, 1000)",
+        )
+        .await
+        .expect("rows after the target");
+    // check switches WAL and waits until it is in the repository.
+    pgbackrest_ok(
+        &source,
+        &format!("{} check", options(&source, &conf, "it", "node1")),
+    );
+
+    // A new cluster whose bootstrap.method restores the backup and recovers to the target.
+    let mut pitr = Cluster::start_with(0, TIMING).await;
+    pitr.add_member("node1");
+    let data = pitr.data_dir("node1");
+    let restore = format!(
+        "{PGBACKREST} --config={} --stanza=it --pg1-path={} restore",
+        conf.display(),
+        data.display()
+    );
+    let restore_command = format!(
+        "{PGBACKREST} --config={} --stanza=it --pg1-path={} archive-get %f \"%p\"",
+        conf.display(),
+        data.display()
+    );
+    edit_member_yaml(&pitr, "node1", |y| {
+        y.replacen(
+            "  initdb:\n",
+            &format!(
+                "  method: pitr\n  pitr:\n    command: {restore}\n    no_params: true\n    recovery_conf:\n      restore_command: '{restore_command}'\n      recovery_target_time: '{target}'\n      recovery_target_action: promote\n  initdb:\n"
+            ),
+            1,
+        )
+    });
+    pitr.start_agent("node1");
+    assert_eq!(
+        pitr.wait_for_leader(Duration::from_secs(180)).await,
+        "node1"
+    );
+    let log = pitr.agent_log("node1");
+    assert!(
+        log.contains("creating the new cluster with a command") && !log.contains("running initdb"),
+        "the new cluster was not created by the method:\n{log}"
+    );
+    let rows = pitr
+        .query_one("node1", "SELECT count(*) || '|' || max(id) FROM events")
+        .await
+        .expect("rows of the restored cluster");
+    assert_eq!(rows, "700|700", "restored to {target}");
+    assert!(
+        !pitr.in_recovery("node1").await.expect("recovery state"),
+        "the restored cluster was not promoted"
+    );
+    pitr.query("node1", "INSERT INTO events VALUES (701)")
+        .await
+        .expect("the restored cluster takes writes");
+}

@@ -43,7 +43,10 @@ pub use lsn::{format_lsn, parse_lsn, slot_name_for};
 pub use passfile::PassFile;
 pub use pgbackrest::{BackupType, PgBackRest, RepoCheck, RepoStatus};
 pub use postmaster::{Postmaster, StopMode};
-pub use replica_method::{create_replica, ReplicaContext, ReplicaMethod};
+pub use replica_method::{
+    bootstrap_by_command, create_replica, wait_until_promoted, BootstrapCommand, ReplicaContext,
+    ReplicaMethod,
+};
 pub use server_log::{parse_line, LogEvent, WalLogScanner};
 pub use spec::{Credentials, PgSpec, StandbyConfig, Upstream};
 pub use status::{query_status, PgStatus, ReplicationRow, SlotRow, WalReceiver};

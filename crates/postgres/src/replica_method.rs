@@ -206,6 +206,105 @@ async fn run_command_method(
     result
 }
 
+/// A custom bootstrap method (`bootstrap.method`): a command that creates the new cluster's
+/// data directory (e.g. `pgbackrest restore`) and the recovery settings to reach a target.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BootstrapCommand {
+    pub name: String,
+    pub command: String,
+    pub keep_existing_recovery_conf: bool,
+    pub no_params: bool,
+    pub recovery_conf: std::collections::BTreeMap<String, String>,
+    pub params: Vec<(String, String)>,
+}
+
+/// Runs a bootstrap method's command into the (missing or empty) data directory, with
+/// `--scope=<scope> --datadir=<data_dir>` unless `no_params` and the section's keys as
+/// `--key=value`, as Patroni does. Then, unless `keep_existing_recovery_conf`, removes the
+/// signal files the command left; with `recovery_conf`, writes `recovery.signal` and returns
+/// the recovery parameters to put into postgresql.conf (`recovery_target_action` defaults to
+/// `promote`). A failed command's partial output is removed (the directory held nothing).
+pub async fn bootstrap_by_command(
+    spec: &PgSpec,
+    method: &BootstrapCommand,
+    scope: &str,
+) -> Result<std::collections::BTreeMap<String, String>, PgError> {
+    let user = run_as(spec)?;
+    let data_dir = absolute(&spec.data_dir)?;
+    crate::initdb::ensure_missing_or_empty(&data_dir)?;
+    let existed = data_dir.exists();
+    ensure_dir(&data_dir, 0o700, user.as_ref())?;
+    let mut argv = shlex::split(&method.command)
+        .filter(|w| !w.is_empty())
+        .ok_or_else(|| PgError::Invalid {
+            what: "bootstrap method's command",
+            value: method.command.clone(),
+            reason: "it cannot be split into words (an unclosed quote?)",
+        })?;
+    if !method.no_params {
+        argv.push(format!("--scope={scope}"));
+        argv.push(format!("--datadir={}", data_dir.display()));
+    }
+    argv.extend(method.params.iter().map(|(k, v)| format!("--{k}={v}")));
+    let mut cmd = user_command(spec, &argv[0])?;
+    cmd.args(&argv[1..]);
+    let what = format!("bootstrap method {} ({})", method.name, argv[0]);
+    tracing::info!(method = %method.name, command = ?argv, "creating the new cluster with a command");
+    let result = match run_async(cmd, &what).await {
+        Ok(_) if data_dir.join("PG_VERSION").is_file() => Ok(()),
+        Ok(_) => Err(PgError::UnexpectedResult {
+            what: what.clone(),
+            detail: format!(
+                "it succeeded but {} holds no PostgreSQL data directory (no PG_VERSION); check that the command restores into postgresql.data_dir",
+                data_dir.display()
+            ),
+        }),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = result {
+        remove_partial(&data_dir, existed);
+        return Err(e);
+    }
+    if !method.keep_existing_recovery_conf {
+        for signal in ["recovery.signal", "standby.signal"] {
+            match std::fs::remove_file(data_dir.join(signal)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(PgError::io(&data_dir.join(signal), e)),
+            }
+        }
+    }
+    let mut recovery = method.recovery_conf.clone();
+    if !recovery.is_empty() {
+        recovery
+            .entry("recovery_target_action".to_string())
+            .or_insert_with(|| "promote".to_string());
+        crate::run::write_owned(&data_dir.join("recovery.signal"), "", user.as_ref())?;
+    }
+    Ok(recovery)
+}
+
+/// Polls until the local server has left recovery (a bootstrap recovered to its target and
+/// promoted); fails after `timeout` naming what PostgreSQL still does.
+pub async fn wait_until_promoted(
+    spec: &PgSpec,
+    timeout: std::time::Duration,
+) -> Result<(), PgError> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    loop {
+        match crate::status::query_status(spec, std::time::Duration::from_secs(2)).await {
+            Ok(status) if !status.in_recovery => return Ok(()),
+            _ if tokio::time::Instant::now() > deadline => {
+                return Err(PgError::Timeout {
+                    what: "recovery to the bootstrap method's target and promotion (check recovery_target_* and restore_command; a target action other than promote leaves the server in recovery)".into(),
+                    after: timeout,
+                })
+            }
+            _ => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
+}
+
 /// The command's words, then (unless `no_params`) Patroni's four parameters, then the
 /// section's other keys as `--key=value`. None when the command cannot be split.
 pub fn command_line(

@@ -214,6 +214,21 @@ pub fn pgbackrest(cfg: &Config) -> Option<pgbaton_postgres::PgBackRest> {
         })
 }
 
+/// `bootstrap.method` other than initdb, as the PostgreSQL adapter runs it.
+pub fn bootstrap_method(cfg: &Config) -> Option<pgbaton_postgres::BootstrapCommand> {
+    cfg.bootstrap
+        .method
+        .as_ref()
+        .map(|m| pgbaton_postgres::BootstrapCommand {
+            name: m.name.clone(),
+            command: m.command.clone(),
+            keep_existing_recovery_conf: m.keep_existing_recovery_conf,
+            no_params: m.no_params,
+            recovery_conf: m.recovery_conf.clone(),
+            params: m.params.clone(),
+        })
+}
+
 /// Users to create at bootstrap: `(name, password, options)`.
 pub fn bootstrap_users(cfg: &Config) -> Vec<(String, Option<String>, Vec<String>)> {
     cfg.bootstrap
