@@ -270,7 +270,7 @@ pub async fn bootstrap_by_command(
             match std::fs::remove_file(data_dir.join(signal)) {
                 Ok(()) => {}
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(PgError::io(&data_dir.join(signal), e)),
+                Err(e) => return Err(PgError::io(data_dir.join(signal), e)),
             }
         }
     }
