@@ -644,4 +644,49 @@ async fn bootstrap_method_restores_a_new_cluster_to_a_point_in_time() {
     pitr.query("node1", "INSERT INTO events VALUES (701)")
         .await
         .expect("the restored cluster takes writes");
+    drop(pitr);
+
+    // A restore_command that fails: the bootstrap fails with PostgreSQL's reason, the
+    // restored directory is moved aside (not deleted), nothing becomes leader.
+    let mut bad = Cluster::start_with(0, TIMING).await;
+    bad.add_member("node1");
+    let data = bad.data_dir("node1");
+    let restore = format!(
+        "{PGBACKREST} --config={} --stanza=it --pg1-path={} restore",
+        conf.display(),
+        data.display()
+    );
+    edit_member_yaml(&bad, "node1", |y| {
+        y.replacen(
+            "  initdb:\n",
+            &format!(
+                "  method: pitr\n  pitr:\n    command: {restore}\n    no_params: true\n    recovery_conf:\n      restore_command: /bin/false\n      recovery_target_time: '{target}'\n  initdb:\n"
+            ),
+            1,
+        )
+    });
+    bad.start_agent("node1");
+    wait_for_log(&bad, "node1", "bootstrap-failed", Duration::from_secs(150)).await;
+    let log = bad.agent_log("node1");
+    eprintln!(
+        "{}",
+        log.lines()
+            .filter(|l| l.contains("bootstrap"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+    let aside: Vec<PathBuf> = std::fs::read_dir(bad.member_dir("node1"))
+        .expect("member dir")
+        .filter_map(|e| e.ok())
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().contains("data.bootstrap-failed."))
+        .collect();
+    assert!(
+        aside.iter().any(|p| p.join("PG_VERSION").is_file()),
+        "the restored directory was not kept: {aside:?}"
+    );
+    assert!(
+        bad.state().await.expect("DCS").leader_name().is_none(),
+        "a member led although its bootstrap failed"
+    );
 }

@@ -266,6 +266,20 @@ pub async fn bootstrap_by_command(
         return Err(e);
     }
     if !method.keep_existing_recovery_conf {
+        // pgbackrest restore (and others) put restore_command into postgresql.auto.conf,
+        // which would win over recovery_conf's settings in postgresql.conf.
+        let auto_conf = data_dir.join("postgresql.auto.conf");
+        if let Ok(text) = std::fs::read_to_string(&auto_conf) {
+            let kept: Vec<&str> = text.lines().filter(|l| !sets_recovery(l)).collect();
+            if kept.len() != text.lines().count() {
+                tracing::info!(file = %auto_conf.display(), "recovery settings the command wrote removed (keep_existing_recovery_conf is off)");
+                crate::run::write_owned(
+                    &auto_conf,
+                    &format!("{}\n", kept.join("\n")),
+                    user.as_ref(),
+                )?;
+            }
+        }
         for signal in ["recovery.signal", "standby.signal"] {
             match std::fs::remove_file(data_dir.join(signal)) {
                 Ok(()) => {}
@@ -282,6 +296,25 @@ pub async fn bootstrap_by_command(
         crate::run::write_owned(&data_dir.join("recovery.signal"), "", user.as_ref())?;
     }
     Ok(recovery)
+}
+
+/// Whether a configuration line sets a recovery parameter (restore_command, recovery_target*,
+/// archive_cleanup_command, recovery_end_command, primary_conninfo, primary_slot_name).
+fn sets_recovery(line: &str) -> bool {
+    let line = line.trim_start().to_ascii_lowercase();
+    let name: String = line
+        .chars()
+        .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+        .collect();
+    name == "restore_command"
+        || name.starts_with("recovery_target")
+        || [
+            "archive_cleanup_command",
+            "recovery_end_command",
+            "primary_conninfo",
+            "primary_slot_name",
+        ]
+        .contains(&name.as_str())
 }
 
 /// Polls until the local server has left recovery (a bootstrap recovered to its target and
@@ -419,6 +452,17 @@ mod tests {
             command_line("  ", true, &[], "s", Path::new("/d"), "x"),
             None
         );
+    }
+
+    #[test]
+    fn recovery_lines_of_auto_conf_are_recognised() {
+        assert!(sets_recovery(
+            "restore_command = 'pgbackrest archive-get %f \"%p\"'"
+        ));
+        assert!(sets_recovery("recovery_target_time='x'"));
+        assert!(!sets_recovery("# restore_command = 'x'"));
+        assert!(!sets_recovery("shared_buffers = '32MB'"));
+        assert!(!sets_recovery("restore_command_extra = 1"));
     }
 
     #[test]
