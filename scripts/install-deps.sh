@@ -7,7 +7,7 @@
 # calls: gcc alone, without its Recommends, cannot link) and ca-certificates for cargo's downloads;
 # systemd for `systemd-analyze verify` of the package's units (nothing is started); chromium
 # (headless) and a font for the router status page's browser test; curl for the deployment
-# guide's test (docs/DEPLOYMENT.md).
+# guide's test (docs/DEPLOYMENT.md); pgbackrest for the WAL archive, backup and replica-method tests.
 # The router's driver tests: python3-psycopg2, libpostgresql-jdbc-java with a Java runtime,
 # node and npm (Debian's nodejs/npm unless a node is already on PATH; the tests fetch npm's
 # `pg` and `pg-copy-streams` themselves into the build's temp dir).
@@ -16,7 +16,8 @@
 set -euo pipefail
 packages=(postgresql-15 postgresql-client-15 postgresql-contrib etcd-server etcd-client
           protobuf-compiler libprotobuf-dev make gcc libc6-dev ca-certificates
-          nftables iproute2 patroni haproxy openssl systemd chromium fonts-dejavu-core curl)
+          nftables iproute2 patroni haproxy openssl systemd chromium fonts-dejavu-core curl
+          pgbackrest)
 packages+=(python3-psycopg2 libpostgresql-jdbc-java default-jre-headless)
 if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
     packages+=(nodejs npm)

@@ -91,6 +91,9 @@ pub fn patroni_json(status: &NodeStatus) -> Value {
     if status.watchdog_failed {
         body.insert("watchdog_failed".into(), json!(true));
     }
+    if let Some(pgbackrest) = &status.pgbackrest {
+        body.insert("pgbackrest".into(), pgbackrest.clone());
+    }
     if is_sync_standby(status) {
         body.insert("sync_standby".into(), json!(true));
     }

@@ -84,6 +84,10 @@ pub struct NodeStatus {
     /// `watchdog.mode` is required and the device is not usable: this member will not lead
     /// (Patroni's `watchdog_failed` in `GET /patroni`).
     pub watchdog_failed: bool,
+    /// `pgbackrest:` configured and this member has led: its last stanza check,
+    /// `{"stanza", "check": "running"|"ok"|"failed", "error"}` (a pgbaton extension of
+    /// `GET /patroni`).
+    pub pgbackrest: Option<Value>,
     /// Unix milliseconds at the end of the last completed HA cycle (for `/liveness`).
     pub last_cycle_unix_ms: u64,
     /// The HA loop's ttl in milliseconds (`/liveness` uses ttl for a primary, 2×ttl for a replica).
@@ -128,6 +132,7 @@ impl NodeStatus {
             dcs_last_seen: None,
             failsafe_active: false,
             watchdog_failed: false,
+            pgbackrest: None,
             last_cycle_unix_ms: 0,
             ttl_ms,
             tags: BTreeMap::new(),

@@ -24,7 +24,8 @@ pub use dynamic::{
 pub use error::{ConfigError, ConfigWarning, Loaded};
 pub use managed::overwritten_parameters;
 pub use model::{
-    BootstrapConfig, Config, Credentials, DcsConfig, InitdbOption, PgbatonConfig, PostgresqlConfig,
-    RestApiConfig, Tags, UserSpec, WatchdogConfig, WatchdogMode,
+    BootstrapConfig, BootstrapMethod, CommandMethod, Config, Credentials, DcsConfig, InitdbOption,
+    PgBackRestConfig, PgbatonConfig, PostgresqlConfig, ReplicaMethod, RestApiConfig, Tags,
+    UserSpec, WatchdogConfig, WatchdogMode,
 };
 pub use parse::{load_file, parse_str, parse_str_with_env};

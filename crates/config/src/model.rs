@@ -29,6 +29,8 @@ pub struct Config {
     pub watchdog: WatchdogConfig,
     /// How this member (and `pgbaton ctl`) call REST APIs served over https (`ctl:`).
     pub ctl: CtlConfig,
+    /// The pgBackRest repository the cluster archives into (`pgbackrest:`).
+    pub pgbackrest: Option<PgBackRestConfig>,
     /// Where the configuration came from: a file path or "<string>", for messages.
     pub source: String,
 }
@@ -92,6 +94,27 @@ pub struct BootstrapConfig {
     pub pg_hba: Vec<String>,
     /// Roles created after initdb.
     pub users: BTreeMap<String, UserSpec>,
+    /// `bootstrap.method` other than initdb: the new cluster is created by this command.
+    pub method: Option<BootstrapMethod>,
+}
+
+/// A custom bootstrap method (`bootstrap.method: <name>` with `bootstrap.<name>: {command,
+/// keep_existing_recovery_conf, no_params, recovery_conf, ...}`), e.g. a restore from a backup
+/// recovered to a point in time, then promoted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BootstrapMethod {
+    pub name: String,
+    /// The command line (split as a shell would, without a shell).
+    pub command: String,
+    /// Leave the recovery settings and signal files the command wrote as they are.
+    pub keep_existing_recovery_conf: bool,
+    /// Do not add `--scope=<scope> --datadir=<data_dir>`.
+    pub no_params: bool,
+    /// Recovery parameters (restore_command, recovery_target_time, recovery_target_action,
+    /// ...) written with `recovery.signal`; `recovery_target_action` defaults to `promote`.
+    pub recovery_conf: BTreeMap<String, String>,
+    /// The section's other keys, passed as `--key=value` (sorted by key).
+    pub params: Vec<(String, String)>,
 }
 
 /// One option of an option list (`initdb:`, `postgresql.basebackup:`).
@@ -153,6 +176,45 @@ pub struct PostgresqlConfig {
     pub basebackup: Vec<String>,
     /// Connect to the local PostgreSQL through its Unix socket instead of TCP.
     pub use_unix_socket: bool,
+    /// `create_replica_methods`: how a replica's data directory is created, tried in order
+    /// (the next on failure). Empty: pg_basebackup alone.
+    pub create_replica_methods: Vec<ReplicaMethod>,
+}
+
+/// One way of creating a replica (`postgresql.create_replica_methods`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum ReplicaMethod {
+    /// `basebackup`: the built-in pg_basebackup from the leader, with `postgresql.basebackup`'s
+    /// options.
+    Basebackup,
+    /// Any other name: the command of its section `postgresql.<name>`.
+    Command(CommandMethod),
+}
+
+impl ReplicaMethod {
+    /// The name the configuration gives the method.
+    pub fn name(&self) -> &str {
+        match self {
+            ReplicaMethod::Basebackup => "basebackup",
+            ReplicaMethod::Command(c) => &c.name,
+        }
+    }
+}
+
+/// A replica method run as a command (`postgresql.<name>: {command, keep_data, no_params, ...}`),
+/// e.g. `pgbackrest --stanza=main --delta restore`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CommandMethod {
+    pub name: String,
+    /// The command line (split as a POSIX shell would, without running a shell).
+    pub command: String,
+    /// Run on the data directory as it is (e.g. `pgbackrest --delta restore`); without it a
+    /// non-empty data directory is moved aside first.
+    pub keep_data: bool,
+    /// Do not add `--scope= --datadir= --role=replica --connstring=`.
+    pub no_params: bool,
+    /// The section's other keys, passed as `--key=value` (sorted by key).
+    pub params: Vec<(String, String)>,
 }
 
 /// Member tags (`tags:`), published in the member's DCS document.
@@ -202,6 +264,18 @@ impl Tags {
         }
         out
     }
+}
+
+/// `pgbackrest:` — the repository this member's cluster archives into: the leader creates
+/// the stanza when it is missing and runs `pgbackrest check` at start and after becoming
+/// leader; `ctl backup` runs `pgbackrest backup` with it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PgBackRestConfig {
+    pub stanza: String,
+    /// pgBackRest's configuration file (`--config`; its default /etc/pgbackrest.conf when unset).
+    pub config: Option<PathBuf>,
+    /// The pgbackrest executable (default `pgbackrest`, looked up in PATH).
+    pub command: String,
 }
 
 /// pgbaton's own settings (`pgbaton:`).

@@ -85,13 +85,13 @@ pub async fn basebackup_with(
 
 /// The password file libpq reads (`PGPASSFILE`): the configured one, written now, or a
 /// temporary one with `credentials` alone (deleted on drop). `None`: no password.
-enum PasswordFile<'a> {
+pub(crate) enum PasswordFile<'a> {
     Configured(&'a PassFile),
     Temporary(SecretFile),
 }
 
 impl PasswordFile<'_> {
-    fn path(&self) -> &Path {
+    pub(crate) fn path(&self) -> &Path {
         match self {
             PasswordFile::Configured(file) => file.path(),
             PasswordFile::Temporary(file) => file.path(),
@@ -99,7 +99,7 @@ impl PasswordFile<'_> {
     }
 }
 
-fn password_file<'a>(
+pub(crate) fn password_file<'a>(
     spec: &PgSpec,
     credentials: &Credentials,
     user: Option<&crate::run::RunAs>,
@@ -121,7 +121,7 @@ fn password_file<'a>(
 }
 
 /// Removes what a failed clone left: the directory itself when we created it, else its content.
-fn remove_partial(data_dir: &Path, existed: bool) {
+pub(crate) fn remove_partial(data_dir: &Path, existed: bool) {
     let result = if existed {
         fs::read_dir(data_dir).and_then(|entries| {
             for entry in entries {

@@ -15,8 +15,10 @@ mod initdb;
 mod logical;
 mod lsn;
 mod passfile;
+mod pgbackrest;
 mod postmaster;
 mod pubsub;
+mod replica_method;
 mod run;
 mod server_log;
 mod spec;
@@ -40,11 +42,16 @@ pub use logical::{
 };
 pub use lsn::{format_lsn, parse_lsn, slot_name_for};
 pub use passfile::PassFile;
+pub use pgbackrest::{BackupType, PgBackRest, RepoCheck, RepoStatus};
 pub use postmaster::{Postmaster, StopMode};
 pub use pubsub::{
     apply as apply_logical_changes, check_publications, plan_publications, plan_subscriptions,
     read_publications, read_subscriptions, subscription_stats, Change, Problem, PublicationNow,
     SubscriptionNow, SubscriptionStats,
+};
+pub use replica_method::{
+    bootstrap_by_command, create_replica, wait_until_promoted, BootstrapCommand, ReplicaContext,
+    ReplicaMethod,
 };
 pub use server_log::{parse_line, LogEvent, WalLogScanner};
 pub use spec::{Credentials, PgSpec, StandbyConfig, Upstream};

@@ -83,7 +83,16 @@ pub(crate) fn pg_command(spec: &PgSpec, binary: &str) -> Result<Command, PgError
             hint: INSTALL_HINT,
         });
     }
-    let mut cmd = Command::new(&path);
+    user_command(spec, path.as_os_str())
+}
+
+/// A `Command` for any program (looked up in PATH unless a path), run as `run_as` from `/`
+/// with a clean libpq environment: replica methods and pgBackRest.
+pub(crate) fn user_command(
+    spec: &PgSpec,
+    program: impl AsRef<std::ffi::OsStr>,
+) -> Result<Command, PgError> {
+    let mut cmd = Command::new(program);
     cmd.current_dir("/").stdin(Stdio::null());
     for var in LIBPQ_ENV {
         cmd.env_remove(var);

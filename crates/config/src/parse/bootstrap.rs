@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use crate::dynamic::{self, DynamicConfig};
-use crate::model::{BootstrapConfig, UserSpec};
+use crate::model::{BootstrapConfig, BootstrapMethod, UserSpec};
 use crate::walk::{self, Ctx, Result, Section};
 
 use super::options::option_list;
@@ -15,6 +15,7 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<BootstrapConf
         initdb: Vec::new(),
         pg_hba: Vec::new(),
         users: BTreeMap::new(),
+        method: None,
     };
     let Some(mut sec) = sec else {
         return Ok(out);
@@ -34,18 +35,77 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<BootstrapConf
     for key in ["post_bootstrap", "post_init"] {
         sec.unsupported(ctx, key, "bootstrap scripts are not supported yet; ignored");
     }
-    if let Some(method) = sec.string(ctx, "method")? {
-        let path = sec.at("method");
-        if method != "initdb" {
-            ctx.warn(
-                &path,
-                format!("custom bootstrap methods are not supported yet; \"{method}\" is ignored and initdb is used"),
-            );
-            sec.known(&method);
+    if let Some(name) = sec.string(ctx, "method")? {
+        if name != "initdb" {
+            out.method = Some(method(ctx, &mut sec, &name)?);
         }
     }
     sec.finish(ctx, "ignored");
     Ok(out)
+}
+
+/// `bootstrap.<name>: {command, keep_existing_recovery_conf, no_params, recovery_conf, ...}`.
+fn method(ctx: &mut Ctx, sec: &mut Section, name: &str) -> Result<BootstrapMethod> {
+    let section_path = sec.at(name);
+    if ["dcs", "initdb", "pg_hba", "users", "method"].contains(&name) {
+        return Err(ctx.invalid(
+            &sec.at("method"),
+            format!("\"{name}\" is a key of bootstrap, not a method; name a method with its own section (e.g. pgbackrest) or initdb"),
+        ));
+    }
+    let Some(mut m) = sec.section(ctx, name)? else {
+        return Err(ctx.invalid(
+            &sec.at("method"),
+            format!("method \"{name}\" has no section {section_path}: add one with its command (e.g. `{name}: {{command: ..., recovery_conf: {{...}}}}`), or use initdb"),
+        ));
+    };
+    let command = m.string(ctx, "command")?.ok_or_else(|| {
+        ctx.invalid(
+            &m.at("command"),
+            format!("required key is missing (the command that creates the new cluster's data directory, e.g. `pgbackrest --stanza=main restore`; bootstrap.method is \"{name}\")"),
+        )
+    })?;
+    if shlex::split(&command).is_none_or(|w| w.is_empty()) {
+        return Err(ctx.invalid(
+            &m.at("command"),
+            format!("cannot split {command:?} into words (an unclosed quote?); write it as a shell would"),
+        ));
+    }
+    let keep_existing_recovery_conf = m.bool(ctx, "keep_existing_recovery_conf")?.unwrap_or(false);
+    let no_params = m.bool(ctx, "no_params")?.unwrap_or(false);
+    let recovery_conf = match m.get("recovery_conf") {
+        Some(v) => walk::parameters(ctx, &m.at("recovery_conf"), v)?,
+        None => BTreeMap::new(),
+    };
+    let mut params = Vec::new();
+    for (key, value) in m.raw() {
+        if m.is_asked(key) {
+            continue;
+        }
+        let text = match value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Number(n) => n.to_string(),
+            serde_json::Value::Bool(b) => b.to_string(),
+            other => {
+                return Err(ctx.invalid(
+                    &m.at(key),
+                    format!(
+                        "expected a value for --{key}= (string, number or boolean), got {}",
+                        walk::describe(other)
+                    ),
+                ))
+            }
+        };
+        params.push((key.clone(), text));
+    }
+    Ok(BootstrapMethod {
+        name: name.to_string(),
+        command,
+        keep_existing_recovery_conf,
+        no_params,
+        recovery_conf,
+        params,
+    })
 }
 
 fn parse_users(ctx: &mut Ctx, users: Section) -> Result<BTreeMap<String, UserSpec>> {

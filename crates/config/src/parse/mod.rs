@@ -146,6 +146,27 @@ fn top_level(ctx: &mut Ctx, v: &Value) -> Result<Config> {
         }
         None => CtlConfig::default(),
     };
+    let pgbackrest = match root.section(ctx, "pgbackrest")? {
+        Some(mut sec) => {
+            let stanza = sec.string(ctx, "stanza")?.ok_or_else(|| {
+                ctx.invalid(
+                    &sec.at("stanza"),
+                    "required key is missing (the pgBackRest stanza of this cluster, as its configuration file names it)",
+                )
+            })?;
+            let config = sec.string(ctx, "config")?.map(std::path::PathBuf::from);
+            let command = sec
+                .string(ctx, "command")?
+                .unwrap_or_else(|| "pgbackrest".to_string());
+            sec.finish(ctx, "ignored");
+            Some(crate::model::PgBackRestConfig {
+                stanza,
+                config,
+                command,
+            })
+        }
+        None => None,
+    };
     root.unsupported(ctx, "citus", "Citus clusters are not supported; ignored");
     root.finish(ctx, "ignored");
     for (path, message) in
@@ -165,6 +186,7 @@ fn top_level(ctx: &mut Ctx, v: &Value) -> Result<Config> {
         pgbaton,
         watchdog,
         ctl,
+        pgbackrest,
         source: ctx.file.clone(),
     })
 }

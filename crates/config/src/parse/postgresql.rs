@@ -4,7 +4,7 @@
 use std::path::PathBuf;
 
 use crate::address::{is_wildcard, split_host_port};
-use crate::model::{Credentials, PostgresqlConfig};
+use crate::model::{CommandMethod, Credentials, PostgresqlConfig, ReplicaMethod};
 use crate::walk::{self, Ctx, Result, Section};
 
 use super::options::option_list;
@@ -15,14 +15,10 @@ const DATA_DIR_MISSING: &str =
     "required key is missing (the PostgreSQL data directory this member manages)";
 
 /// Keys Patroni knows that pgbaton accepts but does not act on, with what to tell the user.
-const UNSUPPORTED: [(&str, &str); 11] = [
+const UNSUPPORTED: [(&str, &str); 10] = [
     (
         "callbacks",
         "callback scripts are not supported yet; ignored",
-    ),
-    (
-        "create_replica_methods",
-        "only pg_basebackup is supported for now; other methods are ignored",
     ),
     (
         "recovery_conf",
@@ -122,16 +118,7 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<PostgresqlCon
     for (key, why) in UNSUPPORTED {
         sec.unsupported(ctx, key, why);
     }
-    // Methods named in create_replica_methods have their own sections (e.g. `pgbackrest:`).
-    if let Some(methods) = sec
-        .raw()
-        .get("create_replica_methods")
-        .and_then(|v| v.as_array())
-    {
-        for m in methods.iter().filter_map(|m| m.as_str()) {
-            sec.known(m);
-        }
-    }
+    let create_replica_methods = replica_methods(ctx, &mut sec)?;
     sec.finish(ctx, "ignored");
     Ok(PostgresqlConfig {
         listen_host,
@@ -150,7 +137,108 @@ pub(super) fn parse(ctx: &mut Ctx, sec: Option<Section>) -> Result<PostgresqlCon
         pg_hba,
         basebackup,
         use_unix_socket,
+        create_replica_methods,
     })
+}
+
+/// `create_replica_methods: [pgbackrest, basebackup]` and each custom method's section
+/// (`pgbackrest: {command, keep_data, no_params, ...}`), as Patroni reads them.
+fn replica_methods(ctx: &mut Ctx, sec: &mut Section) -> Result<Vec<ReplicaMethod>> {
+    let list_path = sec.at("create_replica_methods");
+    let Some(list) = sec.get("create_replica_methods") else {
+        return Ok(Vec::new());
+    };
+    let names = walk::string_list(ctx, &list_path, list)?;
+    let mut out: Vec<ReplicaMethod> = Vec::new();
+    for (i, name) in names.iter().enumerate() {
+        let item_path = walk::index(&list_path, i);
+        if out.iter().any(|m| m.name() == name) {
+            return Err(ctx.invalid(
+                &item_path,
+                format!(
+                    "\"{name}\" is listed twice; name each method once, in the order to try them"
+                ),
+            ));
+        }
+        if name == "basebackup" {
+            out.push(ReplicaMethod::Basebackup);
+            continue;
+        }
+        if [
+            "create_replica_methods",
+            "parameters",
+            "authentication",
+            "pg_hba",
+            "data_dir",
+            "bin_dir",
+            "listen",
+        ]
+        .contains(&name.as_str())
+        {
+            return Err(ctx.invalid(
+                &item_path,
+                format!("\"{name}\" is a key of postgresql, not a replica method; name a method with its own section (e.g. pgbackrest) or basebackup"),
+            ));
+        }
+        let method_path = sec.at(name);
+        let Some(mut method) = sec.section(ctx, name)? else {
+            return Err(ctx.invalid(
+                &item_path,
+                format!("method \"{name}\" has no section {method_path}: add one with its command (e.g. `{name}: {{command: ..., keep_data: true, no_params: true}}`), or use basebackup"),
+            ));
+        };
+        let command = method.string(ctx, "command")?.ok_or_else(|| {
+            ctx.invalid(
+                &method.at("command"),
+                format!("required key is missing (the command that creates the replica's data directory, e.g. `pgbackrest --stanza=main --delta restore`; method \"{name}\" of create_replica_methods)"),
+            )
+        })?;
+        if shlex::split(&command).is_none_or(|words| words.is_empty()) {
+            return Err(ctx.invalid(
+                &method.at("command"),
+                format!("cannot split {command:?} into words (an unclosed quote?); write it as a shell would"),
+            ));
+        }
+        let keep_data = method.bool(ctx, "keep_data")?.unwrap_or(false);
+        let no_params = method.bool(ctx, "no_params")?.unwrap_or(false);
+        for key in ["no_leader", "no_master"] {
+            method.unsupported(
+                ctx,
+                key,
+                "not supported yet: replica methods run only while a leader is running; ignored",
+            );
+        }
+        let mut params = Vec::new();
+        for (key, value) in method.raw() {
+            if method.is_asked(key) {
+                continue;
+            }
+            let p = method.at(key);
+            let text = match value {
+                serde_json::Value::String(s) => s.clone(),
+                serde_json::Value::Number(n) => n.to_string(),
+                serde_json::Value::Bool(b) => b.to_string(),
+                other => {
+                    return Err(ctx.invalid(
+                        &p,
+                        format!(
+                            "expected a value for --{key}= (string, number or boolean), got {}",
+                            walk::describe(other)
+                        ),
+                    ))
+                }
+            };
+            params.push((key.clone(), text));
+        }
+        out.push(ReplicaMethod::Command(CommandMethod {
+            name: name.clone(),
+            command,
+            keep_data,
+            no_params,
+            params,
+        }));
+    }
+    Ok(out)
 }
 
 /// The address others use; defaults to the first listen host that is not a wildcard.

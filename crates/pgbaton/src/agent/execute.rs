@@ -491,13 +491,33 @@ impl<D: Dcs> Agent<D> {
                     .map(|o| o.to_arg())
                     .collect();
                 let users = settings::bootstrap_users(&self.cfg);
+                let method = settings::bootstrap_method(&self.cfg);
+                let scope = self.cfg.scope.clone();
                 self.configured_upstream = None;
                 self.jobs.start(JobKind::Bootstrap, async move {
-                    pg::initdb(&spec, &initdb_args)
+                    let Some(method) = method else {
+                        pg::initdb(&spec, &initdb_args)
+                            .await
+                            .map_err(|e| e.to_string())?;
+                        pg::write_config(&spec, &params, &hba, None).map_err(|e| e.to_string())?;
+                        jobs::start_and_wait(&spec, &pm, Duration::from_secs(60)).await?;
+                        return pg::ensure_users(&spec, &users, Duration::from_secs(30))
+                            .await
+                            .map_err(|e| e.to_string());
+                    };
+                    // bootstrap.method: restored by a command, recovered to its target, promoted.
+                    let recovery = pg::bootstrap_by_command(&spec, &method, &scope)
+                        .await
+                        .map_err(|e| e.to_string())?;
+                    let mut with_recovery = params.clone();
+                    with_recovery.extend(recovery);
+                    pg::write_config(&spec, &with_recovery, &hba, None)
+                        .map_err(|e| e.to_string())?;
+                    jobs::start_and_wait(&spec, &pm, Duration::from_secs(3600)).await?;
+                    pg::wait_until_promoted(&spec, Duration::from_secs(3600))
                         .await
                         .map_err(|e| e.to_string())?;
                     pg::write_config(&spec, &params, &hba, None).map_err(|e| e.to_string())?;
-                    jobs::start_and_wait(&spec, &pm, Duration::from_secs(60)).await?;
                     pg::ensure_users(&spec, &users, Duration::from_secs(30))
                         .await
                         .map_err(|e| e.to_string())
@@ -508,11 +528,17 @@ impl<D: Dcs> Agent<D> {
                     tracing::warn!(member = %from, "cannot clone: no address for the member in the DCS");
                     return;
                 };
-                let extra = self.cfg.postgresql.basebackup.clone();
+                let methods = settings::replica_methods(&self.cfg);
+                let scope = self.cfg.scope.clone();
                 let passfile = settings::passfile(&self.cfg, &spec);
                 self.jobs.start(JobKind::Clone, async move {
-                    pg::basebackup_with(&spec, &upstream, &extra, passfile.as_ref())
+                    let ctx = pg::ReplicaContext {
+                        scope: &scope,
+                        passfile: passfile.as_ref(),
+                    };
+                    pg::create_replica(&spec, &upstream, &methods, &ctx)
                         .await
+                        .map(drop)
                         .map_err(|e| e.to_string())
                 });
             }

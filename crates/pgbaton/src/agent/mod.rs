@@ -186,6 +186,8 @@ pub struct Agent<D: Dcs> {
     wal_log: Option<pgbaton_postgres::WalLogScanner>,
     /// The host watchdog device (`watchdog:`), armed while this member runs a primary.
     watchdog: crate::watchdog::Watchdog,
+    /// `pgbackrest:`: stanza created and checked each time this member starts leading.
+    repo_check: pgbaton_postgres::RepoCheck,
 }
 
 impl<D: Dcs> Agent<D> {
@@ -234,6 +236,7 @@ impl<D: Dcs> Agent<D> {
             failsafe_member: failsafe::FailsafeMember::default(),
             wal_log: None,
             watchdog,
+            repo_check: pgbaton_postgres::RepoCheck::new(settings::pgbackrest(&cfg)),
             cfg,
         }
     }

@@ -177,6 +177,59 @@ pub fn passfile(cfg: &Config, spec: &PgSpec) -> Option<pgbaton_postgres::PassFil
     }
 }
 
+/// `postgresql.create_replica_methods` as the PostgreSQL adapter runs them (empty:
+/// pg_basebackup alone); `basebackup` takes `postgresql.basebackup`'s options.
+pub fn replica_methods(cfg: &Config) -> Vec<pgbaton_postgres::ReplicaMethod> {
+    use pgbaton_config::ReplicaMethod as M;
+    use pgbaton_postgres::ReplicaMethod as R;
+    let basebackup = || R::Basebackup {
+        extra_args: cfg.postgresql.basebackup.clone(),
+    };
+    if cfg.postgresql.create_replica_methods.is_empty() {
+        return vec![basebackup()];
+    }
+    cfg.postgresql
+        .create_replica_methods
+        .iter()
+        .map(|m| match m {
+            M::Basebackup => basebackup(),
+            M::Command(c) => R::Command {
+                name: c.name.clone(),
+                command: c.command.clone(),
+                keep_data: c.keep_data,
+                no_params: c.no_params,
+                params: c.params.clone(),
+            },
+        })
+        .collect()
+}
+
+/// The `pgbackrest:` section as the PostgreSQL adapter takes it.
+pub fn pgbackrest(cfg: &Config) -> Option<pgbaton_postgres::PgBackRest> {
+    cfg.pgbackrest
+        .as_ref()
+        .map(|p| pgbaton_postgres::PgBackRest {
+            command: p.command.clone(),
+            stanza: p.stanza.clone(),
+            config: p.config.clone(),
+        })
+}
+
+/// `bootstrap.method` other than initdb, as the PostgreSQL adapter runs it.
+pub fn bootstrap_method(cfg: &Config) -> Option<pgbaton_postgres::BootstrapCommand> {
+    cfg.bootstrap
+        .method
+        .as_ref()
+        .map(|m| pgbaton_postgres::BootstrapCommand {
+            name: m.name.clone(),
+            command: m.command.clone(),
+            keep_existing_recovery_conf: m.keep_existing_recovery_conf,
+            no_params: m.no_params,
+            recovery_conf: m.recovery_conf.clone(),
+            params: m.params.clone(),
+        })
+}
+
 /// Users to create at bootstrap: `(name, password, options)`.
 pub fn bootstrap_users(cfg: &Config) -> Vec<(String, Option<String>, Vec<String>)> {
     cfg.bootstrap

@@ -53,6 +53,14 @@ impl<D: Dcs> Agent<D> {
             doc.extra
                 .insert("watchdog_failed".into(), serde_json::Value::Bool(true));
         }
+        // The leader's last pgbackrest check, for `ctl list -e`.
+        if let Some(r) = self.repo_check.status() {
+            let (check, error) = r.words();
+            doc.extra.insert(
+                "pgbackrest".into(),
+                serde_json::json!({"stanza": r.stanza, "check": check, "error": error}),
+            );
+        }
         doc
     }
 
@@ -137,6 +145,8 @@ impl<D: Dcs> Agent<D> {
             LocalPg::Running(_) => PgRole::Primary,
             _ => PgRole::Unknown,
         };
+        let writable_leader = self.writable_leader(obs);
+        self.repo_check.cycle(&self.spec, writable_leader);
         let status = NodeStatus {
             scope: self.cfg.scope.clone(),
             name: self.cfg.name.clone(),
@@ -145,7 +155,7 @@ impl<D: Dcs> Agent<D> {
                 .to_string(),
             pg_running: matches!(obs.pg, LocalPg::Running(_)),
             pg_role,
-            writable_leader: self.writable_leader(obs),
+            writable_leader,
             holds_leader_key: self.cluster.as_ref().and_then(|c| c.leader_name())
                 == Some(self.cfg.name.as_str()),
             server_version: st.map(|s| s.server_version),
@@ -196,6 +206,10 @@ impl<D: Dcs> Agent<D> {
             dcs_last_seen: self.dcs_last_seen_unix,
             failsafe_active: self.failsafe_active(),
             watchdog_failed: self.watchdog.failed(tokio::time::Instant::now()),
+            pgbackrest: self.repo_check.status().map(|r| {
+                let (check, error) = r.words();
+                serde_json::json!({"stanza": r.stanza, "check": check, "error": error})
+            }),
             last_cycle_unix_ms: now_ms,
             ttl_ms: self.ha.ttl_ms,
             tags: self.cfg.tags.to_json_map(),
