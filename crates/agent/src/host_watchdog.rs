@@ -1,4 +1,4 @@
-//! The agent's side of the host watchdog (src/watchdog/): arm before a primary, feed on
+//! The agent's side of the host watchdog (watchdog/): arm before a primary, feed on
 //! confirmed leases, disarm once no primary runs (and in maintenance mode, as Patroni).
 
 use pgbaton_core::{Action, JobKind, JobView, Observation, Phase};
