@@ -15,6 +15,7 @@ use pgbaton_postgres as pg;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{jobs, Agent};
+use crate::peers::Peers;
 
 /// How long the API waits for the loop to take a local command (it finishes its cycle first).
 const LOCAL_ANSWER: Duration = Duration::from_secs(30);
@@ -124,7 +125,7 @@ impl<D: Dcs> Commands for AgentCommands<D> {
     }
 }
 
-impl<D: Dcs> Agent<D> {
+impl<D: Dcs, P: Peers> Agent<D, P> {
     /// The REST API's write endpoints for this agent (sharing its DCS handle and lease)
     /// and the receiver [`Agent::run`] takes local commands from; `timeout` bounds each
     /// DCS request made for the API.

@@ -6,8 +6,9 @@ use pgbaton_dcs::Dcs;
 use tokio::time::Instant;
 
 use super::Agent;
+use crate::peers::Peers;
 
-impl<D: Dcs> Agent<D> {
+impl<D: Dcs, P: Peers> Agent<D, P> {
     /// The send time of the latest confirmation of this leader's right to run a primary:
     /// an acknowledged lease renewal, or (failsafe mode) a round every member acknowledged.
     /// A lease proved by reading its time to live (less than a full ttl left) counts as a

@@ -15,6 +15,7 @@ mod host_watchdog;
 mod jobs;
 mod logical;
 mod observe;
+pub mod peers;
 pub mod sd_notify;
 pub mod settings;
 mod status;
@@ -33,10 +34,11 @@ use tokio::sync::{watch, Mutex, Notify};
 use tokio::time::Instant;
 
 use jobs::{JobRunner, SharedPostmaster};
+use peers::{HttpPeers, Peers};
 
 /// Everything the agent knows between cycles. Only `state` is decision memory; the rest
 /// is adapter bookkeeping (handles, the last reads, the lease proof).
-pub struct Agent<D: Dcs> {
+pub struct Agent<D: Dcs, P: Peers = HttpPeers> {
     cfg: Config,
     /// The dynamic configuration in force (DCS `config` over `bootstrap.dcs`).
     dynamic: DynamicConfig,
@@ -60,7 +62,8 @@ pub struct Agent<D: Dcs> {
     configured_sync: Option<pgbaton_core::SyncStandbyNames>,
     last_pg_status: Option<PgStatus>,
     status_tx: watch::Sender<NodeStatus>,
-    http: reqwest::Client,
+    /// Other members' REST APIs (their positions, failsafe rounds).
+    peers: P,
     /// Woken by job ends and postmaster exits.
     wake: Arc<Notify>,
     /// Stops PostgreSQL at the demotion deadline even when this loop is busy.
@@ -91,14 +94,14 @@ pub struct Agent<D: Dcs> {
     watchdog: watchdog::Watchdog,
 }
 
-impl<D: Dcs> Agent<D> {
+impl<D: Dcs, P: Peers> Agent<D, P> {
     pub fn new(
         cfg: Config,
         dynamic: DynamicConfig,
         ha: HaConfig,
         dcs: D,
         status_tx: watch::Sender<NodeStatus>,
-        http: reqwest::Client,
+        peers: P,
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let spec = settings::pg_spec(&cfg);
@@ -120,7 +123,7 @@ impl<D: Dcs> Agent<D> {
             configured_sync: None,
             last_pg_status: None,
             status_tx,
-            http,
+            peers,
             wake,
             guard: guard::LeaseGuard::new(origin, Some(fence_file(&cfg))),
             last_reason: String::new(),

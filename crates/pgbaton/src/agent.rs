@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
+use pgbaton_agent::peers::HttpPeers;
 use pgbaton_agent::{settings, Agent};
 use pgbaton_api::NodeStatus;
 use pgbaton_config::Config;
@@ -60,7 +61,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let auth = cfg.restapi.authentication.clone();
     let dcs_timeout = Duration::from_millis(ha.retry_timeout_ms);
     let listen = cfg.restapi.listen.clone();
-    let mut agent = Agent::new(cfg, dynamic, ha, dcs, status_tx, http);
+    let mut agent = Agent::new(cfg, dynamic, ha, dcs, status_tx, HttpPeers::new(http));
     let (commands, local_rx) = agent.commands(dcs_timeout);
     let commands: Arc<dyn pgbaton_api::Commands> = Arc::new(commands);
     let api = match &tls {
