@@ -10,7 +10,7 @@
 //! counts such a peer as one that may not be promoted (like `nofailover`).
 //!
 //! In `automatic` and `off` modes leading never depends on the device; the agent arms one
-//! when it can. Arming, feeding and disarming the device are the agent's (src/watchdog/): it
+//! when it can. Arming, feeding and disarming the device are the agent's (crates/agent/src/watchdog/): it
 //! arms before every promotion or start as a primary and reports a failure here.
 
 use std::fmt;

@@ -6,12 +6,9 @@
 mod agent;
 mod ctl;
 mod etcd_access;
-mod fence;
 mod http;
 mod local;
 mod logging;
-mod sd_notify;
-mod watchdog;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -97,7 +94,7 @@ fn main() -> ExitCode {
     }
     // The watchdog is a plain loop: no runtime (it must stay small).
     if let Command::LeaseGuard { file, agent_pid } = &cli.command {
-        fence::run(file, *agent_pid);
+        pgbaton_agent::fence::run(file, *agent_pid);
         return ExitCode::SUCCESS;
     }
     // The router forwards bytes with one task per connection: a single thread measured
@@ -189,7 +186,7 @@ async fn run_router(path: PathBuf) -> anyhow::Result<()> {
         .await?
         .reload_on_sighup(&path);
     // systemd (Type=notify): ready once the listeners are bound.
-    let mut systemd = sd_notify::Notifier::from_env();
+    let mut systemd = pgbaton_agent::sd_notify::Notifier::from_env();
     let status = format!(
         "routing: write {} read {}",
         router.write_addr(),
@@ -241,7 +238,7 @@ fn router_command(command: RouterCommand) -> anyhow::Result<()> {
 fn check_config(path: PathBuf) -> anyhow::Result<()> {
     let cfg = load_config(&path)?;
     let dynamic = &cfg.bootstrap.dcs;
-    let ha = agent::settings::ha_config(&cfg, dynamic);
+    let ha = pgbaton_agent::settings::ha_config(&cfg, dynamic);
     println!("{}: valid", path.display());
     println!(
         "scope {} member {} (namespace {})",

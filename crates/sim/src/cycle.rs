@@ -222,7 +222,7 @@ impl World {
 
     /// The leader key names this member and hangs on its lease, which no renewal confirms
     /// now: ask etcd how long the lease still lives, as the agent does (`read_lease_left` in
-    /// `agent/observe.rs`): whole seconds, rounded up, less one second; a read, which does not
+    /// `crates/agent/src/observe.rs`): whole seconds, rounded up, less one second; a read, which does not
     /// extend the lease. (Answered with the cycle's DCS read.)
     fn read_lease_left(&mut self, m: usize) {
         let cfg = &self.members[m].cfg;

@@ -27,6 +27,7 @@ use pgbaton_postgres as pg;
 use tokio::time::Instant;
 
 use super::{jobs, settings, Agent};
+use crate::peers::Peers;
 
 /// At most one copy (a replica restart) per this long.
 const COPY_BACKOFF: Duration = Duration::from_secs(30);
@@ -65,7 +66,7 @@ enum Role {
     },
 }
 
-impl<D: Dcs> Agent<D> {
+impl<D: Dcs, P: Peers> Agent<D, P> {
     /// Start a round of logical slot maintenance in the background (none if one runs), and
     /// install copies a previous round found ready.
     pub(super) fn logical_slots(&mut self, in_recovery: bool, timeout: Duration) {

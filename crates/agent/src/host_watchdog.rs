@@ -1,4 +1,4 @@
-//! The agent's side of the host watchdog (src/watchdog/): arm before a primary, feed on
+//! The agent's side of the host watchdog (watchdog/): arm before a primary, feed on
 //! confirmed leases, disarm once no primary runs (and in maintenance mode, as Patroni).
 
 use pgbaton_core::{Action, JobKind, JobView, Observation, Phase};
@@ -6,8 +6,9 @@ use pgbaton_dcs::Dcs;
 use tokio::time::Instant;
 
 use super::Agent;
+use crate::peers::Peers;
 
-impl<D: Dcs> Agent<D> {
+impl<D: Dcs, P: Peers> Agent<D, P> {
     /// The send time of the latest confirmation of this leader's right to run a primary:
     /// an acknowledged lease renewal, or (failsafe mode) a round every member acknowledged.
     /// A lease proved by reading its time to live (less than a full ttl left) counts as a

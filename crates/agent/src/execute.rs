@@ -10,8 +10,9 @@ use pgbaton_postgres::{self as pg, StandbyConfig, Upstream};
 use tracing::Instrument;
 
 use super::{jobs, settings, Agent};
+use crate::peers::Peers;
 
-impl<D: Dcs> Agent<D> {
+impl<D: Dcs, P: Peers> Agent<D, P> {
     pub(super) async fn execute(&mut self, decision: &Decision, obs: &Observation) {
         let mut dcs_down = obs.dcs.is_none();
         for action in &decision.actions {

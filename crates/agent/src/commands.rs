@@ -15,6 +15,7 @@ use pgbaton_postgres as pg;
 use tokio::sync::{mpsc, oneshot};
 
 use super::{jobs, Agent};
+use crate::peers::Peers;
 
 /// How long the API waits for the loop to take a local command (it finishes its cycle first).
 const LOCAL_ANSWER: Duration = Duration::from_secs(30);
@@ -39,7 +40,7 @@ pub struct AgentCommands<D: Dcs> {
 
 impl<D: Dcs> AgentCommands<D> {
     /// The commands handle and the receiver the agent loop reads local commands from.
-    pub fn new(
+    fn new(
         dcs: Arc<D>,
         timeout: Duration,
         failsafe: super::failsafe::FailsafeMember,
@@ -124,7 +125,14 @@ impl<D: Dcs> Commands for AgentCommands<D> {
     }
 }
 
-impl<D: Dcs> Agent<D> {
+impl<D: Dcs, P: Peers> Agent<D, P> {
+    /// The REST API's write endpoints for this agent (sharing its DCS handle and lease)
+    /// and the receiver [`Agent::run`] takes local commands from; `timeout` bounds each
+    /// DCS request made for the API.
+    pub fn commands(&self, timeout: Duration) -> (AgentCommands<D>, mpsc::Receiver<LocalRequest>) {
+        AgentCommands::new(self.dcs.clone(), timeout, self.failsafe_member.clone())
+    }
+
     /// Carry out a local command between two cycles and send the answer back.
     pub(super) async fn handle_local_command(&mut self, request: LocalRequest) {
         tracing::info!(command = ?request.command, "REST API command");

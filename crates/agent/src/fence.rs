@@ -1,6 +1,6 @@
 //! `pgbaton lease-guard`: the out-of-process half of the lease guard, a small watchdog.
 //!
-//! The agent's in-process guard (agent/guard.rs) stops PostgreSQL at the leader's deadline
+//! The agent's in-process guard (guard.rs) stops PostgreSQL at the leader's deadline
 //! when the HA loop is slow, but it lives in the agent's process: if the agent is frozen
 //! (SIGSTOP, a debugger, a long pause of that process), nothing would stop a primary whose
 //! lease has expired while another member is promoted — two primaries. The chaos suite found

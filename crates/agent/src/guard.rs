@@ -9,7 +9,7 @@
 //! The loop then observes PostgreSQL stopped and the core takes it from there.
 //!
 //! The same task also writes the deadline to a file read by `pgbaton lease-guard`, a
-//! separate process (src/fence.rs) that enforces it when this process cannot run at all.
+//! separate process (fence.rs) that enforces it when this process cannot run at all.
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};

@@ -7,8 +7,9 @@ use pgbaton_core::{LocalPg, Observation, Phase};
 use pgbaton_dcs::{Dcs, MemberDoc};
 
 use super::{settings, Agent};
+use crate::peers::Peers;
 
-impl<D: Dcs> Agent<D> {
+impl<D: Dcs, P: Peers> Agent<D, P> {
     pub(super) fn member_doc(&self, state_word: &str) -> MemberDoc {
         let mut doc = MemberDoc {
             conn_url: settings::conn_url(&self.cfg),

@@ -177,7 +177,7 @@ async fn the_agent_arms_before_promoting_feeds_while_leading_and_disarms_on_demo
         ha.clone(),
         dcs,
         status_tx,
-        reqwest::Client::new(),
+        crate::peers::HttpPeers::new(reqwest::Client::new()),
     );
     let device = Recorder {
         log: Default::default(),

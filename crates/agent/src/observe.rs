@@ -11,8 +11,9 @@ use pgbaton_postgres::{data_dir_state, query_status};
 use tokio::time::Instant;
 
 use super::{settings, view, Agent};
+use crate::peers::Peers;
 
-impl<D: Dcs> Agent<D> {
+impl<D: Dcs, P: Peers> Agent<D, P> {
     /// How long a DCS request may take now: retry_timeout, but never past the moment a
     /// leader must demote.
     pub(super) fn dcs_timeout(&self) -> Duration {
@@ -262,12 +263,8 @@ impl<D: Dcs> Agent<D> {
     async fn ask_peers(&self, state: &ClusterState) -> BTreeMap<String, PeerView> {
         let urls = view::peer_api_urls(state, &self.cfg.name);
         let asks = urls.into_iter().map(|(name, url)| {
-            let http = self.http.clone();
+            let answer = self.peers.status(url);
             async move {
-                let answer = async {
-                    let resp = http.get(&url).send().await.ok()?;
-                    resp.json::<serde_json::Value>().await.ok()
-                };
                 let peer = match tokio::time::timeout(Duration::from_millis(1000), answer).await {
                     Ok(Some(body)) => view::peer_view(&body),
                     _ => PeerView::Unreachable,

@@ -6,134 +6,39 @@
 //! API, then sleep until the decision's `next_wake` or until something happens (the leader
 //! key changes in etcd, PostgreSQL exits, a background operation ends).
 
-mod commands;
+pub mod commands;
 mod execute;
 mod failsafe;
+pub mod fence;
 mod guard;
 mod host_watchdog;
 mod jobs;
 mod logical;
 mod observe;
+pub mod peers;
+pub mod sd_notify;
 pub mod settings;
 mod status;
 pub mod view;
+pub mod watchdog;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
 use pgbaton_api::NodeStatus;
 use pgbaton_config::{Config, DynamicConfig};
 use pgbaton_core::{decide, HaConfig, MemberState, Millis};
-use pgbaton_dcs::{ClusterPath, ClusterState, Dcs, EtcdDcs, LeaseAck};
+use pgbaton_dcs::{ClusterState, Dcs, LeaseAck};
 use pgbaton_postgres::{PgSpec, PgStatus, Postmaster};
 use tokio::sync::{watch, Mutex, Notify};
 use tokio::time::Instant;
 
 use jobs::{JobRunner, SharedPostmaster};
-
-/// Run the agent until SIGTERM/SIGINT.
-pub async fn run(cfg: Config) -> anyhow::Result<()> {
-    let dynamic = cfg.bootstrap.dcs.clone();
-    let ha = settings::ha_config(&cfg, &dynamic);
-    let path = ClusterPath::new(&cfg.namespace, &cfg.scope);
-    let dcs = EtcdDcs::new(
-        cfg.dcs.hosts.clone(),
-        path,
-        &cfg.name,
-        Duration::from_millis(ha.ttl_ms),
-        Duration::from_millis(ha.retry_timeout_ms),
-    )
-    .with_access(&crate::etcd_access::from_config(&cfg.dcs))
-    .context("etcd3 (TLS and credentials)")?;
-    // TLS files are checked before anything starts: a wrong path fails here, named.
-    let tls = match (&cfg.restapi.certfile, &cfg.restapi.keyfile) {
-        (Some(cert), key) => Some(
-            pgbaton_api::load_tls(&pgbaton_api::TlsFiles {
-                certfile: cert.into(),
-                keyfile: key.as_deref().unwrap_or(cert).into(),
-            })
-            .context("restapi.certfile / restapi.keyfile")?,
-        ),
-        (None, _) => None,
-    };
-    let http = crate::http::client(
-        &crate::http::Trust::from_config(&cfg),
-        Duration::from_millis(1000),
-    )?;
-    let (status_tx, status_rx) =
-        watch::channel(NodeStatus::starting(&cfg.scope, &cfg.name, ha.ttl_ms));
-    let listener = tokio::net::TcpListener::bind(&cfg.restapi.listen)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot listen on restapi.listen {}: is the port in use?",
-                cfg.restapi.listen
-            )
-        })?;
-    let (shutdown_tx, shutdown_rx) = watch::channel(false);
-    let api_shutdown = {
-        let mut rx = shutdown_rx.clone();
-        async move {
-            let _ = rx.wait_for(|stop| *stop).await;
-        }
-    };
-    let auth = cfg.restapi.authentication.clone();
-    let dcs_timeout = Duration::from_millis(ha.retry_timeout_ms);
-    let mut agent = Agent::new(cfg, dynamic, ha, dcs, status_tx, http);
-    let (commands, local_rx) = commands::AgentCommands::new(
-        agent.dcs.clone(),
-        dcs_timeout,
-        agent.failsafe_member.clone(),
-    );
-    let commands: Arc<dyn pgbaton_api::Commands> = Arc::new(commands);
-    let api = match &tls {
-        Some(tls) => tokio::spawn(pgbaton_api::serve_tls(
-            listener,
-            status_rx,
-            Some(commands),
-            auth,
-            tls.clone(),
-            api_shutdown,
-        )),
-        None => tokio::spawn(pgbaton_api::serve(
-            listener,
-            status_rx,
-            Some(commands),
-            auth,
-            api_shutdown,
-        )),
-    };
-    tracing::info!(listen = %agent.cfg.restapi.listen, "REST API listening");
-
-    let signals = tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = shutdown_tx.send(true);
-    });
-
-    let result = agent.run(shutdown_rx, local_rx).await;
-    signals.abort();
-    let _ = api.await;
-    result
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT received: stopping"),
-    }
-}
+use peers::{HttpPeers, Peers};
 
 /// Everything the agent knows between cycles. Only `state` is decision memory; the rest
 /// is adapter bookkeeping (handles, the last reads, the lease proof).
-pub struct Agent<D: Dcs> {
+pub struct Agent<D: Dcs, P: Peers = HttpPeers> {
     cfg: Config,
     /// The dynamic configuration in force (DCS `config` over `bootstrap.dcs`).
     dynamic: DynamicConfig,
@@ -157,7 +62,8 @@ pub struct Agent<D: Dcs> {
     configured_sync: Option<pgbaton_core::SyncStandbyNames>,
     last_pg_status: Option<PgStatus>,
     status_tx: watch::Sender<NodeStatus>,
-    http: reqwest::Client,
+    /// Other members' REST APIs (their positions, failsafe rounds).
+    peers: P,
     /// Woken by job ends and postmaster exits.
     wake: Arc<Notify>,
     /// Stops PostgreSQL at the demotion deadline even when this loop is busy.
@@ -185,25 +91,24 @@ pub struct Agent<D: Dcs> {
     /// it removed WAL the replica asked for.
     wal_log: Option<pgbaton_postgres::WalLogScanner>,
     /// The host watchdog device (`watchdog:`), armed while this member runs a primary.
-    watchdog: crate::watchdog::Watchdog,
+    watchdog: watchdog::Watchdog,
     /// `pgbackrest:`: stanza created and checked each time this member starts leading.
     repo_check: pgbaton_postgres::RepoCheck,
 }
 
-impl<D: Dcs> Agent<D> {
+impl<D: Dcs, P: Peers> Agent<D, P> {
     pub fn new(
         cfg: Config,
         dynamic: DynamicConfig,
         ha: HaConfig,
         dcs: D,
         status_tx: watch::Sender<NodeStatus>,
-        http: reqwest::Client,
+        peers: P,
     ) -> Self {
         let wake = Arc::new(Notify::new());
         let spec = settings::pg_spec(&cfg);
         let origin = Instant::now();
-        let watchdog =
-            crate::watchdog::Watchdog::from_config(&cfg.watchdog, &ha, spec.run_as.as_deref());
+        let watchdog = watchdog::Watchdog::from_config(&cfg.watchdog, &ha, spec.run_as.as_deref());
         Agent {
             spec,
             dynamic,
@@ -220,7 +125,7 @@ impl<D: Dcs> Agent<D> {
             configured_sync: None,
             last_pg_status: None,
             status_tx,
-            http,
+            peers,
             wake,
             guard: guard::LeaseGuard::new(origin, Some(fence_file(&cfg))),
             last_reason: String::new(),
@@ -469,7 +374,7 @@ fn fence_file(cfg: &Config) -> std::path::PathBuf {
     parent.join(format!(".{name}.pgbaton-lease"))
 }
 
-/// Start `pgbaton lease-guard` (see src/fence.rs); a failure is logged, not fatal: the
+/// Start `pgbaton lease-guard` (see fence.rs); a failure is logged, not fatal: the
 /// in-process guard still runs.
 fn spawn_watchdog(file: &std::path::Path) -> Option<std::process::Child> {
     let exe = match std::env::current_exe() {

@@ -19,6 +19,7 @@ use pgbaton_dcs::Dcs;
 use tokio::time::Instant;
 
 use super::{view, Agent};
+use crate::peers::Peers;
 
 #[derive(Debug, Default)]
 struct MemberSide {
@@ -102,13 +103,7 @@ impl FailsafeMember {
     }
 }
 
-/// The URL of a member's `POST /failsafe`, from its published `api_url` (`.../patroni`).
-pub fn failsafe_url(api_url: &str) -> String {
-    let base = api_url.strip_suffix("/patroni").unwrap_or(api_url);
-    format!("{}/failsafe", base.trim_end_matches('/'))
-}
-
-impl<D: Dcs> Agent<D> {
+impl<D: Dcs, P: Peers> Agent<D, P> {
     /// Until when the last acknowledged round lets the primary run (core time).
     pub(super) fn failsafe_valid_until(&self) -> Option<Millis> {
         if !self.ha.failsafe_mode || self.state.phase != Phase::Leader {
@@ -153,25 +148,13 @@ impl<D: Dcs> Agent<D> {
                         .as_ref()
                         .and_then(|k| k.get(&name).cloned())
                 });
-            let (http, body, auth) = (self.http.clone(), body.clone(), auth.clone());
+            let peers = self.peers.clone();
+            let (body, auth) = (body.clone(), auth.clone());
             async move {
                 let Some(url) = url else {
                     return (name, Err("no api_url known".to_string()));
                 };
-                let mut req = http.post(failsafe_url(&url)).json(&body);
-                if let Some(c) = &auth {
-                    req = req.basic_auth(&c.username, c.password.as_deref());
-                }
-                let answer = async {
-                    let resp = req.send().await.map_err(|e| e.to_string())?;
-                    let status = resp.status();
-                    let text = resp.text().await.unwrap_or_default();
-                    if status.is_success() && text.trim() == "Accepted" {
-                        Ok(())
-                    } else {
-                        Err(format!("{status}: {}", text.trim()))
-                    }
-                };
+                let answer = peers.failsafe(url, body, auth);
                 let result = tokio::time::timeout(bound, answer)
                     .await
                     .unwrap_or_else(|_| Err(format!("no answer within {} ms", bound.as_millis())));
@@ -216,15 +199,6 @@ impl<D: Dcs> Agent<D> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn failsafe_url_from_api_url() {
-        assert_eq!(
-            failsafe_url("http://127.0.0.1:8008/patroni"),
-            "http://127.0.0.1:8008/failsafe"
-        );
-        assert_eq!(failsafe_url("https://h:1/"), "https://h:1/failsafe");
-    }
 
     #[tokio::test]
     async fn a_member_promises_only_without_primary_or_claim() {
