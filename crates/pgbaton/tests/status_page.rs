@@ -224,7 +224,9 @@ fn chromium_shows_the_members_the_leader_and_the_history_and_takes_a_screenshot(
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // The DOM once the page's script has polled: three member rows, the leader marked.
+    // The DOM once the page's script has polled: three member rows, the leader marked, and
+    // both replicas streaming again after the switchover (the old leader rejoins a few
+    // seconds later).
     let profile = tmp.path().join("chromium-profile");
     let deadline = Instant::now() + Duration::from_secs(60);
     let dom = loop {
@@ -237,12 +239,17 @@ fn chromium_shows_the_members_the_leader_and_the_history_and_takes_a_screenshot(
         let dom = dom.split("<script>").next().unwrap_or_default().to_string();
         let rows = dom.matches("data-member=\"").count();
         let leader_row = format!("data-member=\"{leader}\" data-role=\"Leader\"");
-        if rows == 3 && dom.contains(&leader_row) && dom.contains("data-timeline=\"2\"") {
+        let streaming = dom.matches(">streaming<").count();
+        if rows == 3
+            && dom.contains(&leader_row)
+            && dom.contains("data-timeline=\"2\"")
+            && streaming == 2
+        {
             break dom;
         }
         assert!(
             Instant::now() < deadline,
-            "chromium's DOM never showed 3 members with leader {leader} and timeline 2 \
+            "chromium's DOM never showed 3 members with leader {leader}, timeline 2 and two replicas streaming \
              (status {}, stderr {}):\n{dom}",
             out.status,
             String::from_utf8_lossy(&out.stderr)
