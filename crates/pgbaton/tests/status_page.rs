@@ -177,26 +177,38 @@ fn chromium_shows_the_members_the_leader_and_the_history_and_takes_a_screenshot(
         .into_iter()
         .find(|n| *n != first)
         .unwrap();
-    let out = Command::new(PGBATON)
-        .arg("ctl")
-        .arg("-c")
-        .arg(&config)
-        .args([
-            "switchover",
-            "--leader",
-            &first,
-            "--candidate",
-            candidate,
-            "--force",
-        ])
-        .output()
-        .expect("running ctl switchover");
-    assert!(
-        out.status.success(),
-        "switchover: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    // Right after `local up` a replica's published position can still lag (the leader
+    // refuses with 412 naming maximum_lag_on_failover): try again until it caught up.
+    let switchover_deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = Command::new(PGBATON)
+            .arg("ctl")
+            .arg("-c")
+            .arg(&config)
+            .args([
+                "switchover",
+                "--leader",
+                &first,
+                "--candidate",
+                candidate,
+                "--force",
+            ])
+            .output()
+            .expect("running ctl switchover");
+        if out.status.success() {
+            break;
+        }
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            said.contains("maximum_lag_on_failover") && Instant::now() < switchover_deadline,
+            "switchover: {said}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
     let deadline = Instant::now() + Duration::from_secs(90);
     let leader = loop {
         let roles = ctl_roles(&config);
