@@ -59,45 +59,18 @@ fn method(ctx: &mut Ctx, sec: &mut Section, name: &str) -> Result<BootstrapMetho
             format!("method \"{name}\" has no section {section_path}: add one with its command (e.g. `{name}: {{command: ..., recovery_conf: {{...}}}}`), or use initdb"),
         ));
     };
-    let command = m.string(ctx, "command")?.ok_or_else(|| {
-        ctx.invalid(
-            &m.at("command"),
-            format!("required key is missing (the command that creates the new cluster's data directory, e.g. `pgbackrest --stanza=main restore`; bootstrap.method is \"{name}\")"),
-        )
-    })?;
-    if shlex::split(&command).is_none_or(|w| w.is_empty()) {
-        return Err(ctx.invalid(
-            &m.at("command"),
-            format!("cannot split {command:?} into words (an unclosed quote?); write it as a shell would"),
-        ));
-    }
+    let command = super::method_section::command(
+        ctx,
+        &mut m,
+        format!("required key is missing (the command that creates the new cluster's data directory, e.g. `pgbackrest --stanza=main restore`; bootstrap.method is \"{name}\")"),
+    )?;
     let keep_existing_recovery_conf = m.bool(ctx, "keep_existing_recovery_conf")?.unwrap_or(false);
     let no_params = m.bool(ctx, "no_params")?.unwrap_or(false);
     let recovery_conf = match m.get("recovery_conf") {
         Some(v) => walk::parameters(ctx, &m.at("recovery_conf"), v)?,
         None => BTreeMap::new(),
     };
-    let mut params = Vec::new();
-    for (key, value) in m.raw() {
-        if m.is_asked(key) {
-            continue;
-        }
-        let text = match value {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::Bool(b) => b.to_string(),
-            other => {
-                return Err(ctx.invalid(
-                    &m.at(key),
-                    format!(
-                        "expected a value for --{key}= (string, number or boolean), got {}",
-                        walk::describe(other)
-                    ),
-                ))
-            }
-        };
-        params.push((key.clone(), text));
-    }
+    let params = super::method_section::extra_params(ctx, &m)?;
     Ok(BootstrapMethod {
         name: name.to_string(),
         command,

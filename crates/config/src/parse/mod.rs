@@ -7,6 +7,7 @@
 mod bootstrap;
 mod env;
 mod etcd;
+mod method_section;
 mod options;
 mod pgbaton;
 mod postgresql;

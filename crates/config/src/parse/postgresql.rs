@@ -187,18 +187,11 @@ fn replica_methods(ctx: &mut Ctx, sec: &mut Section) -> Result<Vec<ReplicaMethod
                 format!("method \"{name}\" has no section {method_path}: add one with its command (e.g. `{name}: {{command: ..., keep_data: true, no_params: true}}`), or use basebackup"),
             ));
         };
-        let command = method.string(ctx, "command")?.ok_or_else(|| {
-            ctx.invalid(
-                &method.at("command"),
-                format!("required key is missing (the command that creates the replica's data directory, e.g. `pgbackrest --stanza=main --delta restore`; method \"{name}\" of create_replica_methods)"),
-            )
-        })?;
-        if shlex::split(&command).is_none_or(|words| words.is_empty()) {
-            return Err(ctx.invalid(
-                &method.at("command"),
-                format!("cannot split {command:?} into words (an unclosed quote?); write it as a shell would"),
-            ));
-        }
+        let command = super::method_section::command(
+            ctx,
+            &mut method,
+            format!("required key is missing (the command that creates the replica's data directory, e.g. `pgbackrest --stanza=main --delta restore`; method \"{name}\" of create_replica_methods)"),
+        )?;
         let keep_data = method.bool(ctx, "keep_data")?.unwrap_or(false);
         let no_params = method.bool(ctx, "no_params")?.unwrap_or(false);
         for key in ["no_leader", "no_master"] {
@@ -208,28 +201,7 @@ fn replica_methods(ctx: &mut Ctx, sec: &mut Section) -> Result<Vec<ReplicaMethod
                 "not supported yet: replica methods run only while a leader is running; ignored",
             );
         }
-        let mut params = Vec::new();
-        for (key, value) in method.raw() {
-            if method.is_asked(key) {
-                continue;
-            }
-            let p = method.at(key);
-            let text = match value {
-                serde_json::Value::String(s) => s.clone(),
-                serde_json::Value::Number(n) => n.to_string(),
-                serde_json::Value::Bool(b) => b.to_string(),
-                other => {
-                    return Err(ctx.invalid(
-                        &p,
-                        format!(
-                            "expected a value for --{key}= (string, number or boolean), got {}",
-                            walk::describe(other)
-                        ),
-                    ))
-                }
-            };
-            params.push((key.clone(), text));
-        }
+        let params = super::method_section::extra_params(ctx, &method)?;
         out.push(ReplicaMethod::Command(CommandMethod {
             name: name.clone(),
             command,
