@@ -1,14 +1,9 @@
 //! Scenario tests of planned switchover and synchronous replication in `decide`.
 
-use std::collections::BTreeMap;
-
 use pgbaton_core::*;
 
-const ME: &str = "node1";
-
-fn cfg() -> HaConfig {
-    HaConfig::with_defaults(ME)
-}
+mod common;
+use common::*;
 
 fn sync_cfg(strict: bool) -> HaConfig {
     HaConfig {
@@ -21,26 +16,6 @@ fn sync_cfg(strict: bool) -> HaConfig {
     }
 }
 
-fn conn(name: &str, flush: Lsn, synchronous: bool) -> ReplicaConnection {
-    ReplicaConnection {
-        name: name.into(),
-        streaming: true,
-        synchronous,
-        flush_lsn: Some(flush),
-    }
-}
-
-fn primary(lsn: Lsn, replicas: Vec<ReplicaConnection>) -> LocalPg {
-    LocalPg::Running(RunningPg {
-        system_id: 42,
-        in_recovery: false,
-        timeline: 1,
-        lsn,
-        streaming: false,
-        replicas,
-    })
-}
-
 fn replica(lsn: Lsn) -> LocalPg {
     LocalPg::Running(RunningPg {
         system_id: 42,
@@ -49,88 +24,6 @@ fn replica(lsn: Lsn) -> LocalPg {
         lsn,
         streaming: true,
         replicas: vec![],
-    })
-}
-
-fn view(leader: Option<&str>) -> DcsView {
-    let mut members = BTreeMap::new();
-    for m in ["node1", "node2", "node3"] {
-        members.insert(
-            m.to_string(),
-            MemberView {
-                state: "running".into(),
-                is_primary: Some(m) == leader,
-                lsn: Some(1000),
-                timeline: Some(1),
-                nofailover: false,
-                replicatefrom: None,
-                nosync: false,
-                clonefrom: false,
-            },
-        );
-    }
-    DcsView {
-        initialize: Initialize::SystemId(42),
-        leader: leader.map(str::to_string),
-        members,
-        leader_optime: Some(1000),
-        history: Default::default(),
-        config_present: true,
-        failover: None,
-        sync: None,
-        failsafe: None,
-        leader_oldest_wal: None,
-        routers: Default::default(),
-    }
-}
-
-fn obs(pg: LocalPg, view: DcsView) -> Observation {
-    Observation {
-        now: 50_000,
-        pg,
-        job: JobView::Idle,
-        dcs: Some(view),
-        lease_valid_until: Some(53_000),
-        peers: BTreeMap::new(),
-        configured_upstream: None,
-        unix_now_ms: 1_800_000_000_000,
-        configured_sync: None,
-        failsafe_acked_at: None,
-        failsafe_promised_until: None,
-        missing_wal_segment: None,
-        watchdog: Default::default(),
-    }
-}
-
-fn leader_state() -> MemberState {
-    MemberState {
-        phase: Phase::Leader,
-        ..MemberState::new()
-    }
-}
-
-fn ops(d: &Decision) -> Vec<Action> {
-    d.actions
-        .iter()
-        .filter(|a| {
-            !matches!(
-                a,
-                Action::RenewLease
-                    | Action::PublishMember
-                    | Action::SyncSlots { .. }
-                    | Action::WriteStatus { .. }
-            )
-        })
-        .cloned()
-        .collect()
-}
-
-fn request(leader: Option<&str>, candidate: Option<&str>) -> Option<FailoverRequest> {
-    Some(FailoverRequest {
-        leader: leader.map(str::to_string),
-        candidate: candidate.map(str::to_string),
-        scheduled_at_unix_ms: None,
-        revision: 1,
     })
 }
 
