@@ -147,13 +147,40 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                 }
                 None => CommandOutcome::refused(404, "no restart is scheduled: nothing to cancel"),
             },
+            LocalCommand::Backup { kind, from } => self.start_backup(kind, from),
         };
-        if outcome.status == 200 {
+        if (200..300).contains(&outcome.status) {
             tracing::info!("{}", outcome.message);
         } else {
             tracing::warn!(status = outcome.status, "{}", outcome.message);
         }
         let _ = request.reply.send(outcome);
+    }
+
+    /// `POST /backup`: a pgBackRest backup in the background (the API checked that this
+    /// member is the writable leader); 202 with what was started.
+    fn start_backup(
+        &self,
+        kind: pgbaton_api::BackupKind,
+        from: Option<pgbaton_api::BackupFrom>,
+    ) -> CommandOutcome {
+        use pgbaton_api::{BackupFrom, BackupKind};
+        let kind = match kind {
+            BackupKind::Full => pg::BackupType::Full,
+            BackupKind::Diff => pg::BackupType::Diff,
+            BackupKind::Incr => pg::BackupType::Incr,
+        };
+        let from = from.map(|f| match f {
+            BackupFrom::Standby => pg::BackupSource::Standby,
+            BackupFrom::Leader => pg::BackupSource::Leader,
+        });
+        match self.repo_check.start_backup(&self.spec, kind, from) {
+            Ok(started) => CommandOutcome::refused(
+                202,
+                format!("started a {started}; GET /patroni shows it under pgbackrest.backup"),
+            ),
+            Err(refused) => CommandOutcome::refused(refused.status, refused.message),
+        }
     }
 
     async fn postgres_runs(&self) -> bool {

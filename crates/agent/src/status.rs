@@ -56,11 +56,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
         }
         // The leader's last pgbackrest check, for `ctl list -e`.
         if let Some(r) = self.repo_check.status() {
-            let (check, error) = r.words();
-            doc.extra.insert(
-                "pgbackrest".into(),
-                serde_json::json!({"stanza": r.stanza, "check": check, "error": error}),
-            );
+            doc.extra.insert("pgbackrest".into(), r.to_json());
         }
         doc
     }
@@ -207,10 +203,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             dcs_last_seen: self.dcs_last_seen_unix,
             failsafe_active: self.failsafe_active(),
             watchdog_failed: self.watchdog.failed(tokio::time::Instant::now()),
-            pgbackrest: self.repo_check.status().map(|r| {
-                let (check, error) = r.words();
-                serde_json::json!({"stanza": r.stanza, "check": check, "error": error})
-            }),
+            pgbackrest: self.repo_check.status().map(|r| r.to_json()),
             last_cycle_unix_ms: now_ms,
             ttl_ms: self.ha.ttl_ms,
             tags: self.cfg.tags.to_json_map(),

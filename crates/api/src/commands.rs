@@ -28,6 +28,29 @@ pub enum LocalCommand {
     ScheduleRestart(ScheduledRestart),
     /// Forget the scheduled restart (`DELETE /restart`).
     CancelScheduledRestart,
+    /// Start a pgBackRest backup (`POST /backup`, leader only); `from: None` lets the agent
+    /// choose (a standby when the repository's configuration lists standbys).
+    Backup {
+        kind: BackupKind,
+        from: Option<BackupFrom>,
+    },
+}
+
+/// pgBackRest's backup types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    Full,
+    Diff,
+    Incr,
+}
+
+/// Where a backup's files are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupFrom {
+    Standby,
+    Leader,
 }
 
 /// A restart to carry out later (`POST /restart` with `schedule`).

@@ -29,7 +29,9 @@ use tracing::Instrument;
 pub use auth::{basic_header, check as check_auth, AuthError};
 pub use body::{cluster_json, config_json, history_json, patroni_json};
 pub use checks::{passes, Check, Filters};
-pub use commands::{BoxFuture, CommandOutcome, Commands, LocalCommand, ScheduledRestart};
+pub use commands::{
+    BackupFrom, BackupKind, BoxFuture, CommandOutcome, Commands, LocalCommand, ScheduledRestart,
+};
 pub use error::ApiError;
 pub use lag::{own_lag, parse_lag, LagParseError};
 pub use metrics::{render as render_metrics, MetricsError, CONTENT_TYPE as METRICS_CONTENT_TYPE};

@@ -453,3 +453,41 @@ async fn without_commands_write_endpoints_answer_503() {
     let (code, _, text) = call.send().await;
     assert_eq!(code, 503, "{text}");
 }
+
+#[tokio::test]
+async fn backup_is_started_by_the_leader_only_with_a_known_type() {
+    let agent = FakeAgent::new(healthy_state());
+    let (code, _, text) = Call::new(&agent, Method::POST, "/backup", r#"{"type": "full"}"#)
+        .send()
+        .await;
+    assert_eq!(code, 200, "{text}");
+    let (code, _, text) = Call::new(&agent, Method::POST, "/backup", "").send().await;
+    assert_eq!(code, 200, "{text}");
+    // An unknown type or source: 400 naming it, nothing asked of the agent.
+    let (code, _, text) = Call::new(&agent, Method::POST, "/backup", r#"{"type": "weekly"}"#)
+        .send()
+        .await;
+    assert_eq!(code, 400, "{text}");
+    assert!(text.contains("weekly"), "{text}");
+    let (code, _, text) = Call::new(&agent, Method::POST, "/backup", r#"{"from": "node2"}"#)
+        .send()
+        .await;
+    assert_eq!(code, 400, "{text}");
+    // A replica refuses and names the leader.
+    let mut call = Call::new(&agent, Method::POST, "/backup", r#"{"from": "standby"}"#);
+    call.status = replica("node2", 0);
+    call.status.cluster = Some(healthy_state());
+    let (code, _, text) = call.send().await;
+    assert_eq!(code, 503, "{text}");
+    assert!(
+        text.contains("not the leader") && text.contains("node1"),
+        "{text}"
+    );
+    assert_eq!(
+        agent.writes(),
+        vec![
+            "local Backup { kind: Full, from: None }".to_string(),
+            "local Backup { kind: Incr, from: None }".to_string()
+        ]
+    );
+}

@@ -15,6 +15,16 @@ pub enum Synchronous {
     Quorum,
 }
 
+/// Archiving into a pgBackRest repository (`local up --archive`): WAL archived by whichever
+/// member leads, replicas restored from the newest backup (falling back to pg_basebackup),
+/// missing WAL fetched from the archive, and the `pgbackrest:` section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ArchiveYaml {
+    /// pgbackrest.conf (`--config`).
+    pub config: PathBuf,
+    pub stanza: String,
+}
+
 /// One member's YAML. Paths: the data directory is `member_dir/data`, the password file
 /// `member_dir/pgpass`, the agent's log directory `member_dir`.
 #[derive(Debug, Clone)]
@@ -55,6 +65,8 @@ pub struct MemberYaml {
     pub pgbaton_section: bool,
     /// More tags, after `nofailover` and `noloadbalance` (e.g. `clonefrom: false`).
     pub extra_tags: Vec<(String, String)>,
+    /// WAL archive and backups with pgBackRest; `None`: no archive.
+    pub archive: Option<ArchiveYaml>,
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -106,6 +118,7 @@ impl MemberYaml {
             socket_dir: None,
             pgbaton_section: true,
             extra_tags: Vec::new(),
+            archive: None,
         }
     }
 
@@ -207,6 +220,24 @@ impl MemberYaml {
             w,
             "    replication:\n      username: {repl_user}\n      password: {repl_password}"
         );
+        if let Some(archive) = &self.archive {
+            let options = format!(
+                "--config={} --stanza={} --pg1-path={dir}/data",
+                archive.config.display(),
+                archive.stanza
+            );
+            let _ = writeln!(
+                w,
+                "  # A new replica is restored from the newest backup, else cloned by pg_basebackup."
+            );
+            let _ = writeln!(w, "  create_replica_methods: [pgbackrest, basebackup]");
+            let _ = writeln!(w, "  pgbackrest:");
+            let _ = writeln!(w, "    command: pgbackrest {options} --delta restore");
+            let _ = writeln!(
+                w,
+                "    keep_data: true\n    no_params: true\n    type: standby"
+            );
+        }
         let _ = writeln!(w, "  parameters:");
         for (key, value) in &self.parameters {
             let _ = writeln!(w, "    {key}: {value}");
@@ -214,12 +245,36 @@ impl MemberYaml {
         if let Some(socket) = &self.socket_dir {
             let _ = writeln!(w, "    unix_socket_directories: '{}'", socket.display());
         }
+        if let Some(archive) = &self.archive {
+            let options = format!(
+                "--config={} --stanza={} --pg1-path={dir}/data",
+                archive.config.display(),
+                archive.stanza
+            );
+            let _ = writeln!(w, "    archive_mode: \"on\"");
+            let _ = writeln!(
+                w,
+                "    archive_command: 'pgbackrest {options} archive-push %p'"
+            );
+            let _ = writeln!(
+                w,
+                "    restore_command: 'pgbackrest {options} archive-get %f \"%p\"'"
+            );
+        }
         let _ = writeln!(w, "\ntags:\n  nofailover: false\n  noloadbalance: false");
         for (key, value) in &self.extra_tags {
             let _ = writeln!(w, "  {key}: {value}");
         }
         if self.pgbaton_section {
             let _ = writeln!(w, "\npgbaton:\n  log_dir: {dir}");
+        }
+        if let Some(archive) = &self.archive {
+            let _ = writeln!(
+                w,
+                "\n# The repository the leader checks (stanza-create, check) and backs up to.\npgbackrest:\n  stanza: {}\n  config: {}",
+                archive.stanza,
+                archive.config.display()
+            );
         }
         out
     }
@@ -270,6 +325,49 @@ mod tests {
         assert_eq!(
             c.postgresql.data_dir,
             std::path::Path::new("/tmp/x/node2/data")
+        );
+    }
+
+    #[test]
+    fn an_archiving_member_archives_restores_and_names_the_repository() {
+        let mut m = MemberYaml::loopback("demo", "node2", "/tmp/x/node2", 5433, 8009, 2379);
+        m.archive = Some(ArchiveYaml {
+            config: "/tmp/x/pgbackrest/pgbackrest.conf".into(),
+            stanza: "demo".into(),
+        });
+        let yaml = m.render();
+        let c = crate::parse_str(&yaml, "<template>").expect("valid").value;
+        let options =
+            "--config=/tmp/x/pgbackrest/pgbackrest.conf --stanza=demo --pg1-path=/tmp/x/node2/data";
+        let param = |k: &str| c.postgresql.parameters.get(k).cloned().unwrap_or_default();
+        assert_eq!(param("archive_mode"), "on");
+        assert_eq!(
+            param("archive_command"),
+            format!("pgbackrest {options} archive-push %p")
+        );
+        assert_eq!(
+            param("restore_command"),
+            format!("pgbackrest {options} archive-get %f \"%p\"")
+        );
+        let methods: Vec<&str> = c
+            .postgresql
+            .create_replica_methods
+            .iter()
+            .map(|m| m.name())
+            .collect();
+        assert_eq!(methods, ["pgbackrest", "basebackup"]);
+        match &c.postgresql.create_replica_methods[0] {
+            crate::ReplicaMethod::Command(m) => {
+                assert_eq!(m.command, format!("pgbackrest {options} --delta restore"));
+                assert!(m.keep_data && m.no_params);
+            }
+            other => panic!("not a command method: {other:?}"),
+        }
+        let repo = c.pgbackrest.expect("a pgbackrest: section");
+        assert_eq!(repo.stanza, "demo");
+        assert_eq!(
+            repo.config.as_deref(),
+            Some(std::path::Path::new("/tmp/x/pgbackrest/pgbackrest.conf"))
         );
     }
 }

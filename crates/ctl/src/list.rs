@@ -46,6 +46,7 @@ pub fn render_list(state: &ClusterState, scope: &str, opts: &ListOptions) -> Str
             if let Some(slots) = slot_rows(state) {
                 out.push_str(&slots.render(OutputFormat::Pretty));
             }
+            out.push_str(&repository_lines(state));
         }
         out.push_str(&footer(state));
     }
@@ -105,6 +106,53 @@ fn slot_rows(state: &ClusterState) -> Option<Rows> {
         rows,
         title: None,
     })
+}
+
+/// `list -e`: the leader's pgBackRest repository (its `pgbackrest` object in the member key):
+/// the stanza check, the newest backup and a backup the leader runs or that failed.
+fn repository_lines(state: &ClusterState) -> String {
+    let Some(repo) = state
+        .leader_member()
+        .and_then(|m| m.extra.get("pgbackrest"))
+    else {
+        return String::new();
+    };
+    let text = |v: &Value| v.as_str().unwrap_or("?").to_string();
+    let mut out = format!(
+        "pgBackRest stanza {}: check {}",
+        text(&repo["stanza"]),
+        text(&repo["check"])
+    );
+    if let Some(error) = repo["error"].as_str() {
+        out.push_str(&format!(" ({error})"));
+    }
+    out.push('\n');
+    let last = &repo["last_backup"];
+    out.push_str(&match last["label"].as_str() {
+        Some(label) => format!(
+            "Last backup: {label} ({}, finished {}, {:.1} MiB)\n",
+            text(&last["type"]),
+            text(&last["finished"]),
+            last["size"].as_u64().unwrap_or(0) as f64 / 1024.0 / 1024.0
+        ),
+        None => "Last backup: none yet (pgbaton ctl backup takes one)\n".to_string(),
+    });
+    let run = &repo["backup"];
+    match run["state"].as_str() {
+        Some("running") => out.push_str(&format!(
+            "Backup running: {} from the {} since {}\n",
+            text(&run["type"]),
+            text(&run["from"]),
+            text(&run["started"])
+        )),
+        Some("failed") => out.push_str(&format!(
+            "Last backup attempt failed at {}: {}\n",
+            text(&run["finished"]),
+            text(&run["error"])
+        )),
+        _ => {}
+    }
+    out
 }
 
 /// patronictl's `topology`: the pretty member table with every replica indented under its

@@ -400,3 +400,62 @@ fn extended_list_shows_each_slots_wal_status_and_safe_wal_size() {
     );
     assert_eq!(row("node3")[3..], ["lost".to_string()]);
 }
+
+fn extended(state: &pgbaton_dcs::ClusterState) -> String {
+    render_list(
+        state,
+        "anchor",
+        &ListOptions {
+            format: OutputFormat::Pretty,
+            extended: true,
+            positions_at: None,
+        },
+    )
+}
+
+#[test]
+fn extended_list_shows_the_repository_the_last_backup_and_a_failed_attempt() {
+    let mut state = healthy();
+    let leader = state.members.get_mut("node1").expect("node1");
+    leader.extra.insert(
+        "pgbackrest".into(),
+        json!({"stanza": "main", "check": "ok", "error": null,
+               "last_backup": {"label": "20261204-222651F", "type": "full",
+                               "finished": "2026-12-04T22:26:57Z", "size": 22992569,
+                               "repository_size": 3043462},
+               "backup": {"state": "failed", "type": "incr", "from": "standby",
+                          "started": "2026-12-04T23:00:00Z", "finished": "2026-12-04T23:00:01Z",
+                          "error": "pgbackrest backup (stanza main) failed (exit status: 56)"}}),
+    );
+    let text = extended(&state);
+    assert!(
+        text.contains("pgBackRest stanza main: check ok\n")
+            && text.contains(
+                "Last backup: 20261204-222651F (full, finished 2026-12-04T22:26:57Z, 21.9 MiB)\n"
+            )
+            && text.contains("Last backup attempt failed at 2026-12-04T23:00:01Z: pgbackrest backup (stanza main) failed (exit status: 56)\n"),
+        "{text}"
+    );
+    // Without pgbackrest: nothing; without -e: nothing either.
+    assert!(!extended(&healthy()).contains("pgBackRest"));
+    assert!(!list(&state, OutputFormat::Pretty).contains("pgBackRest"));
+}
+
+#[test]
+fn extended_list_says_when_the_repository_has_no_backup_yet() {
+    let mut state = healthy();
+    let leader = state.members.get_mut("node1").expect("node1");
+    leader.extra.insert(
+        "pgbackrest".into(),
+        json!({"stanza": "main", "check": "failed", "error": "stanza-create failed",
+               "backup": {"state": "running", "type": "full", "from": "leader",
+                          "started": "2026-12-04T23:00:00Z", "finished": null, "error": null}}),
+    );
+    let text = extended(&state);
+    assert!(
+        text.contains("pgBackRest stanza main: check failed (stanza-create failed)\n")
+            && text.contains("Last backup: none yet (pgbaton ctl backup takes one)\n")
+            && text.contains("Backup running: full from the leader since 2026-12-04T23:00:00Z\n"),
+        "{text}"
+    );
+}

@@ -28,18 +28,16 @@ impl Drop for Guard {
     }
 }
 
-#[test]
-fn local_up_starts_a_cluster_and_sigterm_stops_everything() {
-    require_binaries();
-    let tmp = temp_dir("pgbaton-it-local-");
-    let dir = tmp.path().join("cluster");
-    let dir_text = dir.display().to_string();
-    let ports = common::ports::reserve();
+/// Starts `pgbaton local up <extra>` in `dir` and waits (120 s at most) for its member table
+/// and its last line; what it printed.
+fn local_up(extra: &[&str], dir: &std::path::Path, base: u16) -> (Guard, String) {
     let child = Command::new(PGBATON)
-        .args(["local", "up", "--members", "2", "--base-port"])
-        .arg(ports.base.to_string())
+        .args(["local", "up"])
+        .args(extra)
+        .arg("--base-port")
+        .arg(base.to_string())
         .arg("--dir")
-        .arg(&dir)
+        .arg(dir)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -47,9 +45,8 @@ fn local_up_starts_a_cluster_and_sigterm_stops_everything() {
         .expect("spawning pgbaton local up");
     let mut guard = Guard {
         child,
-        dir: dir_text.clone(),
+        dir: dir.display().to_string(),
     };
-
     // Read stdout on a thread; wait (with a deadline) for the member table and the last line.
     let stdout = guard.child.stdout.take().expect("stdout is piped");
     let (tx, rx) = mpsc::channel();
@@ -78,7 +75,17 @@ fn local_up_starts_a_cluster_and_sigterm_stops_everything() {
             ),
         }
     }
-    let table = printed.join("\n");
+    (guard, printed.join("\n"))
+}
+
+#[test]
+fn local_up_starts_a_cluster_and_sigterm_stops_everything() {
+    require_binaries();
+    let tmp = temp_dir("pgbaton-it-local-");
+    let dir = tmp.path().join("cluster");
+    let dir_text = dir.display().to_string();
+    let ports = common::ports::reserve();
+    let (mut guard, table) = local_up(&["--members", "2"], &dir, ports.base);
     assert!(table.contains("| Member"), "member table:\n{table}");
     assert!(
         table.contains("Leader") && table.contains("Replica"),
@@ -188,6 +195,73 @@ fn local_up_starts_a_cluster_and_sigterm_stops_everything() {
     for pm in postmasters {
         assert!(!common::procs::alive(pm), "postmaster {pm} still runs");
     }
+}
+
+/// `local up --archive`: a pgBackRest repository in DIR/pgbackrest; the leader checks it,
+/// `ctl backup` takes a full backup from a standby, `ctl list -e` shows it.
+#[test]
+fn local_up_archive_gives_a_repository_that_ctl_backup_uses() {
+    require_binaries();
+    let tmp = temp_dir("pgbaton-it-local-archive-");
+    let dir = tmp.path().join("cluster");
+    let ports = common::ports::reserve();
+    let (_guard, printed) = local_up(&["--members", "2", "--archive"], &dir, ports.base);
+    assert!(
+        printed.contains("archive: pgBackRest stanza local in ")
+            && printed.contains("backup --type full"),
+        "local up does not say where the archive is:\n{printed}"
+    );
+    let yaml = std::fs::read_to_string(dir.join("node1/pgbaton.yml")).expect("node1's config");
+    assert!(
+        yaml.contains("archive-push %p")
+            && yaml.contains("create_replica_methods: [pgbackrest, basebackup]"),
+        "{yaml}"
+    );
+    let ctl = |args: &[&str]| {
+        let out = Command::new(PGBATON)
+            .args([
+                "ctl",
+                "--dcs",
+                &format!("127.0.0.1:{}", ports.base),
+                "--scope",
+                "local",
+            ])
+            .args(args)
+            .output()
+            .expect("running pgbaton ctl");
+        (
+            out.status.success(),
+            format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ),
+        )
+    };
+    // The leader's stanza check runs in the background after it starts leading.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (_, listed) = ctl(&["list", "-e"]);
+        if listed.contains("pgBackRest stanza local: check ok") {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline && !listed.contains("check failed"),
+            "the leader's pgbackrest check did not pass:\n{listed}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (ok, out) = ctl(&["backup", "--type", "full"]);
+    assert!(ok, "ctl backup failed:\n{out}");
+    assert!(
+        out.contains("from a standby") && out.contains("Success: backup finished"),
+        "{out}"
+    );
+    let (_, listed) = ctl(&["list", "-e"]);
+    assert!(
+        listed.contains("Last backup: ") && listed.contains("(full, finished "),
+        "{listed}"
+    );
 }
 
 /// `GET path` on 127.0.0.1:port over HTTP/1.0; the body.

@@ -34,6 +34,11 @@ fn require_pgbackrest() {
 /// `<root>/pgbackrest.conf` with a repository under `<root>/repo` and stanza `it`; repository,
 /// logs and locks owned by postgres.
 fn write_repository(cluster: &Cluster) -> PathBuf {
+    write_repository_of(cluster, &["node1"])
+}
+
+/// The same, listing `servers` as pg1, pg2, ... (a file that describes the cluster).
+fn write_repository_of(cluster: &Cluster, servers: &[&str]) -> PathBuf {
     let root = cluster.root();
     let postgres = nix::unistd::User::from_name("postgres")
         .expect("password database")
@@ -52,9 +57,18 @@ fn write_repository(cluster: &Cluster) -> PathBuf {
     std::fs::write(
         &conf,
         format!(
-            "[global]\nrepo1-path={root}/repo\nrepo1-retention-full=2\nlog-path={root}/pgbackrest-log\nlock-path={root}/pgbackrest-lock\nstart-fast=y\n\n[it]\npg1-path={root}/node1/data\npg1-port={port}\npg1-socket-path={root}/node1/sock\n",
+            "[global]\nrepo1-path={root}/repo\nrepo1-retention-full=2\nlog-path={root}/pgbackrest-log\nlock-path={root}/pgbackrest-lock\nstart-fast=y\n\n[it]\n{servers}",
             root = root.display(),
-            port = cluster.pg_port("node1"),
+            servers = servers
+                .iter()
+                .enumerate()
+                .map(|(i, name)| format!(
+                    "pg{k}-path={root}/{name}/data\npg{k}-port={port}\npg{k}-socket-path={root}/{name}/sock\n",
+                    k = i + 1,
+                    root = root.display(),
+                    port = cluster.pg_port(name)
+                ))
+                .collect::<String>(),
         ),
     )
     .expect("writing pgbackrest.conf");
@@ -699,4 +713,114 @@ async fn bootstrap_method_restores_a_new_cluster_to_a_point_in_time() {
         bad.state().await.expect("DCS").leader_name().is_none(),
         "a member led although its bootstrap failed"
     );
+}
+
+/// `ctl backup` as an operator runs it: the leader's agent takes the backup, from the
+/// standby the repository's file lists, before and after a switchover (the new leader must
+/// not add itself as pg1 beside its own entry: pgBackRest would find two primaries), and
+/// `ctl list -e` shows the newest backup. A member that does not lead refuses, naming the
+/// leader.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_backup_runs_on_the_leader_from_a_standby_before_and_after_a_switchover() {
+    require_pgbackrest();
+    let mut cluster = Cluster::start_with(0, TIMING).await;
+    cluster.add_member("node1");
+    cluster.add_member("node2");
+    let conf = write_repository_of(&cluster, &["node1", "node2"]);
+    for name in ["node1", "node2"] {
+        edit_member_yaml(&cluster, name, |y| {
+            with_archive(y, &cluster, &conf, name, "it")
+        });
+    }
+    cluster.start_agent("node1");
+    assert_eq!(cluster.wait_for_leader(UP).await, "node1");
+    cluster.start_agent("node2");
+    cluster
+        .wait_until_streaming(&["node2".to_string()], UP)
+        .await;
+    wait_for_check(&cluster, "node1", "ok").await;
+
+    let text = |out: &std::process::Output| {
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let out = cluster.ctl(&["backup", "--type", "full"]);
+    let first = text(&out);
+    assert!(out.status.success(), "ctl backup failed: {first}");
+    assert!(
+        first.contains("node1: started a backup of type full of stanza it from a standby")
+            && first.contains("Success: backup finished"),
+        "{first}"
+    );
+    let listed = text(&cluster.ctl(&["list", "-e"]));
+    assert!(
+        listed.contains("pgBackRest stanza it: check ok") && listed.contains("Last backup: "),
+        "{listed}"
+    );
+    assert!(listed.contains("F (full, finished "), "{listed}");
+
+    // A replica does not take backups: it names the leader.
+    let refused = reqwest::Client::new()
+        .post(format!(
+            "http://127.0.0.1:{}/backup",
+            cluster.api_port("node2")
+        ))
+        .body("{}")
+        .send()
+        .await
+        .expect("POST /backup to node2");
+    assert_eq!(refused.status().as_u16(), 503);
+    let why = refused.text().await.unwrap_or_default();
+    assert!(
+        why.contains("not the leader") && why.contains("node1"),
+        "{why}"
+    );
+
+    // After a switchover (no candidate named) node2 leads: its check and its backup work.
+    // Right after the backup node2's member key may still show the WAL switch the backup made
+    // as lag (the switch moves the leader to the next segment): retry while refused for it.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let out = cluster.ctl(&["switchover", "--force"]);
+        if out.status.success() {
+            break;
+        }
+        let why = text(&out);
+        assert!(
+            why.contains("no member other than node1 is a healthy candidate")
+                && Instant::now() < deadline,
+            "switchover failed: {why}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while cluster.wait_for_leader(UP).await != "node2" {
+        assert!(Instant::now() < deadline, "node2 did not take over");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    cluster
+        .wait_until_streaming(&["node1".to_string()], UP)
+        .await;
+    let check = wait_for_check(&cluster, "node2", "ok").await;
+    assert_eq!(check["check"], "ok", "{check}");
+    let out = cluster.ctl(&["backup"]);
+    let second = text(&out);
+    assert!(
+        out.status.success(),
+        "ctl backup after the switchover failed: {second}"
+    );
+    assert!(
+        second.contains("node2: started a backup of type incr of stanza it from a standby"),
+        "{second}"
+    );
+    let info = pgbackrest_ok(
+        &cluster,
+        &format!("--config={} --stanza=it --output=json info", conf.display()),
+    );
+    let parsed: serde_json::Value = serde_json::from_str(info.trim()).expect("info JSON");
+    let backups = parsed[0]["backup"].as_array().map(Vec::len).unwrap_or(0);
+    assert_eq!(backups, 2, "{info}");
 }

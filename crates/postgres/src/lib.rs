@@ -42,7 +42,10 @@ pub use logical::{
 };
 pub use lsn::{format_lsn, parse_lsn, slot_name_for};
 pub use passfile::PassFile;
-pub use pgbackrest::{BackupType, PgBackRest, RepoCheck, RepoStatus};
+pub use pgbackrest::{
+    parse_last_backup, BackupRefused, BackupRun, BackupSource, BackupType, LastBackup, PgBackRest,
+    RepoCheck, RepoStatus,
+};
 pub use postmaster::{Postmaster, StopMode};
 pub use pubsub::{
     apply as apply_logical_changes, check_publications, plan_publications, plan_subscriptions,

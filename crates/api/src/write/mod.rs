@@ -3,6 +3,7 @@
 //! parses the JSON body (400 naming the problem), then validates against the latest cluster
 //! state before anything is written.
 
+mod backup;
 mod config;
 mod failsafe;
 mod local;
@@ -57,6 +58,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/config", patch(config::patch_config))
         .route("/config", put(config::put_config))
         .route("/failsafe", post(failsafe::post_failsafe))
+        .route("/backup", post(backup::post_backup))
 }
 
 /// A plain-text answer (what Patroni's write endpoints send and patronictl prints).

@@ -160,6 +160,22 @@ pub(super) enum CtlCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Take a pgBackRest backup: the leader's agent runs it, reading the files from a standby
+    /// when the repository's configuration lists standbys (pgN-path/pgN-host), else from the
+    /// leader. Waits for the end unless --no-wait.
+    Backup {
+        /// The cluster name, as patronictl takes it (checked against the scope).
+        cluster: Option<String>,
+        /// full, diff or incr (pgBackRest takes a full backup when the repository has none).
+        #[arg(long = "type", value_parser = ["full", "diff", "incr"], default_value = "incr")]
+        kind: String,
+        /// standby or leader (default: a standby when the configuration lists one).
+        #[arg(long, value_parser = ["standby", "leader"])]
+        from: Option<String>,
+        /// Return once the backup has started.
+        #[arg(long)]
+        no_wait: bool,
+    },
     /// Maintenance mode: the agents take no automatic action.
     Pause {
         /// The cluster name, as patronictl takes it (checked against the scope).
@@ -239,6 +255,7 @@ impl CtlCommand {
             | CtlCommand::Failover { cluster, .. }
             | CtlCommand::Pause { cluster }
             | CtlCommand::Resume { cluster }
+            | CtlCommand::Backup { cluster, .. }
             | CtlCommand::EditConfig { cluster, .. } => cluster.take(),
             CtlCommand::Restart { members, .. } | CtlCommand::Reload { members, .. } => {
                 from_names(members)

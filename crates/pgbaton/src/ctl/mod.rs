@@ -5,6 +5,7 @@
 
 mod api;
 mod args;
+mod backup;
 mod ops;
 mod prompt;
 

@@ -64,6 +64,12 @@ impl Ops {
                     member.join(" ")
                 ),
             },
+            CtlCommand::Backup {
+                kind,
+                from,
+                no_wait,
+                ..
+            } => self.backup(&kind, from.as_deref(), !no_wait).await,
             CtlCommand::Pause { .. } => self.pause(true).await,
             CtlCommand::Resume { .. } => self.pause(false).await,
             CtlCommand::EditConfig { set, pg, force, .. } => {
@@ -78,11 +84,11 @@ impl Ops {
         }
     }
 
-    fn scope(&self) -> &str {
+    pub(super) fn scope(&self) -> &str {
         &self.target.path.scope
     }
 
-    fn api_url(&self, member: &str) -> anyhow::Result<&str> {
+    pub(super) fn api_url(&self, member: &str) -> anyhow::Result<&str> {
         let doc = self.state.members.get(member).ok_or_else(|| {
             let known: Vec<&str> = self.state.members.keys().map(String::as_str).collect();
             anyhow!(

@@ -6,6 +6,7 @@
 //! started. It also runs the router (`DIR/router.yml`: write and read addresses). Every port
 //! derives from `--base-port` (see [`Ports`]), so two local clusters can run side by side.
 
+mod archive;
 mod ports;
 mod supervise;
 mod template;
@@ -60,6 +61,11 @@ pub struct UpArgs {
     /// 20 per database and user. Without it the router passes authentication through.
     #[arg(long, value_parser = ["session", "transaction"])]
     pub pool_mode: Option<String>,
+    /// Archive WAL into a pgBackRest repository in DIR/pgbackrest (stanza: the scope):
+    /// replicas are restored from the newest backup, missing WAL comes from the archive,
+    /// `pgbaton ctl backup` takes backups from a standby. Needs the pgbackrest package.
+    #[arg(long)]
+    pub archive: bool,
     /// Seconds to wait for the cluster to come up before giving up.
     #[arg(long, default_value_t = 180)]
     pub wait: u64,
@@ -97,12 +103,21 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("/tmp/pgbaton-local-{}", args.base_port)));
     prepare_dir(&dir)?;
+    let dir = dir
+        .canonicalize()
+        .with_context(|| format!("resolving {}", dir.display()))?;
     let names: Vec<String> = (1..=args.members).map(|k| format!("node{k}")).collect();
+    let archive = if args.archive {
+        Some(archive::prepare(&dir, &args.scope, &names, &ports)?)
+    } else {
+        None
+    };
     for (k, name) in names.iter().enumerate() {
         let member_dir = dir.join(name);
         std::fs::create_dir_all(&member_dir)
             .with_context(|| format!("creating {}", member_dir.display()))?;
-        let yaml = template::member_config(&args, &dir, name, k as u16 + 1, &ports);
+        let yaml =
+            template::member_config(&args, &dir, name, k as u16 + 1, &ports, archive.clone());
         let path = member_dir.join("pgbaton.yml");
         std::fs::write(&path, yaml).with_context(|| format!("writing {}", path.display()))?;
     }
@@ -161,6 +176,16 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 Err(e) => eprintln!("cannot print the member table: {e:#}"),
             }
             println!("{}", ports.describe(&dir, &names, &args.scope));
+            if let Some(archive) = &archive {
+                println!(
+                    "archive: pgBackRest stanza {} in {} (config {}); take a backup: pgbaton ctl --dcs 127.0.0.1:{} --scope {} backup --type full",
+                    archive.stanza,
+                    dir.join("pgbackrest").join("repo").display(),
+                    archive.config.display(),
+                    ports.etcd_client,
+                    args.scope
+                );
+            }
             println!(
                 "Ctrl-C stops the cluster (data stays in {}).",
                 dir.display()

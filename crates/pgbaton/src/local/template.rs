@@ -4,11 +4,18 @@
 
 use std::path::Path;
 
-use pgbaton_config::template::{MemberYaml, Synchronous};
+use pgbaton_config::template::{ArchiveYaml, MemberYaml, Synchronous};
 
 use super::{Ports, UpArgs};
 
-pub fn member_config(args: &UpArgs, dir: &Path, name: &str, k: u16, ports: &Ports) -> String {
+pub fn member_config(
+    args: &UpArgs,
+    dir: &Path,
+    name: &str,
+    k: u16,
+    ports: &Ports,
+    archive: Option<ArchiveYaml>,
+) -> String {
     let mut member = MemberYaml::loopback(
         &args.scope,
         name,
@@ -29,5 +36,6 @@ pub fn member_config(args: &UpArgs, dir: &Path, name: &str, k: u16, ports: &Port
         _ => Synchronous::Off,
     };
     member.synchronous_strict = args.strict;
+    member.archive = archive;
     member.render()
 }

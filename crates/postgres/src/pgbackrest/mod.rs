@@ -12,6 +12,14 @@ use crate::error::PgError;
 use crate::run::{run_as, run_async, user_command};
 use crate::spec::PgSpec;
 
+mod backup;
+mod check;
+mod conf;
+
+pub use backup::{parse_last_backup, BackupRun, BackupSource, LastBackup};
+pub use check::{BackupRefused, RepoCheck, RepoStatus};
+use conf::describes_cluster;
+
 /// Where the repository is described.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PgBackRest {
@@ -122,15 +130,17 @@ impl PgBackRest {
         Ok(())
     }
 
-    /// A backup of `type_`; `standby`: taken from a replica (`--backup-standby`; the
-    /// repository's configuration lists the primary and standbys as pgN-path/pgN-host).
+    /// A backup of `type_`, run by the leader's agent; `standby`: the files are copied from
+    /// a standby (`--backup-standby`; the configuration file lists the primary and the
+    /// standbys as pgN-path/pgN-host). Returns pgBackRest's output.
     pub async fn backup(
         &self,
         spec: &PgSpec,
         type_: BackupType,
         standby: bool,
     ) -> Result<String, PgError> {
-        let mut extra = vec![format!("--type={}", type_.as_str())];
+        let mut extra = self.pg_options(spec);
+        extra.push(format!("--type={}", type_.as_str()));
         if standby {
             extra.push("--backup-standby".into());
         }
@@ -149,10 +159,22 @@ impl PgBackRest {
         .await
     }
 
-    /// `--pg1-path` / `--pg1-port` / `--pg1-socket-path` / `--pg1-user` of this member: they
-    /// win over the file's pg1 (a file shared by every member names one of them as pg1, which
-    /// after a failover is no longer the primary).
+    /// Whether the configuration file lists two or more servers for the stanza: then it
+    /// describes the cluster and is used as it is (pgBackRest finds the primary among them,
+    /// and a backup can be taken from a standby).
+    pub fn file_describes_cluster(&self) -> bool {
+        describes_cluster(self.config.as_deref(), &self.stanza)
+    }
+
+    /// `--pg1-path` / `--pg1-port` / `--pg1-socket-path` / `--pg1-user` of this member, when
+    /// the file does not describe the cluster: they win over the file's pg1 (a file shared by
+    /// every member that names one of them as pg1 would, after a failover, name a standby).
+    /// A file that lists several servers is left alone: adding this member as pg1 beside its
+    /// own entry makes pgBackRest find "more than one primary cluster".
     fn pg_options(&self, spec: &PgSpec) -> Vec<String> {
+        if self.file_describes_cluster() {
+            return Vec::new();
+        }
         vec![
             format!("--pg1-path={}", spec.data_dir.display()),
             format!("--pg1-port={}", spec.port),
@@ -184,87 +206,5 @@ mod tests {
         );
         assert_eq!(BackupType::parse("incr"), Some(BackupType::Incr));
         assert_eq!(BackupType::parse("weekly"), None);
-    }
-}
-
-/// The outcome of the leader's last stanza check, for the member's status.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RepoStatus {
-    pub stanza: String,
-    /// None while the check runs; Ok or the error (naming stanza and configuration file).
-    pub result: Option<Result<(), String>>,
-}
-
-impl RepoStatus {
-    /// `check`: "running", "ok" or "failed", and `error` when failed.
-    pub fn words(&self) -> (&'static str, Option<&str>) {
-        match &self.result {
-            None => ("running", None),
-            Some(Ok(())) => ("ok", None),
-            Some(Err(e)) => ("failed", Some(e)),
-        }
-    }
-}
-
-/// Runs [`PgBackRest::ensure_stanza_and_check`] in the background each time this member
-/// starts leading (at start too), and keeps the outcome. A failure is logged as an error and
-/// shown in the status; nothing else changes (the member keeps its data and its role).
-#[derive(Debug, Default)]
-pub struct RepoCheck {
-    repo: Option<PgBackRest>,
-    leading: std::sync::atomic::AtomicBool,
-    status: std::sync::Arc<std::sync::Mutex<Option<RepoStatus>>>,
-}
-
-impl RepoCheck {
-    pub fn new(repo: Option<PgBackRest>) -> Self {
-        RepoCheck {
-            repo,
-            ..Default::default()
-        }
-    }
-
-    /// Called every cycle with whether this member now leads with a running primary.
-    pub fn cycle(&self, spec: &PgSpec, leading: bool) {
-        let was = self
-            .leading
-            .swap(leading, std::sync::atomic::Ordering::Relaxed);
-        let started = leading && !was;
-        let Some(repo) = self.repo.clone().filter(|_| started) else {
-            return;
-        };
-        let status = self.status.clone();
-        *status.lock().unwrap_or_else(|e| e.into_inner()) = Some(RepoStatus {
-            stanza: repo.stanza.clone(),
-            result: None,
-        });
-        let spec = spec.clone();
-        tokio::spawn(async move {
-            tracing::info!(stanza = %repo.stanza, "pgbackrest: creating the stanza if missing and checking the archive");
-            let result = repo
-                .ensure_stanza_and_check(&spec)
-                .await
-                .map_err(|e| e.to_string());
-            match &result {
-                Ok(()) => {
-                    tracing::info!(stanza = %repo.stanza, "pgbackrest check passed: WAL reaches the repository")
-                }
-                Err(e) => {
-                    tracing::error!(stanza = %repo.stanza, error = %e, "pgbackrest: the repository is not usable; WAL is not archived until it is fixed (check pgbackrest.stanza and pgbackrest.config, then the repository)")
-                }
-            }
-            *status.lock().unwrap_or_else(|e| e.into_inner()) = Some(RepoStatus {
-                stanza: repo.stanza.clone(),
-                result: Some(result),
-            });
-        });
-    }
-
-    /// The last check's outcome (None before this member first led).
-    pub fn status(&self) -> Option<RepoStatus> {
-        self.status
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
     }
 }
