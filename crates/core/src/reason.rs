@@ -72,7 +72,16 @@ pub enum Reason {
     },
     ClaimingInitialize,
     Bootstrapping,
-    BootstrapFailed(String),
+    BootstrapFailed {
+        error: String,
+        /// This member's failed bootstraps so far, and how many it makes at most.
+        attempt: u32,
+        max: u32,
+    },
+    /// This member's bootstraps failed `failures` times: it no longer claims `initialize`.
+    BootstrapGaveUp {
+        failures: u32,
+    },
     FinishingBootstrap {
         system_id: u64,
     },
@@ -235,7 +244,18 @@ impl fmt::Display for Reason {
             ),
             ClaimingInitialize => write!(f, "cluster not initialized; racing to bootstrap it"),
             Bootstrapping => write!(f, "won the initialize race; bootstrapping a new cluster"),
-            BootstrapFailed(e) => write!(f, "bootstrap failed ({e}); giving the initialize race back"),
+            BootstrapFailed { error, attempt, max } if attempt < max => write!(
+                f,
+                "bootstrap failed ({error}); attempt {attempt} of {max}; giving the initialize race back"
+            ),
+            BootstrapFailed { error, attempt, .. } => write!(
+                f,
+                "bootstrap failed ({error}); attempt {attempt}, the last: this member no longer tries to bootstrap; fix the cause (see the errors above), then restart its agent"
+            ),
+            BootstrapGaveUp { failures } => write!(
+                f,
+                "cluster not initialized; this member's bootstrap failed {failures} times and it does not try again until its agent restarts (another member may bootstrap)"
+            ),
             FinishingBootstrap { system_id } => {
                 write!(f, "bootstrap done; publishing system identifier {system_id} and taking the leader key")
             }

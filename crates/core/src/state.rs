@@ -101,7 +101,16 @@ pub struct MemberState {
     /// Leader with a switchover due: the `failover` key revision it is for and when the
     /// leader started waiting for the routers to pause (`switchover_drain_timeout` runs from it).
     pub drain_started: Option<(i64, Millis)>,
+    /// Bootstraps of this member that failed since its agent started; at
+    /// [`MAX_BOOTSTRAP_ATTEMPTS`] it no longer races for `initialize` (each failure moves a
+    /// data directory aside, and a bootstrap that fails for a lasting cause would fill the
+    /// disk with them). Restarting the agent is the operator's "try again".
+    pub bootstrap_failures: u32,
 }
+
+/// Failed bootstraps after which a member stops racing for `initialize` until its agent
+/// restarts.
+pub const MAX_BOOTSTRAP_ATTEMPTS: u32 = 3;
 
 impl MemberState {
     pub fn new() -> Self {
@@ -122,6 +131,7 @@ impl MemberState {
             last_reclone_at: None,
             wal_missing: false,
             drain_started: None,
+            bootstrap_failures: 0,
         }
     }
 }

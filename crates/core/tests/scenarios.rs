@@ -714,6 +714,76 @@ fn bootstrap_race_then_initdb_then_leader() {
     assert_eq!(d.reason, Reason::LeaderHealthy);
 }
 
+/// A bootstrap that keeps failing (a custom `bootstrap.method` whose restore_command cannot
+/// reach its target) is tried three times; each failure gives the claim back and moves the
+/// directory aside; then the member stops claiming `initialize` (another member may still
+/// bootstrap) instead of filling the disk with moved-aside directories.
+#[test]
+fn a_bootstrap_that_keeps_failing_is_tried_three_times() {
+    let mut state = MemberState::new();
+    for attempt in 1..=3 {
+        let obs = Obs::new(LocalPg::NoData)
+            .initialize(Initialize::Absent)
+            .build();
+        let d = decide(&state, &obs, &cfg());
+        assert_eq!(
+            pg_actions(&d),
+            vec![Action::ClaimInitialize],
+            "attempt {attempt}"
+        );
+        let failed = JobView::Failed {
+            kind: JobKind::Bootstrap,
+            error: "PostgreSQL exited during start".into(),
+        };
+        // From the second attempt on, the previous attempt's failure is still visible (it
+        // stays until the next job starts): it does not stop this attempt.
+        let mut claimed = Obs::new(LocalPg::NoData).initialize(Initialize::ClaimedBy(ME.into()));
+        if attempt > 1 {
+            claimed = claimed.job(failed.clone());
+        }
+        let d = decide(&d.state, &claimed.build(), &cfg());
+        assert_eq!(pg_actions(&d), vec![Action::Bootstrap], "attempt {attempt}");
+        assert_eq!(d.state.bootstrap_failures, attempt - 1);
+        let obs = Obs::new(LocalPg::Stopped {
+            system_id: 42,
+            was_primary: false,
+            timeline: 1,
+            lsn: 10,
+        })
+        .initialize(Initialize::ClaimedBy(ME.into()))
+        .job(failed)
+        .build();
+        let d = decide(&d.state, &obs, &cfg());
+        assert_eq!(
+            pg_actions(&d),
+            vec![
+                Action::CancelInitialize,
+                Action::MoveDataAside {
+                    reason: "bootstrap-failed"
+                }
+            ]
+        );
+        assert!(
+            matches!(&d.reason, Reason::BootstrapFailed { attempt: a, max: 3, .. } if *a == attempt),
+            "{:?}",
+            d.reason
+        );
+        assert_eq!(d.state.bootstrap_failures, attempt);
+        state = d.state;
+    }
+    assert_eq!(state.bootstrap_failures, 3);
+    let obs = Obs::new(LocalPg::NoData)
+        .initialize(Initialize::Absent)
+        .build();
+    let d = decide(&state, &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![]);
+    assert_eq!(d.reason, Reason::BootstrapGaveUp { failures: 3 });
+    assert!(d
+        .reason
+        .to_string()
+        .contains("does not try again until its agent restarts"));
+}
+
 #[test]
 fn other_members_wait_for_the_bootstrap() {
     let obs = Obs::new(LocalPg::NoData)

@@ -713,6 +713,38 @@ async fn bootstrap_method_restores_a_new_cluster_to_a_point_in_time() {
         bad.state().await.expect("DCS").leader_name().is_none(),
         "a member led although its bootstrap failed"
     );
+    // It tries three times, then stops (each failure kept a restored copy aside).
+    wait_for_log(
+        &bad,
+        "node1",
+        "attempt 3, the last: this member no longer tries to bootstrap",
+        Duration::from_secs(300),
+    )
+    .await;
+    wait_for_log(
+        &bad,
+        "node1",
+        "does not try again until its agent restarts",
+        Duration::from_secs(30),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let kept = std::fs::read_dir(bad.member_dir("node1"))
+        .expect("member dir")
+        .filter_map(|e| e.ok())
+        .filter(|e| {
+            e.file_name()
+                .to_string_lossy()
+                .starts_with("data.bootstrap-failed.")
+        })
+        .count();
+    assert_eq!(kept, 3, "one directory aside per attempt, three attempts");
+    let state = bad.state().await.expect("DCS");
+    assert!(
+        state.leader_name().is_none() && state.initialize.is_none(),
+        "the member gave up, so nobody claims initialize: {:?}",
+        state.initialize
+    );
 }
 
 /// `ctl backup` as an operator runs it: the leader's agent takes the backup, from the

@@ -3,7 +3,8 @@
 //! with `wal_keep_size: 0` and a small `max_wal_size`, so WAL is recycled; then the agent
 //! resumes. With the slot kept (`member_slots_ttl`, default 30 min) the replica streams again
 //! through it; with `member_slots_ttl: 0` the slot is gone with the WAL, and the replica is
-//! re-cloned by itself: its old data directory moved aside (not deleted), the reason logged.
+//! re-cloned by itself: its old data directory moved aside (not deleted), the reason logged;
+//! with a WAL archive (`restore_command`) it is not re-cloned but catches up from the archive.
 
 mod common;
 
@@ -33,10 +34,41 @@ fn small_wal(yaml: String, member_slots_ttl: Option<&str>) -> String {
 }
 
 async fn two_members(member_slots_ttl: Option<&str>) -> Cluster {
+    two_members_with(member_slots_ttl, false).await
+}
+
+/// With `archived`, every member archives into `<root>/archive` (`cp`, as the PostgreSQL
+/// documentation's example) and restores from it (`restore_command`).
+async fn two_members_with(member_slots_ttl: Option<&str>, archived: bool) -> Cluster {
     let mut cluster = Cluster::start_with(0, Timing::default()).await;
+    let archive = cluster.root().join("archive");
+    if archived {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::create_dir_all(&archive).expect("archive dir");
+        std::fs::set_permissions(&archive, std::fs::Permissions::from_mode(0o700)).expect("chmod");
+        let pg = nix::unistd::User::from_name("postgres")
+            .expect("password database")
+            .expect("a postgres user");
+        nix::unistd::chown(&archive, Some(pg.uid), Some(pg.gid)).expect("chown");
+    }
     for name in ["node1", "node2"] {
         cluster.add_member(name);
-        edit_member_yaml(&cluster, name, |yaml| small_wal(yaml, member_slots_ttl));
+        edit_member_yaml(&cluster, name, |yaml| {
+            let yaml = small_wal(yaml, member_slots_ttl);
+            if !archived {
+                return yaml;
+            }
+            const LOCAL: &str = "\n  parameters:\n";
+            assert!(yaml.contains(LOCAL), "no local parameters in:\n{yaml}");
+            let a = archive.display();
+            yaml.replacen(
+                LOCAL,
+                &format!(
+                    "{LOCAL}    archive_mode: \"on\"\n    archive_command: 'test ! -f {a}/%f && cp %p {a}/%f'\n    restore_command: 'cp {a}/%f %p'\n"
+                ),
+                1,
+            )
+        });
         cluster.start_agent(name);
     }
     cluster
@@ -351,5 +383,50 @@ async fn a_replica_whose_wal_is_gone_is_recloned_by_itself() {
     assert!(
         !log.contains("pg_rewind: no rewind required"),
         "a rewind is no cure for missing WAL and is not tried"
+    );
+}
+
+/// The same loss (slot dropped, WAL recycled on the leader) with a WAL archive: the replica
+/// is not re-cloned; PostgreSQL fetches the missing segments with `restore_command`, then
+/// streams again; the agent says it waits for the archive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_whose_wal_is_gone_catches_up_from_the_archive() {
+    let cluster = two_members_with(Some("0"), true).await;
+    let p = pause_replica_and_write(&cluster, false).await;
+    // The segments the replica needs are in the archive (the leader archived them before
+    // recycling them).
+    let archived = cluster.root().join("archive").join(&p.replica_segment);
+    assert!(
+        archived.exists(),
+        "{} is not in the archive",
+        archived.display()
+    );
+
+    kill(p.agent, Signal::SIGCONT).expect("SIGCONT the replica's agent");
+    let resumed = Instant::now();
+    cluster
+        .wait_until_streaming(&cluster.members(), Duration::from_secs(180))
+        .await;
+    let took = resumed.elapsed();
+    cluster
+        .wait_for_value(&p.replica, "heal", "after", Duration::from_secs(30))
+        .await;
+    eprintln!(
+        "{} streams again {took:?} after its agent resumed (segments from {} restored from the archive)",
+        p.replica, p.replica_segment
+    );
+    assert!(
+        moved_aside(&cluster.member_dir(&p.replica), "wal-missing").is_empty(),
+        "the replica was re-cloned although the archive has its WAL"
+    );
+    let pg_log = std::fs::read_to_string(cluster.member_dir(&p.replica).join("postgresql.log"))
+        .unwrap_or_default();
+    assert!(
+        pg_log.contains(&format!(
+            "restored log file \"{}\" from archive",
+            p.replica_segment
+        )),
+        "PostgreSQL did not restore {} from the archive",
+        p.replica_segment
     );
 }

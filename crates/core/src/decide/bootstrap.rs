@@ -6,10 +6,18 @@ use super::Step;
 use crate::action::Action;
 use crate::observation::{JobKind, JobView, LocalPg, Observation, RunningPg};
 use crate::reason::Reason;
-use crate::state::{MemberState, Phase};
+use crate::state::{MemberState, Phase, MAX_BOOTSTRAP_ATTEMPTS};
 
 pub(super) fn uninitialized(s: &mut MemberState, obs: &Observation) -> Step {
     s.phase = Phase::Init;
+    if s.bootstrap_failures >= MAX_BOOTSTRAP_ATTEMPTS {
+        return (
+            Reason::BootstrapGaveUp {
+                failures: s.bootstrap_failures,
+            },
+            vec![],
+        );
+    }
     match &obs.pg {
         LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
         _ => (Reason::ClaimingInitialize, vec![Action::ClaimInitialize]),
@@ -18,11 +26,18 @@ pub(super) fn uninitialized(s: &mut MemberState, obs: &Observation) -> Step {
 
 /// `initialize` holds our claim: create the cluster (or adopt the data directory we have).
 pub(super) fn bootstrapping(s: &mut MemberState, obs: &Observation) -> Step {
-    if let JobView::Failed {
-        kind: JobKind::Bootstrap,
-        error,
-    } = &obs.job
+    // The failed job stays visible until the next job starts: it is this attempt's failure
+    // only while this member is bootstrapping. Seen again after the claim was given back and
+    // made anew, it is the previous attempt's, and this attempt starts.
+    if let (
+        JobView::Failed {
+            kind: JobKind::Bootstrap,
+            error,
+        },
+        Phase::Bootstrapping,
+    ) = (&obs.job, s.phase)
     {
+        s.bootstrap_failures += 1;
         s.phase = Phase::Init;
         let mut actions = vec![Action::CancelInitialize];
         if !matches!(obs.pg, LocalPg::NoData) {
@@ -30,7 +45,12 @@ pub(super) fn bootstrapping(s: &mut MemberState, obs: &Observation) -> Step {
                 reason: "bootstrap-failed",
             });
         }
-        return (Reason::BootstrapFailed(error.clone()), actions);
+        let reason = Reason::BootstrapFailed {
+            error: error.clone(),
+            attempt: s.bootstrap_failures,
+            max: MAX_BOOTSTRAP_ATTEMPTS,
+        };
+        return (reason, actions);
     }
     match &obs.pg {
         LocalPg::NoData => {
