@@ -59,6 +59,9 @@ pub fn member_yaml(c: &MemberConfig<'_>) -> String {
     let (user, password) = SUPERUSER;
     member.superuser = (user.to_string(), password.to_string());
     member.socket_dir = Some(c.member_dir.join("sock"));
+    // A slot keeps at most this much WAL: the `replica-away` fault writes more, so the
+    // replica comes back to WAL that is gone and must heal itself.
+    member.dcs_parameter("max_slot_wal_keep_size", "128MB");
     member.render()
 }
 

@@ -39,10 +39,14 @@ pub enum FaultKind {
     /// The leader's host is lost; about 10 s after a new leader appears, that one's host is
     /// lost too; both are started again later.
     FailoverTwice,
+    /// A replica's host is lost (SIGKILL of every process on it) and, while it is away, the
+    /// leader writes and checkpoints about 250 MB of WAL, more than `wal_keep_size` and the
+    /// slot's `max_slot_wal_keep_size` keep: back, the replica must heal itself (re-clone).
+    ReplicaAway,
 }
 
 impl FaultKind {
-    pub const ALL: [FaultKind; 14] = [
+    pub const ALL: [FaultKind; 15] = [
         FaultKind::KillPostgres,
         FaultKind::KillAgent,
         FaultKind::KillNode,
@@ -57,6 +61,7 @@ impl FaultKind {
         FaultKind::Switchover,
         FaultKind::SwitchoverThenKill,
         FaultKind::FailoverTwice,
+        FaultKind::ReplicaAway,
     ];
 
     pub fn name(self) -> &'static str {
@@ -75,6 +80,7 @@ impl FaultKind {
             FaultKind::Switchover => "switchover",
             FaultKind::SwitchoverThenKill => "switchover-then-kill",
             FaultKind::FailoverTwice => "failover-twice",
+            FaultKind::ReplicaAway => "replica-away",
         }
     }
 

@@ -54,6 +54,31 @@ enum Heal {
 }
 
 /// The wall clock as `HH:MM:SS.mmmZ`, to line events up with the agents' logs.
+/// How much WAL the `replica-away` fault writes while the replica is down: more than the
+/// members keep (`wal_keep_size` 128 MB, `max_slot_wal_keep_size` 128 MB in the chaos
+/// configuration), so that the replica's WAL is gone when it comes back.
+const WAL_BURST_MB: u32 = 250;
+
+/// Write about `WAL_BURST_MB` of WAL on the leader at `ip` and checkpoint (local commit: in
+/// synchronous mode the away replica may still be the named standby); returns the seconds
+/// it took.
+async fn wal_burst(ip: std::net::Ipv4Addr) -> anyhow::Result<f64> {
+    let started = std::time::Instant::now();
+    let client = crate::db::connect(ip, Duration::from_secs(5)).await?;
+    let rows = WAL_BURST_MB * 1000;
+    let sql = format!(
+        "SET synchronous_commit = local;
+         CREATE TABLE IF NOT EXISTS chaos_wal_burst (x text);
+         INSERT INTO chaos_wal_burst SELECT repeat('x', 1000) FROM generate_series(1, {rows});
+         TRUNCATE chaos_wal_burst;
+         CHECKPOINT;"
+    );
+    tokio::time::timeout(Duration::from_secs(90), client.batch_execute(&sql))
+        .await
+        .map_err(|_| anyhow::anyhow!("not done within 90 s"))??;
+    Ok(started.elapsed().as_secs_f64())
+}
+
 fn utc_now() -> String {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -738,6 +763,31 @@ impl Faults {
                 let k = self.schedule.member(&free_members, leader)?;
                 let what = format!("SIGKILL every process on {} (node crash)", label(k));
                 cluster.kill_node(k);
+                Some(Injected {
+                    hosts: vec![member_name(k)],
+                    what,
+                    heal: Heal::StartAgent(k),
+                })
+            }
+            FaultKind::ReplicaAway => {
+                let l = leader?;
+                let replicas: Vec<usize> =
+                    free_members.iter().copied().filter(|k| *k != l).collect();
+                let k = self.schedule.pick(&replicas)?;
+                cluster.kill_node(k);
+                let burst = wal_burst(cluster.members[l].host.ip).await;
+                let what = match burst {
+                    Ok(secs) => format!(
+                        "SIGKILL every process on {} (node crash), then {WAL_BURST_MB} MB of WAL written and checkpointed on {} in {secs:.1} s",
+                        label(k),
+                        label(l)
+                    ),
+                    Err(e) => format!(
+                        "SIGKILL every process on {} (node crash); the WAL burst on {} failed: {e:#}",
+                        label(k),
+                        label(l)
+                    ),
+                };
                 Some(Injected {
                     hosts: vec![member_name(k)],
                     what,

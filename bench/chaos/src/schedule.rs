@@ -44,6 +44,9 @@ impl Schedule {
             FaultKind::KillPostgres => (1.5, 2.5),
             FaultKind::KillAgent => (1.0, 2.0),
             FaultKind::KillNode => (2.0, 4.0),
+            // Counted from before the WAL burst (which takes seconds): the replica is away
+            // for the whole burst, then comes back soon after.
+            FaultKind::ReplicaAway => (2.0, 4.0),
             FaultKind::Pause => (2.0, 3.0),
             FaultKind::Partition | FaultKind::LeaderEtcd | FaultKind::LeaderReplicas => (1.5, 4.0),
             FaultKind::EtcdSplit => (2.0, 4.0),
