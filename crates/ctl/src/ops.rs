@@ -87,13 +87,22 @@ pub fn validate_switchover_at(
     match candidate {
         Some(c) => candidate_problem(state, current, c, limits)?,
         None => {
-            let any = state
-                .members
-                .keys()
-                .any(|m| m != current && candidate_problem(state, current, m, limits).is_ok());
+            let mut problems = Vec::new();
+            let mut any = false;
+            for m in state.members.keys().filter(|m| *m != current) {
+                match candidate_problem(state, current, m, limits) {
+                    Ok(()) => any = true,
+                    Err(e) => problems.push(e.to_string()),
+                }
+            }
             if !any {
+                let why = if problems.is_empty() {
+                    "the cluster has no other member".to_string()
+                } else {
+                    problems.join("; ")
+                };
                 return Err(OpError::Precondition(format!(
-                    "switchover is not possible: no member other than {current} is a healthy candidate"
+                    "switchover is not possible: no member other than {current} is a healthy candidate ({why}); retry when one is"
                 )));
             }
         }

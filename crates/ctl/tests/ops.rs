@@ -180,6 +180,19 @@ fn no_healthy_member_without_candidate_is_refused() {
         412,
         "no member other than node1",
     );
+    // The refusal says why each member is not a candidate.
+    refused(
+        switchover(&state, Some("node1"), None),
+        412,
+        "(node3 is not a running, streaming replica (state running, replication none)); retry when one is",
+    );
+    let node3 = state.members.get_mut("node3").expect("node3");
+    node3.replication_state = Some("streaming".into());
+    refused(
+        switchover(&state, Some("node1"), None),
+        412,
+        "(node3 lags 3145728 bytes behind the leader, more than maximum_lag_on_failover",
+    );
 }
 
 #[test]
