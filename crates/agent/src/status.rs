@@ -211,6 +211,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                 let (check, error) = r.words();
                 serde_json::json!({"stanza": r.stanza, "check": check, "error": error})
             }),
+            logical: self.logical_report(writable_leader),
             last_cycle_unix_ms: now_ms,
             ttl_ms: self.ha.ttl_ms,
             tags: self.cfg.tags.to_json_map(),
