@@ -41,11 +41,19 @@ use tracing::Instrument;
 use super::{settings, Agent};
 use crate::peers::Peers;
 
+/// A round in one database gives up after this long.
+const ROUND_LIMIT: Duration = Duration::from_secs(120);
 /// At most one round per this long.
 const ROUND_EVERY: Duration = Duration::from_secs(2);
 /// The subscribed tables are compared with the publisher's at most this often (and when the
 /// declaration changes).
 const CHECK_EVERY: Duration = Duration::from_secs(60);
+/// ... and after this long when a publisher could not be reached for it.
+const CHECK_AGAIN: Duration = Duration::from_secs(10);
+/// An object whose change failed is tried again after this long (or when the declaration
+/// changes): a subscription whose publisher is unreachable does not fill the server log
+/// with a failed CREATE SUBSCRIPTION every round.
+const RETRY_EVERY: Duration = Duration::from_secs(30);
 /// A worker error older than this no longer makes a streaming subscription `error`.
 const ERROR_FRESH: Duration = Duration::from_secs(15);
 
@@ -60,6 +68,8 @@ pub(super) struct DeclaredShared {
     /// The last comparison with the publishers: when, for which declaration, what it found.
     last_check: Option<(Instant, LogicalSpec)>,
     remote_problems: Vec<LogicalProblem>,
+    /// Objects whose change failed (`kind:name`): when, and why.
+    held: BTreeMap<String, (Instant, String)>,
     log: WorkerLog,
 }
 
@@ -74,6 +84,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
     pub(super) fn apply_logical(&mut self, timeout: Duration) {
         let declared = self.dynamic.logical.clone();
         let remote_check;
+        let held;
         {
             let mut s = lock(&self.declared_logical);
             if s.busy || s.last_round.is_some_and(|at| at.elapsed() < ROUND_EVERY) {
@@ -81,13 +92,26 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             }
             s.busy = true;
             s.last_round = Some(Instant::now());
-            remote_check = s
+            let changed = s
                 .last_check
                 .as_ref()
-                .is_none_or(|(at, spec)| at.elapsed() >= CHECK_EVERY || spec != &declared);
+                .is_none_or(|(_, spec)| spec != &declared);
+            remote_check = changed
+                || s.last_check
+                    .as_ref()
+                    .is_some_and(|(at, _)| at.elapsed() >= CHECK_EVERY);
             if remote_check {
                 s.last_check = Some((Instant::now(), declared.clone()));
             }
+            if changed {
+                s.held.clear();
+            }
+            s.held.retain(|_, (at, _)| at.elapsed() < RETRY_EVERY);
+            held = s
+                .held
+                .iter()
+                .map(|(k, (_, why))| (k.clone(), why.clone()))
+                .collect();
         }
         let round = Round {
             spec: self.spec.clone(),
@@ -98,6 +122,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             declared,
             timeout,
             remote_check,
+            held,
             log_file: self.spec.log_file.clone(),
         };
         let shared = self.declared_logical.clone();
@@ -128,6 +153,8 @@ struct Round {
     permanent: BTreeSet<String>,
     timeout: Duration,
     remote_check: bool,
+    /// Objects not to try again yet (`kind:name` → why their last change failed).
+    held: BTreeMap<String, String>,
     log_file: PathBuf,
 }
 
@@ -168,7 +195,7 @@ fn in_database(declared: &LogicalSpec, db: &str) -> InDatabase {
     }
 }
 
-/// What one object's changes came to this round: `None` when as declared (or made so).
+/// Objects whose changes failed this round, by name, with why.
 type Failures = BTreeMap<String, String>;
 
 impl Round {
@@ -187,39 +214,101 @@ impl Round {
             s.log.recent(ERROR_FRESH)
         };
         let mut remote_problems = Vec::new();
+        let mut tried = Failures::new();
+        let previous = lock(shared).report.clone().unwrap_or_default();
         for db in self.declared.databases() {
             let want = in_database(&self.declared, &db);
-            if let Err(e) = self
-                .database(
+            let mut found = LogicalStatus::default();
+            // Bounded: a round that hangs would hold every later one back.
+            let outcome = tokio::time::timeout(
+                ROUND_LIMIT,
+                self.database(
                     &db,
                     &want,
                     &worker_errors,
-                    &mut report,
+                    &mut found,
                     &mut remote_problems,
-                )
-                .await
-            {
-                let message = format!(
-                    "cannot keep the declared publications and subscriptions of database {db}: {e}"
-                );
-                for name in want.publications.keys() {
-                    report.publications.push(PublicationRow {
-                        name: name.clone(),
-                        database: db.clone(),
-                        state: message.clone(),
-                        subscribers: vec![],
-                    });
+                    &mut tried,
+                ),
+            )
+            .await
+            .unwrap_or_else(|_| {
+                Err(pg::PgError::Timeout {
+                    what: "the round".into(),
+                    after: ROUND_LIMIT,
+                })
+            });
+            match outcome {
+                Ok(()) => {
+                    report.publications.append(&mut found.publications);
+                    report.subscriptions.append(&mut found.subscriptions);
+                    report.problems.append(&mut found.problems);
                 }
-                for name in want.subscriptions.keys() {
-                    report
-                        .subscriptions
-                        .push(missing_subscription(name, &db, &message));
+                Err(e) => {
+                    // The local server did not answer this time (a busy machine, a restart):
+                    // the last round's findings stand, and nothing is reported again.
+                    let message = format!(
+                        "cannot keep the declared publications and subscriptions of database {db} this round: {e}"
+                    );
+                    notes.push((format!("db:{db}"), message.clone()));
+                    let mine = |name: &String, database: &String| {
+                        database == &db
+                            && (want.publications.contains_key(name)
+                                || want.subscriptions.contains_key(name))
+                    };
+                    report.publications.extend(
+                        previous
+                            .publications
+                            .iter()
+                            .filter(|p| mine(&p.name, &p.database))
+                            .cloned(),
+                    );
+                    report.subscriptions.extend(
+                        previous
+                            .subscriptions
+                            .iter()
+                            .filter(|p| mine(&p.name, &p.database))
+                            .cloned(),
+                    );
+                    // The publisher-side problems (the subscriber-side ones are kept with
+                    // the comparisons with the publishers).
+                    report.problems.extend(
+                        previous
+                            .problems
+                            .iter()
+                            .filter(|p| {
+                                p.object
+                                    .split(',')
+                                    .any(|o| want.publications.contains_key(o))
+                            })
+                            .cloned(),
+                    );
+                    if self.remote_check {
+                        remote_problems.extend(
+                            previous
+                                .problems
+                                .iter()
+                                .filter(|p| want.subscriptions.contains_key(&p.object))
+                                .cloned(),
+                        );
+                    }
                 }
-                notes.push((format!("db:{db}:{message}"), message));
             }
         }
         let mut s = lock(shared);
+        let now = Instant::now();
+        for (key, why) in tried {
+            s.held.insert(key, (now, why));
+        }
         if self.remote_check {
+            // A comparison that could not be made is tried again sooner.
+            if remote_problems.iter().any(|p| p.target == "publisher") {
+                if let Some((at, _)) = s.last_check.as_mut() {
+                    *at = Instant::now()
+                        .checked_sub(CHECK_EVERY - CHECK_AGAIN)
+                        .unwrap_or(*at);
+                }
+            }
             s.remote_problems = remote_problems;
         }
         report.problems.extend(s.remote_problems.iter().cloned());
@@ -267,9 +356,12 @@ impl Round {
         worker_errors: &BTreeMap<String, String>,
         report: &mut LogicalStatus,
         remote_problems: &mut Vec<LogicalProblem>,
+        tried: &mut Failures,
     ) -> Result<(), pg::PgError> {
-        let client = pg::connect_database(&self.spec, db, self.timeout).await?;
-        let failures = self.converge(&client, want).await?;
+        // In the background: a busy server may take longer than a cycle's bound.
+        let client =
+            pg::connect_database(&self.spec, db, self.timeout.max(Duration::from_secs(5))).await?;
+        let failures = self.converge(&client, want, tried).await?;
 
         // Publisher side.
         if !want.publications.is_empty() {
@@ -335,39 +427,62 @@ impl Round {
         Ok(())
     }
 
-    /// Create, alter and drop, one object at a time; what failed, by object name.
+    /// Create, alter and drop, one object at a time; what failed, by object name (those
+    /// tried this round also in `tried`, by `kind:name`; held ones are not tried).
     async fn converge(
         &self,
         client: &pg::Client,
         want: &InDatabase,
+        tried: &mut Failures,
     ) -> Result<Failures, pg::PgError> {
         let mut failures = Failures::new();
         let none = BTreeSet::new();
         let now = pg::read_publications(client).await?;
+        let mut plans: Vec<(String, String, Vec<pg::Change>)> = Vec::new();
         for (name, spec) in &want.publications {
             let one = BTreeMap::from([(name.clone(), spec.clone())]);
-            let plan = pg::plan_publications(&one, &now, &none);
-            if let Err(e) = self.carry_out(client, &plan).await {
-                failures.insert(name.clone(), e);
-            }
+            plans.push((
+                format!("publication:{name}"),
+                name.clone(),
+                pg::plan_publications(&one, &now, &none),
+            ));
         }
-        let plan = pg::plan_publications(&BTreeMap::new(), &now, &want.drop_publications);
-        if let Err(e) = self.carry_out(client, &plan).await {
-            failures.insert("drop".into(), e);
+        for name in &want.drop_publications {
+            let drop = BTreeSet::from([name.clone()]);
+            plans.push((
+                format!("publication:{name}"),
+                name.clone(),
+                pg::plan_publications(&BTreeMap::new(), &now, &drop),
+            ));
         }
         let now = pg::read_subscriptions(client).await?;
         for (name, spec) in &want.subscriptions {
             let one = BTreeMap::from([(name.clone(), spec.clone())]);
-            let plan = pg::plan_subscriptions(&one, &now, &none);
-            if let Err(e) = self.carry_out(client, &plan).await {
-                failures.insert(name.clone(), e);
-            }
+            plans.push((
+                format!("subscription:{name}"),
+                name.clone(),
+                pg::plan_subscriptions(&one, &now, &none),
+            ));
         }
         for name in &want.drop_subscriptions {
-            let plan =
-                pg::plan_subscriptions(&BTreeMap::new(), &now, &BTreeSet::from([name.clone()]));
+            let drop = BTreeSet::from([name.clone()]);
+            plans.push((
+                format!("subscription:{name}"),
+                name.clone(),
+                pg::plan_subscriptions(&BTreeMap::new(), &now, &drop),
+            ));
+        }
+        for (key, name, plan) in plans {
+            if plan.is_empty() {
+                continue;
+            }
+            if let Some(why) = self.held.get(&key) {
+                failures.insert(name, why.clone());
+                continue;
+            }
             if let Err(e) = self.carry_out(client, &plan).await {
-                failures.insert(name.clone(), e);
+                tried.insert(key, e.clone());
+                failures.insert(name, e);
             }
         }
         Ok(failures)
@@ -399,14 +514,16 @@ impl Round {
         name: &str,
         spec: &SubscriptionSpec,
     ) -> Vec<LogicalProblem> {
+        // A busy publisher (SCRAM, several hosts to try) may take longer than a cycle's bound.
+        let limit = self.timeout.max(Duration::from_secs(10));
         let found = async {
-            let source = pg::connect_source(&spec.source, self.timeout).await?;
+            let source = pg::connect_source(&spec.source, limit).await?;
             let published = pg::published_columns(&source, &spec.publications).await?;
             let tables: Vec<String> = published.keys().cloned().collect();
             let local = pg::local_columns(client, &tables).await?;
             Ok::<_, pg::PgError>(pg::compare_subscribed_tables(name, &published, &local))
         };
-        match tokio::time::timeout(self.timeout * 3, found).await {
+        match tokio::time::timeout(limit * 2, found).await {
             Ok(Ok(problems)) => problems.into_iter().map(problem).collect(),
             Ok(Err(e)) => vec![LogicalProblem {
                 object: name.to_string(),

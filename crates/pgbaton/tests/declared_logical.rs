@@ -248,14 +248,25 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
         },
     )
     .await;
-    println!("{}", ctl_ok(&b, &["logical"]));
-    let problems = logical(&b, &["logical", "check", "-f", "json"]);
-    println!("{}", ctl_ok(&a, &["logical"]));
-    let fix = problems
-        .as_array()
-        .and_then(|l| l.iter().find(|p| p["target"] == "public.wide"))
-        .map(|p| p["fix"].as_str().unwrap_or_default().to_string())
-        .unwrap_or_else(|| b.fail(&format!("no problem found for public.wide: {problems}")));
+    println!("B$ pgbaton ctl logical\n{}", ctl_ok(&b, &["logical"]));
+    println!("A$ pgbaton ctl logical\n{}", ctl_ok(&a, &["logical"]));
+    let wide = || async {
+        logical(&b, &["logical", "check", "-f", "json"])
+            .as_array()
+            .and_then(|l| l.iter().find(|p| p["target"] == "public.wide").cloned())
+    };
+    poll(&b, "the check never found public.wide", FLOW, || async {
+        wide().await.is_some()
+    })
+    .await;
+    let fix = wide().await.unwrap_or_default()["fix"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    println!(
+        "B$ pgbaton ctl logical check\n{}",
+        String::from_utf8_lossy(&b.ctl(&["logical", "check"]).stdout)
+    );
     assert_eq!(fix, "ALTER TABLE public.wide ADD COLUMN b integer;");
     b.query(&b_leader, &fix).await.expect("the fix");
     poll(&b, "app_sub never streamed after the fix", FLOW, || async {
@@ -293,7 +304,10 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
 
     // Checked: A's table without replica identity (exit status 1 when something is found).
     let out = a.ctl(&["logical", "check"]);
-    println!("{}", String::from_utf8_lossy(&out.stdout));
+    println!(
+        "A$ pgbaton ctl logical check\n{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert!(!out.status.success(), "problems found: exit status 1");
     let problems = logical(&a, &["logical", "check", "-f", "json"]);
     let nopk = problems
