@@ -172,6 +172,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
         "host=127.0.0.1 port={} user=postgres password=postgres dbname=postgres connect_timeout=2",
         common::ports::closed_port()
     );
+    let declared_at = Instant::now();
     ctl_ok(
         &b,
         &[
@@ -300,6 +301,19 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
         1,
         "bad_sub's failure logged once:\n{}",
         b.agent_log(&b_leader)
+    );
+    // ... and not tried again every round: a failed change waits 30 s.
+    let pg_log =
+        std::fs::read_to_string(b.member_dir(&b_leader).join("postgresql.log")).unwrap_or_default();
+    let tries = pg_log
+        .lines()
+        .filter(|l| l.contains("ERROR:  could not connect to the publisher"))
+        .count() as u64;
+    let bound = declared_at.elapsed().as_secs() / 30 + 2;
+    assert!(
+        (1..=bound).contains(&tries),
+        "CREATE SUBSCRIPTION bad_sub tried {tries} times in {:?}",
+        declared_at.elapsed()
     );
 
     // Checked: A's table without replica identity (exit status 1 when something is found).
