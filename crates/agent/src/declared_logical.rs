@@ -247,10 +247,11 @@ impl Round {
                 Err(e) => {
                     // The local server did not answer this time (a busy machine, a restart):
                     // the last round's findings stand, and nothing is reported again.
-                    let message = format!(
-                        "cannot keep the declared publications and subscriptions of database {db} this round: {e}"
-                    );
-                    notes.push((format!("db:{db}"), message.clone()));
+                    let message = format!("database {db}: {e}");
+                    notes.push((
+                        format!("db:{db}"),
+                        format!("cannot keep the declared publications and subscriptions this round: {message}"),
+                    ));
                     let mine = |name: &String, database: &String| {
                         database == &db
                             && (want.publications.contains_key(name)
@@ -270,6 +271,24 @@ impl Round {
                             .filter(|p| mine(&p.name, &p.database))
                             .cloned(),
                     );
+                    // Never seen yet (the database does not exist, the first round): say why.
+                    for name in want.publications.keys() {
+                        if !report.publications.iter().any(|p| &p.name == name) {
+                            report.publications.push(PublicationRow {
+                                name: name.clone(),
+                                database: db.clone(),
+                                state: message.clone(),
+                                subscribers: vec![],
+                            });
+                        }
+                    }
+                    for name in want.subscriptions.keys() {
+                        if !report.subscriptions.iter().any(|s| &s.name == name) {
+                            let mut row = missing_subscription(name, &db, &message);
+                            row.state = "unknown".into();
+                            report.subscriptions.push(row);
+                        }
+                    }
                     // The publisher-side problems (the subscriber-side ones are kept with
                     // the comparisons with the publishers).
                     report.problems.extend(

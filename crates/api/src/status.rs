@@ -90,7 +90,8 @@ pub struct SubscriptionRow {
     pub name: String,
     pub database: String,
     /// streaming, syncing (tables still copying), disabled, stopped (enabled, no apply
-    /// worker), error, or missing (it could not be created).
+    /// worker), error, missing (it could not be created), or unknown (the database could not
+    /// be read).
     pub state: String,
     pub enabled: bool,
     /// Tables whose initial copy has not finished.

@@ -156,7 +156,7 @@ pub fn render_logical(logical: &Value, format: OutputFormat) -> String {
             rows.push(vec![
                 text(p, "name"),
                 text(p, "database"),
-                text(p, "state"),
+                wrap(&text(p, "state"), 50),
                 String::new(),
                 String::new(),
                 String::new(),
@@ -168,7 +168,7 @@ pub fn render_logical(logical: &Value, format: OutputFormat) -> String {
             rows.push(vec![
                 text(p, "name"),
                 text(p, "database"),
-                text(p, "state"),
+                wrap(&text(p, "state"), 50),
                 text(s, "slot"),
                 if s.get("active").and_then(Value::as_bool) == Some(true) {
                     "yes".into()

@@ -148,6 +148,10 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
             "logical.publications.app_pub.database=postgres",
             "-s",
             "logical.publications.app_pub.all_tables=true",
+            "-s",
+            "logical.publications.lost_pub.database=nodb",
+            "-s",
+            "logical.publications.lost_pub.all_tables=true",
             "--force",
         ],
     );
@@ -251,6 +255,18 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
     .await;
     println!("B$ pgbaton ctl logical\n{}", ctl_ok(&b, &["logical"]));
     println!("A$ pgbaton ctl logical\n{}", ctl_ok(&a, &["logical"]));
+    // A publication in a database that does not exist says so.
+    let lost = find(
+        &logical(&a, &["logical", "-f", "json"]),
+        "publications",
+        "lost_pub",
+    );
+    assert!(
+        lost["state"]
+            .as_str()
+            .is_some_and(|s| s.contains("database \"nodb\" does not exist")),
+        "{lost}"
+    );
     let wide = || async {
         logical(&b, &["logical", "check", "-f", "json"])
             .as_array()
