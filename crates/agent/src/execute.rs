@@ -214,6 +214,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             }
             // Not DCS requests (`Action::is_dcs`): `pg_action` carries them out.
             Action::SyncSlots { .. }
+            | Action::ApplyLogical
             | Action::Repoint { .. }
             | Action::MoveDataAside { .. }
             | Action::SetSyncStandbyNames { .. }
@@ -314,6 +315,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                     self.logical_slots(in_recovery, timeout);
                 }
             }
+            Action::ApplyLogical => self.apply_logical(timeout),
             Action::Repoint { upstream } => {
                 let standby = self.standby_config(upstream.as_deref());
                 let passfile = settings::passfile(&self.cfg, &spec);
@@ -589,6 +591,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             // Not background operations (`Action::is_job`; `Stop` is started by `pg_action`).
             Action::Stop { .. }
             | Action::SyncSlots { .. }
+            | Action::ApplyLogical
             | Action::Repoint { .. }
             | Action::MoveDataAside { .. }
             | Action::SetSyncStandbyNames { .. }

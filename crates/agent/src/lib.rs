@@ -7,6 +7,7 @@
 //! key changes in etcd, PostgreSQL exits, a background operation ends).
 
 pub mod commands;
+mod declared_logical;
 mod execute;
 mod failsafe;
 pub mod fence;
@@ -77,6 +78,8 @@ pub struct Agent<D: Dcs, P: Peers = HttpPeers> {
     scheduled_restart: Option<pgbaton_api::ScheduledRestart>,
     /// Permanent logical slots: what the background maintenance found.
     logical: logical::SharedLogical,
+    /// Declared publications and subscriptions (`logical:`): the background rounds' findings.
+    declared_logical: declared_logical::SharedDeclared,
     /// A background round of physical slot maintenance runs (`SyncSlots`).
     physical_slots_busy: Arc<std::sync::atomic::AtomicBool>,
     /// Replica: when it last restarted to install copies of logical slots.
@@ -134,6 +137,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             leader_changes: 0,
             scheduled_restart: None,
             logical: Default::default(),
+            declared_logical: Default::default(),
             physical_slots_busy: Default::default(),
             last_slot_copy: None,
             slots_over_limit: Default::default(),

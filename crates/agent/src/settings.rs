@@ -64,6 +64,7 @@ pub fn ha_config(cfg: &Config, dynamic: &DynamicConfig) -> HaConfig {
         failsafe_mode: dynamic.failsafe_mode,
         member_slots_ttl_ms: secs_to_ms(dynamic.member_slots_ttl),
         switchover_drain_timeout_ms: secs_to_ms(dynamic.switchover_drain_timeout),
+        logical_declared: !dynamic.logical.is_empty(),
         auto_reclone: cfg.pgbaton.auto_reclone,
         reclone_interval_ms: secs_to_ms(cfg.pgbaton.reclone_interval),
         archive_recovery: restore_command_set(cfg, dynamic),
@@ -87,6 +88,12 @@ pub fn pg_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, 
         .collect();
     params.extend(dynamic.parameters.clone());
     params.extend(cfg.postgresql.parameters.clone());
+    // Declared publications need logical WAL too.
+    if !dynamic.logical.publications.is_empty()
+        && params.get("wal_level").map(String::as_str) != Some("logical")
+    {
+        params.insert("wal_level".into(), "logical".into());
+    }
     if !permanent_logical_slots(dynamic).is_empty() {
         // Logical slots need logical WAL, and their copies on replicas need the leader to
         // keep the catalog rows they use (hot_standby_feedback through the physical slot).

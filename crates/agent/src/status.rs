@@ -204,6 +204,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             failsafe_active: self.failsafe_active(),
             watchdog_failed: self.watchdog.failed(tokio::time::Instant::now()),
             pgbackrest: self.repo_check.status().map(|r| r.to_json()),
+            logical: self.logical_report(writable_leader),
             last_cycle_unix_ms: now_ms,
             ttl_ms: self.ha.ttl_ms,
             tags: self.cfg.tags.to_json_map(),

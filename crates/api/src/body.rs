@@ -94,6 +94,9 @@ pub fn patroni_json(status: &NodeStatus) -> Value {
     if let Some(pgbackrest) = &status.pgbackrest {
         body.insert("pgbackrest".into(), pgbackrest.clone());
     }
+    if let Some(logical) = &status.logical {
+        body.insert("logical".into(), json!(logical));
+    }
     if is_sync_standby(status) {
         body.insert("sync_standby".into(), json!(true));
     }

@@ -295,9 +295,100 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
         wal_status,
     );
 
+    if let Some(logical) = &status.logical {
+        register_logical(&mut registry, logical);
+    }
+
     let mut text = String::new();
     encode(&mut text, &registry)?;
     Ok(text)
+}
+
+type Labels = Vec<(String, String)>;
+
+/// The leader's declared publications and subscriptions (`logical:`).
+fn register_logical(registry: &mut Registry, logical: &crate::status::LogicalStatus) {
+    let up = Family::<Labels, Gauge<i64>>::default();
+    let lag_bytes = Family::<Labels, Gauge<i64>>::default();
+    let lag_seconds = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    let apply_errors = Family::<Labels, Counter<u64>>::default();
+    let sync_errors = Family::<Labels, Counter<u64>>::default();
+    for s in &logical.subscriptions {
+        let labels = vec![("subscription".to_string(), s.name.clone())];
+        up.get_or_create(&labels)
+            .set(i64::from(s.state == "streaming"));
+        if let Some(b) = s.lag_bytes {
+            lag_bytes.get_or_create(&labels).set(lsn(Some(b)));
+        }
+        if let Some(secs) = s.lag_seconds {
+            lag_seconds.get_or_create(&labels).set(secs);
+        }
+        apply_errors
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(s.apply_error_count).unwrap_or(0));
+        sync_errors
+            .get_or_create(&labels)
+            .inc_by(u64::try_from(s.sync_error_count).unwrap_or(0));
+    }
+    registry.register(
+        "pgbaton_logical_subscription_streaming",
+        "1 when a declared subscription's apply worker streams from its publisher, else 0.",
+        up,
+    );
+    registry.register(
+        "pgbaton_logical_subscription_lag_bytes",
+        "Bytes a declared subscription received but has not confirmed to its publisher.",
+        lag_bytes,
+    );
+    registry.register(
+        "pgbaton_logical_subscription_last_message_age_seconds",
+        "Seconds since a declared subscription last heard from its publisher.",
+        lag_seconds,
+    );
+    registry.register(
+        "pgbaton_logical_subscription_apply_errors",
+        "Apply errors of a declared subscription (pg_stat_subscription_stats).",
+        apply_errors,
+    );
+    registry.register(
+        "pgbaton_logical_subscription_sync_errors",
+        "Initial table copy errors of a declared subscription (pg_stat_subscription_stats).",
+        sync_errors,
+    );
+
+    let slot_bytes = Family::<Labels, Gauge<i64>>::default();
+    let slot_seconds = Family::<Labels, Gauge<f64, AtomicU64>>::default();
+    for p in &logical.publications {
+        for sub in &p.subscribers {
+            let labels = vec![
+                ("publication".to_string(), p.name.clone()),
+                ("slot".to_string(), sub.slot.clone()),
+            ];
+            if let Some(b) = sub.lag_bytes {
+                slot_bytes.get_or_create(&labels).set(lsn(Some(b)));
+            }
+            if let Some(secs) = sub.lag_seconds {
+                slot_seconds.get_or_create(&labels).set(secs);
+            }
+        }
+    }
+    registry.register(
+        "pgbaton_logical_subscriber_lag_bytes",
+        "Publisher side: WAL bytes a subscriber's slot has not confirmed.",
+        slot_bytes,
+    );
+    registry.register(
+        "pgbaton_logical_subscriber_lag_seconds",
+        "Publisher side: the subscriber walsender's replay_lag.",
+        slot_seconds,
+    );
+    let problems = Gauge::<i64>::default();
+    problems.set(i64::try_from(logical.problems.len()).unwrap_or(i64::MAX));
+    registry.register(
+        "pgbaton_logical_problems",
+        "Problems `ctl logical check` reports (tables without replica identity, missing tables or columns, sequences, slots that would not survive a failover).",
+        problems,
+    );
 }
 
 /// Patroni's numbering of the state word (`patroni_postgres_state`).
@@ -383,6 +474,49 @@ mod tests {
         assert_eq!(lag_seconds(0, Some(1_000.0), 1_500_000), 0.0);
         assert_eq!(lag_seconds(4096, Some(1_000.0), 1_002_500), 2.5);
         assert_eq!(lag_seconds(4096, None, 1_002_500), 0.0);
+    }
+
+    #[test]
+    fn logical_replication_metrics() {
+        use crate::status::{LogicalStatus, PublicationRow, SubscriberSlotRow, SubscriptionRow};
+        let mut status = NodeStatus::starting("s", "n", 30_000);
+        status.logical = Some(LogicalStatus {
+            publications: vec![PublicationRow {
+                name: "app_pub".into(),
+                database: "postgres".into(),
+                state: "present".into(),
+                subscribers: vec![SubscriberSlotRow {
+                    slot: "app_sub".into(),
+                    active: true,
+                    lag_bytes: Some(128),
+                    lag_seconds: Some(0.25),
+                    permanent: true,
+                }],
+            }],
+            subscriptions: vec![SubscriptionRow {
+                name: "app_sub".into(),
+                database: "postgres".into(),
+                state: "error".into(),
+                enabled: true,
+                tables_syncing: 0,
+                lag_bytes: Some(0),
+                lag_seconds: Some(1.5),
+                apply_error_count: 3,
+                sync_error_count: 0,
+                last_error: Some("duplicate key".into()),
+            }],
+            problems: vec![],
+            checked_at: 0,
+        });
+        let text = render(&status).expect("render");
+        for line in [
+            "pgbaton_logical_subscription_streaming{scope=\"s\",name=\"n\",subscription=\"app_sub\"} 0",
+            "pgbaton_logical_subscription_apply_errors_total{scope=\"s\",name=\"n\",subscription=\"app_sub\"} 3",
+            "pgbaton_logical_subscriber_lag_bytes{scope=\"s\",name=\"n\",publication=\"app_pub\",slot=\"app_sub\"} 128",
+            "pgbaton_logical_problems{scope=\"s\",name=\"n\"} 0",
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 
     #[test]

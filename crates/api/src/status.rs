@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use pgbaton_dcs::ClusterState;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 /// What PostgreSQL on this member is, as last observed.
@@ -45,6 +45,77 @@ pub struct SlotRow {
     pub wal_status: Option<String>,
     /// pg_replication_slots' `safe_wal_size` (bytes; none when unlimited or lost).
     pub safe_wal_size: Option<i64>,
+}
+
+/// The leader's declared publications and subscriptions (`logical:`), as its last round
+/// found them: `logical` in `GET /patroni`, `ctl logical`, and the `pgbaton_logical_*`
+/// metrics.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LogicalStatus {
+    pub publications: Vec<PublicationRow>,
+    pub subscriptions: Vec<SubscriptionRow>,
+    /// What would break replication, each with the SQL that fixes it (`ctl logical check`).
+    pub problems: Vec<LogicalProblem>,
+    /// Unix seconds of the round.
+    pub checked_at: u64,
+}
+
+/// A declared publication on this (publishing) member, with the logical slots of its
+/// database that use `pgoutput` (its subscribers).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PublicationRow {
+    pub name: String,
+    pub database: String,
+    /// present, or why it is not ("cannot create: ...").
+    pub state: String,
+    pub subscribers: Vec<SubscriberSlotRow>,
+}
+
+/// A subscriber's slot on the publisher.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriberSlotRow {
+    pub slot: String,
+    pub active: bool,
+    /// WAL the subscriber has not confirmed yet (bytes).
+    pub lag_bytes: Option<u64>,
+    /// The walsender's replay_lag: how long ago the subscriber applied what it confirmed last.
+    pub lag_seconds: Option<f64>,
+    /// The slot is in `slots:` of the dynamic configuration, so it survives a failover here.
+    pub permanent: bool,
+}
+
+/// A declared subscription on this (subscribing) member.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SubscriptionRow {
+    pub name: String,
+    pub database: String,
+    /// streaming, syncing (tables still copying), disabled, stopped (enabled, no apply
+    /// worker), error, missing (it could not be created), or unknown (the database could not
+    /// be read).
+    pub state: String,
+    pub enabled: bool,
+    /// Tables whose initial copy has not finished.
+    pub tables_syncing: i64,
+    /// Bytes received from the publisher that are not yet confirmed back to it.
+    pub lag_bytes: Option<u64>,
+    /// Seconds since the last message from the publisher.
+    pub lag_seconds: Option<f64>,
+    pub apply_error_count: i64,
+    pub sync_error_count: i64,
+    /// The last error of its workers (from the PostgreSQL log) or of its creation.
+    pub last_error: Option<String>,
+}
+
+/// A check that failed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LogicalProblem {
+    /// The publication or subscription concerned.
+    pub object: String,
+    /// The table, sequence or slot concerned.
+    pub target: String,
+    pub problem: String,
+    /// The SQL (or command) that fixes it.
+    pub fix: String,
 }
 
 /// Everything the REST API needs to answer about this member.
@@ -88,6 +159,9 @@ pub struct NodeStatus {
     /// `{"stanza", "check": "running"|"ok"|"failed", "error"}` (a pgbaton extension of
     /// `GET /patroni`).
     pub pgbackrest: Option<Value>,
+    /// Leader with `logical:` declared: the publications and subscriptions as its last round
+    /// found them (a pgbaton extension of `GET /patroni`).
+    pub logical: Option<LogicalStatus>,
     /// Unix milliseconds at the end of the last completed HA cycle (for `/liveness`).
     pub last_cycle_unix_ms: u64,
     /// The HA loop's ttl in milliseconds (`/liveness` uses ttl for a primary, 2×ttl for a replica).
@@ -133,6 +207,7 @@ impl NodeStatus {
             failsafe_active: false,
             watchdog_failed: false,
             pgbackrest: None,
+            logical: None,
             last_cycle_unix_ms: 0,
             ttl_ms,
             tags: BTreeMap::new(),

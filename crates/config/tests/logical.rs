@@ -61,6 +61,41 @@ fn publications_and_subscriptions_are_read_and_round_trip() {
 }
 
 #[test]
+fn the_drop_list_round_trips_and_is_checked() {
+    let doc = json!({"logical": {
+        "publications": {"app_pub": {"database": "postgres", "all_tables": true}},
+        "drop": {"publications": {"old_pub": "shop"}, "subscriptions": {"old_sub": "postgres"}}
+    }});
+    let parsed = DynamicConfig::from_dcs_json(&doc, &DynamicConfig::defaults()).expect("valid");
+    assert!(
+        parsed.warnings.is_empty(),
+        "the leader applies `logical:` now: no warning, got {:?}",
+        parsed.warnings
+    );
+    let c = parsed.value;
+    assert_eq!(c.logical.drop_publications["old_pub"], "shop");
+    assert_eq!(c.logical.drop_subscriptions["old_sub"], "postgres");
+    assert_eq!(c.logical.databases(), ["postgres", "shop"]);
+    let again = parse(c.to_dcs_json()).expect("our own JSON is valid");
+    assert_eq!(again.logical, c.logical);
+
+    for (drop, needle) in [
+        (
+            json!({"publications": {"Old": "d"}}),
+            "invalid publication name",
+        ),
+        (
+            json!({"publications": {"old": ""}}),
+            "logical.drop.publications.old",
+        ),
+        (json!({"slots": {}}), "logical.drop.slots"),
+    ] {
+        let e = parse(json!({"logical": {"drop": drop}})).expect_err("invalid");
+        assert!(e.contains(needle), "{needle:?} in {e}");
+    }
+}
+
+#[test]
 fn bad_declarations_are_refused_naming_the_key_and_the_fix() {
     for (doc, needles) in [
         (

@@ -58,6 +58,10 @@ pub enum Action {
     // --- PostgreSQL (quick, done inline) ---
     /// Leader: keep one physical slot per other member, drop the slots of members that left.
     SyncSlots { members: Vec<String> },
+    /// Leader: make the publications and subscriptions of the dynamic configuration
+    /// (`logical:`) what it declares, drop those it names for dropping, and report their
+    /// state (the agent does it in the background, at most one round at a time).
+    ApplyLogical,
     /// Replica: point primary_conninfo at another upstream (or none) and reload.
     Repoint { upstream: Option<String> },
     /// Rename the data directory aside (never delete it).
@@ -97,6 +101,7 @@ impl Action {
             | Action::ClearFailover
             | Action::WriteFailsafe { .. } => true,
             Action::SyncSlots { .. }
+            | Action::ApplyLogical
             | Action::Repoint { .. }
             | Action::MoveDataAside { .. }
             | Action::SetSyncStandbyNames { .. }

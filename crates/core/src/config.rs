@@ -57,6 +57,9 @@ pub struct HaConfig {
     /// `routers/` to pause their write traffic before it stops PostgreSQL anyway
     /// (`switchover_drain_timeout`, default 5 s).
     pub switchover_drain_timeout_ms: u64,
+    /// The dynamic configuration declares publications or subscriptions (`logical:`), or
+    /// names some to drop: the leader keeps them as declared (`Action::ApplyLogical`).
+    pub logical_declared: bool,
 }
 
 /// How the leader manages synchronous replication.
@@ -116,6 +119,7 @@ impl HaConfig {
             synchronous: SyncConfig::off(),
             failsafe_mode: false,
             switchover_drain_timeout_ms: 5_000,
+            logical_declared: false,
         }
     }
 

@@ -172,6 +172,44 @@ fn healthy_leader_keeps_its_role_and_publishes_its_position() {
 }
 
 #[test]
+fn only_the_leader_keeps_declared_publications_and_subscriptions_and_not_in_pause() {
+    let declared = HaConfig {
+        logical_declared: true,
+        ..cfg()
+    };
+    let leader = Obs::new(primary(500)).leader(ME).build();
+    let d = decide(&in_phase(Phase::Leader), &leader, &declared);
+    assert_eq!(d.reason, Reason::LeaderHealthy);
+    assert!(d.actions.contains(&Action::ApplyLogical), "{:?}", d.actions);
+    // Nothing declared: no duty.
+    let d = decide(&in_phase(Phase::Leader), &leader, &cfg());
+    assert!(!d.actions.contains(&Action::ApplyLogical));
+    // Maintenance mode leaves PostgreSQL alone.
+    let paused = HaConfig {
+        paused: true,
+        ..declared.clone()
+    };
+    let d = decide(&in_phase(Phase::Leader), &leader, &paused);
+    assert!(
+        !d.actions.contains(&Action::ApplyLogical),
+        "{:?}",
+        d.actions
+    );
+    // A replica never applies: the leader's objects reach it by WAL.
+    let follower = Obs::new(replica(100))
+        .leader("node2")
+        .upstream("node2")
+        .build();
+    let d = decide(&in_phase(Phase::Replica), &follower, &declared);
+    assert!(
+        !d.actions.contains(&Action::ApplyLogical),
+        "{:?}",
+        d.actions
+    );
+    assert!(!Action::ApplyLogical.is_dcs() && !Action::ApplyLogical.is_job());
+}
+
+#[test]
 fn leader_demotes_before_its_lease_can_expire() {
     // The lease is valid until 100_400 but the margin is 500 ms: demote now.
     let obs = Obs::new(primary(500))

@@ -13,6 +13,7 @@ mod format;
 mod haproxy;
 mod history;
 mod list;
+pub mod logical;
 mod members;
 pub mod ops;
 mod output;

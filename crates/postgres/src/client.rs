@@ -69,6 +69,17 @@ pub async fn connect(spec: &PgSpec, timeout: Duration) -> Result<Client, PgError
     connect_with(&local_config(spec, timeout)?, timeout).await
 }
 
+/// The same, to `database` instead of `postgres`.
+pub async fn connect_database(
+    spec: &PgSpec,
+    database: &str,
+    timeout: Duration,
+) -> Result<Client, PgError> {
+    let mut config = local_config(spec, timeout)?;
+    config.dbname(database);
+    connect_with(&config, timeout).await
+}
+
 /// What a connection attempt says about the postmaster.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Probe {

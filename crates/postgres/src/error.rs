@@ -155,6 +155,13 @@ pub(crate) fn describe(e: &tokio_postgres::Error) -> String {
             }
             text
         }
-        None => e.to_string(),
+        None => {
+            // tokio-postgres keeps the cause (connection refused, timeout) as the source.
+            let text = e.to_string();
+            match std::error::Error::source(e).map(|c| c.to_string()) {
+                Some(cause) if !text.contains(&cause) => format!("{text}: {cause}"),
+                _ => text,
+            }
+        }
     }
 }

@@ -25,7 +25,7 @@ mod spec;
 mod status;
 
 pub use admin::{checkpoint, ensure_users, promote, sync_physical_slots, SlotChanges};
-pub use client::connect;
+pub use client::{connect, connect_database};
 pub use clone::{basebackup, basebackup_with, move_aside, rewind, rewind_with, RewindOutcome};
 pub use config::{write_config, write_config_with};
 pub use controldata::{
@@ -48,9 +48,11 @@ pub use pgbackrest::{
 };
 pub use postmaster::{Postmaster, StopMode};
 pub use pubsub::{
-    apply as apply_logical_changes, check_publications, plan_publications, plan_subscriptions,
-    read_publications, read_subscriptions, subscription_stats, Change, Problem, PublicationNow,
-    SubscriptionNow, SubscriptionStats,
+    apply as apply_logical_changes, apply_one as apply_logical_change, check_publications,
+    compare_subscribed_tables, connect_source, local_columns, plan_publications,
+    plan_subscriptions, published_columns, read_publications, read_subscriptions, subscriber_slots,
+    subscription_stats, Change, Problem, PublicationNow, SubscriberSlot, SubscriptionNow,
+    SubscriptionStats,
 };
 pub use replica_method::{
     bootstrap_by_command, create_replica, wait_until_promoted, BootstrapCommand, ReplicaContext,
@@ -59,3 +61,5 @@ pub use replica_method::{
 pub use server_log::{parse_line, LogEvent, WalLogScanner};
 pub use spec::{Credentials, PgSpec, StandbyConfig, Upstream};
 pub use status::{query_status, PgStatus, ReplicationRow, SlotRow, WalReceiver};
+/// A connection to PostgreSQL (tokio-postgres).
+pub use tokio_postgres::Client;

@@ -41,6 +41,9 @@ pub struct Change {
     pub sql: String,
     /// It drops something (only for names the caller asked to remove).
     pub drops: bool,
+    /// Run instead when `sql` fails because the publisher already has the subscription's
+    /// slot (a permanent slot its cluster keeps): the same subscription using that slot.
+    pub if_slot_exists: Option<String>,
 }
 
 fn query_error(what: &str) -> impl FnOnce(tokio_postgres::Error) -> PgError + '_ {
@@ -187,6 +190,7 @@ pub fn plan_publications(
                 scope_sql(&spec.scope)
             ),
             drops: false,
+            if_slot_exists: None,
         };
         let Some(have) = now.get(name) else {
             out.push(create());
@@ -200,6 +204,7 @@ pub fn plan_publications(
                 what: format!("recreate publication {name} (all_tables changes)"),
                 sql: format!("DROP PUBLICATION {name}"),
                 drops: false,
+                if_slot_exists: None,
             });
             out.push(create());
             continue;
@@ -216,6 +221,7 @@ pub fn plan_publications(
                             &scope_sql(&spec.scope)[4..]
                         ),
                         drops: false,
+                        if_slot_exists: None,
                     });
                 }
             }
@@ -229,6 +235,7 @@ pub fn plan_publications(
                             &scope_sql(&spec.scope)[4..]
                         ),
                         drops: false,
+                        if_slot_exists: None,
                     });
                 }
             }
@@ -238,6 +245,7 @@ pub fn plan_publications(
                 what: format!("set what publication {name} publishes"),
                 sql: format!("ALTER PUBLICATION {name} SET (publish = {publish})"),
                 drops: false,
+                if_slot_exists: None,
             });
         }
     }
@@ -247,6 +255,7 @@ pub fn plan_publications(
                 what: format!("drop publication {name}"),
                 sql: format!("DROP PUBLICATION {name}"),
                 drops: true,
+                if_slot_exists: None,
             });
         }
     }
@@ -264,15 +273,19 @@ pub fn plan_subscriptions(
     for (name, spec) in declared {
         let publications = spec.publications.join(", ");
         let Some(have) = now.get(name) else {
-            out.push(Change {
-                what: format!("create subscription {name}"),
-                sql: format!(
-                    "CREATE SUBSCRIPTION {name} CONNECTION {} PUBLICATION {publications} WITH (copy_data = {}, enabled = {})",
+            let create = |with_slot: &str| {
+                format!(
+                    "CREATE SUBSCRIPTION {name} CONNECTION {} PUBLICATION {publications} WITH (copy_data = {}, enabled = {}{with_slot})",
                     literal(&spec.source),
                     spec.copy_data,
                     spec.enabled
-                ),
+                )
+            };
+            out.push(Change {
+                what: format!("create subscription {name}"),
+                sql: create(""),
                 drops: false,
+                if_slot_exists: Some(create(", create_slot = false")),
             });
             continue;
         };
@@ -282,6 +295,7 @@ pub fn plan_subscriptions(
                 what: format!("enable subscription {name}"),
                 sql: format!("ALTER SUBSCRIPTION {name} ENABLE"),
                 drops: false,
+                if_slot_exists: None,
             });
         }
         if have.conninfo != spec.source {
@@ -292,6 +306,7 @@ pub fn plan_subscriptions(
                     literal(&spec.source)
                 ),
                 drops: false,
+                if_slot_exists: None,
             });
         }
         if have.publications != spec.publications {
@@ -308,6 +323,7 @@ pub fn plan_subscriptions(
                     "ALTER SUBSCRIPTION {name} SET PUBLICATION {publications} WITH ({with})"
                 ),
                 drops: false,
+                if_slot_exists: None,
             });
         }
         if !spec.enabled && have.enabled {
@@ -315,6 +331,7 @@ pub fn plan_subscriptions(
                 what: format!("disable subscription {name}"),
                 sql: format!("ALTER SUBSCRIPTION {name} DISABLE"),
                 drops: false,
+                if_slot_exists: None,
             });
         }
     }
@@ -324,6 +341,7 @@ pub fn plan_subscriptions(
                 what: format!("drop subscription {name} (and its slot on the publisher)"),
                 sql: format!("DROP SUBSCRIPTION {name}"),
                 drops: true,
+                if_slot_exists: None,
             });
         }
     }
@@ -334,15 +352,192 @@ pub fn plan_subscriptions(
 /// transaction block); stops at the first failure, naming the step.
 pub async fn apply(client: &Client, plan: &[Change]) -> Result<(), PgError> {
     for change in plan {
-        client
-            .batch_execute(&change.sql)
-            .await
-            .map_err(|source| PgError::Query {
-                what: change.what.clone(),
-                source,
-            })?;
+        apply_one(client, change).await?;
     }
     Ok(())
+}
+
+/// Carry one statement out; a subscription whose slot the publisher already has (its
+/// cluster keeps it as a permanent slot) is created on that slot.
+pub async fn apply_one(client: &Client, change: &Change) -> Result<(), PgError> {
+    let error = |source| PgError::Query {
+        what: change.what.clone(),
+        source,
+    };
+    match client.batch_execute(&change.sql).await {
+        Ok(()) => Ok(()),
+        Err(e) => match &change.if_slot_exists {
+            Some(retry) if slot_already_exists(&e) => {
+                client.batch_execute(retry).await.map_err(error)
+            }
+            _ => Err(error(e)),
+        },
+    }
+}
+
+/// CREATE SUBSCRIPTION failed because the publisher has a slot of that name.
+fn slot_already_exists(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        db.message().contains("could not create replication slot")
+            && db.message().contains("already exists")
+    })
+}
+
+/// A `pgoutput` logical slot of the connected (publishing) database that is not a table
+/// copy's: a subscriber's, with how far behind it is.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SubscriberSlot {
+    pub name: String,
+    pub active: bool,
+    /// WAL written since what the subscriber confirmed.
+    pub lag_bytes: Option<u64>,
+    /// The walsender's `replay_lag`.
+    pub lag_seconds: Option<f64>,
+}
+
+pub async fn subscriber_slots(client: &Client) -> Result<Vec<SubscriberSlot>, PgError> {
+    let rows = client
+        .query(
+            "SELECT s.slot_name::text, s.active,
+                    greatest(pg_current_wal_lsn() - s.confirmed_flush_lsn, 0)::int8,
+                    extract(epoch FROM r.replay_lag)::float8
+             FROM pg_replication_slots s
+             LEFT JOIN pg_stat_replication r ON r.pid = s.active_pid
+             WHERE s.slot_type = 'logical' AND s.plugin = 'pgoutput' AND NOT s.temporary
+               AND s.database = current_database() AND s.slot_name !~ '^pg_[0-9]+_sync_'
+             ORDER BY 1",
+            &[],
+        )
+        .await
+        .map_err(query_error("reading the subscribers' slots"))?;
+    Ok(rows
+        .iter()
+        .map(|r| SubscriberSlot {
+            name: r.get(0),
+            active: r.get(1),
+            lag_bytes: r.get::<_, Option<i64>>(2).map(|b| b.max(0) as u64),
+            lag_seconds: r.get(3),
+        })
+        .collect())
+}
+
+/// A connection to a subscription's publisher, with its libpq connection string (key=value
+/// pairs or a URI; several hosts with `target_session_attrs=read-write` find the primary).
+/// Passwords come from the string itself (tokio-postgres reads no `.pgpass`).
+pub async fn connect_source(
+    conninfo: &str,
+    timeout: std::time::Duration,
+) -> Result<Client, PgError> {
+    let mut config: tokio_postgres::Config =
+        conninfo.parse().map_err(|e| PgError::UnexpectedResult {
+            what: "reading the subscription's connection string".into(),
+            detail: format!("{e}"),
+        })?;
+    config.connect_timeout(timeout);
+    if config.get_application_name().is_none() {
+        config.application_name("pgbaton");
+    }
+    crate::client::connect_with(&config, timeout).await
+}
+
+/// The columns (name, type) of each table a subscription receives, as the publisher
+/// publishes them (`table` is `schema.table`).
+pub async fn published_columns(
+    source: &Client,
+    publications: &[String],
+) -> Result<BTreeMap<String, Vec<(String, String)>>, PgError> {
+    let rows = source
+        .query(
+            "SELECT DISTINCT t.schemaname::text || '.' || t.tablename::text, a.attnum,
+                    a.attname::text, format_type(a.atttypid, a.atttypmod)
+             FROM pg_publication_tables t
+             JOIN pg_namespace n ON n.nspname = t.schemaname
+             JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = t.tablename
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+                                AND a.attname = ANY (t.attnames)
+             WHERE t.pubname = ANY ($1) ORDER BY 1, 2",
+            &[&publications],
+        )
+        .await
+        .map_err(query_error("reading the published tables on the publisher"))?;
+    let mut out: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    for r in rows {
+        out.entry(r.get(0)).or_default().push((r.get(2), r.get(3)));
+    }
+    Ok(out)
+}
+
+/// The columns of `tables` (`schema.table`) that exist in the connected database.
+pub async fn local_columns(
+    client: &Client,
+    tables: &[String],
+) -> Result<BTreeMap<String, BTreeSet<String>>, PgError> {
+    let rows = client
+        .query(
+            "SELECT n.nspname::text || '.' || c.relname::text, a.attname::text
+             FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+             JOIN pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped
+             WHERE c.relkind IN ('r', 'p') AND n.nspname::text || '.' || c.relname::text = ANY ($1)",
+            &[&tables],
+        )
+        .await
+        .map_err(query_error("reading the subscribed tables"))?;
+    let mut out: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for r in rows {
+        out.entry(r.get(0)).or_default().insert(r.get(1));
+    }
+    Ok(out)
+}
+
+/// Tables a subscription receives that the subscriber lacks, or lacks columns of: the
+/// apply worker stops at the first change to them. Each with the SQL that fixes it.
+pub fn compare_subscribed_tables(
+    subscription: &str,
+    published: &BTreeMap<String, Vec<(String, String)>>,
+    local: &BTreeMap<String, BTreeSet<String>>,
+) -> Vec<Problem> {
+    let mut out = Vec::new();
+    for (table, columns) in published {
+        match local.get(table) {
+            None => out.push(Problem {
+                publication: subscription.to_string(),
+                table: table.clone(),
+                problem: "published but missing on the subscriber: the initial copy and every change to it fail".into(),
+                fix: format!(
+                    "CREATE TABLE {table} ({}); -- add the publisher's primary key and constraints, then ALTER SUBSCRIPTION {subscription} REFRESH PUBLICATION;",
+                    columns
+                        .iter()
+                        .map(|(c, t)| format!("{c} {t}"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            }),
+            Some(have) => {
+                let missing: Vec<&(String, String)> =
+                    columns.iter().filter(|(c, _)| !have.contains(c)).collect();
+                if !missing.is_empty() {
+                    out.push(Problem {
+                        publication: subscription.to_string(),
+                        table: table.clone(),
+                        problem: format!(
+                            "the subscriber lacks published column(s) {}: applying a change to it fails",
+                            missing
+                                .iter()
+                                .map(|(c, _)| c.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ),
+                        fix: missing
+                            .iter()
+                            .map(|(c, t)| format!("ALTER TABLE {table} ADD COLUMN {c} {t};"))
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    });
+                }
+            }
+        }
+    }
+    out
 }
 
 /// Something that breaks logical replication, found before it does, with the SQL that
@@ -437,6 +632,10 @@ pub struct SubscriptionStats {
     pub enabled: bool,
     /// The apply worker runs.
     pub running: bool,
+    /// Tables whose initial copy has not finished (pg_subscription_rel not `r`).
+    pub tables_syncing: i64,
+    /// Received from the publisher but not yet reported back as applied.
+    pub unconfirmed_bytes: Option<u64>,
     /// Last position reported back to the publisher.
     pub latest_end_lsn: Option<String>,
     /// Seconds since the last message from the publisher.
@@ -450,7 +649,10 @@ pub async fn subscription_stats(client: &Client) -> Result<Vec<SubscriptionStats
         .query(
             "SELECT s.subname::text, s.subenabled, w.pid IS NOT NULL, w.latest_end_lsn::text,
                     extract(epoch FROM now() - w.last_msg_receipt_time)::float8,
-                    coalesce(st.apply_error_count, 0), coalesce(st.sync_error_count, 0)
+                    coalesce(st.apply_error_count, 0), coalesce(st.sync_error_count, 0),
+                    (SELECT count(*) FROM pg_subscription_rel r
+                     WHERE r.srsubid = s.oid AND r.srsubstate <> 'r'),
+                    greatest(w.received_lsn - w.latest_end_lsn, 0)::int8
              FROM pg_subscription s
              LEFT JOIN pg_stat_subscription w ON w.subid = s.oid AND w.relid IS NULL
              LEFT JOIN pg_stat_subscription_stats st ON st.subid = s.oid
@@ -470,6 +672,8 @@ pub async fn subscription_stats(client: &Client) -> Result<Vec<SubscriptionStats
             last_message_age_s: r.get(4),
             apply_error_count: r.get(5),
             sync_error_count: r.get(6),
+            tables_syncing: r.get(7),
+            unconfirmed_bytes: r.get::<_, Option<i64>>(8).map(|b| b.max(0) as u64),
         })
         .collect())
 }
@@ -550,6 +754,44 @@ mod tests {
     }
 
     #[test]
+    fn subscribed_tables_missing_or_lacking_columns_are_found_with_the_fix() {
+        let mut published = BTreeMap::new();
+        published.insert(
+            "public.t".to_string(),
+            vec![
+                ("id".to_string(), "integer".to_string()),
+                ("v".to_string(), "text".to_string()),
+            ],
+        );
+        published.insert(
+            "public.gone".to_string(),
+            vec![("id".to_string(), "bigint".to_string())],
+        );
+        published.insert(
+            "public.same".to_string(),
+            vec![("id".to_string(), "bigint".to_string())],
+        );
+        let mut local = BTreeMap::new();
+        local.insert(
+            "public.t".to_string(),
+            BTreeSet::from(["id".to_string(), "extra".to_string()]),
+        );
+        local.insert(
+            "public.same".to_string(),
+            BTreeSet::from(["id".to_string(), "more".to_string()]),
+        );
+        let problems = compare_subscribed_tables("s", &published, &local);
+        assert_eq!(problems.len(), 2, "{problems:?}");
+        assert_eq!(problems[0].table, "public.gone");
+        assert!(problems[0]
+            .fix
+            .starts_with("CREATE TABLE public.gone (id bigint);"));
+        assert_eq!(problems[1].table, "public.t");
+        assert!(problems[1].problem.contains("column(s) v"));
+        assert_eq!(problems[1].fix, "ALTER TABLE public.t ADD COLUMN v text;");
+    }
+
+    #[test]
     fn subscriptions_follow_source_publications_and_enabled() {
         let mut declared = BTreeMap::new();
         declared.insert(
@@ -566,6 +808,11 @@ mod tests {
         assert_eq!(
             plan[0].sql,
             "CREATE SUBSCRIPTION s CONNECTION 'host=h user=o''brien' PUBLICATION p, q WITH (copy_data = true, enabled = false)"
+        );
+        assert_eq!(
+            plan[0].if_slot_exists.as_deref(),
+            Some("CREATE SUBSCRIPTION s CONNECTION 'host=h user=o''brien' PUBLICATION p, q WITH (copy_data = true, enabled = false, create_slot = false)"),
+            "the publisher's cluster may keep the slot already"
         );
         let mut now = BTreeMap::new();
         now.insert(

@@ -337,7 +337,7 @@ impl World {
                 }
             }
             // Replication slots are not modelled.
-            Action::SyncSlots { .. } => {}
+            Action::SyncSlots { .. } | Action::ApplyLogical => {}
             Action::SetSyncStandbyNames { names } => self.set_sync_standby_names(m, names),
             // Everything else writes to the DCS and needs it to answer in time.
             _ if !reach.in_time => {}

@@ -10,7 +10,14 @@
 //!     app_sub: {database: postgres, publication: app_pub, # or publications: [a, b]
 //!               source: "host=... port=... user=... dbname=...",
 //!               copy_data: true, enabled: true}
+//!   drop:                                                 # written by `ctl edit-config --force`
+//!     publications: {old_pub: postgres}                   # name: database
+//!     subscriptions: {old_sub: postgres}
 //! ```
+//!
+//! A publication or subscription removed from the declaration is left alone unless it is
+//! named under `drop` (what `ctl edit-config --force` records when it removes one): the
+//! leader drops those, on every leader to come, unless the name is declared again.
 
 use std::collections::BTreeMap;
 
@@ -59,11 +66,33 @@ pub struct SubscriptionSpec {
 pub struct LogicalSpec {
     pub publications: BTreeMap<String, PublicationSpec>,
     pub subscriptions: BTreeMap<String, SubscriptionSpec>,
+    /// Publications to drop (name → database), recorded by `ctl edit-config --force`.
+    pub drop_publications: BTreeMap<String, String>,
+    /// Subscriptions to drop (name → database); dropping one drops its slot on the publisher.
+    pub drop_subscriptions: BTreeMap<String, String>,
 }
 
 impl LogicalSpec {
     pub fn is_empty(&self) -> bool {
-        self.publications.is_empty() && self.subscriptions.is_empty()
+        self.publications.is_empty()
+            && self.subscriptions.is_empty()
+            && self.drop_publications.is_empty()
+            && self.drop_subscriptions.is_empty()
+    }
+
+    /// The databases the leader has something to do in (declared or to drop), sorted.
+    pub fn databases(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .publications
+            .values()
+            .map(|p| p.database.clone())
+            .chain(self.subscriptions.values().map(|s| s.database.clone()))
+            .chain(self.drop_publications.values().cloned())
+            .chain(self.drop_subscriptions.values().cloned())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     /// The JSON written back to the DCS (the shape it is read from).
@@ -113,6 +142,22 @@ impl LogicalSpec {
                 })
                 .collect();
             out.insert("subscriptions".into(), Value::Object(subs));
+        }
+        if !self.drop_publications.is_empty() || !self.drop_subscriptions.is_empty() {
+            let mut drop = serde_json::Map::new();
+            for (key, names) in [
+                ("publications", &self.drop_publications),
+                ("subscriptions", &self.drop_subscriptions),
+            ] {
+                if !names.is_empty() {
+                    let m = names
+                        .iter()
+                        .map(|(n, db)| (n.clone(), Value::from(db.clone())))
+                        .collect();
+                    drop.insert(key.into(), Value::Object(m));
+                }
+            }
+            out.insert("drop".into(), Value::Object(drop));
         }
         Value::Object(out)
     }
@@ -175,11 +220,39 @@ pub(crate) fn parse(ctx: &mut Ctx, path: &str, v: &Value) -> Result<LogicalSpec>
                 .insert(name.clone(), subscription(ctx, &at, spec)?);
         }
     }
+    if let Some(v) = sec.get("drop") {
+        let p = sec.at("drop");
+        let mut drop = Section::new(ctx, &p, v)?;
+        for (key, what) in [
+            ("publications", "publication"),
+            ("subscriptions", "subscription"),
+        ] {
+            let Some(v) = drop.get(key) else { continue };
+            let at = drop.at(key);
+            for (name, db) in walk::as_map(ctx, &at, v)? {
+                let here = walk::join(&at, name);
+                identifier(ctx, &here, name, what)?;
+                let db = walk::as_nonempty_string(ctx, &here, db)?;
+                if key == "publications" {
+                    out.drop_publications.insert(name.clone(), db);
+                } else {
+                    out.drop_subscriptions.insert(name.clone(), db);
+                }
+            }
+        }
+        let unknown = drop.finish(ctx, "ignored");
+        if let Some((key, _)) = unknown.first() {
+            return Err(ctx.invalid(
+                &walk::join(&p, key),
+                "unknown key: `drop` has publications and subscriptions, each {name: database}",
+            ));
+        }
+    }
     let unknown = sec.finish(ctx, "ignored");
     if let Some((key, _)) = unknown.first() {
         return Err(ctx.invalid(
             &walk::join(path, key),
-            "unknown key: `logical` has publications and subscriptions",
+            "unknown key: `logical` has publications, subscriptions and drop",
         ));
     }
     Ok(out)

@@ -89,10 +89,6 @@ pub(crate) fn parse(
     if let Some(v) = sec.get("logical") {
         let p = sec.at("logical");
         c.logical = super::logical::parse(ctx, &p, v)?;
-        ctx.warn(
-            &p,
-            "validated and kept in the DCS config; the leader does not create or alter the publications and subscriptions yet: create them with SQL for now",
-        );
     }
     if let Some(v) = sec.get("switchover_drain_timeout") {
         let p = sec.at("switchover_drain_timeout");

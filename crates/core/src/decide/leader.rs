@@ -1,7 +1,7 @@
 //! Rule group 3: the leader key names this member: promote, restart the primary in place,
 //! give the key up, hand over for a switchover, and the leader's duties each cycle (status,
-//! history, slots, failsafe key, synchronous replication) (ARCHITECTURE.md, "The leader key
-//! names this member").
+//! history, slots, declared publications and subscriptions, failsafe key, synchronous
+//! replication) (ARCHITECTURE.md, "The leader key names this member").
 
 use super::{Context, Step};
 use crate::action::{Action, StopMode};
@@ -50,6 +50,11 @@ pub(super) fn leader_duties(
     if cfg.use_slots {
         let members = slot_members(s, cfg, view, now);
         actions.push(Action::SyncSlots { members });
+    }
+    // Declared publications and subscriptions: kept by whoever leads, so that a new leader
+    // takes the duty over (outside maintenance mode, which leaves PostgreSQL alone).
+    if cfg.logical_declared && !cfg.paused {
+        actions.push(Action::ApplyLogical);
     }
     if cfg.failsafe_mode {
         let members = failsafe::topology(view, &cfg.name);

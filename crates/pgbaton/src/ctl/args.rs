@@ -186,7 +186,19 @@ pub(super) enum CtlCommand {
         /// The cluster name, as patronictl takes it (checked against the scope).
         cluster: Option<String>,
     },
+    /// Declared publications and subscriptions (`logical:`) as the leader keeps them: state,
+    /// lag, error counts and last errors; `logical check`: what would break replication,
+    /// each with the SQL that fixes it (exit status 1 when something is found).
+    Logical {
+        /// `check` for the checks.
+        #[arg(value_parser = ["check"])]
+        what: Option<String>,
+        #[arg(long, short = 'f', default_value = "pretty")]
+        format: OutputFormat,
+    },
     /// Change the dynamic configuration: -s key=value / -p param=value, or $EDITOR.
+    /// Removing a declared publication or subscription (`logical:`) drops it only with
+    /// --force (without, it says what would be dropped and changes nothing).
     EditConfig {
         /// The cluster name, as patronictl takes it (checked against the scope).
         cluster: Option<String>,
@@ -274,7 +286,9 @@ impl CtlCommand {
                     None
                 }
             }
-            CtlCommand::RouterStatus { .. } | CtlCommand::HaproxyConfig { .. } => None,
+            CtlCommand::RouterStatus { .. }
+            | CtlCommand::HaproxyConfig { .. }
+            | CtlCommand::Logical { .. } => None,
         }
     }
 }

@@ -72,6 +72,7 @@ impl Ops {
             } => self.backup(&kind, from.as_deref(), !no_wait).await,
             CtlCommand::Pause { .. } => self.pause(true).await,
             CtlCommand::Resume { .. } => self.pause(false).await,
+            CtlCommand::Logical { what, format } => self.logical(what.is_some(), format).await,
             CtlCommand::EditConfig { set, pg, force, .. } => {
                 self.edit_config(&set, &pg, force).await
             }
@@ -468,7 +469,7 @@ impl Ops {
             Some(c) => (c.value.clone(), Some(c.mod_revision)),
             None => (json!({}), None),
         };
-        let (new, patch) = if sets.is_empty() && pgs.is_empty() {
+        let (mut new, mut patch) = if sets.is_empty() && pgs.is_empty() {
             (edit_in_editor(&current)?, None)
         } else {
             let patch = pgbaton_ctl::edit::patch_from_args(sets, pgs)?;
@@ -476,6 +477,23 @@ impl Ops {
             pgbaton_ctl::edit::merge_patch(&mut new, &patch);
             (new, Some(patch))
         };
+        // A declared publication or subscription taken out is dropped by the leader only
+        // when the configuration names it under logical.drop, which only --force writes.
+        let removed = pgbaton_ctl::logical::removed_logical(&current, &new);
+        if !removed.is_empty() && !force {
+            let list: Vec<String> = removed
+                .iter()
+                .map(|r| format!("  {}", r.describe()))
+                .collect();
+            bail!(
+                "this change removes from logical: what the leader would then drop:\n{}\nrun it again with --force to drop them; nothing was changed",
+                list.join("\n")
+            );
+        }
+        if pgbaton_ctl::logical::record_drops(&mut new, &removed) {
+            // The drop list is part of the document: write it whole.
+            patch = None;
+        }
         let diff = pgbaton_ctl::diff::unified_diff(
             &pgbaton_ctl::edit::to_yaml(&current),
             &pgbaton_ctl::edit::to_yaml(&new),
@@ -495,12 +513,67 @@ impl Ops {
             let path = path.trim_start_matches("bootstrap.dcs.");
             eprintln!("warning: {path}: {message}");
         }
+        for r in &removed {
+            eprintln!("dropping {}", r.describe());
+        }
         confirm("Apply these changes?", force, "change the configuration")?;
         match patch {
             Some(patch) => self.change_config(&patch, Some((&new, revision))).await?,
             None => self.replace_config(&new, revision).await?,
         }
         println!("Configuration changed");
+        Ok(())
+    }
+
+    /// `ctl logical [check]`: the `logical` object of the leader's `GET /patroni`.
+    async fn logical(&self, check: bool, format: OutputFormat) -> anyhow::Result<()> {
+        let (name, url) = self
+            .api_urls_leader_first()
+            .into_iter()
+            .next()
+            .filter(|(name, _)| self.state.leader_name() == Some(name.as_str()))
+            .ok_or_else(|| anyhow!("the cluster has no leader now: the leader keeps the declared publications and subscriptions; try again once it has one"))?;
+        let answer = self
+            .api
+            .call(reqwest::Method::GET, &url, "/patroni", None)
+            .await?;
+        if !answer.ok() {
+            bail!(
+                "{name} answered GET /patroni with {}: {}",
+                answer.status,
+                answer.message()
+            );
+        }
+        let body: Value = serde_json::from_str(&answer.body)
+            .with_context(|| format!("{name} did not answer GET /patroni with JSON"))?;
+        let Some(logical) = body.get("logical") else {
+            let declared = self
+                .state
+                .config
+                .as_ref()
+                .and_then(|c| c.value.get("logical"))
+                .is_some();
+            if declared {
+                bail!("the leader {name} has not reported on the declared publications and subscriptions yet (its first round runs within seconds of leading); try again");
+            }
+            println!("Nothing declared under logical: in the dynamic configuration (pgbaton ctl edit-config, see docs/CONFIGURATION.md)");
+            return Ok(());
+        };
+        if check {
+            print!(
+                "{}",
+                pgbaton_ctl::logical::render_logical_check(logical, format)
+            );
+            let found = logical
+                .get("problems")
+                .and_then(Value::as_array)
+                .is_some_and(|p| !p.is_empty());
+            if found {
+                std::process::exit(1);
+            }
+        } else {
+            print!("{}", pgbaton_ctl::logical::render_logical(logical, format));
+        }
         Ok(())
     }
 
