@@ -289,6 +289,9 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 .and_then(|c| c.leader_name().map(str::to_string));
             loop {
                 tokio::select! {
+                    // In this order when several are ready: one schedule per run (the
+                    // simulator relies on it), and a due wake-up is never starved.
+                    biased;
                     _ = tokio::time::sleep_until(wake_at) => break,
                     _ = self.wake.notified() => break,
                     Some(request) = local.recv() => {

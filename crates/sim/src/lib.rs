@@ -40,6 +40,7 @@ mod jobs;
 mod liveness;
 mod net;
 mod postgres;
+mod real;
 mod replication;
 mod report;
 mod syncrep;
@@ -52,6 +53,7 @@ pub use faults::{
 };
 pub use pgbaton_core::{HaConfig, Millis, SyncConfig, SyncMode};
 pub use postgres::TimelineModel;
+pub use real::{run_real, RealConfig, RealReport};
 pub use report::{Happening, LeaderlessWindow, SimReport, Violation, ViolationKind};
 
 /// One simulation run.
