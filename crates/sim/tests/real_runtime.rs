@@ -105,16 +105,20 @@ fn real_runtime_random_schedules() {
     let count = env_u64("PGBATON_SIM_REAL_SEEDS", 40);
     let first = env_u64("PGBATON_SIM_REAL_FIRST_SEED", 0);
     let mut failed = Vec::new();
+    let mut longest = (0, 0);
     for seed in first..first + count {
         let report = run_real(&RealConfig::new(seed));
+        longest = longest.max((report.longest_leaderless_ms, seed));
         if let Some(v) = report.violations.first() {
             println!("{v}");
             failed.push(report);
         }
     }
     println!(
-        "real runtime: {count} seeds, {} broke a promise",
-        failed.len()
+        "real runtime: {count} seeds, {} broke a promise; longest leaderless stretch with a healthy candidate {} ms (seed {})",
+        failed.len(),
+        longest.0,
+        longest.1
     );
     if let Some(report) = failed.first() {
         panic!(

@@ -40,7 +40,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use crate::faults::{random_schedule, Candidate, FaultKind, ScriptedFault, Target};
+use crate::faults::{
+    random_quick_succession, random_schedule, Candidate, FaultKind, ScriptedFault, Target,
+};
 use crate::report::ViolationKind;
 use crate::Violation;
 use peers::{SimHost, SimPeers, Statuses};
@@ -56,6 +58,9 @@ pub struct RealConfig {
     pub fault_window_start_ms: Millis,
     /// Expected random faults per virtual minute.
     pub fault_rate: f64,
+    /// Expected quick-succession sequences per virtual minute (see
+    /// [`crate::random_quick_succession`]).
+    pub quick_succession_rate: f64,
     /// A fixed schedule instead of the random one.
     pub scripted: Option<Vec<ScriptedFault>>,
     /// After the last fault healed: healthy within this long...
@@ -77,6 +82,7 @@ impl RealConfig {
             duration_ms: 60_000,
             fault_window_start_ms: 8_000,
             fault_rate: 6.0,
+            quick_succession_rate: 1.0,
             scripted: None,
             liveness_bound_ms: 60_000,
             settle_ms: 5_000,
@@ -94,6 +100,9 @@ pub struct RealReport {
     pub end_ms: Millis,
     /// When the cluster was last found healthy for good (None: never, or not settled).
     pub converged_at: Option<Millis>,
+    /// The longest stretch without a leader while a healthy candidate existed (promise 4's
+    /// clock).
+    pub longest_leaderless_ms: Millis,
     pub faults: Vec<ScriptedFault>,
     /// PostgreSQL events, faults and leader changes, in order, with virtual times.
     pub trace: Vec<String>,
@@ -155,6 +164,11 @@ struct Driver {
     agenda: Vec<(Millis, usize, bool)>,
     violations: Vec<Violation>,
     last_leader: Option<String>,
+    /// Promise 4: the leaderless window being measured.
+    window: Option<Window>,
+    /// The last leader's data directory while it led (None before the first leader).
+    leader_data: Option<pg::Data>,
+    longest_leaderless_ms: Millis,
     trace: Vec<String>,
 }
 
@@ -164,14 +178,25 @@ impl Driver {
         let names: Vec<String> = (0..cfg.members).map(crate::member_name).collect();
         let faults = match &cfg.scripted {
             Some(list) => list.clone(),
-            None => random_schedule(
-                &mut rng,
-                cfg.members,
-                cfg.ttl_s * 1000,
-                cfg.fault_window_start_ms,
-                cfg.duration_ms,
-                cfg.fault_rate,
-            ),
+            None => {
+                let mut faults = random_schedule(
+                    &mut rng,
+                    cfg.members,
+                    cfg.ttl_s * 1000,
+                    cfg.fault_window_start_ms,
+                    cfg.duration_ms,
+                    cfg.fault_rate,
+                );
+                faults.extend(random_quick_succession(
+                    cfg.seed,
+                    cfg.members,
+                    cfg.fault_window_start_ms,
+                    cfg.duration_ms,
+                    cfg.quick_succession_rate,
+                ));
+                faults.sort_by_key(|f| f.at_ms);
+                faults
+            }
         };
         let mut agenda: Vec<(Millis, usize, bool)> = Vec::new();
         for (i, f) in faults.iter().enumerate() {
@@ -210,6 +235,9 @@ impl Driver {
             agenda,
             violations: Vec::new(),
             last_leader: None,
+            window: None,
+            leader_data: None,
+            longest_leaderless_ms: 0,
             trace: Vec::new(),
             cfg: cfg.clone(),
         }
@@ -244,12 +272,19 @@ impl Driver {
                     self.heal_fault(idx);
                 }
             }
-            let leader = self.leader().await;
+            let state = self.operator.load().await.ok();
+            let leader = state
+                .as_ref()
+                .and_then(|s| s.leader_name().map(str::to_string));
+            let failover_key = state.as_ref().is_some_and(|s| s.failover.is_some());
             if leader != self.last_leader {
                 self.log(format!("leader key: {leader:?}"));
                 self.last_leader = leader.clone();
             }
             self.check_safety();
+            if self.violations.is_empty() {
+                self.check_leaderless(leader.as_deref(), failover_key);
+            }
             if !self.violations.is_empty() {
                 break;
             }
@@ -285,6 +320,7 @@ impl Driver {
             violations: self.violations,
             end_ms: self.now,
             converged_at: healthy_since,
+            longest_leaderless_ms: self.longest_leaderless_ms,
             faults: self.faults,
             trace,
             trace_digest,
@@ -317,6 +353,84 @@ impl Driver {
                 self.describe()
             );
             self.violate(ViolationKind::TwoPrimaries, description);
+        }
+    }
+
+    /// Promise 4: no leaderless window longer than `ttl + loop_wait + 2 s` while a healthy
+    /// candidate exists. The leader: the member holding the key and running a writable
+    /// primary. The clock runs while there is none (after the first) and some member is a
+    /// healthy candidate, without interruption and without the key changing hands: its agent
+    /// runs (alive, not stopped) and reaches the DCS, its PostgreSQL runs as a replica that
+    /// answers, on the last leader's history (not diverged from its data as it led). Not
+    /// while a `failover` key holds the election (a switchover under way).
+    fn check_leaderless(&mut self, key: Option<&str>, failover_key: bool) {
+        let bound = self.cfg.ttl_s * 1000 + 1000 + 2000;
+        let leading = {
+            let w = lock(&self.world);
+            key.and_then(|k| w.index_of(k))
+                .filter(|&l| w.running_primary(l))
+                .map(|l| w.members[l].data.clone())
+        };
+        if let Some(data) = leading {
+            self.leader_data = data;
+            self.window = None;
+            return;
+        }
+        let Some(last) = self.leader_data.clone() else {
+            return;
+        };
+        let candidates: Vec<String> = {
+            let w = lock(&self.world);
+            (0..w.members.len())
+                .filter(|&m| {
+                    let member = &w.members[m];
+                    let reaches_dcs = self.members[m].partitioned == 0 && self.outage == 0;
+                    let replica = member
+                        .run
+                        .as_ref()
+                        .is_some_and(|r| !r.primary && r.answering);
+                    let on_history = member.data.as_ref().is_some_and(|d| {
+                        d.system_id == last.system_id
+                            && (d.timeline == last.timeline && d.lsn <= last.lsn
+                                || last
+                                    .history
+                                    .iter()
+                                    .any(|&(t, end)| t == d.timeline && d.lsn <= end))
+                    });
+                    member.agent_alive
+                        && !member.agent_frozen
+                        && reaches_dcs
+                        && replica
+                        && on_history
+                })
+                .map(|m| w.members[m].name.clone())
+                .collect()
+        };
+        let now = self.now;
+        let window = self.window.get_or_insert(Window {
+            opened_at: now,
+            key: key.map(str::to_string),
+            counting_since: None,
+        });
+        if window.key.as_deref() != key {
+            window.key = key.map(str::to_string);
+            window.counting_since = None;
+        }
+        if candidates.is_empty() || failover_key {
+            window.counting_since = None;
+            return;
+        }
+        let since = *window.counting_since.get_or_insert(now);
+        self.longest_leaderless_ms = self.longest_leaderless_ms.max(now - since);
+        if now - since > bound {
+            let opened_at = window.opened_at;
+            let description = format!(
+                "leaderless since {opened_at} ms, {} ms of it (over {bound} ms) while {} could lead; {}",
+                now - since,
+                candidates.join(", "),
+                self.describe()
+            );
+            self.violate(ViolationKind::Leaderless, description);
         }
     }
 
@@ -639,6 +753,15 @@ impl Driver {
             "switchover requested: {leader} -> {member:?}: {written:?}"
         ));
     }
+}
+
+/// A leaderless window (promise 4).
+struct Window {
+    opened_at: Millis,
+    /// The leader key's holder (one that does not run a primary), if any.
+    key: Option<String>,
+    /// Since when a healthy candidate has existed without interruption.
+    counting_since: Option<Millis>,
 }
 
 /// An agent's loop that a SIGSTOP fault can hold: while the member's agent is stopped the

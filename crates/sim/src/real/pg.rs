@@ -23,6 +23,9 @@ use pgbaton_postgres::{
 
 /// A replica or primary started this long ago answers (if it has the WAL it needs).
 const START_MS: Millis = 300;
+/// A replica that needs WAL from its upstream (after a clone or pg_rewind) replays it for
+/// this long after it received it all.
+const REPLAY_MS: Millis = 1_000;
 /// WAL a primary writes per tick.
 const WRITES_PER_TICK: u64 = 0x100;
 
@@ -200,7 +203,13 @@ impl PgWorld {
                 r.streaming = streaming;
             }
             let d = self.members[m].data.as_ref().expect("data");
-            if !run.answering && now >= run.started_at + START_MS && d.lsn >= d.min_recovery {
+            let ready_at = run.started_at
+                + if d.min_recovery > 0 {
+                    REPLAY_MS
+                } else {
+                    START_MS
+                };
+            if !run.answering && now >= ready_at && d.lsn >= d.min_recovery {
                 self.set_answering(m);
             }
         }
