@@ -25,9 +25,12 @@ use pgbaton_postgres::{
 const START_MS: Millis = 300;
 /// A replica that needs WAL from its upstream (after a clone or pg_rewind) replays it for
 /// this long after it received it all.
-const REPLAY_MS: Millis = 1_000;
+const REPLAY_MS: Millis = 3_000;
 /// WAL a primary writes per tick.
 const WRITES_PER_TICK: u64 = 0x100;
+/// WAL a replica receives per tick at most: one that is behind (a rejoining old primary
+/// after pg_rewind, a clone) catches up at three times the write rate.
+const STREAM_PER_TICK: u64 = 4 * WRITES_PER_TICK;
 
 #[derive(Debug, Clone)]
 pub(crate) struct Data {
@@ -155,27 +158,37 @@ impl PgWorld {
         }
     }
 
-    /// One tick of PostgreSQL time.
+    /// One tick of PostgreSQL time: replicas receive what their upstreams had written
+    /// before the tick (asynchronous replication lags by a tick), then primaries write.
     pub fn tick(&mut self, now: Millis) {
         self.now = now;
         for m in 0..self.members.len() {
-            let Some(run) = self.members[m].run.clone() else {
+            self.stream(m, now);
+        }
+        for m in 0..self.members.len() {
+            let Some(run) = self.members[m].run.clone().filter(|r| r.primary) else {
                 continue;
+            };
+            if !run.answering && now >= run.started_at + START_MS {
+                self.set_answering(m);
+            }
+            if run.answering {
+                let d = self.members[m].data.as_mut().expect("data");
+                d.lsn += WRITES_PER_TICK;
+            }
+        }
+    }
+
+    /// A replica streams from its upstream while it can, and answers once consistent.
+    fn stream(&mut self, m: usize, now: Millis) {
+        {
+            let Some(run) = self.members[m].run.clone().filter(|r| !r.primary) else {
+                return;
             };
             let data = self.members[m]
                 .data
                 .clone()
                 .expect("a running server has data");
-            if run.primary {
-                if !run.answering && now >= run.started_at + START_MS {
-                    self.set_answering(m);
-                }
-                if run.answering {
-                    let d = self.members[m].data.as_mut().expect("data");
-                    d.lsn += WRITES_PER_TICK;
-                }
-                continue;
-            }
             let source = run.upstream.as_deref().and_then(|u| self.index_of(u));
             let mut streaming = false;
             if let Some(u) = source.filter(|&u| u != m) {
@@ -193,7 +206,7 @@ impl PgWorld {
                     if compatible {
                         streaming = true;
                         let d = self.members[m].data.as_mut().expect("data");
-                        d.lsn = ud.lsn;
+                        d.lsn = ud.lsn.min(d.lsn + STREAM_PER_TICK);
                         d.timeline = ud.timeline;
                         d.history = ud.history.clone();
                     }
@@ -503,7 +516,8 @@ impl Postgres for SimPostgres {
                 };
                 if !run.primary && run.upstream != conf {
                     run.upstream = conf.clone();
-                    w.log(m, format!("primary_conninfo reloaded: {conf:?}"));
+                    let when = if run.answering { "" } else { " while starting" };
+                    w.log(m, format!("primary_conninfo reloaded{when}: {conf:?}"));
                 }
                 Ok(true)
             })
