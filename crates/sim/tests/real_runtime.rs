@@ -110,9 +110,11 @@ fn real_runtime_random_schedules() {
     let first = env_u64("PGBATON_SIM_REAL_FIRST_SEED", 0);
     let mut failed = Vec::new();
     let mut longest = (0, 0);
+    let mut not_following = (0, 0);
     for seed in first..first + count {
         let report = run_real(&RealConfig::new(seed));
         longest = longest.max((report.longest_leaderless_ms, seed));
+        not_following = not_following.max((report.longest_not_following_ms, seed));
         if let Some(v) = report.violations.first() {
             println!(
                 "seed {seed}: {:?} at {} ms: {}",
@@ -122,10 +124,12 @@ fn real_runtime_random_schedules() {
         }
     }
     println!(
-        "real runtime: {count} seeds, {} broke a promise; longest leaderless stretch with a healthy candidate {} ms (seed {})",
+        "real runtime: {count} seeds, {} broke a promise; longest leaderless stretch with a healthy candidate {} ms (seed {}); longest stretch a member could follow the leader and did not {} ms (seed {})",
         failed.len(),
         longest.0,
-        longest.1
+        longest.1,
+        not_following.0,
+        not_following.1
     );
     if let Some(report) = failed.first() {
         panic!(

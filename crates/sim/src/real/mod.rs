@@ -103,6 +103,9 @@ pub struct RealReport {
     /// The longest stretch without a leader while a healthy candidate existed (promise 4's
     /// clock).
     pub longest_leaderless_ms: Millis,
+    /// The longest stretch a member that could follow the leader did not (the clock of the
+    /// follow promise).
+    pub longest_not_following_ms: Millis,
     pub faults: Vec<ScriptedFault>,
     /// PostgreSQL events, faults and leader changes, in order, with virtual times.
     pub trace: Vec<String>,
@@ -169,6 +172,9 @@ struct Driver {
     /// The last leader's data directory while it led (None before the first leader).
     leader_data: Option<pg::Data>,
     longest_leaderless_ms: Millis,
+    /// Per member: since when it could follow the leader but does not.
+    not_following_since: Vec<Option<Millis>>,
+    longest_not_following_ms: Millis,
     trace: Vec<String>,
 }
 
@@ -238,6 +244,8 @@ impl Driver {
             window: None,
             leader_data: None,
             longest_leaderless_ms: 0,
+            not_following_since: vec![None; cfg.members],
+            longest_not_following_ms: 0,
             trace: Vec::new(),
             cfg: cfg.clone(),
         }
@@ -285,6 +293,9 @@ impl Driver {
             if self.violations.is_empty() {
                 self.check_leaderless(leader.as_deref(), failover_key);
             }
+            if self.violations.is_empty() {
+                self.check_following(leader.as_deref());
+            }
             if !self.violations.is_empty() {
                 break;
             }
@@ -321,6 +332,7 @@ impl Driver {
             end_ms: self.now,
             converged_at: healthy_since,
             longest_leaderless_ms: self.longest_leaderless_ms,
+            longest_not_following_ms: self.longest_not_following_ms,
             faults: self.faults,
             trace,
             trace_digest,
@@ -431,6 +443,61 @@ impl Driver {
                 self.describe()
             );
             self.violate(ViolationKind::Leaderless, description);
+        }
+    }
+
+    /// Every member recovers, also while faults go on elsewhere: a member that could follow
+    /// the leader streams from it within `FOLLOW_BOUND_MS`. It could while the leader holds
+    /// the key and runs its primary, and the member's agent runs and reaches the DCS, its
+    /// PostgreSQL has its connections to the leader and nothing cuts its replication.
+    fn check_following(&mut self, key: Option<&str>) {
+        let now = self.now;
+        let stuck: Vec<(usize, Millis, String)> = {
+            let w = lock(&self.world);
+            let leader = key
+                .and_then(|k| w.index_of(k))
+                .filter(|&l| w.running_primary(l));
+            let mut stuck = Vec::new();
+            for m in 0..w.members.len() {
+                let member = &w.members[m];
+                let could = leader.is_some_and(|l| {
+                    l != m
+                        && member.agent_alive
+                        && !member.agent_frozen
+                        && self.members[m].partitioned == 0
+                        && self.outage == 0
+                        && w.linked(m, l)
+                        && !member.streaming_cut
+                });
+                let follows = leader.is_some_and(|l| {
+                    member.run.as_ref().is_some_and(|r| {
+                        !r.primary
+                            && r.answering
+                            && r.streaming
+                            && r.upstream.as_deref() == Some(w.members[l].name.as_str())
+                    })
+                });
+                if !could || follows {
+                    self.not_following_since[m] = None;
+                    continue;
+                }
+                let since = *self.not_following_since[m].get_or_insert(now);
+                self.longest_not_following_ms = self.longest_not_following_ms.max(now - since);
+                if now - since > FOLLOW_BOUND_MS {
+                    let leader = key.unwrap_or_default().to_string();
+                    stuck.push((m, since, leader));
+                }
+            }
+            stuck
+        };
+        if let Some((m, since, leader)) = stuck.into_iter().next() {
+            let description = format!(
+                "{} could follow {leader} since {since} ms but does not after {} ms; {}",
+                self.members[m].name,
+                now - since,
+                self.describe()
+            );
+            self.violate(ViolationKind::NotLive, description);
         }
     }
 
@@ -754,6 +821,10 @@ impl Driver {
         ));
     }
 }
+
+/// How long a member that could follow the leader may take to stream from it (a rewind or
+/// a clone and a start, retried after a failure).
+const FOLLOW_BOUND_MS: Millis = 30_000;
 
 /// A leaderless window (promise 4).
 struct Window {
