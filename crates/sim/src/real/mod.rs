@@ -75,12 +75,15 @@ pub struct RealConfig {
 }
 
 impl RealConfig {
+    /// Three members, 60 s of random faults from 3 s on at about 6 per minute plus the
+    /// quick-succession sequences: the parameters of [`crate::SimConfig::new`], so that a
+    /// seed draws the same fault schedule in both simulations.
     pub fn new(seed: u64) -> Self {
         RealConfig {
             members: 3,
             seed,
             duration_ms: 60_000,
-            fault_window_start_ms: 8_000,
+            fault_window_start_ms: 3_000,
             fault_rate: 6.0,
             quick_succession_rate: 1.0,
             scripted: None,
