@@ -5,7 +5,7 @@
 mod store;
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
 use tokio::time::Instant;
@@ -30,7 +30,7 @@ pub struct MemoryDcs {
     /// This handle's lease, once granted (or adopted).
     lease: Mutex<Option<i64>>,
     /// Fault injection: every call fails with `Unreachable` while set.
-    unreachable: Arc<AtomicBool>,
+    unreachable: AtomicBool,
 }
 
 impl MemoryDcs {
@@ -45,7 +45,7 @@ impl MemoryDcs {
             member: member.to_string(),
             ttl: Mutex::new(ttl),
             lease: Mutex::new(None),
-            unreachable: Arc::new(AtomicBool::new(false)),
+            unreachable: AtomicBool::new(false),
         }
     }
 
@@ -53,12 +53,6 @@ impl MemoryDcs {
     /// `DcsError::Unreachable` (the store itself and other handles carry on).
     pub fn set_unreachable(&self, unreachable: bool) {
         self.unreachable.store(unreachable, Ordering::SeqCst);
-    }
-
-    /// The switch behind [`MemoryDcs::set_unreachable`], for a simulator that keeps it after
-    /// handing the handle to an agent.
-    pub fn unreachable_switch(&self) -> Arc<AtomicBool> {
-        self.unreachable.clone()
     }
 
     /// Applies to the next lease grant.

@@ -19,13 +19,14 @@
 //! Promises checked: never two PostgreSQL primaries accepting writes at once; after the last
 //! fault healed, one leader with every member streaming from it within the liveness bound.
 
+mod dcs;
 mod peers;
 mod pg;
 
 use std::collections::BTreeMap;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -140,8 +141,10 @@ struct AgentTask {
 struct Member {
     name: String,
     agent: Option<AgentTask>,
-    /// The DCS switch of the current agent's handle.
-    dcs_cut: Option<Arc<AtomicBool>>,
+    /// The current agent's link to the DCS.
+    link: Option<Arc<dcs::Link>>,
+    /// Active message-delay faults (each way, at most) on it.
+    delays: Vec<Millis>,
     /// Active faults: partitions from the DCS, agent down, agent stopped, isolation,
     /// replication cut.
     partitioned: u32,
@@ -230,7 +233,8 @@ impl Driver {
                 .map(|name| Member {
                     name,
                     agent: None,
-                    dcs_cut: None,
+                    link: None,
+                    delays: Vec::new(),
                     partitioned: 0,
                     down: 0,
                     stalled: 0,
@@ -584,18 +588,20 @@ impl Driver {
             .value;
         let dynamic = cfg.bootstrap.dcs.clone();
         let ha = settings::ha_config(&cfg, &dynamic);
-        let dcs = MemoryDcs::new(
-            &self.store,
-            self.path.clone(),
-            &name,
-            Duration::from_millis(ha.ttl_ms),
-        );
-        let cut = dcs.unreachable_switch();
-        cut.store(
-            self.members[m].partitioned > 0 || self.outage > 0,
-            Ordering::SeqCst,
-        );
-        self.members[m].dcs_cut = Some(cut);
+        let link = Arc::new(dcs::Link::new(StdRng::seed_from_u64(
+            self.cfg.seed ^ ((m as u64) << 40) ^ (incarnation << 20),
+        )));
+        let dcs = dcs::SimDcs {
+            inner: MemoryDcs::new(
+                &self.store,
+                self.path.clone(),
+                &name,
+                Duration::from_millis(ha.ttl_ms),
+            ),
+            link: link.clone(),
+        };
+        self.members[m].link = Some(link);
+        self.update_dcs_switches();
         let (status_tx, status_rx) = watch::channel(NodeStatus::starting("sim", &name, ha.ttl_ms));
         self.statuses.lock().unwrap_or_else(|p| p.into_inner())[m] = Some(status_rx);
         let ports = Ports {
@@ -670,8 +676,11 @@ impl Driver {
 
     fn update_dcs_switches(&self) {
         for member in &self.members {
-            if let Some(cut) = &member.dcs_cut {
-                cut.store(member.partitioned > 0 || self.outage > 0, Ordering::SeqCst);
+            if let Some(link) = &member.link {
+                link.cut
+                    .store(member.partitioned > 0 || self.outage > 0, Ordering::SeqCst);
+                let delay = member.delays.iter().copied().max().unwrap_or(0);
+                link.max_delay_ms.store(delay, Ordering::SeqCst);
             }
         }
     }
@@ -733,7 +742,11 @@ impl Driver {
                 candidate,
                 scheduled_in_ms,
             } => self.request_switchover(candidate, scheduled_in_ms).await,
-            FaultKind::DelayMessages { .. } | FaultKind::SlowStandby { .. } => {
+            FaultKind::DelayMessages { max_delay_ms, .. } => {
+                self.members[m].delays.push(max_delay_ms);
+                self.update_dcs_switches();
+            }
+            FaultKind::SlowStandby { .. } => {
                 self.log("(not modelled in the real-runtime simulation)");
             }
         }
@@ -780,9 +793,16 @@ impl Driver {
                 let cut = self.members[m].stream_cut > 0;
                 lock(&self.world).members[m].streaming_cut = cut;
             }
+            FaultKind::DelayMessages { max_delay_ms, .. } => {
+                let delays = &mut self.members[m].delays;
+                if let Some(i) = delays.iter().position(|&d| d == max_delay_ms) {
+                    delays.remove(i);
+                }
+                self.update_dcs_switches();
+                self.log(format!("heals on {name}: {}", fault.kind));
+            }
             FaultKind::KillPostmaster
             | FaultKind::Switchover { .. }
-            | FaultKind::DelayMessages { .. }
             | FaultKind::SlowStandby { .. } => {}
         }
     }

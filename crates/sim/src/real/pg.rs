@@ -83,6 +83,10 @@ pub(crate) struct PgMember {
     pub streaming_cut: bool,
     /// The stopped agent's loop, to wake when it continues.
     pub waker: Option<std::task::Waker>,
+    /// The newest agent start whose lease guard has run: an older guard (of a killed
+    /// agent) enforces its deadline until then, as `pgbaton lease-guard` does until a newer
+    /// agent writes the lease file.
+    pub fence_incarnation: u64,
 }
 
 #[derive(Debug)]
@@ -118,6 +122,7 @@ impl PgWorld {
                     isolated: false,
                     streaming_cut: false,
                     waker: None,
+                    fence_incarnation: 0,
                 })
                 .collect(),
             next_pid: 100,
@@ -382,10 +387,11 @@ impl Postgres for SimPostgres {
     }
 
     fn try_postmaster_pid(&self) -> Result<Option<u32>, Busy> {
-        Ok(lock(&self.world).members[self.m]
-            .run
-            .as_ref()
-            .map(|r| r.pid))
+        // Only the lease guard asks this, every tick: this start's guard runs.
+        let mut w = lock(&self.world);
+        let member = &mut w.members[self.m];
+        member.fence_incarnation = member.fence_incarnation.max(self.incarnation);
+        Ok(member.run.as_ref().map(|r| r.pid))
     }
 
     async fn status(&self, _timeout: Duration) -> Result<PgStatus, PgError> {
@@ -530,10 +536,10 @@ impl Postgres for SimPostgres {
     }
 
     fn quit_immediately(&self, pid: u32) {
-        // The lease guard (and the lease-guard process it stands for here): works while
-        // no later agent start took over, even when this agent is stopped or dead.
+        // The lease guard (and the lease-guard process it stands for here): works, even
+        // when this agent is stopped or dead, until the guard of a later start runs.
         let mut w = lock(&self.world);
-        if w.members[self.m].incarnation != self.incarnation {
+        if w.members[self.m].fence_incarnation > self.incarnation {
             return;
         }
         if w.members[self.m].run.as_ref().is_some_and(|r| r.pid == pid) {
