@@ -12,12 +12,14 @@
 //!
 //! Faults from `faults.rs`: member crash, postmaster kill, agent kill, agent stop (SIGSTOP:
 //! the agent's loop and its PostgreSQL operations wait; its lease guard, standing in for the
-//! `pgbaton lease-guard` process, does not), partition from the DCS, DCS outage, isolation
-//! from the other members, replication cut, switchover. Message delays and slow standbys are
-//! not modelled here (noted in the trace).
+//! `pgbaton lease-guard` process, does not), partition from the DCS, DCS outage and message
+//! delays (`dcs.rs`: requests hang or are slow), isolation from the other members,
+//! replication cut, switchover. Slow standbys are not modelled here (noted in the trace).
 //!
-//! Promises checked: never two PostgreSQL primaries accepting writes at once; after the last
-//! fault healed, one leader with every member streaming from it within the liveness bound.
+//! Promises checked every tick: never two PostgreSQL primaries accepting writes at once; no
+//! leaderless stretch over `ttl + loop_wait + 2 s` while a member could lead; a member that
+//! could follow the leader does within 30 s; after the last fault healed, one leader with
+//! every member streaming from it within the liveness bound.
 
 mod dcs;
 mod peers;
