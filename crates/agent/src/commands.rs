@@ -11,11 +11,11 @@ use std::time::Duration;
 use pgbaton_api::{BoxFuture, CommandOutcome, Commands, LocalCommand, ScheduledRestart};
 use pgbaton_core::{JobKind, LocalPg};
 use pgbaton_dcs::{ClusterState, Dcs, DcsError, FailoverDoc};
-use pgbaton_postgres as pg;
 use tokio::sync::{mpsc, oneshot};
 
-use super::{jobs, Agent};
+use super::Agent;
 use crate::peers::Peers;
+use crate::ports::{Host, Postgres};
 
 /// How long the API waits for the loop to take a local command (it finishes its cycle first).
 const LOCAL_ANSWER: Duration = Duration::from_secs(30);
@@ -125,7 +125,7 @@ impl<D: Dcs> Commands for AgentCommands<D> {
     }
 }
 
-impl<D: Dcs, P: Peers> Agent<D, P> {
+impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     /// The REST API's write endpoints for this agent (sharing its DCS handle and lease)
     /// and the receiver [`Agent::run`] takes local commands from; `timeout` bounds each
     /// DCS request made for the API.
@@ -184,8 +184,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
     }
 
     async fn postgres_runs(&self) -> bool {
-        let mut slot = self.postmaster.lock().await;
-        slot.as_mut().is_some_and(|pm| !pm.has_exited())
+        self.pg.postmaster_running().await
     }
 
     /// A fast stop as a background job; the core starts PostgreSQL again in the same role
@@ -200,9 +199,10 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
         if !self.postgres_runs().await {
             return CommandOutcome::refused(503, "PostgreSQL is not running: nothing to restart");
         }
-        let pm = self.postmaster.clone();
+        let pg = self.pg.clone();
         self.jobs.start(JobKind::Stop, async move {
-            jobs::stop(&pm, pg::StopMode::Fast, Duration::from_secs(30)).await
+            pg.stop(pgbaton_postgres::StopMode::Fast, Duration::from_secs(30))
+                .await
         });
         CommandOutcome::ok("restart started: PostgreSQL is stopping and will be started again")
     }
@@ -232,7 +232,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
         let Some(restart) = &self.scheduled_restart else {
             return;
         };
-        let now_ms = chrono::Utc::now().timestamp_millis();
+        let now_ms = self.host.unix_now_ms() as i64;
         if now_ms < restart.at_unix_ms || self.jobs.is_running() {
             return;
         }
@@ -291,11 +291,11 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             }
             self.jobs.abort().await;
         }
-        let pm = self.postmaster.clone();
-        let spec = self.spec.clone();
+        let pg = self.pg.clone();
         self.jobs.start(JobKind::Stop, async move {
-            jobs::stop(&pm, pg::StopMode::Fast, Duration::from_secs(30)).await?;
-            match pg::move_aside(&spec, "reinit") {
+            pg.stop(pgbaton_postgres::StopMode::Fast, Duration::from_secs(30))
+                .await?;
+            match pg.move_aside("reinit") {
                 Ok(path) => {
                     tracing::warn!(moved_to = %path.display(), "reinitialize: moved the data directory aside");
                     Ok(())

@@ -11,8 +11,9 @@ use tracing::Instrument;
 
 use super::{jobs, settings, Agent};
 use crate::peers::Peers;
+use crate::ports::{ConfigFiles, Host, LogFrom, Postgres};
 
-impl<D: Dcs, P: Peers> Agent<D, P> {
+impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     pub(super) async fn execute(&mut self, decision: &Decision, obs: &Observation) {
         let mut dcs_down = obs.dcs.is_none();
         for action in &decision.actions {
@@ -48,9 +49,13 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
         seen_before_promoting: u64,
         name: &str,
     ) -> Option<Vec<HistoryEntry>> {
-        let now = || Some(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, false));
+        let unix_ms = self.host.unix_now_ms() as i64;
+        let now = || {
+            chrono::DateTime::from_timestamp_millis(unix_ms)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Micros, false))
+        };
         let current = self.last_pg_status.as_ref().map(|s| s.timeline)?;
-        match pg::read_timeline_history(&self.spec.data_dir, current) {
+        match self.pg.timeline_history(current) {
             Ok(lines) if !lines.is_empty() => Some(
                 lines
                     .into_iter()
@@ -249,10 +254,28 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
         }
     }
 
+    /// The configuration files with `params` (`standby`: a replica's; `passfile`: the
+    /// replication password in a password file rather than in primary_conninfo).
+    fn config_files(
+        &self,
+        params: std::collections::BTreeMap<String, String>,
+        standby: Option<StandbyConfig>,
+        passfile: bool,
+    ) -> ConfigFiles {
+        ConfigFiles {
+            parameters: params,
+            hba: settings::pg_hba(&self.cfg),
+            standby,
+            passfile: if passfile {
+                settings::passfile(&self.cfg, &self.spec)
+            } else {
+                None
+            },
+        }
+    }
+
     async fn pg_action(&mut self, action: &Action) {
-        let spec = self.spec.clone();
         let params = self.parameters();
-        let hba = settings::pg_hba(&self.cfg);
         let timeout = Duration::from_millis(self.ha.retry_timeout_ms.max(1_000));
         match action {
             Action::SetSyncStandbyNames { names } => {
@@ -264,10 +287,8 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                     }
                     _ => None,
                 };
-                let passfile = settings::passfile(&self.cfg, &spec);
-                if let Err(e) =
-                    pg::write_config_with(&spec, &params, &hba, standby.as_ref(), passfile.as_ref())
-                {
+                let files = self.config_files(params, standby, true);
+                if let Err(e) = self.pg.write_config(&files) {
                     tracing::warn!(error = %e, "cannot write synchronous_standby_names");
                     return;
                 }
@@ -288,9 +309,10 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                 // missing retries until the next round has created it.
                 let busy = self.physical_slots_busy.clone();
                 if !busy.swap(true, std::sync::atomic::Ordering::AcqRel) {
+                    let pg = self.pg.clone();
                     tokio::spawn(
                         async move {
-                            match pg::sync_physical_slots(&spec, &wanted, &keep, timeout).await {
+                            match pg.sync_physical_slots(&wanted, &keep, timeout).await {
                                 Ok(changes) => {
                                     for s in changes.created {
                                         tracing::info!(slot = %s, "created replication slot");
@@ -318,21 +340,17 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             Action::ApplyLogical => self.apply_logical(timeout),
             Action::Repoint { upstream } => {
                 let standby = self.standby_config(upstream.as_deref());
-                let passfile = settings::passfile(&self.cfg, &spec);
-                if let Err(e) =
-                    pg::write_config_with(&spec, &params, &hba, Some(&standby), passfile.as_ref())
-                {
+                let files = self.config_files(params, Some(standby), true);
+                if let Err(e) = self.pg.write_config(&files) {
                     tracing::warn!(error = %e, "cannot write the replica configuration");
                     return;
                 }
-                if let Some(pm) = self.postmaster.lock().await.as_ref() {
-                    if let Err(e) = pm.reload() {
-                        tracing::warn!(error = %e, "cannot reload PostgreSQL");
-                    }
+                if let Some(Err(e)) = self.pg.reload().await {
+                    tracing::warn!(error = %e, "cannot reload PostgreSQL");
                 }
                 self.configured_upstream = upstream.clone();
             }
-            Action::MoveDataAside { reason } => match pg::move_aside(&spec, reason) {
+            Action::MoveDataAside { reason } => match self.pg.move_aside(reason) {
                 Ok(path) => {
                     tracing::warn!(moved_to = %path.display(), "moved the data directory aside")
                 }
@@ -345,7 +363,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                 if self.jobs.is_running() {
                     return;
                 }
-                let pm = self.postmaster.clone();
+                let pg = self.pg.clone();
                 let checkpoint_first = *mode == StopMode::CheckpointThenFast;
                 let mode = match mode {
                     StopMode::Fast | StopMode::CheckpointThenFast => pg::StopMode::Fast,
@@ -355,11 +373,11 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                 self.jobs.start(JobKind::Stop, async move {
                     if checkpoint_first {
                         // While still accepting writes: the shutdown checkpoint is then short.
-                        if let Err(e) = pg::checkpoint(&spec, Duration::from_secs(60)).await {
+                        if let Err(e) = pg.checkpoint(Duration::from_secs(60)).await {
                             tracing::warn!(error = %e, "checkpoint before the handover failed; stopping anyway");
                         }
                     }
-                    jobs::stop(&pm, mode, limit).await
+                    pg.stop(mode, limit).await
                 });
             }
             Action::Promote | Action::StartPrimary if !self.lease_still_valid() => {
@@ -377,7 +395,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                     tracing::debug!(%job, "an operation runs already");
                     return;
                 }
-                self.start_job(job, spec, params, hba);
+                self.start_job(job, params);
             }
             // DCS requests (`Action::is_dcs`): `dcs_action` carries them out.
             Action::RenewLease
@@ -408,24 +426,15 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             pgbaton_core::LocalPg::Running(_) => None,
             _ => return,
         };
-        let hba = settings::pg_hba(&self.cfg);
-        let passfile = settings::passfile(&self.cfg, &self.spec);
-        let params = self.parameters();
-        if let Err(e) = pg::write_config_with(
-            &self.spec,
-            &params,
-            &hba,
-            standby.as_ref(),
-            passfile.as_ref(),
-        ) {
+        let files = self.config_files(self.parameters(), standby, true);
+        if let Err(e) = self.pg.write_config(&files) {
             tracing::warn!(error = %e, "cannot write postgresql.conf");
             return;
         }
-        if let Some(pm) = self.postmaster.lock().await.as_ref() {
-            match pm.reload() {
-                Ok(()) => tracing::info!("PostgreSQL parameters changed: configuration reloaded"),
-                Err(e) => tracing::warn!(error = %e, "cannot reload PostgreSQL"),
-            }
+        match self.pg.reload().await {
+            Some(Ok(())) => tracing::info!("PostgreSQL parameters changed: configuration reloaded"),
+            Some(Err(e)) => tracing::warn!(error = %e, "cannot reload PostgreSQL"),
+            None => {}
         }
     }
 
@@ -443,21 +452,15 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
 
     /// Reload and wait (up to 2 s) until the running server shows `value` for `setting`.
     async fn reload_and_wait_for(&self, setting: &str, value: &str) {
-        let running = match self.postmaster.lock().await.as_ref() {
-            Some(pm) => pm.reload().is_ok(),
-            None => false,
-        };
+        let running = matches!(self.pg.reload().await, Some(Ok(())));
         if !running {
             return;
         }
         let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
         while tokio::time::Instant::now() < deadline {
-            if let Ok(client) = pg::connect(&self.spec, Duration::from_millis(500)).await {
-                if let Ok(row) = client.query_one(&format!("SHOW {setting}"), &[]).await {
-                    let shown: String = row.get(0);
-                    if shown == value {
-                        return;
-                    }
+            if let Ok(shown) = self.pg.show(setting, Duration::from_millis(500)).await {
+                if shown == value {
+                    return;
                 }
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
@@ -475,14 +478,8 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             .is_some_and(|until| self.now() + self.ha.demote_margin_ms < until)
     }
 
-    fn start_job(
-        &mut self,
-        action: &Action,
-        spec: pg::PgSpec,
-        params: std::collections::BTreeMap<String, String>,
-        hba: Vec<String>,
-    ) {
-        let pm = self.postmaster.clone();
+    fn start_job(&mut self, action: &Action, params: std::collections::BTreeMap<String, String>) {
+        let pg = self.pg.clone();
         let start_timeout = Duration::from_millis(self.ha.primary_restart_timeout_ms.max(5_000));
         match action {
             Action::Bootstrap => {
@@ -497,31 +494,31 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                 let method = settings::bootstrap_method(&self.cfg);
                 let scope = self.cfg.scope.clone();
                 self.configured_upstream = None;
+                let files = self.config_files(params, None, false);
                 self.jobs.start(JobKind::Bootstrap, async move {
                     let Some(method) = method else {
-                        pg::initdb(&spec, &initdb_args)
-                            .await
-                            .map_err(|e| e.to_string())?;
-                        pg::write_config(&spec, &params, &hba, None).map_err(|e| e.to_string())?;
-                        jobs::start_and_wait(&spec, &pm, Duration::from_secs(60)).await?;
-                        return pg::ensure_users(&spec, &users, Duration::from_secs(30))
+                        pg.initdb(&initdb_args).await.map_err(|e| e.to_string())?;
+                        pg.write_config(&files).map_err(|e| e.to_string())?;
+                        jobs::start_and_wait(&pg, Duration::from_secs(60)).await?;
+                        return pg
+                            .ensure_users(&users, Duration::from_secs(30))
                             .await
                             .map_err(|e| e.to_string());
                     };
                     // bootstrap.method: restored by a command, recovered to its target, promoted.
-                    let recovery = pg::bootstrap_by_command(&spec, &method, &scope)
+                    let recovery = pg
+                        .bootstrap_by_command(&method, &scope)
                         .await
                         .map_err(|e| e.to_string())?;
-                    let mut with_recovery = params.clone();
-                    with_recovery.extend(recovery);
-                    pg::write_config(&spec, &with_recovery, &hba, None)
-                        .map_err(|e| e.to_string())?;
-                    jobs::start_and_wait(&spec, &pm, Duration::from_secs(3600)).await?;
-                    pg::wait_until_promoted(&spec, Duration::from_secs(3600))
+                    let mut with_recovery = files.clone();
+                    with_recovery.parameters.extend(recovery);
+                    pg.write_config(&with_recovery).map_err(|e| e.to_string())?;
+                    jobs::start_and_wait(&pg, Duration::from_secs(3600)).await?;
+                    pg.wait_until_promoted(Duration::from_secs(3600))
                         .await
                         .map_err(|e| e.to_string())?;
-                    pg::write_config(&spec, &params, &hba, None).map_err(|e| e.to_string())?;
-                    pg::ensure_users(&spec, &users, Duration::from_secs(30))
+                    pg.write_config(&files).map_err(|e| e.to_string())?;
+                    pg.ensure_users(&users, Duration::from_secs(30))
                         .await
                         .map_err(|e| e.to_string())
                 });
@@ -533,15 +530,10 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                 };
                 let methods = settings::replica_methods(&self.cfg);
                 let scope = self.cfg.scope.clone();
-                let passfile = settings::passfile(&self.cfg, &spec);
+                let passfile = settings::passfile(&self.cfg, &self.spec);
                 self.jobs.start(JobKind::Clone, async move {
-                    let ctx = pg::ReplicaContext {
-                        scope: &scope,
-                        passfile: passfile.as_ref(),
-                    };
-                    pg::create_replica(&spec, &upstream, &methods, &ctx)
+                    pg.create_replica(&upstream, &methods, &scope, passfile.as_ref())
                         .await
-                        .map(drop)
                         .map_err(|e| e.to_string())
                 });
             }
@@ -550,9 +542,9 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                     tracing::warn!(member = %from, "cannot rewind: no address for the member in the DCS");
                     return;
                 };
-                let passfile = settings::passfile(&self.cfg, &spec);
+                let passfile = settings::passfile(&self.cfg, &self.spec);
                 self.jobs.start(JobKind::Rewind, async move {
-                    match pg::rewind_with(&spec, &upstream, passfile.as_ref()).await {
+                    match pg.rewind(&upstream, passfile.as_ref()).await {
                         Ok(outcome) => {
                             tracing::info!(?outcome, "pg_rewind done");
                             Ok(())
@@ -565,25 +557,25 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                 let standby = self.standby_config(upstream.as_deref());
                 self.configured_upstream = upstream.clone();
                 // Only what this start logs counts.
-                self.wal_log = Some(pg::WalLogScanner::from_end(&spec.log_file));
-                let passfile = settings::passfile(&self.cfg, &spec);
+                self.wal_log = Some(self.pg.wal_log(LogFrom::End));
+                let files = self.config_files(params, Some(standby), true);
                 self.jobs.start(JobKind::Start, async move {
-                    pg::write_config_with(&spec, &params, &hba, Some(&standby), passfile.as_ref())
-                        .map_err(|e| e.to_string())?;
-                    jobs::start_and_wait(&spec, &pm, Duration::from_secs(120)).await
+                    pg.write_config(&files).map_err(|e| e.to_string())?;
+                    jobs::start_and_wait(&pg, Duration::from_secs(120)).await
                 });
             }
             Action::StartPrimary => {
                 self.configured_upstream = None;
+                let files = self.config_files(params, None, false);
                 self.jobs.start(JobKind::Start, async move {
-                    pg::write_config(&spec, &params, &hba, None).map_err(|e| e.to_string())?;
-                    jobs::start_and_wait(&spec, &pm, start_timeout).await
+                    pg.write_config(&files).map_err(|e| e.to_string())?;
+                    jobs::start_and_wait(&pg, start_timeout).await
                 });
             }
             Action::Promote => {
                 self.configured_upstream = None;
                 self.jobs.start(JobKind::Promote, async move {
-                    pg::promote(&spec, Duration::from_secs(60))
+                    pg.promote(Duration::from_secs(60))
                         .await
                         .map_err(|e| e.to_string())
                 });

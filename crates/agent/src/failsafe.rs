@@ -20,6 +20,7 @@ use tokio::time::Instant;
 
 use super::{view, Agent};
 use crate::peers::Peers;
+use crate::ports::{Host, Postgres};
 
 #[derive(Debug, Default)]
 struct MemberSide {
@@ -103,7 +104,7 @@ impl FailsafeMember {
     }
 }
 
-impl<D: Dcs, P: Peers> Agent<D, P> {
+impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     /// Until when the last acknowledged round lets the primary run (core time).
     pub(super) fn failsafe_valid_until(&self) -> Option<Millis> {
         if !self.ha.failsafe_mode || self.state.phase != Phase::Leader {

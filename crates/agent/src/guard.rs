@@ -16,11 +16,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 use tokio::time::Instant;
 
-use super::jobs::SharedPostmaster;
+use crate::ports::Postgres;
 
 /// Shared with the loop: the deadline in milliseconds since `origin` (0: no deadline).
 #[derive(Clone)]
@@ -68,14 +66,14 @@ impl LeaseGuard {
     }
 
     /// Watch the deadline until the agent stops.
-    pub async fn run(self, postmaster: SharedPostmaster) {
+    pub async fn run(self, pg: impl Postgres) {
         let mut written: Option<crate::fence::Fence> = None;
         let mut pg_pid = 0u32;
         loop {
             tokio::time::sleep(Duration::from_millis(20)).await;
             let deadline = self.deadline_ms.load(Ordering::SeqCst);
-            if let Ok(slot) = postmaster.try_lock() {
-                pg_pid = slot.as_ref().map_or(0, |pm| pm.pid());
+            if let Ok(pid) = pg.try_postmaster_pid() {
+                pg_pid = pid.unwrap_or(0);
             }
             if let Some(file) = &self.file {
                 let fence = crate::fence::Fence {
@@ -100,8 +98,8 @@ impl LeaseGuard {
                 continue;
             }
             // Passed: stop PostgreSQL at once, without waiting for the loop.
-            let pid = match postmaster.try_lock() {
-                Ok(slot) => slot.as_ref().map(|pm| pm.pid()),
+            let pid = match pg.try_postmaster_pid() {
+                Ok(pid) => pid,
                 // A job holds the handle for a moment: try again at the next tick.
                 Err(_) => continue,
             };
@@ -111,7 +109,7 @@ impl LeaseGuard {
                         pid,
                         "lease guard: the lease could expire and the HA loop did not demote in time; stopping PostgreSQL now"
                     );
-                    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGQUIT);
+                    pg.quit_immediately(pid);
                 }
                 None => tracing::debug!("lease guard: deadline passed, no postmaster to stop"),
             }

@@ -7,8 +7,9 @@ use tokio::time::Instant;
 
 use super::Agent;
 use crate::peers::Peers;
+use crate::ports::{Host, Postgres};
 
-impl<D: Dcs, P: Peers> Agent<D, P> {
+impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     /// The send time of the latest confirmation of this leader's right to run a primary:
     /// an acknowledged lease renewal, or (failsafe mode) a round every member acknowledged.
     /// A lease proved by reading its time to live (less than a full ttl left) counts as a
@@ -53,13 +54,11 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
     /// confirmed (arming it when it leads without: a restarted agent, a new cluster); once no
     /// primary runs or starts, the device is disarmed.
     pub(super) fn tend_watchdog(&mut self, obs: &Observation) {
-        let postmaster = self.postmaster.clone();
+        let pg = self.pg.clone();
         self.watchdog
             .set_postgres_probe(std::sync::Arc::new(move || {
                 // Busy (a job holds the handle): assume it runs.
-                postmaster.try_lock().map_or(true, |mut slot| {
-                    slot.as_mut().is_some_and(|pm| !pm.has_exited())
-                })
+                pg.try_postmaster_running().unwrap_or(true)
             }));
         if self.ha.paused {
             // Maintenance mode (pause): the operator may stop or restart the agent at will, so

@@ -8,13 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use pgbaton_core::{JobKind, JobView};
-use pgbaton_postgres::{query_status, PgError, PgSpec, Postmaster};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-/// The supervised postmaster, shared by the loop (to observe it) and the jobs (to start/stop it).
-pub type SharedPostmaster = Arc<Mutex<Option<Postmaster>>>;
+use crate::ports::Postgres;
 
 pub struct JobRunner {
     current: Option<(JobKind, JoinHandle<Result<(), String>>)>,
@@ -100,71 +98,31 @@ impl JobRunner {
 }
 
 /// Spawn the postmaster and wait until it answers, it exits, or `timeout` passes.
-pub async fn start_and_wait(
-    spec: &PgSpec,
-    postmaster: &SharedPostmaster,
-    timeout: Duration,
-) -> Result<(), String> {
-    {
-        let mut slot = postmaster.lock().await;
-        if let Some(pm) = slot.as_mut() {
-            if !pm.has_exited() {
-                return Err(format!("PostgreSQL already runs (pid {})", pm.pid()));
-            }
-        }
-        *slot = Some(Postmaster::spawn(spec).map_err(|e| e.to_string())?);
-    }
-    wait_answers(spec, postmaster, timeout).await
+pub async fn start_and_wait(pg: &impl Postgres, timeout: Duration) -> Result<(), String> {
+    pg.spawn().await?;
+    wait_answers(pg, timeout).await
 }
 
 /// Poll until PostgreSQL answers a query; fail when the postmaster exits or on timeout.
-pub async fn wait_answers(
-    spec: &PgSpec,
-    postmaster: &SharedPostmaster,
-    timeout: Duration,
-) -> Result<(), String> {
+pub async fn wait_answers(pg: &impl Postgres, timeout: Duration) -> Result<(), String> {
     let deadline = tokio::time::Instant::now() + timeout;
     loop {
-        if query_status(spec, Duration::from_millis(1000))
-            .await
-            .is_ok()
-        {
+        if pg.status(Duration::from_millis(1000)).await.is_ok() {
             return Ok(());
         }
-        {
-            let mut slot = postmaster.lock().await;
-            let alive = slot.as_mut().is_some_and(|pm| !pm.has_exited());
-            if !alive {
-                *slot = None;
-                return Err(format!(
-                    "PostgreSQL exited during start; see {}",
-                    spec.log_file.display()
-                ));
-            }
+        if !pg.postmaster_running().await {
+            return Err(format!(
+                "PostgreSQL exited during start; see {}",
+                pg.log_file().display()
+            ));
         }
         if tokio::time::Instant::now() >= deadline {
             return Err(format!(
                 "PostgreSQL did not accept connections within {:.1} s; see {}",
                 timeout.as_secs_f64(),
-                spec.log_file.display()
+                pg.log_file().display()
             ));
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Stop the supervised postmaster (if any) and forget it.
-pub async fn stop(
-    postmaster: &SharedPostmaster,
-    mode: pgbaton_postgres::StopMode,
-    timeout: Duration,
-) -> Result<(), String> {
-    let taken = postmaster.lock().await.take();
-    match taken {
-        Some(mut pm) => pm
-            .stop(mode, timeout)
-            .await
-            .map_err(|e: PgError| e.to_string()),
-        None => Ok(()),
     }
 }

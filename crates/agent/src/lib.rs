@@ -17,6 +17,7 @@ mod jobs;
 mod logical;
 mod observe;
 pub mod peers;
+pub mod ports;
 pub mod sd_notify;
 pub mod settings;
 mod status;
@@ -30,16 +31,17 @@ use pgbaton_api::NodeStatus;
 use pgbaton_config::{Config, DynamicConfig};
 use pgbaton_core::{decide, HaConfig, MemberState, Millis};
 use pgbaton_dcs::{ClusterState, Dcs, LeaseAck};
-use pgbaton_postgres::{PgSpec, PgStatus, Postmaster};
-use tokio::sync::{watch, Mutex, Notify};
+use pgbaton_postgres::{PgSpec, PgStatus};
+use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
 
-use jobs::{JobRunner, SharedPostmaster};
+use jobs::JobRunner;
 use peers::{HttpPeers, Peers};
+use ports::{Host, LocalPostgres, LogFrom, OsHost, Postgres};
 
 /// Everything the agent knows between cycles. Only `state` is decision memory; the rest
 /// is adapter bookkeeping (handles, the last reads, the lease proof).
-pub struct Agent<D: Dcs, P: Peers = HttpPeers> {
+pub struct Agent<D: Dcs, P: Peers = HttpPeers, G: Postgres = LocalPostgres, H: Host = OsHost> {
     cfg: Config,
     /// The dynamic configuration in force (DCS `config` over `bootstrap.dcs`).
     dynamic: DynamicConfig,
@@ -55,7 +57,10 @@ pub struct Agent<D: Dcs, P: Peers = HttpPeers> {
     /// The last successful DCS read.
     cluster: Option<ClusterState>,
     dcs_last_seen_unix: Option<u64>,
-    postmaster: SharedPostmaster,
+    /// The local PostgreSQL (its postmaster, files and queries).
+    pg: G,
+    /// The wall clock and the out-of-process lease guard.
+    host: H,
     jobs: JobRunner,
     /// The member primary_conninfo points at, as last written by us.
     configured_upstream: Option<String>,
@@ -92,14 +97,23 @@ pub struct Agent<D: Dcs, P: Peers = HttpPeers> {
     failsafe_member: failsafe::FailsafeMember,
     /// Replica: follows PostgreSQL's log since the agent started it, for an upstream saying
     /// it removed WAL the replica asked for.
-    wal_log: Option<pgbaton_postgres::WalLogScanner>,
+    wal_log: Option<Box<dyn ports::WalLog>>,
     /// The host watchdog device (`watchdog:`), armed while this member runs a primary.
     watchdog: watchdog::Watchdog,
     /// `pgbackrest:`: stanza created and checked each time this member starts leading.
     repo_check: pgbaton_postgres::RepoCheck,
 }
 
+/// The adapters an [`Agent`] runs with.
+pub struct Ports<D, P, G, H> {
+    pub dcs: D,
+    pub peers: P,
+    pub pg: G,
+    pub host: H,
+}
+
 impl<D: Dcs, P: Peers> Agent<D, P> {
+    /// The production agent: PostgreSQL as `cfg` describes it on this host.
     pub fn new(
         cfg: Config,
         dynamic: DynamicConfig,
@@ -108,10 +122,36 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
         status_tx: watch::Sender<NodeStatus>,
         peers: P,
     ) -> Self {
+        let pg = LocalPostgres::new(settings::pg_spec(&cfg));
+        let ports = Ports {
+            dcs,
+            peers,
+            pg,
+            host: OsHost,
+        };
+        Agent::with_ports(cfg, dynamic, ha, status_tx, ports)
+    }
+}
+
+impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
+    pub fn with_ports(
+        cfg: Config,
+        dynamic: DynamicConfig,
+        ha: HaConfig,
+        status_tx: watch::Sender<NodeStatus>,
+        ports: Ports<D, P, G, H>,
+    ) -> Self {
+        let Ports {
+            dcs,
+            peers,
+            pg,
+            host,
+        } = ports;
         let wake = Arc::new(Notify::new());
         let spec = settings::pg_spec(&cfg);
         let origin = Instant::now();
         let watchdog = watchdog::Watchdog::from_config(&cfg.watchdog, &ha, spec.run_as.as_deref());
+        let fence = host.fences_out_of_process().then(|| fence_file(&cfg));
         Agent {
             spec,
             dynamic,
@@ -122,7 +162,8 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             lease: None,
             cluster: None,
             dcs_last_seen_unix: None,
-            postmaster: Arc::new(Mutex::new(None)),
+            pg,
+            host,
             jobs: JobRunner::new(wake.clone()),
             configured_upstream: None,
             configured_sync: None,
@@ -130,7 +171,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             status_tx,
             peers,
             wake,
-            guard: guard::LeaseGuard::new(origin, Some(fence_file(&cfg))),
+            guard: guard::LeaseGuard::new(origin, fence),
             last_reason: String::new(),
             parameters_changed: false,
             last_leader: None,
@@ -173,22 +214,11 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             self.failsafe_member
                 .startup_grace(Duration::from_millis(self.ha.ttl_ms));
         }
-        if let Some(parent) = self.spec.data_dir.parent() {
-            if let Err(e) = std::fs::create_dir_all(parent) {
-                tracing::error!(dir = %parent.display(), error = %e, "cannot create the data directory's parent");
-            }
-        }
-        match Postmaster::adopt(&self.spec) {
-            Ok(Some(pm)) => {
-                tracing::info!(pid = pm.pid(), "adopted a running PostgreSQL");
-                *self.postmaster.lock().await = Some(pm);
+        match self.pg.adopt().await {
+            Ok(Some(pid)) => {
+                tracing::info!(pid, "adopted a running PostgreSQL");
                 // What it logged lately still tells whether its upstream lacks WAL.
-                let log = &self.spec.log_file;
-                let len = std::fs::metadata(log).map(|m| m.len()).unwrap_or(0);
-                self.wal_log = Some(pgbaton_postgres::WalLogScanner::from_offset(
-                    log,
-                    len.saturating_sub(ADOPTED_LOG_TAIL),
-                ));
+                self.wal_log = Some(self.pg.wal_log(LogFrom::Tail(ADOPTED_LOG_TAIL)));
             }
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "cannot check for a running PostgreSQL"),
@@ -213,9 +243,13 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
     ) -> anyhow::Result<()> {
         self.startup().await;
         let mut dcs_events = self.dcs.subscribe();
-        let pm_watch = tokio::spawn(watch_postmaster(self.postmaster.clone(), self.wake.clone()));
-        let lease_guard = tokio::spawn(self.guard.clone().run(self.postmaster.clone()));
-        let mut watchdog = spawn_watchdog(&fence_file(&self.cfg));
+        let pm_watch = tokio::spawn(watch_postmaster(self.pg.clone(), self.wake.clone()));
+        let lease_guard = tokio::spawn(self.guard.clone().run(self.pg.clone()));
+        let mut watchdog = if self.host.fences_out_of_process() {
+            self.host.spawn_lease_guard(&fence_file(&self.cfg))
+        } else {
+            None
+        };
         // systemd (Type=notify): ready once this member is in the cluster's member list.
         let mut systemd = crate::sd_notify::Notifier::from_env();
         loop {
@@ -259,6 +293,9 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                 .and_then(|c| c.leader_name().map(str::to_string));
             loop {
                 tokio::select! {
+                    // In this order when several are ready: one schedule per run (the
+                    // simulator relies on it), and a due wake-up is never starved.
+                    biased;
                     _ = tokio::time::sleep_until(wake_at) => break,
                     _ = self.wake.notified() => break,
                     Some(request) = local.recv() => {
@@ -271,9 +308,8 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
                         lease_guard.abort();
                         self.shutdown().await;
                         self.guard.write_disarmed();
-                        if let Some(child) = watchdog.as_mut() {
-                            let _ = child.kill();
-                            let _ = child.wait();
+                        if let Some(stop) = watchdog.take() {
+                            stop();
                         }
                         return Ok(());
                     }
@@ -325,12 +361,10 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
     async fn shutdown(&mut self) {
         tracing::info!("shutting down: stopping PostgreSQL");
         self.jobs.abort().await;
-        match jobs::stop(
-            &self.postmaster,
-            pgbaton_postgres::StopMode::Fast,
-            Duration::from_secs(30),
-        )
-        .await
+        match self
+            .pg
+            .stop(pgbaton_postgres::StopMode::Fast, Duration::from_secs(30))
+            .await
         {
             Ok(()) => self.watchdog.disarm("clean shutdown"),
             Err(e) => {
@@ -349,13 +383,12 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
 const ADOPTED_LOG_TAIL: u64 = 64 << 10;
 
 /// Wake the loop at once when the supervised postmaster exits.
-async fn watch_postmaster(postmaster: SharedPostmaster, wake: Arc<Notify>) {
+async fn watch_postmaster(pg: impl Postgres, wake: Arc<Notify>) {
     let mut was_running = false;
     loop {
         tokio::time::sleep(Duration::from_millis(50)).await;
-        let running = match postmaster.try_lock() {
-            Ok(mut slot) => slot.as_mut().is_some_and(|pm| !pm.has_exited()),
-            Err(_) => continue,
+        let Ok(running) = pg.try_postmaster_running() else {
+            continue;
         };
         if was_running && !running {
             wake.notify_one();
@@ -376,34 +409,4 @@ fn fence_file(cfg: &Config) -> std::path::PathBuf {
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_else(|| "data".into());
     parent.join(format!(".{name}.pgbaton-lease"))
-}
-
-/// Start `pgbaton lease-guard` (see fence.rs); a failure is logged, not fatal: the
-/// in-process guard still runs.
-fn spawn_watchdog(file: &std::path::Path) -> Option<std::process::Child> {
-    let exe = match std::env::current_exe() {
-        Ok(exe) => exe,
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot find the pgbaton binary to start the lease watchdog");
-            return None;
-        }
-    };
-    match std::process::Command::new(exe)
-        .arg("lease-guard")
-        .arg("--file")
-        .arg(file)
-        .arg("--agent-pid")
-        .arg(std::process::id().to_string())
-        .stdin(std::process::Stdio::null())
-        .spawn()
-    {
-        Ok(child) => {
-            tracing::info!(pid = child.id(), file = %file.display(), "lease watchdog started");
-            Some(child)
-        }
-        Err(e) => {
-            tracing::warn!(error = %e, "cannot start the lease watchdog process");
-            None
-        }
-    }
 }

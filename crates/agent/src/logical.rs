@@ -26,8 +26,9 @@ use pgbaton_dcs::Dcs;
 use pgbaton_postgres as pg;
 use tokio::time::Instant;
 
-use super::{jobs, settings, Agent};
+use super::{settings, Agent};
 use crate::peers::Peers;
+use crate::ports::{Host, Postgres};
 
 /// At most one copy (a replica restart) per this long.
 const COPY_BACKOFF: Duration = Duration::from_secs(30);
@@ -48,8 +49,8 @@ pub(super) struct LogicalShared {
 pub(super) type SharedLogical = Arc<Mutex<LogicalShared>>;
 
 /// What one round of the task needs to know.
-struct Round {
-    spec: pg::PgSpec,
+struct Round<G> {
+    pg: G,
     wanted: Vec<pg::LogicalSlotSpec>,
     /// Replica: copies of slots no longer configured, to drop.
     stale: Vec<String>,
@@ -66,7 +67,7 @@ enum Role {
     },
 }
 
-impl<D: Dcs, P: Peers> Agent<D, P> {
+impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     /// Start a round of logical slot maintenance in the background (none if one runs), and
     /// install copies a previous round found ready.
     pub(super) fn logical_slots(&mut self, in_recovery: bool, timeout: Duration) {
@@ -123,7 +124,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             shared.busy = true;
         }
         let round = Round {
-            spec: self.spec.clone(),
+            pg: self.pg.clone(),
             wanted,
             stale,
             timeout,
@@ -205,12 +206,15 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
         self.last_slot_copy = Some(Instant::now());
         let names: Vec<&str> = copies.iter().map(|(n, _)| n.as_str()).collect();
         tracing::info!(slots = ?names, "restarting PostgreSQL to install copies of the leader's logical slots");
-        let pm = self.postmaster.clone();
-        let spec = self.spec.clone();
+        let local = self.pg.clone();
         self.jobs.start(JobKind::Stop, async move {
-            jobs::stop(&pm, pg::StopMode::Fast, Duration::from_secs(30)).await?;
+            local
+                .stop(pg::StopMode::Fast, Duration::from_secs(30))
+                .await?;
             for (name, state) in copies {
-                pg::install_slot_state(&spec, &name, &state).map_err(|e| e.to_string())?;
+                local
+                    .install_slot_state(&name, &state)
+                    .map_err(|e| e.to_string())?;
                 tracing::info!(slot = %name, "installed a copy of the leader's logical slot");
             }
             Ok(())
@@ -223,7 +227,7 @@ enum Outcome {
     Copies(Vec<(String, Vec<u8>)>),
 }
 
-impl Round {
+impl<G: Postgres> Round<G> {
     async fn run(self) -> Result<Outcome, String> {
         match &self.role {
             Role::Leader => self.leader().await.map(Outcome::Positions),
@@ -240,13 +244,17 @@ impl Round {
 
     /// Create the missing slots; read their positions.
     async fn leader(&self) -> Result<BTreeMap<String, u64>, String> {
-        let created = pg::ensure_logical_slots(&self.spec, &self.wanted, self.timeout)
+        let created = self
+            .pg
+            .ensure_logical_slots(&self.wanted, self.timeout)
             .await
             .map_err(|e| format!("cannot create permanent logical slots: {e}"))?;
         for s in created {
             tracing::info!(slot = %s, "created permanent logical slot");
         }
-        let positions = pg::logical_slot_positions(&self.spec, self.timeout)
+        let positions = self
+            .pg
+            .logical_slot_positions(self.timeout)
             .await
             .map_err(|e| format!("cannot read logical slot positions: {e}"))?;
         Ok(positions
@@ -264,7 +272,9 @@ impl Round {
         copy_allowed: bool,
     ) -> Result<Vec<(String, Vec<u8>)>, String> {
         if !self.stale.is_empty() {
-            let dropped = pg::drop_logical_slots(&self.spec, &self.stale, self.timeout)
+            let dropped = self
+                .pg
+                .drop_logical_slots(&self.stale, self.timeout)
                 .await
                 .map_err(|e| format!("cannot drop logical slot copies: {e}"))?;
             for slot in dropped {
@@ -274,7 +284,9 @@ impl Round {
         if self.wanted.is_empty() {
             return Ok(Vec::new());
         }
-        let local = pg::logical_slot_positions(&self.spec, self.timeout)
+        let local = self
+            .pg
+            .logical_slot_positions(self.timeout)
             .await
             .map_err(|e| format!("cannot read the logical slot copies: {e}"))?;
         let mut missing = Vec::new();
@@ -289,7 +301,9 @@ impl Round {
             if copy.confirmed_flush.is_some_and(|at| at >= target) {
                 continue;
             }
-            match pg::advance_slot(&self.spec, &slot.name, &slot.database, target, self.timeout)
+            match self
+                .pg
+                .advance_slot(&slot.name, &slot.database, target, self.timeout)
                 .await
             {
                 Ok(_) => {}
@@ -302,14 +316,15 @@ impl Round {
         let (Some(leader), true, false) = (leader, copy_allowed, missing.is_empty()) else {
             return Ok(Vec::new());
         };
-        let oldest_local = match pg::oldest_wal_lsn(&self.spec) {
+        let oldest_local = match self.pg.oldest_wal_lsn() {
             Ok(Some(lsn)) => lsn,
             _ => return Ok(Vec::new()),
         };
-        let credentials = self.spec.rewind_credentials().clone();
         let mut copies = Vec::new();
         for slot in missing {
-            let state = match pg::read_slot_state(leader, &credentials, &slot.name, self.timeout)
+            let state = match self
+                .pg
+                .read_slot_state(leader, &slot.name, self.timeout)
                 .await
             {
                 Ok(state) => state,

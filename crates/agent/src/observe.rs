@@ -1,19 +1,19 @@
 //! Taking the snapshot the core decides on: DCS, PostgreSQL, peers, lease.
 
 use std::collections::BTreeMap;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use pgbaton_config::DynamicConfig;
 use pgbaton_core::TimelineSource;
 use pgbaton_core::{LocalPg, Observation, PeerView};
 use pgbaton_dcs::{ClusterState, Dcs, LeaseAck};
-use pgbaton_postgres::{data_dir_state, query_status};
 use tokio::time::Instant;
 
 use super::{settings, view, Agent};
 use crate::peers::Peers;
+use crate::ports::{Host, Postgres};
 
-impl<D: Dcs, P: Peers> Agent<D, P> {
+impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     /// How long a DCS request may take now: retry_timeout, but never past the moment a
     /// leader must demote.
     pub(super) fn dcs_timeout(&self) -> Duration {
@@ -59,10 +59,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
         }
         if let Some(state) = &dcs {
             self.apply_dynamic_config(state);
-            self.dcs_last_seen_unix = SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .ok()
-                .map(|d| d.as_secs());
+            self.dcs_last_seen_unix = Some(self.host.unix_now_ms() / 1000);
             self.count_leader_change(state);
         }
         let pg = self.observe_pg().await;
@@ -93,10 +90,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             lease_valid_until: self.lease_valid_until(),
             peers,
             configured_upstream: self.configured_upstream.clone(),
-            unix_now_ms: SystemTime::now()
-                .duration_since(UNIX_EPOCH)
-                .map(|d| d.as_millis() as u64)
-                .unwrap_or(0),
+            unix_now_ms: self.host.unix_now_ms(),
             configured_sync: self.configured_sync.clone(),
             failsafe_acked_at: self.failsafe_acked_at,
             failsafe_promised_until: self.failsafe_promised_until(),
@@ -212,18 +206,10 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
     }
 
     async fn observe_pg(&mut self) -> LocalPg {
-        let alive = {
-            let mut slot = self.postmaster.lock().await;
-            let alive = slot.as_mut().is_some_and(|pm| !pm.has_exited());
-            if !alive && slot.is_some() {
-                tracing::warn!("PostgreSQL exited");
-                *slot = None;
-            }
-            alive
-        };
+        let alive = self.pg.postmaster_running().await;
         let timeout = Duration::from_millis(self.ha.retry_timeout_ms.min(2_000));
         if alive {
-            return match query_status(&self.spec, timeout).await {
+            return match self.pg.status(timeout).await {
                 Ok(status) => {
                     let running = view::running_pg(&status);
                     let was = self.last_pg_status.as_ref().map(|s| s.timeline_source);
@@ -250,7 +236,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
             // initdb / pg_basebackup / pg_rewind are writing the directory.
             return LocalPg::Starting;
         }
-        match data_dir_state(&self.spec) {
+        match self.pg.data_dir_state() {
             Ok(state) => view::stopped_pg(&state),
             Err(e) => {
                 tracing::warn!(error = %e, "cannot read the data directory's control file");

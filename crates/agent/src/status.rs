@@ -1,15 +1,14 @@
 //! What the agent publishes: its member document in the DCS and its status for the REST API.
 
-use std::time::{SystemTime, UNIX_EPOCH};
-
 use pgbaton_api::{NodeStatus, PgRole, ReplicationRow, SlotRow};
 use pgbaton_core::{LocalPg, Observation, Phase};
 use pgbaton_dcs::{Dcs, MemberDoc};
 
 use super::{settings, Agent};
 use crate::peers::Peers;
+use crate::ports::{Host, Postgres};
 
-impl<D: Dcs, P: Peers> Agent<D, P> {
+impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     pub(super) fn member_doc(&self, state_word: &str) -> MemberDoc {
         let mut doc = MemberDoc {
             conn_url: settings::conn_url(&self.cfg),
@@ -64,7 +63,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
     /// Leader: where the oldest WAL segment in its `pg_wal` starts, for `status` (replicas
     /// compare their position with it to tell that the WAL they need is gone).
     pub(super) fn oldest_wal(&self) -> Option<u64> {
-        match pgbaton_postgres::oldest_wal_lsn(&self.spec) {
+        match self.pg.oldest_wal_lsn() {
             Ok(lsn) => lsn,
             Err(e) => {
                 tracing::debug!(error = %e, "cannot list pg_wal");
@@ -133,10 +132,7 @@ impl<D: Dcs, P: Peers> Agent<D, P> {
 
     pub(super) fn publish_status(&self, obs: &Observation) {
         let st = self.last_pg_status.as_ref();
-        let now_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let now_ms = self.host.unix_now_ms();
         let pg_role = match &obs.pg {
             LocalPg::Running(r) if r.in_recovery => PgRole::Replica,
             LocalPg::Running(_) => PgRole::Primary,

@@ -10,6 +10,12 @@
 //! in time.
 //! Any failing seed replays exactly: `PGBATON_SIM_SEED=<n> cargo test -p pgbaton-sim replay -- --nocapture`.
 //!
+//! Two simulations share the fault schedules (`faults.rs`): [`run`] drives this crate's own
+//! model of the agent loop (below), and [`run_real`] drives the real runtime
+//! (`pgbaton_agent::Agent`, every member) over simulated ports on a paused, current-thread
+//! tokio runtime (`real/`: `mod.rs` the driver and its checks, `pg.rs` the PostgreSQL world
+//! and port, `peers.rs` the peers' REST APIs and the host).
+//!
 //! Module map: `world` (clock, event queue, loop), `cycle` (one agent cycle: observe,
 //! decide, act), `agent`, `postgres` (data directory, its timeline sources, postmaster),
 //! `replication` (writes, streaming and checkpoints per tick), `syncrep`
@@ -40,6 +46,7 @@ mod jobs;
 mod liveness;
 mod net;
 mod postgres;
+mod real;
 mod replication;
 mod report;
 mod syncrep;
@@ -52,6 +59,7 @@ pub use faults::{
 };
 pub use pgbaton_core::{HaConfig, Millis, SyncConfig, SyncMode};
 pub use postgres::TimelineModel;
+pub use real::{run_real, RealConfig, RealReport};
 pub use report::{Happening, LeaderlessWindow, SimReport, Violation, ViolationKind};
 
 /// One simulation run.

@@ -37,7 +37,41 @@ struct State {
 struct Shared {
     state: Mutex<State>,
     /// Bumped (to the new revision) on every change, including lease expiry.
-    events: watch::Sender<u64>,
+    events: Events,
+}
+
+/// Change notifications: a watch channel of its own for each subscriber, sent to in the
+/// order they subscribed. (One channel shared by all would wake its receivers in a random
+/// order; a simulation on one thread must wake them in a fixed one.)
+#[derive(Debug)]
+struct Events {
+    senders: Mutex<Vec<watch::Sender<u64>>>,
+    last: std::sync::atomic::AtomicU64,
+}
+
+impl Events {
+    fn new(value: u64) -> Self {
+        Events {
+            senders: Mutex::new(Vec::new()),
+            last: std::sync::atomic::AtomicU64::new(value),
+        }
+    }
+
+    fn subscribe(&self) -> watch::Receiver<u64> {
+        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        let (tx, rx) = watch::channel(self.last.load(std::sync::atomic::Ordering::SeqCst));
+        senders.push(tx);
+        rx
+    }
+
+    fn send_replace(&self, value: u64) {
+        let mut senders = self.senders.lock().unwrap_or_else(|p| p.into_inner());
+        self.last.store(value, std::sync::atomic::Ordering::SeqCst);
+        senders.retain(|tx| !tx.is_closed());
+        for tx in senders.iter() {
+            tx.send_replace(value);
+        }
+    }
 }
 
 /// The condition of a one-compare transaction.
@@ -82,7 +116,7 @@ impl Default for MemoryStore {
                     next_lease: 1000,
                     ..State::default()
                 }),
-                events: watch::Sender::new(1),
+                events: Events::new(1),
             }),
         }
     }

@@ -1,0 +1,186 @@
+//! The agent's DCS port in the real-runtime simulation: the in-memory DCS behind a link that a
+//! fault can cut (requests and answers then hang, as over a partition or to an etcd without
+//! quorum: the agent's own time bounds end them) or slow down (each way up to a delay drawn
+//! from the member's seeded generator).
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pgbaton_dcs::{
+    ClusterPath, ClusterState, Dcs, DcsError, FailoverDoc, HistoryEntry, LeaseAck, MemberDoc,
+    MemoryDcs, StatusDoc, SyncDoc,
+};
+use rand::rngs::StdRng;
+use rand::Rng;
+use tokio::time::Instant;
+
+/// One member's link to the DCS.
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub cut: AtomicBool,
+    /// Each way, at most (0: answers at once).
+    pub max_delay_ms: AtomicU64,
+    rng: Mutex<StdRng>,
+}
+
+impl Link {
+    pub fn new(rng: StdRng) -> Self {
+        Link {
+            cut: AtomicBool::new(false),
+            max_delay_ms: AtomicU64::new(0),
+            rng: Mutex::new(rng),
+        }
+    }
+
+    /// One way over the link.
+    async fn hop(&self) {
+        if self.cut.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+        let max = self.max_delay_ms.load(Ordering::SeqCst);
+        if max == 0 {
+            return;
+        }
+        let ms = self
+            .rng
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .random_range(0..=max);
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        if self.cut.load(Ordering::SeqCst) {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+pub(crate) struct SimDcs {
+    pub inner: MemoryDcs,
+    pub link: Arc<Link>,
+}
+
+impl SimDcs {
+    /// The request travels, the store does it, the answer travels back.
+    async fn via<T>(&self, op: impl Future<Output = Result<T, DcsError>>) -> Result<T, DcsError> {
+        self.link.hop().await;
+        let answer = op.await;
+        self.link.hop().await;
+        answer
+    }
+
+    /// A keepalive proves the lease from when it was sent, not from when etcd saw it.
+    async fn keepalive_sent_now(
+        &self,
+        op: impl Future<Output = Result<LeaseAck, DcsError>>,
+    ) -> Result<LeaseAck, DcsError> {
+        let sent_at = Instant::now();
+        let ack = self.via(op).await?;
+        Ok(LeaseAck { sent_at, ..ack })
+    }
+}
+
+impl Dcs for SimDcs {
+    fn member_name(&self) -> &str {
+        self.inner.member_name()
+    }
+
+    fn path(&self) -> &ClusterPath {
+        self.inner.path()
+    }
+
+    async fn load(&self) -> Result<ClusterState, DcsError> {
+        self.via(self.inner.load()).await
+    }
+
+    async fn keepalive(&self) -> Result<LeaseAck, DcsError> {
+        self.keepalive_sent_now(self.inner.keepalive()).await
+    }
+
+    async fn acquire_leader(&self) -> Result<bool, DcsError> {
+        self.via(self.inner.acquire_leader()).await
+    }
+
+    async fn adopt_leader_lease(&self) -> Result<Option<LeaseAck>, DcsError> {
+        let sent_at = Instant::now();
+        let ack = self.via(self.inner.adopt_leader_lease()).await?;
+        Ok(ack.map(|ack| LeaseAck { sent_at, ..ack }))
+    }
+
+    async fn lease_remaining(&self, lease_id: i64) -> Result<Option<Duration>, DcsError> {
+        self.via(self.inner.lease_remaining(lease_id)).await
+    }
+
+    async fn release_leader(&self) -> Result<bool, DcsError> {
+        self.via(self.inner.release_leader()).await
+    }
+
+    async fn touch_member(&self, doc: &MemberDoc) -> Result<(), DcsError> {
+        self.via(self.inner.touch_member(doc)).await
+    }
+
+    async fn claim_initialize(&self, value: &str) -> Result<bool, DcsError> {
+        self.via(self.inner.claim_initialize(value)).await
+    }
+
+    async fn set_initialize(&self, expected: &str, value: &str) -> Result<bool, DcsError> {
+        self.via(self.inner.set_initialize(expected, value)).await
+    }
+
+    async fn cancel_initialize(&self, expected: &str) -> Result<bool, DcsError> {
+        self.via(self.inner.cancel_initialize(expected)).await
+    }
+
+    async fn set_config(
+        &self,
+        value: &serde_json::Value,
+        expected_revision: Option<i64>,
+    ) -> Result<bool, DcsError> {
+        self.via(self.inner.set_config(value, expected_revision))
+            .await
+    }
+
+    async fn set_history(&self, history: &[HistoryEntry]) -> Result<(), DcsError> {
+        self.via(self.inner.set_history(history)).await
+    }
+
+    async fn set_status(&self, status: &StatusDoc) -> Result<(), DcsError> {
+        self.via(self.inner.set_status(status)).await
+    }
+
+    async fn set_sync(
+        &self,
+        doc: &SyncDoc,
+        expected_revision: Option<i64>,
+    ) -> Result<bool, DcsError> {
+        self.via(self.inner.set_sync(doc, expected_revision)).await
+    }
+
+    async fn set_failover(
+        &self,
+        doc: &FailoverDoc,
+        expected_revision: Option<i64>,
+    ) -> Result<bool, DcsError> {
+        self.via(self.inner.set_failover(doc, expected_revision))
+            .await
+    }
+
+    async fn delete_failover(&self) -> Result<(), DcsError> {
+        self.via(self.inner.delete_failover()).await
+    }
+
+    async fn set_failsafe(
+        &self,
+        members: &std::collections::BTreeMap<String, String>,
+    ) -> Result<(), DcsError> {
+        self.via(self.inner.set_failsafe(members)).await
+    }
+
+    async fn delete_member(&self, name: &str) -> Result<(), DcsError> {
+        self.via(self.inner.delete_member(name)).await
+    }
+
+    fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.inner.subscribe()
+    }
+}

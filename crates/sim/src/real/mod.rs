@@ -1,0 +1,897 @@
+//! The real-runtime simulation: N real [`pgbaton_agent::Agent`]s, each with simulated ports —
+//! the in-memory DCS (`pgbaton_dcs::MemoryDcs`: leases that expire, a switch per member for
+//! partitions and outages), a PostgreSQL world model ([`pg`]), peers' REST APIs answered from
+//! the other agents' published status, and a wall clock derived from virtual time.
+//!
+//! Everything runs on one current-thread tokio runtime with paused time: a task runs until it
+//! waits, and when every task waits the clock jumps to the next timer. Nothing reads real
+//! time, the network or the disk, and the agent's wait loop selects in a fixed order
+//! (`biased;`), so one seed gives one schedule and one trace. The driver below is one more
+//! task: every tick it advances PostgreSQL (writes, streaming), starts and heals faults, and
+//! checks the promises.
+//!
+//! Faults from `faults.rs`: member crash, postmaster kill, agent kill, agent stop (SIGSTOP:
+//! the agent's loop and its PostgreSQL operations wait; its lease guard, standing in for the
+//! `pgbaton lease-guard` process, does not), partition from the DCS, DCS outage and message
+//! delays (`dcs.rs`: requests hang or are slow), isolation from the other members,
+//! replication cut, switchover. Slow standbys are not modelled here (noted in the trace).
+//!
+//! Promises checked every tick: never two PostgreSQL primaries accepting writes at once; no
+//! leaderless stretch over `ttl + loop_wait + 2 s` while a member could lead; a member that
+//! could follow the leader does within 30 s; after the last fault healed, one leader with
+//! every member streaming from it within the liveness bound.
+
+mod dcs;
+mod peers;
+mod pg;
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use pgbaton_agent::{settings, Agent, Ports};
+use pgbaton_api::NodeStatus;
+use pgbaton_core::Millis;
+use pgbaton_dcs::{ClusterPath, Dcs, FailoverDoc, MemoryDcs, MemoryStore};
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+use crate::faults::{
+    random_quick_succession, random_schedule, Candidate, FaultKind, ScriptedFault, Target,
+};
+use crate::report::ViolationKind;
+use crate::Violation;
+use peers::{SimHost, SimPeers, Statuses};
+use pg::{lock, PgWorld, SimPostgres};
+
+/// One run of the real-runtime simulation.
+#[derive(Debug, Clone)]
+pub struct RealConfig {
+    pub members: usize,
+    pub seed: u64,
+    /// Random faults start in `[fault_window_start_ms, duration_ms)`.
+    pub duration_ms: Millis,
+    pub fault_window_start_ms: Millis,
+    /// Expected random faults per virtual minute.
+    pub fault_rate: f64,
+    /// Expected quick-succession sequences per virtual minute (see
+    /// [`crate::random_quick_succession`]).
+    pub quick_succession_rate: f64,
+    /// A fixed schedule instead of the random one.
+    pub scripted: Option<Vec<ScriptedFault>>,
+    /// After the last fault healed: healthy within this long...
+    pub liveness_bound_ms: Millis,
+    /// ...and for this long; the run then ends.
+    pub settle_ms: Millis,
+    /// PostgreSQL and the checks move once per tick.
+    pub tick_ms: Millis,
+    /// `ttl` of the members' configuration (seconds); `loop_wait` is 1 s, `retry_timeout`
+    /// 1.5 s, as in pgbaton's tests.
+    pub ttl_s: u64,
+}
+
+impl RealConfig {
+    /// Three members, 60 s of random faults from 3 s on at about 6 per minute plus the
+    /// quick-succession sequences: the parameters of [`crate::SimConfig::new`], so that a
+    /// seed draws the same fault schedule in both simulations.
+    pub fn new(seed: u64) -> Self {
+        RealConfig {
+            members: 3,
+            seed,
+            duration_ms: 60_000,
+            fault_window_start_ms: 3_000,
+            fault_rate: 6.0,
+            quick_succession_rate: 1.0,
+            scripted: None,
+            liveness_bound_ms: 60_000,
+            settle_ms: 5_000,
+            tick_ms: 50,
+            ttl_s: 4,
+        }
+    }
+}
+
+/// What a run found.
+#[derive(Debug, Clone)]
+pub struct RealReport {
+    pub seed: u64,
+    pub violations: Vec<Violation>,
+    pub end_ms: Millis,
+    /// When the cluster was last found healthy for good (None: never, or not settled).
+    pub converged_at: Option<Millis>,
+    /// The longest stretch without a leader while a healthy candidate existed (promise 4's
+    /// clock).
+    pub longest_leaderless_ms: Millis,
+    /// The longest stretch a member that could follow the leader did not (the clock of the
+    /// follow promise).
+    pub longest_not_following_ms: Millis,
+    pub faults: Vec<ScriptedFault>,
+    /// PostgreSQL events, faults and leader changes, in order, with virtual times.
+    pub trace: Vec<String>,
+    /// FNV-1a over the trace: two runs of one seed must agree.
+    pub trace_digest: u64,
+}
+
+/// Run one real-runtime simulation to its end.
+pub fn run_real(cfg: &RealConfig) -> RealReport {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .start_paused(true)
+        .build()
+        .expect("a current-thread tokio runtime");
+    let report = runtime.block_on(Driver::new(cfg).run());
+    // Agents still running (their tasks, jobs, guards) end with the runtime.
+    runtime.shutdown_background();
+    report
+}
+
+/// A running agent process.
+struct AgentTask {
+    handle: JoinHandle<()>,
+    /// Kept so that the agent's loop does not see a stop request.
+    _shutdown: watch::Sender<bool>,
+    _local: mpsc::Sender<pgbaton_agent::commands::LocalRequest>,
+}
+
+struct Member {
+    name: String,
+    agent: Option<AgentTask>,
+    /// The current agent's link to the DCS.
+    link: Option<Arc<dcs::Link>>,
+    /// Active message-delay faults (each way, at most) on it.
+    delays: Vec<Millis>,
+    /// Active faults: partitions from the DCS, agent down, agent stopped, isolation,
+    /// replication cut.
+    partitioned: u32,
+    down: u32,
+    stalled: u32,
+    isolated: u32,
+    stream_cut: u32,
+}
+
+struct Driver {
+    cfg: RealConfig,
+    rng: StdRng,
+    start: Instant,
+    now: Millis,
+    store: MemoryStore,
+    path: ClusterPath,
+    /// The operator's handle (switchovers) and the checker's reads.
+    operator: MemoryDcs,
+    world: pg::Shared,
+    statuses: Statuses,
+    members: Vec<Member>,
+    outage: u32,
+    faults: Vec<ScriptedFault>,
+    fault_members: Vec<Option<usize>>,
+    /// (at, fault index, start or heal), in time order.
+    agenda: Vec<(Millis, usize, bool)>,
+    violations: Vec<Violation>,
+    last_leader: Option<String>,
+    /// Promise 4: the leaderless window being measured.
+    window: Option<Window>,
+    /// The last leader's data directory while it led (None before the first leader).
+    leader_data: Option<pg::Data>,
+    longest_leaderless_ms: Millis,
+    /// Per member: since when it could follow the leader but does not.
+    not_following_since: Vec<Option<Millis>>,
+    longest_not_following_ms: Millis,
+    trace: Vec<String>,
+}
+
+impl Driver {
+    fn new(cfg: &RealConfig) -> Self {
+        let mut rng = StdRng::seed_from_u64(cfg.seed);
+        let names: Vec<String> = (0..cfg.members).map(crate::member_name).collect();
+        let faults = match &cfg.scripted {
+            Some(list) => list.clone(),
+            None => {
+                let mut faults = random_schedule(
+                    &mut rng,
+                    cfg.members,
+                    cfg.ttl_s * 1000,
+                    cfg.fault_window_start_ms,
+                    cfg.duration_ms,
+                    cfg.fault_rate,
+                );
+                faults.extend(random_quick_succession(
+                    cfg.seed,
+                    cfg.members,
+                    cfg.fault_window_start_ms,
+                    cfg.duration_ms,
+                    cfg.quick_succession_rate,
+                ));
+                faults.sort_by_key(|f| f.at_ms);
+                faults
+            }
+        };
+        let mut agenda: Vec<(Millis, usize, bool)> = Vec::new();
+        for (i, f) in faults.iter().enumerate() {
+            agenda.push((f.at_ms, i, true));
+            agenda.push((f.at_ms + f.kind.length(), i, false));
+        }
+        agenda.sort_by_key(|&(at, i, start)| (at, !start, i));
+        let store = MemoryDcs::new_store();
+        let path = ClusterPath::new("/service/", "sim");
+        let ttl = Duration::from_secs(cfg.ttl_s);
+        Driver {
+            rng,
+            start: Instant::now(),
+            now: 0,
+            operator: MemoryDcs::new(&store, path.clone(), "operator", ttl),
+            store,
+            path,
+            world: Arc::new(Mutex::new(PgWorld::new(&names, cfg.seed))),
+            statuses: Arc::new(Mutex::new(vec![None; cfg.members])),
+            members: names
+                .into_iter()
+                .map(|name| Member {
+                    name,
+                    agent: None,
+                    link: None,
+                    delays: Vec::new(),
+                    partitioned: 0,
+                    down: 0,
+                    stalled: 0,
+                    isolated: 0,
+                    stream_cut: 0,
+                })
+                .collect(),
+            outage: 0,
+            fault_members: vec![None; faults.len()],
+            faults,
+            agenda,
+            violations: Vec::new(),
+            last_leader: None,
+            window: None,
+            leader_data: None,
+            longest_leaderless_ms: 0,
+            not_following_since: vec![None; cfg.members],
+            longest_not_following_ms: 0,
+            trace: Vec::new(),
+            cfg: cfg.clone(),
+        }
+    }
+
+    fn log(&mut self, what: impl std::fmt::Display) {
+        let line = format!("{:>7} --- {what}", self.now);
+        lock(&self.world).trace.push(line);
+    }
+
+    async fn run(mut self) -> RealReport {
+        self.start = Instant::now();
+        for m in 0..self.members.len() {
+            self.start_agent(m);
+        }
+        let last_heal = self.agenda.last().map_or(0, |&(at, _, _)| at);
+        let quiet_from = last_heal.max(self.cfg.duration_ms);
+        let end_at = quiet_from + self.cfg.liveness_bound_ms;
+        let mut healthy_since: Option<Millis> = None;
+        let mut next_fault = 0;
+        loop {
+            tokio::time::sleep_until(self.start + Duration::from_millis(self.now)).await;
+            lock(&self.world).tick(self.now);
+            while let Some(&(at, idx, start)) = self.agenda.get(next_fault) {
+                if at > self.now {
+                    break;
+                }
+                next_fault += 1;
+                if start {
+                    self.start_fault(idx).await;
+                } else {
+                    self.heal_fault(idx);
+                }
+            }
+            let state = self.operator.load().await.ok();
+            let leader = state
+                .as_ref()
+                .and_then(|s| s.leader_name().map(str::to_string));
+            let failover_key = state.as_ref().is_some_and(|s| s.failover.is_some());
+            if leader != self.last_leader {
+                self.log(format!("leader key: {leader:?}"));
+                self.last_leader = leader.clone();
+            }
+            self.check_safety();
+            if self.violations.is_empty() {
+                self.check_leaderless(leader.as_deref(), failover_key);
+            }
+            if self.violations.is_empty() {
+                self.check_following(leader.as_deref());
+            }
+            if !self.violations.is_empty() {
+                break;
+            }
+            if self.now >= quiet_from {
+                match self.health(leader.as_deref()) {
+                    Ok(()) => {
+                        let since = *healthy_since.get_or_insert(self.now);
+                        if self.now - since >= self.cfg.settle_ms {
+                            break;
+                        }
+                    }
+                    Err(why) if self.now >= end_at => {
+                        let description = format!(
+                            "no single healthy leader with every member streaming within {} ms after the last fault healed (at {quiet_from} ms): {why}",
+                            self.cfg.liveness_bound_ms
+                        );
+                        self.violate(ViolationKind::NotLive, description);
+                        break;
+                    }
+                    Err(_) => healthy_since = None,
+                }
+            }
+            self.now += self.cfg.tick_ms;
+        }
+        for m in 0..self.members.len() {
+            self.kill_agent(m);
+        }
+        let mut trace = std::mem::take(&mut lock(&self.world).trace);
+        trace.append(&mut self.trace);
+        let trace_digest = fnv1a(&trace);
+        RealReport {
+            seed: self.cfg.seed,
+            violations: self.violations,
+            end_ms: self.now,
+            converged_at: healthy_since,
+            longest_leaderless_ms: self.longest_leaderless_ms,
+            longest_not_following_ms: self.longest_not_following_ms,
+            faults: self.faults,
+            trace,
+            trace_digest,
+        }
+    }
+
+    fn violate(&mut self, kind: ViolationKind, description: String) {
+        self.log(format!("VIOLATION {kind:?}: {description}"));
+        self.violations.push(Violation {
+            kind,
+            at: self.now,
+            seed: self.cfg.seed,
+            description,
+        });
+    }
+
+    /// Never two primaries accepting writes at once.
+    fn check_safety(&mut self) {
+        let primaries: Vec<String> = {
+            let w = lock(&self.world);
+            (0..w.members.len())
+                .filter(|&m| w.running_primary(m))
+                .map(|m| w.members[m].name.clone())
+                .collect()
+        };
+        if primaries.len() > 1 {
+            let description = format!(
+                "{} accept writes at once; {}",
+                primaries.join(" and "),
+                self.describe()
+            );
+            self.violate(ViolationKind::TwoPrimaries, description);
+        }
+    }
+
+    /// Promise 4: no leaderless window longer than `ttl + loop_wait + 2 s` while a healthy
+    /// candidate exists. The leader: the member holding the key and running a writable
+    /// primary. The clock runs while there is none (after the first) and some member is a
+    /// healthy candidate, without interruption and without the key changing hands: its agent
+    /// runs (alive, not stopped) and reaches the DCS, its PostgreSQL runs as a replica that
+    /// answers, on the last leader's history (not diverged from its data as it led). Not
+    /// while a `failover` key holds the election (a switchover under way).
+    fn check_leaderless(&mut self, key: Option<&str>, failover_key: bool) {
+        let bound = self.cfg.ttl_s * 1000 + 1000 + 2000;
+        let leading = {
+            let w = lock(&self.world);
+            key.and_then(|k| w.index_of(k))
+                .filter(|&l| w.running_primary(l))
+                .map(|l| w.members[l].data.clone())
+        };
+        if let Some(data) = leading {
+            self.leader_data = data;
+            self.window = None;
+            return;
+        }
+        let Some(last) = self.leader_data.clone() else {
+            return;
+        };
+        let candidates: Vec<String> = {
+            let w = lock(&self.world);
+            (0..w.members.len())
+                .filter(|&m| {
+                    let member = &w.members[m];
+                    let reaches_dcs = self.members[m].partitioned == 0 && self.outage == 0;
+                    let replica = member
+                        .run
+                        .as_ref()
+                        .is_some_and(|r| !r.primary && r.answering);
+                    let on_history = member.data.as_ref().is_some_and(|d| {
+                        d.system_id == last.system_id
+                            && (d.timeline == last.timeline && d.lsn <= last.lsn
+                                || last
+                                    .history
+                                    .iter()
+                                    .any(|&(t, end)| t == d.timeline && d.lsn <= end))
+                    });
+                    member.agent_alive
+                        && !member.agent_frozen
+                        && reaches_dcs
+                        && replica
+                        && on_history
+                })
+                .map(|m| w.members[m].name.clone())
+                .collect()
+        };
+        let now = self.now;
+        let window = self.window.get_or_insert(Window {
+            opened_at: now,
+            key: key.map(str::to_string),
+            counting_since: None,
+        });
+        if window.key.as_deref() != key {
+            window.key = key.map(str::to_string);
+            window.counting_since = None;
+        }
+        if candidates.is_empty() || failover_key {
+            window.counting_since = None;
+            return;
+        }
+        let since = *window.counting_since.get_or_insert(now);
+        self.longest_leaderless_ms = self.longest_leaderless_ms.max(now - since);
+        if now - since > bound {
+            let opened_at = window.opened_at;
+            let description = format!(
+                "leaderless since {opened_at} ms, {} ms of it (over {bound} ms) while {} could lead; {}",
+                now - since,
+                candidates.join(", "),
+                self.describe()
+            );
+            self.violate(ViolationKind::Leaderless, description);
+        }
+    }
+
+    /// Every member recovers, also while faults go on elsewhere: a member that could follow
+    /// the leader streams from it within `FOLLOW_BOUND_MS`. It could while the leader holds
+    /// the key and runs its primary, and the member's agent runs and reaches the DCS, its
+    /// PostgreSQL has its connections to the leader and nothing cuts its replication.
+    fn check_following(&mut self, key: Option<&str>) {
+        let now = self.now;
+        let stuck: Vec<(usize, Millis, String)> = {
+            let w = lock(&self.world);
+            let leader = key
+                .and_then(|k| w.index_of(k))
+                .filter(|&l| w.running_primary(l));
+            let mut stuck = Vec::new();
+            for m in 0..w.members.len() {
+                let member = &w.members[m];
+                let could = leader.is_some_and(|l| {
+                    l != m
+                        && member.agent_alive
+                        && !member.agent_frozen
+                        && self.members[m].partitioned == 0
+                        && self.outage == 0
+                        && w.linked(m, l)
+                        && !member.streaming_cut
+                });
+                let follows = leader.is_some_and(|l| {
+                    member.run.as_ref().is_some_and(|r| {
+                        !r.primary
+                            && r.answering
+                            && r.streaming
+                            && r.upstream.as_deref() == Some(w.members[l].name.as_str())
+                    })
+                });
+                if !could || follows {
+                    self.not_following_since[m] = None;
+                    continue;
+                }
+                let since = *self.not_following_since[m].get_or_insert(now);
+                self.longest_not_following_ms = self.longest_not_following_ms.max(now - since);
+                if now - since > FOLLOW_BOUND_MS {
+                    let leader = key.unwrap_or_default().to_string();
+                    stuck.push((m, since, leader));
+                }
+            }
+            stuck
+        };
+        if let Some((m, since, leader)) = stuck.into_iter().next() {
+            let description = format!(
+                "{} could follow {leader} since {since} ms but does not after {} ms; {}",
+                self.members[m].name,
+                now - since,
+                self.describe()
+            );
+            self.violate(ViolationKind::NotLive, description);
+        }
+    }
+
+    /// One leader running its primary, every other member a replica streaming from it on
+    /// its timeline.
+    fn health(&self, leader: Option<&str>) -> Result<(), String> {
+        let w = lock(&self.world);
+        let leader = leader.ok_or("no leader key")?;
+        let l = w.index_of(leader).ok_or("unknown leader")?;
+        if !w.running_primary(l) {
+            return Err(format!("{leader} holds the key but runs no primary"));
+        }
+        let timeline = w.members[l].data.as_ref().map(|d| d.timeline);
+        for (m, member) in w.members.iter().enumerate() {
+            if m == l {
+                continue;
+            }
+            let ok = member.run.as_ref().is_some_and(|r| {
+                !r.primary && r.answering && r.streaming && r.upstream.as_deref() == Some(leader)
+            }) && member.data.as_ref().map(|d| d.timeline) == timeline;
+            if !ok {
+                return Err(format!("{} does not stream from {leader}", member.name));
+            }
+        }
+        Ok(())
+    }
+
+    fn describe(&self) -> String {
+        let w = lock(&self.world);
+        w.members
+            .iter()
+            .map(|m| {
+                let pg = match &m.run {
+                    Some(r) if r.primary => "primary".to_string(),
+                    Some(r) => format!("replica of {:?}", r.upstream),
+                    None => "stopped".to_string(),
+                };
+                let tl = m.data.as_ref().map(|d| (d.timeline, d.lsn));
+                let agent = match (m.agent_alive, m.agent_frozen) {
+                    (false, _) => "agent dead",
+                    (true, true) => "agent stopped",
+                    (true, false) => "agent runs",
+                };
+                format!("{}: {pg} {tl:?}, {agent}", m.name)
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    async fn leader(&self) -> Option<String> {
+        let state = self.operator.load().await.ok()?;
+        state.leader_name().map(str::to_string)
+    }
+
+    fn member_yaml(&self, name: &str) -> String {
+        format!(
+            "scope: sim\nname: {name}\nrestapi:\n  listen: {name}:8008\n  connect_address: {name}:8008\n\
+             etcd3:\n  hosts: 127.0.0.1:9\nbootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: 1\n    retry_timeout: 1.5\n\
+             postgresql:\n  listen: {name}:5432\n  connect_address: {name}:5432\n  data_dir: /nonexistent/sim/{name}/data\n\
+             \x20 bin_dir: /nonexistent/sim/bin\n  authentication:\n\
+             \x20   superuser: {{username: postgres, password: postgres}}\n\
+             \x20   replication: {{username: replicator, password: replicator}}\n",
+            ttl = self.cfg.ttl_s
+        )
+    }
+
+    fn start_agent(&mut self, m: usize) {
+        let name = self.members[m].name.clone();
+        let incarnation = {
+            let mut w = lock(&self.world);
+            let member = &mut w.members[m];
+            member.incarnation += 1;
+            member.agent_alive = true;
+            member.agent_frozen = false;
+            let incarnation = member.incarnation;
+            w.log(m, "agent starts");
+            incarnation
+        };
+        let cfg = pgbaton_config::parse_str(&self.member_yaml(&name), "<sim>")
+            .expect("the simulated member's configuration parses")
+            .value;
+        let dynamic = cfg.bootstrap.dcs.clone();
+        let ha = settings::ha_config(&cfg, &dynamic);
+        let link = Arc::new(dcs::Link::new(StdRng::seed_from_u64(
+            self.cfg.seed ^ ((m as u64) << 40) ^ (incarnation << 20),
+        )));
+        let dcs = dcs::SimDcs {
+            inner: MemoryDcs::new(
+                &self.store,
+                self.path.clone(),
+                &name,
+                Duration::from_millis(ha.ttl_ms),
+            ),
+            link: link.clone(),
+        };
+        self.members[m].link = Some(link);
+        self.update_dcs_switches();
+        let (status_tx, status_rx) = watch::channel(NodeStatus::starting("sim", &name, ha.ttl_ms));
+        self.statuses.lock().unwrap_or_else(|p| p.into_inner())[m] = Some(status_rx);
+        let ports = Ports {
+            dcs,
+            peers: SimPeers {
+                world: self.world.clone(),
+                statuses: self.statuses.clone(),
+                me: m,
+            },
+            pg: SimPostgres {
+                world: self.world.clone(),
+                m,
+                incarnation,
+            },
+            host: SimHost { start: self.start },
+        };
+        let mut agent = Agent::with_ports(cfg, dynamic, ha, status_tx, ports);
+        let (shutdown_tx, shutdown_rx) = watch::channel(false);
+        let (local_tx, local_rx) = mpsc::channel(1);
+        let world = self.world.clone();
+        let run = async move {
+            let _ = agent.run(shutdown_rx, local_rx).await;
+        };
+        let handle = tokio::spawn(Stoppable {
+            world,
+            m,
+            incarnation,
+            inner: Box::pin(run),
+        });
+        self.members[m].agent = Some(AgentTask {
+            handle,
+            _shutdown: shutdown_tx,
+            _local: local_tx,
+        });
+    }
+
+    /// SIGKILL of the agent: its loop ends where it is. What it spawned (jobs, background
+    /// rounds) finds its PostgreSQL port dead; its lease guard keeps enforcing the last
+    /// deadline until the next start of the agent, as `pgbaton lease-guard` does.
+    fn kill_agent(&mut self, m: usize) {
+        if let Some(task) = self.members[m].agent.take() {
+            task.handle.abort();
+            let mut w = lock(&self.world);
+            w.members[m].agent_alive = false;
+            w.members[m].agent_frozen = false;
+            w.log(m, "agent killed");
+        }
+        self.statuses.lock().unwrap_or_else(|p| p.into_inner())[m] = None;
+    }
+
+    fn set_frozen(&mut self, m: usize, frozen: bool) {
+        let mut w = lock(&self.world);
+        let member = &mut w.members[m];
+        if !member.agent_alive {
+            return;
+        }
+        member.agent_frozen = frozen;
+        if !frozen {
+            if let Some(waker) = member.waker.take() {
+                waker.wake();
+            }
+        }
+        w.log(
+            m,
+            if frozen {
+                "agent stopped (SIGSTOP)"
+            } else {
+                "agent continues (SIGCONT)"
+            },
+        );
+    }
+
+    fn update_dcs_switches(&self) {
+        for member in &self.members {
+            if let Some(link) = &member.link {
+                link.cut
+                    .store(member.partitioned > 0 || self.outage > 0, Ordering::SeqCst);
+                let delay = member.delays.iter().copied().max().unwrap_or(0);
+                link.max_delay_ms.store(delay, Ordering::SeqCst);
+            }
+        }
+    }
+
+    async fn resolve(&mut self, target: Target) -> usize {
+        let n = self.members.len();
+        let leader = self
+            .leader()
+            .await
+            .and_then(|l| self.members.iter().position(|m| m.name == l));
+        match target {
+            Target::Member(i) => i.min(n - 1),
+            Target::Leader => leader.unwrap_or_else(|| self.rng.random_range(0..n)),
+            Target::Replica | Target::SyncStandby => {
+                let others: Vec<usize> = (0..n).filter(|&m| Some(m) != leader).collect();
+                others[self.rng.random_range(0..others.len())]
+            }
+        }
+    }
+
+    async fn start_fault(&mut self, idx: usize) {
+        let fault = self.faults[idx];
+        let m = self.resolve(fault.target).await;
+        self.fault_members[idx] = Some(m);
+        let name = self.members[m].name.clone();
+        self.log(format!("fault starts on {name}: {}", fault.kind));
+        match fault.kind {
+            FaultKind::CrashMember { .. } => {
+                self.members[m].down += 1;
+                self.kill_agent(m);
+                lock(&self.world).crash(m, "node crash");
+            }
+            FaultKind::KillPostmaster => lock(&self.world).crash(m, "SIGKILL"),
+            FaultKind::KillAgent { .. } => {
+                self.members[m].down += 1;
+                self.kill_agent(m);
+            }
+            FaultKind::PartitionFromDcs { .. } => {
+                self.members[m].partitioned += 1;
+                self.update_dcs_switches();
+            }
+            FaultKind::DcsOutage { .. } => {
+                self.outage += 1;
+                self.update_dcs_switches();
+            }
+            FaultKind::StallAgent { .. } => {
+                self.members[m].stalled += 1;
+                self.set_frozen(m, true);
+            }
+            FaultKind::IsolateFromMembers { .. } => {
+                self.members[m].isolated += 1;
+                lock(&self.world).members[m].isolated = true;
+            }
+            FaultKind::StopStreaming { .. } => {
+                self.members[m].stream_cut += 1;
+                lock(&self.world).members[m].streaming_cut = true;
+            }
+            FaultKind::Switchover {
+                candidate,
+                scheduled_in_ms,
+            } => self.request_switchover(candidate, scheduled_in_ms).await,
+            FaultKind::DelayMessages { max_delay_ms, .. } => {
+                self.members[m].delays.push(max_delay_ms);
+                self.update_dcs_switches();
+            }
+            FaultKind::SlowStandby { .. } => {
+                self.log("(not modelled in the real-runtime simulation)");
+            }
+        }
+    }
+
+    fn heal_fault(&mut self, idx: usize) {
+        let fault = self.faults[idx];
+        let Some(m) = self.fault_members[idx] else {
+            return;
+        };
+        let name = self.members[m].name.clone();
+        match fault.kind {
+            FaultKind::CrashMember { .. } | FaultKind::KillAgent { .. } => {
+                self.members[m].down -= 1;
+                if self.members[m].down == 0 {
+                    self.log(format!("heals on {name}: {}", fault.kind));
+                    self.start_agent(m);
+                }
+            }
+            FaultKind::PartitionFromDcs { .. } => {
+                self.members[m].partitioned -= 1;
+                self.update_dcs_switches();
+                self.log(format!("heals on {name}: {}", fault.kind));
+            }
+            FaultKind::DcsOutage { .. } => {
+                self.outage -= 1;
+                self.update_dcs_switches();
+                self.log(format!("heals: {}", fault.kind));
+            }
+            FaultKind::StallAgent { .. } => {
+                self.members[m].stalled -= 1;
+                if self.members[m].stalled == 0 {
+                    self.set_frozen(m, false);
+                }
+            }
+            FaultKind::IsolateFromMembers { .. } => {
+                self.members[m].isolated -= 1;
+                let isolated = self.members[m].isolated > 0;
+                lock(&self.world).members[m].isolated = isolated;
+                self.log(format!("heals on {name}: {}", fault.kind));
+            }
+            FaultKind::StopStreaming { .. } => {
+                self.members[m].stream_cut -= 1;
+                let cut = self.members[m].stream_cut > 0;
+                lock(&self.world).members[m].streaming_cut = cut;
+            }
+            FaultKind::DelayMessages { max_delay_ms, .. } => {
+                let delays = &mut self.members[m].delays;
+                if let Some(i) = delays.iter().position(|&d| d == max_delay_ms) {
+                    delays.remove(i);
+                }
+                self.update_dcs_switches();
+                self.log(format!("heals on {name}: {}", fault.kind));
+            }
+            FaultKind::KillPostmaster
+            | FaultKind::Switchover { .. }
+            | FaultKind::SlowStandby { .. } => {}
+        }
+    }
+
+    /// The operator writes the `failover` key, as `pgbaton ctl switchover` does.
+    async fn request_switchover(&mut self, candidate: Candidate, scheduled_in_ms: Option<Millis>) {
+        let Some(leader) = self.leader().await else {
+            self.log("switchover not requested: no leader");
+            return;
+        };
+        let others: Vec<String> = self
+            .members
+            .iter()
+            .map(|m| m.name.clone())
+            .filter(|n| *n != leader)
+            .collect();
+        let member = match candidate {
+            Candidate::Any => None,
+            Candidate::Member(i) => self.members.get(i).map(|m| m.name.clone()),
+            Candidate::Replica | Candidate::SyncStandby | Candidate::AsyncReplica => {
+                Some(others[self.rng.random_range(0..others.len())].clone())
+            }
+        };
+        let scheduled_at = scheduled_in_ms.map(|ms| {
+            let unix = peers::UNIX_MS_AT_START + self.now + ms;
+            chrono::DateTime::from_timestamp_millis(unix as i64)
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+        });
+        let doc = FailoverDoc {
+            leader: Some(leader.clone()),
+            member: member.clone(),
+            scheduled_at,
+            extra: BTreeMap::new(),
+        };
+        let written = self.operator.set_failover(&doc, None).await;
+        self.log(format!(
+            "switchover requested: {leader} -> {member:?}: {written:?}"
+        ));
+    }
+}
+
+/// How long a member that could follow the leader may take to stream from it (a rewind or
+/// a clone and a start, retried after a failure).
+const FOLLOW_BOUND_MS: Millis = 30_000;
+
+/// A leaderless window (promise 4).
+struct Window {
+    opened_at: Millis,
+    /// The leader key's holder (one that does not run a primary), if any.
+    key: Option<String>,
+    /// Since when a healthy candidate has existed without interruption.
+    counting_since: Option<Millis>,
+}
+
+/// An agent's loop that a SIGSTOP fault can hold: while the member's agent is stopped the
+/// loop is not polled; the driver wakes it on SIGCONT.
+struct Stoppable {
+    world: pg::Shared,
+    m: usize,
+    incarnation: u64,
+    inner: Pin<Box<dyn Future<Output = ()> + Send>>,
+}
+
+impl Future for Stoppable {
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        {
+            let mut w = lock(&self.world);
+            let member = &mut w.members[self.m];
+            if member.incarnation == self.incarnation && member.agent_frozen {
+                member.waker = Some(cx.waker().clone());
+                return Poll::Pending;
+            }
+        }
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+fn fnv1a(lines: &[String]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for line in lines {
+        for b in line.bytes().chain(std::iter::once(b'\n')) {
+            hash ^= u64::from(b);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}

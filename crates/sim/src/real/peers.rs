@@ -1,0 +1,83 @@
+//! The peers' REST APIs and the host, as the simulated agents see them.
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+use pgbaton_agent::peers::Peers;
+use pgbaton_agent::ports::host::{GuardProcess, Host};
+use pgbaton_api::NodeStatus;
+use pgbaton_config::Credentials;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::pg::{lock, Shared};
+
+/// The wall clock at virtual time 0 (2023-11-14).
+pub(crate) const UNIX_MS_AT_START: u64 = 1_700_000_000_000;
+
+/// What each member's agent last published for its REST API (None: no agent runs).
+pub(crate) type Statuses = Arc<Mutex<Vec<Option<watch::Receiver<NodeStatus>>>>>;
+
+/// `GET /patroni` of another member: answered from what its agent published, when the two
+/// members are linked and that agent runs (a stopped agent does not answer).
+#[derive(Clone)]
+pub(crate) struct SimPeers {
+    pub world: Shared,
+    pub statuses: Statuses,
+    pub me: usize,
+}
+
+impl Peers for SimPeers {
+    fn status(
+        &self,
+        api_url: String,
+    ) -> impl Future<Output = Option<serde_json::Value>> + Send + 'static {
+        let answer = (|| {
+            let host = api_url.split("://").nth(1)?.split([':', '/']).next()?;
+            let w = lock(&self.world);
+            let peer = w.index_of(host)?;
+            let member = &w.members[peer];
+            if !w.linked(self.me, peer) || !member.agent_alive || member.agent_frozen {
+                return None;
+            }
+            drop(w);
+            let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+            let status = statuses.get(peer)?.as_ref()?.borrow().clone();
+            Some(pgbaton_api::patroni_json(&status))
+        })();
+        async move { answer }
+    }
+
+    fn failsafe(
+        &self,
+        _api_url: String,
+        _body: serde_json::Value,
+        _auth: Option<Credentials>,
+    ) -> impl Future<Output = Result<(), String>> + Send + 'static {
+        std::future::ready(Err(
+            "failsafe mode is not modelled in the real-runtime simulation".to_string(),
+        ))
+    }
+}
+
+/// Wall-clock time follows virtual time; no lease-guard process (the in-process guard task,
+/// which outlives a killed agent here, stands for it).
+#[derive(Clone)]
+pub(crate) struct SimHost {
+    pub start: Instant,
+}
+
+impl Host for SimHost {
+    fn unix_now_ms(&self) -> u64 {
+        UNIX_MS_AT_START + self.start.elapsed().as_millis() as u64
+    }
+
+    fn fences_out_of_process(&self) -> bool {
+        false
+    }
+
+    fn spawn_lease_guard(&self, _file: &Path) -> Option<GuardProcess> {
+        None
+    }
+}

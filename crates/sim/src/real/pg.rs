@@ -1,0 +1,771 @@
+//! The PostgreSQL world of the real-runtime simulation, and the agent's PostgreSQL port over
+//! it ([`SimPostgres`]).
+//!
+//! Each member has a data directory (system id, timeline, position, the timeline history,
+//! what pg_control says) and maybe a running postmaster. Time moves in ticks driven by
+//! `super::Driver`: a primary that accepts connections takes writes, a replica streams from
+//! the upstream its configuration names while that upstream runs and their timelines agree.
+//! A replica started on a data directory that needs WAL it does not have (after pg_rewind or
+//! a clone) accepts connections only once it streamed up to that point.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use pgbaton_agent::ports::{Busy, ConfigFiles, LogFrom, Postgres, WalLog};
+use pgbaton_core::{Millis, TimelineSource};
+use pgbaton_postgres::{
+    BootstrapCommand, ControlData, DataDirState, DbState, LogicalSlotSpec, PassFile, PgError,
+    PgStatus, ReplicaMethod, RewindOutcome, SlotChanges, SlotPosition, StopMode, TimelineEnd,
+    Upstream, WalReceiver,
+};
+
+/// A replica or primary started this long ago answers (if it has the WAL it needs).
+const START_MS: Millis = 300;
+/// A replica that needs WAL from its upstream (after a clone or pg_rewind) replays it for
+/// this long after it received it all.
+const REPLAY_MS: Millis = 3_000;
+/// WAL a primary writes per tick.
+const WRITES_PER_TICK: u64 = 0x100;
+/// WAL a replica receives per tick at most: one that is behind (a rejoining old primary
+/// after pg_rewind, a clone) catches up at three times the write rate.
+const STREAM_PER_TICK: u64 = 4 * WRITES_PER_TICK;
+
+#[derive(Debug, Clone)]
+pub(crate) struct Data {
+    pub system_id: u64,
+    pub timeline: u32,
+    pub lsn: u64,
+    /// (timeline, where it ended) for every timeline before `timeline`.
+    pub history: Vec<(u32, u64)>,
+    pub state: DbState,
+    /// A started replica answers only from this position on.
+    pub min_recovery: u64,
+}
+
+impl Data {
+    /// Where `timeline` ended in this history (None: it did not end here).
+    fn switch_point(&self, timeline: u32) -> Option<u64> {
+        self.history
+            .iter()
+            .find(|(t, _)| *t == timeline)
+            .map(|(_, lsn)| *lsn)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Run {
+    pub pid: u32,
+    pub primary: bool,
+    pub started_at: Millis,
+    pub answering: bool,
+    /// The member primary_conninfo names, as last loaded (start or reload).
+    pub upstream: Option<String>,
+    pub streaming: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct PgMember {
+    pub name: String,
+    pub data: Option<Data>,
+    pub run: Option<Run>,
+    /// What the configuration files say: standby.signal and primary_conninfo's member.
+    pub conf_standby: bool,
+    pub conf_upstream: Option<String>,
+    /// The agent process: alive, stopped (SIGSTOP), and which start of it this is.
+    pub agent_alive: bool,
+    pub agent_frozen: bool,
+    pub incarnation: u64,
+    /// Replication and REST API connections to other members are cut.
+    pub isolated: bool,
+    /// This member's WAL receiver gets nothing.
+    pub streaming_cut: bool,
+    /// The stopped agent's loop, to wake when it continues.
+    pub waker: Option<std::task::Waker>,
+    /// The newest agent start whose lease guard has run: an older guard (of a killed
+    /// agent) enforces its deadline until then, as `pgbaton lease-guard` does until a newer
+    /// agent writes the lease file.
+    pub fence_incarnation: u64,
+}
+
+#[derive(Debug)]
+pub(crate) struct PgWorld {
+    pub now: Millis,
+    pub members: Vec<PgMember>,
+    pub next_pid: u32,
+    pub next_system_id: u64,
+    pub trace: Vec<String>,
+}
+
+pub(crate) type Shared = Arc<Mutex<PgWorld>>;
+
+pub(crate) fn lock(world: &Shared) -> MutexGuard<'_, PgWorld> {
+    world.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl PgWorld {
+    pub fn new(names: &[String], seed: u64) -> Self {
+        PgWorld {
+            now: 0,
+            members: names
+                .iter()
+                .map(|name| PgMember {
+                    name: name.clone(),
+                    data: None,
+                    run: None,
+                    conf_standby: false,
+                    conf_upstream: None,
+                    agent_alive: false,
+                    agent_frozen: false,
+                    incarnation: 0,
+                    isolated: false,
+                    streaming_cut: false,
+                    waker: None,
+                    fence_incarnation: 0,
+                })
+                .collect(),
+            next_pid: 100,
+            next_system_id: 7_000_000_000_000_000_000 + seed * 1_000,
+            trace: Vec::new(),
+        }
+    }
+
+    pub fn log(&mut self, m: usize, what: impl std::fmt::Display) {
+        let line = format!("{:>7} {:<3} {what}", self.now, self.members[m].name);
+        self.trace.push(line);
+    }
+
+    pub fn index_of(&self, name: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.name == name)
+    }
+
+    /// The member named by a host (members' addresses are their names).
+    fn member_at(&self, upstream: &Upstream) -> Option<usize> {
+        self.index_of(&upstream.host)
+    }
+
+    pub fn linked(&self, a: usize, b: usize) -> bool {
+        a == b || !(self.members[a].isolated || self.members[b].isolated)
+    }
+
+    pub fn running_primary(&self, m: usize) -> bool {
+        self.members[m]
+            .run
+            .as_ref()
+            .is_some_and(|r| r.primary && r.answering)
+    }
+
+    /// The postmaster dies (SIGKILL or SIGQUIT): pg_control keeps saying it was running.
+    pub fn crash(&mut self, m: usize, why: &str) {
+        if self.members[m].run.take().is_some() {
+            self.log(m, format!("PostgreSQL stops at once ({why})"));
+        }
+    }
+
+    /// One tick of PostgreSQL time: replicas receive what their upstreams had written
+    /// before the tick (asynchronous replication lags by a tick), then primaries write.
+    pub fn tick(&mut self, now: Millis) {
+        self.now = now;
+        for m in 0..self.members.len() {
+            self.stream(m, now);
+        }
+        for m in 0..self.members.len() {
+            let Some(run) = self.members[m].run.clone().filter(|r| r.primary) else {
+                continue;
+            };
+            if !run.answering && now >= run.started_at + START_MS {
+                self.set_answering(m);
+            }
+            if run.answering {
+                let d = self.members[m].data.as_mut().expect("data");
+                d.lsn += WRITES_PER_TICK;
+            }
+        }
+    }
+
+    /// A replica streams from its upstream while it can, and answers once consistent.
+    fn stream(&mut self, m: usize, now: Millis) {
+        {
+            let Some(run) = self.members[m].run.clone().filter(|r| !r.primary) else {
+                return;
+            };
+            let data = self.members[m]
+                .data
+                .clone()
+                .expect("a running server has data");
+            let source = run.upstream.as_deref().and_then(|u| self.index_of(u));
+            let mut streaming = false;
+            if let Some(u) = source.filter(|&u| u != m) {
+                let up = &self.members[u];
+                let can = !self.members[m].streaming_cut
+                    && self.linked(m, u)
+                    && up.run.as_ref().is_some_and(|r| r.answering);
+                if let (true, Some(ud)) = (can, up.data.clone()) {
+                    let compatible = ud.system_id == data.system_id
+                        && (ud.timeline == data.timeline && data.lsn <= ud.lsn
+                            || ud.timeline > data.timeline
+                                && ud
+                                    .switch_point(data.timeline)
+                                    .is_some_and(|end| data.lsn <= end));
+                    if compatible {
+                        streaming = true;
+                        let d = self.members[m].data.as_mut().expect("data");
+                        d.lsn = ud.lsn.min(d.lsn + STREAM_PER_TICK);
+                        d.timeline = ud.timeline;
+                        d.history = ud.history.clone();
+                    }
+                }
+            }
+            if let Some(r) = self.members[m].run.as_mut() {
+                r.streaming = streaming;
+            }
+            let d = self.members[m].data.as_ref().expect("data");
+            let ready_at = run.started_at
+                + if d.min_recovery > 0 {
+                    REPLAY_MS
+                } else {
+                    START_MS
+                };
+            if !run.answering && now >= ready_at && d.lsn >= d.min_recovery {
+                self.set_answering(m);
+            }
+        }
+    }
+
+    fn set_answering(&mut self, m: usize) {
+        let member = &mut self.members[m];
+        let Some(run) = member.run.as_mut() else {
+            return;
+        };
+        run.answering = true;
+        let primary = run.primary;
+        if let Some(d) = member.data.as_mut() {
+            d.state = if primary {
+                DbState::InProduction
+            } else {
+                DbState::InArchiveRecovery
+            };
+            d.min_recovery = 0;
+        }
+        self.log(
+            m,
+            if primary {
+                "PostgreSQL accepts writes (primary)"
+            } else {
+                "PostgreSQL accepts read-only connections (replica)"
+            },
+        );
+    }
+}
+
+/// The agent's PostgreSQL port for member `m`, handed to one start of its agent.
+#[derive(Clone)]
+pub(crate) struct SimPostgres {
+    pub world: Shared,
+    pub m: usize,
+    pub incarnation: u64,
+}
+
+fn refused(what: &str, detail: &str) -> PgError {
+    PgError::UnexpectedResult {
+        what: what.to_string(),
+        detail: detail.to_string(),
+    }
+}
+
+impl SimPostgres {
+    /// The agent process this handle belongs to is gone (a later start replaced it, or it
+    /// was killed): it does nothing any more.
+    fn gone(&self, w: &PgWorld) -> bool {
+        let member = &w.members[self.m];
+        member.incarnation != self.incarnation || !member.agent_alive
+    }
+
+    /// A stopped (SIGSTOP) agent does nothing until it continues.
+    async fn wait_running(&self) {
+        loop {
+            let frozen = {
+                let w = lock(&self.world);
+                w.members[self.m].agent_frozen && !self.gone(&w)
+            };
+            if !frozen {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Run `f` on the world as this agent, if it still exists.
+    async fn act<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut PgWorld, usize) -> Result<T, PgError>,
+    ) -> Result<T, PgError> {
+        self.wait_running().await;
+        let mut w = lock(&self.world);
+        if self.gone(&w) {
+            return Err(refused(what, "the agent process is gone"));
+        }
+        f(&mut w, self.m)
+    }
+
+    fn act_now<T>(
+        &self,
+        what: &str,
+        f: impl FnOnce(&mut PgWorld, usize) -> Result<T, PgError>,
+    ) -> Result<T, PgError> {
+        let mut w = lock(&self.world);
+        if self.gone(&w) {
+            return Err(refused(what, "the agent process is gone"));
+        }
+        f(&mut w, self.m)
+    }
+}
+
+fn status_of(w: &PgWorld, m: usize) -> Result<PgStatus, PgError> {
+    let member = &w.members[m];
+    let run = member
+        .run
+        .as_ref()
+        .ok_or_else(|| refused("connect", "no server runs"))?;
+    if !run.answering {
+        return Err(refused("connect", "the database system is starting up"));
+    }
+    let d = member.data.as_ref().expect("a running server has data");
+    let (wal_lsn, receive_lsn, replay_lsn) = if run.primary {
+        (Some(d.lsn), None, None)
+    } else {
+        (None, Some(d.lsn), Some(d.lsn))
+    };
+    let wal_receiver = (!run.primary && run.streaming).then(|| WalReceiver {
+        status: "streaming".to_string(),
+        sender_host: run.upstream.clone(),
+        sender_port: Some(5432),
+        slot_name: None,
+        received_tli: d.timeline,
+    });
+    Ok(PgStatus {
+        in_recovery: !run.primary,
+        server_version: 150_000,
+        system_identifier: d.system_id,
+        postmaster_start_time: format!("{} ms", run.started_at),
+        timeline: d.timeline,
+        timeline_source: if run.primary {
+            TimelineSource::CurrentWal
+        } else {
+            TimelineSource::Replay
+        },
+        wal_lsn,
+        receive_lsn,
+        replay_lsn,
+        replay_timestamp: None,
+        replay_paused: false,
+        wal_receiver,
+        replication: Vec::new(),
+        slots: Vec::new(),
+        pending_restart: false,
+        read_only: !run.primary,
+    })
+}
+
+struct NoLog;
+
+impl WalLog for NoLog {
+    fn poll(&mut self) -> Option<String> {
+        None
+    }
+}
+
+impl Postgres for SimPostgres {
+    async fn postmaster_running(&self) -> bool {
+        lock(&self.world).members[self.m].run.is_some()
+    }
+
+    fn try_postmaster_running(&self) -> Result<bool, Busy> {
+        Ok(lock(&self.world).members[self.m].run.is_some())
+    }
+
+    fn try_postmaster_pid(&self) -> Result<Option<u32>, Busy> {
+        // Only the lease guard asks this, every tick: this start's guard runs.
+        let mut w = lock(&self.world);
+        let member = &mut w.members[self.m];
+        member.fence_incarnation = member.fence_incarnation.max(self.incarnation);
+        Ok(member.run.as_ref().map(|r| r.pid))
+    }
+
+    async fn status(&self, _timeout: Duration) -> Result<PgStatus, PgError> {
+        self.act("query_status", |w, m| status_of(w, m)).await
+    }
+
+    fn data_dir_state(&self) -> Result<DataDirState, PgError> {
+        let w = lock(&self.world);
+        Ok(match &w.members[self.m].data {
+            None => DataDirState::Missing,
+            Some(d) => DataDirState::Initialized(ControlData {
+                system_identifier: d.system_id,
+                state: d.state.clone(),
+                timeline: d.timeline,
+                checkpoint_lsn: d.lsn,
+                redo_lsn: d.lsn,
+                min_recovery_end_lsn: d.min_recovery,
+                min_recovery_end_timeline: d.timeline,
+                data_checksums: true,
+                wal_log_hints: true,
+            }),
+        })
+    }
+
+    fn timeline_history(&self, timeline: u32) -> Result<Vec<TimelineEnd>, PgError> {
+        let w = lock(&self.world);
+        let Some(d) = &w.members[self.m].data else {
+            return Ok(Vec::new());
+        };
+        Ok(d.history
+            .iter()
+            .filter(|(t, _)| *t < timeline)
+            .map(|&(timeline, switch_lsn)| TimelineEnd {
+                timeline,
+                switch_lsn,
+                reason: "no recovery target specified".to_string(),
+            })
+            .collect())
+    }
+
+    fn oldest_wal_lsn(&self) -> Result<Option<u64>, PgError> {
+        Ok(None)
+    }
+
+    async fn show(&self, setting: &str, _timeout: Duration) -> Result<String, PgError> {
+        Err(refused(
+            &format!("SHOW {setting}"),
+            "settings are not modelled",
+        ))
+    }
+
+    fn log_file(&self) -> PathBuf {
+        PathBuf::from(format!("sim/{}/postgresql.log", self.m))
+    }
+
+    fn wal_log(&self, _from: LogFrom) -> Box<dyn WalLog> {
+        Box::new(NoLog)
+    }
+
+    async fn adopt(&self) -> Result<Option<u32>, PgError> {
+        Ok(lock(&self.world).members[self.m]
+            .run
+            .as_ref()
+            .map(|r| r.pid))
+    }
+
+    async fn spawn(&self) -> Result<(), String> {
+        self.act("start", |w, m| {
+            if let Some(run) = &w.members[m].run {
+                return Err(refused("start", &format!("already runs (pid {})", run.pid)));
+            }
+            let member = &w.members[m];
+            if member.data.is_none() {
+                return Err(refused("start", "no data directory"));
+            }
+            let primary = !member.conf_standby;
+            let upstream = member.conf_upstream.clone().filter(|_| !primary);
+            let pid = w.next_pid;
+            w.next_pid += 1;
+            let now = w.now;
+            w.members[m].run = Some(Run {
+                pid,
+                primary,
+                started_at: now,
+                answering: false,
+                upstream: upstream.clone(),
+                streaming: false,
+            });
+            let role = match &upstream {
+                _ if primary => "primary".to_string(),
+                Some(u) => format!("replica of {u}"),
+                None => "replica without upstream".to_string(),
+            };
+            w.log(m, format!("PostgreSQL starts as {role}"));
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    async fn stop(&self, mode: StopMode, _timeout: Duration) -> Result<(), String> {
+        self.act("stop", |w, m| {
+            let Some(run) = w.members[m].run.take() else {
+                return Ok(());
+            };
+            if let Some(d) = w.members[m].data.as_mut() {
+                d.state = match (mode, run.primary) {
+                    (StopMode::Immediate, true) => DbState::InProduction,
+                    (StopMode::Immediate, false) => DbState::InArchiveRecovery,
+                    (_, true) => DbState::ShutDown,
+                    (_, false) => DbState::ShutDownInRecovery,
+                };
+            }
+            w.log(m, format!("PostgreSQL stopped ({mode:?})"));
+            Ok(())
+        })
+        .await
+        .map_err(|e| e.to_string())
+    }
+
+    async fn reload(&self) -> Option<Result<(), PgError>> {
+        let result = self
+            .act("reload", |w, m| {
+                let member = &mut w.members[m];
+                let conf = member.conf_upstream.clone();
+                let Some(run) = member.run.as_mut() else {
+                    return Ok(false);
+                };
+                if !run.primary && run.upstream != conf {
+                    run.upstream = conf.clone();
+                    let when = if run.answering { "" } else { " while starting" };
+                    w.log(m, format!("primary_conninfo reloaded{when}: {conf:?}"));
+                }
+                Ok(true)
+            })
+            .await;
+        match result {
+            Ok(true) => Some(Ok(())),
+            Ok(false) => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
+    fn quit_immediately(&self, pid: u32) {
+        // The lease guard (and the lease-guard process it stands for here): works, even
+        // when this agent is stopped or dead, until the guard of a later start runs.
+        let mut w = lock(&self.world);
+        if w.members[self.m].fence_incarnation > self.incarnation {
+            return;
+        }
+        if w.members[self.m].run.as_ref().is_some_and(|r| r.pid == pid) {
+            w.crash(self.m, "SIGQUIT from the lease guard");
+        }
+    }
+
+    fn write_config(&self, files: &ConfigFiles) -> Result<(), PgError> {
+        self.act_now("write_config", |w, m| {
+            let upstream = files
+                .standby
+                .as_ref()
+                .and_then(|s| s.upstream.as_ref())
+                .and_then(|u| w.member_at(u))
+                .map(|u| w.members[u].name.clone());
+            let member = &mut w.members[m];
+            member.conf_standby = files.standby.is_some();
+            member.conf_upstream = upstream;
+            Ok(())
+        })
+    }
+
+    fn move_aside(&self, reason: &str) -> Result<PathBuf, PgError> {
+        self.act_now("move_aside", |w, m| {
+            if w.members[m].run.is_some() {
+                return Err(refused("move_aside", "PostgreSQL runs"));
+            }
+            w.members[m].data = None;
+            w.log(m, format!("data directory moved aside ({reason})"));
+            Ok(PathBuf::from(format!("sim/{m}/data.{reason}")))
+        })
+    }
+
+    async fn initdb(&self, _options: &[String]) -> Result<(), PgError> {
+        self.act("initdb", |w, m| {
+            if w.members[m].data.is_some() {
+                return Err(refused("initdb", "the data directory is not empty"));
+            }
+            let system_id = w.next_system_id;
+            w.next_system_id += 1;
+            w.members[m].data = Some(Data {
+                system_id,
+                timeline: 1,
+                lsn: 0x0100_0000,
+                history: Vec::new(),
+                state: DbState::ShutDown,
+                min_recovery: 0,
+            });
+            w.log(m, format!("initdb: system {system_id}"));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn ensure_users(
+        &self,
+        _users: &[(String, Option<String>, Vec<String>)],
+        _timeout: Duration,
+    ) -> Result<(), PgError> {
+        self.act("ensure_users", |w, m| status_of(w, m).map(drop))
+            .await
+    }
+
+    async fn bootstrap_by_command(
+        &self,
+        _method: &BootstrapCommand,
+        _scope: &str,
+    ) -> Result<BTreeMap<String, String>, PgError> {
+        Err(refused("bootstrap.method", "not modelled"))
+    }
+
+    async fn wait_until_promoted(&self, _timeout: Duration) -> Result<(), PgError> {
+        Err(refused("bootstrap.method", "not modelled"))
+    }
+
+    async fn create_replica(
+        &self,
+        from: &Upstream,
+        _methods: &[ReplicaMethod],
+        _scope: &str,
+        _passfile: Option<&PassFile>,
+    ) -> Result<(), PgError> {
+        // pg_basebackup takes a while.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        self.act("pg_basebackup", |w, m| {
+            let source = w
+                .member_at(from)
+                .filter(|&u| w.linked(m, u))
+                .filter(|&u| w.members[u].run.as_ref().is_some_and(|r| r.answering))
+                .ok_or_else(|| refused("pg_basebackup", "the source does not answer"))?;
+            if w.members[m].data.is_some() {
+                return Err(refused("pg_basebackup", "the data directory is not empty"));
+            }
+            let mut data = w.members[source].data.clone().expect("running: data");
+            data.state = DbState::InArchiveRecovery;
+            data.min_recovery = data.lsn;
+            let name = w.members[source].name.clone();
+            w.members[m].data = Some(data);
+            w.log(m, format!("cloned from {name}"));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rewind(
+        &self,
+        from: &Upstream,
+        _passfile: Option<&PassFile>,
+    ) -> Result<RewindOutcome, PgError> {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        self.act("pg_rewind", |w, m| {
+            let source = w
+                .member_at(from)
+                .filter(|&u| w.linked(m, u))
+                .filter(|&u| w.members[u].run.as_ref().is_some_and(|r| r.answering))
+                .ok_or_else(|| refused("pg_rewind", "the source does not answer"))?;
+            if w.members[m].run.is_some() {
+                return Err(refused("pg_rewind", "PostgreSQL runs"));
+            }
+            let src = w.members[source].data.clone().expect("running: data");
+            let name = w.members[source].name.clone();
+            let Some(d) = w.members[m].data.as_mut() else {
+                return Err(refused("pg_rewind", "no data directory"));
+            };
+            if d.system_id != src.system_id {
+                return Err(refused("pg_rewind", "another system"));
+            }
+            let diverged = !(src.timeline == d.timeline && d.lsn <= src.lsn
+                || src.switch_point(d.timeline).is_some_and(|end| d.lsn <= end));
+            if !diverged {
+                return Ok(RewindOutcome::NotNeeded);
+            }
+            let end = src.switch_point(d.timeline).unwrap_or(src.lsn).min(d.lsn);
+            d.lsn = end;
+            d.timeline = src.timeline;
+            d.history = src.history.clone();
+            d.state = DbState::InArchiveRecovery;
+            d.min_recovery = src.lsn;
+            w.log(m, format!("rewound to {name}'s timeline {}", src.timeline));
+            Ok(RewindOutcome::Rewound)
+        })
+        .await
+    }
+
+    async fn promote(&self, _timeout: Duration) -> Result<(), PgError> {
+        self.act("promote", |w, m| {
+            let member = &mut w.members[m];
+            let Some(run) = member.run.as_mut().filter(|r| r.answering) else {
+                return Err(refused("promote", "PostgreSQL does not answer"));
+            };
+            if run.primary {
+                return Ok(());
+            }
+            run.primary = true;
+            run.upstream = None;
+            run.streaming = false;
+            member.conf_standby = false;
+            let d = member.data.as_mut().expect("running: data");
+            d.history.push((d.timeline, d.lsn));
+            d.timeline += 1;
+            d.state = DbState::InProduction;
+            let timeline = d.timeline;
+            w.log(m, format!("promoted: timeline {timeline}"));
+            Ok(())
+        })
+        .await
+    }
+
+    async fn checkpoint(&self, _timeout: Duration) -> Result<(), PgError> {
+        self.act("checkpoint", |w, m| status_of(w, m).map(drop))
+            .await
+    }
+
+    async fn sync_physical_slots(
+        &self,
+        _wanted: &BTreeSet<String>,
+        _keep: &BTreeSet<String>,
+        _timeout: Duration,
+    ) -> Result<SlotChanges, PgError> {
+        // Replication slots are not modelled.
+        Ok(SlotChanges::default())
+    }
+
+    async fn ensure_logical_slots(
+        &self,
+        _wanted: &[LogicalSlotSpec],
+        _timeout: Duration,
+    ) -> Result<Vec<String>, PgError> {
+        Ok(Vec::new())
+    }
+
+    async fn logical_slot_positions(
+        &self,
+        _timeout: Duration,
+    ) -> Result<BTreeMap<String, SlotPosition>, PgError> {
+        Ok(BTreeMap::new())
+    }
+
+    async fn drop_logical_slots(
+        &self,
+        _names: &[String],
+        _timeout: Duration,
+    ) -> Result<Vec<String>, PgError> {
+        Ok(Vec::new())
+    }
+
+    async fn advance_slot(
+        &self,
+        name: &str,
+        _database: &str,
+        _lsn: u64,
+        _timeout: Duration,
+    ) -> Result<u64, PgError> {
+        Err(refused(&format!("advance slot {name}"), "not modelled"))
+    }
+
+    async fn read_slot_state(
+        &self,
+        _upstream: &Upstream,
+        name: &str,
+        _timeout: Duration,
+    ) -> Result<Vec<u8>, PgError> {
+        Err(refused(&format!("read slot {name}"), "not modelled"))
+    }
+
+    fn install_slot_state(&self, name: &str, _state: &[u8]) -> Result<(), PgError> {
+        Err(refused(&format!("install slot {name}"), "not modelled"))
+    }
+}
