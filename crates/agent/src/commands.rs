@@ -166,13 +166,13 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     ) -> CommandOutcome {
         use pgbaton_api::{BackupFrom, BackupKind};
         let kind = match kind {
-            BackupKind::Full => pg::BackupType::Full,
-            BackupKind::Diff => pg::BackupType::Diff,
-            BackupKind::Incr => pg::BackupType::Incr,
+            BackupKind::Full => pgbaton_postgres::BackupType::Full,
+            BackupKind::Diff => pgbaton_postgres::BackupType::Diff,
+            BackupKind::Incr => pgbaton_postgres::BackupType::Incr,
         };
         let from = from.map(|f| match f {
-            BackupFrom::Standby => pg::BackupSource::Standby,
-            BackupFrom::Leader => pg::BackupSource::Leader,
+            BackupFrom::Standby => pgbaton_postgres::BackupSource::Standby,
+            BackupFrom::Leader => pgbaton_postgres::BackupSource::Leader,
         });
         match self.repo_check.start_backup(&self.spec, kind, from) {
             Ok(started) => CommandOutcome::refused(

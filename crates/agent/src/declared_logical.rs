@@ -40,6 +40,7 @@ use tracing::Instrument;
 
 use super::{settings, Agent};
 use crate::peers::Peers;
+use crate::ports::{Host, Postgres};
 
 /// A round in one database gives up after this long.
 const ROUND_LIMIT: Duration = Duration::from_secs(120);
@@ -79,7 +80,7 @@ fn lock(shared: &SharedDeclared) -> std::sync::MutexGuard<'_, DeclaredShared> {
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl<D: Dcs, P: Peers> Agent<D, P> {
+impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     /// Start a round (none while one runs or the last one is too recent).
     pub(super) fn apply_logical(&mut self, timeout: Duration) {
         let declared = self.dynamic.logical.clone();
