@@ -61,6 +61,7 @@ mod pooled;
 pub mod protocol;
 mod pump;
 mod relay;
+mod retry;
 mod route;
 mod router;
 mod session;
