@@ -154,6 +154,9 @@ pub(crate) struct Ctx {
     pub query_time_us: u64,
     pub xact_time_us: u64,
     pub entry: Option<Arc<ClientEntry>>,
+    /// Session mode: the session state, seen in its statements, that the router cannot
+    /// carry to another server (`txn::session_state`); None: the session can be moved.
+    pub unmovable: Option<String>,
     active: bool,
 }
 
@@ -852,6 +855,7 @@ async fn start(
         query_time_us: 0,
         xact_time_us: 0,
         entry: Some(entry),
+        unmovable: None,
         active: false,
     };
     // In transaction mode a client that logs in needs no server connection once the pool
