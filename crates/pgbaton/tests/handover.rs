@@ -544,10 +544,60 @@ async fn a_switchover_then_a_failover_cost_pooled_clients_one_error_per_transact
         stop.clone(),
         ops.clone(),
     ));
+    // Two idle session-mode sessions: one whose state the router knows (a reported
+    // parameter) moves, one with state it cannot carry (search_path) is closed, saying why.
+    let (mover, mover_conn) = app(session.write).connect(NoTls).await.expect("mover");
+    tokio::spawn(mover_conn);
+    mover
+        .batch_execute("SET application_name = 'mover'")
+        .await
+        .expect("set application_name");
+    let port = |row: tokio_postgres::Row| row.get::<_, i32>(0);
+    let port_before = port(
+        mover
+            .query_one("SELECT inet_server_port()", &[])
+            .await
+            .expect("port"),
+    );
+    let (stayer, stayer_conn) = app(session.write).connect(NoTls).await.expect("stayer");
+    let stayer_conn = tokio::spawn(stayer_conn);
+    stayer
+        .batch_execute("SET search_path TO public")
+        .await
+        .expect("set search_path");
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let (a, b, took) = switchover(&cluster, None).await;
     eprintln!("switchover without candidate {a} -> {b} in {took:?}");
+    let row = mover
+        .query_one(
+            "SELECT inet_server_port(), current_setting('application_name'), pg_is_in_recovery()",
+            &[],
+        )
+        .await
+        .expect("the idle session moved to the new leader");
+    let (port_after, name, recovery): (i32, String, bool) = (row.get(0), row.get(1), row.get(2));
+    eprintln!("moved session: server port {port_before} -> {port_after}, application_name {name}");
+    assert_ne!(
+        port_before, port_after,
+        "the session runs on another server"
+    );
+    assert_eq!((name.as_str(), recovery), ("mover", false));
+    let closed = tokio::time::timeout(Duration::from_secs(10), stayer_conn)
+        .await
+        .expect("the unmovable session was closed")
+        .expect("join");
+    let message = format!("{closed:?}");
+    eprintln!("unmovable session: {message}");
+    assert!(
+        message.contains("57P01") || message.contains("E57P01"),
+        "closed with 57P01: {message}"
+    );
+    assert!(
+        message.contains("search_path") && message.contains("connect again"),
+        "the message names the state and asks to reconnect: {message}"
+    );
+    drop(stayer);
     tokio::time::sleep(Duration::from_secs(3)).await;
 
     // The leader's node dies: agent and PostgreSQL SIGKILLed, not restarted.

@@ -192,8 +192,8 @@ fn is_fatal(body: &[u8]) -> bool {
 }
 
 /// Resolves when the write server connection to `backend` must be given up: its member is
-/// no longer the leader, or (`idle_session`: an idle session-mode client that can move) a
-/// switchover holds the write traffic. Never without a server connection to watch.
+/// no longer the leader, or (`idle_session`: an idle session-mode client) a switchover holds
+/// the write traffic. Never without a server connection to watch.
 async fn handover(shared: &crate::shared::Shared, backend: Option<&Backend>, idle_session: bool) {
     let Some(backend) = backend else {
         return std::future::pending().await;
@@ -361,7 +361,10 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 None => (None, None),
             };
             let has_server = sr.is_some();
-            let idle_session = movable(ctx, &tracker, &sout, &sin);
+            // An idle session-mode session gives up its server at a switchover's hold: moved
+            // when it can be, else closed naming the switchover (before the old leader stops).
+            let idle_session =
+                mode == PoolMode::Session && tracker.idle() && sout.is_empty() && sin.is_empty();
             tokio::select! {
                 biased;
                 _ = crate::shared::stopped(&mut stop) => Event::Stop,
