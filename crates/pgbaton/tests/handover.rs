@@ -519,6 +519,11 @@ fn spawn_recorded(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_then_a_failover_cost_pooled_clients_one_error_per_transaction_in_flight() {
+    // The routers' own account of the handover, for a failure's diagnosis.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("pgbaton_router=info")
+        .with_test_writer()
+        .try_init();
     let mut cluster = Cluster::start(3).await;
     let leader = cluster.wait_until_all_streaming(UP).await;
     let dir = tempfile::tempdir().expect("temp dir");
@@ -526,10 +531,11 @@ async fn a_switchover_then_a_failover_cost_pooled_clients_one_error_per_transact
         pool_config(&cluster, &leader, dir.path(), "txn", PoolMode::Transaction).await,
     )
     .await;
-    let session = RunningRouter::start(
-        pool_config(&cluster, &leader, dir.path(), "session", PoolMode::Session).await,
-    )
-    .await;
+    // Session mode: one server connection per session, so room for every client here.
+    let mut session_cfg =
+        pool_config(&cluster, &leader, dir.path(), "session", PoolMode::Session).await;
+    session_cfg.pool.default_pool_size = 16;
+    let session = RunningRouter::start(session_cfg).await;
     wait_registered(&cluster, "txn").await;
     wait_registered(&cluster, "session").await;
     create_table(&cluster).await;

@@ -123,7 +123,7 @@ async fn pick_leader(shared: &Shared) -> Result<Picked, String> {
         }
     }
     Err(match why {
-        Some(e) => format!("{e}, for {bound:?}"),
+        Some(e) => format!("no leader accepted a connection within {bound:?} (last attempt: {e})"),
         None => no_leader_reason(shared, bound),
     })
 }

@@ -477,7 +477,7 @@ async fn open_for(
     let reason = if why.is_empty() {
         no_leader_reason(shared, bound)
     } else {
-        format!("{why}, for {bound:?}")
+        format!("no writable leader within {bound:?} (last attempt: {why})")
     };
     tracing::warn!(pool = %key, %reason, "no server connection to the leader");
     Err(Fatal {

@@ -177,11 +177,14 @@ fn movable(ctx: &Ctx, tracker: &Tracker, sout: &[u8], sin: &[u8]) -> bool {
 /// The most a transaction sends before its first answer that the relay keeps to run it again.
 const REPLAY_MAX: usize = 64 * 1024;
 
-/// An ErrorResponse whose code says the server is going away (57P01 admin shutdown, 57P02
-/// crash shutdown, 57P03 cannot connect now).
+/// An ErrorResponse that says the server ran nothing of what it was sent: 57P03 (cannot
+/// connect now), or the FATAL a backend raises when it notices, waiting for the client's next
+/// message, that its postmaster died. A 57P01 of a shutdown may interrupt a statement that
+/// already committed (a simple query commits before its CommandComplete), so it is not
+/// retried.
 fn retryable(body: &[u8]) -> bool {
-    let (code, _) = crate::pool::server::error_fields(body);
-    crate::retry::Failure::of_sqlstate(&code) == crate::retry::Failure::NotAccepting
+    let (code, message) = crate::pool::server::error_fields(body);
+    code == "57P03" || (code == "57P01" && message.contains("unexpected postmaster exit"))
 }
 
 /// An ErrorResponse body with severity FATAL or PANIC.
@@ -201,13 +204,16 @@ async fn handover(shared: &crate::shared::Shared, backend: Option<&Backend>, idl
     let mut leader = shared.leader.clone();
     let mut hold = shared.hold.clone();
     loop {
+        // Both marked seen on every turn: a change left unseen would wake this loop again
+        // at once, forever.
         let moved = leader.borrow_and_update().as_ref() != Some(backend);
-        if moved || (idle_session && *hold.borrow_and_update()) {
+        let held = *hold.borrow_and_update();
+        if moved || (idle_session && held) {
             return;
         }
         let changed = tokio::select! {
             r = leader.changed() => r,
-            r = hold.changed() => r,
+            r = hold.changed(), if idle_session => r,
         };
         if changed.is_err() {
             // The router is going away; the stop signal ends the relay.
@@ -459,8 +465,8 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     if let Some(sent) = journal.take() {
                         if tag == b'E' && raw.get(5..).is_some_and(is_fatal) && retryable(&raw[5..]) {
                             // The server ended the connection before it ran anything of
-                            // the transaction (a shutdown or a dead postmaster noticed at
-                            // the first read): it runs on the next server connection.
+                            // the transaction (a dead postmaster noticed when it read the
+                            // first message): it runs on the next server connection.
                             tracing::info!(pool = %ctx.key, from = %conn.backend.name, "the server ended the connection before the transaction ran; running it on the next server connection");
                             replay = Some(sent);
                             break;
@@ -681,7 +687,28 @@ pub(crate) type Params = BTreeMap<String, String>;
 
 #[cfg(test)]
 mod tests {
-    use super::session_state;
+    use super::{retryable, session_state};
+
+    #[test]
+    fn only_an_answer_that_ran_nothing_is_retried() {
+        let body = |code: &str, text: &str| {
+            let raw = super::error_message("FATAL", code, text);
+            raw[5..].to_vec()
+        };
+        assert!(retryable(&body(
+            "57P01",
+            "terminating connection due to unexpected postmaster exit"
+        )));
+        assert!(retryable(&body(
+            "57P03",
+            "the database system is shutting down"
+        )));
+        assert!(!retryable(&body(
+            "57P01",
+            "terminating connection due to administrator command"
+        )));
+        assert!(!retryable(&body("08006", "connection failure")));
+    }
 
     #[test]
     fn session_state_the_router_cannot_carry_is_seen() {
