@@ -82,6 +82,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, listener: 
     let ready = Ready {
         held: Vec::new(),
         key: None,
+        opaque: true,
     };
     let close_when_not_leader = listener == Target::Write;
     relay::forward(

@@ -920,6 +920,7 @@ async fn start(
         let ready = Ready {
             held,
             key: server_key,
+            opaque: false,
         };
         Box::pin(crate::relay::forward(
             shared.clone(),

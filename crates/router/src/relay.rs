@@ -24,10 +24,11 @@ use crate::shared::{SessionGuard, Shared};
 use crate::topology::Backend;
 
 /// Resolves when `backend` is no longer the leader (never when `leader` is None), with the
-/// FATAL message for the client.
+/// FATAL message for the client (nothing for an `opaque` session: TLS passed through).
 async fn leader_moved(
     leader: Option<watch::Receiver<Option<Backend>>>,
     backend: &Backend,
+    opaque: bool,
 ) -> Vec<u8> {
     let Some(mut leader) = leader else {
         return std::future::pending().await;
@@ -39,6 +40,9 @@ async fn leader_moved(
     if !moved {
         // The router is going away; the stop signal handles that.
         return std::future::pending().await;
+    }
+    if opaque {
+        return Vec::new();
     }
     let text = format!("pgbaton router: switchover or failover: {} is no longer the leader; the router forwards this session without reading it, so it cannot move it to the new leader; connect again (new connections wait for the new leader)", backend.name);
     crate::txn::error_message("FATAL", "57P01", &text)
@@ -53,7 +57,7 @@ pub(crate) async fn forward(
     role: Target,
     close_when_not_leader: bool,
 ) {
-    let Ready { held, key } = ready;
+    let Ready { held, key, opaque } = ready;
     let _guard = SessionGuard::new(&shared, &backend, role, key);
     // Into the kernel's hands before the client learns it may send (ReadyForQuery is in
     // `held`), so no byte can arrive while only one socket is in the map.
@@ -77,9 +81,18 @@ pub(crate) async fn forward(
     let moved = Moved::default();
     if let Some(pair) = pair {
         shared.metrics.kernel_forwarded.inc();
-        in_kernel(&shared, pair, client, server, leader, &backend, &moved).await;
+        in_kernel(
+            &shared,
+            pair,
+            client,
+            server,
+            (leader, opaque),
+            &backend,
+            &moved,
+        )
+        .await;
     } else {
-        in_user_space(&shared, client, server, leader, &backend, &moved).await;
+        in_user_space(&shared, client, server, (leader, opaque), &backend, &moved).await;
     }
     let count = |direction: &'static str, n: &AtomicU64| {
         shared
@@ -108,7 +121,7 @@ async fn in_kernel(
     mut pair: Pair,
     client: TcpStream,
     server: TcpStream,
-    leader: Option<watch::Receiver<Option<Backend>>>,
+    leader: (Option<watch::Receiver<Option<Backend>>>, bool),
     backend: &Backend,
     moved: &Moved,
 ) {
@@ -117,7 +130,7 @@ async fn in_kernel(
         _ => return,
     };
     let mut stop = shared.stop.clone();
-    let leader_gone = leader_moved(leader, backend);
+    let leader_gone = leader_moved(leader.0, backend, leader.1);
     tokio::pin!(leader_gone);
     let mut goodbye = None;
     tokio::select! {
@@ -161,7 +174,7 @@ async fn in_user_space(
     shared: &Shared,
     mut client: TcpStream,
     mut server: TcpStream,
-    leader: Option<watch::Receiver<Option<Backend>>>,
+    leader: (Option<watch::Receiver<Option<Backend>>>, bool),
     backend: &Backend,
     moved: &Moved,
 ) {
@@ -172,7 +185,7 @@ async fn in_user_space(
                 tracing::debug!(backend = %backend.name, error = %e, "session ended with an error");
             }
         }
-        farewell = leader_moved(leader, backend) => {
+        farewell = leader_moved(leader.0, backend, leader.1) => {
             shared.metrics.closed_on_leader_change.inc();
             tracing::info!(backend = %backend.name, "closing a write session: its server is no longer the leader");
             let _ = server.shutdown().await;
