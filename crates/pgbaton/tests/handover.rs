@@ -6,7 +6,8 @@
 //!
 //! Several concurrent clients write through the router's write address: persistent
 //! tokio-postgres sessions and clients opening one connection per write. Switchovers
-//! without a named candidate and with one.
+//! without a named candidate and with one; a switchover followed by a failover (the
+//! leader's agent and PostgreSQL SIGKILLed) with transaction and session pooling.
 
 mod common;
 
@@ -79,6 +80,17 @@ async fn superuser(cluster: &Cluster, member: &str) -> tokio_postgres::Client {
 
 /// Transaction pooling with SCRAM: `app`'s secret copied from `pg_authid` on the leader.
 async fn pooled_config(cluster: &Cluster, leader: &str, dir: &std::path::Path) -> RouterConfig {
+    pool_config(cluster, leader, dir, "pooled", PoolMode::Transaction).await
+}
+
+/// Pooling in `mode` with SCRAM, the router named `name`, relayed by the router itself.
+async fn pool_config(
+    cluster: &Cluster,
+    leader: &str,
+    dir: &std::path::Path,
+    name: &str,
+    mode: PoolMode,
+) -> RouterConfig {
     let admin = superuser(cluster, leader).await;
     let secret: String = admin
         .query_one(
@@ -90,7 +102,7 @@ async fn pooled_config(cluster: &Cluster, leader: &str, dir: &std::path::Path) -
         .get(0);
     let userlist = dir.join("userlist.txt");
     std::fs::write(&userlist, format!("\"app\" \"{secret}\"\n")).expect("userlist");
-    let mut cfg = router_config(cluster, "pooled");
+    let mut cfg = router_config(cluster, name);
     cfg.auth = Some(AuthConfig {
         auth_type: AuthType::Hba,
         hba: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
@@ -98,7 +110,7 @@ async fn pooled_config(cluster: &Cluster, leader: &str, dir: &std::path::Path) -
         ..AuthConfig::default()
     });
     cfg.pool = PoolSettings {
-        pool_mode: PoolMode::Transaction,
+        pool_mode: mode,
         default_pool_size: 8,
         query_wait_timeout: Duration::from_secs(30),
         ..PoolSettings::default()
@@ -443,5 +455,249 @@ async fn switchovers_cost_per_write_clients_nothing_without_pooling() {
         sessions.failed.len() <= 2 * 4,
         "at most one error per session per switchover: {:?}",
         sessions.failed
+    );
+}
+
+/// One operation of a client: when it started and ended, and its error.
+struct Op {
+    client: String,
+    start: Instant,
+    end: Instant,
+    error: Option<String>,
+}
+
+/// `persistent` clients over one session each (reconnecting after an error) and `per_write`
+/// clients opening a connection per write, through `addr`, each operation recorded.
+fn spawn_recorded(
+    addr: SocketAddr,
+    label: &'static str,
+    persistent: usize,
+    per_write: usize,
+    stop: Arc<AtomicBool>,
+    ops: Arc<Mutex<Vec<Op>>>,
+) -> Vec<tokio::task::JoinHandle<()>> {
+    let mut tasks = Vec::new();
+    for k in 0..persistent + per_write {
+        let (ops, stop) = (ops.clone(), stop.clone());
+        let per_op = k >= persistent;
+        let client_name = format!(
+            "{label} {} {k}",
+            if per_op { "per-write" } else { "session" }
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut client = None;
+            while !stop.load(Ordering::Relaxed) {
+                let start = Instant::now();
+                let result = async {
+                    if client.is_none() || per_op {
+                        client = Some(connect(addr).await?);
+                    }
+                    let c = client.as_ref().expect("connected");
+                    c.execute(
+                        "INSERT INTO handover (client, note) VALUES ($1, $2)",
+                        &[&(k as i32), &label],
+                    )
+                    .await
+                }
+                .await;
+                let error = result.err().map(|e| format!("{e:?}"));
+                if error.is_some() {
+                    client = None;
+                }
+                ops.lock().expect("ops").push(Op {
+                    client: client_name.clone(),
+                    start,
+                    end: Instant::now(),
+                    error,
+                });
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        }));
+    }
+    tasks
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_switchover_then_a_failover_cost_pooled_clients_one_error_per_transaction_in_flight() {
+    // The routers' own account of the handover, for a failure's diagnosis.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("pgbaton_router=info")
+        .with_test_writer()
+        .try_init();
+    let mut cluster = Cluster::start(3).await;
+    let leader = cluster.wait_until_all_streaming(UP).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let txn = RunningRouter::start(
+        pool_config(&cluster, &leader, dir.path(), "txn", PoolMode::Transaction).await,
+    )
+    .await;
+    // Session mode: one server connection per session, so room for every client here.
+    let mut session_cfg =
+        pool_config(&cluster, &leader, dir.path(), "session", PoolMode::Session).await;
+    session_cfg.pool.default_pool_size = 16;
+    let session = RunningRouter::start(session_cfg).await;
+    wait_registered(&cluster, "txn").await;
+    wait_registered(&cluster, "session").await;
+    create_table(&cluster).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let ops = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = spawn_recorded(txn.write, "transaction", 4, 4, stop.clone(), ops.clone());
+    tasks.extend(spawn_recorded(
+        session.write,
+        "session",
+        4,
+        4,
+        stop.clone(),
+        ops.clone(),
+    ));
+    // Two idle session-mode sessions: one whose state the router knows (a reported
+    // parameter) moves, one with state it cannot carry (search_path) is closed, saying why.
+    let (mover, mover_conn) = app(session.write).connect(NoTls).await.expect("mover");
+    tokio::spawn(mover_conn);
+    mover
+        .batch_execute("SET application_name = 'mover'")
+        .await
+        .expect("set application_name");
+    let port = |row: tokio_postgres::Row| row.get::<_, i32>(0);
+    let port_before = port(
+        mover
+            .query_one("SELECT inet_server_port()", &[])
+            .await
+            .expect("port"),
+    );
+    let (stayer, stayer_conn) = app(session.write).connect(NoTls).await.expect("stayer");
+    let stayer_conn = tokio::spawn(stayer_conn);
+    stayer
+        .batch_execute("SET search_path TO public")
+        .await
+        .expect("set search_path");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let (a, b, took) = switchover(&cluster, None).await;
+    eprintln!("switchover without candidate {a} -> {b} in {took:?}");
+    let row = mover
+        .query_one(
+            "SELECT inet_server_port(), current_setting('application_name'), pg_is_in_recovery()",
+            &[],
+        )
+        .await
+        .expect("the idle session moved to the new leader");
+    let (port_after, name, recovery): (i32, String, bool) = (row.get(0), row.get(1), row.get(2));
+    eprintln!("moved session: server port {port_before} -> {port_after}, application_name {name}");
+    assert_ne!(
+        port_before, port_after,
+        "the session runs on another server"
+    );
+    assert_eq!((name.as_str(), recovery), ("mover", false));
+    let closed = tokio::time::timeout(Duration::from_secs(10), stayer_conn)
+        .await
+        .expect("the unmovable session was closed")
+        .expect("join");
+    let message = format!("{closed:?}");
+    eprintln!("unmovable session: {message}");
+    assert!(
+        message.contains("57P01") || message.contains("E57P01"),
+        "closed with 57P01: {message}"
+    );
+    assert!(
+        message.contains("search_path") && message.contains("connect again"),
+        "the message names the state and asks to reconnect: {message}"
+    );
+    drop(stayer);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // The leader's node dies: agent and PostgreSQL SIGKILLed, not restarted.
+    let killed = cluster.wait_for_leader(Duration::from_secs(30)).await;
+    let kill = Instant::now();
+    cluster.kill_node(&killed);
+    eprintln!("killed {killed} (agent and PostgreSQL)");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let new_leader = loop {
+        let now = cluster.wait_for_leader(Duration::from_secs(30)).await;
+        if now != killed {
+            break now;
+        }
+        assert!(Instant::now() < deadline, "nobody replaced {killed}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    eprintln!("{new_leader} leads {:?} after the kill", kill.elapsed());
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        let _ = t.await;
+    }
+    drop((txn, session));
+    print_handover_log(&cluster);
+
+    let ops = std::mem::take(&mut *ops.lock().expect("ops"));
+    let ok = |o: &&Op| o.error.is_none();
+    assert!(
+        ops.iter().filter(|o| o.end < kill).filter(ok).count() > 100,
+        "the clients wrote before the failover"
+    );
+    // The switchover: nothing failed, in either mode.
+    let before: Vec<String> = ops
+        .iter()
+        .filter(|o| o.end < kill)
+        .filter_map(|o| o.error.as_ref().map(|e| format!("{}: {e}", o.client)))
+        .collect();
+    // The failover: at most the operation each client had in flight at the kill.
+    let mut after: std::collections::BTreeMap<&str, Vec<String>> = Default::default();
+    for o in ops.iter().filter(|o| o.end >= kill) {
+        if let Some(e) = &o.error {
+            let in_flight = o.start <= kill;
+            after.entry(o.client.as_str()).or_default().push(format!(
+                "{}{e}",
+                if in_flight { "in flight: " } else { "after: " }
+            ));
+        }
+    }
+    // The first write acknowledged by the new leader: an operation started after the kill.
+    let first = ops
+        .iter()
+        .filter(|o| o.start > kill && o.error.is_none())
+        .map(|o| o.end.duration_since(kill))
+        .min()
+        .expect("a write after the failover");
+    let started_after = |label: &str| {
+        ops.iter()
+            .filter(|o| o.start > kill && o.client.starts_with(label))
+            .filter(ok)
+            .count()
+    };
+    eprintln!(
+        "switchover: {} ok, {} failed; failover: first write {:?} after the kill, failures per client {:?}; ok after: transaction {}, session {}",
+        ops.iter().filter(|o| o.end < kill).filter(ok).count(),
+        before.len(),
+        first,
+        after,
+        started_after("transaction"),
+        started_after("session"),
+    );
+    assert!(before.is_empty(), "the switchover cost nothing: {before:?}");
+    for (client, failures) in &after {
+        // In flight: the operation running at the kill, or a message tokio-postgres sent
+        // in the background (the Close of the statement `execute` prepared) that the lost
+        // leader never answered, seen by the client's next operation as "closed".
+        assert!(
+            failures.len() <= 1,
+            "{client}: at most the transaction in flight at the kill failed: {failures:?}"
+        );
+        assert!(
+            failures.iter().all(|f| f.contains("failover")
+                || f.contains("57P01")
+                || f.contains("08006")
+                || f.contains("kind: Closed")),
+            "{client}: the failure names the failover: {failures:?}"
+        );
+    }
+    // ttl 4 s + 1 s, and slack for a loaded machine.
+    assert!(
+        first <= Duration::from_secs(4 + 1 + 2),
+        "first acknowledged write {first:?} after the kill"
+    );
+    assert!(
+        started_after("transaction") > 0 && started_after("session") > 0,
+        "both routers' clients wrote on the new leader"
     );
 }

@@ -138,8 +138,13 @@ pub struct RouterConfig {
     pub read_fallback: ReadFallback,
     /// `read.balance`
     pub balance: Balance,
-    /// `write.switchover_wait`: how long a new write connection waits for a leader.
+    /// `write.switchover_wait`: how long a new write connection waits for a leader at
+    /// least (`handover_wait` when longer).
     pub switchover_wait: Duration,
+    /// `handover_wait`: how long new connections and new transactions for the leader wait
+    /// through a switchover or failover (no leader, or a leader not accepting connections
+    /// yet) before they fail. None: the cluster's `ttl` (DCS `config`) + 2 s.
+    pub handover_wait: Option<Duration>,
     /// `connect_timeout`: bound on the TCP connect to a server.
     pub connect_timeout: Duration,
     /// `startup_timeout`: a client must send its startup packet (and a server finish the
@@ -198,6 +203,7 @@ impl RouterConfig {
             read_fallback: ReadFallback::Leader,
             balance: Balance::RoundRobin,
             switchover_wait: Duration::from_secs(5),
+            handover_wait: None,
             connect_timeout: Duration::from_secs(3),
             startup_timeout: Duration::from_secs(10),
             tls: TlsMode::Refuse,
@@ -266,6 +272,9 @@ impl RouterConfig {
                 }
                 "startup_timeout" => {
                     cfg.startup_timeout = duration("startup_timeout", value)?;
+                }
+                "handover_wait" => {
+                    cfg.handover_wait = Some(duration("handover_wait", value)?);
                 }
                 "tls" => {
                     cfg.tls = match string("tls", value)?.as_str() {
@@ -466,6 +475,9 @@ impl RouterConfig {
             "startup_timeout: {}\n",
             format_duration(self.startup_timeout)
         ));
+        if let Some(wait) = self.handover_wait {
+            out.push_str(&format!("handover_wait: {}\n", format_duration(wait)));
+        }
         out.push_str(&format!("tls: {}\n", self.tls.label()));
         let path = |p: &Path| q(&p.to_string_lossy());
         if let Some(cert) = &self.tls_certfile {
@@ -738,6 +750,7 @@ read:
 api:
   listen: 127.0.0.1:6002
 connect_timeout: 500ms
+handover_wait: 7s
 tls: passthrough
 "#;
 
@@ -755,6 +768,7 @@ tls: passthrough
         assert_eq!(cfg.api_listen.as_deref(), Some("127.0.0.1:6002"));
         assert_eq!(cfg.connect_timeout, Duration::from_millis(500));
         assert_eq!(cfg.startup_timeout, Duration::from_secs(10));
+        assert_eq!(cfg.handover_wait, Some(Duration::from_secs(7)));
         assert_eq!(cfg.tls, TlsMode::Passthrough);
         let again = RouterConfig::from_yaml_str(&cfg.to_yaml()).expect("reparse");
         assert_eq!(again, cfg);

@@ -55,12 +55,10 @@ pub(crate) fn pending_switchover(state: &ClusterState, unix_now_ms: u64) -> Opti
     handing_over.then_some(request.mod_revision)
 }
 
-/// `switchover_drain_timeout` from the DCS `config` key (seconds, a number or `"5s"`).
-pub(crate) fn drain_timeout(state: &ClusterState) -> Duration {
-    let value = state
-        .config
-        .as_ref()
-        .and_then(|c| c.value.get("switchover_drain_timeout"));
+/// A duration in seconds from the DCS `config` key (a number, `"5s"` or `"250ms"`), when it
+/// is there and between 0 and an hour.
+fn config_seconds(state: &ClusterState, key: &str) -> Option<Duration> {
+    let value = state.config.as_ref().and_then(|c| c.value.get(key));
     let seconds = match value {
         Some(serde_json::Value::Number(n)) => n.as_f64(),
         Some(serde_json::Value::String(s)) => {
@@ -72,9 +70,25 @@ pub(crate) fn drain_timeout(state: &ClusterState) -> Duration {
         _ => None,
     };
     match seconds {
-        Some(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Duration::from_secs_f64(s),
-        _ => DEFAULT_DRAIN_TIMEOUT,
+        Some(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Some(Duration::from_secs_f64(s)),
+        _ => None,
     }
+}
+
+/// `switchover_drain_timeout` from the DCS `config` key (seconds, a number or `"5s"`).
+pub(crate) fn drain_timeout(state: &ClusterState) -> Duration {
+    config_seconds(state, "switchover_drain_timeout").unwrap_or(DEFAULT_DRAIN_TIMEOUT)
+}
+
+/// The `ttl` Patroni uses when the DCS `config` names none.
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// The leader lease's lifetime: the DCS `config` key's `ttl` as etcd grants it (whole
+/// seconds, rounded up, at least 2), None when the key is not there (yet).
+pub(crate) fn lease_ttl(state: &ClusterState) -> Option<Duration> {
+    let ttl = config_seconds(state, "ttl")?;
+    let secs = pgbaton_dcs::lease_ttl_secs(ttl);
+    Some(Duration::from_secs(u64::try_from(secs).unwrap_or(30)))
 }
 
 /// Where the router is in a switchover.
@@ -366,6 +380,25 @@ mod tests {
             f.value.scheduled_at = Some("tomorrow".into());
         }
         assert_eq!(pending_switchover(&s, at), None, "unreadable: never due");
+    }
+
+    #[test]
+    fn the_lease_ttl_comes_from_the_dcs_config() {
+        let mut s = ClusterState::default();
+        assert_eq!(lease_ttl(&s), None);
+        for (value, expected) in [
+            (serde_json::json!(4), Some(Duration::from_secs(4))),
+            (serde_json::json!(30), Some(Duration::from_secs(30))),
+            (serde_json::json!(2.5), Some(Duration::from_secs(3))),
+            (serde_json::json!("10s"), Some(Duration::from_secs(10))),
+            (serde_json::json!("never"), None),
+        ] {
+            s.config = Some(Versioned {
+                value: serde_json::json!({ "ttl": value }),
+                mod_revision: 1,
+            });
+            assert_eq!(lease_ttl(&s), expected, "{value}");
+        }
     }
 
     #[test]

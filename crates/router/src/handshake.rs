@@ -33,6 +33,9 @@ pub(crate) struct Ready {
     /// AuthenticationOk .. ReadyForQuery, not yet sent to the client.
     pub held: Vec<u8>,
     pub key: Option<CancelKey>,
+    /// The router does not know the session's protocol (TLS passed through): it never
+    /// writes into it.
+    pub opaque: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,7 +135,11 @@ where
                 if require_writable && !not_writable.is_empty() {
                     return Err(StartFailure::NotWritable(not_writable.join(", ")));
                 }
-                return Ok(Ready { held, key });
+                return Ok(Ready {
+                    held,
+                    key,
+                    opaque: false,
+                });
             }
             // NegotiateProtocolVersion and notices before authentication: the client sees
             // them on the first server only.

@@ -3,7 +3,8 @@
 //! The router watches the cluster's keys in etcd (Patroni 3 layout, through `pgbaton-dcs`)
 //! and never writes there. A connection on the **write** listener goes to the member that
 //! holds the leader key and runs as primary; while there is none (a switchover or failover
-//! in progress) it waits up to `write.switchover_wait`, and it is never handed to a server
+//! in progress, or a leader not accepting connections yet) it waits up to `handover_wait`
+//! (default the cluster's ttl + 2 s), and it is never handed to a server
 //! whose startup reports `in_hot_standby` or `default_transaction_read_only` on. When the
 //! leader changes, every write session to the old one is closed at once. A connection on the
 //! **read** listener goes to a streaming replica within `read.max_lag` bytes of the leader
@@ -61,6 +62,7 @@ mod pooled;
 pub mod protocol;
 mod pump;
 mod relay;
+mod retry;
 mod route;
 mod router;
 mod session;

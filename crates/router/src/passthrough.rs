@@ -16,7 +16,11 @@ use crate::config::ReadFallback;
 use crate::handshake::Ready;
 use crate::protocol::{Target, SSL_REQUEST};
 use crate::relay;
-use crate::route::{read_candidates, wait_for_leader};
+use crate::retry::{Failure, Next, Retry};
+use crate::route::{
+    leader_wait, no_leader_reason, pause_or_leader_change, read_candidates, wait_for_leader,
+    wait_for_leader_until,
+};
 use crate::session::{connect, decision, refuse, CANNOT_CONNECT_NOW};
 use crate::shared::Shared;
 use crate::topology::Backend;
@@ -78,6 +82,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, listener: 
     let ready = Ready {
         held: Vec::new(),
         key: None,
+        opaque: true,
     };
     let close_when_not_leader = listener == Target::Write;
     relay::forward(
@@ -94,24 +99,34 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, listener: 
 
 type Picked = (Backend, TcpStream, &'static str);
 
-/// The leader (one more try on a new leader when it cannot be reached).
+/// The leader, tried again until it accepts a TCP connection within the leader wait (a
+/// switchover or failover in progress; retry.rs).
 async fn pick_leader(shared: &Shared) -> Result<Picked, String> {
-    let mut failed: Option<Backend> = None;
-    let mut why = format!("no leader within {:?}", shared.cfg.switchover_wait);
-    for _attempt in 0..2 {
-        let Some(leader) = wait_for_leader(shared, failed.as_ref()).await else {
+    let bound = leader_wait(shared);
+    let mut retry = Retry::new(tokio::time::Instant::now(), bound);
+    let mut why = None;
+    loop {
+        let Some(leader) = wait_for_leader_until(shared, None, retry.deadline()).await else {
             break;
         };
         match connect(shared, &leader).await {
             Ok(server) => return Ok((leader, server, "leader")),
             Err(e) => {
-                tracing::warn!(leader = %leader.name, error = %e, "cannot reach the leader");
-                why = e;
-                failed = Some(leader);
+                if retry.failures == 0 {
+                    tracing::info!(leader = %leader.name, error = %e, "cannot reach the leader; trying again within the leader wait");
+                }
+                why = Some(e);
             }
         }
+        match retry.failed(Failure::Unreachable, tokio::time::Instant::now()) {
+            Next::Wait(pause) => pause_or_leader_change(shared, pause).await,
+            Next::GiveUp => break,
+        }
     }
-    Err(why)
+    Err(match why {
+        Some(e) => format!("no leader accepted a connection within {bound:?} (last attempt: {e})"),
+        None => no_leader_reason(shared, bound),
+    })
 }
 
 /// The first reachable readable replica, else the leader when the fallback allows.
@@ -137,7 +152,8 @@ async fn pick_reader(shared: &Arc<Shared>, target: Target) -> Result<Picked, Str
             .map(|server| (leader, server, "leader_fallback")),
         None => Err(format!(
             "no replica within read.max_lag ({} bytes) and no leader within {:?}",
-            shared.cfg.max_lag_bytes, shared.cfg.switchover_wait
+            shared.cfg.max_lag_bytes,
+            leader_wait(shared)
         )),
     }
 }

@@ -23,7 +23,10 @@ use crate::metrics::Metrics;
 use crate::pool::server::{login_within, LoginError, ServerConn, ServerView};
 use crate::pool::{Checkout, PoolKey, PoolMode, PoolStats, Pools, Report, Slot};
 use crate::protocol::{CancelKey, StartupMessage, Target};
-use crate::route::{read_candidates, wait_for_leader};
+use crate::retry::{Failure, Next, Retry};
+use crate::route::{
+    leader_wait, no_leader_reason, pause_or_leader_change, read_candidates, wait_for_leader_until,
+};
 use crate::session::{refuse, send_and_close, CANNOT_CONNECT_NOW, PROTOCOL_VIOLATION};
 use crate::shared::Shared;
 use crate::topology::Backend;
@@ -151,6 +154,9 @@ pub(crate) struct Ctx {
     pub query_time_us: u64,
     pub xact_time_us: u64,
     pub entry: Option<Arc<ClientEntry>>,
+    /// Session mode: the session state, seen in its statements, that the router cannot
+    /// carry to another server (`txn::session_state`); None: the session can be moved.
+    pub unmovable: Option<String>,
     active: bool,
 }
 
@@ -360,88 +366,147 @@ async fn open_for(
     target: Target,
     slot: Slot,
 ) -> Result<ServerConn, Fatal> {
-    let credential = pooling.pools.login(key);
-    let mut candidates = match target {
-        Target::Write => Vec::new(),
-        Target::Read | Target::Any => read_candidates(shared),
-    };
-    let fallback = match target {
-        Target::Write | Target::Any => true,
-        Target::Read => shared.cfg.read_fallback == crate::config::ReadFallback::Leader,
+    let login = |backend: Backend| {
+        let credential = pooling.pools.login(key);
+        async move {
+            let opened = login_within(
+                credential_timeout(pooling),
+                &backend,
+                &key.user,
+                &key.database,
+                &credential,
+                shared.cfg.connect_timeout,
+                shared.cfg.startup_timeout,
+            )
+            .await;
+            (backend, opened)
+        }
     };
     let mut last = None;
-    let mut tried_leader = false;
-    loop {
-        let backend = if !candidates.is_empty() {
-            candidates.remove(0)
-        } else if fallback && !tried_leader {
-            tried_leader = true;
-            match wait_for_leader(shared, None).await {
-                Some(leader) => leader,
-                None => break,
+    if matches!(target, Target::Read | Target::Any) {
+        for backend in read_candidates(shared) {
+            match login(backend).await {
+                (backend, Ok(conn)) => return Ok(pooled(pooling, key, &backend, conn, slot)),
+                // The server refused the user (password, database): the client hears it as is.
+                (_, Err(e @ LoginError::Refused { .. })) => return Err(login_fatal(e)),
+                (backend, Err(e @ LoginError::Auth(_))) => {
+                    tracing::warn!(pool = %key, member = %backend.name, error = %e, "cannot log in to the server");
+                    return Err(login_fatal(e));
+                }
+                (backend, Err(e)) => {
+                    tracing::warn!(pool = %key, member = %backend.name, error = %e, "cannot open a server connection; trying the next member");
+                    last = Some(login_fatal(e));
+                }
             }
-        } else {
+        }
+        if target == Target::Read && shared.cfg.read_fallback != crate::config::ReadFallback::Leader
+        {
+            return Err(last.unwrap_or_else(|| Fatal {
+                code: CANNOT_CONNECT_NOW,
+                message: format!(
+                    "pgbaton router: cannot connect now: no replica within read.max_lag ({} bytes) and read.fallback is refuse",
+                    shared.cfg.max_lag_bytes
+                ),
+                raw: None,
+            }));
+        }
+    }
+    // The leader, through a switchover or failover: tried again until it accepts, within
+    // the leader wait (retry.rs).
+    let bound = leader_wait(shared);
+    let mut retry = Retry::new(tokio::time::Instant::now(), bound);
+    let mut why = String::new();
+    loop {
+        let Some(leader) = wait_for_leader_until(shared, None, retry.deadline()).await else {
             break;
         };
-        let opened = login_within(
-            pooling.pools.settings().server_connect_timeout,
-            &backend,
-            &key.user,
-            &key.database,
-            &credential,
-            shared.cfg.connect_timeout,
-            shared.cfg.startup_timeout,
-        )
-        .await;
-        match opened {
-            Ok(mut conn) => {
+        let (leader, opened) = login(leader).await;
+        let failure = match opened {
+            Ok(conn) => {
                 let read_only = ["in_hot_standby", "default_transaction_read_only"]
                     .iter()
                     .any(|p| conn.params.get(*p).is_some_and(|v| v == "on"));
                 if target == Target::Write && read_only {
-                    tracing::warn!(member = %backend.name, "the leader in etcd is not writable yet; not pooling a connection to it");
-                    last = Some(Fatal {
-                        code: CANNOT_CONNECT_NOW,
-                        message: format!(
-                            "pgbaton router: cannot connect now: {} is not writable",
-                            backend.name
-                        ),
-                        raw: None,
-                    });
-                    break;
+                    why = format!("{} is not writable yet", leader.name);
+                    Failure::NotWritable
+                } else if target == Target::Write
+                    && shared.leader.borrow().as_ref() != Some(&leader)
+                {
+                    why = format!("{} stopped being the leader during the login", leader.name);
+                    Failure::Broken
+                } else {
+                    if retry.failures > 0 {
+                        tracing::info!(pool = %key, member = %leader.name, attempts = retry.failures + 1, "the leader accepts connections again");
+                    }
+                    return Ok(pooled(pooling, key, &leader, conn, slot));
                 }
-                pooling.pools.count(key, |s| s.server_logins += 1);
-                pooling.pools.set_server_params(key, conn.params.clone());
-                tracing::debug!(pool = %key, member = %backend.name, conn = conn.id, "opened a server connection");
-                conn.slot = Some(slot);
-                return Ok(conn);
             }
-            // The server refused the user (password, database): the client hears it as is.
-            Err(e @ LoginError::Refused { .. }) => return Err(login_fatal(e)),
+            Err(LoginError::Refused { raw, message }) => {
+                let code = crate::retry::error_code(&raw);
+                match Failure::of_sqlstate(&code) {
+                    Failure::Final => {
+                        return Err(login_fatal(LoginError::Refused { raw, message }))
+                    }
+                    failure => {
+                        why = format!("{}: {message} ({code})", leader.name);
+                        failure
+                    }
+                }
+            }
             Err(e @ LoginError::Auth(_)) => {
-                tracing::warn!(pool = %key, member = %backend.name, error = %e, "cannot log in to the server");
+                tracing::warn!(pool = %key, member = %leader.name, error = %e, "cannot log in to the server");
                 return Err(login_fatal(e));
             }
-            Err(e) => {
-                tracing::warn!(pool = %key, member = %backend.name, error = %e, "cannot open a server connection; trying the next member");
-                last = Some(login_fatal(e));
+            Err(e @ LoginError::Connect(_)) => {
+                why = e.to_string();
+                Failure::Unreachable
             }
+            Err(e @ LoginError::Io(_)) => {
+                why = format!("{}: {e}", leader.name);
+                Failure::Broken
+            }
+        };
+        if retry.failures == 0 {
+            tracing::info!(pool = %key, member = %leader.name, reason = %why, "the leader does not accept connections yet; trying again within the leader wait");
+        }
+        match retry.failed(failure, tokio::time::Instant::now()) {
+            Next::Wait(pause) => pause_or_leader_change(shared, pause).await,
+            Next::GiveUp => break,
         }
     }
-    Err(last.unwrap_or_else(|| Fatal {
+    let reason = if why.is_empty() {
+        no_leader_reason(shared, bound)
+    } else {
+        format!("no writable leader within {bound:?} (last attempt: {why})")
+    };
+    tracing::warn!(pool = %key, %reason, "no server connection to the leader");
+    Err(Fatal {
         code: CANNOT_CONNECT_NOW,
-        message: match target {
-            Target::Write => format!(
-                "pgbaton router: cannot connect now: no writable leader within {:?}; a failover or switchover may be in progress",
-                shared.cfg.switchover_wait
-            ),
-            _ => format!(
-                "pgbaton router: cannot connect now: no replica within read.max_lag ({} bytes) and no leader to fall back to",
-                shared.cfg.max_lag_bytes
-            ),
-        },
+        message: format!(
+            "pgbaton router: cannot connect now: {reason}; a failover or switchover may be in progress (handover_wait)"
+        ),
         raw: None,
-    }))
+    })
+}
+
+/// `pool.server_connect_timeout` now.
+fn credential_timeout(pooling: &Pooling) -> Option<std::time::Duration> {
+    pooling.pools.settings().server_connect_timeout
+}
+
+/// A new server connection joins the pool in `slot`.
+fn pooled(
+    pooling: &Pooling,
+    key: &PoolKey,
+    backend: &Backend,
+    mut conn: ServerConn,
+    slot: Slot,
+) -> ServerConn {
+    pooling.pools.count(key, |s| s.server_logins += 1);
+    pooling.pools.set_server_params(key, conn.params.clone());
+    tracing::debug!(pool = %key, member = %backend.name, conn = conn.id, "opened a server connection");
+    conn.slot = Some(slot);
+    conn
 }
 
 /// Set the client's tracked parameters where the connection differs.
@@ -790,6 +855,7 @@ async fn start(
         query_time_us: 0,
         xact_time_us: 0,
         entry: Some(entry),
+        unmovable: None,
         active: false,
     };
     // In transaction mode a client that logs in needs no server connection once the pool
@@ -854,6 +920,7 @@ async fn start(
         let ready = Ready {
             held,
             key: server_key,
+            opaque: false,
         };
         Box::pin(crate::relay::forward(
             shared.clone(),

@@ -23,21 +23,29 @@ use crate::pump::{self, Moved};
 use crate::shared::{SessionGuard, Shared};
 use crate::topology::Backend;
 
-/// Resolves when `backend` is no longer the leader (never when `leader` is None).
-async fn leader_moved(leader: Option<watch::Receiver<Option<Backend>>>, backend: &Backend) {
-    match leader {
-        Some(mut leader) => {
-            // An error means the router is going away; the stop signal handles that.
-            if leader
-                .wait_for(|l| l.as_ref() != Some(backend))
-                .await
-                .is_err()
-            {
-                std::future::pending::<()>().await;
-            }
-        }
-        None => std::future::pending().await,
+/// Resolves when `backend` is no longer the leader (never when `leader` is None), with the
+/// FATAL message for the client (nothing for an `opaque` session: TLS passed through).
+async fn leader_moved(
+    leader: Option<watch::Receiver<Option<Backend>>>,
+    backend: &Backend,
+    opaque: bool,
+) -> Vec<u8> {
+    let Some(mut leader) = leader else {
+        return std::future::pending().await;
+    };
+    let moved = leader
+        .wait_for(|l| l.as_ref() != Some(backend))
+        .await
+        .is_ok();
+    if !moved {
+        // The router is going away; the stop signal handles that.
+        return std::future::pending().await;
     }
+    if opaque {
+        return Vec::new();
+    }
+    let text = format!("pgbaton router: switchover or failover: {} is no longer the leader; the router forwards this session without reading it, so it cannot move it to the new leader; connect again (new connections wait for the new leader)", backend.name);
+    crate::txn::error_message("FATAL", "57P01", &text)
 }
 
 pub(crate) async fn forward(
@@ -49,7 +57,7 @@ pub(crate) async fn forward(
     role: Target,
     close_when_not_leader: bool,
 ) {
-    let Ready { held, key } = ready;
+    let Ready { held, key, opaque } = ready;
     let _guard = SessionGuard::new(&shared, &backend, role, key);
     // Into the kernel's hands before the client learns it may send (ReadyForQuery is in
     // `held`), so no byte can arrive while only one socket is in the map.
@@ -73,9 +81,18 @@ pub(crate) async fn forward(
     let moved = Moved::default();
     if let Some(pair) = pair {
         shared.metrics.kernel_forwarded.inc();
-        in_kernel(&shared, pair, client, server, leader, &backend, &moved).await;
+        in_kernel(
+            &shared,
+            pair,
+            client,
+            server,
+            (leader, opaque),
+            &backend,
+            &moved,
+        )
+        .await;
     } else {
-        in_user_space(&shared, client, server, leader, &backend, &moved).await;
+        in_user_space(&shared, client, server, (leader, opaque), &backend, &moved).await;
     }
     let count = |direction: &'static str, n: &AtomicU64| {
         shared
@@ -104,7 +121,7 @@ async fn in_kernel(
     mut pair: Pair,
     client: TcpStream,
     server: TcpStream,
-    leader: Option<watch::Receiver<Option<Backend>>>,
+    leader: (Option<watch::Receiver<Option<Backend>>>, bool),
     backend: &Backend,
     moved: &Moved,
 ) {
@@ -113,8 +130,9 @@ async fn in_kernel(
         _ => return,
     };
     let mut stop = shared.stop.clone();
-    let leader_gone = leader_moved(leader, backend);
+    let leader_gone = leader_moved(leader.0, backend, leader.1);
     tokio::pin!(leader_gone);
+    let mut goodbye = None;
     tokio::select! {
         _ = pair.ended() => {
             let drained = async {
@@ -131,9 +149,10 @@ async fn in_kernel(
                 _ = crate::shared::stopped(&mut stop) => {}
             }
         }
-        _ = &mut leader_gone => {
+        farewell = &mut leader_gone => {
             shared.metrics.closed_on_leader_change.inc();
             tracing::info!(backend = %backend.name, "closing a write session: its server is no longer the leader");
+            goodbye = Some(farewell);
         }
         _ = crate::shared::stopped(&mut stop) => {}
     }
@@ -142,6 +161,11 @@ async fn in_kernel(
         moved.to_client.store(to_client, Ordering::Relaxed);
     }
     drop(pair);
+    if let Some(bytes) = goodbye {
+        // Out of the kernel's map: the server side first, then the client hears why.
+        let _ = server.shutdown(std::net::Shutdown::Both);
+        let _ = std::io::Write::write(&mut &client, &bytes);
+    }
     let _ = client.shutdown(std::net::Shutdown::Both);
     let _ = server.shutdown(std::net::Shutdown::Both);
 }
@@ -150,7 +174,7 @@ async fn in_user_space(
     shared: &Shared,
     mut client: TcpStream,
     mut server: TcpStream,
-    leader: Option<watch::Receiver<Option<Backend>>>,
+    leader: (Option<watch::Receiver<Option<Backend>>>, bool),
     backend: &Backend,
     moved: &Moved,
 ) {
@@ -161,9 +185,12 @@ async fn in_user_space(
                 tracing::debug!(backend = %backend.name, error = %e, "session ended with an error");
             }
         }
-        _ = leader_moved(leader, backend) => {
+        farewell = leader_moved(leader.0, backend, leader.1) => {
             shared.metrics.closed_on_leader_change.inc();
             tracing::info!(backend = %backend.name, "closing a write session: its server is no longer the leader");
+            let _ = server.shutdown().await;
+            let _ = tokio::time::timeout(Duration::from_secs(1), client.write_all(&farewell)).await;
+            let _ = client.shutdown().await;
         }
         _ = crate::shared::stopped(&mut stop) => {}
     }

@@ -3,7 +3,7 @@
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
@@ -12,11 +12,43 @@ use crate::metrics::Metrics;
 use crate::shared::Shared;
 use crate::topology::{Backend, Replica};
 
-/// The current leader, or the first one to appear within `switchover_wait`. With `avoid`
+/// How long new work for the leader waits for one now: `handover_wait`; unset, the leader
+/// lease's TTL + 2 s (a lost leader's lease expires, a new leader is elected and promotes)
+/// and at least `write.switchover_wait`; while a switchover is held, plus the drain.
+pub(crate) fn leader_wait(shared: &Shared) -> Duration {
+    let wait = match shared.cfg.handover_wait {
+        Some(wait) => wait,
+        None => {
+            let ttl = shared
+                .topology
+                .borrow()
+                .lease_ttl
+                .unwrap_or(crate::handover::DEFAULT_TTL);
+            (ttl + Duration::from_secs(2)).max(shared.cfg.switchover_wait)
+        }
+    };
+    if *shared.hold.borrow() {
+        wait + crate::handover::DEFAULT_DRAIN_TIMEOUT
+    } else {
+        wait
+    }
+}
+
+/// The current leader, or the first one to appear within [`leader_wait`]. With `avoid`
 /// (a server that just turned out not to be writable) a different leader is awaited; when
 /// none comes, whatever leader is current is returned, so a promotion that completed in the
 /// meantime still gets its chance.
 pub(crate) async fn wait_for_leader(shared: &Shared, avoid: Option<&Backend>) -> Option<Backend> {
+    let deadline = tokio::time::Instant::now() + leader_wait(shared);
+    wait_for_leader_until(shared, avoid, deadline).await
+}
+
+/// [`wait_for_leader`] up to `deadline`.
+pub(crate) async fn wait_for_leader_until(
+    shared: &Shared,
+    avoid: Option<&Backend>,
+    deadline: tokio::time::Instant,
+) -> Option<Backend> {
     let mut leader = shared.leader.clone();
     let mut hold = shared.hold.clone();
     let acceptable = |l: &Option<Backend>| l.is_some() && l.as_ref() != avoid;
@@ -27,13 +59,6 @@ pub(crate) async fn wait_for_leader(shared: &Shared, avoid: Option<&Backend>) ->
             return current.clone();
         }
     }
-    // A switchover being drained (handover.rs): wait for the new leader, also through the
-    // leader's drain.
-    let bound = if held {
-        shared.cfg.switchover_wait + crate::handover::DEFAULT_DRAIN_TIMEOUT
-    } else {
-        shared.cfg.switchover_wait
-    };
     let started = Instant::now();
     shared.waiting.fetch_add(1, Ordering::Relaxed);
     let found = async {
@@ -51,7 +76,7 @@ pub(crate) async fn wait_for_leader(shared: &Shared, avoid: Option<&Backend>) ->
         }
     };
     let waited: Result<Result<Option<Backend>, watch::error::RecvError>, _> =
-        tokio::time::timeout(bound, found).await;
+        tokio::time::timeout_at(deadline, found).await;
     shared.waiting.fetch_sub(1, Ordering::Relaxed);
     let elapsed = started.elapsed();
     shared.metrics.wait_seconds.observe(elapsed.as_secs_f64());
@@ -71,6 +96,23 @@ pub(crate) async fn wait_for_leader(shared: &Shared, avoid: Option<&Backend>) ->
                 None
             }
         }
+    }
+}
+
+/// Sleep `pause`, or less when the leader changes meanwhile.
+pub(crate) async fn pause_or_leader_change(shared: &Shared, pause: Duration) {
+    let mut leader = shared.leader.clone();
+    leader.borrow_and_update();
+    let _ = tokio::time::timeout(pause, leader.changed()).await;
+}
+
+/// Why no leader could be used, for the client: the DCS unread past the lease, or no
+/// leader within the wait.
+pub(crate) fn no_leader_reason(shared: &Shared, waited: Duration) -> String {
+    if shared.topology.borrow().dcs_unreadable {
+        "the router cannot read etcd for longer than the leader's lease lasts, so it does not know who leads".to_string()
+    } else {
+        format!("no writable leader within {waited:?}")
     }
 }
 

@@ -20,7 +20,11 @@ use crate::handshake::{start, AuthLog, StartFailure};
 use crate::metrics::Metrics;
 use crate::open::{open, Opened};
 use crate::protocol::{error_response, Target};
-use crate::route::{read_candidates, wait_for_leader};
+use crate::retry::{Failure, Next, Retry};
+use crate::route::{
+    leader_wait, no_leader_reason, pause_or_leader_change, read_candidates, wait_for_leader,
+    wait_for_leader_until,
+};
 use crate::shared::Shared;
 use crate::topology::Backend;
 
@@ -154,83 +158,106 @@ pub(crate) async fn connect(shared: &Shared, backend: &Backend) -> Result<TcpStr
     }
 }
 
-/// To the leader, never to a server in recovery: one retry on the (new) leader.
+/// To the leader, never to a server in recovery: through a switchover or failover the
+/// leader the DCS names is tried again until it accepts, within the leader wait (retry.rs).
 async fn write_session(shared: Arc<Shared>, mut client: Client, startup: &[u8]) {
     let mut auth = AuthLog::default();
-    let mut failed: Option<Backend> = None;
-    let mut why = String::from("no leader");
-    for _attempt in 0..2 {
-        let Some(leader) = wait_for_leader(&shared, failed.as_ref()).await else {
+    let bound = leader_wait(&shared);
+    let mut retry = Retry::new(tokio::time::Instant::now(), bound);
+    let mut why = String::new();
+    loop {
+        let Some(leader) = wait_for_leader_until(&shared, None, retry.deadline()).await else {
             break;
         };
-        let mut server = match connect(&shared, &leader).await {
-            Ok(server) => server,
+        let failure = match connect(&shared, &leader).await {
             Err(e) => {
-                tracing::warn!(leader = %leader.name, error = %e, "cannot reach the leader");
                 why = e;
-                failed = Some(leader);
-                continue;
+                Failure::Unreachable
+            }
+            Ok(mut server) => {
+                let relay = start(&mut client, &mut server, startup, &mut auth, true);
+                match tokio::time::timeout(shared.cfg.startup_timeout, relay).await {
+                    Ok(Ok(ready)) => {
+                        if shared.leader.borrow().as_ref() == Some(&leader) {
+                            decision(&shared, Target::Write, "leader");
+                            client
+                                .forward(shared, server, ready, leader, Target::Write, true)
+                                .await;
+                            return;
+                        }
+                        why = format!(
+                            "{} stopped being the leader during the startup",
+                            leader.name
+                        );
+                        Failure::Broken
+                    }
+                    Ok(Err(StartFailure::NotWritable(detail))) => {
+                        why = format!("{} is not writable ({detail})", leader.name);
+                        Failure::NotWritable
+                    }
+                    Ok(Err(StartFailure::Refused(bytes))) => {
+                        let code = crate::retry::error_code(&bytes);
+                        match Failure::of_sqlstate(&code) {
+                            Failure::Final => {
+                                send_and_close(&mut client, &bytes).await;
+                                return;
+                            }
+                            failure => {
+                                why = format!("{} answered {code}", leader.name);
+                                failure
+                            }
+                        }
+                    }
+                    Ok(Err(e @ StartFailure::CannotRepeatAuth(_))) => {
+                        why = if why.is_empty() {
+                            format!("{e}: connect again")
+                        } else {
+                            format!("{why}; and {e}: connect again")
+                        };
+                        break;
+                    }
+                    Ok(Err(StartFailure::Client(e))) => {
+                        tracing::debug!(error = %e, "client left during the startup");
+                        return;
+                    }
+                    Ok(Err(StartFailure::Server(e))) => {
+                        why = format!("{} failed during the startup: {e}", leader.name);
+                        Failure::Broken
+                    }
+                    Err(_) => {
+                        let message = format!(
+                            "{} did not complete the startup within {:?}",
+                            leader.name, shared.cfg.startup_timeout
+                        );
+                        refuse(
+                            &shared,
+                            &mut client,
+                            CONNECTION_FAILURE,
+                            "startup_timeout",
+                            &message,
+                        )
+                        .await;
+                        return;
+                    }
+                }
             }
         };
-        let relay = start(&mut client, &mut server, startup, &mut auth, true);
-        match tokio::time::timeout(shared.cfg.startup_timeout, relay).await {
-            Ok(Ok(ready)) => {
-                if shared.leader.borrow().as_ref() != Some(&leader) {
-                    why = format!(
-                        "{} stopped being the leader during the startup",
-                        leader.name
-                    );
-                    failed = Some(leader);
-                    continue;
-                }
-                decision(&shared, Target::Write, "leader");
-                client
-                    .forward(shared, server, ready, leader, Target::Write, true)
-                    .await;
-                return;
-            }
-            Ok(Err(StartFailure::NotWritable(detail))) => {
-                tracing::warn!(member = %leader.name, %detail, "the leader in etcd is not writable yet; not handing it the client");
-                why = format!("{} is not writable ({detail})", leader.name);
-                failed = Some(leader);
-            }
-            Ok(Err(StartFailure::Refused(bytes))) => {
-                send_and_close(&mut client, &bytes).await;
-                return;
-            }
-            Ok(Err(e @ StartFailure::CannotRepeatAuth(_))) => {
-                why = format!("{why}; and {e}: connect again");
-                break;
-            }
-            Ok(Err(StartFailure::Client(e))) => {
-                tracing::debug!(error = %e, "client left during the startup");
-                return;
-            }
-            Ok(Err(StartFailure::Server(e))) => {
-                why = format!("{} failed during the startup: {e}", leader.name);
-                failed = Some(leader);
-            }
-            Err(_) => {
-                let message = format!(
-                    "{} did not complete the startup within {:?}",
-                    leader.name, shared.cfg.startup_timeout
-                );
-                refuse(
-                    &shared,
-                    &mut client,
-                    CONNECTION_FAILURE,
-                    "startup_timeout",
-                    &message,
-                )
-                .await;
-                return;
-            }
+        if retry.failures == 0 {
+            tracing::info!(leader = %leader.name, reason = %why, "the leader does not accept connections yet; trying again within the leader wait");
+        }
+        match retry.failed(failure, tokio::time::Instant::now()) {
+            Next::Wait(pause) => pause_or_leader_change(&shared, pause).await,
+            Next::GiveUp => break,
         }
     }
     decision(&shared, Target::Write, "refused");
+    let reason = if why.is_empty() {
+        no_leader_reason(&shared, bound)
+    } else {
+        format!("no writable leader within {bound:?} ({why})")
+    };
     let message = format!(
-        "pgbaton router: cannot connect now: no writable leader within {:?} ({why}); a failover or switchover may be in progress",
-        shared.cfg.switchover_wait
+        "pgbaton router: cannot connect now: {reason}; a failover or switchover may be in progress"
     );
     refuse(
         &shared,
@@ -315,7 +342,7 @@ async fn read_session(shared: Arc<Shared>, mut client: Client, startup: &[u8], t
     }
     decision(&shared, target, "refused");
     let message = if fallback {
-        format!("pgbaton router: cannot connect now: no replica within read.max_lag ({} bytes) and no leader within {:?}", shared.cfg.max_lag_bytes, shared.cfg.switchover_wait)
+        format!("pgbaton router: cannot connect now: no replica within read.max_lag ({} bytes) and no leader within {:?}", shared.cfg.max_lag_bytes, leader_wait(&shared))
     } else {
         format!("pgbaton router: cannot connect now: no replica within read.max_lag ({} bytes) and read.fallback is refuse", shared.cfg.max_lag_bytes)
     };

@@ -90,6 +90,13 @@ pub struct Topology {
     pub leader_position: Option<u64>,
     /// The etcd revision of the snapshot.
     pub revision: i64,
+    /// The leader lease's lifetime (the DCS `config` key's `ttl`), when known.
+    #[serde(skip)]
+    pub lease_ttl: Option<std::time::Duration>,
+    /// The router has not read etcd for longer than the leader's lease can last: the leader
+    /// it knew is not trusted any more (`leader` is None) until etcd answers again.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub dcs_unreadable: bool,
 }
 
 /// A replica that was readable stays so up to `max_lag`; a new one joins below this.
@@ -178,6 +185,8 @@ impl Topology {
             failover_pending: state.failover.is_some(),
             leader_position,
             revision: state.revision,
+            lease_ttl: crate::handover::lease_ttl(state),
+            dcs_unreadable: false,
         }
     }
 }

@@ -17,6 +17,9 @@ use crate::topology::{Backend, LagBounds, Topology};
 
 /// After a failed read of etcd, try again this soon.
 const RETRY: Duration = Duration::from_millis(250);
+/// Without a watch event for this long, read anyway: a watch cut off by a partition says
+/// nothing, and the router must know how long ago etcd last answered (`dcs_unreadable`).
+const QUIET: Duration = Duration::from_secs(1);
 
 /// The sending side of the router's view; sessions hold receivers.
 pub(crate) struct Publisher {
@@ -127,6 +130,7 @@ pub(crate) async fn follow(
     let mut events = dcs.subscribe();
     let mut healthy = true;
     let mut last: Option<Arc<ClusterState>> = None;
+    let mut last_read = tokio::time::Instant::now();
     loop {
         let wait_for_event = match dcs.load().await {
             Ok(state) => {
@@ -134,6 +138,7 @@ pub(crate) async fn follow(
                     tracing::info!(%scope, "etcd readable again");
                     healthy = true;
                 }
+                last_read = tokio::time::Instant::now();
                 let state = Arc::new(state);
                 f.recompute(&state, rest.as_ref());
                 f.states.send_replace(state.clone());
@@ -146,6 +151,16 @@ pub(crate) async fn follow(
                     healthy = false;
                 }
                 f.metrics.dcs_errors.inc();
+                // The leader it knew may have lost its lease by now: stop trusting it.
+                let current = f.publisher.topology.borrow().clone();
+                let lease = current.lease_ttl.unwrap_or(crate::handover::DEFAULT_TTL);
+                if !current.dcs_unreadable && last_read.elapsed() >= lease {
+                    tracing::warn!(%scope, unread_ms = last_read.elapsed().as_millis() as u64, lease_ms = lease.as_millis() as u64, leader = current.leader.as_ref().map_or("none", |l| l.name.as_str()), "etcd unreadable for longer than the leader's lease lasts: holding new write work until etcd answers again");
+                    let mut next = (*current).clone();
+                    next.leader = None;
+                    next.dcs_unreadable = true;
+                    f.publisher.publish(next, &f.metrics);
+                }
                 false
             }
         };
@@ -159,8 +174,11 @@ pub(crate) async fn follow(
                     break;
                 }
                 _ = tokio::time::sleep(RETRY), if !wait_for_event => break,
+                _ = tokio::time::sleep(QUIET), if wait_for_event => break,
                 _ = rest_changed(&mut rest) => {
-                    if let Some(state) = &last {
+                    // Not while etcd is unreadable: the last state may name a leader whose
+                    // lease is gone.
+                    if let Some(state) = last.as_ref().filter(|_| healthy) {
                         f.recompute(state, rest.as_ref());
                     }
                 }

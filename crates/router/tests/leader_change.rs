@@ -104,9 +104,9 @@ async fn a_write_waits_for_a_leader_during_a_switchover() {
         .await
         .expect("write");
 
-    // With no leader at all, the client is refused after switchover_wait.
+    // With no leader at all, the client is refused after handover_wait.
     let mut cfg = cluster.router_config();
-    cfg.switchover_wait = Duration::from_millis(300);
+    cfg.handover_wait = Some(Duration::from_millis(300));
     let impatient = RunningRouter::start(cfg).await;
     cluster.primary.release_leader().await;
     impatient
@@ -125,7 +125,7 @@ async fn a_write_is_never_handed_to_a_server_in_recovery() {
     let cluster = Cluster::start(true).await;
     let replica = cluster.replica();
     let mut cfg = cluster.router_config();
-    cfg.switchover_wait = Duration::from_secs(2);
+    cfg.handover_wait = Some(Duration::from_secs(2));
     let router = RunningRouter::start(cfg).await;
 
     // etcd claims node2 leads, but it is still a standby.

@@ -922,3 +922,44 @@ fn frontend(tag: u8, parts: &[&[u8]]) -> Vec<u8> {
     }
     out
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn session_pool_waiters_get_connections_as_sessions_end() {
+    let pooled = Pooled::start().await;
+    let router = RunningRouter::start(pooled.config(PoolMode::Session, 2)).await;
+    let holder = login(&router, "alice", "alice pw").await.expect("holder");
+    holder.batch_execute("SELECT 1").await.expect("holder");
+    // Three clients connect for each query through the one place left: each waits for the
+    // place the previous session gives back.
+    let started = std::time::Instant::now();
+    let mut joins = Vec::new();
+    for k in 0..3 {
+        let write = router.write;
+        joins.push(tokio::spawn(async move {
+            for i in 0..20 {
+                let mut cfg = tokio_postgres::Config::new();
+                cfg.host("127.0.0.1")
+                    .port(write.port())
+                    .user("alice")
+                    .password("alice pw")
+                    .dbname("postgres");
+                let (c, conn) = cfg
+                    .connect(tokio_postgres::NoTls)
+                    .await
+                    .unwrap_or_else(|e| panic!("client {k} op {i}: {e:?}"));
+                tokio::spawn(conn);
+                c.execute("SELECT 1", &[])
+                    .await
+                    .unwrap_or_else(|e| panic!("client {k} op {i}: {e:?}"));
+            }
+        }));
+    }
+    for j in joins {
+        j.await.expect("client");
+    }
+    eprintln!(
+        "60 connections through a session pool of 2 (1 held) in {:?}",
+        started.elapsed()
+    );
+    drop(holder);
+}

@@ -30,6 +30,7 @@ use crate::client::Client;
 use crate::pool::server::ServerConn;
 use crate::pool::PoolMode;
 use crate::pooled::{acquire, Ctx};
+use crate::topology::Backend;
 use frontend::{message_len, parse, Frontend};
 use tracker::{Statements, Tracker, Verdict};
 
@@ -72,6 +73,9 @@ enum Event {
     ServerRead(std::io::Result<usize>),
     ServerWrote(std::io::Result<usize>),
     ClientIdle,
+    /// The server connection's member stopped being the leader, or (session mode, idle)
+    /// a switchover holds the write traffic.
+    Handover,
     Stop,
 }
 
@@ -160,6 +164,64 @@ async fn write_server(write: Option<&mut OwnedWriteHalf>, buf: &[u8]) -> std::io
     }
 }
 
+/// A session-mode client that may move to another server connection now: nothing in flight,
+/// no transaction open, no session state the router cannot carry.
+fn movable(ctx: &Ctx, tracker: &Tracker, sout: &[u8], sin: &[u8]) -> bool {
+    ctx.mode == PoolMode::Session
+        && ctx.unmovable.is_none()
+        && tracker.idle()
+        && sout.is_empty()
+        && sin.is_empty()
+}
+
+/// The most a transaction sends before its first answer that the relay keeps to run it again.
+const REPLAY_MAX: usize = 64 * 1024;
+
+/// An ErrorResponse that says the server ran nothing of what it was sent: 57P03 (cannot
+/// connect now), or the FATAL a backend raises when it notices, waiting for the client's next
+/// message, that its postmaster died. A 57P01 of a shutdown may interrupt a statement that
+/// already committed (a simple query commits before its CommandComplete), so it is not
+/// retried.
+fn retryable(body: &[u8]) -> bool {
+    let (code, message) = crate::pool::server::error_fields(body);
+    code == "57P03" || (code == "57P01" && message.contains("unexpected postmaster exit"))
+}
+
+/// An ErrorResponse body with severity FATAL or PANIC.
+fn is_fatal(body: &[u8]) -> bool {
+    body.split(|b| *b == 0).any(|field| {
+        matches!(field.split_first(), Some((b'S' | b'V', v)) if v == b"FATAL" || v == b"PANIC")
+    })
+}
+
+/// Resolves when the write server connection to `backend` must be given up: its member is
+/// no longer the leader, or (`idle_session`: an idle session-mode client) a switchover holds
+/// the write traffic. Never without a server connection to watch.
+async fn handover(shared: &crate::shared::Shared, backend: Option<&Backend>, idle_session: bool) {
+    let Some(backend) = backend else {
+        return std::future::pending().await;
+    };
+    let mut leader = shared.leader.clone();
+    let mut hold = shared.hold.clone();
+    loop {
+        // Both marked seen on every turn: a change left unseen would wake this loop again
+        // at once, forever.
+        let moved = leader.borrow_and_update().as_ref() != Some(backend);
+        let held = *hold.borrow_and_update();
+        if moved || (idle_session && held) {
+            return;
+        }
+        let changed = tokio::select! {
+            r = leader.changed() => r,
+            r = hold.changed(), if idle_session => r,
+        };
+        if changed.is_err() {
+            // The router is going away; the stop signal ends the relay.
+            return std::future::pending().await;
+        }
+    }
+}
+
 /// The end of a backend message in `buf` (tag + length), None if incomplete.
 fn backend_len(buf: &[u8]) -> Result<Option<usize>, ()> {
     let Some(word) = buf.get(1..5) else {
@@ -201,6 +263,10 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
     // Since when the server has had work, and since when a transaction is open (/stats).
     let mut busy_since: Option<std::time::Instant> = None;
     let mut xact_since: Option<std::time::Instant> = None;
+    let mut watched: Option<Backend> = None;
+    // The client messages of a transaction begun from idle, while the server has not
+    // answered any of them yet.
+    let mut journal: Option<Vec<u8>> = None;
     if let Some(conn) = &server {
         ctx.attach(conn);
     }
@@ -219,6 +285,14 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
             };
             if parsed == Frontend::Terminate {
                 break 'relay End::ClientLeft;
+            }
+            if mode == PoolMode::Session && ctx.unmovable.is_none() {
+                let text = match parsed {
+                    Frontend::Query(text) => Some(text),
+                    Frontend::Parse { definition, .. } => definition.split(|b| *b == 0).next(),
+                    _ => None,
+                };
+                ctx.unmovable = text.and_then(session_state);
             }
             let quiet = server.is_none() || (tracker.pending == 0 && !tracker.unsynced);
             if let Frontend::Query(text) = parsed {
@@ -246,6 +320,18 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
             let Some(conn) = server.as_mut() else {
                 continue;
             };
+            // A transaction starts from idle: keep what it sends until the server answers,
+            // to run it on the next server connection if this one turns out dead.
+            if journal.is_none() && tracker.idle() && sout.is_empty() && sin.is_empty() {
+                journal = Some(Vec::new());
+            }
+            if let Some(j) = journal.as_mut() {
+                if j.len() + raw.len() <= REPLAY_MAX {
+                    j.extend_from_slice(&raw);
+                } else {
+                    journal = None;
+                }
+            }
             if tracker.pending == 0 && !tracker.unsynced && busy_since.is_none() {
                 let now = std::time::Instant::now();
                 busy_since = Some(now);
@@ -266,12 +352,25 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
         }
         let idle_deadline = (!idle_timeout.is_zero() && (server.is_none() || tracker.idle()))
             .then(|| tokio::time::Instant::now() + idle_timeout);
+        // The write server connection's member, watched for a handover (cloned only when
+        // the connection changes).
+        let current = server
+            .as_ref()
+            .filter(|_| ctx.target == crate::protocol::Target::Write)
+            .map(|c| &c.backend);
+        if watched.as_ref() != current {
+            watched = current.cloned();
+        }
         let event = {
             let (sr, sw) = match server.as_mut() {
                 Some(conn) => (Some(&mut conn.read), Some(&mut conn.write)),
                 None => (None, None),
             };
             let has_server = sr.is_some();
+            // An idle session-mode session gives up its server at a switchover's hold: moved
+            // when it can be, else closed naming the switchover (before the old leader stops).
+            let idle_session =
+                mode == PoolMode::Session && tracker.idle() && sout.is_empty() && sin.is_empty();
             tokio::select! {
                 biased;
                 _ = crate::shared::stopped(&mut stop) => Event::Stop,
@@ -285,6 +384,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                         None => std::future::pending().await,
                     }
                 } => Event::ClientIdle,
+                _ = handover(&ctx.shared, watched.as_ref(), idle_session) => Event::Handover,
             }
         };
         match event {
@@ -309,10 +409,48 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     Ok(_) => "closed".into(),
                 })
             }
+            Event::Handover => {
+                let Some(conn) = server.take() else {
+                    continue;
+                };
+                let still_leader = ctx.shared.leader.borrow().as_ref() == Some(&conn.backend);
+                let idle = tracker.idle() && sout.is_empty() && sin.is_empty();
+                if idle && mode == PoolMode::Session && ctx.unmovable.is_none() {
+                    // Its next statement waits for the new leader (acquire) and runs there
+                    // with the client's tracked parameters and prepared statements.
+                    tracing::info!(pool = %ctx.key, from = %conn.backend.name, still_leader, "moving an idle session to the new leader");
+                    ctx.release(conn);
+                    continue;
+                }
+                let name = conn.backend.name.clone();
+                server = Some(conn);
+                break End::Fatal(error_message(
+                    "FATAL",
+                    "57P01",
+                    &match (&ctx.unmovable, idle) {
+                        (Some(state), true) => format!(
+                            "pgbaton router: switchover or failover: {name} stops being the leader, and this session holds state the router cannot carry to the new leader ({state}); connect again"
+                        ),
+                        _ => format!(
+                            "pgbaton router: failover: {name} is no longer the leader; the transaction in progress on it was ended (not committed unless its COMMIT was acknowledged); connect again, new connections wait for the new leader"
+                        ),
+                    },
+                ));
+            }
+            Event::ServerRead(Ok(0) | Err(_)) if movable(ctx, &tracker, &sout, &sin) => {
+                // An idle session's server went away (its node failed, or it was stopped):
+                // the next statement goes to the leader the DCS names then.
+                if let Some(conn) = server.take() {
+                    tracing::info!(pool = %ctx.key, from = %conn.backend.name, "an idle session's server connection closed; the session continues on the next server connection");
+                    ctx.detach();
+                }
+            }
             Event::ServerRead(Ok(0)) => break End::ServerLost("the server closed the connection".into()),
             Event::ServerRead(Err(e)) => break End::ServerLost(e.to_string()),
             Event::ServerRead(Ok(n)) => {
                 ctx.bytes_to_client += n as u64;
+                let was_idle = movable(ctx, &tracker, &sout, &[]);
+                let mut replay = None;
                 let Some(conn) = server.as_mut() else {
                     continue;
                 };
@@ -324,6 +462,25 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     };
                     let raw = sin.split_to(len);
                     let tag = raw[0];
+                    if let Some(sent) = journal.take() {
+                        if tag == b'E' && raw.get(5..).is_some_and(is_fatal) && retryable(&raw[5..]) {
+                            // The server ended the connection before it ran anything of
+                            // the transaction (a dead postmaster noticed when it read the
+                            // first message): it runs on the next server connection.
+                            tracing::info!(pool = %ctx.key, from = %conn.backend.name, "the server ended the connection before the transaction ran; running it on the next server connection");
+                            replay = Some(sent);
+                            break;
+                        }
+                    }
+                    if was_idle && tag == b'E' && raw.get(5..).is_some_and(is_fatal) {
+                        // The server ends an idle session (a shutdown: 57P01): not this
+                        // client's business, it moves to the next server connection.
+                        tracing::info!(pool = %ctx.key, from = %conn.backend.name, "the server ended an idle session; the session continues on the next server connection");
+                        sin.clear();
+                        ctx.detach();
+                        server = None;
+                        break;
+                    }
                     if tag == b'S' {
                         ctx.parameter_changed(conn, &raw[5..]);
                     }
@@ -349,6 +506,38 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 if sin.is_empty() {
                     sin = bytes::BytesMut::new();
                 }
+                if let Some(sent) = replay {
+                    sin.clear();
+                    sout.clear();
+                    ctx.detach();
+                    server = None;
+                    let mut conn = match Box::pin(acquire(ctx)).await {
+                        Ok(conn) => conn,
+                        Err(fatal) => break 'relay End::Fatal(fatal.bytes()),
+                    };
+                    ctx.attach(&conn);
+                    tracker = Tracker::default();
+                    let mut rest: &[u8] = &sent;
+                    while let Ok(Some(len)) = message_len(rest) {
+                        let (raw, tail) = rest.split_at(len);
+                        rest = tail;
+                        if let Ok(parsed) = parse(raw) {
+                            tracker.client_message(
+                                &parsed,
+                                raw,
+                                &mut statements,
+                                &mut conn.prepared,
+                                &mut sout,
+                            );
+                        }
+                    }
+                    journal = Some(sent);
+                    server = Some(conn);
+                    continue;
+                }
+                if server.is_none() {
+                    continue;
+                }
                 let release = mode == PoolMode::Transaction
                     && tracker.idle()
                     && sout.is_empty()
@@ -373,6 +562,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
             }
         }
     };
+    let lost = server.as_ref().map(|c| c.backend.name.clone());
     // What is already due to the client goes first.
     if !cout.is_empty() {
         let _ = tokio::time::timeout(Duration::from_secs(1), client_write.write_all(&cout)).await;
@@ -388,11 +578,13 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
         }
         End::ServerLost(e) => {
             tracing::info!(pool = %ctx.key, error = %e, "a server connection failed under a client; closing the client");
-            Some(error_message(
-                "FATAL",
-                "08006",
-                &format!("pgbaton router: the server connection failed: {e}"),
-            ))
+            let text = match (&lost, ctx.target) {
+                (Some(name), crate::protocol::Target::Write) => format!(
+                    "pgbaton router: failover: the connection to the leader {name} was lost during this transaction ({e}); it did not complete unless its COMMIT was acknowledged; connect again, new connections wait for the new leader"
+                ),
+                _ => format!("pgbaton router: the server connection failed: {e}"),
+            };
+            Some(error_message("FATAL", "08006", &text))
         }
         End::Fatal(bytes) => Some(bytes.clone()),
         End::ClientLeft | End::Gone => None,
@@ -433,5 +625,124 @@ pub(crate) fn tracked(name: &str) -> Option<&'static str> {
         .find(|t| t.eq_ignore_ascii_case(name))
 }
 
+/// Parameters PostgreSQL 15 reports with ParameterStatus when they change (GUC_REPORT): a
+/// `SET` of one is seen by the router and carried to the next server connection.
+const REPORTED: [&str; 7] = [
+    "client_encoding",
+    "datestyle",
+    "timezone",
+    "time",
+    "intervalstyle",
+    "application_name",
+    "standard_conforming_strings",
+];
+
+/// Session state a statement leaves behind that the router cannot carry to another server
+/// connection (a session-mode session that has any is not moved at a switchover or
+/// failover): what it is, or None. Conservative: a statement that merely looks like one
+/// counts. Tracked: `SET` of a reported parameter, `SET LOCAL`/`SET TRANSACTION`, `RESET`,
+/// named prepared statements of the extended protocol, cursors without HOLD. Not tracked:
+/// `SET` of other parameters, `set_config`, `LISTEN`, SQL `PREPARE`, `DECLARE ... WITH
+/// HOLD`, temporary objects, session advisory locks, `LOAD`.
+pub(crate) fn session_state(text: &[u8]) -> Option<String> {
+    let text = String::from_utf8_lossy(text).to_ascii_lowercase();
+    for (needle, what) in [
+        ("pg_advisory_lock", "a session advisory lock"),
+        ("pg_try_advisory_lock", "a session advisory lock"),
+        ("set_config", "set_config"),
+        ("temp", "a temporary object"),
+        ("with hold", "a cursor WITH HOLD"),
+    ] {
+        if text.contains(needle) {
+            return Some(what.to_string());
+        }
+    }
+    for statement in text.split(';') {
+        let mut words = statement.split_whitespace();
+        let first = words.next().unwrap_or("");
+        match first {
+            "listen" => return Some("LISTEN".into()),
+            "prepare" => return Some("PREPARE".into()),
+            "load" => return Some("LOAD".into()),
+            "set" => {
+                let mut name = words.next().unwrap_or("");
+                if name == "session" {
+                    name = words.next().unwrap_or("");
+                }
+                let name = name.trim_matches('"');
+                let name = name.split(['=', ' ']).next().unwrap_or(name);
+                if name == "local" || name == "transaction" || REPORTED.contains(&name) {
+                    continue;
+                }
+                return Some(format!("SET {name}"));
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
 /// Desired parameter values of a client.
 pub(crate) type Params = BTreeMap<String, String>;
+
+#[cfg(test)]
+mod tests {
+    use super::{retryable, session_state};
+
+    #[test]
+    fn only_an_answer_that_ran_nothing_is_retried() {
+        let body = |code: &str, text: &str| {
+            let raw = super::error_message("FATAL", code, text);
+            raw[5..].to_vec()
+        };
+        assert!(retryable(&body(
+            "57P01",
+            "terminating connection due to unexpected postmaster exit"
+        )));
+        assert!(retryable(&body(
+            "57P03",
+            "the database system is shutting down"
+        )));
+        assert!(!retryable(&body(
+            "57P01",
+            "terminating connection due to administrator command"
+        )));
+        assert!(!retryable(&body("08006", "connection failure")));
+    }
+
+    #[test]
+    fn session_state_the_router_cannot_carry_is_seen() {
+        for (sql, expected) in [
+            ("SELECT 1", None),
+            ("insert into t values (1)", None),
+            ("UPDATE t SET x = 1 WHERE id = 2", None),
+            ("BEGIN; SET LOCAL work_mem = '64MB'; COMMIT", None),
+            ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", None),
+            ("set application_name = 'a'", None),
+            ("SET TIME ZONE 'UTC'", None),
+            ("SET SESSION DateStyle TO ISO", None),
+            ("reset all", None),
+            ("SET search_path TO app", Some("SET search_path")),
+            ("set work_mem='1GB'", Some("SET work_mem")),
+            ("LISTEN jobs", Some("LISTEN")),
+            ("select 1; listen jobs", Some("LISTEN")),
+            ("PREPARE p AS SELECT 1", Some("PREPARE")),
+            ("CREATE TEMP TABLE x (a int)", Some("a temporary object")),
+            (
+                "SELECT pg_advisory_lock(1)",
+                Some("a session advisory lock"),
+            ),
+            (
+                "DECLARE c CURSOR WITH HOLD FOR SELECT 1",
+                Some("a cursor WITH HOLD"),
+            ),
+            ("select set_config('a.b', 'c', false)", Some("set_config")),
+            (
+                "SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY",
+                Some("SET characteristics"),
+            ),
+        ] {
+            assert_eq!(session_state(sql.as_bytes()).as_deref(), expected, "{sql}");
+        }
+    }
+}
