@@ -34,20 +34,6 @@ fn with_subscriber_slot(yaml: String) -> String {
     )
 }
 
-async fn poll<F, Fut>(cluster: &Cluster, what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        if Instant::now() > deadline {
-            cluster.fail(what);
-        }
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
-}
-
 fn ctl_ok(cluster: &Cluster, args: &[&str]) -> String {
     let out = cluster.ctl(args);
     assert!(
@@ -73,10 +59,11 @@ async fn rows(cluster: &Cluster, member: &str) -> Option<(i64, i64, i64)> {
 }
 
 async fn wait_rows(cluster: &Cluster, member: &str, n: i64, what: &str) {
-    poll(cluster, what, FLOW, || async {
-        rows(cluster, member).await == Some((n, n, n))
-    })
-    .await;
+    cluster
+        .wait_until(what, FLOW, || async {
+            rows(cluster, member).await == Some((n, n, n))
+        })
+        .await;
     // Nothing more arrives later (no row twice).
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(
@@ -155,7 +142,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
             "--force",
         ],
     );
-    poll(&a, "A's leader never created app_pub", FLOW, || async {
+    a.wait_until("A's leader never created app_pub", FLOW, || async {
         a.query_one(
             &a_leader,
             "SELECT count(*) FROM pg_publication WHERE pubname = 'app_pub' AND puballtables",
@@ -212,8 +199,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
     );
 
     // Watched: both sides' ctl logical and /patroni.
-    poll(
-        &a,
+    a.wait_until(
         "ctl logical on A never showed the subscriber's permanent slot",
         FLOW,
         || async {
@@ -234,8 +220,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
             .and_then(|l| l.iter().find(|s| s["name"] == n).cloned())
             .unwrap_or_default()
     };
-    poll(
-        &b,
+    b.wait_until(
         "ctl logical on B never showed app_sub's error and why bad_sub is missing",
         FLOW,
         || async {
@@ -272,7 +257,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
             .as_array()
             .and_then(|l| l.iter().find(|p| p["target"] == "public.wide").cloned())
     };
-    poll(&b, "the check never found public.wide", FLOW, || async {
+    b.wait_until("the check never found public.wide", FLOW, || async {
         wide().await.is_some()
     })
     .await;
@@ -286,7 +271,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
     );
     assert_eq!(fix, "ALTER TABLE public.wide ADD COLUMN b integer;");
     b.query(&b_leader, &fix).await.expect("the fix");
-    poll(&b, "app_sub never streamed after the fix", FLOW, || async {
+    b.wait_until("app_sub never streamed after the fix", FLOW, || async {
         let v = logical(&b, &["logical", "-f", "json"]);
         let app = find(&v, "subscriptions", "app_sub");
         app["state"] == "streaming" && app["tables_syncing"] == 0
@@ -359,7 +344,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
     a.query(&a_leader, "DROP PUBLICATION app_pub")
         .await
         .expect("drop by hand");
-    poll(&a, "app_pub was never put back", FLOW, || async {
+    a.wait_until("app_pub was never put back", FLOW, || async {
         a.query_one(
             &a_leader,
             "SELECT count(*) FROM pg_publication WHERE pubname = 'app_pub'",
@@ -386,8 +371,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
         )
         .await
         .expect("confirmed_flush_lsn of app_sub");
-    poll(
-        &a,
+    a.wait_until(
         &format!("{a_replica} never held a copy of app_sub at {confirmed}"),
         COPY,
         || async {
@@ -404,7 +388,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
 
     // A's leader node dies: rows keep flowing from its new leader.
     a.kill_node(&a_leader);
-    poll(&a, "A's replica was never promoted", UP, || async {
+    a.wait_until("A's replica was never promoted", UP, || async {
         a.in_recovery(a_replica).await.is_ok_and(|r| !r)
     })
     .await;
@@ -420,15 +404,12 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
     // B's replica has replayed everything; B's leader node dies: the promoted replica's
     // apply worker resumes from the replication origin.
     let b_replica = other(&b_leader);
-    poll(
-        &b,
-        "B's replica never replayed rows 1..250",
-        FLOW,
-        || async { rows(&b, b_replica).await == Some((250, 250, 250)) },
-    )
+    b.wait_until("B's replica never replayed rows 1..250", FLOW, || async {
+        rows(&b, b_replica).await == Some((250, 250, 250))
+    })
     .await;
     b.kill_node(&b_leader);
-    poll(&b, "B's replica was never promoted", UP, || async {
+    b.wait_until("B's replica was never promoted", UP, || async {
         b.in_recovery(b_replica).await.is_ok_and(|r| !r)
     })
     .await;
@@ -470,7 +451,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
             "--force",
         ],
     );
-    poll(&b, "app_sub was never dropped", FLOW, || async {
+    b.wait_until("app_sub was never dropped", FLOW, || async {
         b.query_one(
             b_replica,
             "SELECT count(*) FROM pg_subscription WHERE subname = 'app_sub'",

@@ -74,21 +74,6 @@ async fn two_members_with(member_slots_ttl: Option<&str>, archived: bool) -> Clu
     cluster
 }
 
-/// Poll `check` every 200 ms until it holds, failing with the logs after `timeout`.
-async fn wait_until<F, Fut>(cluster: &Cluster, what: &str, timeout: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
-{
-    let deadline = Instant::now() + timeout;
-    while !check().await {
-        if Instant::now() > deadline {
-            cluster.fail(&format!("{what}: not within {timeout:?}"));
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 /// The name of the oldest WAL segment in the leader's pg_wal.
 async fn oldest_segment(cluster: &Cluster, leader: &str) -> String {
     cluster
@@ -177,10 +162,11 @@ async fn pause_replica_and_write(cluster: &Cluster, slot_kept: bool) -> Paused {
     kill(agent, Signal::SIGSTOP).expect("SIGSTOP the replica's agent");
     let postmaster = procs::postmaster_pid(&cluster.data_dir(&replica)).expect("a postmaster");
     kill(Pid::from_raw(postmaster), Signal::SIGINT).expect("fast shutdown of the replica");
-    wait_until(cluster, "the replica's PostgreSQL stops", UP, || async {
-        !procs::alive(postmaster)
-    })
-    .await;
+    cluster
+        .wait_until("the replica's PostgreSQL stops", UP, || async {
+            !procs::alive(postmaster)
+        })
+        .await;
     let replica_segment = cluster
         .query_one(&leader, "SELECT pg_walfile_name(pg_current_wal_lsn())")
         .await
@@ -188,55 +174,55 @@ async fn pause_replica_and_write(cluster: &Cluster, slot_kept: bool) -> Paused {
 
     let slot_sql =
         format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{replica}'");
-    wait_until(
-        cluster,
-        "the replica's member key expires",
-        Duration::from_secs(20),
-        || async {
-            cluster
-                .state()
-                .await
-                .is_ok_and(|s| !s.members.contains_key(&replica))
-        },
-    )
-    .await;
+    cluster
+        .wait_until(
+            "the replica's member key expires",
+            Duration::from_secs(20),
+            || async {
+                cluster
+                    .state()
+                    .await
+                    .is_ok_and(|s| !s.members.contains_key(&replica))
+            },
+        )
+        .await;
     if slot_kept {
         // Two more leader cycles: the slot is still there.
         tokio::time::sleep(Duration::from_secs(2)).await;
         let slots = cluster.query_one(&leader, &slot_sql).await.expect("slots");
         assert_eq!(slots, "1", "member_slots_ttl keeps the slot of {replica}");
     } else {
-        wait_until(
-            cluster,
-            "the leader drops the slot (member_slots_ttl: 0)",
-            Duration::from_secs(15),
-            || async {
-                cluster
-                    .query_one(&leader, &slot_sql)
-                    .await
-                    .is_ok_and(|n| n == "0")
-            },
-        )
-        .await;
+        cluster
+            .wait_until(
+                "the leader drops the slot (member_slots_ttl: 0)",
+                Duration::from_secs(15),
+                || async {
+                    cluster
+                        .query_one(&leader, &slot_sql)
+                        .await
+                        .is_ok_and(|n| n == "0")
+                },
+            )
+            .await;
     }
 
     write_wal_and_checkpoint(cluster, &leader).await;
     let oldest = oldest_segment(cluster, &leader).await;
     // The leader publishes where its WAL starts (replicas compare their position with it).
-    wait_until(
-        cluster,
-        "the leader publishes its oldest WAL in `status`",
-        Duration::from_secs(10),
-        || async {
-            let published = cluster
-                .state()
-                .await
-                .ok()
-                .and_then(|s| s.status.and_then(|st| st.oldest_wal_lsn));
-            published.is_some_and(|lsn| segment_of(lsn) == oldest[8..])
-        },
-    )
-    .await;
+    cluster
+        .wait_until(
+            "the leader publishes its oldest WAL in `status`",
+            Duration::from_secs(10),
+            || async {
+                let published = cluster
+                    .state()
+                    .await
+                    .ok()
+                    .and_then(|s| s.status.and_then(|st| st.oldest_wal_lsn));
+                published.is_some_and(|lsn| segment_of(lsn) == oldest[8..])
+            },
+        )
+        .await;
     if slot_kept {
         assert!(
             oldest <= replica_segment,
@@ -260,20 +246,27 @@ async fn pause_replica_and_write(cluster: &Cluster, slot_kept: bool) -> Paused {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_replica_back_within_member_slots_ttl_streams_again_through_its_kept_slot() {
-    let cluster = two_members(None).await;
-    let p = pause_replica_and_write(&cluster, true).await;
-
+/// Resume the replica's agent; how long until every member streams (at most `limit`) and
+/// the replica has the row written after it stopped.
+async fn resume_until_streaming(cluster: &Cluster, p: &Paused, limit: Duration) -> Duration {
     kill(p.agent, Signal::SIGCONT).expect("SIGCONT the replica's agent");
     let resumed = Instant::now();
     cluster
-        .wait_until_streaming(&cluster.members(), Duration::from_secs(60))
+        .wait_until_streaming(&cluster.members(), limit)
         .await;
     let took = resumed.elapsed();
     cluster
         .wait_for_value(&p.replica, "heal", "after", Duration::from_secs(30))
         .await;
+    took
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_back_within_member_slots_ttl_streams_again_through_its_kept_slot() {
+    let cluster = two_members(None).await;
+    let p = pause_replica_and_write(&cluster, true).await;
+
+    let took = resume_until_streaming(&cluster, &p, Duration::from_secs(60)).await;
     eprintln!(
         "{} streams again from {} {took:?} after its agent resumed (through its kept slot, from {})",
         p.replica, p.leader, p.replica_segment
@@ -402,15 +395,7 @@ async fn a_replica_whose_wal_is_gone_catches_up_from_the_archive() {
         archived.display()
     );
 
-    kill(p.agent, Signal::SIGCONT).expect("SIGCONT the replica's agent");
-    let resumed = Instant::now();
-    cluster
-        .wait_until_streaming(&cluster.members(), Duration::from_secs(180))
-        .await;
-    let took = resumed.elapsed();
-    cluster
-        .wait_for_value(&p.replica, "heal", "after", Duration::from_secs(30))
-        .await;
+    let took = resume_until_streaming(&cluster, &p, Duration::from_secs(180)).await;
     eprintln!(
         "{} streams again {took:?} after its agent resumed (segments from {} restored from the archive)",
         p.replica, p.replica_segment

@@ -316,6 +316,22 @@ impl Cluster {
         panic!("{what}\n{}", self.log_tails())
     }
 
+    /// Poll `check` every 200 ms until it holds; past `timeout`, fail naming `what` (with
+    /// the logs).
+    pub async fn wait_until<F, Fut>(&self, what: &str, timeout: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = bool>,
+    {
+        let deadline = Instant::now() + timeout;
+        while !check().await {
+            if Instant::now() > deadline {
+                self.fail(&format!("{what}: not within {timeout:?}"));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
     /// Wait until the leader key names a member whose document says running master.
     pub async fn wait_for_leader(&self, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
