@@ -349,6 +349,10 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     tracing::warn!(error = %e, "cannot reload PostgreSQL");
                 }
                 self.configured_upstream = upstream.clone();
+                // What the old upstream said about removed WAL says nothing about the new one.
+                if self.wal_log.is_some() {
+                    self.wal_log = Some(self.pg.wal_log(LogFrom::End));
+                }
             }
             Action::MoveDataAside { reason } => match self.pg.move_aside(reason) {
                 Ok(path) => {
@@ -566,6 +570,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             }
             Action::StartPrimary => {
                 self.configured_upstream = None;
+                self.wal_log = None;
                 let files = self.config_files(params, None, false);
                 self.jobs.start(JobKind::Start, async move {
                     pg.write_config(&files).map_err(|e| e.to_string())?;
@@ -574,6 +579,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             }
             Action::Promote => {
                 self.configured_upstream = None;
+                self.wal_log = None;
                 self.jobs.start(JobKind::Promote, async move {
                     pg.promote(Duration::from_secs(60))
                         .await

@@ -76,6 +76,8 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         }
         let missing_wal_segment = match (&pg, self.wal_log.as_mut()) {
             (LocalPg::Running(r), Some(scanner)) if r.in_recovery => scanner.poll(),
+            // A replica that cannot reach a consistent state says why only in its log.
+            (LocalPg::Starting, Some(scanner)) => scanner.poll(),
             _ => None,
         };
         let view = dcs.as_ref().map(view::dcs_view);

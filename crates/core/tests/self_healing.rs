@@ -663,3 +663,115 @@ fn a_new_timeline_of_the_same_leader_may_need_a_new_rewind() {
         d.reason
     );
 }
+
+// --- A replica that cannot finish its start because its WAL is gone ---
+
+fn starting_without_wal(now: Millis, job: JobView) -> Observation {
+    Observation {
+        missing_wal_segment: Some(SEGMENT.into()),
+        job,
+        ..obs(now, LocalPg::Starting, view(&[ME, "node3"]))
+    }
+}
+
+#[test]
+fn a_start_that_waits_for_removed_wal_is_aborted_and_the_replica_recloned() {
+    let running_start = JobView::Running(JobKind::Start);
+    let d = decide(
+        &replica_state(),
+        &starting_without_wal(NOW, running_start.clone()),
+        &cfg(),
+    );
+    assert_eq!(d.reason, Reason::WaitingForJob(JobKind::Start));
+    assert_eq!(pg_ops(&d), vec![], "PostgreSQL may still get the WAL");
+
+    let later = NOW + cfg().not_streaming_timeout_ms;
+    let d = decide(
+        &d.state,
+        &starting_without_wal(later, running_start),
+        &cfg(),
+    );
+    assert_eq!(
+        d.reason,
+        Reason::RecloningForMissingWal {
+            missing: MissingWal::SegmentRemoved {
+                segment: SEGMENT.into()
+            },
+            from: LEADER.into()
+        }
+    );
+    // The start job is still waiting: only an immediate stop ends it.
+    assert_eq!(
+        pg_ops(&d),
+        vec![Action::Stop {
+            mode: StopMode::Immediate
+        }]
+    );
+    assert!(d.state.reclone_pending && d.state.wal_missing);
+    assert_eq!(d.published.as_str(), "WAL missing");
+
+    let stopped = obs(later + 500, stopped_replica(), view(&[ME, "node3"]));
+    let d = decide(&d.state, &stopped, &cfg());
+    assert_eq!(
+        pg_ops(&d),
+        vec![Action::MoveDataAside {
+            reason: "wal-missing"
+        }]
+    );
+}
+
+#[test]
+fn a_start_that_timed_out_waiting_for_removed_wal_is_stopped_and_recloned() {
+    let failed = JobView::Failed {
+        kind: JobKind::Start,
+        error: "PostgreSQL did not accept connections within 120.0 s".into(),
+    };
+    // An agent that restarted finds PostgreSQL starting: its phase is not known yet.
+    let d = decide(
+        &MemberState::new(),
+        &starting_without_wal(NOW, failed.clone()),
+        &cfg(),
+    );
+    assert_eq!(d.reason, Reason::WaitingForPostgres);
+    let d = decide(
+        &d.state,
+        &starting_without_wal(NOW + cfg().not_streaming_timeout_ms, failed),
+        &cfg(),
+    );
+    assert_eq!(
+        pg_ops(&d),
+        vec![Action::Stop {
+            mode: StopMode::Fast
+        }]
+    );
+    assert!(d.state.reclone_pending);
+}
+
+#[test]
+fn a_starting_replica_without_a_removed_segment_in_its_log_is_left_to_start() {
+    let plain = obs(NOW + 60_000, LocalPg::Starting, view(&[ME, "node3"]));
+    let d = decide(&replica_state(), &plain, &cfg());
+    assert_eq!(d.reason, Reason::WaitingForPostgres);
+    assert_eq!(pg_ops(&d), vec![]);
+}
+
+#[test]
+fn a_starting_replica_whose_wal_is_gone_waits_for_the_archive_when_one_is_configured() {
+    let cfg = HaConfig {
+        archive_recovery: true,
+        ..cfg()
+    };
+    let job = JobView::Running(JobKind::Start);
+    let d = decide(
+        &replica_state(),
+        &starting_without_wal(NOW, job.clone()),
+        &cfg,
+    );
+    let d = decide(
+        &d.state,
+        &starting_without_wal(NOW + cfg.not_streaming_timeout_ms, job),
+        &cfg,
+    );
+    assert!(matches!(d.reason, Reason::MissingWalWaitingForArchive(_)));
+    assert_eq!(pg_ops(&d), vec![]);
+}

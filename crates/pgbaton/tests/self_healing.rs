@@ -415,3 +415,127 @@ async fn a_replica_whose_wal_is_gone_catches_up_from_the_archive() {
         p.replica_segment
     );
 }
+
+/// A crashed leader that comes back after its successor wrote past everything that kept WAL
+/// for it: pg_rewind succeeds, but the rewound data directory needs WAL from the new
+/// timeline's first segment to become consistent, and the new leader has removed it. Its
+/// PostgreSQL then waits in recovery forever, never accepting connections ("requested WAL
+/// segment ... has already been removed" in its log); the agent aborts that start and
+/// re-clones it (found by the chaos suite's `replica-away`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rewound_member_whose_new_timeline_wal_is_gone_is_recloned_instead_of_starting_forever() {
+    let mut cluster = two_members(Some("0")).await;
+    let old = cluster.wait_until_all_streaming(UP).await;
+    let new = cluster
+        .members()
+        .into_iter()
+        .find(|m| *m != old)
+        .expect("a replica");
+    cluster.write(&old, "heal", "before").await.expect("write");
+    cluster
+        .wait_for_value(&new, "heal", "before", Duration::from_secs(30))
+        .await;
+
+    // The replica stops (its agent frozen) and the leader writes what it will never see:
+    // the old leader's WAL diverges from the new leader's.
+    let agent = Pid::from_raw(cluster.agent_pid(&new));
+    kill(agent, Signal::SIGSTOP).expect("SIGSTOP the replica's agent");
+    let postmaster = procs::postmaster_pid(&cluster.data_dir(&new)).expect("a postmaster");
+    kill(Pid::from_raw(postmaster), Signal::SIGINT).expect("fast shutdown of the replica");
+    cluster
+        .wait_until("the replica's PostgreSQL stops", UP, || async {
+            !procs::alive(postmaster)
+        })
+        .await;
+    cluster
+        .write(&old, "heal", "diverged")
+        .await
+        .expect("write on the old leader");
+    cluster.kill_node(&old);
+    kill(agent, Signal::SIGCONT).expect("SIGCONT the replica's agent");
+    cluster
+        .wait_until(
+            "the replica becomes the leader",
+            Duration::from_secs(60),
+            || async {
+                cluster
+                    .state()
+                    .await
+                    .is_ok_and(|s| s.leader.as_ref().is_some_and(|l| l.name == new))
+                    && cluster.in_recovery(&new).await.is_ok_and(|r| !r)
+            },
+        )
+        .await;
+    let switch_segment = cluster
+        .query_one(&new, "SELECT pg_walfile_name(pg_current_wal_lsn())")
+        .await
+        .expect("the new leader's WAL file");
+    assert!(
+        switch_segment.starts_with("00000002"),
+        "a new timeline: {switch_segment}"
+    );
+    // The old leader's slot goes with its member key (member_slots_ttl: 0), then the new
+    // timeline's first segments are written over and recycled.
+    let slot_sql = format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = '{old}'");
+    cluster
+        .wait_until(
+            "the old leader's slot is dropped",
+            Duration::from_secs(20),
+            || async {
+                cluster
+                    .query_one(&new, &slot_sql)
+                    .await
+                    .is_ok_and(|n| n == "0")
+            },
+        )
+        .await;
+    write_wal_and_checkpoint(&cluster, &new).await;
+    let oldest = oldest_segment(&cluster, &new).await;
+    assert!(
+        oldest > switch_segment,
+        "{switch_segment} must be gone from the new leader (oldest: {oldest})"
+    );
+    cluster.write(&new, "heal", "after").await.expect("write");
+
+    cluster.start_agent(&old);
+    let started = Instant::now();
+    cluster
+        .wait_until(
+            "the old leader is re-cloned and streams",
+            Duration::from_secs(180),
+            || async {
+                !moved_aside(&cluster.member_dir(&old), "wal-missing").is_empty()
+                    && cluster.state().await.is_ok_and(|s| {
+                        s.members.get(&old).is_some_and(|d| {
+                            d.state == "running"
+                                && d.replication_state.as_deref() == Some("streaming")
+                        })
+                    })
+            },
+        )
+        .await;
+    eprintln!(
+        "{old} re-cloned and streaming {:?} after its agent started",
+        started.elapsed()
+    );
+    cluster
+        .wait_for_value(&old, "heal", "after", Duration::from_secs(30))
+        .await;
+    let values = cluster.values(&old, "heal").await.expect("rows");
+    assert!(
+        !values.iter().any(|v| v == "diverged"),
+        "the diverged row is gone with the moved-aside data: {values:?}"
+    );
+    let log = cluster.agent_log(&old);
+    assert!(log.contains("pg_rewind done"), "it was rewound first");
+    assert!(
+        log.contains("its upstream no longer has WAL segment"),
+        "the agent log gives the reason"
+    );
+    let pg_log = std::fs::read_to_string(cluster.member_dir(&old).join("postgresql.log"))
+        .unwrap_or_default();
+    assert!(
+        pg_log.contains("has already been removed"),
+        "PostgreSQL asked for the removed segment"
+    );
+}

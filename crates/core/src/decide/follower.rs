@@ -28,6 +28,51 @@ pub(super) fn repoint_while_starting(
     })
 }
 
+/// A replica whose start waits for WAL its upstream has removed never becomes consistent:
+/// PostgreSQL asks for the segment again and again and the start never ends (found by the
+/// chaos suite's `replica-away`: a replica crashed, the leader wrote past its slot's
+/// `max_slot_wal_keep_size`). Once it has waited for the not-streaming timeout, heal it as a
+/// running replica would be healed (archive, `sync` key, `reclone_interval` respected); a start
+/// still running is aborted (an immediate stop of a replica loses nothing).
+pub(super) fn missing_wal_while_starting(s: &mut MemberState, cx: &Context) -> Option<Step> {
+    let job_allows = match cx.obs.job {
+        JobView::Running(kind) => kind == JobKind::Start,
+        JobView::Idle | JobView::Failed { .. } => true,
+    };
+    let as_primary = matches!(
+        s.phase,
+        Phase::Leader
+            | Phase::Promoting
+            | Phase::RestartingPrimary
+            | Phase::Demoting
+            | Phase::HandingOver
+    );
+    if cx.obs.pg != LocalPg::Starting || !job_allows || as_primary {
+        return None;
+    }
+    let view = cx.view?;
+    let leader = view.leader.as_deref().filter(|l| *l != cx.cfg.name)?;
+    let Some(segment) = cx.obs.missing_wal_segment.clone() else {
+        s.not_streaming_since = None;
+        return None;
+    };
+    let since = *s.not_streaming_since.get_or_insert(cx.now);
+    if cx.now - since < cx.cfg.not_streaming_timeout_ms {
+        return None;
+    }
+    s.wal_missing = true;
+    let (reason, mut actions) =
+        heal_missing_wal(s, cx, view, leader, MissingWal::SegmentRemoved { segment });
+    if matches!(cx.obs.job, JobView::Running(_)) {
+        for action in &mut actions {
+            if let Action::Stop { mode } = action {
+                *mode = StopMode::Immediate;
+            }
+        }
+    }
+    Some((reason, actions))
+}
+
 /// Following the leader, plus the slots a running replica keeps for its cascaded members.
 pub(super) fn following(s: &mut MemberState, cx: &Context, view: &DcsView, leader: &str) -> Step {
     let (reason, mut actions) = following_pg(s, cx, view, leader);
@@ -150,7 +195,9 @@ pub(super) fn following_pg(
                 }],
             )
         }
-        LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
+        LocalPg::Starting => {
+            missing_wal_while_starting(s, cx).unwrap_or((Reason::WaitingForPostgres, vec![]))
+        }
         LocalPg::Stopped { .. } if s.reclone_pending => {
             s.reclone_pending = false;
             // Checked again: the sync key may name us by now, or the clone source be gone
