@@ -84,13 +84,6 @@ impl FaultKind {
         }
     }
 
-    /// Faults `all` leaves out: named in `--faults` only. `replica-away` is one while a run
-    /// where it overlapped leader changes (CI seed 1, sync mode) ended with both replicas not
-    /// replaying the leader's WAL 60 s after the last fault healed (bench/chaos/README.md).
-    pub fn opt_in(self) -> bool {
-        matches!(self, FaultKind::ReplicaAway)
-    }
-
     /// Faults carried out in steps (a switchover, kills that wait for a new leader): they
     /// hold every member host until their last step is done.
     pub fn staged(self) -> bool {
@@ -107,7 +100,6 @@ impl FaultKind {
             return Ok(FaultKind::ALL
                 .into_iter()
                 .filter(|k| *k != FaultKind::EtcdSplit || etcd_members >= 3)
-                .filter(|k| !k.opt_in())
                 .collect());
         }
         let mut out = Vec::new();
