@@ -145,13 +145,10 @@ mod tests {
     fn all_leaves_out_etcd_split_with_one_etcd_member() {
         let one = FaultKind::parse_list("all", 1).unwrap();
         assert!(!one.contains(&FaultKind::EtcdSplit));
-        assert!(
-            !one.contains(&FaultKind::ReplicaAway),
-            "replica-away is opt-in"
-        );
-        assert_eq!(one.len(), FaultKind::ALL.len() - 2);
+        assert!(one.contains(&FaultKind::ReplicaAway));
+        assert_eq!(one.len(), FaultKind::ALL.len() - 1);
         let three = FaultKind::parse_list("all", 3).unwrap();
-        assert_eq!(three.len(), FaultKind::ALL.len() - 1);
+        assert_eq!(three.len(), FaultKind::ALL.len());
         let named = FaultKind::parse_list("replica-away", 1).unwrap();
         assert_eq!(named, vec![FaultKind::ReplicaAway]);
     }
