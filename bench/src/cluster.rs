@@ -79,6 +79,8 @@ pub struct ClusterSpec {
     pub via_router: bool,
     /// `--pool-mode` for `local up` (None: the router's default, session mode unpooled).
     pub pool_mode: Option<&'static str>,
+    /// `--archive` for `local up` (a pgBackRest repository, WAL archived and restored).
+    pub archive: bool,
 }
 
 /// A running local cluster; dropping it stops the cluster.
@@ -122,6 +124,9 @@ impl LocalCluster {
             .args(["--synchronous", spec.synchronous]);
         if let Some(mode) = spec.pool_mode {
             cmd.args(["--pool-mode", mode]);
+        }
+        if spec.archive {
+            cmd.arg("--archive");
         }
         if let Some(t) = spec.profile.explicit_timing() {
             cmd.arg("--ttl")
@@ -228,6 +233,29 @@ impl LocalCluster {
             ));
         }
         Ok(members::parse(&String::from_utf8_lossy(&output.stdout))?)
+    }
+
+    /// `pgbaton ctl edit-config --force` with `args` (e.g. `-s key=value`).
+    pub async fn edit_config(&self, args: &[&str]) -> Result<(), ClusterError> {
+        let output = tokio::process::Command::new(&self.spec.pgbaton)
+            .arg("ctl")
+            .arg("--dcs")
+            .arg(format!("127.0.0.1:{}", self.spec.base_port))
+            .args(["--scope", "local", "edit-config", "--force"])
+            .args(args)
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(30), output)
+            .await
+            .map_err(|_| ClusterError::Ctl("edit-config: no answer within 30 s".into()))?
+            .map_err(|e| ClusterError::Ctl(e.to_string()))?;
+        if !output.status.success() {
+            return Err(ClusterError::Ctl(format!(
+                "edit-config {args:?}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
+        }
+        Ok(())
     }
 
     /// A planned switchover with `pgbaton ctl switchover --force`; returns its output.

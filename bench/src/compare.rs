@@ -114,6 +114,7 @@ pub async fn run(plan: &ComparePlan, out: &mut Comparison) {
                 synchronous: "off",
                 via_router,
                 pool_mode: None,
+                archive: false,
             };
             let outcome = async {
                 let cluster = LocalCluster::start(spec).await?;

@@ -377,6 +377,7 @@ async fn run_pgbaton(
         synchronous: "off",
         via_router: true,
         pool_mode: (stack == Stack::PgbatonTransaction).then_some("transaction"),
+        archive: false,
     };
     let cluster = LocalCluster::start(spec).await.map_err(|e| e.to_string())?;
     let endpoint = Endpoint {

@@ -3,6 +3,7 @@
 //! memory the agent keeps resident, what synchronous replication costs, and the same
 //! scenarios on Patroni + HAProxy side by side. See bench/README.md.
 
+mod catchup;
 mod cluster;
 mod compare;
 mod compare_report;
@@ -97,6 +98,19 @@ enum Command {
         /// Ports of the Patroni clusters (40 per stack).
         #[arg(long, default_value_t = 18000)]
         patroni_base_port: u16,
+    },
+    /// How long a replica far behind takes to stream again: through its kept slot, from
+    /// the WAL archive (pgBackRest), or re-cloned (two-member clusters, methods interleaved).
+    Catchup {
+        /// Which ways back, in this order.
+        #[arg(long, value_delimiter = ',', default_value = "slot,archive,reclone")]
+        methods: Vec<catchup::Method>,
+        /// WAL the leader writes while the replica is away, in MB.
+        #[arg(long, default_value_t = 1000)]
+        behind_mb: u64,
+        /// Seconds a replica may take before the run counts as not caught up.
+        #[arg(long, default_value_t = 600)]
+        limit: u64,
     },
     /// Node crash, postmaster crash and switchover on pgbaton and on Patroni + HAProxy.
     Compare {
@@ -259,6 +273,31 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             }
             return Ok(());
         }
+        Command::Catchup {
+            methods,
+            behind_mb,
+            limit,
+        } => {
+            let plan = catchup::CatchupPlan {
+                pgbaton: pgbaton.clone(),
+                dir: dir.clone(),
+                base_port: opts.base_port,
+                methods,
+                runs: opts.runs,
+                behind_mb,
+                limit: Duration::from_secs(limit),
+            };
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let out = catchup::run(&plan).await;
+            println!("\nload average at the end: {}", load_average());
+            println!("\n{}", catchup::report(&out, &plan));
+            if let Some(path) = &opts.json {
+                let json = serde_json::to_string_pretty(&out).context("encoding the results")?;
+                std::fs::write(path, json)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            return Ok(());
+        }
         Command::Handover {
             stacks,
             switchovers,
@@ -361,6 +400,7 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             synchronous: "off",
             via_router: false,
             pool_mode: None,
+            archive: false,
         };
         let outcome = async {
             let cluster = LocalCluster::start(spec).await?;

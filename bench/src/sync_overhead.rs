@@ -143,6 +143,7 @@ pub async fn run(
             synchronous: mode,
             via_router: false,
             pool_mode: None,
+            archive: false,
         };
         let cluster = LocalCluster::start(spec).await?;
         let leader = cluster.wait_whole(Duration::from_secs(120)).await?;

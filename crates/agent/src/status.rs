@@ -28,7 +28,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     (None, None) => None,
                     (a, b) => Some(a.unwrap_or(0).max(b.unwrap_or(0))),
                 };
-                doc.replication_state = st.wal_receiver.as_ref().map(|w| w.status.clone());
+                doc.replication_state = st.wal_receiver.as_ref().map(|w| w.state().to_string());
                 // For `ctl list --positions`: the lag in seconds is the age of this.
                 if let Some(at) = &st.replay_timestamp {
                     doc.extra.insert(
@@ -159,7 +159,8 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             replayed_location: st.and_then(|s| s.replay_lsn),
             replayed_timestamp: st.and_then(|s| s.replay_timestamp.clone()),
             replay_paused: st.is_some_and(|s| s.replay_paused),
-            replication_state: st.and_then(|s| s.wal_receiver.as_ref().map(|w| w.status.clone())),
+            replication_state: st
+                .and_then(|s| s.wal_receiver.as_ref().map(|w| w.state().to_string())),
             replication: st
                 .map(|s| {
                     s.replication

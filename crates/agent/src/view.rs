@@ -95,7 +95,7 @@ pub fn running_pg(status: &PgStatus) -> RunningPg {
         streaming: status
             .wal_receiver
             .as_ref()
-            .is_some_and(|w| w.status == "streaming"),
+            .is_some_and(|w| w.is_streaming()),
         replicas: status
             .replication
             .iter()

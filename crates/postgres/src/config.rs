@@ -168,6 +168,10 @@ pub(crate) fn quote_conninfo(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
+/// How long a walreceiver's connection to its upstream may take before it gives up and
+/// PostgreSQL tries again (after `wal_retrieve_retry_interval`).
+const WALRECEIVER_CONNECT_TIMEOUT_S: u32 = 5;
+
 fn primary_conninfo(spec: &PgSpec, upstream: &Upstream, passfile: Option<&PassFile>) -> String {
     let mut parts = vec![
         format!("host={}", quote_conninfo(&upstream.host)),
@@ -186,6 +190,10 @@ fn primary_conninfo(spec: &PgSpec, upstream: &Upstream, passfile: Option<&PassFi
         "application_name={}",
         quote_conninfo(&spec.application_name)
     ));
+    // Without a timeout libpq waits for ever on a connection whose peer vanished during the
+    // handshake (a partition, a lost host): the walreceiver then never tries again, and
+    // PostgreSQL shows it as streaming all along (found by the chaos suite).
+    parts.push(format!("connect_timeout={WALRECEIVER_CONNECT_TIMEOUT_S}"));
     parts.join(" ") + &PgSpec::conninfo_tls(&spec.replication_tls)
 }
 
@@ -309,7 +317,7 @@ mod tests {
         assert!(conf.contains("recovery_target_timeline = 'latest'\n"));
         // conninfo escaping ('\'' and '\\'), then conf escaping (quotes and backslashes doubled).
         assert!(
-            conf.contains(r"primary_conninfo = 'host=''127.0.0.1'' port=5432 user=''repl'' password=''it\\''s a \\\\ secret'' application_name=''node-1'''"),
+            conf.contains(r"primary_conninfo = 'host=''127.0.0.1'' port=5432 user=''repl'' password=''it\\''s a \\\\ secret'' application_name=''node-1'' connect_timeout=5'"),
             "{conf}"
         );
         // With a password file (postgresql.pgpass): named, and no password anywhere.
@@ -323,7 +331,7 @@ mod tests {
         )
         .expect("render");
         assert!(
-            conf.contains(r"primary_conninfo = 'host=''127.0.0.1'' port=5432 user=''repl'' passfile=''/var/lib/postgresql/pg pass'' application_name=''node-1'''"),
+            conf.contains(r"primary_conninfo = 'host=''127.0.0.1'' port=5432 user=''repl'' passfile=''/var/lib/postgresql/pg pass'' application_name=''node-1'' connect_timeout=5'"),
             "{conf}"
         );
         assert!(!conf.contains("secret"), "{conf}");

@@ -49,6 +49,24 @@ pub struct WalReceiver {
     pub received_tli: u32,
 }
 
+impl WalReceiver {
+    /// PostgreSQL's status, except that a walreceiver still connecting to its upstream
+    /// (PostgreSQL says `streaming` from its start; the sender is known only once connected)
+    /// is `starting`.
+    pub fn state(&self) -> &str {
+        if self.status == "streaming" && self.sender_host.is_none() {
+            "starting"
+        } else {
+            &self.status
+        }
+    }
+
+    /// Connected to its upstream and streaming.
+    pub fn is_streaming(&self) -> bool {
+        self.state() == "streaming"
+    }
+}
+
 /// A row of pg_stat_replication.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicationRow {
@@ -255,4 +273,30 @@ fn slot_row(row: &Row) -> Result<SlotRow, PgError> {
         wal_status: get(row, 5)?,
         safe_wal_size: get(row, 6)?,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WalReceiver;
+
+    fn receiver(status: &str, sender: Option<&str>) -> WalReceiver {
+        WalReceiver {
+            status: status.into(),
+            sender_host: sender.map(str::to_string),
+            sender_port: sender.map(|_| 5432),
+            slot_name: None,
+            received_tli: 1,
+        }
+    }
+
+    #[test]
+    fn a_walreceiver_still_connecting_is_not_streaming() {
+        let connecting = receiver("streaming", None);
+        assert_eq!(connecting.state(), "starting");
+        assert!(!connecting.is_streaming());
+        let connected = receiver("streaming", Some("10.0.0.1"));
+        assert_eq!(connected.state(), "streaming");
+        assert!(connected.is_streaming());
+        assert_eq!(receiver("waiting", None).state(), "waiting");
+    }
 }
