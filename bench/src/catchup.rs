@@ -140,10 +140,13 @@ async fn one(plan: &CatchupPlan, i: u16, method: Method) -> Result<Run, String> 
     let resumed = async {
         kill(Pid::from_raw(postmaster), Signal::SIGINT)
             .map_err(|e| format!("stopping {replica}'s PostgreSQL: {e}"))?;
+        // PostgreSQL removes postmaster.pid when it has shut down (the process itself stays
+        // a zombie: its parent, the agent, is stopped).
+        let pid_file = cluster.member_dir(&replica).join("data/postmaster.pid");
         wait_for(
             Duration::from_secs(60),
             "the replica's PostgreSQL stops",
-            || async { kill(Pid::from_raw(postmaster), None).is_err() },
+            || async { !pid_file.exists() },
         )
         .await?;
         wait_for(
