@@ -10,6 +10,7 @@ use pgbaton_postgres::{self as pg, StandbyConfig, Upstream};
 use tracing::Instrument;
 
 use super::{jobs, settings, Agent};
+use crate::jobs::JobFailure;
 use crate::peers::Peers;
 use crate::ports::{ConfigFiles, Host, LogFrom, Postgres};
 
@@ -553,7 +554,10 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                             tracing::info!(?outcome, "pg_rewind done");
                             Ok(())
                         }
-                        Err(e) => Err(e.to_string()),
+                        Err(e @ pg::PgError::RewindSourceUnreachable { .. }) => {
+                            Err(JobFailure::SourceUnreachable(e.to_string()))
+                        }
+                        Err(e) => Err(JobFailure::Failed(e.to_string())),
                     }
                 });
             }

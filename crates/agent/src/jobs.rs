@@ -14,10 +14,32 @@ use tracing::Instrument;
 
 use crate::ports::Postgres;
 
+/// How a background operation failed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobFailure {
+    Failed(String),
+    /// It could not reach the member it reads from and changed nothing locally.
+    SourceUnreachable(String),
+}
+
+impl From<String> for JobFailure {
+    fn from(error: String) -> Self {
+        JobFailure::Failed(error)
+    }
+}
+
+impl std::fmt::Display for JobFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            JobFailure::Failed(e) | JobFailure::SourceUnreachable(e) => f.write_str(e),
+        }
+    }
+}
+
 pub struct JobRunner {
-    current: Option<(JobKind, JoinHandle<Result<(), String>>)>,
+    current: Option<(JobKind, JoinHandle<Result<(), JobFailure>>)>,
     /// Kept until another job starts, so the core can react to the failure.
-    failed: Option<(JobKind, String)>,
+    failed: Option<(JobKind, JobFailure)>,
     /// Woken when a job ends.
     wake: Arc<Notify>,
 }
@@ -40,8 +62,8 @@ impl JobRunner {
             let kind = *kind;
             let outcome = match handle.await {
                 Ok(result) => result,
-                Err(e) if e.is_cancelled() => Err("cancelled".to_string()),
-                Err(e) => Err(format!("panicked: {e}")),
+                Err(e) if e.is_cancelled() => Err(JobFailure::Failed("cancelled".to_string())),
+                Err(e) => Err(JobFailure::Failed(format!("panicked: {e}"))),
             };
             self.current = None;
             match outcome {
@@ -56,7 +78,11 @@ impl JobRunner {
             }
         }
         match &self.failed {
-            Some((kind, error)) => JobView::Failed {
+            Some((kind, JobFailure::Failed(error))) => JobView::Failed {
+                kind: *kind,
+                error: error.clone(),
+            },
+            Some((kind, JobFailure::SourceUnreachable(error))) => JobView::SourceUnreachable {
                 kind: *kind,
                 error: error.clone(),
             },
@@ -69,16 +95,17 @@ impl JobRunner {
     }
 
     /// Start a job. The caller makes sure none runs (or aborted it).
-    pub fn start<F>(&mut self, kind: JobKind, job: F)
+    pub fn start<F, E>(&mut self, kind: JobKind, job: F)
     where
-        F: Future<Output = Result<(), String>> + Send + 'static,
+        F: Future<Output = Result<(), E>> + Send + 'static,
+        E: Into<JobFailure> + Send + 'static,
     {
         let wake = self.wake.clone();
         self.failed = None;
         tracing::info!(job = ?kind, "operation started");
         let handle = tokio::spawn(
             async move {
-                let result = job.await;
+                let result = job.await.map_err(Into::into);
                 wake.notify_one();
                 result
             }

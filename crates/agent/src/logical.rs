@@ -217,7 +217,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     .map_err(|e| e.to_string())?;
                 tracing::info!(slot = %name, "installed a copy of the leader's logical slot");
             }
-            Ok(())
+            Ok::<(), String>(())
         });
     }
 }

@@ -180,6 +180,12 @@ pub enum JobView {
         kind: JobKind,
         error: String,
     },
+    /// The last operation could not reach the member it reads from (pg_rewind's source did
+    /// not answer) and changed nothing locally: it can simply be tried again.
+    SourceUnreachable {
+        kind: JobKind,
+        error: String,
+    },
 }
 
 /// The `initialize` key.

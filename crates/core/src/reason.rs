@@ -124,6 +124,11 @@ pub enum Reason {
         from: String,
     },
     RewindFailed(String),
+    /// pg_rewind could not connect to the leader and changed nothing: rewound again later.
+    RewindSourceUnreachable {
+        from: String,
+        error: String,
+    },
     DivergedWithoutRewind,
     StartingReplica {
         upstream: Option<String>,
@@ -294,6 +299,10 @@ impl fmt::Display for Reason {
             ),
             Rewinding { from } => write!(f, "data directory was a primary or diverged; rewinding from {from}"),
             RewindFailed(e) => write!(f, "pg_rewind failed ({e}); moving the data directory aside to re-clone"),
+            RewindSourceUnreachable { from, error } => write!(
+                f,
+                "pg_rewind could not reach {from} ({error}); nothing was changed, rewinding again once {from} answers"
+            ),
             DivergedWithoutRewind => write!(
                 f,
                 "data directory may have diverged and use_pg_rewind is off; moving it aside to re-clone"

@@ -592,6 +592,52 @@ fn an_old_primary_is_rewound_before_it_streams() {
 }
 
 #[test]
+fn a_rewind_that_could_not_reach_the_leader_is_tried_again_and_never_moves_data_aside() {
+    let stopped = LocalPg::Stopped {
+        system_id: 42,
+        was_primary: true,
+        timeline: 1,
+        lsn: 400,
+    };
+    let unreachable = JobView::SourceUnreachable {
+        kind: JobKind::Rewind,
+        error: "connection to server at \"10.0.0.2\", port 5432 failed: Connection refused".into(),
+    };
+    // The leader's member document says it runs: rewind again at once.
+    let obs = Obs::new(stopped.clone())
+        .leader("node2")
+        .job(unreachable.clone())
+        .build();
+    let d = decide(&in_phase(Phase::Rewinding), &obs, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Rewind {
+            from: "node2".into()
+        }]
+    );
+    assert_eq!(d.state.phase, Phase::Rewinding);
+    // The leader's member document says it does not run: wait, saying why; the data stays.
+    let mut obs = Obs::new(stopped).leader("node2").job(unreachable).build();
+    obs.dcs
+        .as_mut()
+        .unwrap()
+        .members
+        .insert("node2".into(), member("stopped", true));
+    let d = decide(&in_phase(Phase::Rewinding), &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![]);
+    assert!(
+        matches!(&d.reason, Reason::RewindSourceUnreachable { from, .. } if from == "node2"),
+        "{:?}",
+        d.reason
+    );
+    assert!(d.reason.to_string().contains("nothing was changed"));
+    // Next cycle, still unreachable and not running: the clone source is waited for.
+    let d = decide(&d.state, &obs, &cfg());
+    assert_eq!(pg_actions(&d), vec![]);
+    assert!(d.state.rewind_needed);
+}
+
+#[test]
 fn a_rewound_replica_starts_streaming_from_the_leader() {
     let stopped = LocalPg::Stopped {
         system_id: 42,

@@ -153,6 +153,19 @@ pub async fn rewind(spec: &PgSpec, from: &Upstream) -> Result<RewindOutcome, PgE
     rewind_with(spec, from, None).await
 }
 
+/// How long pg_rewind may take to connect to its source.
+const REWIND_CONNECT_TIMEOUT_S: u32 = 5;
+
+/// pg_rewind failed connecting to its source, before it looked at (let alone changed) the
+/// target: it says so and never got as far as comparing the servers' histories.
+fn source_unreachable(output: &str) -> bool {
+    let connecting = output.contains("connection to server") && output.contains("failed");
+    let compared = output.contains("servers diverged")
+        || output.contains("rewinding from last common checkpoint")
+        || output.contains("source and target cluster");
+    connecting && !compared
+}
+
 /// [`rewind`], the password read from `passfile` (`postgresql.pgpass`, written first).
 pub async fn rewind_with(
     spec: &PgSpec,
@@ -167,7 +180,7 @@ pub async fn rewind_with(
     let credentials = spec.rewind_credentials();
     let passfile = password_file(spec, credentials, user.as_ref(), passfile)?;
     let source = format!(
-        "host={} port={} user={} dbname=postgres{}",
+        "host={} port={} user={} dbname=postgres connect_timeout={REWIND_CONNECT_TIMEOUT_S}{}",
         quote_conninfo(&from.host),
         from.port,
         quote_conninfo(&credentials.username),
@@ -184,7 +197,15 @@ pub async fn rewind_with(
         cmd.env("PGPASSFILE", passfile.path());
     }
     tracing::info!(host = %from.host, port = from.port, data_dir = %data_dir.display(), "running pg_rewind");
-    let output = run_async(cmd, "pg_rewind").await?;
+    let output = match run_async(cmd, "pg_rewind").await {
+        Err(PgError::CommandFailed { stderr_tail, .. }) if source_unreachable(&stderr_tail) => {
+            return Err(PgError::RewindSourceUnreachable {
+                source_server: format!("{}:{}", from.host, from.port),
+                output_tail: stderr_tail,
+            });
+        }
+        other => other?,
+    };
     let mut text = String::from_utf8_lossy(&output.stdout).into_owned();
     text.push_str(&String::from_utf8_lossy(&output.stderr));
     if text.contains("no rewind required") {
@@ -287,6 +308,20 @@ pub fn move_aside(spec: &PgSpec, reason: &str) -> Result<PathBuf, PgError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_pg_rewind_that_could_not_connect_changed_nothing() {
+        let refused = "pg_rewind: error: connection to server at \"10.231.34.13\", port 5432 failed: Connection refused\n\tIs the server running on that host and accepting TCP/IP connections?";
+        assert!(source_unreachable(refused));
+        let timeout = "pg_rewind: error: connection to server at \"10.0.0.9\", port 5432 failed: timeout expired";
+        assert!(source_unreachable(timeout));
+        // Lost mid-way: the target may have been changed.
+        let mid = "pg_rewind: servers diverged at WAL location 0/3000060 on timeline 1\npg_rewind: rewinding from last common checkpoint at 0/2000060 on timeline 1\npg_rewind: error: connection to server at \"10.0.0.9\", port 5432 failed: server closed the connection unexpectedly";
+        assert!(!source_unreachable(mid));
+        assert!(!source_unreachable(
+            "pg_rewind: fatal: could not open target file"
+        ));
+    }
 
     #[test]
     fn psql_timelines_are_read_for_a_primary_and_a_replica() {

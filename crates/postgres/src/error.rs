@@ -28,6 +28,12 @@ pub enum PgError {
         stderr_tail: String,
     },
 
+    #[error("pg_rewind could not connect to its source {source_server} and changed nothing; its output ends with:\n{output_tail}")]
+    RewindSourceUnreachable {
+        source_server: String,
+        output_tail: String,
+    },
+
     #[error("PostgreSQL did not start ({reason}); the log {log_file} ends with:\n{log_tail}")]
     StartFailed {
         reason: String,

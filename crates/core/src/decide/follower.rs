@@ -37,7 +37,7 @@ pub(super) fn repoint_while_starting(
 pub(super) fn missing_wal_while_starting(s: &mut MemberState, cx: &Context) -> Option<Step> {
     let job_allows = match cx.obs.job {
         JobView::Running(kind) => kind == JobKind::Start,
-        JobView::Idle | JobView::Failed { .. } => true,
+        JobView::Idle | JobView::Failed { .. } | JobView::SourceUnreachable { .. } => true,
     };
     let as_primary = matches!(
         s.phase,
@@ -99,6 +99,29 @@ pub(super) fn following_pg(
         .is_some_and(|m| m.state == "running" && m.is_primary);
     let upstream = upstream_for(cx.cfg, view, leader);
 
+    if let JobView::SourceUnreachable {
+        kind: JobKind::Rewind,
+        error,
+    } = &cx.obs.job
+    {
+        if matches!(cx.obs.pg, LocalPg::Stopped { .. }) && s.phase == Phase::Rewinding {
+            // Nothing was changed: the data directory still needs the rewind, which runs
+            // again as soon as the leader is seen running (never a move aside for this).
+            s.phase = Phase::Replica;
+            s.rewind_needed = true;
+            s.prepared_as_replica = false;
+            s.rewound_for = None;
+            if !leader_running {
+                return (
+                    Reason::RewindSourceUnreachable {
+                        from: leader.to_string(),
+                        error: error.clone(),
+                    },
+                    vec![],
+                );
+            }
+        }
+    }
     if let JobView::Failed {
         kind: JobKind::Rewind,
         error,

@@ -224,6 +224,10 @@ fn step(s: &mut MemberState, cx: &Context) -> Step {
     if let JobView::Failed {
         kind: JobKind::Rewind,
         ..
+    }
+    | JobView::SourceUnreachable {
+        kind: JobKind::Rewind,
+        ..
     } = cx.obs.job
     {
         // Only a rewind that ran through counts as tried.

@@ -655,7 +655,11 @@ impl Postgres for SimPostgres {
                 .member_at(from)
                 .filter(|&u| w.linked(m, u))
                 .filter(|&u| w.members[u].run.as_ref().is_some_and(|r| r.answering))
-                .ok_or_else(|| refused("pg_rewind", "the source does not answer"))?;
+                // As pg_rewind: it fails connecting, before it touches the target.
+                .ok_or_else(|| PgError::RewindSourceUnreachable {
+                    source_server: format!("{}:{}", from.host, from.port),
+                    output_tail: "connection to server failed: Connection refused".into(),
+                })?;
             if w.members[m].run.is_some() {
                 return Err(refused("pg_rewind", "PostgreSQL runs"));
             }
