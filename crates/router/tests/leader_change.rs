@@ -1,11 +1,14 @@
 //! The router following leader changes on real PostgreSQL 15 and etcd: sessions to a
 //! demoted leader are closed, new writes reach the new leader through the same address, a
-//! write arriving while there is no leader waits for one, and a write connection is never
-//! handed to a server that is still in recovery.
+//! write arriving while there is no leader waits for one, a write connection is never
+//! handed to a server that is still in recovery, and a router that cannot read etcd trusts
+//! the leader it knows only while that leader's lease can last.
 
 mod support;
 
 use std::time::{Duration, Instant};
+
+use pgbaton_dcs::Dcs;
 
 use support::{
     connect, connect_config, eventually, server_of, Cluster, RunningRouter, POSITION, T,
@@ -162,4 +165,79 @@ async fn a_write_is_never_handed_to_a_server_in_recovery() {
         .expect("join")
         .expect("connected after the promotion");
     assert_eq!(server_of(&client).await, (false, replica.spec.port));
+}
+
+/// A router that cannot read etcd keeps sending writes to the leader it knows only while
+/// that leader's lease can still be valid (ttl from the DCS configuration, counted from its
+/// last successful read); then it holds new write work and refuses it, after
+/// `handover_wait`, saying why; once etcd answers again writes flow.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_router_that_cannot_read_etcd_trusts_the_leader_only_while_its_lease_can_last() {
+    let cluster = Cluster::start(false).await;
+    cluster
+        .primary
+        .dcs
+        .set_config(&serde_json::json!({"ttl": 4, "loop_wait": 1}), None)
+        .await
+        .expect("dynamic configuration");
+    let mut cfg = cluster.router_config();
+    cfg.handover_wait = Some(Duration::from_secs(2));
+    let router = RunningRouter::start(cfg).await;
+    router
+        .wait_status("the leader", |s| {
+            support::leader_name(s).as_deref() == Some("node1")
+        })
+        .await;
+    let write = |note: &'static str| {
+        let addr = router.write;
+        async move {
+            let client = connect_config(&support::app_config(addr, None)).await?;
+            client
+                .execute("INSERT INTO t (note) VALUES ($1)", &[&note])
+                .await?;
+            Ok::<_, tokio_postgres::Error>(())
+        }
+    };
+    write("before").await.expect("a write before etcd stops");
+
+    cluster.etcd.pause();
+    let paused = Instant::now();
+    // Right away the leader's lease can still be valid: it keeps getting writes.
+    write("etcd paused")
+        .await
+        .expect("a write while the leader's lease can still be valid");
+
+    // Past the lease: held for handover_wait, then refused with the reason.
+    let refused = eventually(
+        "new writes refused because etcd cannot be read",
+        Duration::from_secs(30),
+        || async {
+            match write("too late").await {
+                Err(e) => {
+                    let text = format!("{e:?}");
+                    text.contains("cannot read etcd").then_some(text)
+                }
+                Ok(()) => None,
+            }
+        },
+    )
+    .await;
+    let refused_after = paused.elapsed();
+    println!("refused {refused_after:?} after etcd stopped answering: {refused}");
+    assert!(
+        refused_after >= Duration::from_secs(3),
+        "the router trusted the leader for less than its lease (4 s from the last read): {refused_after:?}"
+    );
+    assert!(
+        refused.contains("longer than the leader's lease"),
+        "{refused}"
+    );
+
+    cluster.etcd.resume();
+    let resumed = Instant::now();
+    eventually("writes flow again once etcd answers", T, || async {
+        write("after").await.ok()
+    })
+    .await;
+    println!("writes again {:?} after etcd resumed", resumed.elapsed());
 }
