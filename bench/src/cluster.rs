@@ -214,48 +214,44 @@ impl LocalCluster {
         all
     }
 
-    /// The member table, from `pgbaton ctl list -f json`.
-    pub async fn list(&self) -> Result<Vec<MemberRow>, ClusterError> {
+    /// `pgbaton ctl <args>` against this cluster; its stdout, or its stderr as the error.
+    async fn ctl(&self, args: &[&str], limit: Duration) -> Result<String, ClusterError> {
         let output = tokio::process::Command::new(&self.spec.pgbaton)
             .arg("ctl")
             .arg("--dcs")
             .arg(format!("127.0.0.1:{}", self.spec.base_port))
-            .args(["--scope", "local", "list", "-f", "json"])
+            .args(["--scope", "local"])
+            .args(args)
             .kill_on_drop(true)
             .output();
-        let output = tokio::time::timeout(Duration::from_secs(10), output)
+        let output = tokio::time::timeout(limit, output)
             .await
-            .map_err(|_| ClusterError::Ctl("no answer within 10 s".into()))?
+            .map_err(|_| {
+                ClusterError::Ctl(format!("{args:?}: no answer within {} s", limit.as_secs()))
+            })?
             .map_err(|e| ClusterError::Ctl(e.to_string()))?;
         if !output.status.success() {
-            return Err(ClusterError::Ctl(
-                String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            ));
+            return Err(ClusterError::Ctl(format!(
+                "{args:?}: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            )));
         }
-        Ok(members::parse(&String::from_utf8_lossy(&output.stdout))?)
+        Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+    }
+
+    /// The member table, from `pgbaton ctl list -f json`.
+    pub async fn list(&self) -> Result<Vec<MemberRow>, ClusterError> {
+        let json = self
+            .ctl(&["list", "-f", "json"], Duration::from_secs(10))
+            .await?;
+        Ok(members::parse(&json)?)
     }
 
     /// `pgbaton ctl edit-config --force` with `args` (e.g. `-s key=value`).
     pub async fn edit_config(&self, args: &[&str]) -> Result<(), ClusterError> {
-        let output = tokio::process::Command::new(&self.spec.pgbaton)
-            .arg("ctl")
-            .arg("--dcs")
-            .arg(format!("127.0.0.1:{}", self.spec.base_port))
-            .args(["--scope", "local", "edit-config", "--force"])
-            .args(args)
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(30), output)
-            .await
-            .map_err(|_| ClusterError::Ctl("edit-config: no answer within 30 s".into()))?
-            .map_err(|e| ClusterError::Ctl(e.to_string()))?;
-        if !output.status.success() {
-            return Err(ClusterError::Ctl(format!(
-                "edit-config {args:?}: {}",
-                String::from_utf8_lossy(&output.stderr).trim()
-            )));
-        }
-        Ok(())
+        let mut all = vec!["edit-config", "--force"];
+        all.extend_from_slice(args);
+        self.ctl(&all, Duration::from_secs(30)).await.map(|_| ())
     }
 
     /// A planned switchover with `pgbaton ctl switchover --force`; returns its output.

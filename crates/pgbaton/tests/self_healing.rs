@@ -133,6 +133,20 @@ fn moved_aside(member_dir: &Path, reason: &str) -> Vec<PathBuf> {
         .unwrap_or_default()
 }
 
+/// Freeze `member`'s agent (SIGSTOP) and stop its PostgreSQL cleanly; returns the agent.
+async fn freeze_and_stop(cluster: &Cluster, member: &str) -> Pid {
+    let agent = Pid::from_raw(cluster.agent_pid(member));
+    kill(agent, Signal::SIGSTOP).expect("SIGSTOP the replica's agent");
+    let postmaster = procs::postmaster_pid(&cluster.data_dir(member)).expect("a postmaster");
+    kill(Pid::from_raw(postmaster), Signal::SIGINT).expect("fast shutdown of the replica");
+    cluster
+        .wait_until("the replica's PostgreSQL stops", UP, || async {
+            !procs::alive(postmaster)
+        })
+        .await;
+    agent
+}
+
 struct Paused {
     leader: String,
     replica: String,
@@ -158,15 +172,7 @@ async fn pause_replica_and_write(cluster: &Cluster, slot_kept: bool) -> Paused {
         .wait_for_value(&replica, "heal", "before", Duration::from_secs(30))
         .await;
 
-    let agent = Pid::from_raw(cluster.agent_pid(&replica));
-    kill(agent, Signal::SIGSTOP).expect("SIGSTOP the replica's agent");
-    let postmaster = procs::postmaster_pid(&cluster.data_dir(&replica)).expect("a postmaster");
-    kill(Pid::from_raw(postmaster), Signal::SIGINT).expect("fast shutdown of the replica");
-    cluster
-        .wait_until("the replica's PostgreSQL stops", UP, || async {
-            !procs::alive(postmaster)
-        })
-        .await;
+    let agent = freeze_and_stop(cluster, &replica).await;
     let replica_segment = cluster
         .query_one(&leader, "SELECT pg_walfile_name(pg_current_wal_lsn())")
         .await
@@ -438,15 +444,7 @@ async fn a_rewound_member_whose_new_timeline_wal_is_gone_is_recloned_instead_of_
 
     // The replica stops (its agent frozen) and the leader writes what it will never see:
     // the old leader's WAL diverges from the new leader's.
-    let agent = Pid::from_raw(cluster.agent_pid(&new));
-    kill(agent, Signal::SIGSTOP).expect("SIGSTOP the replica's agent");
-    let postmaster = procs::postmaster_pid(&cluster.data_dir(&new)).expect("a postmaster");
-    kill(Pid::from_raw(postmaster), Signal::SIGINT).expect("fast shutdown of the replica");
-    cluster
-        .wait_until("the replica's PostgreSQL stops", UP, || async {
-            !procs::alive(postmaster)
-        })
-        .await;
+    let agent = freeze_and_stop(&cluster, &new).await;
     cluster
         .write(&old, "heal", "diverged")
         .await
