@@ -103,12 +103,14 @@ async fn clients_servers_stats_metrics_and_pause_resume() {
 
     // SHOW CLIENTS: both clients, the one in a transaction active and linked to its server
     // (the other's last ReadyForQuery may still be on its way when the driver returns).
-    let clients = support::eventually("one active client", T, || async {
+    let clients = support::eventually("one active client and one idle", T, || async {
         let clients = json(api, "/clients").await;
-        let active = clients
-            .as_array()
-            .map(|l| l.iter().filter(|c| c["state"] == "active").count());
-        (active == Some(1)).then_some(clients)
+        let count = |state: &str| {
+            clients
+                .as_array()
+                .map(|l| l.iter().filter(|c| c["state"] == state).count())
+        };
+        (count("active") == Some(1) && count("idle") == Some(1)).then_some(clients)
     })
     .await;
     let clients = clients.as_array().expect("a list");
