@@ -77,6 +77,9 @@ pub struct Convergence {
     pub leader: Option<usize>,
     pub unrecovered: Vec<usize>,
     pub waited_s: f64,
+    /// The members that answered as writable primaries at the last poll (to compare with the
+    /// member etcd's leader key names).
+    pub writable: Vec<usize>,
 }
 
 /// Poll until one leader and every other member streaming (seen twice in a row, 0.5 s apart),
@@ -102,10 +105,17 @@ pub async fn wait(
         let bad = unrecovered(&views, ips, leader);
         let whole = bad.is_empty();
         if (whole && whole_before) || start.elapsed() >= timeout || interrupted() {
+            let writable = views
+                .iter()
+                .enumerate()
+                .filter(|(_, v)| v.as_ref().is_some_and(|v| !v.in_recovery))
+                .map(|(k, _)| k)
+                .collect();
             return Convergence {
                 leader: leader.filter(|_| bad.len() < names.len()),
                 unrecovered: bad,
                 waited_s: start.elapsed().as_secs_f64(),
+                writable,
             };
         }
         whole_before = whole;
@@ -113,9 +123,18 @@ pub async fn wait(
     }
 }
 
+/// What the catch-up check found.
+#[derive(Debug, Clone, Default)]
+pub struct CatchUp {
+    /// Indexes (into `replicas`) of the replicas that did not replay the leader's position.
+    pub behind: Vec<usize>,
+    /// Why the leader's position could not be read (every replica then counts as behind).
+    pub no_reference: Option<String>,
+}
+
 /// Wait (at most `timeout` in all) until every replica replayed the leader's current WAL
-/// position. Returns the indexes (into `replicas`) of those that did not.
-pub async fn catch_up(leader: Ipv4Addr, replicas: &[Ipv4Addr], timeout: Duration) -> Vec<usize> {
+/// position.
+pub async fn catch_up(leader: Ipv4Addr, replicas: &[Ipv4Addr], timeout: Duration) -> CatchUp {
     let position = |ip: Ipv4Addr, sql: &'static str| async move {
         db::rows(ip, sql, CALL)
             .await
@@ -123,8 +142,22 @@ pub async fn catch_up(leader: Ipv4Addr, replicas: &[Ipv4Addr], timeout: Duration
             .and_then(|r| r.first().and_then(|r| r.first().cloned().flatten()))
             .and_then(|t| parse_lsn(&t))
     };
-    let Some(target) = position(leader, "SELECT pg_current_wal_lsn()::text").await else {
-        return (0..replicas.len()).collect();
+    let target = match db::rows(leader, "SELECT pg_current_wal_lsn()::text", CALL).await {
+        Ok(rows) => rows
+            .first()
+            .and_then(|r| r.first().cloned().flatten())
+            .and_then(|t| parse_lsn(&t))
+            .ok_or_else(|| "no position in the answer".to_string()),
+        Err(e) => Err(format!("{e:#}")),
+    };
+    let target = match target {
+        Ok(target) => target,
+        Err(why) => {
+            return CatchUp {
+                behind: (0..replicas.len()).collect(),
+                no_reference: Some(why),
+            }
+        }
     };
     let deadline = Instant::now() + timeout;
     let mut behind = Vec::new();
@@ -141,7 +174,10 @@ pub async fn catch_up(leader: Ipv4Addr, replicas: &[Ipv4Addr], timeout: Duration
             tokio::time::sleep(Duration::from_millis(200)).await;
         }
     }
-    behind
+    CatchUp {
+        behind,
+        no_reference: None,
+    }
 }
 
 /// Every id in `chaos_writes` on the member, or None when it cannot be read.

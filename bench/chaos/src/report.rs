@@ -339,10 +339,24 @@ pub fn details(r: &RunResult, s: &Settings) -> Vec<String> {
             names(&r.convergence.unrecovered)
         )),
     }
+    if let Some(l) = r.convergence.leader {
+        if !r.convergence.writable.contains(&l) {
+            out.push(format!(
+                "etcd's leader key named {} but the members answering as writable primaries were [{}]",
+                name(l),
+                names(&r.convergence.writable)
+            ));
+        }
+    }
     if !r.behind.is_empty() {
         out.push(format!(
             "did not replay the leader's WAL position within 15 s (counted as unrecovered): [{}]",
             names(&r.behind)
+        ));
+    }
+    if let Some(why) = &r.catch_up_note {
+        out.push(format!(
+            "the leader's WAL position could not be read for that check: {why}"
         ));
     }
     if let Some(note) = &r.reference_note {

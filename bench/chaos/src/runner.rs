@@ -46,6 +46,8 @@ pub struct RunResult {
     pub monitor_rounds: u64,
     /// Replicas that streamed but did not replay the leader's position in time.
     pub behind: Vec<usize>,
+    /// Why the final leader's WAL position could not be read for that check.
+    pub catch_up_note: Option<String>,
     /// Set when the final state was not read from a leader.
     pub reference_note: Option<String>,
     pub reads: ReadVerdict,
@@ -211,11 +213,14 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
 
     let mut convergence = convergence;
     let mut behind: Vec<usize> = Vec::new();
+    let mut catch_up_note = None;
     if let Some(l) = convergence.leader {
         let others: Vec<usize> = (0..ips.len()).filter(|k| *k != l).collect();
         let replica_ips: Vec<Ipv4Addr> = others.iter().map(|k| ips[*k]).collect();
         // A replica that streams but does not replay the leader's WAL has not rejoined.
-        for i in converge::catch_up(ips[l], &replica_ips, CATCH_UP).await {
+        let caught = converge::catch_up(ips[l], &replica_ips, CATCH_UP).await;
+        catch_up_note = caught.no_reference;
+        for i in caught.behind {
             behind.push(others[i]);
             if !convergence.unrecovered.contains(&others[i]) {
                 convergence.unrecovered.push(others[i]);
@@ -300,6 +305,7 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
         convergence,
         monitor_rounds: seen.rounds,
         behind,
+        catch_up_note,
         reference_note,
         reads,
         reads_failed: read_log.failed,
