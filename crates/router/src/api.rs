@@ -81,12 +81,16 @@ pub(crate) fn status_json(shared: &Shared) -> Value {
             )
         })
         .collect();
+    let mut listeners = vec![
+        json!({"name": "write", "address": shared.write_addr.to_string(), "role": "write"}),
+        json!({"name": "read", "address": shared.read_addr.to_string(), "role": "read"}),
+    ];
+    if let Some(auto) = shared.auto_addr {
+        listeners.push(json!({"name": "auto", "address": auto.to_string(), "role": "auto", "read_your_writes_wait_ms": shared.cfg.read_your_writes_wait.as_millis() as u64}));
+    }
     json!({
         "scope": shared.cfg.scope,
-        "listeners": [
-            {"name": "write", "address": shared.write_addr.to_string(), "role": "write"},
-            {"name": "read", "address": shared.read_addr.to_string(), "role": "read"},
-        ],
+        "listeners": listeners,
         "leader": topology.leader,
         "replicas": topology.replicas,
         "lagging": topology.lagging,

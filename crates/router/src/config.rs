@@ -117,6 +117,13 @@ pub struct RouterConfig {
     pub write_listen: String,
     /// `read.listen`: host:port of the read listener (connections go to replicas).
     pub read_listen: String,
+    /// `auto.listen`: host:port of the auto listener (read-your-writes: transactions the
+    /// client declares read-only go to a replica that has replayed its last commit, the
+    /// rest to the leader); None = no auto listener. Needs `auth:` (pooling).
+    pub auto_listen: Option<String>,
+    /// `auto.read_your_writes_wait`: how long a read-only transaction waits for a replica
+    /// to replay the client's token before it runs on the leader.
+    pub read_your_writes_wait: Duration,
     /// `api.listen`: host:port serving `/metrics` and `/status`; None = no API.
     pub api_listen: Option<String>,
     /// `etcd3.hosts`: etcd client endpoints (host:port).
@@ -193,6 +200,8 @@ impl RouterConfig {
         RouterConfig {
             write_listen: "127.0.0.1:5000".to_string(),
             read_listen: "127.0.0.1:5001".to_string(),
+            auto_listen: None,
+            read_your_writes_wait: Duration::from_millis(100),
             api_listen: None,
             etcd_hosts,
             etcd_access: pgbaton_dcs::EtcdAccess::default(),
@@ -248,6 +257,18 @@ impl RouterConfig {
             match key.as_str() {
                 "write" => parse_write(&mut cfg, value)?,
                 "read" => parse_read(&mut cfg, value)?,
+                "auto" => {
+                    for (k, v) in section("auto", value)? {
+                        match k.as_str() {
+                            "listen" => cfg.auto_listen = Some(listen("auto.listen", v)?),
+                            "read_your_writes_wait" => {
+                                cfg.read_your_writes_wait =
+                                    duration("auto.read_your_writes_wait", v)?;
+                            }
+                            other => return Err(unknown(&format!("auto.{other}"))),
+                        }
+                    }
+                }
                 "api" => {
                     let api = section("api", value)?;
                     for (k, v) in api {
@@ -324,6 +345,9 @@ impl RouterConfig {
                 other => return Err(unknown(other)),
             }
         }
+        if cfg.auto_listen.is_some() {
+            pooling_key = Some("auto.listen".into());
+        }
         if cfg.write_pool_mode.is_some() {
             pooling_key = Some("write.pool_mode".into());
         }
@@ -338,10 +362,12 @@ impl RouterConfig {
             pooling_key = Some(format!("databases.{alias}"));
         }
         if let (Some(key), None) = (pooling_key, &cfg.auth) {
-            return Err(invalid(
-                &key,
-                "needs an `auth:` section: a pooling router checks passwords itself (see docs/CONFIGURATION.md)",
-            ));
+            let why = if key.starts_with("auto") {
+                "needs an `auth:` section: the auto listener picks a server for each transaction, so the router checks passwords and logs in to the servers itself (pooling; see docs/CONFIGURATION.md)"
+            } else {
+                "needs an `auth:` section: a pooling router checks passwords itself (see docs/CONFIGURATION.md)"
+            };
+            return Err(invalid(&key, why));
         }
         if cfg.scope.is_empty() {
             return Err(RouterConfigError::Missing {
@@ -464,6 +490,13 @@ impl RouterConfig {
             Balance::LeastConnections => "least_connections",
         };
         out.push_str(&format!("  balance: {balance}\n"));
+        if let Some(auto) = &self.auto_listen {
+            out.push_str(&format!(
+                "auto:\n  listen: {}\n  read_your_writes_wait: {}\n",
+                q(auto),
+                format_duration(self.read_your_writes_wait)
+            ));
+        }
         if let Some(api) = &self.api_listen {
             out.push_str(&format!("api:\n  listen: {}\n", q(api)));
         }

@@ -38,7 +38,9 @@
 //! key names): it authenticates clients itself (`auth`), shares server connections per
 //! (database, user, target) in session or transaction mode (`pool`, `pooled`), and relays
 //! pooled sessions message by message (`txn`) unless a session-mode one can go to the
-//! kernel. Read-your-writes routing is not part of it.
+//! kernel. A pooling router may also have an **auto** listener (`auto.listen`): each
+//! transaction the client declares read-only goes to a replica that has replayed the
+//! client's last commit, everything else to the leader (`ryw`, read-your-writes).
 
 mod aliases;
 mod api;
@@ -65,6 +67,7 @@ mod relay;
 mod retry;
 mod route;
 mod router;
+mod ryw;
 mod session;
 mod shared;
 mod status_page;

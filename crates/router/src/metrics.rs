@@ -47,6 +47,8 @@ pub(crate) struct Metrics {
     pub client_errors: Family<Labels, Counter>,
     /// {outcome: forwarded|unknown_key|failed}
     pub cancels: Family<Labels, Counter>,
+    /// {outcome: replica|leader|refused}: read-only transactions routed by read-your-writes.
+    pub read_your_writes: Family<Labels, Counter>,
     pub closed_on_leader_change: Counter,
     pub leader_changes: Counter,
     pub dcs_errors: Counter,
@@ -122,6 +124,12 @@ impl Metrics {
             "CancelRequests received, per outcome.",
             cancels.clone(),
         );
+        let read_your_writes = Family::<Labels, Counter>::default();
+        registry.register(
+            "read_your_writes",
+            "Read-only transactions routed by read-your-writes: on a replica that had replayed the client's token, on the leader (no replica had, within read_your_writes_wait), or refused.",
+            read_your_writes.clone(),
+        );
         let closed_on_leader_change = Counter::default();
         registry.register(
             "closed_on_leader_change",
@@ -186,6 +194,7 @@ impl Metrics {
             refusals,
             client_errors,
             cancels,
+            read_your_writes,
             closed_on_leader_change,
             leader_changes,
             dcs_errors,

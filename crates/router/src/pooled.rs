@@ -157,10 +157,26 @@ pub(crate) struct Ctx {
     /// Session mode: the session state, seen in its statements, that the router cannot
     /// carry to another server (`txn::session_state`); None: the session can be moved.
     pub unmovable: Option<String>,
+    /// Read-your-writes (the auto listener, or a `pgbaton.min_lsn` token).
+    pub ryw: Option<Box<crate::ryw::ReadYourWrites>>,
     active: bool,
 }
 
 impl Ctx {
+    /// Use the pool of `target` for the next server connection (read-your-writes: the
+    /// client belongs to the write and the read pool of its database and user).
+    pub(crate) fn route(&mut self, target: Target) {
+        self.target = target;
+        self.key.target = target.label();
+    }
+
+    /// The session's `default_transaction_read_only` is on.
+    pub(crate) fn session_read_only(&self) -> bool {
+        self.params
+            .get("default_transaction_read_only")
+            .is_some_and(|v| v == "on")
+    }
+
     /// The client waits for a server connection.
     pub(crate) fn waiting(&self) {
         if let Some(entry) = &self.entry {
@@ -631,6 +647,8 @@ fn random_key(pooling: &Pooling) -> CancelKey {
 struct ClientGuard {
     pooling: Arc<Pooling>,
     key: Option<PoolKey>,
+    /// The other pool a read-your-writes client belongs to.
+    other: Option<PoolKey>,
     cancel: Option<CancelKey>,
     entry: Option<u64>,
 }
@@ -638,7 +656,7 @@ struct ClientGuard {
 impl Drop for ClientGuard {
     fn drop(&mut self) {
         self.pooling.clients.fetch_sub(1, Ordering::Relaxed);
-        if let Some(key) = &self.key {
+        for key in self.key.iter().chain(&self.other) {
             self.pooling.pools.client_left(key);
         }
         if let Some(id) = self.entry {
@@ -673,12 +691,13 @@ pub(crate) fn serve(
     target: Target,
     alias: Option<DatabaseAlias>,
     peer: SocketAddr,
+    ryw: Option<crate::ryw::ReadYourWrites>,
 ) -> impl std::future::Future<Output = ()> + Send {
     // The login is boxed here, with its arguments, and over once the relay starts: the
     // client's task then holds only the relay's state (what an idle client costs), not the
     // login's nor room for the arguments.
     let starting = Box::pin(start(
-        shared, pooling, client, startup, listener, target, alias, peer,
+        shared, pooling, client, startup, listener, target, alias, peer, ryw,
     ));
     async move {
         let Some(Started {
@@ -717,12 +736,14 @@ async fn start(
     target: Target,
     alias: Option<DatabaseAlias>,
     peer: SocketAddr,
+    ryw: Option<crate::ryw::ReadYourWrites>,
 ) -> Option<Started> {
     let settings = pooling.pools.settings();
     let now = pooling.clients.fetch_add(1, Ordering::Relaxed) + 1;
     let mut guard = ClientGuard {
         pooling: pooling.clone(),
         key: None,
+        other: None,
         cancel: None,
         entry: None,
     };
@@ -769,11 +790,17 @@ async fn start(
         Target::Write => shared.cfg.write_pool_mode,
         _ => shared.cfg.read_pool_mode,
     };
-    let mode = alias
-        .as_ref()
-        .and_then(|a| a.pool_mode)
-        .or(listener_mode)
-        .unwrap_or(settings.pool_mode);
+    // The auto listener routes each transaction: transaction pooling, always.
+    let auto = ryw.as_ref().is_some_and(|r| r.auto);
+    let mode = if auto {
+        PoolMode::Transaction
+    } else {
+        alias
+            .as_ref()
+            .and_then(|a| a.pool_mode)
+            .or(listener_mode)
+            .unwrap_or(settings.pool_mode)
+    };
     let alias_size = alias.as_ref().and_then(|a| a.pool_size);
     let size = alias_size.unwrap_or(settings.default_pool_size);
     let key = PoolKey {
@@ -785,6 +812,20 @@ async fn start(
         .pools
         .client_joined(&key, size, alias_size.is_some(), mode);
     guard.key = Some(key.clone());
+    // A read-your-writes client may run on the leader too (its write pool).
+    let other = ryw.as_ref().map(|_| PoolKey {
+        target: match target {
+            Target::Write => Target::Read.label(),
+            _ => Target::Write.label(),
+        },
+        ..key.clone()
+    });
+    if let Some(other) = &other {
+        pooling
+            .pools
+            .client_joined(other, size, alias_size.is_some(), mode);
+        guard.other = Some(other.clone());
+    }
     let certificate = client.certificate_name();
     let who = Peer {
         user: &user,
@@ -814,13 +855,17 @@ async fn start(
         }
     };
     drop(auth);
+    if let Some(other) = &other {
+        pooling.pools.remember_login(other, login.clone());
+    }
     pooling.pools.remember_login(&key, login);
     let entry = Arc::new(ClientEntry {
         id: pooling.next_client.fetch_add(1, Ordering::Relaxed),
         key: key.clone(),
         addr: peer,
-        local: match listener {
-            Target::Write => shared.write_addr,
+        local: match (listener, shared.auto_addr) {
+            (_, Some(addr)) if auto => addr,
+            (Target::Write, _) => shared.write_addr,
             _ => shared.read_addr,
         },
         connect_time: chrono::Utc::now(),
@@ -856,6 +901,7 @@ async fn start(
         xact_time_us: 0,
         entry: Some(entry),
         unmovable: None,
+        ryw: ryw.map(Box::new),
         active: false,
     };
     // In transaction mode a client that logs in needs no server connection once the pool
@@ -866,7 +912,7 @@ async fn start(
     };
     let (conn, told) = match cached {
         Some(params) => (None, params),
-        None => match Box::pin(acquire(&ctx)).await {
+        None => match Box::pin(crate::ryw::acquire(&mut ctx)).await {
             Ok(conn) => {
                 let params = conn.params.clone();
                 (Some(conn), params)
@@ -928,8 +974,8 @@ async fn start(
             server,
             ready,
             backend,
-            target,
-            target == Target::Write,
+            ctx.target,
+            ctx.target == Target::Write,
         ))
         .await;
         // The server connection ends with the session (its Terminate went through).

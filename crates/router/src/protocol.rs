@@ -18,6 +18,8 @@ pub const PROTOCOL_V3: u32 = 196_608;
 pub const MAX_STARTUP_LEN: usize = 10_000;
 /// The GUC a client sets in `options` to choose its role.
 pub const TARGET_OPTION: &str = "pgbaton.target";
+/// The startup option (or parameter) carrying a read-your-writes token.
+pub const MIN_LSN_OPTION: &str = "pgbaton.min_lsn";
 
 /// What identifies a backend to a CancelRequest (from BackendKeyData).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -208,6 +210,30 @@ impl StartupMessage {
         Ok(from_option.or(from_attrs))
     }
 
+    /// Remove `pgbaton.min_lsn` (a startup parameter of that name, or a setting in
+    /// `options`) and return its value, unparsed; the last one wins.
+    pub fn take_min_lsn(&mut self) -> Option<Vec<u8>> {
+        let mut found = None;
+        let mut kept = Vec::with_capacity(self.params.len());
+        for (name, value) in self.params.drain(..) {
+            if name.as_slice() == MIN_LSN_OPTION.as_bytes() {
+                found = Some(value);
+            } else if name.as_slice() == b"options" {
+                let (rewritten, token) = strip_option(&value, MIN_LSN_OPTION);
+                if token.is_some() {
+                    found = token;
+                }
+                if !rewritten.is_empty() {
+                    kept.push((name, rewritten));
+                }
+            } else {
+                kept.push((name, value));
+            }
+        }
+        self.params = kept;
+        found
+    }
+
     /// The message as it goes on the wire (length word included).
     pub fn encode(&self) -> Vec<u8> {
         let mut body = self.version.to_be_bytes().to_vec();
@@ -290,8 +316,8 @@ fn unescape(token: &[u8]) -> Vec<u8> {
     out
 }
 
-/// If `setting` (`name=value`, unescaped) sets pgbaton.target, its value.
-fn target_setting(setting: &[u8]) -> Option<Vec<u8>> {
+/// If `setting` (`name=value`, unescaped) sets `option`, its value.
+fn option_setting(setting: &[u8], option: &str) -> Option<Vec<u8>> {
     let eq = setting.iter().position(|&b| b == b'=')?;
     let name: Vec<u8> = setting[..eq]
         .iter()
@@ -303,12 +329,18 @@ fn target_setting(setting: &[u8]) -> Option<Vec<u8>> {
             }
         })
         .collect();
-    (name == TARGET_OPTION.as_bytes()).then(|| setting[eq + 1..].to_vec())
+    (name == option.as_bytes()).then(|| setting[eq + 1..].to_vec())
 }
 
 /// `options` without its `pgbaton.target` settings (`-c x`, `-cx`, `--x`), and the value of
 /// the last one.
 pub fn strip_target_option(options: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
+    strip_option(options, TARGET_OPTION)
+}
+
+/// `options` without its settings of `option` (`-c x`, `-cx`, `--x`), and the value of the
+/// last one.
+fn strip_option(options: &[u8], option: &str) -> (Vec<u8>, Option<Vec<u8>>) {
     let tokens = split_options(options);
     let mut kept: Vec<&[u8]> = Vec::with_capacity(tokens.len());
     let mut found = None;
@@ -327,7 +359,7 @@ pub fn strip_target_option(options: &[u8]) -> (Vec<u8>, Option<Vec<u8>>) {
         } else {
             (None, 1)
         };
-        match setting.as_deref().and_then(target_setting) {
+        match setting.as_deref().and_then(|s| option_setting(s, option)) {
             Some(value) => found = Some(value),
             None => kept.extend_from_slice(&tokens[i..i + width]),
         }

@@ -31,6 +31,8 @@ pub struct Router {
     cfg: RouterConfig,
     write: TcpListener,
     read: TcpListener,
+    /// `auto.listen`: read-your-writes routing (pooling only).
+    auto: Option<TcpListener>,
     api: Option<TcpListener>,
     tls: Option<TlsAcceptor>,
     offload: Option<Arc<Offload>>,
@@ -70,6 +72,10 @@ impl Router {
         };
         let write = bind("write listener", &cfg.write_listen).await?;
         let read = bind("read listener", &cfg.read_listen).await?;
+        let auto = match &cfg.auto_listen {
+            Some(address) => Some(bind("auto listener", address).await?),
+            None => None,
+        };
         let api = match &cfg.api_listen {
             Some(address) => Some(bind("API", address).await?),
             None => None,
@@ -91,6 +97,7 @@ impl Router {
             cfg,
             write,
             read,
+            auto,
             api,
             tls,
             offload,
@@ -116,6 +123,11 @@ impl Router {
         local(&self.read)
     }
 
+    /// The auto (read-your-writes) listener's address, when configured.
+    pub fn auto_addr(&self) -> Option<SocketAddr> {
+        self.auto.as_ref().map(local)
+    }
+
     pub fn api_addr(&self) -> Option<SocketAddr> {
         self.api.as_ref().map(local)
     }
@@ -126,6 +138,7 @@ impl Router {
             cfg,
             write,
             read,
+            auto,
             api,
             tls,
             offload,
@@ -136,6 +149,7 @@ impl Router {
             scope = %cfg.scope,
             write = %local(&write),
             read = %local(&read),
+            auto = ?auto.as_ref().map(local),
             api = ?api.as_ref().map(local),
             tls = cfg.tls.label(),
             lag_source = cfg.lag_source.label(),
@@ -163,6 +177,7 @@ impl Router {
             reload: Mutex::new(serde_json::Value::Null),
             write_addr: local(&write),
             read_addr: local(&read),
+            auto_addr: auto.as_ref().map(local),
             cfg: cfg.clone(),
         });
         let (states, states_rx) = watch::channel(Arc::new(Default::default()));
@@ -210,8 +225,10 @@ impl Router {
         };
         let follower = tokio::spawn(follow(following, rest, stop.clone()));
         let handing_over = tokio::spawn(crate::handover::run(handover, stop.clone()));
-        let writes = tokio::spawn(accept(write, Target::Write, shared.clone()));
-        let reads = tokio::spawn(accept(read, Target::Read, shared.clone()));
+        let writes = tokio::spawn(accept(write, Target::Write, false, shared.clone()));
+        let reads = tokio::spawn(accept(read, Target::Read, false, shared.clone()));
+        let autos =
+            auto.map(|auto| tokio::spawn(accept(auto, Target::Write, true, shared.clone())));
         let closes = offload.map(|offload| offload.watch_closes(stop.clone()));
         let sweeper =
             pooling.map(|pooling| tokio::spawn(sweep(shared.clone(), pooling, stop.clone())));
@@ -226,6 +243,7 @@ impl Router {
         let _ = stop_tx.send(true);
         for task in [follower, handing_over, writes, reads]
             .into_iter()
+            .chain(autos)
             .chain(poller)
             .chain(closes)
             .chain(sweeper)
@@ -243,13 +261,13 @@ impl Router {
 }
 
 /// Accept connections on one listener until the router stops.
-async fn accept(listener: TcpListener, role: Target, shared: Arc<Shared>) {
+async fn accept(listener: TcpListener, role: Target, auto: bool, shared: Arc<Shared>) {
     let mut stop = shared.stop.clone();
     loop {
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((client, peer)) => {
-                    tokio::spawn(session::serve_client(client, peer, role, shared.clone()));
+                    tokio::spawn(session::serve_client(client, peer, role, auto, shared.clone()));
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a little, keep serving.

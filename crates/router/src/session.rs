@@ -81,10 +81,13 @@ pub(crate) fn decision(shared: &Shared, target: Target, decision: &str) {
     );
 }
 
+/// Serve one client of a listener; `auto`: the auto (read-your-writes) listener, whose
+/// role is otherwise the write listener's.
 pub(crate) async fn serve_client(
     tcp: TcpStream,
     peer: SocketAddr,
     listener: Target,
+    auto: bool,
     shared: Arc<Shared>,
 ) {
     let _ = tcp.set_nodelay(true);
@@ -116,13 +119,54 @@ pub(crate) async fn serve_client(
         tracing::debug!(%peer, alias = name, dbname = %entry.dbname, "alias database");
         Metrics::count(&shared.metrics.aliases, &[("alias", name)]);
     }
-    let target = requested
-        .or(alias.and_then(|(_, entry)| entry.target))
-        .unwrap_or(listener);
+    let chosen = requested.or(alias.and_then(|(_, entry)| entry.target));
+    let target = chosen.unwrap_or(listener);
+    let min_lsn = match startup
+        .take_min_lsn()
+        .map(|raw| crate::ryw::parse_token(&raw))
+    {
+        None => None,
+        Some(Ok(lsn)) => Some(lsn),
+        Some(Err(message)) => {
+            refuse(
+                &shared,
+                &mut client,
+                INVALID_PARAMETER,
+                "bad_min_lsn",
+                &message,
+            )
+            .await;
+            return;
+        }
+    };
     if let Some(pooling) = shared.pooling.clone() {
         let alias = alias.map(|(_, entry)| entry.clone());
+        // The auto listener routes each transaction unless the client chose a role.
+        let auto = auto && chosen.is_none();
+        let ryw = (auto || (min_lsn.is_some() && target != Target::Write)).then(|| {
+            crate::ryw::ReadYourWrites {
+                auto,
+                last_commit: 0,
+                min_lsn: min_lsn.unwrap_or(0),
+                wait: shared.cfg.read_your_writes_wait,
+                deferred_begin: false,
+                maybe_async_commit: false,
+            }
+        });
         crate::pooled::serve(
-            shared, pooling, client, startup, listener, target, alias, peer,
+            shared, pooling, client, startup, listener, target, alias, peer, ryw,
+        )
+        .await;
+        return;
+    }
+    if min_lsn.is_some() {
+        let message = "pgbaton.min_lsn needs a pooling router (an auth: section in router.yml): without one the router cannot check a replica's replay position; connect without it, or to a router with auth:";
+        refuse(
+            &shared,
+            &mut client,
+            INVALID_PARAMETER,
+            "min_lsn_without_pooling",
+            message,
         )
         .await;
         return;
@@ -369,9 +413,10 @@ mod tests {
         // the startup, login and connection steps are boxed so that an idle pooled client
         // costs its relay's state only (it was 5 kB in a debug build with them inline;
         // 10,000 idle clients are what bench/pool measures).
-        let task = future_size(|(a, b, c, d)| super::serve_client(a, b, c, d));
+        let task = future_size(|(a, b, c, d, e)| super::serve_client(a, b, c, d, e));
         let relay = future_size(|(a, b, c)| crate::txn::relay(a, b, c));
         assert!(task < relay + 1024, "task {task} bytes, relay {relay}");
-        assert!(relay < 2048, "the relay's future takes {relay} bytes");
+        // 2,032 bytes before read-your-writes added one await (the token after a commit).
+        assert!(relay < 2112, "the relay's future takes {relay} bytes");
     }
 }

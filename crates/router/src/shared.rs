@@ -44,6 +44,7 @@ pub(crate) struct Shared {
     /// The bound listener addresses, for `/status`.
     pub write_addr: SocketAddr,
     pub read_addr: SocketAddr,
+    pub auto_addr: Option<SocketAddr>,
 }
 
 impl Shared {

@@ -175,7 +175,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 Ok(table) => print!("{table}"),
                 Err(e) => eprintln!("cannot print the member table: {e:#}"),
             }
-            println!("{}", ports.describe(&dir, &names, &args.scope));
+            let pooling = args.pool_mode.is_some();
+            println!("{}", ports.describe(&dir, &names, &args.scope, pooling));
             if let Some(archive) = &archive {
                 println!(
                     "archive: pgBackRest stanza {} in {} (config {}); take a backup: pgbaton ctl --dcs 127.0.0.1:{} --scope {} backup --type full",
@@ -210,7 +211,8 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
 }
 
 /// The router of a local cluster: write N+2, read N+3, status/metrics N+4; with
-/// `--pool-mode`, pooling with SCRAM for the template's users (DIR/userlist.txt).
+/// `--pool-mode`, pooling with SCRAM for the template's users (DIR/userlist.txt) and the
+/// auto listener at N+5.
 fn router_config(
     args: &UpArgs,
     ports: &Ports,
@@ -238,6 +240,7 @@ fn router_config(
         cfg.pool.pool_mode = pgbaton_router::pool::PoolMode::parse(mode)
             .ok_or_else(|| anyhow::anyhow!("--pool-mode {mode}: use session or transaction"))?;
         cfg.pool.default_pool_size = 20;
+        cfg.auto_listen = Some(format!("127.0.0.1:{}", ports.router_auto));
     }
     Ok(cfg)
 }
@@ -355,6 +358,11 @@ mod tests {
         );
         assert_eq!(back.pool.default_pool_size, 20);
         assert!(yaml.contains("auth_type: scram-sha-256"), "{yaml}");
+        assert_eq!(
+            back.auto_listen.as_deref(),
+            Some("127.0.0.1:15405"),
+            "{yaml}"
+        );
         let userlist = std::fs::read_to_string(dir.path().join("userlist.txt")).expect("userlist");
         assert!(userlist.contains("\"postgres\" \"postgres\""));
     }

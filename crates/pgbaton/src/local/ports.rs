@@ -5,8 +5,9 @@ use std::path::Path;
 
 use anyhow::bail;
 
-/// etcd client N, etcd peer N+1, router write N+2, read N+3, status/metrics N+4, member k's
-/// PostgreSQL N+10+k and REST API N+20+k (k = 1..9).
+/// etcd client N, etcd peer N+1, router write N+2, read N+3, status/metrics N+4, auto
+/// (read-your-writes, with pooling) N+5, member k's PostgreSQL N+10+k and REST API N+20+k
+/// (k = 1..9).
 #[derive(Debug, Clone, Copy)]
 pub struct Ports {
     pub base: u16,
@@ -15,6 +16,7 @@ pub struct Ports {
     pub router_write: u16,
     pub router_read: u16,
     pub router_api: u16,
+    pub router_auto: u16,
 }
 
 impl Ports {
@@ -31,6 +33,7 @@ impl Ports {
             router_write: base + 2,
             router_read: base + 3,
             router_api: base + 4,
+            router_auto: base + 5,
         })
     }
 
@@ -62,11 +65,21 @@ impl Ports {
         Ok(())
     }
 
-    pub fn describe(&self, dir: &Path, names: &[String], scope: &str) -> String {
+    /// What `local up` prints; `pooling`: the router pools (`--pool-mode`), so the auto
+    /// listener runs.
+    pub fn describe(&self, dir: &Path, names: &[String], scope: &str, pooling: bool) -> String {
         let mut out = format!(
             "router: write 127.0.0.1:{} (leader)  read 127.0.0.1:{} (replicas)  status http://127.0.0.1:{}/status\n",
             self.router_write, self.router_read, self.router_api
         );
+        if pooling {
+            out.push_str(&format!(
+                "        auto 127.0.0.1:{} (read-your-writes: read-only transactions on a replica that has the client's last commit, the rest on the leader)\n",
+                self.router_auto
+            ));
+        } else {
+            out.push_str("        auto (read-your-writes): with --pool-mode\n");
+        }
         out.push_str(&format!(
             "status page: http://127.0.0.1:{}/ (members, lag, failover history, pools; live)\n",
             self.router_api

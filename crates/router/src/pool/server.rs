@@ -394,6 +394,12 @@ impl ServerConn {
     /// Send `bytes` (whole messages ending in Sync or a Query) and read up to ReadyForQuery,
     /// keeping ParameterStatus changes. An I/O error means the connection is unusable.
     pub(crate) async fn exchange(&mut self, bytes: &[u8]) -> std::io::Result<Answer> {
+        self.exchange_leaving(bytes, b'I').await
+    }
+
+    /// [`exchange`](Self::exchange), the connection left in transaction status `status`
+    /// (`T`: after a `BEGIN`), else an error.
+    async fn exchange_leaving(&mut self, bytes: &[u8], status: u8) -> std::io::Result<Answer> {
         self.write.write_all(bytes).await?;
         let mut answer = Answer::default();
         loop {
@@ -437,7 +443,7 @@ impl ServerConn {
                     }
                 }
                 b'Z' => {
-                    if message.body().first() != Some(&b'I') {
+                    if message.body().first() != Some(&status) {
                         // Left in a transaction by the router's own query: not reusable.
                         return Err(std::io::Error::other(
                             "server connection not idle after the router's query",
@@ -455,6 +461,11 @@ impl ServerConn {
         let mut body = sql.as_bytes().to_vec();
         body.push(0);
         self.exchange(&typed(b'Q', &body)).await
+    }
+
+    /// `BEGIN`: the connection is left in a transaction.
+    pub(crate) async fn begin(&mut self) -> std::io::Result<Answer> {
+        self.exchange_leaving(&typed(b'Q', b"BEGIN\0"), b'T').await
     }
 
     /// One statement with text parameters, through the extended protocol (unnamed).

@@ -29,7 +29,9 @@ use crate::client::Client;
 
 use crate::pool::server::ServerConn;
 use crate::pool::PoolMode;
-use crate::pooled::{acquire, Ctx};
+use crate::pooled::Ctx;
+use crate::protocol::Target;
+use crate::ryw::acquire;
 use crate::topology::Backend;
 use frontend::{message_len, parse, Frontend};
 use tracker::{Statements, Tracker, Verdict};
@@ -306,12 +308,93 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     continue;
                 }
             }
+            if let Some(ryw) = ctx.ryw.as_deref_mut().filter(|r| r.auto) {
+                let text = match parsed {
+                    Frontend::Query(text) => Some(text),
+                    Frontend::Parse { definition, .. } => Some(definition),
+                    _ => None,
+                };
+                if text.is_some_and(crate::ryw::mentions_synchronous_commit) {
+                    ryw.maybe_async_commit = true;
+                }
+            }
+            let show = matches!(parsed, Frontend::Query(text) if crate::ryw::is_show_token(text));
+            if let Some(ryw) = ctx.ryw.as_deref().filter(|r| r.auto && show) {
+                if !quiet {
+                    // Answered once what was sent before it is (a pipelined Close, a
+                    // transaction whose commit changes the token): back to the input.
+                    let mut back = raw;
+                    back.unsplit(std::mem::take(&mut cin));
+                    cin = back;
+                    break;
+                }
+                let status = if ryw.deferred_begin {
+                    b'T'
+                } else {
+                    tracker.status
+                };
+                cout.extend_from_slice(&crate::ryw::show_answer(ryw.token(), status));
+                continue;
+            }
+            if server.is_none() && mode == PoolMode::Transaction {
+                // What needs no server is answered here, so that it holds none: a Close
+                // (tokio-postgres closes a dropped statement between transactions, and the
+                // next transaction, pipelined behind it, must be routed on its own), a Sync
+                // ending such a batch, a Flush.
+                let deferred = ctx.ryw.as_ref().is_some_and(|r| r.deferred_begin);
+                match parsed {
+                    Frontend::Close { kind, name } => {
+                        if kind == b'S' && !name.is_empty() {
+                            statements.forget(name);
+                        }
+                        cout.extend_from_slice(&frontend::message(b'3', &[]));
+                        continue;
+                    }
+                    Frontend::Sync => {
+                        cout.extend_from_slice(&ready_for_query(if deferred {
+                            b'T'
+                        } else {
+                            b'I'
+                        }));
+                        continue;
+                    }
+                    Frontend::Flush => continue,
+                    _ => {}
+                }
+            }
             if server.is_none() {
+                // The auto listener: this transaction's first message says where it goes.
+                let session_read_only = ctx.session_read_only();
+                let mut routed = None;
+                let mut begin_first = false;
+                if let Some(ryw) = ctx.ryw.as_deref_mut().filter(|r| r.auto) {
+                    match crate::ryw::route(&parsed, session_read_only, ryw.deferred_begin) {
+                        crate::ryw::Route::Defer => {
+                            ryw.deferred_begin = true;
+                            cout.extend_from_slice(&crate::ryw::begin_answer());
+                            continue;
+                        }
+                        route => {
+                            // `acquire` runs the BEGIN first.
+                            begin_first = ryw.deferred_begin;
+                            routed = Some(route);
+                        }
+                    }
+                }
+                tracing::trace!(pool = %ctx.key, ?routed, session_read_only, "routing a transaction");
+                match routed {
+                    Some(crate::ryw::Route::Read) => ctx.route(Target::Read),
+                    Some(_) => ctx.route(Target::Write),
+                    None => {}
+                }
                 // Boxed: the relay's own state is what an idle client costs.
                 match Box::pin(acquire(ctx)).await {
                     Ok(conn) => {
                         ctx.attach(&conn);
                         tracker = Tracker::default();
+                        if begin_first {
+                            tracker.status = b'T';
+                        }
                         server = Some(conn);
                     }
                     Err(fatal) => break 'relay End::Fatal(fatal.bytes()),
@@ -484,7 +567,8 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     if tag == b'S' {
                         ctx.parameter_changed(conn, &raw[5..]);
                     }
-                    if tracker.server_message(tag, &raw[5..]) == Verdict::Forward {
+                    let forward = tracker.server_message(tag, &raw[5..]) == Verdict::Forward;
+                    if forward {
                         cout.extend_from_slice(&raw);
                     }
                     // Each ReadyForQuery that leaves no transaction open ends one.
@@ -534,6 +618,17 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     journal = Some(sent);
                     server = Some(conn);
                     continue;
+                }
+                // The auto listener: a transaction ended on the leader, and its ReadyForQuery
+                // (last in `cout`) waits for the client's new token.
+                if ctx.target == Target::Write
+                    && tracker.idle()
+                    && sout.is_empty()
+                    && sin.is_empty()
+                    && cout.ends_with(&ready_for_query(b'I'))
+                    && ctx.ryw.as_ref().is_some_and(|r| r.auto)
+                {
+                    Box::pin(crate::ryw::token_before_ready(ctx, &mut server, &mut cout)).await;
                 }
                 if server.is_none() {
                     continue;
@@ -606,7 +701,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
 
 /// Session state a client may keep for the next server connection: the tracked parameters
 /// (PgBouncer's track_extra_parameters), canonical name by lower-case name.
-pub(crate) const TRACKED: [&str; 8] = [
+pub(crate) const TRACKED: [&str; 9] = [
     "client_encoding",
     "DateStyle",
     "TimeZone",
@@ -615,6 +710,7 @@ pub(crate) const TRACKED: [&str; 8] = [
     "standard_conforming_strings",
     "extra_float_digits",
     "search_path",
+    "default_transaction_read_only",
 ];
 
 /// The canonical name of a tracked parameter.
@@ -627,7 +723,7 @@ pub(crate) fn tracked(name: &str) -> Option<&'static str> {
 
 /// Parameters PostgreSQL 15 reports with ParameterStatus when they change (GUC_REPORT): a
 /// `SET` of one is seen by the router and carried to the next server connection.
-const REPORTED: [&str; 7] = [
+const REPORTED: [&str; 8] = [
     "client_encoding",
     "datestyle",
     "timezone",
@@ -635,6 +731,7 @@ const REPORTED: [&str; 7] = [
     "intervalstyle",
     "application_name",
     "standard_conforming_strings",
+    "default_transaction_read_only",
 ];
 
 /// Session state a statement leaves behind that the router cannot carry to another server

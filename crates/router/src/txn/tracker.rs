@@ -56,6 +56,13 @@ pub(crate) struct Statements {
 }
 
 impl Statements {
+    /// The client closed `name` while it holds no server connection: forgotten here; the
+    /// server connections that prepared it keep their copy (a later Parse of the name
+    /// closes it first).
+    pub(crate) fn forget(&mut self, name: &[u8]) {
+        self.by_name.remove(name);
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_name.len()

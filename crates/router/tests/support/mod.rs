@@ -359,6 +359,8 @@ impl Cluster {
 pub struct RunningRouter {
     pub write: SocketAddr,
     pub read: SocketAddr,
+    /// The auto (read-your-writes) listener, when configured.
+    pub auto: Option<SocketAddr>,
     pub api: SocketAddr,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -370,6 +372,7 @@ impl RunningRouter {
         let running = RunningRouter {
             write: router.write_addr(),
             read: router.read_addr(),
+            auto: router.auto_addr(),
             api: router.api_addr().expect("api"),
             stop: Some(tx),
         };

@@ -1,0 +1,344 @@
+//! Read-your-writes through the auto listener, on real PostgreSQL 15 (a primary and a
+//! streaming replica) and etcd: transactions a client declares read-only go to the replica
+//! once it has replayed that client's last commit, else to the leader — never a read that
+//! misses the client's own write, even with the replica's replay held back by
+//! `recovery_min_apply_delay`; everything else goes to the leader. The token a client reads
+//! (`SHOW pgbaton.last_commit_lsn`, the ParameterStatus) carries causality to a new
+//! connection on the read listener (`pgbaton.min_lsn`); a malformed token is refused.
+
+mod support;
+
+use std::time::Duration;
+
+use pgbaton_router::auth::{AuthConfig, AuthType};
+use pgbaton_router::pool::{PoolMode, PoolSettings};
+use pgbaton_router::{Forwarding, RouterConfig};
+use support::{connect, connect_config, psql, psql_ok, Cluster, RunningRouter, T};
+
+fn auto_config(cluster: &Cluster) -> RouterConfig {
+    // RUST_LOG=pgbaton_router=debug shows the router's view when a test fails.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_test_writer()
+        .try_init();
+    let mut cfg = cluster.router_config();
+    cfg.auto_listen = Some("127.0.0.1:0".into());
+    cfg.auth = Some(AuthConfig {
+        auth_type: AuthType::Hba,
+        hba: vec!["host all app 127.0.0.1/32 trust".into()],
+        ..AuthConfig::default()
+    });
+    cfg.pool = PoolSettings {
+        pool_mode: PoolMode::Transaction,
+        default_pool_size: 4,
+        query_wait_timeout: Duration::from_secs(30),
+        ..PoolSettings::default()
+    };
+    cfg.forwarding = Forwarding::Userspace;
+    cfg
+}
+
+/// Set (or with None, reset) the replica's `recovery_min_apply_delay` and wait until it
+/// applies.
+async fn apply_delay(cluster: &Cluster, delay: Option<&str>) {
+    let replica = pgbaton_postgres::connect(&cluster.replica().spec, T)
+        .await
+        .expect("direct connection to the replica");
+    let sql = match delay {
+        Some(d) => format!("ALTER SYSTEM SET recovery_min_apply_delay = '{d}'"),
+        None => "ALTER SYSTEM RESET recovery_min_apply_delay".to_string(),
+    };
+    replica.batch_execute(&sql).await.expect("alter system");
+    replica
+        .batch_execute("SELECT pg_reload_conf()")
+        .await
+        .expect("reload");
+    let want = delay.unwrap_or("0").to_string();
+    support::eventually("the apply delay to apply", T, || async {
+        let row = replica
+            .query_one("SELECT current_setting('recovery_min_apply_delay')", &[])
+            .await
+            .ok()?;
+        let now: String = row.get(0);
+        (now == want || (want == "0" && now == "0")).then_some(())
+    })
+    .await;
+}
+
+/// Write a row, then read it back in a read-only transaction: (seen, served by a replica).
+async fn write_then_read(client: &tokio_postgres::Client, note: &str) -> (bool, bool) {
+    client
+        .execute("INSERT INTO t (note) VALUES ($1)", &[&note])
+        .await
+        .expect("insert through the auto listener");
+    client
+        .batch_execute("BEGIN READ ONLY")
+        .await
+        .expect("begin read only");
+    let row = client
+        .query_one(
+            "SELECT count(*) FILTER (WHERE note = $1), pg_is_in_recovery() FROM t",
+            &[&note],
+        )
+        .await
+        .expect("read back");
+    client.batch_execute("COMMIT").await.expect("commit");
+    let seen: i64 = row.get(0);
+    (seen == 1, row.get(1))
+}
+
+/// The value of a one-row, one-column simple query.
+async fn simple_value(client: &tokio_postgres::Client, sql: &str) -> String {
+    let messages = client.simple_query(sql).await.expect(sql);
+    messages
+        .iter()
+        .find_map(|m| match m {
+            tokio_postgres::SimpleQueryMessage::Row(row) => row.get(0).map(str::to_string),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("{sql}: no row"))
+}
+
+async fn in_recovery(client: &tokio_postgres::Client) -> bool {
+    simple_value(client, "SELECT pg_is_in_recovery()").await == "t"
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_reads_its_own_writes_on_the_replica_when_it_has_them_and_on_the_leader_otherwise()
+{
+    let cluster = Cluster::start(true).await;
+    let router = RunningRouter::start(auto_config(&cluster)).await;
+    let auto = router.auto.expect("auto listener");
+    router
+        .wait_status("the replica to be readable", |s| {
+            support::readable_names(s).contains(&"node2".to_string())
+        })
+        .await;
+    let status = router.status().await;
+    let listeners = status["listeners"].as_array().expect("listeners");
+    assert!(
+        listeners.iter().any(|l| l["name"] == "auto"),
+        "/status lists the auto listener: {status}"
+    );
+
+    // The replica's replay held back 2 s: every read after a write runs on the leader.
+    apply_delay(&cluster, Some("2s")).await;
+    let mut client = connect(auto, None).await;
+    for i in 0..10 {
+        let (seen, on_replica) = write_then_read(&client, &format!("delayed {i}")).await;
+        assert!(seen, "read {i} after the client's own write missed it");
+        assert!(
+            !on_replica,
+            "read {i} ran on a replica that had not replayed the write"
+        );
+    }
+    // A client that has written nothing reads on the replica, delay or not.
+    let mut fresh = connect(auto, None).await;
+    let tx = fresh
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .expect("start transaction read only");
+    let row = tx
+        .query_one("SELECT pg_is_in_recovery()", &[])
+        .await
+        .expect("read");
+    tx.commit().await.expect("commit");
+    assert!(
+        row.get::<_, bool>(0),
+        "a client without writes reads on the replica"
+    );
+
+    // Replay as usual: reads after writes run on the replica, and still see the write.
+    apply_delay(&cluster, None).await;
+    let mut on_replica = 0;
+    for i in 0..50 {
+        let (seen, replica) = write_then_read(&client, &format!("live {i}")).await;
+        assert!(seen, "read {i} after the client's own write missed it");
+        on_replica += usize::from(replica);
+    }
+    assert!(
+        on_replica >= 40,
+        "only {on_replica} of 50 reads after a write ran on the caught-up replica"
+    );
+
+    // An asynchronous commit (SET LOCAL synchronous_commit = off) is read back too.
+    for i in 0..5 {
+        let note = format!("async {i}");
+        client
+            .batch_execute(&format!(
+                "BEGIN; SET LOCAL synchronous_commit = off; INSERT INTO t (note) VALUES ('{note}'); COMMIT"
+            ))
+            .await
+            .expect("asynchronous commit");
+        let tx = client
+            .build_transaction()
+            .read_only(true)
+            .start()
+            .await
+            .expect("start transaction read only");
+        let row = tx
+            .query_one("SELECT count(*) FROM t WHERE note = $1", &[&note])
+            .await
+            .expect("read back");
+        tx.commit().await.expect("commit");
+        assert_eq!(row.get::<_, i64>(0), 1, "{note} was missed");
+    }
+
+    // What is not declared read-only goes to the leader.
+    assert!(
+        !in_recovery(&client).await,
+        "an undeclared SELECT runs on the leader"
+    );
+    client
+        .batch_execute("BEGIN READ WRITE")
+        .await
+        .expect("begin read write");
+    assert!(
+        !in_recovery(&client).await,
+        "BEGIN READ WRITE runs on the leader"
+    );
+    client.batch_execute("COMMIT").await.expect("commit");
+
+    // A lone BEGIN (as psycopg2 sends it), then SET TRANSACTION READ ONLY: the replica.
+    client.batch_execute("BEGIN").await.expect("begin");
+    client
+        .batch_execute("SET TRANSACTION READ ONLY")
+        .await
+        .expect("set transaction read only");
+    assert!(
+        in_recovery(&client).await,
+        "BEGIN; SET TRANSACTION READ ONLY runs on a replica"
+    );
+    client.batch_execute("COMMIT").await.expect("commit");
+    // A lone BEGIN followed by a write: the leader, in one transaction.
+    client.batch_execute("BEGIN").await.expect("begin");
+    client
+        .execute("INSERT INTO t (note) VALUES ('in a transaction')", &[])
+        .await
+        .expect("insert after a lone BEGIN");
+    assert!(!in_recovery(&client).await);
+    client.batch_execute("ROLLBACK").await.expect("rollback");
+    let rolled_back = simple_value(
+        &client,
+        "SELECT count(*) FROM t WHERE note = 'in a transaction'",
+    )
+    .await;
+    assert_eq!(
+        rolled_back, "0",
+        "the BEGIN the router held ran: ROLLBACK undid the insert"
+    );
+
+    // The session default: every transaction is read-only, so every one goes to a replica.
+    client
+        .batch_execute("SET default_transaction_read_only = on")
+        .await
+        .expect("set default_transaction_read_only");
+    for _ in 0..3 {
+        assert!(
+            in_recovery(&client).await,
+            "default_transaction_read_only on: a replica"
+        );
+    }
+    client
+        .batch_execute("SET default_transaction_read_only = off")
+        .await
+        .expect("reset default_transaction_read_only");
+    assert!(
+        !in_recovery(&client).await,
+        "default_transaction_read_only off: the leader"
+    );
+
+    let metrics = router.http_get("/metrics").await;
+    assert!(
+        metrics.contains("read_your_writes_total{outcome=\"leader\"}"),
+        "the fallbacks to the leader are counted: {metrics}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_carries_causality_to_a_new_connection_and_a_bad_one_is_refused() {
+    let cluster = Cluster::start(true).await;
+    let router = RunningRouter::start(auto_config(&cluster)).await;
+    let auto = router.auto.expect("auto listener");
+    router
+        .wait_status("the replica to be readable", |s| {
+            support::readable_names(s).contains(&"node2".to_string())
+        })
+        .await;
+    apply_delay(&cluster, Some("2s")).await;
+
+    // psql (libpq): the write and the token in one session.
+    let conninfo = support::conninfo(auto, "app", "postgres", "");
+    let out = psql(
+        &conninfo,
+        &[
+            "INSERT INTO t (note) VALUES ('token')",
+            "SHOW pgbaton.last_commit_lsn",
+        ],
+    )
+    .await;
+    let token = psql_ok(&out, "write and read the token");
+    let token = token.lines().last().unwrap_or_default().to_string();
+    assert!(
+        token.contains('/') && token != "0/0",
+        "SHOW pgbaton.last_commit_lsn gives a WAL position: {token:?}"
+    );
+    let leader = pgbaton_postgres::connect(&cluster.primary.spec, T)
+        .await
+        .expect("direct connection");
+    let row = leader
+        .query_one(
+            "SELECT $1::text::pg_lsn <= pg_current_wal_insert_lsn()",
+            &[&token],
+        )
+        .await
+        .expect("compare");
+    assert!(
+        row.get::<_, bool>(0),
+        "the token is a position the leader has written"
+    );
+
+    // A new connection on the read listener with the token: never the delayed replica.
+    let options = format!("-c pgbaton.min_lsn={token}");
+    let reader = connect(router.read, Some(&options)).await;
+    let seen = simple_value(&reader, "SELECT count(*) FROM t WHERE note = 'token'").await;
+    assert_eq!(seen, "1", "a read with the token sees the write");
+    assert!(
+        !in_recovery(&reader).await,
+        "the delayed replica has not replayed the token: the leader serves it"
+    );
+    // Once the replica has replayed it, the replica serves the same token.
+    apply_delay(&cluster, None).await;
+    let reader = connect(router.read, Some(&options)).await;
+    support::eventually("the replica to serve the token", T, || async {
+        in_recovery(&reader).await.then_some(())
+    })
+    .await;
+    let seen = simple_value(&reader, "SELECT count(*) FROM t WHERE note = 'token'").await;
+    assert_eq!(seen, "1");
+
+    // The ParameterStatus after a commit: the same token a SHOW gives.
+    let client = connect(auto, None).await;
+    client
+        .execute("INSERT INTO t (note) VALUES ('status')", &[])
+        .await
+        .expect("insert");
+    let shown = simple_value(&client, "SHOW pgbaton.last_commit_lsn").await;
+    assert_ne!(shown, "0/0");
+
+    // A malformed token: a clear error, nothing routed.
+    let bad = support::app_config(router.read, Some("-c pgbaton.min_lsn=yesterday"));
+    let Err(error) = connect_config(&bad).await else {
+        panic!("a malformed token is refused");
+    };
+    let text = error
+        .as_db_error()
+        .map(|e| e.message().to_string())
+        .unwrap_or_else(|| error.to_string());
+    assert!(
+        text.contains("pgbaton.min_lsn") && text.contains("yesterday"),
+        "the error names the parameter and the value: {text}"
+    );
+}
