@@ -20,6 +20,7 @@ mod patroni_test;
 mod pg_test;
 mod profile;
 mod report;
+mod ryw;
 mod scenario;
 mod stats;
 mod succession;
@@ -111,6 +112,22 @@ enum Command {
         /// Seconds a replica may take before the run counts as not caught up.
         #[arg(long, default_value_t = 600)]
         limit: u64,
+    },
+    /// Write-then-read pairs through the router's auto listener (read-your-writes): stale
+    /// reads, share served by replicas, added latency; then with one replica delayed.
+    ReadYourWrites {
+        /// Pairs with the replicas replaying as usual.
+        #[arg(long, default_value_t = 10_000)]
+        pairs: usize,
+        /// Pairs with one replica's replay delayed.
+        #[arg(long, default_value_t = 1_000)]
+        delayed_pairs: usize,
+        /// The delayed replica's recovery_min_apply_delay, in ms.
+        #[arg(long, default_value_t = 1_000)]
+        delay_ms: u64,
+        /// Concurrent clients.
+        #[arg(long, default_value_t = 4)]
+        clients: usize,
     },
     /// Node crash, postmaster crash and switchover on pgbaton and on Patroni + HAProxy.
     Compare {
@@ -291,6 +308,32 @@ async fn bench(cli: Cli) -> anyhow::Result<()> {
             let out = catchup::run(&plan).await;
             println!("\nload average at the end: {}", load_average());
             println!("\n{}", catchup::report(&out, &plan));
+            if let Some(path) = &opts.json {
+                let json = serde_json::to_string_pretty(&out).context("encoding the results")?;
+                std::fs::write(path, json)
+                    .with_context(|| format!("writing {}", path.display()))?;
+            }
+            return Ok(());
+        }
+        Command::ReadYourWrites {
+            pairs,
+            delayed_pairs,
+            delay_ms,
+            clients,
+        } => {
+            let plan = ryw::RywPlan {
+                pgbaton: pgbaton.clone(),
+                dir: dir.clone(),
+                base_port: opts.base_port,
+                pairs,
+                delayed_pairs,
+                delay_ms,
+                clients: clients.max(1),
+            };
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            let out = ryw::run(&plan).await;
+            println!("\nload average at the end: {}", load_average());
+            println!("\n{}", ryw::report(&out, &plan));
             if let Some(path) = &opts.json {
                 let json = serde_json::to_string_pretty(&out).context("encoding the results")?;
                 std::fs::write(path, json)
