@@ -40,7 +40,7 @@ pub struct Args {
     pub duration: u64,
     /// Comma list of faults, or `all`: kill-postgres, kill-agent, kill-node, pause, partition,
     /// leader-etcd, leader-replicas, etcd-split (needs --etcd 3), etcd-kill, delay, loss,
-    /// switchover, switchover-then-kill, failover-twice; replica-away only when named.
+    /// switchover, switchover-then-kill, failover-twice, replica-away.
     #[arg(long, default_value = "all")]
     pub faults: String,
     /// Seed of the fault schedule (which fault, when, for how long, on which host).

@@ -12,7 +12,8 @@ use std::process::Child;
 
 use crate::cli::Settings;
 use crate::config::{
-    member_yaml, router_yaml, MemberConfig, ETCD_CLIENT_PORT, ETCD_PEER_PORT, ROUTER_WRITE_PORT,
+    member_yaml, router_userlist, router_yaml, MemberConfig, ETCD_CLIENT_PORT, ETCD_PEER_PORT,
+    ROUTER_WRITE_PORT,
 };
 use crate::error::{ChaosError, Result};
 use crate::netns::{self, Host, Topology};
@@ -257,8 +258,10 @@ impl Cluster {
         let dir = self.root.join(&client.name);
         mkdir(&dir)?;
         let etcd: Vec<_> = self.etcd.iter().map(|e| e.host.ip).collect();
+        let userlist = dir.join("userlist.txt");
+        std::fs::write(&userlist, router_userlist()).map_err(|e| ChaosError::io(&userlist, e))?;
         let path = dir.join("router.yml");
-        std::fs::write(&path, router_yaml(client.ip, &etcd))
+        std::fs::write(&path, router_yaml(client.ip, &etcd, &userlist))
             .map_err(|e| ChaosError::io(&path, e))?;
         let args = vec![
             "router".to_string(),

@@ -18,6 +18,8 @@ pub const ETCD_PEER_PORT: u16 = 2380;
 /// The router's listeners on the client host (`--via router`).
 pub const ROUTER_WRITE_PORT: u16 = 5000;
 pub const ROUTER_READ_PORT: u16 = 5001;
+/// The router's auto (read-your-writes) listener.
+pub const ROUTER_AUTO_PORT: u16 = 5005;
 /// `maximum_lag_on_failover` in `bootstrap.dcs` (Patroni's default, 1 MiB): the async-loss
 /// report compares the WAL lost at each failover with it.
 pub const MAXIMUM_LAG_ON_FAILOVER: u64 = 1_048_576;
@@ -68,7 +70,10 @@ pub fn member_yaml(c: &MemberConfig<'_>) -> String {
 /// `pgbaton router --config` for the client host `client`: following the run's scope in
 /// etcd, write listener on `client`:5000, read listener on `client`:5001, everything else
 /// at the router's defaults.
-pub fn router_yaml(client: Ipv4Addr, etcd: &[Ipv4Addr]) -> String {
+/// The client host's router: a transaction pool (SCRAM from `userlist`, the superuser's
+/// plain password, with which the router logs in to the members) with the write, read and
+/// auto listeners on the client's address.
+pub fn router_yaml(client: Ipv4Addr, etcd: &[Ipv4Addr], userlist: &Path) -> String {
     let etcd_hosts: String = etcd
         .iter()
         .map(|e| format!("    - {e}:{ETCD_CLIENT_PORT}\n"))
@@ -79,8 +84,18 @@ pub fn router_yaml(client: Ipv4Addr, etcd: &[Ipv4Addr]) -> String {
          namespace: /service/\n\
          etcd3:\n  hosts:\n{etcd_hosts}\
          write:\n  listen: {client}:{ROUTER_WRITE_PORT}\n\
-         read:\n  listen: {client}:{ROUTER_READ_PORT}\n"
+         read:\n  listen: {client}:{ROUTER_READ_PORT}\n\
+         auto:\n  listen: {client}:{ROUTER_AUTO_PORT}\n\
+         auth:\n  auth_type: scram-sha-256\n  auth_file: {}\n\
+         pool:\n  pool_mode: transaction\n  default_pool_size: 10\n",
+        userlist.display()
     )
+}
+
+/// The router's userlist.txt: the superuser with its plain password.
+pub fn router_userlist() -> String {
+    let (user, password) = SUPERUSER;
+    format!("\"{user}\" \"{password}\"\n")
 }
 
 #[cfg(test)]
@@ -121,11 +136,18 @@ mod tests {
 
     #[test]
     fn the_router_accepts_its_config_and_follows_the_run() {
+        let userlist =
+            std::env::temp_dir().join(format!("pgbaton-chaos-userlist-{}", std::process::id()));
+        std::fs::write(&userlist, router_userlist()).unwrap();
         let yaml = router_yaml(
             Ipv4Addr::new(10, 231, 9, 2),
             &[Ipv4Addr::new(10, 231, 9, 21)],
+            &userlist,
         );
         let c = pgbaton_router::RouterConfig::from_yaml_str(&yaml).unwrap();
+        assert_eq!(c.auto_listen.as_deref(), Some("10.231.9.2:5005"));
+        assert!(c.auth.is_some(), "the chaos router pools");
+        let _ = std::fs::remove_file(&userlist);
         assert_eq!(c.scope, SCOPE);
         assert_eq!(c.namespace, "/service/");
         assert_eq!(c.etcd_hosts, ["10.231.9.21:2379"]);

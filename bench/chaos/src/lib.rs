@@ -27,6 +27,7 @@ pub mod read_check;
 pub mod readers;
 pub mod report;
 pub mod runner;
+pub mod ryw;
 pub mod schedule;
 pub mod shell;
 pub mod signals;

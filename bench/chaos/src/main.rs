@@ -88,6 +88,7 @@ fn main() -> ExitCode {
                     nonmonotonic: r.reads.nonmonotonic.len(),
                     leaderless_over_bound: r.liveness.violations().len(),
                     switchover_back: report::switchover_back(&r),
+                    ryw_violations: r.ryw.as_ref().map_or(0, |v| v.violations.len()),
                 },
             );
             if bad {

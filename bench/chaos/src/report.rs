@@ -2,8 +2,9 @@
 //! `async loss:` line, then — the last line, always — the machine line
 //! `chaos: faults=<n> acked=<n> lost=<n> dual_primary=<n> unrecovered=<n> max_gap_s=<x>
 //! leaderless_s=<x>`; and the exit rule (both modes: dual_primary or unrecovered above zero,
-//! a charged leaderless window above the bound, or a switchover that went back to the old
-//! leader fails; sync mode also: lost or non-monotonic leader reads above zero; in async
+//! a charged leaderless window above the bound, a switchover that went back to the old
+//! leader, or (`--via router`) a read through the auto listener that missed the client's own
+//! kept write fails; sync mode also: lost or non-monotonic leader reads above zero; in async
 //! mode those are reported).
 
 use crate::checker::Verdict;
@@ -35,6 +36,8 @@ pub struct Counts {
     pub leaderless_over_bound: usize,
     /// Switchovers after which the old leader led again (not excused by an etcd fault).
     pub switchover_back: usize,
+    /// Reads through the auto listener that missed the client's own kept write.
+    pub ryw_violations: usize,
 }
 
 /// Whether the run failed its promises.
@@ -43,6 +46,7 @@ pub fn failed(mode: Mode, c: Counts) -> bool {
         || c.unrecovered > 0
         || c.leaderless_over_bound > 0
         || c.switchover_back > 0
+        || c.ryw_violations > 0
         || (mode == Mode::Sync && (c.lost > 0 || c.nonmonotonic > 0))
 }
 
@@ -402,6 +406,14 @@ pub fn details(r: &RunResult, s: &Settings) -> Vec<String> {
     };
     // The two summary lines come last, just before the machine line.
     out.push(reads_line(&r.reads, r.reads_failed));
+    if let Some(v) = &r.ryw {
+        out.push(crate::ryw::line(v));
+        for (id, at) in v.violations.iter().take(10) {
+            out.push(format!(
+                "  read-your-writes violation: t={at:.2}s a read-only transaction after the client's acknowledged insert of id {id} did not see it (the final leader has it)"
+            ));
+        }
+    }
     out.extend(loss_line);
     out
 }

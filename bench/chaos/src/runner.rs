@@ -61,6 +61,8 @@ pub struct RunResult {
     pub timeline: Vec<FaultSpan>,
     /// Every switchover requested, how it ended, and whether an etcd fault excused it.
     pub switchovers: Vec<(SwitchoverRecord, SwitchoverOutcome, bool)>,
+    /// `--via router`: the read-your-writes clients on the router's auto listener.
+    pub ryw: Option<crate::ryw::RywVerdict>,
 }
 
 /// A view of the DCS at most this old tells the schedule who leads.
@@ -140,6 +142,15 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
     let monitor = Monitor::start(ips.clone(), clock);
     let watch = DcsWatch::start(endpoints.clone(), clock);
     let readers = Readers::start(route.clone(), s.readers, s.clients, clock);
+    // Through the router: clients that read their own writes on its auto listener.
+    let ryw_clients = match s.via {
+        Via::Router => {
+            let client_ip = *route.entry[0].ip();
+            let auto = SocketAddrV4::new(client_ip, crate::config::ROUTER_AUTO_PORT);
+            Some(crate::ryw::RywClients::start(auto, RYW_CLIENTS, clock))
+        }
+        Via::Libpq => None,
+    };
     let workload = Workload::start(route, s.clients, clock);
     let workload_start = clock.now();
     let mut faults = Faults::new(
@@ -193,6 +204,10 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
     faults.close_timeline(workload_end);
     let ops = workload.stop().await;
     let read_log = readers.stop().await;
+    let ryw_log = match ryw_clients {
+        Some(c) => Some(c.stop().await),
+        None => None,
+    };
     let seen = monitor.stop().await;
     let dcs_samples = watch.stop().await;
     faults.event(
@@ -250,6 +265,14 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
     let history = match reference {
         Some(r) => converge::history(ips[r]).await,
         None => None,
+    };
+    let ryw = match (&ryw_log, reference) {
+        (Some(log), Some(r)) => {
+            let kept = ryw_ids(ips[r]).await;
+            Some(crate::ryw::check(log, kept.as_ref()))
+        }
+        (Some(log), None) => Some(crate::ryw::check(log, None)),
+        (None, _) => None,
     };
     let verdict = checker::check(&checker::Inputs {
         ops: &ops,
@@ -313,7 +336,21 @@ pub async fn run(cluster: &mut Cluster, s: &Settings, clock: Clock) -> Result<Ru
         liveness: live,
         timeline: faults.timeline.clone(),
         switchovers,
+        ryw,
     })
+}
+
+/// Clients reading their own writes through the router's auto listener (`--via router`).
+const RYW_CLIENTS: u16 = 2;
+
+/// The ids in `chaos_ryw` on `ip`, None when it cannot be read.
+async fn ryw_ids(ip: Ipv4Addr) -> Option<HashSet<i64>> {
+    let rows = db::rows(ip, "SELECT id FROM chaos_ryw", Duration::from_secs(10))
+        .await
+        .ok()?;
+    rows.iter()
+        .map(|row| row.first()?.as_deref()?.parse().ok())
+        .collect()
 }
 
 /// Every operation as CSV (kept with the logs by --keep-logs).

@@ -22,7 +22,8 @@ use crate::history::{parse_lsn, Clock, Op, Outcome};
 /// The table, and the index the readers' per-client `max(id)` uses.
 pub const TABLE_DDL: &str = "CREATE TABLE IF NOT EXISTS chaos_writes (\
      id bigint PRIMARY KEY, client int NOT NULL, at timestamptz NOT NULL DEFAULT clock_timestamp()); \
-     CREATE INDEX IF NOT EXISTS chaos_writes_client_id ON chaos_writes (client, id)";
+     CREATE INDEX IF NOT EXISTS chaos_writes_client_id ON chaos_writes (client, id); \
+     CREATE TABLE IF NOT EXISTS chaos_ryw (id bigint PRIMARY KEY)";
 /// The insert; returns the timeline the server writes on and its WAL position.
 const INSERT: &str = "INSERT INTO chaos_writes (id, client) VALUES ($1, $2) RETURNING \
      ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int, \
