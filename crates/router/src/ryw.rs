@@ -332,6 +332,9 @@ pub(crate) async fn token_before_ready(
 /// A ReadyForQuery's length on the wire.
 const READY_LEN: usize = 6;
 
+/// ReadyForQuery, idle, on the wire.
+pub(crate) const READY_IDLE: &[u8] = &[b'Z', 0, 0, 0, 5, b'I'];
+
 /// Has the server of `conn` replayed `token`, within `wait`? Err: the connection failed.
 async fn replayed(conn: &mut ServerConn, token: u64, wait: Duration) -> std::io::Result<bool> {
     let deadline = tokio::time::Instant::now() + wait;
@@ -531,6 +534,7 @@ mod tests {
         let text = String::from_utf8_lossy(&answer);
         assert!(text.contains("0/16B3748"), "{text}");
         assert!(answer.ends_with(&crate::txn::ready_for_query(b'I')));
+        assert_eq!(READY_IDLE, crate::txn::ready_for_query(b'I').as_slice());
         let status = token_message(1);
         assert_eq!(&status[5..], b"pgbaton.last_commit_lsn\x000/1\x00");
     }

@@ -342,3 +342,80 @@ async fn the_token_carries_causality_to_a_new_connection_and_a_bad_one_is_refuse
         "the error names the parameter and the value: {text}"
     );
 }
+
+/// psycopg2 (Debian's python3-psycopg2) on the auto listener: its default mode sends a lone
+/// `BEGIN` before every transaction (the router holds it and sends it with the statement
+/// after it, to the leader here); `set_session(readonly=True)` sends `BEGIN READ ONLY`, which
+/// goes to the replica once it has the client's commit. Writes, errors, rollbacks and COPY
+/// keep working; every read-only transaction sees the write before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn psycopg2_reads_its_writes_through_the_auto_listener() {
+    let cluster = Cluster::start(true).await;
+    let router = RunningRouter::start(auto_config(&cluster)).await;
+    let auto = router.auto.expect("auto listener");
+    router
+        .wait_status("the replica to be readable", |s| {
+            support::readable_names(s).contains(&"node2".to_string())
+        })
+        .await;
+    let script = r#"
+import io, sys, psycopg2
+dsn = sys.argv[1]
+conn = psycopg2.connect(dsn)
+cur = conn.cursor()
+seen = on_replica = 0
+for i in range(30):
+    cur.execute("INSERT INTO t (note) VALUES (%s) RETURNING id", ("psy%d" % i,))
+    (row_id,) = cur.fetchone()
+    conn.commit()
+    conn.set_session(readonly=True)
+    cur.execute("SELECT count(*), pg_is_in_recovery() FROM t WHERE id = %s", (row_id,))
+    count, replica = cur.fetchone()
+    conn.commit()
+    conn.set_session(readonly=False)
+    seen += count
+    on_replica += replica
+# An error after the held BEGIN, then a rollback, then COPY in a transaction.
+try:
+    cur.execute("SELECT 1/0")
+except psycopg2.errors.DivisionByZero:
+    conn.rollback()
+cur.copy_expert("COPY t (note) FROM STDIN", io.StringIO("psycopy\n" * 20))
+conn.commit()
+cur.execute("SELECT count(*) FROM t WHERE note = 'psycopy'")
+copied = cur.fetchone()[0]
+conn.commit()
+print(seen, on_replica, copied)
+"#;
+    let dsn = format!(
+        "host=127.0.0.1 port={} user=app dbname=postgres",
+        auto.port()
+    );
+    let run = tokio::process::Command::new("/usr/bin/python3")
+        .args(["-c", script, &dsn])
+        .kill_on_drop(true)
+        .output();
+    let out = tokio::time::timeout(Duration::from_secs(60), run)
+        .await
+        .expect("psycopg2 in time")
+        .expect("run /usr/bin/python3 (apt-get install -y python3-psycopg2)");
+    assert!(
+        out.status.success(),
+        "psycopg2 failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let fields: Vec<&str> = stdout.split_whitespace().collect();
+    assert_eq!(
+        fields.first(),
+        Some(&"30"),
+        "every read saw its write: {stdout}"
+    );
+    let on_replica: usize = fields.get(1).and_then(|f| f.parse().ok()).unwrap_or(0);
+    assert!(on_replica >= 1, "no read ran on the replica: {stdout}");
+    assert_eq!(
+        fields.get(2),
+        Some(&"20"),
+        "COPY after a held BEGIN: {stdout}"
+    );
+}

@@ -320,21 +320,25 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
             }
             let show = matches!(parsed, Frontend::Query(text) if crate::ryw::is_show_token(text));
             if let Some(ryw) = ctx.ryw.as_deref().filter(|r| r.auto && show) {
-                if !quiet {
+                if !quiet && tracker.pending > 0 {
                     // Answered once what was sent before it is (a pipelined Close, a
                     // transaction whose commit changes the token): back to the input.
+                    // (Behind an unsynced extended batch nothing would answer: it goes
+                    // to the server, which does not know the name.)
                     let mut back = raw;
                     back.unsplit(std::mem::take(&mut cin));
                     cin = back;
                     break;
                 }
-                let status = if ryw.deferred_begin {
-                    b'T'
-                } else {
-                    tracker.status
-                };
-                cout.extend_from_slice(&crate::ryw::show_answer(ryw.token(), status));
-                continue;
+                if quiet {
+                    let status = if ryw.deferred_begin {
+                        b'T'
+                    } else {
+                        tracker.status
+                    };
+                    cout.extend_from_slice(&crate::ryw::show_answer(ryw.token(), status));
+                    continue;
+                }
             }
             if server.is_none() && mode == PoolMode::Transaction {
                 // What needs no server is answered here, so that it holds none: a Close
@@ -621,12 +625,12 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 }
                 // The auto listener: a transaction ended on the leader, and its ReadyForQuery
                 // (last in `cout`) waits for the client's new token.
-                if ctx.target == Target::Write
+                if ctx.ryw.as_ref().is_some_and(|r| r.auto)
+                    && ctx.target == Target::Write
                     && tracker.idle()
                     && sout.is_empty()
                     && sin.is_empty()
-                    && cout.ends_with(&ready_for_query(b'I'))
-                    && ctx.ryw.as_ref().is_some_and(|r| r.auto)
+                    && cout.ends_with(crate::ryw::READY_IDLE)
                 {
                     Box::pin(crate::ryw::token_before_ready(ctx, &mut server, &mut cout)).await;
                 }
