@@ -225,7 +225,8 @@ fn observed_path(member_dir: &std::path::Path) -> String {
     }
 }
 
-async fn connect(port: u16) -> Result<Client, String> {
+/// A superuser connection to a `local up` member or router port.
+pub(crate) async fn connect(port: u16) -> Result<Client, String> {
     let mut config = tokio_postgres::Config::new();
     config
         .host("127.0.0.1")

@@ -11,8 +11,9 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
-use tokio_postgres::{Client, NoTls};
+use tokio_postgres::Client;
 
+use crate::catchup::connect;
 use crate::cluster::{ClusterSpec, LocalCluster};
 use crate::profile::Profile;
 
@@ -49,24 +50,6 @@ pub struct Phase {
 pub struct Outcome {
     pub phases: Vec<Phase>,
     pub error: Option<String>,
-}
-
-async fn connect(port: u16) -> Result<Client, String> {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host("127.0.0.1")
-        .port(port)
-        .user("postgres")
-        .password("postgres")
-        .dbname("postgres")
-        .application_name("pgbaton-bench-ryw")
-        .connect_timeout(Duration::from_secs(5));
-    let (client, conn) = config
-        .connect(NoTls)
-        .await
-        .map_err(|e| format!("connect to port {port}: {e}"))?;
-    tokio::spawn(conn);
-    Ok(client)
 }
 
 fn ms(since: Instant) -> f64 {

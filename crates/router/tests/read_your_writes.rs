@@ -38,6 +38,20 @@ fn auto_config(cluster: &Cluster) -> RouterConfig {
     cfg
 }
 
+/// A primary, a streaming replica and a router with an auto listener, once the router
+/// counts the replica readable.
+async fn start_auto() -> (Cluster, RunningRouter, std::net::SocketAddr) {
+    let cluster = Cluster::start(true).await;
+    let router = RunningRouter::start(auto_config(&cluster)).await;
+    let auto = router.auto.expect("auto listener");
+    router
+        .wait_status("the replica to be readable", |s| {
+            support::readable_names(s).contains(&"node2".to_string())
+        })
+        .await;
+    (cluster, router, auto)
+}
+
 /// Set (or with None, reset) the replica's `recovery_min_apply_delay` and wait until it
 /// applies.
 async fn apply_delay(cluster: &Cluster, delay: Option<&str>) {
@@ -106,14 +120,7 @@ async fn in_recovery(client: &tokio_postgres::Client) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_client_reads_its_own_writes_on_the_replica_when_it_has_them_and_on_the_leader_otherwise()
 {
-    let cluster = Cluster::start(true).await;
-    let router = RunningRouter::start(auto_config(&cluster)).await;
-    let auto = router.auto.expect("auto listener");
-    router
-        .wait_status("the replica to be readable", |s| {
-            support::readable_names(s).contains(&"node2".to_string())
-        })
-        .await;
+    let (cluster, router, auto) = start_auto().await;
     let status = router.status().await;
     let listeners = status["listeners"].as_array().expect("listeners");
     assert!(
@@ -259,14 +266,7 @@ async fn a_client_reads_its_own_writes_on_the_replica_when_it_has_them_and_on_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_token_carries_causality_to_a_new_connection_and_a_bad_one_is_refused() {
-    let cluster = Cluster::start(true).await;
-    let router = RunningRouter::start(auto_config(&cluster)).await;
-    let auto = router.auto.expect("auto listener");
-    router
-        .wait_status("the replica to be readable", |s| {
-            support::readable_names(s).contains(&"node2".to_string())
-        })
-        .await;
+    let (cluster, router, auto) = start_auto().await;
     apply_delay(&cluster, Some("2s")).await;
 
     // psql (libpq): the write and the token in one session.
@@ -350,14 +350,7 @@ async fn the_token_carries_causality_to_a_new_connection_and_a_bad_one_is_refuse
 /// keep working; every read-only transaction sees the write before it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn psycopg2_reads_its_writes_through_the_auto_listener() {
-    let cluster = Cluster::start(true).await;
-    let router = RunningRouter::start(auto_config(&cluster)).await;
-    let auto = router.auto.expect("auto listener");
-    router
-        .wait_status("the replica to be readable", |s| {
-            support::readable_names(s).contains(&"node2".to_string())
-        })
-        .await;
+    let (_cluster, _router, auto) = start_auto().await;
     let script = r#"
 import io, sys, psycopg2
 dsn = sys.argv[1]
