@@ -145,17 +145,6 @@ fn local_up_starts_a_cluster_and_sigterm_stops_everything() {
         "a session through the router: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let mut exposed = std::collections::BTreeSet::new();
-    for port in [ports.base + 4, ports.base + 21, ports.base + 22] {
-        let text = http_get(port, "/metrics");
-        for line in text.lines() {
-            if let Some(rest) = line.strip_prefix("# TYPE ") {
-                if let Some(name) = rest.split_whitespace().next() {
-                    exposed.insert(name.to_string());
-                }
-            }
-        }
-    }
     let dashboard: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -166,11 +155,31 @@ fn local_up_starts_a_cluster_and_sigterm_stops_everything() {
     .expect("the dashboard is JSON");
     let queried = dashboard_metrics(&dashboard);
     assert!(queried.len() > 15, "{queried:?}");
-    let missing: Vec<&String> = queried.iter().filter(|m| !exposed.contains(*m)).collect();
-    assert!(
-        missing.is_empty(),
-        "the dashboard queries metrics nobody exposes: {missing:?}\nexposed: {exposed:?}"
-    );
+    // Asked again for a while: the leader's slot series appear once it has made the
+    // replicas' slots (a loop or two after the cluster is up).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let mut exposed = std::collections::BTreeSet::new();
+        for port in [ports.base + 4, ports.base + 21, ports.base + 22] {
+            let text = http_get(port, "/metrics");
+            for line in text.lines() {
+                if let Some(rest) = line.strip_prefix("# TYPE ") {
+                    if let Some(name) = rest.split_whitespace().next() {
+                        exposed.insert(name.to_string());
+                    }
+                }
+            }
+        }
+        let missing: Vec<&String> = queried.iter().filter(|m| !exposed.contains(*m)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the dashboard queries metrics nobody exposes: {missing:?}\nexposed: {exposed:?}"
+        );
+        std::thread::sleep(Duration::from_millis(500));
+    }
 
     // SIGTERM: within 60 s it exits 0 and leaves nothing behind.
     let pid = Pid::from_raw(guard.child.id() as i32);
