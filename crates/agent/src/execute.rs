@@ -244,7 +244,20 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         Some(Upstream { host, port })
     }
 
+    /// A replica's configuration: streaming from the member `upstream`; with none, from the
+    /// remote primary of `standby_cluster` in a standby cluster (its slot, its apply delay),
+    /// else from nobody (replaying what it has until there is a leader).
     fn standby_config(&self, upstream: Option<&str>) -> StandbyConfig {
+        if let (None, Some(remote)) = (upstream, &self.dynamic.standby_cluster) {
+            return StandbyConfig {
+                upstream: remote.host.as_ref().map(|host| Upstream {
+                    host: host.clone(),
+                    port: remote.port,
+                }),
+                slot_name: remote.primary_slot_name.clone(),
+                apply_delay: remote.recovery_min_apply_delay.clone(),
+            };
+        }
         StandbyConfig {
             upstream: upstream.and_then(|m| self.upstream_of(m)),
             slot_name: if self.ha.use_slots {
@@ -252,7 +265,14 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             } else {
                 None
             },
+            apply_delay: None,
         }
+    }
+
+    /// Record where primary_conninfo now points.
+    fn set_upstream(&mut self, upstream: Option<String>) {
+        self.follows_remote_primary = upstream.is_none() && self.dynamic.standby_cluster.is_some();
+        self.configured_upstream = upstream;
     }
 
     /// The configuration files with `params` (`standby`: a replica's; `passfile`: the
@@ -349,7 +369,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 if let Some(Err(e)) = self.pg.reload().await {
                     tracing::warn!(error = %e, "cannot reload PostgreSQL");
                 }
-                self.configured_upstream = upstream.clone();
+                self.set_upstream(upstream.clone());
                 // What the old upstream said about removed WAL says nothing about the new one.
                 if self.wal_log.is_some() {
                     self.wal_log = Some(self.pg.wal_log(LogFrom::End));
@@ -487,6 +507,9 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         let pg = self.pg.clone();
         let start_timeout = Duration::from_millis(self.ha.primary_restart_timeout_ms.max(5_000));
         match action {
+            Action::Bootstrap if self.dynamic.standby_cluster.is_some() => {
+                self.start_standby_bootstrap(params)
+            }
             Action::Bootstrap => {
                 let initdb_args: Vec<String> = self
                     .cfg
@@ -499,6 +522,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 let method = settings::bootstrap_method(&self.cfg);
                 let scope = self.cfg.scope.clone();
                 self.configured_upstream = None;
+                self.follows_remote_primary = false;
                 let files = self.config_files(params, None, false);
                 self.jobs.start(JobKind::Bootstrap, async move {
                     let Some(method) = method else {
@@ -563,7 +587,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             }
             Action::StartReplica { upstream } => {
                 let standby = self.standby_config(upstream.as_deref());
-                self.configured_upstream = upstream.clone();
+                self.set_upstream(upstream.clone());
                 // Only what this start logs counts.
                 self.wal_log = Some(self.pg.wal_log(LogFrom::End));
                 let files = self.config_files(params, Some(standby), true);
@@ -574,6 +598,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             }
             Action::StartPrimary => {
                 self.configured_upstream = None;
+                self.follows_remote_primary = false;
                 self.wal_log = None;
                 let files = self.config_files(params, None, false);
                 self.jobs.start(JobKind::Start, async move {
@@ -583,6 +608,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             }
             Action::Promote => {
                 self.configured_upstream = None;
+                self.follows_remote_primary = false;
                 self.wal_log = None;
                 self.jobs.start(JobKind::Promote, async move {
                     pg.promote(Duration::from_secs(60))
@@ -613,6 +639,48 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 debug_assert!(false, "{action} is not started as a background operation");
             }
         }
+    }
+}
+
+impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
+    /// The bootstrap of a standby cluster: copy the remote primary of `standby_cluster` (its
+    /// `create_replica_methods`, pg_basebackup by default) and start the copy as its replica.
+    /// Nothing is created in it: it is read-only, and its users are the remote cluster's.
+    fn start_standby_bootstrap(&mut self, params: std::collections::BTreeMap<String, String>) {
+        let Some(remote) = self.dynamic.standby_cluster.clone() else {
+            return;
+        };
+        let pg = self.pg.clone();
+        let methods = settings::standby_replica_methods(&self.cfg, &remote);
+        let scope = self.cfg.scope.clone();
+        let passfile = settings::passfile(&self.cfg, &self.spec);
+        let standby = self.standby_config(None);
+        self.set_upstream(None);
+        let files = self.config_files(params, Some(standby), true);
+        let only_basebackup = methods
+            .iter()
+            .all(|m| matches!(m, pg::ReplicaMethod::Basebackup { .. }));
+        tracing::info!(host = ?remote.host, port = remote.port, "standby cluster: copying the remote primary");
+        self.jobs.start(JobKind::Bootstrap, async move {
+            let source = match &remote.host {
+                Some(host) => Upstream {
+                    host: host.clone(),
+                    port: remote.port,
+                },
+                None if only_basebackup => {
+                    return Err("standby_cluster has no host, so pg_basebackup cannot copy the remote primary: set standby_cluster.host and port, or name a method that restores from the archive in standby_cluster.create_replica_methods".to_string());
+                }
+                None => Upstream {
+                    host: String::new(),
+                    port: remote.port,
+                },
+            };
+            pg.create_replica(&source, &methods, &scope, passfile.as_ref())
+                .await
+                .map_err(|e| format!("standby cluster: cannot copy the remote primary: {e}"))?;
+            pg.write_config(&files).map_err(|e| e.to_string())?;
+            jobs::start_and_wait(&pg, Duration::from_secs(3600)).await
+        });
     }
 }
 

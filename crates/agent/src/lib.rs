@@ -64,6 +64,9 @@ pub struct Agent<D: Dcs, P: Peers = HttpPeers, G: Postgres = LocalPostgres, H: H
     jobs: JobRunner,
     /// The member primary_conninfo points at, as last written by us.
     configured_upstream: Option<String>,
+    /// Standby cluster: primary_conninfo points at the remote primary of `standby_cluster`,
+    /// as last written by us.
+    follows_remote_primary: bool,
     /// The synchronous_standby_names in force, as last written by us.
     configured_sync: Option<pgbaton_core::SyncStandbyNames>,
     last_pg_status: Option<PgStatus>,
@@ -166,6 +169,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             host,
             jobs: JobRunner::new(wake.clone()),
             configured_upstream: None,
+            follows_remote_primary: false,
             configured_sync: None,
             last_pg_status: None,
             status_tx,

@@ -92,6 +92,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             lease_valid_until: self.lease_valid_until(),
             peers,
             configured_upstream: self.configured_upstream.clone(),
+            follows_remote_primary: self.follows_remote_primary,
             unix_now_ms: self.host.unix_now_ms(),
             configured_sync: self.configured_sync.clone(),
             failsafe_acked_at: self.failsafe_acked_at,

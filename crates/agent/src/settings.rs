@@ -35,6 +35,7 @@ fn secs_to_ms(secs: f64) -> u64 {
 /// The core's view of the configuration in force.
 pub fn ha_config(cfg: &Config, dynamic: &DynamicConfig) -> HaConfig {
     let ttl_ms = secs_to_ms(dynamic.ttl);
+    let standby = dynamic.standby_cluster.is_some();
     HaConfig {
         name: cfg.name.clone(),
         ttl_ms,
@@ -52,22 +53,28 @@ pub fn ha_config(cfg: &Config, dynamic: &DynamicConfig) -> HaConfig {
         primary_restart_timeout_ms: secs_to_ms(cfg.pgbaton.primary_restart_timeout),
         not_streaming_timeout_ms: (2 * ttl_ms).max(4_000),
         paused: dynamic.pause,
-        synchronous: SyncConfig {
-            mode: match dynamic.synchronous_mode {
-                pgbaton_config::SyncMode::Off => SyncMode::Off,
-                pgbaton_config::SyncMode::On => SyncMode::On,
-                pgbaton_config::SyncMode::Quorum => SyncMode::Quorum,
-            },
-            strict: dynamic.synchronous_mode_strict,
-            count: dynamic.synchronous_node_count.max(1),
+        // A standby cluster takes no writes: no synchronous standbys, no failsafe leader.
+        synchronous: if standby {
+            SyncConfig::off()
+        } else {
+            SyncConfig {
+                mode: match dynamic.synchronous_mode {
+                    pgbaton_config::SyncMode::Off => SyncMode::Off,
+                    pgbaton_config::SyncMode::On => SyncMode::On,
+                    pgbaton_config::SyncMode::Quorum => SyncMode::Quorum,
+                },
+                strict: dynamic.synchronous_mode_strict,
+                count: dynamic.synchronous_node_count.max(1),
+            }
         },
-        failsafe_mode: dynamic.failsafe_mode,
+        failsafe_mode: dynamic.failsafe_mode && !standby,
         member_slots_ttl_ms: secs_to_ms(dynamic.member_slots_ttl),
         switchover_drain_timeout_ms: secs_to_ms(dynamic.switchover_drain_timeout),
         logical_declared: !dynamic.logical.is_empty(),
         auto_reclone: cfg.pgbaton.auto_reclone,
         reclone_interval_ms: secs_to_ms(cfg.pgbaton.reclone_interval),
         archive_recovery: restore_command_set(cfg, dynamic),
+        standby_cluster: standby,
     }
 }
 
@@ -101,6 +108,18 @@ pub fn pg_parameters(cfg: &Config, dynamic: &DynamicConfig) -> BTreeMap<String, 
             params.insert("wal_level".into(), "logical".into());
         }
         params.insert("hot_standby_feedback".into(), "on".into());
+    }
+    // A standby cluster's archive: every member may read it (the standby leader when the
+    // remote primary no longer has a segment, the others when the standby leader does not).
+    if let Some(standby) = &dynamic.standby_cluster {
+        for (key, value) in [
+            ("restore_command", &standby.restore_command),
+            ("archive_cleanup_command", &standby.archive_cleanup_command),
+        ] {
+            if let Some(v) = value {
+                params.entry(key.to_string()).or_insert_with(|| v.clone());
+            }
+        }
     }
     for managed in [
         "unix_socket_directories",
@@ -209,6 +228,34 @@ pub fn replica_methods(cfg: &Config) -> Vec<pgbaton_postgres::ReplicaMethod> {
             },
         })
         .collect()
+}
+
+/// How a standby cluster's first member copies the remote primary: the methods
+/// `standby_cluster.create_replica_methods` names, in its order (`basebackup`, or a command
+/// method of `postgresql.create_replica_methods`); pg_basebackup when it names none.
+pub fn standby_replica_methods(
+    cfg: &Config,
+    remote: &pgbaton_config::StandbyCluster,
+) -> Vec<pgbaton_postgres::ReplicaMethod> {
+    let basebackup = || pgbaton_postgres::ReplicaMethod::Basebackup {
+        extra_args: cfg.postgresql.basebackup.clone(),
+    };
+    let configured = replica_methods(cfg);
+    let mut out = Vec::new();
+    for name in &remote.create_replica_methods {
+        let found = configured.iter().find(|m| m.name() == name.as_str());
+        match (name.as_str(), found) {
+            (_, Some(method)) => out.push(method.clone()),
+            ("basebackup", None) => out.push(basebackup()),
+            (_, None) => {
+                tracing::warn!(method = %name, "standby_cluster.create_replica_methods names a method that postgresql.create_replica_methods does not define; skipped")
+            }
+        }
+    }
+    if out.is_empty() {
+        out.push(basebackup());
+    }
+    out
 }
 
 /// The `pgbackrest:` section as the PostgreSQL adapter takes it.

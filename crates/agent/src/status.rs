@@ -40,6 +40,10 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 doc.role = "master".to_string();
                 doc.xlog_location = st.wal_lsn;
             }
+            if st.in_recovery && self.state.phase == Phase::StandbyLeader {
+                // Patroni's role word for the leader of a standby cluster.
+                doc.role = "standby_leader".to_string();
+            }
             if st.pending_restart {
                 doc.pending_restart = Some(true);
             }
@@ -151,6 +155,10 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             writable_leader,
             holds_leader_key: self.cluster.as_ref().and_then(|c| c.leader_name())
                 == Some(self.cfg.name.as_str()),
+            standby_leader: pg_role == PgRole::Replica
+                && self.state.phase == Phase::StandbyLeader
+                && self.cluster.as_ref().and_then(|c| c.leader_name())
+                    == Some(self.cfg.name.as_str()),
             server_version: st.map(|s| s.server_version),
             timeline: st.map(|s| s.timeline),
             postmaster_start_time: st.map(|s| s.postmaster_start_time.clone()),

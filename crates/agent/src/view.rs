@@ -63,6 +63,7 @@ fn member_view(doc: &MemberDoc) -> MemberView {
     MemberView {
         state: doc.state.clone(),
         is_primary: doc.is_primary_role(),
+        is_standby_leader: doc.is_standby_leader_role(),
         lsn: doc.xlog_location,
         timeline: doc.timeline,
         // A member whose required watchdog is not usable cannot be promoted either.

@@ -20,6 +20,8 @@ pub fn patroni_json(status: &NodeStatus) -> Value {
     // Patroni 3.0 says "master"; pgbaton's own word is in `pgbaton_role`.
     let role = if status.pg_role == PgRole::Primary {
         "master"
+    } else if status.standby_leader {
+        "standby_leader"
     } else {
         "replica"
     };
@@ -146,7 +148,9 @@ pub fn cluster_json(status: &NodeStatus) -> Value {
         .iter()
         .map(|(name, doc)| {
             let is_leader = Some(name.as_str()) == leader;
-            let role = if is_leader {
+            let role = if cluster.leads_as_standby(name, doc) {
+                "standby_leader"
+            } else if is_leader {
                 "leader"
             } else if sync.contains(name) {
                 "sync_standby"

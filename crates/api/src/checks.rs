@@ -82,8 +82,7 @@ pub fn passes(check: Check, status: &NodeStatus, filters: &Filters, now_ms: u64)
     match check {
         Check::Primary => status.writable_leader,
         Check::Leader => status.holds_leader_key && status.pg_running,
-        // pgbaton does not run standby clusters yet.
-        Check::StandbyLeader => false,
+        Check::StandbyLeader => status.standby_leader && status.pg_running,
         Check::Replica => replica_passes(status, filters, false),
         Check::ReadOnly => {
             // Like Patroni, `/read-only` honours `?lag=` but not the replica-only filters.
@@ -91,7 +90,10 @@ pub fn passes(check: Check, status: &NodeStatus, filters: &Filters, now_ms: u64)
                 max_lag: filters.max_lag,
                 ..Filters::default()
             };
-            status.pg_running && (status.writable_leader || replica_passes(status, &lag_only, true))
+            status.pg_running
+                && (status.writable_leader
+                    || status.standby_leader
+                    || replica_passes(status, &lag_only, true))
         }
         Check::ReadOnlySync => {
             status.writable_leader
@@ -110,7 +112,7 @@ pub fn passes(check: Check, status: &NodeStatus, filters: &Filters, now_ms: u64)
         }
         Check::Readiness => {
             if status.holds_leader_key {
-                status.writable_leader
+                status.writable_leader || (status.standby_leader && status.pg_running)
             } else {
                 status.pg_running
                     && status.replication_state.as_deref() == Some("streaming")
@@ -125,6 +127,8 @@ pub fn passes(check: Check, status: &NodeStatus, filters: &Filters, now_ms: u64)
 fn replica_passes(status: &NodeStatus, filters: &Filters, ignore_noloadbalance: bool) -> bool {
     status.pg_running
         && status.pg_role == PgRole::Replica
+        // Patroni: the standby leader's role is `standby_leader`, not `replica`.
+        && !status.standby_leader
         && (ignore_noloadbalance || !tag_true(status.tags.get("noloadbalance")))
         && within_lag(status, filters.max_lag)
         && filters

@@ -83,8 +83,8 @@ pub fn render(status: &NodeStatus) -> Result<String, MetricsError> {
         ),
         (
             "patroni_standby_leader",
-            "1 when this member leads a standby cluster (never yet).",
-            0,
+            "1 when this member leads a standby cluster.",
+            i64::from(status.standby_leader && status.pg_running),
         ),
         (
             "patroni_sync_standby",

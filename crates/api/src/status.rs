@@ -132,6 +132,9 @@ pub struct NodeStatus {
     pub writable_leader: bool,
     /// This member's name is in the DCS `leader` key (whatever PostgreSQL does).
     pub holds_leader_key: bool,
+    /// Leader of a standby cluster: holds the leader key, runs as a replica of the remote
+    /// primary (`GET /standby-leader` 200, role `standby_leader`).
+    pub standby_leader: bool,
     pub server_version: Option<u32>,
     pub timeline: Option<u32>,
     pub postmaster_start_time: Option<String>,
@@ -191,6 +194,7 @@ impl NodeStatus {
             pg_role: PgRole::Unknown,
             writable_leader: false,
             holds_leader_key: false,
+            standby_leader: false,
             server_version: None,
             timeline: None,
             postmaster_start_time: None,

@@ -44,6 +44,23 @@ async fn leader_and_replica_answer_like_patroni() {
 }
 
 #[tokio::test]
+async fn a_standby_leader_is_leader_and_standby_leader_not_primary_nor_replica() {
+    // A standby cluster's leader: it holds the key and replicates the remote primary.
+    let mut s = replica("node1", 0);
+    s.holds_leader_key = true;
+    s.standby_leader = true;
+    assert_eq!(
+        codes(&s, TABLE).await,
+        vec![503, 503, 200, 200, 200, 200, 200]
+    );
+    assert_eq!(code(&s, "/standby-leader").await, 200);
+    assert_eq!(code(&s, "/standby_leader").await, 200);
+    assert_eq!(code(&replica("node2", 0), "/standby-leader").await, 503);
+    let body: Value = serde_json::from_slice(&get(&s, "/patroni").await.body).expect("JSON");
+    assert_eq!(body["role"], "standby_leader");
+}
+
+#[tokio::test]
 async fn stopped_member_is_unhealthy_but_alive() {
     assert_eq!(
         codes(&stopped("node3"), TABLE).await,

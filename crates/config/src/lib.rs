@@ -18,8 +18,8 @@ pub mod template;
 mod walk;
 
 pub use dynamic::{
-    DynamicConfig, LogicalSpec, PublicationScope, PublicationSpec, SlotSpec, SubscriptionSpec,
-    SyncMode,
+    DynamicConfig, LogicalSpec, PublicationScope, PublicationSpec, SlotSpec, StandbyCluster,
+    SubscriptionSpec, SyncMode,
 };
 pub use error::{ConfigError, ConfigWarning, Loaded};
 pub use managed::overwritten_parameters;

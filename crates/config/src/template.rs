@@ -67,6 +67,9 @@ pub struct MemberYaml {
     pub extra_tags: Vec<(String, String)>,
     /// WAL archive and backups with pgBackRest; `None`: no archive.
     pub archive: Option<ArchiveYaml>,
+    /// `bootstrap.dcs.standby_cluster`: a standby cluster of the primary at this host and
+    /// port; `None`: a normal cluster.
+    pub standby_of: Option<(String, u16)>,
 }
 
 fn pairs(list: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -119,6 +122,7 @@ impl MemberYaml {
             pgbaton_section: true,
             extra_tags: Vec::new(),
             archive: None,
+            standby_of: None,
         }
     }
 
@@ -173,6 +177,12 @@ impl MemberYaml {
             let _ = writeln!(w, "    synchronous_mode_strict: true");
         }
         let _ = writeln!(w, "    maximum_lag_on_failover: 1048576");
+        if let Some((host, port)) = &self.standby_of {
+            let _ = writeln!(
+                w,
+                "    # A standby cluster: its leader replicates the primary at {host}:{port};\n    # remove this section (pgbaton ctl edit-config) to promote it.\n    standby_cluster:\n      host: {host}\n      port: {port}"
+            );
+        }
         let _ = writeln!(
             w,
             "    postgresql:\n      use_pg_rewind: true\n      use_slots: true"
@@ -290,6 +300,18 @@ fn set(list: &mut Vec<(String, String)>, key: &str, value: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_standby_member_declares_its_remote_primary_in_bootstrap_dcs() {
+        let mut m = MemberYaml::loopback("dr", "node1", "/tmp/x/node1", 5433, 8009, 2379);
+        m.standby_of = Some(("127.0.0.1".into(), 15402));
+        let c = crate::parse_str(&m.render(), "<template>")
+            .expect("valid")
+            .value;
+        let standby = c.bootstrap.dcs.standby_cluster.expect("standby_cluster");
+        assert_eq!(standby.host.as_deref(), Some("127.0.0.1"));
+        assert_eq!(standby.port, 15402);
+    }
 
     #[test]
     fn the_loopback_member_is_a_valid_configuration_with_its_values() {

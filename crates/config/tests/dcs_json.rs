@@ -56,10 +56,7 @@ fn unknown_and_unused_keys_survive_a_round_trip() {
     let warnings: Vec<String> = loaded.warnings.iter().map(ToString::to_string).collect();
     assert_eq!(
         warnings,
-        [
-            "standby_cluster: standby clusters are not supported yet; kept in the DCS config but this cluster runs as a normal cluster",
-            "future_key: unknown key (kept verbatim in the DCS config, not used by pgbaton)",
-        ]
+        ["future_key: unknown key (kept verbatim in the DCS config, not used by pgbaton)",]
     );
     let c = loaded.value;
     assert_eq!(c.synchronous_mode, SyncMode::Quorum);
@@ -71,7 +68,10 @@ fn unknown_and_unused_keys_survive_a_round_trip() {
     assert_eq!(written["pause"], json!(true));
     assert_eq!(written["future_key"], json!([1, 2]));
     assert_eq!(written["check_timeline"], json!(true));
-    assert_eq!(written["standby_cluster"], json!({"host": "127.0.0.9"}));
+    assert_eq!(
+        written["standby_cluster"],
+        json!({"host": "127.0.0.9", "port": 5432})
+    );
     assert_eq!(
         written["postgresql"]["pg_hba"],
         json!(["local all all trust"])
@@ -183,5 +183,55 @@ fn switchover_drain_timeout_takes_seconds_and_is_written_when_not_the_default() 
             .get("switchover_drain_timeout"),
         None,
         "the default is not written"
+    );
+}
+
+#[test]
+fn standby_cluster_is_read_written_and_removed() {
+    let doc = json!({"standby_cluster": {"host": "10.0.0.5", "port": "5433",
+        "primary_slot_name": "dr_site", "restore_command": "cp /arch/%f %p",
+        "recovery_min_apply_delay": 60000, "create_replica_methods": ["basebackup"]}});
+    let c = DynamicConfig::from_dcs_json(&doc, &DynamicConfig::defaults())
+        .expect("valid")
+        .value;
+    let standby = c.standby_cluster.clone().expect("a standby cluster");
+    assert_eq!(standby.host.as_deref(), Some("10.0.0.5"));
+    assert_eq!(standby.port, 5433);
+    assert_eq!(standby.primary_slot_name.as_deref(), Some("dr_site"));
+    assert_eq!(standby.recovery_min_apply_delay.as_deref(), Some("60000ms"));
+    let written = c.to_dcs_json();
+    assert_eq!(written["standby_cluster"]["port"], json!(5433));
+    let again = DynamicConfig::from_dcs_json(&written, &DynamicConfig::defaults())
+        .expect("our own JSON is valid")
+        .value;
+    assert_eq!(again, c);
+    // The section removed from the DCS (edit-config): a normal cluster, whatever the fallback.
+    let removed = DynamicConfig::from_dcs_json(&json!({"ttl": 4}), &c)
+        .expect("valid")
+        .value;
+    assert_eq!(removed.standby_cluster, None);
+}
+
+#[test]
+fn standby_cluster_without_a_source_is_refused_with_what_to_set() {
+    for doc in [
+        json!({"standby_cluster": {"port": 5432}}),
+        json!({"standby_cluster": {"host": "h", "port": 70000}}),
+        json!({"standby_cluster": {"host": "h", "primary_slot_name": "Bad-Name"}}),
+    ] {
+        let err = DynamicConfig::from_dcs_json(&doc, &DynamicConfig::defaults())
+            .expect_err("invalid")
+            .to_string();
+        assert!(err.contains("standby_cluster"), "{err}");
+    }
+    let err = DynamicConfig::from_dcs_json(
+        &json!({"standby_cluster": {"port": 5432}}),
+        &DynamicConfig::defaults(),
+    )
+    .expect_err("invalid")
+    .to_string();
+    assert!(
+        err.contains("needs host (and port)") && err.contains("restore_command"),
+        "{err}"
     );
 }

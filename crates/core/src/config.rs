@@ -60,6 +60,11 @@ pub struct HaConfig {
     /// The dynamic configuration declares publications or subscriptions (`logical:`), or
     /// names some to drop: the leader keeps them as declared (`Action::ApplyLogical`).
     pub logical_declared: bool,
+    /// The cluster is a standby of a remote primary (`standby_cluster`): the member holding
+    /// the leader key stays a replica following the remote primary (the standby leader), the
+    /// others follow it. Synchronous and failsafe mode do not apply (the adapter turns them
+    /// off). Removing it promotes the standby leader.
+    pub standby_cluster: bool,
 }
 
 /// How the leader manages synchronous replication.
@@ -120,6 +125,7 @@ impl HaConfig {
             failsafe_mode: false,
             switchover_drain_timeout_ms: 5_000,
             logical_declared: false,
+            standby_cluster: false,
         }
     }
 

@@ -24,6 +24,9 @@ pub struct Observation {
     /// The member the local replica is configured to stream from (what primary_conninfo
     /// names), as last written by the agent; `None` when unknown or none.
     pub configured_upstream: Option<String>,
+    /// Standby cluster: the local replica streams from the remote primary of
+    /// `standby_cluster` (primary_conninfo as last written by the agent); false when unknown.
+    pub follows_remote_primary: bool,
     /// Wall-clock now in Unix milliseconds, only for scheduled switchovers.
     pub unix_now_ms: u64,
     /// The `synchronous_standby_names` the agent last put in force on this member
@@ -272,6 +275,8 @@ pub struct MemberView {
     /// Patroni's state word (running, stopped, ...).
     pub state: String,
     pub is_primary: bool,
+    /// Role `standby_leader`: the leader of a standby cluster (a replica of the remote primary).
+    pub is_standby_leader: bool,
     pub lsn: Option<Lsn>,
     pub timeline: Option<u32>,
     pub nofailover: bool,

@@ -97,6 +97,23 @@ pub enum Reason {
     /// key up so that another member can take over.
     ReleasingKeyWithoutLease,
     LeaderHealthy,
+    /// Standby cluster: this member holds the leader key and follows the remote primary.
+    StandbyLeaderFollowingRemote,
+    /// Standby cluster: the new standby leader points its replica at the remote primary.
+    StandbyLeaderRepointing,
+    /// Standby cluster: the standby leader's PostgreSQL is stopped: start it as a replica of
+    /// the remote primary.
+    StartingStandbyLeader,
+    /// Standby cluster: the standby leader gives the key to the switchover candidate (nothing
+    /// to drain: a standby cluster takes no writes).
+    StandbyLeaderHandingOver {
+        to: String,
+    },
+    /// Standby cluster: the bootstrap copied the remote primary; the cluster is recorded with
+    /// its system identifier.
+    StandbyClusterCopied {
+        system_id: u64,
+    },
     Promoting {
         timeline: u32,
         lsn: Lsn,
@@ -271,6 +288,11 @@ impl fmt::Display for Reason {
             LeaderKeyWithoutLease => write!(f, "the leader key names this member but its lease is not confirmed; waiting"),
             ReleasingKeyWithoutLease => write!(f, "the leader key names this member but its lease is not confirmed and PostgreSQL is not a primary: releasing the key so that another member can take over"),
             LeaderHealthy => write!(f, "no action: this member is the healthy leader with the lease"),
+            StandbyLeaderFollowingRemote => write!(f, "no action: this member is the standby leader, following the remote primary of standby_cluster"),
+            StandbyLeaderRepointing => write!(f, "standby leader: pointing the replica at the remote primary of standby_cluster"),
+            StartingStandbyLeader => write!(f, "standby leader: starting PostgreSQL as a replica of the remote primary of standby_cluster"),
+            StandbyLeaderHandingOver { to } => write!(f, "switchover in a standby cluster: giving the leader key to {to}, who will follow the remote primary"),
+            StandbyClusterCopied { system_id } => write!(f, "standby cluster created from the remote primary (system identifier {system_id}): recording it in the DCS"),
             Promoting { timeline, lsn } => {
                 write!(f, "holding the leader key: promoting (timeline {timeline}, position {lsn})")
             }

@@ -29,6 +29,9 @@ pub enum Phase {
     Promoting,
     /// Primary holding the leader key and an unexpired lease.
     Leader,
+    /// Standby cluster: holding the leader key while running as a replica of the remote
+    /// primary (the standby leader); the other members follow it.
+    StandbyLeader,
     /// The leader's PostgreSQL stopped; restarting it in place while the lease holds.
     RestartingPrimary,
     /// Stopping a primary that may no longer accept writes.
@@ -50,6 +53,7 @@ impl fmt::Display for Phase {
             Phase::Candidate => "candidate",
             Phase::Promoting => "promoting",
             Phase::Leader => "leader",
+            Phase::StandbyLeader => "standby leader",
             Phase::RestartingPrimary => "restarting primary",
             Phase::Demoting => "demoting",
             Phase::HandingOver => "handing over",

@@ -34,6 +34,7 @@ fn view(leader: Option<&str>, failsafe: Option<&[&str]>) -> DcsView {
             let doc = MemberView {
                 state: "running".into(),
                 is_primary: Some(*m) == leader,
+                is_standby_leader: false,
                 lsn: Some(100),
                 timeline: Some(1),
                 nofailover: false,
@@ -70,6 +71,7 @@ fn obs(pg: LocalPg, dcs: Option<DcsView>) -> Observation {
         lease_valid_until: Some(NOW + 3_000),
         peers: BTreeMap::new(),
         configured_upstream: Some("node2".into()),
+        follows_remote_primary: false,
         unix_now_ms: 1_800_000_000_000,
         configured_sync: None,
         failsafe_acked_at: None,

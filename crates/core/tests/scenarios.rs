@@ -1,7 +1,10 @@
 //! Readable scenario tests of `decide`: one situation, the exact decision.
 
+mod common;
+
 use std::collections::BTreeMap;
 
+use common::replica;
 use pgbaton_core::*;
 
 const ME: &str = "node1";
@@ -10,16 +13,6 @@ fn cfg() -> HaConfig {
     HaConfig::with_defaults(ME)
 }
 
-fn replica(lsn: Lsn) -> LocalPg {
-    LocalPg::Running(RunningPg {
-        system_id: 42,
-        in_recovery: true,
-        timeline: 1,
-        lsn,
-        streaming: true,
-        replicas: Vec::new(),
-    })
-}
 
 fn primary(lsn: Lsn) -> LocalPg {
     LocalPg::Running(RunningPg {
@@ -36,6 +29,7 @@ fn member(state: &str, is_primary: bool) -> MemberView {
     MemberView {
         state: state.into(),
         is_primary,
+        is_standby_leader: false,
         lsn: Some(100),
         timeline: Some(1),
         nofailover: false,
@@ -77,6 +71,7 @@ impl Obs {
                 lease_valid_until: Some(103_000),
                 peers: BTreeMap::new(),
                 configured_upstream: None,
+                follows_remote_primary: false,
                 unix_now_ms: 1_800_000_000_000,
                 configured_sync: None,
                 failsafe_acked_at: None,

@@ -44,6 +44,7 @@ fn member(is_primary: bool) -> MemberView {
     MemberView {
         state: "running".into(),
         is_primary,
+        is_standby_leader: false,
         lsn: Some(1_000),
         timeline: Some(1),
         nofailover: false,
@@ -84,6 +85,7 @@ fn obs(now: Millis, pg: LocalPg, view: DcsView) -> Observation {
         lease_valid_until: Some(now + 3_000),
         peers: BTreeMap::new(),
         configured_upstream: Some(LEADER.into()),
+        follows_remote_primary: false,
         unix_now_ms: 1_800_000_000_000,
         configured_sync: None,
         failsafe_acked_at: None,

@@ -16,17 +16,6 @@ fn sync_cfg(strict: bool) -> HaConfig {
     }
 }
 
-fn replica(lsn: Lsn) -> LocalPg {
-    LocalPg::Running(RunningPg {
-        system_id: 42,
-        in_recovery: true,
-        timeline: 1,
-        lsn,
-        streaming: true,
-        replicas: vec![],
-    })
-}
-
 #[test]
 fn switchover_stops_cleanly_then_releases_the_key() {
     let mut v = view(Some(ME));

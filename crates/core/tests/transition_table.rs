@@ -14,7 +14,7 @@ const ME: &str = "node1";
 const OTHERS: [&str; 2] = ["node2", "node3"];
 
 /// Every phase; the match makes a new phase a compile error here until it is listed.
-fn all_phases() -> [Phase; 12] {
+fn all_phases() -> [Phase; 13] {
     let all = [
         Phase::Init,
         Phase::Bootstrapping,
@@ -24,6 +24,7 @@ fn all_phases() -> [Phase; 12] {
         Phase::Candidate,
         Phase::Promoting,
         Phase::Leader,
+        Phase::StandbyLeader,
         Phase::RestartingPrimary,
         Phase::Demoting,
         Phase::HandingOver,
@@ -39,6 +40,7 @@ fn all_phases() -> [Phase; 12] {
             | Phase::Candidate
             | Phase::Promoting
             | Phase::Leader
+            | Phase::StandbyLeader
             | Phase::RestartingPrimary
             | Phase::Demoting
             | Phase::HandingOver
@@ -194,6 +196,7 @@ fn member_view(r: &mut Rng, is_primary: bool) -> MemberView {
             .pick(&["running", "stopped", "starting", "creating replica"])
             .into(),
         is_primary,
+        is_standby_leader: !is_primary && r.chance(10),
         lsn: Some(1_000 + r.below(4_000_000)),
         timeline: Some(1 + r.below(3) as u32),
         nofailover: r.chance(10),
@@ -325,6 +328,7 @@ fn observation(r: &mut Rng, now: Millis) -> Observation {
         },
         peers,
         configured_upstream: r.chance(50).then(|| r.pick(&OTHERS).to_string()),
+        follows_remote_primary: r.chance(50),
         unix_now_ms,
         configured_sync: None,
         failsafe_acked_at: r.chance(20).then(|| now.saturating_sub(r.below(6_000))),
@@ -353,6 +357,12 @@ fn config(r: &mut Rng) -> HaConfig {
     cfg.use_pg_rewind = r.chance(80);
     cfg.archive_recovery = r.chance(10);
     cfg.auto_reclone = r.chance(80);
+    // A standby cluster: the adapter turns synchronous and failsafe mode off.
+    cfg.standby_cluster = r.chance(15);
+    if cfg.standby_cluster {
+        cfg.synchronous = SyncConfig::off();
+        cfg.failsafe_mode = false;
+    }
     cfg
 }
 

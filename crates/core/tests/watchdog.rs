@@ -29,6 +29,7 @@ fn member(is_primary: bool) -> MemberView {
     MemberView {
         state: "running".into(),
         is_primary,
+        is_standby_leader: false,
         lsn: Some(100),
         timeline: Some(1),
         nofailover: false,
@@ -67,6 +68,7 @@ fn obs(pg: LocalPg, view: DcsView, watchdog: WatchdogState) -> Observation {
         lease_valid_until: Some(NOW + 3_000),
         peers: BTreeMap::new(),
         configured_upstream: Some("node1".into()),
+        follows_remote_primary: false,
         unix_now_ms: 1_800_000_000_000,
         configured_sync: None,
         failsafe_acked_at: None,

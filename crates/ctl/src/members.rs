@@ -18,7 +18,7 @@ pub(crate) enum Lag {
 pub(crate) struct MemberView<'a> {
     pub name: &'a str,
     pub doc: &'a MemberDoc,
-    /// `leader`, `sync_standby` or `replica` (Patroni's `/cluster` words).
+    /// `leader`, `standby_leader`, `sync_standby` or `replica` (Patroni's `/cluster` words).
     pub role: &'static str,
     /// `host` or `host:port`, empty when `conn_url` cannot be parsed.
     pub host: String,
@@ -31,6 +31,7 @@ impl MemberView<'_> {
     pub fn role_title(&self) -> &'static str {
         match self.role {
             "leader" => "Leader",
+            "standby_leader" => "Standby Leader",
             "sync_standby" => "Sync Standby",
             "quorum_standby" => "Quorum Standby",
             _ => "Replica",
@@ -81,7 +82,9 @@ pub(crate) fn member_views(state: &ClusterState) -> Vec<MemberView<'_>> {
         .zip(addresses)
         .map(|((name, doc), address)| {
             let is_leader = Some(name.as_str()) == leader;
-            let role = if is_leader {
+            let role = if state.leads_as_standby(name, doc) {
+                "standby_leader"
+            } else if is_leader {
                 "leader"
             } else if sync.iter().any(|s| s == name) {
                 sync_role

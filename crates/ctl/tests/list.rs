@@ -459,3 +459,22 @@ fn extended_list_says_when_the_repository_has_no_backup_yet() {
         "{text}"
     );
 }
+
+#[test]
+fn a_standby_clusters_leader_is_the_standby_leader() {
+    let mut state = healthy();
+    state.members.get_mut("node1").expect("node1").role = "standby_leader".into();
+    let text = list(&state, OutputFormat::Pretty);
+    assert!(
+        text.contains("| node1  | 127.0.0.1:5441 | Standby Leader |"),
+        "{text}"
+    );
+    // Just after it took the key, before it published its role: the config says standby.
+    let mut state = with_config(healthy(), json!({"standby_cluster": {"host": "10.0.0.5"}}));
+    state.members.get_mut("node1").expect("node1").role = "replica".into();
+    let text = list(&state, OutputFormat::Pretty);
+    assert!(text.contains("Standby Leader"), "{text}");
+    let mut normal = healthy();
+    normal.members.get_mut("node1").expect("node1").role = "replica".into();
+    assert!(!list(&normal, OutputFormat::Pretty).contains("Standby Leader"));
+}

@@ -155,6 +155,11 @@ impl MemberDoc {
     pub fn is_primary_role(&self) -> bool {
         matches!(self.role.as_str(), "master" | "primary" | "leader")
     }
+
+    /// Role `standby_leader`: the leader of a standby cluster (a replica of a remote primary).
+    pub fn is_standby_leader_role(&self) -> bool {
+        self.role == "standby_leader"
+    }
 }
 
 /// The `leader` key: the member name, attached to the leader's lease.
@@ -347,6 +352,23 @@ impl ClusterState {
 
     /// The freshest leader position known from the DCS: the `status` optime or the leader's
     /// member document, whichever is larger.
+    /// The `config` key declares a standby cluster (`standby_cluster`).
+    pub fn is_standby_cluster(&self) -> bool {
+        self.config
+            .as_ref()
+            .and_then(|c| c.value.get("standby_cluster"))
+            .is_some_and(|v| !v.is_null())
+    }
+
+    /// Whether the member `name`, holding the leader key, is a standby leader: its document
+    /// says so, or (just after it took the key, before it published) the cluster is a standby
+    /// cluster and it does not run a primary.
+    pub fn leads_as_standby(&self, name: &str, doc: &MemberDoc) -> bool {
+        self.leader_name() == Some(name)
+            && (doc.is_standby_leader_role()
+                || (self.is_standby_cluster() && !doc.is_primary_role()))
+    }
+
     pub fn leader_optime(&self) -> Option<u64> {
         let from_status = self.status.as_ref().and_then(|s| s.optime);
         let from_member = self.leader_member().and_then(|m| m.xlog_location);

@@ -20,17 +20,9 @@ const FLOW: Duration = Duration::from_secs(60);
 /// A's members keep `app_sub` (the subscription's slot on the publisher) as a permanent
 /// logical slot, so it survives A's failover.
 fn with_subscriber_slot(yaml: String) -> String {
-    const ANCHOR: &str = "    maximum_lag_on_failover:";
-    assert!(
-        yaml.contains(ANCHOR),
-        "no `{ANCHOR}` line in the member YAML"
-    );
-    yaml.replacen(
-        ANCHOR,
-        &format!(
-            "    slots:\n      app_sub:\n        type: logical\n        database: postgres\n        plugin: pgoutput\n{ANCHOR}"
-        ),
-        1,
+    common::with_bootstrap_dcs(
+        yaml,
+        "    slots:\n      app_sub:\n        type: logical\n        database: postgres\n        plugin: pgoutput\n",
     )
 }
 

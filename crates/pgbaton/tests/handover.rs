@@ -16,53 +16,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::router::{router_config, RunningRouter};
 use common::{Cluster, UP};
 use pgbaton_router::auth::{AuthConfig, AuthType};
 use pgbaton_router::pool::{PoolMode, PoolSettings};
-use pgbaton_router::{Forwarding, Router, RouterConfig};
+use pgbaton_router::{Forwarding, RouterConfig};
 use tokio_postgres::NoTls;
-
-/// A router serving the test cluster, stopped on drop.
-struct RunningRouter {
-    write: SocketAddr,
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
-}
-
-impl RunningRouter {
-    async fn start(cfg: RouterConfig) -> RunningRouter {
-        let router = Router::bind(cfg).await.expect("bind router");
-        let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let write = router.write_addr();
-        tokio::spawn(async move {
-            let _ = router
-                .serve(async move {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        RunningRouter {
-            write,
-            stop: Some(tx),
-        }
-    }
-}
-
-impl Drop for RunningRouter {
-    fn drop(&mut self) {
-        if let Some(tx) = self.stop.take() {
-            let _ = tx.send(());
-        }
-    }
-}
-
-fn router_config(cluster: &Cluster, name: &str) -> RouterConfig {
-    let mut cfg = RouterConfig::new(vec![cluster.etcd_endpoint()], "/service/", &cluster.scope);
-    cfg.write_listen = "127.0.0.1:0".into();
-    cfg.read_listen = "127.0.0.1:0".into();
-    cfg.lag_source = pgbaton_router::LagSource::Dcs;
-    cfg.name = Some(name.to_string());
-    cfg
-}
 
 async fn superuser(cluster: &Cluster, member: &str) -> tokio_postgres::Client {
     let (admin, connection) = tokio_postgres::Config::new()

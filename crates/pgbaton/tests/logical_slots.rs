@@ -15,17 +15,9 @@ use common::{edit_member_yaml, Cluster, UP};
 const COPY: Duration = Duration::from_secs(60);
 
 fn with_logical_slot(yaml: String) -> String {
-    const ANCHOR: &str = "    maximum_lag_on_failover:";
-    assert!(
-        yaml.contains(ANCHOR),
-        "no `{ANCHOR}` line in the member YAML"
-    );
-    yaml.replacen(
-        ANCHOR,
-        &format!(
-            "    slots:\n      cdc:\n        type: logical\n        database: postgres\n        plugin: test_decoding\n      archive:\n        type: physical\n{ANCHOR}"
-        ),
-        1,
+    common::with_bootstrap_dcs(
+        yaml,
+        "    slots:\n      cdc:\n        type: logical\n        database: postgres\n        plugin: test_decoding\n      archive:\n        type: physical\n",
     )
     .replacen("pgbaton:\n", "pgbaton:\n  slot_retained_wal_warning_mb: 1\n", 1)
 }

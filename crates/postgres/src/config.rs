@@ -132,6 +132,9 @@ fn render_postgresql_conf(
         if let (Some(slot), Some(_)) = (&standby.slot_name, &standby.upstream) {
             push_setting(&mut out, "primary_slot_name", slot);
         }
+        if let Some(delay) = &standby.apply_delay {
+            push_setting(&mut out, "recovery_min_apply_delay", delay);
+        }
     }
     // Written for primaries too: removing it at promotion would flag a pending restart.
     push_setting(&mut out, "recovery_target_timeline", "latest");
@@ -305,6 +308,7 @@ mod tests {
                 port: 5432,
             }),
             slot_name: Some("node_1".into()),
+            apply_delay: None,
         };
         let conf = render_postgresql_conf(&spec(), Path::new("/s"), &params, Some(&standby), None)
             .expect("render");

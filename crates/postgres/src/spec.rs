@@ -69,4 +69,7 @@ pub struct StandbyConfig {
     pub upstream: Option<Upstream>,
     /// `primary_slot_name`, when the upstream keeps a slot for us.
     pub slot_name: Option<String>,
+    /// `recovery_min_apply_delay` (a PostgreSQL interval), for the leader of a standby
+    /// cluster that replays its remote primary late on purpose.
+    pub apply_delay: Option<String>,
 }

@@ -120,6 +120,7 @@ async fn logical_slot_survives_failover_without_losing_changes() {
     let standby = StandbyConfig {
         upstream: Some(upstream(&node1)),
         slot_name: Some(physical.clone()),
+        apply_delay: None,
     };
     write_config(&node2, &logical_parameters(), &hba(), Some(&standby)).expect("write_config");
     let mut pm2 = start(&node2).await;

@@ -101,6 +101,7 @@ async fn a_replica_verifies_the_primary_certificate_and_streams_over_tls() {
     let standby = StandbyConfig {
         upstream: Some(upstream(&node1)),
         slot_name: None,
+        apply_delay: None,
     };
     write_config(&node3, &parameters, &hba, Some(&standby)).expect("write_config");
     let conf = std::fs::read_to_string(node3.data_dir.join("postgresql.conf")).expect("conf");

@@ -21,6 +21,7 @@ fn standby_of(spec: &PgSpec, member: &str) -> StandbyConfig {
     StandbyConfig {
         upstream: Some(upstream(spec)),
         slot_name: Some(slot_name_for(member)),
+        apply_delay: None,
     }
 }
 

@@ -210,6 +210,7 @@ impl World {
             lease_valid_until: member.agent.lease_valid_until,
             peers,
             configured_upstream: member.agent.configured_upstream.clone(),
+            follows_remote_primary: false,
             unix_now_ms: self.unix_now_ms(),
             configured_sync: member.agent.configured_sync.clone(),
             failsafe_acked_at: member.agent.failsafe_acked_at,
@@ -349,6 +350,7 @@ impl World {
                 let doc = MemberView {
                     state: decision.published.as_str().to_string(),
                     is_primary: obs.pg.is_primary(),
+                    is_standby_leader: false,
                     lsn: running.map(|r| r.lsn),
                     timeline: running.map(|r| r.timeline),
                     nofailover: cfg.nofailover,

@@ -251,6 +251,7 @@ mod tests {
         MemberView {
             state: "running".into(),
             is_primary: true,
+            is_standby_leader: false,
             lsn: Some(7),
             timeline: Some(1),
             nofailover: false,

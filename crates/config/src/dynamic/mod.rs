@@ -15,8 +15,10 @@ use crate::walk::Ctx;
 
 mod logical;
 mod parse;
+mod standby;
 pub use logical::{LogicalSpec, PublicationScope, PublicationSpec, SubscriptionSpec};
 pub(crate) use parse::parse;
+pub use standby::StandbyCluster;
 
 /// Cluster-wide settings shared by all members through the DCS.
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
@@ -58,6 +60,9 @@ pub struct DynamicConfig {
     /// cluster to pause their write traffic before it stops PostgreSQL anyway (pgbaton's
     /// addition, default 5; Patroni ignores the key).
     pub switchover_drain_timeout: f64,
+    /// The cluster is a standby of a remote primary (`standby_cluster`); absent from the DCS
+    /// `config` key means a normal cluster (removing it promotes the standby leader).
+    pub standby_cluster: Option<StandbyCluster>,
     /// Keys pgbaton does not use, kept verbatim (unknown keys of the `postgresql` section are
     /// under `extra["postgresql"]`).
     pub extra: Map<String, Value>,
@@ -133,6 +138,7 @@ impl DynamicConfig {
             member_slots_ttl: DEFAULT_MEMBER_SLOTS_TTL,
             logical: LogicalSpec::default(),
             switchover_drain_timeout: DEFAULT_SWITCHOVER_DRAIN_TIMEOUT,
+            standby_cluster: None,
             extra: Map::new(),
         }
     }
@@ -214,6 +220,9 @@ impl DynamicConfig {
                 "switchover_drain_timeout".into(),
                 seconds_json(self.switchover_drain_timeout),
             );
+        }
+        if let Some(standby) = &self.standby_cluster {
+            out.insert("standby_cluster".into(), standby.to_json());
         }
         for (key, value) in &self.extra {
             match (key.as_str(), value) {

@@ -20,6 +20,9 @@ pub(crate) fn parse(
     let mut c = fallback.clone();
     c.extra = Map::new();
     c.pause = false;
+    // Like `pause`: absent means a normal cluster, so that removing the section (edit-config)
+    // promotes the standby leader.
+    c.standby_cluster = None;
 
     if let Some(x) = sec.seconds(ctx, "ttl")? {
         if x < 2.0 {
@@ -97,6 +100,10 @@ pub(crate) fn parse(
             return Err(ctx.invalid(&p, format!("must be 0 to 3600 seconds, got {x}")));
         }
         c.switchover_drain_timeout = x;
+    }
+    if let Some(v) = sec.get("standby_cluster") {
+        let p = sec.at("standby_cluster");
+        c.standby_cluster = Some(super::standby::parse(ctx, &p, v)?);
     }
     keep_known_extras(ctx, &mut sec, &mut c)?;
 
@@ -207,11 +214,6 @@ fn keep_known_extras(ctx: &mut Ctx, sec: &mut Section, c: &mut DynamicConfig) ->
     if let Some(v) = sec.get("ignore_slots") {
         walk::as_list(ctx, &sec.at("ignore_slots"), v)?;
         c.extra.insert("ignore_slots".into(), v.clone());
-    }
-    if let Some(v) = sec.get("standby_cluster") {
-        let p = sec.at("standby_cluster");
-        ctx.warn(&p, "standby clusters are not supported yet; kept in the DCS config but this cluster runs as a normal cluster");
-        c.extra.insert("standby_cluster".into(), v.clone());
     }
     Ok(())
 }

@@ -2,7 +2,7 @@
 //! bootstrap race, creating the cluster, or adopting an existing data directory
 //! (ARCHITECTURE.md, "Cluster not initialized").
 
-use super::Step;
+use super::{Context, Step};
 use crate::action::Action;
 use crate::observation::{JobKind, JobView, LocalPg, Observation, RunningPg};
 use crate::reason::Reason;
@@ -25,7 +25,8 @@ pub(super) fn uninitialized(s: &mut MemberState, obs: &Observation) -> Step {
 }
 
 /// `initialize` holds our claim: create the cluster (or adopt the data directory we have).
-pub(super) fn bootstrapping(s: &mut MemberState, obs: &Observation) -> Step {
+pub(super) fn bootstrapping(s: &mut MemberState, cx: &Context) -> Step {
+    let obs = cx.obs;
     // The failed job stays visible until the next job starts: it is this attempt's failure
     // only while this member is bootstrapping. Seen again after the claim was given back and
     // made anew, it is the previous attempt's, and this attempt starts.
@@ -71,11 +72,18 @@ pub(super) fn bootstrapping(s: &mut MemberState, obs: &Observation) -> Step {
         }
         LocalPg::Running(RunningPg { system_id, .. }) | LocalPg::Stopped { system_id, .. } => {
             // An existing data directory seeds the cluster; it becomes leader through the
-            // ordinary leaderless path (started as a replica, then promoted).
+            // ordinary leaderless path (started as a replica, then promoted). A standby
+            // cluster's bootstrap leaves a running replica of the remote primary: it becomes
+            // the standby leader the same way, without the promotion.
             s.phase = Phase::Init;
             let system_id = *system_id;
+            let reason = if cx.cfg.standby_cluster && matches!(obs.pg, LocalPg::Running(_)) {
+                Reason::StandbyClusterCopied { system_id }
+            } else {
+                Reason::AdoptingDataDirectory { system_id }
+            };
             (
-                Reason::AdoptingDataDirectory { system_id },
+                reason,
                 vec![
                     Action::WriteInitialize { system_id },
                     Action::WriteBootstrapConfig,

@@ -96,7 +96,7 @@ pub(super) fn following_pg(
     let leader_running = view
         .members
         .get(leader)
-        .is_some_and(|m| m.state == "running" && m.is_primary);
+        .is_some_and(|m| m.state == "running" && (m.is_primary || m.is_standby_leader));
     let upstream = upstream_for(cx.cfg, view, leader);
 
     if let JobView::SourceUnreachable {

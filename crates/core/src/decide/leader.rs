@@ -3,6 +3,7 @@
 //! history, slots, declared publications and subscriptions, failsafe key, synchronous
 //! replication) (ARCHITECTURE.md, "The leader key names this member").
 
+use super::standby::standby_leader;
 use super::{Context, Step};
 use crate::action::{Action, StopMode};
 use crate::failsafe;
@@ -126,6 +127,11 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
             );
         }
         return (Reason::LeaderKeyWithoutLease, vec![]);
+    }
+    if cx.cfg.standby_cluster {
+        if let Some(step) = standby_leader(s, cx, view) {
+            return step;
+        }
     }
     if let Some(step) = watchdog::refuse_to_lead(s, cx.obs) {
         return step;

@@ -2,7 +2,8 @@
 //!
 //! Rules are checked from the most safety-critical down; the first that applies decides.
 //! One rule group per file, in the order of the tables in docs/ARCHITECTURE.md: `safety`
-//! (S1–S3), `bootstrap`, `leader` (the leader key names this member), `follower` (another
+//! (S1–S3), `bootstrap`, `leader` (the leader key names this member; `standby` for the
+//! leader of a standby cluster), `follower` (another
 //! member holds it), `leaderless` (nobody does). Every rule reads the cycle's [`Context`]:
 //! the observation, the configuration and the facts derived from them once.
 
@@ -11,6 +12,7 @@ mod follower;
 mod leader;
 mod leaderless;
 mod safety;
+mod standby;
 
 use crate::action::Action;
 use crate::failsafe;
@@ -72,7 +74,7 @@ impl<'a> Context<'a> {
             // the key is ours if we were leader.
             None => matches!(
                 prev.phase,
-                Phase::Leader | Phase::RestartingPrimary | Phase::Promoting
+                Phase::Leader | Phase::RestartingPrimary | Phase::Promoting | Phase::StandbyLeader
             ),
         };
         // Failsafe: the right of an acknowledged round, for the leader, while no other
@@ -185,7 +187,7 @@ fn next_wake(state: &MemberState, cx: &Context, actions: &[Action]) -> Millis {
     if cx.leader_now
         || matches!(
             state.phase,
-            Phase::Leader | Phase::Promoting | Phase::RestartingPrimary
+            Phase::Leader | Phase::Promoting | Phase::RestartingPrimary | Phase::StandbyLeader
         )
     {
         wake = wake.min(now + cx.cfg.renew_interval_ms());
@@ -294,7 +296,7 @@ fn step(s: &mut MemberState, cx: &Context) -> Step {
         Initialize::Absent => {
             watchdog::refuse_to_bootstrap(s, cx.obs).unwrap_or_else(|| uninitialized(s, cx.obs))
         }
-        Initialize::ClaimedBy(who) if who == &cx.cfg.name => bootstrapping(s, cx.obs),
+        Initialize::ClaimedBy(who) if who == &cx.cfg.name => bootstrapping(s, cx),
         Initialize::ClaimedBy(who) => (Reason::WaitingForBootstrap { by: who.clone() }, vec![]),
         Initialize::SystemId(_) => match view.leader.as_deref() {
             Some(leader) if leader == cx.cfg.name => holding_leader_key(s, cx, view),

@@ -32,6 +32,23 @@ pub fn primary(lsn: Lsn, replicas: Vec<ReplicaConnection>) -> LocalPg {
     })
 }
 
+/// A replica streaming at `lsn`, with no replica of its own.
+pub fn replica(lsn: Lsn) -> LocalPg {
+    replica_of(lsn, vec![])
+}
+
+/// A replica streaming at `lsn` with these replicas cascading from it.
+pub fn replica_of(lsn: Lsn, replicas: Vec<ReplicaConnection>) -> LocalPg {
+    LocalPg::Running(RunningPg {
+        system_id: 42,
+        in_recovery: true,
+        timeline: 1,
+        lsn,
+        streaming: true,
+        replicas,
+    })
+}
+
 pub fn view(leader: Option<&str>) -> DcsView {
     let mut members = BTreeMap::new();
     for m in ["node1", "node2", "node3"] {
@@ -40,6 +57,7 @@ pub fn view(leader: Option<&str>) -> DcsView {
             MemberView {
                 state: "running".into(),
                 is_primary: Some(m) == leader,
+                is_standby_leader: false,
                 lsn: Some(1000),
                 timeline: Some(1),
                 nofailover: false,
@@ -73,6 +91,7 @@ pub fn obs(pg: LocalPg, view: DcsView) -> Observation {
         lease_valid_until: Some(53_000),
         peers: BTreeMap::new(),
         configured_upstream: None,
+        follows_remote_primary: false,
         unix_now_ms: 1_800_000_000_000,
         configured_sync: None,
         failsafe_acked_at: None,

@@ -66,9 +66,34 @@ pub struct UpArgs {
     /// `pgbaton ctl backup` takes backups from a standby. Needs the pgbackrest package.
     #[arg(long)]
     pub archive: bool,
+    /// Make this cluster a standby cluster of the primary at HOST:PORT (for example another
+    /// local cluster's router write port, which always points at its leader): its leader
+    /// replicates that primary, its other members cascade from it. Remove `standby_cluster`
+    /// with `pgbaton ctl edit-config` to promote it.
+    #[arg(long, value_name = "HOST:PORT", value_parser = parse_host_port)]
+    pub standby_of: Option<(String, u16)>,
     /// Seconds to wait for the cluster to come up before giving up.
     #[arg(long, default_value_t = 180)]
     pub wait: u64,
+}
+
+/// `HOST:PORT` of `--standby-of`.
+fn parse_host_port(text: &str) -> Result<(String, u16), String> {
+    let (host, port) = text.rsplit_once(':').ok_or_else(|| {
+        format!("expected HOST:PORT (for example 127.0.0.1:15402), got \"{text}\"")
+    })?;
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|&p| p > 0)
+        .ok_or_else(|| format!("\"{port}\" is not a port (1 to 65535)"))?;
+    if host.is_empty() {
+        return Err(format!("no host in \"{text}\": expected HOST:PORT"));
+    }
+    Ok((
+        host.trim_matches(|c| c == '[' || c == ']').to_string(),
+        port,
+    ))
 }
 
 pub async fn run(command: LocalCommand) -> anyhow::Result<()> {
@@ -281,9 +306,9 @@ async fn wait_until_up(
     loop {
         match load_cluster(endpoints, path, Duration::from_secs(2)).await {
             Ok(state) => {
-                let leader_ok = state
-                    .leader_member()
-                    .is_some_and(|m| m.state == "running" && m.is_primary_role());
+                let leader_ok = state.leader_member().is_some_and(|m| {
+                    m.state == "running" && (m.is_primary_role() || m.is_standby_leader_role())
+                });
                 let running = state
                     .members
                     .values()
@@ -337,6 +362,24 @@ mod tests {
     struct Cli {
         #[command(flatten)]
         up: UpArgs,
+    }
+
+    #[test]
+    fn standby_of_takes_host_and_port_and_says_what_is_wrong() {
+        let cli = Cli::try_parse_from(["x", "--standby-of", "127.0.0.1:15402"]).expect("valid");
+        assert_eq!(cli.up.standby_of, Some(("127.0.0.1".to_string(), 15402)));
+        for (bad, says) in [
+            ("127.0.0.1", "expected HOST:PORT"),
+            ("127.0.0.1:0", "is not a port"),
+            ("h:99999", "is not a port"),
+            (":5432", "no host"),
+        ] {
+            let err = Cli::try_parse_from(["x", "--standby-of", bad])
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default();
+            assert!(err.contains(says), "{bad}: {err}");
+        }
     }
 
     #[test]

@@ -37,5 +37,6 @@ pub fn member_config(
     };
     member.synchronous_strict = args.strict;
     member.archive = archive;
+    member.standby_of = args.standby_of.clone();
     member.render()
 }

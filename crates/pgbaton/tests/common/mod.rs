@@ -8,6 +8,7 @@ pub mod http;
 pub mod monitor;
 pub mod ports;
 pub mod procs;
+pub mod router;
 pub mod sql;
 
 pub use cluster::Cluster;
@@ -49,19 +50,25 @@ pub async fn api_send(
     Ok((status, resp.text().await?))
 }
 
-/// The member YAML with `synchronous_mode: true` (and `synchronous_mode_strict: true` when
-/// `strict`) added to bootstrap.dcs, next to `maximum_lag_on_failover`.
-pub fn with_sync_mode(yaml: String, strict: bool) -> String {
+/// The member YAML with `lines` (indented for bootstrap.dcs, each ending in a newline) added
+/// to bootstrap.dcs, before `maximum_lag_on_failover`.
+pub fn with_bootstrap_dcs(yaml: String, lines: &str) -> String {
     const ANCHOR: &str = "    maximum_lag_on_failover:";
     assert!(
         yaml.contains(ANCHOR),
-        "the member YAML has no `{ANCHOR}` line to put synchronous_mode next to"
+        "the member YAML has no `{ANCHOR}` line in bootstrap.dcs"
     );
+    yaml.replacen(ANCHOR, &format!("{lines}{ANCHOR}"), 1)
+}
+
+/// The member YAML with `synchronous_mode: true` (and `synchronous_mode_strict: true` when
+/// `strict`) added to bootstrap.dcs.
+pub fn with_sync_mode(yaml: String, strict: bool) -> String {
     let mut extra = String::from("    synchronous_mode: true\n");
     if strict {
         extra.push_str("    synchronous_mode_strict: true\n");
     }
-    yaml.replacen(ANCHOR, &format!("{extra}{ANCHOR}"), 1)
+    with_bootstrap_dcs(yaml, &extra)
 }
 
 /// etcd plus `n` agents (node1..nodeN, default timings) whose bootstrap.dcs turns on

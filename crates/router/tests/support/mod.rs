@@ -302,6 +302,7 @@ impl Cluster {
             let standby = StandbyConfig {
                 upstream: Some(upstream),
                 slot_name: Some(slot_name_for("node2")),
+                apply_delay: None,
             };
             write_config(&node2, &parameters(), &hba(), Some(&standby)).expect("config");
             let pm2 = start(&node2).await;
