@@ -13,7 +13,6 @@ fn cfg() -> HaConfig {
     HaConfig::with_defaults(ME)
 }
 
-
 fn primary(lsn: Lsn) -> LocalPg {
     LocalPg::Running(RunningPg {
         system_id: 42,

@@ -15,6 +15,8 @@
 //! `pgbaton lease-guard` process, does not), partition from the DCS, DCS outage and message
 //! delays (`dcs.rs`: requests hang or are slow), isolation from the other members,
 //! replication cut, switchover. Slow standbys are not modelled here (noted in the trace).
+//! WAL retention and replication slots are (`pg.rs`): a member away for long loses the WAL
+//! it needs and is re-cloned by its agent.
 //!
 //! Promises checked every tick: never two PostgreSQL primaries accepting writes at once; no
 //! leaderless stretch over `ttl + loop_wait + 2 s` while a member could lead; a member that
@@ -75,6 +77,10 @@ pub struct RealConfig {
     /// `ttl` of the members' configuration (seconds); `loop_wait` is 1 s, `retry_timeout`
     /// 1.5 s, as in pgbaton's tests.
     pub ttl_s: u64,
+    /// `pgbaton.auto_reclone` of the members (on by default, as in pgbaton). The members'
+    /// `reclone_interval` is 5 s: the checker's 30 s bound for a member to follow again could
+    /// not wait for the 10 minutes pgbaton waits by default between two automatic re-clones.
+    pub auto_reclone: bool,
 }
 
 impl RealConfig {
@@ -94,6 +100,7 @@ impl RealConfig {
             settle_ms: 5_000,
             tick_ms: 50,
             ttl_s: 4,
+            auto_reclone: true,
         }
     }
 }
@@ -568,8 +575,10 @@ impl Driver {
              postgresql:\n  listen: {name}:5432\n  connect_address: {name}:5432\n  data_dir: /nonexistent/sim/{name}/data\n\
              \x20 bin_dir: /nonexistent/sim/bin\n  authentication:\n\
              \x20   superuser: {{username: postgres, password: postgres}}\n\
-             \x20   replication: {{username: replicator, password: replicator}}\n",
-            ttl = self.cfg.ttl_s
+             \x20   replication: {{username: replicator, password: replicator}}\n\
+             pgbaton:\n  reclone_interval: 5\n  auto_reclone: {reclone}\n",
+            ttl = self.cfg.ttl_s,
+            reclone = self.cfg.auto_reclone
         )
     }
 

@@ -7,6 +7,14 @@
 //! the upstream its configuration names while that upstream runs and their timelines agree.
 //! A replica started on a data directory that needs WAL it does not have (after pg_rewind or
 //! a clone) accepts connections only once it streamed up to that point.
+//!
+//! WAL retention: a running server keeps the last `WAL_KEEP` of WAL (`wal_keep_size`), and
+//! more for each physical slot on it, but never more than `SLOT_KEEP_MAX` for a slot
+//! (`max_slot_wal_keep_size`): past that PostgreSQL invalidates the slot (`wal_status
+//! lost`). A replica that needs WAL its upstream removed cannot stream; it logs "requested WAL
+//! segment ... has already been removed" as PostgreSQL does, and the agent heals it by a new
+//! clone. A replica whose `primary_slot_name` is missing or invalidated on the upstream cannot
+//! stream either (until the leader's slot round creates it again).
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -31,6 +39,27 @@ const WRITES_PER_TICK: u64 = 0x100;
 /// WAL a replica receives per tick at most: one that is behind (a rejoining old primary
 /// after pg_rewind, a clone) catches up at three times the write rate.
 const STREAM_PER_TICK: u64 = 4 * WRITES_PER_TICK;
+/// WAL a running server keeps without a slot (`wal_keep_size`): 12 s of writes at the
+/// simulation's 50 ms tick.
+pub(crate) const WAL_KEEP: u64 = 240 * WRITES_PER_TICK;
+/// The most WAL a slot may hold back (`max_slot_wal_keep_size`): 15 s of writes. A replica
+/// away longer loses its slot and is re-cloned; a shorter absence streams on from its slot.
+pub(crate) const SLOT_KEEP_MAX: u64 = 300 * WRITES_PER_TICK;
+
+/// A physical replication slot on a member.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Slot {
+    /// The oldest WAL it keeps.
+    pub restart: u64,
+    /// Invalidated by PostgreSQL: it held more than `SLOT_KEEP_MAX`; it keeps nothing.
+    pub lost: bool,
+}
+
+/// A WAL segment's file name as PostgreSQL prints it (16 MB segments).
+fn segment_name(timeline: u32, lsn: u64) -> String {
+    let segno = lsn / 0x100_0000;
+    format!("{timeline:08X}{:08X}{:08X}", segno / 0x100, segno % 0x100)
+}
 
 #[derive(Debug, Clone)]
 pub(crate) struct Data {
@@ -42,6 +71,8 @@ pub(crate) struct Data {
     pub state: DbState,
     /// A started replica answers only from this position on.
     pub min_recovery: u64,
+    /// The oldest WAL it still has (what it can send a replica from).
+    pub oldest: u64,
 }
 
 impl Data {
@@ -62,6 +93,8 @@ pub(crate) struct Run {
     pub answering: bool,
     /// The member primary_conninfo names, as last loaded (start or reload).
     pub upstream: Option<String>,
+    /// primary_slot_name, as last loaded.
+    pub slot: Option<String>,
     pub streaming: bool,
 }
 
@@ -73,6 +106,13 @@ pub(crate) struct PgMember {
     /// What the configuration files say: standby.signal and primary_conninfo's member.
     pub conf_standby: bool,
     pub conf_upstream: Option<String>,
+    pub conf_slot: Option<String>,
+    /// Physical slots in the data directory.
+    pub slots: BTreeMap<String, Slot>,
+    /// The server log: what PostgreSQL wrote about streaming.
+    pub log_lines: Vec<String>,
+    /// When the WAL receiver last logged that it cannot stream (it retries every second).
+    pub last_stream_error_at: Option<Millis>,
     /// The agent process: alive, stopped (SIGSTOP), and which start of it this is.
     pub agent_alive: bool,
     pub agent_frozen: bool,
@@ -116,6 +156,10 @@ impl PgWorld {
                     run: None,
                     conf_standby: false,
                     conf_upstream: None,
+                    conf_slot: None,
+                    slots: BTreeMap::new(),
+                    log_lines: Vec::new(),
+                    last_stream_error_at: None,
                     agent_alive: false,
                     agent_frozen: false,
                     incarnation: 0,
@@ -182,6 +226,55 @@ impl PgWorld {
                 d.lsn += WRITES_PER_TICK;
             }
         }
+        for m in 0..self.members.len() {
+            if self.members[m].run.as_ref().is_some_and(|r| r.answering) {
+                self.remove_old_wal(m);
+            }
+        }
+    }
+
+    /// A checkpoint of a running server: WAL older than `wal_keep_size` and every valid
+    /// slot's restart point goes; a slot holding more than `max_slot_wal_keep_size` is
+    /// invalidated first.
+    fn remove_old_wal(&mut self, m: usize) {
+        let Some(lsn) = self.members[m].data.as_ref().map(|d| d.lsn) else {
+            return;
+        };
+        let mut keep_from = lsn.saturating_sub(WAL_KEEP);
+        let mut invalidated = Vec::new();
+        for (name, slot) in self.members[m].slots.iter_mut() {
+            if slot.lost {
+                continue;
+            }
+            if lsn.saturating_sub(slot.restart) > SLOT_KEEP_MAX {
+                slot.lost = true;
+                invalidated.push(name.clone());
+            } else {
+                keep_from = keep_from.min(slot.restart);
+            }
+        }
+        for name in invalidated {
+            self.log(
+                m,
+                format!("replication slot {name} invalidated (max_slot_wal_keep_size)"),
+            );
+        }
+        let d = self.members[m].data.as_mut().expect("data");
+        d.oldest = d.oldest.max(keep_from);
+    }
+
+    /// The WAL receiver of `m` logs why it cannot stream, once per retry interval.
+    fn stream_error(&mut self, m: usize, now: Millis, line: String) {
+        let member = &mut self.members[m];
+        if member
+            .last_stream_error_at
+            .is_some_and(|at| now < at + 1_000)
+        {
+            return;
+        }
+        member.last_stream_error_at = Some(now);
+        member.log_lines.push(line.clone());
+        self.log(m, line);
     }
 
     /// A replica streams from its upstream while it can, and answers once consistent.
@@ -208,12 +301,54 @@ impl PgWorld {
                                 && ud
                                     .switch_point(data.timeline)
                                     .is_some_and(|end| data.lsn <= end));
+                    // The slot primary_slot_name names on the upstream: absent, or lost?
+                    let slot = run
+                        .slot
+                        .as_ref()
+                        .map(|name| (name.clone(), up.slots.get(name).map(|s| s.lost)));
                     if compatible {
-                        streaming = true;
-                        let d = self.members[m].data.as_mut().expect("data");
-                        d.lsn = ud.lsn.min(d.lsn + STREAM_PER_TICK);
-                        d.timeline = ud.timeline;
-                        d.history = ud.history.clone();
+                        match slot {
+                            Some((name, None)) => self.stream_error(
+                                m,
+                                now,
+                                format!("FATAL:  could not start WAL streaming: ERROR:  replication slot \"{name}\" does not exist"),
+                            ),
+                            Some((name, Some(true))) => self.stream_error(
+                                m,
+                                now,
+                                format!("FATAL:  could not start WAL streaming: ERROR:  can no longer get changes from replication slot \"{name}\""),
+                            ),
+                            _ if data.lsn < ud.oldest => {
+                                let segment = segment_name(data.timeline, data.lsn);
+                                self.stream_error(
+                                    m,
+                                    now,
+                                    format!("FATAL:  could not receive data from WAL stream: ERROR:  requested WAL segment {segment} has already been removed"),
+                                );
+                            }
+                            _ => {
+                                streaming = true;
+                                let d = self.members[m].data.as_mut().expect("data");
+                                let was = d.lsn;
+                                d.lsn = ud.lsn.min(d.lsn + STREAM_PER_TICK);
+                                d.timeline = ud.timeline;
+                                d.history = ud.history.clone();
+                                let lsn = d.lsn;
+                                if !run.streaming {
+                                    let line = format!(
+                                        "LOG:  started streaming WAL from primary at {was:X} on timeline {}",
+                                        ud.timeline
+                                    );
+                                    self.members[m].log_lines.push(line);
+                                    self.members[m].last_stream_error_at = None;
+                                }
+                                if let Some(name) = &run.slot {
+                                    if let Some(s) = self.members[u].slots.get_mut(name) {
+                                        s.restart = s.restart.max(lsn);
+                                    }
+                                }
+                            }
+                        }
                     }
                 }
             }
@@ -369,11 +504,29 @@ fn status_of(w: &PgWorld, m: usize) -> Result<PgStatus, PgError> {
     })
 }
 
-struct NoLog;
+/// The agent's reader of the simulated server log, as `WalLogScanner` reads the real one.
+struct SimWalLog {
+    world: Shared,
+    m: usize,
+    next: usize,
+    missing: Option<String>,
+}
 
-impl WalLog for NoLog {
+impl WalLog for SimWalLog {
     fn poll(&mut self) -> Option<String> {
-        None
+        let w = lock(&self.world);
+        let lines = &w.members[self.m].log_lines;
+        for line in lines.iter().skip(self.next) {
+            match pgbaton_postgres::parse_line(line) {
+                Some(pgbaton_postgres::LogEvent::SegmentRemoved(segment)) => {
+                    self.missing = Some(segment)
+                }
+                Some(pgbaton_postgres::LogEvent::StreamingStarted) => self.missing = None,
+                None => {}
+            }
+        }
+        self.next = lines.len();
+        self.missing.clone()
     }
 }
 
@@ -433,7 +586,10 @@ impl Postgres for SimPostgres {
     }
 
     fn oldest_wal_lsn(&self) -> Result<Option<u64>, PgError> {
-        Ok(None)
+        Ok(lock(&self.world).members[self.m]
+            .data
+            .as_ref()
+            .map(|d| d.oldest))
     }
 
     async fn show(&self, setting: &str, _timeout: Duration) -> Result<String, PgError> {
@@ -447,8 +603,19 @@ impl Postgres for SimPostgres {
         PathBuf::from(format!("sim/{}/postgresql.log", self.m))
     }
 
-    fn wal_log(&self, _from: LogFrom) -> Box<dyn WalLog> {
-        Box::new(NoLog)
+    fn wal_log(&self, from: LogFrom) -> Box<dyn WalLog> {
+        let len = lock(&self.world).members[self.m].log_lines.len();
+        let next = match from {
+            LogFrom::End => len,
+            // A few lines of what it logged before the agent started.
+            LogFrom::Tail(_) => len.saturating_sub(20),
+        };
+        Box::new(SimWalLog {
+            world: self.world.clone(),
+            m: self.m,
+            next,
+            missing: None,
+        })
     }
 
     async fn adopt(&self) -> Result<Option<u32>, PgError> {
@@ -469,6 +636,7 @@ impl Postgres for SimPostgres {
             }
             let primary = !member.conf_standby;
             let upstream = member.conf_upstream.clone().filter(|_| !primary);
+            let slot = member.conf_slot.clone().filter(|_| !primary);
             let pid = w.next_pid;
             w.next_pid += 1;
             let now = w.now;
@@ -478,6 +646,7 @@ impl Postgres for SimPostgres {
                 started_at: now,
                 answering: false,
                 upstream: upstream.clone(),
+                slot,
                 streaming: false,
             });
             let role = match &upstream {
@@ -517,9 +686,13 @@ impl Postgres for SimPostgres {
             .act("reload", |w, m| {
                 let member = &mut w.members[m];
                 let conf = member.conf_upstream.clone();
+                let conf_slot = member.conf_slot.clone();
                 let Some(run) = member.run.as_mut() else {
                     return Ok(false);
                 };
+                if !run.primary {
+                    run.slot = conf_slot;
+                }
                 if !run.primary && run.upstream != conf {
                     run.upstream = conf.clone();
                     let when = if run.answering { "" } else { " while starting" };
@@ -555,9 +728,15 @@ impl Postgres for SimPostgres {
                 .and_then(|s| s.upstream.as_ref())
                 .and_then(|u| w.member_at(u))
                 .map(|u| w.members[u].name.clone());
+            let slot = files
+                .standby
+                .as_ref()
+                .filter(|s| s.upstream.is_some())
+                .and_then(|s| s.slot_name.clone());
             let member = &mut w.members[m];
             member.conf_standby = files.standby.is_some();
             member.conf_upstream = upstream;
+            member.conf_slot = slot;
             Ok(())
         })
     }
@@ -568,6 +747,7 @@ impl Postgres for SimPostgres {
                 return Err(refused("move_aside", "PostgreSQL runs"));
             }
             w.members[m].data = None;
+            w.members[m].slots.clear();
             w.log(m, format!("data directory moved aside ({reason})"));
             Ok(PathBuf::from(format!("sim/{m}/data.{reason}")))
         })
@@ -587,6 +767,7 @@ impl Postgres for SimPostgres {
                 history: Vec::new(),
                 state: DbState::ShutDown,
                 min_recovery: 0,
+                oldest: 0x0100_0000,
             });
             w.log(m, format!("initdb: system {system_id}"));
             Ok(())
@@ -636,8 +817,11 @@ impl Postgres for SimPostgres {
             let mut data = w.members[source].data.clone().expect("running: data");
             data.state = DbState::InArchiveRecovery;
             data.min_recovery = data.lsn;
+            // The copy holds the WAL from its start on, nothing older.
+            data.oldest = data.lsn;
             let name = w.members[source].name.clone();
             w.members[m].data = Some(data);
+            w.members[m].slots.clear();
             w.log(m, format!("cloned from {name}"));
             Ok(())
         })
@@ -682,6 +866,7 @@ impl Postgres for SimPostgres {
             d.history = src.history.clone();
             d.state = DbState::InArchiveRecovery;
             d.min_recovery = src.lsn;
+            d.oldest = d.oldest.min(d.lsn);
             w.log(m, format!("rewound to {name}'s timeline {}", src.timeline));
             Ok(RewindOutcome::Rewound)
         })
@@ -719,12 +904,48 @@ impl Postgres for SimPostgres {
 
     async fn sync_physical_slots(
         &self,
-        _wanted: &BTreeSet<String>,
-        _keep: &BTreeSet<String>,
+        wanted: &BTreeSet<String>,
+        keep: &BTreeSet<String>,
         _timeout: Duration,
     ) -> Result<SlotChanges, PgError> {
-        // Replication slots are not modelled.
-        Ok(SlotChanges::default())
+        self.act("sync_physical_slots", |w, m| {
+            status_of(w, m)?;
+            let lsn = w.members[m].data.as_ref().map_or(0, |d| d.lsn);
+            let mut changes = SlotChanges::default();
+            let slots = &mut w.members[m].slots;
+            for name in wanted {
+                match slots.get(name) {
+                    None => {
+                        changes.created.push(name.clone());
+                    }
+                    Some(slot) if slot.lost => changes.recreated.push(name.clone()),
+                    Some(_) => continue,
+                }
+                // Created reserving WAL at once, as the adapter does.
+                slots.insert(
+                    name.clone(),
+                    Slot {
+                        restart: lsn,
+                        lost: false,
+                    },
+                );
+            }
+            slots.retain(|name, _| {
+                let stays = wanted.contains(name) || keep.contains(name);
+                if !stays {
+                    changes.dropped.push(name.clone());
+                }
+                stays
+            });
+            for name in &changes.recreated {
+                w.log(
+                    m,
+                    format!("replication slot {name} invalidated: created again"),
+                );
+            }
+            Ok(changes)
+        })
+        .await
     }
 
     async fn ensure_logical_slots(
