@@ -856,3 +856,98 @@ async fn ctl_backup_runs_on_the_leader_from_a_standby_before_and_after_a_switcho
     let backups = parsed[0]["backup"].as_array().map(Vec::len).unwrap_or(0);
     assert_eq!(backups, 2, "{info}");
 }
+
+/// A standby cluster fed by the archive alone: `standby_cluster` with `restore_command` and no
+/// host, its first member copied by the `pgbackrest` method from the primary cluster's
+/// repository, replaying what the primary archives; its second member cascades from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standby_cluster_follows_the_primary_clusters_archive() {
+    require_pgbackrest();
+    let mut a = Cluster::start_with(0, TIMING).await;
+    let conf = write_repository(&a);
+    a.add_member("node1");
+    edit_member_yaml(&a, "node1", |y| with_archive(y, &a, &conf, "node1", "it"));
+    a.start_agent("node1");
+    assert_eq!(a.wait_for_leader(UP).await, "node1");
+    wait_for_check(&a, "node1", "ok").await;
+    a.query(
+        "node1",
+        "CREATE TABLE dr (v text); INSERT INTO dr VALUES ('before backup')",
+    )
+    .await
+    .expect("rows before the backup");
+    pgbackrest_ok(
+        &a,
+        &format!("{} --type=full backup", options(&a, &conf, "it", "node1")),
+    );
+
+    let mut b = Cluster::start_with(0, TIMING).await;
+    for name in ["node1", "node2"] {
+        b.add_member(name);
+        let restoring = path_options(&b, &conf, "it", name);
+        edit_member_yaml(&b, name, |y| {
+            common::with_bootstrap_dcs(
+                y,
+                &format!(
+                    "    standby_cluster:\n      restore_command: '{PGBACKREST} {restoring} archive-get %f \"%p\"'\n      create_replica_methods: [pgbackrest]\n"
+                ),
+            )
+            .replacen(
+                "  parameters:\n    shared_buffers: 32MB\n",
+                &format!(
+                    "  create_replica_methods: [pgbackrest, basebackup]\n  pgbackrest:\n    command: {PGBACKREST} {restoring} --delta restore\n    keep_data: true\n    no_params: true\n    type: standby\n  parameters:\n    shared_buffers: 32MB\n"
+                ),
+                1,
+            )
+        });
+    }
+    b.start_agent("node1");
+    // node1 restores the backup and becomes the standby leader, replaying the archive.
+    let deadline = Instant::now() + UP;
+    loop {
+        let state = b.state().await.expect("B's DCS");
+        if state.leader_name() == Some("node1")
+            && state
+                .leader_member()
+                .is_some_and(|d| d.state == "running" && d.is_standby_leader_role())
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "B has no standby leader:\n{}",
+            b.log_tails()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let log1 = b.agent_log("node1");
+    assert!(
+        log1.contains("method=\"pgbackrest\"") && !log1.contains("cloning with pg_basebackup"),
+        "node1 was not copied by the pgbackrest method:\n{log1}"
+    );
+    b.wait_for_value("node1", "dr", "before backup", Duration::from_secs(60))
+        .await;
+    // What A writes after the backup reaches B through the archive (a switched segment).
+    a.query(
+        "node1",
+        "INSERT INTO dr VALUES ('after backup'); SELECT pg_switch_wal()",
+    )
+    .await
+    .expect("write on A");
+    b.wait_for_value("node1", "dr", "after backup", Duration::from_secs(90))
+        .await;
+    // node2 cascades from the standby leader.
+    b.start_agent("node2");
+    b.wait_until("node2 streams from node1", UP, || async {
+        b.query_one("node2", "SELECT sender_port FROM pg_stat_wal_receiver")
+            .await
+            .is_ok_and(|port| port == b.pg_port("node1").to_string())
+    })
+    .await;
+    b.wait_for_value("node2", "dr", "after backup", Duration::from_secs(60))
+        .await;
+    assert!(
+        b.in_recovery("node1").await.expect("query"),
+        "B's leader is a replica"
+    );
+}
