@@ -1,15 +1,16 @@
 //! What the REST API's write endpoints ask of this agent: DCS reads and compare-and-swap
 //! writes through the agent's own DCS handle ([`AgentCommands`]), and local operations on
-//! PostgreSQL (restart, reload, reinitialize) handed to the agent loop over a channel and
-//! carried out between two cycles ([`Agent::handle_local_command`]), so they never race
-//! with what the HA core decides.
+//! PostgreSQL handed to the agent loop over a channel ([`Agent::handle_local_command`]).
+//! Restart and reinitialize (and a due scheduled restart) go through the HA core: the next
+//! cycle's observation carries the command, the decision carries the operations and the
+//! answer ([`Agent::answer_command`]), so they never race with what the core decides.
 
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use pgbaton_api::{BoxFuture, CommandOutcome, Commands, LocalCommand, ScheduledRestart};
-use pgbaton_core::{JobKind, LocalPg};
+use pgbaton_core::{CommandVerdict, Decision, LocalPg, MemberCommand};
 use pgbaton_dcs::{ClusterState, Dcs, DcsError, FailoverDoc};
 use tokio::sync::{mpsc, oneshot};
 
@@ -24,6 +25,13 @@ const LOCAL_ANSWER: Duration = Duration::from_secs(30);
 pub struct LocalRequest {
     pub command: LocalCommand,
     pub reply: oneshot::Sender<CommandOutcome>,
+}
+
+/// A command for the next cycle's decision, and where its answer goes.
+pub(super) struct PendingCommand {
+    pub command: MemberCommand,
+    /// The REST caller waiting for the answer (`None`: a scheduled restart).
+    pub reply: Option<oneshot::Sender<CommandOutcome>>,
 }
 
 /// The agent's side of the REST write endpoints.
@@ -137,9 +145,14 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     pub(super) async fn handle_local_command(&mut self, request: LocalRequest) {
         tracing::info!(command = ?request.command, "REST API command");
         let outcome = match request.command {
-            LocalCommand::Restart => self.restart_postgres().await,
+            // Answered by the next cycle's decision (the loop runs it at once).
+            LocalCommand::Restart => {
+                return self.defer(MemberCommand::Restart, request.reply);
+            }
+            LocalCommand::Reinitialize { force } => {
+                return self.defer(MemberCommand::Reinitialize { force }, request.reply);
+            }
             LocalCommand::Reload => self.reload_postgres().await,
-            LocalCommand::Reinitialize { force } => self.reinitialize(force).await,
             LocalCommand::ScheduleRestart(restart) => self.schedule_restart(restart),
             LocalCommand::CancelScheduledRestart => match self.scheduled_restart.take() {
                 Some(r) => {
@@ -183,30 +196,6 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         }
     }
 
-    async fn postgres_runs(&self) -> bool {
-        self.pg.postmaster_running().await
-    }
-
-    /// A fast stop as a background job; the core starts PostgreSQL again in the same role
-    /// (a leader in place while it holds its lease, a replica following the leader).
-    async fn restart_postgres(&mut self) -> CommandOutcome {
-        if self.jobs.is_running() {
-            return CommandOutcome::refused(
-                503,
-                "another operation on PostgreSQL runs; retry when it has finished",
-            );
-        }
-        if !self.postgres_runs().await {
-            return CommandOutcome::refused(503, "PostgreSQL is not running: nothing to restart");
-        }
-        let pg = self.pg.clone();
-        self.jobs.start(JobKind::Stop, async move {
-            pg.stop(pgbaton_postgres::StopMode::Fast, Duration::from_secs(30))
-                .await
-        });
-        CommandOutcome::ok("restart started: PostgreSQL is stopping and will be started again")
-    }
-
     /// Keep one restart for later (Patroni allows one at a time).
     fn schedule_restart(&mut self, restart: ScheduledRestart) -> CommandOutcome {
         if let Some(existing) = &self.scheduled_restart {
@@ -233,7 +222,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             return;
         };
         let now_ms = self.host.unix_now_ms() as i64;
-        if now_ms < restart.at_unix_ms || self.jobs.is_running() {
+        if now_ms < restart.at_unix_ms || self.jobs.is_running() || self.pending_command.is_some() {
             return;
         }
         let restart = self.scheduled_restart.take().expect("checked above");
@@ -254,8 +243,12 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             tracing::warn!(schedule = %restart.schedule, wanted = ?restart.role, "scheduled restart skipped: this member does not have the role");
             return;
         }
-        let outcome = self.restart_postgres().await;
-        tracing::info!(schedule = %restart.schedule, status = outcome.status, "scheduled restart: {}", outcome.message);
+        tracing::info!(schedule = %restart.schedule, "scheduled restart due: handed to the next cycle");
+        self.pending_command = Some(PendingCommand {
+            command: MemberCommand::Restart,
+            reply: None,
+        });
+        self.wake.notify_one();
     }
 
     /// Read the DCS configuration again, rewrite postgresql.conf and reload PostgreSQL.
@@ -272,37 +265,38 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         CommandOutcome::ok("reloaded configuration")
     }
 
-    /// Stop PostgreSQL and move the data directory aside (never delete); the core then
-    /// clones it again from the leader.
-    async fn reinitialize(&mut self, force: bool) -> CommandOutcome {
-        let leads = self.cluster.as_ref().and_then(|c| c.leader_name()) == Some(&self.cfg.name);
-        if leads {
-            return CommandOutcome::refused(
-                503,
-                "this member is the leader: a leader cannot be reinitialized (switch over first)",
-            );
-        }
-        if self.jobs.is_running() {
-            if !force {
-                return CommandOutcome::refused(
-                    503,
-                    "another operation on PostgreSQL runs; add force to abort it and reinitialize",
-                );
-            }
-            self.jobs.abort().await;
-        }
-        let pg = self.pg.clone();
-        self.jobs.start(JobKind::Stop, async move {
-            pg.stop(pgbaton_postgres::StopMode::Fast, Duration::from_secs(30))
-                .await?;
-            match pg.move_aside("reinit") {
-                Ok(path) => {
-                    tracing::warn!(moved_to = %path.display(), "reinitialize: moved the data directory aside");
-                    Ok(())
-                }
-                Err(e) => Err(format!("reinitialize: {e}")),
-            }
+    /// Keep `command` for the next cycle's decision, which answers `reply`.
+    fn defer(&mut self, command: MemberCommand, reply: oneshot::Sender<CommandOutcome>) {
+        self.pending_command = Some(PendingCommand {
+            command,
+            reply: Some(reply),
         });
-        CommandOutcome::ok("reinitialize started: the data directory is moved aside and cloned again from the leader")
+    }
+
+    /// Answer the command this cycle's decision carried out or refused.
+    pub(super) fn answer_command(&mut self, decision: &Decision) {
+        let Some(pending) = self.pending_command.take() else {
+            return;
+        };
+        let outcome = match &decision.command {
+            Some(CommandVerdict::Started(message)) => CommandOutcome::ok(message.clone()),
+            Some(CommandVerdict::Refused { status, message }) => {
+                CommandOutcome::refused(*status, message.clone())
+            }
+            None => CommandOutcome::refused(503, "not carried out; see the agent's log"),
+        };
+        let origin = if pending.reply.is_some() {
+            "REST API"
+        } else {
+            "scheduled restart"
+        };
+        if (200..300).contains(&outcome.status) {
+            tracing::info!(command = ?pending.command, origin, "{}", outcome.message);
+        } else {
+            tracing::warn!(command = ?pending.command, origin, status = outcome.status, "{}", outcome.message);
+        }
+        if let Some(reply) = pending.reply {
+            let _ = reply.send(outcome);
+        }
     }
 }

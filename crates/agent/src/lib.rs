@@ -64,6 +64,8 @@ pub struct Agent<D: Dcs, P: Peers = HttpPeers, G: Postgres = LocalPostgres, H: H
     jobs: JobRunner,
     /// The member primary_conninfo points at, as last written by us.
     configured_upstream: Option<String>,
+    /// A restart or reinitialize for the next cycle's decision (REST API or schedule).
+    pending_command: Option<commands::PendingCommand>,
     /// Standby cluster: primary_conninfo points at the remote primary of `standby_cluster`,
     /// as last written by us.
     follows_remote_primary: bool,
@@ -170,6 +172,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             jobs: JobRunner::new(wake.clone()),
             configured_upstream: None,
             follows_remote_primary: false,
+            pending_command: None,
             configured_sync: None,
             last_pg_status: None,
             status_tx,
@@ -275,6 +278,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 Duration::from_millis(self.ha.ttl_ms),
             );
             self.execute(&decision, &obs).await;
+            self.answer_command(&decision);
             self.tend_watchdog(&obs);
             self.arm_lease_guard();
             self.run_scheduled_restart().await;

@@ -13,6 +13,7 @@
 //! are checked by `pgbaton-sim` on every simulated step.
 
 mod action;
+mod command;
 mod config;
 mod decide;
 mod election;
@@ -26,6 +27,7 @@ mod timeline;
 pub mod watchdog;
 
 pub use action::{Action, StopMode};
+pub use command::{CommandVerdict, MemberCommand};
 pub use config::{HaConfig, SyncConfig, SyncMode};
 pub use decide::{decide, Decision};
 pub use election::{evaluate_candidacy, Candidacy};

@@ -44,6 +44,9 @@ pub struct Observation {
     /// last started streaming, that its upstream no longer has a WAL segment it asked for
     /// ("requested WAL segment ... has already been removed"): the segment's name.
     pub missing_wal_segment: Option<String>,
+    /// An operator command given to this member for this cycle (`POST /restart`, a due
+    /// scheduled restart, `POST /reinitialize`); the decision answers it.
+    pub command: Option<crate::MemberCommand>,
     /// Whether a required watchdog lets this member lead (`NotRequired` unless
     /// `watchdog.mode: required`), see [`crate::watchdog`].
     pub watchdog: crate::WatchdogState,

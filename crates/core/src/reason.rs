@@ -97,6 +97,12 @@ pub enum Reason {
     /// key up so that another member can take over.
     ReleasingKeyWithoutLease,
     LeaderHealthy,
+    /// An operator asked for a restart: stopping PostgreSQL (started again in its role).
+    RestartRequested,
+    /// An operator asked for a reinitialize: stopping PostgreSQL first.
+    ReinitializeStopping,
+    /// Reinitialize: moving the data directory aside; it is cloned again from the leader.
+    Reinitializing,
     /// Standby cluster: this member holds the leader key and follows the remote primary.
     StandbyLeaderFollowingRemote,
     /// Standby cluster: the new standby leader points its replica at the remote primary.
@@ -288,6 +294,9 @@ impl fmt::Display for Reason {
             LeaderKeyWithoutLease => write!(f, "the leader key names this member but its lease is not confirmed; waiting"),
             ReleasingKeyWithoutLease => write!(f, "the leader key names this member but its lease is not confirmed and PostgreSQL is not a primary: releasing the key so that another member can take over"),
             LeaderHealthy => write!(f, "no action: this member is the healthy leader with the lease"),
+            RestartRequested => write!(f, "restart requested: stopping PostgreSQL; it is started again in its role"),
+            ReinitializeStopping => write!(f, "reinitialize requested: stopping PostgreSQL, then moving the data directory aside"),
+            Reinitializing => write!(f, "reinitialize: moving the data directory aside; it is cloned again from the leader"),
             StandbyLeaderFollowingRemote => write!(f, "no action: this member is the standby leader, following the remote primary of standby_cluster"),
             StandbyLeaderRepointing => write!(f, "standby leader: pointing the replica at the remote primary of standby_cluster"),
             StartingStandbyLeader => write!(f, "standby leader: starting PostgreSQL as a replica of the remote primary of standby_cluster"),

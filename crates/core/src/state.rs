@@ -97,6 +97,8 @@ pub struct MemberState {
     pub rewound_for: Option<(String, Option<u32>)>,
     /// Stopped because the WAL it needs is gone: move the data directory aside and re-clone.
     pub reclone_pending: bool,
+    /// Stopping for an operator's reinitialize: move the data directory aside and clone.
+    pub reinit_pending: bool,
     /// When this member last moved its data directory aside for an automatic re-clone.
     pub last_reclone_at: Option<Millis>,
     /// The WAL this replica needs is gone from its upstream (published as `WAL missing` until
@@ -132,6 +134,7 @@ impl MemberState {
             not_streaming_position: None,
             rewound_for: None,
             reclone_pending: false,
+            reinit_pending: false,
             last_reclone_at: None,
             wal_missing: false,
             drain_started: None,

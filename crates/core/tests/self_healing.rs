@@ -91,6 +91,7 @@ fn obs(now: Millis, pg: LocalPg, view: DcsView) -> Observation {
         failsafe_acked_at: None,
         failsafe_promised_until: None,
         missing_wal_segment: None,
+        command: None,
         watchdog: Default::default(),
     }
 }
@@ -134,6 +135,7 @@ fn stuck_with_segment_removed(state: &MemberState) -> (Decision, Observation) {
     );
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        command: None,
         ..obs(
             NOW + cfg().not_streaming_timeout_ms,
             running(true, 5_000, false),
@@ -321,6 +323,7 @@ fn missing_wal_in_the_log_leads_to_a_reclone_with_the_data_directory_moved_aside
 fn missing_wal_is_only_acted_on_once_the_replica_has_not_streamed_for_the_timeout() {
     let first = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        command: None,
         ..obs(NOW, running(true, 5_000, false), view(&[ME]))
     };
     let d = decide(&replica_state(), &first, &cfg());
@@ -391,6 +394,7 @@ fn with_restore_command_the_replica_waits_for_the_archive_without_stopping() {
     let d = decide(&replica_state(), &first, &cfg);
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        command: None,
         ..obs(
             NOW + cfg.not_streaming_timeout_ms,
             running(true, 5_000, false),
@@ -433,6 +437,7 @@ fn a_member_the_sync_key_names_keeps_its_data() {
     let d = decide(&replica_state(), &first, &cfg);
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        command: None,
         ..obs(
             NOW + cfg.not_streaming_timeout_ms,
             running(true, 5_000, false),
@@ -485,6 +490,7 @@ fn auto_reclone_off_leaves_it_to_the_operator() {
     let d = decide(&replica_state(), &first, &cfg);
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        command: None,
         ..obs(
             NOW + cfg.not_streaming_timeout_ms,
             running(true, 5_000, false),
@@ -586,6 +592,7 @@ fn a_replica_still_not_streaming_after_a_rewind_is_not_stopped_again() {
         &d.state,
         &Observation {
             missing_wal_segment: Some(SEGMENT.into()),
+            command: None,
             ..obs(again + 4 * t, running(true, 5_000, false), view(&[ME]))
         },
         &cfg(),
@@ -671,6 +678,7 @@ fn a_new_timeline_of_the_same_leader_may_need_a_new_rewind() {
 fn starting_without_wal(now: Millis, job: JobView) -> Observation {
     Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        command: None,
         job,
         ..obs(now, LocalPg::Starting, view(&[ME, "node3"]))
     }

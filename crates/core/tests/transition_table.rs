@@ -334,6 +334,13 @@ fn observation(r: &mut Rng, now: Millis) -> Observation {
         failsafe_acked_at: r.chance(20).then(|| now.saturating_sub(r.below(6_000))),
         failsafe_promised_until: r.chance(10).then(|| now + r.below(4_000)),
         missing_wal_segment: r.chance(10).then(|| "000000010000000000000003".to_string()),
+        command: match r.below(20) {
+            0 => Some(MemberCommand::Restart),
+            1 => Some(MemberCommand::Reinitialize {
+                force: r.chance(50),
+            }),
+            _ => None,
+        },
         watchdog: Default::default(),
     }
 }
@@ -373,6 +380,7 @@ fn random_state(r: &mut Rng, now: Millis) -> MemberState {
     s.rewind_needed = r.chance(20);
     s.prepared_as_replica = r.chance(20);
     s.reclone_pending = r.chance(10);
+    s.reinit_pending = r.chance(5);
     s.restart_deadline = r.chance(30).then(|| now + r.below(20_000) - 10_000);
     s.leaderless_since = r.chance(30).then(|| now.saturating_sub(r.below(10_000)));
     s.not_streaming_since = r.chance(30).then(|| now.saturating_sub(r.below(20_000)));

@@ -8,6 +8,7 @@
 //! the observation, the configuration and the facts derived from them once.
 
 mod bootstrap;
+mod commands;
 mod follower;
 mod leader;
 mod leaderless;
@@ -15,6 +16,7 @@ mod safety;
 mod standby;
 
 use crate::action::Action;
+use crate::command::CommandVerdict;
 use crate::failsafe;
 use crate::observation::{DcsView, Initialize, JobKind, JobView, Observation};
 use crate::reason::Reason;
@@ -40,6 +42,8 @@ pub struct Decision {
     pub published: PublishedState,
     /// Observe and decide again no later than this (earlier on any DCS or PostgreSQL event).
     pub next_wake: Millis,
+    /// The answer to the observation's operator command (`None` without one).
+    pub command: Option<CommandVerdict>,
 }
 
 /// What every rule of one cycle reads: the observation, the configuration, and the facts
@@ -104,7 +108,15 @@ impl<'a> Context<'a> {
 pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision {
     let cx = Context::new(prev, obs, cfg);
     let mut state = prev.clone();
-    let (reason, pg_actions) = step(&mut state, &cx);
+    let mut verdict = None;
+    let (reason, pg_actions) = step(&mut state, &cx, &mut verdict);
+    // A command the rules never reached (a halted member, a demotion) is refused with why.
+    if obs.command.is_some() && verdict.is_none() {
+        verdict = Some(CommandVerdict::Refused {
+            status: 503,
+            message: format!("not carried out now: {reason}"),
+        });
+    }
 
     let mut actions = Vec::with_capacity(pg_actions.len() + 2);
     if keeps_lease_alive(&state, &cx) {
@@ -127,6 +139,7 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
         reason,
         published,
         next_wake,
+        command: verdict,
     }
 }
 
@@ -222,7 +235,7 @@ fn next_wake(state: &MemberState, cx: &Context, actions: &[Action]) -> Millis {
 
 pub(super) type Step = (Reason, Vec<Action>);
 
-fn step(s: &mut MemberState, cx: &Context) -> Step {
+fn step(s: &mut MemberState, cx: &Context, verdict: &mut Option<CommandVerdict>) -> Step {
     if let JobView::Failed {
         kind: JobKind::Rewind,
         ..
@@ -242,6 +255,12 @@ fn step(s: &mut MemberState, cx: &Context) -> Step {
     if s.phase == Phase::Halted {
         let why = s.halted_because.clone().unwrap_or_default();
         return (Reason::Halted(why), vec![]);
+    }
+    // An operator's command (restart, reinitialize); refused, it leaves the cycle to the rest.
+    let (answer, carried_out) = commands::command(s, cx);
+    *verdict = answer;
+    if let Some(step) = carried_out {
+        return step;
     }
     // 2. One background operation at a time.
     if let JobView::Running(kind) = cx.obs.job {
@@ -275,6 +294,10 @@ fn step(s: &mut MemberState, cx: &Context) -> Step {
         }
         return (Reason::DcsUnreachable, vec![]);
     };
+    // A reinitialize whose stop is done moves the data directory aside (also in pause).
+    if let Some(step) = commands::reinitialize_after_stop(s, cx) {
+        return step;
+    }
     // 4. Never touch a data directory of another cluster.
     if let (Initialize::SystemId(cluster), Some(local)) = (&view.initialize, cx.obs.pg.system_id())
     {
