@@ -25,10 +25,7 @@ fn refused(d: &Decision) -> (u16, String) {
 }
 
 fn replica_state() -> MemberState {
-    MemberState {
-        phase: Phase::Replica,
-        ..MemberState::new()
-    }
+    in_phase(Phase::Replica)
 }
 
 #[test]

@@ -30,10 +30,7 @@ fn standby_view(leader: Option<&str>) -> DcsView {
 }
 
 fn standby_leader_state() -> MemberState {
-    MemberState {
-        phase: Phase::StandbyLeader,
-        ..MemberState::new()
-    }
+    in_phase(Phase::StandbyLeader)
 }
 
 #[test]

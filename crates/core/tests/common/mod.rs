@@ -102,6 +102,14 @@ pub fn obs(pg: LocalPg, view: DcsView) -> Observation {
     }
 }
 
+/// A fresh member state in `phase`.
+pub fn in_phase(phase: Phase) -> MemberState {
+    MemberState {
+        phase,
+        ..MemberState::new()
+    }
+}
+
 pub fn leader_state() -> MemberState {
     MemberState {
         phase: Phase::Leader,
