@@ -269,6 +269,12 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         }
     }
 
+    /// PostgreSQL is about to run as a primary (or be created): no primary_conninfo.
+    fn run_without_upstream(&mut self) {
+        self.configured_upstream = None;
+        self.follows_remote_primary = false;
+    }
+
     /// Record where primary_conninfo now points.
     fn set_upstream(&mut self, upstream: Option<String>) {
         self.follows_remote_primary = upstream.is_none() && self.dynamic.standby_cluster.is_some();
@@ -521,8 +527,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 let users = settings::bootstrap_users(&self.cfg);
                 let method = settings::bootstrap_method(&self.cfg);
                 let scope = self.cfg.scope.clone();
-                self.configured_upstream = None;
-                self.follows_remote_primary = false;
+                self.run_without_upstream();
                 let files = self.config_files(params, None, false);
                 self.jobs.start(JobKind::Bootstrap, async move {
                     let Some(method) = method else {
@@ -597,8 +602,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 });
             }
             Action::StartPrimary => {
-                self.configured_upstream = None;
-                self.follows_remote_primary = false;
+                self.run_without_upstream();
                 self.wal_log = None;
                 let files = self.config_files(params, None, false);
                 self.jobs.start(JobKind::Start, async move {
@@ -607,8 +611,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 });
             }
             Action::Promote => {
-                self.configured_upstream = None;
-                self.follows_remote_primary = false;
+                self.run_without_upstream();
                 self.wal_log = None;
                 self.jobs.start(JobKind::Promote, async move {
                     pg.promote(Duration::from_secs(60))

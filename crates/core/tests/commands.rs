@@ -45,12 +45,7 @@ fn a_restart_stops_the_leaders_primary_which_the_rules_start_again() {
     );
     assert!(d.actions.contains(&Action::RenewLease));
     // Stopped (cleanly, as a primary): started again in place.
-    let stopped = LocalPg::Stopped {
-        system_id: 42,
-        was_primary: true,
-        timeline: 1,
-        lsn: 5_000,
-    };
+    let stopped = stopped(true, 5_000);
     let d = decide(&d.state, &obs(stopped, view(Some(ME))), &cfg());
     assert_eq!(ops(&d), vec![Action::StartPrimary]);
     assert_eq!(d.command, None);
@@ -75,12 +70,7 @@ fn a_restart_is_refused_while_an_operation_runs_or_postgres_is_down() {
         Reason::WaitingForJob(JobKind::Rewind),
         "the cycle goes on"
     );
-    let stopped = LocalPg::Stopped {
-        system_id: 42,
-        was_primary: false,
-        timeline: 1,
-        lsn: 5_000,
-    };
+    let stopped = stopped(false, 5_000);
     let d = decide(
         &replica_state(),
         &with_command(obs(stopped, view(Some("node2"))), MemberCommand::Restart),
@@ -115,12 +105,7 @@ fn a_reinitialize_stops_then_moves_aside_then_clones_from_the_leader() {
     let d = decide(&d.state, &o, &cfg());
     assert_eq!(ops(&d), vec![]);
     // Stopped: moved aside, then cloned from the leader.
-    let stopped = LocalPg::Stopped {
-        system_id: 42,
-        was_primary: false,
-        timeline: 1,
-        lsn: 5_000,
-    };
+    let stopped = stopped(false, 5_000);
     let d = decide(&d.state, &obs(stopped, view(Some("node2"))), &cfg());
     assert_eq!(d.reason, Reason::Reinitializing);
     assert_eq!(ops(&d), vec![Action::MoveDataAside { reason: "reinit" }]);

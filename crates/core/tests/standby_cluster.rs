@@ -60,12 +60,7 @@ fn the_key_holder_stays_a_replica_and_points_at_the_remote_primary() {
 
 #[test]
 fn a_stopped_standby_leader_starts_as_a_replica_of_the_remote_primary() {
-    let stopped = LocalPg::Stopped {
-        system_id: 42,
-        was_primary: false,
-        timeline: 1,
-        lsn: 5_000,
-    };
+    let stopped = stopped(false, 5_000);
     let d = decide(
         &standby_leader_state(),
         &obs(stopped, standby_view(Some(ME))),

@@ -40,6 +40,19 @@ fn mentions(report: &RealReport, what: &str) -> bool {
     report.trace.iter().any(|l| l.contains(what))
 }
 
+/// The run broke no promise, settled, and its trace shows each of `evidence`.
+fn assert_healed(report: &RealReport, evidence: &[&str]) {
+    assert!(report.violations.is_empty(), "{}", show(report));
+    assert!(report.converged_at.is_some(), "{}", show(report));
+    for what in evidence {
+        assert!(
+            mentions(report, what),
+            "no \"{what}\" in:\n{}",
+            show(report)
+        );
+    }
+}
+
 #[test]
 fn a_short_absence_streams_on_from_the_slot() {
     let report = away(8_000, true);
@@ -52,19 +65,14 @@ fn a_short_absence_streams_on_from_the_slot() {
 #[test]
 fn a_long_absence_loses_the_slot_and_the_replica_is_recloned_by_itself() {
     let report = away(25_000, true);
-    assert!(report.violations.is_empty(), "{}", show(&report));
-    assert!(report.converged_at.is_some(), "{}", show(&report));
-    for what in [
-        "replication slot m3 invalidated (max_slot_wal_keep_size)",
-        "data directory moved aside (wal-missing)",
-        "m3  cloned from m1",
-    ] {
-        assert!(
-            mentions(&report, what),
-            "no \"{what}\" in:\n{}",
-            show(&report)
-        );
-    }
+    assert_healed(
+        &report,
+        &[
+            "replication slot m3 invalidated (max_slot_wal_keep_size)",
+            "data directory moved aside (wal-missing)",
+            "m3  cloned from m1",
+        ],
+    );
 }
 
 #[test]
@@ -94,17 +102,12 @@ fn a_replica_down_past_its_slot_starts_finds_its_wal_removed_and_is_recloned() {
         liveness_bound_ms: 60_000,
         ..RealConfig::new(3)
     });
-    assert!(report.violations.is_empty(), "{}", show(&report));
-    assert!(report.converged_at.is_some(), "{}", show(&report));
-    for what in [
-        "has already been removed",
-        "data directory moved aside (wal-missing)",
-        "m3  cloned from m1",
-    ] {
-        assert!(
-            mentions(&report, what),
-            "no \"{what}\" in:\n{}",
-            show(&report)
-        );
-    }
+    assert_healed(
+        &report,
+        &[
+            "has already been removed",
+            "data directory moved aside (wal-missing)",
+            "m3  cloned from m1",
+        ],
+    );
 }

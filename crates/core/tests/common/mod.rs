@@ -102,6 +102,17 @@ pub fn obs(pg: LocalPg, view: DcsView) -> Observation {
     }
 }
 
+/// A stopped data directory of system 42 at `lsn` (`was_primary`: pg_control says it last ran
+/// as a primary).
+pub fn stopped(was_primary: bool, lsn: Lsn) -> LocalPg {
+    LocalPg::Stopped {
+        system_id: 42,
+        was_primary,
+        timeline: 1,
+        lsn,
+    }
+}
+
 /// A fresh member state in `phase`.
 pub fn in_phase(phase: Phase) -> MemberState {
     MemberState {
