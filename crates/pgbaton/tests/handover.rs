@@ -96,6 +96,24 @@ async fn connect(addr: SocketAddr) -> Result<tokio_postgres::Client, tokio_postg
     Ok(client)
 }
 
+/// A session through `addr` that has run `sql`, and its connection's task (which ends
+/// when the router closes the session).
+async fn session_with(
+    addr: SocketAddr,
+    sql: &str,
+) -> (
+    tokio_postgres::Client,
+    tokio::task::JoinHandle<Result<(), tokio_postgres::Error>>,
+) {
+    let (client, connection) = app(addr).connect(NoTls).await.expect("session");
+    let connection = tokio::spawn(connection);
+    client
+        .batch_execute(sql)
+        .await
+        .unwrap_or_else(|e| panic!("{sql}: {e}"));
+    (client, connection)
+}
+
 /// What the clients saw.
 #[derive(Default)]
 struct Tally {
@@ -231,6 +249,15 @@ async fn switchover(cluster: &Cluster, candidate: Option<&str>) -> (String, Stri
     }
 }
 
+/// A member of `cluster` other than `than`.
+fn another_member(cluster: &Cluster, than: &str) -> String {
+    cluster
+        .members()
+        .into_iter()
+        .find(|m| m != than)
+        .expect("another member")
+}
+
 /// The table the clients write, made by the superuser on the leader.
 async fn create_table(cluster: &Cluster) {
     let leader = cluster.wait_for_leader(Duration::from_secs(30)).await;
@@ -254,11 +281,7 @@ async fn run_switchovers(cluster: &Cluster, router: &RunningRouter, label: &str)
     let (a, b, took) = switchover(cluster, None).await;
     eprintln!("{label}: switchover without candidate {a} -> {b} in {took:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let candidate = cluster
-        .members()
-        .into_iter()
-        .find(|m| *m != b)
-        .expect("another member");
+    let candidate = another_member(cluster, &b);
     let (a, b, took) = switchover(cluster, Some(&candidate)).await;
     eprintln!("{label}: switchover to {candidate} {a} -> {b} in {took:?}");
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -281,6 +304,31 @@ fn report(label: &str, kind: &str, t: &Tally) {
         } else {
             format!("\n  {}", t.failed.join("\n  "))
         }
+    );
+}
+
+/// Both kinds of clients wrote, none of their operations failed across the two
+/// switchovers, and the router `name` acknowledged each.
+fn assert_nothing_failed(
+    label: &str,
+    sessions: &Tally,
+    connections: &Tally,
+    acks: &std::sync::atomic::AtomicUsize,
+    name: &str,
+) {
+    report(label, "persistent sessions", sessions);
+    report(label, "connection per write", connections);
+    assert!(sessions.ok > 0 && connections.ok > 0, "the clients wrote");
+    assert!(
+        sessions.failed.is_empty() && connections.failed.is_empty(),
+        "no failed operation across two switchovers: {:?} {:?}",
+        sessions.failed,
+        connections.failed
+    );
+    let seen = acks.load(Ordering::Relaxed);
+    assert!(
+        seen >= 2,
+        "the router acknowledged each switchover in routers/{name} ({seen} seen)"
     );
 }
 
@@ -356,20 +404,7 @@ async fn switchovers_cost_transaction_pooled_and_per_write_clients_nothing() {
     let (sessions, connections) = run_switchovers(&cluster, &router, "transaction pool").await;
     watching.abort();
     print_handover_log(&cluster);
-    report("transaction pool", "persistent sessions", &sessions);
-    report("transaction pool", "connection per write", &connections);
-    assert!(sessions.ok > 0 && connections.ok > 0, "the clients wrote");
-    assert!(
-        sessions.failed.is_empty() && connections.failed.is_empty(),
-        "no failed operation across two switchovers: {:?} {:?}",
-        sessions.failed,
-        connections.failed
-    );
-    assert!(
-        acks.load(Ordering::Relaxed) >= 2,
-        "the router acknowledged each switchover in routers/pooled ({} seen)",
-        acks.load(Ordering::Relaxed)
-    );
+    assert_nothing_failed("transaction pool", &sessions, &connections, &acks, "pooled");
     drop(router);
     // The router's key goes when it stops.
     let deadline = Instant::now() + Duration::from_secs(10);
@@ -516,12 +551,7 @@ async fn a_switchover_then_a_failover_cost_pooled_clients_one_error_per_transact
     ));
     // Two idle session-mode sessions: one whose state the router knows (a reported
     // parameter) moves, one with state it cannot carry (search_path) is closed, saying why.
-    let (mover, mover_conn) = app(session.write).connect(NoTls).await.expect("mover");
-    tokio::spawn(mover_conn);
-    mover
-        .batch_execute("SET application_name = 'mover'")
-        .await
-        .expect("set application_name");
+    let (mover, _) = session_with(session.write, "SET application_name = 'mover'").await;
     let port = |row: tokio_postgres::Row| row.get::<_, i32>(0);
     let port_before = port(
         mover
@@ -529,12 +559,7 @@ async fn a_switchover_then_a_failover_cost_pooled_clients_one_error_per_transact
             .await
             .expect("port"),
     );
-    let (stayer, stayer_conn) = app(session.write).connect(NoTls).await.expect("stayer");
-    let stayer_conn = tokio::spawn(stayer_conn);
-    stayer
-        .batch_execute("SET search_path TO public")
-        .await
-        .expect("set search_path");
+    let (stayer, stayer_conn) = session_with(session.write, "SET search_path TO public").await;
     tokio::time::sleep(Duration::from_secs(2)).await;
 
     let (a, b, took) = switchover(&cluster, None).await;
@@ -664,4 +689,138 @@ async fn a_switchover_then_a_failover_cost_pooled_clients_one_error_per_transact
         started_after("transaction") > 0 && started_after("session") > 0,
         "both routers' clients wrote on the new leader"
     );
+}
+
+/// The router's Prometheus counter `name` (its status API on `api`).
+async fn router_counter(api: u16, name: &str) -> f64 {
+    let (_, body) = common::http::get(api, "/metrics")
+        .await
+        .expect("router metrics");
+    body.lines()
+        .filter(|l| l.starts_with(name))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Session pooling with kernel forwarding, as `local up` sets it up: at each switchover
+/// the kernel-forwarded sessions are taken out of the kernel between two transactions and
+/// moved to the new leader with their state. Busy persistent sessions see no error; an idle
+/// session keeps the parameters it SET and its prepared statement; a session holding
+/// LISTEN is closed with a message naming it; the router still acknowledges each switchover.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn switchovers_move_kernel_forwarded_sessions_with_their_state() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter("pgbaton_router=info")
+        .with_test_writer()
+        .try_init();
+    let cluster = Cluster::start(3).await;
+    let leader = cluster.wait_until_all_streaming(UP).await;
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mut cfg = pool_config(&cluster, &leader, dir.path(), "kernel", PoolMode::Session).await;
+    // Refuses to start where the kernel cannot forward: the test needs it.
+    cfg.forwarding = Forwarding::Kernel;
+    cfg.pool.default_pool_size = 20;
+    let api = common::ports::closed_port();
+    cfg.api_listen = Some(format!("127.0.0.1:{api}"));
+    let router = RunningRouter::start(cfg).await;
+    wait_registered(&cluster, "kernel").await;
+    let (acks, watching) = watch_acks(&cluster, "kernel");
+    create_table(&cluster).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (sessions, connections, tasks) = spawn_clients(router.write, 4, 2, stop.clone());
+
+    // An idle session with state: parameters it SET and a prepared statement.
+    let (keeper, _) = session_with(
+        router.write,
+        "SET work_mem = '7MB'; SET search_path TO public, pg_catalog",
+    )
+    .await;
+    let statement = keeper
+        .prepare("SELECT $1::int4 + 1, inet_server_port()")
+        .await
+        .expect("prepare");
+    let before: i32 = keeper
+        .query_one(&statement, &[&41i32])
+        .await
+        .expect("prepared statement")
+        .get(1);
+    // A session holding LISTEN, which cannot move.
+    let (_listener, listener_conn) = session_with(router.write, "LISTEN handover_news").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let forwarded = router_counter(api, "pgbaton_router_kernel_forwarded_sessions").await;
+    assert!(
+        forwarded >= 6.0,
+        "the sessions are forwarded by the kernel ({forwarded} counted)"
+    );
+
+    let (a, b, took) = switchover(&cluster, None).await;
+    eprintln!("kernel sessions: switchover without candidate {a} -> {b} in {took:?}");
+    let check = |label: &'static str| {
+        let (keeper, statement) = (&keeper, &statement);
+        async move {
+            let row = keeper
+                .query_one(statement, &[&41i32])
+                .await
+                .unwrap_or_else(|e| panic!("{label}: the prepared statement after the move: {e}"));
+            let (sum, port): (i32, i32) = (row.get(0), row.get(1));
+            let row = keeper
+                .query_one(
+                    "SELECT current_setting('work_mem'), current_setting('search_path'), pg_is_in_recovery()",
+                    &[],
+                )
+                .await
+                .unwrap_or_else(|e| panic!("{label}: the moved session: {e}"));
+            let (work_mem, path, recovery): (String, String, bool) =
+                (row.get(0), row.get(1), row.get(2));
+            eprintln!(
+                "{label}: moved session on port {port}: work_mem {work_mem}, search_path {path}"
+            );
+            assert_eq!(sum, 42);
+            assert_eq!(
+                (work_mem.as_str(), path.as_str(), recovery),
+                ("7MB", "public, pg_catalog", false),
+                "{label}: the session's parameters moved with it, to the leader"
+            );
+            port
+        }
+    };
+    let after_first = check("first switchover").await;
+    assert_ne!(
+        before, after_first,
+        "the idle session runs on the new leader"
+    );
+    let closed = tokio::time::timeout(Duration::from_secs(10), listener_conn)
+        .await
+        .expect("the LISTEN session was closed")
+        .expect("join");
+    let message = format!("{closed:?}");
+    assert!(
+        message.contains("LISTEN") && message.contains("switchover"),
+        "the LISTEN session hears why: {message}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let candidate = another_member(&cluster, &b);
+    let (a, b, took) = switchover(&cluster, Some(&candidate)).await;
+    eprintln!("kernel sessions: switchover to {candidate} {a} -> {b} in {took:?}");
+    let after_second = check("second switchover").await;
+    assert_ne!(after_first, after_second);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        if tokio::time::timeout(Duration::from_secs(30), t)
+            .await
+            .is_err()
+        {
+            for path in ["/clients", "/servers", "/pools"] {
+                let (_, body) = common::http::get(api, path).await.unwrap_or_default();
+                eprintln!("{path}: {body}");
+            }
+            panic!("a client is stuck (its last operation never ended)");
+        }
+    }
+    watching.abort();
+    print_handover_log(&cluster);
+    let take = |m: Arc<Mutex<Tally>>| std::mem::take(&mut *m.lock().expect("tally"));
+    let (sessions, connections) = (take(sessions), take(connections));
+    assert_nothing_failed("kernel sessions", &sessions, &connections, &acks, "kernel");
 }

@@ -66,8 +66,9 @@ impl Client {
                     backend,
                     role,
                     close_when_not_leader,
+                    None,
                 )
-                .await
+                .await;
             }
             Client::Tls(client) => {
                 tls::forward(

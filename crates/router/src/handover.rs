@@ -254,10 +254,12 @@ pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
         }
         let state = h.states.borrow().clone();
         let pending = pending_switchover(&state, unix_now_ms());
-        let busy = h
-            .pooling
-            .as_ref()
-            .map_or(0, |p| p.pools.busy_transactions("write"));
+        // Busy: transaction-mode write connections in a transaction, and session-mode write
+        // sessions the kernel forwards until they have been taken out (`takeout`).
+        let busy = h.pooling.as_ref().map_or(0, |p| {
+            p.pools.busy_transactions("write")
+                + p.kernel_writes.load(std::sync::atomic::Ordering::Relaxed)
+        });
         let now = Instant::now();
         for effect in step(&mut phase, pending, busy, now, drain_timeout(&state)) {
             match effect {
@@ -282,6 +284,7 @@ pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
                     h.hold.send_replace(false);
                     if let Some(p) = &h.pooling {
                         p.pools.resume(None);
+                        p.probers.clear();
                     }
                     tracing::info!(%scope, leader = state.leader_name().unwrap_or("none"), held_ms = held_since.map_or(0, |t| t.elapsed().as_millis() as u64), "switchover over: write traffic resumed");
                     held_since = None;

@@ -72,6 +72,7 @@ mod session;
 mod shared;
 mod status_page;
 mod status_table;
+mod takeout;
 mod tls;
 pub mod topology;
 mod txn;

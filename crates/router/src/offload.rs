@@ -28,11 +28,17 @@ use tokio::io::Interest;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 
-/// Sockets the map can hold (two per session); a session beyond this uses the relay.
+/// Sockets each map can hold (two per session); a session beyond this uses the relay.
 const MAX_SOCKETS: u32 = 65_536;
 
 /// The socket map with its program, and the watch on the sessions' sockets.
 pub(crate) struct Offload {
+    /// Every forwarded socket under its own cookie. The program is attached to this map, so
+    /// it runs on what arrives on these sockets; a socket leaving it drops what the kernel
+    /// still had on its way to it, so it leaves last (when the pair is dropped).
+    members: OwnedFd,
+    /// Where the program looks up where to send: a socket's cookie → its partner. Taking a
+    /// key out (`Pair::hold_client`) leaves that socket's data on the socket itself.
     map: OwnedFd,
     _program: OwnedFd,
     /// epoll set of every forwarded socket, reporting only hang-ups and errors.
@@ -48,7 +54,9 @@ impl Offload {
     pub(crate) fn open() -> io::Result<Arc<Offload>> {
         let map = bpf::sockhash(MAX_SOCKETS)
             .map_err(|e| io::Error::new(e.kind(), format!("creating the socket map: {e}")))?;
-        let program = bpf::attach_program(&map)?;
+        let members = bpf::sockhash(MAX_SOCKETS)
+            .map_err(|e| io::Error::new(e.kind(), format!("creating the socket map: {e}")))?;
+        let program = bpf::attach_program(&members, &map)?;
         // SAFETY: plain system call; the descriptor is checked and owned below.
         let epoll = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
         if epoll < 0 {
@@ -60,6 +68,7 @@ impl Offload {
         let closes = unsafe { AsyncFd::register_with_interest(epoll, Interest::READABLE) }
             .map_err(|e| e.into_parts().1)?;
         let offload = Arc::new(Offload {
+            members,
             map,
             _program: program,
             closes,
@@ -115,9 +124,15 @@ impl Offload {
             server_start,
             held: held as u64,
             keys: Vec::with_capacity(2),
+            members: Vec::with_capacity(2),
             watched: Vec::with_capacity(2),
             ended: rx,
         };
+        // Members first: the program runs on both sockets until the pair is dropped.
+        bpf::insert(&self.members, client_cookie, client_fd)?;
+        pair.members.push(client_cookie);
+        bpf::insert(&self.members, server_cookie, server_fd)?;
+        pair.members.push(server_cookie);
         // Data arriving on the server is looked up under the server's cookie and sent to
         // the client, and the other way round.
         bpf::insert(&self.map, server_cookie, client_fd)?;
@@ -193,6 +208,21 @@ fn tcp_bytes(socket: RawFd) -> Option<Counters> {
     })
 }
 
+/// A forwarded session's byte counters since the take-over.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Flow {
+    /// Received from the client (forwarded to the server, or held for the router).
+    pub from_client: u64,
+    /// Received from the server, and the startup answers the router wrote to the client.
+    pub from_server: u64,
+    /// Sent to the server and acknowledged by it.
+    pub acked_by_server: u64,
+    /// Sent to the client and acknowledged by it.
+    pub acked_by_client: u64,
+    /// A side reset or fully closed.
+    pub closed: bool,
+}
+
 /// A socket's TCP byte counters.
 #[derive(Debug, Clone, Copy)]
 struct Counters {
@@ -265,6 +295,8 @@ pub(crate) struct Pair {
     /// Bytes the router wrote to the client after the take-over.
     held: u64,
     keys: Vec<u64>,
+    /// Keys in `Offload::members`, removed last.
+    members: Vec<u64>,
     watched: Vec<RawFd>,
     ended: oneshot::Receiver<()>,
 }
@@ -297,6 +329,40 @@ impl Pair {
             && client.acked - self.client_start.acked >= to_client
     }
 
+    /// Stop sending the client's data to the server: from now on it stays on the client's
+    /// socket for the router to read; the server's data still goes to the client, and what
+    /// was already on its way to the server is still delivered.
+    pub(crate) fn hold_client(&mut self) -> io::Result<()> {
+        self.take_key(bpf::cookie(self.client_fd)?)
+    }
+
+    /// Stop sending the server's data to the client (after `hold_client`): both directions
+    /// then stay on their sockets; dropping the pair takes the sockets out of the map.
+    pub(crate) fn hold_server(&mut self) -> io::Result<()> {
+        self.take_key(bpf::cookie(self.server_fd)?)
+    }
+
+    fn take_key(&mut self, key: u64) -> io::Result<()> {
+        bpf::remove(&self.offload.map, key)?;
+        self.keys.retain(|k| *k != key);
+        Ok(())
+    }
+
+    /// The bytes of each direction since the take-over: what arrived, and what the other
+    /// side's peer acknowledged. None when the counters cannot be read.
+    pub(crate) fn flow(&self) -> Option<Flow> {
+        let client = tcp_bytes(self.client_fd)?;
+        let server = tcp_bytes(self.server_fd)?;
+        Some(Flow {
+            from_client: (client.received - client.fin).saturating_sub(self.client_start.received),
+            from_server: self.held
+                + (server.received - server.fin).saturating_sub(self.server_start.received),
+            acked_by_server: server.acked.saturating_sub(self.server_start.acked),
+            acked_by_client: client.acked.saturating_sub(self.client_start.acked),
+            closed: client.closed || server.closed,
+        })
+    }
+
     /// Resolves when either side closed its end or failed.
     pub(crate) async fn ended(&mut self) {
         if (&mut self.ended).await.is_err() {
@@ -310,6 +376,11 @@ impl Drop for Pair {
     fn drop(&mut self) {
         for key in self.keys.drain(..) {
             if let Err(e) = bpf::remove(&self.offload.map, key) {
+                tracing::debug!(error = %e, "kernel forwarding: removing a socket from the map");
+            }
+        }
+        for key in self.members.drain(..) {
+            if let Err(e) = bpf::remove(&self.offload.members, key) {
                 tracing::debug!(error = %e, "kernel forwarding: removing a socket from the map");
             }
         }

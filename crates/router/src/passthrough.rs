@@ -93,6 +93,7 @@ pub(crate) async fn serve(shared: Arc<Shared>, mut client: TcpStream, listener: 
         backend,
         listener,
         close_when_not_leader,
+        None,
     )
     .await;
 }

@@ -48,6 +48,11 @@ pub(crate) struct Pooling {
     /// Logged-in clients by id, for `/clients` and `/servers`.
     pub registry: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
     next_client: AtomicU64,
+    /// Session-mode write sessions the kernel forwards now (`takeout`): each counts as busy
+    /// for a switchover's drain until it has been taken out.
+    pub kernel_writes: Arc<AtomicUsize>,
+    /// The connections that ask the old leader about such sessions during a switchover.
+    pub probers: crate::takeout::Probers,
 }
 
 /// A logged-in pooled client, for `/clients` (PgBouncer's SHOW CLIENTS).
@@ -89,6 +94,8 @@ impl Pooling {
             cancels: Mutex::new(Default::default()),
             registry: Mutex::new(Default::default()),
             next_client: AtomicU64::new(1),
+            kernel_writes: Arc::new(AtomicUsize::new(0)),
+            probers: Default::default(),
         }
     }
 
@@ -159,6 +166,13 @@ pub(crate) struct Ctx {
     pub unmovable: Option<String>,
     /// Read-your-writes (the auto listener, or a `pgbaton.min_lsn` token).
     pub ryw: Option<Box<crate::ryw::ReadYourWrites>>,
+    /// A session taken out of the kernel at a switchover (`takeout`): the router has not
+    /// seen its statements, so before it moves, its state is read on the old server
+    /// (`takeout::carried_state`); it counts for the switchover's drain until then.
+    pub kernel: Option<crate::takeout::KernelWrite>,
+    /// A session taken out of the kernel: its server's transaction status and what the
+    /// client sent meanwhile, for the relay to start from.
+    pub resumed: Option<Box<(u8, Vec<u8>)>>,
     active: bool,
 }
 
@@ -902,6 +916,8 @@ async fn start(
         entry: Some(entry),
         unmovable: None,
         ryw: ryw.map(Box::new),
+        kernel: None,
+        resumed: None,
         active: false,
     };
     // In transaction mode a client that logs in needs no server connection once the pool
@@ -948,11 +964,15 @@ async fn start(
         };
         ctx.attach(&conn);
         let ServerConn {
+            id,
             read,
             write,
             key: server_key,
             backend,
+            params,
+            created,
             slot,
+            view,
             ..
         } = conn;
         let server = match read.reunite(write) {
@@ -968,19 +988,74 @@ async fn start(
             key: server_key,
             opaque: false,
         };
-        Box::pin(crate::relay::forward(
+        // A write session can be taken out of the kernel and moved at a switchover.
+        let takeout =
+            server_key
+                .filter(|_| ctx.target == Target::Write)
+                .map(|k| crate::takeout::Takeout {
+                    pooling: pooling.clone(),
+                    key: ctx.key.clone(),
+                    pid: k.pid,
+                    counted: crate::takeout::KernelWrite::new(&pooling.kernel_writes),
+                });
+        let taken = Box::pin(crate::relay::forward(
             shared.clone(),
             tcp,
             server,
             ready,
-            backend,
+            backend.clone(),
             ctx.target,
             ctx.target == Target::Write,
+            takeout,
         ))
         .await;
-        // The server connection ends with the session (its Terminate went through).
-        drop(slot);
-        return None;
+        let Some(taken) = taken else {
+            // The server connection ends with the session (its Terminate went through).
+            drop(slot);
+            return None;
+        };
+        let (read, write) = taken.server.into_split();
+        let conn = ServerConn {
+            id,
+            backend,
+            read,
+            write,
+            key: server_key,
+            params,
+            prepared: Default::default(),
+            created,
+            idle_since: Instant::now(),
+            slot,
+            view,
+        };
+        // The client's cancel key is its first server's: from now on it names whichever
+        // server connection the client holds.
+        if let Some(k) = server_key {
+            pooling
+                .cancels
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .insert(k, ctx.cancel.clone());
+            guard.cancel = Some(k);
+        }
+        let crate::takeout::Settled {
+            status,
+            held,
+            from_server,
+            counted,
+        } = taken.settled;
+        let mut client = taken.client;
+        if !from_server.is_empty() && client.write_all(&from_server).await.is_err() {
+            return None;
+        }
+        ctx.kernel = Some(counted);
+        ctx.resumed = Some(Box::new((status, held)));
+        return Some(Started {
+            ctx,
+            client: Client::Plain(client),
+            server: Some(conn),
+            guard,
+        });
     }
     let router_key = random_key(&pooling);
     pooling

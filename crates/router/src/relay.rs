@@ -21,6 +21,7 @@ use crate::offload::Pair;
 use crate::protocol::Target;
 use crate::pump::{self, Moved};
 use crate::shared::{SessionGuard, Shared};
+use crate::takeout::{TakenOut, Takeout};
 use crate::topology::Backend;
 
 /// Resolves when `backend` is no longer the leader (never when `leader` is None), with the
@@ -48,6 +49,10 @@ async fn leader_moved(
     crate::txn::error_message("FATAL", "57P01", &text)
 }
 
+/// Forward a session until it ends; with `takeout` (a pooled session-mode write session), a
+/// switchover's hold takes it out of the kernel (`takeout`), and it is returned to the
+/// caller to relay and move.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn forward(
     shared: Arc<Shared>,
     mut client: TcpStream,
@@ -56,7 +61,8 @@ pub(crate) async fn forward(
     backend: Backend,
     role: Target,
     close_when_not_leader: bool,
-) {
+    takeout: Option<Takeout>,
+) -> Option<TakenOut> {
     let Ready { held, key, opaque } = ready;
     let _guard = SessionGuard::new(&shared, &backend, role, key);
     // Into the kernel's hands before the client learns it may send (ReadyForQuery is in
@@ -73,24 +79,55 @@ pub(crate) async fn forward(
         });
     if let Err(e) = client.write_all(&held).await {
         tracing::debug!(backend = %backend.name, error = %e, "client left before the startup completed");
-        return;
+        return None;
     }
     // Not needed any more: an idle session should hold no buffer.
     drop(held);
     let leader = close_when_not_leader.then(|| shared.leader.clone());
     let moved = Moved::default();
+    let mut taken = None;
     if let Some(pair) = pair {
         shared.metrics.kernel_forwarded.inc();
-        in_kernel(
+        let out = in_kernel(
             &shared,
             pair,
             client,
             server,
-            (leader, opaque),
+            (leader.clone(), opaque),
             &backend,
             &moved,
+            takeout,
         )
         .await;
+        if let Some((takeout, pair, client, server)) = out {
+            let settled =
+                crate::takeout::settle(&shared, takeout, pair, &backend, &client, &server);
+            match settled.await {
+                Ok(settled) => match (TcpStream::from_std(client), TcpStream::from_std(server)) {
+                    (Ok(client), Ok(server)) => {
+                        taken = Some(TakenOut {
+                            client,
+                            server,
+                            settled,
+                        })
+                    }
+                    _ => {
+                        tracing::warn!(backend = %backend.name, "a session taken out of the kernel cannot return to the event loop; closed")
+                    }
+                },
+                Err(why) => {
+                    tracing::info!(backend = %backend.name, reason = %why, "a kernel-forwarded session could not be taken out for the switchover; closing it");
+                    shared.metrics.closed_on_leader_change.inc();
+                    let text = format!("pgbaton router: switchover: {} stops being the leader and this session was still in a statement ({why}); connect again (new connections wait for the new leader)", backend.name);
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                    let _ = std::io::Write::write(
+                        &mut &client,
+                        &crate::txn::error_message("FATAL", "57P01", &text),
+                    );
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                }
+            }
+        }
     } else {
         in_user_space(&shared, client, server, (leader, opaque), &backend, &moved).await;
     }
@@ -106,6 +143,7 @@ pub(crate) async fn forward(
     };
     count("to_server", &moved.to_server);
     count("to_client", &moved.to_client);
+    taken
 }
 
 /// How long a session whose one side closed may stay open so that what that side sent just
@@ -113,9 +151,22 @@ pub(crate) async fn forward(
 /// as soon as everything received has been delivered, within milliseconds normally.
 const LINGER: Duration = Duration::from_secs(2);
 
+/// Resolves when a switchover holds the write traffic (never without `takeout`).
+async fn switchover_held(shared: &Shared, takeout: bool) {
+    if !takeout {
+        return std::future::pending().await;
+    }
+    let mut hold = shared.hold.clone();
+    if hold.wait_for(|held| *held).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Until a side closes (then `LINGER`), the leader moves or the router stops; the kernel
 /// forwards meanwhile. The sockets leave tokio's event loop: the router is not woken by the
-/// session's traffic at all.
+/// session's traffic at all. With `takeout`, a switchover's hold takes the sockets out of
+/// the map and gives them back (with `takeout`) for `takeout::settle`.
+#[allow(clippy::too_many_arguments)]
 async fn in_kernel(
     shared: &Shared,
     mut pair: Pair,
@@ -124,16 +175,19 @@ async fn in_kernel(
     leader: (Option<watch::Receiver<Option<Backend>>>, bool),
     backend: &Backend,
     moved: &Moved,
-) {
+    takeout: Option<Takeout>,
+) -> Option<(Takeout, Pair, std::net::TcpStream, std::net::TcpStream)> {
     let (client, server) = match (client.into_std(), server.into_std()) {
         (Ok(client), Ok(server)) => (client, server),
-        _ => return,
+        _ => return None,
     };
     let mut stop = shared.stop.clone();
     let leader_gone = leader_moved(leader.0, backend, leader.1);
     tokio::pin!(leader_gone);
     let mut goodbye = None;
+    let mut take_out = false;
     tokio::select! {
+        _ = switchover_held(shared, takeout.is_some()) => take_out = true,
         _ = pair.ended() => {
             let drained = async {
                 while !pair.drained() {
@@ -160,6 +214,11 @@ async fn in_kernel(
         moved.to_server.store(to_server, Ordering::Relaxed);
         moved.to_client.store(to_client, Ordering::Relaxed);
     }
+    if take_out {
+        if let Some(takeout) = takeout {
+            return Some((takeout, pair, client, server));
+        }
+    }
     drop(pair);
     if let Some(bytes) = goodbye {
         // Out of the kernel's map: the server side first, then the client hears why.
@@ -168,6 +227,7 @@ async fn in_kernel(
     }
     let _ = client.shutdown(std::net::Shutdown::Both);
     let _ = server.shutdown(std::net::Shutdown::Both);
+    None
 }
 
 async fn in_user_space(

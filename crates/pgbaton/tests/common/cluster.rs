@@ -363,8 +363,9 @@ impl Cluster {
         }
     }
 
-    /// Wait until `names` are all running: the leader as master, the others streaming.
-    /// Returns the leader's name.
+    /// Wait until `names` are all running: the leader as master, the others streaming and
+    /// published within 1 MiB of the leader's position (what a switchover to them needs:
+    /// `maximum_lag_on_failover`). Returns the leader's name.
     pub async fn wait_until_streaming(&self, names: &[String], timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         let mut last;
@@ -372,6 +373,7 @@ impl Cluster {
             match self.state().await {
                 Ok(state) => {
                     let leader = state.leader_name().map(str::to_string);
+                    let optime = state.leader_optime().unwrap_or(0);
                     let ok = names.iter().all(|n| {
                         state.members.get(n).is_some_and(|d| {
                             d.state == "running"
@@ -380,6 +382,9 @@ impl Cluster {
                                 } else {
                                     !d.is_primary_role()
                                         && d.replication_state.as_deref() == Some("streaming")
+                                        && d.xlog_location.is_some_and(|at| {
+                                            optime.saturating_sub(at) <= 1024 * 1024
+                                        })
                                 }
                         })
                     });

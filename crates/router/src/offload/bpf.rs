@@ -1,16 +1,24 @@
 //! The few bpf(2) calls kernel forwarding needs, and its one program, written out as
-//! instructions (eleven of them: a compiler toolchain for BPF would be a far larger
+//! instructions (twelve of them: a compiler toolchain for BPF would be a far larger
 //! dependency than this file).
 //!
-//! The program runs in the kernel for every chunk of data that arrives on a socket in the
-//! map. It looks up the socket's own cookie in the map, where the router stored the
-//! *partner* socket (the client under the server's cookie and the server under the
-//! client's), and asks the kernel to send the data out on that partner:
+//! The program runs in the kernel for every chunk of data that arrives on a socket of the
+//! map it is attached to (`members`). It looks up the socket's own cookie in a second map,
+//! where the router stored the *partner* socket (the client under the server's cookie and
+//! the server under the client's), and asks the kernel to send the data out on that
+//! partner:
 //!
 //! ```text
 //! key = bpf_get_socket_cookie(skb);
-//! return bpf_sk_redirect_hash(skb, &map, &key, 0);   // 0 = out of the partner socket
+//! bpf_sk_redirect_hash(skb, &map, &key, 0);   // 0 = out of the partner socket
+//! return SK_PASS;
 //! ```
+//!
+//! SK_PASS with the redirect set sends the data to the partner; where the socket's key is
+//! not in the second map (the router took it out: `Pair::hold_client`), no redirect is set
+//! and the data stays on the socket itself, for the router to read. (Returning the helper's
+//! answer would drop it.) Two maps, because a socket's entry in the first one is what
+//! makes the program run on it and what keeps the data the kernel has on its way to it.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -29,6 +37,8 @@ const BPF_SK_SKB_VERDICT: u32 = 38;
 const BPF_NOEXIST: u64 = 1;
 
 const FUNC_GET_SOCKET_COOKIE: i32 = 46;
+/// The verdict that delivers (redirected, when the helper set a redirect).
+const SK_PASS: i32 = 1;
 const FUNC_SK_REDIRECT_HASH: i32 = 72;
 
 #[repr(C)]
@@ -156,14 +166,16 @@ fn program(map: RawFd) -> Vec<u64> {
         insn(MOV64_REG, 3, 10, 0, 0),                // r3 = fp
         insn(ADD64_IMM, 3, 0, 0, -8),                // r3 = fp - 8 (&key)
         insn(MOV64_IMM, 4, 0, 0, 0),                 // r4 = 0 (egress)
-        insn(CALL, 0, 0, 0, FUNC_SK_REDIRECT_HASH),  // r0 = redirect(...)
+        insn(CALL, 0, 0, 0, FUNC_SK_REDIRECT_HASH),  // redirect(...)
+        insn(MOV64_IMM, 0, 0, 0, SK_PASS),           // r0 = SK_PASS
         insn(EXIT, 0, 0, 0, 0),                      // return r0
     ]
 }
 
-/// Load the program and attach it to `map` as its verdict program.
-pub(super) fn attach_program(map: &OwnedFd) -> io::Result<OwnedFd> {
-    let insns = program(map.as_raw_fd());
+/// Load the program (looking up partners in `lookup`) and attach it to `members` as its
+/// verdict program.
+pub(super) fn attach_program(members: &OwnedFd, lookup: &OwnedFd) -> io::Result<OwnedFd> {
+    let insns = program(lookup.as_raw_fd());
     let license = c"GPL";
     let mut log = vec![0u8; 4096];
     let mut load = ProgLoad {
@@ -189,7 +201,7 @@ pub(super) fn attach_program(map: &OwnedFd) -> io::Result<OwnedFd> {
         }
     };
     let mut attach = ProgAttach {
-        target_fd: map.as_raw_fd() as u32,
+        target_fd: members.as_raw_fd() as u32,
         attach_bpf_fd: prog.as_raw_fd() as u32,
         attach_type: BPF_SK_SKB_VERDICT,
         attach_flags: 0,
@@ -235,7 +247,7 @@ mod tests {
         // call 72
         assert_eq!(insn(0x85, 0, 0, 0, 72), 0x0000_0048_0000_0085);
         let p = program(7);
-        assert_eq!(p.len(), 11);
+        assert_eq!(p.len(), 12);
         assert_eq!(
             p[4] >> 32,
             7,

@@ -224,6 +224,43 @@ async fn handover(shared: &crate::shared::Shared, backend: Option<&Backend>, idl
     }
 }
 
+/// An idle session-mode session gives up its write server connection for a handover: its
+/// next statement waits for the new leader (`acquire`) and runs there with the client's
+/// parameters and prepared statements. A session taken out of the kernel first reads what
+/// it holds on the old server (`takeout::carried_state`). Returns the connection when the
+/// session cannot move (it then holds state the router cannot carry: `ctx.unmovable`).
+async fn give_up(
+    ctx: &mut Ctx,
+    mut conn: ServerConn,
+    statements: &mut Statements,
+) -> Option<ServerConn> {
+    if ctx.kernel.take().is_some() {
+        let asked = crate::takeout::carried_state(&mut conn);
+        match tokio::time::timeout(ctx.shared.cfg.startup_timeout, asked).await {
+            Ok(Ok(carried)) => {
+                tracing::debug!(pool = %ctx.key, parameters = carried.params.len(), statements = carried.statements.len(), "the state of a session taken out of the kernel moves with it");
+                for (name, value) in carried.params {
+                    ctx.params.insert(name, value);
+                }
+                for (name, definition) in carried.statements {
+                    statements.import(name, &definition);
+                }
+            }
+            Ok(Err(what)) => ctx.unmovable = Some(what),
+            Err(_) => {
+                ctx.unmovable = Some("state the old leader did not report in time".into());
+            }
+        }
+    }
+    if ctx.unmovable.is_some() {
+        return Some(conn);
+    }
+    let still_leader = ctx.shared.leader.borrow().as_ref() == Some(&conn.backend);
+    tracing::info!(pool = %ctx.key, from = %conn.backend.name, still_leader, "moving an idle session to the new leader");
+    ctx.release(conn);
+    None
+}
+
 /// The end of a backend message in `buf` (tag + length), None if incomplete.
 fn backend_len(buf: &[u8]) -> Result<Option<usize>, ()> {
     let Some(word) = buf.get(1..5) else {
@@ -250,14 +287,19 @@ enum End {
     Gone,
 }
 
-/// Relay a pooled client until it leaves; `server` is its connection in session mode.
+/// Relay a pooled client until it leaves; `server` is its connection in session mode (in
+/// the transaction status `ctx.resumed` gives, with what the client already sent, for a
+/// session taken out of the kernel).
 pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<ServerConn>) {
+    let (status, held) = ctx.resumed.take().map_or((b'I', Vec::new()), |r| *r);
     let (mut client_read, mut client_write) = client_halves(client);
-    let mut cin = bytes::BytesMut::new();
+    let mut cin = bytes::BytesMut::from(&held[..]);
+    drop(held);
     let mut cout = bytes::BytesMut::new();
     let mut sin = bytes::BytesMut::new();
     let mut sout: Vec<u8> = Vec::new();
     let mut tracker = Tracker::default();
+    tracker.status = status;
     let mut statements = Statements::default();
     let mut stop = ctx.shared.stop.clone();
     let idle_timeout = ctx.pooling.pools.settings().client_idle_timeout;
@@ -280,6 +322,21 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 Ok(None) => break,
                 Err(e) => break 'relay End::Garbage(e.to_string()),
             };
+            // A session between transactions while a switchover holds the write traffic:
+            // its next transaction waits for the new leader, as an idle session's does.
+            let holding = *ctx.shared.hold.borrow();
+            if holding
+                && mode == PoolMode::Session
+                && ctx.target == Target::Write
+                && ctx.unmovable.is_none()
+                && tracker.idle()
+                && sout.is_empty()
+                && sin.is_empty()
+            {
+                if let Some(conn) = server.take() {
+                    server = Box::pin(give_up(ctx, conn, &mut statements)).await;
+                }
+            }
             let raw = cin.split_to(len);
             let parsed = match parse(&raw) {
                 Ok(parsed) => parsed,
@@ -500,15 +557,16 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 let Some(conn) = server.take() else {
                     continue;
                 };
-                let still_leader = ctx.shared.leader.borrow().as_ref() == Some(&conn.backend);
                 let idle = tracker.idle() && sout.is_empty() && sin.is_empty();
-                if idle && mode == PoolMode::Session && ctx.unmovable.is_none() {
-                    // Its next statement waits for the new leader (acquire) and runs there
-                    // with the client's tracked parameters and prepared statements.
-                    tracing::info!(pool = %ctx.key, from = %conn.backend.name, still_leader, "moving an idle session to the new leader");
-                    ctx.release(conn);
-                    continue;
-                }
+                let conn = if idle && mode == PoolMode::Session && ctx.unmovable.is_none() {
+                    match Box::pin(give_up(ctx, conn, &mut statements)).await {
+                        None => continue,
+                        Some(kept) => kept,
+                    }
+                } else {
+                    conn
+                };
+                ctx.kernel = None;
                 let name = conn.backend.name.clone();
                 server = Some(conn);
                 break End::Fatal(error_message(

@@ -63,6 +63,13 @@ impl Statements {
         self.by_name.remove(name);
     }
 
+    /// A statement the client prepared where the router did not see it (a session taken
+    /// out of the kernel): prepared again, under its server-side name, where it is used.
+    pub(crate) fn import(&mut self, name: Vec<u8>, definition: &[u8]) {
+        self.by_name
+            .insert(name, Arc::new(Statement::new(definition)));
+    }
+
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.by_name.len()
