@@ -47,9 +47,14 @@ const PGBOUNCER: &str = "/usr/sbin/pgbouncer";
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "kebab-case")]
 pub enum Stack {
-    /// pgbaton's router, session mode (`local up` defaults).
+    /// pgbaton's router, session pooling (`local up --pool-mode session`: the router checks
+    /// the password, the kernel forwards each session).
     #[value(name = "pgbaton-session")]
     PgbatonSession,
+    /// pgbaton's router without pooling (`local up` defaults: the kernel forwards each
+    /// session, authentication passed through).
+    #[value(name = "pgbaton-plain")]
+    PgbatonPlain,
     /// pgbaton's router, transaction pooling (`local up --pool-mode transaction`).
     #[value(name = "pgbaton-transaction")]
     PgbatonTransaction,
@@ -64,6 +69,7 @@ impl Stack {
     pub fn name(self) -> &'static str {
         match self {
             Stack::PgbatonSession => "pgbaton-session",
+            Stack::PgbatonPlain => "pgbaton-plain",
             Stack::PgbatonTransaction => "pgbaton-transaction",
             Stack::Patroni => "patroni",
             Stack::PatroniPgbouncer => "patroni-pgbouncer",
@@ -72,7 +78,8 @@ impl Stack {
 
     fn describe(self) -> &'static str {
         match self {
-            Stack::PgbatonSession => "pgbaton router, session mode",
+            Stack::PgbatonSession => "pgbaton router, session pooling",
+            Stack::PgbatonPlain => "pgbaton router, no pooling",
             Stack::PgbatonTransaction => "pgbaton router, transaction pooling",
             Stack::Patroni => "Patroni 3.0.2 + HAProxy",
             Stack::PatroniPgbouncer => "Patroni + HAProxy + PgBouncer (transaction)",
@@ -346,7 +353,7 @@ pub async fn run(plan: &HandoverPlan) -> Handover {
     for (i, &stack) in plan.stacks.iter().enumerate() {
         eprintln!("handover: {} ...", stack.describe());
         let outcome = match stack {
-            Stack::PgbatonSession | Stack::PgbatonTransaction => {
+            Stack::PgbatonSession | Stack::PgbatonPlain | Stack::PgbatonTransaction => {
                 run_pgbaton(plan, stack, i as u16, &mut out).await
             }
             Stack::Patroni | Stack::PatroniPgbouncer => {
@@ -376,7 +383,11 @@ async fn run_pgbaton(
         restart_delay: plan.down_for,
         synchronous: "off",
         via_router: true,
-        pool_mode: (stack == Stack::PgbatonTransaction).then_some("transaction"),
+        pool_mode: match stack {
+            Stack::PgbatonTransaction => Some("transaction"),
+            Stack::PgbatonSession => Some("session"),
+            _ => None,
+        },
         archive: false,
     };
     let cluster = LocalCluster::start(spec).await.map_err(|e| e.to_string())?;
