@@ -230,6 +230,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             | Action::StartReplica { .. }
             | Action::StartPrimary
             | Action::Stop { .. }
+            | Action::InstallSlotCopies
             | Action::Promote => {
                 debug_assert!(false, "{action} is not a DCS request");
             }
@@ -411,6 +412,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     pg.stop(mode, limit).await
                 });
             }
+            Action::InstallSlotCopies => self.install_ready_copies(),
             Action::Promote | Action::StartPrimary if !self.lease_still_valid() => {
                 // The decision is stale (the agent may have been paused since it was taken).
                 tracing::warn!(%action, "not done: the lease is no longer certainly valid");
@@ -619,8 +621,10 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                         .map_err(|e| e.to_string())
                 });
             }
-            // Not background operations (`Action::is_job`; `Stop` is started by `pg_action`).
+            // Not background operations (`Action::is_job`; `Stop` and `InstallSlotCopies` are
+            // started by `pg_action`).
             Action::Stop { .. }
+            | Action::InstallSlotCopies
             | Action::SyncSlots { .. }
             | Action::ApplyLogical
             | Action::Repoint { .. }

@@ -14,8 +14,10 @@
 //!
 //! The queries run in a background task, never in the HA loop (a slow server must not delay
 //! a lease renewal); the loop only reads the results: the positions to publish, and copies
-//! ready to install, which it installs as a `Stop` job. The HA core does not see any of this:
-//! it rides on the `SyncSlots` action, like the physical slots.
+//! ready to install. The HA core decides when a replica restarts to install them (the
+//! observation `slot_copies_ready`, the action `InstallSlotCopies`, run as a `Stop` job:
+//! never while another operation runs or a switchover is under way); the rounds themselves
+//! ride on the `SyncSlots` action, like the physical slots.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -90,9 +92,6 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         if wanted.is_empty() && stale.is_empty() {
             lock(&self.logical).positions.clear();
             return;
-        }
-        if in_recovery {
-            self.install_ready_copies();
         }
         let role = if in_recovery {
             let leader = self
@@ -194,8 +193,14 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         }
     }
 
+    /// Copies of the leader's slots wait to be installed (an observation for the core,
+    /// which decides when the replica restarts for them: `Action::InstallSlotCopies`).
+    pub(super) fn slot_copies_ready(&self) -> bool {
+        !lock(&self.logical).ready_copies.is_empty()
+    }
+
     /// Stop PostgreSQL and install the copies (the core starts it again as a replica).
-    fn install_ready_copies(&mut self) {
+    pub(super) fn install_ready_copies(&mut self) {
         if self.jobs.is_running() {
             return;
         }

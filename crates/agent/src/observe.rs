@@ -98,6 +98,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             failsafe_acked_at: self.failsafe_acked_at,
             failsafe_promised_until: self.failsafe_promised_until(),
             missing_wal_segment,
+            slot_copies_ready: self.slot_copies_ready(),
             command: self.pending_command.as_ref().map(|p| p.command),
             watchdog: self.watchdog.state(tokio::time::Instant::now()),
         }

@@ -79,6 +79,9 @@ pub enum Action {
     StartPrimary,
     /// Stop PostgreSQL; an immediate stop preempts any other running operation.
     Stop { mode: StopMode },
+    /// Replica: stop PostgreSQL (fast) and install the copies of the leader's logical slots
+    /// that are ready; it is started again as a replica afterwards.
+    InstallSlotCopies,
     /// pg_promote(). Only ever decided after observing ourselves as holder of the leader key.
     Promote,
 }
@@ -111,6 +114,7 @@ impl Action {
             | Action::StartReplica { .. }
             | Action::StartPrimary
             | Action::Stop { .. }
+            | Action::InstallSlotCopies
             | Action::Promote => false,
         }
     }
@@ -125,6 +129,7 @@ impl Action {
                 | Action::StartReplica { .. }
                 | Action::StartPrimary
                 | Action::Stop { .. }
+                | Action::InstallSlotCopies
                 | Action::Promote
         )
     }

@@ -47,6 +47,10 @@ pub struct Observation {
     /// An operator command given to this member for this cycle (`POST /restart`, a due
     /// scheduled restart, `POST /reinitialize`); the decision answers it.
     pub command: Option<crate::MemberCommand>,
+    /// Replica: copies of the leader's permanent logical slots are ready to install (read
+    /// from the leader by the agent's background slot task; installing them needs
+    /// PostgreSQL stopped).
+    pub slot_copies_ready: bool,
     /// Whether a required watchdog lets this member lead (`NotRequired` unless
     /// `watchdog.mode: required`), see [`crate::watchdog`].
     pub watchdog: crate::WatchdogState,

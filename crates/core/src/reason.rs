@@ -140,6 +140,8 @@ pub enum Reason {
     Repointing {
         upstream: String,
     },
+    /// A replica restarts to install copies of the leader's logical slots.
+    InstallingSlotCopies,
     NotStreaming {
         since_ms: Millis,
     },
@@ -324,6 +326,10 @@ impl fmt::Display for Reason {
                 write!(f, "no action: replica of {upstream} (leader {leader})")
             }
             Repointing { upstream } => write!(f, "re-pointing replication to {upstream}"),
+            InstallingSlotCopies => write!(
+                f,
+                "restarting the replica to install copies of the leader's logical slots"
+            ),
             NotStreaming { since_ms } => write!(
                 f,
                 "replica has not streamed for {since_ms} ms while the leader runs; stopping it to rewind"

@@ -91,6 +91,7 @@ fn obs(now: Millis, pg: LocalPg, view: DcsView) -> Observation {
         failsafe_acked_at: None,
         failsafe_promised_until: None,
         missing_wal_segment: None,
+        slot_copies_ready: false,
         command: None,
         watchdog: Default::default(),
     }
@@ -135,6 +136,7 @@ fn stuck_with_segment_removed(state: &MemberState) -> (Decision, Observation) {
     );
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        slot_copies_ready: false,
         command: None,
         ..obs(
             NOW + cfg().not_streaming_timeout_ms,
@@ -323,6 +325,7 @@ fn missing_wal_in_the_log_leads_to_a_reclone_with_the_data_directory_moved_aside
 fn missing_wal_is_only_acted_on_once_the_replica_has_not_streamed_for_the_timeout() {
     let first = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        slot_copies_ready: false,
         command: None,
         ..obs(NOW, running(true, 5_000, false), view(&[ME]))
     };
@@ -394,6 +397,7 @@ fn with_restore_command_the_replica_waits_for_the_archive_without_stopping() {
     let d = decide(&replica_state(), &first, &cfg);
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        slot_copies_ready: false,
         command: None,
         ..obs(
             NOW + cfg.not_streaming_timeout_ms,
@@ -437,6 +441,7 @@ fn a_member_the_sync_key_names_keeps_its_data() {
     let d = decide(&replica_state(), &first, &cfg);
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        slot_copies_ready: false,
         command: None,
         ..obs(
             NOW + cfg.not_streaming_timeout_ms,
@@ -490,6 +495,7 @@ fn auto_reclone_off_leaves_it_to_the_operator() {
     let d = decide(&replica_state(), &first, &cfg);
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        slot_copies_ready: false,
         command: None,
         ..obs(
             NOW + cfg.not_streaming_timeout_ms,
@@ -592,6 +598,7 @@ fn a_replica_still_not_streaming_after_a_rewind_is_not_stopped_again() {
         &d.state,
         &Observation {
             missing_wal_segment: Some(SEGMENT.into()),
+            slot_copies_ready: false,
             command: None,
             ..obs(again + 4 * t, running(true, 5_000, false), view(&[ME]))
         },
@@ -678,6 +685,7 @@ fn a_new_timeline_of_the_same_leader_may_need_a_new_rewind() {
 fn starting_without_wal(now: Millis, job: JobView) -> Observation {
     Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        slot_copies_ready: false,
         command: None,
         job,
         ..obs(now, LocalPg::Starting, view(&[ME, "node3"]))

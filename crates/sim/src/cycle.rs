@@ -217,6 +217,7 @@ impl World {
             failsafe_promised_until: member.agent.failsafe_promised_until,
             // WAL recycling is not modelled: no segment an upstream removed.
             missing_wal_segment: None,
+            slot_copies_ready: false,
             command: None,
             watchdog: Default::default(),
         }
@@ -440,6 +441,7 @@ impl World {
             | Action::StartReplica { .. }
             | Action::StartPrimary
             | Action::Stop { .. }
+            | Action::InstallSlotCopies
             | Action::Promote => {}
         }
     }

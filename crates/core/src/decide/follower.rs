@@ -168,6 +168,12 @@ pub(super) fn following_pg(
                 if following {
                     s.rewound_for = None;
                     s.wal_missing = false;
+                    if cx.obs.slot_copies_ready && may_restart(cx, view) {
+                        return (
+                            Reason::InstallingSlotCopies,
+                            vec![Action::InstallSlotCopies],
+                        );
+                    }
                 }
                 return (
                     Reason::FollowingLeader {
@@ -324,6 +330,15 @@ pub(super) fn following_pg(
 /// streamed for the timeout): its PostgreSQL logged that the upstream removed the segment it
 /// asked for, or (streaming from the leader) its position has not moved for the timeout and
 /// is older than the oldest WAL the leader still holds.
+/// A streaming replica may restart now (to install slot copies): no operation runs, and no
+/// switchover is under way (its candidate must be streaming when the leader hands over).
+fn may_restart(cx: &Context, view: &DcsView) -> bool {
+    matches!(
+        cx.obs.job,
+        JobView::Idle | JobView::Failed { .. } | JobView::SourceUnreachable { .. }
+    ) && view.failover.is_none()
+}
+
 pub(super) fn missing_wal(
     s: &MemberState,
     cx: &Context,
