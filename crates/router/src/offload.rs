@@ -221,6 +221,8 @@ pub(crate) struct Flow {
     pub acked_by_client: u64,
     /// A side reset or fully closed.
     pub closed: bool,
+    /// The server closed its end (its FIN arrived).
+    pub server_finished: bool,
 }
 
 /// A socket's TCP byte counters.
@@ -360,6 +362,7 @@ impl Pair {
             acked_by_server: server.acked.saturating_sub(self.server_start.acked),
             acked_by_client: client.acked.saturating_sub(self.client_start.acked),
             closed: client.closed || server.closed,
+            server_finished: server.fin == 1,
         })
     }
 

@@ -115,7 +115,12 @@ pub(crate) async fn forward(
                         tracing::warn!(backend = %backend.name, "a session taken out of the kernel cannot return to the event loop; closed")
                     }
                 },
-                Err(why) => {
+                Err(crate::takeout::Unsettled::Over(why)) => {
+                    tracing::debug!(backend = %backend.name, reason = %why, "a kernel-forwarded session ended while it was being taken out");
+                    let _ = server.shutdown(std::net::Shutdown::Both);
+                    let _ = client.shutdown(std::net::Shutdown::Both);
+                }
+                Err(crate::takeout::Unsettled::Stuck(why)) => {
                     tracing::info!(backend = %backend.name, reason = %why, "a kernel-forwarded session could not be taken out for the switchover; closing it");
                     shared.metrics.closed_on_leader_change.inc();
                     let text = format!("pgbaton router: switchover: {} stops being the leader and this session was still in a statement ({why}); connect again (new connections wait for the new leader)", backend.name);

@@ -101,6 +101,16 @@ pub(crate) struct Settled {
     pub counted: KernelWrite,
 }
 
+/// Why a session could not be taken out.
+#[derive(Debug)]
+pub(crate) enum Unsettled {
+    /// It ended meanwhile (a side closed, the backend exited, the router stops): nothing to
+    /// tell the client.
+    Over(String),
+    /// It was still busy when it had to be given up: the client is told why.
+    Stuck(String),
+}
+
 /// A backend as `pg_stat_activity` shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct Activity {
@@ -160,13 +170,13 @@ impl Probers {
 }
 
 impl Prober {
-    /// How backend `pid` is now.
+    /// How backend `pid` is now; None when it is gone (its session ended).
     async fn activity(
         &self,
         pooling: &Pooling,
         shared: &crate::shared::Shared,
         pid: i32,
-    ) -> Result<Activity, String> {
+    ) -> Result<Option<Activity>, String> {
         let mut conn = self.conn.lock().await;
         if conn.is_none() {
             let login = pooling.pools.login(&self.key);
@@ -221,14 +231,14 @@ impl Prober {
             ));
         }
         match answer.rows.first().map(|r| r.as_slice()) {
-            Some([Some(state), Some(since)]) => Ok(Activity {
+            Some([Some(state), Some(since)]) => Ok(Some(Activity {
                 state: state.clone(),
                 since_ms: since.parse().unwrap_or(0),
-            }),
+            })),
             Some(_) => {
                 Err("pg_stat_activity does not show the session's state to its own user".into())
             }
-            None => Err("the session's backend is gone".into()),
+            None => Ok(None),
         }
     }
 }
@@ -266,7 +276,7 @@ pub(crate) async fn settle(
     backend: &Backend,
     client: &std::net::TcpStream,
     server: &std::net::TcpStream,
-) -> Result<Settled, String> {
+) -> Result<Settled, Unsettled> {
     let Takeout {
         pooling,
         key,
@@ -274,7 +284,7 @@ pub(crate) async fn settle(
         counted,
     } = takeout;
     pair.hold_client()
-        .map_err(|e| format!("cannot hold the client's data: {e}"))?;
+        .map_err(|e| Unsettled::Stuck(format!("cannot hold the client's data: {e}")))?;
     let prober = pooling.probers.get(&key, backend);
     let mut leader = shared.leader.clone();
     let mut stop = shared.stop.clone();
@@ -285,17 +295,19 @@ pub(crate) async fn settle(
     let mut settled_since: Option<Instant> = None;
     // A question under way, in a task of its own: a question dropped half-way would leave
     // its answer on the prober's connection.
-    let mut asking: Option<tokio::task::JoinHandle<Result<Activity, String>>> = None;
+    let mut asking: Option<tokio::task::JoinHandle<Result<Option<Activity>, String>>> = None;
     let mut complained = false;
     let mut last = String::from("never");
     let status = loop {
         if client_open {
             client_open = read_waiting(client, &mut held)
-                .map_err(|e| format!("the client's socket failed: {e}"))?;
+                .map_err(|e| Unsettled::Over(format!("the client's socket failed: {e}")))?;
         }
-        let flow = pair.flow().ok_or("the session's counters cannot be read")?;
-        if flow.closed {
-            return Err("the server closed the session".into());
+        let flow = pair
+            .flow()
+            .ok_or_else(|| Unsettled::Over("the session's counters cannot be read".into()))?;
+        if flow.closed || flow.server_finished {
+            return Err(Unsettled::Over("the server closed the session".into()));
         }
         let now = Instant::now();
         if settled(&flow, held.len()) {
@@ -314,7 +326,8 @@ pub(crate) async fn settle(
             joined = async { asking.as_mut().expect("asking").await }, if asking.is_some() => {
                 asking = None;
                 match joined {
-                    Ok(Ok(activity)) => {
+                    Ok(Ok(None)) => return Err(Unsettled::Over("the session's backend exited".into())),
+                    Ok(Ok(Some(activity))) => {
                         let still = pair.flow().is_some_and(|f| settled(&f, held.len()));
                         last = format!("{} for {} ms, data {}", activity.state, activity.since_ms, if still { "delivered" } else { "in flight" });
                         if let Some(status) = activity.waiting_status().filter(|_| still && settled_since.is_some()) {
@@ -328,24 +341,26 @@ pub(crate) async fn settle(
                             complained = true;
                         }
                     }
-                    Err(e) => return Err(e.to_string()),
+                    Err(e) => return Err(Unsettled::Stuck(e.to_string())),
                 }
             }
             _ = tokio::time::sleep(ASK_EVERY / 2) => {}
             _ = async { leader.wait_for(|l| l.as_ref() != Some(backend)).await.is_ok() } => {
                 let flow = pair.flow();
-                return Err(format!("{} stopped being the leader before the session was between transactions; its backend was last seen {last}; {flow:?}, {} bytes held", backend.name, held.len()));
+                return Err(Unsettled::Stuck(format!("{} stopped being the leader before the session was between transactions; its backend was last seen {last}; {flow:?}, {} bytes held", backend.name, held.len())));
             }
-            _ = crate::shared::stopped(&mut stop) => return Err("the router stops".into()),
+            _ = crate::shared::stopped(&mut stop) => return Err(Unsettled::Over("the router stops".into())),
         }
     };
     // The backend waits for its client: nothing more comes from it (a notice at most).
     pair.hold_server()
-        .map_err(|e| format!("cannot hold the server's data: {e}"))?;
+        .map_err(|e| Unsettled::Stuck(format!("cannot hold the server's data: {e}")))?;
     let deadline = Instant::now() + Duration::from_millis(200);
     while !pair.flow().is_some_and(|f| settled(&f, held.len())) {
         if Instant::now() > deadline {
-            return Err("data between the client and the server was not delivered in time".into());
+            return Err(Unsettled::Stuck(
+                "data between the client and the server was not delivered in time".into(),
+            ));
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }

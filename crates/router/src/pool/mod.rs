@@ -393,15 +393,17 @@ impl Pools {
         }
     }
 
-    /// Server connections of `target`'s transaction-mode pools that are busy (open, not
-    /// idle): the transactions a switchover's pause lets finish. Session-mode connections
-    /// stay with their client for the whole session and are not counted.
+    /// Server connections of `target`'s pools that are busy (open, not idle): the
+    /// transactions a switchover's pause lets finish. In session mode, once the write
+    /// traffic is held, the idle sessions have given their connection up (moved) or been
+    /// closed (state the router cannot carry), so the connections still held are those of
+    /// sessions in a transaction (or forwarded by the kernel, not yet taken out).
     pub(crate) fn busy_transactions(&self, target: &str) -> usize {
         let state = self.lock();
         state
             .pools
             .iter()
-            .filter(|(k, p)| k.target == target && p.mode == Some(PoolMode::Transaction))
+            .filter(|(k, p)| k.target == target && p.mode.is_some())
             .map(|(_, p)| p.open.saturating_sub(p.idle.len()))
             .sum()
     }
