@@ -128,17 +128,19 @@ impl Offload {
             watched: Vec::with_capacity(2),
             ended: rx,
         };
-        // Members first: the program runs on both sockets until the pair is dropped.
-        bpf::insert(&self.members, client_cookie, client_fd)?;
-        pair.members.push(client_cookie);
-        bpf::insert(&self.members, server_cookie, server_fd)?;
-        pair.members.push(server_cookie);
         // Data arriving on the server is looked up under the server's cookie and sent to
-        // the client, and the other way round.
+        // the client, and the other way round. The partners first: once a socket is a
+        // member, the program runs on what arrives on it, and its partner must be there to
+        // receive it (data the program finds no partner for stays on the socket, where the
+        // router does not look during a hand-over).
         bpf::insert(&self.map, server_cookie, client_fd)?;
         pair.keys.push(server_cookie);
         bpf::insert(&self.map, client_cookie, server_fd)?;
         pair.keys.push(client_cookie);
+        bpf::insert(&self.members, server_cookie, server_fd)?;
+        pair.members.push(server_cookie);
+        bpf::insert(&self.members, client_cookie, client_fd)?;
+        pair.members.push(client_cookie);
         for fd in [client_fd, server_fd] {
             self.watch(fd, token)?;
             pair.watched.push(fd);

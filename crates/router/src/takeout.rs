@@ -364,9 +364,13 @@ pub(crate) async fn settle(
         }
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
+    // What is on the sockets' forwarding state is lost when they leave the kernel's hands:
+    // read it first, and what arrived in between after.
     let mut from_server = Vec::new();
     let _ = read_waiting(server, &mut from_server);
-    // Out of the map; what arrives from now on waits in the sockets.
+    if client_open {
+        client_open = read_waiting(client, &mut held).unwrap_or(false);
+    }
     drop(pair);
     if client_open {
         let _ = read_waiting(client, &mut held);
