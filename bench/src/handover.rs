@@ -551,9 +551,15 @@ async fn measure<T: Target>(
     }
     let ops = std::mem::take(&mut *log.lock().unwrap_or_else(|p| p.into_inner()));
     out.ops.push((stack, ops.len()));
-    for (kind, before, after, at_s, whole_s) in marks {
+    let starts: Vec<f64> = marks.iter().map(|m| m.3).collect();
+    for (i, (kind, before, after, at_s, whole_s)) in marks.into_iter().enumerate() {
+        let span = Span {
+            at_s,
+            whole_s,
+            next_s: starts.get(i + 1).copied(),
+        };
         out.events
-            .push(evaluate(stack, kind, before, after, at_s, whole_s, &ops));
+            .push(evaluate(stack, kind, before, after, span, &ops));
     }
     if let Some(dir) = plan.dir.to_str() {
         let path = format!("{dir}/{}-ops.json", stack.name());
@@ -562,18 +568,32 @@ async fn measure<T: Target>(
     result.map_err(|e| e.to_string())
 }
 
+/// When an event happened, when the cluster was whole again, and when the next event began.
+#[derive(Debug, Clone, Copy)]
+pub struct Span {
+    pub at_s: f64,
+    pub whole_s: f64,
+    pub next_s: Option<f64>,
+}
+
 /// What the clients saw of one event: failures from the event until 5 s after the cluster
-/// was whole, and each client's longest pause over that span (from its last success before).
+/// was whole (or until the next event begins, whichever is first: a pause the next event
+/// causes is that event's), and each client's longest pause over that span (from its last
+/// success before).
 pub fn evaluate(
     stack: Stack,
     kind: EventKind,
     leader_before: String,
     leader_after: Option<String>,
-    at_s: f64,
-    whole_s: f64,
+    span: Span,
     ops: &[Op],
 ) -> EventResult {
-    let end_s = whole_s + 5.0;
+    let Span {
+        at_s,
+        whole_s,
+        next_s,
+    } = span;
+    let end_s = next_s.map_or(whole_s + 5.0, |next| next.min(whole_s + 5.0));
     let in_span = |op: &&Op| op.start_s >= at_s && op.start_s <= end_s;
     let failed: Vec<&Op> = ops
         .iter()
@@ -748,13 +768,17 @@ mod tests {
             op(1, 12.0, 12.1, None),
             op(1, 30.0, 30.1, Some("after the span")),
         ];
+        let span = Span {
+            at_s: 10.0,
+            whole_s: 12.0,
+            next_s: None,
+        };
         let e = evaluate(
             Stack::Patroni,
             EventKind::NodeLoss,
             "node1".into(),
             Some("node2".into()),
-            10.0,
-            12.0,
+            span,
             &ops,
         );
         assert_eq!((e.failed_persistent, e.failed_per_op), (1, 1));
@@ -768,5 +792,23 @@ mod tests {
         );
         assert_eq!(e.first_write_s.map(|s| (s * 10.0).round()), Some(16.0));
         assert_eq!(e.errors.len(), 2);
+        // The next event begins at 14.0: the span ends there, and client 0's tail with it.
+        let span = Span {
+            next_s: Some(14.0),
+            ..span
+        };
+        let e = evaluate(
+            Stack::Patroni,
+            EventKind::NodeLoss,
+            "node1".into(),
+            Some("node2".into()),
+            span,
+            &ops,
+        );
+        assert!(
+            (e.longest_pause_s - 2.5).abs() < 1e-9,
+            "{}",
+            e.longest_pause_s
+        );
     }
 }
