@@ -768,19 +768,22 @@ mod tests {
             op(1, 12.0, 12.1, None),
             op(1, 30.0, 30.1, Some("after the span")),
         ];
+        let node_loss = |span: Span| {
+            evaluate(
+                Stack::Patroni,
+                EventKind::NodeLoss,
+                "node1".into(),
+                Some("node2".into()),
+                span,
+                &ops,
+            )
+        };
         let span = Span {
             at_s: 10.0,
             whole_s: 12.0,
             next_s: None,
         };
-        let e = evaluate(
-            Stack::Patroni,
-            EventKind::NodeLoss,
-            "node1".into(),
-            Some("node2".into()),
-            span,
-            &ops,
-        );
+        let e = node_loss(span);
         assert_eq!((e.failed_persistent, e.failed_per_op), (1, 1));
         // Client 1: last success 9.6, next 12.1 → 2.5 s. Client 0: its last success 11.8,
         // none more until the span ends (whole 12.0 + 5 s = 17.0) → 5.2 s, the longest (in a
@@ -797,14 +800,7 @@ mod tests {
             next_s: Some(14.0),
             ..span
         };
-        let e = evaluate(
-            Stack::Patroni,
-            EventKind::NodeLoss,
-            "node1".into(),
-            Some("node2".into()),
-            span,
-            &ops,
-        );
+        let e = node_loss(span);
         assert!(
             (e.longest_pause_s - 2.5).abs() < 1e-9,
             "{}",

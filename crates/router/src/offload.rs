@@ -309,28 +309,15 @@ impl Pair {
     /// Bytes forwarded since the take-over: (to the server, to the client), counting the
     /// held startup answers. None when the counters cannot be read.
     pub(crate) fn moved(&self) -> Option<(u64, u64)> {
-        let client = tcp_bytes(self.client_fd)?;
-        let server = tcp_bytes(self.server_fd)?;
-        Some((
-            (client.received - client.fin).saturating_sub(self.client_start.received),
-            self.held + (server.received - server.fin).saturating_sub(self.server_start.received),
-        ))
+        self.flow().map(|f| (f.from_client, f.from_server))
     }
 
     /// Whether every byte received on either socket has been delivered (acknowledged by
     /// the other side's peer): nothing is left in the kernel's queues between them.
     pub(crate) fn drained(&self) -> bool {
-        let (Some(client), Some(server)) = (tcp_bytes(self.client_fd), tcp_bytes(self.server_fd))
-        else {
-            return true;
-        };
-        if client.closed || server.closed {
-            return true;
-        }
-        let to_server = client.received - client.fin - self.client_start.received;
-        let to_client = self.held + server.received - server.fin - self.server_start.received;
-        server.acked - self.server_start.acked >= to_server
-            && client.acked - self.client_start.acked >= to_client
+        self.flow().is_none_or(|f| {
+            f.closed || (f.acked_by_server >= f.from_client && f.acked_by_client >= f.from_server)
+        })
     }
 
     /// Stop sending the client's data to the server: from now on it stays on the client's
