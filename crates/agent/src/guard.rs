@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
+use crate::ports::host::Host;
 use crate::ports::Postgres;
 
 /// Shared with the loop: the deadline in milliseconds since `origin` (0: no deadline).
@@ -32,9 +33,8 @@ pub struct LeaseGuard {
 }
 
 impl LeaseGuard {
-    pub fn new(origin: Instant, file: Option<PathBuf>) -> Self {
-        let monotonic_origin =
-            crate::fence::monotonic_ms().saturating_sub(origin.elapsed().as_millis() as u64);
+    pub fn new(origin: Instant, monotonic_now: u64, file: Option<PathBuf>) -> Self {
+        let monotonic_origin = monotonic_now.saturating_sub(origin.elapsed().as_millis() as u64);
         LeaseGuard {
             deadline_ms: Arc::new(AtomicU64::new(0)),
             origin,
@@ -44,7 +44,7 @@ impl LeaseGuard {
     }
 
     /// Tell the watchdog process: no deadline (the agent is stopping).
-    pub fn write_disarmed(&self) {
+    pub fn write_disarmed(&self, host: &impl Host) {
         self.disarm();
         if let Some(file) = &self.file {
             let fence = crate::fence::Fence {
@@ -52,8 +52,27 @@ impl LeaseGuard {
                 postmaster: 0,
                 agent: std::process::id(),
             };
-            let _ = fence.write(file);
+            let _ = host.write_fence(file, fence);
         }
+    }
+
+    /// The deadline a previous start of this agent left armed for the postmaster that runs
+    /// now (`postmaster`), in this guard's time: a new start enforces it until it has a
+    /// lease of its own. Without it, an agent restarted while its DCS is out of reach would
+    /// silence the old deadline (the lease-guard process stops at a newer agent's file) and
+    /// leave a primary running past its lease while another member is promoted.
+    pub fn inherited(&self, host: &impl Host, postmaster: u32) -> Option<u64> {
+        let file = self.file.as_ref()?;
+        let fence = host.read_fence(file)?;
+        if fence.deadline_ms == 0 || fence.postmaster != postmaster {
+            return None;
+        }
+        Some(
+            fence
+                .deadline_ms
+                .saturating_sub(self.monotonic_origin)
+                .max(1),
+        )
     }
 
     /// PostgreSQL must not accept writes after `deadline_ms` (core time) unless renewed.
@@ -66,7 +85,7 @@ impl LeaseGuard {
     }
 
     /// Watch the deadline until the agent stops.
-    pub async fn run(self, pg: impl Postgres) {
+    pub async fn run(self, pg: impl Postgres, host: impl Host) {
         let mut written: Option<crate::fence::Fence> = None;
         let mut pg_pid = 0u32;
         loop {
@@ -86,7 +105,7 @@ impl LeaseGuard {
                     agent: std::process::id(),
                 };
                 if written != Some(fence) {
-                    match fence.write(file) {
+                    match host.write_fence(file, fence) {
                         Ok(()) => written = Some(fence),
                         Err(e) => {
                             tracing::warn!(file = %file.display(), error = %e, "cannot write the lease deadline for the watchdog")

@@ -79,6 +79,10 @@ pub struct Agent<D: Dcs, P: Peers = HttpPeers, G: Postgres = LocalPostgres, H: H
     wake: Arc<Notify>,
     /// Stops PostgreSQL at the demotion deadline even when this loop is busy.
     guard: guard::LeaseGuard,
+    /// The lease deadline a previous start of this agent left for the primary that still
+    /// runs (core time): enforced until this start has a lease of its own, or PostgreSQL no
+    /// longer runs as a primary.
+    inherited_deadline: Option<u64>,
     last_reason: String,
     /// PostgreSQL parameters changed in the DCS config: rewrite postgresql.conf and reload.
     parameters_changed: bool,
@@ -157,6 +161,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         let origin = Instant::now();
         let watchdog = watchdog::Watchdog::from_config(&cfg.watchdog, &ha, spec.run_as.as_deref());
         let fence = host.fences_out_of_process().then(|| fence_file(&cfg));
+        let guard = guard::LeaseGuard::new(origin, host.monotonic_ms(), fence);
         Agent {
             spec,
             dynamic,
@@ -178,7 +183,8 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             status_tx,
             peers,
             wake,
-            guard: guard::LeaseGuard::new(origin, fence),
+            guard,
+            inherited_deadline: None,
             last_reason: String::new(),
             parameters_changed: false,
             last_leader: None,
@@ -248,10 +254,13 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         mut shutdown: watch::Receiver<bool>,
         mut local: tokio::sync::mpsc::Receiver<commands::LocalRequest>,
     ) -> anyhow::Result<()> {
+        // The guard runs from the start, with the deadline a previous start left: startup
+        // may wait for an unreachable DCS.
+        self.inherit_lease_deadline();
+        let lease_guard = tokio::spawn(self.guard.clone().run(self.pg.clone(), self.host.clone()));
         self.startup().await;
         let mut dcs_events = self.dcs.subscribe();
         let pm_watch = tokio::spawn(watch_postmaster(self.pg.clone(), self.wake.clone()));
-        let lease_guard = tokio::spawn(self.guard.clone().run(self.pg.clone()));
         let mut watchdog = if self.host.fences_out_of_process() {
             self.host.spawn_lease_guard(&fence_file(&self.cfg))
         } else {
@@ -280,6 +289,10 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             self.execute(&decision, &obs).await;
             self.answer_command(&decision);
             self.tend_watchdog(&obs);
+            if !(obs.pg.is_primary() || obs.pg == pgbaton_core::LocalPg::Starting) {
+                // No primary any more: the previous start's deadline has nothing to guard.
+                self.inherited_deadline = None;
+            }
             self.arm_lease_guard();
             self.run_scheduled_restart().await;
             if self.parameters_changed && !self.jobs.is_running() {
@@ -315,7 +328,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                         pm_watch.abort();
                         lease_guard.abort();
                         self.shutdown().await;
-                        self.guard.write_disarmed();
+                        self.guard.write_disarmed(&self.host);
                         if let Some(stop) = watchdog.take() {
                             stop();
                         }
@@ -332,9 +345,26 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         }
     }
 
+    /// A previous start of this agent left a deadline for the postmaster that still runs:
+    /// keep enforcing it (before anything else, the DCS may be out of reach).
+    fn inherit_lease_deadline(&mut self) {
+        let Ok(Some(pid)) = self.pg.try_postmaster_pid() else {
+            return;
+        };
+        if let Some(deadline) = self.guard.inherited(&self.host, pid) {
+            tracing::info!(
+                postmaster = pid,
+                in_ms = deadline.saturating_sub(self.now()),
+                "the previous agent left a lease deadline for the running PostgreSQL; enforcing it until this agent holds the lease"
+            );
+            self.inherited_deadline = Some(deadline);
+            self.guard.arm(deadline);
+        }
+    }
+
     /// While PostgreSQL may be a writable primary, the guard stops it at the lease deadline
     /// minus the margin unless a renewal moves the deadline.
-    fn arm_lease_guard(&self) {
+    fn arm_lease_guard(&mut self) {
         // (A member creating a new cluster runs its primary before it has a lease: no guard.)
         let leading = matches!(
             self.state.phase,
@@ -344,10 +374,15 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 | pgbaton_core::Phase::HandingOver
         );
         // A failsafe leader's right counts like the lease (whichever lasts longer).
-        match self.lease_valid_until().max(self.failsafe_valid_until()) {
-            Some(until) if leading => self
+        let own = self.lease_valid_until().max(self.failsafe_valid_until());
+        if own.is_some() && leading {
+            self.inherited_deadline = None;
+        }
+        match (own, self.inherited_deadline) {
+            (Some(until), _) if leading => self
                 .guard
                 .arm(until.saturating_sub(self.ha.demote_margin_ms)),
+            (_, Some(deadline)) => self.guard.arm(deadline),
             _ => self.guard.disarm(),
         }
     }

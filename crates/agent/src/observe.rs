@@ -7,6 +7,7 @@ use pgbaton_config::DynamicConfig;
 use pgbaton_core::TimelineSource;
 use pgbaton_core::{LocalPg, Observation, PeerView};
 use pgbaton_dcs::{ClusterState, Dcs, LeaseAck};
+use pgbaton_postgres::StreamTrouble;
 use tokio::time::Instant;
 
 use super::{settings, view, Agent};
@@ -74,11 +75,16 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             self.check_lease_covers_leader_key(state).await;
             self.read_lease_left(state).await;
         }
-        let missing_wal_segment = match (&pg, self.wal_log.as_mut()) {
+        let trouble = match (&pg, self.wal_log.as_mut()) {
             (LocalPg::Running(r), Some(scanner)) if r.in_recovery => scanner.poll(),
             // A replica that cannot reach a consistent state says why only in its log.
             (LocalPg::Starting, Some(scanner)) => scanner.poll(),
             _ => None,
+        };
+        let (missing_wal_segment, forked_from_upstream) = match trouble {
+            Some(StreamTrouble::SegmentRemoved(segment)) => (Some(segment), false),
+            Some(StreamTrouble::Forked(_)) => (None, true),
+            None => (None, false),
         };
         let view = dcs.as_ref().map(view::dcs_view);
         if dcs.is_some() {
@@ -98,6 +104,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             failsafe_acked_at: self.failsafe_acked_at,
             failsafe_promised_until: self.failsafe_promised_until(),
             missing_wal_segment,
+            forked_from_upstream,
             slot_copies_ready: self.slot_copies_ready(),
             command: self.pending_command.as_ref().map(|p| p.command),
             watchdog: self.watchdog.state(tokio::time::Instant::now()),

@@ -44,6 +44,11 @@ pub struct Observation {
     /// last started streaming, that its upstream no longer has a WAL segment it asked for
     /// ("requested WAL segment ... has already been removed"): the segment's name.
     pub missing_wal_segment: Option<String>,
+    /// Replica: the same log says, since it last started streaming, that its data forked off
+    /// its upstream's history ("requested starting point ... is not in this server's
+    /// history", "new timeline N forked off current database system timeline M before
+    /// current recovery point ..."): only a rewind lets it follow.
+    pub forked_from_upstream: bool,
     /// An operator command given to this member for this cycle (`POST /restart`, a due
     /// scheduled restart, `POST /reinitialize`); the decision answers it.
     pub command: Option<crate::MemberCommand>,
@@ -92,6 +97,50 @@ impl SyncStandbyNames {
             SyncStandbyNames::Any { count, members } => format!("ANY {count} ({})", list(members)),
             SyncStandbyNames::Wildcard => "*".to_string(),
         }
+    }
+
+    /// The setting as pgbaton writes it ([`Self::to_setting`]) read back: `Ok(None)` for an
+    /// empty setting (asynchronous). Also reads a bare list (`a, b`: PostgreSQL's `FIRST 1`)
+    /// and unquoted names; anything else is an error saying what was not understood.
+    pub fn parse_setting(value: &str) -> Result<Option<Self>, String> {
+        let value = value.trim();
+        if value.is_empty() {
+            return Ok(None);
+        }
+        if value == "*" {
+            return Ok(Some(SyncStandbyNames::Wildcard));
+        }
+        let bad = |why: &str| format!("synchronous_standby_names {value:?}: {why}");
+        let mut words = value.splitn(3, char::is_whitespace);
+        let method = words.next().unwrap_or_default().to_ascii_uppercase();
+        let (quorum, count, list) = match method.as_str() {
+            "FIRST" | "ANY" => {
+                let count: u32 = words
+                    .next()
+                    .and_then(|c| c.parse().ok())
+                    .ok_or_else(|| bad("a count must follow FIRST or ANY"))?;
+                let rest = words.next().unwrap_or_default().trim();
+                let list = rest
+                    .strip_prefix('(')
+                    .and_then(|r| r.strip_suffix(')'))
+                    .ok_or_else(|| bad("the names must be in parentheses"))?;
+                (method == "ANY", count, list)
+            }
+            _ => (false, 1, value),
+        };
+        let members: Vec<String> = list
+            .split(',')
+            .map(|n| n.trim().trim_matches('"').to_string())
+            .filter(|n| !n.is_empty())
+            .collect();
+        if members.is_empty() {
+            return Err(bad("no standby names"));
+        }
+        Ok(Some(if quorum {
+            SyncStandbyNames::Any { count, members }
+        } else {
+            SyncStandbyNames::First { count, members }
+        }))
     }
 }
 
@@ -311,4 +360,42 @@ pub enum PeerView {
         /// Tag `failover_priority` (1 when the peer does not say).
         failover_priority: u32,
     },
+}
+
+#[cfg(test)]
+mod sync_standby_names_tests {
+    use super::SyncStandbyNames;
+
+    #[test]
+    fn what_to_setting_writes_parses_back() {
+        let names = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        for ssn in [
+            SyncStandbyNames::First {
+                count: 2,
+                members: names(&["m2", "m3"]),
+            },
+            SyncStandbyNames::Any {
+                count: 1,
+                members: names(&["m1"]),
+            },
+            SyncStandbyNames::Wildcard,
+        ] {
+            assert_eq!(
+                SyncStandbyNames::parse_setting(&ssn.to_setting()),
+                Ok(Some(ssn))
+            );
+        }
+        assert_eq!(SyncStandbyNames::parse_setting("  "), Ok(None));
+        assert_eq!(
+            SyncStandbyNames::parse_setting("a, b"),
+            Ok(Some(SyncStandbyNames::First {
+                count: 1,
+                members: names(&["a", "b"])
+            }))
+        );
+        let err = SyncStandbyNames::parse_setting("FIRST two (a)").unwrap_err();
+        assert!(err.contains("a count must follow"), "{err}");
+        let err = SyncStandbyNames::parse_setting("ANY 1 a, b").unwrap_err();
+        assert!(err.contains("parentheses"), "{err}");
+    }
 }

@@ -216,6 +216,11 @@ pub enum Reason {
     NotStreamingAfterRewind {
         leader: String,
     },
+    /// A replica still starting cannot become consistent: its data forked off the upstream's
+    /// history before its recovery point (its log says so): stopping it to rewind.
+    ForkedWhileStarting {
+        leader: String,
+    },
     /// The WAL the replica needs is gone: stopping it to re-clone.
     RecloningForMissingWal {
         missing: MissingWal,
@@ -419,6 +424,10 @@ impl fmt::Display for Reason {
             NotStreamingAfterRewind { leader } => write!(
                 f,
                 "replica does not stream from {leader} although pg_rewind ran since it last streamed (nothing to rewind, or it did not help), and nothing shows WAL it needs is gone; waiting without stopping it again (see its PostgreSQL log)"
+            ),
+            ForkedWhileStarting { leader } => write!(
+                f,
+                "replica cannot finish starting: its data forked off {leader}'s history before its recovery point (its PostgreSQL log says so); stopping it to rewind"
             ),
             RecloningForMissingWal { missing, from } => write!(
                 f,

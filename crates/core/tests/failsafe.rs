@@ -77,6 +77,7 @@ fn obs(pg: LocalPg, dcs: Option<DcsView>) -> Observation {
         failsafe_acked_at: None,
         failsafe_promised_until: None,
         missing_wal_segment: None,
+        forked_from_upstream: false,
         slot_copies_ready: false,
         command: None,
         watchdog: Default::default(),

@@ -91,6 +91,7 @@ fn obs(now: Millis, pg: LocalPg, view: DcsView) -> Observation {
         failsafe_acked_at: None,
         failsafe_promised_until: None,
         missing_wal_segment: None,
+        forked_from_upstream: false,
         slot_copies_ready: false,
         command: None,
         watchdog: Default::default(),
@@ -136,6 +137,7 @@ fn stuck_with_segment_removed(state: &MemberState) -> (Decision, Observation) {
     );
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        forked_from_upstream: false,
         slot_copies_ready: false,
         command: None,
         ..obs(
@@ -325,6 +327,7 @@ fn missing_wal_in_the_log_leads_to_a_reclone_with_the_data_directory_moved_aside
 fn missing_wal_is_only_acted_on_once_the_replica_has_not_streamed_for_the_timeout() {
     let first = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        forked_from_upstream: false,
         slot_copies_ready: false,
         command: None,
         ..obs(NOW, running(true, 5_000, false), view(&[ME]))
@@ -397,6 +400,7 @@ fn with_restore_command_the_replica_waits_for_the_archive_without_stopping() {
     let d = decide(&replica_state(), &first, &cfg);
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        forked_from_upstream: false,
         slot_copies_ready: false,
         command: None,
         ..obs(
@@ -441,6 +445,7 @@ fn a_member_the_sync_key_names_keeps_its_data() {
     let d = decide(&replica_state(), &first, &cfg);
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        forked_from_upstream: false,
         slot_copies_ready: false,
         command: None,
         ..obs(
@@ -495,6 +500,7 @@ fn auto_reclone_off_leaves_it_to_the_operator() {
     let d = decide(&replica_state(), &first, &cfg);
     let later = Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        forked_from_upstream: false,
         slot_copies_ready: false,
         command: None,
         ..obs(
@@ -598,6 +604,7 @@ fn a_replica_still_not_streaming_after_a_rewind_is_not_stopped_again() {
         &d.state,
         &Observation {
             missing_wal_segment: Some(SEGMENT.into()),
+            forked_from_upstream: false,
             slot_copies_ready: false,
             command: None,
             ..obs(again + 4 * t, running(true, 5_000, false), view(&[ME]))
@@ -685,6 +692,7 @@ fn a_new_timeline_of_the_same_leader_may_need_a_new_rewind() {
 fn starting_without_wal(now: Millis, job: JobView) -> Observation {
     Observation {
         missing_wal_segment: Some(SEGMENT.into()),
+        forked_from_upstream: false,
         slot_copies_ready: false,
         command: None,
         job,
@@ -792,4 +800,64 @@ fn a_starting_replica_whose_wal_is_gone_waits_for_the_archive_when_one_is_config
     );
     assert!(matches!(d.reason, Reason::MissingWalWaitingForArchive(_)));
     assert_eq!(pg_ops(&d), vec![]);
+}
+
+/// A replica still starting whose log says its data forked off the leader's history (it was
+/// rewound against a leader lost before it became consistent) is stopped at once and
+/// rewound, once that has been logged for the not-streaming timeout; before, nothing.
+#[test]
+fn a_starting_replica_whose_data_forked_is_stopped_and_rewound() {
+    let starting = |now: Millis, job: JobView| Observation {
+        job,
+        forked_from_upstream: true,
+        ..obs(now, LocalPg::Starting, view(&[ME, "node3"]))
+    };
+    let start_job = JobView::Running(JobKind::Start);
+    let d = decide(&replica_state(), &starting(NOW, start_job.clone()), &cfg());
+    assert_eq!(pg_ops(&d), vec![], "{}", d.reason);
+    let later = starting(NOW + cfg().not_streaming_timeout_ms, start_job);
+    let d = decide(&d.state, &later, &cfg());
+    assert_eq!(
+        pg_ops(&d),
+        vec![Action::Stop {
+            mode: StopMode::Immediate
+        }],
+        "{}",
+        d.reason
+    );
+    assert!(d.reason.to_string().contains("forked off"), "{}", d.reason);
+    // Stopped: the rewind row runs against the leader.
+    let stopped = obs(later.now + 1_000, stopped_replica(), view(&[ME, "node3"]));
+    let d = decide(&d.state, &stopped, &cfg());
+    assert!(
+        pg_ops(&d)
+            .iter()
+            .any(|a| matches!(a, Action::Rewind { .. })),
+        "{:?} {}",
+        d.actions,
+        d.reason
+    );
+}
+
+/// A replica still starting that this agent did not start (the agent restarted while it
+/// started) is pointed at the leader, which its configuration may not name.
+#[test]
+fn a_starting_replica_of_a_restarted_agent_is_pointed_at_the_leader() {
+    let o = Observation {
+        configured_upstream: None,
+        ..obs(NOW, LocalPg::Starting, view(&[ME, "node3"]))
+    };
+    let d = decide(&MemberState::new(), &o, &cfg());
+    assert_eq!(
+        pg_ops(&d),
+        vec![Action::Repoint {
+            upstream: Some(LEADER.into())
+        }],
+        "{}",
+        d.reason
+    );
+    // Once it names the leader: wait for it to answer.
+    let o = obs(NOW + 1_000, LocalPg::Starting, view(&[ME, "node3"]));
+    let d = decide(&d.state, &o, &cfg());
+    assert_eq!(pg_ops(&d), vec![], "{}", d.reason);
 }

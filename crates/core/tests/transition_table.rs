@@ -334,6 +334,7 @@ fn observation(r: &mut Rng, now: Millis) -> Observation {
         failsafe_acked_at: r.chance(20).then(|| now.saturating_sub(r.below(6_000))),
         failsafe_promised_until: r.chance(10).then(|| now + r.below(4_000)),
         missing_wal_segment: r.chance(10).then(|| "000000010000000000000003".to_string()),
+        forked_from_upstream: false,
         slot_copies_ready: r.chance(10),
         command: match r.below(20) {
             0 => Some(MemberCommand::Restart),

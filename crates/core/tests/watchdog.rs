@@ -74,6 +74,7 @@ fn obs(pg: LocalPg, view: DcsView, watchdog: WatchdogState) -> Observation {
         failsafe_acked_at: None,
         failsafe_promised_until: None,
         missing_wal_segment: None,
+        forked_from_upstream: false,
         slot_copies_ready: false,
         command: None,
         watchdog,

@@ -58,7 +58,7 @@ pub use replica_method::{
     bootstrap_by_command, create_replica, wait_until_promoted, BootstrapCommand, ReplicaContext,
     ReplicaMethod,
 };
-pub use server_log::{parse_line, LogEvent, WalLogScanner};
+pub use server_log::{parse_line, LogEvent, StreamTrouble, WalLogScanner};
 pub use spec::{Credentials, PgSpec, StandbyConfig, Upstream};
 pub use status::{query_status, PgStatus, ReplicationRow, SlotRow, WalReceiver};
 /// A connection to PostgreSQL (tokio-postgres).

@@ -7,6 +7,16 @@
 //!
 //! each time it tries (every `wal_retrieve_retry_interval`), and
 //! `started streaming WAL from primary at 0/3000000 on timeline 1` when streaming starts.
+//! A replica whose data forked off the upstream's history (it holds WAL the upstream never
+//! had: an old primary, or a member rewound against a leader that was lost before the
+//! replica became consistent) is told
+//!
+//! ```text
+//! FATAL:  could not start WAL streaming: ERROR:  requested starting point 0/3000000 on timeline 1 is not in this server's history
+//! ```
+//!
+//! or its startup process logs `new timeline 2 forked off current database system timeline
+//! 1 before current recovery point 0/3000060`.
 //! The scanner reads only what was appended since its last call, so it costs nothing while
 //! the log is quiet. (Messages are matched in English: with a translated `lc_messages` the
 //! agent relies on comparing positions instead.)
@@ -23,8 +33,19 @@ const MAX_READ: u64 = 4 << 20;
 pub struct WalLogScanner {
     path: PathBuf,
     offset: u64,
-    /// The segment the upstream said it removed, unless streaming started after that.
-    missing: Option<String>,
+    /// What the upstream or the startup process last said stops streaming, unless
+    /// streaming started after that.
+    missing: Option<StreamTrouble>,
+}
+
+/// Why a replica cannot stream from its upstream, as only its log says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StreamTrouble {
+    /// The upstream removed this WAL segment, which the replica still needs.
+    SegmentRemoved(String),
+    /// The replica's data forked off the upstream's history before its recovery point: it
+    /// must be rewound (the line that said so).
+    Forked(String),
 }
 
 impl WalLogScanner {
@@ -48,10 +69,10 @@ impl WalLogScanner {
         }
     }
 
-    /// Read what was appended since the last call; the WAL segment the upstream last said it
-    /// removed, if streaming has not started since. A log that shrank (rotated, truncated) is
-    /// read again from its start.
-    pub fn poll(&mut self) -> Option<String> {
+    /// Read what was appended since the last call; what last kept the replica from
+    /// streaming, if streaming has not started since. A log that shrank (rotated, truncated)
+    /// is read again from its start.
+    pub fn poll(&mut self) -> Option<StreamTrouble> {
         let Ok(mut file) = File::open(&self.path) else {
             return self.missing.clone();
         };
@@ -75,7 +96,12 @@ impl WalLogScanner {
         let text = String::from_utf8_lossy(&bytes[..end]);
         for line in text.lines() {
             match parse_line(line) {
-                Some(LogEvent::SegmentRemoved(segment)) => self.missing = Some(segment),
+                Some(LogEvent::SegmentRemoved(segment)) => {
+                    self.missing = Some(StreamTrouble::SegmentRemoved(segment))
+                }
+                Some(LogEvent::Forked) => {
+                    self.missing = Some(StreamTrouble::Forked(line.trim().to_string()))
+                }
                 Some(LogEvent::StreamingStarted) => self.missing = None,
                 None => {}
             }
@@ -91,6 +117,9 @@ pub enum LogEvent {
     SegmentRemoved(String),
     /// "started streaming WAL from primary at ...".
     StreamingStarted,
+    /// "requested starting point ... is not in this server's history", or "new timeline N
+    /// forked off current database system timeline M before current recovery point ...".
+    Forked,
 }
 
 /// The streaming event a line reports, if any.
@@ -102,6 +131,12 @@ pub fn parse_line(line: &str) -> Option<LogEvent> {
         let is_segment = segment.len() == 24 && segment.bytes().all(|b| b.is_ascii_hexdigit());
         return (is_segment && tail.starts_with("has already been removed"))
             .then(|| LogEvent::SegmentRemoved(segment.to_string()));
+    }
+    if line.contains("is not in this server's history")
+        || (line.contains("forked off current database system timeline")
+            && line.contains("before current recovery point"))
+    {
+        return Some(LogEvent::Forked);
     }
     line.contains("started streaming WAL from primary")
         .then_some(LogEvent::StreamingStarted)
@@ -122,6 +157,14 @@ mod tests {
             Some(LogEvent::SegmentRemoved("000000010000000000000003".into()))
         );
         assert_eq!(parse_line(STARTED), Some(LogEvent::StreamingStarted));
+        assert_eq!(
+            parse_line("2026-12-05 16:50:00.000 UTC [77] FATAL:  could not start WAL streaming: ERROR:  requested starting point 0/3000000 on timeline 1 is not in this server's history"),
+            Some(LogEvent::Forked)
+        );
+        assert_eq!(
+            parse_line("2026-12-05 16:50:00.000 UTC [76] LOG:  new timeline 2 forked off current database system timeline 1 before current recovery point 0/3000060"),
+            Some(LogEvent::Forked)
+        );
         assert_eq!(parse_line("LOG:  database system is ready"), None);
         assert_eq!(
             parse_line("ERROR:  requested WAL segment pg_wal/x has already been removed"),
@@ -142,10 +185,10 @@ mod tests {
         write!(log, "{REMOVED}").expect("write");
         assert_eq!(scanner.poll(), None, "a line being written is not read yet");
         writeln!(log).expect("write");
-        assert_eq!(scanner.poll().as_deref(), Some("000000010000000000000003"));
+        assert_eq!(scanner.poll(), Some(removed()));
         assert_eq!(
-            scanner.poll().as_deref(),
-            Some("000000010000000000000003"),
+            scanner.poll(),
+            Some(removed()),
             "remembered while nothing new is logged"
         );
         writeln!(log, "{STARTED}").expect("write");
@@ -153,8 +196,20 @@ mod tests {
         // A truncated log is read again from its start.
         drop(log);
         std::fs::write(&path, format!("{REMOVED}\n")).expect("truncate");
-        assert_eq!(scanner.poll().as_deref(), Some("000000010000000000000003"));
+        assert_eq!(scanner.poll(), Some(removed()));
         let mut from_start = WalLogScanner::from_offset(&path, 0);
         assert!(from_start.poll().is_some());
+        // A fork: the line itself is the evidence.
+        let forked = "FATAL:  could not start WAL streaming: ERROR:  requested starting point 0/3000000 on timeline 1 is not in this server's history";
+        std::fs::write(&path, format!("{REMOVED}\n{forked}\n")).expect("write");
+        let mut scanner = WalLogScanner::from_offset(&path, 0);
+        assert_eq!(
+            scanner.poll(),
+            Some(StreamTrouble::Forked(forked.to_string()))
+        );
+    }
+
+    fn removed() -> StreamTrouble {
+        StreamTrouble::SegmentRemoved("000000010000000000000003".into())
     }
 }

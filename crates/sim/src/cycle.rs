@@ -217,6 +217,7 @@ impl World {
             failsafe_promised_until: member.agent.failsafe_promised_until,
             // WAL recycling is not modelled: no segment an upstream removed.
             missing_wal_segment: None,
+            forked_from_upstream: false,
             slot_copies_ready: false,
             command: None,
             watchdog: Default::default(),

@@ -6,15 +6,9 @@
 
 use pgbaton_sim::{run_real, FaultKind, RealConfig, RealReport, ScriptedFault, Target};
 
-fn env_u64(name: &str, default: u64) -> u64 {
-    match std::env::var(name) {
-        Ok(s) => s
-            .trim()
-            .parse()
-            .unwrap_or_else(|e| panic!("{name}={s:?} is not a number: {e}")),
-        Err(_) => default,
-    }
-}
+mod common;
+
+use common::env_u64;
 
 fn show(report: &RealReport) -> String {
     let tail: Vec<&String> = report.trace.iter().rev().take(60).collect();
@@ -194,6 +188,44 @@ fn a_starting_replica_follows_a_new_leader_at_once() {
             .trace
             .iter()
             .any(|l| l.contains("primary_conninfo reloaded while starting")),
+        "{}",
+        show(&report)
+    );
+    assert!(report.converged_at.is_some(), "{}", show(&report));
+}
+
+/// The leader is cut from etcd, and its agent is killed and restarted while the cut lasts:
+/// the new agent cannot reach etcd to learn about its lease. It keeps enforcing the lease
+/// deadline its previous start left (the lease guard's file) and stops its primary before
+/// another member can be promoted. (Found by the synchronous soak of this simulation: a new
+/// start silenced the old deadline, and the old primary kept accepting writes next to the
+/// new one.)
+#[test]
+fn an_agent_restarted_while_cut_from_etcd_keeps_its_predecessors_lease_deadline() {
+    let faults = vec![
+        ScriptedFault {
+            at_ms: 15_000,
+            target: Target::Leader,
+            kind: FaultKind::PartitionFromDcs { ms: 10_000 },
+        },
+        ScriptedFault {
+            at_ms: 15_100,
+            target: Target::Leader,
+            kind: FaultKind::KillAgent { down_ms: 1_000 },
+        },
+    ];
+    let cfg = RealConfig {
+        scripted: Some(faults),
+        duration_ms: 30_000,
+        ..RealConfig::new(4)
+    };
+    let report = run_real(&cfg);
+    assert!(report.violations.is_empty(), "{}", show(&report));
+    assert!(
+        report
+            .trace
+            .iter()
+            .any(|l| l.contains("SIGQUIT from the lease guard")),
         "{}",
         show(&report)
     );

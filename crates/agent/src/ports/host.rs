@@ -11,6 +11,8 @@
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::fence::Fence;
+
 /// A stop handle for the lease-guard process: kill it and reap it.
 pub type GuardProcess = Box<dyn FnOnce() + Send>;
 
@@ -22,6 +24,13 @@ pub trait Host: Clone + Send + Sync + 'static {
     fn fences_out_of_process(&self) -> bool;
     /// Start `pgbaton lease-guard` watching `file` (None: not started, logged).
     fn spawn_lease_guard(&self, file: &Path) -> Option<GuardProcess>;
+    /// Milliseconds on the clock the lease-guard process reads (CLOCK_MONOTONIC, shared by
+    /// every process of the host).
+    fn monotonic_ms(&self) -> u64;
+    /// Replace the lease guard's file (atomically: a reader never sees half a line).
+    fn write_fence(&self, file: &Path, fence: Fence) -> std::io::Result<()>;
+    /// What the lease guard's file says (None: no file, or not readable).
+    fn read_fence(&self, file: &Path) -> Option<Fence>;
 }
 
 /// The production adapter: the system clock, and `pgbaton lease-guard` started from this
@@ -39,6 +48,20 @@ impl Host for OsHost {
 
     fn fences_out_of_process(&self) -> bool {
         true
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        crate::fence::monotonic_ms()
+    }
+
+    fn write_fence(&self, file: &Path, fence: Fence) -> std::io::Result<()> {
+        fence.write(file)
+    }
+
+    fn read_fence(&self, file: &Path) -> Option<Fence> {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|t| Fence::parse(&t))
     }
 
     fn spawn_lease_guard(&self, file: &Path) -> Option<GuardProcess> {

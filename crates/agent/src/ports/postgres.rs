@@ -16,7 +16,7 @@ use std::time::Duration;
 use pgbaton_postgres::{
     self as pg, BootstrapCommand, Credentials, DataDirState, LogicalSlotSpec, PassFile, PgError,
     PgSpec, PgStatus, Postmaster, ReplicaMethod, RewindOutcome, SlotChanges, SlotPosition,
-    StandbyConfig, StopMode, TimelineEnd, Upstream, WalLogScanner,
+    StandbyConfig, StopMode, StreamTrouble, TimelineEnd, Upstream, WalLogScanner,
 };
 use tokio::sync::Mutex;
 
@@ -37,12 +37,13 @@ pub struct ConfigFiles {
 
 /// Follows the server log for an upstream saying it removed WAL this replica asked for.
 pub trait WalLog: Send + Sync {
-    /// The WAL segment the upstream removed, once it said so.
-    fn poll(&mut self) -> Option<String>;
+    /// What keeps the replica from streaming (a removed WAL segment, a forked history),
+    /// once the log said so and until streaming starts.
+    fn poll(&mut self) -> Option<StreamTrouble>;
 }
 
 impl WalLog for WalLogScanner {
-    fn poll(&mut self) -> Option<String> {
+    fn poll(&mut self) -> Option<StreamTrouble> {
         WalLogScanner::poll(self)
     }
 }

@@ -53,7 +53,9 @@ pub(super) fn missing_wal_while_starting(s: &mut MemberState, cx: &Context) -> O
     let view = cx.view?;
     let leader = view.leader.as_deref().filter(|l| *l != cx.cfg.name)?;
     let Some(segment) = cx.obs.missing_wal_segment.clone() else {
-        s.not_streaming_since = None;
+        if !cx.obs.forked_from_upstream {
+            s.not_streaming_since = None;
+        }
         return None;
     };
     let since = *s.not_streaming_since.get_or_insert(cx.now);
@@ -71,6 +73,47 @@ pub(super) fn missing_wal_while_starting(s: &mut MemberState, cx: &Context) -> O
         }
     }
     Some((reason, actions))
+}
+
+/// A replica still starting whose data forked off its upstream's history before its
+/// recovery point (a member rewound against a leader that was lost before the member became
+/// consistent; the new leader's timeline branched off earlier) never becomes consistent:
+/// PostgreSQL keeps asking for WAL the upstream never had, and only its log says why
+/// (`Observation::forked_from_upstream`; found by the real-runtime simulation, the replica
+/// waited for the start's two-minute timeout). Once that has been logged for the
+/// not-streaming timeout: stop it (immediately when a start job still waits) and rewind it.
+pub(super) fn forked_while_starting(s: &mut MemberState, cx: &Context) -> Option<Step> {
+    let job_allows = match cx.obs.job {
+        JobView::Running(kind) => kind == JobKind::Start,
+        JobView::Idle | JobView::Failed { .. } | JobView::SourceUnreachable { .. } => true,
+    };
+    if cx.obs.pg != LocalPg::Starting || !job_allows || !cx.obs.forked_from_upstream {
+        return None;
+    }
+    if !matches!(s.phase, Phase::Replica | Phase::Init) {
+        return None;
+    }
+    let view = cx.view?;
+    let leader = view.leader.as_deref().filter(|l| *l != cx.cfg.name)?;
+    let since = *s.not_streaming_since.get_or_insert(cx.now);
+    if cx.now - since < cx.cfg.not_streaming_timeout_ms {
+        return None;
+    }
+    s.not_streaming_since = None;
+    s.not_streaming_position = None;
+    s.rewind_needed = true;
+    s.phase = Phase::Replica;
+    let mode = if matches!(cx.obs.job, JobView::Running(_)) {
+        StopMode::Immediate
+    } else {
+        StopMode::Fast
+    };
+    Some((
+        Reason::ForkedWhileStarting {
+            leader: leader.to_string(),
+        },
+        vec![Action::Stop { mode }],
+    ))
 }
 
 /// Following the leader, plus the slots a running replica keeps for its cascaded members.
@@ -225,7 +268,28 @@ pub(super) fn following_pg(
             )
         }
         LocalPg::Starting => {
-            missing_wal_while_starting(s, cx).unwrap_or((Reason::WaitingForPostgres, vec![]))
+            if let Some(step) = missing_wal_while_starting(s, cx) {
+                return step;
+            }
+            if let Some(step) = forked_while_starting(s, cx) {
+                return step;
+            }
+            // A replica still starting (it may wait for WAL from its upstream before it
+            // answers) that this agent did not start, or not towards this leader (the agent
+            // restarted meanwhile): point it at the leader now, or it waits for an upstream
+            // that may be gone (found by the real-runtime simulation). The start of this
+            // agent's own job is covered by `repoint_while_starting`.
+            if cx.obs.configured_upstream.as_deref() != Some(upstream.as_str()) {
+                return (
+                    Reason::Repointing {
+                        upstream: upstream.clone(),
+                    },
+                    vec![Action::Repoint {
+                        upstream: Some(upstream),
+                    }],
+                );
+            }
+            (Reason::WaitingForPostgres, vec![])
         }
         LocalPg::Stopped { .. } if s.reclone_pending => {
             s.reclone_pending = false;

@@ -25,7 +25,9 @@ use crate::watchdog;
 use crate::{HaConfig, Millis};
 
 use bootstrap::{bootstrapping, uninitialized};
-use follower::{following, missing_wal_while_starting, repoint_while_starting};
+use follower::{
+    following, forked_while_starting, missing_wal_while_starting, repoint_while_starting,
+};
 use leader::{holding_leader_key, leader_duties_if_any};
 use leaderless::leaderless;
 use safety::enforce_single_primary;
@@ -265,6 +267,9 @@ fn step(s: &mut MemberState, cx: &Context, verdict: &mut Option<CommandVerdict>)
     // 2. One background operation at a time.
     if let JobView::Running(kind) = cx.obs.job {
         if let Some(step) = missing_wal_while_starting(s, cx) {
+            return step;
+        }
+        if let Some(step) = forked_while_starting(s, cx) {
             return step;
         }
         let mut actions = leader_duties_if_any(s, cx);

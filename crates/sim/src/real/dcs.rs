@@ -58,6 +58,10 @@ impl Link {
 pub(crate) struct SimDcs {
     pub inner: MemoryDcs,
     pub link: Arc<Link>,
+    /// Counts every time a member took the leader key or a restarted agent adopted the
+    /// lease its key is attached to (when the store did it): the liveness check's clock
+    /// starts again at each (a second failure is bounded on its own).
+    pub takings: Arc<AtomicU64>,
 }
 
 impl SimDcs {
@@ -98,12 +102,27 @@ impl Dcs for SimDcs {
     }
 
     async fn acquire_leader(&self) -> Result<bool, DcsError> {
-        self.via(self.inner.acquire_leader()).await
+        self.via(async {
+            let taken = self.inner.acquire_leader().await;
+            if matches!(taken, Ok(true)) {
+                self.takings.fetch_add(1, Ordering::SeqCst);
+            }
+            taken
+        })
+        .await
     }
 
     async fn adopt_leader_lease(&self) -> Result<Option<LeaseAck>, DcsError> {
         let sent_at = Instant::now();
-        let ack = self.via(self.inner.adopt_leader_lease()).await?;
+        let ack = self
+            .via(async {
+                let adopted = self.inner.adopt_leader_lease().await;
+                if matches!(adopted, Ok(Some(_))) {
+                    self.takings.fetch_add(1, Ordering::SeqCst);
+                }
+                adopted
+            })
+            .await?;
         Ok(ack.map(|ack| LeaseAck { sent_at, ..ack }))
     }
 

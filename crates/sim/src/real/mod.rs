@@ -23,6 +23,7 @@
 //! could follow the leader does within 30 s; after the last fault healed, one leader with
 //! every member streaming from it within the liveness bound.
 
+mod commits;
 mod dcs;
 mod peers;
 mod pg;
@@ -37,8 +38,8 @@ use std::time::Duration;
 
 use pgbaton_agent::{settings, Agent, Ports};
 use pgbaton_api::NodeStatus;
-use pgbaton_core::Millis;
-use pgbaton_dcs::{ClusterPath, Dcs, FailoverDoc, MemoryDcs, MemoryStore};
+use pgbaton_core::{Millis, SyncConfig, SyncMode};
+use pgbaton_dcs::{ClusterPath, ClusterState, Dcs, FailoverDoc, MemoryDcs, MemoryStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use tokio::sync::{mpsc, watch};
@@ -49,7 +50,7 @@ use crate::faults::{
     random_quick_succession, random_schedule, Candidate, FaultKind, ScriptedFault, Target,
 };
 use crate::report::ViolationKind;
-use crate::Violation;
+use crate::{Ack, Violation};
 use peers::{SimHost, SimPeers, Statuses};
 use pg::{lock, PgWorld, SimPostgres};
 
@@ -81,6 +82,14 @@ pub struct RealConfig {
     /// `reclone_interval` is 5 s: the checker's 30 s bound for a member to follow again could
     /// not wait for the 10 minutes pgbaton waits by default between two automatic re-clones.
     pub auto_reclone: bool,
+    /// Synchronous replication of the members (`synchronous_mode`, `_strict`,
+    /// `synchronous_node_count`): clients commit and no acknowledged commit may be lost
+    /// (`commits.rs`).
+    pub synchronous: Option<SyncConfig>,
+    /// Invariant 7 (the `sync` key names only members holding every acknowledged commit)
+    /// stops the run. Off: its first breach is only noted (`RealReport::sync_key_breach`)
+    /// and the run goes on, to see whether the wrong key really loses a commit.
+    pub check_sync_key: bool,
 }
 
 impl RealConfig {
@@ -101,6 +110,16 @@ impl RealConfig {
             tick_ms: 50,
             ttl_s: 4,
             auto_reclone: true,
+            synchronous: None,
+            check_sync_key: true,
+        }
+    }
+
+    /// `new(seed)` with synchronous replication.
+    pub fn synchronous(seed: u64, sync: SyncConfig) -> Self {
+        RealConfig {
+            synchronous: Some(sync),
+            ..RealConfig::new(seed)
         }
     }
 }
@@ -124,6 +143,14 @@ pub struct RealReport {
     pub trace: Vec<String>,
     /// FNV-1a over the trace: two runs of one seed must agree.
     pub trace_digest: u64,
+    /// Synchronous mode: every commit a primary acknowledged.
+    pub acks: Vec<Ack>,
+    /// With `check_sync_key` off: the first time the `sync` key named a member lacking an
+    /// acknowledged commit.
+    pub sync_key_breach: Option<Violation>,
+    /// Synchronous mode, at the end without a leader: why that is by design (the `sync` key
+    /// names no member that has a data directory), if it is.
+    pub leaderless_by_design: Option<String>,
 }
 
 /// Run one real-runtime simulation to its end.
@@ -133,6 +160,18 @@ pub fn run_real(cfg: &RealConfig) -> RealReport {
         .start_paused(true)
         .build()
         .expect("a current-thread tokio runtime");
+    // `PGBATON_SIM_LOG=<filter>` (e.g. `info`): the agents' log lines, stamped with virtual
+    // milliseconds and the member, on stderr (for replays).
+    let _log = std::env::var("PGBATON_SIM_LOG").ok().map(|filter| {
+        let subscriber = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+            .with_timer(VirtualTime(runtime.block_on(async { Instant::now() })))
+            .with_target(false)
+            .with_ansi(false)
+            .with_writer(std::io::stderr)
+            .finish();
+        tracing::subscriber::set_default(subscriber)
+    });
     let report = runtime.block_on(Driver::new(cfg).run());
     // Agents still running (their tasks, jobs, guards) end with the runtime.
     runtime.shutdown_background();
@@ -161,6 +200,7 @@ struct Member {
     stalled: u32,
     isolated: u32,
     stream_cut: u32,
+    slow: u32,
 }
 
 struct Driver {
@@ -191,6 +231,9 @@ struct Driver {
     not_following_since: Vec<Option<Millis>>,
     longest_not_following_ms: Millis,
     trace: Vec<String>,
+    sync_key_breach: Option<Violation>,
+    /// Leader key takings and lease adoptions (`dcs::SimDcs::takings`).
+    takings: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Driver {
@@ -235,7 +278,14 @@ impl Driver {
             operator: MemoryDcs::new(&store, path.clone(), "operator", ttl),
             store,
             path,
-            world: Arc::new(Mutex::new(PgWorld::new(&names, cfg.seed))),
+            world: Arc::new(Mutex::new({
+                let mut world = PgWorld::new(&names, cfg.seed);
+                world.ledger.terms = commits::SyncTerms {
+                    enabled: cfg.synchronous.is_some_and(|s| s.mode != SyncMode::Off),
+                    strict: cfg.synchronous.is_some_and(|s| s.strict),
+                };
+                world
+            })),
             statuses: Arc::new(Mutex::new(vec![None; cfg.members])),
             members: names
                 .into_iter()
@@ -249,6 +299,7 @@ impl Driver {
                     stalled: 0,
                     isolated: 0,
                     stream_cut: 0,
+                    slow: 0,
                 })
                 .collect(),
             outage: 0,
@@ -263,6 +314,8 @@ impl Driver {
             not_following_since: vec![None; cfg.members],
             longest_not_following_ms: 0,
             trace: Vec::new(),
+            sync_key_breach: None,
+            takings: Arc::default(),
             cfg: cfg.clone(),
         }
     }
@@ -307,7 +360,10 @@ impl Driver {
             }
             self.check_safety();
             if self.violations.is_empty() {
-                self.check_leaderless(leader.as_deref(), failover_key);
+                self.check_commits(leader.as_deref(), state.as_ref());
+            }
+            if self.violations.is_empty() {
+                self.check_leaderless(leader.as_deref(), failover_key, state.as_ref());
             }
             if self.violations.is_empty() {
                 self.check_following(leader.as_deref());
@@ -323,6 +379,12 @@ impl Driver {
                             break;
                         }
                     }
+                    Err(_)
+                        if self.now >= end_at
+                            && self.leaderless_by_design(state.as_ref()).is_some() =>
+                    {
+                        break;
+                    }
                     Err(why) if self.now >= end_at => {
                         let description = format!(
                             "no single healthy leader with every member streaming within {} ms after the last fault healed (at {quiet_from} ms): {why}",
@@ -336,9 +398,16 @@ impl Driver {
             }
             self.now += self.cfg.tick_ms;
         }
+        let final_state = self.operator.load().await.ok();
+        let leaderless_by_design = if healthy_since.is_none() && self.violations.is_empty() {
+            self.leaderless_by_design(final_state.as_ref())
+        } else {
+            None
+        };
         for m in 0..self.members.len() {
             self.kill_agent(m);
         }
+        let acks = std::mem::take(&mut lock(&self.world).ledger.acks);
         let mut trace = std::mem::take(&mut lock(&self.world).trace);
         trace.append(&mut self.trace);
         let trace_digest = fnv1a(&trace);
@@ -352,7 +421,129 @@ impl Driver {
             faults: self.faults,
             trace,
             trace_digest,
+            acks,
+            sync_key_breach: self.sync_key_breach,
+            leaderless_by_design,
         }
+    }
+
+    /// Synchronous mode: clients start committing once the leader's
+    /// synchronous_standby_names is in force; invariants 6–8 (`commits.rs`).
+    fn check_commits(&mut self, key: Option<&str>, state: Option<&ClusterState>) {
+        let found = {
+            let mut w = lock(&self.world);
+            if !w.ledger.terms.enabled {
+                return;
+            }
+            let leader = key.and_then(|k| w.index_of(k));
+            if !w.ledger.clients_on
+                && leader.is_some_and(|l| {
+                    w.running_primary(l)
+                        && w.members[l].run.as_ref().is_some_and(|r| r.ssn.is_some())
+                })
+            {
+                w.ledger.clients_on = true;
+                let line = format!("{:>7} --- clients start committing", self.now);
+                w.trace.push(line);
+            }
+            let mut found = std::mem::take(&mut w.ledger.found);
+            if let Some(why) = leader.and_then(|l| w.leader_lacks(l)) {
+                found.push((ViolationKind::AckedCommitLost, why));
+            }
+            let sync_problem = state
+                .and_then(|s| s.sync.as_ref())
+                .and_then(|k| w.sync_key_problem(&k.value.members(), k.value.quorum));
+            if let Some(why) = sync_problem {
+                found.push((ViolationKind::SyncKeyWrong, why));
+            }
+            found
+        };
+        for (kind, why) in found {
+            let description = format!("{why}; {}", self.describe());
+            if kind == ViolationKind::SyncKeyWrong && !self.cfg.check_sync_key {
+                if self.sync_key_breach.is_none() {
+                    self.log(format!("sync key wrong (run goes on): {description}"));
+                    self.sync_key_breach = Some(Violation {
+                        kind,
+                        at: self.now,
+                        seed: self.cfg.seed,
+                        description,
+                    });
+                }
+                continue;
+            }
+            self.violate(kind, description);
+            return;
+        }
+    }
+
+    /// Synchronous mode without a leader key: why staying leaderless is by design, if it is
+    /// (the `sync` key names no member that has a data directory: nobody is known to hold
+    /// every acknowledged commit).
+    fn leaderless_by_design(&self, state: Option<&ClusterState>) -> Option<String> {
+        let state = state?;
+        if !lock(&self.world).ledger.terms.enabled || state.leader_name().is_some() {
+            return None;
+        }
+        let key = state.sync.as_ref().map(|k| k.value.clone());
+        let named = key.as_ref().map(|k| k.members()).unwrap_or_default();
+        let with_data = {
+            let w = lock(&self.world);
+            named
+                .iter()
+                .any(|n| w.index_of(n).is_some_and(|i| w.members[i].data.is_some()))
+        };
+        if with_data {
+            return None;
+        }
+        Some(format!(
+            "no leader: the sync key (leader {:?}) names {}, so no member is known to hold every acknowledged commit",
+            key.and_then(|k| k.leader),
+            if named.is_empty() {
+                "nobody".to_string()
+            } else {
+                format!("{} without a data directory", named.join(", "))
+            }
+        ))
+    }
+
+    /// Synchronous mode: member `m` may be promoted by the core's rules. Only the members
+    /// the `sync` key names hold every acknowledged commit (and the leader that wrote it);
+    /// in quorum mode a named member also needs `n - q + 1` of the named members (itself
+    /// included) to answer it, to be sure it is not behind an acknowledged commit.
+    fn may_promote_synchronous(&self, m: usize, state: Option<&ClusterState>) -> bool {
+        let Some(key) = state.and_then(|s| s.sync.as_ref()).map(|k| &k.value) else {
+            return false;
+        };
+        let name = &self.members[m].name;
+        if key.leader.as_deref() == Some(name.as_str()) {
+            return true;
+        }
+        let named = key.members();
+        if !named.contains(name) {
+            return false;
+        }
+        let Some(q) = key.quorum else {
+            return true;
+        };
+        let needed = named.len().saturating_sub(q as usize) + 1;
+        // A named member answers when the candidate can ask it: its member document is in
+        // the DCS (where the candidate finds its REST API), its agent runs and is linked.
+        let listed = |n: &String| state.is_some_and(|s| s.members.contains_key(n));
+        let w = lock(&self.world);
+        let answering = 1 + named
+            .iter()
+            .filter(|n| listed(n))
+            .filter_map(|n| w.index_of(n))
+            .filter(|&p| {
+                p != m
+                    && w.linked(m, p)
+                    && w.members[p].agent_alive
+                    && !w.members[p].agent_frozen
+                    && w.members[p].run.is_some()
+            })
+            .count();
+        answering >= needed
     }
 
     fn violate(&mut self, kind: ViolationKind, description: String) {
@@ -391,7 +582,12 @@ impl Driver {
     /// runs (alive, not stopped) and reaches the DCS, its PostgreSQL runs as a replica that
     /// answers, on the last leader's history (not diverged from its data as it led). Not
     /// while a `failover` key holds the election (a switchover under way).
-    fn check_leaderless(&mut self, key: Option<&str>, failover_key: bool) {
+    fn check_leaderless(
+        &mut self,
+        key: Option<&str>,
+        failover_key: bool,
+        state: Option<&ClusterState>,
+    ) {
         let bound = self.cfg.ttl_s * 1000 + 1000 + 2000;
         let leading = {
             let w = lock(&self.world);
@@ -404,26 +600,53 @@ impl Driver {
             self.window = None;
             return;
         }
-        let Some(last) = self.leader_data.clone() else {
+        let Some(mut last) = self.leader_data.clone() else {
             return;
         };
+        // A member promoted since, even if it was lost before the check saw it lead: its
+        // timeline is the cluster's newest history.
+        if let Some(newer) = lock(&self.world)
+            .newest_primary
+            .clone()
+            .filter(|d| d.system_id == last.system_id && d.timeline > last.timeline)
+        {
+            last = newer;
+        }
+        let sync = lock(&self.world).ledger.terms.enabled;
+        let allowed: Vec<bool> = (0..self.members.len())
+            .map(|m| !sync || self.may_promote_synchronous(m, state))
+            .collect();
         let candidates: Vec<String> = {
             let w = lock(&self.world);
             (0..w.members.len())
+                .filter(|&m| allowed[m])
                 .filter(|&m| {
                     let member = &w.members[m];
-                    let reaches_dcs = self.members[m].partitioned == 0 && self.outage == 0;
+                    // In time: etcd up, no partition, and no message-delay fault (whose
+                    // round trips may outlast retry_timeout), as the agent model's check.
+                    let reaches_dcs = self.members[m].partitioned == 0
+                        && self.outage == 0
+                        && self.members[m].delays.is_empty();
                     let replica = member
                         .run
                         .as_ref()
                         .is_some_and(|r| !r.primary && r.answering);
+                    // On an older timeline, it must be behind where that timeline ended,
+                    // and the cluster must know that point: the `history` key records it
+                    // (a leader lost right after its promotion, before writing the key,
+                    // leaves the members on the old timeline unable to tell whether they
+                    // are behind or diverged: they wait for it, by design, as Patroni's do).
+                    let recorded = |t: u32, lsn: u64| {
+                        state.is_some_and(|s| {
+                            s.history.iter().any(|h| h.timeline == t && lsn <= h.lsn)
+                        })
+                    };
                     let on_history = member.data.as_ref().is_some_and(|d| {
                         d.system_id == last.system_id
                             && (d.timeline == last.timeline && d.lsn <= last.lsn
-                                || last
-                                    .history
-                                    .iter()
-                                    .any(|&(t, end)| t == d.timeline && d.lsn <= end))
+                                || last.history.iter().any(|&(t, end)| {
+                                    t == d.timeline && d.lsn <= end && recorded(t, d.lsn)
+                                }))
                     });
                     member.agent_alive
                         && !member.agent_frozen
@@ -435,13 +658,19 @@ impl Driver {
                 .collect()
         };
         let now = self.now;
+        let takings = self.takings.load(Ordering::SeqCst);
         let window = self.window.get_or_insert(Window {
             opened_at: now,
             key: key.map(str::to_string),
             counting_since: None,
+            takings,
         });
-        if window.key.as_deref() != key {
+        // The key changed hands, or was taken again (a restarted agent adopting its
+        // lease): a member that takes the key and fails again before it runs a primary
+        // costs another bound, each failure bounded on its own.
+        if window.key.as_deref() != key || window.takings != takings {
             window.key = key.map(str::to_string);
+            window.takings = takings;
             window.counting_since = None;
         }
         if candidates.is_empty() || failover_key {
@@ -571,14 +800,30 @@ impl Driver {
     fn member_yaml(&self, name: &str) -> String {
         format!(
             "scope: sim\nname: {name}\nrestapi:\n  listen: {name}:8008\n  connect_address: {name}:8008\n\
-             etcd3:\n  hosts: 127.0.0.1:9\nbootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: 1\n    retry_timeout: 1.5\n\
+             etcd3:\n  hosts: 127.0.0.1:9\nbootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: 1\n    retry_timeout: 1.5\n{sync}\
              postgresql:\n  listen: {name}:5432\n  connect_address: {name}:5432\n  data_dir: /nonexistent/sim/{name}/data\n\
              \x20 bin_dir: /nonexistent/sim/bin\n  authentication:\n\
              \x20   superuser: {{username: postgres, password: postgres}}\n\
              \x20   replication: {{username: replicator, password: replicator}}\n\
              pgbaton:\n  reclone_interval: 5\n  auto_reclone: {reclone}\n",
             ttl = self.cfg.ttl_s,
-            reclone = self.cfg.auto_reclone
+            reclone = self.cfg.auto_reclone,
+            sync = self.sync_yaml(),
+        )
+    }
+
+    /// The members' synchronous replication settings, lines of `bootstrap.dcs`.
+    fn sync_yaml(&self) -> String {
+        let Some(sync) = self.cfg.synchronous.filter(|s| s.mode != SyncMode::Off) else {
+            return String::new();
+        };
+        let mode = match sync.mode {
+            SyncMode::Quorum => "quorum",
+            _ => "true",
+        };
+        format!(
+            "    synchronous_mode: {mode}\n    synchronous_mode_strict: {}\n    synchronous_node_count: {}\n",
+            sync.strict, sync.count
         )
     }
 
@@ -610,6 +855,7 @@ impl Driver {
                 Duration::from_millis(ha.ttl_ms),
             ),
             link: link.clone(),
+            takings: self.takings.clone(),
         };
         self.members[m].link = Some(link);
         self.update_dcs_switches();
@@ -627,15 +873,23 @@ impl Driver {
                 m,
                 incarnation,
             },
-            host: SimHost { start: self.start },
+            host: SimHost {
+                start: self.start,
+                world: self.world.clone(),
+                m,
+            },
         };
         let mut agent = Agent::with_ports(cfg, dynamic, ha, status_tx, ports);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (local_tx, local_rx) = mpsc::channel(1);
         let world = self.world.clone();
-        let run = async move {
-            let _ = agent.run(shutdown_rx, local_rx).await;
-        };
+        let span = tracing::info_span!("member", name = %name);
+        let run = tracing::Instrument::instrument(
+            async move {
+                let _ = agent.run(shutdown_rx, local_rx).await;
+            },
+            span,
+        );
         let handle = tokio::spawn(Stoppable {
             world,
             m,
@@ -705,11 +959,26 @@ impl Driver {
         match target {
             Target::Member(i) => i.min(n - 1),
             Target::Leader => leader.unwrap_or_else(|| self.rng.random_range(0..n)),
+            Target::SyncStandby if !self.sync_named().await.is_empty() => {
+                let named = self.sync_named().await;
+                self.members
+                    .iter()
+                    .position(|m| m.name == named[0])
+                    .unwrap_or(0)
+            }
             Target::Replica | Target::SyncStandby => {
                 let others: Vec<usize> = (0..n).filter(|&m| Some(m) != leader).collect();
                 others[self.rng.random_range(0..others.len())]
             }
         }
+    }
+
+    /// The members the `sync` key names now.
+    async fn sync_named(&self) -> Vec<String> {
+        let state = self.operator.load().await.ok();
+        state
+            .and_then(|s| s.sync.map(|k| k.value.members()))
+            .unwrap_or_default()
     }
 
     async fn start_fault(&mut self, idx: usize) {
@@ -758,7 +1027,8 @@ impl Driver {
                 self.update_dcs_switches();
             }
             FaultKind::SlowStandby { .. } => {
-                self.log("(not modelled in the real-runtime simulation)");
+                self.members[m].slow += 1;
+                lock(&self.world).members[m].slow = true;
             }
         }
     }
@@ -812,9 +1082,12 @@ impl Driver {
                 self.update_dcs_switches();
                 self.log(format!("heals on {name}: {}", fault.kind));
             }
-            FaultKind::KillPostmaster
-            | FaultKind::Switchover { .. }
-            | FaultKind::SlowStandby { .. } => {}
+            FaultKind::SlowStandby { .. } => {
+                self.members[m].slow -= 1;
+                let slow = self.members[m].slow > 0;
+                lock(&self.world).members[m].slow = slow;
+            }
+            FaultKind::KillPostmaster | FaultKind::Switchover { .. } => {}
         }
     }
 
@@ -830,9 +1103,14 @@ impl Driver {
             .map(|m| m.name.clone())
             .filter(|n| *n != leader)
             .collect();
+        let named = self.sync_named().await;
         let member = match candidate {
             Candidate::Any => None,
             Candidate::Member(i) => self.members.get(i).map(|m| m.name.clone()),
+            Candidate::SyncStandby if !named.is_empty() => named.first().cloned(),
+            Candidate::AsyncReplica if !named.is_empty() => {
+                others.iter().find(|n| !named.contains(n)).cloned()
+            }
             Candidate::Replica | Candidate::SyncStandby | Candidate::AsyncReplica => {
                 Some(others[self.rng.random_range(0..others.len())].clone())
             }
@@ -867,6 +1145,8 @@ struct Window {
     key: Option<String>,
     /// Since when a healthy candidate has existed without interruption.
     counting_since: Option<Millis>,
+    /// `Driver::takings` when the clock last started.
+    takings: u64,
 }
 
 /// An agent's loop that a SIGSTOP fault can hold: while the member's agent is stopped the
@@ -891,6 +1171,15 @@ impl Future for Stoppable {
             }
         }
         self.inner.as_mut().poll(cx)
+    }
+}
+
+/// Log timestamps in virtual milliseconds since the run began.
+struct VirtualTime(Instant);
+
+impl tracing_subscriber::fmt::time::FormatTime for VirtualTime {
+    fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+        write!(w, "{:>7}", self.0.elapsed().as_millis())
     }
 }
 

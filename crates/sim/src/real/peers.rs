@@ -4,6 +4,7 @@ use std::future::Future;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use pgbaton_agent::fence::Fence;
 use pgbaton_agent::peers::Peers;
 use pgbaton_agent::ports::host::{GuardProcess, Host};
 use pgbaton_api::NodeStatus;
@@ -61,11 +62,14 @@ impl Peers for SimPeers {
     }
 }
 
-/// Wall-clock time follows virtual time; no lease-guard process (the in-process guard task,
-/// which outlives a killed agent here, stands for it).
+/// Wall-clock and monotonic time follow virtual time. No lease-guard process: the
+/// in-process guard task, which outlives a killed agent here, stands for it; its file is
+/// the member's `fence` in the world, kept across agent starts as the file is.
 #[derive(Clone)]
 pub(crate) struct SimHost {
     pub start: Instant,
+    pub world: Shared,
+    pub m: usize,
 }
 
 impl Host for SimHost {
@@ -74,10 +78,23 @@ impl Host for SimHost {
     }
 
     fn fences_out_of_process(&self) -> bool {
-        false
+        true
     }
 
     fn spawn_lease_guard(&self, _file: &Path) -> Option<GuardProcess> {
         None
+    }
+
+    fn monotonic_ms(&self) -> u64 {
+        1_000_000 + self.start.elapsed().as_millis() as u64
+    }
+
+    fn write_fence(&self, _file: &Path, fence: Fence) -> std::io::Result<()> {
+        lock(&self.world).members[self.m].fence = Some(fence);
+        Ok(())
+    }
+
+    fn read_fence(&self, _file: &Path) -> Option<Fence> {
+        lock(&self.world).members[self.m].fence
     }
 }

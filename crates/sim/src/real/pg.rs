@@ -22,12 +22,14 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pgbaton_agent::ports::{Busy, ConfigFiles, LogFrom, Postgres, WalLog};
-use pgbaton_core::{Millis, TimelineSource};
+use pgbaton_core::{Millis, SyncStandbyNames, TimelineSource};
 use pgbaton_postgres::{
     BootstrapCommand, ControlData, DataDirState, DbState, LogicalSlotSpec, PassFile, PgError,
-    PgStatus, ReplicaMethod, RewindOutcome, SlotChanges, SlotPosition, StopMode, TimelineEnd,
-    Upstream, WalReceiver,
+    PgStatus, ReplicaMethod, ReplicationRow, RewindOutcome, SlotChanges, SlotPosition, StopMode,
+    StreamTrouble, TimelineEnd, Upstream, WalReceiver,
 };
+
+use super::commits::{Commit, Ledger};
 
 /// A replica or primary started this long ago answers (if it has the WAL it needs).
 const START_MS: Millis = 300;
@@ -96,6 +98,12 @@ pub(crate) struct Run {
     /// primary_slot_name, as last loaded.
     pub slot: Option<String>,
     pub streaming: bool,
+    /// A replica's WAL sender reached the upstream's position once since it connected
+    /// (pg_stat_replication `state = 'streaming'`, not `catchup`): only then may a primary
+    /// wait for it as a synchronous standby.
+    pub caught_up: bool,
+    /// synchronous_standby_names in force (as last loaded: start or reload).
+    pub ssn: Option<SyncStandbyNames>,
 }
 
 #[derive(Debug)]
@@ -107,6 +115,12 @@ pub(crate) struct PgMember {
     pub conf_standby: bool,
     pub conf_upstream: Option<String>,
     pub conf_slot: Option<String>,
+    /// synchronous_standby_names as the configuration files say.
+    pub conf_ssn: Option<SyncStandbyNames>,
+    /// A slow standby (slow disk): it flushes an eighth of what it is behind per tick.
+    pub slow: bool,
+    /// Client commits waiting for synchronous standbys (a primary's, in WAL order).
+    pub pending: Vec<Commit>,
     /// Physical slots in the data directory.
     pub slots: BTreeMap<String, Slot>,
     /// The server log: what PostgreSQL wrote about streaming.
@@ -127,6 +141,8 @@ pub(crate) struct PgMember {
     /// agent) enforces its deadline until then, as `pgbaton lease-guard` does until a newer
     /// agent writes the lease file.
     pub fence_incarnation: u64,
+    /// The lease guard's file (`pgbaton_agent::fence`): what the agent's guard last wrote.
+    pub fence: Option<pgbaton_agent::fence::Fence>,
 }
 
 #[derive(Debug)]
@@ -136,6 +152,10 @@ pub(crate) struct PgWorld {
     pub next_pid: u32,
     pub next_system_id: u64,
     pub trace: Vec<String>,
+    pub ledger: Ledger,
+    /// The data of the primary on the newest timeline, as it last wrote (for the liveness
+    /// check: a member promoted and lost within one check still made the newest history).
+    pub newest_primary: Option<Data>,
 }
 
 pub(crate) type Shared = Arc<Mutex<PgWorld>>;
@@ -157,6 +177,9 @@ impl PgWorld {
                     conf_standby: false,
                     conf_upstream: None,
                     conf_slot: None,
+                    conf_ssn: None,
+                    slow: false,
+                    pending: Vec::new(),
                     slots: BTreeMap::new(),
                     log_lines: Vec::new(),
                     last_stream_error_at: None,
@@ -167,11 +190,14 @@ impl PgWorld {
                     streaming_cut: false,
                     waker: None,
                     fence_incarnation: 0,
+                    fence: None,
                 })
                 .collect(),
             next_pid: 100,
             next_system_id: 7_000_000_000_000_000_000 + seed * 1_000,
             trace: Vec::new(),
+            ledger: Ledger::default(),
+            newest_primary: None,
         }
     }
 
@@ -214,6 +240,7 @@ impl PgWorld {
         for m in 0..self.members.len() {
             self.stream(m, now);
         }
+        self.release_commits(now);
         for m in 0..self.members.len() {
             let Some(run) = self.members[m].run.clone().filter(|r| r.primary) else {
                 continue;
@@ -223,7 +250,12 @@ impl PgWorld {
             }
             if run.answering {
                 let d = self.members[m].data.as_mut().expect("data");
+                let from = d.lsn;
                 d.lsn += WRITES_PER_TICK;
+                let to = d.lsn;
+                let written = d.clone();
+                self.note_primary(written);
+                self.take_commits(m, from, to);
             }
         }
         for m in 0..self.members.len() {
@@ -288,7 +320,9 @@ impl PgWorld {
                 .clone()
                 .expect("a running server has data");
             let source = run.upstream.as_deref().and_then(|u| self.index_of(u));
+            let slow = self.members[m].slow;
             let mut streaming = false;
+            let mut caught_up = false;
             if let Some(u) = source.filter(|&u| u != m) {
                 let up = &self.members[u];
                 let can = !self.members[m].streaming_cut
@@ -306,6 +340,21 @@ impl PgWorld {
                         .slot
                         .as_ref()
                         .map(|name| (name.clone(), up.slots.get(name).map(|s| s.lost)));
+                    if !compatible && ud.system_id == data.system_id && ud.timeline > data.timeline
+                    {
+                        // The upstream's history does not contain this replica's position on
+                        // its timeline: the WAL receiver is refused (PostgreSQL's words).
+                        self.stream_error(
+                            m,
+                            now,
+                            format!(
+                                "FATAL:  could not start WAL streaming: ERROR:  requested starting point {}/{:X} on timeline {} is not in this server's history",
+                                data.lsn >> 32,
+                                data.lsn & 0xFFFF_FFFF,
+                                data.timeline
+                            ),
+                        );
+                    }
                     if compatible {
                         match slot {
                             Some((name, None)) => self.stream_error(
@@ -330,7 +379,13 @@ impl PgWorld {
                                 streaming = true;
                                 let d = self.members[m].data.as_mut().expect("data");
                                 let was = d.lsn;
-                                d.lsn = ud.lsn.min(d.lsn + STREAM_PER_TICK);
+                                let step = if slow {
+                                    (ud.lsn.saturating_sub(d.lsn) / 8).max(1)
+                                } else {
+                                    STREAM_PER_TICK
+                                };
+                                d.lsn = ud.lsn.min(d.lsn + step);
+                                caught_up = d.lsn == ud.lsn;
                                 d.timeline = ud.timeline;
                                 d.history = ud.history.clone();
                                 let lsn = d.lsn;
@@ -354,6 +409,7 @@ impl PgWorld {
             }
             if let Some(r) = self.members[m].run.as_mut() {
                 r.streaming = streaming;
+                r.caught_up = streaming && (r.caught_up || caught_up);
             }
             let d = self.members[m].data.as_ref().expect("data");
             let ready_at = run.started_at
@@ -364,6 +420,42 @@ impl PgWorld {
                 };
             if !run.answering && now >= ready_at && d.lsn >= d.min_recovery {
                 self.set_answering(m);
+            }
+        }
+    }
+
+    fn note_primary(&mut self, data: Data) {
+        let newer = self
+            .newest_primary
+            .as_ref()
+            .is_none_or(|n| n.system_id != data.system_id || data.timeline >= n.timeline);
+        if newer {
+            self.newest_primary = Some(data);
+        }
+    }
+
+    /// A clean shutdown of primary `m` (fast or smart): its WAL senders send everything up
+    /// to the shutdown checkpoint to the standbys streaming from it before they exit, as
+    /// PostgreSQL's do; a switchover's candidate then has the old leader's last WAL.
+    fn send_final_wal(&mut self, m: usize) {
+        let Some(source) = self.members[m].data.clone() else {
+            return;
+        };
+        let name = self.members[m].name.clone();
+        for r in 0..self.members.len() {
+            let connected = r != m
+                && !self.members[r].streaming_cut
+                && self.linked(r, m)
+                && self.members[r].run.as_ref().is_some_and(|run| {
+                    !run.primary && run.streaming && run.upstream.as_deref() == Some(&name)
+                });
+            if !connected {
+                continue;
+            }
+            if let Some(d) = self.members[r].data.as_mut() {
+                if d.system_id == source.system_id && d.timeline == source.timeline {
+                    d.lsn = d.lsn.max(source.lsn);
+                }
             }
         }
     }
@@ -382,6 +474,9 @@ impl PgWorld {
                 DbState::InArchiveRecovery
             };
             d.min_recovery = 0;
+        }
+        if primary {
+            self.check_new_primary(m, "started as primary");
         }
         self.log(
             m,
@@ -497,11 +592,42 @@ fn status_of(w: &PgWorld, m: usize) -> Result<PgStatus, PgError> {
         replay_timestamp: None,
         replay_paused: false,
         wal_receiver,
-        replication: Vec::new(),
+        replication: replication_rows(w, m),
         slots: Vec::new(),
         pending_restart: false,
         read_only: !run.primary,
     })
+}
+
+/// pg_stat_replication on a running primary.
+fn replication_rows(w: &PgWorld, p: usize) -> Vec<ReplicationRow> {
+    if !w.running_primary(p) {
+        return Vec::new();
+    }
+    let conns = w.connections(p);
+    let ssn = w.members[p].run.as_ref().and_then(|r| r.ssn.clone());
+    let sync = crate::syncrep::synchronous(ssn.as_ref(), &conns);
+    let quorum = matches!(ssn, Some(SyncStandbyNames::Any { .. }));
+    conns
+        .iter()
+        .zip(sync)
+        .map(|(c, synchronous)| ReplicationRow {
+            pid: 1_000 + c.m as i32,
+            usename: "replicator".to_string(),
+            application_name: c.name.to_string(),
+            client_addr: None,
+            state: if c.streaming { "streaming" } else { "catchup" }.to_string(),
+            sync_state: match (synchronous, quorum) {
+                (true, true) => "quorum",
+                (true, false) => "sync",
+                (false, _) => "async",
+            }
+            .to_string(),
+            sync_priority: 0,
+            replay_lsn: Some(c.flush),
+            flush_lsn: Some(c.flush),
+        })
+        .collect()
 }
 
 /// The agent's reader of the simulated server log, as `WalLogScanner` reads the real one.
@@ -509,17 +635,20 @@ struct SimWalLog {
     world: Shared,
     m: usize,
     next: usize,
-    missing: Option<String>,
+    missing: Option<StreamTrouble>,
 }
 
 impl WalLog for SimWalLog {
-    fn poll(&mut self) -> Option<String> {
+    fn poll(&mut self) -> Option<StreamTrouble> {
         let w = lock(&self.world);
         let lines = &w.members[self.m].log_lines;
         for line in lines.iter().skip(self.next) {
             match pgbaton_postgres::parse_line(line) {
                 Some(pgbaton_postgres::LogEvent::SegmentRemoved(segment)) => {
-                    self.missing = Some(segment)
+                    self.missing = Some(StreamTrouble::SegmentRemoved(segment))
+                }
+                Some(pgbaton_postgres::LogEvent::Forked) => {
+                    self.missing = Some(StreamTrouble::Forked(line.clone()))
                 }
                 Some(pgbaton_postgres::LogEvent::StreamingStarted) => self.missing = None,
                 None => {}
@@ -593,10 +722,19 @@ impl Postgres for SimPostgres {
     }
 
     async fn show(&self, setting: &str, _timeout: Duration) -> Result<String, PgError> {
-        Err(refused(
-            &format!("SHOW {setting}"),
-            "settings are not modelled",
-        ))
+        self.act(&format!("SHOW {setting}"), |w, m| {
+            status_of(w, m)?;
+            match setting {
+                "synchronous_standby_names" => Ok(w.members[m]
+                    .run
+                    .as_ref()
+                    .and_then(|r| r.ssn.as_ref())
+                    .map(|n| n.to_setting())
+                    .unwrap_or_default()),
+                _ => Err(refused(&format!("SHOW {setting}"), "not modelled")),
+            }
+        })
+        .await
     }
 
     fn log_file(&self) -> PathBuf {
@@ -637,6 +775,7 @@ impl Postgres for SimPostgres {
             let primary = !member.conf_standby;
             let upstream = member.conf_upstream.clone().filter(|_| !primary);
             let slot = member.conf_slot.clone().filter(|_| !primary);
+            let ssn = member.conf_ssn.clone();
             let pid = w.next_pid;
             w.next_pid += 1;
             let now = w.now;
@@ -648,6 +787,8 @@ impl Postgres for SimPostgres {
                 upstream: upstream.clone(),
                 slot,
                 streaming: false,
+                caught_up: false,
+                ssn,
             });
             let role = match &upstream {
                 _ if primary => "primary".to_string(),
@@ -663,6 +804,14 @@ impl Postgres for SimPostgres {
 
     async fn stop(&self, mode: StopMode, _timeout: Duration) -> Result<(), String> {
         self.act("stop", |w, m| {
+            if mode != StopMode::Immediate
+                && w.members[m]
+                    .run
+                    .as_ref()
+                    .is_some_and(|r| r.primary && r.answering)
+            {
+                w.send_final_wal(m);
+            }
             let Some(run) = w.members[m].run.take() else {
                 return Ok(());
             };
@@ -687,9 +836,11 @@ impl Postgres for SimPostgres {
                 let member = &mut w.members[m];
                 let conf = member.conf_upstream.clone();
                 let conf_slot = member.conf_slot.clone();
+                let conf_ssn = member.conf_ssn.clone();
                 let Some(run) = member.run.as_mut() else {
                     return Ok(false);
                 };
+                run.ssn = conf_ssn;
                 if !run.primary {
                     run.slot = conf_slot;
                 }
@@ -733,7 +884,15 @@ impl Postgres for SimPostgres {
                 .as_ref()
                 .filter(|s| s.upstream.is_some())
                 .and_then(|s| s.slot_name.clone());
+            let ssn = files
+                .parameters
+                .get("synchronous_standby_names")
+                .map(|v| SyncStandbyNames::parse_setting(v))
+                .transpose()
+                .map_err(|e| refused("write_config", &e))?
+                .flatten();
             let member = &mut w.members[m];
+            member.conf_ssn = ssn;
             member.conf_standby = files.standby.is_some();
             member.conf_upstream = upstream;
             member.conf_slot = slot;
@@ -891,7 +1050,10 @@ impl Postgres for SimPostgres {
             d.timeline += 1;
             d.state = DbState::InProduction;
             let timeline = d.timeline;
+            let promoted = d.clone();
+            w.note_primary(promoted);
             w.log(m, format!("promoted: timeline {timeline}"));
+            w.check_new_primary(m, "promoted");
             Ok(())
         })
         .await
