@@ -42,7 +42,7 @@ use pgbaton_core::{Millis, SyncConfig, SyncMode};
 use pgbaton_dcs::{ClusterPath, ClusterState, Dcs, FailoverDoc, MemoryDcs, MemoryStore};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
@@ -51,7 +51,7 @@ use crate::faults::{
 };
 use crate::report::ViolationKind;
 use crate::{Ack, Violation};
-use peers::{SimHost, SimPeers, Statuses};
+use peers::{Endpoints, SimHost, SimPeers, Statuses};
 use pg::{lock, PgWorld, SimPostgres};
 
 /// One run of the real-runtime simulation.
@@ -90,6 +90,9 @@ pub struct RealConfig {
     /// stops the run. Off: its first breach is only noted (`RealReport::sync_key_breach`)
     /// and the run goes on, to see whether the wrong key really loses a commit.
     pub check_sync_key: bool,
+    /// `failsafe_mode` of the members: a leader cut from etcd keeps its primary while every
+    /// member acknowledges it (`POST /failsafe`, answered by the members' agents).
+    pub failsafe: bool,
 }
 
 impl RealConfig {
@@ -112,6 +115,7 @@ impl RealConfig {
             auto_reclone: true,
             synchronous: None,
             check_sync_key: true,
+            failsafe: false,
         }
     }
 
@@ -183,7 +187,6 @@ struct AgentTask {
     handle: JoinHandle<()>,
     /// Kept so that the agent's loop does not see a stop request.
     _shutdown: watch::Sender<bool>,
-    _local: mpsc::Sender<pgbaton_agent::commands::LocalRequest>,
 }
 
 struct Member {
@@ -214,6 +217,7 @@ struct Driver {
     operator: MemoryDcs,
     world: pg::Shared,
     statuses: Statuses,
+    endpoints: Endpoints,
     members: Vec<Member>,
     outage: u32,
     faults: Vec<ScriptedFault>,
@@ -287,6 +291,7 @@ impl Driver {
                 world
             })),
             statuses: Arc::new(Mutex::new(vec![None; cfg.members])),
+            endpoints: Arc::new(Mutex::new(vec![None; cfg.members])),
             members: names
                 .into_iter()
                 .map(|name| Member {
@@ -477,6 +482,21 @@ impl Driver {
         }
     }
 
+    /// Per member: its agent says failsafe mode is in force there (a leader on its members'
+    /// acknowledgements, or a member that promised one within the last ttl).
+    fn failsafe_active(&self) -> Vec<bool> {
+        let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
+        (0..self.members.len())
+            .map(|m| {
+                self.cfg.failsafe
+                    && statuses
+                        .get(m)
+                        .and_then(|s| s.as_ref())
+                        .is_some_and(|s| s.borrow().failsafe_active)
+            })
+            .collect()
+    }
+
     /// Synchronous mode without a leader key: why staying leaderless is by design, if it is
     /// (the `sync` key names no member that has a data directory: nobody is known to hold
     /// every acknowledged commit).
@@ -589,10 +609,13 @@ impl Driver {
         state: Option<&ClusterState>,
     ) {
         let bound = self.cfg.ttl_s * 1000 + 1000 + 2000;
+        let failsafe = self.failsafe_active();
         let leading = {
             let w = lock(&self.world);
             key.and_then(|k| w.index_of(k))
                 .filter(|&l| w.running_primary(l))
+                // Failsafe mode: a primary running on its members' acknowledgements leads.
+                .or_else(|| (0..w.members.len()).find(|&m| w.running_primary(m) && failsafe[m]))
                 .map(|l| w.members[l].data.clone())
         };
         if let Some(data) = leading {
@@ -613,8 +636,20 @@ impl Driver {
             last = newer;
         }
         let sync = lock(&self.world).ledger.terms.enabled;
+        // Failsafe mode: a member bound by its promise to a failsafe leader, or outside the
+        // `failsafe` key's topology, may not race (by design).
+        let in_topology = |name: &str| {
+            !self.cfg.failsafe
+                || state
+                    .and_then(|s| s.failsafe.as_ref())
+                    .is_none_or(|k| k.contains_key(name))
+        };
         let allowed: Vec<bool> = (0..self.members.len())
-            .map(|m| !sync || self.may_promote_synchronous(m, state))
+            .map(|m| {
+                (!sync || self.may_promote_synchronous(m, state))
+                    && !failsafe[m]
+                    && in_topology(&self.members[m].name)
+            })
             .collect();
         let candidates: Vec<String> = {
             let w = lock(&self.world);
@@ -812,17 +847,22 @@ impl Driver {
         )
     }
 
-    /// The members' synchronous replication settings, lines of `bootstrap.dcs`.
+    /// The members' failsafe and synchronous replication settings, lines of `bootstrap.dcs`.
     fn sync_yaml(&self) -> String {
+        let failsafe = if self.cfg.failsafe {
+            "    failsafe_mode: true\n"
+        } else {
+            ""
+        };
         let Some(sync) = self.cfg.synchronous.filter(|s| s.mode != SyncMode::Off) else {
-            return String::new();
+            return failsafe.to_string();
         };
         let mode = match sync.mode {
             SyncMode::Quorum => "quorum",
             _ => "true",
         };
         format!(
-            "    synchronous_mode: {mode}\n    synchronous_mode_strict: {}\n    synchronous_node_count: {}\n",
+            "{failsafe}    synchronous_mode: {mode}\n    synchronous_mode_strict: {}\n    synchronous_node_count: {}\n",
             sync.strict, sync.count
         )
     }
@@ -866,6 +906,7 @@ impl Driver {
             peers: SimPeers {
                 world: self.world.clone(),
                 statuses: self.statuses.clone(),
+                endpoints: self.endpoints.clone(),
                 me: m,
             },
             pg: SimPostgres {
@@ -881,7 +922,8 @@ impl Driver {
         };
         let mut agent = Agent::with_ports(cfg, dynamic, ha, status_tx, ports);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
-        let (local_tx, local_rx) = mpsc::channel(1);
+        let (commands, local_rx) = agent.commands(Duration::from_millis(1_500));
+        self.endpoints.lock().unwrap_or_else(|p| p.into_inner())[m] = Some(Arc::new(commands));
         let world = self.world.clone();
         let span = tracing::info_span!("member", name = %name);
         let run = tracing::Instrument::instrument(
@@ -899,7 +941,6 @@ impl Driver {
         self.members[m].agent = Some(AgentTask {
             handle,
             _shutdown: shutdown_tx,
-            _local: local_tx,
         });
     }
 
@@ -915,6 +956,7 @@ impl Driver {
             w.log(m, "agent killed");
         }
         self.statuses.lock().unwrap_or_else(|p| p.into_inner())[m] = None;
+        self.endpoints.lock().unwrap_or_else(|p| p.into_inner())[m] = None;
     }
 
     fn set_frozen(&mut self, m: usize, frozen: bool) {

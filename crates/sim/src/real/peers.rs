@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use pgbaton_agent::fence::Fence;
 use pgbaton_agent::peers::Peers;
 use pgbaton_agent::ports::host::{GuardProcess, Host};
-use pgbaton_api::NodeStatus;
+use pgbaton_api::{Commands, NodeStatus};
 use pgbaton_config::Credentials;
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -20,13 +20,30 @@ pub(crate) const UNIX_MS_AT_START: u64 = 1_700_000_000_000;
 /// What each member's agent last published for its REST API (None: no agent runs).
 pub(crate) type Statuses = Arc<Mutex<Vec<Option<watch::Receiver<NodeStatus>>>>>;
 
+/// Each member's REST write endpoints (the agent's `commands()`), for `POST /failsafe`
+/// (None: no agent runs).
+pub(crate) type Endpoints = Arc<Mutex<Vec<Option<Arc<dyn Commands>>>>>;
+
 /// `GET /patroni` of another member: answered from what its agent published, when the two
 /// members are linked and that agent runs (a stopped agent does not answer).
 #[derive(Clone)]
 pub(crate) struct SimPeers {
     pub world: Shared,
     pub statuses: Statuses,
+    pub endpoints: Endpoints,
     pub me: usize,
+}
+
+impl SimPeers {
+    /// The member an API URL names (members' addresses are their names), when this member
+    /// can reach its REST API: linked, its agent running (a stopped agent does not answer).
+    fn reachable(&self, api_url: &str) -> Option<usize> {
+        let host = api_url.split("://").nth(1)?.split([':', '/']).next()?;
+        let w = lock(&self.world);
+        let peer = w.index_of(host)?;
+        let member = &w.members[peer];
+        (w.linked(self.me, peer) && member.agent_alive && !member.agent_frozen).then_some(peer)
+    }
 }
 
 impl Peers for SimPeers {
@@ -35,14 +52,7 @@ impl Peers for SimPeers {
         api_url: String,
     ) -> impl Future<Output = Option<serde_json::Value>> + Send + 'static {
         let answer = (|| {
-            let host = api_url.split("://").nth(1)?.split([':', '/']).next()?;
-            let w = lock(&self.world);
-            let peer = w.index_of(host)?;
-            let member = &w.members[peer];
-            if !w.linked(self.me, peer) || !member.agent_alive || member.agent_frozen {
-                return None;
-            }
-            drop(w);
+            let peer = self.reachable(&api_url)?;
             let statuses = self.statuses.lock().unwrap_or_else(|p| p.into_inner());
             let status = statuses.get(peer)?.as_ref()?.borrow().clone();
             Some(pgbaton_api::patroni_json(&status))
@@ -50,15 +60,31 @@ impl Peers for SimPeers {
         async move { answer }
     }
 
+    /// `POST /failsafe` to another member: its agent's own handler answers (a promise, or
+    /// a refusal), when the member is reachable; otherwise no answer (the caller's bound
+    /// ends the wait).
     fn failsafe(
         &self,
-        _api_url: String,
-        _body: serde_json::Value,
+        api_url: String,
+        body: serde_json::Value,
         _auth: Option<Credentials>,
     ) -> impl Future<Output = Result<(), String>> + Send + 'static {
-        std::future::ready(Err(
-            "failsafe mode is not modelled in the real-runtime simulation".to_string(),
-        ))
+        let endpoint = self.reachable(&api_url).and_then(|peer| {
+            let endpoints = self.endpoints.lock().unwrap_or_else(|p| p.into_inner());
+            endpoints.get(peer)?.clone()
+        });
+        let leader = body["name"].as_str().unwrap_or_default().to_string();
+        async move {
+            let Some(endpoint) = endpoint else {
+                return std::future::pending().await;
+            };
+            let outcome = endpoint.failsafe(&leader);
+            if outcome.status == 200 {
+                Ok(())
+            } else {
+                Err(format!("{}: {}", outcome.status, outcome.message))
+            }
+        }
     }
 }
 
