@@ -2,13 +2,14 @@
 #   make run   - a local 3-member cluster on loopback (own etcd + PostgreSQL 15); Ctrl-C stops it
 #   make test  - the whole test suite (unit, simulation, integration with real PostgreSQL and etcd,
 #                the chaos suite's network-namespace tests; the release build is what they run)
+#   make soak  - a million simulated fault schedules through the real agent runtime (hours)
 #   make fresh-check - `make run` on a fresh minimal Debian 12 root (debootstrap; as root, 15-25 min):
 #                install-deps, build, cluster, a write through the router, Ctrl-C
 #                (scripts/fresh-debian-check.sh; options in FRESH_CHECK_ARGS, e.g. --keep)
 
 CARGO ?= cargo
 
-.PHONY: run test deps build lint bench chaos deb fresh-check
+.PHONY: run test deps build lint bench chaos deb fresh-check soak
 
 deps:
 	@./scripts/install-deps.sh
@@ -38,6 +39,17 @@ deb: build
 
 bench: build
 	$(CARGO) run --release -p pgbaton-bench -- all
+
+# The simulator's long soak: a million random fault schedules through the real agent runtime
+# (500,000 asynchronous, 300,000 synchronous over six configurations, 200,000 of DCS trouble in
+# failsafe mode), seeds from SOAK_FIRST_SEED (default 100000, past the ones `make test` runs).
+# Hours on a 2-core machine; a failing seed prints how to replay it.
+SOAK_FIRST_SEED ?= 100000
+soak:
+	PGBATON_SIM_REAL_SEEDS=125000 PGBATON_SIM_REAL_SYNC_SEEDS=50000 \
+	PGBATON_SIM_REAL_FAILSAFE_SEEDS=100000 PGBATON_SIM_REAL_FIRST_SEED=$(SOAK_FIRST_SEED) \
+	$(CARGO) nextest run --release -p pgbaton-sim --no-fail-fast --success-output final \
+		-E 'test(/^real_runtime_random_schedules|^real_sync_(first|quorum)|^real_failsafe_mode/)'
 
 # A short seeded fault-injection run (part of CI); see bench/chaos/README.md for long runs.
 chaos: deps

@@ -142,6 +142,8 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             }
             Action::AcquireLeader => {
                 if bounded(timeout, dcs.acquire_leader()).await? {
+                    // Attached to the lease of our last renewal.
+                    self.key_lease = self.lease.map(|ack| ack.lease_id);
                     tracing::info!("acquired the leader key");
                 } else {
                     tracing::info!("another member took the leader key first");

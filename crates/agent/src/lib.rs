@@ -54,6 +54,11 @@ pub struct Agent<D: Dcs, P: Peers = HttpPeers, G: Postgres = LocalPostgres, H: H
     origin: Instant,
     /// The last keepalive etcd acknowledged (the lease proof).
     lease: Option<LeaseAck>,
+    /// The lease our leader key is attached to, as last known (a DCS read naming us, our
+    /// acquisition of the key, the adoption at start; None: the key is not ours). Only that
+    /// lease proves leadership: a keepalive can return a new lease (the old one expired in
+    /// etcd), which no key hangs on.
+    key_lease: Option<i64>,
     /// The last successful DCS read.
     cluster: Option<ClusterState>,
     dcs_last_seen_unix: Option<u64>,
@@ -170,6 +175,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             state: MemberState::new(),
             origin,
             lease: None,
+            key_lease: None,
             cluster: None,
             dcs_last_seen_unix: None,
             pg,
@@ -215,7 +221,11 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     /// Until when the lease is certainly alive, in core time (while the host watchdog is
     /// armed, shorter by the time PostgreSQL is given to stop before the device is due).
     fn lease_valid_until(&self) -> Option<Millis> {
-        self.lease.map(|ack| {
+        // Found by the real-runtime simulation (failsafe mode over a slow DCS): a failsafe
+        // leader whose key had expired renewed a newly granted lease and kept its primary
+        // on it, past its failsafe right, while another member was promoted.
+        let holds_key = |ack: &LeaseAck| self.key_lease == Some(ack.lease_id);
+        self.lease.filter(holds_key).map(|ack| {
             let ttl = ack.ttl.min(Duration::from_millis(self.ha.ttl_ms));
             self.to_millis(ack.sent_at + ttl - self.watchdog.stop_margin())
         })
@@ -241,6 +251,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             Ok(Ok(Some(ack))) => {
                 tracing::info!("the leader key names this member: keeping its lease");
                 self.lease = Some(ack);
+                self.key_lease = Some(ack.lease_id);
             }
             Ok(Ok(None)) => {}
             Ok(Err(e)) => tracing::warn!(error = %e, "cannot read the leader key at start"),

@@ -116,8 +116,11 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     /// adopt it at start), adopt that lease, or forget ours so the core never acts on it.
     async fn check_lease_covers_leader_key(&mut self, state: &ClusterState) {
         let Some(key) = state.leader.as_ref().filter(|l| l.name == self.cfg.name) else {
+            // No key, or another member's: no lease of ours proves leadership.
+            self.key_lease = None;
             return;
         };
+        self.key_lease = Some(key.lease_id);
         if self.lease.is_some_and(|ack| ack.lease_id == key.lease_id) {
             return;
         }

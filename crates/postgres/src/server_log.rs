@@ -39,6 +39,10 @@ pub struct WalLogScanner {
 }
 
 /// Why a replica cannot stream from its upstream, as only its log says.
+///
+/// `Forked` also covers a replica on a newer timeline than its upstream's ("highest timeline
+/// N of the primary is behind recovery timeline M": its history holds a promotion the
+/// cluster abandoned).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StreamTrouble {
     /// The upstream removed this WAL segment, which the replica still needs.
@@ -117,8 +121,9 @@ pub enum LogEvent {
     SegmentRemoved(String),
     /// "started streaming WAL from primary at ...".
     StreamingStarted,
-    /// "requested starting point ... is not in this server's history", or "new timeline N
-    /// forked off current database system timeline M before current recovery point ...".
+    /// "requested starting point ... is not in this server's history", "highest timeline N of
+    /// the primary is behind recovery timeline M", or "new timeline N forked off current
+    /// database system timeline M before current recovery point ...".
     Forked,
 }
 
@@ -133,6 +138,7 @@ pub fn parse_line(line: &str) -> Option<LogEvent> {
             .then(|| LogEvent::SegmentRemoved(segment.to_string()));
     }
     if line.contains("is not in this server's history")
+        || line.contains("of the primary is behind recovery timeline")
         || (line.contains("forked off current database system timeline")
             && line.contains("before current recovery point"))
     {
@@ -159,6 +165,10 @@ mod tests {
         assert_eq!(parse_line(STARTED), Some(LogEvent::StreamingStarted));
         assert_eq!(
             parse_line("2026-12-05 16:50:00.000 UTC [77] FATAL:  could not start WAL streaming: ERROR:  requested starting point 0/3000000 on timeline 1 is not in this server's history"),
+            Some(LogEvent::Forked)
+        );
+        assert_eq!(
+            parse_line("2026-12-05 16:50:00.000 UTC [78] FATAL:  highest timeline 3 of the primary is behind recovery timeline 4"),
             Some(LogEvent::Forked)
         );
         assert_eq!(

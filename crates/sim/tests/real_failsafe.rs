@@ -8,10 +8,12 @@
 //! checked on every tick (never two primaries accepting writes, no long leaderless stretch
 //! while a member may race, every member following again).
 //!
-//! `PGBATON_SIM_REAL_FAILSAFE_SEEDS=<n>` seeds in the soak (default 100).
+//! `PGBATON_SIM_REAL_FAILSAFE_SEEDS=<n>` seeds per shard of the soak (two shards, default
+//! 1,500 each: 3,000 in all), `PGBATON_SIM_REAL_FIRST_SEED=<n>` the first.
 
 use pgbaton_sim::{
-    random_dcs_schedule, run_real, FaultKind, Millis, RealConfig, RealReport, ScriptedFault, Target,
+    random_dcs_schedule, run_real, FaultKind, Millis, RealConfig, RealReport, ScriptedFault,
+    Target, ViolationKind,
 };
 
 mod common;
@@ -196,9 +198,22 @@ fn kept_promises_hold_the_members_back_until_the_cut_off_leader_demoted() {
 /// Many seeds of DCS trouble (etcd outages and partitions from etcd, with agent kills and
 /// stops, isolation and node crashes mixed in), 3 members on even seeds and 5 on odd ones.
 #[test]
-fn real_failsafe_mode_under_dcs_outages() {
-    let count = env_u64("PGBATON_SIM_REAL_FAILSAFE_SEEDS", 100);
-    let first = env_u64("PGBATON_SIM_REAL_FIRST_SEED", 0);
+fn real_failsafe_mode_under_dcs_outages_shard_1() {
+    dcs_trouble(0);
+}
+
+#[test]
+fn real_failsafe_mode_under_dcs_outages_shard_2() {
+    dcs_trouble(1);
+}
+
+/// Known failing seeds (see `real_runtime.rs`, `KNOWN`): 5790 is the two-branches-with-one-
+/// timeline-id case (a member rewound to the lost leader's timeline never follows the next).
+const KNOWN: &[(u64, ViolationKind)] = &[(5790, ViolationKind::NotLive)];
+
+fn dcs_trouble(shard: u64) {
+    let count = env_u64("PGBATON_SIM_REAL_FAILSAFE_SEEDS", 1_500);
+    let first = env_u64("PGBATON_SIM_REAL_FIRST_SEED", 0) + shard * count;
     let mut failed = Vec::new();
     for seed in first..first + count {
         let members = if seed.is_multiple_of(2) { 3 } else { 5 };
@@ -218,12 +233,18 @@ fn real_failsafe_mode_under_dcs_outages() {
             ..base
         };
         let r = run_real(&cfg);
-        if !r.violations.is_empty() {
-            failed.push(r);
+        match r.violations.first() {
+            Some(v) if KNOWN.contains(&(seed, v.kind)) => println!("known seed {seed}"),
+            Some(_) => failed.push(r),
+            None if KNOWN.iter().any(|&(s, _)| s == seed) => {
+                println!("known seed {seed} passes now: remove it from KNOWN")
+            }
+            None => {}
         }
     }
     println!(
-        "failsafe (real runtime): {count} seeds, {} broke a promise",
+        "failsafe (real runtime): seeds {first}..{}, {} broke a promise",
+        first + count,
         failed.len()
     );
     if let Some(r) = failed.first() {

@@ -7,7 +7,7 @@
 //! Every configuration (FIRST 1 and 2, strict or not; ANY 1 and 2) with 3 members (even
 //! seeds) and 5 (odd seeds), 30 s of random faults at 12 per minute, slow standbys and
 //! switchovers to the synchronous standby or an asynchronous replica included.
-//! `PGBATON_SIM_REAL_SYNC_SEEDS=<n>` seeds per configuration (default 40),
+//! `PGBATON_SIM_REAL_SYNC_SEEDS=<n>` seeds per configuration (default 1,500: 9,000 in all),
 //! `PGBATON_SIM_REAL_FIRST_SEED=<n>`; `PGBATON_SIM_SYNC=<label>` one configuration only.
 //! Replay one: `PGBATON_SIM_SYNC=<label> PGBATON_SIM_REAL_SEED=<n> cargo test -p pgbaton-sim
 //! --test real_sync_mode real_sync_replay -- --nocapture`.
@@ -76,7 +76,7 @@ fn show(label: &str, report: &RealReport) -> String {
 }
 
 fn soak(label: &str) -> Result<String, String> {
-    let count = env_u64("PGBATON_SIM_REAL_SYNC_SEEDS", 40);
+    let count = env_u64("PGBATON_SIM_REAL_SYNC_SEEDS", 1_500);
     let first = env_u64("PGBATON_SIM_REAL_FIRST_SEED", 0);
     let mut acks = 0;
     let mut by_design = 0;

@@ -340,6 +340,17 @@ impl PgWorld {
                         .slot
                         .as_ref()
                         .map(|name| (name.clone(), up.slots.get(name).map(|s| s.lost)));
+                    if !compatible && ud.system_id == data.system_id && ud.timeline < data.timeline
+                    {
+                        self.stream_error(
+                            m,
+                            now,
+                            format!(
+                                "FATAL:  highest timeline {} of the primary is behind recovery timeline {}",
+                                ud.timeline, data.timeline
+                            ),
+                        );
+                    }
                     if !compatible && ud.system_id == data.system_id && ud.timeline > data.timeline
                     {
                         // The upstream's history does not contain this replica's position on
