@@ -50,7 +50,7 @@ use crate::faults::{
     random_quick_succession, random_schedule, Candidate, FaultKind, ScriptedFault, Target,
 };
 use crate::report::ViolationKind;
-use crate::{Ack, Violation};
+use crate::{Ack, Happening, Violation};
 use peers::{Endpoints, SimHost, SimPeers, Statuses};
 use pg::{lock, PgWorld, SimPostgres};
 
@@ -149,6 +149,9 @@ pub struct RealReport {
     pub trace_digest: u64,
     /// Synchronous mode: every commit a primary acknowledged.
     pub acks: Vec<Ack>,
+    /// Faults, leader key takings, primaries started and stopped, rewinds and clones, `sync`
+    /// key writes, in order (for scenario tests).
+    pub happenings: Vec<Happening>,
     /// With `check_sync_key` off: the first time the `sync` key named a member lacking an
     /// acknowledged commit.
     pub sync_key_breach: Option<Violation>,
@@ -236,6 +239,8 @@ struct Driver {
     longest_not_following_ms: Millis,
     trace: Vec<String>,
     sync_key_breach: Option<Violation>,
+    /// The `sync` key as last read (leader, members, quorum).
+    last_sync: Option<(Option<String>, Vec<String>, Option<u32>)>,
     /// Leader key takings and lease adoptions (`dcs::SimDcs::takings`).
     takings: Arc<std::sync::atomic::AtomicU64>,
 }
@@ -320,6 +325,7 @@ impl Driver {
             longest_not_following_ms: 0,
             trace: Vec::new(),
             sync_key_breach: None,
+            last_sync: None,
             takings: Arc::default(),
             cfg: cfg.clone(),
         }
@@ -361,7 +367,28 @@ impl Driver {
             let failover_key = state.as_ref().is_some_and(|s| s.failover.is_some());
             if leader != self.last_leader {
                 self.log(format!("leader key: {leader:?}"));
+                if let Some(member) = leader.clone() {
+                    self.happened(Happening::LeaderKeyTaken {
+                        at: self.now,
+                        member,
+                    });
+                }
                 self.last_leader = leader.clone();
+            }
+            let sync = state
+                .as_ref()
+                .and_then(|s| s.sync.as_ref())
+                .map(|k| (k.value.leader.clone(), k.value.members(), k.value.quorum));
+            if sync != self.last_sync {
+                if let Some((Some(leader), members, quorum)) = sync.clone() {
+                    self.happened(Happening::SyncKeyWritten {
+                        at: self.now,
+                        leader,
+                        members,
+                        quorum,
+                    });
+                }
+                self.last_sync = sync;
             }
             self.check_safety();
             if self.violations.is_empty() {
@@ -413,6 +440,7 @@ impl Driver {
             self.kill_agent(m);
         }
         let acks = std::mem::take(&mut lock(&self.world).ledger.acks);
+        let happenings = std::mem::take(&mut lock(&self.world).happenings);
         let mut trace = std::mem::take(&mut lock(&self.world).trace);
         trace.append(&mut self.trace);
         let trace_digest = fnv1a(&trace);
@@ -427,6 +455,7 @@ impl Driver {
             trace,
             trace_digest,
             acks,
+            happenings,
             sync_key_breach: self.sync_key_breach,
             leaderless_by_design,
         }
@@ -564,6 +593,10 @@ impl Driver {
             })
             .count();
         answering >= needed
+    }
+
+    fn happened(&mut self, h: Happening) {
+        lock(&self.world).happenings.push(h);
     }
 
     fn violate(&mut self, kind: ViolationKind, description: String) {
@@ -1029,6 +1062,19 @@ impl Driver {
         self.fault_members[idx] = Some(m);
         let name = self.members[m].name.clone();
         self.log(format!("fault starts on {name}: {}", fault.kind));
+        let lsns = {
+            let w = lock(&self.world);
+            w.members
+                .iter()
+                .filter_map(|x| x.data.as_ref().map(|d| (x.name.clone(), d.lsn)))
+                .collect()
+        };
+        self.happened(Happening::Positions { at: self.now, lsns });
+        self.happened(Happening::FaultStarted {
+            at: self.now,
+            member: name.clone(),
+            fault: fault.kind.to_string(),
+        });
         match fault.kind {
             FaultKind::CrashMember { .. } => {
                 self.members[m].down += 1;
@@ -1081,6 +1127,11 @@ impl Driver {
             return;
         };
         let name = self.members[m].name.clone();
+        self.happened(Happening::FaultHealed {
+            at: self.now,
+            member: name.clone(),
+            fault: fault.kind.to_string(),
+        });
         match fault.kind {
             FaultKind::CrashMember { .. } | FaultKind::KillAgent { .. } => {
                 self.members[m].down -= 1;

@@ -153,6 +153,8 @@ pub(crate) struct PgWorld {
     pub next_system_id: u64,
     pub trace: Vec<String>,
     pub ledger: Ledger,
+    /// What happened to PostgreSQL, for scenario tests (the driver adds faults and keys).
+    pub happenings: Vec<crate::Happening>,
     /// The data of the primary on the newest timeline, as it last wrote (for the liveness
     /// check: a member promoted and lost within one check still made the newest history).
     pub newest_primary: Option<Data>,
@@ -197,6 +199,7 @@ impl PgWorld {
             next_system_id: 7_000_000_000_000_000_000 + seed * 1_000,
             trace: Vec::new(),
             ledger: Ledger::default(),
+            happenings: Vec::new(),
             newest_primary: None,
         }
     }
@@ -228,9 +231,31 @@ impl PgWorld {
 
     /// The postmaster dies (SIGKILL or SIGQUIT): pg_control keeps saying it was running.
     pub fn crash(&mut self, m: usize, why: &str) {
-        if self.members[m].run.take().is_some() {
+        if let Some(run) = self.members[m].run.take() {
             self.log(m, format!("PostgreSQL stops at once ({why})"));
+            if run.primary && run.answering {
+                self.primary_stopped(m);
+            }
         }
+    }
+
+    fn happened(&mut self, h: crate::Happening) {
+        self.happenings.push(h);
+    }
+
+    fn primary_stopped(&mut self, m: usize) {
+        let (at, member) = (self.now, self.members[m].name.clone());
+        self.happened(crate::Happening::PrimaryStopped { at, member });
+    }
+
+    fn became_primary(&mut self, m: usize) {
+        let (at, member) = (self.now, self.members[m].name.clone());
+        let timeline = self.members[m].data.as_ref().map_or(0, |d| d.timeline);
+        self.happened(crate::Happening::BecamePrimary {
+            at,
+            member,
+            timeline,
+        });
     }
 
     /// One tick of PostgreSQL time: replicas receive what their upstreams had written
@@ -488,6 +513,7 @@ impl PgWorld {
         }
         if primary {
             self.check_new_primary(m, "started as primary");
+            self.became_primary(m);
         }
         self.log(
             m,
@@ -835,6 +861,9 @@ impl Postgres for SimPostgres {
                 };
             }
             w.log(m, format!("PostgreSQL stopped ({mode:?})"));
+            if run.primary && run.answering {
+                w.primary_stopped(m);
+            }
             Ok(())
         })
         .await
@@ -993,6 +1022,8 @@ impl Postgres for SimPostgres {
             w.members[m].data = Some(data);
             w.members[m].slots.clear();
             w.log(m, format!("cloned from {name}"));
+            let (at, member) = (w.now, w.members[m].name.clone());
+            w.happened(crate::Happening::Cloned { at, member });
             Ok(())
         })
         .await
@@ -1038,6 +1069,8 @@ impl Postgres for SimPostgres {
             d.min_recovery = src.lsn;
             d.oldest = d.oldest.min(d.lsn);
             w.log(m, format!("rewound to {name}'s timeline {}", src.timeline));
+            let (at, member) = (w.now, w.members[m].name.clone());
+            w.happened(crate::Happening::Rewound { at, member });
             Ok(RewindOutcome::Rewound)
         })
         .await
@@ -1064,6 +1097,7 @@ impl Postgres for SimPostgres {
             let promoted = d.clone();
             w.note_primary(promoted);
             w.log(m, format!("promoted: timeline {timeline}"));
+            w.became_primary(m);
             w.check_new_primary(m, "promoted");
             Ok(())
         })
