@@ -239,6 +239,8 @@ struct Driver {
     longest_not_following_ms: Millis,
     trace: Vec<String>,
     sync_key_breach: Option<Violation>,
+    /// A `failover` key existed at the last read.
+    last_failover: bool,
     /// The `sync` key as last read (leader, members, quorum).
     last_sync: Option<(Option<String>, Vec<String>, Option<u32>)>,
     /// Leader key takings and lease adoptions (`dcs::SimDcs::takings`).
@@ -326,6 +328,7 @@ impl Driver {
             trace: Vec::new(),
             sync_key_breach: None,
             last_sync: None,
+            last_failover: false,
             takings: Arc::default(),
             cfg: cfg.clone(),
         }
@@ -365,6 +368,15 @@ impl Driver {
                 .as_ref()
                 .and_then(|s| s.leader_name().map(str::to_string));
             let failover_key = state.as_ref().is_some_and(|s| s.failover.is_some());
+            if self.last_failover && !failover_key && state.is_some() {
+                self.happened(Happening::FailoverCleared {
+                    at: self.now,
+                    member: leader.clone().unwrap_or_default(),
+                });
+            }
+            if state.is_some() {
+                self.last_failover = failover_key;
+            }
             if leader != self.last_leader {
                 self.log(format!("leader key: {leader:?}"));
                 if let Some(member) = leader.clone() {
@@ -1221,6 +1233,13 @@ impl Driver {
             extra: BTreeMap::new(),
         };
         let written = self.operator.set_failover(&doc, None).await;
+        if matches!(written, Ok(true)) {
+            self.happened(Happening::SwitchoverRequested {
+                at: self.now,
+                leader: Some(leader.clone()),
+                candidate: member.clone(),
+            });
+        }
         self.log(format!(
             "switchover requested: {leader} -> {member:?}: {written:?}"
         ));

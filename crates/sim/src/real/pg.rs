@@ -1062,6 +1062,7 @@ impl Postgres for SimPostgres {
                 return Ok(RewindOutcome::NotNeeded);
             }
             let end = src.switch_point(d.timeline).unwrap_or(src.lsn).min(d.lsn);
+            let discarded = (d.lsn > end).then_some((d.lsn, end));
             d.lsn = end;
             d.timeline = src.timeline;
             d.history = src.history.clone();
@@ -1070,6 +1071,14 @@ impl Postgres for SimPostgres {
             d.oldest = d.oldest.min(d.lsn);
             w.log(m, format!("rewound to {name}'s timeline {}", src.timeline));
             let (at, member) = (w.now, w.members[m].name.clone());
+            if let Some((from, to)) = discarded {
+                w.happened(crate::Happening::WalDiscarded {
+                    at,
+                    member: member.clone(),
+                    from,
+                    to,
+                });
+            }
             w.happened(crate::Happening::Rewound { at, member });
             Ok(RewindOutcome::Rewound)
         })
