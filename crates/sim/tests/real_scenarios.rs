@@ -346,3 +346,39 @@ fn the_old_leader_of_a_crash_comes_back_through_rewind_or_clone_when_it_wrote_ah
         .count();
     assert!(rewound > 0);
 }
+
+/// The old timeline source, put back in the simulated adapter: a replica's timeline read
+/// from pg_control when its WAL receiver does not run. pg_control names the old timeline
+/// until the next restartpoint, so after a switchover and the new leader's loss every replica
+/// reports the old timeline while the cluster knows the new one, and none races: the checker
+/// reports the leaderless stretch. With the fixed source (replay timeline) the same schedule
+/// elects a new leader within the bound.
+#[test]
+fn the_old_timeline_source_leaves_the_cluster_leaderless_after_a_switchover_and_a_loss() {
+    let faults = vec![switchover(10_000, Candidate::Any), leader_lost(13_000)];
+    let mut caught = 0;
+    for seed in SEEDS {
+        let cfg = |model| RealConfig {
+            scripted: Some(faults.clone()),
+            duration_ms: 30_000,
+            timeline_model: model,
+            ..RealConfig::new(seed)
+        };
+        let fixed = run_real(&cfg(pgbaton_sim::TimelineModel::Fixed));
+        assert!(fixed.violations.is_empty(), "{}", trace(&fixed));
+        let old = run_real(&cfg(
+            pgbaton_sim::TimelineModel::ControlFileWhenNotStreaming,
+        ));
+        if old
+            .violations
+            .iter()
+            .any(|v| v.kind == pgbaton_sim::ViolationKind::Leaderless)
+        {
+            caught += 1;
+        }
+    }
+    assert!(
+        caught >= 8,
+        "the old source was caught in only {caught} of 10 seeds"
+    );
+}

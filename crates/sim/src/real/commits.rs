@@ -288,6 +288,8 @@ mod tests {
             state: DbState::InProduction,
             min_recovery: 0,
             oldest: 0,
+            control_timeline: 1,
+            restartpoint_at: 0,
         }
     }
 

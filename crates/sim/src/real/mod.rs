@@ -93,6 +93,10 @@ pub struct RealConfig {
     /// `failsafe_mode` of the members: a leader cut from etcd keeps its primary while every
     /// member acknowledges it (`POST /failsafe`, answered by the members' agents).
     pub failsafe: bool,
+    /// How the agent's PostgreSQL adapter reads a replica's timeline: the fixed way, or the
+    /// old one (pg_control's when the WAL receiver does not run), to show the checker finds
+    /// what it caused.
+    pub timeline_model: crate::TimelineModel,
 }
 
 impl RealConfig {
@@ -116,6 +120,7 @@ impl RealConfig {
             synchronous: None,
             check_sync_key: true,
             failsafe: false,
+            timeline_model: crate::TimelineModel::Fixed,
         }
     }
 
@@ -291,6 +296,7 @@ impl Driver {
             path,
             world: Arc::new(Mutex::new({
                 let mut world = PgWorld::new(&names, cfg.seed);
+                world.timeline_model = cfg.timeline_model;
                 world.ledger.terms = commits::SyncTerms {
                     enabled: cfg.synchronous.is_some_and(|s| s.mode != SyncMode::Off),
                     strict: cfg.synchronous.is_some_and(|s| s.strict),

@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use pgbaton_agent::ports::{Busy, ConfigFiles, LogFrom, Postgres, WalLog};
-use pgbaton_core::{Millis, SyncStandbyNames, TimelineSource};
+use pgbaton_core::{Millis, SyncStandbyNames};
 use pgbaton_postgres::{
     BootstrapCommand, ControlData, DataDirState, DbState, LogicalSlotSpec, PassFile, PgError,
     PgStatus, ReplicaMethod, ReplicationRow, RewindOutcome, SlotChanges, SlotPosition, StopMode,
@@ -47,6 +47,9 @@ pub(crate) const WAL_KEEP: u64 = 240 * WRITES_PER_TICK;
 /// The most WAL a slot may hold back (`max_slot_wal_keep_size`): 15 s of writes. A replica
 /// away longer loses its slot and is re-cloned; a shorter absence streams on from its slot.
 pub(crate) const SLOT_KEEP_MAX: u64 = 300 * WRITES_PER_TICK;
+
+/// PostgreSQL's `checkpoint_timeout` (5 min): a standby's restartpoints come this often.
+const CHECKPOINT_TIMEOUT_MS: Millis = 300_000;
 
 /// A physical replication slot on a member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -75,6 +78,12 @@ pub(crate) struct Data {
     pub min_recovery: u64,
     /// The oldest WAL it still has (what it can send a replica from).
     pub oldest: u64,
+    /// pg_control's checkpoint timeline: a primary's is its timeline; a standby updates it
+    /// only at a restartpoint (every `CHECKPOINT_TIMEOUT_MS`, and at a clean shutdown), so
+    /// right after a timeline switch it still names the old one.
+    pub control_timeline: u32,
+    /// When pg_control's timeline was last brought up to date.
+    pub restartpoint_at: Millis,
 }
 
 impl Data {
@@ -158,6 +167,9 @@ pub(crate) struct PgWorld {
     /// The data of the primary on the newest timeline, as it last wrote (for the liveness
     /// check: a member promoted and lost within one check still made the newest history).
     pub newest_primary: Option<Data>,
+    /// How the agent's adapter reads a replica's timeline (the old way on purpose, to show
+    /// the checker catches what it caused).
+    pub timeline_model: crate::TimelineModel,
 }
 
 pub(crate) type Shared = Arc<Mutex<PgWorld>>;
@@ -201,6 +213,7 @@ impl PgWorld {
             ledger: Ledger::default(),
             happenings: Vec::new(),
             newest_primary: None,
+            timeline_model: crate::TimelineModel::Fixed,
         }
     }
 
@@ -275,6 +288,7 @@ impl PgWorld {
             }
             if run.answering {
                 let d = self.members[m].data.as_mut().expect("data");
+                d.control_timeline = d.timeline;
                 let from = d.lsn;
                 d.lsn += WRITES_PER_TICK;
                 let to = d.lsn;
@@ -447,6 +461,12 @@ impl PgWorld {
                 r.streaming = streaming;
                 r.caught_up = streaming && (r.caught_up || caught_up);
             }
+            if let Some(d) = self.members[m].data.as_mut() {
+                if now >= d.restartpoint_at + CHECKPOINT_TIMEOUT_MS {
+                    d.control_timeline = d.timeline;
+                    d.restartpoint_at = now;
+                }
+            }
             let d = self.members[m].data.as_ref().expect("data");
             let ready_at = run.started_at
                 + if d.min_recovery > 0 {
@@ -605,6 +625,15 @@ fn status_of(w: &PgWorld, m: usize) -> Result<PgStatus, PgError> {
     } else {
         (None, Some(d.lsn), Some(d.lsn))
     };
+    // As the adapter reads it (`pgbaton_core::member_timeline`): the replay timeline
+    // (IDENTIFY_SYSTEM), the WAL receiver's while it streams, pg_control's as a last resort;
+    // the old adapter did not ask for the replay timeline.
+    let (timeline, timeline_source) = pgbaton_core::member_timeline(
+        run.primary.then_some(d.timeline),
+        (!run.primary && w.timeline_model == crate::TimelineModel::Fixed).then_some(d.timeline),
+        (!run.primary && run.streaming).then_some(d.timeline),
+        d.control_timeline,
+    );
     let wal_receiver = (!run.primary && run.streaming).then(|| WalReceiver {
         status: "streaming".to_string(),
         sender_host: run.upstream.clone(),
@@ -617,12 +646,8 @@ fn status_of(w: &PgWorld, m: usize) -> Result<PgStatus, PgError> {
         server_version: 150_000,
         system_identifier: d.system_id,
         postmaster_start_time: format!("{} ms", run.started_at),
-        timeline: d.timeline,
-        timeline_source: if run.primary {
-            TimelineSource::CurrentWal
-        } else {
-            TimelineSource::Replay
-        },
+        timeline,
+        timeline_source,
         wal_lsn,
         receive_lsn,
         replay_lsn,
@@ -724,7 +749,7 @@ impl Postgres for SimPostgres {
             Some(d) => DataDirState::Initialized(ControlData {
                 system_identifier: d.system_id,
                 state: d.state.clone(),
-                timeline: d.timeline,
+                timeline: d.control_timeline,
                 checkpoint_lsn: d.lsn,
                 redo_lsn: d.lsn,
                 min_recovery_end_lsn: d.min_recovery,
@@ -853,6 +878,11 @@ impl Postgres for SimPostgres {
                 return Ok(());
             };
             if let Some(d) = w.members[m].data.as_mut() {
+                if mode != StopMode::Immediate {
+                    // The shutdown checkpoint (restartpoint on a standby).
+                    d.control_timeline = d.timeline;
+                    d.restartpoint_at = w.now;
+                }
                 d.state = match (mode, run.primary) {
                     (StopMode::Immediate, true) => DbState::InProduction,
                     (StopMode::Immediate, false) => DbState::InArchiveRecovery,
@@ -967,6 +997,8 @@ impl Postgres for SimPostgres {
                 state: DbState::ShutDown,
                 min_recovery: 0,
                 oldest: 0x0100_0000,
+                control_timeline: 1,
+                restartpoint_at: 0,
             });
             w.log(m, format!("initdb: system {system_id}"));
             Ok(())
@@ -1016,8 +1048,11 @@ impl Postgres for SimPostgres {
             let mut data = w.members[source].data.clone().expect("running: data");
             data.state = DbState::InArchiveRecovery;
             data.min_recovery = data.lsn;
-            // The copy holds the WAL from its start on, nothing older.
+            // The copy holds the WAL from its start on, nothing older; its pg_control is the
+            // backup's checkpoint, on the source's timeline.
             data.oldest = data.lsn;
+            data.control_timeline = data.timeline;
+            data.restartpoint_at = w.now;
             let name = w.members[source].name.clone();
             w.members[m].data = Some(data);
             w.members[m].slots.clear();
@@ -1065,6 +1100,7 @@ impl Postgres for SimPostgres {
             let discarded = (d.lsn > end).then_some((d.lsn, end));
             d.lsn = end;
             d.timeline = src.timeline;
+            d.control_timeline = src.timeline;
             d.history = src.history.clone();
             d.state = DbState::InArchiveRecovery;
             d.min_recovery = src.lsn;
@@ -1101,6 +1137,7 @@ impl Postgres for SimPostgres {
             let d = member.data.as_mut().expect("running: data");
             d.history.push((d.timeline, d.lsn));
             d.timeline += 1;
+            d.control_timeline = d.timeline;
             d.state = DbState::InProduction;
             let timeline = d.timeline;
             let promoted = d.clone();
