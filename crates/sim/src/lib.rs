@@ -59,7 +59,7 @@ pub use faults::{
 };
 pub use pgbaton_core::{HaConfig, Millis, SyncConfig, SyncMode};
 pub use postgres::TimelineModel;
-pub use real::{run_real, RealConfig, RealReport};
+pub use real::{run_real, RealConfig, RealFlaw, RealReport};
 pub use report::{Happening, LeaderlessWindow, SimReport, Violation, ViolationKind};
 
 /// One simulation run.

@@ -6,7 +6,7 @@
 //! `PGBATON_SIM_REAL_SEED=<n>` replays one seed with its trace (`real_replay`).
 
 use pgbaton_sim::{
-    run_real, FaultKind, RealConfig, RealReport, ScriptedFault, Target, ViolationKind,
+    run_real, FaultKind, RealConfig, RealFlaw, RealReport, ScriptedFault, Target, ViolationKind,
 };
 
 mod common;
@@ -281,4 +281,126 @@ fn an_agent_restarted_while_cut_from_etcd_keeps_its_predecessors_lease_deadline(
         show(&report)
     );
     assert!(report.converged_at.is_some(), "{}", show(&report));
+}
+
+// Checks of the checker: the runtime faults the chaos suite once found, put back at a port
+// (`RealFlaw`), are caught; the same schedules without the flaw pass.
+
+/// No lease-guard process: a stopped (SIGSTOP) leader agent's primary keeps accepting writes
+/// while another member is promoted.
+#[test]
+fn without_the_lease_guard_a_stopped_leader_agent_gives_two_primaries() {
+    let faults = vec![ScriptedFault {
+        at_ms: 15_000,
+        target: Target::Leader,
+        kind: FaultKind::StallAgent {
+            ms: 20_000,
+            mid_cycle: false,
+        },
+    }];
+    for seed in 0..5 {
+        let cfg = RealConfig {
+            scripted: Some(faults.clone()),
+            duration_ms: 40_000,
+            ..RealConfig::new(seed)
+        };
+        let flawed = run_real(&RealConfig {
+            flaw: Some(RealFlaw::LeaseGuardIgnored),
+            ..cfg.clone()
+        });
+        assert_eq!(
+            flawed.violations.first().map(|v| v.kind),
+            Some(ViolationKind::TwoPrimaries),
+            "{}",
+            show(&flawed)
+        );
+        let r = run_real(&cfg);
+        assert!(r.violations.is_empty(), "{}", show(&r));
+    }
+}
+
+/// A replica still starting that does not follow the new leader (the fault the chaos suite
+/// found) is reported: it could follow and does not within the bound.
+#[test]
+fn a_starting_replica_that_waits_for_its_old_upstream_is_caught() {
+    let faults = vec![
+        ScriptedFault {
+            at_ms: 15_000,
+            target: Target::Leader,
+            kind: FaultKind::CrashMember { down_ms: 12_000 },
+        },
+        ScriptedFault {
+            at_ms: 28_000,
+            target: Target::Leader,
+            kind: FaultKind::CrashMember { down_ms: 30_000 },
+        },
+    ];
+    let cfg = RealConfig {
+        scripted: Some(faults),
+        duration_ms: 30_000,
+        liveness_bound_ms: 30_000,
+        flaw: Some(RealFlaw::NoRepointWhileStarting),
+        ..RealConfig::new(1)
+    };
+    let r = run_real(&cfg);
+    assert!(
+        r.violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::NotLive),
+        "{}",
+        show(&r)
+    );
+}
+
+/// A DCS adapter that counts a lease from the answer instead of the request: with slow
+/// answers, then the leader cut from etcd and from its peers, its lease outlives etcd's and
+/// another member is promoted while it still writes.
+#[test]
+fn a_lease_counted_from_the_answer_instead_of_the_request_is_caught() {
+    let faults = vec![
+        ScriptedFault {
+            at_ms: 5_000,
+            target: Target::Leader,
+            kind: FaultKind::DelayMessages {
+                ms: 20_000,
+                max_delay_ms: 700,
+            },
+        },
+        ScriptedFault {
+            at_ms: 10_000,
+            target: Target::Leader,
+            kind: FaultKind::PartitionFromDcs { ms: 8_000 },
+        },
+        ScriptedFault {
+            at_ms: 10_000,
+            target: Target::Leader,
+            kind: FaultKind::IsolateFromMembers { ms: 8_000 },
+        },
+    ];
+    let mut caught = 0;
+    for seed in 0..20 {
+        let cfg = RealConfig {
+            scripted: Some(faults.clone()),
+            duration_ms: 30_000,
+            ..RealConfig::new(seed)
+        };
+        let flawed = run_real(&RealConfig {
+            flaw: Some(RealFlaw::LeaseFromAnswerTime),
+            ..cfg.clone()
+        });
+        if flawed
+            .violations
+            .iter()
+            .any(|v| v.kind == ViolationKind::TwoPrimaries)
+        {
+            caught += 1;
+        }
+        let r = run_real(&cfg);
+        assert!(r.violations.is_empty(), "{}", show(&r));
+    }
+    println!("a lease counted from the answer caught in {caught} of 20 seeds");
+    assert!(
+        caught > 0,
+        "a lease counted from its answer was never caught"
+    );
 }

@@ -62,6 +62,8 @@ pub(crate) struct SimDcs {
     /// lease its key is attached to (when the store did it): the liveness check's clock
     /// starts again at each (a second failure is bounded on its own).
     pub takings: Arc<AtomicU64>,
+    /// `RealFlaw::LeaseFromAnswerTime`.
+    pub lease_from_answer: bool,
 }
 
 impl SimDcs {
@@ -80,6 +82,12 @@ impl SimDcs {
     ) -> Result<LeaseAck, DcsError> {
         let sent_at = Instant::now();
         let ack = self.via(op).await?;
+        if self.lease_from_answer {
+            return Ok(LeaseAck {
+                sent_at: Instant::now(),
+                ..ack
+            });
+        }
         Ok(LeaseAck { sent_at, ..ack })
     }
 }

@@ -54,6 +54,22 @@ use crate::{Ack, Happening, Violation};
 use peers::{Endpoints, SimHost, SimPeers, Statuses};
 use pg::{lock, PgWorld, SimPostgres};
 
+/// A deliberate fault in a simulated port, to show the checker catches what it causes (the
+/// faults the chaos suite once found in the runtime, put back at the port; `None` in every
+/// real run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RealFlaw {
+    /// The lease guard's SIGQUIT does nothing (no `pgbaton lease-guard` process): a stopped
+    /// or dead leader agent's primary keeps accepting writes past its lease.
+    LeaseGuardIgnored,
+    /// A replica still starting does not take a new `primary_conninfo` on reload: it waits
+    /// for WAL from an upstream that may be gone.
+    NoRepointWhileStarting,
+    /// The DCS adapter reports a keepalive's lease from when the answer arrived, not from
+    /// when the request was sent: the leader believes its lease lasts longer than etcd does.
+    LeaseFromAnswerTime,
+}
+
 /// One run of the real-runtime simulation.
 #[derive(Debug, Clone)]
 pub struct RealConfig {
@@ -97,6 +113,8 @@ pub struct RealConfig {
     /// old one (pg_control's when the WAL receiver does not run), to show the checker finds
     /// what it caused.
     pub timeline_model: crate::TimelineModel,
+    /// A deliberate port fault (checks of the checker).
+    pub flaw: Option<RealFlaw>,
 }
 
 impl RealConfig {
@@ -121,6 +139,7 @@ impl RealConfig {
             check_sync_key: true,
             failsafe: false,
             timeline_model: crate::TimelineModel::Fixed,
+            flaw: None,
         }
     }
 
@@ -297,6 +316,7 @@ impl Driver {
             world: Arc::new(Mutex::new({
                 let mut world = PgWorld::new(&names, cfg.seed);
                 world.timeline_model = cfg.timeline_model;
+                world.flaw = cfg.flaw;
                 world.ledger.terms = commits::SyncTerms {
                     enabled: cfg.synchronous.is_some_and(|s| s.mode != SyncMode::Off),
                     strict: cfg.synchronous.is_some_and(|s| s.strict),
@@ -947,6 +967,7 @@ impl Driver {
             ),
             link: link.clone(),
             takings: self.takings.clone(),
+            lease_from_answer: self.cfg.flaw == Some(RealFlaw::LeaseFromAnswerTime),
         };
         self.members[m].link = Some(link);
         self.update_dcs_switches();

@@ -170,6 +170,8 @@ pub(crate) struct PgWorld {
     /// How the agent's adapter reads a replica's timeline (the old way on purpose, to show
     /// the checker catches what it caused).
     pub timeline_model: crate::TimelineModel,
+    /// A deliberate port fault (`super::RealFlaw`).
+    pub flaw: Option<super::RealFlaw>,
 }
 
 pub(crate) type Shared = Arc<Mutex<PgWorld>>;
@@ -214,6 +216,7 @@ impl PgWorld {
             happenings: Vec::new(),
             newest_primary: None,
             timeline_model: crate::TimelineModel::Fixed,
+            flaw: None,
         }
     }
 
@@ -907,8 +910,15 @@ impl Postgres for SimPostgres {
                 let conf = member.conf_upstream.clone();
                 let conf_slot = member.conf_slot.clone();
                 let conf_ssn = member.conf_ssn.clone();
+                let frozen_conninfo = w.flaw == Some(super::RealFlaw::NoRepointWhileStarting);
+                let member = &mut w.members[m];
                 let Some(run) = member.run.as_mut() else {
                     return Ok(false);
+                };
+                let conf = if frozen_conninfo && !run.answering {
+                    run.upstream.clone()
+                } else {
+                    conf
                 };
                 run.ssn = conf_ssn;
                 if !run.primary {
@@ -933,7 +943,9 @@ impl Postgres for SimPostgres {
         // The lease guard (and the lease-guard process it stands for here): works, even
         // when this agent is stopped or dead, until the guard of a later start runs.
         let mut w = lock(&self.world);
-        if w.members[self.m].fence_incarnation > self.incarnation {
+        if w.members[self.m].fence_incarnation > self.incarnation
+            || w.flaw == Some(super::RealFlaw::LeaseGuardIgnored)
+        {
             return;
         }
         if w.members[self.m].run.as_ref().is_some_and(|r| r.pid == pid) {
