@@ -48,7 +48,7 @@ SOAK_FIRST_SEED ?= 100000
 soak:
 	PGBATON_SIM_REAL_SEEDS=125000 PGBATON_SIM_REAL_SYNC_SEEDS=50000 \
 	PGBATON_SIM_REAL_FAILSAFE_SEEDS=100000 PGBATON_SIM_REAL_FIRST_SEED=$(SOAK_FIRST_SEED) \
-	$(CARGO) nextest run --release -p pgbaton-sim --no-fail-fast --success-output final \
+	$(CARGO) nextest run --release --profile soak -p pgbaton-sim --success-output final \
 		-E 'test(/^real_runtime_random_schedules|^real_sync_(first|quorum)|^real_failsafe_mode/)'
 
 # A short seeded fault-injection run (part of CI); see bench/chaos/README.md for long runs.
