@@ -990,6 +990,7 @@ impl Driver {
                 start: self.start,
                 world: self.world.clone(),
                 m,
+                incarnation,
             },
         };
         let mut agent = Agent::with_ports(cfg, dynamic, ha, status_tx, ports);

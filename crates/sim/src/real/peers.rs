@@ -96,6 +96,8 @@ pub(crate) struct SimHost {
     pub start: Instant,
     pub world: Shared,
     pub m: usize,
+    /// Which start of the member's agent this host belongs to.
+    pub incarnation: u64,
 }
 
 impl Host for SimHost {
@@ -116,7 +118,13 @@ impl Host for SimHost {
     }
 
     fn write_fence(&self, _file: &Path, fence: Fence) -> std::io::Result<()> {
-        lock(&self.world).members[self.m].fence = Some(fence);
+        // Only a running agent writes the file: the guard task of a killed one, which stays
+        // here to stand for the `pgbaton lease-guard` process, only reads.
+        let mut w = lock(&self.world);
+        let member = &mut w.members[self.m];
+        if member.incarnation == self.incarnation && member.agent_alive {
+            member.fence = Some(fence);
+        }
         Ok(())
     }
 
