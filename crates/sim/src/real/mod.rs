@@ -817,6 +817,9 @@ impl Driver {
                         && !member.agent_frozen
                         && self.members[m].partitioned == 0
                         && self.outage == 0
+                        // Reaches the DCS in time: no message-delay fault (round trips past
+                        // retry_timeout hold its every cycle up), as for a candidate.
+                        && self.members[m].delays.is_empty()
                         && w.linked(m, l)
                         && !member.streaming_cut
                 });
