@@ -12,8 +12,8 @@
 //! 1,500 each: 3,000 in all), `PGBATON_SIM_REAL_FIRST_SEED=<n>` the first.
 
 use pgbaton_sim::{
-    random_dcs_schedule, run_real, FaultKind, Millis, RealConfig, RealReport, ScriptedFault,
-    Target, ViolationKind,
+    random_dcs_schedule, run_real, FaultKind, Happening, Millis, RealConfig, RealReport,
+    ScriptedFault, Target, ViolationKind,
 };
 
 mod common;
@@ -24,18 +24,6 @@ const TTL: Millis = 4_000;
 const OUTAGE_AT: Millis = 10_000;
 const OUTAGE_MS: Millis = 20_000;
 const SEEDS: std::ops::Range<u64> = 0..10;
-
-fn show(r: &RealReport) -> String {
-    let mut out = format!("seed {}: converged at {:?}\n", r.seed, r.converged_at);
-    for line in &r.trace {
-        out.push_str(line);
-        out.push('\n');
-    }
-    for v in &r.violations {
-        out.push_str(&format!("{:?} at {} ms: {}\n", v.kind, v.at, v.description));
-    }
-    out
-}
 
 fn config(seed: u64, faults: Vec<ScriptedFault>) -> RealConfig {
     RealConfig {
@@ -48,11 +36,11 @@ fn config(seed: u64, faults: Vec<ScriptedFault>) -> RealConfig {
 
 fn run_faults(seed: u64, faults: Vec<ScriptedFault>) -> RealReport {
     let r = run_real(&config(seed, faults));
-    assert!(r.violations.is_empty(), "{}", show(&r));
+    assert!(r.violations.is_empty(), "{}", r.describe(usize::MAX));
     assert!(
         r.converged_at.is_some(),
         "never healthy again: {}",
-        show(&r)
+        r.describe(usize::MAX)
     );
     r
 }
@@ -65,40 +53,31 @@ fn outage(kind: FaultKind) -> ScriptedFault {
     }
 }
 
-/// (virtual ms, member or "---", the rest) of each trace line.
-fn lines(r: &RealReport) -> impl Iterator<Item = (Millis, &str, &str)> {
-    r.trace.iter().filter_map(|l| {
-        let l = l.trim_start();
-        let (at, rest) = l.split_once(' ')?;
-        let rest = rest.trim_start();
-        let (who, what) = rest.split_once(' ')?;
-        Some((at.parse().ok()?, who, what.trim_start()))
-    })
-}
-
 /// The leader when the outage began (whom `Target::Leader` hit).
 fn leader_at_outage(r: &RealReport) -> String {
-    lines(r)
-        .find_map(|(at, who, what)| {
-            (at >= OUTAGE_AT && who == "---")
-                .then(|| what.strip_prefix("fault starts on "))
-                .flatten()
-                .and_then(|w| w.split(':').next())
-                .map(str::to_string)
+    r.happenings
+        .iter()
+        .find_map(|h| match h {
+            Happening::FaultStarted { at, member, .. } if *at >= OUTAGE_AT => Some(member.clone()),
+            _ => None,
         })
         .expect("the outage started")
 }
 
 fn stopped_after(r: &RealReport, leader: &str, t: Millis) -> Option<Millis> {
-    lines(r).find_map(|(at, who, what)| {
-        (at >= t && who == leader && what.starts_with("PostgreSQL stop")).then_some(at)
+    r.happenings.iter().find_map(|h| match h {
+        Happening::PrimaryStopped { at, member } if *at >= t && member == leader => Some(*at),
+        _ => None,
     })
 }
 
 fn promoted_after(r: &RealReport, t: Millis) -> Vec<(Millis, String)> {
-    lines(r)
-        .filter(|(at, _, what)| *at >= t && what.starts_with("promoted"))
-        .map(|(at, who, _)| (at, who.to_string()))
+    r.happenings
+        .iter()
+        .filter_map(|h| match h {
+            Happening::BecamePrimary { at, member, .. } if *at >= t => Some((*at, member.clone())),
+            _ => None,
+        })
         .collect()
 }
 
@@ -110,9 +89,14 @@ fn check_leader_stays_primary(kind: FaultKind) {
             stopped_after(&r, &leader, OUTAGE_AT),
             None,
             "the leader's primary stopped (a write gap): {}",
-            show(&r)
+            r.describe(usize::MAX)
         );
-        assert_eq!(promoted_after(&r, OUTAGE_AT), vec![], "{}", show(&r));
+        assert_eq!(
+            promoted_after(&r, OUTAGE_AT),
+            vec![],
+            "{}",
+            r.describe(usize::MAX)
+        );
     }
 }
 
@@ -141,11 +125,11 @@ fn etcd_down_and_a_replica_agent_dead_the_leader_demotes_within_ttl() {
         );
         let leader = leader_at_outage(&r);
         let stopped = stopped_after(&r, &leader, OUTAGE_AT)
-            .unwrap_or_else(|| panic!("the leader never demoted: {}", show(&r)));
+            .unwrap_or_else(|| panic!("the leader never demoted: {}", r.describe(usize::MAX)));
         assert!(
             stopped > KILL_AT && stopped <= KILL_AT + TTL,
             "demoted at {stopped}, not within ttl of the kill at {KILL_AT}: {}",
-            show(&r)
+            r.describe(usize::MAX)
         );
     }
 }
@@ -157,10 +141,10 @@ fn without_failsafe_mode_the_same_outage_demotes_the_leader() {
         ..config(0, vec![outage(FaultKind::DcsOutage { ms: OUTAGE_MS })])
     };
     let r = run_real(&cfg);
-    assert!(r.violations.is_empty(), "{}", show(&r));
+    assert!(r.violations.is_empty(), "{}", r.describe(usize::MAX));
     let leader = leader_at_outage(&r);
     let stopped = stopped_after(&r, &leader, OUTAGE_AT).expect("demoted");
-    assert!(stopped <= OUTAGE_AT + TTL, "{}", show(&r));
+    assert!(stopped <= OUTAGE_AT + TTL, "{}", r.describe(usize::MAX));
 }
 
 /// The leader is cut from etcd, and 2.5 s later from the members too (right after a round
@@ -185,12 +169,12 @@ fn kept_promises_hold_the_members_back_until_the_cut_off_leader_demoted() {
         let first = promoted
             .iter()
             .find(|(_, who)| *who != leader)
-            .unwrap_or_else(|| panic!("another member is promoted: {}", show(&r)));
+            .unwrap_or_else(|| panic!("another member is promoted: {}", r.describe(usize::MAX)));
         assert!(
             stopped < first.0,
             "promoted at {}, the old primary stopped at {stopped}: {}",
             first.0,
-            show(&r)
+            r.describe(usize::MAX)
         );
     }
 }
@@ -249,6 +233,9 @@ fn dcs_trouble(shard: u64) {
     );
     if let Some(r) = failed.first() {
         let seeds: Vec<u64> = failed.iter().map(|r| r.seed).collect();
-        panic!("seeds {seeds:?} broke a promise; the first:\n{}", show(r));
+        panic!(
+            "seeds {seeds:?} broke a promise; the first:\n{}",
+            r.describe(usize::MAX)
+        );
     }
 }

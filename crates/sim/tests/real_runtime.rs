@@ -6,28 +6,12 @@
 //! `PGBATON_SIM_REAL_SEED=<n>` replays one seed with its trace (`real_replay`).
 
 use pgbaton_sim::{
-    run_real, FaultKind, RealConfig, RealFlaw, RealReport, ScriptedFault, Target, ViolationKind,
+    run_real, FaultKind, RealConfig, RealFlaw, ScriptedFault, Target, ViolationKind,
 };
 
 mod common;
 
 use common::env_u64;
-
-fn show(report: &RealReport) -> String {
-    let tail: Vec<&String> = report.trace.iter().rev().take(60).collect();
-    let mut out = format!(
-        "seed {}: ended at {} ms, converged at {:?}, faults {:?}\n",
-        report.seed, report.end_ms, report.converged_at, report.faults
-    );
-    for line in tail.into_iter().rev() {
-        out.push_str(line);
-        out.push('\n');
-    }
-    for v in &report.violations {
-        out.push_str(&format!("{:?} at {} ms: {}\n", v.kind, v.at, v.description));
-    }
-    out
-}
 
 #[test]
 fn a_quiet_cluster_bootstraps_one_leader_and_two_streaming_replicas() {
@@ -37,13 +21,13 @@ fn a_quiet_cluster_bootstraps_one_leader_and_two_streaming_replicas() {
         ..RealConfig::new(1)
     };
     let report = run_real(&cfg);
-    assert!(report.violations.is_empty(), "{}", show(&report));
+    assert!(report.violations.is_empty(), "{}", report.describe(60));
     let converged = report.converged_at.expect("converged");
-    assert!(converged < 30_000, "{}", show(&report));
+    assert!(converged < 30_000, "{}", report.describe(60));
     assert!(
         report.trace.iter().any(|l| l.contains("initdb")),
         "{}",
-        show(&report)
+        report.describe(60)
     );
     assert_eq!(
         report
@@ -53,7 +37,7 @@ fn a_quiet_cluster_bootstraps_one_leader_and_two_streaming_replicas() {
             .count(),
         2,
         "{}",
-        show(&report)
+        report.describe(60)
     );
 }
 
@@ -65,7 +49,7 @@ fn one_seed_gives_one_trace() {
         let cfg = RealConfig::new(seed);
         let a = run_real(&cfg);
         let b = run_real(&cfg);
-        assert!(a.trace.len() > 10, "{}", show(&a));
+        assert!(a.trace.len() > 10, "{}", a.describe(60));
         assert_eq!(a.trace, b.trace, "seed {seed}");
         assert_eq!(a.trace_digest, b.trace_digest);
     }
@@ -89,16 +73,16 @@ fn a_stopped_leader_agent_loses_its_primary_to_the_lease_guard() {
         ..RealConfig::new(3)
     };
     let report = run_real(&cfg);
-    assert!(report.violations.is_empty(), "{}", show(&report));
+    assert!(report.violations.is_empty(), "{}", report.describe(60));
     assert!(
         report
             .trace
             .iter()
             .any(|l| l.contains("SIGQUIT from the lease guard")),
         "{}",
-        show(&report)
+        report.describe(60)
     );
-    assert!(report.converged_at.is_some(), "{}", show(&report));
+    assert!(report.converged_at.is_some(), "{}", report.describe(60));
 }
 
 #[test]
@@ -180,7 +164,7 @@ fn random_schedules(shard: u64) {
         panic!(
             "{} of {count} seeds broke a promise; the first:\n{}\nreplay: PGBATON_SIM_REAL_SEED={} cargo test -p pgbaton-sim --test real_runtime real_replay -- --nocapture",
             failed.len(),
-            show(report),
+            report.describe(60),
             report.seed
         );
     }
@@ -197,7 +181,7 @@ fn real_replay() {
         "seed {seed}: ended at {} ms, converged at {:?}, digest {:x}",
         report.end_ms, report.converged_at, report.trace_digest
     );
-    assert!(report.violations.is_empty(), "{}", show(&report));
+    assert!(report.violations.is_empty(), "{}", report.describe(60));
 }
 
 /// The old leader comes back after a failover, is rewound and starts as a replica of the new
@@ -225,14 +209,14 @@ fn a_starting_replica_follows_a_new_leader_at_once() {
         ..RealConfig::new(1)
     };
     let report = run_real(&cfg);
-    assert!(report.violations.is_empty(), "{}", show(&report));
+    assert!(report.violations.is_empty(), "{}", report.describe(60));
     assert!(
         report
             .trace
             .iter()
             .any(|l| l.contains("rewound") && l.contains("m1")),
         "{}",
-        show(&report)
+        report.describe(60)
     );
     assert!(
         report
@@ -240,9 +224,9 @@ fn a_starting_replica_follows_a_new_leader_at_once() {
             .iter()
             .any(|l| l.contains("primary_conninfo reloaded while starting")),
         "{}",
-        show(&report)
+        report.describe(60)
     );
-    assert!(report.converged_at.is_some(), "{}", show(&report));
+    assert!(report.converged_at.is_some(), "{}", report.describe(60));
 }
 
 /// The leader is cut from etcd, and its agent is killed and restarted while the cut lasts:
@@ -271,16 +255,16 @@ fn an_agent_restarted_while_cut_from_etcd_keeps_its_predecessors_lease_deadline(
         ..RealConfig::new(4)
     };
     let report = run_real(&cfg);
-    assert!(report.violations.is_empty(), "{}", show(&report));
+    assert!(report.violations.is_empty(), "{}", report.describe(60));
     assert!(
         report
             .trace
             .iter()
             .any(|l| l.contains("SIGQUIT from the lease guard")),
         "{}",
-        show(&report)
+        report.describe(60)
     );
-    assert!(report.converged_at.is_some(), "{}", show(&report));
+    assert!(report.converged_at.is_some(), "{}", report.describe(60));
 }
 
 // Checks of the checker: the runtime faults the chaos suite once found, put back at a port
@@ -312,10 +296,10 @@ fn without_the_lease_guard_a_stopped_leader_agent_gives_two_primaries() {
             flawed.violations.first().map(|v| v.kind),
             Some(ViolationKind::TwoPrimaries),
             "{}",
-            show(&flawed)
+            flawed.describe(60)
         );
         let r = run_real(&cfg);
-        assert!(r.violations.is_empty(), "{}", show(&r));
+        assert!(r.violations.is_empty(), "{}", r.describe(60));
     }
 }
 
@@ -348,7 +332,7 @@ fn a_starting_replica_that_waits_for_its_old_upstream_is_caught() {
             .iter()
             .any(|v| v.kind == ViolationKind::NotLive),
         "{}",
-        show(&r)
+        r.describe(60)
     );
 }
 
@@ -396,7 +380,7 @@ fn a_lease_counted_from_the_answer_instead_of_the_request_is_caught() {
             caught += 1;
         }
         let r = run_real(&cfg);
-        assert!(r.violations.is_empty(), "{}", show(&r));
+        assert!(r.violations.is_empty(), "{}", r.describe(60));
     }
     println!("a lease counted from the answer caught in {caught} of 20 seeds");
     assert!(

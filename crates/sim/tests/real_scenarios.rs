@@ -25,29 +25,17 @@ fn at(at_ms: Millis, target: Target, kind: FaultKind) -> ScriptedFault {
     }
 }
 
-fn trace(r: &RealReport) -> String {
-    let mut out = format!("seed {}:\n", r.seed);
-    for line in &r.trace {
-        out.push_str(line);
-        out.push('\n');
-    }
-    for v in &r.violations {
-        out.push_str(&format!("{:?} at {} ms: {}\n", v.kind, v.at, v.description));
-    }
-    out
-}
-
 fn scenario(seed: u64, duration_ms: Millis, faults: Vec<ScriptedFault>) -> RealReport {
     let r = run_real(&RealConfig {
         scripted: Some(faults),
         duration_ms,
         ..RealConfig::new(seed)
     });
-    assert!(r.violations.is_empty(), "{}", trace(&r));
+    assert!(r.violations.is_empty(), "{}", r.describe(usize::MAX));
     assert!(
         r.converged_at.is_some(),
         "never healthy again: {}",
-        trace(&r)
+        r.describe(usize::MAX)
     );
     r
 }
@@ -129,9 +117,9 @@ fn leader_node_crash_a_replica_takes_over_within_the_bound() {
             .into_iter()
             .next()
             .expect("a new leader");
-        assert_ne!(new, old, "{}", trace(&r));
+        assert_ne!(new, old, "{}", r.describe(usize::MAX));
         let promoted = became_primary(&r, &new, FAULT_AT).expect("the new leader promotes");
-        assert!(promoted <= FAULT_AT + BOUND, "{}", trace(&r));
+        assert!(promoted <= FAULT_AT + BOUND, "{}", r.describe(usize::MAX));
         // The old leader comes back as a replica (converged): pg_rewind, or nothing to
         // rewind when its last WAL had reached the new leader.
     }
@@ -142,12 +130,16 @@ fn postmaster_crash_the_leader_restarts_it_in_place_and_keeps_the_key() {
     for seed in SEEDS {
         let r = one_fault(seed, FaultKind::KillPostmaster);
         let old = victim(&r);
-        assert!(key_taken_after(&r, FAULT_AT).is_empty(), "{}", trace(&r));
+        assert!(
+            key_taken_after(&r, FAULT_AT).is_empty(),
+            "{}",
+            r.describe(usize::MAX)
+        );
         let back = became_primary(&r, &old, FAULT_AT).expect("restarted");
         assert!(
             back <= FAULT_AT + 1_500,
             "restarted only at {back}: {}",
-            trace(&r)
+            r.describe(usize::MAX)
         );
     }
 }
@@ -157,12 +149,16 @@ fn agent_crash_the_restarted_agent_adopts_its_lease_and_stays_leader() {
     for seed in SEEDS {
         let r = one_fault(seed, FaultKind::KillAgent { down_ms: 1_000 });
         let old = victim(&r);
-        assert!(key_taken_after(&r, FAULT_AT).is_empty(), "{}", trace(&r));
+        assert!(
+            key_taken_after(&r, FAULT_AT).is_empty(),
+            "{}",
+            r.describe(usize::MAX)
+        );
         assert_eq!(
             primary_stopped(&r, &old, FAULT_AT),
             None,
             "PostgreSQL was stopped: {}",
-            trace(&r)
+            r.describe(usize::MAX)
         );
     }
 }
@@ -182,9 +178,9 @@ fn agent_down_longer_than_ttl_the_lease_guard_demotes_before_a_new_leader() {
         assert_ne!(new, old);
         let stopped = primary_stopped(&r, &old, FAULT_AT).expect("demoted");
         let promoted = became_primary(&r, &new, FAULT_AT).expect("promoted");
-        assert!(stopped < promoted, "{}", trace(&r));
-        assert!(stopped <= FAULT_AT + TTL, "{}", trace(&r));
-        assert!(promoted <= FAULT_AT + BOUND, "{}", trace(&r));
+        assert!(stopped < promoted, "{}", r.describe(usize::MAX));
+        assert!(stopped <= FAULT_AT + TTL, "{}", r.describe(usize::MAX));
+        assert!(promoted <= FAULT_AT + BOUND, "{}", r.describe(usize::MAX));
     }
 }
 
@@ -203,9 +199,9 @@ fn leader_partitioned_from_the_dcs_demotes_before_a_new_leader_is_promoted() {
         assert!(
             stopped < promoted,
             "old stopped at {stopped}, new promoted at {promoted}: {}",
-            trace(&r)
+            r.describe(usize::MAX)
         );
-        assert!(stopped <= FAULT_AT + TTL, "{}", trace(&r));
+        assert!(stopped <= FAULT_AT + TTL, "{}", r.describe(usize::MAX));
     }
 }
 
@@ -216,7 +212,7 @@ fn dcs_outage_longer_than_ttl_the_leader_demotes_then_a_leader_exists_again() {
         let r = one_fault(seed, FaultKind::DcsOutage { ms: outage });
         let old = victim(&r);
         let stopped = primary_stopped(&r, &old, FAULT_AT).expect("the leader demotes");
-        assert!(stopped <= FAULT_AT + TTL, "{}", trace(&r));
+        assert!(stopped <= FAULT_AT + TTL, "{}", r.describe(usize::MAX));
         let (back, _, _) = promotions(&r, stopped + 1)
             .into_iter()
             .next()
@@ -224,7 +220,7 @@ fn dcs_outage_longer_than_ttl_the_leader_demotes_then_a_leader_exists_again() {
         assert!(
             back >= FAULT_AT + outage,
             "nobody may become primary during the outage: {}",
-            trace(&r)
+            r.describe(usize::MAX)
         );
     }
 }
@@ -267,19 +263,29 @@ fn switchover_then_the_new_leader_lost_a_new_leader_within_the_bound() {
         let (old, lost) = (&v[0].1, &v[1].1);
         let first = promotions(&r, 10_000);
         let (_, new, tl) = first.first().expect("the switchover promoted someone");
-        assert_ne!(new, old, "the old leader promoted itself: {}", trace(&r));
-        assert_eq!(lost, new, "the loss hits the new leader: {}", trace(&r));
+        assert_ne!(
+            new,
+            old,
+            "the old leader promoted itself: {}",
+            r.describe(usize::MAX)
+        );
+        assert_eq!(
+            lost,
+            new,
+            "the loss hits the new leader: {}",
+            r.describe(usize::MAX)
+        );
         let after = promotions(&r, lost_at);
         let (when, next, next_tl) = after
             .first()
-            .unwrap_or_else(|| panic!("no leader after the loss: {}", trace(&r)));
+            .unwrap_or_else(|| panic!("no leader after the loss: {}", r.describe(usize::MAX)));
         assert_ne!(next, lost);
-        assert!(*when <= lost_at + BOUND, "{}", trace(&r));
+        assert!(*when <= lost_at + BOUND, "{}", r.describe(usize::MAX));
         assert_eq!(
             *next_tl,
             tl + 1,
             "one timeline per promotion: {}",
-            trace(&r)
+            r.describe(usize::MAX)
         );
     }
 }
@@ -297,7 +303,7 @@ fn ten_switchovers_without_candidate_each_hands_over_to_another_member() {
             promoted.len(),
             10,
             "one promotion per switchover: {promoted:?}: {}",
-            trace(&r)
+            r.describe(usize::MAX)
         );
         let first_tl = promoted[0].2;
         for (i, ((_, from), (when, to, tl))) in v.iter().zip(&promoted).enumerate() {
@@ -305,7 +311,7 @@ fn ten_switchovers_without_candidate_each_hands_over_to_another_member() {
                 to,
                 from,
                 "switchover {i} from {from}: the old leader took the key back at {when}: {}",
-                trace(&r)
+                r.describe(usize::MAX)
             );
             assert_eq!(*tl, first_tl + i as u32, "switchover {i}");
         }
@@ -322,11 +328,11 @@ fn failover_then_failover_10s_later_each_within_the_bound() {
             let (when, next, _) = promotions(&r, *lost_at)
                 .into_iter()
                 .find(|(_, m, _)| m != lost)
-                .unwrap_or_else(|| panic!("no new leader: {}", trace(&r)));
+                .unwrap_or_else(|| panic!("no new leader: {}", r.describe(usize::MAX)));
             assert!(
                 when <= lost_at + BOUND,
                 "{lost} lost at {lost_at} ms, {next} promoted only at {when} ms: {}",
-                trace(&r)
+                r.describe(usize::MAX)
             );
         }
         let timelines: Vec<u32> = promotions(&r, 10_000).iter().map(|p| p.2).collect();
@@ -365,7 +371,11 @@ fn the_old_timeline_source_leaves_the_cluster_leaderless_after_a_switchover_and_
             ..RealConfig::new(seed)
         };
         let fixed = run_real(&cfg(pgbaton_sim::TimelineModel::Fixed));
-        assert!(fixed.violations.is_empty(), "{}", trace(&fixed));
+        assert!(
+            fixed.violations.is_empty(),
+            "{}",
+            fixed.describe(usize::MAX)
+        );
         let old = run_real(&cfg(
             pgbaton_sim::TimelineModel::ControlFileWhenNotStreaming,
         ));

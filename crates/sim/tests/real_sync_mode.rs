@@ -49,30 +49,7 @@ fn config(label: &str, seed: u64) -> RealConfig {
 }
 
 fn show(label: &str, report: &RealReport) -> String {
-    let mut out = format!(
-        "{label} seed {}: ended at {} ms, converged at {:?}, {} commits acknowledged, faults {:?}\n",
-        report.seed,
-        report.end_ms,
-        report.converged_at,
-        report.acks.len(),
-        report.faults
-    );
-    for line in report
-        .trace
-        .iter()
-        .rev()
-        .take(80)
-        .collect::<Vec<_>>()
-        .into_iter()
-        .rev()
-    {
-        out.push_str(line);
-        out.push('\n');
-    }
-    for v in &report.violations {
-        out.push_str(&format!("{:?} at {} ms: {}\n", v.kind, v.at, v.description));
-    }
-    out
+    format!("{label} {}", report.describe(80))
 }
 
 fn soak(label: &str) -> Result<String, String> {

@@ -184,6 +184,29 @@ pub struct RealReport {
     pub leaderless_by_design: Option<String>,
 }
 
+impl RealReport {
+    /// For a failing test: the seed, how the run ended, its faults, the last `tail` lines
+    /// of the trace and every violation.
+    pub fn describe(&self, tail: usize) -> String {
+        let mut out = format!(
+            "seed {}: ended at {} ms, converged at {:?}, {} commits acknowledged, faults {:?}\n",
+            self.seed,
+            self.end_ms,
+            self.converged_at,
+            self.acks.len(),
+            self.faults
+        );
+        for line in &self.trace[self.trace.len().saturating_sub(tail)..] {
+            out.push_str(line);
+            out.push('\n');
+        }
+        for v in &self.violations {
+            out.push_str(&format!("{:?} at {} ms: {}\n", v.kind, v.at, v.description));
+        }
+        out
+    }
+}
+
 /// Run one real-runtime simulation to its end.
 pub fn run_real(cfg: &RealConfig) -> RealReport {
     let runtime = tokio::runtime::Builder::new_current_thread()
