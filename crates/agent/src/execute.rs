@@ -29,10 +29,38 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                         dcs_down = true;
                     }
                 }
+            } else if let Action::ReserveTimelines {
+                after,
+                through,
+                ended,
+            } = action
+            {
+                if !self.reserve_timelines(*after, *through, ended) {
+                    // The promotion after it would reuse a timeline id.
+                    break;
+                }
             } else {
                 self.pg_action(action).await;
             }
         }
+    }
+
+    /// `Action::ReserveTimelines`: false when a history file could not be written.
+    fn reserve_timelines(&self, after: u32, through: u32, ended: &[(u32, u64)]) -> bool {
+        for timeline in after + 1..=through {
+            match self.pg.install_timeline_history(timeline, ended) {
+                Ok(true) => tracing::warn!(
+                    timeline,
+                    "put the history file of timeline {timeline} into pg_wal before promoting: the cluster used that timeline on a branch whose leader was lost, and PostgreSQL must not give this promotion the same id"
+                ),
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::error!(timeline, error = %e, "cannot put the history file of timeline {timeline} into pg_wal, and the promotion would reuse that id: not promoting this cycle");
+                    return false;
+                }
+            }
+        }
+        true
     }
 
     /// Where `timeline` ended and why, from the current timeline's history file.
@@ -225,6 +253,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             | Action::ApplyLogical
             | Action::Repoint { .. }
             | Action::MoveDataAside { .. }
+            | Action::ReserveTimelines { .. }
             | Action::SetSyncStandbyNames { .. }
             | Action::Bootstrap
             | Action::Clone { .. }
@@ -415,6 +444,10 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 });
             }
             Action::InstallSlotCopies => self.install_ready_copies(),
+            // `execute` carries it out (it can hold back the promotion after it).
+            Action::ReserveTimelines { .. } => {
+                debug_assert!(false, "{action} is carried out by execute");
+            }
             Action::Promote | Action::StartPrimary if !self.lease_still_valid() => {
                 // The decision is stale (the agent may have been paused since it was taken).
                 tracing::warn!(%action, "not done: the lease is no longer certainly valid");
@@ -631,6 +664,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             | Action::ApplyLogical
             | Action::Repoint { .. }
             | Action::MoveDataAside { .. }
+            | Action::ReserveTimelines { .. }
             | Action::SetSyncStandbyNames { .. }
             | Action::RenewLease
             | Action::PublishMember

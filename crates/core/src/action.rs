@@ -66,6 +66,19 @@ pub enum Action {
     Repoint { upstream: Option<String> },
     /// Rename the data directory aside (never delete it).
     MoveDataAside { reason: &'static str },
+    /// Before promoting from timeline `after` while the cluster has used timelines up to
+    /// `through` on another branch (their leader was lost before this member streamed from
+    /// it): put a history file for each of `after + 1 ..= through` into `pg_wal` (rows: the
+    /// timelines `ended` records before it, from the `history` key), so that PostgreSQL's
+    /// promotion picks `through + 1`. Without them it takes `after + 1` again: a second
+    /// branch under an id another member's data is on, which nothing could tell apart and
+    /// which that member could never follow. When the files cannot be written, this cycle's
+    /// `Promote` is not done.
+    ReserveTimelines {
+        after: u32,
+        through: u32,
+        ended: Vec<(u32, Lsn)>,
+    },
     // --- PostgreSQL (long, run in the background: the outcome is seen as JobView) ---
     /// initdb, write configuration, start as the new cluster's primary, create users.
     Bootstrap,
@@ -107,6 +120,7 @@ impl Action {
             | Action::ApplyLogical
             | Action::Repoint { .. }
             | Action::MoveDataAside { .. }
+            | Action::ReserveTimelines { .. }
             | Action::SetSyncStandbyNames { .. }
             | Action::Bootstrap
             | Action::Clone { .. }

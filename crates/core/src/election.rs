@@ -111,15 +111,7 @@ pub fn evaluate_candidacy(
     };
     let mut reference = view.leader_optime.unwrap_or(0).max(me.lsn);
     // The newest timeline known: recorded switches, published member documents, fresh reports.
-    let mut newest_timeline = view
-        .members
-        .values()
-        .filter_map(|m| m.timeline)
-        .max()
-        .unwrap_or(0);
-    if view.last_history_timeline() > 0 {
-        newest_timeline = newest_timeline.max(view.last_history_timeline() + 1);
-    }
+    let mut newest_timeline = view.newest_timeline();
     for peer in peers.values() {
         if let PeerView::Report {
             timeline: Some(t), ..

@@ -293,6 +293,17 @@ impl DcsView {
         self.history.keys().next_back().copied().unwrap_or(0)
     }
 
+    /// The newest timeline the DCS knows of: the members' published timelines and the one
+    /// after the last timeline `history` records as ended (0 when nothing is known).
+    pub fn newest_timeline(&self) -> u32 {
+        let published = self.members.values().filter_map(|m| m.timeline).max();
+        let recorded = match self.last_history_timeline() {
+            0 => 0,
+            last => last + 1,
+        };
+        published.unwrap_or(0).max(recorded)
+    }
+
     /// Whether a member at `(timeline, lsn)` holds only WAL that the cluster's newest
     /// timeline also holds: its timeline is the newest known, or it ended (per `history`)
     /// at or after `lsn`. `false` when the end of an older timeline is not recorded.

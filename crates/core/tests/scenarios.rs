@@ -304,6 +304,46 @@ fn replica_with_the_key_promotes_only_after_observing_it() {
     assert_eq!(d.state.promoted_from, Some((1, 100)));
 }
 
+/// The cluster used timelines 2 and 3 on a branch whose leader was lost before this member
+/// (still on timeline 1, before the branch point) streamed from it: PostgreSQL would give the
+/// promotion timeline 2 again, so the history files of 2 and 3 go into `pg_wal` first.
+#[test]
+fn a_promotion_from_an_older_timeline_reserves_the_ids_the_cluster_used() {
+    let mut obs = Obs::new(replica(100)).leader(ME).build();
+    let view = obs.dcs.as_mut().expect("dcs");
+    view.history = [(1, 150), (2, 400)].into_iter().collect();
+    let d = decide(&in_phase(Phase::Candidate), &obs, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![
+            Action::ReserveTimelines {
+                after: 1,
+                through: 3,
+                ended: vec![(1, 150), (2, 400)],
+            },
+            Action::Promote
+        ]
+    );
+    // A member document on a newer timeline than the key records counts too.
+    let mut obs = Obs::new(replica(100)).leader(ME).build();
+    let view = obs.dcs.as_mut().expect("dcs");
+    view.members
+        .insert("node3".into(), member("running", false));
+    view.members.get_mut("node3").expect("node3").timeline = Some(2);
+    let d = decide(&in_phase(Phase::Candidate), &obs, &cfg());
+    assert_eq!(
+        pg_actions(&d),
+        vec![
+            Action::ReserveTimelines {
+                after: 1,
+                through: 2,
+                ended: vec![],
+            },
+            Action::Promote
+        ]
+    );
+}
+
 #[test]
 fn no_promotion_without_a_confirmed_lease() {
     // The key names us but the lease is not confirmed: never promote; the replica gives the

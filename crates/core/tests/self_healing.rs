@@ -839,6 +839,33 @@ fn a_starting_replica_whose_data_forked_is_stopped_and_rewound() {
     );
 }
 
+/// Found forked, then started again without a rewind because the leader was gone at that
+/// moment (a leaderless member starts as a replica of nobody): when the next leader's
+/// stream says the same, the replica is stopped for the rewind at once, with no second
+/// not-streaming timeout (found by the real-runtime simulation, seed 1050: two waits and a
+/// switchover between them kept it from following for 30 s).
+#[test]
+fn a_replica_found_forked_before_is_stopped_for_the_rewind_without_a_second_wait() {
+    let state = MemberState {
+        rewind_needed: true,
+        ..replica_state()
+    };
+    let o = Observation {
+        job: JobView::Running(JobKind::Start),
+        forked_from_upstream: true,
+        ..obs(NOW, LocalPg::Starting, view(&[ME, "node3"]))
+    };
+    let d = decide(&state, &o, &cfg());
+    assert_eq!(
+        pg_ops(&d),
+        vec![Action::Stop {
+            mode: StopMode::Immediate
+        }],
+        "{}",
+        d.reason
+    );
+}
+
 /// A replica still starting that this agent did not start (the agent restarted while it
 /// started) is pointed at the leader, which its configuration may not name.
 #[test]

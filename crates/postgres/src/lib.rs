@@ -32,7 +32,10 @@ pub use controldata::{
     data_dir_state, parse_controldata, ControlData, DataDirState, DbState, PG_MAJOR,
 };
 pub use error::{PgError, INSTALL_HINT};
-pub use history::{parse_timeline_history, read_timeline_history, TimelineEnd};
+pub use history::{
+    install_timeline_history, parse_timeline_history, read_timeline_history,
+    render_timeline_history, TimelineEnd,
+};
 pub use identify::{identify_system, Identity};
 pub use initdb::initdb;
 pub use logical::{

@@ -10,9 +10,9 @@ use std::time::Duration;
 use common::{eventually, hba, sql, start, streaming, test_parameters, upstream, wal_lsn, Sandbox};
 use pgbaton_core::TimelineSource;
 use pgbaton_postgres::{
-    basebackup, ensure_users, identify_system, initdb, promote, query_status,
-    read_timeline_history, slot_name_for, sync_physical_slots, write_config, PgSpec, StandbyConfig,
-    StopMode,
+    basebackup, ensure_users, identify_system, initdb, install_timeline_history, promote,
+    query_status, read_timeline_history, slot_name_for, sync_physical_slots, write_config, PgSpec,
+    StandbyConfig, StopMode,
 };
 
 const T: Duration = Duration::from_secs(10);
@@ -143,4 +143,89 @@ async fn a_replica_whose_new_leader_is_gone_reports_the_timeline_it_replayed() {
     );
 
     pm3.stop(StopMode::Fast, T).await.expect("stop node3");
+}
+
+/// A leader promoted onto timeline 2 is lost before the other replicas follow it. Promoted
+/// from timeline 1, PostgreSQL picks timeline 2 again (it never saw the lost leader's history
+/// file): a second branch under the same id. With the history file put into `pg_wal` first
+/// (`install_timeline_history`, from the DCS `history` key), it picks timeline 3.
+#[tokio::test]
+async fn a_promotion_after_a_lost_branch_takes_a_new_timeline_id_once_its_history_file_is_there() {
+    let sandbox = Sandbox::new();
+    let node1 = sandbox.member("node1");
+    let node2 = sandbox.member("node2");
+    let node3 = sandbox.member("node3");
+    let node4 = sandbox.member("node4");
+
+    initdb(&node1, &["--data-checksums".into()])
+        .await
+        .expect("initdb");
+    write_config(&node1, &test_parameters(), &hba(), None).expect("write_config");
+    let mut pm1 = start(&node1).await;
+    ensure_users(&node1, &[], T).await.expect("ensure_users");
+    let slots = ["node2", "node3", "node4"]
+        .into_iter()
+        .map(slot_name_for)
+        .collect();
+    sync_physical_slots(&node1, &slots, &Default::default(), T)
+        .await
+        .expect("slots");
+    sql(&node1, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await;
+    let mut replicas = Vec::new();
+    for (spec, name) in [(&node2, "node2"), (&node3, "node3"), (&node4, "node4")] {
+        basebackup(spec, &upstream(&node1), &[])
+            .await
+            .expect("basebackup");
+        write_config(
+            spec,
+            &test_parameters(),
+            &hba(),
+            Some(&standby_of(&node1, name)),
+        )
+        .expect("write_config");
+        replicas.push(start(spec).await);
+        streaming(spec).await;
+    }
+    let mut pm4 = replicas.pop().expect("node4");
+    let mut pm3 = replicas.pop().expect("node3");
+    let mut pm2 = replicas.pop().expect("node2");
+
+    // node1 is lost; node2 promotes onto timeline 2 and is lost in turn, before anyone
+    // streamed from it.
+    pm1.stop(StopMode::Fast, T).await.expect("stop node1");
+    promote(&node2, T).await.expect("promote node2");
+    sql(&node2, "INSERT INTO t VALUES (2)").await;
+    let lost_branch = read_timeline_history(&node2.data_dir, 2).expect("00000002.history");
+    pm2.stop(StopMode::Immediate, T).await.expect("stop node2");
+    let ended: Vec<(u32, u64)> = lost_branch
+        .iter()
+        .map(|l| (l.timeline, l.switch_lsn))
+        .collect();
+
+    // Without the history file, timeline 2 again (what the agent must prevent).
+    promote(&node4, T).await.expect("promote node4");
+    let reused = query_status(&node4, T).await.expect("status of node4");
+    assert_eq!(reused.timeline, 2, "PostgreSQL reuses the lost branch's id");
+
+    // With it, timeline 3, branching off timeline 1.
+    assert!(install_timeline_history(&node3, 2, &ended).expect("install"));
+    assert!(
+        !install_timeline_history(&node3, 2, &ended).expect("install again"),
+        "a history file already there is left alone"
+    );
+    assert_eq!(
+        read_timeline_history(&node3.data_dir, 2).expect("read back"),
+        lost_branch,
+        "the file reads as the lost leader's own"
+    );
+    promote(&node3, T).await.expect("promote node3");
+    let status = query_status(&node3, T).await.expect("status of node3");
+    assert_eq!(status.timeline, 3, "a timeline id no branch used");
+    let history = read_timeline_history(&node3.data_dir, 3).expect("00000003.history");
+    assert_eq!(history.len(), 1, "{history:?}");
+    assert_eq!(history[0].timeline, 1, "timeline 3 branched off timeline 1");
+    sql(&node3, "INSERT INTO t VALUES (3)").await;
+
+    pm3.stop(StopMode::Fast, T).await.expect("stop node3");
+    pm4.stop(StopMode::Fast, T).await.expect("stop node4");
 }

@@ -444,6 +444,8 @@ impl World {
             | Action::Stop { .. }
             | Action::InstallSlotCopies
             | Action::Promote => {}
+            // The model's PostgreSQL picks the next free timeline by itself.
+            Action::ReserveTimelines { .. } => {}
         }
     }
 

@@ -191,9 +191,8 @@ fn real_failsafe_mode_under_dcs_outages_shard_2() {
     dcs_trouble(1);
 }
 
-/// Known failing seeds (see `real_runtime.rs`, `KNOWN`): 5790 is the two-branches-with-one-
-/// timeline-id case (a member rewound to the lost leader's timeline never follows the next).
-const KNOWN: &[(u64, ViolationKind)] = &[(5790, ViolationKind::NotLive)];
+/// Known failing seeds (see `real_runtime.rs`, `KNOWN`): none.
+const KNOWN: &[(u64, ViolationKind)] = &[];
 
 fn dcs_trouble(shard: u64) {
     let count = env_u64("PGBATON_SIM_REAL_FAILSAFE_SEEDS", 1_500);

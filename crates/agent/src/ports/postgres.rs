@@ -110,6 +110,13 @@ pub trait Postgres: Clone + Send + Sync + 'static {
     fn write_config(&self, files: &ConfigFiles) -> Result<(), PgError>;
     /// Rename the data directory aside (never delete); the new path.
     fn move_aside(&self, reason: &str) -> Result<PathBuf, PgError>;
+    /// Put the history file of `timeline` into `pg_wal` unless one is there (lines: the
+    /// earlier timelines of `ended` and where they ended); whether it wrote one.
+    fn install_timeline_history(
+        &self,
+        timeline: u32,
+        ended: &[(u32, u64)],
+    ) -> Result<bool, PgError>;
 
     // --- Operations the jobs are made of ---------------------------------------------------
 
@@ -321,6 +328,14 @@ impl Postgres for LocalPostgres {
 
     fn move_aside(&self, reason: &str) -> Result<PathBuf, PgError> {
         pg::move_aside(&self.spec, reason)
+    }
+
+    fn install_timeline_history(
+        &self,
+        timeline: u32,
+        ended: &[(u32, u64)],
+    ) -> Result<bool, PgError> {
+        pg::install_timeline_history(&self.spec, timeline, ended)
     }
 
     async fn initdb(&self, options: &[String]) -> Result<(), PgError> {

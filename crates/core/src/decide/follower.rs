@@ -81,7 +81,8 @@ pub(super) fn missing_wal_while_starting(s: &mut MemberState, cx: &Context) -> O
 /// PostgreSQL keeps asking for WAL the upstream never had, and only its log says why
 /// (`Observation::forked_from_upstream`; found by the real-runtime simulation, the replica
 /// waited for the start's two-minute timeout). Once that has been logged for the
-/// not-streaming timeout: stop it (immediately when a start job still waits) and rewind it.
+/// not-streaming timeout (at once when it was found forked before and not rewound since):
+/// stop it (immediately when a start job still waits) and rewind it.
 pub(super) fn forked_while_starting(s: &mut MemberState, cx: &Context) -> Option<Step> {
     let job_allows = match cx.obs.job {
         JobView::Running(kind) => kind == JobKind::Start,
@@ -95,9 +96,13 @@ pub(super) fn forked_while_starting(s: &mut MemberState, cx: &Context) -> Option
     }
     let view = cx.view?;
     let leader = view.leader.as_deref().filter(|l| *l != cx.cfg.name)?;
-    let since = *s.not_streaming_since.get_or_insert(cx.now);
-    if cx.now - since < cx.cfg.not_streaming_timeout_ms {
-        return None;
+    // Already found forked and not rewound since (it was started again while there was no
+    // leader to rewind from): no second wait.
+    if !s.rewind_needed {
+        let since = *s.not_streaming_since.get_or_insert(cx.now);
+        if cx.now - since < cx.cfg.not_streaming_timeout_ms {
+            return None;
+        }
     }
     s.not_streaming_since = None;
     s.not_streaming_position = None;

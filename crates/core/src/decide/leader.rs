@@ -246,6 +246,23 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
                 let names = Some(crate::SyncStandbyNames::Wildcard);
                 actions.push(Action::SetSyncStandbyNames { names });
             }
+            // The newest timeline any member or the `history` key knows of.
+            let through = cx
+                .obs
+                .peers
+                .values()
+                .filter_map(|p| match p {
+                    crate::observation::PeerView::Report { timeline, .. } => *timeline,
+                    _ => None,
+                })
+                .fold(view.newest_timeline(), u32::max);
+            if through > pg.timeline {
+                actions.push(Action::ReserveTimelines {
+                    after: pg.timeline,
+                    through,
+                    ended: view.history.iter().map(|(&t, &lsn)| (t, lsn)).collect(),
+                });
+            }
             actions.push(Action::Promote);
             (
                 Reason::Promoting {

@@ -285,6 +285,7 @@ mod tests {
             timeline: history.len() as u32 + 1,
             lsn,
             history: history.to_vec(),
+            history_files: Default::default(),
             state: DbState::InProduction,
             min_recovery: 0,
             oldest: 0,

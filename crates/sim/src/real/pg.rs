@@ -84,9 +84,34 @@ pub(crate) struct Data {
     pub control_timeline: u32,
     /// When pg_control's timeline was last brought up to date.
     pub restartpoint_at: Millis,
+    /// The timelines whose history file is in `pg_wal`: written at a promotion, fetched by
+    /// the WAL receiver for the upstream's timelines, copied by pg_basebackup and pg_rewind,
+    /// put there by the agent. A promotion picks the timeline after the newest of an unbroken
+    /// run of them from its own (PostgreSQL's `findNewestTimeLine`): without the file of a
+    /// lost branch's timeline it reuses that id.
+    pub history_files: BTreeSet<u32>,
 }
 
 impl Data {
+    /// The timeline a promotion now gets.
+    fn next_timeline(&self) -> u32 {
+        let mut newest = self.timeline;
+        while self.history_files.contains(&(newest + 1)) {
+            newest += 1;
+        }
+        newest + 1
+    }
+
+    /// What a WAL receiver, pg_basebackup or pg_rewind copies of `source`'s history files
+    /// (those of its own timeline and earlier ones).
+    fn take_history_files(&mut self, source: &Data) {
+        self.history_files.extend(
+            source
+                .history_files
+                .iter()
+                .filter(|&&t| t <= source.timeline),
+        );
+    }
     /// Where `timeline` ended in this history (None: it did not end here).
     fn switch_point(&self, timeline: u32) -> Option<u64> {
         self.history
@@ -441,6 +466,7 @@ impl PgWorld {
                                 caught_up = d.lsn == ud.lsn;
                                 d.timeline = ud.timeline;
                                 d.history = ud.history.clone();
+                                d.take_history_files(&ud);
                                 let lsn = d.lsn;
                                 if !run.streaming {
                                     let line = format!(
@@ -982,6 +1008,19 @@ impl Postgres for SimPostgres {
         })
     }
 
+    fn install_timeline_history(
+        &self,
+        timeline: u32,
+        _ended: &[(u32, u64)],
+    ) -> Result<bool, PgError> {
+        self.act_now("install_timeline_history", |w, m| {
+            let Some(d) = w.members[m].data.as_mut() else {
+                return Err(refused("install_timeline_history", "no data directory"));
+            };
+            Ok(d.history_files.insert(timeline))
+        })
+    }
+
     fn move_aside(&self, reason: &str) -> Result<PathBuf, PgError> {
         self.act_now("move_aside", |w, m| {
             if w.members[m].run.is_some() {
@@ -1006,6 +1045,7 @@ impl Postgres for SimPostgres {
                 timeline: 1,
                 lsn: 0x0100_0000,
                 history: Vec::new(),
+                history_files: Default::default(),
                 state: DbState::ShutDown,
                 min_recovery: 0,
                 oldest: 0x0100_0000,
@@ -1110,10 +1150,15 @@ impl Postgres for SimPostgres {
             }
             let end = src.switch_point(d.timeline).unwrap_or(src.lsn).min(d.lsn);
             let discarded = (d.lsn > end).then_some((d.lsn, end));
-            d.lsn = end;
+            // pg_rewind copies the source's WAL from the divergence on, as far as it had
+            // written when the files were listed (here: a tick of writes before the end of
+            // the rewind, which `min_recovery` names): the target replays that from its own
+            // pg_wal and needs only the rest from its upstream.
+            d.lsn = end.max(src.lsn.saturating_sub(WRITES_PER_TICK));
             d.timeline = src.timeline;
             d.control_timeline = src.timeline;
             d.history = src.history.clone();
+            d.take_history_files(&src);
             d.state = DbState::InArchiveRecovery;
             d.min_recovery = src.lsn;
             d.oldest = d.oldest.min(d.lsn);
@@ -1148,7 +1193,8 @@ impl Postgres for SimPostgres {
             member.conf_standby = false;
             let d = member.data.as_mut().expect("running: data");
             d.history.push((d.timeline, d.lsn));
-            d.timeline += 1;
+            d.timeline = d.next_timeline();
+            d.history_files.insert(d.timeline);
             d.control_timeline = d.timeline;
             d.state = DbState::InProduction;
             let timeline = d.timeline;
