@@ -632,9 +632,14 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 self.set_upstream(upstream.clone());
                 // Only what this start logs counts.
                 self.wal_log = Some(self.pg.wal_log(LogFrom::End));
+                // Written now, not in the job: a `Repoint` of the next cycle (the leader
+                // changed while it starts) must not be overwritten by this older upstream
+                // when the job runs later (found by the real-runtime simulation, soak seed
+                // 108739: the replica started towards a former leader and waited there).
                 let files = self.config_files(params, Some(standby), true);
+                let written = self.pg.write_config(&files).map_err(|e| e.to_string());
                 self.jobs.start(JobKind::Start, async move {
-                    pg.write_config(&files).map_err(|e| e.to_string())?;
+                    written?;
                     jobs::start_and_wait(&pg, Duration::from_secs(120)).await
                 });
             }
@@ -642,8 +647,9 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 self.run_without_upstream();
                 self.wal_log = None;
                 let files = self.config_files(params, None, false);
+                let written = self.pg.write_config(&files).map_err(|e| e.to_string());
                 self.jobs.start(JobKind::Start, async move {
-                    pg.write_config(&files).map_err(|e| e.to_string())?;
+                    written?;
                     jobs::start_and_wait(&pg, start_timeout).await
                 });
             }

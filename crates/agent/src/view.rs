@@ -167,6 +167,7 @@ pub fn peer_view(body: &Value) -> PeerView {
             || failover_priority == 0
             || body.get("watchdog_failed") == Some(&Value::Bool(true)),
         failover_priority,
+        settled: body.get("pgbaton_no_leader_seen") == Some(&Value::Bool(true)),
     }
 }
 
@@ -199,8 +200,21 @@ mod tests {
                 timeline: Some(3),
                 nofailover: false,
                 failover_priority: 1,
+                settled: false,
             }
         );
+    }
+
+    #[test]
+    fn a_peer_that_found_no_leader_key_reports_a_settled_position() {
+        let body: Value = serde_json::from_str(
+            r#"{"state": "running", "role": "replica", "xlog": {"received_location": 9, "replayed_location": 9}, "timeline": 1, "pgbaton_no_leader_seen": true}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            peer_view(&body),
+            PeerView::Report { settled: true, .. }
+        ));
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub fn patroni_json(status: &NodeStatus) -> Value {
     if status.watchdog_failed {
         body.insert("watchdog_failed".into(), json!(true));
     }
+    if status.no_leader_seen {
+        body.insert("pgbaton_no_leader_seen".into(), json!(true));
+    }
     if let Some(pgbackrest) = &status.pgbackrest {
         body.insert("pgbackrest".into(), pgbackrest.clone());
     }

@@ -180,6 +180,11 @@ pub struct NodeStatus {
     pub leader_changes: u64,
     /// The latest view of the cluster from the DCS (members, leader, history, config).
     pub cluster: Option<ClusterState>,
+    /// This cycle's DCS read found no leader key, and was made before PostgreSQL's positions
+    /// were read: a former leader's primary stopped before its key went, so the positions
+    /// are final until a new leader is chosen (`pgbaton_no_leader_seen` in `GET /patroni`;
+    /// a quorum candidate compares only such positions).
+    pub no_leader_seen: bool,
     pub version: String,
 }
 
@@ -221,6 +226,7 @@ impl NodeStatus {
             last_decision: String::new(),
             leader_changes: 0,
             cluster: None,
+            no_leader_seen: false,
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }

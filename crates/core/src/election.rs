@@ -67,6 +67,9 @@ pub enum Candidacy {
     TooLagged { lag: u64, max: u64, wait_ms: Millis },
     /// Synchronous mode: not a member that holds every acknowledged commit.
     NotSynchronous(String),
+    /// Quorum mode: too few named members answered with a final position, and these
+    /// answered with one read while they still saw a leader; asked again shortly.
+    PeersUnsettled { members: Vec<String> },
     /// On an older timeline than the cluster's newest, past the point where that timeline
     /// ended (or that point is not recorded): its WAL may have diverged.
     OldTimeline { mine: u32, newest: u32 },
@@ -122,6 +125,7 @@ pub fn evaluate_candidacy(
     }
     let former_leader = handing_over_from(cfg, view, leaderless_for, unix_now_ms);
     let mut reachable_named = 0;
+    let mut unsettled_named = Vec::new();
     for (name, peer) in peers {
         if name == &cfg.name {
             continue;
@@ -133,6 +137,7 @@ pub fn evaluate_candidacy(
             nofailover,
             timeline,
             failover_priority,
+            settled,
         } = peer
         else {
             continue;
@@ -152,8 +157,17 @@ pub fn evaluate_candidacy(
         if !view.on_cluster_history(peer_timeline, peer_lsn, newest_timeline) {
             continue;
         }
+        // For the quorum rule a named member counts only with a final position: one read
+        // while it still saw a leader may be older than commits that leader acknowledged
+        // with its flush (found by the real-runtime simulation, quorum soak seed 101119: a
+        // slow standby promoted on a report of its peers from before their last WAL, and an
+        // acknowledged commit was lost).
         if named.contains(name) {
-            reachable_named += 1;
+            if *settled {
+                reachable_named += 1;
+            } else {
+                unsettled_named.push(name.clone());
+            }
         }
         reference = reference.max(peer_lsn);
         // In synchronous mode only the named members can be promoted: only they compete.
@@ -199,6 +213,9 @@ pub fn evaluate_candidacy(
                 lsn: me.lsn,
                 lag: reference.saturating_sub(me.lsn),
                 despite_lag: false,
+            },
+            Err(_) if !unsettled_named.is_empty() => Candidacy::PeersUnsettled {
+                members: unsettled_named,
             },
             Err(why) => Candidacy::NotSynchronous(why),
         };

@@ -29,7 +29,7 @@ pub mod watchdog;
 pub use action::{Action, StopMode};
 pub use command::{CommandVerdict, MemberCommand};
 pub use config::{HaConfig, SyncConfig, SyncMode};
-pub use decide::{decide, Decision};
+pub use decide::{decide, Decision, PEERS_RECHECK_MS};
 pub use election::{evaluate_candidacy, Candidacy};
 pub use observation::{
     DcsView, FailoverRequest, Initialize, JobKind, JobView, LocalPg, MemberView, Observation,

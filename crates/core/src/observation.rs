@@ -370,6 +370,11 @@ pub enum PeerView {
         nofailover: bool,
         /// Tag `failover_priority` (1 when the peer does not say).
         failover_priority: u32,
+        /// The peer read its position after finding no leader key in the DCS
+        /// (`pgbaton_no_leader_seen`): the position is final, since the former leader's
+        /// primary stopped before its key went. A position read while the peer still saw a
+        /// leader may be older than commits that leader acknowledged with the peer's flush.
+        settled: bool,
     },
 }
 

@@ -383,6 +383,11 @@ impl fmt::Display for Reason {
                 ),
                 Candidacy::Eligible { .. } => write!(f, "no leader; eligible"),
                 Candidacy::NotSynchronous(why) => write!(f, "no leader; not racing: {why}"),
+                Candidacy::PeersUnsettled { members } => write!(
+                    f,
+                    "no leader; not racing yet: quorum mode and {} reported positions read while they still saw a leader (asking again shortly)",
+                    members.join(", ")
+                ),
                 Candidacy::FailsafePromised { remaining_ms } => write!(
                     f,
                     "no leader; not racing: promised a failsafe leader without the DCS not to compete ({remaining_ms} ms left)"

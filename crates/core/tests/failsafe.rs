@@ -374,6 +374,7 @@ fn a_peer_outside_the_topology_does_not_hold_the_others_back() {
                 timeline: Some(1),
                 nofailover: false,
                 failover_priority: priority,
+                settled: true,
             },
         );
     }

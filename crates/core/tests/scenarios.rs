@@ -112,6 +112,7 @@ impl Obs {
                 timeline: Some(1),
                 nofailover: false,
                 failover_priority: 1,
+                settled: true,
             },
         );
         self
@@ -1195,6 +1196,7 @@ fn a_peer_on_an_abandoned_branch_neither_holds_back_nor_measures_lag() {
             timeline: Some(2),
             nofailover: false,
             failover_priority: 1,
+            settled: true,
         },
     );
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
@@ -1234,6 +1236,7 @@ fn a_peer_on_a_newer_timeline_wins_even_with_a_lower_position() {
             timeline: Some(2),
             nofailover: false,
             failover_priority: 1,
+            settled: true,
         },
     );
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());

@@ -186,6 +186,7 @@ fn peer(lsn: Lsn, timeline: u32) -> PeerView {
         timeline: Some(timeline),
         nofailover: false,
         failover_priority: 1,
+        settled: true,
     }
 }
 
@@ -595,6 +596,7 @@ fn quorum_promotion_needs_enough_named_members() {
             timeline: Some(1),
             nofailover: false,
             failover_priority: 1,
+            settled: true,
         },
     );
     let d = decide(
@@ -619,6 +621,7 @@ fn quorum_promotion_needs_enough_named_members() {
             timeline: Some(1),
             nofailover: false,
             failover_priority: 1,
+            settled: true,
         },
     );
     let d = decide(
@@ -629,6 +632,67 @@ fn quorum_promotion_needs_enough_named_members() {
         &o,
         &c,
     );
+    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+}
+
+/// Quorum mode: a named member's position counts only when it read it after finding no
+/// leader key (`settled`): one read while the leader still ran can be older than commits the
+/// leader acknowledged with that member's flush (the real-runtime simulation's quorum seed
+/// 101119 lost one this way). Until the peers report settled positions, the candidate does
+/// not race and asks again within `PEERS_RECHECK_MS`; then the member ahead wins.
+#[test]
+fn quorum_promotion_counts_only_positions_read_after_the_leader_key_went() {
+    let c = HaConfig {
+        synchronous: SyncConfig {
+            mode: SyncMode::Quorum,
+            strict: false,
+            count: 1,
+        },
+        ..cfg()
+    };
+    let mut v = view(None);
+    v.sync = Some(SyncKey {
+        leader: Some("node0".into()),
+        members: vec!["node1".into(), "node2".into(), "node3".into()],
+        quorum: Some(1),
+    });
+    let unsettled = |lsn| PeerView::Report {
+        replica_running: true,
+        primary_running: false,
+        lsn: Some(lsn),
+        timeline: Some(1),
+        nofailover: false,
+        failover_priority: 1,
+        settled: false,
+    };
+    let mut o = obs(replica(1000), v);
+    // Both peers answered from before their last WAL: they look behind us.
+    o.peers.insert("node2".into(), unsettled(990));
+    o.peers.insert("node3".into(), unsettled(990));
+    let replica_phase = MemberState {
+        phase: Phase::Replica,
+        ..MemberState::new()
+    };
+    let d = decide(&replica_phase, &o, &c);
+    assert!(
+        matches!(d.reason, Reason::NotRacing(Candidacy::PeersUnsettled { ref members }) if members.len() == 2),
+        "{}",
+        d.reason
+    );
+    assert!(!ops(&d).contains(&Action::AcquireLeader));
+    assert_eq!(d.next_wake, o.now + PEERS_RECHECK_MS);
+    // Their settled reports show node3 ahead: node3 races, not us.
+    o.peers.insert("node2".into(), peer(1000, 1));
+    o.peers.insert("node3".into(), peer(1010, 1));
+    let d = decide(&replica_phase, &o, &c);
+    assert!(
+        matches!(d.reason, Reason::NotRacing(Candidacy::PeerAhead { ref member, .. }) if member == "node3"),
+        "{}",
+        d.reason
+    );
+    // Settled and not ahead: we race.
+    o.peers.insert("node3".into(), peer(1000, 1));
+    let d = decide(&replica_phase, &o, &c);
     assert_eq!(ops(&d), vec![Action::AcquireLeader]);
 }
 

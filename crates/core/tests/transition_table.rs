@@ -310,6 +310,7 @@ fn observation(r: &mut Rng, now: Millis) -> Observation {
                     timeline: Some(1 + r.below(3) as u32),
                     nofailover: r.chance(10),
                     failover_priority: 1,
+                    settled: true,
                 }
             };
             peers.insert(name.to_string(), view);

@@ -284,6 +284,8 @@ impl World {
                     timeline: running.as_ref().map(|r| r.timeline),
                     nofailover: peer.cfg.nofailover,
                     failover_priority: peer.cfg.failover_priority,
+                    // The model reads the peer's PostgreSQL live.
+                    settled: true,
                 }
             } else {
                 PeerView::Unreachable

@@ -134,7 +134,15 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
     actions.extend(pg_ops);
 
     let published = PublishedState::of_member(&state, &obs.pg, &obs.job);
-    let next_wake = next_wake(&state, &cx, &actions);
+    let mut next_wake = next_wake(&state, &cx, &actions);
+    if matches!(
+        reason,
+        Reason::NotRacing(crate::election::Candidacy::PeersUnsettled { .. })
+    ) {
+        // The peers publish a settled position with their next cycle, which the same DCS
+        // change started: ask again soon rather than a loop_wait later.
+        next_wake = next_wake.min(obs.now + PEERS_RECHECK_MS);
+    }
     Decision {
         state,
         actions,
@@ -182,6 +190,9 @@ fn keeps_lease_alive(state: &MemberState, cx: &Context) -> bool {
 fn is_dcs_write(a: &Action) -> bool {
     a.is_dcs() && !matches!(a, Action::RenewLease | Action::PublishMember)
 }
+
+/// How soon a quorum candidate asks again for peers' positions that were not yet final.
+pub const PEERS_RECHECK_MS: Millis = 250;
 
 fn next_wake(state: &MemberState, cx: &Context, actions: &[Action]) -> Millis {
     let now = cx.now;
