@@ -115,6 +115,9 @@ pub struct RealConfig {
     pub timeline_model: crate::TimelineModel,
     /// A deliberate port fault (checks of the checker).
     pub flaw: Option<RealFlaw>,
+    /// In random schedules (not scripted ones), operations fail now and then: initdb 2 %,
+    /// pg_basebackup 5 %, pg_rewind 5 % (before it changes anything), a start 3 %.
+    pub job_failures: bool,
 }
 
 impl RealConfig {
@@ -140,6 +143,7 @@ impl RealConfig {
             failsafe: false,
             timeline_model: crate::TimelineModel::Fixed,
             flaw: None,
+            job_failures: true,
         }
     }
 
@@ -340,6 +344,9 @@ impl Driver {
                 let mut world = PgWorld::new(&names, cfg.seed);
                 world.timeline_model = cfg.timeline_model;
                 world.flaw = cfg.flaw;
+                if cfg.job_failures && cfg.scripted.is_none() {
+                    world.job_failures = Some(StdRng::seed_from_u64(cfg.seed ^ 0x6a6f_6266));
+                }
                 world.ledger.terms = commits::SyncTerms {
                     enabled: cfg.synchronous.is_some_and(|s| s.mode != SyncMode::Off),
                     strict: cfg.synchronous.is_some_and(|s| s.strict),

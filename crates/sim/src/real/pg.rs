@@ -50,6 +50,11 @@ pub(crate) const SLOT_KEEP_MAX: u64 = 300 * WRITES_PER_TICK;
 
 /// PostgreSQL's `checkpoint_timeout` (5 min): a standby's restartpoints come this often.
 const CHECKPOINT_TIMEOUT_MS: Millis = 300_000;
+/// How often operations fail when `RealConfig::job_failures` is on (the agent model's rates).
+const INITDB_FAILURE_P: f64 = 0.02;
+const CLONE_FAILURE_P: f64 = 0.05;
+const REWIND_FAILURE_P: f64 = 0.05;
+const START_FAILURE_P: f64 = 0.03;
 
 /// A physical replication slot on a member.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +202,10 @@ pub(crate) struct PgWorld {
     pub timeline_model: crate::TimelineModel,
     /// A deliberate port fault (`super::RealFlaw`).
     pub flaw: Option<super::RealFlaw>,
+    /// Operations fail now and then (initdb, pg_basebackup, pg_rewind, a start), as they
+    /// do on real hosts (a full disk, a network hiccup, a bad setting): `None` when they
+    /// never do.
+    pub job_failures: Option<rand::rngs::StdRng>,
 }
 
 pub(crate) type Shared = Arc<Mutex<PgWorld>>;
@@ -242,7 +251,20 @@ impl PgWorld {
             newest_primary: None,
             timeline_model: crate::TimelineModel::Fixed,
             flaw: None,
+            job_failures: None,
         }
+    }
+
+    /// Whether this operation fails (probability `p`), when operations may fail.
+    fn operation_fails(&mut self, m: usize, what: &str, p: f64) -> bool {
+        let fails = self
+            .job_failures
+            .as_mut()
+            .is_some_and(|rng| rand::Rng::random_bool(rng, p));
+        if fails {
+            self.log(m, format!("{what} fails (injected)"));
+        }
+        fails
     }
 
     pub fn log(&mut self, m: usize, what: impl std::fmt::Display) {
@@ -859,10 +881,16 @@ impl Postgres for SimPostgres {
             if let Some(run) = &w.members[m].run {
                 return Err(refused("start", &format!("already runs (pid {})", run.pid)));
             }
-            let member = &w.members[m];
-            if member.data.is_none() {
+            if w.members[m].data.is_none() {
                 return Err(refused("start", "no data directory"));
             }
+            if w.operation_fails(m, "start", START_FAILURE_P) {
+                return Err(refused(
+                    "start",
+                    "the postmaster exited during start (injected failure)",
+                ));
+            }
+            let member = &w.members[m];
             let primary = !member.conf_standby;
             let upstream = member.conf_upstream.clone().filter(|_| !primary);
             let slot = member.conf_slot.clone().filter(|_| !primary);
@@ -1038,6 +1066,9 @@ impl Postgres for SimPostgres {
             if w.members[m].data.is_some() {
                 return Err(refused("initdb", "the data directory is not empty"));
             }
+            if w.operation_fails(m, "initdb", INITDB_FAILURE_P) {
+                return Err(refused("initdb", "initdb failed (injected failure)"));
+            }
             let system_id = w.next_system_id;
             w.next_system_id += 1;
             w.members[m].data = Some(Data {
@@ -1097,6 +1128,12 @@ impl Postgres for SimPostgres {
             if w.members[m].data.is_some() {
                 return Err(refused("pg_basebackup", "the data directory is not empty"));
             }
+            if w.operation_fails(m, "pg_basebackup", CLONE_FAILURE_P) {
+                return Err(refused(
+                    "pg_basebackup",
+                    "the copy broke off (injected failure)",
+                ));
+            }
             let mut data = w.members[source].data.clone().expect("running: data");
             data.state = DbState::InArchiveRecovery;
             data.min_recovery = data.lsn;
@@ -1137,6 +1174,12 @@ impl Postgres for SimPostgres {
             }
             let src = w.members[source].data.clone().expect("running: data");
             let name = w.members[source].name.clone();
+            if w.members[m].data.is_some() && w.operation_fails(m, "pg_rewind", REWIND_FAILURE_P) {
+                return Err(refused(
+                    "pg_rewind",
+                    "pg_rewind failed before it changed anything (injected failure)",
+                ));
+            }
             let Some(d) = w.members[m].data.as_mut() else {
                 return Err(refused("pg_rewind", "no data directory"));
             };
