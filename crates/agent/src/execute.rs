@@ -19,7 +19,9 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         let mut dcs_down = obs.dcs.is_none();
         for action in &decision.actions {
             if action.is_dcs() {
-                if dcs_down && !matches!(action, Action::RenewLease) {
+                // Without this cycle's read, only the lease renewal and giving the key up
+                // (compare-and-delete) are sent: a slow DCS may still take them.
+                if dcs_down && !matches!(action, Action::RenewLease | Action::ReleaseLeader) {
                     continue;
                 }
                 match self.dcs_action(action, decision).await {

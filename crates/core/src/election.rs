@@ -17,6 +17,9 @@
 //!    hands over from a member (the `failover` key names it as leader, for 2 × ttl after
 //!    the key was released), that member does not compete: it neither races (decide/leaderless.rs)
 //!    nor counts as a peer ahead, so the others elect among themselves.
+//!    In asynchronous mode a peer ahead is waited for only `loop_wait` after the cluster
+//!    lost its leader: woken by the same DCS change, it races at once unless it cannot (its
+//!    DCS too slow to answer), and the cluster must not stay leaderless for it.
 //! 4. Lag is measured against the freshest position known: the largest of the leader's last
 //!    published position, every peer's fresh report and our own. Within
 //!    `maximum_lag_on_failover` the member races at once.
@@ -187,7 +190,13 @@ pub fn evaluate_candidacy(
                 *replica_running
             };
         // Positions compare by timeline first: a newer timeline is the history that won.
-        if competes && (peer_timeline, peer_lsn) > (me.timeline, me.lsn) {
+        // Asynchronous mode waits for a peer ahead for loop_wait after the key went: it was
+        // woken by the same change and races at once unless it cannot (a DCS too slow for
+        // its requests, found by the real-runtime simulation: the cluster stayed leaderless
+        // while a healthy member deferred to it). Then the others race too, within the lag
+        // bound (rule 4). Synchronous mode always waits (quorum safety rests on it).
+        let waited_enough = !sync && leaderless_for >= cfg.loop_wait_ms;
+        if competes && !waited_enough && (peer_timeline, peer_lsn) > (me.timeline, me.lsn) {
             return Candidacy::PeerAhead {
                 member: name.clone(),
                 peer_lsn,

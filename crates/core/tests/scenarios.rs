@@ -370,6 +370,34 @@ fn crashed_primary() -> LocalPg {
 /// receives its keepalives. Once the lease is over as far as it knows, it must stop sending
 /// them, or the leader key on its lease lives on with nobody running a primary (simulator
 /// seed 75 of the main soak).
+/// A leader restarting its primary in place over a DCS too slow to confirm its lease cannot
+/// start it (the agent does no StartPrimary without a certainly valid lease), while the
+/// keepalives that reached etcd late keep its key alive: without a read it gives the key up
+/// (compare-and-delete, sent anyway) rather than hold it through the restart budget.
+#[test]
+fn a_leader_restarting_in_place_without_a_certain_lease_gives_the_key_up_even_without_a_read() {
+    let obs = Obs::new(crashed_primary())
+        .dcs_down()
+        .lease_until(Some(99_000))
+        .build();
+    let d = decide(&in_phase(Phase::RestartingPrimary), &obs, &cfg());
+    assert_eq!(d.reason, Reason::ReleasingKeyWithoutLease);
+    assert!(
+        d.actions.contains(&Action::ReleaseLeader),
+        "{:?}",
+        d.actions
+    );
+    assert!(!d.actions.contains(&Action::RenewLease));
+    assert_eq!(d.state.phase, Phase::Replica);
+    // With its lease certainly valid it goes on restarting (no read: no change).
+    let obs = Obs::new(crashed_primary())
+        .dcs_down()
+        .lease_until(Some(obs.now + 3_000))
+        .build();
+    let d = decide(&in_phase(Phase::RestartingPrimary), &obs, &cfg());
+    assert_eq!(d.reason, Reason::DcsUnreachable);
+}
+
 #[test]
 fn a_demoted_leader_without_dcs_stops_renewing_the_lease_its_key_is_on() {
     // Demotion: the lease is about to expire, the DCS does not answer (without a readable
@@ -471,6 +499,24 @@ fn the_most_advanced_replica_wins_the_race() {
     let obs = Obs::new(replica(150)).peer("node2", 150).build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
     assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
+}
+
+/// A peer ahead is waited for only loop_wait after the cluster lost its leader: woken by the
+/// same change, it races at once unless it cannot (its DCS too slow; the real-runtime
+/// simulation's seed 2209 stayed leaderless while a healthy member deferred to it). Then the
+/// member behind races, within the lag bound.
+#[test]
+fn a_peer_ahead_that_does_not_take_the_key_within_loop_wait_is_no_longer_waited_for() {
+    let obs = Obs::new(replica(100)).peer("node2", 150).build();
+    let first = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert!(matches!(
+        first.reason,
+        Reason::NotRacing(Candidacy::PeerAhead { .. })
+    ));
+    let mut later = Obs::new(replica(100)).peer("node2", 150).build();
+    later.now = obs.now + cfg().loop_wait_ms;
+    let d = decide(&first.state, &later, &cfg());
+    assert_eq!(pg_actions(&d), vec![Action::AcquireLeader], "{}", d.reason);
 }
 
 #[test]

@@ -194,27 +194,33 @@ fn real_failsafe_mode_under_dcs_outages_shard_2() {
 /// Known failing seeds (see `real_runtime.rs`, `KNOWN`): none.
 const KNOWN: &[(u64, ViolationKind)] = &[];
 
+/// One seed of DCS trouble: 3 members on even seeds, 5 on odd ones, operations failing now
+/// and then.
+fn dcs_trouble_config(seed: u64) -> RealConfig {
+    let members = if seed.is_multiple_of(2) { 3 } else { 5 };
+    let base = RealConfig::random(seed);
+    let faults = random_dcs_schedule(
+        seed,
+        members,
+        TTL,
+        base.fault_window_start_ms,
+        base.duration_ms,
+        10.0,
+    );
+    RealConfig {
+        members,
+        failsafe: true,
+        scripted: Some(faults),
+        ..base
+    }
+}
+
 fn dcs_trouble(shard: u64) {
     let count = env_u64("PGBATON_SIM_REAL_FAILSAFE_SEEDS", 1_500);
     let first = env_u64("PGBATON_SIM_REAL_FIRST_SEED", 0) + shard * count;
     let mut failed = Vec::new();
     for seed in first..first + count {
-        let members = if seed.is_multiple_of(2) { 3 } else { 5 };
-        let base = RealConfig::new(seed);
-        let faults = random_dcs_schedule(
-            seed,
-            members,
-            TTL,
-            base.fault_window_start_ms,
-            base.duration_ms,
-            10.0,
-        );
-        let cfg = RealConfig {
-            members,
-            failsafe: true,
-            scripted: Some(faults),
-            ..base
-        };
+        let cfg = dcs_trouble_config(seed);
         let r = run_real(&cfg);
         match r.violations.first() {
             Some(v) if KNOWN.contains(&(seed, v.kind)) => println!("known seed {seed}"),
@@ -237,4 +243,12 @@ fn dcs_trouble(shard: u64) {
             r.describe(usize::MAX)
         );
     }
+}
+
+/// A failsafe soak seed once leaderless over a slow DCS (a key holder restarting its primary
+/// without a certain lease), kept passing here.
+#[test]
+fn failsafe_soak_seed_once_broken_passes() {
+    let r = run_real(&dcs_trouble_config(102_036));
+    assert!(r.violations.is_empty(), "{}", r.describe(80));
 }

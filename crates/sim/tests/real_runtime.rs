@@ -46,7 +46,7 @@ fn a_quiet_cluster_bootstraps_one_leader_and_two_streaming_replicas() {
 #[test]
 fn one_seed_gives_one_trace() {
     for seed in [5, 7, 11] {
-        let cfg = RealConfig::new(seed);
+        let cfg = RealConfig::random(seed);
         let a = run_real(&cfg);
         let b = run_real(&cfg);
         assert!(a.trace.len() > 10, "{}", a.describe(60));
@@ -109,16 +109,12 @@ fn real_runtime_random_schedules_shard_4() {
 /// then removed from here). A known seed is excused only for its kind; one that passes is
 /// reported so it can be removed.
 ///
-/// - Leaderless over a slow DCS (message delays beyond `retry_timeout`): a leader key holder
-///   whose acknowledgements arrive too late to be sure of its lease neither restarts its
-///   primary in place nor lets the key go before its restart budget (10 s) ends; or a member
-///   ahead of the others, whose DCS is slow, holds them back while it cannot take the key
-///   (2209, 5098, 5388; the agent model's known seed 1762 is the same).
-const KNOWN: &[(u64, ViolationKind)] = &[
-    (2209, ViolationKind::Leaderless),
-    (5098, ViolationKind::Leaderless),
-    (5388, ViolationKind::Leaderless),
-];
+/// None now. The last ones, leaderless stretches over a slow DCS (message delays beyond
+/// `retry_timeout`: 2209, 5098, 5388), pass since a peer ahead is waited for only loop_wait
+/// in asynchronous mode, a leader restarting in place without a certain lease gives its key
+/// up even without a read, and an agent that just started renews no lease before its first
+/// read.
+const KNOWN: &[(u64, ViolationKind)] = &[];
 
 fn random_schedules(shard: u64) {
     let count = env_u64("PGBATON_SIM_REAL_SEEDS", 2_000);
@@ -127,7 +123,7 @@ fn random_schedules(shard: u64) {
     let mut longest = (0, 0);
     let mut not_following = (0, 0);
     for seed in first..first + count {
-        let report = run_real(&RealConfig::new(seed));
+        let report = run_real(&RealConfig::random(seed));
         longest = longest.max((report.longest_leaderless_ms, seed));
         not_following = not_following.max((report.longest_not_following_ms, seed));
         let known = KNOWN.iter().any(|&(s, _)| s == seed);
@@ -168,7 +164,7 @@ fn random_schedules(shard: u64) {
 #[test]
 fn real_replay() {
     let seed = env_u64("PGBATON_SIM_REAL_SEED", 7);
-    let report = run_real(&RealConfig::new(seed));
+    let report = run_real(&RealConfig::random(seed));
     for line in &report.trace {
         println!("{line}");
     }
@@ -389,11 +385,14 @@ fn a_lease_counted_from_the_answer_instead_of_the_request_is_caught() {
 /// agent or the simulator, kept passing here: 101791, 106538, 108128, 109439 (a rewound
 /// replica re-cloned because the simulated pg_rewind did not copy the source's WAL, and
 /// two branches under one timeline id); 108739, 110993 (a start job wrote its configuration
-/// after the next cycle's repoint, and the replica waited for a former leader).
+/// after the next cycle's repoint, and the replica waited for a former leader); 104004,
+/// 110124, 118652 (leaderless over a slow DCS: see `KNOWN`).
 #[test]
 fn soak_seeds_once_broken_pass() {
-    for seed in [101_791, 106_538, 108_128, 108_739, 109_439, 110_993] {
-        let report = run_real(&RealConfig::new(seed));
+    for seed in [
+        101_791, 104_004, 106_538, 108_128, 108_739, 109_439, 110_124, 110_993, 118_652,
+    ] {
+        let report = run_real(&RealConfig::random(seed));
         assert!(report.violations.is_empty(), "{}", report.describe(60));
     }
 }

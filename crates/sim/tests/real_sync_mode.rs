@@ -44,6 +44,7 @@ fn config(label: &str, seed: u64) -> RealConfig {
         members: if seed.is_multiple_of(2) { 3 } else { 5 },
         duration_ms: 30_000,
         fault_rate: 12.0,
+        job_failures: true,
         ..RealConfig::synchronous(seed, *sync)
     }
 }

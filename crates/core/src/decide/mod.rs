@@ -18,7 +18,7 @@ mod standby;
 use crate::action::Action;
 use crate::command::CommandVerdict;
 use crate::failsafe;
-use crate::observation::{DcsView, Initialize, JobKind, JobView, Observation};
+use crate::observation::{DcsView, Initialize, JobKind, JobView, LocalPg, Observation};
 use crate::reason::Reason;
 use crate::state::{MemberState, Phase, PublishedState};
 use crate::watchdog;
@@ -121,7 +121,9 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
     }
 
     let mut actions = Vec::with_capacity(pg_actions.len() + 2);
-    if keeps_lease_alive(&state, &cx) {
+    // Never renew the lease a key being given up hangs on.
+    let releasing = pg_actions.contains(&Action::ReleaseLeader);
+    if keeps_lease_alive(&state, &cx) && !releasing {
         actions.push(Action::RenewLease);
     }
     // DCS writes first, then PostgreSQL operations (the order the agent carries them out).
@@ -172,10 +174,14 @@ fn keeps_lease_alive(state: &MemberState, cx: &Context) -> bool {
     }
     match cx.view {
         Some(view) => view.leader.as_deref() != Some(cx.cfg.name.as_str()),
-        // Unreadable DCS: the key may be ours if this member led, was about to, or raced.
+        // Unreadable DCS: the key may be ours if this member led, was about to, or raced, or
+        // if this agent just started (it may have adopted the lease of its key: found by the
+        // real-runtime simulation, seed 118652, an adoption whose answer came too late left
+        // the DCS adapter renewing the key's lease while the agent could not lead).
         None => !matches!(
             state.phase,
-            Phase::Leader
+            Phase::Init
+                | Phase::Leader
                 | Phase::Promoting
                 | Phase::RestartingPrimary
                 | Phase::Demoting
@@ -196,17 +202,20 @@ pub const PEERS_RECHECK_MS: Millis = 250;
 
 fn next_wake(state: &MemberState, cx: &Context, actions: &[Action]) -> Millis {
     let now = cx.now;
-    // The outcome of a race or a key change is worth observing at once.
-    if actions.iter().any(|a| {
-        matches!(
-            a,
-            Action::WriteSync { .. }
-                | Action::AcquireLeader
-                | Action::ClaimInitialize
-                | Action::WriteInitialize { .. }
-                | Action::ReleaseLeader
-        )
-    }) {
+    // The outcome of a race or a key change is worth observing at once (when the DCS
+    // answered: without a read there is nothing to observe sooner).
+    if cx.view.is_some()
+        && actions.iter().any(|a| {
+            matches!(
+                a,
+                Action::WriteSync { .. }
+                    | Action::AcquireLeader
+                    | Action::ClaimInitialize
+                    | Action::WriteInitialize { .. }
+                    | Action::ReleaseLeader
+            )
+        })
+    {
         return now;
     }
     let mut wake = now + cx.cfg.loop_wait_ms;
@@ -306,6 +315,24 @@ fn step(s: &mut MemberState, cx: &Context, verdict: &mut Option<CommandVerdict>)
                     remaining_ms: remaining,
                 },
                 vec![],
+            );
+        }
+        // A key holder restarting its primary whose lease is no longer certain cannot start
+        // it, while its late keepalives may keep the key alive for the others: give the key
+        // up now (delete iff it names us; sent even though this read failed, since a slow
+        // DCS may still take it). Found by the real-runtime simulation (seed 5388: a leader
+        // over a slow DCS held the key through its restart budget, leaderless for 8 s).
+        let not_primary = match &cx.obs.pg {
+            LocalPg::Running(pg) => pg.in_recovery,
+            LocalPg::Stopped { .. } | LocalPg::NoData => true,
+            LocalPg::Starting => false,
+        };
+        if s.phase == Phase::RestartingPrimary && !cx.lease_ok && not_primary {
+            s.phase = Phase::Replica;
+            s.restart_deadline = None;
+            return (
+                Reason::ReleasingKeyWithoutLease,
+                vec![Action::ReleaseLeader],
             );
         }
         return (Reason::DcsUnreachable, vec![]);

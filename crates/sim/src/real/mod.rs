@@ -115,8 +115,8 @@ pub struct RealConfig {
     pub timeline_model: crate::TimelineModel,
     /// A deliberate port fault (checks of the checker).
     pub flaw: Option<RealFlaw>,
-    /// In random schedules (not scripted ones), operations fail now and then: initdb 2 %,
-    /// pg_basebackup 5 %, pg_rewind 5 % (before it changes anything), a start 3 %.
+    /// Operations fail now and then: initdb 2 %, pg_basebackup 5 %, pg_rewind 5 % (before it
+    /// changes anything), a start 3 % (on in the random schedules, `RealConfig::random`).
     pub job_failures: bool,
 }
 
@@ -143,7 +143,16 @@ impl RealConfig {
             failsafe: false,
             timeline_model: crate::TimelineModel::Fixed,
             flaw: None,
+            job_failures: false,
+        }
+    }
+
+    /// `new(seed)` with PostgreSQL's operations failing now and then (`job_failures`): the
+    /// random schedules' configuration.
+    pub fn random(seed: u64) -> Self {
+        RealConfig {
             job_failures: true,
+            ..RealConfig::new(seed)
         }
     }
 
@@ -344,7 +353,7 @@ impl Driver {
                 let mut world = PgWorld::new(&names, cfg.seed);
                 world.timeline_model = cfg.timeline_model;
                 world.flaw = cfg.flaw;
-                if cfg.job_failures && cfg.scripted.is_none() {
+                if cfg.job_failures {
                     world.job_failures = Some(StdRng::seed_from_u64(cfg.seed ^ 0x6a6f_6266));
                 }
                 world.ledger.terms = commits::SyncTerms {
