@@ -309,9 +309,20 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         self.follows_remote_primary = false;
     }
 
-    /// Record where primary_conninfo now points.
+    /// Record where primary_conninfo now points. Only a member whose address went into it
+    /// counts: one without a member document (its key expired while the leader key lived)
+    /// got no host, and is pointed at again once its address is known (found by the
+    /// real-runtime soak, failsafe seed 200350: a starting replica whose upstream had no
+    /// document waited 30 s with no primary_conninfo while the agent took it as set).
     fn set_upstream(&mut self, upstream: Option<String>) {
         self.follows_remote_primary = upstream.is_none() && self.dynamic.standby_cluster.is_some();
+        let upstream = upstream.filter(|m| {
+            let known = self.upstream_of(m).is_some();
+            if !known {
+                tracing::warn!(member = %m, "no address for the upstream in the DCS (no member document): replication left without an upstream until it has one");
+            }
+            known
+        });
         self.configured_upstream = upstream;
     }
 
