@@ -3,8 +3,8 @@
 use std::collections::BTreeMap;
 
 use pgbaton_core::{
-    DcsView, FailoverRequest, Initialize, LocalPg, MemberView, PeerView, ReplicaConnection,
-    RunningPg, SyncKey,
+    DcsView, DocState, FailoverRequest, Initialize, LocalPg, MemberView, PeerView,
+    ReplicaConnection, RunningPg, SyncKey,
 };
 use pgbaton_dcs::{ClusterState, MemberDoc};
 use pgbaton_postgres::{DataDirState, PgStatus};
@@ -61,7 +61,7 @@ pub fn parse_time_ms(text: &str) -> Option<u64> {
 
 fn member_view(doc: &MemberDoc) -> MemberView {
     MemberView {
-        state: doc.state.clone(),
+        state: DocState::parse(&doc.state),
         is_primary: doc.is_primary_role(),
         is_standby_leader: doc.is_standby_leader_role(),
         lsn: doc.xlog_location,

@@ -36,7 +36,7 @@ pub use observation::{
     PeerView, ReplicaConnection, RunningPg, SyncKey, SyncStandbyNames,
 };
 pub use reason::{MissingWal, Reason};
-pub use state::{MemberState, Phase, PublishedState};
+pub use state::{DocState, MemberState, Phase, PublishedState};
 pub use timeline::{member_timeline, TimelineSource};
 pub use watchdog::{WatchdogRefusal, WatchdogState};
 

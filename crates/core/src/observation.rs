@@ -339,8 +339,8 @@ pub struct SyncKey {
 /// A member's document in the DCS.
 #[derive(Debug, Clone, PartialEq)]
 pub struct MemberView {
-    /// Patroni's state word (running, stopped, ...).
-    pub state: String,
+    /// Its state word (running, stopped, ...).
+    pub state: crate::DocState,
     pub is_primary: bool,
     /// Role `standby_leader`: the leader of a standby cluster (a replica of the remote primary).
     pub is_standby_leader: bool,

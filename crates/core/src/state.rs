@@ -216,4 +216,76 @@ impl PublishedState {
             PublishedState::WalMissing => "WAL missing",
         }
     }
+
+    /// Every word, for parsing and tests.
+    pub const ALL: [PublishedState; 10] = [
+        PublishedState::Running,
+        PublishedState::Starting,
+        PublishedState::Stopped,
+        PublishedState::Stopping,
+        PublishedState::CreatingReplica,
+        PublishedState::InitializingNewCluster,
+        PublishedState::Rewinding,
+        PublishedState::Promoting,
+        PublishedState::Halted,
+        PublishedState::WalMissing,
+    ];
+
+    /// The word back (`None`: not one pgbaton publishes).
+    pub fn parse(word: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|s| s.as_str() == word)
+    }
+}
+
+/// The `state` word of another member's document, as decisions read it: a word pgbaton
+/// publishes, or another one (Patroni's `crashed`, `restart failed`, ...), kept as written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DocState {
+    Known(PublishedState),
+    Other(String),
+}
+
+impl DocState {
+    pub fn parse(word: &str) -> Self {
+        PublishedState::parse(word)
+            .map_or_else(|| DocState::Other(word.to_string()), DocState::Known)
+    }
+
+    /// PostgreSQL runs there (`running`).
+    pub fn is_running(&self) -> bool {
+        *self == DocState::Known(PublishedState::Running)
+    }
+}
+
+impl From<&str> for DocState {
+    fn from(word: &str) -> Self {
+        DocState::parse(word)
+    }
+}
+
+impl std::fmt::Display for DocState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            DocState::Known(s) => f.write_str(s.as_str()),
+            DocState::Other(word) => f.write_str(word),
+        }
+    }
+}
+
+#[cfg(test)]
+mod doc_state_tests {
+    use super::*;
+
+    #[test]
+    fn every_published_word_reads_back_and_others_are_kept() {
+        for s in PublishedState::ALL {
+            assert_eq!(PublishedState::parse(s.as_str()), Some(s));
+            assert_eq!(DocState::parse(s.as_str()), DocState::Known(s));
+        }
+        assert!(DocState::parse("running").is_running());
+        let crashed = DocState::parse("crashed");
+        assert_eq!(crashed, DocState::Other("crashed".into()));
+        assert!(!crashed.is_running());
+        assert_eq!(crashed.to_string(), "crashed");
+    }
 }

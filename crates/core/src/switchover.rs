@@ -140,7 +140,7 @@ pub(crate) fn candidate_problem(
             "{candidate} may not be promoted (tagged nofailover, or its required watchdog is not usable)"
         ));
     }
-    if member.state != "running" || member.is_primary {
+    if !member.state.is_running() || member.is_primary {
         return Some(format!(
             "{candidate} is not a running replica (state {})",
             member.state

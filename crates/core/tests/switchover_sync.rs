@@ -569,8 +569,9 @@ fn in_sync_mode_only_a_named_synchronous_standby_is_promoted() {
     );
 }
 
-#[test]
-fn quorum_promotion_needs_enough_named_members() {
+/// Quorum mode, commits waiting for 1 of node1..node3 (a promotion needs 3 - 1 + 1 = 3 of
+/// them to answer), the leader gone.
+fn quorum_one_of_three() -> (HaConfig, DcsView) {
     let c = HaConfig {
         synchronous: SyncConfig {
             mode: SyncMode::Quorum,
@@ -580,12 +581,17 @@ fn quorum_promotion_needs_enough_named_members() {
         ..cfg()
     };
     let mut v = view(None);
-    // commits wait for 1 of 3: a promotion needs 3 - 1 + 1 = 3 of them to answer
     v.sync = Some(SyncKey {
         leader: Some("node0".into()),
         members: vec!["node1".into(), "node2".into(), "node3".into()],
         quorum: Some(1),
     });
+    (c, v)
+}
+
+#[test]
+fn quorum_promotion_needs_enough_named_members() {
+    let (c, v) = quorum_one_of_three();
     let mut o = obs(replica(1000), v);
     o.peers.insert(
         "node2".into(),
@@ -642,20 +648,7 @@ fn quorum_promotion_needs_enough_named_members() {
 /// not race and asks again within `PEERS_RECHECK_MS`; then the member ahead wins.
 #[test]
 fn quorum_promotion_counts_only_positions_read_after_the_leader_key_went() {
-    let c = HaConfig {
-        synchronous: SyncConfig {
-            mode: SyncMode::Quorum,
-            strict: false,
-            count: 1,
-        },
-        ..cfg()
-    };
-    let mut v = view(None);
-    v.sync = Some(SyncKey {
-        leader: Some("node0".into()),
-        members: vec!["node1".into(), "node2".into(), "node3".into()],
-        quorum: Some(1),
-    });
+    let (c, v) = quorum_one_of_three();
     let unsettled = |lsn| PeerView::Report {
         replica_running: true,
         primary_running: false,

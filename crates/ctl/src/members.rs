@@ -97,7 +97,7 @@ pub(crate) fn member_views(state: &ClusterState) -> Vec<MemberView<'_>> {
                 None => String::new(),
             };
             let streaming =
-                doc.state == "running" && doc.replication_state.as_deref() == Some("streaming");
+                doc.is_running() && doc.replication_state.as_deref() == Some("streaming");
             let state_word = if !is_leader && streaming {
                 "streaming".to_string()
             } else {

@@ -151,7 +151,7 @@ pub fn validate_failover(
     if doc.watchdog_failed() {
         return Err(OpError::Precondition(watchdog_refusal(c)));
     }
-    if doc.state != "running" {
+    if !doc.is_running() {
         return Err(OpError::Precondition(format!(
             "{c} is not running (state {})",
             doc.state
@@ -223,7 +223,7 @@ fn non_empty(s: Option<&str>) -> Option<&str> {
 fn healthy_leader(state: &ClusterState) -> Option<&str> {
     let name = state.leader_name()?;
     let doc = state.members.get(name)?;
-    (doc.state == "running").then_some(name)
+    doc.is_running().then_some(name)
 }
 
 fn check_nothing_pending(state: &ClusterState) -> Result<(), OpError> {
@@ -298,7 +298,7 @@ fn candidate_problem(
 }
 
 fn is_streaming_replica(doc: &MemberDoc) -> bool {
-    doc.state == "running"
+    doc.is_running()
         && !doc.is_primary_role()
         && doc.replication_state.as_deref() == Some("streaming")
 }

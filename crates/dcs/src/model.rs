@@ -152,6 +152,11 @@ impl MemberDoc {
         }
     }
 
+    /// PostgreSQL runs there (state `running`).
+    pub fn is_running(&self) -> bool {
+        self.state == "running"
+    }
+
     pub fn is_primary_role(&self) -> bool {
         matches!(self.role.as_str(), "master" | "primary" | "leader")
     }

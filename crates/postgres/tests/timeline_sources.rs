@@ -12,7 +12,7 @@ use pgbaton_core::TimelineSource;
 use pgbaton_postgres::{
     basebackup, ensure_users, identify_system, initdb, install_timeline_history, promote,
     query_status, read_timeline_history, slot_name_for, sync_physical_slots, write_config, PgSpec,
-    StandbyConfig, StopMode,
+    Postmaster, StandbyConfig, StopMode,
 };
 
 const T: Duration = Duration::from_secs(10);
@@ -23,6 +23,45 @@ fn standby_of(spec: &PgSpec, member: &str) -> StandbyConfig {
         slot_name: Some(slot_name_for(member)),
         apply_delay: None,
     }
+}
+
+/// `primary` created and started (replication roles, a slot per replica, a table `t` with
+/// one row), each of `replicas` cloned from it and streaming: the postmasters.
+async fn primary_and_streaming_replicas(
+    primary: &PgSpec,
+    replicas: &[(&PgSpec, &str)],
+) -> (Postmaster, Vec<Postmaster>) {
+    initdb(primary, &["--data-checksums".into()])
+        .await
+        .expect("initdb");
+    write_config(primary, &test_parameters(), &hba(), None).expect("write_config");
+    let pm = start(primary).await;
+    // The replication and rewind roles.
+    ensure_users(primary, &[], T).await.expect("ensure_users");
+    let slots = replicas
+        .iter()
+        .map(|(_, name)| slot_name_for(name))
+        .collect();
+    sync_physical_slots(primary, &slots, &Default::default(), T)
+        .await
+        .expect("slots");
+    sql(primary, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await;
+    let mut started = Vec::new();
+    for (spec, name) in replicas {
+        basebackup(spec, &upstream(primary), &[])
+            .await
+            .expect("basebackup");
+        write_config(
+            spec,
+            &test_parameters(),
+            &hba(),
+            Some(&standby_of(primary, name)),
+        )
+        .expect("write_config");
+        started.push(start(spec).await);
+        streaming(spec).await;
+    }
+    (pm, started)
 }
 
 async fn checkpoint_timeline(spec: &PgSpec) -> i64 {
@@ -41,36 +80,8 @@ async fn a_replica_whose_new_leader_is_gone_reports_the_timeline_it_replayed() {
     let node2 = sandbox.member("node2");
     let node3 = sandbox.member("node3");
 
-    initdb(&node1, &["--data-checksums".into()])
-        .await
-        .expect("initdb");
-    write_config(&node1, &test_parameters(), &hba(), None).expect("write_config");
-    let mut pm1 = start(&node1).await;
-    // The replication and rewind roles.
-    ensure_users(&node1, &[], T).await.expect("ensure_users");
-    let slots = [slot_name_for("node2"), slot_name_for("node3")]
-        .into_iter()
-        .collect();
-    sync_physical_slots(&node1, &slots, &Default::default(), T)
-        .await
-        .expect("slots");
-    sql(&node1, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await;
-
-    let mut replicas = Vec::new();
-    for (spec, name) in [(&node2, "node2"), (&node3, "node3")] {
-        basebackup(spec, &upstream(&node1), &[])
-            .await
-            .expect("basebackup");
-        write_config(
-            spec,
-            &test_parameters(),
-            &hba(),
-            Some(&standby_of(&node1, name)),
-        )
-        .expect("write_config");
-        replicas.push(start(spec).await);
-        streaming(spec).await;
-    }
+    let (mut pm1, mut replicas) =
+        primary_and_streaming_replicas(&node1, &[(&node2, "node2"), (&node3, "node3")]).await;
     let mut pm3 = replicas.pop().expect("node3");
     let mut pm2 = replicas.pop().expect("node2");
 
@@ -157,35 +168,11 @@ async fn a_promotion_after_a_lost_branch_takes_a_new_timeline_id_once_its_histor
     let node3 = sandbox.member("node3");
     let node4 = sandbox.member("node4");
 
-    initdb(&node1, &["--data-checksums".into()])
-        .await
-        .expect("initdb");
-    write_config(&node1, &test_parameters(), &hba(), None).expect("write_config");
-    let mut pm1 = start(&node1).await;
-    ensure_users(&node1, &[], T).await.expect("ensure_users");
-    let slots = ["node2", "node3", "node4"]
-        .into_iter()
-        .map(slot_name_for)
-        .collect();
-    sync_physical_slots(&node1, &slots, &Default::default(), T)
-        .await
-        .expect("slots");
-    sql(&node1, "CREATE TABLE t (x int); INSERT INTO t VALUES (1)").await;
-    let mut replicas = Vec::new();
-    for (spec, name) in [(&node2, "node2"), (&node3, "node3"), (&node4, "node4")] {
-        basebackup(spec, &upstream(&node1), &[])
-            .await
-            .expect("basebackup");
-        write_config(
-            spec,
-            &test_parameters(),
-            &hba(),
-            Some(&standby_of(&node1, name)),
-        )
-        .expect("write_config");
-        replicas.push(start(spec).await);
-        streaming(spec).await;
-    }
+    let (mut pm1, mut replicas) = primary_and_streaming_replicas(
+        &node1,
+        &[(&node2, "node2"), (&node3, "node3"), (&node4, "node4")],
+    )
+    .await;
     let mut pm4 = replicas.pop().expect("node4");
     let mut pm3 = replicas.pop().expect("node3");
     let mut pm2 = replicas.pop().expect("node2");

@@ -106,7 +106,7 @@ pub(crate) fn cluster_json(state: &ClusterState, now_ms: u64) -> Value {
                 "name": name,
                 "role": role,
                 // As `ctl list` words it: a replica whose WAL receiver streams is "streaming".
-                "state": if !is_leader && doc.state == "running" && doc.replication_state.as_deref() == Some("streaming") {
+                "state": if !is_leader && doc.is_running() && doc.replication_state.as_deref() == Some("streaming") {
                     "streaming"
                 } else {
                     doc.state.as_str()

@@ -121,7 +121,7 @@ impl Topology {
     ) -> Topology {
         let leader = state.leader_name().and_then(|name| {
             let doc = state.members.get(name)?;
-            let serving = doc.state == "running" && doc.is_primary_role();
+            let serving = doc.is_running() && doc.is_primary_role();
             serving.then(|| Backend::of(name, doc)).flatten()
         });
         let leader_rest = leader
@@ -141,7 +141,7 @@ impl Topology {
             if leader.as_ref().is_some_and(|l| &l.name == name) {
                 continue;
             }
-            let eligible = doc.state == "running"
+            let eligible = doc.is_running()
                 && !doc.is_primary_role()
                 && doc.replication_state.as_deref() == Some("streaming")
                 && !doc.tag_true("noloadbalance");

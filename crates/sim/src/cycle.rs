@@ -6,8 +6,8 @@
 use std::collections::BTreeMap;
 
 use pgbaton_core::{
-    decide, Action, DcsView, Decision, HaConfig, LocalPg, MemberView, Millis, Observation,
-    PeerView, Phase, Reason, SyncKey, SyncStandbyNames,
+    decide, Action, DcsView, Decision, DocState, HaConfig, LocalPg, MemberView, Millis,
+    Observation, PeerView, Phase, Reason, SyncKey, SyncStandbyNames,
 };
 use rand::Rng;
 
@@ -353,7 +353,7 @@ impl World {
                 };
                 let running = obs.pg.running();
                 let doc = MemberView {
-                    state: decision.published.as_str().to_string(),
+                    state: DocState::Known(decision.published),
                     is_primary: obs.pg.is_primary(),
                     is_standby_leader: false,
                     lsn: running.map(|r| r.lsn),

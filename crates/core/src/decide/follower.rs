@@ -144,7 +144,7 @@ pub(super) fn following_pg(
     let leader_running = view
         .members
         .get(leader)
-        .is_some_and(|m| m.state == "running" && (m.is_primary || m.is_standby_leader));
+        .is_some_and(|m| m.state.is_running() && (m.is_primary || m.is_standby_leader));
     let upstream = upstream_for(cx.cfg, view, leader);
 
     if let JobView::SourceUnreachable {
@@ -483,7 +483,7 @@ pub(super) fn clonefrom_source(cfg: &HaConfig, view: &DcsView, leader: &str) -> 
             name.as_str() != cfg.name
                 && name.as_str() != leader
                 && m.clonefrom
-                && m.state == "running"
+                && m.state.is_running()
                 && !m.is_primary
                 && m.lsn.is_some()
                 && (leader_timeline.is_none() || m.timeline == leader_timeline)
@@ -528,7 +528,7 @@ pub(super) fn upstream_for(cfg: &HaConfig, view: &DcsView, leader: &str) -> Stri
             && view
                 .members
                 .get(from)
-                .is_some_and(|m| m.state == "running" && !m.is_primary);
+                .is_some_and(|m| m.state.is_running() && !m.is_primary);
         if usable {
             return from.to_string();
         }

@@ -307,13 +307,13 @@ async fn wait_until_up(
         match load_cluster(endpoints, path, Duration::from_secs(2)).await {
             Ok(state) => {
                 let leader_ok = state.leader_member().is_some_and(|m| {
-                    m.state == "running" && (m.is_primary_role() || m.is_standby_leader_role())
+                    m.is_running() && (m.is_primary_role() || m.is_standby_leader_role())
                 });
                 let running = state
                     .members
                     .values()
                     .filter(|m| {
-                        m.state == "running"
+                        m.is_running()
                             && (m.is_primary_role()
                                 || m.replication_state.as_deref() == Some("streaming"))
                     })
