@@ -117,15 +117,7 @@ pub fn evaluate_candidacy(
     };
     let mut reference = view.leader_optime.unwrap_or(0).max(me.lsn);
     // The newest timeline known: recorded switches, published member documents, fresh reports.
-    let mut newest_timeline = view.newest_timeline();
-    for peer in peers.values() {
-        if let PeerView::Report {
-            timeline: Some(t), ..
-        } = peer
-        {
-            newest_timeline = newest_timeline.max(*t);
-        }
-    }
+    let newest_timeline = view.newest_timeline_with(peers);
     let former_leader = handing_over_from(cfg, view, leaderless_for, unix_now_ms);
     let mut reachable_named = 0;
     let mut unsettled_named = Vec::new();

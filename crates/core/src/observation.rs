@@ -193,6 +193,16 @@ pub struct RunningPg {
 }
 
 impl LocalPg {
+    /// PostgreSQL is certainly not a primary: stopped, no data, or a running replica (a
+    /// start under way might still become one).
+    pub fn certainly_not_primary(&self) -> bool {
+        match self {
+            LocalPg::Running(pg) => pg.in_recovery,
+            LocalPg::Stopped { .. } | LocalPg::NoData => true,
+            LocalPg::Starting => false,
+        }
+    }
+
     pub fn running(&self) -> Option<&RunningPg> {
         match self {
             LocalPg::Running(r) => Some(r),
@@ -302,6 +312,17 @@ impl DcsView {
             last => last + 1,
         };
         published.unwrap_or(0).max(recorded)
+    }
+
+    /// The newest timeline known to this view or to the peers' fresh reports.
+    pub fn newest_timeline_with(&self, peers: &BTreeMap<String, PeerView>) -> u32 {
+        peers
+            .values()
+            .filter_map(|p| match p {
+                PeerView::Report { timeline, .. } => *timeline,
+                PeerView::Unreachable => None,
+            })
+            .fold(self.newest_timeline(), u32::max)
     }
 
     /// Whether a member at `(timeline, lsn)` holds only WAL that the cluster's newest

@@ -113,12 +113,7 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
         // Not entitled to a primary (the observation already asked etcd how long the lease
         // lives): once PostgreSQL is certainly not a primary, give the key up (delete iff it
         // names us) rather than hold it, unrenewed, while nobody runs a primary.
-        let not_primary = match &cx.obs.pg {
-            LocalPg::Running(pg) => pg.in_recovery,
-            LocalPg::Stopped { .. } | LocalPg::NoData => true,
-            LocalPg::Starting => false,
-        };
-        if not_primary && !cx.leader_now {
+        if cx.obs.pg.certainly_not_primary() && !cx.leader_now {
             s.phase = Phase::Replica;
             s.restart_deadline = None;
             return (
@@ -246,16 +241,7 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
                 let names = Some(crate::SyncStandbyNames::Wildcard);
                 actions.push(Action::SetSyncStandbyNames { names });
             }
-            // The newest timeline any member or the `history` key knows of.
-            let through = cx
-                .obs
-                .peers
-                .values()
-                .filter_map(|p| match p {
-                    crate::observation::PeerView::Report { timeline, .. } => *timeline,
-                    _ => None,
-                })
-                .fold(view.newest_timeline(), u32::max);
+            let through = view.newest_timeline_with(&cx.obs.peers);
             if through > pg.timeline {
                 actions.push(Action::ReserveTimelines {
                     after: pg.timeline,

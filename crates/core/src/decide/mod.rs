@@ -18,7 +18,7 @@ mod standby;
 use crate::action::Action;
 use crate::command::CommandVerdict;
 use crate::failsafe;
-use crate::observation::{DcsView, Initialize, JobKind, JobView, LocalPg, Observation};
+use crate::observation::{DcsView, Initialize, JobKind, JobView, Observation};
 use crate::reason::Reason;
 use crate::state::{MemberState, Phase, PublishedState};
 use crate::watchdog;
@@ -136,15 +136,7 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
     actions.extend(pg_ops);
 
     let published = PublishedState::of_member(&state, &obs.pg, &obs.job);
-    let mut next_wake = next_wake(&state, &cx, &actions);
-    if matches!(
-        reason,
-        Reason::NotRacing(crate::election::Candidacy::PeersUnsettled { .. })
-    ) {
-        // The peers publish a settled position with their next cycle, which the same DCS
-        // change started: ask again soon rather than a loop_wait later.
-        next_wake = next_wake.min(obs.now + PEERS_RECHECK_MS);
-    }
+    let next_wake = next_wake(&state, &cx, &actions, &reason);
     Decision {
         state,
         actions,
@@ -200,7 +192,7 @@ fn is_dcs_write(a: &Action) -> bool {
 /// How soon a quorum candidate asks again for peers' positions that were not yet final.
 pub const PEERS_RECHECK_MS: Millis = 250;
 
-fn next_wake(state: &MemberState, cx: &Context, actions: &[Action]) -> Millis {
+fn next_wake(state: &MemberState, cx: &Context, actions: &[Action], reason: &Reason) -> Millis {
     let now = cx.now;
     // The outcome of a race or a key change is worth observing at once (when the DCS
     // answered: without a read there is nothing to observe sooner).
@@ -219,6 +211,14 @@ fn next_wake(state: &MemberState, cx: &Context, actions: &[Action]) -> Millis {
         return now;
     }
     let mut wake = now + cx.cfg.loop_wait_ms;
+    if matches!(
+        reason,
+        Reason::NotRacing(crate::election::Candidacy::PeersUnsettled { .. })
+    ) {
+        // The peers publish a settled position with their next cycle, which the same DCS
+        // change started: ask again soon rather than a loop_wait later.
+        wake = wake.min(now + PEERS_RECHECK_MS);
+    }
     if cx.leader_now
         || matches!(
             state.phase,
@@ -322,12 +322,8 @@ fn step(s: &mut MemberState, cx: &Context, verdict: &mut Option<CommandVerdict>)
         // up now (delete iff it names us; sent even though this read failed, since a slow
         // DCS may still take it). Found by the real-runtime simulation (seed 5388: a leader
         // over a slow DCS held the key through its restart budget, leaderless for 8 s).
-        let not_primary = match &cx.obs.pg {
-            LocalPg::Running(pg) => pg.in_recovery,
-            LocalPg::Stopped { .. } | LocalPg::NoData => true,
-            LocalPg::Starting => false,
-        };
-        if s.phase == Phase::RestartingPrimary && !cx.lease_ok && not_primary {
+        if s.phase == Phase::RestartingPrimary && !cx.lease_ok && cx.obs.pg.certainly_not_primary()
+        {
             s.phase = Phase::Replica;
             s.restart_deadline = None;
             return (
