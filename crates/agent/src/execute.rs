@@ -461,7 +461,10 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             Action::ReserveTimelines { .. } => {
                 debug_assert!(false, "{action} is carried out by execute");
             }
-            Action::Promote | Action::StartPrimary if !self.lease_still_valid() => {
+            Action::Promote | Action::StartPrimary
+                if !self.lease_still_valid()
+                    && !self.flaws.has(crate::flaws::Flaw::NoRecheckBeforePrimary) =>
+            {
                 // The decision is stale (the agent may have been paused since it was taken).
                 tracing::warn!(%action, "not done: the lease is no longer certainly valid");
             }

@@ -191,6 +191,9 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
 
     /// The member side's promise in core time.
     pub(super) fn failsafe_promised_until(&self) -> Option<Millis> {
+        if self.flaws.has(crate::flaws::Flaw::FailsafeForgetsPromise) {
+            return None;
+        }
         self.failsafe_member
             .promised_until()
             .map(|at| self.to_millis(at))

@@ -11,6 +11,7 @@ mod declared_logical;
 mod execute;
 mod failsafe;
 pub mod fence;
+pub mod flaws;
 mod guard;
 mod host_watchdog;
 mod jobs;
@@ -116,6 +117,8 @@ pub struct Agent<D: Dcs, P: Peers = HttpPeers, G: Postgres = LocalPostgres, H: H
     watchdog: watchdog::Watchdog,
     /// `pgbackrest:`: stanza created and checked each time this member starts leading.
     repo_check: pgbaton_postgres::RepoCheck,
+    /// Deliberate faults (simulator only; none without the `flaws` feature).
+    flaws: flaws::Flaws,
 }
 
 /// The adapters an [`Agent`] runs with.
@@ -206,8 +209,16 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             wal_log: None,
             watchdog,
             repo_check: pgbaton_postgres::RepoCheck::new(settings::pgbackrest(&cfg)),
+            flaws: Default::default(),
             cfg,
         }
+    }
+
+    /// Switch deliberate faults on (the simulator's checks of its checker).
+    #[cfg(feature = "flaws")]
+    pub fn with_flaws(mut self, on: Vec<flaws::Flaw>) -> Self {
+        self.flaws = flaws::Flaws::new(on);
+        self
     }
 
     fn now(&self) -> Millis {
@@ -297,6 +308,13 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 self.cluster.as_ref().and_then(|c| c.leader_name()),
                 Duration::from_millis(self.ha.ttl_ms),
             );
+            if self.status_tx.borrow().pg_role == pgbaton_api::PgRole::Primary
+                && !obs.pg.is_primary()
+            {
+                // Before this cycle's DCS writes: giving the leader key up wakes the others,
+                // who ask this member at once whether it still runs a primary.
+                self.publish_status(&obs);
+            }
             self.execute(&decision, &obs).await;
             self.answer_command(&decision);
             self.tend_watchdog(&obs);

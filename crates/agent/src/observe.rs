@@ -19,6 +19,9 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     /// leader must demote.
     pub(super) fn dcs_timeout(&self) -> Duration {
         let base = Duration::from_millis(self.ha.retry_timeout_ms);
+        if self.flaws.has(crate::flaws::Flaw::UncappedDcsTimeout) {
+            return base;
+        }
         let now = self.now();
         let margin = self.ha.demote_margin_ms;
         let lease_left = self

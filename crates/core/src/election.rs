@@ -11,7 +11,8 @@
 //!    before the point where its timeline ended (the `history` key): then it holds a prefix
 //!    of the newest history and is merely behind. Past that point its WAL holds a branch the
 //!    cluster abandoned, and it never races in asynchronous mode. Among members at the same
-//!    position, one whose peer has a higher `failover_priority` tag does not race. A
+//!    position, one whose peer has a higher `failover_priority` tag does not race (for
+//!    `loop_wait` after the cluster lost its leader, as below for a peer ahead). A
 //!    member's timeline is the one of the newest WAL it holds (its replay timeline, not the
 //!    control file's), the same definition it reports to its peers. While a switchover
 //!    hands over from a member (the `failover` key names it as leader, for 2 × ttl after
@@ -195,8 +196,12 @@ pub fn evaluate_candidacy(
                 lsn: me.lsn,
             };
         }
-        // At the same position the higher failover_priority races (Patroni 3.1's rule).
+        // At the same position the higher failover_priority races (Patroni 3.1's rule), and
+        // is waited for only loop_wait after the key went, in either mode (no WAL is at stake
+        // between equal positions): one whose DCS is too slow to race would otherwise hold
+        // the cluster leaderless (found by the real-runtime simulation, seeds 4313, 4409).
         if competes
+            && leaderless_for < cfg.loop_wait_ms
             && (peer_timeline, peer_lsn) == (me.timeline, me.lsn)
             && *failover_priority > cfg.failover_priority
         {

@@ -551,6 +551,16 @@ fn at_equal_positions_the_higher_failover_priority_races_alone() {
         let d = decide(&in_phase(Phase::Replica), &with_priority(p), &mine);
         assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
     }
+    // It is waited for only loop_wait after the key went: a peer that has not raced by then
+    // cannot (its DCS too slow), and we race.
+    let outranked = with_priority(3);
+    let waited = MemberState {
+        phase: Phase::Replica,
+        leaderless_since: Some(outranked.now - cfg().loop_wait_ms),
+        ..MemberState::new()
+    };
+    let d = decide(&waited, &outranked, &mine);
+    assert_eq!(pg_actions(&d), vec![Action::AcquireLeader], "{}", d.reason);
     // Priority never beats position: a more advanced peer still wins over a higher priority.
     let obs = Obs::new(replica(100)).peer("node2", 150).build();
     let d = decide(

@@ -744,3 +744,56 @@ fn the_leader_that_wrote_the_sync_key_may_be_promoted_again() {
     );
     assert_eq!(ops(&d), vec![Action::AcquireLeader]);
 }
+
+/// A failover request naming a candidate does not skip the quorum check: while a named member
+/// has not answered, the requested candidate does not race either (the simulator once saw a
+/// candidate promoted this way without a commit another named member held).
+#[test]
+fn a_requested_failover_candidate_still_needs_the_quorum() {
+    let (c, mut v) = quorum_one_of_three();
+    v.failover = request(None, Some(ME));
+    let mut o = obs(replica(1000), v);
+    o.peers.insert("node2".into(), peer(900, 1));
+    let d = decide(&replica_state(), &o, &c);
+    assert!(!ops(&d).contains(&Action::AcquireLeader), "{}", d.reason);
+    o.peers.insert("node3".into(), peer(950, 1));
+    let d = decide(&replica_state(), &o, &c);
+    assert!(ops(&d).contains(&Action::AcquireLeader), "{}", d.reason);
+}
+
+/// A new leader that finds the previous leader's `sync` key writes a key of its own before it
+/// changes `synchronous_standby_names` (the simulator once saw a new leader keep
+/// a stale key while its names changed every cycle, and the stale key let a member without an
+/// acknowledged commit be promoted).
+#[test]
+fn a_new_leader_replaces_the_previous_leaders_sync_key_first() {
+    let c = sync_cfg(false);
+    let mut v = view(Some(ME));
+    v.sync = Some(SyncKey {
+        leader: Some("node3".into()),
+        members: vec![ME.into()],
+        quorum: None,
+    });
+    let o = obs(
+        primary(
+            1000,
+            vec![conn("node2", 1000, false), conn("node3", 900, false)],
+        ),
+        v,
+    );
+    let d = decide(&leader_state(), &o, &c);
+    let actions = ops(&d);
+    assert!(
+        actions.contains(&Action::WriteSync {
+            members: Vec::new(),
+            quorum: None
+        }),
+        "{actions:?}"
+    );
+    assert!(
+        !actions
+            .iter()
+            .any(|a| matches!(a, Action::SetSyncStandbyNames { .. })),
+        "{actions:?}"
+    );
+}

@@ -1,26 +1,52 @@
 //! What a simulation run returns: violations of the promises, notable happenings (for
 //! scenario tests), counters and the tail of the trace.
 
-use std::collections::VecDeque;
 use std::fmt;
 
 use pgbaton_core::{Lsn, Millis};
 
-use crate::commits::Ack;
+/// An acknowledged commit, as the report lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub id: u64,
+    pub at: Millis,
+    /// The primary that acknowledged it.
+    pub member: String,
+    pub timeline: u32,
+    pub lsn: Lsn,
+    /// False when that primary's agent was not in control: recorded, not promised.
+    pub promised: bool,
+}
+
+/// How the agent's PostgreSQL adapter derives a member's timeline (the simulator can put the
+/// old adapter back, to show that the liveness check finds what it caused).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TimelineModel {
+    /// The fixed adapter: [`pgbaton_core::member_timeline`] fed with the replay timeline
+    /// (`IDENTIFY_SYSTEM`), the WAL receiver's timeline while it streams and the control
+    /// file's only as a last resort.
+    #[default]
+    Fixed,
+    /// The old adapter: a replica's timeline is the WAL receiver's while it streams, else the
+    /// control file's checkpoint timeline — which, right after a timeline switch, still
+    /// names the old timeline until the next restartpoint.
+    ControlFileWhenNotStreaming,
+}
 
 /// Which promise was broken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ViolationKind {
-    /// Invariant 1: two running primaries whose live agents both believe they hold the lease.
-    TwoLeaseHolders,
-    /// Invariant 2: two running primaries whose agents are alive and in control.
+    /// Two PostgreSQL servers accepting writes at once.
     TwoPrimaries,
-    /// Invariant 3: StartPrimary or Promote without an unexpired lease on the leader key.
+    /// PostgreSQL became a primary (promoted, started as one) while its member did not hold
+    /// the leader key.
     PrimaryWithoutLease,
-    /// Invariant 5: no single leader with every member streaming from it in time.
+    /// Not healthy in time after the faults (one leader running a writable primary, every
+    /// other member streaming from it), or a member that could follow the leader did not
+    /// within the bound.
     NotLive,
-    /// Promise 4 (`liveness.rs`): leaderless for longer than ttl + loop_wait + 2 s while a
-    /// healthy candidate existed, at any moment of the run.
+    /// Promise 4: leaderless for longer than ttl + loop_wait + 2 s while a healthy candidate
+    /// existed, at any moment of the run.
     Leaderless,
     /// Invariant 6: a member became (or runs as the leader's) primary without an acknowledged commit.
     AckedCommitLost,
@@ -44,8 +70,8 @@ impl fmt::Display for Violation {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "seed {} at {} ms: {:?}: {} (replay: PGBATON_SIM_SEED={} cargo test -p pgbaton-sim replay -- --nocapture)",
-            self.seed, self.at, self.kind, self.description, self.seed
+            "seed {} at {} ms: {:?}: {}",
+            self.seed, self.at, self.kind, self.description
         )
     }
 }
@@ -129,91 +155,4 @@ pub enum Happening {
         at: Millis,
         member: String,
     },
-}
-
-/// A stretch of time without a leader during which a healthy candidate existed (see
-/// `liveness.rs`): how long the candidates waited.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LeaderlessWindow {
-    /// When the cluster lost its leader.
-    pub start: Millis,
-    /// How long it stayed without one (to the end of the run if it never got one back).
-    pub length: Millis,
-    /// The longest stretch in it during which a healthy candidate within
-    /// `maximum_lag_on_failover` existed, without the leader key changing hands.
-    pub candidate_ms: Millis,
-    /// The same for any healthy candidate, lagging or not.
-    pub lagging_candidate_ms: Millis,
-    /// A new leader ended it (false: the run ended first).
-    pub ended: bool,
-}
-
-/// The result of [`crate::run`].
-#[derive(Debug, Clone)]
-pub struct SimReport {
-    pub seed: u64,
-    /// Empty when every promise held. The run stops at the first safety violation.
-    pub violations: Vec<Violation>,
-    /// How many times a member took the leader key.
-    pub leader_changes: u32,
-    /// Events processed; the invariants were checked after each.
-    pub events_checked: u64,
-    /// Virtual time when the run ended.
-    pub end_ms: Millis,
-    /// When the cluster last became healthy (one leader, everyone streaming) after the faults.
-    pub converged_at: Option<Millis>,
-    /// Invariant 4 (weak form): total time replicas ran diverged from the running leader.
-    pub diverged_replica_ms: Millis,
-    /// Synchronous mode: the run ended without a leader because the `sync` key names no
-    /// member that could hold every acknowledged commit (by design, not a violation): why.
-    pub leaderless_by_design: Option<String>,
-    /// Invariant 7's first breach when `SimConfig::check_sync_key` is off (the run went on).
-    pub sync_key_breach: Option<Violation>,
-    /// Every acknowledged client commit (synchronous mode only), in order.
-    pub acks: Vec<Ack>,
-    /// Every leaderless window during which a healthy candidate existed, in order.
-    pub leaderless_windows: Vec<LeaderlessWindow>,
-    pub happenings: Vec<Happening>,
-    /// The last lines of the trace.
-    pub trace: Vec<String>,
-    /// A digest of the whole trace (determinism checks).
-    pub trace_digest: u64,
-}
-
-/// A bounded trace with a digest of everything that went through it.
-#[derive(Debug)]
-pub struct Trace {
-    lines: VecDeque<String>,
-    capacity: usize,
-    digest: u64,
-}
-
-impl Trace {
-    pub fn new(capacity: usize) -> Self {
-        Trace {
-            lines: VecDeque::with_capacity(capacity),
-            capacity,
-            digest: 0xcbf2_9ce4_8422_2325,
-        }
-    }
-
-    pub fn push(&mut self, line: String) {
-        for b in line.bytes() {
-            // FNV-1a
-            self.digest ^= u64::from(b);
-            self.digest = self.digest.wrapping_mul(0x0100_0000_01b3);
-        }
-        if self.lines.len() == self.capacity {
-            self.lines.pop_front();
-        }
-        self.lines.push_back(line);
-    }
-
-    pub fn digest(&self) -> u64 {
-        self.digest
-    }
-
-    pub fn lines(&self) -> Vec<String> {
-        self.lines.iter().cloned().collect()
-    }
 }

@@ -1,4 +1,4 @@
-//! PostgreSQL's synchronous replication as the model needs it: which standbys are connected
+//! PostgreSQL's synchronous replication as the simulated PostgreSQL needs it: which standbys are connected
 //! to a primary (pg_stat_replication), which of them PostgreSQL waits for under a given
 //! `synchronous_standby_names`, and up to which position commits may be released.
 //!
@@ -10,9 +10,7 @@
 //! positions each time, so a commit waiting on a standby that disconnects is released as
 //! soon as the standbys PostgreSQL now waits for have flushed it.
 
-use pgbaton_core::{Lsn, ReplicaConnection, SyncStandbyNames};
-
-use crate::world::World;
+use pgbaton_core::{Lsn, SyncStandbyNames};
 
 /// One standby connected to a primary.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -86,56 +84,6 @@ fn waited_for(ssn: Option<&SyncStandbyNames>, conns: &[Conn<'_>]) -> Vec<usize> 
             .filter(|i| members.iter().any(|m| m == conns[*i].name))
             .collect(),
         Some(SyncStandbyNames::Wildcard) => (0..conns.len()).filter(candidate).take(1).collect(),
-    }
-}
-
-impl World {
-    /// The standbys connected to member `p`'s running PostgreSQL, in member order: running
-    /// replicas configured to stream from it, linked to it, whose history lets them follow it.
-    pub(crate) fn connections(&self, p: usize) -> Vec<Conn<'_>> {
-        let primary = &self.members[p];
-        let Some(source) = primary.pg.data.as_ref().filter(|_| primary.pg.is_running()) else {
-            return Vec::new();
-        };
-        self.members
-            .iter()
-            .enumerate()
-            .filter(|(r, x)| {
-                *r != p
-                    && x.pg.is_running_replica()
-                    && x.pg.upstream.as_deref() == Some(primary.name.as_str())
-                    && self.net.linked(*r, p)
-                    && self.net.replicates(*r)
-            })
-            .filter_map(|(m, x)| {
-                let data = x.pg.data.as_ref().filter(|d| d.can_follow(source))?;
-                Some(Conn {
-                    m,
-                    name: x.name.as_str(),
-                    streaming: x.pg.streaming,
-                    flush: data.lsn,
-                })
-            })
-            .collect()
-    }
-
-    /// pg_stat_replication on member `p` (empty unless it runs a primary).
-    pub(crate) fn pg_stat_replication(&self, p: usize) -> Vec<ReplicaConnection> {
-        if !self.members[p].pg.is_running_primary() {
-            return Vec::new();
-        }
-        let conns = self.connections(p);
-        let sync = synchronous(self.members[p].pg.ssn.as_ref(), &conns);
-        conns
-            .into_iter()
-            .zip(sync)
-            .map(|(c, synchronous)| ReplicaConnection {
-                name: c.name.to_string(),
-                streaming: c.streaming,
-                synchronous,
-                flush_lsn: Some(c.flush),
-            })
-            .collect()
     }
 }
 

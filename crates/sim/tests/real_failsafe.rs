@@ -11,8 +11,9 @@
 //! `PGBATON_SIM_REAL_FAILSAFE_SEEDS=<n>` seeds per shard of the soak (two shards, default
 //! 1,500 each: 3,000 in all), `PGBATON_SIM_REAL_FIRST_SEED=<n>` the first.
 
+use pgbaton_agent::flaws::Flaw;
 use pgbaton_sim::{
-    random_dcs_schedule, run_real, FaultKind, Happening, Millis, RealConfig, RealReport,
+    random_dcs_schedule, run_real, FaultKind, Happening, Millis, RealConfig, RealFlaw, RealReport,
     ScriptedFault, Target, ViolationKind,
 };
 
@@ -149,20 +150,23 @@ fn without_failsafe_mode_the_same_outage_demotes_the_leader() {
 
 /// The leader is cut from etcd, and 2.5 s later from the members too (right after a round
 /// they acknowledged): its lease expires in etcd while its failsafe right still runs, and
-/// the members cannot see that it still runs a primary. Their promises hold them back until
-/// it has demoted.
+/// the members cannot see that it still runs a primary.
+fn cut_from_etcd_then_from_members() -> Vec<ScriptedFault> {
+    vec![
+        outage(FaultKind::PartitionFromDcs { ms: OUTAGE_MS }),
+        ScriptedFault {
+            at_ms: OUTAGE_AT + 2_500,
+            target: Target::Leader,
+            kind: FaultKind::IsolateFromMembers { ms: OUTAGE_MS },
+        },
+    ]
+}
+
+/// The members' promises hold them back until the cut-off leader has demoted.
 #[test]
 fn kept_promises_hold_the_members_back_until_the_cut_off_leader_demoted() {
     for seed in SEEDS {
-        let faults = vec![
-            outage(FaultKind::PartitionFromDcs { ms: OUTAGE_MS }),
-            ScriptedFault {
-                at_ms: OUTAGE_AT + 2_500,
-                target: Target::Leader,
-                kind: FaultKind::IsolateFromMembers { ms: OUTAGE_MS },
-            },
-        ];
-        let r = run_faults(seed, faults);
+        let r = run_faults(seed, cut_from_etcd_then_from_members());
         let leader = leader_at_outage(&r);
         let stopped = stopped_after(&r, &leader, OUTAGE_AT).expect("the cut-off leader demotes");
         let promoted = promoted_after(&r, OUTAGE_AT);
@@ -177,6 +181,29 @@ fn kept_promises_hold_the_members_back_until_the_cut_off_leader_demoted() {
             r.describe(usize::MAX)
         );
     }
+}
+
+/// Check of the checker: members whose agents accept the leader's `POST /failsafe` but decide
+/// as if they had promised nothing (`Flaw::FailsafeForgetsPromise`) race for the expired key
+/// and promote while the cut-off leader still writes on its failsafe right.
+#[test]
+fn a_member_that_does_not_keep_its_promise_is_caught() {
+    let caught = SEEDS
+        .filter(|&seed| {
+            let r = run_real(&RealConfig {
+                flaws: vec![RealFlaw::Agent(Flaw::FailsafeForgetsPromise)],
+                ..config(seed, cut_from_etcd_then_from_members())
+            });
+            r.violations
+                .iter()
+                .any(|v| v.kind == ViolationKind::TwoPrimaries)
+        })
+        .count();
+    println!(
+        "a broken failsafe promise caught in {caught} of {} seeds",
+        SEEDS.end
+    );
+    assert!(caught > 0, "no seed caught the broken promise");
 }
 
 /// Many seeds of DCS trouble (etcd outages and partitions from etcd, with agent kills and

@@ -281,7 +281,7 @@ fn without_the_lease_guard_a_stopped_leader_agent_gives_two_primaries() {
             ..RealConfig::new(seed)
         };
         let flawed = run_real(&RealConfig {
-            flaw: Some(RealFlaw::LeaseGuardIgnored),
+            flaws: vec![RealFlaw::LeaseGuardIgnored],
             ..cfg.clone()
         });
         assert_eq!(
@@ -315,7 +315,7 @@ fn a_starting_replica_that_waits_for_its_old_upstream_is_caught() {
         scripted: Some(faults),
         duration_ms: 30_000,
         liveness_bound_ms: 30_000,
-        flaw: Some(RealFlaw::NoRepointWhileStarting),
+        flaws: vec![RealFlaw::NoRepointWhileStarting],
         ..RealConfig::new(1)
     };
     let r = run_real(&cfg);
@@ -339,7 +339,7 @@ fn a_lease_counted_from_the_answer_instead_of_the_request_is_caught() {
             target: Target::Leader,
             kind: FaultKind::DelayMessages {
                 ms: 20_000,
-                max_delay_ms: 700,
+                max_delay_ms: 1_000,
             },
         },
         ScriptedFault {
@@ -361,7 +361,7 @@ fn a_lease_counted_from_the_answer_instead_of_the_request_is_caught() {
             ..RealConfig::new(seed)
         };
         let flawed = run_real(&RealConfig {
-            flaw: Some(RealFlaw::LeaseFromAnswerTime),
+            flaws: vec![RealFlaw::LeaseFromAnswerTime],
             ..cfg.clone()
         });
         if flawed
@@ -386,11 +386,15 @@ fn a_lease_counted_from_the_answer_instead_of_the_request_is_caught() {
 /// replica re-cloned because the simulated pg_rewind did not copy the source's WAL, and
 /// two branches under one timeline id); 108739, 110993 (a start job wrote its configuration
 /// after the next cycle's repoint, and the replica waited for a former leader); 104004,
-/// 110124, 118652 (leaderless over a slow DCS: see `KNOWN`).
+/// 110124, 118652 (leaderless over a slow DCS: see `KNOWN`); 4313, 4409 (ranked members in
+/// failsafe mode: a member deferred to a higher `failover_priority` peer at its position whose
+/// DCS was too slow to race, leaderless for 7.05 s; found when the random schedules took up
+/// the agent model's variations).
 #[test]
 fn soak_seeds_once_broken_pass() {
     for seed in [
-        101_791, 104_004, 106_538, 108_128, 108_739, 109_439, 110_124, 110_993, 118_652,
+        4_313, 4_409, 101_791, 104_004, 106_538, 108_128, 108_739, 109_439, 110_124, 110_993,
+        118_652,
     ] {
         let report = run_real(&RealConfig::random(seed));
         assert!(report.violations.is_empty(), "{}", report.describe(60));

@@ -1,9 +1,7 @@
 //! Focused scenarios on the real runtime (every member a `pgbaton_agent::Agent`, simulated
 //! ports): one fixed fault, or operations in quick succession seconds apart, each over
 //! several seeds (which vary message delays and the DCS links' timing), every promise checked
-//! on every tick. Each asserts on what happened (`RealReport::happenings`). These are the
-//! agent model's scenarios (`scenarios.rs`, `quick_succession.rs`) run against the code that
-//! runs.
+//! on every tick. Each asserts on what happened (`RealReport::happenings`).
 
 use pgbaton_sim::{
     run_real, Candidate, FaultKind, Happening, Millis, RealConfig, RealReport, ScriptedFault,

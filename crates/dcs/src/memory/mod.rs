@@ -60,6 +60,21 @@ impl MemoryDcs {
         *self.ttl.lock().unwrap_or_else(|p| p.into_inner()) = ttl;
     }
 
+    /// The cluster as the store holds it this instant, without yielding: `load` for a
+    /// caller that cannot await (the simulator's checks at the moment something happens).
+    pub fn peek(&self) -> Result<ClusterState, DcsError> {
+        self.check_reachable()?;
+        let prefix = self.path.prefix();
+        let (entries, revision) = self.store.range(&prefix);
+        let raw = entries.iter().map(|(key, e)| RawEntry {
+            key,
+            value: &e.value,
+            lease: e.lease,
+            mod_revision: e.mod_revision,
+        });
+        parse_cluster(&prefix, raw, revision)
+    }
+
     fn check_reachable(&self) -> Result<(), DcsError> {
         if self.unreachable.load(Ordering::SeqCst) {
             return Err(DcsError::Unreachable {
@@ -161,16 +176,7 @@ impl Dcs for MemoryDcs {
     }
 
     async fn load(&self) -> Result<ClusterState, DcsError> {
-        self.check_reachable()?;
-        let prefix = self.path.prefix();
-        let (entries, revision) = self.store.range(&prefix);
-        let raw = entries.iter().map(|(key, e)| RawEntry {
-            key,
-            value: &e.value,
-            lease: e.lease,
-            mod_revision: e.mod_revision,
-        });
-        parse_cluster(&prefix, raw, revision)
+        self.peek()
     }
 
     async fn keepalive(&self) -> Result<LeaseAck, DcsError> {

@@ -8,8 +8,8 @@
 //! a server that stops or stops being a primary answers its waiting clients with an error.
 //!
 //! Every acknowledgement is promised: the agent's lease guard stops a primary whose agent
-//! is stopped or dead before its lease can expire, so unlike the agent model (whose "tainted"
-//! primaries are out of scope) no acknowledged commit is excused. Checked:
+//! is stopped or dead before its lease can expire, so no acknowledged commit is excused
+//! (not even one acknowledged by a primary whose agent was stopped). Checked:
 //!
 //! 6. A member that becomes a primary (promoted, or started as one) holds every acknowledged
 //!    commit in its WAL history, and the leader's running primary holds them all the time.

@@ -4,7 +4,7 @@
 //! from the member's seeded generator).
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -16,12 +16,26 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::time::Instant;
 
+use super::pg::{lock, Shared};
+
+/// `Link::stop_stage`: no SIGSTOP pending.
+pub(crate) const STOP_NONE: u8 = 0;
+/// Waiting for a read that shows the agent holding the leader key.
+pub(crate) const STOP_ARMED: u8 = 1;
+/// The next answer stops the agent.
+const STOP_NEXT_ANSWER: u8 = 2;
+
 /// One member's link to the DCS.
 #[derive(Debug)]
 pub(crate) struct Link {
     pub cut: AtomicBool,
     /// Each way, at most (0: answers at once).
     pub max_delay_ms: AtomicU64,
+    /// A SIGSTOP `mid_cycle` (`STOP_*`): armed, it waits for the agent's next read of the
+    /// cluster that shows it holding the leader key, then hits right after the answer to the
+    /// first request the agent sends after that read: between the decision on the read and
+    /// the rest of its actions (a promotion, a restart as primary).
+    pub stop_stage: AtomicU8,
     rng: Mutex<StdRng>,
 }
 
@@ -30,17 +44,23 @@ impl Link {
         Link {
             cut: AtomicBool::new(false),
             max_delay_ms: AtomicU64::new(0),
+            stop_stage: AtomicU8::new(STOP_NONE),
             rng: Mutex::new(rng),
         }
     }
 
-    /// One way over the link.
-    async fn hop(&self) {
+    /// One way over the link (`answer`: back to the agent).
+    async fn hop(&self, answer: bool) {
         if self.cut.load(Ordering::SeqCst) {
             std::future::pending::<()>().await;
         }
         let max = self.max_delay_ms.load(Ordering::SeqCst);
         if max == 0 {
+            if answer {
+                // Even an immediate answer is a network round trip: whatever is ready to run
+                // meanwhile (a job the agent just started, such as pg_promote) runs first.
+                tokio::task::yield_now().await;
+            }
             return;
         }
         let ms = self
@@ -64,14 +84,80 @@ pub(crate) struct SimDcs {
     pub takings: Arc<AtomicU64>,
     /// `RealFlaw::LeaseFromAnswerTime`.
     pub lease_from_answer: bool,
+    /// The member this link belongs to, to stop its agent (`Link::stop_stage`).
+    pub agent: AgentHandle,
+}
+
+/// One start of a member's agent in the PostgreSQL world.
+pub(crate) struct AgentHandle {
+    pub world: Shared,
+    pub m: usize,
+    pub incarnation: u64,
+}
+
+impl AgentHandle {
+    /// SIGSTOP now, when this start of the agent still runs; back on SIGCONT (the driver
+    /// clears `agent_frozen` when the fault heals).
+    async fn stop_here(&self, what: &str) {
+        {
+            let mut w = lock(&self.world);
+            let member = &mut w.members[self.m];
+            if member.incarnation != self.incarnation || !member.agent_alive {
+                return;
+            }
+            member.agent_frozen = true;
+            w.log(self.m, format!("agent stopped (SIGSTOP) after {what}"));
+        }
+        loop {
+            {
+                let w = lock(&self.world);
+                let member = &w.members[self.m];
+                if !member.agent_frozen
+                    || member.incarnation != self.incarnation
+                    || !member.agent_alive
+                {
+                    return;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
 }
 
 impl SimDcs {
     /// The request travels, the store does it, the answer travels back.
     async fn via<T>(&self, op: impl Future<Output = Result<T, DcsError>>) -> Result<T, DcsError> {
-        self.link.hop().await;
+        self.round_trip(op, true).await
+    }
+
+    /// `via` for a read: an immediate answer does not let other tasks run first (the
+    /// agents' first reads and claims at start keep the order they start in).
+    async fn read<T>(&self, op: impl Future<Output = Result<T, DcsError>>) -> Result<T, DcsError> {
+        self.round_trip(op, false).await
+    }
+
+    async fn round_trip<T>(
+        &self,
+        op: impl Future<Output = Result<T, DcsError>>,
+        yields: bool,
+    ) -> Result<T, DcsError> {
+        self.link.hop(false).await;
         let answer = op.await;
-        self.link.hop().await;
+        self.link.hop(yields).await;
+        let stage = &self.link.stop_stage;
+        if stage
+            .compare_exchange(
+                STOP_NEXT_ANSWER,
+                STOP_NONE,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_ok()
+        {
+            self.agent
+                .stop_here("its decision as key holder, as its next request")
+                .await;
+        }
         answer
     }
 
@@ -102,7 +188,16 @@ impl Dcs for SimDcs {
     }
 
     async fn load(&self) -> Result<ClusterState, DcsError> {
-        self.via(self.inner.load()).await
+        let state = self.read(self.inner.load()).await?;
+        if state.leader_name() == Some(self.inner.member_name()) {
+            let _ = self.link.stop_stage.compare_exchange(
+                STOP_ARMED,
+                STOP_NEXT_ANSWER,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            );
+        }
+        Ok(state)
     }
 
     async fn keepalive(&self) -> Result<LeaseAck, DcsError> {
@@ -110,14 +205,16 @@ impl Dcs for SimDcs {
     }
 
     async fn acquire_leader(&self) -> Result<bool, DcsError> {
-        self.via(async {
-            let taken = self.inner.acquire_leader().await;
-            if matches!(taken, Ok(true)) {
-                self.takings.fetch_add(1, Ordering::SeqCst);
-            }
-            taken
-        })
-        .await
+        let taken = self
+            .via(async {
+                let taken = self.inner.acquire_leader().await;
+                if matches!(taken, Ok(true)) {
+                    self.takings.fetch_add(1, Ordering::SeqCst);
+                }
+                taken
+            })
+            .await;
+        taken
     }
 
     async fn adopt_leader_lease(&self) -> Result<Option<LeaseAck>, DcsError> {
@@ -135,7 +232,7 @@ impl Dcs for SimDcs {
     }
 
     async fn lease_remaining(&self, lease_id: i64) -> Result<Option<Duration>, DcsError> {
-        self.via(self.inner.lease_remaining(lease_id)).await
+        self.read(self.inner.lease_remaining(lease_id)).await
     }
 
     async fn release_leader(&self) -> Result<bool, DcsError> {

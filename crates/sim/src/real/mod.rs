@@ -54,9 +54,9 @@ use crate::{Ack, Happening, Violation};
 use peers::{Endpoints, SimHost, SimPeers, Statuses};
 use pg::{lock, PgWorld, SimPostgres};
 
-/// A deliberate fault in a simulated port, to show the checker catches what it causes (the
-/// faults the chaos suite once found in the runtime, put back at the port; `None` in every
-/// real run).
+/// A deliberate fault, to show the checker catches what it causes: the faults the chaos suite
+/// once found in the runtime, put back at the port, and the agent's own duties left undone
+/// (`pgbaton_agent::flaws`); none in every real run.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RealFlaw {
     /// The lease guard's SIGQUIT does nothing (no `pgbaton lease-guard` process): a stopped
@@ -68,6 +68,8 @@ pub enum RealFlaw {
     /// The DCS adapter reports a keepalive's lease from when the answer arrived, not from
     /// when the request was sent: the leader believes its lease lasts longer than etcd does.
     LeaseFromAnswerTime,
+    /// A duty of the agent runtime left undone.
+    Agent(pgbaton_agent::flaws::Flaw),
 }
 
 /// One run of the real-runtime simulation.
@@ -113,8 +115,11 @@ pub struct RealConfig {
     /// old one (pg_control's when the WAL receiver does not run), to show the checker finds
     /// what it caused.
     pub timeline_model: crate::TimelineModel,
-    /// A deliberate port fault (checks of the checker).
-    pub flaw: Option<RealFlaw>,
+    /// Deliberate faults (checks of the checker).
+    pub flaws: Vec<RealFlaw>,
+    /// The members are ranked by `tags.failover_priority` (m1: 1, m2: 2, ...): among
+    /// candidates equally far, the higher priority takes over.
+    pub ranked: bool,
     /// Operations fail now and then: initdb 2 %, pg_basebackup 5 %, pg_rewind 5 % (before it
     /// changes anything), a start 3 % (on in the random schedules, `RealConfig::random`).
     pub job_failures: bool,
@@ -122,8 +127,7 @@ pub struct RealConfig {
 
 impl RealConfig {
     /// Three members, 60 s of random faults from 3 s on at about 6 per minute plus the
-    /// quick-succession sequences: the parameters of [`crate::SimConfig::new`], so that a
-    /// seed draws the same fault schedule in both simulations.
+    /// quick-succession sequences (a seed draws the same fault schedule as it always has).
     pub fn new(seed: u64) -> Self {
         RealConfig {
             members: 3,
@@ -142,7 +146,8 @@ impl RealConfig {
             check_sync_key: true,
             failsafe: false,
             timeline_model: crate::TimelineModel::Fixed,
-            flaw: None,
+            flaws: Vec::new(),
+            ranked: false,
             job_failures: false,
         }
     }
@@ -152,6 +157,9 @@ impl RealConfig {
     pub fn random(seed: u64) -> Self {
         RealConfig {
             job_failures: true,
+            // Every third seed ranks the members, every fourth runs in failsafe mode.
+            ranked: seed % 3 == 2,
+            failsafe: seed % 4 == 1,
             ..RealConfig::new(seed)
         }
     }
@@ -342,6 +350,7 @@ impl Driver {
         let store = MemoryDcs::new_store();
         let path = ClusterPath::new("/service/", "sim");
         let ttl = Duration::from_secs(cfg.ttl_s);
+        let key_reader = MemoryDcs::new(&store, path.clone(), "checker", ttl);
         Driver {
             rng,
             start: Instant::now(),
@@ -352,7 +361,8 @@ impl Driver {
             world: Arc::new(Mutex::new({
                 let mut world = PgWorld::new(&names, cfg.seed);
                 world.timeline_model = cfg.timeline_model;
-                world.flaw = cfg.flaw;
+                world.flaws = cfg.flaws.clone();
+                world.key_reader = Some(key_reader);
                 if cfg.job_failures {
                     world.job_failures = Some(StdRng::seed_from_u64(cfg.seed ^ 0x6a6f_6266));
                 }
@@ -468,6 +478,9 @@ impl Driver {
                 self.last_sync = sync;
             }
             self.check_safety();
+            if self.violations.is_empty() {
+                self.check_new_primaries();
+            }
             if self.violations.is_empty() {
                 self.check_commits(leader.as_deref(), state.as_ref());
             }
@@ -686,6 +699,27 @@ impl Driver {
         });
     }
 
+    /// PostgreSQL becomes a primary (promoted, or started as one) only while its member
+    /// holds the leader key, read in the store the moment it happens. Bootstrap excepted:
+    /// initdb's primary runs before its member takes the key (the `initialize` key guards
+    /// it), so nobody has taken a key yet.
+    fn check_new_primaries(&mut self) {
+        let new = std::mem::take(&mut lock(&self.world).new_primaries);
+        if self.takings.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for (at, member, holder) in new {
+            if holder.as_deref() != Some(member.as_str()) {
+                let description = format!(
+                    "{member} became a primary at {at} ms while the leader key was {holder:?}; {}",
+                    self.describe()
+                );
+                self.violate(ViolationKind::PrimaryWithoutLease, description);
+                return;
+            }
+        }
+    }
+
     /// Never two primaries accepting writes at once.
     fn check_safety(&mut self) {
         let primaries: Vec<String> = {
@@ -768,7 +802,7 @@ impl Driver {
                 .filter(|&m| {
                     let member = &w.members[m];
                     // In time: etcd up, no partition, and no message-delay fault (whose
-                    // round trips may outlast retry_timeout), as the agent model's check.
+                    // round trips may outlast retry_timeout).
                     let reaches_dcs = self.members[m].partitioned == 0
                         && self.outage == 0
                         && self.members[m].delays.is_empty();
@@ -953,11 +987,21 @@ impl Driver {
              \x20 bin_dir: /nonexistent/sim/bin\n  authentication:\n\
              \x20   superuser: {{username: postgres, password: postgres}}\n\
              \x20   replication: {{username: replicator, password: replicator}}\n\
-             pgbaton:\n  reclone_interval: 5\n  auto_reclone: {reclone}\n",
+             pgbaton:\n  reclone_interval: 5\n  auto_reclone: {reclone}\n{tags}",
+            tags = self.tags_yaml(name),
             ttl = self.cfg.ttl_s,
             reclone = self.cfg.auto_reclone,
             sync = self.sync_yaml(),
         )
+    }
+
+    /// `tags:` of member `name` (`RealConfig::ranked`).
+    fn tags_yaml(&self, name: &str) -> String {
+        if !self.cfg.ranked {
+            return String::new();
+        }
+        let priority: u32 = name.trim_start_matches('m').parse().unwrap_or(1);
+        format!("tags:\n  failover_priority: {priority}\n")
     }
 
     /// The members' failsafe and synchronous replication settings, lines of `bootstrap.dcs`.
@@ -1009,7 +1053,12 @@ impl Driver {
             ),
             link: link.clone(),
             takings: self.takings.clone(),
-            lease_from_answer: self.cfg.flaw == Some(RealFlaw::LeaseFromAnswerTime),
+            lease_from_answer: self.cfg.flaws.contains(&RealFlaw::LeaseFromAnswerTime),
+            agent: dcs::AgentHandle {
+                world: self.world.clone(),
+                m,
+                incarnation,
+            },
         };
         self.members[m].link = Some(link);
         self.update_dcs_switches();
@@ -1035,7 +1084,17 @@ impl Driver {
                 incarnation,
             },
         };
-        let mut agent = Agent::with_ports(cfg, dynamic, ha, status_tx, ports);
+        let agent_flaws = self
+            .cfg
+            .flaws
+            .iter()
+            .filter_map(|f| match f {
+                RealFlaw::Agent(flaw) => Some(*flaw),
+                _ => None,
+            })
+            .collect();
+        let mut agent =
+            Agent::with_ports(cfg, dynamic, ha, status_tx, ports).with_flaws(agent_flaws);
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let (commands, local_rx) = agent.commands(Duration::from_millis(1_500));
         self.endpoints.lock().unwrap_or_else(|p| p.into_inner())[m] = Some(Arc::new(commands));
@@ -1074,10 +1133,27 @@ impl Driver {
         self.endpoints.lock().unwrap_or_else(|p| p.into_inner())[m] = None;
     }
 
+    /// A `mid_cycle` SIGSTOP: it hits between the agent's decision on its next read of the
+    /// cluster that shows it holding the leader key and the rest of its actions
+    /// (`dcs::Link::stop_stage`), if that comes before the fault ends.
+    fn arm_stop_as_key_holder(&mut self, m: usize, armed: bool) {
+        if let Some(link) = &self.members[m].link {
+            let stage = if armed {
+                dcs::STOP_ARMED
+            } else {
+                dcs::STOP_NONE
+            };
+            link.stop_stage.store(stage, Ordering::SeqCst);
+        }
+    }
+
     fn set_frozen(&mut self, m: usize, frozen: bool) {
         let mut w = lock(&self.world);
         let member = &mut w.members[m];
         if !member.agent_alive {
+            return;
+        }
+        if member.agent_frozen == frozen {
             return;
         }
         member.agent_frozen = frozen;
@@ -1176,9 +1252,13 @@ impl Driver {
                 self.outage += 1;
                 self.update_dcs_switches();
             }
-            FaultKind::StallAgent { .. } => {
+            FaultKind::StallAgent { mid_cycle, .. } => {
                 self.members[m].stalled += 1;
-                self.set_frozen(m, true);
+                if mid_cycle {
+                    self.arm_stop_as_key_holder(m, true);
+                } else {
+                    self.set_frozen(m, true);
+                }
             }
             FaultKind::IsolateFromMembers { .. } => {
                 self.members[m].isolated += 1;
@@ -1232,8 +1312,11 @@ impl Driver {
                 self.update_dcs_switches();
                 self.log(format!("heals: {}", fault.kind));
             }
-            FaultKind::StallAgent { .. } => {
+            FaultKind::StallAgent { mid_cycle, .. } => {
                 self.members[m].stalled -= 1;
+                if mid_cycle {
+                    self.arm_stop_as_key_holder(m, false);
+                }
                 if self.members[m].stalled == 0 {
                     self.set_frozen(m, false);
                 }

@@ -50,7 +50,7 @@ pub(crate) const SLOT_KEEP_MAX: u64 = 300 * WRITES_PER_TICK;
 
 /// PostgreSQL's `checkpoint_timeout` (5 min): a standby's restartpoints come this often.
 const CHECKPOINT_TIMEOUT_MS: Millis = 300_000;
-/// How often operations fail when `RealConfig::job_failures` is on (the agent model's rates).
+/// How often operations fail when `RealConfig::job_failures` is on.
 const INITDB_FAILURE_P: f64 = 0.02;
 const CLONE_FAILURE_P: f64 = 0.05;
 const REWIND_FAILURE_P: f64 = 0.05;
@@ -200,8 +200,13 @@ pub(crate) struct PgWorld {
     /// How the agent's adapter reads a replica's timeline (the old way on purpose, to show
     /// the checker catches what it caused).
     pub timeline_model: crate::TimelineModel,
-    /// A deliberate port fault (`super::RealFlaw`).
-    pub flaw: Option<super::RealFlaw>,
+    /// Deliberate faults (`super::RealFlaw`).
+    pub flaws: Vec<super::RealFlaw>,
+    /// Reads the leader key the moment a member becomes a primary (the checker's handle).
+    pub key_reader: Option<pgbaton_dcs::MemoryDcs>,
+    /// Members that became a primary since the driver last looked: when, who, and who held
+    /// the leader key just then.
+    pub new_primaries: Vec<(Millis, String, Option<String>)>,
     /// Operations fail now and then (initdb, pg_basebackup, pg_rewind, a start), as they
     /// do on real hosts (a full disk, a network hiccup, a bad setting): `None` when they
     /// never do.
@@ -250,7 +255,9 @@ impl PgWorld {
             happenings: Vec::new(),
             newest_primary: None,
             timeline_model: crate::TimelineModel::Fixed,
-            flaw: None,
+            flaws: Vec::new(),
+            key_reader: None,
+            new_primaries: Vec::new(),
             job_failures: None,
         }
     }
@@ -313,6 +320,13 @@ impl PgWorld {
 
     fn became_primary(&mut self, m: usize) {
         let (at, member) = (self.now, self.members[m].name.clone());
+        if let Some(reader) = &self.key_reader {
+            let holder = reader
+                .peek()
+                .ok()
+                .and_then(|state| state.leader_name().map(str::to_string));
+            self.new_primaries.push((at, member.clone(), holder));
+        }
         let timeline = self.members[m].data.as_ref().map_or(0, |d| d.timeline);
         self.happened(crate::Happening::BecamePrimary {
             at,
@@ -964,7 +978,7 @@ impl Postgres for SimPostgres {
                 let conf = member.conf_upstream.clone();
                 let conf_slot = member.conf_slot.clone();
                 let conf_ssn = member.conf_ssn.clone();
-                let frozen_conninfo = w.flaw == Some(super::RealFlaw::NoRepointWhileStarting);
+                let frozen_conninfo = w.flaws.contains(&super::RealFlaw::NoRepointWhileStarting);
                 let member = &mut w.members[m];
                 let Some(run) = member.run.as_mut() else {
                     return Ok(false);
@@ -998,7 +1012,7 @@ impl Postgres for SimPostgres {
         // when this agent is stopped or dead, until the guard of a later start runs.
         let mut w = lock(&self.world);
         if w.members[self.m].fence_incarnation > self.incarnation
-            || w.flaw == Some(super::RealFlaw::LeaseGuardIgnored)
+            || w.flaws.contains(&super::RealFlaw::LeaseGuardIgnored)
         {
             return;
         }
