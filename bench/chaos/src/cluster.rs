@@ -302,6 +302,7 @@ impl Cluster {
             self.kill_etcd(i);
         }
         self.topo.destroy();
+        pgbaton_testkit::release_shared_memory_under(&self.root);
         if let Some(dest) = self.keep_logs.clone() {
             if let Err(e) = self.copy_logs(&dest) {
                 tracing::warn!("copying the logs to {}: {e}", dest.display());

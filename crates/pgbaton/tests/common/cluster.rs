@@ -462,6 +462,9 @@ impl Drop for Cluster {
         for name in self.members.clone() {
             kill_postmasters_of(&self.member_dir(&name));
         }
+        if let Some(dir) = &self.dir {
+            pgbaton_testkit::release_shared_memory_under(dir.path());
+        }
         self.stop_etcd();
         if std::env::var_os("PGBATON_IT_KEEP").is_some() {
             if let Some(dir) = self.dir.take() {

@@ -98,6 +98,9 @@ impl Drop for Reaper {
                 }
             }
         }
+        for dir in &self.data_dirs {
+            pgbaton_testkit::release_shared_memory_under(dir);
+        }
     }
 }
 
