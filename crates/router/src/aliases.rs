@@ -14,9 +14,9 @@ use std::collections::BTreeMap;
 
 use serde_json::{Map, Value};
 
-use crate::config::{invalid, section, string, unknown};
 use crate::error::RouterConfigError;
 use crate::protocol::{StartupMessage, Target};
+use crate::yaml::{invalid, section, string, unknown};
 
 /// One entry of `databases:`.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -20,6 +20,7 @@ use serde_json::{Map, Value};
 pub use crate::aliases::DatabaseAlias;
 use crate::error::RouterConfigError;
 use crate::units::{format_duration, parse_bytes, parse_duration};
+use crate::yaml::{boolean, duration, invalid, listen, section, string, unknown};
 
 /// What a read connection gets when no replica qualifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -233,16 +234,9 @@ impl RouterConfig {
         }
     }
 
-    pub fn from_yaml_file(path: impl AsRef<Path>) -> Result<Self, RouterConfigError> {
-        let path = path.as_ref();
-        let text = std::fs::read_to_string(path).map_err(|source| RouterConfigError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
-        Self::from_yaml_str(&text)
-    }
-
-    pub fn from_yaml_str(text: &str) -> Result<Self, RouterConfigError> {
+    /// The keys of `text` read into a configuration, each value checked on its own (the
+    /// checks that span keys and read files are `load.rs`'s).
+    pub(crate) fn parse(text: &str) -> Result<Self, RouterConfigError> {
         let root: Value = serde_saphyr::from_str(text).map_err(|e| RouterConfigError::Yaml {
             message: e.to_string(),
         })?;
@@ -381,46 +375,7 @@ impl RouterConfig {
                 hint: "the etcd endpoints the agents use, e.g. [127.0.0.1:2379]",
             });
         }
-        cfg.validate()?;
         Ok(cfg)
-    }
-
-    /// Checks that span keys: `tls: terminate` needs a readable certificate and key in PEM
-    /// (they are loaded here), `tls_required` needs a mode that speaks TLS.
-    pub fn validate(&self) -> Result<(), RouterConfigError> {
-        if self.tls_required && self.tls == TlsMode::Refuse {
-            return Err(invalid(
-                "tls_required",
-                "needs `tls: terminate` (or `passthrough`): with `tls: refuse` no client could connect",
-            ));
-        }
-        if self.tls_cafile.is_some() && self.tls != TlsMode::Terminate {
-            return Err(invalid(
-                "tls_cafile",
-                "needs `tls: terminate`: the router checks client certificates only where it runs TLS itself",
-            ));
-        }
-        if let Some(auth) = &self.auth {
-            let auth = crate::auth::Auth::load(auth)?;
-            if auth.uses_client_certificates() && self.tls_cafile.is_none() {
-                return Err(RouterConfigError::Missing {
-                    key: "tls_cafile".into(),
-                    hint: "the auth rules ask for client certificates (`cert`, `clientcert=`): give the CA that signs them, with `tls: terminate`",
-                });
-            }
-        }
-        // The certificate files are read now, so that a wrong path fails at start.
-        pgbaton_dcs::EtcdDcs::new(
-            self.etcd_hosts.clone(),
-            pgbaton_dcs::ClusterPath::new(&self.namespace, &self.scope),
-            "pgbaton-router",
-            Duration::from_secs(30),
-            Duration::from_secs(2),
-        )
-        .with_access(&self.etcd_access)
-        .map_err(|e| invalid("etcd3", &e.to_string()))?;
-        crate::tls::rest_roots(self)?;
-        crate::tls::acceptor(self).map(|_| ())
     }
 
     /// The configuration as YAML that `from_yaml_file` reads back to the same value.
@@ -695,71 +650,6 @@ fn parse_etcd(
         user,
     };
     Ok((hosts, access))
-}
-
-pub(crate) fn section<'a>(
-    key: &str,
-    value: &'a Value,
-) -> Result<&'a Map<String, Value>, RouterConfigError> {
-    static EMPTY: std::sync::OnceLock<Map<String, Value>> = std::sync::OnceLock::new();
-    match value {
-        Value::Object(map) => Ok(map),
-        Value::Null => Ok(EMPTY.get_or_init(Map::new)),
-        _ => Err(invalid(key, "must be a mapping")),
-    }
-}
-
-fn boolean(key: &str, value: &Value) -> Result<bool, RouterConfigError> {
-    match value {
-        Value::Bool(b) => Ok(*b),
-        _ => Err(invalid(key, "must be true or false")),
-    }
-}
-
-pub(crate) fn string(key: &str, value: &Value) -> Result<String, RouterConfigError> {
-    match value {
-        Value::String(s) => Ok(s.clone()),
-        _ => Err(invalid(key, "must be a string")),
-    }
-}
-
-/// A `host:port` with a numeric port.
-fn listen(key: &str, value: &Value) -> Result<String, RouterConfigError> {
-    let text = string(key, value)?;
-    let port_ok = text
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok());
-    if port_ok {
-        Ok(text)
-    } else {
-        Err(invalid(key, "must be host:port, e.g. 127.0.0.1:5000"))
-    }
-}
-
-pub(crate) fn duration(key: &str, value: &Value) -> Result<Duration, RouterConfigError> {
-    let parsed = match value {
-        Value::Number(n) => n
-            .as_f64()
-            .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64)
-            .ok_or_else(|| "must not be negative".to_string()),
-        Value::String(s) => parse_duration(s),
-        _ => Err("must be seconds (5, 0.5) or a duration (\"500ms\", \"5s\")".to_string()),
-    };
-    parsed.map_err(|reason| invalid(key, &reason))
-}
-
-pub(crate) fn invalid(key: &str, reason: &str) -> RouterConfigError {
-    RouterConfigError::Invalid {
-        key: key.to_string(),
-        reason: reason.to_string(),
-    }
-}
-
-pub(crate) fn unknown(key: &str) -> RouterConfigError {
-    RouterConfigError::Unknown {
-        key: key.to_string(),
-    }
 }
 
 #[cfg(test)]

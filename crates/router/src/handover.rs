@@ -55,40 +55,10 @@ pub(crate) fn pending_switchover(state: &ClusterState, unix_now_ms: u64) -> Opti
     handing_over.then_some(request.mod_revision)
 }
 
-/// A duration in seconds from the DCS `config` key (a number, `"5s"` or `"250ms"`), when it
-/// is there and between 0 and an hour.
-fn config_seconds(state: &ClusterState, key: &str) -> Option<Duration> {
-    let value = state.config.as_ref().and_then(|c| c.value.get(key));
-    let seconds = match value {
-        Some(serde_json::Value::Number(n)) => n.as_f64(),
-        Some(serde_json::Value::String(s)) => {
-            let s = s.trim();
-            s.strip_suffix("ms")
-                .and_then(|ms| ms.trim().parse::<f64>().ok().map(|ms| ms / 1000.0))
-                .or_else(|| s.strip_suffix('s').unwrap_or(s).trim().parse::<f64>().ok())
-        }
-        _ => None,
-    };
-    match seconds {
-        Some(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Some(Duration::from_secs_f64(s)),
-        _ => None,
-    }
-}
-
 /// `switchover_drain_timeout` from the DCS `config` key (seconds, a number or `"5s"`).
 pub(crate) fn drain_timeout(state: &ClusterState) -> Duration {
-    config_seconds(state, "switchover_drain_timeout").unwrap_or(DEFAULT_DRAIN_TIMEOUT)
-}
-
-/// The `ttl` Patroni uses when the DCS `config` names none.
-pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(30);
-
-/// The leader lease's lifetime: the DCS `config` key's `ttl` as etcd grants it (whole
-/// seconds, rounded up, at least 2), None when the key is not there (yet).
-pub(crate) fn lease_ttl(state: &ClusterState) -> Option<Duration> {
-    let ttl = config_seconds(state, "ttl")?;
-    let secs = pgbaton_dcs::lease_ttl_secs(ttl);
-    Some(Duration::from_secs(u64::try_from(secs).unwrap_or(30)))
+    crate::topology::config_seconds(state, "switchover_drain_timeout")
+        .unwrap_or(DEFAULT_DRAIN_TIMEOUT)
 }
 
 /// Where the router is in a switchover.
@@ -245,7 +215,7 @@ pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
                 }
             }
             _ = tokio::time::sleep(DRAIN_POLL), if draining => {}
-            _ = crate::shared::stopped(&mut stop) => {
+            _ = crate::stop::stopped(&mut stop) => {
                 if let Err(e) = dcs.remove_router().await {
                     tracing::debug!(%scope, error = %e, "cannot remove the router's key (it expires with its lease)");
                 }
@@ -306,6 +276,7 @@ pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::topology::lease_ttl;
     use pgbaton_dcs::{FailoverDoc, LeaderKey, Versioned};
 
     fn state(leader: Option<&str>, from: Option<&str>, to: Option<&str>) -> ClusterState {

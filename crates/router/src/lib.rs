@@ -53,6 +53,7 @@ mod handover;
 mod handshake;
 pub mod import;
 pub mod lag;
+mod load;
 mod metrics;
 mod offload;
 mod open;
@@ -64,6 +65,7 @@ mod pooled;
 pub mod protocol;
 mod pump;
 mod relay;
+mod reply;
 mod retry;
 mod route;
 mod router;
@@ -72,6 +74,7 @@ mod session;
 mod shared;
 mod status_page;
 mod status_table;
+mod stop;
 mod takeout;
 mod tls;
 pub mod topology;
@@ -79,6 +82,7 @@ mod txn;
 mod units;
 mod watcher;
 mod wire;
+mod yaml;
 
 pub use config::{
     Balance, DatabaseAlias, Forwarding, LagSource, ReadFallback, RouterConfig, TlsMode,

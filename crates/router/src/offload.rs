@@ -22,6 +22,7 @@ use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 
 use tokio::io::unix::AsyncFd;
 use tokio::io::Interest;
@@ -83,7 +84,7 @@ impl Offload {
         self: &Arc<Self>,
         stop: watch::Receiver<bool>,
     ) -> tokio::task::JoinHandle<()> {
-        tokio::spawn(report_closes(self.clone(), stop))
+        tokio::spawn(report_closes(self.clone(), stop).in_current_span())
     }
 
     /// Hand the session's sockets to the kernel. Call it before the client has been sent
@@ -254,7 +255,7 @@ async fn report_closes(offload: Arc<Offload>, mut stop: watch::Receiver<bool>) {
                     return;
                 }
             },
-            _ = crate::shared::stopped(&mut stop) => return,
+            _ = crate::stop::stopped(&mut stop) => return,
         };
         // SAFETY: `events` has room for its length; timeout 0 never blocks.
         let n = unsafe {

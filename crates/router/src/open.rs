@@ -15,7 +15,7 @@ use crate::client::Client;
 use crate::config::TlsMode;
 use crate::metrics::Metrics;
 use crate::protocol::{error_response, FirstPacket, StartupMessage, Target};
-use crate::session::{refuse, send_and_close, PROTOCOL_VIOLATION};
+use crate::reply::{refuse, send_and_close, PROTOCOL_VIOLATION};
 use crate::shared::Shared;
 use crate::wire::read_first_packet;
 use crate::{cancel, passthrough};

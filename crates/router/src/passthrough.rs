@@ -16,12 +16,13 @@ use crate::config::ReadFallback;
 use crate::handshake::Ready;
 use crate::protocol::{Target, SSL_REQUEST};
 use crate::relay;
+use crate::reply::{refuse, CANNOT_CONNECT_NOW};
 use crate::retry::{Failure, Next, Retry};
+use crate::route::{connect, decision};
 use crate::route::{
     leader_wait, no_leader_reason, pause_or_leader_change, read_candidates, wait_for_leader,
     wait_for_leader_until,
 };
-use crate::session::{connect, decision, refuse, CANNOT_CONNECT_NOW};
 use crate::shared::Shared;
 use crate::topology::Backend;
 

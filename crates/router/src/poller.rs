@@ -100,7 +100,7 @@ pub(crate) async fn poll(
     loop {
         tokio::select! {
             _ = ticker.tick() => {}
-            _ = crate::shared::stopped(&mut stop) => return,
+            _ = crate::stop::stopped(&mut stop) => return,
         }
         let members = targets(&state.borrow_and_update().clone(), https, &mut warned);
         if members.is_empty() {

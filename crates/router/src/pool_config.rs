@@ -19,10 +19,10 @@ use std::path::PathBuf;
 use serde_json::{Map, Value};
 
 use crate::auth::{AuthConfig, AuthType, Method};
-use crate::config::{duration, invalid, section, string, unknown};
 use crate::error::RouterConfigError;
 use crate::pool::{PoolMode, PoolSettings};
 use crate::units::format_duration;
+use crate::yaml::{duration, invalid, section, string, unknown};
 
 /// PgBouncer settings the router does not implement (yet): refused with a clear error.
 const NOT_YET: [&str; 7] = [

@@ -11,6 +11,7 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Instant;
+use tracing::Instrument;
 
 use rand::RngCore;
 use tokio::io::AsyncWriteExt;
@@ -23,11 +24,11 @@ use crate::metrics::Metrics;
 use crate::pool::server::{login_within, LoginError, ServerConn, ServerView};
 use crate::pool::{Checkout, PoolKey, PoolMode, PoolStats, Pools, Report, Slot};
 use crate::protocol::{CancelKey, StartupMessage, Target};
+use crate::reply::{refuse, send_and_close, CANNOT_CONNECT_NOW, PROTOCOL_VIOLATION};
 use crate::retry::{Failure, Next, Retry};
 use crate::route::{
     leader_wait, no_leader_reason, pause_or_leader_change, read_candidates, wait_for_leader_until,
 };
-use crate::session::{refuse, send_and_close, CANNOT_CONNECT_NOW, PROTOCOL_VIOLATION};
 use crate::shared::Shared;
 use crate::topology::Backend;
 use crate::txn::{error_message, ready_for_query, tracked, Params};
@@ -385,7 +386,8 @@ pub(crate) fn fill_to_minimum(shared: &Arc<Shared>, pooling: &Arc<Pooling>) {
                     tracing::info!(pool = %key, error = %fatal.message, "cannot open a server connection for min_pool_size");
                 }
             }
-        });
+        }
+        .in_current_span());
     }
 }
 
@@ -956,7 +958,7 @@ async fn start(
     for (name, value) in &told {
         held.extend_from_slice(&parameter_status(name, value));
     }
-    crate::session::decision(&shared, target, "pooled");
+    crate::route::decision(&shared, target, "pooled");
     let kernel = mode == PoolMode::Session && shared.offload.is_some() && !client.is_tls();
     if kernel {
         let (Client::Plain(tcp), Some(conn)) = (client, conn) else {

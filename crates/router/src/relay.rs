@@ -205,7 +205,7 @@ async fn in_kernel(
                     tracing::debug!(backend = %backend.name, "closing a session with bytes still undelivered");
                 }
                 _ = &mut leader_gone => {}
-                _ = crate::shared::stopped(&mut stop) => {}
+                _ = crate::stop::stopped(&mut stop) => {}
             }
         }
         farewell = &mut leader_gone => {
@@ -213,7 +213,7 @@ async fn in_kernel(
             tracing::info!(backend = %backend.name, "closing a write session: its server is no longer the leader");
             goodbye = Some(farewell);
         }
-        _ = crate::shared::stopped(&mut stop) => {}
+        _ = crate::stop::stopped(&mut stop) => {}
     }
     if let Some((to_server, to_client)) = pair.moved() {
         moved.to_server.store(to_server, Ordering::Relaxed);
@@ -257,6 +257,6 @@ async fn in_user_space(
             let _ = tokio::time::timeout(Duration::from_secs(1), client.write_all(&farewell)).await;
             let _ = client.shutdown().await;
         }
-        _ = crate::shared::stopped(&mut stop) => {}
+        _ = crate::stop::stopped(&mut stop) => {}
     }
 }

@@ -5,10 +5,12 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use tokio::net::TcpStream;
 use tokio::sync::watch;
 
 use crate::config::Balance;
 use crate::metrics::Metrics;
+use crate::protocol::Target;
 use crate::shared::Shared;
 use crate::topology::{Backend, Replica};
 
@@ -23,7 +25,7 @@ pub(crate) fn leader_wait(shared: &Shared) -> Duration {
                 .topology
                 .borrow()
                 .lease_ttl
-                .unwrap_or(crate::handover::DEFAULT_TTL);
+                .unwrap_or(crate::topology::DEFAULT_TTL);
             (ttl + Duration::from_secs(2)).max(shared.cfg.switchover_wait)
         }
     };
@@ -144,6 +146,37 @@ pub(crate) fn order_replicas(
         ordered.sort_by_key(|b| active(&b.name));
     }
     ordered
+}
+
+/// Count a routing decision (`pgbaton_router_decisions_total`).
+pub(crate) fn decision(shared: &Shared, target: Target, decision: &str) {
+    Metrics::count(
+        &shared.metrics.decisions,
+        &[("target", target.label()), ("decision", decision)],
+    );
+}
+
+/// A TCP connection to `backend` within `connect_timeout` (no Nagle: the protocol's
+/// small messages go at once).
+pub(crate) async fn connect(shared: &Shared, backend: &Backend) -> Result<TcpStream, String> {
+    let connecting = TcpStream::connect((backend.host.as_str(), backend.port));
+    match tokio::time::timeout(shared.cfg.connect_timeout, connecting).await {
+        Ok(Ok(stream)) => {
+            let _ = stream.set_nodelay(true);
+            Ok(stream)
+        }
+        Ok(Err(e)) => Err(format!(
+            "cannot connect to {} at {}: {e}",
+            backend.name,
+            backend.address()
+        )),
+        Err(_) => Err(format!(
+            "no connection to {} at {} within {:?}",
+            backend.name,
+            backend.address(),
+            shared.cfg.connect_timeout
+        )),
+    }
 }
 
 #[cfg(test)]

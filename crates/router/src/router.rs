@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicUsize;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use pgbaton_dcs::ClusterPath;
 use tokio::net::TcpListener;
@@ -185,14 +186,17 @@ impl Router {
             LagSource::Rest => {
                 let (rest_tx, rest_rx) = watch::channel(Arc::new(RestLag::new()));
                 let roots = crate::tls::rest_roots(&cfg)?;
-                let task = tokio::spawn(poller::poll(
-                    states_rx,
-                    cfg.rest_poll_interval,
-                    roots,
-                    rest_tx,
-                    metrics.clone(),
-                    stop.clone(),
-                ));
+                let task = tokio::spawn(
+                    poller::poll(
+                        states_rx,
+                        cfg.rest_poll_interval,
+                        roots,
+                        rest_tx,
+                        metrics.clone(),
+                        stop.clone(),
+                    )
+                    .in_current_span(),
+                );
                 (Some(task), Some(rest_rx))
             }
             LagSource::Dcs => (None, None),
@@ -223,20 +227,26 @@ impl Router {
             hold: hold_tx,
             pooling: pooling.clone(),
         };
-        let follower = tokio::spawn(follow(following, rest, stop.clone()));
-        let handing_over = tokio::spawn(crate::handover::run(handover, stop.clone()));
-        let writes = tokio::spawn(accept(write, Target::Write, false, shared.clone()));
-        let reads = tokio::spawn(accept(read, Target::Read, false, shared.clone()));
-        let autos =
-            auto.map(|auto| tokio::spawn(accept(auto, Target::Write, true, shared.clone())));
+        let follower = tokio::spawn(follow(following, rest, stop.clone()).in_current_span());
+        let handing_over =
+            tokio::spawn(crate::handover::run(handover, stop.clone()).in_current_span());
+        let writes =
+            tokio::spawn(accept(write, Target::Write, false, shared.clone()).in_current_span());
+        let reads =
+            tokio::spawn(accept(read, Target::Read, false, shared.clone()).in_current_span());
+        let autos = auto.map(|auto| {
+            tokio::spawn(accept(auto, Target::Write, true, shared.clone()).in_current_span())
+        });
         let closes = offload.map(|offload| offload.watch_closes(stop.clone()));
-        let sweeper =
-            pooling.map(|pooling| tokio::spawn(sweep(shared.clone(), pooling, stop.clone())));
+        let sweeper = pooling.map(|pooling| {
+            tokio::spawn(sweep(shared.clone(), pooling, stop.clone()).in_current_span())
+        });
         let reloader = match config_path {
             Some(path) => Some(spawn_reloader(path, shared.clone(), stop.clone())?),
             None => None,
         };
-        let api_task = api.map(|listener| tokio::spawn(api::serve(listener, shared, stop)));
+        let api_task =
+            api.map(|listener| tokio::spawn(api::serve(listener, shared, stop).in_current_span()));
 
         shutdown.await;
         tracing::info!("router shutting down");
@@ -267,7 +277,10 @@ async fn accept(listener: TcpListener, role: Target, auto: bool, shared: Arc<Sha
         tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((client, peer)) => {
-                    tokio::spawn(session::serve_client(client, peer, role, auto, shared.clone()));
+                    tokio::spawn(
+                        session::serve_client(client, peer, role, auto, shared.clone())
+                            .in_current_span(),
+                    );
                 }
                 Err(e) => {
                     // Out of file descriptors and the like: back off a little, keep serving.
@@ -275,7 +288,7 @@ async fn accept(listener: TcpListener, role: Target, auto: bool, shared: Arc<Sha
                     tokio::time::sleep(Duration::from_millis(50)).await;
                 }
             },
-            _ = crate::shared::stopped(&mut stop) => return,
+            _ = crate::stop::stopped(&mut stop) => return,
         }
     }
 }
@@ -293,7 +306,7 @@ async fn sweep(
                 pooling.pools.sweep();
                 crate::pooled::fill_to_minimum(&shared, &pooling);
             }
-            _ = crate::shared::stopped(&mut stop) => return,
+            _ = crate::stop::stopped(&mut stop) => return,
         }
     }
 }
@@ -306,19 +319,22 @@ fn spawn_reloader(
 ) -> Result<tokio::task::JoinHandle<()>, RouterError> {
     use tokio::signal::unix::{signal, SignalKind};
     let mut hup = signal(SignalKind::hangup()).map_err(|source| RouterError::Signal { source })?;
-    Ok(tokio::spawn(async move {
-        loop {
-            tokio::select! {
-                got = hup.recv() => {
-                    if got.is_none() {
-                        return;
+    Ok(tokio::spawn(
+        async move {
+            loop {
+                tokio::select! {
+                    got = hup.recv() => {
+                        if got.is_none() {
+                            return;
+                        }
+                        reload(&shared, &path);
                     }
-                    reload(&shared, &path);
+                    _ = crate::stop::stopped(&mut stop) => return,
                 }
-                _ = crate::shared::stopped(&mut stop) => return,
             }
         }
-    }))
+        .in_current_span(),
+    ))
 }
 
 /// Apply what can change of `path` now; record and log the outcome.

@@ -423,7 +423,7 @@ async fn routed(ctx: &mut Ctx) -> Result<ServerConn, Fatal> {
     if !auto && ctx.shared.cfg.read_fallback == crate::config::ReadFallback::Refuse {
         outcome("refused");
         return Err(Fatal {
-            code: crate::session::CANNOT_CONNECT_NOW,
+            code: crate::reply::CANNOT_CONNECT_NOW,
             message: format!(
                 "pgbaton router: cannot connect now: no replica has replayed pgbaton.min_lsn {} within read_your_writes_wait ({wait:?}) and read.fallback is refuse",
                 format_lsn(token)

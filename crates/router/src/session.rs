@@ -8,9 +8,6 @@
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use std::time::Duration;
-
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 use crate::aliases;
@@ -19,67 +16,16 @@ use crate::config::ReadFallback;
 use crate::handshake::{start, AuthLog, StartFailure};
 use crate::metrics::Metrics;
 use crate::open::{open, Opened};
-use crate::protocol::{error_response, Target};
+use crate::protocol::Target;
+use crate::reply::{
+    refuse, send_and_close, CANNOT_CONNECT_NOW, CONNECTION_FAILURE, INVALID_PARAMETER,
+};
 use crate::retry::{Failure, Next, Retry};
 use crate::route::{
-    leader_wait, no_leader_reason, pause_or_leader_change, read_candidates, wait_for_leader,
-    wait_for_leader_until,
+    connect, decision, leader_wait, no_leader_reason, pause_or_leader_change, read_candidates,
+    wait_for_leader, wait_for_leader_until,
 };
 use crate::shared::Shared;
-use crate::topology::Backend;
-
-/// SQLSTATE cannot_connect_now.
-pub(crate) const CANNOT_CONNECT_NOW: &str = "57P03";
-/// SQLSTATE protocol_violation.
-pub(crate) const PROTOCOL_VIOLATION: &str = "08P01";
-/// SQLSTATE invalid_parameter_value.
-const INVALID_PARAMETER: &str = "22023";
-/// SQLSTATE connection_failure.
-const CONNECTION_FAILURE: &str = "08006";
-
-/// Send `bytes` and close without a reset: half-close, then discard what the client still
-/// sends for a moment (closing a socket with unread input would reset the connection, and
-/// the client could lose the ErrorResponse).
-pub(crate) async fn send_and_close<S>(client: &mut S, bytes: &[u8])
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    if client.write_all(bytes).await.is_err() || client.shutdown().await.is_err() {
-        return;
-    }
-    let drain = async {
-        // On the heap: an array here would make every session's task 4 KiB larger.
-        let mut sink = vec![0u8; 4096];
-        while let Ok(n) = client.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_millis(200), drain).await;
-}
-
-/// Refuse the client with an ErrorResponse and count it.
-pub(crate) async fn refuse<S>(
-    shared: &Shared,
-    client: &mut S,
-    code: &str,
-    reason: &'static str,
-    message: &str,
-) where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
-    tracing::info!(reason, %message, "refusing a client connection");
-    Metrics::count(&shared.metrics.refusals, &[("reason", reason)]);
-    send_and_close(client, &error_response(code, message)).await;
-}
-
-pub(crate) fn decision(shared: &Shared, target: Target, decision: &str) {
-    Metrics::count(
-        &shared.metrics.decisions,
-        &[("target", target.label()), ("decision", decision)],
-    );
-}
 
 /// Serve one client of a listener; `auto`: the auto (read-your-writes) listener, whose
 /// role is otherwise the write listener's.
@@ -178,27 +124,6 @@ pub(crate) async fn serve_client(
         Target::Read | Target::Any => {
             Box::pin(read_session(shared, client, &startup, target)).await
         }
-    }
-}
-
-pub(crate) async fn connect(shared: &Shared, backend: &Backend) -> Result<TcpStream, String> {
-    let connecting = TcpStream::connect((backend.host.as_str(), backend.port));
-    match tokio::time::timeout(shared.cfg.connect_timeout, connecting).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(e)) => Err(format!(
-            "cannot connect to {} at {}: {e}",
-            backend.name,
-            backend.address()
-        )),
-        Err(_) => Err(format!(
-            "no connection to {} at {} within {:?}",
-            backend.name,
-            backend.address(),
-            shared.cfg.connect_timeout
-        )),
     }
 }
 

@@ -125,8 +125,3 @@ impl Drop for SessionGuard {
         }
     }
 }
-
-/// Resolves once the router stops (or its stop sender is gone).
-pub(crate) async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await.map(|_| ());
-}

@@ -37,6 +37,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio::net::TcpStream;
 use tokio::time::Instant;
@@ -318,9 +319,9 @@ pub(crate) async fn settle(
         let ask_now = asking.is_none() && settled_since.is_some_and(|at| now >= at + DELIVERED_FOR);
         if ask_now {
             let (prober, pooling, shared) = (prober.clone(), pooling.clone(), shared.clone());
-            asking = Some(tokio::spawn(async move {
-                prober.activity(&pooling, &shared, pid).await
-            }));
+            asking = Some(tokio::spawn(
+                async move { prober.activity(&pooling, &shared, pid).await }.in_current_span(),
+            ));
         }
         tokio::select! {
             joined = async { asking.as_mut().expect("asking").await }, if asking.is_some() => {
@@ -349,7 +350,7 @@ pub(crate) async fn settle(
                 let flow = pair.flow();
                 return Err(Unsettled::Stuck(format!("{} stopped being the leader before the session was between transactions; its backend was last seen {last}; {flow:?}, {} bytes held", backend.name, held.len())));
             }
-            _ = crate::shared::stopped(&mut stop) => return Err(Unsettled::Over("the router stops".into())),
+            _ = crate::stop::stopped(&mut stop) => return Err(Unsettled::Over("the router stops".into())),
         }
     };
     // The backend waits for its client: nothing more comes from it (a notice at most).

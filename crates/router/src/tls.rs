@@ -20,13 +20,14 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use crate::config::{invalid, RouterConfig, TlsMode};
+use crate::config::{RouterConfig, TlsMode};
 use crate::error::RouterConfigError;
 use crate::handshake::Ready;
 use crate::metrics::labels;
 use crate::protocol::Target;
 use crate::shared::{SessionGuard, Shared};
 use crate::topology::Backend;
+use crate::yaml::invalid;
 
 /// Buffer per direction for TLS sessions: one maximal TLS record of plaintext.
 const BUFFER: usize = 16 * 1024;
@@ -200,7 +201,7 @@ pub(crate) async fn forward(
             shared.metrics.closed_on_leader_change.inc();
             tracing::info!(backend = %backend.name, "closing a TLS write session: its server is no longer the leader");
         }
-        _ = crate::shared::stopped(&mut stop) => {}
+        _ = crate::stop::stopped(&mut stop) => {}
     }
 }
 

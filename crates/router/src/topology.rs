@@ -185,9 +185,40 @@ impl Topology {
             failover_pending: state.failover.is_some(),
             leader_position,
             revision: state.revision,
-            lease_ttl: crate::handover::lease_ttl(state),
+            lease_ttl: lease_ttl(state),
             dcs_unreadable: false,
         }
+    }
+}
+
+/// The `ttl` Patroni uses when the DCS `config` names none.
+pub(crate) const DEFAULT_TTL: Duration = Duration::from_secs(30);
+
+/// The leader lease's lifetime: the DCS `config` key's `ttl` as etcd grants it (whole
+/// seconds, rounded up, at least 2), None when the key is not there (yet).
+pub(crate) fn lease_ttl(state: &ClusterState) -> Option<Duration> {
+    let ttl = config_seconds(state, "ttl")?;
+    let secs = pgbaton_dcs::lease_ttl_secs(ttl);
+    Some(Duration::from_secs(u64::try_from(secs).unwrap_or(30)))
+}
+
+/// A duration in seconds from the DCS `config` key (a number, `"5s"` or `"250ms"`), when it
+/// is there and between 0 and an hour.
+pub(crate) fn config_seconds(state: &ClusterState, key: &str) -> Option<Duration> {
+    let value = state.config.as_ref().and_then(|c| c.value.get(key));
+    let seconds = match value {
+        Some(serde_json::Value::Number(n)) => n.as_f64(),
+        Some(serde_json::Value::String(s)) => {
+            let s = s.trim();
+            s.strip_suffix("ms")
+                .and_then(|ms| ms.trim().parse::<f64>().ok().map(|ms| ms / 1000.0))
+                .or_else(|| s.strip_suffix('s').unwrap_or(s).trim().parse::<f64>().ok())
+        }
+        _ => None,
+    };
+    match seconds {
+        Some(s) if s.is_finite() && (0.0..=3600.0).contains(&s) => Some(Duration::from_secs_f64(s)),
+        _ => None,
     }
 }
 

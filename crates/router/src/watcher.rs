@@ -153,7 +153,7 @@ pub(crate) async fn follow(
                 f.metrics.dcs_errors.inc();
                 // The leader it knew may have lost its lease by now: stop trusting it.
                 let current = f.publisher.topology.borrow().clone();
-                let lease = current.lease_ttl.unwrap_or(crate::handover::DEFAULT_TTL);
+                let lease = current.lease_ttl.unwrap_or(crate::topology::DEFAULT_TTL);
                 if !current.dcs_unreadable && last_read.elapsed() >= lease {
                     tracing::warn!(%scope, unread_ms = last_read.elapsed().as_millis() as u64, lease_ms = lease.as_millis() as u64, leader = current.leader.as_ref().map_or("none", |l| l.name.as_str()), "etcd unreadable for longer than the leader's lease lasts: holding new write work until etcd answers again");
                     let mut next = (*current).clone();
@@ -182,7 +182,7 @@ pub(crate) async fn follow(
                         f.recompute(state, rest.as_ref());
                     }
                 }
-                _ = crate::shared::stopped(&mut stop) => return,
+                _ = crate::stop::stopped(&mut stop) => return,
             }
         }
     }

@@ -287,7 +287,7 @@ where
     let answer = read_message(client).await.map_err(Refusal::Client)?;
     if answer.tag() != b'p' {
         return Err(Refusal::Fatal {
-            code: crate::session::PROTOCOL_VIOLATION,
+            code: crate::reply::PROTOCOL_VIOLATION,
             reason: "malformed",
             message: format!(
                 "expected a password response, got message type \"{}\"",
@@ -314,7 +314,7 @@ where
     let initial = ask(client, &auth_request(10, b"SCRAM-SHA-256\0\0")).await?;
     let mechanism = cstring(&initial);
     let malformed = |what: String| Refusal::Fatal {
-        code: crate::session::PROTOCOL_VIOLATION,
+        code: crate::reply::PROTOCOL_VIOLATION,
         reason: "malformed",
         message: what,
     };

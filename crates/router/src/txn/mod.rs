@@ -517,7 +517,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 mode == PoolMode::Session && tracker.idle() && sout.is_empty() && sin.is_empty();
             tokio::select! {
                 biased;
-                _ = crate::shared::stopped(&mut stop) => Event::Stop,
+                _ = crate::stop::stopped(&mut stop) => Event::Stop,
                 r = client_write.write(&cout), if !cout.is_empty() => Event::ClientWrote(r),
                 r = write_server(sw, &sout), if has_server && !sout.is_empty() => Event::ServerWrote(r),
                 r = read_server(sr, &mut sin), if has_server && cout.len() < HIGH_WATER => Event::ServerRead(r),
@@ -727,11 +727,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
     let farewell = match &end {
         End::Garbage(e) => {
             tracing::info!(pool = %ctx.key, error = %e, "closing a client that broke the protocol");
-            Some(error_message(
-                "FATAL",
-                crate::session::PROTOCOL_VIOLATION,
-                e,
-            ))
+            Some(error_message("FATAL", crate::reply::PROTOCOL_VIOLATION, e))
         }
         End::ServerLost(e) => {
             tracing::info!(pool = %ctx.key, error = %e, "a server connection failed under a client; closing the client");
