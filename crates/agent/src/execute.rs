@@ -31,6 +31,8 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                         dcs_down = true;
                     }
                 }
+            } else if *action == Action::FailsafeRound {
+                self.failsafe_round().await;
             } else if let Action::ReserveTimelines {
                 after,
                 through,
@@ -250,8 +252,10 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 bounded(timeout, dcs.set_failsafe(&topology)).await?;
                 tracing::info!(members = %members.join(","), "failsafe key updated");
             }
-            // Not DCS requests (`Action::is_dcs`): `pg_action` carries them out.
-            Action::SyncSlots { .. }
+            // Not DCS requests (`Action::is_dcs`): `execute` and `pg_action` carry them out.
+            Action::FailsafeRound
+            | Action::ApplyDynamicConfig
+            | Action::SyncSlots { .. }
             | Action::ApplyLogical
             | Action::Repoint { .. }
             | Action::MoveDataAside { .. }
@@ -457,8 +461,9 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 });
             }
             Action::InstallSlotCopies => self.install_ready_copies(),
-            // `execute` carries it out (it can hold back the promotion after it).
-            Action::ReserveTimelines { .. } => {
+            Action::ApplyDynamicConfig => self.apply_dynamic_config(),
+            // `execute` carries them out (a reservation can hold back the promotion after it).
+            Action::ReserveTimelines { .. } | Action::FailsafeRound => {
                 debug_assert!(false, "{action} is carried out by execute");
             }
             Action::Promote | Action::StartPrimary
@@ -687,6 +692,8 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             | Action::Repoint { .. }
             | Action::MoveDataAside { .. }
             | Action::ReserveTimelines { .. }
+            | Action::FailsafeRound
+            | Action::ApplyDynamicConfig
             | Action::SetSyncStandbyNames { .. }
             | Action::RenewLease
             | Action::PublishMember

@@ -5,9 +5,9 @@
 //!   says after every decision whether a promise may be given (no primary, no claim on the
 //!   leader key); the API handler checks that and records the promise (receipt + ttl) under
 //!   one lock, and answers at once: the loop may be stuck in a DCS request just then.
-//! * **Leader side** ([`Agent::failsafe_round`]): a leader whose DCS read failed sends the
-//!   request to every member of the failsafe topology it last read, in parallel, within a
-//!   short bound; if every one accepts, the round's *send* time is the new
+//! * **Leader side** ([`Agent::failsafe_round`], `Action::FailsafeRound`, which the core
+//!   decides for a leader running its primary whose DCS read failed): the request goes to
+//!   every member of the failsafe topology it last read, in parallel, within a short bound; if every one accepts, the round's *send* time is the new
 //!   `failsafe_acked_at`, and the lease guard's deadline moves with it.
 
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -111,13 +111,6 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             return None;
         }
         self.failsafe_acked_at.map(|sent| sent + self.ha.ttl_ms)
-    }
-
-    /// A leader running its primary in failsafe mode sends rounds when the DCS fails it.
-    pub(super) fn wants_failsafe_round(&self) -> bool {
-        self.ha.failsafe_mode
-            && self.state.phase == Phase::Leader
-            && self.last_pg_status.as_ref().is_some_and(|s| !s.in_recovery)
     }
 
     /// One round of `POST /failsafe` to the topology of the last cluster read. Updates

@@ -8,6 +8,7 @@
 
 pub mod commands;
 mod declared_logical;
+mod dynamic_config;
 mod execute;
 mod failsafe;
 pub mod fence;
@@ -21,6 +22,7 @@ pub mod peers;
 pub mod ports;
 pub mod sd_notify;
 pub mod settings;
+pub mod shutdown;
 mod status;
 pub mod view;
 pub mod watchdog;
@@ -35,6 +37,7 @@ use pgbaton_dcs::{ClusterState, Dcs, LeaseAck};
 use pgbaton_postgres::{PgSpec, PgStatus};
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 use jobs::JobRunner;
 use peers::{HttpPeers, Peers};
@@ -279,10 +282,16 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         // The guard runs from the start, with the deadline a previous start left: startup
         // may wait for an unreachable DCS.
         self.inherit_lease_deadline();
-        let lease_guard = tokio::spawn(self.guard.clone().run(self.pg.clone(), self.host.clone()));
+        let lease_guard = tokio::spawn(
+            self.guard
+                .clone()
+                .run(self.pg.clone(), self.host.clone())
+                .in_current_span(),
+        );
         self.startup().await;
         let mut dcs_events = self.dcs.subscribe();
-        let pm_watch = tokio::spawn(watch_postmaster(self.pg.clone(), self.wake.clone()));
+        let pm_watch =
+            tokio::spawn(watch_postmaster(self.pg.clone(), self.wake.clone()).in_current_span());
         let mut watchdog = if self.host.fences_out_of_process() {
             self.host.spawn_lease_guard(&fence_file(&self.cfg))
         } else {

@@ -22,6 +22,7 @@
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+use tracing::Instrument;
 
 use pgbaton_core::JobKind;
 use pgbaton_dcs::Dcs;
@@ -130,28 +131,31 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             role,
         };
         let shared = self.logical.clone();
-        tokio::spawn(async move {
-            let outcome = round.run().await;
-            let mut s = lock(&shared);
-            s.busy = false;
-            match outcome {
-                Ok(Outcome::Positions(p)) => s.positions = p,
-                Ok(Outcome::Copies(c)) => {
-                    s.positions.clear();
-                    if !c.is_empty() {
-                        s.ready_copies = c;
+        tokio::spawn(
+            async move {
+                let outcome = round.run().await;
+                let mut s = lock(&shared);
+                s.busy = false;
+                match outcome {
+                    Ok(Outcome::Positions(p)) => s.positions = p,
+                    Ok(Outcome::Copies(c)) => {
+                        s.positions.clear();
+                        if !c.is_empty() {
+                            s.ready_copies = c;
+                        }
+                    }
+                    Err(message) => {
+                        if s.last_error.as_deref() != Some(message.as_str()) {
+                            tracing::warn!("{message}");
+                            s.last_error = Some(message);
+                        }
+                        return;
                     }
                 }
-                Err(message) => {
-                    if s.last_error.as_deref() != Some(message.as_str()) {
-                        tracing::warn!("{message}");
-                        s.last_error = Some(message);
-                    }
-                    return;
-                }
+                s.last_error = None;
             }
-            s.last_error = None;
-        });
+            .in_current_span(),
+        );
     }
 
     /// The positions the leader publishes in `status` (Patroni 3's `slots`): each physical

@@ -3,14 +3,14 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use pgbaton_config::DynamicConfig;
 use pgbaton_core::TimelineSource;
 use pgbaton_core::{LocalPg, Observation, PeerView};
 use pgbaton_dcs::{ClusterState, Dcs, LeaseAck};
 use pgbaton_postgres::StreamTrouble;
 use tokio::time::Instant;
+use tracing::Instrument;
 
-use super::{settings, view, Agent};
+use super::{view, Agent};
 use crate::peers::Peers;
 use crate::ports::{Host, Postgres};
 
@@ -58,11 +58,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 None
             }
         };
-        if dcs.is_none() && self.wants_failsafe_round() {
-            self.failsafe_round().await;
-        }
         if let Some(state) = &dcs {
-            self.apply_dynamic_config(state);
             self.dcs_last_seen_unix = Some(self.host.unix_now_ms() / 1000);
             self.count_leader_change(state);
         }
@@ -201,28 +197,6 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         }
     }
 
-    /// The DCS `config` key wins over `bootstrap.dcs` once the cluster exists.
-    fn apply_dynamic_config(&mut self, state: &ClusterState) {
-        let Some(config) = &state.config else { return };
-        match DynamicConfig::from_dcs_json(&config.value, &self.cfg.bootstrap.dcs) {
-            Ok(loaded) => {
-                if loaded.value != self.dynamic {
-                    tracing::info!("dynamic configuration changed in the DCS");
-                    if settings::pg_parameters(&self.cfg, &loaded.value)
-                        != settings::pg_parameters(&self.cfg, &self.dynamic)
-                    {
-                        self.parameters_changed = true;
-                    }
-                    self.dynamic = loaded.value;
-                    self.ha = settings::ha_config(&self.cfg, &self.dynamic);
-                }
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "ignoring invalid dynamic configuration in the DCS")
-            }
-        }
-    }
-
     async fn observe_pg(&mut self) -> LocalPg {
         let alive = self.pg.postmaster_running().await;
         let timeout = Duration::from_millis(self.ha.retry_timeout_ms.min(2_000));
@@ -290,7 +264,10 @@ where
     F: std::future::Future + Send + 'static,
     F::Output: Send + 'static,
 {
-    let handles: Vec<_> = futs.into_iter().map(tokio::spawn).collect();
+    let handles: Vec<_> = futs
+        .into_iter()
+        .map(|f| tokio::spawn(f.in_current_span()))
+        .collect();
     let mut out = Vec::with_capacity(handles.len());
     for h in handles {
         if let Ok(v) = h.await {

@@ -30,7 +30,7 @@ pub fn dcs_view(state: &ClusterState) -> DcsView {
         members,
         leader_optime: state.leader_optime(),
         history: state.history.iter().map(|h| (h.timeline, h.lsn)).collect(),
-        config_present: state.config.is_some(),
+        config_revision: state.config.as_ref().map(|c| c.mod_revision),
         failover: state.failover.as_ref().map(|f| FailoverRequest {
             leader: f.value.leader.clone(),
             candidate: f.value.member.clone(),

@@ -53,6 +53,16 @@ pub enum Action {
     /// Leader in failsafe mode: write the `failsafe` key naming these members (the agent
     /// adds each member's `api_url`).
     WriteFailsafe { members: Vec<String> },
+    // --- The agent's own settings ---
+    /// Put the dynamic configuration of the `config` key just read in force (HA timing and
+    /// rules; PostgreSQL parameters, rewritten and reloaded when they changed). Decided when
+    /// the key's revision is not the one in force (`MemberState::config_revision_applied`).
+    ApplyDynamicConfig,
+    // --- Peers ---
+    /// Failsafe leader whose DCS read failed: ask every member of the failsafe topology, in
+    /// parallel and within a short bound, to accept it (`POST /failsafe`); when every one
+    /// does, the round's send time is the next observation's `failsafe_acked_at`.
+    FailsafeRound,
     /// Leader: put `synchronous_standby_names` in force (`None`: asynchronous) and reload.
     SetSyncStandbyNames { names: Option<SyncStandbyNames> },
     // --- PostgreSQL (quick, done inline) ---
@@ -116,7 +126,9 @@ impl Action {
             | Action::WriteSync { .. }
             | Action::ClearFailover
             | Action::WriteFailsafe { .. } => true,
-            Action::SyncSlots { .. }
+            Action::FailsafeRound
+            | Action::ApplyDynamicConfig
+            | Action::SyncSlots { .. }
             | Action::ApplyLogical
             | Action::Repoint { .. }
             | Action::MoveDataAside { .. }

@@ -280,8 +280,8 @@ pub struct DcsView {
     /// The `history` key: each recorded timeline and the position where it ended (the
     /// switch point of the promotion that left it).
     pub history: BTreeMap<u32, Lsn>,
-    /// The `config` key exists.
-    pub config_present: bool,
+    /// The `config` key's modification revision (`None`: there is no `config` key).
+    pub config_revision: Option<i64>,
     /// A pending switchover or failover (`failover` key).
     pub failover: Option<FailoverRequest>,
     /// The `sync` key: the members every acknowledged commit has reached.

@@ -112,6 +112,9 @@ pub struct MemberState {
     /// data directory aside, and a bootstrap that fails for a lasting cause would fill the
     /// disk with them). Restarting the agent is the operator's "try again".
     pub bootstrap_failures: u32,
+    /// The revision of the `config` key whose dynamic configuration is in force here (`None`:
+    /// the `bootstrap.dcs` section, until the first read of the key).
+    pub config_revision_applied: Option<i64>,
 }
 
 /// Failed bootstraps after which a member stops racing for `initialize` until its agent
@@ -139,6 +142,7 @@ impl MemberState {
             wal_missing: false,
             drain_started: None,
             bootstrap_failures: 0,
+            config_revision_applied: None,
         }
     }
 }

@@ -51,7 +51,7 @@ fn view(leader: Option<&str>, failsafe: Option<&[&str]>) -> DcsView {
         members,
         leader_optime: Some(100),
         history: Default::default(),
-        config_present: true,
+        config_revision: None,
         failover: None,
         sync: None,
         failsafe: failsafe.map(|k| k.iter().map(|s| s.to_string()).collect()),
@@ -100,8 +100,13 @@ fn in_phase(phase: Phase) -> MemberState {
     }
 }
 
+/// PostgreSQL's actions (not the DCS's, the failsafe round, or the dynamic configuration).
 fn pg_ops(d: &Decision) -> Vec<Action> {
-    d.actions.iter().filter(|a| !a.is_dcs()).cloned().collect()
+    d.actions
+        .iter()
+        .filter(|a| !a.is_dcs() && !matches!(a, Action::FailsafeRound | Action::ApplyDynamicConfig))
+        .cloned()
+        .collect()
 }
 
 const STOP_NOW: Action = Action::Stop {
@@ -117,6 +122,8 @@ fn leader_without_dcs_and_a_fresh_ack_keeps_its_primary() {
     );
     assert_eq!(pg_ops(&d), vec![]);
     assert_eq!(d.state.phase, Phase::Leader);
+    // It asks the members again, first of all this cycle's actions.
+    assert_eq!(d.actions.first(), Some(&Action::FailsafeRound));
     // right: sent 99_500 + ttl 4_000 − margin 500 = 103_000
     assert_eq!(
         d.reason,

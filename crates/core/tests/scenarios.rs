@@ -60,7 +60,7 @@ impl Obs {
                     members,
                     leader_optime: Some(100),
                     history: Default::default(),
-                    config_present: true,
+                    config_revision: None,
                     failover: None,
                     sync: None,
                     failsafe: None,
@@ -1369,4 +1369,28 @@ fn a_leader_rewrites_a_history_key_that_records_its_own_timeline_number() {
         "{:?}",
         d.actions
     );
+}
+
+/// The dynamic configuration is put in force through the decision: once for each revision of
+/// the `config` key read, whatever else the cycle decides, and not again for the same one.
+#[test]
+fn a_new_config_revision_is_put_in_force_once() {
+    let mut obs = Obs::new(replica(100)).build();
+    if let Some(view) = obs.dcs.as_mut() {
+        view.config_revision = Some(7);
+    }
+    let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
+    assert!(d.actions.contains(&Action::ApplyDynamicConfig));
+    assert_eq!(d.state.config_revision_applied, Some(7));
+    let again = decide(&d.state, &obs, &cfg());
+    assert!(!again.actions.contains(&Action::ApplyDynamicConfig));
+    if let Some(view) = obs.dcs.as_mut() {
+        view.config_revision = Some(9);
+    }
+    let changed = decide(&d.state, &obs, &cfg());
+    assert!(changed.actions.contains(&Action::ApplyDynamicConfig));
+    // Without a read nothing is applied.
+    obs.dcs = None;
+    let unread = decide(&changed.state, &obs, &cfg());
+    assert!(!unread.actions.contains(&Action::ApplyDynamicConfig));
 }

@@ -67,7 +67,7 @@ fn view(members: &[&str]) -> DcsView {
         members: docs,
         leader_optime: Some(1_000_000_000),
         history: Default::default(),
-        config_present: true,
+        config_revision: None,
         failover: None,
         sync: None,
         failsafe: None,

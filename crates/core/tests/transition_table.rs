@@ -276,7 +276,7 @@ fn dcs_view(r: &mut Rng, unix_now_ms: u64) -> DcsView {
         members,
         leader_optime: r.chance(80).then(|| 1_000 + r.below(4_000_000)),
         history,
-        config_present: r.chance(90),
+        config_revision: r.chance(90).then_some(7),
         failover,
         sync,
         failsafe: r

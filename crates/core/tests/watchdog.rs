@@ -50,7 +50,7 @@ fn view(leader: Option<&str>) -> DcsView {
         members,
         leader_optime: Some(100),
         history: Default::default(),
-        config_present: true,
+        config_revision: None,
         failover: None,
         sync: None,
         failsafe: None,

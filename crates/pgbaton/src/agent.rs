@@ -3,6 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use anyhow::Context;
 use pgbaton_agent::peers::HttpPeers;
@@ -65,45 +66,35 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
     let (commands, local_rx) = agent.commands(dcs_timeout);
     let commands: Arc<dyn pgbaton_api::Commands> = Arc::new(commands);
     let api = match &tls {
-        Some(tls) => tokio::spawn(pgbaton_api::serve_tls(
-            listener,
-            status_rx,
-            Some(commands),
-            auth,
-            tls.clone(),
-            api_shutdown,
-        )),
-        None => tokio::spawn(pgbaton_api::serve(
-            listener,
-            status_rx,
-            Some(commands),
-            auth,
-            api_shutdown,
-        )),
+        Some(tls) => tokio::spawn(
+            pgbaton_api::serve_tls(
+                listener,
+                status_rx,
+                Some(commands),
+                auth,
+                tls.clone(),
+                api_shutdown,
+            )
+            .in_current_span(),
+        ),
+        None => tokio::spawn(
+            pgbaton_api::serve(listener, status_rx, Some(commands), auth, api_shutdown)
+                .in_current_span(),
+        ),
     };
     tracing::info!(listen = %listen, "REST API listening");
 
-    let signals = tokio::spawn(async move {
-        wait_for_signal().await;
-        let _ = shutdown_tx.send(true);
-    });
+    let signals = tokio::spawn(
+        async move {
+            let name = pgbaton_agent::shutdown::signalled().await;
+            tracing::info!("{name} received: stopping");
+            let _ = shutdown_tx.send(true);
+        }
+        .in_current_span(),
+    );
 
     let result = agent.run(shutdown_rx, local_rx).await;
     signals.abort();
     let _ = api.await;
     result
-}
-
-async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM received: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT received: stopping"),
-    }
 }

@@ -12,6 +12,7 @@ mod logging;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use tracing::Instrument;
 
 use clap::{Parser, Subcommand};
 
@@ -170,39 +171,53 @@ async fn run_agent(path: PathBuf) -> anyhow::Result<()> {
     let cfg = load_config(&path)?;
     logging::init(&cfg.scope, &cfg.name);
     let span = tracing::info_span!("agent", scope = %cfg.scope, member = %cfg.name);
-    let _enter = span.enter();
-    tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "pgbaton agent starting");
-    agent::run(cfg).await
+    async move {
+        tracing::info!(config = %path.display(), version = env!("CARGO_PKG_VERSION"), "pgbaton agent starting");
+        agent::run(cfg).await
+    }
+    .instrument(span)
+    .await
 }
 
 async fn run_router(path: PathBuf) -> anyhow::Result<()> {
     let cfg = pgbaton_router::RouterConfig::from_yaml_file(&path)?;
     logging::init(&cfg.scope, "router");
     let span = tracing::info_span!("router", scope = %cfg.scope);
-    let _enter = span.enter();
-    tracing::info!(config = %path.display(), write = %cfg.write_listen, read = %cfg.read_listen, "pgbaton router starting");
-    // SIGHUP reads router.yml again (auth: and pool: apply without dropping clients).
-    let router = pgbaton_router::Router::bind(cfg)
-        .await?
-        .reload_on_sighup(&path);
-    // systemd (Type=notify): ready once the listeners are bound.
-    let mut systemd = pgbaton_agent::sd_notify::Notifier::from_env();
-    let status = format!(
-        "routing: write {} read {}",
-        router.write_addr(),
-        router.read_addr()
-    );
-    // The heartbeat shares the router's one thread: it stops if the router's loop does.
-    let watchdog = tokio::spawn(async move {
-        loop {
-            systemd.cycle(true, &status);
-            tokio::time::sleep(std::time::Duration::from_secs(5)).await;
-        }
-    });
-    let result = router.serve(local::wait_for_signal()).await;
-    watchdog.abort();
-    result?;
-    Ok(())
+    async move {
+        tracing::info!(config = %path.display(), write = %cfg.write_listen, read = %cfg.read_listen, "pgbaton router starting");
+        // SIGHUP reads router.yml again (auth: and pool: apply without dropping clients).
+        let router = pgbaton_router::Router::bind(cfg)
+            .await?
+            .reload_on_sighup(&path);
+        // systemd (Type=notify): ready once the listeners are bound.
+        let mut systemd = pgbaton_agent::sd_notify::Notifier::from_env();
+        let status = format!(
+            "routing: write {} read {}",
+            router.write_addr(),
+            router.read_addr()
+        );
+        // The heartbeat shares the router's one thread: it stops if the router's loop does.
+        let watchdog = tokio::spawn(
+            async move {
+                loop {
+                    systemd.cycle(true, &status);
+                    tokio::time::sleep(std::time::Duration::from_secs(5)).await;
+                }
+            }
+            .in_current_span(),
+        );
+        let result = router
+            .serve(async {
+                let name = pgbaton_agent::shutdown::signalled().await;
+                tracing::info!("{name} received: stopping");
+            })
+            .await;
+        watchdog.abort();
+        result?;
+        Ok(())
+    }
+    .instrument(span)
+    .await
 }
 
 fn router_command(command: RouterCommand) -> anyhow::Result<()> {

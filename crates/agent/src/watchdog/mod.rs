@@ -274,32 +274,36 @@ impl Watchdog {
             return;
         };
         let policy = Arc::downgrade(&self.policy);
-        runtime.spawn(async move {
-            loop {
-                tokio::time::sleep(FEED_EVERY).await;
-                let Some(policy) = policy.upgrade() else {
-                    return;
-                };
-                let mut policy = policy.lock().unwrap_or_else(|p| p.into_inner());
-                if policy.armed.is_none_or(|a| a.generation != generation) {
-                    return;
+        let span = tracing::Span::current();
+        runtime.spawn(tracing::Instrument::instrument(
+            async move {
+                loop {
+                    tokio::time::sleep(FEED_EVERY).await;
+                    let Some(policy) = policy.upgrade() else {
+                        return;
+                    };
+                    let mut policy = policy.lock().unwrap_or_else(|p| p.into_inner());
+                    if policy.armed.is_none_or(|a| a.generation != generation) {
+                        return;
+                    }
+                    let now = Instant::now();
+                    let confirmed = policy.confirmed;
+                    if policy.covered(now, confirmed) {
+                        policy.feed(now, confirmed);
+                    } else if policy
+                        .postgres_running
+                        .as_ref()
+                        .is_some_and(|running| !running())
+                    {
+                        // The lease ran out and PostgreSQL is stopped (the lease guard stopped
+                        // it at ttl − demote_margin): nothing left to guard, before it is due.
+                        policy.disarm("PostgreSQL stopped after the lease ran out");
+                        return;
+                    }
                 }
-                let now = Instant::now();
-                let confirmed = policy.confirmed;
-                if policy.covered(now, confirmed) {
-                    policy.feed(now, confirmed);
-                } else if policy
-                    .postgres_running
-                    .as_ref()
-                    .is_some_and(|running| !running())
-                {
-                    // The lease ran out and PostgreSQL is stopped (the lease guard stopped
-                    // it at ttl − demote_margin): nothing left to guard, before it is due.
-                    policy.disarm("PostgreSQL stopped after the lease ran out");
-                    return;
-                }
-            }
-        });
+            },
+            span,
+        ));
     }
 }
 

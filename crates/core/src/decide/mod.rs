@@ -120,7 +120,18 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
         });
     }
 
-    let mut actions = Vec::with_capacity(pg_actions.len() + 2);
+    let mut actions = Vec::with_capacity(pg_actions.len() + 3);
+    if failsafe::wants_round(cfg, state.phase, obs) {
+        actions.push(Action::FailsafeRound);
+    }
+    // A changed `config` key is put in force after this decision (the next cycle decides
+    // with it), whatever the rules above decided.
+    if let Some(revision) = obs.dcs.as_ref().and_then(|v| v.config_revision) {
+        if state.config_revision_applied != Some(revision) {
+            state.config_revision_applied = Some(revision);
+            actions.push(Action::ApplyDynamicConfig);
+        }
+    }
     // Never renew the lease a key being given up hangs on.
     let releasing = pg_actions.contains(&Action::ReleaseLeader);
     if keeps_lease_alive(&state, &cx) && !releasing {

@@ -73,7 +73,7 @@ pub fn view(leader: Option<&str>) -> DcsView {
         members,
         leader_optime: Some(1000),
         history: Default::default(),
-        config_present: true,
+        config_revision: None,
         failover: None,
         sync: None,
         failsafe: None,

@@ -192,7 +192,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let endpoints = vec![etcd.endpoint()];
     let ready = tokio::select! {
         r = wait_until_up(&endpoints, &path, names.len(), Duration::from_secs(args.wait)) => r,
-        _ = wait_for_signal() => Err(anyhow::anyhow!("interrupted before the cluster came up")),
+        _ = pgbaton_agent::shutdown::signalled() => Err(anyhow::anyhow!("interrupted before the cluster came up")),
     };
     let outcome = match ready {
         Ok(()) => {
@@ -216,7 +216,7 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
                 "Ctrl-C stops the cluster (data stays in {}).",
                 dir.display()
             );
-            wait_for_signal().await;
+            pgbaton_agent::shutdown::signalled().await;
             Ok(())
         }
         Err(e) => Err(e),
@@ -336,20 +336,6 @@ async fn wait_until_up(
             );
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-}
-
-pub async fn wait_for_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => {},
-        _ = int.recv() => {},
     }
 }
 
