@@ -129,9 +129,8 @@ impl Drop for Sandbox {
                 let _ = killpg(Pid::from_raw(pid), Signal::SIGKILL);
             }
         }
-        for dir in self.data_dirs.lock().map(|d| d.clone()).unwrap_or_default() {
-            pgbaton_testkit::release_shared_memory_under(&dir);
-        }
+        // Every data directory of the sandbox, registered or not (copies, moved-aside ones).
+        pgbaton_testkit::release_shared_memory_under(self.root.path());
     }
 }
 
