@@ -342,6 +342,11 @@ impl Drop for Deployment {
             kill_all_in(&self.ns(host));
         }
         for (host, _) in HOSTS {
+            pgbaton_testkit::release_shared_memory_under(
+                &self.host_root(host).join("var/lib/postgresql/15"),
+            );
+        }
+        for (host, _) in HOSTS {
             let _ = Command::new("ip")
                 .args(["netns", "del", &self.ns(host)])
                 .status();
