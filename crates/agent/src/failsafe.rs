@@ -7,8 +7,9 @@
 //!   one lock, and answers at once: the loop may be stuck in a DCS request just then.
 //! * **Leader side** ([`Agent::failsafe_round`], `Action::FailsafeRound`, which the core
 //!   decides for a leader running its primary whose DCS read failed): the request goes to
-//!   every member of the failsafe topology it last read, in parallel, within a short bound; if every one accepts, the round's *send* time is the new
-//!   `failsafe_acked_at`, and the lease guard's deadline moves with it.
+//!   every member of the failsafe topology it last read, in parallel, within a short bound;
+//!   if every one accepts, the round's *send* time is the new `failsafe_acked_at`, and the
+//!   lease guard's deadline moves with it.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;

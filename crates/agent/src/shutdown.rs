@@ -3,8 +3,8 @@
 
 use tokio::signal::unix::{signal, SignalKind};
 
-/// Resolves when SIGTERM or SIGINT arrives, with the signal's name. When the handlers cannot
-/// be installed (no signal support), it never resolves and says so once.
+/// Resolves when SIGTERM or SIGINT arrives (logged), with the signal's name. When the
+/// handlers cannot be installed (no signal support), it never resolves and says so once.
 pub async fn signalled() -> &'static str {
     let (Ok(mut term), Ok(mut int)) = (
         signal(SignalKind::terminate()),
@@ -15,8 +15,10 @@ pub async fn signalled() -> &'static str {
         );
         return std::future::pending().await;
     };
-    tokio::select! {
+    let name = tokio::select! {
         _ = term.recv() => "SIGTERM",
         _ = int.recv() => "SIGINT",
-    }
+    };
+    tracing::info!("{name} received: stopping");
+    name
 }

@@ -86,8 +86,7 @@ pub async fn run(cfg: Config) -> anyhow::Result<()> {
 
     let signals = tokio::spawn(
         async move {
-            let name = pgbaton_agent::shutdown::signalled().await;
-            tracing::info!("{name} received: stopping");
+            pgbaton_agent::shutdown::signalled().await;
             let _ = shutdown_tx.send(true);
         }
         .in_current_span(),

@@ -208,8 +208,7 @@ async fn run_router(path: PathBuf) -> anyhow::Result<()> {
         );
         let result = router
             .serve(async {
-                let name = pgbaton_agent::shutdown::signalled().await;
-                tracing::info!("{name} received: stopping");
+                pgbaton_agent::shutdown::signalled().await;
             })
             .await;
         watchdog.abort();

@@ -16,7 +16,7 @@ use rand::rngs::StdRng;
 use rand::Rng;
 use tokio::time::Instant;
 
-use super::pg::{lock, Shared};
+use super::pg::SimPostgres;
 
 /// `Link::stop_stage`: no SIGSTOP pending.
 pub(crate) const STOP_NONE: u8 = 0;
@@ -84,44 +84,9 @@ pub(crate) struct SimDcs {
     pub takings: Arc<AtomicU64>,
     /// `RealFlaw::LeaseFromAnswerTime`.
     pub lease_from_answer: bool,
-    /// The member this link belongs to, to stop its agent (`Link::stop_stage`).
-    pub agent: AgentHandle,
-}
-
-/// One start of a member's agent in the PostgreSQL world.
-pub(crate) struct AgentHandle {
-    pub world: Shared,
-    pub m: usize,
-    pub incarnation: u64,
-}
-
-impl AgentHandle {
-    /// SIGSTOP now, when this start of the agent still runs; back on SIGCONT (the driver
-    /// clears `agent_frozen` when the fault heals).
-    async fn stop_here(&self, what: &str) {
-        {
-            let mut w = lock(&self.world);
-            let member = &mut w.members[self.m];
-            if member.incarnation != self.incarnation || !member.agent_alive {
-                return;
-            }
-            member.agent_frozen = true;
-            w.log(self.m, format!("agent stopped (SIGSTOP) after {what}"));
-        }
-        loop {
-            {
-                let w = lock(&self.world);
-                let member = &w.members[self.m];
-                if !member.agent_frozen
-                    || member.incarnation != self.incarnation
-                    || !member.agent_alive
-                {
-                    return;
-                }
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
+    /// The start of the member's agent this link belongs to (its PostgreSQL port knows
+    /// whether that start still runs), to stop it (`Link::stop_stage`).
+    pub agent: SimPostgres,
 }
 
 impl SimDcs {

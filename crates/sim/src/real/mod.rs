@@ -1054,7 +1054,7 @@ impl Driver {
             link: link.clone(),
             takings: self.takings.clone(),
             lease_from_answer: self.cfg.flaws.contains(&RealFlaw::LeaseFromAnswerTime),
-            agent: dcs::AgentHandle {
+            agent: SimPostgres {
                 world: self.world.clone(),
                 m,
                 incarnation,

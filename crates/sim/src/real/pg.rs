@@ -634,6 +634,20 @@ impl SimPostgres {
         member.incarnation != self.incarnation || !member.agent_alive
     }
 
+    /// SIGSTOP this start of the agent now, if it still runs; returns on SIGCONT (the driver
+    /// clears `agent_frozen` when the fault heals).
+    pub(crate) async fn stop_here(&self, what: &str) {
+        {
+            let mut w = lock(&self.world);
+            if self.gone(&w) {
+                return;
+            }
+            w.members[self.m].agent_frozen = true;
+            w.log(self.m, format!("agent stopped (SIGSTOP) after {what}"));
+        }
+        self.wait_running().await;
+    }
+
     /// A stopped (SIGSTOP) agent does nothing until it continues.
     async fn wait_running(&self) {
         loop {
