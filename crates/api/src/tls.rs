@@ -5,14 +5,14 @@
 //! `pgbaton ctl` and members calling each other use to speak https to the API. Everything
 //! uses rustls' `ring` provider explicitly, so nothing depends on a process-wide default.
 
-use std::fs::File;
-use std::io::{self, BufReader};
+use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
 use axum::serve::Listener;
+use pgbaton_pem::PemError;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{ring, CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
@@ -118,57 +118,26 @@ pub fn install_default_crypto_provider() {
     let _ = ring::default_provider().install_default();
 }
 
-fn open(role: TlsFileRole, path: &Path) -> Result<BufReader<File>, TlsError> {
-    match File::open(path) {
-        Ok(file) => Ok(BufReader::new(file)),
-        Err(source) if source.kind() == io::ErrorKind::NotFound => Err(TlsError::Missing {
-            role,
-            path: path.to_path_buf(),
-        }),
-        Err(source) => Err(TlsError::Unreadable {
-            role,
-            path: path.to_path_buf(),
-            source,
-        }),
-    }
-}
-
-/// A failure while parsing PEM: malformed content, or the file could not be read (e.g. it
-/// is a directory).
-fn pem_error(role: TlsFileRole, path: &Path, source: io::Error) -> TlsError {
-    let path = path.to_path_buf();
-    if source.kind() == io::ErrorKind::InvalidData {
-        TlsError::BadPem { role, path, source }
-    } else {
-        TlsError::Unreadable { role, path, source }
+impl TlsError {
+    /// A PEM file's failure, told as the `role` it was configured for.
+    fn from_pem(role: TlsFileRole, error: PemError) -> TlsError {
+        match error {
+            PemError::Missing { path } => TlsError::Missing { role, path },
+            PemError::Unreadable { path, source } => TlsError::Unreadable { role, path, source },
+            PemError::BadPem { path, source } => TlsError::BadPem { role, path, source },
+            PemError::NoCertificate { path } => TlsError::NoCertificate { role, path },
+            PemError::NoPrivateKey { path } => TlsError::NoPrivateKey { path },
+        }
     }
 }
 
 /// Every certificate of a PEM file, in order; at least one.
 fn read_certs(role: TlsFileRole, path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let mut reader = open(role, path)?;
-    let certs = rustls_pemfile::certs(&mut reader)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|source| pem_error(role, path, source))?;
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate {
-            role,
-            path: path.to_path_buf(),
-        });
-    }
-    Ok(certs)
+    pgbaton_pem::certificates(path).map_err(|e| TlsError::from_pem(role, e))
 }
 
 fn read_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let role = TlsFileRole::PrivateKey;
-    let mut reader = open(role, path)?;
-    match rustls_pemfile::private_key(&mut reader) {
-        Ok(Some(key)) => Ok(key),
-        Ok(None) => Err(TlsError::NoPrivateKey {
-            path: path.to_path_buf(),
-        }),
-        Err(source) => Err(pem_error(role, path, source)),
-    }
+    pgbaton_pem::private_key(path).map_err(|e| TlsError::from_pem(TlsFileRole::PrivateKey, e))
 }
 
 /// Loads `restapi.certfile` and `restapi.keyfile` into a server configuration (TLS 1.2 and

@@ -15,7 +15,7 @@ mod model;
 mod parse;
 mod suggest;
 pub mod template;
-mod walk;
+pub mod walk;
 
 pub use dynamic::{
     DynamicConfig, LogicalSpec, PublicationScope, PublicationSpec, SlotSpec, StandbyCluster,

@@ -3,7 +3,9 @@
 //! The configuration is first read into a `serde_json::Value`, then walked section by section
 //! with [`Section`]: every getter records the key it asked for, so that [`Section::finish`]
 //! can report every key nobody asked for as unknown (with a "did you mean" suggestion), and
-//! every error carries the exact dotted key path.
+//! every error carries the exact dotted key path. The agent's file and the DCS `config` key
+//! are read with it, and so is the router's `router.yml`, where a key nobody asked for is an
+//! error ([`Section::finish_strict`]) rather than a warning.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -13,7 +15,7 @@ use crate::error::{ConfigError, ConfigWarning};
 use crate::suggest;
 
 /// Where values come from (file name or "DCS config") and the warnings gathered so far.
-pub(crate) struct Ctx {
+pub struct Ctx {
     pub file: String,
     pub warnings: Vec<ConfigWarning>,
 }
@@ -52,7 +54,7 @@ fn display_path(path: &str) -> String {
 }
 
 /// `parent.key`, or `key` at the top level.
-pub(crate) fn join(parent: &str, key: &str) -> String {
+pub fn join(parent: &str, key: &str) -> String {
     if parent.is_empty() {
         key.to_string()
     } else {
@@ -61,12 +63,12 @@ pub(crate) fn join(parent: &str, key: &str) -> String {
 }
 
 /// `parent[index]`.
-pub(crate) fn index(parent: &str, i: usize) -> String {
+pub fn index(parent: &str, i: usize) -> String {
     format!("{parent}[{i}]")
 }
 
 /// How a value is described in "expected X, got Y" messages.
-pub(crate) fn describe(v: &Value) -> String {
+pub fn describe(v: &Value) -> String {
     match v {
         Value::Null => "nothing (null)".to_string(),
         Value::Bool(b) => b.to_string(),
@@ -77,10 +79,10 @@ pub(crate) fn describe(v: &Value) -> String {
     }
 }
 
-pub(crate) type Result<T> = std::result::Result<T, ConfigError>;
+pub type Result<T> = std::result::Result<T, ConfigError>;
 
 /// A string; numbers are accepted and printed (a password of `12345` is a string to the user).
-pub(crate) fn as_string(ctx: &Ctx, path: &str, v: &Value) -> Result<String> {
+pub fn as_string(ctx: &Ctx, path: &str, v: &Value) -> Result<String> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
@@ -89,7 +91,7 @@ pub(crate) fn as_string(ctx: &Ctx, path: &str, v: &Value) -> Result<String> {
 }
 
 /// A non-empty string.
-pub(crate) fn as_nonempty_string(ctx: &Ctx, path: &str, v: &Value) -> Result<String> {
+pub fn as_nonempty_string(ctx: &Ctx, path: &str, v: &Value) -> Result<String> {
     let s = as_string(ctx, path, v)?;
     if s.trim().is_empty() {
         return Err(ctx.invalid(path, "must not be empty"));
@@ -98,7 +100,7 @@ pub(crate) fn as_nonempty_string(ctx: &Ctx, path: &str, v: &Value) -> Result<Str
 }
 
 /// A boolean; YAML 1.1 words in strings (`"on"`, `"yes"`, ...) are accepted like Patroni does.
-pub(crate) fn as_bool(ctx: &Ctx, path: &str, v: &Value) -> Result<bool> {
+pub fn as_bool(ctx: &Ctx, path: &str, v: &Value) -> Result<bool> {
     match v {
         Value::Bool(b) => Ok(*b),
         Value::String(s) => match s.to_ascii_lowercase().as_str() {
@@ -114,7 +116,7 @@ pub(crate) fn as_bool(ctx: &Ctx, path: &str, v: &Value) -> Result<bool> {
 }
 
 /// A finite number of seconds (integer or float; a numeric string is accepted too).
-pub(crate) fn as_seconds(ctx: &Ctx, path: &str, v: &Value) -> Result<f64> {
+pub fn as_seconds(ctx: &Ctx, path: &str, v: &Value) -> Result<f64> {
     let parsed = match v {
         Value::Number(n) => n.as_f64(),
         Value::String(s) => s.trim().parse::<f64>().ok(),
@@ -131,7 +133,7 @@ pub(crate) fn as_seconds(ctx: &Ctx, path: &str, v: &Value) -> Result<f64> {
 
 /// A duration in seconds: a number of seconds, or a string with PostgreSQL's (and Patroni's)
 /// time units `ms`, `s`, `min`, `h`, `d` (`"30min"`, `"1h"`, `"90 s"`).
-pub(crate) fn as_duration_seconds(ctx: &Ctx, path: &str, v: &Value) -> Result<f64> {
+pub fn as_duration_seconds(ctx: &Ctx, path: &str, v: &Value) -> Result<f64> {
     let text = match v {
         Value::String(s) => s.trim().to_string(),
         _ => return as_seconds(ctx, path, v),
@@ -161,7 +163,7 @@ pub(crate) fn as_duration_seconds(ctx: &Ctx, path: &str, v: &Value) -> Result<f6
 }
 
 /// A whole number (a float with no fractional part is accepted).
-pub(crate) fn as_int(ctx: &Ctx, path: &str, v: &Value) -> Result<i64> {
+pub fn as_int(ctx: &Ctx, path: &str, v: &Value) -> Result<i64> {
     let parsed = match v {
         Value::Number(n) => n.as_i64().or_else(|| {
             n.as_f64()
@@ -179,7 +181,7 @@ pub(crate) fn as_int(ctx: &Ctx, path: &str, v: &Value) -> Result<i64> {
 }
 
 /// A PostgreSQL parameter value as PostgreSQL's configuration file would spell it.
-pub(crate) fn as_parameter(ctx: &Ctx, path: &str, v: &Value) -> Result<String> {
+pub fn as_parameter(ctx: &Ctx, path: &str, v: &Value) -> Result<String> {
     match v {
         Value::String(s) => Ok(s.clone()),
         Value::Number(n) => Ok(n.to_string()),
@@ -196,7 +198,7 @@ pub(crate) fn as_parameter(ctx: &Ctx, path: &str, v: &Value) -> Result<String> {
 }
 
 /// A mapping of PostgreSQL parameters, normalised to strings.
-pub(crate) fn parameters(ctx: &Ctx, path: &str, v: &Value) -> Result<BTreeMap<String, String>> {
+pub fn parameters(ctx: &Ctx, path: &str, v: &Value) -> Result<BTreeMap<String, String>> {
     let map = as_map(ctx, path, v)?;
     let mut out = BTreeMap::new();
     for (k, value) in map {
@@ -209,14 +211,14 @@ pub(crate) fn parameters(ctx: &Ctx, path: &str, v: &Value) -> Result<BTreeMap<St
     Ok(out)
 }
 
-pub(crate) fn as_map<'a>(ctx: &Ctx, path: &str, v: &'a Value) -> Result<&'a Map<String, Value>> {
+pub fn as_map<'a>(ctx: &Ctx, path: &str, v: &'a Value) -> Result<&'a Map<String, Value>> {
     match v {
         Value::Object(m) => Ok(m),
         other => Err(ctx.invalid(path, format!("expected a mapping, got {}", describe(other)))),
     }
 }
 
-pub(crate) fn as_list<'a>(ctx: &Ctx, path: &str, v: &'a Value) -> Result<&'a Vec<Value>> {
+pub fn as_list<'a>(ctx: &Ctx, path: &str, v: &'a Value) -> Result<&'a Vec<Value>> {
     match v {
         Value::Array(a) => Ok(a),
         other => Err(ctx.invalid(path, format!("expected a list, got {}", describe(other)))),
@@ -224,7 +226,7 @@ pub(crate) fn as_list<'a>(ctx: &Ctx, path: &str, v: &'a Value) -> Result<&'a Vec
 }
 
 /// A list of strings (each entry non-empty).
-pub(crate) fn string_list(ctx: &Ctx, path: &str, v: &Value) -> Result<Vec<String>> {
+pub fn string_list(ctx: &Ctx, path: &str, v: &Value) -> Result<Vec<String>> {
     as_list(ctx, path, v)?
         .iter()
         .enumerate()
@@ -233,7 +235,7 @@ pub(crate) fn string_list(ctx: &Ctx, path: &str, v: &Value) -> Result<Vec<String
 }
 
 /// One mapping of the configuration, at a known path, remembering which keys were asked for.
-pub(crate) struct Section<'a> {
+pub struct Section<'a> {
     pub path: String,
     map: &'a Map<String, Value>,
     asked: BTreeSet<String>,
@@ -329,6 +331,24 @@ impl<'a> Section<'a> {
         self.asked.insert(key.to_string());
     }
 
+    /// For files where a key nobody asked for is an error (the router's): the first such key,
+    /// with a "did you mean" suggestion and the keys this section has.
+    pub fn finish_strict(self, ctx: &Ctx) -> Result<()> {
+        let Some(key) = self.map.keys().find(|k| !self.asked.contains(*k)) else {
+            return Ok(());
+        };
+        let hint = suggest::closest(key, self.asked.iter().map(String::as_str))
+            .map(|k| format!(" (did you mean \"{k}\"?)"))
+            .unwrap_or_default();
+        let known: Vec<&str> = self.asked.iter().map(String::as_str).collect();
+        let reason = if known.is_empty() {
+            format!("unknown key{hint}: this section takes no keys")
+        } else {
+            format!("unknown key{hint}; the keys here are {}", known.join(", "))
+        };
+        Err(ctx.invalid(&join(&self.path, key), reason))
+    }
+
     /// Warn about every key nobody asked for and return them (key and value), so that a caller
     /// that keeps unknown keys verbatim can do so. `what_happens` says what is done with them.
     pub fn finish(self, ctx: &mut Ctx, what_happens: &str) -> Vec<(String, Value)> {
@@ -354,6 +374,27 @@ impl<'a> Section<'a> {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_strict_section_names_the_unknown_key_and_the_known_ones() {
+        let ctx = Ctx::new("router.yml");
+        let value = json!({"listen": "127.0.0.1:5000", "lisen": 1});
+        let mut section = Section::new(&ctx, "write", &value).expect("a mapping");
+        section.string(&ctx, "listen").expect("a string");
+        section.known("pool_mode");
+        let error = section
+            .finish_strict(&ctx)
+            .expect_err("lisen is unknown")
+            .to_string();
+        assert_eq!(
+            error,
+            "router.yml: write.lisen: unknown key (did you mean \"listen\"?); the keys here are listen, pool_mode"
+        );
+        let value = json!({"listen": "x"});
+        let mut section = Section::new(&ctx, "write", &value).expect("a mapping");
+        section.string(&ctx, "listen").expect("a string");
+        assert!(section.finish_strict(&ctx).is_ok());
+    }
 
     #[test]
     fn describe_quotes_strings_and_names_containers() {

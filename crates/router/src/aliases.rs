@@ -12,11 +12,12 @@
 
 use std::collections::BTreeMap;
 
-use serde_json::{Map, Value};
+use pgbaton_config::walk::{Ctx, Section};
+use serde_json::Value;
 
 use crate::error::RouterConfigError;
 use crate::protocol::{StartupMessage, Target};
-use crate::yaml::{invalid, section, string, unknown};
+use crate::yaml::{self, invalid};
 
 /// One entry of `databases:`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -31,52 +32,36 @@ pub struct DatabaseAlias {
     pub pool_size: Option<usize>,
 }
 
-/// `target` as written in the configuration (the `pgbaton.target` vocabulary).
-fn parse_target(key: &str, value: &Value) -> Result<Target, RouterConfigError> {
-    match string(key, value)?.to_ascii_lowercase().as_str() {
-        "write" | "primary" | "leader" => Ok(Target::Write),
-        "read" | "replica" | "standby" => Ok(Target::Read),
-        "any" => Ok(Target::Any),
-        _ => Err(invalid(key, "must be `read`, `write` or `any`")),
-    }
-}
-
-/// The `databases` mapping.
+/// The `databases` mapping: each key an alias, each value its entry.
 pub(crate) fn parse(
-    map: &Map<String, Value>,
+    ctx: &Ctx,
+    databases: &Section,
 ) -> Result<BTreeMap<String, DatabaseAlias>, RouterConfigError> {
     let mut aliases = BTreeMap::new();
-    for (alias, entry) in map {
-        let prefix = format!("databases.{alias}");
+    for (alias, entry) in databases.raw() {
+        let prefix = databases.at(alias);
         if alias.is_empty() || alias.contains('\0') {
             return Err(invalid(&prefix, "is not a usable database name"));
         }
-        let mut dbname = None;
-        let mut target = None;
-        let mut pool_mode = None;
-        let mut pool_size = None;
-        for (k, v) in section(&prefix, entry)? {
-            let key = format!("{prefix}.{k}");
-            match k.as_str() {
-                "dbname" => {
-                    let name = string(&key, v)?;
-                    if name.is_empty() || name.contains('\0') {
-                        return Err(invalid(&key, "must be a non-empty database name"));
-                    }
-                    dbname = Some(name);
-                }
-                "target" => target = Some(parse_target(&key, v)?),
-                "pool_mode" => pool_mode = Some(crate::pool_config::pool_mode(&key, v)?),
-                "pool_size" => {
-                    let size = crate::pool_config::count(&key, v)?;
-                    if size == 0 {
-                        return Err(invalid(&key, "must be at least 1"));
-                    }
-                    pool_size = Some(size);
-                }
-                _ => return Err(unknown(&key)),
-            }
+        let mut entry = Section::new(ctx, &prefix, entry)?;
+        let dbname = entry.string(ctx, "dbname")?;
+        if dbname.as_ref().is_some_and(|name| name.contains('\0')) {
+            return Err(invalid(&entry.at("dbname"), "must be a database name"));
         }
+        let targets = [
+            ("write", Target::Write),
+            ("primary", Target::Write),
+            ("leader", Target::Write),
+            ("read", Target::Read),
+            ("replica", Target::Read),
+            ("standby", Target::Read),
+            ("any", Target::Any),
+        ];
+        let expected = "must be `read`, `write` or `any`";
+        let target = yaml::choice(ctx, &mut entry, "target", &targets, expected)?;
+        let pool_mode = crate::pool_config::pool_mode(ctx, &mut entry, "pool_mode")?;
+        let pool_size = yaml::positive(ctx, &mut entry, "pool_size")?;
+        entry.finish_strict(ctx)?;
         let dbname = dbname.ok_or_else(|| RouterConfigError::Missing {
             key: format!("{prefix}.dbname"),
             hint: "the real database an alias stands for, e.g. {dbname: app, target: read}",
@@ -143,10 +128,15 @@ mod tests {
     use super::*;
     use crate::protocol::{parse_first_packet, startup_body_length, FirstPacket, PROTOCOL_V3};
 
+    fn parse_text(yaml: &str) -> Result<BTreeMap<String, DatabaseAlias>, RouterConfigError> {
+        let value: Value = serde_saphyr::from_str(yaml).expect("yaml");
+        let ctx = crate::yaml::context();
+        parse(&ctx, &Section::new(&ctx, "databases", &value)?)
+    }
+
     fn aliases() -> BTreeMap<String, DatabaseAlias> {
         let yaml = "app_ro: {dbname: app, target: read}\napp_rw: {dbname: app, target: write}\nold: {dbname: new}\n";
-        let value: Value = serde_saphyr::from_str(yaml).expect("yaml");
-        parse(value.as_object().expect("map")).expect("aliases")
+        parse_text(yaml).expect("aliases")
     }
 
     fn startup(params: &[(&str, &str)]) -> StartupMessage {
@@ -223,12 +213,7 @@ mod tests {
 
     #[test]
     fn bad_entries_name_their_key() {
-        let err = |yaml: &str| {
-            let value: Value = serde_saphyr::from_str(yaml).expect("yaml");
-            parse(value.as_object().expect("map"))
-                .expect_err("rejected")
-                .to_string()
-        };
+        let err = |yaml: &str| parse_text(yaml).expect_err("rejected").to_string();
         let e = err("ro: {target: read}\n");
         assert!(e.contains("databases.ro.dbname"), "{e}");
         let e = err("ro: {dbname: app, target: sideways}\n");

@@ -19,8 +19,9 @@ use serde_json::{Map, Value};
 
 pub use crate::aliases::DatabaseAlias;
 use crate::error::RouterConfigError;
-use crate::units::{format_duration, parse_bytes, parse_duration};
-use crate::yaml::{boolean, duration, invalid, listen, section, string, unknown};
+use crate::units::{format_duration, parse_bytes};
+use crate::yaml::{self, invalid};
+use pgbaton_config::walk::{self, Ctx, Section};
 
 /// What a read connection gets when no replica qualifies.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -240,105 +241,116 @@ impl RouterConfig {
         let root: Value = serde_saphyr::from_str(text).map_err(|e| RouterConfigError::Yaml {
             message: e.to_string(),
         })?;
-        let root = match root {
-            Value::Object(map) => map,
-            Value::Null => Map::new(),
-            _ => return Err(invalid("(top level)", "must be a mapping of keys")),
+        let root = if root.is_null() {
+            Value::Object(Map::new())
+        } else {
+            root
         };
+        let ctx = yaml::context();
+        let mut top = Section::new(&ctx, "", &root)?;
         let mut cfg = RouterConfig::new(Vec::new(), "/service/", "");
-        let mut pooling_key = None;
-        for (key, value) in &root {
-            match key.as_str() {
-                "write" => parse_write(&mut cfg, value)?,
-                "read" => parse_read(&mut cfg, value)?,
-                "auto" => {
-                    for (k, v) in section("auto", value)? {
-                        match k.as_str() {
-                            "listen" => cfg.auto_listen = Some(listen("auto.listen", v)?),
-                            "read_your_writes_wait" => {
-                                cfg.read_your_writes_wait =
-                                    duration("auto.read_your_writes_wait", v)?;
-                            }
-                            other => return Err(unknown(&format!("auto.{other}"))),
-                        }
-                    }
-                }
-                "api" => {
-                    let api = section("api", value)?;
-                    for (k, v) in api {
-                        match k.as_str() {
-                            "listen" => cfg.api_listen = Some(listen("api.listen", v)?),
-                            other => return Err(unknown(&format!("api.{other}"))),
-                        }
-                    }
-                }
-                "etcd3" | "etcd" => (cfg.etcd_hosts, cfg.etcd_access) = parse_etcd(key, value)?,
-                "namespace" => cfg.namespace = string("namespace", value)?,
-                "name" => {
-                    let name = string("name", value)?;
-                    if name.is_empty() || name.contains('/') {
-                        return Err(invalid("name", "must be a non-empty name without `/`"));
-                    }
-                    cfg.name = Some(name);
-                }
-                "scope" => cfg.scope = string("scope", value)?,
-                "connect_timeout" => {
-                    cfg.connect_timeout = duration("connect_timeout", value)?;
-                }
-                "startup_timeout" => {
-                    cfg.startup_timeout = duration("startup_timeout", value)?;
-                }
-                "handover_wait" => {
-                    cfg.handover_wait = Some(duration("handover_wait", value)?);
-                }
-                "tls" => {
-                    cfg.tls = match string("tls", value)?.as_str() {
-                        "refuse" => TlsMode::Refuse,
-                        "passthrough" => TlsMode::Passthrough,
-                        "terminate" => TlsMode::Terminate,
-                        _ => {
-                            return Err(invalid(
-                                "tls",
-                                "must be `refuse`, `passthrough` or `terminate`",
-                            ))
-                        }
-                    }
-                }
-                "tls_certfile" => cfg.tls_certfile = Some(string(key, value)?.into()),
-                "tls_keyfile" => cfg.tls_keyfile = Some(string(key, value)?.into()),
-                "tls_cafile" => cfg.tls_cafile = Some(string(key, value)?.into()),
-                "tls_required" => cfg.tls_required = boolean(key, value)?,
-                "databases" => cfg.databases = crate::aliases::parse(section(key, value)?)?,
-                "lag_source" => {
-                    cfg.lag_source = match string(key, value)?.as_str() {
-                        "rest" => LagSource::Rest,
-                        "dcs" => LagSource::Dcs,
-                        _ => return Err(invalid(key, "must be `rest` or `dcs`")),
-                    }
-                }
-                "forwarding" => {
-                    cfg.forwarding = match string(key, value)?.as_str() {
-                        "auto" => Forwarding::Auto,
-                        "kernel" => Forwarding::Kernel,
-                        "userspace" => Forwarding::Userspace,
-                        _ => return Err(invalid(key, "must be `auto`, `kernel` or `userspace`")),
-                    }
-                }
-                "rest_cacert" => cfg.rest_cacert = Some(string(key, value)?.into()),
-                "rest_poll_interval" => {
-                    cfg.rest_poll_interval = duration(key, value)?;
-                    if cfg.rest_poll_interval < Duration::from_millis(50) {
-                        return Err(invalid(key, "must be at least 50ms"));
-                    }
-                }
-                "auth" => cfg.auth = Some(crate::pool_config::parse_auth(value)?),
-                "pool" => {
-                    cfg.pool = crate::pool_config::parse_pool(value)?;
-                    pooling_key = Some("pool".to_string());
-                }
-                other => return Err(unknown(other)),
-            }
+        if let Some(write) = top.section(&ctx, "write")? {
+            parse_write(&ctx, &mut cfg, write)?;
         }
+        if let Some(read) = top.section(&ctx, "read")? {
+            parse_read(&ctx, &mut cfg, read)?;
+        }
+        if let Some(mut auto) = top.section(&ctx, "auto")? {
+            cfg.auto_listen = yaml::listen(&ctx, &mut auto, "listen")?;
+            if let Some(wait) = yaml::duration(&ctx, &mut auto, "read_your_writes_wait")? {
+                cfg.read_your_writes_wait = wait;
+            }
+            auto.finish_strict(&ctx)?;
+        }
+        if let Some(mut api) = top.section(&ctx, "api")? {
+            cfg.api_listen = yaml::listen(&ctx, &mut api, "listen")?;
+            api.finish_strict(&ctx)?;
+        }
+        let etcd_key = match (top.has("etcd3"), top.has("etcd")) {
+            (true, true) => {
+                return Err(invalid(
+                    "etcd",
+                    "and etcd3 are both set: keep one (etcd3, as in the agents' files)",
+                ))
+            }
+            (false, true) => "etcd",
+            _ => "etcd3",
+        };
+        top.known("etcd");
+        if let Some(etcd) = top.section(&ctx, etcd_key)? {
+            (cfg.etcd_hosts, cfg.etcd_access) = parse_etcd(&ctx, etcd)?;
+        }
+        if let Some(namespace) = top.string(&ctx, "namespace")? {
+            cfg.namespace = namespace;
+        }
+        if let Some(name) = top.string(&ctx, "name")? {
+            if name.contains('/') {
+                return Err(invalid("name", "must be a non-empty name without `/`"));
+            }
+            cfg.name = Some(name);
+        }
+        if let Some(scope) = top.string(&ctx, "scope")? {
+            cfg.scope = scope;
+        }
+        if let Some(timeout) = yaml::duration(&ctx, &mut top, "connect_timeout")? {
+            cfg.connect_timeout = timeout;
+        }
+        if let Some(timeout) = yaml::duration(&ctx, &mut top, "startup_timeout")? {
+            cfg.startup_timeout = timeout;
+        }
+        cfg.handover_wait = yaml::duration(&ctx, &mut top, "handover_wait")?;
+        let modes = [
+            ("refuse", TlsMode::Refuse),
+            ("passthrough", TlsMode::Passthrough),
+            ("terminate", TlsMode::Terminate),
+        ];
+        let expected = "must be `refuse`, `passthrough` or `terminate`";
+        if let Some(mode) = yaml::choice(&ctx, &mut top, "tls", &modes, expected)? {
+            cfg.tls = mode;
+        }
+        cfg.tls_certfile = yaml::path(&ctx, &mut top, "tls_certfile")?;
+        cfg.tls_keyfile = yaml::path(&ctx, &mut top, "tls_keyfile")?;
+        cfg.tls_cafile = yaml::path(&ctx, &mut top, "tls_cafile")?;
+        cfg.tls_required = top.bool(&ctx, "tls_required")?.unwrap_or(false);
+        if let Some(databases) = top.section(&ctx, "databases")? {
+            cfg.databases = crate::aliases::parse(&ctx, &databases)?;
+        }
+        let sources = [("rest", LagSource::Rest), ("dcs", LagSource::Dcs)];
+        let expected = "must be `rest` or `dcs`";
+        if let Some(source) = yaml::choice(&ctx, &mut top, "lag_source", &sources, expected)? {
+            cfg.lag_source = source;
+        }
+        let ways = [
+            ("auto", Forwarding::Auto),
+            ("kernel", Forwarding::Kernel),
+            ("userspace", Forwarding::Userspace),
+        ];
+        let expected = "must be `auto`, `kernel` or `userspace`";
+        if let Some(way) = yaml::choice(&ctx, &mut top, "forwarding", &ways, expected)? {
+            cfg.forwarding = way;
+        }
+        cfg.rest_cacert = yaml::path(&ctx, &mut top, "rest_cacert")?;
+        if let Some(interval) = yaml::duration(&ctx, &mut top, "rest_poll_interval")? {
+            if interval < Duration::from_millis(50) {
+                return Err(invalid("rest_poll_interval", "must be at least 50ms"));
+            }
+            cfg.rest_poll_interval = interval;
+        }
+        // `auth:` alone (no keys) turns pooling on with the default authentication.
+        let mut pooling_key = None;
+        if top.has("auth") {
+            let auth = top
+                .get("auth")
+                .cloned()
+                .unwrap_or(Value::Object(Map::new()));
+            let section = Section::new(&ctx, "auth", &auth)?;
+            cfg.auth = Some(crate::pool_config::parse_auth(&ctx, section)?);
+        }
+        if let Some(pool) = top.section(&ctx, "pool")? {
+            cfg.pool = crate::pool_config::parse_pool(&ctx, pool)?;
+            pooling_key = Some("pool".to_string());
+        }
+        top.finish_strict(&ctx)?;
         if cfg.auto_listen.is_some() {
             pooling_key = Some("auto.listen".into());
         }
@@ -496,79 +508,87 @@ impl RouterConfig {
     }
 }
 
-fn parse_write(cfg: &mut RouterConfig, value: &Value) -> Result<(), RouterConfigError> {
-    for (k, v) in section("write", value)? {
-        match k.as_str() {
-            "listen" => cfg.write_listen = listen("write.listen", v)?,
-            "switchover_wait" => cfg.switchover_wait = duration("write.switchover_wait", v)?,
-            "pool_mode" => {
-                cfg.write_pool_mode = Some(crate::pool_config::pool_mode("write.pool_mode", v)?)
-            }
-            other => return Err(unknown(&format!("write.{other}"))),
-        }
+fn parse_write(
+    ctx: &Ctx,
+    cfg: &mut RouterConfig,
+    mut write: Section,
+) -> Result<(), RouterConfigError> {
+    if let Some(listen) = yaml::listen(ctx, &mut write, "listen")? {
+        cfg.write_listen = listen;
     }
-    Ok(())
+    if let Some(wait) = yaml::duration(ctx, &mut write, "switchover_wait")? {
+        cfg.switchover_wait = wait;
+    }
+    cfg.write_pool_mode = crate::pool_config::pool_mode(ctx, &mut write, "pool_mode")?;
+    Ok(write.finish_strict(ctx)?)
 }
 
-fn parse_read(cfg: &mut RouterConfig, value: &Value) -> Result<(), RouterConfigError> {
-    for (k, v) in section("read", value)? {
-        match k.as_str() {
-            "listen" => cfg.read_listen = listen("read.listen", v)?,
-            "pool_mode" => {
-                cfg.read_pool_mode = Some(crate::pool_config::pool_mode("read.pool_mode", v)?)
+fn parse_read(
+    ctx: &Ctx,
+    cfg: &mut RouterConfig,
+    mut read: Section,
+) -> Result<(), RouterConfigError> {
+    if let Some(listen) = yaml::listen(ctx, &mut read, "listen")? {
+        cfg.read_listen = listen;
+    }
+    cfg.read_pool_mode = crate::pool_config::pool_mode(ctx, &mut read, "pool_mode")?;
+    if let Some(bound) = read.get("max_lag") {
+        parse_max_lag(ctx, cfg, bound)?;
+    }
+    if let Some(delay) = yaml::duration(ctx, &mut read, "max_replay_delay")? {
+        cfg.max_replay_delay = Some(delay);
+    }
+    let fallbacks = [
+        ("leader", ReadFallback::Leader),
+        ("refuse", ReadFallback::Refuse),
+    ];
+    let expected = "must be `leader` or `refuse`";
+    if let Some(fallback) = yaml::choice(ctx, &mut read, "fallback", &fallbacks, expected)? {
+        cfg.read_fallback = fallback;
+    }
+    let balances = [
+        ("round_robin", Balance::RoundRobin),
+        ("roundrobin", Balance::RoundRobin),
+        ("least_connections", Balance::LeastConnections),
+        ("leastconn", Balance::LeastConnections),
+    ];
+    let expected = "must be `round_robin` or `least_connections`";
+    if let Some(balance) = yaml::choice(ctx, &mut read, "balance", &balances, expected)? {
+        cfg.balance = balance;
+    }
+    Ok(read.finish_strict(ctx)?)
+}
+
+/// `read.max_lag`: bytes (`1048576`), a size (`16MB`), or a duration (`10s`: a bound on the
+/// replay delay instead of bytes).
+fn parse_max_lag(
+    ctx: &Ctx,
+    cfg: &mut RouterConfig,
+    bound: &Value,
+) -> Result<(), RouterConfigError> {
+    const KEY: &str = "read.max_lag";
+    match bound {
+        Value::Number(n) => {
+            cfg.max_lag_bytes = n
+                .as_u64()
+                .ok_or_else(|| invalid(KEY, "must be a whole number of bytes"))?;
+        }
+        Value::String(s) => match parse_bytes(s) {
+            Ok(bytes) => cfg.max_lag_bytes = bytes,
+            Err(size_error) if s.trim().ends_with(|c: char| c.is_ascii_alphabetic()) => {
+                let delay = yaml::duration_value(ctx, KEY, bound).map_err(|_| {
+                    invalid(KEY, &format!("{size_error}; or a duration such as 10s"))
+                })?;
+                cfg.max_lag_bytes = u64::MAX;
+                cfg.max_replay_delay = Some(delay);
             }
-            "max_lag" => match v {
-                Value::Number(n) => {
-                    cfg.max_lag_bytes = n
-                        .as_u64()
-                        .ok_or_else(|| invalid("read.max_lag", "must be a whole number of bytes"))?
-                }
-                Value::String(s) => match parse_bytes(s) {
-                    Ok(bytes) => cfg.max_lag_bytes = bytes,
-                    // `10s`, `500ms`: a bound on the replay delay instead of bytes.
-                    Err(size_error) => match parse_duration(s) {
-                        Ok(delay) if s.trim().ends_with(|c: char| c.is_ascii_alphabetic()) => {
-                            cfg.max_lag_bytes = u64::MAX;
-                            cfg.max_replay_delay = Some(delay);
-                        }
-                        _ => {
-                            return Err(invalid(
-                                "read.max_lag",
-                                &format!("{size_error}; or a duration such as 10s"),
-                            ))
-                        }
-                    },
-                },
-                _ => {
-                    return Err(invalid(
-                        "read.max_lag",
-                        "must be bytes (1048576), a size (\"16MB\") or a duration (\"10s\")",
-                    ))
-                }
-            },
-            "max_replay_delay" => {
-                cfg.max_replay_delay = Some(duration("read.max_replay_delay", v)?);
-            }
-            "fallback" => {
-                cfg.read_fallback = match string("read.fallback", v)?.as_str() {
-                    "leader" => ReadFallback::Leader,
-                    "refuse" => ReadFallback::Refuse,
-                    _ => return Err(invalid("read.fallback", "must be `leader` or `refuse`")),
-                }
-            }
-            "balance" => {
-                cfg.balance = match string("read.balance", v)?.replace('-', "_").as_str() {
-                    "round_robin" | "roundrobin" => Balance::RoundRobin,
-                    "least_connections" | "leastconn" => Balance::LeastConnections,
-                    _ => {
-                        return Err(invalid(
-                            "read.balance",
-                            "must be `round_robin` or `least_connections`",
-                        ))
-                    }
-                }
-            }
-            other => return Err(unknown(&format!("read.{other}"))),
+            Err(size_error) => return Err(invalid(KEY, &size_error)),
+        },
+        _ => {
+            return Err(invalid(
+                KEY,
+                "must be bytes (1048576), a size (\"16MB\") or a duration (\"10s\")",
+            ))
         }
     }
     Ok(())
@@ -578,50 +598,47 @@ fn parse_read(cfg: &mut RouterConfig, value: &Value) -> Result<(), RouterConfigE
 /// how to reach them: `protocol` (http or https), `cacert`, `cert`, `key`, `username`,
 /// `password`, as in the agents' files.
 fn parse_etcd(
-    name: &str,
-    value: &Value,
+    ctx: &Ctx,
+    mut etcd: Section,
 ) -> Result<(Vec<String>, pgbaton_dcs::EtcdAccess), RouterConfigError> {
     let mut hosts = Vec::new();
-    let mut https = false;
-    let mut tls = pgbaton_dcs::EtcdTls::default();
-    let (mut user, mut password) = (None, None);
-    for (k, v) in section(name, value)? {
-        let key = format!("{name}.{k}");
-        match (k.as_str(), v) {
-            ("hosts", Value::Array(items)) => {
+    for key in ["hosts", "host"] {
+        let path = etcd.at(key);
+        match etcd.get(key) {
+            None => {}
+            Some(Value::Array(items)) if key == "hosts" => {
                 for (i, item) in items.iter().enumerate() {
-                    hosts.push(listen(&format!("{key}[{i}]"), item)?);
+                    hosts.push(yaml::listen_value(ctx, &walk::index(&path, i), item)?);
                 }
             }
-            ("hosts" | "host", Value::String(s)) => {
+            Some(Value::String(s)) => {
                 for part in s.split(',').map(str::trim).filter(|p| !p.is_empty()) {
-                    hosts.push(listen(&key, &Value::from(part))?);
+                    hosts.push(yaml::listen_value(ctx, &path, &Value::from(part))?);
                 }
             }
-            ("hosts" | "host", _) => {
+            Some(_) => {
                 return Err(invalid(
-                    &key,
+                    &path,
                     "must be a list of host:port or a comma-separated string",
                 ))
             }
-            ("protocol", _) => match string(&key, v)?.as_str() {
-                "https" => https = true,
-                "http" => https = false,
-                other => {
-                    return Err(invalid(
-                        &key,
-                        &format!("{other} is not a protocol etcd speaks; use http or https"),
-                    ))
-                }
-            },
-            ("cacert", _) => tls.cacert = Some(string(&key, v)?.into()),
-            ("cert", _) => tls.cert = Some(string(&key, v)?.into()),
-            ("key", _) => tls.key = Some(string(&key, v)?.into()),
-            ("username" | "user", _) => user = Some(string(&key, v)?),
-            ("password", _) => password = Some(string(&key, v)?),
-            _ => return Err(unknown(&key)),
         }
     }
+    let protocols = [("https", true), ("http", false)];
+    let expected = "must be http or https";
+    let https = yaml::choice(ctx, &mut etcd, "protocol", &protocols, expected)?.unwrap_or(false);
+    let tls = pgbaton_dcs::EtcdTls {
+        cacert: yaml::path(ctx, &mut etcd, "cacert")?,
+        cert: yaml::path(ctx, &mut etcd, "cert")?,
+        key: yaml::path(ctx, &mut etcd, "key")?,
+    };
+    let user = match etcd.string(ctx, "username")? {
+        Some(user) => Some(user),
+        None => etcd.string(ctx, "user")?,
+    };
+    let password = etcd.any_string(ctx, "password")?;
+    let name = etcd.path.clone();
+    etcd.finish_strict(ctx)?;
     let has_files = tls.cacert.is_some() || tls.cert.is_some() || tls.key.is_some();
     if has_files && !https {
         return Err(invalid(

@@ -189,15 +189,8 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         pgbaton_testkit::test_ca(dir, "ca");
         pgbaton_testkit::signed_cert(dir, "ca", "api", "subjectAltName=IP:127.0.0.1");
-        let certs =
-            rustls_pemfile::certs(&mut std::fs::read(dir.join("api.crt")).expect("crt").as_slice())
-                .collect::<Result<Vec<_>, _>>()
-                .expect("pem");
-        let key = rustls_pemfile::private_key(
-            &mut std::fs::read(dir.join("api.key")).expect("key").as_slice(),
-        )
-        .expect("pem")
-        .expect("a key");
+        let certs = pgbaton_pem::certificates(&dir.join("api.crt")).expect("certificate");
+        let key = pgbaton_pem::private_key(&dir.join("api.key")).expect("key");
         let config = rustls::ServerConfig::builder_with_provider(Arc::new(
             rustls::crypto::ring::default_provider(),
         ))

@@ -16,13 +16,16 @@
 
 use std::path::PathBuf;
 
-use serde_json::{Map, Value};
+use std::time::Duration;
+
+use pgbaton_config::walk::{self, Ctx, Section};
+use serde_json::Value;
 
 use crate::auth::{AuthConfig, AuthType, Method};
 use crate::error::RouterConfigError;
 use crate::pool::{PoolMode, PoolSettings};
 use crate::units::format_duration;
-use crate::yaml::{duration, invalid, section, string, unknown};
+use crate::yaml::{self, invalid};
 
 /// PgBouncer settings the router does not implement (yet): refused with a clear error.
 const NOT_YET: [&str; 7] = [
@@ -35,80 +38,63 @@ const NOT_YET: [&str; 7] = [
     "server_login_retry",
 ];
 
-fn not_yet(key: &str) -> RouterConfigError {
-    invalid(
-        key,
-        "is not supported by the pgbaton router yet (see docs/CONFIGURATION.md for the pooling keys it has)",
-    )
-}
-
-pub(crate) fn pool_mode(key: &str, value: &Value) -> Result<PoolMode, RouterConfigError> {
-    let text = string(key, value)?;
+/// `key` of `section` as a pool mode.
+pub(crate) fn pool_mode(
+    ctx: &Ctx,
+    section: &mut Section,
+    key: &str,
+) -> Result<Option<PoolMode>, RouterConfigError> {
+    let path = section.at(key);
+    let Some(text) = section.string(ctx, key)? else {
+        return Ok(None);
+    };
     match PoolMode::parse(&text) {
-        Some(mode) => Ok(mode),
+        Some(mode) => Ok(Some(mode)),
         None if text == "statement" => Err(invalid(
-            key,
+            &path,
             "statement pooling is not supported: use `session` or `transaction`",
         )),
-        None => Err(invalid(key, "must be `session` or `transaction`")),
+        None => Err(invalid(&path, "must be `session` or `transaction`")),
     }
 }
 
-pub(crate) fn count(key: &str, value: &Value) -> Result<usize, RouterConfigError> {
-    value
-        .as_u64()
-        .map(|n| n as usize)
-        .ok_or_else(|| invalid(key, "must be a whole number (0 or more)"))
-}
-
-fn path(key: &str, value: &Value) -> Result<PathBuf, RouterConfigError> {
-    Ok(PathBuf::from(string(key, value)?))
-}
-
-pub(crate) fn parse_auth(value: &Value) -> Result<AuthConfig, RouterConfigError> {
+pub(crate) fn parse_auth(ctx: &Ctx, mut auth: Section) -> Result<AuthConfig, RouterConfigError> {
     let mut cfg = AuthConfig::default();
-    let mut auth_type_given = false;
-    for (k, v) in section("auth", value)? {
-        let key = format!("auth.{k}");
-        match k.as_str() {
-            "auth_type" => {
-                auth_type_given = true;
-                let text = string(&key, v)?;
-                cfg.auth_type = match text.as_str() {
-                    "hba" => AuthType::Hba,
-                    other => match Method::parse(other) {
-                        Some(Method::Reject) | None => {
-                            return Err(invalid(
-                                &key,
-                                "must be trust, password (plain), md5, scram-sha-256 or hba",
-                            ))
-                        }
-                        Some(m) => AuthType::Method(m),
-                    },
-                };
-            }
-            "hba" => {
-                let lines = match v {
-                    Value::Array(items) => items
-                        .iter()
-                        .enumerate()
-                        .map(|(i, item)| string(&format!("{key}[{i}]"), item))
-                        .collect::<Result<Vec<_>, _>>()?,
-                    Value::String(text) => text.lines().map(str::to_string).collect(),
-                    _ => return Err(invalid(&key, "must be a list of pg_hba.conf lines")),
-                };
-                cfg.hba = lines;
-            }
-            "auth_hba_file" => cfg.auth_hba_file = Some(path(&key, v)?),
-            "auth_file" => cfg.auth_file = Some(path(&key, v)?),
-            "auth_user" => cfg.auth_user = Some(string(&key, v)?),
-            "auth_query" => cfg.auth_query = string(&key, v)?,
-            "auth_dbname" => cfg.auth_dbname = Some(string(&key, v)?),
-            "auth_query_cache_ttl" => cfg.auth_query_cache_ttl = duration(&key, v)?,
-            _ => return Err(unknown(&key)),
-        }
+    let auth_type_path = auth.at("auth_type");
+    let auth_type = auth.string(ctx, "auth_type")?;
+    if let Some(text) = &auth_type {
+        cfg.auth_type = match text.as_str() {
+            "hba" => AuthType::Hba,
+            other => match Method::parse(other) {
+                Some(Method::Reject) | None => {
+                    return Err(invalid(
+                        &auth_type_path,
+                        "must be trust, password (plain), md5, scram-sha-256 or hba",
+                    ))
+                }
+                Some(m) => AuthType::Method(m),
+            },
+        };
     }
-    if !auth_type_given && (!cfg.hba.is_empty() || cfg.auth_hba_file.is_some()) {
+    let hba_path = auth.at("hba");
+    cfg.hba = match auth.get("hba") {
+        None => Vec::new(),
+        Some(Value::String(text)) => text.lines().map(str::to_string).collect(),
+        Some(lines @ Value::Array(_)) => walk::string_list(ctx, &hba_path, lines)?,
+        Some(_) => return Err(invalid(&hba_path, "must be a list of pg_hba.conf lines")),
+    };
+    cfg.auth_hba_file = yaml::path(ctx, &mut auth, "auth_hba_file")?;
+    cfg.auth_file = yaml::path(ctx, &mut auth, "auth_file")?;
+    cfg.auth_user = auth.string(ctx, "auth_user")?;
+    if let Some(query) = auth.string(ctx, "auth_query")? {
+        cfg.auth_query = query;
+    }
+    cfg.auth_dbname = auth.string(ctx, "auth_dbname")?;
+    if let Some(ttl) = yaml::duration(ctx, &mut auth, "auth_query_cache_ttl")? {
+        cfg.auth_query_cache_ttl = ttl;
+    }
+    auth.finish_strict(ctx)?;
+    if auth_type.is_none() && (!cfg.hba.is_empty() || cfg.auth_hba_file.is_some()) {
         cfg.auth_type = AuthType::Hba;
     }
     // Loading checks the files and the rules now, naming the key.
@@ -116,46 +102,63 @@ pub(crate) fn parse_auth(value: &Value) -> Result<AuthConfig, RouterConfigError>
     Ok(cfg)
 }
 
-pub(crate) fn parse_pool(value: &Value) -> Result<PoolSettings, RouterConfigError> {
+pub(crate) fn parse_pool(ctx: &Ctx, mut pool: Section) -> Result<PoolSettings, RouterConfigError> {
+    if let Some(key) = NOT_YET.iter().find(|key| pool.has(key)) {
+        return Err(invalid(
+            &pool.at(key),
+            "is not supported by the pgbaton router yet (see docs/CONFIGURATION.md for the pooling keys it has)",
+        ));
+    }
     let mut cfg = PoolSettings::default();
-    let map: &Map<String, Value> = section("pool", value)?;
-    for (k, v) in map {
-        let key = format!("pool.{k}");
-        match k.as_str() {
-            "pool_mode" => cfg.pool_mode = pool_mode(&key, v)?,
-            "default_pool_size" => {
-                cfg.default_pool_size = count(&key, v)?;
-                if cfg.default_pool_size == 0 {
-                    return Err(invalid(&key, "must be at least 1"));
-                }
-            }
-            "reserve_pool_size" => cfg.reserve_pool_size = count(&key, v)?,
-            "reserve_pool_timeout" => cfg.reserve_pool_timeout = duration(&key, v)?,
-            "max_client_conn" => cfg.max_client_conn = count(&key, v)?,
-            "max_db_connections" => cfg.max_db_connections = count(&key, v)?,
-            "max_user_connections" => cfg.max_user_connections = count(&key, v)?,
-            "server_lifetime" => cfg.server_lifetime = duration(&key, v)?,
-            "server_idle_timeout" => cfg.server_idle_timeout = duration(&key, v)?,
-            "query_wait_timeout" => cfg.query_wait_timeout = duration(&key, v)?,
-            "client_idle_timeout" => cfg.client_idle_timeout = duration(&key, v)?,
-            "server_reset_query" => cfg.server_reset_query = string(&key, v)?,
-            "server_check_query" => cfg.server_check_query = string(&key, v)?,
-            "server_check_delay" => cfg.server_check_delay = duration(&key, v)?,
-            "min_pool_size" => cfg.min_pool_size = count(&key, v)?,
-            "server_connect_timeout" => {
-                let limit = duration(&key, v)?;
-                if limit.is_zero() {
-                    return Err(invalid(
-                        &key,
-                        "must be more than 0 (leave it out to bound the connect by connect_timeout and the login by startup_timeout)",
-                    ));
-                }
-                cfg.server_connect_timeout = Some(limit);
-            }
-            other if NOT_YET.contains(&other) => return Err(not_yet(&key)),
-            _ => return Err(unknown(&key)),
+    let p = &mut pool;
+    if let Some(mode) = pool_mode(ctx, p, "pool_mode")? {
+        cfg.pool_mode = mode;
+    }
+    let counts: [(&str, &mut usize); 5] = [
+        ("reserve_pool_size", &mut cfg.reserve_pool_size),
+        ("max_client_conn", &mut cfg.max_client_conn),
+        ("max_db_connections", &mut cfg.max_db_connections),
+        ("max_user_connections", &mut cfg.max_user_connections),
+        ("min_pool_size", &mut cfg.min_pool_size),
+    ];
+    for (key, field) in counts {
+        if let Some(n) = yaml::count(ctx, p, key)? {
+            *field = n;
         }
     }
+    if let Some(size) = yaml::positive(ctx, p, "default_pool_size")? {
+        cfg.default_pool_size = size;
+    }
+    let durations: [(&str, &mut Duration); 6] = [
+        ("reserve_pool_timeout", &mut cfg.reserve_pool_timeout),
+        ("server_lifetime", &mut cfg.server_lifetime),
+        ("server_idle_timeout", &mut cfg.server_idle_timeout),
+        ("query_wait_timeout", &mut cfg.query_wait_timeout),
+        ("client_idle_timeout", &mut cfg.client_idle_timeout),
+        ("server_check_delay", &mut cfg.server_check_delay),
+    ];
+    for (key, field) in durations {
+        if let Some(d) = yaml::duration(ctx, p, key)? {
+            *field = d;
+        }
+    }
+    // Either may be empty: no reset, no check.
+    if let Some(query) = p.any_string(ctx, "server_reset_query")? {
+        cfg.server_reset_query = query;
+    }
+    if let Some(query) = p.any_string(ctx, "server_check_query")? {
+        cfg.server_check_query = query;
+    }
+    if let Some(limit) = yaml::duration(ctx, p, "server_connect_timeout")? {
+        if limit.is_zero() {
+            return Err(invalid(
+                &p.at("server_connect_timeout"),
+                "must be more than 0 (leave it out to bound the connect by connect_timeout and the login by startup_timeout)",
+            ));
+        }
+        cfg.server_connect_timeout = Some(limit);
+    }
+    pool.finish_strict(ctx)?;
     Ok(cfg)
 }
 

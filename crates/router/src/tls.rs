@@ -32,42 +32,13 @@ use crate::yaml::invalid;
 /// Buffer per direction for TLS sessions: one maximal TLS record of plaintext.
 const BUFFER: usize = 16 * 1024;
 
-fn read_pem(key: &str, path: &Path) -> Result<Vec<u8>, RouterConfigError> {
-    std::fs::read(path)
-        .map_err(|e| invalid(key, &format!("cannot be read from {}: {e}", path.display())))
-}
-
+/// The certificates of the file set as `key`; an error names the key and the file.
 fn certificates(key: &str, path: &Path) -> Result<Vec<CertificateDer<'static>>, RouterConfigError> {
-    let pem = read_pem(key, path)?;
-    let certs = rustls_pemfile::certs(&mut pem.as_slice())
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| invalid(key, &format!("{} is not valid PEM: {e}", path.display())))?;
-    if certs.is_empty() {
-        return Err(invalid(
-            key,
-            &format!(
-                "{} holds no PEM CERTIFICATE block: give the certificates in PEM",
-                path.display()
-            ),
-        ));
-    }
-    Ok(certs)
+    pgbaton_pem::certificates(path).map_err(|e| invalid(key, &e.to_string()))
 }
 
 fn private_key(path: &Path) -> Result<PrivateKeyDer<'static>, RouterConfigError> {
-    let key = "tls_keyfile";
-    let pem = read_pem(key, path)?;
-    rustls_pemfile::private_key(&mut pem.as_slice())
-        .map_err(|e| invalid(key, &format!("{} is not valid PEM: {e}", path.display())))?
-        .ok_or_else(|| {
-            invalid(
-                key,
-                &format!(
-                    "{} holds no PEM private key (PKCS#8, PKCS#1 or SEC1)",
-                    path.display()
-                ),
-            )
-        })
+    pgbaton_pem::private_key(path).map_err(|e| invalid("tls_keyfile", &e.to_string()))
 }
 
 /// The roots the REST lag poller verifies https `api_url`s with (`rest_cacert`; None

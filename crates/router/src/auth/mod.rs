@@ -94,10 +94,7 @@ pub(crate) struct Auth {
 }
 
 fn invalid(key: &str, reason: String) -> RouterConfigError {
-    RouterConfigError::Invalid {
-        key: key.to_string(),
-        reason,
-    }
+    crate::yaml::invalid(key, &reason)
 }
 
 impl Auth {
