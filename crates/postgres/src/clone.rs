@@ -7,12 +7,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::client::bounded;
-use crate::config::quote_conninfo;
 use crate::error::PgError;
 use crate::initdb::ensure_missing_or_empty;
 use crate::passfile::PassFile;
 use crate::postmaster::running_pid;
 use crate::run::{absolute, ensure_dir, pg_command, run_as, run_async, SecretFile};
+use crate::spec::quote_conninfo;
 use crate::spec::{Credentials, PgSpec, Upstream};
 
 /// What pg_rewind did.

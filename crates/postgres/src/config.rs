@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::error::PgError;
 use crate::passfile::PassFile;
 use crate::run::{absolute, ensure_dir, run_as, write_owned, RunAs};
-use crate::spec::{PgSpec, StandbyConfig, Upstream};
+use crate::spec::{quote_conninfo, PgSpec, StandbyConfig, Upstream};
 
 const HEADER: &str = "# Managed by pgbaton: this file is rewritten on every change; edit the pgbaton configuration instead.\n";
 const BASE_CONF: &str = "postgresql.base.conf";
@@ -164,11 +164,6 @@ fn push_setting(out: &mut String, name: &str, value: &str) {
 /// A postgresql.conf string literal: backslashes doubled, single quotes doubled.
 pub(crate) fn quote_conf(value: &str) -> String {
     format!("'{}'", value.replace('\\', "\\\\").replace('\'', "''"))
-}
-
-/// A libpq connection-string value: single-quoted with `\` and `'` backslash-escaped.
-pub(crate) fn quote_conninfo(value: &str) -> String {
-    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }
 
 /// How long a walreceiver's connection to its upstream may take before it gives up and

@@ -45,7 +45,7 @@ impl PgSpec {
     pub fn conninfo_tls(settings: &[(String, String)]) -> String {
         settings
             .iter()
-            .map(|(k, v)| format!(" {k}={}", crate::config::quote_conninfo(v)))
+            .map(|(k, v)| format!(" {k}={}", quote_conninfo(v)))
             .collect()
     }
 
@@ -72,4 +72,9 @@ pub struct StandbyConfig {
     /// `recovery_min_apply_delay` (a PostgreSQL interval), for the leader of a standby
     /// cluster that replays its remote primary late on purpose.
     pub apply_delay: Option<String>,
+}
+
+/// A libpq connection-string value: single-quoted with `\` and `'` backslash-escaped.
+pub(crate) fn quote_conninfo(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
 }

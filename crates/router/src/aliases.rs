@@ -27,7 +27,7 @@ pub struct DatabaseAlias {
     /// The role the connection is routed to; None keeps the listener's role (a pure rename).
     pub target: Option<Target>,
     /// `pool_mode` for clients of this alias (pooling only), over the listener's.
-    pub pool_mode: Option<crate::pool::PoolMode>,
+    pub pool_mode: Option<crate::pool_config::PoolMode>,
     /// `pool_size` of the pools its clients use (pooling only), over `default_pool_size`.
     pub pool_size: Option<usize>,
 }

@@ -21,9 +21,11 @@ use tokio::sync::watch;
 use crate::metrics::CONTENT_TYPE;
 use crate::shared::Shared;
 
+/// Serve the API, and `pages` (the web status page's routes) beside it, until `stop`.
 pub(crate) async fn serve(
     listener: TcpListener,
     shared: Arc<Shared>,
+    pages: axum::Router<Arc<Shared>>,
     mut stop: watch::Receiver<bool>,
 ) -> std::io::Result<()> {
     let app = axum::Router::new()
@@ -35,7 +37,7 @@ pub(crate) async fn serve(
         .route("/stats", get(stats))
         .route("/pause", post(pause))
         .route("/resume", post(resume))
-        .merge(crate::status_page::routes())
+        .merge(pages)
         .with_state(shared);
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {

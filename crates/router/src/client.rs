@@ -1,21 +1,14 @@
 //! A client connection as the session code sees it: plain TCP, or TLS terminated by the
 //! router (`tls: terminate`). Both read and write the same way during the startup; at the
-//! hand-over each goes to its own relay (`relay::forward` for TCP, `tls::forward` for TLS).
+//! hand-over each goes to its own relay (`relay::forward_client`).
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::server::TlsStream;
-
-use crate::handshake::Ready;
-use crate::protocol::Target;
-use crate::shared::Shared;
-use crate::topology::Backend;
-use crate::{relay, tls};
 
 pub(crate) enum Client {
     Plain(TcpStream),
@@ -44,45 +37,6 @@ impl Client {
                     .and_then(|cn| cn.as_str().ok().map(str::to_string))
             });
         Some(name.unwrap_or_default())
-    }
-
-    /// Forward the session after the startup.
-    pub(crate) async fn forward(
-        self,
-        shared: Arc<Shared>,
-        server: TcpStream,
-        ready: Ready,
-        backend: Backend,
-        role: Target,
-        close_when_not_leader: bool,
-    ) {
-        match self {
-            Client::Plain(client) => {
-                relay::forward(
-                    shared,
-                    client,
-                    server,
-                    ready,
-                    backend,
-                    role,
-                    close_when_not_leader,
-                    None,
-                )
-                .await;
-            }
-            Client::Tls(client) => {
-                tls::forward(
-                    shared,
-                    *client,
-                    server,
-                    ready,
-                    backend,
-                    role,
-                    close_when_not_leader,
-                )
-                .await
-            }
-        }
     }
 }
 

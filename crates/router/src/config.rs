@@ -185,12 +185,12 @@ pub struct RouterConfig {
     pub forwarding: Forwarding,
     /// `auth`: the router authenticates clients itself and pools server connections; None
     /// = authentication is passed through and each client gets its own server connection.
-    pub auth: Option<crate::auth::AuthConfig>,
+    pub auth: Option<crate::credentials::AuthConfig>,
     /// `pool`: PgBouncer's pool settings (used with `auth`).
-    pub pool: crate::pool::PoolSettings,
+    pub pool: crate::pool_config::PoolSettings,
     /// `write.pool_mode` / `read.pool_mode`: a listener's mode, over `pool.pool_mode`.
-    pub write_pool_mode: Option<crate::pool::PoolMode>,
-    pub read_pool_mode: Option<crate::pool::PoolMode>,
+    pub write_pool_mode: Option<crate::pool_config::PoolMode>,
+    pub read_pool_mode: Option<crate::pool_config::PoolMode>,
     /// `name`: the router's key `routers/<name>` in the DCS (default `<host name>:<write
     /// port>`); unique among the routers of the cluster.
     pub name: Option<String>,
@@ -228,7 +228,7 @@ impl RouterConfig {
             rest_cacert: None,
             forwarding: Forwarding::Auto,
             auth: None,
-            pool: crate::pool::PoolSettings::default(),
+            pool: crate::pool_config::PoolSettings::default(),
             write_pool_mode: None,
             read_pool_mode: None,
             name: None,

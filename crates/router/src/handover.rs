@@ -19,7 +19,7 @@ use pgbaton_dcs::{ClusterPath, ClusterState, Dcs, EtcdDcs, RouterDoc};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::pooled::Pooling;
+use crate::pooling::Pooling;
 
 /// How long the router's registration outlives the router (its lease's TTL).
 const LEASE_TTL: Duration = Duration::from_secs(5);

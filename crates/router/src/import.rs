@@ -14,7 +14,7 @@ use std::time::Duration;
 use crate::aliases::DatabaseAlias;
 use crate::auth::{AuthConfig, AuthType, Method};
 use crate::config::{RouterConfig, TlsMode};
-use crate::pool::PoolMode;
+use crate::pool_config::PoolMode;
 use crate::protocol::Target;
 
 /// The router.yml text and what did not carry over.
@@ -342,8 +342,8 @@ pub fn import_pgbouncer(
     if let Some(path) = userlist {
         let text = std::fs::read_to_string(path)
             .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        let users =
-            crate::auth::userlist::parse(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+        let users = crate::credentials::userlist::parse(&text)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         if let Some(old) = &auth.auth_file {
             if old != path {
                 warnings.push(format!(

@@ -42,8 +42,8 @@ impl RouterConfig {
             ));
         }
         if let Some(auth) = &self.auth {
-            let auth = crate::auth::Auth::load(auth)?;
-            if auth.uses_client_certificates() && self.tls_cafile.is_none() {
+            let credentials = crate::credentials::Credentials::load(auth)?;
+            if credentials.use_client_certificates(auth.auth_type) && self.tls_cafile.is_none() {
                 return Err(RouterConfigError::Missing {
                     key: "tls_cafile".into(),
                     hint: "the auth rules ask for client certificates (`cert`, `clientcert=`): give the CA that signs them, with `tls: terminate`",

@@ -21,11 +21,93 @@ use std::time::Duration;
 use pgbaton_config::walk::{self, Ctx, Section};
 use serde_json::Value;
 
-use crate::auth::{AuthConfig, AuthType, Method};
+use crate::credentials::{AuthConfig, AuthType, Credentials, Method};
 use crate::error::RouterConfigError;
-use crate::pool::{PoolMode, PoolSettings};
 use crate::units::format_duration;
 use crate::yaml::{self, invalid};
+
+/// When a client's server connection goes back to the pool (`pool_mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PoolMode {
+    /// When the client disconnects (the default).
+    Session,
+    /// At the end of each transaction.
+    Transaction,
+}
+
+impl PoolMode {
+    pub fn label(self) -> &'static str {
+        match self {
+            PoolMode::Session => "session",
+            PoolMode::Transaction => "transaction",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<PoolMode> {
+        match text {
+            "session" => Some(PoolMode::Session),
+            "transaction" => Some(PoolMode::Transaction),
+            _ => None,
+        }
+    }
+}
+
+/// The `pool:` section (PgBouncer's names and defaults).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PoolSettings {
+    pub pool_mode: PoolMode,
+    pub default_pool_size: usize,
+    pub reserve_pool_size: usize,
+    pub reserve_pool_timeout: Duration,
+    pub max_client_conn: usize,
+    /// 0 = no limit.
+    pub max_db_connections: usize,
+    /// 0 = no limit.
+    pub max_user_connections: usize,
+    /// A server connection older than this is closed when it comes back (0 = never).
+    pub server_lifetime: Duration,
+    /// An idle server connection is closed after this long (0 = never).
+    pub server_idle_timeout: Duration,
+    /// A client waits this long for a server connection (0 = forever).
+    pub query_wait_timeout: Duration,
+    /// A client without a server connection is closed after this long idle (0 = never).
+    pub client_idle_timeout: Duration,
+    /// Run on a server connection before another client gets it, in session mode ("" = none).
+    pub server_reset_query: String,
+    /// Run on a connection idle longer than `server_check_delay` before use ("" = none).
+    pub server_check_query: String,
+    pub server_check_delay: Duration,
+    /// Connecting and logging in to a server must finish within this (PgBouncer's
+    /// `server_connect_timeout`); None: the router's `connect_timeout` bounds the connect
+    /// and `startup_timeout` the login.
+    pub server_connect_timeout: Option<Duration>,
+    /// Server connections each pool keeps open, idle or not (at most its size), opened by
+    /// the router every second once a client has logged in to the pool (0 = none).
+    pub min_pool_size: usize,
+}
+
+impl Default for PoolSettings {
+    fn default() -> Self {
+        PoolSettings {
+            pool_mode: PoolMode::Session,
+            default_pool_size: 20,
+            reserve_pool_size: 0,
+            reserve_pool_timeout: Duration::from_secs(5),
+            max_client_conn: 100,
+            max_db_connections: 0,
+            max_user_connections: 0,
+            server_lifetime: Duration::from_secs(3600),
+            server_idle_timeout: Duration::from_secs(600),
+            query_wait_timeout: Duration::from_secs(120),
+            client_idle_timeout: Duration::ZERO,
+            server_reset_query: "DISCARD ALL".into(),
+            server_check_query: "select 1".into(),
+            server_check_delay: Duration::from_secs(30),
+            server_connect_timeout: None,
+            min_pool_size: 0,
+        }
+    }
+}
 
 /// PgBouncer settings the router does not implement (yet): refused with a clear error.
 const NOT_YET: [&str; 7] = [
@@ -98,7 +180,7 @@ pub(crate) fn parse_auth(ctx: &Ctx, mut auth: Section) -> Result<AuthConfig, Rou
         cfg.auth_type = AuthType::Hba;
     }
     // Loading checks the files and the rules now, naming the key.
-    crate::auth::Auth::load(&cfg)?;
+    Credentials::load(&cfg)?;
     Ok(cfg)
 }
 
@@ -252,7 +334,7 @@ mod tests {
         let auth = cfg.auth.as_ref().expect("auth");
         assert_eq!(
             auth.auth_type,
-            crate::auth::AuthType::Hba,
+            crate::credentials::AuthType::Hba,
             "hba lines imply hba"
         );
         assert_eq!(cfg.pool.default_pool_size, 5);

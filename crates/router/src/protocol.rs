@@ -437,5 +437,17 @@ pub fn backend_key(body: &[u8]) -> Option<CancelKey> {
     })
 }
 
+/// The SQLSTATEs the router answers with itself.
+pub(crate) mod sqlstate {
+    /// cannot_connect_now.
+    pub(crate) const CANNOT_CONNECT_NOW: &str = "57P03";
+    /// protocol_violation.
+    pub(crate) const PROTOCOL_VIOLATION: &str = "08P01";
+    /// invalid_parameter_value.
+    pub(crate) const INVALID_PARAMETER: &str = "22023";
+    /// connection_failure.
+    pub(crate) const CONNECTION_FAILURE: &str = "08006";
+}
+
 #[cfg(test)]
 mod tests;

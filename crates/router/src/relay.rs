@@ -15,6 +15,7 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::sync::watch;
 
+use crate::client::Client;
 use crate::handshake::Ready;
 use crate::metrics::labels;
 use crate::offload::Pair;
@@ -46,7 +47,47 @@ async fn leader_moved(
         return Vec::new();
     }
     let text = format!("pgbaton router: switchover or failover: {} is no longer the leader; the router forwards this session without reading it, so it cannot move it to the new leader; connect again (new connections wait for the new leader)", backend.name);
-    crate::txn::error_message("FATAL", "57P01", &text)
+    crate::protocol::error_response("57P01", &text)
+}
+
+/// Forward a client's session after the startup: plain TCP through `forward`, TLS through
+/// `tls::forward`.
+pub(crate) async fn forward_client(
+    client: Client,
+    shared: Arc<Shared>,
+    server: TcpStream,
+    ready: Ready,
+    backend: Backend,
+    role: Target,
+    close_when_not_leader: bool,
+) {
+    match client {
+        Client::Plain(client) => {
+            forward(
+                shared,
+                client,
+                server,
+                ready,
+                backend,
+                role,
+                close_when_not_leader,
+                None,
+            )
+            .await;
+        }
+        Client::Tls(client) => {
+            crate::tls::forward(
+                shared,
+                *client,
+                server,
+                ready,
+                backend,
+                role,
+                close_when_not_leader,
+            )
+            .await
+        }
+    }
 }
 
 /// Forward a session until it ends; with `takeout` (a pooled session-mode write session), a
@@ -127,7 +168,7 @@ pub(crate) async fn forward(
                     let _ = server.shutdown(std::net::Shutdown::Both);
                     let _ = std::io::Write::write(
                         &mut &client,
-                        &crate::txn::error_message("FATAL", "57P01", &text),
+                        &crate::protocol::error_response("57P01", &text),
                     );
                     let _ = client.shutdown(std::net::Shutdown::Both);
                 }

@@ -9,14 +9,9 @@ use crate::metrics::Metrics;
 use crate::protocol::error_response;
 use crate::shared::Shared;
 
-/// SQLSTATE cannot_connect_now.
-pub(crate) const CANNOT_CONNECT_NOW: &str = "57P03";
-/// SQLSTATE protocol_violation.
-pub(crate) const PROTOCOL_VIOLATION: &str = "08P01";
-/// SQLSTATE invalid_parameter_value.
-pub(crate) const INVALID_PARAMETER: &str = "22023";
-/// SQLSTATE connection_failure.
-pub(crate) const CONNECTION_FAILURE: &str = "08006";
+pub(crate) use crate::protocol::sqlstate::{
+    CANNOT_CONNECT_NOW, CONNECTION_FAILURE, INVALID_PARAMETER, PROTOCOL_VIOLATION,
+};
 
 /// Send `bytes` and close without a reset: half-close, then discard what the client still
 /// sends for a moment (closing a socket with unread input would reset the connection, and

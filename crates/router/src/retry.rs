@@ -170,8 +170,8 @@ mod tests {
 
     #[test]
     fn the_error_code_is_found_after_other_messages() {
-        let mut bytes = crate::txn::frontend::message(b'R', &[&0u32.to_be_bytes()]);
-        bytes.extend(crate::txn::error_message(
+        let mut bytes = crate::pooled::txn::frontend::message(b'R', &[&0u32.to_be_bytes()]);
+        bytes.extend(crate::pooled::txn::error_message(
             "FATAL",
             "57P03",
             "the database system is starting up",

@@ -37,7 +37,7 @@ pub struct Router {
     api: Option<TcpListener>,
     tls: Option<TlsAcceptor>,
     offload: Option<Arc<Offload>>,
-    pooling: Option<Arc<crate::pooled::Pooling>>,
+    pooling: Option<Arc<crate::pooling::Pooling>>,
     /// router.yml, read again on SIGHUP (`reload_on_sighup`).
     config_path: Option<PathBuf>,
 }
@@ -65,7 +65,7 @@ impl Router {
         cfg.validate()?;
         let tls = crate::tls::acceptor(&cfg)?;
         let pooling = match &cfg.auth {
-            Some(auth) => Some(Arc::new(crate::pooled::Pooling::new(
+            Some(auth) => Some(Arc::new(crate::pooling::Pooling::new(
                 crate::auth::Auth::load(auth)?,
                 crate::pool::Pools::new(cfg.pool.clone()),
             ))),
@@ -245,8 +245,11 @@ impl Router {
             Some(path) => Some(spawn_reloader(path, shared.clone(), stop.clone())?),
             None => None,
         };
-        let api_task =
-            api.map(|listener| tokio::spawn(api::serve(listener, shared, stop).in_current_span()));
+        let api_task = api.map(|listener| {
+            tokio::spawn(
+                api::serve(listener, shared, crate::status_page::routes(), stop).in_current_span(),
+            )
+        });
 
         shutdown.await;
         tracing::info!("router shutting down");
@@ -296,7 +299,7 @@ async fn accept(listener: TcpListener, role: Target, auto: bool, shared: Arc<Sha
 /// Close pooled server connections past server_idle_timeout / server_lifetime, every second.
 async fn sweep(
     shared: Arc<Shared>,
-    pooling: Arc<crate::pooled::Pooling>,
+    pooling: Arc<crate::pooling::Pooling>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));

@@ -69,7 +69,7 @@ pub(crate) async fn serve_client(
     let target = chosen.unwrap_or(listener);
     let min_lsn = match startup
         .take_min_lsn()
-        .map(|raw| crate::ryw::parse_token(&raw))
+        .map(|raw| crate::pooled::ryw::parse_token(&raw))
     {
         None => None,
         Some(Ok(lsn)) => Some(lsn),
@@ -90,7 +90,7 @@ pub(crate) async fn serve_client(
         // The auto listener routes each transaction unless the client chose a role.
         let auto = auto && chosen.is_none();
         let ryw = (auto || (min_lsn.is_some() && target != Target::Write)).then(|| {
-            crate::ryw::ReadYourWrites {
+            crate::pooled::ryw::ReadYourWrites {
                 auto,
                 last_commit: 0,
                 min_lsn: min_lsn.unwrap_or(0),
@@ -149,9 +149,16 @@ async fn write_session(shared: Arc<Shared>, mut client: Client, startup: &[u8]) 
                     Ok(Ok(ready)) => {
                         if shared.leader.borrow().as_ref() == Some(&leader) {
                             decision(&shared, Target::Write, "leader");
-                            client
-                                .forward(shared, server, ready, leader, Target::Write, true)
-                                .await;
+                            crate::relay::forward_client(
+                                client,
+                                shared,
+                                server,
+                                ready,
+                                leader,
+                                Target::Write,
+                                true,
+                            )
+                            .await;
                             return;
                         }
                         why = format!(
@@ -279,8 +286,7 @@ async fn read_session(shared: Arc<Shared>, mut client: Client, startup: &[u8], t
                         "replica"
                     },
                 );
-                client
-                    .forward(shared, server, ready, backend, target, false)
+                crate::relay::forward_client(client, shared, server, ready, backend, target, false)
                     .await;
                 return;
             }
@@ -339,7 +345,7 @@ mod tests {
         // costs its relay's state only (it was 5 kB in a debug build with them inline;
         // 10,000 idle clients are what bench/pool measures).
         let task = future_size(|(a, b, c, d, e)| super::serve_client(a, b, c, d, e));
-        let relay = future_size(|(a, b, c)| crate::txn::relay(a, b, c));
+        let relay = future_size(|(a, b, c)| crate::pooled::txn::relay(a, b, c));
         assert!(task < relay + 1024, "task {task} bytes, relay {relay}");
         // 2,032 bytes before read-your-writes added one await (the token after a commit).
         assert!(relay < 2112, "the relay's future takes {relay} bytes");

@@ -38,7 +38,7 @@ pub(crate) struct Shared {
     /// Kernel forwarding (`forwarding: auto|kernel`), when the kernel allows it.
     pub offload: Option<Arc<crate::offload::Offload>>,
     /// Client authentication and pools (`auth:` configured).
-    pub pooling: Option<Arc<crate::pooled::Pooling>>,
+    pub pooling: Option<Arc<crate::pooling::Pooling>>,
     /// The outcome of the last reload of router.yml (SIGHUP), for `/status` (null: none yet).
     pub reload: Mutex<serde_json::Value>,
     /// The bound listener addresses, for `/status`.

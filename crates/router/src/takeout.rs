@@ -33,9 +33,8 @@
 //! leader changes, the router cannot ask the server) goes on relayed unread and is closed
 //! at the leader change, as a kernel-forwarded session always was.
 
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tracing::Instrument;
 
@@ -45,7 +44,7 @@ use tokio::time::Instant;
 use crate::offload::{Flow, Pair};
 use crate::pool::server::{login_within, ServerConn};
 use crate::pool::PoolKey;
-use crate::pooled::Pooling;
+use crate::pooling::{Pooling, Prober};
 use crate::topology::Backend;
 
 /// How long the client's bytes must have been delivered to the server before an idle
@@ -133,40 +132,6 @@ impl Activity {
             "idle in transaction (aborted)" => Some(b'E'),
             _ => None,
         }
-    }
-}
-
-/// One connection per pool and member through which the sessions being taken out ask
-/// about their backends (in turn).
-pub(crate) struct Prober {
-    backend: Backend,
-    key: PoolKey,
-    conn: tokio::sync::Mutex<Option<ServerConn>>,
-}
-
-/// The probers of a switchover, by pool and member; emptied when the switchover is over.
-#[derive(Default)]
-pub(crate) struct Probers(Mutex<HashMap<(PoolKey, String), Arc<Prober>>>);
-
-impl Probers {
-    fn get(&self, key: &PoolKey, backend: &Backend) -> Arc<Prober> {
-        self.0
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .entry((key.clone(), backend.name.clone()))
-            .or_insert_with(|| {
-                Arc::new(Prober {
-                    backend: backend.clone(),
-                    key: key.clone(),
-                    conn: tokio::sync::Mutex::new(None),
-                })
-            })
-            .clone()
-    }
-
-    /// Close them (the switchover is over).
-    pub(crate) fn clear(&self) {
-        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
     }
 }
 

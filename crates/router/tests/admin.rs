@@ -276,26 +276,11 @@ async fn clients_servers_stats_metrics_and_pause_resume() {
     assert!(pid(&holder).await > 0, "the holder goes on");
 }
 
-/// The standalone router binary with router.yml; SIGHUP reloads it.
-struct Binary {
-    child: tokio::process::Child,
-    api: std::net::SocketAddr,
-    write: std::net::SocketAddr,
-}
-
-impl Drop for Binary {
-    fn drop(&mut self) {
-        let _ = self.child.start_kill();
-    }
-}
-
-fn hup(child: &tokio::process::Child) {
-    let pid = child.id().expect("running") as i32;
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGHUP,
-    )
-    .expect("SIGHUP");
+/// SIGHUP to this test process: the router under test reads router.yml again. The test's
+/// own SIGHUP listener, installed first, makes sure the signal never takes its default
+/// action (ending the process) whatever the router's listener is doing.
+fn hup() {
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -315,13 +300,21 @@ async fn sighup_reloads_router_yml_without_dropping_clients() {
     cfg.api_listen = Some(api.to_string());
     cfg.pool.query_wait_timeout = Duration::from_secs(1);
     std::fs::write(&path, cfg.to_yaml()).expect("write router.yml");
-    let child = tokio::process::Command::new(env!("CARGO_BIN_EXE_pgbaton-router"))
-        .arg("--config")
-        .arg(&path)
-        .kill_on_drop(true)
-        .spawn()
-        .expect("start pgbaton-router");
-    let router = Binary { child, api, write };
+    let _own_listener =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).expect("SIGHUP");
+    let running = pgbaton_router::Router::bind(RouterConfig::from_yaml_file(&path).expect("valid"))
+        .await
+        .expect("bind")
+        .reload_on_sighup(&path);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(running.serve(async move {
+        let _ = stopped.await;
+    }));
+    struct Router {
+        api: std::net::SocketAddr,
+        write: std::net::SocketAddr,
+    }
+    let router = Router { api, write };
     support::eventually("the router's API", T, || async {
         tokio::net::TcpStream::connect(router.api).await.ok()
     })
@@ -346,7 +339,7 @@ async fn sighup_reloads_router_yml_without_dropping_clients() {
     // holder's transaction stays open on its own.
     cfg.pool.default_pool_size = 3;
     std::fs::write(&path, cfg.to_yaml()).expect("write router.yml");
-    hup(&router.child);
+    hup();
     support::eventually("the reload applied", T, || async {
         let status = json(router.api, "/status").await;
         (status["reload"]["outcome"] == "ok" && status["pools"][0]["pool_size"] == 3).then_some(())
@@ -373,7 +366,7 @@ async fn sighup_reloads_router_yml_without_dropping_clients() {
         ),
     )
     .expect("write a broken router.yml");
-    hup(&router.child);
+    hup();
     let status = support::eventually("the reload refused", T, || async {
         let status = json(router.api, "/status").await;
         (status["reload"]["outcome"] == "refused").then_some(status)
@@ -404,4 +397,9 @@ async fn sighup_reloads_router_yml_without_dropping_clients() {
             .get::<_, i32>(0),
         8
     );
+    let _ = stop.send(());
+    serving
+        .await
+        .expect("join")
+        .expect("the router stopped cleanly");
 }

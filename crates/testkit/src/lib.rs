@@ -1,5 +1,7 @@
 //! Helpers shared by the test suites of several crates (a dev-dependency only).
 
+pub mod modules;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 

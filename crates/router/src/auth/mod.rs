@@ -6,84 +6,28 @@
 //! secret, or the SCRAM ClientKey recovered from its proof. A wrong password and an unknown
 //! user get the same FATAL 28P01 (an unknown user even runs a mock SCRAM exchange).
 
-pub(crate) mod hba;
 mod query;
-pub mod scram;
-pub mod userlist;
+
+pub use crate::credentials::{scram, userlist, AuthConfig, AuthType, Method, DEFAULT_AUTH_QUERY};
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::net::IpAddr;
-use std::path::PathBuf;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use rand::RngCore;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
+use crate::credentials::hba::{self, HbaRule};
+use crate::credentials::scram::{ScramSecret, ServerExchange};
+use crate::credentials::userlist::{md5_response, md5_secret, Credential};
+use crate::credentials::Credentials;
 use crate::error::RouterConfigError;
 use crate::pool::server::ServerLogin;
-use crate::shared::Shared;
+use crate::topology::Backend;
 use crate::wire::{read_message, WireError};
-use hba::HbaRule;
-pub use hba::Method;
-use scram::{ScramSecret, ServerExchange};
-use userlist::{md5_response, md5_secret, Credential};
-
-/// `auth.auth_type`: one method for everybody, or the rules of `auth.hba`/`auth_hba_file`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum AuthType {
-    Method(Method),
-    Hba,
-}
-
-impl AuthType {
-    pub fn label(self) -> &'static str {
-        match self {
-            AuthType::Method(m) => m.label(),
-            AuthType::Hba => "hba",
-        }
-    }
-}
-
-/// The `auth:` section.
-#[derive(Debug, Clone, PartialEq)]
-pub struct AuthConfig {
-    /// `auth_type` (PgBouncer's; default `md5`, or `hba` when `hba` lines are given).
-    pub auth_type: AuthType,
-    /// `hba`: pg_hba.conf lines, used with `auth_type: hba`.
-    pub hba: Vec<String>,
-    /// `auth_hba_file`: a pg_hba.conf-format file (read at start), after the `hba` lines.
-    pub auth_hba_file: Option<PathBuf>,
-    /// `auth_file`: userlist.txt.
-    pub auth_file: Option<PathBuf>,
-    /// `auth_user`: the role `auth_query` runs as (its password from `auth_file`); without
-    /// it `auth_query` is not used.
-    pub auth_user: Option<String>,
-    /// `auth_query`: `$1` is the user name; answers (name, password).
-    pub auth_query: String,
-    /// `auth_dbname`: the database `auth_query` runs in (default: the client's).
-    pub auth_dbname: Option<String>,
-    /// `auth_query_cache_ttl`: how long an answer of `auth_query` is used.
-    pub auth_query_cache_ttl: Duration,
-}
-
-/// PgBouncer 1.21's default.
-pub const DEFAULT_AUTH_QUERY: &str = "SELECT rolname, CASE WHEN rolvaliduntil < now() THEN NULL ELSE rolpassword END FROM pg_authid WHERE rolname = $1 AND rolcanlogin";
-
-impl Default for AuthConfig {
-    fn default() -> Self {
-        AuthConfig {
-            auth_type: AuthType::Method(Method::Md5),
-            hba: Vec::new(),
-            auth_hba_file: None,
-            auth_file: None,
-            auth_user: None,
-            auth_query: DEFAULT_AUTH_QUERY.to_string(),
-            auth_dbname: None,
-            auth_query_cache_ttl: Duration::from_secs(30),
-        }
-    }
-}
+pub(crate) use query::QueryLeader;
 
 /// The loaded rules and users, and the `auth_query` cache.
 pub(crate) struct Auth {
@@ -93,62 +37,10 @@ pub(crate) struct Auth {
     cache: Mutex<HashMap<String, (Instant, Option<Credential>)>>,
 }
 
-fn invalid(key: &str, reason: String) -> RouterConfigError {
-    crate::yaml::invalid(key, &reason)
-}
-
 impl Auth {
-    /// Read `auth_file` and the hba rules; every error names its key and line.
+    /// Read `auth_file` and the hba rules (`Credentials::load`).
     pub(crate) fn load(cfg: &AuthConfig) -> Result<Auth, RouterConfigError> {
-        let mut lines = cfg.hba.clone();
-        let rules = hba::parse(&lines).map_err(|e| invalid("auth.hba", e))?;
-        let mut rules = rules;
-        if let Some(path) = &cfg.auth_hba_file {
-            let text = std::fs::read_to_string(path).map_err(|e| {
-                invalid(
-                    "auth.auth_hba_file",
-                    format!("cannot be read ({}): {e}", path.display()),
-                )
-            })?;
-            lines = text.lines().map(str::to_string).collect();
-            rules.extend(
-                hba::parse(&lines).map_err(|e| {
-                    invalid("auth.auth_hba_file", format!("{}: {e}", path.display()))
-                })?,
-            );
-        }
-        if cfg.auth_type == AuthType::Hba && rules.is_empty() {
-            return Err(invalid(
-                "auth.auth_type",
-                "is hba but there are no rules: give auth.hba lines or auth.auth_hba_file".into(),
-            ));
-        }
-        let users = match &cfg.auth_file {
-            Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    invalid(
-                        "auth.auth_file",
-                        format!("cannot be read ({}): {e}", path.display()),
-                    )
-                })?;
-                userlist::parse(&text)
-                    .map_err(|e| invalid("auth.auth_file", format!("{}: {e}", path.display())))?
-            }
-            None => HashMap::new(),
-        };
-        let needs_passwords = match cfg.auth_type {
-            AuthType::Method(Method::Trust | Method::Reject | Method::Cert) => false,
-            AuthType::Method(_) => true,
-            AuthType::Hba => rules
-                .iter()
-                .any(|r| !matches!(r.method, Method::Trust | Method::Reject | Method::Cert)),
-        };
-        if needs_passwords && cfg.auth_file.is_none() && cfg.auth_user.is_none() {
-            return Err(RouterConfigError::Missing {
-                key: "auth.auth_file".into(),
-                hint: "password methods need users: an auth_file (PgBouncer's userlist.txt) or auth_user for auth_query",
-            });
-        }
+        let Credentials { rules, users } = Credentials::load(cfg)?;
         Ok(Auth {
             cfg: cfg.clone(),
             rules,
@@ -171,21 +63,10 @@ impl Auth {
         }
     }
 
-    /// Whether any rule asks for a client certificate (then `tls_cafile` is needed).
-    pub(crate) fn uses_client_certificates(&self) -> bool {
-        match self.cfg.auth_type {
-            AuthType::Method(m) => m == Method::Cert,
-            AuthType::Hba => self
-                .rules
-                .iter()
-                .any(|r| r.clientcert != hba::ClientCert::None),
-        }
-    }
-
     /// The password of `user`: auth_file first, then auth_query (cached).
-    async fn credential(
+    async fn credential<F: Future<Output = Option<Backend>>>(
         &self,
-        shared: &Shared,
+        leader: QueryLeader<F>,
         user: &str,
         database: &str,
     ) -> Result<Option<Credential>, String> {
@@ -220,7 +101,7 @@ impl Auth {
             None => ServerLogin::None,
         };
         let database = self.cfg.auth_dbname.as_deref().unwrap_or(database);
-        let found = query::lookup(shared, &self.cfg, auth_user, &login, database, user).await?;
+        let found = query::lookup(leader, &self.cfg, auth_user, &login, database, user).await?;
         self.cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
@@ -284,7 +165,7 @@ where
     let answer = read_message(client).await.map_err(Refusal::Client)?;
     if answer.tag() != b'p' {
         return Err(Refusal::Fatal {
-            code: crate::reply::PROTOCOL_VIOLATION,
+            code: crate::protocol::sqlstate::PROTOCOL_VIOLATION,
             reason: "malformed",
             message: format!(
                 "expected a password response, got message type \"{}\"",
@@ -311,7 +192,7 @@ where
     let initial = ask(client, &auth_request(10, b"SCRAM-SHA-256\0\0")).await?;
     let mechanism = cstring(&initial);
     let malformed = |what: String| Refusal::Fatal {
-        code: crate::reply::PROTOCOL_VIOLATION,
+        code: crate::protocol::sqlstate::PROTOCOL_VIOLATION,
         reason: "malformed",
         message: what,
     };
@@ -358,14 +239,15 @@ pub(crate) struct Peer<'a> {
 }
 
 /// Authenticate the client; on success AuthenticationOk has been sent.
-pub(crate) async fn authenticate<C>(
-    shared: &Shared,
+pub(crate) async fn authenticate<C, F>(
+    leader: QueryLeader<F>,
     auth: &Auth,
     client: &mut C,
     peer: &Peer<'_>,
 ) -> Result<ServerLogin, Refusal>
 where
     C: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = Option<Backend>>,
 {
     let Peer {
         user,
@@ -400,7 +282,7 @@ where
     if let Some(rule) = rule {
         check_certificate(rule, certificate, user)?;
     }
-    let credential = match auth.credential(shared, user, database).await {
+    let credential = match auth.credential(leader, user, database).await {
         Ok(c) => c,
         Err(cause) => {
             tracing::warn!(%user, %cause, "cannot look up a password with auth_query; refusing the client");

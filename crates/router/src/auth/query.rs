@@ -3,24 +3,35 @@
 //! the caller caches the answer. The function to create so that `auth_user` needs no
 //! superuser rights is in docs/CONFIGURATION.md.
 
+use std::future::Future;
+use std::time::Duration;
+
 use tokio::io::AsyncWriteExt;
 
-use super::userlist::Credential;
 use super::AuthConfig;
+use crate::credentials::userlist::Credential;
 use crate::pool::server::{login, ServerLogin};
-use crate::route::wait_for_leader;
-use crate::shared::Shared;
+use crate::topology::Backend;
+
+/// Where `auth_query` runs: the leader (`find` resolves to it, or to None when there is none
+/// to wait for; polled only when a user is looked up) and how long logging in may take.
+pub(crate) struct QueryLeader<F> {
+    pub find: F,
+    pub connect_timeout: Duration,
+    pub startup_timeout: Duration,
+}
 
 /// The user's stored password (None: no such login role, or no password).
-pub(crate) async fn lookup(
-    shared: &Shared,
+pub(crate) async fn lookup<F: Future<Output = Option<Backend>>>(
+    at: QueryLeader<F>,
     cfg: &AuthConfig,
     auth_user: &str,
     credential: &ServerLogin,
     database: &str,
     user: &str,
 ) -> Result<Option<Credential>, String> {
-    let leader = wait_for_leader(shared, None)
+    let leader = at
+        .find
         .await
         .ok_or_else(|| "auth_query: no leader to ask".to_string())?;
     let mut conn = login(
@@ -28,8 +39,8 @@ pub(crate) async fn lookup(
         auth_user,
         database,
         credential,
-        shared.cfg.connect_timeout,
-        shared.cfg.startup_timeout,
+        at.connect_timeout,
+        at.startup_timeout,
     )
     .await
     .map_err(|e| {
@@ -39,14 +50,14 @@ pub(crate) async fn lookup(
         )
     })?;
     let answer = tokio::time::timeout(
-        shared.cfg.startup_timeout,
+        at.startup_timeout,
         conn.query_params(&cfg.auth_query, &[user]),
     )
     .await
     .map_err(|_| {
         format!(
             "auth_query: no answer from {} within {:?}",
-            leader.name, shared.cfg.startup_timeout
+            leader.name, at.startup_timeout
         )
     })?
     .map_err(|e| format!("auth_query on {}: {e}", leader.name))?;

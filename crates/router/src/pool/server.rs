@@ -11,8 +11,8 @@ use tokio::io::AsyncWriteExt;
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::TcpStream;
 
-use crate::auth::scram::{ClientCredential, ClientExchange};
-use crate::auth::userlist::md5_response;
+use crate::credentials::scram::{ClientCredential, ClientExchange};
+use crate::credentials::userlist::md5_response;
 use crate::protocol::{auth_code, backend_key, parameter_status, CancelKey};
 use crate::topology::Backend;
 use crate::wire::read_message;
@@ -29,7 +29,7 @@ pub(crate) enum ServerLogin {
     /// The ClientKey of a SCRAM secret (answers SCRAM challenges of the same secret only).
     Scram {
         client_key: [u8; 32],
-        secret: crate::auth::scram::ScramSecret,
+        secret: crate::credentials::scram::ScramSecret,
     },
 }
 
@@ -299,7 +299,7 @@ async fn handshake(
                             .and_then(|s| s.try_into().ok())
                             .ok_or_else(|| io("short md5 request"))?;
                         let secret = match credential {
-                            ServerLogin::Plain(p) => crate::auth::userlist::md5_secret(p, user),
+                            ServerLogin::Plain(p) => crate::credentials::userlist::md5_secret(p, user),
                             ServerLogin::Md5(secret) => secret.clone(),
                             _ => return Err(cannot("md5")),
                         };

@@ -29,9 +29,9 @@ use crate::client::Client;
 
 use crate::pool::server::ServerConn;
 use crate::pool::PoolMode;
+use crate::pooled::ryw::acquire;
 use crate::pooled::Ctx;
 use crate::protocol::Target;
-use crate::ryw::acquire;
 use crate::topology::Backend;
 use frontend::{message_len, parse, Frontend};
 use tracker::{Statements, Tracker, Verdict};
@@ -371,11 +371,12 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     Frontend::Parse { definition, .. } => Some(definition),
                     _ => None,
                 };
-                if text.is_some_and(crate::ryw::mentions_synchronous_commit) {
+                if text.is_some_and(crate::pooled::ryw::mentions_synchronous_commit) {
                     ryw.maybe_async_commit = true;
                 }
             }
-            let show = matches!(parsed, Frontend::Query(text) if crate::ryw::is_show_token(text));
+            let show =
+                matches!(parsed, Frontend::Query(text) if crate::pooled::ryw::is_show_token(text));
             if let Some(ryw) = ctx.ryw.as_deref().filter(|r| r.auto && show) {
                 if !quiet && tracker.pending > 0 {
                     // Answered once what was sent before it is (a pipelined Close, a
@@ -393,7 +394,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     } else {
                         tracker.status
                     };
-                    cout.extend_from_slice(&crate::ryw::show_answer(ryw.token(), status));
+                    cout.extend_from_slice(&crate::pooled::ryw::show_answer(ryw.token(), status));
                     continue;
                 }
             }
@@ -429,10 +430,11 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 let mut routed = None;
                 let mut begin_first = false;
                 if let Some(ryw) = ctx.ryw.as_deref_mut().filter(|r| r.auto) {
-                    match crate::ryw::route(&parsed, session_read_only, ryw.deferred_begin) {
-                        crate::ryw::Route::Defer => {
+                    match crate::pooled::ryw::route(&parsed, session_read_only, ryw.deferred_begin)
+                    {
+                        crate::pooled::ryw::Route::Defer => {
                             ryw.deferred_begin = true;
-                            cout.extend_from_slice(&crate::ryw::begin_answer());
+                            cout.extend_from_slice(&crate::pooled::ryw::begin_answer());
                             continue;
                         }
                         route => {
@@ -444,7 +446,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 }
                 tracing::trace!(pool = %ctx.key, ?routed, session_read_only, "routing a transaction");
                 match routed {
-                    Some(crate::ryw::Route::Read) => ctx.route(Target::Read),
+                    Some(crate::pooled::ryw::Route::Read) => ctx.route(Target::Read),
                     Some(_) => ctx.route(Target::Write),
                     None => {}
                 }
@@ -688,9 +690,9 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     && tracker.idle()
                     && sout.is_empty()
                     && sin.is_empty()
-                    && cout.ends_with(crate::ryw::READY_IDLE)
+                    && cout.ends_with(crate::pooled::ryw::READY_IDLE)
                 {
-                    Box::pin(crate::ryw::token_before_ready(ctx, &mut server, &mut cout)).await;
+                    Box::pin(crate::pooled::ryw::token_before_ready(ctx, &mut server, &mut cout)).await;
                 }
                 if server.is_none() {
                     continue;

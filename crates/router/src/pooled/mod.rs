@@ -6,10 +6,12 @@
 //! long as the session, as without pooling) or relays messages itself (`txn`). Startup
 //! parameters the pool cannot keep per client are refused as PgBouncer refuses them.
 
-use std::collections::{BTreeMap, HashMap};
+pub(crate) mod ryw;
+pub(crate) mod txn;
+
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tracing::Instrument;
 
@@ -17,115 +19,23 @@ use rand::RngCore;
 use tokio::io::AsyncWriteExt;
 
 use crate::aliases::DatabaseAlias;
-use crate::auth::{authenticate, Auth, Peer, Refusal};
+use crate::auth::{authenticate, Peer, QueryLeader, Refusal};
 use crate::client::Client;
 use crate::handshake::Ready;
 use crate::metrics::Metrics;
-use crate::pool::server::{login_within, LoginError, ServerConn, ServerView};
-use crate::pool::{Checkout, PoolKey, PoolMode, PoolStats, Pools, Report, Slot};
+use crate::pool::server::{login_within, LoginError, ServerConn};
+use crate::pool::{Checkout, PoolKey, PoolMode, PoolStats, Report, Slot};
+use crate::pooled::txn::{error_message, ready_for_query, tracked, Params};
+use crate::pooling::{CancelTarget, ClientEntry, ClientNow, Pooling};
 use crate::protocol::{CancelKey, StartupMessage, Target};
 use crate::reply::{refuse, send_and_close, CANNOT_CONNECT_NOW, PROTOCOL_VIOLATION};
 use crate::retry::{Failure, Next, Retry};
 use crate::route::{
-    leader_wait, no_leader_reason, pause_or_leader_change, read_candidates, wait_for_leader_until,
+    leader_wait, no_leader_reason, pause_or_leader_change, read_candidates, wait_for_leader,
+    wait_for_leader_until,
 };
 use crate::shared::Shared;
 use crate::topology::Backend;
-use crate::txn::{error_message, ready_for_query, tracked, Params};
-
-/// Where a CancelRequest carrying a client's router key goes: the server connection (its
-/// key and member) the client holds now, if any.
-pub(crate) type CancelTarget = Arc<Mutex<Option<(CancelKey, Backend)>>>;
-
-/// Everything pooling shares across clients.
-pub(crate) struct Pooling {
-    /// Replaced by a reload (SIGHUP): logins after it use the new rules and users.
-    auth: RwLock<Arc<Auth>>,
-    pub pools: Arc<Pools>,
-    /// Pooled clients connected now (for max_client_conn).
-    pub clients: AtomicUsize,
-    /// The router keys handed to pooled clients.
-    pub cancels: Mutex<HashMap<CancelKey, CancelTarget>>,
-    /// Logged-in clients by id, for `/clients` and `/servers`.
-    pub registry: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
-    next_client: AtomicU64,
-    /// Session-mode write sessions the kernel forwards now (`takeout`): each counts as busy
-    /// for a switchover's drain until it has been taken out.
-    pub kernel_writes: Arc<AtomicUsize>,
-    /// The connections that ask the old leader about such sessions during a switchover.
-    pub probers: crate::takeout::Probers,
-}
-
-/// A logged-in pooled client, for `/clients` (PgBouncer's SHOW CLIENTS).
-pub(crate) struct ClientEntry {
-    pub id: u64,
-    pub key: PoolKey,
-    pub addr: SocketAddr,
-    pub local: SocketAddr,
-    pub connect_time: chrono::DateTime<chrono::Utc>,
-    pub application_name: Option<String>,
-    pub tls: bool,
-    pub mode: PoolMode,
-    pub now: Mutex<ClientNow>,
-}
-
-/// What a client is doing now.
-pub(crate) struct ClientNow {
-    /// `active` (holds a server connection), `waiting` (for one) or `idle`.
-    pub state: &'static str,
-    /// When it last asked for a server connection.
-    pub request_time: chrono::DateTime<chrono::Utc>,
-    pub wait_since: Option<Instant>,
-    /// The server connection it holds.
-    pub server: Option<Arc<ServerView>>,
-}
-
-impl ClientEntry {
-    pub(crate) fn now(&self) -> std::sync::MutexGuard<'_, ClientNow> {
-        self.now.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
-impl Pooling {
-    pub(crate) fn new(auth: Auth, pools: Arc<Pools>) -> Pooling {
-        Pooling {
-            auth: RwLock::new(Arc::new(auth)),
-            pools,
-            clients: AtomicUsize::new(0),
-            cancels: Mutex::new(Default::default()),
-            registry: Mutex::new(Default::default()),
-            next_client: AtomicU64::new(1),
-            kernel_writes: Arc::new(AtomicUsize::new(0)),
-            probers: Default::default(),
-        }
-    }
-
-    pub(crate) fn auth(&self) -> Arc<Auth> {
-        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    pub(crate) fn replace_auth(&self, auth: Auth) {
-        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(auth);
-    }
-
-    /// The logged-in clients now.
-    pub(crate) fn clients_now(&self) -> Vec<Arc<ClientEntry>> {
-        self.registry
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
-    }
-
-    pub(crate) fn cancel_target(&self, key: &CancelKey) -> Option<CancelTarget> {
-        self.cancels
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(key)
-            .cloned()
-    }
-}
 
 /// A FATAL for the client: the server's own ErrorResponse, or the router's.
 #[derive(Debug)]
@@ -166,7 +76,7 @@ pub(crate) struct Ctx {
     /// carry to another server (`txn::session_state`); None: the session can be moved.
     pub unmovable: Option<String>,
     /// Read-your-writes (the auto listener, or a `pgbaton.min_lsn` token).
-    pub ryw: Option<Box<crate::ryw::ReadYourWrites>>,
+    pub ryw: Option<Box<crate::pooled::ryw::ReadYourWrites>>,
     /// A session taken out of the kernel at a switchover (`takeout`): the router has not
     /// seen its statements, so before it moves, its state is read on the old server
     /// (`takeout::carried_state`); it counts for the switchover's drain until then.
@@ -250,7 +160,7 @@ impl Ctx {
     pub(crate) async fn leave(
         &mut self,
         mut conn: ServerConn,
-        tracker: &crate::txn::tracker::Tracker,
+        tracker: &crate::pooled::txn::tracker::Tracker,
     ) {
         self.detach();
         if tracker.pending > 0 || tracker.unsynced {
@@ -693,7 +603,7 @@ impl Drop for ClientGuard {
 }
 
 fn parameter_status(name: &str, value: &str) -> Vec<u8> {
-    crate::txn::frontend::message(b'S', &[name.as_bytes(), b"\0", value.as_bytes(), b"\0"])
+    crate::pooled::txn::frontend::message(b'S', &[name.as_bytes(), b"\0", value.as_bytes(), b"\0"])
 }
 
 /// Serve one client of a pooled listener after its startup packet.
@@ -707,7 +617,7 @@ pub(crate) fn serve(
     target: Target,
     alias: Option<DatabaseAlias>,
     peer: SocketAddr,
-    ryw: Option<crate::ryw::ReadYourWrites>,
+    ryw: Option<crate::pooled::ryw::ReadYourWrites>,
 ) -> impl std::future::Future<Output = ()> + Send {
     // The login is boxed here, with its arguments, and over once the relay starts: the
     // client's task then holds only the relay's state (what an idle client costs), not the
@@ -725,7 +635,7 @@ pub(crate) fn serve(
         else {
             return;
         };
-        crate::txn::relay(&mut ctx, client, server).await;
+        crate::pooled::txn::relay(&mut ctx, client, server).await;
         drop(guard);
     }
 }
@@ -752,7 +662,7 @@ async fn start(
     target: Target,
     alias: Option<DatabaseAlias>,
     peer: SocketAddr,
-    ryw: Option<crate::ryw::ReadYourWrites>,
+    ryw: Option<crate::pooled::ryw::ReadYourWrites>,
 ) -> Option<Started> {
     let settings = pooling.pools.settings();
     let now = pooling.clients.fetch_add(1, Ordering::Relaxed) + 1;
@@ -853,7 +763,12 @@ async fn start(
     let auth = pooling.auth();
     // Boxed (as every step that does not last the session): the client's task keeps only
     // what the relay needs while the client is idle.
-    let login = match Box::pin(authenticate(&shared, &auth, &mut client, &who)).await {
+    let leader = QueryLeader {
+        find: wait_for_leader(&shared, None),
+        connect_timeout: shared.cfg.connect_timeout,
+        startup_timeout: shared.cfg.startup_timeout,
+    };
+    let login = match Box::pin(authenticate(leader, &auth, &mut client, &who)).await {
         Ok(login) => login,
         Err(Refusal::Fatal {
             code,
@@ -930,7 +845,7 @@ async fn start(
     };
     let (conn, told) = match cached {
         Some(params) => (None, params),
-        None => match Box::pin(crate::ryw::acquire(&mut ctx)).await {
+        None => match Box::pin(crate::pooled::ryw::acquire(&mut ctx)).await {
             Ok(conn) => {
                 let params = conn.params.clone();
                 (Some(conn), params)
@@ -947,7 +862,7 @@ async fn start(
         told.insert(name.clone(), value.clone());
     }
     // From now on the client keeps what it was told (PgBouncer's tracked parameters).
-    for name in crate::txn::TRACKED {
+    for name in crate::pooled::txn::TRACKED {
         if let Some(value) = told.get(name) {
             ctx.params
                 .entry(name.to_string())

@@ -30,9 +30,9 @@ use std::time::Duration;
 
 use crate::metrics::Metrics;
 use crate::pool::server::ServerConn;
+use crate::pooled::txn::frontend::{message, Frontend};
 use crate::pooled::{Ctx, Fatal};
 use crate::protocol::Target;
-use crate::txn::frontend::{message, Frontend};
 
 /// The ParameterStatus name (and `SHOW` name) of the client's token.
 pub(crate) const TOKEN_NAME: &str = "pgbaton.last_commit_lsn";
@@ -244,14 +244,14 @@ pub(crate) fn show_answer(token: u64, status: u8) -> Vec<u8> {
         ],
     ));
     out.extend(message(b'C', &[b"SHOW\0"]));
-    out.extend(crate::txn::ready_for_query(status));
+    out.extend(crate::pooled::txn::ready_for_query(status));
     out
 }
 
 /// What the router answers a lone `BEGIN` it keeps for the next message.
 pub(crate) fn begin_answer() -> Vec<u8> {
     let mut out = message(b'C', &[b"BEGIN\0"]);
-    out.extend(crate::txn::ready_for_query(b'T'));
+    out.extend(crate::pooled::txn::ready_for_query(b'T'));
     out
 }
 
@@ -533,8 +533,11 @@ mod tests {
         assert_eq!(answer[0], b'T');
         let text = String::from_utf8_lossy(&answer);
         assert!(text.contains("0/16B3748"), "{text}");
-        assert!(answer.ends_with(&crate::txn::ready_for_query(b'I')));
-        assert_eq!(READY_IDLE, crate::txn::ready_for_query(b'I').as_slice());
+        assert!(answer.ends_with(&crate::pooled::txn::ready_for_query(b'I')));
+        assert_eq!(
+            READY_IDLE,
+            crate::pooled::txn::ready_for_query(b'I').as_slice()
+        );
         let status = token_message(1);
         assert_eq!(&status[5..], b"pgbaton.last_commit_lsn\x000/1\x00");
     }

@@ -1,0 +1,144 @@
+//! What pooling shares across clients: the pools, the authentication rules (replaced by a
+//! reload), the pooled clients logged in now (for `/clients`, `max_client_conn`), the router
+//! keys handed to them (for CancelRequests), and what a switchover needs about the sessions
+//! the kernel forwards (`takeout`). The state only: the clients' sessions are `pooled`'s.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, AtomicUsize};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Instant;
+
+use crate::auth::Auth;
+use crate::pool::server::{ServerConn, ServerView};
+use crate::pool::{PoolKey, PoolMode, Pools};
+use crate::protocol::CancelKey;
+use crate::topology::Backend;
+
+/// Where a CancelRequest carrying a client's router key goes: the server connection (its
+/// key and member) the client holds now, if any.
+pub(crate) type CancelTarget = Arc<Mutex<Option<(CancelKey, Backend)>>>;
+
+/// Everything pooling shares across clients.
+pub(crate) struct Pooling {
+    /// Replaced by a reload (SIGHUP): logins after it use the new rules and users.
+    auth: RwLock<Arc<Auth>>,
+    pub pools: Arc<Pools>,
+    /// Pooled clients connected now (for max_client_conn).
+    pub clients: AtomicUsize,
+    /// The router keys handed to pooled clients.
+    pub cancels: Mutex<HashMap<CancelKey, CancelTarget>>,
+    /// Logged-in clients by id, for `/clients` and `/servers`.
+    pub registry: Mutex<BTreeMap<u64, Arc<ClientEntry>>>,
+    pub next_client: AtomicU64,
+    /// Session-mode write sessions the kernel forwards now (`takeout`): each counts as busy
+    /// for a switchover's drain until it has been taken out.
+    pub kernel_writes: Arc<AtomicUsize>,
+    /// The connections that ask the old leader about such sessions during a switchover.
+    pub probers: Probers,
+}
+
+/// A logged-in pooled client, for `/clients` (PgBouncer's SHOW CLIENTS).
+pub(crate) struct ClientEntry {
+    pub id: u64,
+    pub key: PoolKey,
+    pub addr: SocketAddr,
+    pub local: SocketAddr,
+    pub connect_time: chrono::DateTime<chrono::Utc>,
+    pub application_name: Option<String>,
+    pub tls: bool,
+    pub mode: PoolMode,
+    pub now: Mutex<ClientNow>,
+}
+
+/// What a client is doing now.
+pub(crate) struct ClientNow {
+    /// `active` (holds a server connection), `waiting` (for one) or `idle`.
+    pub state: &'static str,
+    /// When it last asked for a server connection.
+    pub request_time: chrono::DateTime<chrono::Utc>,
+    pub wait_since: Option<Instant>,
+    /// The server connection it holds.
+    pub server: Option<Arc<ServerView>>,
+}
+
+impl ClientEntry {
+    pub(crate) fn now(&self) -> std::sync::MutexGuard<'_, ClientNow> {
+        self.now.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl Pooling {
+    pub(crate) fn new(auth: Auth, pools: Arc<Pools>) -> Pooling {
+        Pooling {
+            auth: RwLock::new(Arc::new(auth)),
+            pools,
+            clients: AtomicUsize::new(0),
+            cancels: Mutex::new(Default::default()),
+            registry: Mutex::new(Default::default()),
+            next_client: AtomicU64::new(1),
+            kernel_writes: Arc::new(AtomicUsize::new(0)),
+            probers: Default::default(),
+        }
+    }
+
+    pub(crate) fn auth(&self) -> Arc<Auth> {
+        self.auth.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    pub(crate) fn replace_auth(&self, auth: Auth) {
+        *self.auth.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(auth);
+    }
+
+    /// The logged-in clients now.
+    pub(crate) fn clients_now(&self) -> Vec<Arc<ClientEntry>> {
+        self.registry
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    pub(crate) fn cancel_target(&self, key: &CancelKey) -> Option<CancelTarget> {
+        self.cancels
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(key)
+            .cloned()
+    }
+}
+
+/// One connection per pool and member through which the sessions being taken out ask
+/// about their backends (in turn).
+pub(crate) struct Prober {
+    pub backend: Backend,
+    pub key: PoolKey,
+    pub conn: tokio::sync::Mutex<Option<ServerConn>>,
+}
+
+/// The probers of a switchover, by pool and member; emptied when the switchover is over.
+#[derive(Default)]
+pub(crate) struct Probers(Mutex<HashMap<(PoolKey, String), Arc<Prober>>>);
+
+impl Probers {
+    pub(crate) fn get(&self, key: &PoolKey, backend: &Backend) -> Arc<Prober> {
+        self.0
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .entry((key.clone(), backend.name.clone()))
+            .or_insert_with(|| {
+                Arc::new(Prober {
+                    backend: backend.clone(),
+                    key: key.clone(),
+                    conn: tokio::sync::Mutex::new(None),
+                })
+            })
+            .clone()
+    }
+
+    /// Close them (the switchover is over).
+    pub(crate) fn clear(&self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
