@@ -22,8 +22,8 @@
 # failed runs. -M prepared runs with -j = -c: pgbench prepares synchronously, and with fewer
 # threads a thread can wait for a connection its own clients hold (docs/CONFIGURATION.md).
 #
-# The router runs as the standalone pgbaton-router binary with one worker thread per core
-# (PGBATON_ROUTER_THREADS unset); `pgbaton router` runs single-threaded.
+# The router runs as `pgbaton router --threads 0`: one worker thread per core (by default
+# `pgbaton router` runs a single thread).
 #
 # Needs root, python3, postgresql-15, etcd-server + etcd-client, pgbouncer:
 #   apt-get install -y postgresql-15 etcd-server etcd-client pgbouncer
@@ -60,10 +60,10 @@ ulimit -n "$(ulimit -Hn)"
 DIR=$(mktemp -d /tmp/pgbaton-pool-bench.XXXXXX)
 chmod 755 "$DIR"
 if [ -n "${ROUTER_BIN:-}" ]; then
-    cp "$ROUTER_BIN" "$DIR/pgbaton-router"
+    cp "$ROUTER_BIN" "$DIR/pgbaton"
 else
-    cargo build --release -p pgbaton-router >&2
-    cp target/release/pgbaton-router "$DIR/pgbaton-router"
+    cargo build --release -p pgbaton >&2
+    cp target/release/pgbaton "$DIR/pgbaton"
 fi
 PIDS=()
 cleanup() {
@@ -131,7 +131,7 @@ pool:
 EOF
     [ -z "${6:-}" ] || printf 'api:\n  listen: 127.0.0.1:%s\n' "$6" >>"$DIR/$1.yml"
     [ -z "${7:-}" ] || printf 'forwarding: %s\n' "$7" >>"$DIR/$1.yml"
-    RUST_LOG=warn "$DIR/pgbaton-router" --config "$DIR/$1.yml" >"$DIR/$1.log" 2>&1 &
+    PGBATON_LOG=warn "$DIR/pgbaton" router --threads 0 --config "$DIR/$1.yml" >"$DIR/$1.log" 2>&1 &
     PIDS+=($!)
     eval "${1}_PID=$!"
 }

@@ -7,8 +7,8 @@
 #   DURATION=5 REPEAT=1 bash bench/router/run.sh   # quicker, noisier
 #   ONLY='-S\) (8|64)' bash bench/router/run.sh     # only rows whose "workload clients" match
 #   IDLE=0 bash bench/router/run.sh           # skip the idle-memory measurement
-#   BASELINE_BIN=/path/to/old/pgbaton-router bash bench/router/run.sh   # A/B: adds a column
-#                                             # for another router build (single-threaded)
+#   BASELINE_BIN=/path/to/old/pgbaton bash bench/router/run.sh   # A/B: adds a column for
+#                                             # another build's `pgbaton router`
 #   NICE=-10 bash bench/router/run.sh         # adds a single-threaded router and a HAProxy
 #                                             # run at that nice value (higher CPU priority)
 #
@@ -68,10 +68,10 @@ command -v python3 >/dev/null || { echo "missing python3: apt-get install -y pyt
 DIR=$(mktemp -d /tmp/pgbaton-router-bench.XXXXXX)
 chmod 755 "$DIR"
 if [ -n "${ROUTER_BIN:-}" ]; then
-    cp "$ROUTER_BIN" "$DIR/pgbaton-router"
+    cp "$ROUTER_BIN" "$DIR/pgbaton"
 else
-    cargo build --release -p pgbaton-router >&2
-    cp target/release/pgbaton-router "$DIR/pgbaton-router"
+    cargo build --release -p pgbaton >&2
+    cp target/release/pgbaton "$DIR/pgbaton"
 fi
 PIDS=()
 cleanup() {
@@ -125,21 +125,21 @@ read:
 api:
   listen: 127.0.0.1:$API_PORT
 EOF
-PGBATON_ROUTER_THREADS=1 RUST_LOG=warn "$DIR/pgbaton-router" --config "$DIR/router.yml" >"$DIR/router.log" 2>&1 &
+PGBATON_LOG=warn "$DIR/pgbaton" router --config "$DIR/router.yml" >"$DIR/router.log" 2>&1 &
 PIDS+=($!)
 ROUTER_PID=$!
 sed -e "s/:$WRITE_PORT/:$WRITE1_PORT/" -e "s/:$READ_PORT/:$READ1_PORT/" -e '/^api:/,$d' \
     "$DIR/router.yml" >"$DIR/relay.yml"
 echo "forwarding: userspace" >>"$DIR/relay.yml"
-PGBATON_ROUTER_THREADS=1 RUST_LOG=warn "$DIR/pgbaton-router" --config "$DIR/relay.yml" >"$DIR/relay.log" 2>&1 &
+PGBATON_LOG=warn "$DIR/pgbaton" router --config "$DIR/relay.yml" >"$DIR/relay.log" 2>&1 &
 PIDS+=($!)
 RELAY_PID=$!
 TARGETS=(direct router relay)
 if [ -n "${BASELINE_BIN:-}" ]; then
-    cp "$BASELINE_BIN" "$DIR/pgbaton-router-baseline"
+    cp "$BASELINE_BIN" "$DIR/pgbaton-baseline"
     sed -e "s/:$WRITE_PORT/:$WRITEB_PORT/" -e "s/:$READ_PORT/:$READB_PORT/" -e '/^api:/,$d' \
         "$DIR/router.yml" >"$DIR/routerb.yml"
-    PGBATON_ROUTER_THREADS=1 RUST_LOG=warn "$DIR/pgbaton-router-baseline" --config "$DIR/routerb.yml" >"$DIR/routerb.log" 2>&1 &
+    PGBATON_LOG=warn "$DIR/pgbaton-baseline" router --config "$DIR/routerb.yml" >"$DIR/routerb.log" 2>&1 &
     PIDS+=($!)
     BASELINE_PID=$!
     TARGETS+=(baseline)
@@ -147,7 +147,7 @@ fi
 if [ -n "${NICE:-}" ]; then
     sed -e "s/:$WRITE_PORT/:$WRITEN_PORT/" -e "s/:$READ_PORT/:$READN_PORT/" -e '/^api:/,$d' \
         "$DIR/router.yml" >"$DIR/routern.yml"
-    PGBATON_ROUTER_THREADS=1 RUST_LOG=warn nice -n "$NICE" "$DIR/pgbaton-router" --config "$DIR/routern.yml" >"$DIR/routern.log" 2>&1 &
+    PGBATON_LOG=warn nice -n "$NICE" "$DIR/pgbaton" router --config "$DIR/routern.yml" >"$DIR/routern.log" 2>&1 &
     PIDS+=($!)
     NICE_ROUTER_PID=$!
     TARGETS+=(router1nice)

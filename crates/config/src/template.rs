@@ -46,6 +46,10 @@ pub struct MemberYaml {
     pub retry_timeout: Option<f64>,
     pub synchronous: Synchronous,
     pub synchronous_strict: bool,
+    /// `synchronous_node_count`; `None` leaves the key out (1).
+    pub synchronous_node_count: Option<u32>,
+    /// `failsafe_mode` in `bootstrap.dcs`.
+    pub failsafe_mode: bool,
     /// The network in `bootstrap.pg_hba` for clients and replication (CIDR).
     pub network: String,
     /// `bootstrap.pg_hba` lines before the two generated ones.
@@ -63,6 +67,8 @@ pub struct MemberYaml {
     pub socket_dir: Option<PathBuf>,
     /// The `pgbaton:` section (`log_dir`); off for Patroni.
     pub pgbaton_section: bool,
+    /// More keys of the `pgbaton:` section, after `log_dir` (e.g. `auto_reclone: true`).
+    pub pgbaton_keys: Vec<(String, String)>,
     /// More tags, after `nofailover` and `noloadbalance` (e.g. `clonefrom: false`).
     pub extra_tags: Vec<(String, String)>,
     /// WAL archive and backups with pgBackRest; `None`: no archive.
@@ -103,6 +109,8 @@ impl MemberYaml {
             retry_timeout: None,
             synchronous: Synchronous::Off,
             synchronous_strict: false,
+            synchronous_node_count: None,
+            failsafe_mode: false,
             network: "127.0.0.1/32".into(),
             hba_first: Vec::new(),
             app_user: true,
@@ -120,6 +128,7 @@ impl MemberYaml {
             parameters: pairs(&[("shared_buffers", "32MB")]),
             socket_dir: None,
             pgbaton_section: true,
+            pgbaton_keys: Vec::new(),
             extra_tags: Vec::new(),
             archive: None,
             standby_of: None,
@@ -175,6 +184,12 @@ impl MemberYaml {
         }
         if self.synchronous_strict {
             let _ = writeln!(w, "    synchronous_mode_strict: true");
+        }
+        if let Some(count) = self.synchronous_node_count {
+            let _ = writeln!(w, "    synchronous_node_count: {count}");
+        }
+        if self.failsafe_mode {
+            let _ = writeln!(w, "    failsafe_mode: true");
         }
         let _ = writeln!(w, "    maximum_lag_on_failover: 1048576");
         if let Some((host, port)) = &self.standby_of {
@@ -277,6 +292,9 @@ impl MemberYaml {
         }
         if self.pgbaton_section {
             let _ = writeln!(w, "\npgbaton:\n  log_dir: {dir}");
+            for (key, value) in &self.pgbaton_keys {
+                let _ = writeln!(w, "  {key}: {value}");
+            }
         }
         if let Some(archive) = &self.archive {
             let _ = writeln!(

@@ -47,6 +47,10 @@ enum Command {
         /// SIGHUP reads it again.
         #[arg(long, short = 'c')]
         config: Option<PathBuf>,
+        /// Worker threads. 1 (the default) measured fastest on a 2-core machine shared with
+        /// PostgreSQL (bench/router); 0 is one per core.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
         #[command(subcommand)]
         command: Option<RouterCommand>,
     },
@@ -102,8 +106,25 @@ fn main() -> ExitCode {
     // faster than two on a 2-core machine shared with PostgreSQL (bench/router).
     let builder = match cli.command {
         Command::Router {
-            config: Some(_), ..
+            config: Some(_),
+            threads: 1,
+            ..
         } => tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build(),
+        Command::Router {
+            config: Some(_),
+            threads: 0,
+            ..
+        } => tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build(),
+        Command::Router {
+            config: Some(_),
+            threads,
+            ..
+        } => tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
             .enable_all()
             .build(),
         _ => tokio::runtime::Builder::new_multi_thread()
@@ -125,6 +146,7 @@ fn main() -> ExitCode {
             Command::Router {
                 config: Some(config),
                 command: None,
+                ..
             } => run_router(config).await,
             Command::Router {
                 command: Some(command),

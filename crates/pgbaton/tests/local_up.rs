@@ -3,79 +3,16 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::cluster::{require_binaries, temp_dir, PGBATON};
+use common::local_up::LocalUp;
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 
-/// Kills `local up` and everything naming its directory if the test fails half-way.
-struct Guard {
-    child: Child,
-    dir: String,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for (pid, _) in common::procs::pids_mentioning(&self.dir) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
-
-/// Starts `pgbaton local up <extra>` in `dir` and waits (120 s at most) for its member table
-/// and its last line; what it printed.
-fn local_up(extra: &[&str], dir: &std::path::Path, base: u16) -> (Guard, String) {
-    let child = Command::new(PGBATON)
-        .args(["local", "up"])
-        .args(extra)
-        .arg("--base-port")
-        .arg(base.to_string())
-        .arg("--dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning pgbaton local up");
-    let mut guard = Guard {
-        child,
-        dir: dir.display().to_string(),
-    };
-    // Read stdout on a thread; wait (with a deadline) for the member table and the last line.
-    let stdout = guard.child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let mut printed = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                let done = line.contains("Ctrl-C stops the cluster");
-                printed.push(line);
-                if done {
-                    break;
-                }
-            }
-            Err(e) => panic!(
-                "local up did not print its member table ({e}); printed so far:\n{}",
-                printed.join("\n")
-            ),
-        }
-    }
-    (guard, printed.join("\n"))
+fn local_up(extra: &[&str], dir: &std::path::Path, base: u16) -> (LocalUp, String) {
+    common::local_up::start(extra, dir, base, Duration::from_secs(120))
 }
 
 #[test]

@@ -7,41 +7,13 @@
 
 mod common;
 
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::cluster::{require_binaries, temp_dir, PGBATON};
-use nix::sys::signal::{kill, Signal};
-use nix::unistd::Pid;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
-
-/// Kills `local up` and everything naming its directory, even when the test fails.
-struct Guard {
-    child: Child,
-    dir: String,
-}
-
-impl Drop for Guard {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.child.id() as i32), Signal::SIGTERM);
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if matches!(self.child.try_wait(), Ok(Some(_))) {
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        for (pid, _) in common::procs::pids_mentioning(&self.dir) {
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-        }
-    }
-}
 
 /// `chromium --headless` with the flags a root, display-less run needs, and `args`.
 fn chromium(profile: &Path, args: &[&str]) -> std::process::Output {
@@ -103,56 +75,12 @@ fn chromium_shows_the_members_the_leader_and_the_history_and_takes_a_screenshot(
     let tmp = temp_dir("pgbaton-it-page-");
     let dir = tmp.path().join("cluster");
     let ports = common::ports::reserve();
-    let child = Command::new(PGBATON)
-        .args([
-            "local",
-            "up",
-            "--members",
-            "3",
-            "--pool-mode",
-            "session",
-            "--base-port",
-        ])
-        .arg(ports.base.to_string())
-        .arg("--dir")
-        .arg(&dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("spawning pgbaton local up");
-    let mut guard = Guard {
-        child,
-        dir: dir.display().to_string(),
-    };
-    let stdout = guard.child.stdout.take().expect("stdout is piped");
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + Duration::from_secs(150);
-    let mut printed = Vec::new();
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match rx.recv_timeout(left) {
-            Ok(line) => {
-                let done = line.contains("Ctrl-C stops the cluster");
-                printed.push(line);
-                if done {
-                    break;
-                }
-            }
-            Err(e) => panic!(
-                "local up did not finish starting ({e}); printed so far:\n{}",
-                printed.join("\n")
-            ),
-        }
-    }
-    let text = printed.join("\n");
+    let (guard, text) = common::local_up::start(
+        &["--members", "3", "--pool-mode", "session"],
+        &dir,
+        ports.base,
+        Duration::from_secs(150),
+    );
     let url = format!("http://127.0.0.1:{}/", ports.base + 4);
     assert!(
         text.contains(&format!("status page: {url}")),

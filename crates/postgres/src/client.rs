@@ -3,6 +3,7 @@
 
 use std::future::Future;
 use std::time::Duration;
+use tracing::Instrument;
 
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{Client, Config, NoTls};
@@ -54,11 +55,14 @@ pub(crate) async fn connect_with(config: &Config, timeout: Duration) -> Result<C
             .connect(NoTls)
             .await
             .map_err(|e| PgError::query("connecting to PostgreSQL", e))?;
-        tokio::spawn(async move {
-            if let Err(e) = connection.await {
-                tracing::debug!(error = %e, "PostgreSQL connection ended");
+        tokio::spawn(
+            async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "PostgreSQL connection ended");
+                }
             }
-        });
+            .in_current_span(),
+        );
         Ok(client)
     };
     bounded("connecting to PostgreSQL", timeout, connect).await

@@ -9,6 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tracing::Instrument;
 
 use pgbaton_dcs::ClusterState;
 use tokio::sync::watch;
@@ -109,10 +110,13 @@ pub(crate) async fn poll(
         let mut asks = JoinSet::new();
         for (name, url) in &members {
             let (name, url, client) = (name.clone(), url.clone(), client.clone());
-            asks.spawn(async move {
-                let answer = fetch(client, url).await;
-                (name, answer, Instant::now())
-            });
+            asks.spawn(
+                async move {
+                    let answer = fetch(client, url).await;
+                    (name, answer, Instant::now())
+                }
+                .in_current_span(),
+            );
         }
         let mut answers = Vec::with_capacity(members.len());
         while let Some(joined) = asks.join_next().await {

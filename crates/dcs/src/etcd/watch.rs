@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 use std::time::Duration;
+use tracing::Instrument;
 
 use etcd_client::WatchOptions;
 use tokio::sync::{oneshot, watch};
@@ -27,7 +28,7 @@ pub(crate) fn spawn(
         );
         return;
     };
-    handle.spawn(run(target, prefix, events, stop));
+    handle.spawn(run(target, prefix, events, stop).in_current_span());
 }
 
 async fn run(

@@ -13,6 +13,7 @@ mod template;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+use tracing::Instrument;
 
 use anyhow::{bail, Context};
 use clap::Subcommand;
@@ -162,12 +163,9 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
     let mut supervisors = Vec::new();
     for name in &names {
         let delay = Duration::from_secs_f64(args.restart_delay.max(0.0));
-        supervisors.push(tokio::spawn(supervise::agent(
-            exe.clone(),
-            dir.join(name),
-            delay,
-            stop_rx.clone(),
-        )));
+        supervisors.push(tokio::spawn(
+            supervise::agent(exe.clone(), dir.join(name), delay, stop_rx.clone()).in_current_span(),
+        ));
     }
 
     let router_cfg = router_config(&args, &ports, &dir)?;
@@ -179,14 +177,17 @@ async fn up(args: UpArgs) -> anyhow::Result<()> {
         "--config".into(),
         router_yml.into_os_string(),
     ];
-    supervisors.push(tokio::spawn(supervise::process(
-        exe.clone(),
-        router_args,
-        dir.join("router.log"),
-        dir.join("router.pid"),
-        Duration::from_secs(1),
-        stop_rx.clone(),
-    )));
+    supervisors.push(tokio::spawn(
+        supervise::process(
+            exe.clone(),
+            router_args,
+            dir.join("router.log"),
+            dir.join("router.pid"),
+            Duration::from_secs(1),
+            stop_rx.clone(),
+        )
+        .in_current_span(),
+    ));
 
     let path = ClusterPath::new("/service/", &args.scope);
     let endpoints = vec![etcd.endpoint()];

@@ -3,6 +3,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use tracing::Instrument;
 
 use serde_json::{json, Value};
 
@@ -126,7 +127,7 @@ impl RepoCheck {
             if ok {
                 refresh_last_backup(&repo, &spec, &status).await;
             }
-        });
+        }.in_current_span());
     }
 
     /// Start a backup in the background (the caller checked that this member leads). `None`:
@@ -204,23 +205,26 @@ impl RepoCheck {
         );
         let spec = spec.clone();
         let started = what.clone();
-        tokio::spawn(async move {
-            tracing::info!("pgbackrest: starting a {what}");
-            let result = repo
-                .backup(&spec, type_, source == BackupSource::Standby)
-                .await
-                .map(|_| ())
-                .map_err(|e| e.to_string());
-            match &result {
-                Ok(()) => tracing::info!("pgbackrest: {what} finished"),
-                Err(e) => tracing::error!(error = %e, "pgbackrest: {what} failed"),
+        tokio::spawn(
+            async move {
+                tracing::info!("pgbackrest: starting a {what}");
+                let result = repo
+                    .backup(&spec, type_, source == BackupSource::Standby)
+                    .await
+                    .map(|_| ())
+                    .map_err(|e| e.to_string());
+                match &result {
+                    Ok(()) => tracing::info!("pgbackrest: {what} finished"),
+                    Err(e) => tracing::error!(error = %e, "pgbackrest: {what} failed"),
+                }
+                if let Some(run) = lock(&status).as_mut().and_then(|s| s.backup.as_mut()) {
+                    run.finished_unix = Some(now_unix());
+                    run.result = Some(result);
+                }
+                refresh_last_backup(&repo, &spec, &status).await;
             }
-            if let Some(run) = lock(&status).as_mut().and_then(|s| s.backup.as_mut()) {
-                run.finished_unix = Some(now_unix());
-                run.result = Some(result);
-            }
-            refresh_last_backup(&repo, &spec, &status).await;
-        });
+            .in_current_span(),
+        );
         Ok(started)
     }
 

@@ -38,6 +38,7 @@ use std::time::Duration;
 
 use pgbaton_agent::{settings, Agent, Ports};
 use pgbaton_api::NodeStatus;
+use pgbaton_config::template::{MemberYaml, Synchronous};
 use pgbaton_core::{Millis, SyncConfig, SyncMode};
 use pgbaton_dcs::{ClusterPath, ClusterState, Dcs, FailoverDoc, MemoryDcs, MemoryStore};
 use rand::rngs::StdRng;
@@ -979,49 +980,36 @@ impl Driver {
         state.leader_name().map(str::to_string)
     }
 
+    /// Member `name`'s configuration: the template `local up`, the tests and the chaos suite
+    /// use, with the simulation's addresses (the member's name is its host), timings,
+    /// synchronous and failsafe settings, ranks (`RealConfig::ranked`) and re-cloning.
     fn member_yaml(&self, name: &str) -> String {
-        format!(
-            "scope: sim\nname: {name}\nrestapi:\n  listen: {name}:8008\n  connect_address: {name}:8008\n\
-             etcd3:\n  hosts: 127.0.0.1:9\nbootstrap:\n  dcs:\n    ttl: {ttl}\n    loop_wait: 1\n    retry_timeout: 1.5\n{sync}\
-             postgresql:\n  listen: {name}:5432\n  connect_address: {name}:5432\n  data_dir: /nonexistent/sim/{name}/data\n\
-             \x20 bin_dir: /nonexistent/sim/bin\n  authentication:\n\
-             \x20   superuser: {{username: postgres, password: postgres}}\n\
-             \x20   replication: {{username: replicator, password: replicator}}\n\
-             pgbaton:\n  reclone_interval: 5\n  auto_reclone: {reclone}\n{tags}",
-            tags = self.tags_yaml(name),
-            ttl = self.cfg.ttl_s,
-            reclone = self.cfg.auto_reclone,
-            sync = self.sync_yaml(),
-        )
-    }
-
-    /// `tags:` of member `name` (`RealConfig::ranked`).
-    fn tags_yaml(&self, name: &str) -> String {
-        if !self.cfg.ranked {
-            return String::new();
+        let dir = format!("/nonexistent/sim/{name}");
+        let mut member = MemberYaml::loopback("sim", name, dir, 5432, 8008, 9);
+        member.host = name.to_string();
+        member.ttl = Some(self.cfg.ttl_s as f64);
+        member.loop_wait = Some(1.0);
+        member.retry_timeout = Some(1.5);
+        member.failsafe_mode = self.cfg.failsafe;
+        if let Some(sync) = self.cfg.synchronous.filter(|s| s.mode != SyncMode::Off) {
+            member.synchronous = match sync.mode {
+                SyncMode::Quorum => Synchronous::Quorum,
+                _ => Synchronous::On,
+            };
+            member.synchronous_strict = sync.strict;
+            member.synchronous_node_count = Some(sync.count);
         }
-        let priority: u32 = name.trim_start_matches('m').parse().unwrap_or(1);
-        format!("tags:\n  failover_priority: {priority}\n")
-    }
-
-    /// The members' failsafe and synchronous replication settings, lines of `bootstrap.dcs`.
-    fn sync_yaml(&self) -> String {
-        let failsafe = if self.cfg.failsafe {
-            "    failsafe_mode: true\n"
-        } else {
-            ""
-        };
-        let Some(sync) = self.cfg.synchronous.filter(|s| s.mode != SyncMode::Off) else {
-            return failsafe.to_string();
-        };
-        let mode = match sync.mode {
-            SyncMode::Quorum => "quorum",
-            _ => "true",
-        };
-        format!(
-            "{failsafe}    synchronous_mode: {mode}\n    synchronous_mode_strict: {}\n    synchronous_node_count: {}\n",
-            sync.strict, sync.count
-        )
+        if self.cfg.ranked {
+            let priority: u32 = name.trim_start_matches('m').parse().unwrap_or(1);
+            member
+                .extra_tags
+                .push(("failover_priority".into(), priority.to_string()));
+        }
+        member.pgbaton_keys = vec![
+            ("reclone_interval".into(), "5".into()),
+            ("auto_reclone".into(), self.cfg.auto_reclone.to_string()),
+        ];
+        member.render()
     }
 
     fn start_agent(&mut self, m: usize) {
