@@ -65,9 +65,7 @@ impl Op {
             self.complete,
             self.outcome,
             opt(self.timeline.map(|t| t.to_string())),
-            opt(self
-                .lsn
-                .map(|l| format!("{:X}/{:X}", l >> 32, l & 0xFFFF_FFFF))),
+            opt(self.lsn.map(pgbaton_core::pg_text::format_lsn)),
             opt(self.error.clone()).replace('"', "'")
         )
     }

@@ -258,7 +258,7 @@ fn loss_details(l: &AsyncLoss) -> Vec<String> {
 }
 
 fn lsn(at: u64) -> String {
-    format!("{:X}/{:X}", at >> 32, at & 0xFFFF_FFFF)
+    pgbaton_core::pg_text::format_lsn(at)
 }
 
 fn first<T: std::fmt::Debug>(items: &[T]) -> String {

@@ -13,6 +13,7 @@ mod commands;
 mod error;
 mod lag;
 mod metrics;
+pub mod ops;
 mod routes;
 pub mod status;
 mod tls;

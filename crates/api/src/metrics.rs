@@ -459,10 +459,7 @@ fn version_number(version: &str) -> i64 {
 /// PostgreSQL's `pg_postmaster_start_time()` text (`2026-11-26 14:51:49.255275+00:00`, or
 /// with `+00`) or RFC 3339, as epoch seconds.
 fn epoch_seconds(text: &str) -> Option<f64> {
-    let parsed = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
-        .or_else(|_| chrono::DateTime::parse_from_rfc3339(text))
-        .ok()?;
-    Some(parsed.timestamp_micros() as f64 / 1_000_000.0)
+    Some(pgbaton_core::pg_text::timestamp_micros(text)? as f64 / 1_000_000.0)
 }
 
 #[cfg(test)]

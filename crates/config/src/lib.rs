@@ -18,8 +18,8 @@ pub mod template;
 pub mod walk;
 
 pub use dynamic::{
-    DynamicConfig, LogicalSpec, PublicationScope, PublicationSpec, SlotSpec, StandbyCluster,
-    SubscriptionSpec, SyncMode,
+    merge_patch, DynamicConfig, LogicalSpec, PublicationScope, PublicationSpec, SlotSpec,
+    StandbyCluster, SubscriptionSpec, SyncMode,
 };
 pub use error::{ConfigError, ConfigWarning, Loaded};
 pub use managed::overwritten_parameters;

@@ -19,6 +19,7 @@ mod decide;
 mod election;
 pub mod failsafe;
 mod observation;
+pub mod pg_text;
 mod reason;
 mod state;
 mod switchover;
@@ -37,6 +38,7 @@ pub use observation::{
 };
 pub use reason::{MissingWal, Reason};
 pub use state::{DocState, MemberState, Phase, PublishedState};
+pub use switchover::{candidate_refusal, CandidateFacts};
 pub use timeline::{member_timeline, TimelineSource};
 pub use watchdog::{WatchdogRefusal, WatchdogState};
 

@@ -17,10 +17,7 @@ pub enum MissingWal {
     BehindLeaderWal { lsn: Lsn, oldest: Lsn },
 }
 
-/// `X/X`, as PostgreSQL prints a pg_lsn.
-fn lsn_text(lsn: Lsn) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
-}
+use crate::pg_text::format_lsn as lsn_text;
 
 impl fmt::Display for MissingWal {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {

@@ -125,7 +125,65 @@ pub(crate) fn drain(
     }
 }
 
-/// Why `candidate` cannot take over now (`None`: it can).
+/// What is known of a member that would take over from the leader, however it was
+/// observed: the leader carrying out a request reads its own `pg_stat_replication`; the REST
+/// API checking a request before writing it reads the member documents in the DCS. Both
+/// decide with [`candidate_refusal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CandidateFacts<'a> {
+    pub name: &'a str,
+    /// Why it may never lead (tagged `nofailover`, `failover_priority` 0, a required
+    /// watchdog it cannot use), as words after its name; None: it may.
+    pub barred: Option<&'a str>,
+    /// It runs as a replica (not stopped, starting or a primary); `state` says what it is.
+    pub running_replica: bool,
+    pub state: &'a str,
+    /// It streams from the leader; `replication` says how it replicates otherwise.
+    pub streaming: bool,
+    pub replication: &'a str,
+    /// Bytes behind the leader; None while its position is not known.
+    pub lag: Option<u64>,
+    /// In synchronous mode, the members the `sync` key names; None outside it.
+    pub sync_standbys: Option<&'a [String]>,
+}
+
+/// Why the member of `facts` may not take over now (`None`: it may): the one rule of a
+/// switchover's candidate, for the leader and for the API.
+pub fn candidate_refusal(facts: &CandidateFacts, maximum_lag_on_failover: u64) -> Option<String> {
+    let name = facts.name;
+    if let Some(why) = facts.barred {
+        return Some(format!("{name} {why} and may not become the leader"));
+    }
+    if !facts.running_replica || !facts.streaming {
+        return Some(format!(
+            "{name} is not a running, streaming replica (state {}, replication {})",
+            facts.state, facts.replication
+        ));
+    }
+    let Some(lag) = facts.lag else {
+        return Some(format!("{name} has not published its WAL position yet"));
+    };
+    if lag > maximum_lag_on_failover {
+        return Some(format!(
+            "{name} lags {lag} bytes behind the leader, more than maximum_lag_on_failover ({maximum_lag_on_failover})"
+        ));
+    }
+    if let Some(standbys) = facts.sync_standbys {
+        if !standbys.iter().any(|m| m == name) {
+            let named = if standbys.is_empty() {
+                "nobody".to_string()
+            } else {
+                standbys.join(", ")
+            };
+            return Some(format!(
+                "synchronous mode: {name} is not a synchronous standby (sync key names: {named})"
+            ));
+        }
+    }
+    None
+}
+
+/// Why `candidate` cannot take over now (`None`: it can), from the leader's observations.
 pub(crate) fn candidate_problem(
     cfg: &HaConfig,
     view: &DcsView,
@@ -135,41 +193,32 @@ pub(crate) fn candidate_problem(
     let Some(member) = view.members.get(candidate) else {
         return Some(format!("{candidate} is not a member of the cluster"));
     };
-    if member.nofailover {
-        return Some(format!(
-            "{candidate} may not be promoted (tagged nofailover, or its required watchdog is not usable)"
-        ));
-    }
-    if !member.state.is_running() || member.is_primary {
-        return Some(format!(
-            "{candidate} is not a running replica (state {})",
-            member.state
-        ));
-    }
-    let Some(conn) = pg
-        .replicas
-        .iter()
-        .find(|r| r.name == candidate && r.streaming)
-    else {
-        return Some(format!("{candidate} is not streaming from the leader"));
+    let connection = pg.replicas.iter().find(|r| r.name == candidate);
+    let streaming = connection.is_some_and(|r| r.streaming);
+    let state = member.state.to_string();
+    let sync_standbys = cfg
+        .synchronous
+        .enabled()
+        .then(|| crate::sync::key_members(cfg, view));
+    let facts = CandidateFacts {
+        name: candidate,
+        barred: member
+            .nofailover
+            .then_some("is tagged nofailover (or failover_priority 0), or its required watchdog is not usable,"),
+        running_replica: member.state.is_running() && !member.is_primary,
+        state: &state,
+        streaming,
+        replication: if streaming {
+            "streaming"
+        } else {
+            "not streaming from the leader"
+        },
+        lag: connection
+            .and_then(|r| r.flush_lsn)
+            .map(|flushed| pg.lsn.saturating_sub(flushed)),
+        sync_standbys: sync_standbys.as_deref(),
     };
-    let lag = pg.lsn.saturating_sub(conn.flush_lsn.unwrap_or(0));
-    if lag > cfg.maximum_lag_on_failover {
-        return Some(format!(
-            "{candidate} lags {lag} bytes behind, more than maximum_lag_on_failover ({})",
-            cfg.maximum_lag_on_failover
-        ));
-    }
-    if cfg.synchronous.enabled()
-        && !crate::sync::key_members(cfg, view)
-            .iter()
-            .any(|m| m == candidate)
-    {
-        return Some(format!(
-            "synchronous mode: {candidate} is not a synchronous standby"
-        ));
-    }
-    None
+    candidate_refusal(&facts, cfg.maximum_lag_on_failover)
 }
 
 /// What a replica does about a request while the cluster has no leader.

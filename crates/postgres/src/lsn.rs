@@ -1,21 +1,7 @@
 //! Small pure helpers: WAL positions in PostgreSQL's "X/Y" text form, and the slot name
 //! Patroni derives from a member name.
 
-/// Formats an LSN the way PostgreSQL prints it: `0/3000060`.
-pub fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
-}
-
-/// Parses PostgreSQL's `X/Y` LSN text (hex, each half at most 32 bits).
-pub fn parse_lsn(s: &str) -> Option<u64> {
-    let (high, low) = s.trim().split_once('/')?;
-    if high.is_empty() || low.is_empty() || high.len() > 8 || low.len() > 8 {
-        return None;
-    }
-    let high = u32::from_str_radix(high, 16).ok()?;
-    let low = u32::from_str_radix(low, 16).ok()?;
-    Some((u64::from(high) << 32) | u64::from(low))
-}
+pub use pgbaton_core::pg_text::{format_lsn, parse_lsn};
 
 /// The slot name PostgreSQL accepts for a member name, exactly as Patroni 3.0 computes it
 /// (`slot_name_from_member_name`): lowercase; `-` and `.` become `_`; any other character

@@ -65,9 +65,7 @@ impl RestSample {
 /// A PostgreSQL `timestamptz` as text (`2026-11-26 14:51:02.232496+00`, `+00:00`, or ISO
 /// 8601 with `T`).
 pub fn parse_timestamp(text: &str) -> Option<SystemTime> {
-    let text = text.trim().replacen('T', " ", 1);
-    let parsed = chrono::DateTime::parse_from_str(&text, "%Y-%m-%d %H:%M:%S%.f%#z").ok()?;
-    let micros = parsed.timestamp_micros();
+    let micros = pgbaton_core::pg_text::timestamp_micros(text)?;
     let since_epoch = Duration::from_micros(micros.unsigned_abs());
     if micros >= 0 {
         SystemTime::UNIX_EPOCH.checked_add(since_epoch)

@@ -1,6 +1,7 @@
 //! Helpers shared by the test suites of several crates (a dev-dependency only).
 
 pub mod modules;
+pub mod states;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -7,8 +7,8 @@ use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use pgbaton_config::merge_patch;
 use pgbaton_config::DynamicConfig;
-use pgbaton_ctl::edit::merge_patch;
 use serde_json::{Map, Value};
 
 use super::{authorize, bad_request, dcs_unavailable, parse_body, text, AppState, Refusal};

@@ -64,7 +64,7 @@ pub(crate) async fn restart(
         Some("replica") => Some(PgRole::Replica),
         Some(other) => return refuse(format!("role must be primary or replica, got {other:?}")),
     };
-    let schedule = pgbaton_ctl::ops::parse_schedule(req.schedule.as_deref(), chrono::Utc::now())
+    let schedule = crate::ops::parse_schedule(req.schedule.as_deref(), chrono::Utc::now())
         .map_err(|e| bad_request(e.to_string().replace("switchover", "restart")))?;
     if let Some(schedule) = schedule {
         // The conditions are checked when the time comes, as Patroni does.

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::ops::{validate_failover, validate_switchover};
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
-use pgbaton_ctl::ops::{validate_failover, validate_switchover};
 use pgbaton_dcs::FailoverDoc;
 use serde::Deserialize;
 

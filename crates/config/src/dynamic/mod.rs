@@ -15,9 +15,11 @@ use crate::walk::Ctx;
 
 mod logical;
 mod parse;
+mod patch;
 mod standby;
 pub use logical::{LogicalSpec, PublicationScope, PublicationSpec, SubscriptionSpec};
 pub(crate) use parse::parse;
+pub use patch::merge_patch;
 pub use standby::StandbyCluster;
 
 /// Cluster-wide settings shared by all members through the DCS.

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
-use pgbaton_ctl::OutputFormat;
+use pgbaton_views::OutputFormat;
 
 #[derive(Args)]
 pub struct CtlArgs {

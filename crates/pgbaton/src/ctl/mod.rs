@@ -12,8 +12,8 @@ mod prompt;
 use std::time::Duration;
 
 use anyhow::{bail, Context};
-use pgbaton_ctl::{ListOptions, OutputFormat};
 use pgbaton_dcs::{load_cluster_with, ClusterPath, ClusterState};
+use pgbaton_views::{ListOptions, OutputFormat};
 use serde_json::Value;
 
 use api::Api;
@@ -144,24 +144,24 @@ pub async fn run(mut args: CtlArgs) -> anyhow::Result<()> {
                 extended,
                 positions_at,
             };
-            pgbaton_ctl::render_list(&state, &scope, &options)
+            pgbaton_views::render_list(&state, &scope, &options)
         }
-        CtlCommand::Topology { .. } => pgbaton_ctl::render_topology(&state, &scope),
-        CtlCommand::History { format, .. } => pgbaton_ctl::render_history(&state, format),
-        CtlCommand::ShowConfig { .. } => pgbaton_ctl::render_config(&state),
+        CtlCommand::Topology { .. } => pgbaton_views::render_topology(&state, &scope),
+        CtlCommand::History { format, .. } => pgbaton_views::render_history(&state, format),
+        CtlCommand::ShowConfig { .. } => pgbaton_views::render_config(&state),
         CtlCommand::HaproxyConfig {
             bind,
             write_port,
             read_port,
             stats_port,
         } => {
-            let ports = pgbaton_ctl::HaproxyPorts {
+            let ports = pgbaton_views::HaproxyPorts {
                 bind,
                 write: write_port,
                 read: read_port,
                 stats: stats_port,
             };
-            pgbaton_ctl::render_haproxy(&state, &scope, &ports)
+            pgbaton_views::render_haproxy(&state, &scope, &ports)
         }
         command => {
             let ops = Ops {
@@ -223,7 +223,7 @@ pub async fn list_table(endpoints: &[String], path: &ClusterPath) -> anyhow::Res
 /// The member table of the cluster `target` names.
 pub async fn table_of(target: &Target) -> anyhow::Result<String> {
     let state = load(target).await.context("reading the cluster state")?;
-    Ok(pgbaton_ctl::render_list(
+    Ok(pgbaton_views::render_list(
         &state,
         &target.path.scope,
         &ListOptions {

@@ -6,8 +6,8 @@ use std::time::Duration;
 
 use anyhow::{anyhow, bail, Context};
 use pgbaton_config::DynamicConfig;
-use pgbaton_ctl::{ListOptions, OutputFormat};
 use pgbaton_dcs::{ClusterState, Dcs, EtcdDcs};
+use pgbaton_views::{ListOptions, OutputFormat};
 use serde_json::{json, Value};
 
 use super::api::Api;
@@ -164,7 +164,7 @@ impl Ops {
         if !force {
             print!(
                 "{}",
-                pgbaton_ctl::render_list(&self.state, self.scope(), &list_options())
+                pgbaton_views::render_list(&self.state, self.scope(), &list_options())
             );
             println!(
                 "Switchover from {current} to {}{}",
@@ -250,7 +250,7 @@ impl Ops {
         scheduled: Option<String>,
         force: bool,
     ) -> anyhow::Result<()> {
-        let scheduled = pgbaton_ctl::ops::parse_schedule(scheduled.as_deref(), chrono::Utc::now())
+        let scheduled = pgbaton_api::ops::parse_schedule(scheduled.as_deref(), chrono::Utc::now())
             .map_err(|e| anyhow!(e.to_string().replace("switchover", "restart")))?;
         // A scheduled restart checks "pending" when its time comes, not now.
         let members: Vec<&String> = members
@@ -472,14 +472,14 @@ impl Ops {
         let (mut new, mut patch) = if sets.is_empty() && pgs.is_empty() {
             (edit_in_editor(&current)?, None)
         } else {
-            let patch = pgbaton_ctl::edit::patch_from_args(sets, pgs)?;
+            let patch = pgbaton_views::edit::patch_from_args(sets, pgs)?;
             let mut new = current.clone();
-            pgbaton_ctl::edit::merge_patch(&mut new, &patch);
+            pgbaton_config::merge_patch(&mut new, &patch);
             (new, Some(patch))
         };
         // A declared publication or subscription taken out is dropped by the leader only
         // when the configuration names it under logical.drop, which only --force writes.
-        let removed = pgbaton_ctl::logical::removed_logical(&current, &new);
+        let removed = pgbaton_views::logical::removed_logical(&current, &new);
         if !removed.is_empty() && !force {
             let list: Vec<String> = removed
                 .iter()
@@ -490,13 +490,13 @@ impl Ops {
                 list.join("\n")
             );
         }
-        if pgbaton_ctl::logical::record_drops(&mut new, &removed) {
+        if pgbaton_views::logical::record_drops(&mut new, &removed) {
             // The drop list is part of the document: write it whole.
             patch = None;
         }
-        let diff = pgbaton_ctl::diff::unified_diff(
-            &pgbaton_ctl::edit::to_yaml(&current),
-            &pgbaton_ctl::edit::to_yaml(&new),
+        let diff = pgbaton_views::diff::unified_diff(
+            &pgbaton_views::edit::to_yaml(&current),
+            &pgbaton_views::edit::to_yaml(&new),
             "before",
             "after",
         );
@@ -562,7 +562,7 @@ impl Ops {
         if check {
             print!(
                 "{}",
-                pgbaton_ctl::logical::render_logical_check(logical, format)
+                pgbaton_views::logical::render_logical_check(logical, format)
             );
             let found = logical
                 .get("problems")
@@ -572,7 +572,10 @@ impl Ops {
                 std::process::exit(1);
             }
         } else {
-            print!("{}", pgbaton_ctl::logical::render_logical(logical, format));
+            print!(
+                "{}",
+                pgbaton_views::logical::render_logical(logical, format)
+            );
         }
         Ok(())
     }
@@ -623,7 +626,7 @@ impl Ops {
                     .as_ref()
                     .map(|c| c.value.clone())
                     .unwrap_or_else(|| json!({}));
-                pgbaton_ctl::edit::merge_patch(&mut merged, body);
+                pgbaton_config::merge_patch(&mut merged, body);
                 let revision = self.state.config.as_ref().map(|c| c.mod_revision);
                 return self.write_config_directly(&merged, revision).await;
             }
@@ -642,7 +645,7 @@ impl Ops {
         let dcs = EtcdDcs::new(
             self.target.endpoints.clone(),
             self.target.path.clone(),
-            "pgbaton-ctl",
+            "pgbaton-views",
             Duration::from_secs(10),
             Duration::from_secs(3),
         )
@@ -667,7 +670,7 @@ fn list_options() -> ListOptions {
 fn edit_in_editor(current: &Value) -> anyhow::Result<Value> {
     let dir = tempfile_dir()?;
     let path = dir.join("config.yaml");
-    std::fs::write(&path, pgbaton_ctl::edit::to_yaml(current))
+    std::fs::write(&path, pgbaton_views::edit::to_yaml(current))
         .with_context(|| format!("cannot write {}", path.display()))?;
     let editor = std::env::var("EDITOR")
         .or_else(|_| std::env::var("VISUAL"))
@@ -685,7 +688,7 @@ fn edit_in_editor(current: &Value) -> anyhow::Result<Value> {
     let text = std::fs::read_to_string(&path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     let _ = std::fs::remove_dir_all(&dir);
-    Ok(pgbaton_ctl::edit::from_yaml(&text)?)
+    Ok(pgbaton_views::edit::from_yaml(&text)?)
 }
 
 fn tempfile_dir() -> anyhow::Result<PathBuf> {

@@ -78,9 +78,7 @@ pub(crate) fn parse_lsn(text: &str) -> Option<u64> {
     Some((u64::from(high) << 32) | u64::from(low))
 }
 
-pub(crate) fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
-}
+pub(crate) use pgbaton_core::pg_text::format_lsn;
 
 /// A `pgbaton.min_lsn` value, or the error the client gets.
 pub(crate) fn parse_token(raw: &[u8]) -> Result<u64, String> {

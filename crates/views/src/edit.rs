@@ -1,5 +1,5 @@
-//! Editing the dynamic configuration: JSON merge patches (RFC 7386, what `PATCH /config`
-//! applies), `edit-config -s key=value` / `-p pg_param=value` turned into such a patch, and
+//! Editing the dynamic configuration: `edit-config -s key=value` / `-p pg_param=value` turned into a JSON merge patch (applied by
+//! `pgbaton_config::merge_patch`, as `PATCH /config` applies one), and
 //! the YAML the operator sees in `$EDITOR`. Pure functions; the binary does the I/O.
 
 use serde_json::{Map, Value};
@@ -18,28 +18,6 @@ pub enum EditError {
     /// The edited text is YAML but not a mapping.
     #[error("the configuration must be a mapping of keys to values, got {got}")]
     NotMapping { got: String },
-}
-
-/// Apply a JSON merge patch to `target`: objects merge recursively, `null` deletes a key,
-/// anything else replaces.
-pub fn merge_patch(target: &mut Value, patch: &Value) {
-    let Value::Object(patch_map) = patch else {
-        *target = patch.clone();
-        return;
-    };
-    if !target.is_object() {
-        *target = Value::Object(Map::new());
-    }
-    if let Value::Object(map) = target {
-        for (key, value) in patch_map {
-            if value.is_null() {
-                map.remove(key);
-            } else {
-                let slot = map.entry(key.clone()).or_insert(Value::Null);
-                merge_patch(slot, value);
-            }
-        }
-    }
 }
 
 /// A YAML scalar as JSON: `10` is a number, `true` a bool, `null`/`~`/empty deletes,

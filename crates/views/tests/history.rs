@@ -1,9 +1,7 @@
 //! Whole-output tests of `render_history` and `render_config`.
 
-mod common;
-
-use common::*;
-use pgbaton_ctl::{render_config, render_history, OutputFormat};
+use pgbaton_testkit::states::*;
+use pgbaton_views::{render_config, render_history, OutputFormat};
 use serde_json::json;
 
 #[test]

@@ -4,8 +4,8 @@
 //!
 //! Everything here is a pure function of a [`ClusterState`] read from the DCS, returning the
 //! exact text to print (ending with a newline), so the binary only has to read and print.
-//! The operations side is pure too: [`ops`] checks a switchover/failover request before
-//! anything is written, [`edit`] builds and applies configuration edits, [`diff`] shows them.
+//! The edits are pure too: [`edit`] turns `edit-config` arguments and text into JSON merge
+//! patches and YAML, [`diff`] shows them.
 
 pub mod diff;
 pub mod edit;
@@ -15,7 +15,6 @@ mod history;
 mod list;
 pub mod logical;
 mod members;
-pub mod ops;
 mod output;
 mod pyjson;
 mod table;

@@ -75,7 +75,7 @@ fn slot_rows(state: &ClusterState) -> Option<Rows> {
                 .unwrap_or_else(|| Value::from("unknown"));
             let mut row = vec![
                 Value::from(name.as_str()),
-                Value::from(format!("{:X}/{:X}", pos >> 32, pos & 0xFFFF_FFFF)),
+                Value::from(pgbaton_core::pg_text::format_lsn(pos)),
                 retained,
             ];
             if with_wal {

@@ -4,7 +4,8 @@
 //! this says yes. Pure: the state and the clock come in as values.
 
 use chrono::{DateTime, FixedOffset, Local, NaiveDateTime, TimeZone, Utc};
-use pgbaton_dcs::{ClusterState, FailoverDoc, MemberDoc};
+use pgbaton_core::{candidate_refusal, CandidateFacts};
+use pgbaton_dcs::{ClusterState, FailoverDoc};
 
 /// Why a switchover or failover request is refused; each carries the HTTP status to answer.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -149,7 +150,9 @@ pub fn validate_failover(
         )));
     }
     if doc.watchdog_failed() {
-        return Err(OpError::Precondition(watchdog_refusal(c)));
+        return Err(OpError::Precondition(format!(
+            "{c} {WATCHDOG_UNUSABLE} and may not be promoted"
+        )));
     }
     if !doc.is_running() {
         return Err(OpError::Precondition(format!(
@@ -251,7 +254,8 @@ fn unknown_member(state: &ClusterState, name: &str) -> OpError {
     ))
 }
 
-/// Why `candidate` cannot take over from `leader` now.
+/// Why `candidate` cannot take over from `leader` now: the core's rule
+/// ([`pgbaton_core::candidate_refusal`]) over what the member documents say.
 fn candidate_problem(
     state: &ClusterState,
     leader: &str,
@@ -266,52 +270,46 @@ fn candidate_problem(
             "{candidate} is already the leader: name another member as candidate"
         )));
     }
-    if doc.never_promote() {
-        return Err(OpError::Precondition(format!(
-            "{candidate} is tagged nofailover (or failover_priority 0) and may not become the leader"
-        )));
-    }
-    if doc.watchdog_failed() {
-        return Err(OpError::Precondition(watchdog_refusal(candidate)));
-    }
-    if !is_streaming_replica(doc) {
-        return Err(OpError::Precondition(format!(
-            "{candidate} is not a running, streaming replica (state {}, replication {})",
-            doc.state,
-            doc.replication_state.as_deref().unwrap_or("none")
-        )));
-    }
-    let optime = state.leader_optime().unwrap_or(0);
-    let Some(position) = doc.xlog_location else {
-        return Err(OpError::Precondition(format!(
-            "{candidate} has not published its WAL position yet"
-        )));
+    let barred = if doc.never_promote() {
+        Some("is tagged nofailover (or failover_priority 0)")
+    } else if doc.watchdog_failed() {
+        Some(WATCHDOG_UNUSABLE)
+    } else {
+        None
     };
-    let lag = optime.saturating_sub(position);
-    if lag > limits.max_lag {
-        return Err(OpError::Precondition(format!(
-            "{candidate} lags {lag} bytes behind the leader, more than maximum_lag_on_failover ({})",
-            limits.max_lag
-        )));
+    let standbys = sync_standbys(state);
+    let facts = CandidateFacts {
+        name: candidate,
+        barred,
+        running_replica: doc.is_running() && !doc.is_primary_role(),
+        state: &doc.state,
+        streaming: doc.replication_state.as_deref() == Some("streaming"),
+        replication: doc.replication_state.as_deref().unwrap_or("none"),
+        lag: doc
+            .xlog_location
+            .map(|position| state.leader_optime().unwrap_or(0).saturating_sub(position)),
+        sync_standbys: limits.sync_mode.then_some(standbys.as_slice()),
+    };
+    match candidate_refusal(&facts, limits.max_lag) {
+        Some(why) => Err(OpError::Precondition(why)),
+        None => Ok(()),
     }
-    check_sync(state, candidate, limits)
 }
 
-fn is_streaming_replica(doc: &MemberDoc) -> bool {
-    doc.is_running()
-        && !doc.is_primary_role()
-        && doc.replication_state.as_deref() == Some("streaming")
+/// The members the `sync` key names.
+fn sync_standbys(state: &ClusterState) -> Vec<String> {
+    state
+        .sync
+        .as_ref()
+        .map(|s| s.value.members())
+        .unwrap_or_default()
 }
 
 fn check_sync(state: &ClusterState, candidate: &str, limits: Limits) -> Result<(), OpError> {
     if !limits.sync_mode {
         return Ok(());
     }
-    let named = state
-        .sync
-        .as_ref()
-        .map(|s| s.value.members())
-        .unwrap_or_default();
+    let named = sync_standbys(state);
     if named.iter().any(|m| m == candidate) {
         Ok(())
     } else {
@@ -326,9 +324,7 @@ fn check_sync(state: &ClusterState, candidate: &str, limits: Limits) -> Result<(
     }
 }
 
-/// A candidate whose configuration requires a watchdog it cannot use never leads.
-fn watchdog_refusal(candidate: &str) -> String {
-    format!(
-        "{candidate} may not become the leader: its watchdog.mode is required and its watchdog is not usable (see its log or GET /patroni)"
-    )
-}
+/// A candidate whose configuration requires a watchdog it cannot use never leads (the words
+/// after its name).
+const WATCHDOG_UNUSABLE: &str =
+    "has watchdog.mode required and its watchdog is not usable (see its log or GET /patroni)";

@@ -1,9 +1,7 @@
 //! Whole-output tests of `render_list` and `render_topology` against patronictl 3.0's layout.
 
-mod common;
-
-use common::*;
-use pgbaton_ctl::{render_list, render_topology, ListOptions, OutputFormat};
+use pgbaton_testkit::states::*;
+use pgbaton_views::{render_list, render_topology, ListOptions, OutputFormat};
 use serde_json::{json, Value};
 
 fn list(state: &pgbaton_dcs::ClusterState, format: OutputFormat) -> String {

@@ -1,14 +1,12 @@
 //! Switchover and failover checks: every refusal reason with its HTTP status, and the
 //! `failover` document written when the request is accepted.
 
-mod common;
-
 use chrono::{Duration, TimeZone, Utc};
-use common::*;
-use pgbaton_ctl::ops::{
+use pgbaton_api::ops::{
     parse_schedule, validate_failover, validate_switchover, validate_switchover_at, Limits, OpError,
 };
 use pgbaton_dcs::{ClusterState, FailoverDoc, Versioned};
+use pgbaton_testkit::states::*;
 use serde_json::json;
 
 const MAX_LAG: u64 = 1_048_576;

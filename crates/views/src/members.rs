@@ -178,17 +178,11 @@ pub(crate) fn position_cells(
     ]
 }
 
-/// PostgreSQL's `X/Y` form of an LSN.
-fn format_lsn(lsn: u64) -> String {
-    format!("{:X}/{:X}", lsn >> 32, lsn & 0xFFFF_FFFF)
-}
+use pgbaton_core::pg_text::format_lsn;
 
 /// `2026-11-26 14:51:02.232496+00` (PostgreSQL's text) or RFC 3339, in Unix milliseconds.
 fn epoch_ms(text: &str) -> Option<u64> {
-    let parsed = chrono::DateTime::parse_from_str(text, "%Y-%m-%d %H:%M:%S%.f%#z")
-        .or_else(|_| chrono::DateTime::parse_from_rfc3339(text))
-        .ok()?;
-    u64::try_from(parsed.timestamp_millis()).ok()
+    u64::try_from(pgbaton_core::pg_text::timestamp_micros(text)? / 1000).ok()
 }
 
 #[cfg(test)]

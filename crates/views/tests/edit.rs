@@ -1,33 +1,9 @@
-//! Configuration edits: merge patch (RFC 7386), `-s`/`-p` arguments, YAML round trip and the
+//! Configuration edits: `-s`/`-p` arguments, YAML round trip and the
 //! unified diff edit-config shows.
 
-use pgbaton_ctl::diff::unified_diff;
-use pgbaton_ctl::edit::{
-    from_yaml, merge_patch, parse_scalar, patch_from_args, to_yaml, EditError,
-};
+use pgbaton_views::diff::unified_diff;
+use pgbaton_views::edit::{from_yaml, parse_scalar, patch_from_args, to_yaml, EditError};
 use serde_json::json;
-
-#[test]
-fn merge_patch_merges_objects_and_null_deletes() {
-    let mut doc = json!({"ttl": 30, "loop_wait": 10, "pause": true,
-        "postgresql": {"use_slots": true, "parameters": {"work_mem": "4MB", "a": 1}}});
-    merge_patch(
-        &mut doc,
-        &json!({"ttl": 6, "pause": null, "new": [1],
-            "postgresql": {"parameters": {"work_mem": "8MB", "a": null}}}),
-    );
-    assert_eq!(
-        doc,
-        json!({"ttl": 6, "loop_wait": 10, "new": [1],
-            "postgresql": {"use_slots": true, "parameters": {"work_mem": "8MB"}}})
-    );
-    // A non-object patch replaces; an object over a scalar starts from an empty object.
-    let mut x = json!({"a": 1});
-    merge_patch(&mut x, &json!({"a": {"b": null, "c": 2}}));
-    assert_eq!(x, json!({"a": {"c": 2}}));
-    merge_patch(&mut x, &json!([1, 2]));
-    assert_eq!(x, json!([1, 2]));
-}
 
 #[test]
 fn set_values_parse_as_yaml_scalars() {

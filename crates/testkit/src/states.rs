@@ -1,7 +1,6 @@
-//! Cluster states for the view tests, shaped like the 3-member Patroni 3.0.2 cluster
-//! observed on this machine (PATRONI-COMPAT.md).
-
-#![allow(dead_code)] // each test binary uses a different part of the fixtures
+//! Cluster states as read from the DCS, for the tests of the views (`pgbaton ctl list`,
+//! `history`) and of the API's request checks, shaped like the 3-member Patroni 3.0.2
+//! cluster observed on this machine (PATRONI-COMPAT.md).
 
 use pgbaton_dcs::{
     ClusterState, HistoryEntry, LeaderKey, MemberDoc, StatusDoc, SyncDoc, Versioned,
