@@ -108,11 +108,7 @@ pub struct DualRound {
     pub writable: Vec<usize>,
 }
 
-/// Parse a pg_lsn text (`16/B374D848`) into a byte position.
-pub fn parse_lsn(text: &str) -> Option<u64> {
-    let (hi, lo) = text.trim().split_once('/')?;
-    Some((u64::from_str_radix(hi, 16).ok()? << 32) | u64::from_str_radix(lo, 16).ok()?)
-}
+pub use pgbaton_core::pg_text::parse_lsn;
 
 #[cfg(test)]
 mod tests {

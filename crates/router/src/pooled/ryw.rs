@@ -66,19 +66,7 @@ impl ReadYourWrites {
     }
 }
 
-/// `X/Y` (hexadecimal halves, as PostgreSQL prints a pg_lsn).
-pub(crate) fn parse_lsn(text: &str) -> Option<u64> {
-    let (high, low) = text.trim().split_once('/')?;
-    let valid = |part: &str| !part.is_empty() && part.len() <= 8;
-    if !valid(high) || !valid(low) {
-        return None;
-    }
-    let high = u32::from_str_radix(high, 16).ok()?;
-    let low = u32::from_str_radix(low, 16).ok()?;
-    Some((u64::from(high) << 32) | u64::from(low))
-}
-
-pub(crate) use pgbaton_core::pg_text::format_lsn;
+pub(crate) use pgbaton_core::pg_text::{format_lsn, parse_lsn};
 
 /// A `pgbaton.min_lsn` value, or the error the client gets.
 pub(crate) fn parse_token(raw: &[u8]) -> Result<u64, String> {
