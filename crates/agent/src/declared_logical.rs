@@ -1,5 +1,5 @@
 //! Declared publications and subscriptions (`logical:` of the dynamic configuration), kept
-//! by the leader: the core asks for it each leader cycle (`Action::ApplyLogical`); this
+//! by the leader: the core asks for it each leader cycle (`PgAction::ApplyLogical`); this
 //! runs one round at a time in the background (a slow server or an unreachable publisher
 //! must not delay the lease renewal), at most every [`ROUND_EVERY`].
 //!

@@ -1,5 +1,5 @@
 //! The dynamic configuration (the DCS `config` key) put in force when the core decides it
-//! (`Action::ApplyDynamicConfig`, once per revision of the key).
+//! (`AgentAction::ApplyDynamicConfig`, once per revision of the key).
 
 use pgbaton_config::DynamicConfig;
 use pgbaton_dcs::Dcs;
@@ -9,7 +9,7 @@ use crate::peers::Peers;
 use crate::ports::{Host, Postgres};
 
 impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
-    /// `Action::ApplyDynamicConfig`: the `config` key of this cycle's read in force (it wins
+    /// `AgentAction::ApplyDynamicConfig`: the `config` key of this cycle's read in force (it wins
     /// over `bootstrap.dcs` once the cluster exists).
     pub(super) fn apply_dynamic_config(&mut self) {
         let Some(config) = self.cluster.as_ref().and_then(|c| c.config.as_ref()) else {

@@ -1,6 +1,7 @@
 //! Carrying out the core's actions, in order. Outcomes are not reported back: the next
 //! observation shows them (level-triggered).
 
+use pgbaton_core::{AgentAction, DcsAction, JobAction, PgAction};
 use std::time::Duration;
 
 use pgbaton_core::{Action, Decision, JobKind, Observation, StopMode};
@@ -18,38 +19,35 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     pub(super) async fn execute(&mut self, decision: &Decision, obs: &Observation) {
         let mut dcs_down = obs.dcs.is_none();
         for action in &decision.actions {
-            if action.is_dcs() {
-                // Without this cycle's read, only the lease renewal and giving the key up
-                // (compare-and-delete) are sent: a slow DCS may still take them.
-                if dcs_down && !matches!(action, Action::RenewLease | Action::ReleaseLeader) {
-                    continue;
-                }
-                match self.dcs_action(action, decision).await {
-                    Ok(()) => {}
-                    Err(e) => {
+            match action {
+                Action::Dcs(request) => {
+                    // Without this cycle's read, only the lease renewal and giving the key up
+                    // (compare-and-delete) are sent: a slow DCS may still take them.
+                    if dcs_down
+                        && !matches!(request, DcsAction::RenewLease | DcsAction::ReleaseLeader)
+                    {
+                        continue;
+                    }
+                    if let Err(e) = self.dcs_action(request, decision).await {
                         tracing::warn!(%action, error = %e, "DCS request failed");
                         dcs_down = true;
                     }
                 }
-            } else if *action == Action::FailsafeRound {
-                self.failsafe_round().await;
-            } else if let Action::ReserveTimelines {
-                after,
-                through,
-                ended,
-            } = action
-            {
-                if !self.reserve_timelines(*after, *through, ended) {
-                    // The promotion after it would reuse a timeline id.
-                    break;
+                Action::Agent(AgentAction::FailsafeRound) => self.failsafe_round().await,
+                Action::Agent(AgentAction::ApplyDynamicConfig) => self.apply_dynamic_config(),
+                Action::Pg(operation) => {
+                    if !self.pg_action(operation).await {
+                        // A timeline reservation failed: the promotion after it would
+                        // reuse a timeline id.
+                        break;
+                    }
                 }
-            } else {
-                self.pg_action(action).await;
+                Action::Job(job) => self.job_action(job).await,
             }
         }
     }
 
-    /// `Action::ReserveTimelines`: false when a history file could not be written.
+    /// `PgAction::ReserveTimelines`: false when a history file could not be written.
     fn reserve_timelines(&self, after: u32, through: u32, ended: &[(u32, u64)]) -> bool {
         for timeline in after + 1..=through {
             match self.pg.install_timeline_history(timeline, ended) {
@@ -140,39 +138,43 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         }
     }
 
-    async fn dcs_action(&mut self, action: &Action, decision: &Decision) -> Result<(), DcsError> {
+    async fn dcs_action(
+        &mut self,
+        request: &DcsAction,
+        decision: &Decision,
+    ) -> Result<(), DcsError> {
         let timeout = self.dcs_timeout();
         let dcs = self.dcs.clone();
         let name = self.cfg.name.clone();
-        match action {
-            Action::RenewLease => {
+        match request {
+            DcsAction::RenewLease => {
                 let ack = bounded(timeout, dcs.keepalive()).await?;
                 self.lease = Some(ack);
                 self.feed_watchdog();
                 self.arm_lease_guard();
             }
-            Action::PublishMember => {
+            DcsAction::PublishMember => {
                 let doc = self.member_doc(decision.published.as_str());
                 bounded(timeout, dcs.touch_member(&doc)).await?;
             }
-            Action::ClaimInitialize => {
+            DcsAction::ClaimInitialize => {
                 let won = bounded(timeout, dcs.claim_initialize(&name)).await?;
                 if won {
                     tracing::info!("won the initialize race");
                 }
             }
-            Action::WriteInitialize { system_id } => {
+            DcsAction::WriteInitialize { system_id } => {
                 let value = system_id.to_string();
                 bounded(timeout, dcs.set_initialize(&name, &value)).await?;
             }
-            Action::CancelInitialize => {
+            DcsAction::CancelInitialize => {
                 bounded(timeout, dcs.cancel_initialize(&name)).await?;
             }
-            Action::WriteBootstrapConfig => {
+            DcsAction::WriteBootstrapConfig => {
                 let value = self.cfg.bootstrap.dcs.to_dcs_json();
                 bounded(timeout, dcs.set_config(&value, None)).await?;
             }
-            Action::AcquireLeader => {
+            DcsAction::AcquireLeader => {
                 if bounded(timeout, dcs.acquire_leader()).await? {
                     // Attached to the lease of our last renewal.
                     self.key_lease = self.lease.map(|ack| ack.lease_id);
@@ -181,13 +183,13 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     tracing::info!("another member took the leader key first");
                 }
             }
-            Action::ReleaseLeader => {
+            DcsAction::ReleaseLeader => {
                 let released = bounded(timeout, dcs.release_leader()).await?;
                 if released {
                     tracing::info!("released the leader key");
                 }
             }
-            Action::WriteStatus { optime } => {
+            DcsAction::WriteStatus { optime } => {
                 let status = StatusDoc {
                     optime: Some(*optime),
                     slots: self.published_slot_positions(),
@@ -197,7 +199,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 };
                 bounded(timeout, dcs.set_status(&status)).await?;
             }
-            Action::AppendHistory { timeline, lsn } => {
+            DcsAction::AppendHistory { timeline, lsn } => {
                 let existing = self
                     .cluster
                     .as_ref()
@@ -209,7 +211,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     }
                 }
             }
-            Action::WriteSync { members, quorum } => {
+            DcsAction::WriteSync { members, quorum } => {
                 let doc = SyncDoc {
                     leader: Some(name.clone()),
                     sync_standby: if members.is_empty() {
@@ -230,11 +232,11 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     tracing::info!(sync_standby = %members.join(","), "sync key updated");
                 }
             }
-            Action::ClearFailover => {
+            DcsAction::ClearFailover => {
                 bounded(timeout, dcs.delete_failover()).await?;
                 tracing::info!("failover key cleared");
             }
-            Action::WriteFailsafe { members } => {
+            DcsAction::WriteFailsafe { members } => {
                 let own = settings::api_url(&self.cfg);
                 let topology = members
                     .iter()
@@ -251,25 +253,6 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     .collect();
                 bounded(timeout, dcs.set_failsafe(&topology)).await?;
                 tracing::info!(members = %members.join(","), "failsafe key updated");
-            }
-            // Not DCS requests (`Action::is_dcs`): `execute` and `pg_action` carry them out.
-            Action::FailsafeRound
-            | Action::ApplyDynamicConfig
-            | Action::SyncSlots { .. }
-            | Action::ApplyLogical
-            | Action::Repoint { .. }
-            | Action::MoveDataAside { .. }
-            | Action::ReserveTimelines { .. }
-            | Action::SetSyncStandbyNames { .. }
-            | Action::Bootstrap
-            | Action::Clone { .. }
-            | Action::Rewind { .. }
-            | Action::StartReplica { .. }
-            | Action::StartPrimary
-            | Action::Stop { .. }
-            | Action::InstallSlotCopies
-            | Action::Promote => {
-                debug_assert!(false, "{action} is not a DCS request");
             }
         }
         Ok(())
@@ -350,11 +333,13 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         }
     }
 
-    async fn pg_action(&mut self, action: &Action) {
+    /// A PostgreSQL operation done inline; false when it failed so that the rest of the
+    /// cycle's actions must not be done (a timeline reservation before a promotion).
+    async fn pg_action(&mut self, operation: &PgAction) -> bool {
         let params = self.parameters();
         let timeout = Duration::from_millis(self.ha.retry_timeout_ms.max(1_000));
-        match action {
-            Action::SetSyncStandbyNames { names } => {
+        match operation {
+            PgAction::SetSyncStandbyNames { names } => {
                 self.configured_sync = names.clone();
                 let params = self.parameters();
                 let standby = match &self.last_pg_status {
@@ -366,14 +351,14 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                 let files = self.config_files(params, standby, true);
                 if let Err(e) = self.pg.write_config(&files) {
                     tracing::warn!(error = %e, "cannot write synchronous_standby_names");
-                    return;
+                    return true;
                 }
                 let value = names.as_ref().map(|n| n.to_setting()).unwrap_or_default();
                 tracing::info!(synchronous_standby_names = %value, "synchronous replication changed");
                 self.reload_and_wait_for("synchronous_standby_names", &value)
                     .await;
             }
-            Action::SyncSlots { members } => {
+            PgAction::SyncSlots { members } => {
                 // One slot per other member, plus the permanent physical slots of the
                 // dynamic configuration (`slots: {name: {type: physical}}`).
                 let mut wanted: std::collections::BTreeSet<String> =
@@ -413,13 +398,13 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     self.logical_slots(in_recovery, timeout);
                 }
             }
-            Action::ApplyLogical => self.apply_logical(timeout),
-            Action::Repoint { upstream } => {
+            PgAction::ApplyLogical => self.apply_logical(timeout),
+            PgAction::Repoint { upstream } => {
                 let standby = self.standby_config(upstream.as_deref());
                 let files = self.config_files(params, Some(standby), true);
                 if let Err(e) = self.pg.write_config(&files) {
                     tracing::warn!(error = %e, "cannot write the replica configuration");
-                    return;
+                    return true;
                 }
                 if let Some(Err(e)) = self.pg.reload().await {
                     tracing::warn!(error = %e, "cannot reload PostgreSQL");
@@ -430,13 +415,26 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     self.wal_log = Some(self.pg.wal_log(LogFrom::End));
                 }
             }
-            Action::MoveDataAside { reason } => match self.pg.move_aside(reason) {
+            PgAction::MoveDataAside { reason } => match self.pg.move_aside(reason) {
                 Ok(path) => {
                     tracing::warn!(moved_to = %path.display(), "moved the data directory aside")
                 }
                 Err(e) => tracing::error!(error = %e, "cannot move the data directory aside"),
             },
-            Action::Stop { mode } => {
+            PgAction::ReserveTimelines {
+                after,
+                through,
+                ended,
+            } => return self.reserve_timelines(*after, *through, ended),
+        }
+        true
+    }
+
+    /// An operation on PostgreSQL that runs in the background (one at a time), or a stop.
+    async fn job_action(&mut self, job: &JobAction) {
+        let params = self.parameters();
+        match job {
+            JobAction::Stop { mode } => {
                 if *mode == StopMode::Immediate {
                     self.jobs.abort().await;
                 }
@@ -460,47 +458,26 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     pg.stop(mode, limit).await
                 });
             }
-            Action::InstallSlotCopies => self.install_ready_copies(),
-            Action::ApplyDynamicConfig => self.apply_dynamic_config(),
-            // `execute` carries them out (a reservation can hold back the promotion after it).
-            Action::ReserveTimelines { .. } | Action::FailsafeRound => {
-                debug_assert!(false, "{action} is carried out by execute");
-            }
-            Action::Promote | Action::StartPrimary
+            JobAction::InstallSlotCopies => self.install_ready_copies(),
+            JobAction::Promote | JobAction::StartPrimary
                 if !self.lease_still_valid()
                     && !self.flaws.has(crate::flaws::Flaw::NoRecheckBeforePrimary) =>
             {
                 // The decision is stale (the agent may have been paused since it was taken).
-                tracing::warn!(%action, "not done: the lease is no longer certainly valid");
+                tracing::warn!(%job, "not done: the lease is no longer certainly valid");
             }
-            Action::Promote | Action::StartPrimary if !self.watchdog_allows(action) => {}
-            job @ (Action::Bootstrap
-            | Action::Clone { .. }
-            | Action::Rewind { .. }
-            | Action::StartReplica { .. }
-            | Action::StartPrimary
-            | Action::Promote) => {
+            JobAction::Promote | JobAction::StartPrimary if !self.watchdog_allows(job) => {}
+            job @ (JobAction::Bootstrap
+            | JobAction::Clone { .. }
+            | JobAction::Rewind { .. }
+            | JobAction::StartReplica { .. }
+            | JobAction::StartPrimary
+            | JobAction::Promote) => {
                 if self.jobs.is_running() {
                     tracing::debug!(%job, "an operation runs already");
                     return;
                 }
                 self.start_job(job, params);
-            }
-            // DCS requests (`Action::is_dcs`): `dcs_action` carries them out.
-            Action::RenewLease
-            | Action::PublishMember
-            | Action::ClaimInitialize
-            | Action::WriteInitialize { .. }
-            | Action::CancelInitialize
-            | Action::WriteBootstrapConfig
-            | Action::AcquireLeader
-            | Action::ReleaseLeader
-            | Action::WriteStatus { .. }
-            | Action::AppendHistory { .. }
-            | Action::WriteSync { .. }
-            | Action::ClearFailover
-            | Action::WriteFailsafe { .. } => {
-                debug_assert!(false, "{action} is a DCS request");
             }
         }
     }
@@ -567,14 +544,14 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             .is_some_and(|until| self.now() + self.ha.demote_margin_ms < until)
     }
 
-    fn start_job(&mut self, action: &Action, params: std::collections::BTreeMap<String, String>) {
+    fn start_job(&mut self, job: &JobAction, params: std::collections::BTreeMap<String, String>) {
         let pg = self.pg.clone();
         let start_timeout = Duration::from_millis(self.ha.primary_restart_timeout_ms.max(5_000));
-        match action {
-            Action::Bootstrap if self.dynamic.standby_cluster.is_some() => {
+        match job {
+            JobAction::Bootstrap if self.dynamic.standby_cluster.is_some() => {
                 self.start_standby_bootstrap(params)
             }
-            Action::Bootstrap => {
+            JobAction::Bootstrap => {
                 let initdb_args: Vec<String> = self
                     .cfg
                     .bootstrap
@@ -615,7 +592,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                         .map_err(|e| e.to_string())
                 });
             }
-            Action::Clone { from } => {
+            JobAction::Clone { from } => {
                 let Some(upstream) = self.upstream_of(from) else {
                     tracing::warn!(member = %from, "cannot clone: no address for the member in the DCS");
                     return;
@@ -629,7 +606,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                         .map_err(|e| e.to_string())
                 });
             }
-            Action::Rewind { from } => {
+            JobAction::Rewind { from } => {
                 let Some(upstream) = self.upstream_of(from) else {
                     tracing::warn!(member = %from, "cannot rewind: no address for the member in the DCS");
                     return;
@@ -648,7 +625,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     }
                 });
             }
-            Action::StartReplica { upstream } => {
+            JobAction::StartReplica { upstream } => {
                 let standby = self.standby_config(upstream.as_deref());
                 self.set_upstream(upstream.clone());
                 // Only what this start logs counts.
@@ -664,7 +641,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     jobs::start_and_wait(&pg, Duration::from_secs(120)).await
                 });
             }
-            Action::StartPrimary => {
+            JobAction::StartPrimary => {
                 self.run_without_upstream();
                 self.wal_log = None;
                 let files = self.config_files(params, None, false);
@@ -674,7 +651,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     jobs::start_and_wait(&pg, start_timeout).await
                 });
             }
-            Action::Promote => {
+            JobAction::Promote => {
                 self.run_without_upstream();
                 self.wal_log = None;
                 self.jobs.start(JobKind::Promote, async move {
@@ -683,32 +660,9 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                         .map_err(|e| e.to_string())
                 });
             }
-            // Not background operations (`Action::is_job`; `Stop` and `InstallSlotCopies` are
-            // started by `pg_action`).
-            Action::Stop { .. }
-            | Action::InstallSlotCopies
-            | Action::SyncSlots { .. }
-            | Action::ApplyLogical
-            | Action::Repoint { .. }
-            | Action::MoveDataAside { .. }
-            | Action::ReserveTimelines { .. }
-            | Action::FailsafeRound
-            | Action::ApplyDynamicConfig
-            | Action::SetSyncStandbyNames { .. }
-            | Action::RenewLease
-            | Action::PublishMember
-            | Action::ClaimInitialize
-            | Action::WriteInitialize { .. }
-            | Action::CancelInitialize
-            | Action::WriteBootstrapConfig
-            | Action::AcquireLeader
-            | Action::ReleaseLeader
-            | Action::WriteStatus { .. }
-            | Action::AppendHistory { .. }
-            | Action::WriteSync { .. }
-            | Action::ClearFailover
-            | Action::WriteFailsafe { .. } => {
-                debug_assert!(false, "{action} is not started as a background operation");
+            // Not started here: `job_action` stops PostgreSQL itself.
+            JobAction::Stop { .. } | JobAction::InstallSlotCopies => {
+                debug_assert!(false, "{job} is not started as a background operation");
             }
         }
     }

@@ -5,7 +5,7 @@
 //!   says after every decision whether a promise may be given (no primary, no claim on the
 //!   leader key); the API handler checks that and records the promise (receipt + ttl) under
 //!   one lock, and answers at once: the loop may be stuck in a DCS request just then.
-//! * **Leader side** ([`Agent::failsafe_round`], `Action::FailsafeRound`, which the core
+//! * **Leader side** ([`Agent::failsafe_round`], `AgentAction::FailsafeRound`, which the core
 //!   decides for a leader running its primary whose DCS read failed): the request goes to
 //!   every member of the failsafe topology it last read, in parallel, within a short bound;
 //!   if every one accepts, the round's *send* time is the new `failsafe_acked_at`, and the

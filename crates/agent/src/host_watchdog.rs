@@ -1,7 +1,7 @@
 //! The agent's side of the host watchdog (watchdog/): arm before a primary, feed on
 //! confirmed leases, disarm once no primary runs (and in maintenance mode, as Patroni).
 
-use pgbaton_core::{Action, JobKind, JobView, Observation, Phase};
+use pgbaton_core::{JobAction, JobKind, JobView, Observation, Phase};
 use pgbaton_dcs::Dcs;
 use tokio::time::Instant;
 
@@ -29,7 +29,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     /// Before `Promote` or `StartPrimary`: arm the watchdog. `false`: `watchdog.mode` is
     /// required and the device is not usable — the action is not carried out (the next
     /// observation reports the device unusable and the core gives the key up).
-    pub(super) fn watchdog_allows(&mut self, action: &Action) -> bool {
+    pub(super) fn watchdog_allows(&mut self, job: &JobAction) -> bool {
         if self.ha.paused {
             // Maintenance mode: the watchdog is not armed (Patroni's rule).
             return true;
@@ -38,7 +38,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         match self.watchdog.before_primary(Instant::now(), confirmed) {
             Ok(()) => true,
             Err(why) => {
-                tracing::error!(%action, "not done: the required watchdog is not usable ({why})");
+                tracing::error!(%job, "not done: the required watchdog is not usable ({why})");
                 false
             }
         }

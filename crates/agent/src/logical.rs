@@ -198,7 +198,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
     }
 
     /// Copies of the leader's slots wait to be installed (an observation for the core,
-    /// which decides when the replica restarts for them: `Action::InstallSlotCopies`).
+    /// which decides when the replica restarts for them: `JobAction::InstallSlotCopies`).
     pub(super) fn slot_copies_ready(&self) -> bool {
         !lock(&self.logical).ready_copies.is_empty()
     }

@@ -17,9 +17,20 @@ pub enum StopMode {
     CheckpointThenFast,
 }
 
+/// What the core asks for, in typed groups: the agent carries out each group in its own
+/// place (`Dcs` through the DCS port, `Agent` in its loop, `Pg` inline on PostgreSQL, `Job`
+/// in the background), every match on them exhaustive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
-    // --- DCS ---
+    Dcs(DcsAction),
+    Agent(AgentAction),
+    Pg(PgAction),
+    Job(JobAction),
+}
+
+/// Requests to the DCS (the agent sends them to etcd).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DcsAction {
     /// Keep this member's lease alive (and with it the member key and, for the leader, the leader key).
     RenewLease,
     /// Publish `members/<name>` (the agent builds the document from the observation and the
@@ -53,19 +64,26 @@ pub enum Action {
     /// Leader in failsafe mode: write the `failsafe` key naming these members (the agent
     /// adds each member's `api_url`).
     WriteFailsafe { members: Vec<String> },
-    // --- The agent's own settings ---
+}
+
+/// The agent's own settings and its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AgentAction {
     /// Put the dynamic configuration of the `config` key just read in force (HA timing and
     /// rules; PostgreSQL parameters, rewritten and reloaded when they changed). Decided when
     /// the key's revision is not the one in force (`MemberState::config_revision_applied`).
     ApplyDynamicConfig,
-    // --- Peers ---
     /// Failsafe leader whose DCS read failed: ask every member of the failsafe topology, in
     /// parallel and within a short bound, to accept it (`POST /failsafe`); when every one
     /// does, the round's send time is the next observation's `failsafe_acked_at`.
     FailsafeRound,
+}
+
+/// PostgreSQL operations the agent does inline, within the cycle.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PgAction {
     /// Leader: put `synchronous_standby_names` in force (`None`: asynchronous) and reload.
     SetSyncStandbyNames { names: Option<SyncStandbyNames> },
-    // --- PostgreSQL (quick, done inline) ---
     /// Leader: keep one physical slot per other member, drop the slots of members that left.
     SyncSlots { members: Vec<String> },
     /// Leader: make the publications and subscriptions of the dynamic configuration
@@ -89,7 +107,12 @@ pub enum Action {
         through: u32,
         ended: Vec<(u32, Lsn)>,
     },
-    // --- PostgreSQL (long, run in the background: the outcome is seen as JobView) ---
+}
+
+/// PostgreSQL operations run in the background, one at a time (their outcome is seen as
+/// `JobView`); `Stop` and `InstallSlotCopies` start a stop.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum JobAction {
     /// initdb, write configuration, start as the new cluster's primary, create users.
     Bootstrap,
     /// pg_basebackup from a member, then the data directory is a stopped replica.
@@ -110,66 +133,45 @@ pub enum Action {
 }
 
 impl Action {
-    /// True for requests to the DCS (the agent sends them to etcd; the rest go to PostgreSQL).
+    /// True for requests to the DCS.
     pub fn is_dcs(&self) -> bool {
-        match self {
-            Action::RenewLease
-            | Action::PublishMember
-            | Action::ClaimInitialize
-            | Action::WriteInitialize { .. }
-            | Action::CancelInitialize
-            | Action::WriteBootstrapConfig
-            | Action::AcquireLeader
-            | Action::ReleaseLeader
-            | Action::WriteStatus { .. }
-            | Action::AppendHistory { .. }
-            | Action::WriteSync { .. }
-            | Action::ClearFailover
-            | Action::WriteFailsafe { .. } => true,
-            Action::FailsafeRound
-            | Action::ApplyDynamicConfig
-            | Action::SyncSlots { .. }
-            | Action::ApplyLogical
-            | Action::Repoint { .. }
-            | Action::MoveDataAside { .. }
-            | Action::ReserveTimelines { .. }
-            | Action::SetSyncStandbyNames { .. }
-            | Action::Bootstrap
-            | Action::Clone { .. }
-            | Action::Rewind { .. }
-            | Action::StartReplica { .. }
-            | Action::StartPrimary
-            | Action::Stop { .. }
-            | Action::InstallSlotCopies
-            | Action::Promote => false,
-        }
+        matches!(self, Action::Dcs(_))
     }
 
     /// True for operations the agent runs in the background (one at a time).
     pub fn is_job(&self) -> bool {
-        matches!(
-            self,
-            Action::Bootstrap
-                | Action::Clone { .. }
-                | Action::Rewind { .. }
-                | Action::StartReplica { .. }
-                | Action::StartPrimary
-                | Action::Stop { .. }
-                | Action::InstallSlotCopies
-                | Action::Promote
-        )
+        matches!(self, Action::Job(_))
     }
 }
 
 impl fmt::Display for Action {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            Action::Clone { from } => write!(f, "clone from {from}"),
-            Action::Rewind { from } => write!(f, "rewind from {from}"),
-            Action::StartReplica { upstream: Some(u) } => write!(f, "start as replica of {u}"),
-            Action::StartReplica { upstream: None } => write!(f, "start as replica"),
-            Action::Repoint { upstream: Some(u) } => write!(f, "repoint replication to {u}"),
-            Action::Repoint { upstream: None } => write!(f, "repoint replication to nothing"),
+            Action::Dcs(request) => write!(f, "{request:?}"),
+            Action::Agent(step) => write!(f, "{step:?}"),
+            Action::Pg(operation) => operation.fmt(f),
+            Action::Job(job) => job.fmt(f),
+        }
+    }
+}
+
+impl fmt::Display for PgAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PgAction::Repoint { upstream: Some(u) } => write!(f, "repoint replication to {u}"),
+            PgAction::Repoint { upstream: None } => write!(f, "repoint replication to nothing"),
+            other => write!(f, "{other:?}"),
+        }
+    }
+}
+
+impl fmt::Display for JobAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JobAction::Clone { from } => write!(f, "clone from {from}"),
+            JobAction::Rewind { from } => write!(f, "rewind from {from}"),
+            JobAction::StartReplica { upstream: Some(u) } => write!(f, "start as replica of {u}"),
+            JobAction::StartReplica { upstream: None } => write!(f, "start as replica"),
             other => write!(f, "{other:?}"),
         }
     }

@@ -58,7 +58,7 @@ pub struct HaConfig {
     /// (`switchover_drain_timeout`, default 5 s).
     pub switchover_drain_timeout_ms: u64,
     /// The dynamic configuration declares publications or subscriptions (`logical:`), or
-    /// names some to drop: the leader keeps them as declared (`Action::ApplyLogical`).
+    /// names some to drop: the leader keeps them as declared (`PgAction::ApplyLogical`).
     pub logical_declared: bool,
     /// The cluster is a standby of a remote primary (`standby_cluster`): the member holding
     /// the leader key stays a replica following the remote primary (the standby leader), the

@@ -90,7 +90,7 @@ pub fn no_other_key_holder(key_holder: Option<&str>, requester: &str) -> bool {
 }
 
 /// A leader running its primary whose DCS read failed asks the members for a failsafe right
-/// (`Action::FailsafeRound`) each cycle, while its lease may still hold too: the right must
+/// (`AgentAction::FailsafeRound`) each cycle, while its lease may still hold too: the right must
 /// be there when the lease ends.
 pub fn wants_round(cfg: &HaConfig, phase: Phase, obs: &Observation) -> bool {
     cfg.failsafe_mode && phase == Phase::Leader && obs.dcs.is_none() && obs.pg.is_primary()

@@ -27,7 +27,7 @@ mod sync;
 mod timeline;
 pub mod watchdog;
 
-pub use action::{Action, StopMode};
+pub use action::{Action, AgentAction, DcsAction, JobAction, PgAction, StopMode};
 pub use command::{CommandVerdict, MemberCommand};
 pub use config::{HaConfig, SyncConfig, SyncMode};
 pub use decide::{decide, Decision, PEERS_RECHECK_MS};

@@ -20,6 +20,7 @@
 //! promotes only a member K names, or the leader that wrote K (see `election.rs`).
 
 use crate::action::Action;
+use crate::action::{DcsAction, PgAction};
 use crate::config::SyncMode;
 use crate::observation::{DcsView, ReplicaConnection, RunningPg, SyncStandbyNames};
 use crate::state::MemberState;
@@ -146,7 +147,7 @@ pub(crate) fn manage(
 /// Put new names in force; the position to confirm against is taken once they are.
 fn set_names(s: &mut MemberState, names: Option<SyncStandbyNames>) -> Vec<Action> {
     s.sync_changed_at = None;
-    vec![Action::SetSyncStandbyNames { names }]
+    vec![Action::Pg(PgAction::SetSyncStandbyNames { names })]
 }
 
 fn manage_first(
@@ -169,10 +170,10 @@ fn manage_first(
         .cloned()
         .collect();
     if keep.len() != in_key.len() || (!key_is_ours(cfg, view) && view.sync.is_some()) {
-        return vec![Action::WriteSync {
+        return vec![Action::Dcs(DcsAction::WriteSync {
             members: keep,
             quorum: None,
-        }];
+        })];
     }
     // 2. Then PostgreSQL.
     if configured != desired.as_ref() {
@@ -194,10 +195,10 @@ fn manage_first(
         .cloned()
         .collect();
     if confirmed != in_key || !key_is_ours(cfg, view) {
-        return vec![Action::WriteSync {
+        return vec![Action::Dcs(DcsAction::WriteSync {
             members: confirmed,
             quorum: None,
-        }];
+        })];
     }
     Vec::new()
 }
@@ -224,10 +225,10 @@ fn manage_quorum(
         // No standby left: an empty key first (it only restricts promotion), then
         // asynchronous (or '*' in strict mode) in PostgreSQL.
         if !in_key.is_empty() || !key_is_ours(cfg, view) {
-            return vec![Action::WriteSync {
+            return vec![Action::Dcs(DcsAction::WriteSync {
                 members: Vec::new(),
                 quorum: None,
-            }];
+            })];
         }
         if configured != desired.as_ref() {
             return set_names(s, desired);
@@ -243,10 +244,10 @@ fn manage_quorum(
         // empty key is true. Empty it, put the names in force, and write the key once k of
         // the names caught up (step 3).
         if !in_key.is_empty() || !key_is_ours(cfg, view) {
-            return vec![Action::WriteSync {
+            return vec![Action::Dcs(DcsAction::WriteSync {
                 members: Vec::new(),
                 quorum: None,
-            }];
+            })];
         }
         if configured != desired.as_ref() {
             return set_names(s, desired);
@@ -269,10 +270,10 @@ fn manage_quorum(
             }
         }
         members.sort();
-        return vec![Action::WriteSync {
+        return vec![Action::Dcs(DcsAction::WriteSync {
             members,
             quorum: Some(safe_q),
-        }];
+        })];
     }
     // 2. Then PostgreSQL.
     if configured != desired.as_ref() {
@@ -286,10 +287,10 @@ fn manage_quorum(
     if (in_key != names || key_quorum != Some(k))
         && caught_up(pg, &names, since).count() >= k as usize
     {
-        return vec![Action::WriteSync {
+        return vec![Action::Dcs(DcsAction::WriteSync {
             members: names,
             quorum: Some(k),
-        }];
+        })];
     }
     Vec::new()
 }

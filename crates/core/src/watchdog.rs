@@ -13,6 +13,7 @@
 //! when it can. Arming, feeding and disarming the device are the agent's (crates/agent/src/watchdog/): it
 //! arms before every promotion or start as a primary and reports a failure here.
 
+use crate::action::{DcsAction, JobAction};
 use std::fmt;
 
 use crate::action::{Action, StopMode};
@@ -106,12 +107,12 @@ pub(crate) fn refuse_to_lead(s: &mut MemberState, obs: &Observation) -> Option<S
     if may_be_primary {
         let reason = refused(obs, WatchdogRefusal::Demoting)?;
         s.phase = Phase::Demoting;
-        let stop = Action::Stop {
+        let stop = Action::Job(JobAction::Stop {
             mode: StopMode::Immediate,
-        };
+        });
         return Some((reason, vec![stop]));
     }
     let reason = refused(obs, WatchdogRefusal::ReleasingLeaderKey)?;
     s.phase = Phase::Replica;
-    Some((reason, vec![Action::ReleaseLeader]))
+    Some((reason, vec![Action::Dcs(DcsAction::ReleaseLeader)]))
 }

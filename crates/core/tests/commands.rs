@@ -5,6 +5,7 @@ mod common;
 
 use common::*;
 use pgbaton_core::*;
+use pgbaton_core::{DcsAction, JobAction, PgAction};
 
 fn with_command(o: Observation, command: MemberCommand) -> Observation {
     Observation {
@@ -39,15 +40,15 @@ fn a_restart_stops_the_leaders_primary_which_the_rules_start_again() {
     assert_eq!(d.reason, Reason::RestartRequested);
     assert_eq!(
         ops(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Fast
-        }]
+        })]
     );
-    assert!(d.actions.contains(&Action::RenewLease));
+    assert!(d.actions.contains(&Action::Dcs(DcsAction::RenewLease)));
     // Stopped (cleanly, as a primary): started again in place.
     let stopped = stopped(true, 5_000);
     let d = decide(&d.state, &obs(stopped, view(Some(ME))), &cfg());
-    assert_eq!(ops(&d), vec![Action::StartPrimary]);
+    assert_eq!(ops(&d), vec![Action::Job(JobAction::StartPrimary)]);
     assert_eq!(d.command, None);
 }
 
@@ -79,9 +80,9 @@ fn a_restart_is_refused_while_an_operation_runs_or_postgres_is_down() {
     assert!(refused(&d).1.contains("not running"), "{:?}", d.command);
     assert_eq!(
         ops(&d),
-        vec![Action::StartReplica {
+        vec![Action::Job(JobAction::StartReplica {
             upstream: Some("node2".into())
-        }],
+        })],
         "the refused command leaves the cycle to the rules"
     );
 }
@@ -94,9 +95,9 @@ fn a_reinitialize_stops_then_moves_aside_then_clones_from_the_leader() {
     assert!(started(&d), "{:?}", d.command);
     assert_eq!(
         ops(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Fast
-        }]
+        })]
     );
     assert!(d.state.reinit_pending);
     // The stop runs: wait.
@@ -108,15 +109,18 @@ fn a_reinitialize_stops_then_moves_aside_then_clones_from_the_leader() {
     let stopped = stopped(false, 5_000);
     let d = decide(&d.state, &obs(stopped, view(Some("node2"))), &cfg());
     assert_eq!(d.reason, Reason::Reinitializing);
-    assert_eq!(ops(&d), vec![Action::MoveDataAside { reason: "reinit" }]);
+    assert_eq!(
+        ops(&d),
+        vec![Action::Pg(PgAction::MoveDataAside { reason: "reinit" })]
+    );
     assert_eq!(d.state.phase, Phase::Cloning);
     assert!(!d.state.reinit_pending);
     let d = decide(&d.state, &obs(LocalPg::NoData, view(Some("node2"))), &cfg());
     assert_eq!(
         ops(&d),
-        vec![Action::Clone {
+        vec![Action::Job(JobAction::Clone {
             from: "node2".into()
-        }]
+        })]
     );
 }
 
@@ -130,7 +134,10 @@ fn a_reinitialize_is_refused_on_the_leader_and_during_an_operation_unless_forced
     );
     assert_eq!(refused(&d).0, 503);
     assert!(refused(&d).1.contains("leader"), "{:?}", d.command);
-    assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Job(JobAction::Stop { .. }))));
 
     let mut o = with_command(obs(replica(5_000), view(Some("node2"))), reinit);
     o.job = JobView::Running(JobKind::Rewind);
@@ -142,9 +149,9 @@ fn a_reinitialize_is_refused_on_the_leader_and_during_an_operation_unless_forced
     assert!(started(&d), "{:?}", d.command);
     assert_eq!(
         ops(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Immediate
-        }],
+        })],
         "force aborts the operation"
     );
     assert!(d.state.reinit_pending);

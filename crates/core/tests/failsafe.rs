@@ -2,6 +2,7 @@
 //! round keeps the primary, a stale one does not), the member side (a promise and the
 //! failsafe topology keep members from racing or promoting) and the return of the DCS.
 
+use pgbaton_core::{AgentAction, DcsAction, JobAction};
 use std::collections::BTreeMap;
 
 use pgbaton_core::*;
@@ -104,14 +105,21 @@ fn in_phase(phase: Phase) -> MemberState {
 fn pg_ops(d: &Decision) -> Vec<Action> {
     d.actions
         .iter()
-        .filter(|a| !a.is_dcs() && !matches!(a, Action::FailsafeRound | Action::ApplyDynamicConfig))
+        .filter(|a| {
+            !a.is_dcs()
+                && !matches!(
+                    a,
+                    Action::Agent(AgentAction::FailsafeRound)
+                        | Action::Agent(AgentAction::ApplyDynamicConfig)
+                )
+        })
         .cloned()
         .collect()
 }
 
-const STOP_NOW: Action = Action::Stop {
+const STOP_NOW: Action = Action::Job(JobAction::Stop {
     mode: StopMode::Immediate,
-};
+});
 
 #[test]
 fn leader_without_dcs_and_a_fresh_ack_keeps_its_primary() {
@@ -123,7 +131,10 @@ fn leader_without_dcs_and_a_fresh_ack_keeps_its_primary() {
     assert_eq!(pg_ops(&d), vec![]);
     assert_eq!(d.state.phase, Phase::Leader);
     // It asks the members again, first of all this cycle's actions.
-    assert_eq!(d.actions.first(), Some(&Action::FailsafeRound));
+    assert_eq!(
+        d.actions.first(),
+        Some(&Action::Agent(AgentAction::FailsafeRound))
+    );
     // right: sent 99_500 + ttl 4_000 − margin 500 = 103_000
     assert_eq!(
         d.reason,
@@ -184,7 +195,7 @@ fn dcs_back_without_leader_key_the_failsafe_leader_takes_it_back_without_demotin
     };
     let d = decide(&in_phase(Phase::Leader), &o, &cfg());
     assert_eq!(d.reason, Reason::FailsafeRetakingLeaderKey);
-    assert!(d.actions.contains(&Action::AcquireLeader));
+    assert!(d.actions.contains(&Action::Dcs(DcsAction::AcquireLeader)));
     assert_eq!(pg_ops(&d), vec![]);
     assert_eq!(d.state.phase, Phase::Leader);
     assert_eq!(d.next_wake, NOW, "looks at the outcome of the race at once");
@@ -227,14 +238,18 @@ fn a_member_with_an_active_promise_does_not_race() {
             remaining_ms: 2_000
         })
     );
-    assert!(!d.actions.contains(&Action::AcquireLeader));
+    assert!(!d.actions.contains(&Action::Dcs(DcsAction::AcquireLeader)));
     // Once the promise ended it races.
     let later = Observation {
         failsafe_promised_until: Some(NOW),
         ..o
     };
     let d = decide(&in_phase(Phase::Replica), &later, &cfg());
-    assert!(d.actions.contains(&Action::AcquireLeader), "{}", d.reason);
+    assert!(
+        d.actions.contains(&Action::Dcs(DcsAction::AcquireLeader)),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -251,7 +266,11 @@ fn a_promise_also_holds_a_requested_switchover_candidate_back() {
         ..obs(running(true), Some(v))
     };
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
-    assert!(!d.actions.contains(&Action::AcquireLeader), "{}", d.reason);
+    assert!(
+        !d.actions.contains(&Action::Dcs(DcsAction::AcquireLeader)),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -264,7 +283,11 @@ fn a_member_the_failsafe_key_does_not_name_never_races() {
     );
     // Without failsafe mode the key does not matter.
     let d = decide(&in_phase(Phase::Replica), &o, &HaConfig::with_defaults(ME));
-    assert!(d.actions.contains(&Action::AcquireLeader), "{}", d.reason);
+    assert!(
+        d.actions.contains(&Action::Dcs(DcsAction::AcquireLeader)),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -287,7 +310,7 @@ fn holding_the_key_with_an_active_promise_does_not_promote() {
         ..o
     };
     let d = decide(&in_phase(Phase::Candidate), &later, &cfg());
-    assert_eq!(pg_ops(&d), vec![Action::Promote]);
+    assert_eq!(pg_ops(&d), vec![Action::Job(JobAction::Promote)]);
 }
 
 #[test]
@@ -297,22 +320,22 @@ fn the_leader_keeps_the_failsafe_key_naming_every_member() {
         Some(view(Some(ME), Some(&["node1", "node2"]))),
     );
     let d = decide(&in_phase(Phase::Leader), &o, &cfg());
-    assert!(d.actions.contains(&Action::WriteFailsafe {
+    assert!(d.actions.contains(&Action::Dcs(DcsAction::WriteFailsafe {
         members: vec!["node1".into(), "node2".into(), "node3".into()]
-    }));
+    })));
     let o = obs(running(false), Some(view(Some(ME), Some(ALL))));
     let d = decide(&in_phase(Phase::Leader), &o, &cfg());
     assert!(!d
         .actions
         .iter()
-        .any(|a| matches!(a, Action::WriteFailsafe { .. })));
+        .any(|a| matches!(a, Action::Dcs(DcsAction::WriteFailsafe { .. }))));
     // Not written without failsafe mode.
     let o = obs(running(false), Some(view(Some(ME), None)));
     let d = decide(&in_phase(Phase::Leader), &o, &HaConfig::with_defaults(ME));
     assert!(!d
         .actions
         .iter()
-        .any(|a| matches!(a, Action::WriteFailsafe { .. })));
+        .any(|a| matches!(a, Action::Dcs(DcsAction::WriteFailsafe { .. }))));
 }
 
 #[test]
@@ -386,7 +409,11 @@ fn a_peer_outside_the_topology_does_not_hold_the_others_back() {
         );
     }
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
-    assert!(d.actions.contains(&Action::AcquireLeader), "{}", d.reason);
+    assert!(
+        d.actions.contains(&Action::Dcs(DcsAction::AcquireLeader)),
+        "{}",
+        d.reason
+    );
 }
 
 /// A candidate-less switchover picks node2, which the (stale) failsafe key does not name: a
@@ -426,16 +453,19 @@ fn a_switchover_hands_over_only_to_a_member_the_failsafe_key_names() {
         Reason::SwitchoverWaitingForFailsafeKey { to: "node2".into() }
     );
     assert_eq!(d.state.phase, Phase::Leader);
-    assert!(d.actions.contains(&Action::WriteFailsafe {
+    assert!(d.actions.contains(&Action::Dcs(DcsAction::WriteFailsafe {
         members: vec!["node1".into(), "node2".into(), "node3".into()]
-    }));
-    assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+    })));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Job(JobAction::Stop { .. }))));
     // The key names node2 now: hand over.
     let mut fresh = view(Some(ME), Some(ALL));
     fresh.failover = Some(request);
     let d = decide(&in_phase(Phase::Leader), &obs(primary, Some(fresh)), &cfg());
     assert_eq!(d.reason, Reason::HandingOver { to: "node2".into() });
-    assert!(d.actions.contains(&Action::Stop {
+    assert!(d.actions.contains(&Action::Job(JobAction::Stop {
         mode: StopMode::CheckpointThenFast
-    }));
+    })));
 }

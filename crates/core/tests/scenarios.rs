@@ -2,6 +2,7 @@
 
 mod common;
 
+use pgbaton_core::{AgentAction, DcsAction, JobAction, PgAction};
 use std::collections::BTreeMap;
 
 use common::replica;
@@ -147,7 +148,9 @@ fn pg_actions(d: &Decision) -> Vec<Action> {
         .filter(|a| {
             !matches!(
                 a,
-                Action::RenewLease | Action::PublishMember | Action::SyncSlots { .. }
+                Action::Dcs(DcsAction::RenewLease)
+                    | Action::Dcs(DcsAction::PublishMember)
+                    | Action::Pg(PgAction::SyncSlots { .. })
             )
         })
         .cloned()
@@ -160,11 +163,13 @@ fn healthy_leader_keeps_its_role_and_publishes_its_position() {
     let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
     assert_eq!(d.reason, Reason::LeaderHealthy);
     assert_eq!(d.state.phase, Phase::Leader);
-    assert_eq!(d.actions[0], Action::RenewLease);
-    assert!(d.actions.contains(&Action::WriteStatus { optime: 500 }));
-    assert!(d.actions.contains(&Action::SyncSlots {
+    assert_eq!(d.actions[0], Action::Dcs(DcsAction::RenewLease));
+    assert!(d
+        .actions
+        .contains(&Action::Dcs(DcsAction::WriteStatus { optime: 500 })));
+    assert!(d.actions.contains(&Action::Pg(PgAction::SyncSlots {
         members: vec!["node2".into(), "node3".into()]
-    }));
+    })));
     // Wakes before the lease could expire, at least every renew interval.
     assert!(d.next_wake <= 100_000 + cfg().renew_interval_ms());
 }
@@ -178,10 +183,14 @@ fn only_the_leader_keeps_declared_publications_and_subscriptions_and_not_in_paus
     let leader = Obs::new(primary(500)).leader(ME).build();
     let d = decide(&in_phase(Phase::Leader), &leader, &declared);
     assert_eq!(d.reason, Reason::LeaderHealthy);
-    assert!(d.actions.contains(&Action::ApplyLogical), "{:?}", d.actions);
+    assert!(
+        d.actions.contains(&Action::Pg(PgAction::ApplyLogical)),
+        "{:?}",
+        d.actions
+    );
     // Nothing declared: no duty.
     let d = decide(&in_phase(Phase::Leader), &leader, &cfg());
-    assert!(!d.actions.contains(&Action::ApplyLogical));
+    assert!(!d.actions.contains(&Action::Pg(PgAction::ApplyLogical)));
     // Maintenance mode leaves PostgreSQL alone.
     let paused = HaConfig {
         paused: true,
@@ -189,7 +198,7 @@ fn only_the_leader_keeps_declared_publications_and_subscriptions_and_not_in_paus
     };
     let d = decide(&in_phase(Phase::Leader), &leader, &paused);
     assert!(
-        !d.actions.contains(&Action::ApplyLogical),
+        !d.actions.contains(&Action::Pg(PgAction::ApplyLogical)),
         "{:?}",
         d.actions
     );
@@ -200,11 +209,14 @@ fn only_the_leader_keeps_declared_publications_and_subscriptions_and_not_in_paus
         .build();
     let d = decide(&in_phase(Phase::Replica), &follower, &declared);
     assert!(
-        !d.actions.contains(&Action::ApplyLogical),
+        !d.actions.contains(&Action::Pg(PgAction::ApplyLogical)),
         "{:?}",
         d.actions
     );
-    assert!(!Action::ApplyLogical.is_dcs() && !Action::ApplyLogical.is_job());
+    assert!(
+        !Action::Pg(PgAction::ApplyLogical).is_dcs()
+            && !Action::Pg(PgAction::ApplyLogical).is_job()
+    );
 }
 
 #[test]
@@ -217,9 +229,9 @@ fn leader_demotes_before_its_lease_can_expire() {
     let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Immediate
-        }]
+        })]
     );
     assert_eq!(d.state.phase, Phase::Demoting);
     assert!(matches!(d.reason, Reason::DemoteWithoutLease { .. }));
@@ -270,9 +282,9 @@ fn leader_keeps_writing_through_a_dcs_outage_while_the_lease_holds() {
     let d = decide(&d.state, &later, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Immediate
-        }]
+        })]
     );
 }
 
@@ -282,9 +294,9 @@ fn a_primary_when_another_member_holds_the_key_is_stopped_at_once() {
     let d = decide(&in_phase(Phase::Init), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Immediate
-        }]
+        })]
     );
 }
 
@@ -292,7 +304,7 @@ fn a_primary_when_another_member_holds_the_key_is_stopped_at_once() {
 fn replica_with_the_key_promotes_only_after_observing_it() {
     let obs = Obs::new(replica(100)).build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
+    assert_eq!(pg_actions(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
     assert_eq!(d.state.phase, Phase::Candidate);
     assert_eq!(
         d.next_wake, obs.now,
@@ -301,7 +313,7 @@ fn replica_with_the_key_promotes_only_after_observing_it() {
     // Next cycle: the key is ours.
     let obs = Obs::new(replica(100)).leader(ME).build();
     let d = decide(&d.state, &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::Promote]);
+    assert_eq!(pg_actions(&d), vec![Action::Job(JobAction::Promote)]);
     assert_eq!(d.state.promoted_from, Some((1, 100)));
 }
 
@@ -317,12 +329,12 @@ fn a_promotion_from_an_older_timeline_reserves_the_ids_the_cluster_used() {
     assert_eq!(
         pg_actions(&d),
         vec![
-            Action::ReserveTimelines {
+            Action::Pg(PgAction::ReserveTimelines {
                 after: 1,
                 through: 3,
                 ended: vec![(1, 150), (2, 400)],
-            },
-            Action::Promote
+            }),
+            Action::Job(JobAction::Promote)
         ]
     );
     // A member document on a newer timeline than the key records counts too.
@@ -335,12 +347,12 @@ fn a_promotion_from_an_older_timeline_reserves_the_ids_the_cluster_used() {
     assert_eq!(
         pg_actions(&d),
         vec![
-            Action::ReserveTimelines {
+            Action::Pg(PgAction::ReserveTimelines {
                 after: 1,
                 through: 2,
                 ended: vec![],
-            },
-            Action::Promote
+            }),
+            Action::Job(JobAction::Promote)
         ]
     );
 }
@@ -351,10 +363,10 @@ fn no_promotion_without_a_confirmed_lease() {
     // key up rather than keep it from the others, and does not renew the lease it is on.
     let obs = Obs::new(replica(100)).leader(ME).lease_until(None).build();
     let d = decide(&in_phase(Phase::Candidate), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::ReleaseLeader]);
+    assert_eq!(pg_actions(&d), vec![Action::Dcs(DcsAction::ReleaseLeader)]);
     assert_eq!(d.reason, Reason::ReleasingKeyWithoutLease);
     assert_eq!(d.state.phase, Phase::Replica);
-    assert!(!d.actions.contains(&Action::RenewLease));
+    assert!(!d.actions.contains(&Action::Dcs(DcsAction::RenewLease)));
 }
 
 fn crashed_primary() -> LocalPg {
@@ -383,11 +395,11 @@ fn a_leader_restarting_in_place_without_a_certain_lease_gives_the_key_up_even_wi
     let d = decide(&in_phase(Phase::RestartingPrimary), &obs, &cfg());
     assert_eq!(d.reason, Reason::ReleasingKeyWithoutLease);
     assert!(
-        d.actions.contains(&Action::ReleaseLeader),
+        d.actions.contains(&Action::Dcs(DcsAction::ReleaseLeader)),
         "{:?}",
         d.actions
     );
-    assert!(!d.actions.contains(&Action::RenewLease));
+    assert!(!d.actions.contains(&Action::Dcs(DcsAction::RenewLease)));
     assert_eq!(d.state.phase, Phase::Replica);
     // With its lease certainly valid it goes on restarting (no read: no change).
     let obs = Obs::new(crashed_primary())
@@ -409,12 +421,12 @@ fn a_demoted_leader_without_dcs_stops_renewing_the_lease_its_key_is_on() {
     let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Immediate
-        }]
+        })]
     );
     assert_eq!(d.state.phase, Phase::Demoting);
-    assert!(!d.actions.contains(&Action::RenewLease));
+    assert!(!d.actions.contains(&Action::Dcs(DcsAction::RenewLease)));
     // Stopped, still no DCS: no keepalive either.
     let obs = Obs::new(crashed_primary())
         .dcs_down()
@@ -426,7 +438,7 @@ fn a_demoted_leader_without_dcs_stops_renewing_the_lease_its_key_is_on() {
     // A candidate that raced may hold the key too.
     let obs = Obs::new(replica(100)).dcs_down().lease_until(None).build();
     let d = decide(&in_phase(Phase::Candidate), &obs, &cfg());
-    assert!(!d.actions.contains(&Action::RenewLease));
+    assert!(!d.actions.contains(&Action::Dcs(DcsAction::RenewLease)));
 }
 
 #[test]
@@ -434,11 +446,11 @@ fn members_that_cannot_hold_the_key_or_may_lead_keep_renewing() {
     // A replica without DCS keeps its member key alive.
     let obs = Obs::new(replica(100)).dcs_down().build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
-    assert_eq!(d.actions, vec![Action::RenewLease]);
+    assert_eq!(d.actions, vec![Action::Dcs(DcsAction::RenewLease)]);
     // A leader without DCS whose lease is certainly valid keeps it valid.
     let obs = Obs::new(primary(500)).dcs_down().build();
     let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
-    assert_eq!(d.actions, vec![Action::RenewLease]);
+    assert_eq!(d.actions, vec![Action::Dcs(DcsAction::RenewLease)]);
     // A replica following another leader renews (the key is not on its lease).
     let obs = Obs::new(replica(100))
         .leader("node2")
@@ -446,7 +458,7 @@ fn members_that_cannot_hold_the_key_or_may_lead_keep_renewing() {
         .lease_until(None)
         .build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
-    assert_eq!(d.actions[0], Action::RenewLease);
+    assert_eq!(d.actions[0], Action::Dcs(DcsAction::RenewLease));
 }
 
 #[test]
@@ -456,8 +468,8 @@ fn a_demoted_leader_whose_lease_etcd_still_holds_restarts_in_place() {
     // to live is the observation's `lease_valid_until`. No renewal was needed to learn it.
     let obs = Obs::new(crashed_primary()).leader(ME).build();
     let d = decide(&in_phase(Phase::Demoting), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::StartPrimary]);
-    assert_eq!(d.actions[0], Action::RenewLease);
+    assert_eq!(pg_actions(&d), vec![Action::Job(JobAction::StartPrimary)]);
+    assert_eq!(d.actions[0], Action::Dcs(DcsAction::RenewLease));
 }
 
 #[test]
@@ -471,7 +483,10 @@ fn a_demoted_leader_whose_lease_is_not_confirmed_releases_the_key_without_renewi
         assert_eq!(d.reason, Reason::ReleasingKeyWithoutLease);
         assert_eq!(
             d.actions,
-            vec![Action::ReleaseLeader, Action::PublishMember]
+            vec![
+                Action::Dcs(DcsAction::ReleaseLeader),
+                Action::Dcs(DcsAction::PublishMember)
+            ]
         );
         assert_eq!(d.state.phase, Phase::Replica);
         assert_eq!(d.next_wake, obs.now, "the release is observed at once");
@@ -483,7 +498,7 @@ fn a_demoted_leader_whose_lease_is_not_confirmed_releases_the_key_without_renewi
         .build();
     let d = decide(&in_phase(Phase::Demoting), &obs, &cfg());
     assert_eq!(d.reason, Reason::LeaderKeyWithoutLease);
-    assert_eq!(d.actions, vec![Action::PublishMember]);
+    assert_eq!(d.actions, vec![Action::Dcs(DcsAction::PublishMember)]);
 }
 
 #[test]
@@ -498,7 +513,7 @@ fn the_most_advanced_replica_wins_the_race() {
     // Equal positions both race: the compare-and-swap picks one.
     let obs = Obs::new(replica(150)).peer("node2", 150).build();
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
+    assert_eq!(pg_actions(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
 }
 
 /// A peer ahead is waited for only loop_wait after the cluster lost its leader: woken by the
@@ -516,7 +531,12 @@ fn a_peer_ahead_that_does_not_take_the_key_within_loop_wait_is_no_longer_waited_
     let mut later = Obs::new(replica(100)).peer("node2", 150).build();
     later.now = obs.now + cfg().loop_wait_ms;
     let d = decide(&first.state, &later, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::AcquireLeader], "{}", d.reason);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Dcs(DcsAction::AcquireLeader)],
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -549,7 +569,7 @@ fn at_equal_positions_the_higher_failover_priority_races_alone() {
     // We outrank it, or tie: we race.
     for p in [1, 2] {
         let d = decide(&in_phase(Phase::Replica), &with_priority(p), &mine);
-        assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
+        assert_eq!(pg_actions(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
     }
     // It is waited for only loop_wait after the key went: a peer that has not raced by then
     // cannot (its DCS too slow), and we race.
@@ -560,7 +580,12 @@ fn at_equal_positions_the_higher_failover_priority_races_alone() {
         ..MemberState::new()
     };
     let d = decide(&waited, &outranked, &mine);
-    assert_eq!(pg_actions(&d), vec![Action::AcquireLeader], "{}", d.reason);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Dcs(DcsAction::AcquireLeader)],
+        "{}",
+        d.reason
+    );
     // Priority never beats position: a more advanced peer still wins over a higher priority.
     let obs = Obs::new(replica(100)).peer("node2", 150).build();
     let d = decide(
@@ -607,7 +632,7 @@ fn a_lagging_only_candidate_races_after_a_full_ttl() {
         ..obs
     };
     let d = decide(&d.state, &later, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::AcquireLeader]);
+    assert_eq!(pg_actions(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
     assert!(matches!(
         d.reason,
         Reason::RacingForLeader {
@@ -626,9 +651,9 @@ fn replica_follows_the_leader_and_repoints_when_it_changes() {
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Repoint {
+        vec![Action::Pg(PgAction::Repoint {
             upstream: Some("node2".into())
-        }]
+        })]
     );
     let obs = Obs::new(replica(100))
         .leader("node2")
@@ -651,9 +676,9 @@ fn an_old_primary_is_rewound_before_it_streams() {
     let d = decide(&in_phase(Phase::Init), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Rewind {
+        vec![Action::Job(JobAction::Rewind {
             from: "node2".into()
-        }]
+        })]
     );
     // without pg_rewind: moved aside (never deleted), then cloned
     let d = decide(
@@ -666,7 +691,7 @@ fn an_old_primary_is_rewound_before_it_streams() {
     );
     assert_eq!(
         pg_actions(&d),
-        vec![Action::MoveDataAside { reason: "diverged" }]
+        vec![Action::Pg(PgAction::MoveDataAside { reason: "diverged" })]
     );
     // a failed rewind: moved aside
     let obs = Obs::new(stopped)
@@ -679,9 +704,9 @@ fn an_old_primary_is_rewound_before_it_streams() {
     let d = decide(&in_phase(Phase::Rewinding), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::MoveDataAside {
+        vec![Action::Pg(PgAction::MoveDataAside {
             reason: "rewind-failed"
-        }]
+        })]
     );
 }
 
@@ -705,9 +730,9 @@ fn a_rewind_that_could_not_reach_the_leader_is_tried_again_and_never_moves_data_
     let d = decide(&in_phase(Phase::Rewinding), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Rewind {
+        vec![Action::Job(JobAction::Rewind {
             from: "node2".into()
-        }]
+        })]
     );
     assert_eq!(d.state.phase, Phase::Rewinding);
     // The leader's member document says it does not run: wait, saying why; the data stays.
@@ -743,9 +768,9 @@ fn a_rewound_replica_starts_streaming_from_the_leader() {
     let d = decide(&in_phase(Phase::Rewinding), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::StartReplica {
+        vec![Action::Job(JobAction::StartReplica {
             upstream: Some("node2".into())
-        }]
+        })]
     );
 }
 
@@ -780,9 +805,9 @@ fn empty_member_clones_from_a_running_leader_only() {
     let d = decide(&MemberState::new(), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Clone {
+        vec![Action::Job(JobAction::Clone {
             from: "node2".into()
-        }]
+        })]
     );
     let mut obs = Obs::new(LocalPg::NoData).leader("node2").build();
     obs.dcs
@@ -815,9 +840,9 @@ fn empty_member_clones_from_a_running_clonefrom_replica_first() {
     let d = decide(&MemberState::new(), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Clone {
+        vec![Action::Job(JobAction::Clone {
             from: "node3".into()
-        }]
+        })]
     );
     // Two tagged replicas: the more advanced one.
     obs.dcs
@@ -829,9 +854,9 @@ fn empty_member_clones_from_a_running_clonefrom_replica_first() {
     let d = decide(&MemberState::new(), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Clone {
+        vec![Action::Job(JobAction::Clone {
             from: "node4".into()
-        }]
+        })]
     );
     // A tagged replica that is not running is no source: back to the leader.
     let mut obs = Obs::new(LocalPg::NoData).leader("node2").build();
@@ -839,9 +864,9 @@ fn empty_member_clones_from_a_running_clonefrom_replica_first() {
     let d = decide(&MemberState::new(), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Clone {
+        vec![Action::Job(JobAction::Clone {
             from: "node2".into()
-        }]
+        })]
     );
     // The leader being down does not matter when a clonefrom replica runs.
     let mut obs = Obs::new(LocalPg::NoData).leader("node2").build();
@@ -856,9 +881,9 @@ fn empty_member_clones_from_a_running_clonefrom_replica_first() {
     let d = decide(&MemberState::new(), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Clone {
+        vec![Action::Job(JobAction::Clone {
             from: "node3".into()
-        }]
+        })]
     );
 }
 
@@ -868,12 +893,15 @@ fn bootstrap_race_then_initdb_then_leader() {
         .initialize(Initialize::Absent)
         .build();
     let d = decide(&MemberState::new(), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::ClaimInitialize]);
+    assert_eq!(
+        pg_actions(&d),
+        vec![Action::Dcs(DcsAction::ClaimInitialize)]
+    );
     let obs = Obs::new(LocalPg::NoData)
         .initialize(Initialize::ClaimedBy(ME.into()))
         .build();
     let d = decide(&d.state, &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::Bootstrap]);
+    assert_eq!(pg_actions(&d), vec![Action::Job(JobAction::Bootstrap)]);
     // initdb done, PostgreSQL runs as the new primary: publish the id, take the key.
     let obs = Obs::new(primary(10))
         .initialize(Initialize::ClaimedBy(ME.into()))
@@ -882,9 +910,9 @@ fn bootstrap_race_then_initdb_then_leader() {
     assert_eq!(
         pg_actions(&d),
         vec![
-            Action::WriteInitialize { system_id: 42 },
-            Action::WriteBootstrapConfig,
-            Action::AcquireLeader
+            Action::Dcs(DcsAction::WriteInitialize { system_id: 42 }),
+            Action::Dcs(DcsAction::WriteBootstrapConfig),
+            Action::Dcs(DcsAction::AcquireLeader)
         ]
     );
     let obs = Obs::new(primary(10)).leader(ME).build();
@@ -906,7 +934,7 @@ fn a_bootstrap_that_keeps_failing_is_tried_three_times() {
         let d = decide(&state, &obs, &cfg());
         assert_eq!(
             pg_actions(&d),
-            vec![Action::ClaimInitialize],
+            vec![Action::Dcs(DcsAction::ClaimInitialize)],
             "attempt {attempt}"
         );
         let failed = JobView::Failed {
@@ -920,7 +948,11 @@ fn a_bootstrap_that_keeps_failing_is_tried_three_times() {
             claimed = claimed.job(failed.clone());
         }
         let d = decide(&d.state, &claimed.build(), &cfg());
-        assert_eq!(pg_actions(&d), vec![Action::Bootstrap], "attempt {attempt}");
+        assert_eq!(
+            pg_actions(&d),
+            vec![Action::Job(JobAction::Bootstrap)],
+            "attempt {attempt}"
+        );
         assert_eq!(d.state.bootstrap_failures, attempt - 1);
         let obs = Obs::new(LocalPg::Stopped {
             system_id: 42,
@@ -935,10 +967,10 @@ fn a_bootstrap_that_keeps_failing_is_tried_three_times() {
         assert_eq!(
             pg_actions(&d),
             vec![
-                Action::CancelInitialize,
-                Action::MoveDataAside {
+                Action::Dcs(DcsAction::CancelInitialize),
+                Action::Pg(PgAction::MoveDataAside {
                     reason: "bootstrap-failed"
-                }
+                })
             ]
         );
         assert!(
@@ -982,7 +1014,7 @@ fn leader_restarts_a_crashed_postgres_in_place_then_gives_up() {
     };
     let obs = Obs::new(crashed.clone()).leader(ME).build();
     let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::StartPrimary]);
+    assert_eq!(pg_actions(&d), vec![Action::Job(JobAction::StartPrimary)]);
     assert_eq!(
         d.state.restart_deadline,
         Some(100_000 + cfg().primary_restart_timeout_ms)
@@ -993,7 +1025,7 @@ fn leader_restarts_a_crashed_postgres_in_place_then_gives_up() {
         ..obs
     };
     let d = decide(&d.state, &late, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::ReleaseLeader]);
+    assert_eq!(pg_actions(&d), vec![Action::Dcs(DcsAction::ReleaseLeader)]);
     assert_eq!(d.reason, Reason::GaveUpRestartingPrimary);
 }
 
@@ -1007,7 +1039,7 @@ fn a_failed_start_in_place_releases_the_key_at_once() {
     };
     let obs = Obs::new(crashed.clone()).leader(ME).build();
     let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::StartPrimary]);
+    assert_eq!(pg_actions(&d), vec![Action::Job(JobAction::StartPrimary)]);
     // The start failed well before primary_restart_timeout: no second attempt with the key.
     let failed = Obs::new(crashed)
         .leader(ME)
@@ -1017,7 +1049,7 @@ fn a_failed_start_in_place_releases_the_key_at_once() {
         })
         .build();
     let d = decide(&d.state, &failed, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::ReleaseLeader]);
+    assert_eq!(pg_actions(&d), vec![Action::Dcs(DcsAction::ReleaseLeader)]);
     assert!(matches!(d.reason, Reason::PrimaryStartFailed { .. }));
     assert_eq!(d.state.phase, Phase::Replica);
     assert_eq!(d.state.restart_deadline, None);
@@ -1041,7 +1073,7 @@ fn a_stale_start_failure_does_not_stop_the_first_restart() {
         })
         .build();
     let d = decide(&in_phase(Phase::Leader), &obs, &cfg());
-    assert_eq!(pg_actions(&d), vec![Action::StartPrimary]);
+    assert_eq!(pg_actions(&d), vec![Action::Job(JobAction::StartPrimary)]);
 }
 
 #[test]
@@ -1054,9 +1086,9 @@ fn a_start_as_primary_is_aborted_when_the_lease_goes() {
     let d = decide(&in_phase(Phase::RestartingPrimary), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Immediate
-        }]
+        })]
     );
 }
 
@@ -1080,9 +1112,9 @@ fn replica_that_cannot_stream_is_rewound() {
     let d = decide(&d.state, &later, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Fast
-        }]
+        })]
     );
     assert!(d.state.rewind_needed);
     let stopped = Obs::new(LocalPg::Stopped {
@@ -1096,9 +1128,9 @@ fn replica_that_cannot_stream_is_rewound() {
     let d = decide(&d.state, &stopped, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Rewind {
+        vec![Action::Job(JobAction::Rewind {
             from: "node2".into()
-        }]
+        })]
     );
 }
 
@@ -1118,9 +1150,9 @@ fn a_fresh_clone_starts_as_a_replica_even_though_pg_control_says_in_production()
     let d = decide(&MemberState::new(), &obs, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Clone {
+        vec![Action::Job(JobAction::Clone {
             from: "node2".into()
-        }]
+        })]
     );
     let cloned = Obs::new(LocalPg::Stopped {
         system_id: 42,
@@ -1133,9 +1165,9 @@ fn a_fresh_clone_starts_as_a_replica_even_though_pg_control_says_in_production()
     let d = decide(&d.state, &cloned, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::StartReplica {
+        vec![Action::Job(JobAction::StartReplica {
             upstream: Some("node2".into())
-        }]
+        })]
     );
 }
 
@@ -1152,16 +1184,16 @@ fn a_rewind_that_found_nothing_to_do_is_not_repeated() {
     let d = decide(&MemberState::new(), &stopped, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Rewind {
+        vec![Action::Job(JobAction::Rewind {
             from: "node2".into()
-        }]
+        })]
     );
     let d = decide(&d.state, &stopped, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::StartReplica {
+        vec![Action::Job(JobAction::StartReplica {
             upstream: Some("node2".into())
-        }]
+        })]
     );
 }
 
@@ -1190,9 +1222,9 @@ fn a_replica_on_an_older_timeline_than_the_leader_is_not_following() {
     let d = decide(&d.state, &later, &cfg());
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Fast
-        }]
+        })]
     );
     assert!(d.state.rewind_needed);
 }
@@ -1228,7 +1260,7 @@ fn a_member_on_an_old_timeline_before_its_end_is_only_behind_and_races() {
         "{}",
         d.reason
     );
-    assert!(d.actions.contains(&Action::AcquireLeader));
+    assert!(d.actions.contains(&Action::Dcs(DcsAction::AcquireLeader)));
 }
 
 #[test]
@@ -1314,9 +1346,9 @@ fn a_starting_replica_follows_a_leader_change_without_waiting_for_the_start() {
     assert_eq!(d.reason, Reason::WaitingForJob(JobKind::Start));
     assert_eq!(
         pg_actions(&d),
-        vec![Action::Repoint {
+        vec![Action::Pg(PgAction::Repoint {
             upstream: Some("node2".into())
-        }]
+        })]
     );
     // Already pointed at the leader: nothing to do but wait.
     let obs = Obs::new(LocalPg::Starting)
@@ -1354,7 +1386,7 @@ fn a_leader_rewrites_a_history_key_that_records_its_own_timeline_number() {
     assert!(
         d.actions
             .iter()
-            .any(|a| matches!(a, Action::AppendHistory { timeline: 1, .. })),
+            .any(|a| matches!(a, Action::Dcs(DcsAction::AppendHistory { timeline: 1, .. }))),
         "{:?}",
         d.actions
     );
@@ -1365,7 +1397,7 @@ fn a_leader_rewrites_a_history_key_that_records_its_own_timeline_number() {
     assert!(
         !d.actions
             .iter()
-            .any(|a| matches!(a, Action::AppendHistory { .. })),
+            .any(|a| matches!(a, Action::Dcs(DcsAction::AppendHistory { .. }))),
         "{:?}",
         d.actions
     );
@@ -1380,17 +1412,25 @@ fn a_new_config_revision_is_put_in_force_once() {
         view.config_revision = Some(7);
     }
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
-    assert!(d.actions.contains(&Action::ApplyDynamicConfig));
+    assert!(d
+        .actions
+        .contains(&Action::Agent(AgentAction::ApplyDynamicConfig)));
     assert_eq!(d.state.config_revision_applied, Some(7));
     let again = decide(&d.state, &obs, &cfg());
-    assert!(!again.actions.contains(&Action::ApplyDynamicConfig));
+    assert!(!again
+        .actions
+        .contains(&Action::Agent(AgentAction::ApplyDynamicConfig)));
     if let Some(view) = obs.dcs.as_mut() {
         view.config_revision = Some(9);
     }
     let changed = decide(&d.state, &obs, &cfg());
-    assert!(changed.actions.contains(&Action::ApplyDynamicConfig));
+    assert!(changed
+        .actions
+        .contains(&Action::Agent(AgentAction::ApplyDynamicConfig)));
     // Without a read nothing is applied.
     obs.dcs = None;
     let unread = decide(&changed.state, &obs, &cfg());
-    assert!(!unread.actions.contains(&Action::ApplyDynamicConfig));
+    assert!(!unread
+        .actions
+        .contains(&Action::Agent(AgentAction::ApplyDynamicConfig)));
 }

@@ -4,6 +4,7 @@
 //! while the `sync` key names it, and not when the archive may still provide the WAL; a rewind
 //! that did not help is not repeated.
 
+use pgbaton_core::{JobAction, PgAction};
 use std::collections::BTreeMap;
 
 use pgbaton_core::*;
@@ -109,7 +110,7 @@ fn slot_members(d: &Decision) -> Vec<String> {
     d.actions
         .iter()
         .find_map(|a| match a {
-            Action::SyncSlots { members } => Some(members.clone()),
+            Action::Pg(PgAction::SyncSlots { members }) => Some(members.clone()),
             _ => None,
         })
         .expect("a leader keeps slots")
@@ -118,7 +119,7 @@ fn slot_members(d: &Decision) -> Vec<String> {
 fn pg_ops(d: &Decision) -> Vec<Action> {
     d.actions
         .iter()
-        .filter(|a| !a.is_dcs() && !matches!(a, Action::SyncSlots { .. }))
+        .filter(|a| !a.is_dcs() && !matches!(a, Action::Pg(PgAction::SyncSlots { .. })))
         .cloned()
         .collect()
 }
@@ -276,9 +277,9 @@ fn missing_wal_in_the_log_leads_to_a_reclone_with_the_data_directory_moved_aside
     );
     assert_eq!(
         pg_ops(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Fast
-        }]
+        })]
     );
     assert!(d.state.reclone_pending && d.state.wal_missing);
     assert!(!d.state.rewind_needed, "a rewind cannot bring WAL back");
@@ -294,9 +295,9 @@ fn missing_wal_in_the_log_leads_to_a_reclone_with_the_data_directory_moved_aside
     assert_eq!(d.reason, Reason::MovingAsideForMissingWal);
     assert_eq!(
         pg_ops(&d),
-        vec![Action::MoveDataAside {
+        vec![Action::Pg(PgAction::MoveDataAside {
             reason: "wal-missing"
-        }]
+        })]
     );
     assert_eq!(d.state.phase, Phase::Cloning);
     assert_eq!(d.state.last_reclone_at, Some(later.now + 500));
@@ -306,9 +307,9 @@ fn missing_wal_in_the_log_leads_to_a_reclone_with_the_data_directory_moved_aside
     let d = decide(&d.state, &empty, &cfg());
     assert_eq!(
         pg_ops(&d),
-        vec![Action::Clone {
+        vec![Action::Job(JobAction::Clone {
             from: LEADER.into()
-        }]
+        })]
     );
 
     // Streaming again: the member is healthy and says so.
@@ -483,9 +484,9 @@ fn the_sync_key_naming_the_member_after_the_stop_still_keeps_its_data() {
     let d = decide(&d.state, &obs(later.now + 500, stopped_replica(), v), &cfg);
     assert_eq!(
         pg_ops(&d),
-        vec![Action::StartReplica {
+        vec![Action::Job(JobAction::StartReplica {
             upstream: Some(LEADER.into())
-        }]
+        })]
     );
     assert!(!d.state.reclone_pending);
 }
@@ -563,9 +564,9 @@ fn a_replica_still_not_streaming_after_a_rewind_is_not_stopped_again() {
     );
     assert_eq!(
         pg_ops(&d),
-        vec![Action::Rewind {
+        vec![Action::Job(JobAction::Rewind {
             from: LEADER.into()
-        }]
+        })]
     );
     assert_eq!(d.state.rewound_for, Some((LEADER.to_string(), Some(1))));
     let d = decide(
@@ -573,7 +574,10 @@ fn a_replica_still_not_streaming_after_a_rewind_is_not_stopped_again() {
         &obs(NOW + t + 1_000, stopped_replica(), view(&[ME])),
         &cfg(),
     );
-    assert!(matches!(pg_ops(&d)[..], [Action::StartReplica { .. }]));
+    assert!(matches!(
+        pg_ops(&d)[..],
+        [Action::Job(JobAction::StartReplica { .. })]
+    ));
     // Running again, still not streaming, nothing says why: it waits, without a stop.
     let again = NOW + t + 2_000;
     let d = decide(
@@ -729,9 +733,9 @@ fn a_start_that_waits_for_removed_wal_is_aborted_and_the_replica_recloned() {
     // The start job is still waiting: only an immediate stop ends it.
     assert_eq!(
         pg_ops(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Immediate
-        }]
+        })]
     );
     assert!(d.state.reclone_pending && d.state.wal_missing);
     assert_eq!(d.published.as_str(), "WAL missing");
@@ -740,9 +744,9 @@ fn a_start_that_waits_for_removed_wal_is_aborted_and_the_replica_recloned() {
     let d = decide(&d.state, &stopped, &cfg());
     assert_eq!(
         pg_ops(&d),
-        vec![Action::MoveDataAside {
+        vec![Action::Pg(PgAction::MoveDataAside {
             reason: "wal-missing"
-        }]
+        })]
     );
 }
 
@@ -766,9 +770,9 @@ fn a_start_that_timed_out_waiting_for_removed_wal_is_stopped_and_recloned() {
     );
     assert_eq!(
         pg_ops(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Fast
-        }]
+        })]
     );
     assert!(d.state.reclone_pending);
 }
@@ -819,9 +823,9 @@ fn a_starting_replica_whose_data_forked_is_stopped_and_rewound() {
     let d = decide(&d.state, &later, &cfg());
     assert_eq!(
         pg_ops(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Immediate
-        }],
+        })],
         "{}",
         d.reason
     );
@@ -832,7 +836,7 @@ fn a_starting_replica_whose_data_forked_is_stopped_and_rewound() {
     assert!(
         pg_ops(&d)
             .iter()
-            .any(|a| matches!(a, Action::Rewind { .. })),
+            .any(|a| matches!(a, Action::Job(JobAction::Rewind { .. }))),
         "{:?} {}",
         d.actions,
         d.reason
@@ -858,9 +862,9 @@ fn a_replica_found_forked_before_is_stopped_for_the_rewind_without_a_second_wait
     let d = decide(&state, &o, &cfg());
     assert_eq!(
         pg_ops(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Immediate
-        }],
+        })],
         "{}",
         d.reason
     );
@@ -877,9 +881,9 @@ fn a_starting_replica_of_a_restarted_agent_is_pointed_at_the_leader() {
     let d = decide(&MemberState::new(), &o, &cfg());
     assert_eq!(
         pg_ops(&d),
-        vec![Action::Repoint {
+        vec![Action::Pg(PgAction::Repoint {
             upstream: Some(LEADER.into())
-        }],
+        })],
         "{}",
         d.reason
     );

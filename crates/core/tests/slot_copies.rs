@@ -5,6 +5,7 @@
 mod common;
 
 use common::*;
+use pgbaton_core::JobAction;
 use pgbaton_core::*;
 
 /// A replica of node2 streaming from it, with copies of the leader's slots ready.
@@ -19,8 +20,11 @@ fn ready() -> Observation {
 fn a_streaming_replica_restarts_to_install_the_copies() {
     let d = decide(&in_phase(Phase::Replica), &ready(), &cfg());
     assert_eq!(d.reason, Reason::InstallingSlotCopies);
-    assert_eq!(ops(&d), vec![Action::InstallSlotCopies]);
-    assert!(Action::InstallSlotCopies.is_job() && !Action::InstallSlotCopies.is_dcs());
+    assert_eq!(ops(&d), vec![Action::Job(JobAction::InstallSlotCopies)]);
+    assert!(
+        Action::Job(JobAction::InstallSlotCopies).is_job()
+            && !Action::Job(JobAction::InstallSlotCopies).is_dcs()
+    );
     assert_eq!(d.state.phase, Phase::Replica);
 }
 
@@ -46,12 +50,18 @@ fn no_restart_for_copies_during_a_switchover_or_while_an_operation_runs() {
         v.failover = request(Some("node2"), Some(ME));
     }
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
-    assert!(!ops(&d).contains(&Action::InstallSlotCopies), "{d:?}");
+    assert!(
+        !ops(&d).contains(&Action::Job(JobAction::InstallSlotCopies)),
+        "{d:?}"
+    );
     // Another operation runs.
     let mut o = ready();
     o.job = JobView::Running(JobKind::Rewind);
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
-    assert!(!ops(&d).contains(&Action::InstallSlotCopies), "{d:?}");
+    assert!(
+        !ops(&d).contains(&Action::Job(JobAction::InstallSlotCopies)),
+        "{d:?}"
+    );
 }
 
 #[test]
@@ -65,5 +75,8 @@ fn a_replica_that_does_not_stream_is_not_restarted_for_copies() {
         }
     });
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
-    assert!(!ops(&d).contains(&Action::InstallSlotCopies), "{d:?}");
+    assert!(
+        !ops(&d).contains(&Action::Job(JobAction::InstallSlotCopies)),
+        "{d:?}"
+    );
 }

@@ -6,6 +6,7 @@ mod common;
 
 use common::*;
 use pgbaton_core::*;
+use pgbaton_core::{DcsAction, JobAction, PgAction};
 
 fn standby_cfg() -> HaConfig {
     HaConfig {
@@ -39,10 +40,15 @@ fn the_key_holder_stays_a_replica_and_points_at_the_remote_primary() {
     let d = decide(&MemberState::new(), &o, &standby_cfg());
     assert_eq!(d.state.phase, Phase::StandbyLeader);
     assert_eq!(d.reason, Reason::StandbyLeaderRepointing);
-    assert_eq!(ops(&d), vec![Action::Repoint { upstream: None }]);
-    assert!(d.actions.contains(&Action::WriteStatus { optime: 5_000 }));
-    assert!(d.actions.contains(&Action::RenewLease));
-    assert!(!d.actions.contains(&Action::Promote));
+    assert_eq!(
+        ops(&d),
+        vec![Action::Pg(PgAction::Repoint { upstream: None })]
+    );
+    assert!(d
+        .actions
+        .contains(&Action::Dcs(DcsAction::WriteStatus { optime: 5_000 })));
+    assert!(d.actions.contains(&Action::Dcs(DcsAction::RenewLease)));
+    assert!(!d.actions.contains(&Action::Job(JobAction::Promote)));
 
     // Once pointed there: nothing but the duties, again and again.
     let o = Observation {
@@ -55,7 +61,7 @@ fn the_key_holder_stays_a_replica_and_points_at_the_remote_primary() {
     assert!(d
         .actions
         .iter()
-        .any(|a| matches!(a, Action::SyncSlots { members } if members.len() == 2)));
+        .any(|a| matches!(a, Action::Pg(PgAction::SyncSlots { members }) if members.len() == 2)));
 }
 
 #[test]
@@ -67,7 +73,10 @@ fn a_stopped_standby_leader_starts_as_a_replica_of_the_remote_primary() {
         &standby_cfg(),
     );
     assert_eq!(d.reason, Reason::StartingStandbyLeader);
-    assert_eq!(ops(&d), vec![Action::StartReplica { upstream: None }]);
+    assert_eq!(
+        ops(&d),
+        vec![Action::Job(JobAction::StartReplica { upstream: None })]
+    );
     assert_eq!(d.state.phase, Phase::StandbyLeader);
 }
 
@@ -79,7 +88,7 @@ fn removing_standby_cluster_promotes_the_standby_leader() {
     };
     let d = decide(&standby_leader_state(), &o, &cfg());
     assert_eq!(d.state.phase, Phase::Promoting);
-    assert_eq!(ops(&d), vec![Action::Promote]);
+    assert_eq!(ops(&d), vec![Action::Job(JobAction::Promote)]);
 }
 
 #[test]
@@ -91,7 +100,10 @@ fn a_primary_stays_one_when_standby_cluster_is_added() {
     );
     assert_eq!(d.state.phase, Phase::Leader);
     assert_eq!(d.reason, Reason::LeaderHealthy);
-    assert!(!d.actions.iter().any(|a| matches!(a, Action::Stop { .. })));
+    assert!(!d
+        .actions
+        .iter()
+        .any(|a| matches!(a, Action::Job(JobAction::Stop { .. }))));
 }
 
 #[test]
@@ -111,9 +123,9 @@ fn the_other_members_follow_the_standby_leader_and_clone_from_it() {
     );
     assert_eq!(
         ops(&d),
-        vec![Action::Repoint {
+        vec![Action::Pg(PgAction::Repoint {
             upstream: Some("node2".into())
-        }]
+        })]
     );
     // A member without data clones from the standby leader (it runs, as a replica).
     let d = decide(
@@ -123,9 +135,9 @@ fn the_other_members_follow_the_standby_leader_and_clone_from_it() {
     );
     assert_eq!(
         ops(&d),
-        vec![Action::Clone {
+        vec![Action::Job(JobAction::Clone {
             from: "node2".into()
-        }]
+        })]
     );
 }
 
@@ -142,7 +154,7 @@ fn a_switchover_hands_the_key_over_without_stopping_postgres() {
         d.reason,
         Reason::StandbyLeaderHandingOver { to: "node2".into() }
     );
-    assert_eq!(ops(&d), vec![Action::ReleaseLeader]);
+    assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::ReleaseLeader)]);
     assert_eq!(d.state.phase, Phase::Replica);
 
     // The candidate, leaderless, races at once; it then points itself at the remote primary.
@@ -153,14 +165,17 @@ fn a_switchover_hands_the_key_over_without_stopping_postgres() {
         ..standby_cfg()
     };
     let d = decide(&MemberState::new(), &obs(standby(5_000), v), &candidate);
-    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+    assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
     let mut v = standby_view(Some("node2"));
     v.failover = request(Some(ME), Some("node2"));
     let d = decide(&d.state, &obs(standby(5_000), v), &candidate);
     assert_eq!(d.state.phase, Phase::StandbyLeader);
     assert_eq!(
         ops(&d),
-        vec![Action::ClearFailover, Action::Repoint { upstream: None }]
+        vec![
+            Action::Dcs(DcsAction::ClearFailover),
+            Action::Pg(PgAction::Repoint { upstream: None })
+        ]
     );
 }
 
@@ -177,14 +192,14 @@ fn the_bootstrap_of_a_standby_cluster_records_the_copy_and_never_promotes() {
         &obs(LocalPg::NoData, v.clone()),
         &standby_cfg(),
     );
-    assert_eq!(ops(&d), vec![Action::Bootstrap]);
+    assert_eq!(ops(&d), vec![Action::Job(JobAction::Bootstrap)]);
     let d = decide(&d.state, &obs(standby(5_000), v), &standby_cfg());
     assert_eq!(d.reason, Reason::StandbyClusterCopied { system_id: 42 });
     assert_eq!(
         ops(&d),
         vec![
-            Action::WriteInitialize { system_id: 42 },
-            Action::WriteBootstrapConfig
+            Action::Dcs(DcsAction::WriteInitialize { system_id: 42 }),
+            Action::Dcs(DcsAction::WriteBootstrapConfig)
         ]
     );
     // Then the election, and the key: a standby leader, not a promotion.
@@ -193,12 +208,12 @@ fn the_bootstrap_of_a_standby_cluster_records_the_copy_and_never_promotes() {
         &obs(standby(5_000), standby_view(None)),
         &standby_cfg(),
     );
-    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+    assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
     let d = decide(
         &d.state,
         &obs(standby(5_000), standby_view(Some(ME))),
         &standby_cfg(),
     );
     assert_eq!(d.state.phase, Phase::StandbyLeader);
-    assert!(!d.actions.contains(&Action::Promote));
+    assert!(!d.actions.contains(&Action::Job(JobAction::Promote)));
 }

@@ -2,6 +2,7 @@
 //! for a switchover, at most `switchover_drain_timeout` (ARCHITECTURE.md, "Handover").
 
 use pgbaton_core::*;
+use pgbaton_core::{DcsAction, JobAction};
 
 mod common;
 use common::*;
@@ -25,9 +26,9 @@ fn at(now: Millis, v: DcsView) -> Observation {
 }
 
 fn stops(d: &Decision) -> bool {
-    ops(d).contains(&Action::Stop {
+    ops(d).contains(&Action::Job(JobAction::Stop {
         mode: StopMode::CheckpointThenFast,
-    })
+    }))
 }
 
 #[test]
@@ -62,7 +63,7 @@ fn the_leader_waits_until_every_router_acknowledged_the_request() {
         }
     );
     assert!(
-        d.actions.contains(&Action::RenewLease),
+        d.actions.contains(&Action::Dcs(DcsAction::RenewLease)),
         "the leader keeps its lease meanwhile: {:?}",
         d.actions
     );
@@ -173,6 +174,6 @@ fn a_refused_switchover_does_not_wait_for_routers() {
         r.candidate = Some("nobody".into());
     }
     let d = decide(&leader_state(), &at(50_000, v), &cfg());
-    assert!(ops(&d).contains(&Action::ClearFailover));
+    assert!(ops(&d).contains(&Action::Dcs(DcsAction::ClearFailover)));
     assert_eq!(d.state.drain_started, None);
 }

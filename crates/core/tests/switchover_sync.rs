@@ -1,6 +1,7 @@
 //! Scenario tests of planned switchover and synchronous replication in `decide`.
 
 use pgbaton_core::*;
+use pgbaton_core::{DcsAction, JobAction, PgAction};
 
 mod common;
 use common::*;
@@ -31,9 +32,9 @@ fn switchover_stops_cleanly_then_releases_the_key() {
     assert_eq!(d.reason, Reason::HandingOver { to: "node2".into() });
     assert_eq!(
         ops(&d),
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::CheckpointThenFast
-        }]
+        })]
     );
     assert_eq!(d.state.phase, Phase::HandingOver);
     // PostgreSQL stopped cleanly: give the key up (no restart in place).
@@ -47,7 +48,7 @@ fn switchover_stops_cleanly_then_releases_the_key() {
         v,
     );
     let d = decide(&d.state, &stopped, &cfg());
-    assert_eq!(ops(&d), vec![Action::ReleaseLeader]);
+    assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::ReleaseLeader)]);
 }
 
 #[test]
@@ -77,7 +78,7 @@ fn switchover_to_an_unhealthy_or_lagging_member_is_refused_and_cancelled() {
         "{:?}",
         d.reason
     );
-    assert!(ops(&d).contains(&Action::ClearFailover));
+    assert!(ops(&d).contains(&Action::Dcs(DcsAction::ClearFailover)));
     assert_eq!(d.state.phase, Phase::Leader);
     // node2 lags 2 MB
     let o = obs(
@@ -158,7 +159,7 @@ fn while_the_key_is_free_only_the_candidate_races() {
         &obs(replica(1000), v),
         &node2,
     );
-    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+    assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
 }
 
 #[test]
@@ -166,7 +167,7 @@ fn the_new_leader_clears_the_request() {
     let mut v = view(Some(ME));
     v.failover = request(Some("node3"), Some(ME));
     let d = decide(&leader_state(), &obs(primary(1000, vec![]), v), &cfg());
-    assert!(ops(&d).contains(&Action::ClearFailover));
+    assert!(ops(&d).contains(&Action::Dcs(DcsAction::ClearFailover)));
     assert_eq!(d.reason, Reason::LeaderHealthy);
 }
 
@@ -175,7 +176,7 @@ fn the_new_leader_of_a_switchover_without_candidate_clears_the_request_quietly()
     let mut v = view(Some(ME));
     v.failover = request(Some("node3"), None);
     let d = decide(&leader_state(), &obs(primary(1000, vec![]), v), &cfg());
-    assert!(ops(&d).contains(&Action::ClearFailover));
+    assert!(ops(&d).contains(&Action::Dcs(DcsAction::ClearFailover)));
     assert_eq!(d.reason, Reason::LeaderHealthy);
 }
 
@@ -217,7 +218,7 @@ fn the_old_leader_of_a_switchover_without_candidate_never_races_for_the_key_back
         ..o
     };
     let d = decide(&replica_state(), &later, &cfg());
-    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+    assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
 }
 
 #[test]
@@ -230,7 +231,12 @@ fn the_old_leader_of_a_switchover_without_candidate_does_not_count_as_a_peer_ahe
     o.peers.insert("node2".into(), peer(1100, 1));
     o.peers.insert("node3".into(), peer(990, 1));
     let d = decide(&replica_state(), &o, &cfg());
-    assert_eq!(ops(&d), vec![Action::AcquireLeader], "{}", d.reason);
+    assert_eq!(
+        ops(&d),
+        vec![Action::Dcs(DcsAction::AcquireLeader)],
+        "{}",
+        d.reason
+    );
     // node3, behind node1, does not race.
     let node3 = HaConfig::with_defaults("node3");
     let mut o3 = o.clone();
@@ -255,7 +261,12 @@ fn a_scheduled_switchover_does_not_hold_back_the_leader_it_names_before_its_time
     let mut o = obs(replica(1100), v);
     o.peers.insert("node2".into(), peer(1000, 1));
     let d = decide(&replica_state(), &o, &cfg());
-    assert_eq!(ops(&d), vec![Action::AcquireLeader], "{}", d.reason);
+    assert_eq!(
+        ops(&d),
+        vec![Action::Dcs(DcsAction::AcquireLeader)],
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -273,7 +284,12 @@ fn a_scheduled_switchover_does_not_hold_back_the_others_before_its_time() {
     let mut o = obs(replica(1100), v.clone());
     o.peers.insert("node3".into(), peer(1000, 1));
     let d = decide(&replica_state(), &o, &cfg());
-    assert_eq!(ops(&d), vec![Action::AcquireLeader], "{}", d.reason);
+    assert_eq!(
+        ops(&d),
+        vec![Action::Dcs(DcsAction::AcquireLeader)],
+        "{}",
+        d.reason
+    );
     // Once it is due, the others stand aside for the candidate.
     o.unix_now_ms = 1_800_000_000_000 + 60_000;
     let d = decide(&replica_state(), &o, &cfg());
@@ -299,9 +315,9 @@ fn sync_standby_enters_postgres_first_and_the_key_after_confirmation() {
     };
     assert_eq!(
         ops(&d),
-        vec![Action::SetSyncStandbyNames {
+        vec![Action::Pg(PgAction::SetSyncStandbyNames {
             names: Some(names.clone())
-        }]
+        })]
     );
     // 2. in force: the position to confirm against is taken now, nothing written yet
     let o = Observation {
@@ -322,10 +338,10 @@ fn sync_standby_enters_postgres_first_and_the_key_after_confirmation() {
     let d2 = decide(&d.state, &o, &c);
     assert_eq!(
         ops(&d2),
-        vec![Action::WriteSync {
+        vec![Action::Dcs(DcsAction::WriteSync {
             members: vec![],
             quorum: None
-        }]
+        })]
     );
     // 4. synchronous and caught up: now in the key
     let o = Observation {
@@ -338,10 +354,10 @@ fn sync_standby_enters_postgres_first_and_the_key_after_confirmation() {
     let d3 = decide(&d.state, &o, &c);
     assert_eq!(
         ops(&d3),
-        vec![Action::WriteSync {
+        vec![Action::Dcs(DcsAction::WriteSync {
             members: vec!["node2".into()],
             quorum: None
-        }]
+        })]
     );
 }
 
@@ -377,10 +393,10 @@ fn quorum_key_grows_before_the_names_and_shrinks_after() {
     let d = decide(&leader_state(), &o, &c);
     assert_eq!(
         ops(&d),
-        vec![Action::WriteSync {
+        vec![Action::Dcs(DcsAction::WriteSync {
             members: vec!["node2".into(), "node3".into()],
             quorum: Some(1)
-        }]
+        })]
     );
     // then the names
     v.sync = Some(SyncKey {
@@ -399,9 +415,9 @@ fn quorum_key_grows_before_the_names_and_shrinks_after() {
     };
     assert_eq!(
         ops(&d),
-        vec![Action::SetSyncStandbyNames {
+        vec![Action::Pg(PgAction::SetSyncStandbyNames {
             names: Some(both.clone())
-        }]
+        })]
     );
     // node2 leaves: the names shrink first, the key only once the rest caught up
     let mut o = obs(primary(2000, vec![conn("node3", 1500, true)]), v.clone());
@@ -413,9 +429,9 @@ fn quorum_key_grows_before_the_names_and_shrinks_after() {
     };
     assert_eq!(
         ops(&d),
-        vec![Action::SetSyncStandbyNames {
+        vec![Action::Pg(PgAction::SetSyncStandbyNames {
             names: Some(only3.clone())
-        }]
+        })]
     );
     let o = Observation {
         configured_sync: Some(only3),
@@ -434,10 +450,10 @@ fn quorum_key_grows_before_the_names_and_shrinks_after() {
     let d = decide(&d.state, &o, &c);
     assert_eq!(
         ops(&d),
-        vec![Action::WriteSync {
+        vec![Action::Dcs(DcsAction::WriteSync {
             members: vec!["node3".into()],
             quorum: Some(1)
-        }]
+        })]
     );
 }
 
@@ -460,10 +476,10 @@ fn a_leaving_sync_standby_leaves_the_key_before_postgres() {
     let d = decide(&leader_state(), &o, &c);
     assert_eq!(
         ops(&d),
-        vec![Action::WriteSync {
+        vec![Action::Dcs(DcsAction::WriteSync {
             members: vec![],
             quorum: None
-        }]
+        })]
     );
 }
 
@@ -474,9 +490,9 @@ fn strict_mode_without_standbys_makes_commits_wait() {
     let d = decide(&leader_state(), &o, &c);
     assert_eq!(
         ops(&d),
-        vec![Action::SetSyncStandbyNames {
+        vec![Action::Pg(PgAction::SetSyncStandbyNames {
             names: Some(SyncStandbyNames::Wildcard)
-        }]
+        })]
     );
     // without strict: asynchronous, and the sync key says no member is synchronous
     let d = decide(&leader_state(), &o, &sync_cfg(false));
@@ -484,10 +500,10 @@ fn strict_mode_without_standbys_makes_commits_wait() {
     let d = decide(&d.state, &o, &sync_cfg(false));
     assert_eq!(
         ops(&d),
-        vec![Action::WriteSync {
+        vec![Action::Dcs(DcsAction::WriteSync {
             members: vec![],
             quorum: None
-        }]
+        })]
     );
 }
 
@@ -528,7 +544,7 @@ fn in_sync_mode_only_a_named_synchronous_standby_is_promoted() {
         &obs(replica(900), v2),
         &node2,
     );
-    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+    assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
     // a new leader in sync mode first empties the sync key (so nobody it named can be
     // promoted without its commits), then starts with commits waiting for any standby
     let mut v3 = view(Some("node2"));
@@ -547,10 +563,10 @@ fn in_sync_mode_only_a_named_synchronous_standby_is_promoted() {
     );
     assert_eq!(
         ops(&d),
-        vec![Action::WriteSync {
+        vec![Action::Dcs(DcsAction::WriteSync {
             members: vec![],
             quorum: None
-        }]
+        })]
     );
     assert_eq!(d.reason, Reason::ClaimingSyncKey);
     v3.sync = Some(SyncKey {
@@ -562,10 +578,10 @@ fn in_sync_mode_only_a_named_synchronous_standby_is_promoted() {
     assert_eq!(
         ops(&d),
         vec![
-            Action::SetSyncStandbyNames {
+            Action::Pg(PgAction::SetSyncStandbyNames {
                 names: Some(SyncStandbyNames::Wildcard)
-            },
-            Action::Promote
+            }),
+            Action::Job(JobAction::Promote)
         ]
     );
 }
@@ -639,7 +655,7 @@ fn quorum_promotion_needs_enough_named_members() {
         &o,
         &c,
     );
-    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+    assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
 }
 
 /// Quorum mode: a named member's position counts only when it read it after finding no
@@ -673,7 +689,7 @@ fn quorum_promotion_counts_only_positions_read_after_the_leader_key_went() {
         "{}",
         d.reason
     );
-    assert!(!ops(&d).contains(&Action::AcquireLeader));
+    assert!(!ops(&d).contains(&Action::Dcs(DcsAction::AcquireLeader)));
     assert_eq!(d.next_wake, o.now + PEERS_RECHECK_MS);
     // Their settled reports show node3 ahead: node3 races, not us.
     o.peers.insert("node2".into(), peer(1000, 1));
@@ -687,7 +703,7 @@ fn quorum_promotion_counts_only_positions_read_after_the_leader_key_went() {
     // Settled and not ahead: we race.
     o.peers.insert("node3".into(), peer(1000, 1));
     let d = decide(&replica_phase, &o, &c);
-    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+    assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
 }
 
 #[test]
@@ -720,8 +736,8 @@ fn a_restarted_leader_reuses_the_names_the_sync_key_promises() {
     assert_eq!(
         ops(&d),
         vec![
-            Action::SetSyncStandbyNames { names: Some(names) },
-            Action::StartPrimary
+            Action::Pg(PgAction::SetSyncStandbyNames { names: Some(names) }),
+            Action::Job(JobAction::StartPrimary)
         ]
     );
 }
@@ -743,7 +759,7 @@ fn the_leader_that_wrote_the_sync_key_may_be_promoted_again() {
         &obs(replica(1000), v),
         &c,
     );
-    assert_eq!(ops(&d), vec![Action::AcquireLeader]);
+    assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
 }
 
 /// A failover request naming a candidate does not skip the quorum check: while a named member
@@ -756,10 +772,18 @@ fn a_requested_failover_candidate_still_needs_the_quorum() {
     let mut o = obs(replica(1000), v);
     o.peers.insert("node2".into(), peer(900, 1));
     let d = decide(&replica_state(), &o, &c);
-    assert!(!ops(&d).contains(&Action::AcquireLeader), "{}", d.reason);
+    assert!(
+        !ops(&d).contains(&Action::Dcs(DcsAction::AcquireLeader)),
+        "{}",
+        d.reason
+    );
     o.peers.insert("node3".into(), peer(950, 1));
     let d = decide(&replica_state(), &o, &c);
-    assert!(ops(&d).contains(&Action::AcquireLeader), "{}", d.reason);
+    assert!(
+        ops(&d).contains(&Action::Dcs(DcsAction::AcquireLeader)),
+        "{}",
+        d.reason
+    );
 }
 
 /// A new leader that finds the previous leader's `sync` key writes a key of its own before it
@@ -785,16 +809,16 @@ fn a_new_leader_replaces_the_previous_leaders_sync_key_first() {
     let d = decide(&leader_state(), &o, &c);
     let actions = ops(&d);
     assert!(
-        actions.contains(&Action::WriteSync {
+        actions.contains(&Action::Dcs(DcsAction::WriteSync {
             members: Vec::new(),
             quorum: None
-        }),
+        })),
         "{actions:?}"
     );
     assert!(
         !actions
             .iter()
-            .any(|a| matches!(a, Action::SetSyncStandbyNames { .. })),
+            .any(|a| matches!(a, Action::Pg(PgAction::SetSyncStandbyNames { .. }))),
         "{actions:?}"
     );
 }

@@ -3,6 +3,7 @@
 //! switchover, does not create the cluster, and a leader in that state stops its primary
 //! before giving the key up. Without the requirement (`automatic`, `off`) nothing changes.
 
+use pgbaton_core::{DcsAction, JobAction};
 use std::collections::BTreeMap;
 
 use pgbaton_core::*;
@@ -104,7 +105,11 @@ fn refused(d: &Decision, what: WatchdogRefusal) -> bool {
 fn required_without_a_device_does_not_race() {
     let o = obs(running(true), view(None), unusable());
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
-    assert!(!has(&d, &Action::AcquireLeader), "{:?}", d.actions);
+    assert!(
+        !has(&d, &Action::Dcs(DcsAction::AcquireLeader)),
+        "{:?}",
+        d.actions
+    );
     assert!(refused(&d, WatchdogRefusal::NotRacing), "{}", d.reason);
     assert_eq!(d.state.phase, Phase::Replica);
     // The sentence the log and `last_decision` carry says why.
@@ -119,7 +124,11 @@ fn required_without_a_device_does_not_race() {
 fn required_with_a_usable_device_races() {
     let o = obs(running(true), view(None), WatchdogState::Ready);
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
-    assert!(has(&d, &Action::AcquireLeader), "{}", d.reason);
+    assert!(
+        has(&d, &Action::Dcs(DcsAction::AcquireLeader)),
+        "{}",
+        d.reason
+    );
 }
 
 #[test]
@@ -127,10 +136,14 @@ fn automatic_without_a_device_still_leads() {
     // `automatic` (and `off`) report NotRequired whatever the device: race, then promote.
     let o = obs(running(true), view(None), WatchdogState::NotRequired);
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
-    assert!(has(&d, &Action::AcquireLeader), "{}", d.reason);
+    assert!(
+        has(&d, &Action::Dcs(DcsAction::AcquireLeader)),
+        "{}",
+        d.reason
+    );
     let o = obs(running(true), view(Some(ME)), WatchdogState::NotRequired);
     let d = decide(&in_phase(Phase::Candidate), &o, &cfg());
-    assert!(has(&d, &Action::Promote), "{}", d.reason);
+    assert!(has(&d, &Action::Job(JobAction::Promote)), "{}", d.reason);
 }
 
 #[test]
@@ -138,8 +151,16 @@ fn required_without_a_device_does_not_promote_and_releases_the_key() {
     // It holds the key (it raced before the device went away, or a stale race): no promotion.
     let o = obs(running(true), view(Some(ME)), unusable());
     let d = decide(&in_phase(Phase::Candidate), &o, &cfg());
-    assert!(!has(&d, &Action::Promote), "{:?}", d.actions);
-    assert!(has(&d, &Action::ReleaseLeader), "{:?}", d.actions);
+    assert!(
+        !has(&d, &Action::Job(JobAction::Promote)),
+        "{:?}",
+        d.actions
+    );
+    assert!(
+        has(&d, &Action::Dcs(DcsAction::ReleaseLeader)),
+        "{:?}",
+        d.actions
+    );
     assert!(
         refused(&d, WatchdogRefusal::ReleasingLeaderKey),
         "{}",
@@ -160,12 +181,20 @@ fn required_without_a_device_refuses_a_switchover_to_it() {
     });
     let o = obs(running(true), v.clone(), unusable());
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
-    assert!(!has(&d, &Action::AcquireLeader), "{:?}", d.actions);
+    assert!(
+        !has(&d, &Action::Dcs(DcsAction::AcquireLeader)),
+        "{:?}",
+        d.actions
+    );
     assert!(refused(&d, WatchdogRefusal::NotRacing), "{}", d.reason);
     // The same request with a usable device: it races as the candidate.
     let o = obs(running(true), v, WatchdogState::Ready);
     let d = decide(&in_phase(Phase::Replica), &o, &cfg());
-    assert!(has(&d, &Action::AcquireLeader), "{}", d.reason);
+    assert!(
+        has(&d, &Action::Dcs(DcsAction::AcquireLeader)),
+        "{}",
+        d.reason
+    );
 
     // The leader's side: the adapter publishes the member as one that may not be promoted
     // (its document and REST API say `watchdog_failed`); the leader refuses the request.
@@ -199,7 +228,9 @@ fn required_without_a_device_refuses_a_switchover_to_it() {
         d.reason
     );
     assert!(
-        !d.actions.iter().any(|a| matches!(a, Action::Stop { .. })),
+        !d.actions
+            .iter()
+            .any(|a| matches!(a, Action::Job(JobAction::Stop { .. }))),
         "{:?}",
         d.actions
     );
@@ -214,14 +245,18 @@ fn a_leader_whose_required_device_is_gone_stops_its_primary_before_releasing() {
     assert!(
         has(
             &d,
-            &Action::Stop {
+            &Action::Job(JobAction::Stop {
                 mode: StopMode::Immediate
-            }
+            })
         ),
         "{:?}",
         d.actions
     );
-    assert!(!has(&d, &Action::ReleaseLeader), "{:?}", d.actions);
+    assert!(
+        !has(&d, &Action::Dcs(DcsAction::ReleaseLeader)),
+        "{:?}",
+        d.actions
+    );
     assert!(refused(&d, WatchdogRefusal::Demoting), "{}", d.reason);
     // Next cycle: stopped; release the key, never restart it as a primary.
     let stopped = LocalPg::Stopped {
@@ -232,8 +267,16 @@ fn a_leader_whose_required_device_is_gone_stops_its_primary_before_releasing() {
     };
     let o = obs(stopped, view(Some(ME)), unusable());
     let d = decide(&d.state, &o, &cfg());
-    assert!(has(&d, &Action::ReleaseLeader), "{:?}", d.actions);
-    assert!(!has(&d, &Action::StartPrimary), "{:?}", d.actions);
+    assert!(
+        has(&d, &Action::Dcs(DcsAction::ReleaseLeader)),
+        "{:?}",
+        d.actions
+    );
+    assert!(
+        !has(&d, &Action::Job(JobAction::StartPrimary)),
+        "{:?}",
+        d.actions
+    );
 }
 
 #[test]
@@ -242,7 +285,11 @@ fn required_without_a_device_does_not_create_the_cluster() {
     v.initialize = Initialize::Absent;
     let o = obs(LocalPg::NoData, v.clone(), unusable());
     let d = decide(&MemberState::new(), &o, &cfg());
-    assert!(!has(&d, &Action::ClaimInitialize), "{:?}", d.actions);
+    assert!(
+        !has(&d, &Action::Dcs(DcsAction::ClaimInitialize)),
+        "{:?}",
+        d.actions
+    );
     assert!(
         refused(&d, WatchdogRefusal::NotBootstrapping),
         "{}",
@@ -250,5 +297,9 @@ fn required_without_a_device_does_not_create_the_cluster() {
     );
     let o = obs(LocalPg::NoData, v, WatchdogState::Ready);
     let d = decide(&MemberState::new(), &o, &cfg());
-    assert!(has(&d, &Action::ClaimInitialize), "{}", d.reason);
+    assert!(
+        has(&d, &Action::Dcs(DcsAction::ClaimInitialize)),
+        "{}",
+        d.reason
+    );
 }

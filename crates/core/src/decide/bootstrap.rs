@@ -4,6 +4,7 @@
 
 use super::{Context, Step};
 use crate::action::Action;
+use crate::action::{DcsAction, JobAction, PgAction};
 use crate::observation::{JobKind, JobView, LocalPg, Observation, RunningPg};
 use crate::reason::Reason;
 use crate::state::{MemberState, Phase, MAX_BOOTSTRAP_ATTEMPTS};
@@ -20,7 +21,10 @@ pub(super) fn uninitialized(s: &mut MemberState, obs: &Observation) -> Step {
     }
     match &obs.pg {
         LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
-        _ => (Reason::ClaimingInitialize, vec![Action::ClaimInitialize]),
+        _ => (
+            Reason::ClaimingInitialize,
+            vec![Action::Dcs(DcsAction::ClaimInitialize)],
+        ),
     }
 }
 
@@ -40,11 +44,11 @@ pub(super) fn bootstrapping(s: &mut MemberState, cx: &Context) -> Step {
     {
         s.bootstrap_failures += 1;
         s.phase = Phase::Init;
-        let mut actions = vec![Action::CancelInitialize];
+        let mut actions = vec![Action::Dcs(DcsAction::CancelInitialize)];
         if !matches!(obs.pg, LocalPg::NoData) {
-            actions.push(Action::MoveDataAside {
+            actions.push(Action::Pg(PgAction::MoveDataAside {
                 reason: "bootstrap-failed",
-            });
+            }));
         }
         let reason = Reason::BootstrapFailed {
             error: error.clone(),
@@ -56,7 +60,10 @@ pub(super) fn bootstrapping(s: &mut MemberState, cx: &Context) -> Step {
     match &obs.pg {
         LocalPg::NoData => {
             s.phase = Phase::Bootstrapping;
-            (Reason::Bootstrapping, vec![Action::Bootstrap])
+            (
+                Reason::Bootstrapping,
+                vec![Action::Job(JobAction::Bootstrap)],
+            )
         }
         LocalPg::Running(pg) if !pg.in_recovery => {
             s.phase = Phase::Bootstrapping;
@@ -64,9 +71,9 @@ pub(super) fn bootstrapping(s: &mut MemberState, cx: &Context) -> Step {
             (
                 Reason::FinishingBootstrap { system_id },
                 vec![
-                    Action::WriteInitialize { system_id },
-                    Action::WriteBootstrapConfig,
-                    Action::AcquireLeader,
+                    Action::Dcs(DcsAction::WriteInitialize { system_id }),
+                    Action::Dcs(DcsAction::WriteBootstrapConfig),
+                    Action::Dcs(DcsAction::AcquireLeader),
                 ],
             )
         }
@@ -85,8 +92,8 @@ pub(super) fn bootstrapping(s: &mut MemberState, cx: &Context) -> Step {
             (
                 reason,
                 vec![
-                    Action::WriteInitialize { system_id },
-                    Action::WriteBootstrapConfig,
+                    Action::Dcs(DcsAction::WriteInitialize { system_id }),
+                    Action::Dcs(DcsAction::WriteBootstrapConfig),
                 ],
             )
         }

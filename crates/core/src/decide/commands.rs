@@ -4,6 +4,7 @@
 
 use super::{Context, Step};
 use crate::action::{Action, StopMode};
+use crate::action::{JobAction, PgAction};
 use crate::command::{CommandVerdict, MemberCommand};
 use crate::observation::{JobView, LocalPg};
 use crate::reason::Reason;
@@ -49,9 +50,9 @@ fn carry_out(
                 ),
                 (
                     Reason::RestartRequested,
-                    vec![Action::Stop {
+                    vec![Action::Job(JobAction::Stop {
                         mode: StopMode::Fast,
-                    }],
+                    })],
                 ),
             ))
         }
@@ -79,13 +80,13 @@ fn carry_out(
                     .into(),
             );
             // An operation that runs is aborted by an immediate stop (a replica loses nothing).
-            let stop = Action::Stop {
+            let stop = Action::Job(JobAction::Stop {
                 mode: if job_running {
                     StopMode::Immediate
                 } else {
                     StopMode::Fast
                 },
-            };
+            });
             match cx.obs.pg {
                 LocalPg::NoData if !job_running => Err(CommandVerdict::refused(
                     409,
@@ -130,6 +131,6 @@ fn move_aside_for_reinit(s: &mut MemberState) -> Step {
     s.wal_missing = false;
     (
         Reason::Reinitializing,
-        vec![Action::MoveDataAside { reason: "reinit" }],
+        vec![Action::Pg(PgAction::MoveDataAside { reason: "reinit" })],
     )
 }

@@ -4,6 +4,7 @@
 
 use super::{Context, Step};
 use crate::action::{Action, StopMode};
+use crate::action::{JobAction, PgAction};
 use crate::observation::{DcsView, JobKind, JobView, LocalPg, RunningPg};
 use crate::reason::{MissingWal, Reason};
 use crate::state::{MemberState, Phase};
@@ -23,9 +24,11 @@ pub(super) fn repoint_while_starting(
     let view = cx.view?;
     let leader = view.leader.as_deref().filter(|l| *l != cx.cfg.name)?;
     let upstream = upstream_for(cx.cfg, view, leader);
-    (cx.obs.configured_upstream.as_deref() != Some(upstream.as_str())).then_some(Action::Repoint {
-        upstream: Some(upstream),
-    })
+    (cx.obs.configured_upstream.as_deref() != Some(upstream.as_str())).then_some(Action::Pg(
+        PgAction::Repoint {
+            upstream: Some(upstream),
+        },
+    ))
 }
 
 /// A replica whose start waits for WAL its upstream has removed never becomes consistent:
@@ -67,7 +70,7 @@ pub(super) fn missing_wal_while_starting(s: &mut MemberState, cx: &Context) -> O
         heal_missing_wal(s, cx, view, leader, MissingWal::SegmentRemoved { segment });
     if matches!(cx.obs.job, JobView::Running(_)) {
         for action in &mut actions {
-            if let Action::Stop { mode } = action {
+            if let Action::Job(JobAction::Stop { mode }) = action {
                 *mode = StopMode::Immediate;
             }
         }
@@ -117,14 +120,16 @@ pub(super) fn forked_while_starting(s: &mut MemberState, cx: &Context) -> Option
         Reason::ForkedWhileStarting {
             leader: leader.to_string(),
         },
-        vec![Action::Stop { mode }],
+        vec![Action::Job(JobAction::Stop { mode })],
     ))
 }
 
 /// Following the leader, plus the slots a running replica keeps for its cascaded members.
 pub(super) fn following(s: &mut MemberState, cx: &Context, view: &DcsView, leader: &str) -> Step {
     let (reason, mut actions) = following_pg(s, cx, view, leader);
-    let stopping = actions.iter().any(|a| matches!(a, Action::Stop { .. }));
+    let stopping = actions
+        .iter()
+        .any(|a| matches!(a, Action::Job(JobAction::Stop { .. })));
     if matches!(cx.obs.pg, LocalPg::Running(_)) && !stopping {
         actions.extend(cascade_slots(cx.cfg, view));
     }
@@ -183,9 +188,9 @@ pub(super) fn following_pg(
             s.prepared_as_replica = false;
             return (
                 Reason::RewindFailed(error.clone()),
-                vec![Action::MoveDataAside {
+                vec![Action::Pg(PgAction::MoveDataAside {
                     reason: "rewind-failed",
-                }],
+                })],
             );
         }
     }
@@ -200,9 +205,9 @@ pub(super) fn following_pg(
                     Reason::Repointing {
                         upstream: upstream.clone(),
                     },
-                    vec![Action::Repoint {
+                    vec![Action::Pg(PgAction::Repoint {
                         upstream: Some(upstream),
-                    }],
+                    })],
                 );
             }
             // Streaming on an older timeline than the leader's means the WAL diverged (or the
@@ -219,7 +224,7 @@ pub(super) fn following_pg(
                     if cx.obs.slot_copies_ready && may_restart(cx, view) {
                         return (
                             Reason::InstallingSlotCopies,
-                            vec![Action::InstallSlotCopies],
+                            vec![Action::Job(JobAction::InstallSlotCopies)],
                         );
                     }
                 }
@@ -267,9 +272,9 @@ pub(super) fn following_pg(
                 Reason::NotStreaming {
                     since_ms: cx.now - since,
                 },
-                vec![Action::Stop {
+                vec![Action::Job(JobAction::Stop {
                     mode: StopMode::Fast,
-                }],
+                })],
             )
         }
         LocalPg::Starting => {
@@ -289,9 +294,9 @@ pub(super) fn following_pg(
                     Reason::Repointing {
                         upstream: upstream.clone(),
                     },
-                    vec![Action::Repoint {
+                    vec![Action::Pg(PgAction::Repoint {
                         upstream: Some(upstream),
-                    }],
+                    })],
                 );
             }
             (Reason::WaitingForPostgres, vec![])
@@ -306,9 +311,9 @@ pub(super) fn following_pg(
                     Reason::StartingReplica {
                         upstream: Some(upstream.clone()),
                     },
-                    vec![Action::StartReplica {
+                    vec![Action::Job(JobAction::StartReplica {
                         upstream: Some(upstream),
-                    }],
+                    })],
                 );
             }
             s.phase = Phase::Cloning;
@@ -317,9 +322,9 @@ pub(super) fn following_pg(
             s.last_reclone_at = Some(cx.now);
             (
                 Reason::MovingAsideForMissingWal,
-                vec![Action::MoveDataAside {
+                vec![Action::Pg(PgAction::MoveDataAside {
                     reason: "wal-missing",
-                }],
+                })],
             )
         }
         LocalPg::Stopped { was_primary, .. }
@@ -343,9 +348,9 @@ pub(super) fn following_pg(
                     Reason::Rewinding {
                         from: leader.to_string(),
                     },
-                    vec![Action::Rewind {
+                    vec![Action::Job(JobAction::Rewind {
                         from: leader.to_string(),
-                    }],
+                    })],
                 )
             } else if named_synchronous(cx.cfg, view) {
                 (Reason::KeepingSynchronousData, vec![])
@@ -354,7 +359,7 @@ pub(super) fn following_pg(
                 s.rewind_needed = false;
                 (
                     Reason::DivergedWithoutRewind,
-                    vec![Action::MoveDataAside { reason: "diverged" }],
+                    vec![Action::Pg(PgAction::MoveDataAside { reason: "diverged" })],
                 )
             }
         }
@@ -364,9 +369,9 @@ pub(super) fn following_pg(
                 Reason::StartingReplica {
                     upstream: Some(upstream.clone()),
                 },
-                vec![Action::StartReplica {
+                vec![Action::Job(JobAction::StartReplica {
                     upstream: Some(upstream),
-                }],
+                })],
             )
         }
         LocalPg::NoData => {
@@ -389,7 +394,7 @@ pub(super) fn following_pg(
             s.wal_missing = false;
             (
                 Reason::Cloning { from: from.clone() },
-                vec![Action::Clone { from }],
+                vec![Action::Job(JobAction::Clone { from })],
             )
         }
     }
@@ -466,9 +471,9 @@ pub(super) fn heal_missing_wal(
     let from = clonefrom_source(cx.cfg, view, leader).unwrap_or_else(|| leader.to_string());
     (
         Reason::RecloningForMissingWal { missing, from },
-        vec![Action::Stop {
+        vec![Action::Job(JobAction::Stop {
             mode: StopMode::Fast,
-        }],
+        })],
     )
 }
 
@@ -517,7 +522,7 @@ pub(super) fn cascade_slots(cfg: &HaConfig, view: &DcsView) -> Vec<Action> {
         })
         .map(|(name, _)| name.clone())
         .collect();
-    vec![Action::SyncSlots { members }]
+    vec![Action::Pg(PgAction::SyncSlots { members })]
 }
 
 /// The member to stream from: the `replicatefrom` member when it runs as a replica, else the leader.

@@ -6,6 +6,7 @@
 use super::standby::standby_leader;
 use super::{Context, Step};
 use crate::action::{Action, StopMode};
+use crate::action::{DcsAction, JobAction, PgAction};
 use crate::failsafe;
 use crate::observation::{DcsView, JobKind, JobView, LocalPg, RunningPg};
 use crate::reason::Reason;
@@ -34,7 +35,7 @@ pub(super) fn leader_duties(
     pg: &RunningPg,
     now: Millis,
 ) -> Vec<Action> {
-    let mut actions = vec![Action::WriteStatus { optime: pg.lsn }];
+    let mut actions = vec![Action::Dcs(DcsAction::WriteStatus { optime: pg.lsn })];
     // The key lacks our promotion, or records a timeline as new as ours: it describes
     // another branch (PostgreSQL reuses a timeline number when the leader that used it was
     // lost with its history), and would keep every replica of ours from racing. The agent
@@ -46,21 +47,21 @@ pub(super) fn leader_duties(
             .promoted_from
             .filter(|(t, _)| *t < pg.timeline)
             .unwrap_or((pg.timeline - 1, 0));
-        actions.push(Action::AppendHistory { timeline, lsn });
+        actions.push(Action::Dcs(DcsAction::AppendHistory { timeline, lsn }));
     }
     if cfg.use_slots {
         let members = slot_members(s, cfg, view, now);
-        actions.push(Action::SyncSlots { members });
+        actions.push(Action::Pg(PgAction::SyncSlots { members }));
     }
     // Declared publications and subscriptions: kept by whoever leads, so that a new leader
     // takes the duty over (outside maintenance mode, which leaves PostgreSQL alone).
     if cfg.logical_declared && !cfg.paused {
-        actions.push(Action::ApplyLogical);
+        actions.push(Action::Pg(PgAction::ApplyLogical));
     }
     if cfg.failsafe_mode {
         let members = failsafe::topology(view, &cfg.name);
         if view.failsafe.as_ref() != Some(&members) {
-            actions.push(Action::WriteFailsafe { members });
+            actions.push(Action::Dcs(DcsAction::WriteFailsafe { members }));
         }
     }
     actions
@@ -118,7 +119,7 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
             s.restart_deadline = None;
             return (
                 Reason::ReleasingKeyWithoutLease,
-                vec![Action::ReleaseLeader],
+                vec![Action::Dcs(DcsAction::ReleaseLeader)],
             );
         }
         return (Reason::LeaderKeyWithoutLease, vec![]);
@@ -186,10 +187,13 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
                         if let Some(reason) = handing_over {
                             s.phase = Phase::HandingOver;
                             s.drain_started = None;
-                            let stop = Action::Stop {
+                            let stop = Action::Job(JobAction::Stop {
                                 mode: StopMode::CheckpointThenFast,
-                            };
-                            return (reason, vec![Action::WriteStatus { optime: pg.lsn }, stop]);
+                            });
+                            return (
+                                reason,
+                                vec![Action::Dcs(DcsAction::WriteStatus { optime: pg.lsn }), stop],
+                            );
                         }
                     }
                     LeaderSide::Scheduled { in_ms } => {
@@ -197,9 +201,9 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
                     }
                     LeaderSide::Refuse(why) => {
                         reason = Reason::SwitchoverRefused(why);
-                        actions.push(Action::ClearFailover);
+                        actions.push(Action::Dcs(DcsAction::ClearFailover));
                     }
-                    LeaderSide::Done => actions.push(Action::ClearFailover),
+                    LeaderSide::Done => actions.push(Action::Dcs(DcsAction::ClearFailover)),
                 }
             }
             actions.extend(sync::manage(
@@ -229,27 +233,27 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
                 if !key_empty_and_ours {
                     return (
                         Reason::ClaimingSyncKey,
-                        vec![Action::WriteSync {
+                        vec![Action::Dcs(DcsAction::WriteSync {
                             members: Vec::new(),
                             quorum: None,
-                        }],
+                        })],
                     );
                 }
                 // Commits wait for a standby from the first one on; the leader narrows the
                 // names down once standbys connect.
                 s.sync_changed_at = None;
                 let names = Some(crate::SyncStandbyNames::Wildcard);
-                actions.push(Action::SetSyncStandbyNames { names });
+                actions.push(Action::Pg(PgAction::SetSyncStandbyNames { names }));
             }
             let through = view.newest_timeline_with(&cx.obs.peers);
             if through > pg.timeline {
-                actions.push(Action::ReserveTimelines {
+                actions.push(Action::Pg(PgAction::ReserveTimelines {
                     after: pg.timeline,
                     through,
                     ended: view.history.iter().map(|(&t, &lsn)| (t, lsn)).collect(),
-                });
+                }));
             }
-            actions.push(Action::Promote);
+            actions.push(Action::Job(JobAction::Promote));
             (
                 Reason::Promoting {
                     timeline: pg.timeline,
@@ -285,7 +289,7 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
                     Reason::PrimaryStartFailed {
                         error: error.clone(),
                     },
-                    vec![Action::ReleaseLeader],
+                    vec![Action::Dcs(DcsAction::ReleaseLeader)],
                 );
             }
             let deadline = *s
@@ -294,11 +298,11 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
             if cx.now >= deadline {
                 s.phase = Phase::Replica;
                 s.restart_deadline = None;
-                let mut actions = vec![Action::ReleaseLeader];
+                let mut actions = vec![Action::Dcs(DcsAction::ReleaseLeader)];
                 if cx.obs.pg == LocalPg::Starting {
-                    actions.push(Action::Stop {
+                    actions.push(Action::Job(JobAction::Stop {
                         mode: StopMode::Immediate,
-                    });
+                    }));
                 }
                 return (Reason::GaveUpRestartingPrimary, actions);
             }
@@ -313,9 +317,9 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
                 // that what the key promises stays true.
                 s.sync_changed_at = None;
                 let names = sync::names_from_key(cx.cfg, view);
-                actions.push(Action::SetSyncStandbyNames { names });
+                actions.push(Action::Pg(PgAction::SetSyncStandbyNames { names }));
             }
-            actions.push(Action::StartPrimary);
+            actions.push(Action::Job(JobAction::StartPrimary));
             (Reason::RestartingPrimary { remaining_ms }, actions)
         }
         LocalPg::Starting => (Reason::WaitingForPostgres, vec![]),
@@ -324,7 +328,7 @@ pub(super) fn holding_leader_key(s: &mut MemberState, cx: &Context, view: &DcsVi
             s.restart_deadline = None;
             (
                 Reason::ReleasingKeyWithoutPrimaryData,
-                vec![Action::ReleaseLeader],
+                vec![Action::Dcs(DcsAction::ReleaseLeader)],
             )
         }
     }

@@ -3,6 +3,7 @@
 
 use super::{Context, Step};
 use crate::action::Action;
+use crate::action::{DcsAction, JobAction};
 use crate::election::{evaluate_candidacy, Candidacy};
 use crate::observation::{DcsView, LocalPg};
 use crate::reason::Reason;
@@ -26,7 +27,7 @@ pub(super) fn leaderless(s: &mut MemberState, cx: &Context, view: &DcsView) -> S
             s.phase = Phase::Leader;
             (
                 Reason::FailsafeRetakingLeaderKey,
-                vec![Action::AcquireLeader],
+                vec![Action::Dcs(DcsAction::AcquireLeader)],
             )
         }
         LocalPg::Running(pg) if pg.in_recovery => {
@@ -67,7 +68,10 @@ pub(super) fn leaderless(s: &mut MemberState, cx: &Context, view: &DcsView) -> S
                     };
                     if allowed && !cx.cfg.nofailover {
                         s.phase = Phase::Candidate;
-                        return (Reason::SwitchoverCandidate, vec![Action::AcquireLeader]);
+                        return (
+                            Reason::SwitchoverCandidate,
+                            vec![Action::Dcs(DcsAction::AcquireLeader)],
+                        );
                     }
                 }
                 ReplicaSide::Ordinary => {}
@@ -94,7 +98,7 @@ pub(super) fn leaderless(s: &mut MemberState, cx: &Context, view: &DcsView) -> S
                             lag,
                             despite_lag,
                         },
-                        vec![Action::AcquireLeader],
+                        vec![Action::Dcs(DcsAction::AcquireLeader)],
                     )
                 }
                 other => {
@@ -110,7 +114,7 @@ pub(super) fn leaderless(s: &mut MemberState, cx: &Context, view: &DcsView) -> S
             s.phase = Phase::Replica;
             (
                 Reason::StartingReplica { upstream: None },
-                vec![Action::StartReplica { upstream: None }],
+                vec![Action::Job(JobAction::StartReplica { upstream: None })],
             )
         }
         LocalPg::NoData => {

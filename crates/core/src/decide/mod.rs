@@ -16,6 +16,7 @@ mod safety;
 mod standby;
 
 use crate::action::Action;
+use crate::action::{AgentAction, DcsAction};
 use crate::command::CommandVerdict;
 use crate::failsafe;
 use crate::observation::{DcsView, Initialize, JobKind, JobView, Observation};
@@ -122,27 +123,27 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
 
     let mut actions = Vec::with_capacity(pg_actions.len() + 3);
     if failsafe::wants_round(cfg, state.phase, obs) {
-        actions.push(Action::FailsafeRound);
+        actions.push(Action::Agent(AgentAction::FailsafeRound));
     }
     // A changed `config` key is put in force after this decision (the next cycle decides
     // with it), whatever the rules above decided.
     if let Some(revision) = obs.dcs.as_ref().and_then(|v| v.config_revision) {
         if state.config_revision_applied != Some(revision) {
             state.config_revision_applied = Some(revision);
-            actions.push(Action::ApplyDynamicConfig);
+            actions.push(Action::Agent(AgentAction::ApplyDynamicConfig));
         }
     }
     // Never renew the lease a key being given up hangs on.
-    let releasing = pg_actions.contains(&Action::ReleaseLeader);
+    let releasing = pg_actions.contains(&Action::Dcs(DcsAction::ReleaseLeader));
     if keeps_lease_alive(&state, &cx) && !releasing {
-        actions.push(Action::RenewLease);
+        actions.push(Action::Dcs(DcsAction::RenewLease));
     }
     // DCS writes first, then PostgreSQL operations (the order the agent carries them out).
     let (dcs_writes, pg_ops): (Vec<Action>, Vec<Action>) =
         pg_actions.into_iter().partition(is_dcs_write);
     actions.extend(dcs_writes);
     if cx.view.is_some() {
-        actions.push(Action::PublishMember);
+        actions.push(Action::Dcs(DcsAction::PublishMember));
     }
     actions.extend(pg_ops);
 
@@ -197,7 +198,11 @@ fn keeps_lease_alive(state: &MemberState, cx: &Context) -> bool {
 /// DCS writes (everything but the lease renewal and the member document, which `decide`
 /// places itself).
 fn is_dcs_write(a: &Action) -> bool {
-    a.is_dcs() && !matches!(a, Action::RenewLease | Action::PublishMember)
+    a.is_dcs()
+        && !matches!(
+            a,
+            Action::Dcs(DcsAction::RenewLease) | Action::Dcs(DcsAction::PublishMember)
+        )
 }
 
 /// How soon a quorum candidate asks again for peers' positions that were not yet final.
@@ -211,11 +216,11 @@ fn next_wake(state: &MemberState, cx: &Context, actions: &[Action], reason: &Rea
         && actions.iter().any(|a| {
             matches!(
                 a,
-                Action::WriteSync { .. }
-                    | Action::AcquireLeader
-                    | Action::ClaimInitialize
-                    | Action::WriteInitialize { .. }
-                    | Action::ReleaseLeader
+                Action::Dcs(DcsAction::WriteSync { .. })
+                    | Action::Dcs(DcsAction::AcquireLeader)
+                    | Action::Dcs(DcsAction::ClaimInitialize)
+                    | Action::Dcs(DcsAction::WriteInitialize { .. })
+                    | Action::Dcs(DcsAction::ReleaseLeader)
             )
         })
     {
@@ -339,7 +344,7 @@ fn step(s: &mut MemberState, cx: &Context, verdict: &mut Option<CommandVerdict>)
             s.restart_deadline = None;
             return (
                 Reason::ReleasingKeyWithoutLease,
-                vec![Action::ReleaseLeader],
+                vec![Action::Dcs(DcsAction::ReleaseLeader)],
             );
         }
         return (Reason::DcsUnreachable, vec![]);

@@ -3,6 +3,7 @@
 //! operation that would make one (ARCHITECTURE.md, "Safety rules", S1–S3).
 
 use super::{Context, Step};
+use crate::action::JobAction;
 use crate::action::{Action, StopMode};
 use crate::observation::{Initialize, JobKind, JobView, LocalPg};
 use crate::reason::Reason;
@@ -31,9 +32,9 @@ pub(super) fn enforce_single_primary(s: &mut MemberState, cx: &Context) -> Optio
         s.restart_deadline = None;
         return Some((
             Reason::DemoteWithoutLease { key_holder },
-            vec![Action::Stop {
+            vec![Action::Job(JobAction::Stop {
                 mode: StopMode::Immediate,
-            }],
+            })],
         ));
     }
     // A leader's PostgreSQL that does not answer may still be a writable primary.
@@ -47,9 +48,9 @@ pub(super) fn enforce_single_primary(s: &mut MemberState, cx: &Context) -> Optio
         s.restart_deadline = None;
         return Some((
             Reason::DemoteWithoutLease { key_holder },
-            vec![Action::Stop {
+            vec![Action::Job(JobAction::Stop {
                 mode: StopMode::Immediate,
-            }],
+            })],
         ));
     }
     let primary_job = matches!(
@@ -64,9 +65,9 @@ pub(super) fn enforce_single_primary(s: &mut MemberState, cx: &Context) -> Optio
         s.restart_deadline = None;
         return Some((
             Reason::AbortPrimaryJobWithoutLease(kind),
-            vec![Action::Stop {
+            vec![Action::Job(JobAction::Stop {
                 mode: StopMode::Immediate,
-            }],
+            })],
         ));
     }
     None

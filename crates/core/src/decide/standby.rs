@@ -7,6 +7,7 @@
 use super::leader::slot_members;
 use super::{Context, Step};
 use crate::action::Action;
+use crate::action::{DcsAction, JobAction, PgAction};
 use crate::observation::{DcsView, LocalPg, RunningPg};
 use crate::reason::Reason;
 use crate::state::{MemberState, Phase};
@@ -27,7 +28,7 @@ pub(super) fn standby_leader(s: &mut MemberState, cx: &Context, view: &DcsView) 
             s.restart_deadline = None;
             Some((
                 Reason::StartingStandbyLeader,
-                vec![Action::StartReplica { upstream: None }],
+                vec![Action::Job(JobAction::StartReplica { upstream: None })],
             ))
         }
         LocalPg::Starting if s.phase == Phase::StandbyLeader => {
@@ -44,10 +45,10 @@ fn following_remote(s: &mut MemberState, cx: &Context, view: &DcsView, pg: &Runn
     s.phase = Phase::StandbyLeader;
     s.restart_deadline = None;
     s.promoted_from = None;
-    let mut actions = vec![Action::WriteStatus { optime: pg.lsn }];
+    let mut actions = vec![Action::Dcs(DcsAction::WriteStatus { optime: pg.lsn })];
     if cx.cfg.use_slots {
         let members = slot_members(s, cx.cfg, view, cx.now);
-        actions.push(Action::SyncSlots { members });
+        actions.push(Action::Pg(PgAction::SyncSlots { members }));
     }
     let mut reason = Reason::StandbyLeaderFollowingRemote;
     if let Some(req) = &view.failover {
@@ -58,19 +59,19 @@ fn following_remote(s: &mut MemberState, cx: &Context, view: &DcsView, pg: &Runn
                 s.phase = Phase::Replica;
                 return (
                     Reason::StandbyLeaderHandingOver { to },
-                    vec![Action::ReleaseLeader],
+                    vec![Action::Dcs(DcsAction::ReleaseLeader)],
                 );
             }
             LeaderSide::Scheduled { in_ms } => reason = Reason::SwitchoverScheduled { in_ms },
             LeaderSide::Refuse(why) => {
                 reason = Reason::SwitchoverRefused(why);
-                actions.push(Action::ClearFailover);
+                actions.push(Action::Dcs(DcsAction::ClearFailover));
             }
-            LeaderSide::Done => actions.push(Action::ClearFailover),
+            LeaderSide::Done => actions.push(Action::Dcs(DcsAction::ClearFailover)),
         }
     }
     if !cx.obs.follows_remote_primary {
-        actions.push(Action::Repoint { upstream: None });
+        actions.push(Action::Pg(PgAction::Repoint { upstream: None }));
         return (Reason::StandbyLeaderRepointing, actions);
     }
     (reason, actions)

@@ -2,6 +2,7 @@
 //! system id 42) seen by node1, its observations and decisions.
 #![allow(dead_code)] // each test file uses some of them
 
+use pgbaton_core::{DcsAction, PgAction};
 use std::collections::BTreeMap;
 
 use pgbaton_core::*;
@@ -136,10 +137,10 @@ pub fn ops(d: &Decision) -> Vec<Action> {
         .filter(|a| {
             !matches!(
                 a,
-                Action::RenewLease
-                    | Action::PublishMember
-                    | Action::SyncSlots { .. }
-                    | Action::WriteStatus { .. }
+                Action::Dcs(DcsAction::RenewLease)
+                    | Action::Dcs(DcsAction::PublishMember)
+                    | Action::Pg(PgAction::SyncSlots { .. })
+                    | Action::Dcs(DcsAction::WriteStatus { .. })
             )
         })
         .cloned()
