@@ -198,11 +198,7 @@ fn keeps_lease_alive(state: &MemberState, cx: &Context) -> bool {
 /// DCS writes (everything but the lease renewal and the member document, which `decide`
 /// places itself).
 fn is_dcs_write(a: &Action) -> bool {
-    a.is_dcs()
-        && !matches!(
-            a,
-            Action::Dcs(DcsAction::RenewLease) | Action::Dcs(DcsAction::PublishMember)
-        )
+    matches!(a, Action::Dcs(request) if !matches!(request, DcsAction::RenewLease | DcsAction::PublishMember))
 }
 
 /// How soon a quorum candidate asks again for peers' positions that were not yet final.
@@ -216,11 +212,13 @@ fn next_wake(state: &MemberState, cx: &Context, actions: &[Action], reason: &Rea
         && actions.iter().any(|a| {
             matches!(
                 a,
-                Action::Dcs(DcsAction::WriteSync { .. })
-                    | Action::Dcs(DcsAction::AcquireLeader)
-                    | Action::Dcs(DcsAction::ClaimInitialize)
-                    | Action::Dcs(DcsAction::WriteInitialize { .. })
-                    | Action::Dcs(DcsAction::ReleaseLeader)
+                Action::Dcs(
+                    DcsAction::WriteSync { .. }
+                        | DcsAction::AcquireLeader
+                        | DcsAction::ClaimInitialize
+                        | DcsAction::WriteInitialize { .. }
+                        | DcsAction::ReleaseLeader
+                )
             )
         })
     {
