@@ -375,8 +375,17 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     changed = dcs_events.changed() => {
                         if changed.is_err() { tokio::time::sleep_until(wake_at).await; break; }
                         // Every write in the cluster bumps the watch; only a change of the
-                        // leader key (or initialize) is worth a cycle before next_wake.
-                        if self.leader_key_changed(&leader_before).await { break; }
+                        // leader key (or initialize) is worth a cycle before next_wake. The
+                        // read never delays a due cycle: over a slow DCS it can take the whole
+                        // retry_timeout (found by the real-runtime simulation, seed 168632: a
+                        // demoted leader slept 2.7 s in this read past its wake-up).
+                        let check = self.leader_key_changed(&leader_before);
+                        tokio::select! {
+                            biased;
+                            _ = tokio::time::sleep_until(wake_at) => break,
+                            _ = self.wake.notified() => break,
+                            changed = check => if changed { break; },
+                        }
                     }
                 }
             }

@@ -410,6 +410,22 @@ fn a_leader_restarting_in_place_without_a_certain_lease_gives_the_key_up_even_wi
     assert_eq!(d.reason, Reason::DcsUnreachable);
 }
 
+/// The same for a leader that has just stopped its primary because the lease was gone (the
+/// restart in place aborted): with PostgreSQL stopped it sends the delete without a read
+/// (simulator seed 168632: late renewals kept the key alive 7 s). It stays demoting, so that
+/// an etcd that was down, not slow, and comes back holding the lease lets it restart in place.
+#[test]
+fn a_leader_demoted_for_want_of_a_lease_gives_the_key_up_even_without_a_read() {
+    let obs = Obs::new(crashed_primary())
+        .dcs_down()
+        .lease_until(Some(99_000))
+        .build();
+    let d = decide(&in_phase(Phase::Demoting), &obs, &cfg());
+    assert_eq!(d.reason, Reason::ReleasingKeyWithoutLease);
+    assert_eq!(d.actions, vec![Action::Dcs(DcsAction::ReleaseLeader)]);
+    assert_eq!(d.state.phase, Phase::Demoting);
+}
+
 #[test]
 fn a_demoted_leader_without_dcs_stops_renewing_the_lease_its_key_is_on() {
     // Demotion: the lease is about to expire, the DCS does not answer (without a readable
@@ -433,8 +449,8 @@ fn a_demoted_leader_without_dcs_stops_renewing_the_lease_its_key_is_on() {
         .lease_until(Some(99_000))
         .build();
     let d = decide(&d.state, &obs, &cfg());
-    assert_eq!(d.reason, Reason::DcsUnreachable);
-    assert_eq!(d.actions, vec![]);
+    assert_eq!(d.reason, Reason::ReleasingKeyWithoutLease);
+    assert_eq!(d.actions, vec![Action::Dcs(DcsAction::ReleaseLeader)]);
     // A candidate that raced may hold the key too.
     let obs = Obs::new(replica(100)).dcs_down().lease_until(None).build();
     let d = decide(&in_phase(Phase::Candidate), &obs, &cfg());

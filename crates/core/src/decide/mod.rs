@@ -345,6 +345,16 @@ fn step(s: &mut MemberState, cx: &Context, verdict: &mut Option<CommandVerdict>)
                 vec![Action::Dcs(DcsAction::ReleaseLeader)],
             );
         }
+        // The same for a leader that has stopped its primary for want of a lease (seed
+        // 168632: its restart in place aborted, late renewals kept the key alive 7 s). It
+        // stays demoting: a DCS that was down rather than slow did not take the delete, and
+        // when it is back and still holds the lease, the primary restarts in place.
+        if s.phase == Phase::Demoting && !cx.lease_ok && cx.obs.pg.certainly_not_primary() {
+            return (
+                Reason::ReleasingKeyWithoutLease,
+                vec![Action::Dcs(DcsAction::ReleaseLeader)],
+            );
+        }
         return (Reason::DcsUnreachable, vec![]);
     };
     // A reinitialize whose stop is done moves the data directory aside (also in pause).
