@@ -10,78 +10,22 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use common::logical::{insert, other, rows, wait_for_slot_copy};
 use common::{edit_member_yaml, Cluster, UP};
 
-/// Generous: a replica's copy of a logical slot waits for the subscriber to move the slot
-/// past the replica's oldest WAL, then restarts the replica once.
-const COPY: Duration = Duration::from_secs(90);
 const FLOW: Duration = Duration::from_secs(60);
 
 /// A's members keep `app_sub` (the subscription's slot on the publisher) as a permanent
 /// logical slot, so it survives A's failover.
+async fn wait_rows(b: &Cluster, member: &str, n: i64, what: &str) {
+    common::logical::wait_rows(b, member, "t", n, FLOW, what).await
+}
+
 fn with_subscriber_slot(yaml: String) -> String {
     common::with_bootstrap_dcs(
         yaml,
         "    slots:\n      app_sub:\n        type: logical\n        database: postgres\n        plugin: pgoutput\n",
     )
-}
-
-fn ctl_ok(cluster: &Cluster, args: &[&str]) -> String {
-    let out = cluster.ctl(args);
-    assert!(
-        out.status.success(),
-        "ctl {args:?} failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-/// Rows of `t` on `member`: (count, distinct ids, max id).
-async fn rows(cluster: &Cluster, member: &str) -> Option<(i64, i64, i64)> {
-    let line = cluster
-        .query_one(
-            member,
-            "SELECT count(*) || ' ' || count(DISTINCT id) || ' ' || coalesce(max(id), 0) FROM t",
-        )
-        .await
-        .ok()?;
-    let mut it = line.split(' ').map(|n| n.parse::<i64>().unwrap_or(-1));
-    Some((it.next()?, it.next()?, it.next()?))
-}
-
-async fn wait_rows(cluster: &Cluster, member: &str, n: i64, what: &str) {
-    cluster
-        .wait_until(what, FLOW, || async {
-            rows(cluster, member).await == Some((n, n, n))
-        })
-        .await;
-    // Nothing more arrives later (no row twice).
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    assert_eq!(
-        rows(cluster, member).await,
-        Some((n, n, n)),
-        "{member}: every row exactly once"
-    );
-}
-
-async fn insert(cluster: &Cluster, member: &str, from: i64, to: i64) {
-    cluster
-        .query(
-            member,
-            &format!("INSERT INTO t SELECT i, 'row ' || i FROM generate_series({from}, {to}) i"),
-        )
-        .await
-        .unwrap_or_else(|e| cluster.fail(&format!("insert {from}..{to} on {member}: {e}")));
-}
-
-/// The other member of a two-member cluster.
-fn other(name: &str) -> &'static str {
-    if name == "node1" {
-        "node2"
-    } else {
-        "node1"
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -119,21 +63,18 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
     }
 
     // A publishes every table.
-    ctl_ok(
-        &a,
-        &[
-            "edit-config",
-            "-s",
-            "logical.publications.app_pub.database=postgres",
-            "-s",
-            "logical.publications.app_pub.all_tables=true",
-            "-s",
-            "logical.publications.lost_pub.database=nodb",
-            "-s",
-            "logical.publications.lost_pub.all_tables=true",
-            "--force",
-        ],
-    );
+    a.ctl_ok(&[
+        "edit-config",
+        "-s",
+        "logical.publications.app_pub.database=postgres",
+        "-s",
+        "logical.publications.app_pub.all_tables=true",
+        "-s",
+        "logical.publications.lost_pub.database=nodb",
+        "-s",
+        "logical.publications.lost_pub.all_tables=true",
+        "--force",
+    ]);
     a.wait_until("A's leader never created app_pub", FLOW, || async {
         a.query_one(
             &a_leader,
@@ -156,28 +97,25 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
         common::ports::closed_port()
     );
     let declared_at = Instant::now();
-    ctl_ok(
-        &b,
-        &[
-            "edit-config",
-            "-s",
-            "logical.subscriptions.app_sub.database=postgres",
-            "-s",
-            "logical.subscriptions.app_sub.publication=app_pub",
-            "-s",
-            &format!("logical.subscriptions.app_sub.source={source}"),
-            "-s",
-            "logical.subscriptions.bad_sub.database=postgres",
-            "-s",
-            "logical.subscriptions.bad_sub.publication=app_pub",
-            "-s",
-            &format!("logical.subscriptions.bad_sub.source={nowhere}"),
-            "--force",
-        ],
-    );
+    b.ctl_ok(&[
+        "edit-config",
+        "-s",
+        "logical.subscriptions.app_sub.database=postgres",
+        "-s",
+        "logical.subscriptions.app_sub.publication=app_pub",
+        "-s",
+        &format!("logical.subscriptions.app_sub.source={source}"),
+        "-s",
+        "logical.subscriptions.bad_sub.database=postgres",
+        "-s",
+        "logical.subscriptions.bad_sub.publication=app_pub",
+        "-s",
+        &format!("logical.subscriptions.bad_sub.source={nowhere}"),
+        "--force",
+    ]);
 
     // Rows flow (A's leader had created the slot app_sub already: the subscription uses it).
-    insert(&a, &a_leader, 1, 100).await;
+    insert(&a, &a_leader, "t", 1, 100).await;
     wait_rows(&b, &b_leader, 100, "rows 1..100 never reached B").await;
     assert_eq!(
         b.query_one(
@@ -230,8 +168,8 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
         },
     )
     .await;
-    println!("B$ pgbaton ctl logical\n{}", ctl_ok(&b, &["logical"]));
-    println!("A$ pgbaton ctl logical\n{}", ctl_ok(&a, &["logical"]));
+    println!("B$ pgbaton ctl logical\n{}", b.ctl_ok(&["logical"]));
+    println!("A$ pgbaton ctl logical\n{}", a.ctl_ok(&["logical"]));
     // A publication in a database that does not exist says so.
     let lost = find(
         &logical(&a, &["logical", "-f", "json"]),
@@ -345,7 +283,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
         .is_ok_and(|n| n == "1")
     })
     .await;
-    insert(&a, &a_leader, 101, 150).await;
+    insert(&a, &a_leader, "t", 101, 150).await;
     wait_rows(
         &b,
         &b_leader,
@@ -356,26 +294,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
 
     // A's replica holds a copy of the subscriber's slot at what B confirmed.
     let a_replica = other(&a_leader);
-    let confirmed = a
-        .query_one(
-            &a_leader,
-            "SELECT confirmed_flush_lsn::text FROM pg_replication_slots WHERE slot_name = 'app_sub'",
-        )
-        .await
-        .expect("confirmed_flush_lsn of app_sub");
-    a.wait_until(
-        &format!("{a_replica} never held a copy of app_sub at {confirmed}"),
-        COPY,
-        || async {
-            a.query_one(
-                a_replica,
-                &format!("SELECT count(*) FROM pg_replication_slots WHERE slot_name = 'app_sub' AND confirmed_flush_lsn >= '{confirmed}'"),
-            )
-            .await
-            .is_ok_and(|n| n == "1")
-        },
-    )
-    .await;
+    wait_for_slot_copy(&a, &a_leader, a_replica, "app_sub").await;
     a.wait_until_all_streaming(UP).await;
 
     // A's leader node dies: rows keep flowing from its new leader.
@@ -384,7 +303,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
         a.in_recovery(a_replica).await.is_ok_and(|r| !r)
     })
     .await;
-    insert(&a, a_replica, 151, 250).await;
+    insert(&a, a_replica, "t", 151, 250).await;
     wait_rows(
         &b,
         &b_leader,
@@ -397,7 +316,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
     // apply worker resumes from the replication origin.
     let b_replica = other(&b_leader);
     b.wait_until("B's replica never replayed rows 1..250", FLOW, || async {
-        rows(&b, b_replica).await == Some((250, 250, 250))
+        rows(&b, b_replica, "t").await == Some((250, 250, 250))
     })
     .await;
     b.kill_node(&b_leader);
@@ -405,7 +324,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
         b.in_recovery(b_replica).await.is_ok_and(|r| !r)
     })
     .await;
-    insert(&a, a_replica, 251, 400).await;
+    insert(&a, a_replica, "t", 251, 400).await;
     wait_rows(
         &b,
         b_replica,
@@ -434,15 +353,12 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
         Some("1"),
         "nothing changed"
     );
-    ctl_ok(
-        &b,
-        &[
-            "edit-config",
-            "-s",
-            "logical.subscriptions.app_sub=null",
-            "--force",
-        ],
-    );
+    b.ctl_ok(&[
+        "edit-config",
+        "-s",
+        "logical.subscriptions.app_sub=null",
+        "--force",
+    ]);
     b.wait_until("app_sub was never dropped", FLOW, || async {
         b.query_one(
             b_replica,
@@ -452,7 +368,7 @@ async fn declared_pubsub_survives_the_failover_of_each_side_with_every_row_once(
         .is_ok_and(|n| n == "0")
     })
     .await;
-    let config = ctl_ok(&b, &["show-config"]);
+    let config = b.ctl_ok(&["show-config"]);
     assert!(
         config.contains("drop:") && config.contains("app_sub: postgres"),
         "{config}"

@@ -78,19 +78,6 @@ fn others(cluster: &Cluster, but: &[&str]) -> Vec<String> {
         .collect()
 }
 
-fn ctl_ok(cluster: &Cluster, args: &[&str]) -> String {
-    let out = cluster.ctl(args);
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    if !out.status.success() {
-        cluster.fail(&format!("ctl {args:?} failed: {text}"));
-    }
-    text
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_switchover_then_the_new_leader_lost_elects_another_member_at_once() {
     let mut cluster = Cluster::start(3).await;
@@ -101,17 +88,14 @@ async fn a_switchover_then_the_new_leader_lost_elects_another_member_at_once() {
         .await
         .expect("write on the first leader");
 
-    let out = ctl_ok(
-        &cluster,
-        &[
-            "switchover",
-            "--leader",
-            &old,
-            "--candidate",
-            &candidate,
-            "--force",
-        ],
-    );
+    let out = cluster.ctl_ok(&[
+        "switchover",
+        "--leader",
+        &old,
+        "--candidate",
+        &candidate,
+        "--force",
+    ]);
     eprintln!("{out}");
     cluster.wait_writable(&candidate, "probes", UP).await;
     cluster
@@ -167,7 +151,7 @@ async fn ten_switchovers_without_a_candidate_each_hand_over_to_another_member() 
             .wait_until_streaming(&all, Duration::from_secs(30))
             .await;
         let started = Instant::now();
-        let out = ctl_ok(&cluster, &["switchover", "--force"]);
+        let out = cluster.ctl_ok(&["switchover", "--force"]);
         // The DCS may still show the old leader for a moment.
         let deadline = Instant::now() + Duration::from_secs(30);
         let new = loop {

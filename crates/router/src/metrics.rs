@@ -36,7 +36,7 @@ pub(crate) struct Metrics {
     pub active: Family<Labels, Gauge>,
     /// {direction: to_server|to_client, backend}; added when a session ends.
     pub bytes: Family<Labels, Counter>,
-    /// {target, decision: leader|replica|leader_fallback|refused}
+    /// {target, decision: leader|replica|leader_fallback|pooled|replication|refused}
     pub decisions: Family<Labels, Counter>,
     /// {outcome: leader_found|timed_out}
     pub waits: Family<Labels, Counter>,

@@ -433,6 +433,20 @@ impl Cluster {
             .expect("running pgbaton ctl")
     }
 
+    /// `pgbaton ctl ARGS`, which must succeed: its standard output (the test fails with
+    /// both outputs otherwise).
+    pub fn ctl_ok(&self, args: &[&str]) -> String {
+        let out = self.ctl(args);
+        if !out.status.success() {
+            self.fail(&format!(
+                "ctl {args:?} failed: {}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            ));
+        }
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
     /// `ctl list -f json`, parsed.
     pub fn ctl_list_json(&self) -> Vec<serde_json::Value> {
         let out = self.ctl(&["list", "-f", "json"]);

@@ -6,6 +6,7 @@ pub mod cluster;
 pub mod config;
 pub mod http;
 pub mod local_up;
+pub mod logical;
 pub mod monitor;
 pub mod ports;
 pub mod procs;

@@ -164,6 +164,26 @@ pub(crate) async fn login(
     connect_timeout: Duration,
     startup_timeout: Duration,
 ) -> Result<ServerConn, LoginError> {
+    let startup = [("user", user), ("database", database)];
+    login_with(
+        backend,
+        &startup,
+        credential,
+        connect_timeout,
+        startup_timeout,
+    )
+    .await
+}
+
+/// `login` with these startup parameters (`user` among them), for a connection that is not
+/// the pool's (a replication connection).
+pub(crate) async fn login_with(
+    backend: &Backend,
+    startup: &[(&str, &str)],
+    credential: &ServerLogin,
+    connect_timeout: Duration,
+    startup_timeout: Duration,
+) -> Result<ServerConn, LoginError> {
     let connecting = TcpStream::connect((backend.host.as_str(), backend.port));
     let mut stream = match tokio::time::timeout(connect_timeout, connecting).await {
         Ok(Ok(stream)) => stream,
@@ -183,7 +203,7 @@ pub(crate) async fn login(
         }
     };
     let _ = stream.set_nodelay(true);
-    let exchange = handshake(&mut stream, user, database, credential);
+    let exchange = handshake(&mut stream, startup, credential);
     let (key, params) = match tokio::time::timeout(startup_timeout, exchange).await {
         Ok(result) => result?,
         Err(_) => {
@@ -262,14 +282,14 @@ type Started = (Option<CancelKey>, BTreeMap<String, String>);
 
 async fn handshake(
     stream: &mut TcpStream,
-    user: &str,
-    database: &str,
+    params: &[(&str, &str)],
     credential: &ServerLogin,
 ) -> Result<Started, LoginError> {
-    stream
-        .write_all(&startup(&[("user", user), ("database", database)]))
-        .await
-        .map_err(io)?;
+    let user = params
+        .iter()
+        .find_map(|(k, v)| (*k == "user").then_some(*v))
+        .unwrap_or_default();
+    stream.write_all(&startup(params)).await.map_err(io)?;
     let mut scram: Option<ClientExchange> = None;
     let mut key = None;
     let mut params = BTreeMap::new();

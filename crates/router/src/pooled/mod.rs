@@ -6,6 +6,8 @@
 //! long as the session, as without pooling) or relays messages itself (`txn`). Startup
 //! parameters the pool cannot keep per client are refused as PgBouncer refuses them.
 
+mod leader;
+mod replication;
 pub(crate) mod ryw;
 pub(crate) mod txn;
 
@@ -23,17 +25,13 @@ use crate::auth::{authenticate, Peer, QueryLeader, Refusal};
 use crate::client::Client;
 use crate::handshake::Ready;
 use crate::metrics::Metrics;
-use crate::pool::server::{login_within, LoginError, ServerConn};
+use crate::pool::server::{login_within, LoginError, ServerConn, ServerLogin};
 use crate::pool::{Checkout, PoolKey, PoolMode, PoolStats, Report, Slot};
 use crate::pooled::txn::{error_message, ready_for_query, tracked, Params};
 use crate::pooling::{CancelTarget, ClientEntry, ClientNow, Pooling};
 use crate::protocol::{CancelKey, StartupMessage, Target};
 use crate::reply::{refuse, send_and_close, CANNOT_CONNECT_NOW, PROTOCOL_VIOLATION};
-use crate::retry::{Failure, Next, Retry};
-use crate::route::{
-    leader_wait, no_leader_reason, pause_or_leader_change, read_candidates, wait_for_leader,
-    wait_for_leader_until,
-};
+use crate::route::{read_candidates, wait_for_leader};
 use crate::shared::Shared;
 use crate::topology::Backend;
 
@@ -256,7 +254,7 @@ fn usable(shared: &Shared, target: Target, conn: &ServerConn) -> bool {
     }
 }
 
-fn login_fatal(e: LoginError) -> Fatal {
+pub(crate) fn login_fatal(e: LoginError) -> Fatal {
     match e {
         LoginError::Refused { raw, message } => Fatal {
             code: "08006",
@@ -355,84 +353,13 @@ async fn open_for(
     }
     // The leader, through a switchover or failover: tried again until it accepts, within
     // the leader wait (retry.rs).
-    let bound = leader_wait(shared);
-    let mut retry = Retry::new(tokio::time::Instant::now(), bound);
-    let mut why = String::new();
-    loop {
-        let Some(leader) = wait_for_leader_until(shared, None, retry.deadline()).await else {
-            break;
-        };
-        let (leader, opened) = login(leader).await;
-        let failure = match opened {
-            Ok(conn) => {
-                let read_only = ["in_hot_standby", "default_transaction_read_only"]
-                    .iter()
-                    .any(|p| conn.params.get(*p).is_some_and(|v| v == "on"));
-                if target == Target::Write && read_only {
-                    why = format!("{} is not writable yet", leader.name);
-                    Failure::NotWritable
-                } else if target == Target::Write
-                    && shared.leader.borrow().as_ref() != Some(&leader)
-                {
-                    why = format!("{} stopped being the leader during the login", leader.name);
-                    Failure::Broken
-                } else {
-                    if retry.failures > 0 {
-                        tracing::info!(pool = %key, member = %leader.name, attempts = retry.failures + 1, "the leader accepts connections again");
-                    }
-                    return Ok(pooled(pooling, key, &leader, conn, slot));
-                }
-            }
-            Err(LoginError::Refused { raw, message }) => {
-                let code = crate::retry::error_code(&raw);
-                match Failure::of_sqlstate(&code) {
-                    Failure::Final => {
-                        return Err(login_fatal(LoginError::Refused { raw, message }))
-                    }
-                    failure => {
-                        why = format!("{}: {message} ({code})", leader.name);
-                        failure
-                    }
-                }
-            }
-            Err(e @ LoginError::Auth(_)) => {
-                tracing::warn!(pool = %key, member = %leader.name, error = %e, "cannot log in to the server");
-                return Err(login_fatal(e));
-            }
-            Err(e @ LoginError::Connect(_)) => {
-                why = e.to_string();
-                Failure::Unreachable
-            }
-            Err(e @ LoginError::Io(_)) => {
-                why = format!("{}: {e}", leader.name);
-                Failure::Broken
-            }
-        };
-        if retry.failures == 0 {
-            tracing::info!(pool = %key, member = %leader.name, reason = %why, "the leader does not accept connections yet; trying again within the leader wait");
-        }
-        match retry.failed(failure, tokio::time::Instant::now()) {
-            Next::Wait(pause) => pause_or_leader_change(shared, pause).await,
-            Next::GiveUp => break,
-        }
-    }
-    let reason = if why.is_empty() {
-        no_leader_reason(shared, bound)
-    } else {
-        format!("no writable leader within {bound:?} (last attempt: {why})")
-    };
-    tracing::warn!(pool = %key, %reason, "no server connection to the leader");
-    Err(Fatal {
-        code: CANNOT_CONNECT_NOW,
-        message: format!(
-            "pgbaton router: cannot connect now: {reason}; a failover or switchover may be in progress (handover_wait)"
-        ),
-        raw: None,
-    })
+    let (leader, conn) =
+        leader::login_on_leader(shared, key, target == Target::Write, login).await?;
+    Ok(pooled(pooling, key, &leader, conn, slot))
 }
 
 /// `pool.server_connect_timeout` now.
-fn credential_timeout(pooling: &Pooling) -> Option<std::time::Duration> {
+pub(crate) fn credential_timeout(pooling: &Pooling) -> Option<std::time::Duration> {
     pooling.pools.settings().server_connect_timeout
 }
 
@@ -540,9 +467,8 @@ fn startup_params(startup: &StartupMessage) -> Result<Params, String> {
         match name.as_ref() {
             "user" | "database" => {}
             "options" if value.trim().is_empty() => {}
-            "replication" => {
-                return Err("replication connections are not supported on a pooled listener".into())
-            }
+            // Served before this (replication.rs), never pooled.
+            "replication" => return Err("a replication connection cannot be pooled".into()),
             other => match tracked(other) {
                 Some(canonical) => {
                     params.insert(canonical.to_string(), value);
@@ -640,6 +566,49 @@ pub(crate) fn serve(
     }
 }
 
+/// Check the client's password (`auth`); the credential the router logs in with as this
+/// user, or None when the client was refused (told why) or left.
+pub(crate) async fn check_password(
+    shared: &Arc<Shared>,
+    pooling: &Pooling,
+    client: &mut Client,
+    user: &str,
+    database: &str,
+    peer: SocketAddr,
+) -> Option<ServerLogin> {
+    let certificate = client.certificate_name();
+    let who = Peer {
+        user,
+        database,
+        ip: peer.ip(),
+        tls: client.is_tls(),
+        certificate: certificate.as_deref(),
+    };
+    let auth = pooling.auth();
+    let leader = QueryLeader {
+        find: wait_for_leader(shared, None),
+        connect_timeout: shared.cfg.connect_timeout,
+        startup_timeout: shared.cfg.startup_timeout,
+    };
+    match authenticate(leader, &auth, client, &who).await {
+        Ok(login) => Some(login),
+        Err(Refusal::Fatal {
+            code,
+            reason,
+            message,
+        }) => {
+            Metrics::count(&shared.metrics.refusals, &[("reason", reason)]);
+            tracing::info!(%peer, %user, %database, reason, "client authentication failed");
+            send_and_close(client, &error_message("FATAL", code, &message)).await;
+            None
+        }
+        Err(Refusal::Client(e)) => {
+            tracing::debug!(%peer, %user, error = %e, "client left during authentication");
+            None
+        }
+    }
+}
+
 /// A logged-in client ready for the relay.
 struct Started {
     ctx: Ctx,
@@ -691,6 +660,15 @@ async fn start(
             "no PostgreSQL user name specified in startup packet",
         )
         .await;
+        return None;
+    }
+    if startup.param("replication").is_some() {
+        // No pool's: counted among the clients (max_client_conn) while it lasts.
+        Box::pin(replication::serve(
+            shared, pooling, client, startup, target, peer,
+        ))
+        .await;
+        drop(guard);
         return None;
     }
     let database = startup
@@ -752,40 +730,17 @@ async fn start(
             .client_joined(other, size, alias_size.is_some(), mode);
         guard.other = Some(other.clone());
     }
-    let certificate = client.certificate_name();
-    let who = Peer {
-        user: &user,
-        database: &database,
-        ip: peer.ip(),
-        tls: client.is_tls(),
-        certificate: certificate.as_deref(),
-    };
-    let auth = pooling.auth();
     // Boxed (as every step that does not last the session): the client's task keeps only
     // what the relay needs while the client is idle.
-    let leader = QueryLeader {
-        find: wait_for_leader(&shared, None),
-        connect_timeout: shared.cfg.connect_timeout,
-        startup_timeout: shared.cfg.startup_timeout,
-    };
-    let login = match Box::pin(authenticate(leader, &auth, &mut client, &who)).await {
-        Ok(login) => login,
-        Err(Refusal::Fatal {
-            code,
-            reason,
-            message,
-        }) => {
-            Metrics::count(&shared.metrics.refusals, &[("reason", reason)]);
-            tracing::info!(%peer, %user, %database, reason, "client authentication failed");
-            send_and_close(&mut client, &error_message("FATAL", code, &message)).await;
-            return None;
-        }
-        Err(Refusal::Client(e)) => {
-            tracing::debug!(%peer, %user, error = %e, "client left during authentication");
-            return None;
-        }
-    };
-    drop(auth);
+    let login = Box::pin(check_password(
+        &shared,
+        &pooling,
+        &mut client,
+        &user,
+        &database,
+        peer,
+    ))
+    .await?;
     if let Some(other) = &other {
         pooling.pools.remember_login(other, login.clone());
     }
