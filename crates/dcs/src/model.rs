@@ -25,6 +25,9 @@ pub mod keys {
     pub const FAILSAFE: &str = "failsafe";
     /// pgbaton's addition: `routers/<name>`, one per router serving the cluster.
     pub const ROUTERS: &str = "routers/";
+    /// pgbaton's addition: `move`, an online move of the cluster's clients to another
+    /// cluster (`ctl move`).
+    pub const MOVE: &str = "move";
 }
 
 /// Where a cluster lives in the DCS: `/<namespace>/<scope>/`.
@@ -317,6 +320,25 @@ pub struct RouterDoc {
     pub extra: BTreeMap<String, Value>,
 }
 
+/// `move`: the cluster's routers hold write traffic for a move to the cluster `to`
+/// (`Holding`: they acknowledge as for a switchover, with this key's revision), then route
+/// to `to` (`Moved`), following its leader and replicas from its own keys.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MoveDoc {
+    /// The scope of the cluster the clients move to (under the same namespace).
+    pub to: String,
+    pub state: MoveState,
+    #[serde(flatten)]
+    pub extra: BTreeMap<String, Value>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MoveState {
+    Holding,
+    Moved,
+}
+
 /// A value read from the DCS together with the revision needed for a compare-and-swap.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Versioned<T> {
@@ -342,6 +364,8 @@ pub struct ClusterState {
     /// `routers/<name>`: the routers registered for the cluster (keys that do not parse are
     /// kept as a router that has acknowledged nothing).
     pub routers: BTreeMap<String, RouterDoc>,
+    /// `move`: a move of the cluster's clients to another cluster (unreadable: absent).
+    pub moving: Option<Versioned<MoveDoc>>,
     /// The etcd revision at which this snapshot was read.
     pub revision: i64,
 }

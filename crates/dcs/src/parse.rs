@@ -9,7 +9,9 @@
 use serde::de::DeserializeOwned;
 
 use crate::error::DcsError;
-use crate::model::{keys, ClusterState, HistoryEntry, LeaderKey, MemberDoc, RouterDoc, Versioned};
+use crate::model::{
+    keys, ClusterState, HistoryEntry, LeaderKey, MemberDoc, MoveDoc, RouterDoc, Versioned,
+};
 
 /// One key-value pair as the store returns it.
 #[derive(Debug, Clone, Copy)]
@@ -37,6 +39,8 @@ pub enum KeyKind<'a> {
     Failsafe,
     /// `routers/<name>`: a router registered for the cluster (pgbaton's addition).
     Router(&'a str),
+    /// `move`: a move of the cluster's clients to another cluster (pgbaton's addition).
+    Move,
     /// A key pgbaton does not read (e.g. Patroni's old `optime/leader`).
     Other,
 }
@@ -53,6 +57,7 @@ pub fn classify<'a>(prefix: &str, key: &'a str) -> Option<KeyKind<'a>> {
         keys::SYNC => KeyKind::Sync,
         keys::FAILOVER => KeyKind::Failover,
         keys::FAILSAFE => KeyKind::Failsafe,
+        keys::MOVE => KeyKind::Move,
         other => {
             let single = |name: &str| !name.is_empty() && !name.contains('/');
             match (
@@ -158,6 +163,12 @@ pub fn parse_cluster<'a>(
             KeyKind::Router(name) => {
                 let doc = lenient(json::<RouterDoc>(&entry)).unwrap_or_default();
                 state.routers.insert(name.to_string(), doc);
+            }
+            KeyKind::Move => {
+                state.moving = lenient(json::<MoveDoc>(&entry)).map(|value| Versioned {
+                    value,
+                    mod_revision: entry.mod_revision,
+                });
             }
             KeyKind::Other => {}
         }
@@ -273,6 +284,31 @@ mod tests {
         assert_eq!(s.members.keys().collect::<Vec<_>>(), vec!["good"]);
         assert_eq!(s.status, None);
         assert_eq!(s.failover, None);
+    }
+
+    #[test]
+    fn a_move_is_read_with_its_revision_and_an_unreadable_one_is_absent() {
+        let s = parse_cluster(
+            P,
+            vec![e(
+                "/service/c/move",
+                r#"{"to":"other","state":"holding","started_at":"x"}"#,
+            )],
+            1,
+        )
+        .expect("parses");
+        assert_eq!(classify(P, "/service/c/move"), Some(KeyKind::Move));
+        let moving = s.moving.expect("a move");
+        assert_eq!(moving.value.to, "other");
+        assert_eq!(moving.value.state, crate::model::MoveState::Holding);
+        assert_eq!(moving.value.extra["started_at"], "x");
+        let s = parse_cluster(
+            P,
+            vec![e("/service/c/move", r#"{"to":"x","state":"?"}"#)],
+            1,
+        )
+        .expect("parses");
+        assert_eq!(s.moving, None);
     }
 
     #[test]

@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::router::{router_config, RunningRouter};
+use common::router::{app, router_config, RunningRouter};
 use common::{Cluster, UP};
 use pgbaton_router::auth::{AuthConfig, AuthType};
 use pgbaton_router::pool::{PoolMode, PoolSettings};
@@ -76,18 +76,6 @@ async fn pool_config(
     };
     cfg.forwarding = Forwarding::Userspace;
     cfg
-}
-
-fn app(addr: SocketAddr) -> tokio_postgres::Config {
-    let mut config = tokio_postgres::Config::new();
-    config
-        .host(addr.ip().to_string())
-        .port(addr.port())
-        .user("app")
-        .password("app")
-        .dbname("postgres")
-        .connect_timeout(Duration::from_secs(20));
-    config
 }
 
 async fn connect(addr: SocketAddr) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

@@ -55,6 +55,17 @@ pub(crate) fn pending_switchover(state: &ClusterState, unix_now_ms: u64) -> Opti
     handing_over.then_some(request.mod_revision)
 }
 
+/// The revision of the `move` key while it asks the routers to hold write traffic for a
+/// move to another cluster (`ctl move`): held and acknowledged as for a switchover, then
+/// resumed when the key says the clients moved (or is gone: the move was given up).
+pub(crate) fn pending_move(state: &ClusterState) -> Option<i64> {
+    state
+        .moving
+        .as_ref()
+        .filter(|m| m.value.state == pgbaton_dcs::MoveState::Holding)
+        .map(|m| m.mod_revision)
+}
+
 /// `switchover_drain_timeout` from the DCS `config` key (seconds, a number or `"5s"`).
 pub(crate) fn drain_timeout(state: &ClusterState) -> Duration {
     crate::topology::config_seconds(state, "switchover_drain_timeout")
@@ -223,7 +234,8 @@ pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
             }
         }
         let state = h.states.borrow().clone();
-        let pending = pending_switchover(&state, unix_now_ms());
+        let moving = pending_move(&state);
+        let pending = pending_switchover(&state, unix_now_ms()).or(moving);
         // Busy: transaction-mode write connections in a transaction, and session-mode write
         // sessions the kernel forwards until they have been taken out (`takeout`).
         let busy = h.pooling.as_ref().map_or(0, |p| {
@@ -234,7 +246,14 @@ pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
         for effect in step(&mut phase, pending, busy, now, drain_timeout(&state)) {
             match effect {
                 Effect::Hold => {
-                    tracing::info!(%scope, leader = state.leader_name().unwrap_or("none"), "switchover due: holding new write connections and transactions until the new leader takes over");
+                    match state.moving.as_ref().filter(|_| moving.is_some()) {
+                        Some(m) => {
+                            tracing::info!(%scope, to = %m.value.to, "move to another cluster due: holding new write connections and transactions until the clients have moved")
+                        }
+                        None => {
+                            tracing::info!(%scope, leader = state.leader_name().unwrap_or("none"), "switchover due: holding new write connections and transactions until the new leader takes over")
+                        }
+                    }
                     held_since = Some(now);
                     h.hold.send_replace(true);
                     if let Some(p) = &h.pooling {
@@ -296,6 +315,27 @@ mod tests {
             }),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_move_holds_the_writes_until_it_is_done() {
+        let moving = |state| ClusterState {
+            moving: Some(Versioned {
+                value: pgbaton_dcs::MoveDoc {
+                    to: "other".into(),
+                    state,
+                    extra: Default::default(),
+                },
+                mod_revision: 9,
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            pending_move(&moving(pgbaton_dcs::MoveState::Holding)),
+            Some(9)
+        );
+        assert_eq!(pending_move(&moving(pgbaton_dcs::MoveState::Moved)), None);
+        assert_eq!(pending_move(&ClusterState::default()), None);
     }
 
     #[test]

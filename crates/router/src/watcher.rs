@@ -93,6 +93,65 @@ impl Follow {
     }
 }
 
+/// The cluster this one's clients moved to: its handle and watch.
+struct Moved {
+    scope: String,
+    dcs: EtcdDcs,
+    events: watch::Receiver<u64>,
+}
+
+/// The state to route by: `state` itself, or, once its `move` key says the clients moved
+/// (`ctl move`), the state of the cluster they moved to (its leader, replicas, switchovers).
+async fn follow_move(
+    f: &Follow,
+    moved: &mut Option<Moved>,
+    state: ClusterState,
+) -> Result<ClusterState, pgbaton_dcs::DcsError> {
+    let to = state
+        .moving
+        .as_ref()
+        .filter(|m| m.value.state == pgbaton_dcs::MoveState::Moved)
+        .map(|m| m.value.to.clone());
+    let Some(to) = to else {
+        if let Some(gone) = moved.take() {
+            tracing::warn!(scope = %f.path.scope, from = %gone.scope, "the move key is gone: routing to this cluster again");
+        }
+        return Ok(state);
+    };
+    if moved.as_ref().is_none_or(|m| m.scope != to) {
+        let path = ClusterPath::new(&f.path.namespace, &to);
+        let dcs = EtcdDcs::new(
+            f.hosts.clone(),
+            path,
+            "pgbaton-router",
+            Duration::from_secs(30),
+            Duration::from_secs(2),
+        )
+        .with_access(&f.access)?;
+        tracing::info!(scope = %f.path.scope, to = %to, "the cluster's clients moved: routing to the leader and replicas of {to}");
+        let events = dcs.subscribe();
+        *moved = Some(Moved {
+            scope: to,
+            dcs,
+            events,
+        });
+    }
+    let Some(target) = moved.as_ref() else {
+        return Ok(state);
+    };
+    target.dcs.load().await
+}
+
+/// Resolves when the cluster the clients moved to changes; never without one.
+async fn moved_changed(moved: &mut Option<Moved>) {
+    if let Some(m) = moved {
+        if m.events.changed().await.is_ok() {
+            return;
+        }
+    }
+    std::future::pending::<()>().await
+}
+
 /// Resolves when the poller publishes; never without a poller (or once it is gone).
 async fn rest_changed(rest: &mut Option<watch::Receiver<Arc<RestLag>>>) {
     if let Some(receiver) = rest {
@@ -131,8 +190,14 @@ pub(crate) async fn follow(
     let mut healthy = true;
     let mut last: Option<Arc<ClusterState>> = None;
     let mut last_read = tokio::time::Instant::now();
+    // After a move (`ctl move`): the cluster the clients moved to, read like this one.
+    let mut moved: Option<Moved> = None;
     loop {
-        let wait_for_event = match dcs.load().await {
+        let loaded = match dcs.load().await {
+            Ok(state) => follow_move(&f, &mut moved, state).await,
+            Err(e) => Err(e),
+        };
+        let wait_for_event = match loaded {
             Ok(state) => {
                 if !healthy {
                     tracing::info!(%scope, "etcd readable again");
@@ -173,6 +238,7 @@ pub(crate) async fn follow(
                     }
                     break;
                 }
+                _ = moved_changed(&mut moved), if wait_for_event => break,
                 _ = tokio::time::sleep(RETRY), if !wait_for_event => break,
                 _ = tokio::time::sleep(QUIET), if wait_for_event => break,
                 _ = rest_changed(&mut rest) => {

@@ -233,6 +233,25 @@ impl EtcdDcs {
             .map(|_| ())
     }
 
+    /// Put `move` (`ctl move`): `expected_revision` as for [`Dcs::set_failover`] (`None`:
+    /// create iff absent). False when another write came first.
+    pub async fn set_move(
+        &self,
+        doc: &crate::model::MoveDoc,
+        expected_revision: Option<i64>,
+    ) -> Result<bool, DcsError> {
+        let compares = self.revision_compare(keys::MOVE, expected_revision);
+        self.put_if("set move", compares, keys::MOVE, to_json(keys::MOVE, doc)?)
+            .await
+    }
+
+    /// Delete `move`: the routers go back to this cluster (a move given up, or undone).
+    pub async fn delete_move(&self) -> Result<(), DcsError> {
+        self.delete_if("delete move", Vec::new(), self.path.key(keys::MOVE))
+            .await
+            .map(|_| ())
+    }
+
     /// `None` = create iff absent, `Some(rev)` = compare mod_revision.
     fn revision_compare(&self, relative: &str, expected_revision: Option<i64>) -> Vec<Compare> {
         let key = self.path.key(relative);

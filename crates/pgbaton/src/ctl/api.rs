@@ -6,6 +6,7 @@ use anyhow::Context;
 use serde_json::Value;
 
 /// A member's REST API, spoken with the operator's credentials.
+#[derive(Clone)]
 pub(super) struct Api {
     http: reqwest::Client,
     auth: Option<(String, String)>,

@@ -196,6 +196,34 @@ pub(super) enum CtlCommand {
         #[arg(long, short = 'f', default_value = "pretty")]
         format: OutputFormat,
     },
+    /// Move this cluster's clients online to another cluster of the same DCS namespace:
+    /// the other cluster subscribes to every table of DATABASE (a declared publication,
+    /// permanent slot and subscription, `logical:`), catches up, then this cluster's
+    /// routers hold write transactions at their boundaries, the last changes and the
+    /// sequences' values are copied, and the routers send every client to the other
+    /// cluster. Connects to both leaders as --user with the password in PGPASSWORD.
+    Move {
+        /// The cluster (scope) the clients move to.
+        #[arg(long)]
+        to: String,
+        /// The database whose tables move (repeat for several).
+        #[arg(long = "database", short = 'd', default_value = "postgres")]
+        databases: Vec<String>,
+        /// The superuser both leaders are connected to as (password: PGPASSWORD).
+        #[arg(long, short = 'U', default_value = "postgres")]
+        user: String,
+        /// Create the tables the other cluster lacks (pg_dump --schema-only into it).
+        #[arg(long)]
+        copy_schema: bool,
+        /// How long the other cluster may take to copy the tables and catch up, seconds.
+        #[arg(long, default_value_t = 600)]
+        catch_up_timeout: u64,
+        /// Send the clients back to this cluster (deletes the move; nothing is copied back).
+        #[arg(long, conflicts_with_all = ["copy_schema"])]
+        back: bool,
+        #[arg(long)]
+        force: bool,
+    },
     /// Change the dynamic configuration: -s key=value / -p param=value, or $EDITOR.
     /// Removing a declared publication or subscription (`logical:`) drops it only with
     /// --force (without, it says what would be dropped and changes nothing).
@@ -288,7 +316,8 @@ impl CtlCommand {
             }
             CtlCommand::RouterStatus { .. }
             | CtlCommand::HaproxyConfig { .. }
-            | CtlCommand::Logical { .. } => None,
+            | CtlCommand::Logical { .. }
+            | CtlCommand::Move { .. } => None,
         }
     }
 }

@@ -6,6 +6,7 @@
 mod api;
 mod args;
 mod backup;
+mod moving;
 mod ops;
 mod prompt;
 

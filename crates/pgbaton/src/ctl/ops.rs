@@ -73,6 +73,29 @@ impl Ops {
             CtlCommand::Pause { .. } => self.pause(true).await,
             CtlCommand::Resume { .. } => self.pause(false).await,
             CtlCommand::Logical { what, format } => self.logical(what.is_some(), format).await,
+            CtlCommand::Move {
+                to,
+                databases,
+                user,
+                copy_schema,
+                catch_up_timeout,
+                back,
+                force,
+            } => {
+                let plan = super::moving::Plan {
+                    to,
+                    databases,
+                    user,
+                    copy_schema,
+                    catch_up: Duration::from_secs(catch_up_timeout),
+                    force,
+                };
+                if back {
+                    self.move_back(&plan).await
+                } else {
+                    self.move_to(&plan).await
+                }
+            }
             CtlCommand::EditConfig { set, pg, force, .. } => {
                 self.edit_config(&set, &pg, force).await
             }
@@ -582,7 +605,7 @@ impl Ops {
 
     /// PATCH /config through the leader's API (else any member's); when no API answers,
     /// write `fallback` (the merged document) directly with compare-and-swap.
-    async fn change_config(
+    pub(super) async fn change_config(
         &self,
         patch: &Value,
         fallback: Option<(&Value, Option<i64>)>,

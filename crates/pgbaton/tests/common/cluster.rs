@@ -52,6 +52,8 @@ pub struct Cluster {
     root: PathBuf,
     dir: Option<TempDir>,
     etcd: Option<EtcdProcess>,
+    /// The client port of the etcd the members use (this cluster's own, or another's).
+    etcd_port: u16,
     agents: BTreeMap<String, Child>,
     /// Every member that has a directory (data dirs to clean up).
     members: Vec<String>,
@@ -64,26 +66,45 @@ impl Cluster {
     }
 
     pub async fn start_with(n: u16, timing: Timing) -> Cluster {
+        let mut cluster = Cluster::unstarted("it", timing, None);
+        cluster.start_etcd().await;
+        cluster.start_members(n);
+        cluster
+    }
+
+    /// `n` agents of the cluster `scope` in the etcd of `other` (two clusters in one DCS
+    /// namespace, as `ctl move` needs).
+    pub fn start_beside(other: &Cluster, scope: &str, n: u16) -> Cluster {
+        let mut cluster = Cluster::unstarted(scope, other.timing, Some(other.etcd_port));
+        cluster.start_members(n);
+        cluster
+    }
+
+    fn unstarted(scope: &str, timing: Timing, etcd_port: Option<u16>) -> Cluster {
         require_binaries();
         let dir = temp_dir("pgbaton-it-");
         let root = dir.path().to_path_buf();
-        let mut cluster = Cluster {
-            scope: "it".to_string(),
+        let ports = ports::reserve();
+        Cluster {
+            scope: scope.to_string(),
             timing,
-            ports: ports::reserve(),
+            etcd_port: etcd_port.unwrap_or(ports.etcd_client()),
+            ports,
             root,
             dir: Some(dir),
             etcd: None,
             agents: BTreeMap::new(),
             members: Vec::new(),
-        };
-        cluster.start_etcd().await;
+        }
+    }
+
+    fn start_members(&mut self, n: u16) {
+        let cluster = self;
         for k in 1..=n {
             let name = format!("node{k}");
             cluster.add_member(&name);
             cluster.start_agent(&name);
         }
-        cluster
     }
 
     pub fn root(&self) -> &Path {
@@ -132,7 +153,7 @@ impl Cluster {
         std::fs::set_permissions(&member_dir, std::fs::Permissions::from_mode(0o755))
             .expect("chmod 0755 on the member dir");
         let ports = MemberPorts {
-            etcd: self.ports.etcd_client(),
+            etcd: self.etcd_port,
             postgres: self.pg_port(name),
             api: self.api_port(name),
         };
@@ -205,7 +226,7 @@ impl Cluster {
     }
 
     pub fn etcd_endpoint(&self) -> String {
-        format!("127.0.0.1:{}", self.ports.etcd_client())
+        format!("127.0.0.1:{}", self.etcd_port)
     }
 
     /// SIGKILL etcd (its data stays for `start_etcd`).

@@ -48,3 +48,16 @@ pub fn router_config(cluster: &Cluster, name: &str) -> RouterConfig {
     cfg.name = Some(name.to_string());
     cfg
 }
+
+/// A connection as `app` (password `app`) to `postgres` through `addr`.
+pub fn app(addr: SocketAddr) -> tokio_postgres::Config {
+    let mut config = tokio_postgres::Config::new();
+    config
+        .host(addr.ip().to_string())
+        .port(addr.port())
+        .user("app")
+        .password("app")
+        .dbname("postgres")
+        .connect_timeout(std::time::Duration::from_secs(30));
+    config
+}
