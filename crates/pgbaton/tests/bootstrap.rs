@@ -12,11 +12,7 @@ use etcd_client::GetOptions;
 async fn three_members_bootstrap_into_one_leader_and_two_streaming_replicas() {
     let cluster = Cluster::start(3).await;
     let leader = cluster.wait_until_all_streaming(UP).await;
-    let replicas: Vec<String> = cluster
-        .members()
-        .into_iter()
-        .filter(|m| *m != leader)
-        .collect();
+    let replicas = cluster.others(&leader);
 
     // ctl list -f json: Leader running + 2 Replicas streaming, all on timeline 1.
     let rows = cluster.ctl_list_json();

@@ -16,66 +16,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::router::{app, router_config, RunningRouter};
+use common::router::{app, pool_config, router_config, superuser, RunningRouter};
 use common::{Cluster, UP};
-use pgbaton_router::auth::{AuthConfig, AuthType};
-use pgbaton_router::pool::{PoolMode, PoolSettings};
+use pgbaton_router::pool::PoolMode;
 use pgbaton_router::{Forwarding, RouterConfig};
 use tokio_postgres::NoTls;
-
-async fn superuser(cluster: &Cluster, member: &str) -> tokio_postgres::Client {
-    let (admin, connection) = tokio_postgres::Config::new()
-        .host("127.0.0.1")
-        .port(cluster.pg_port(member))
-        .user("postgres")
-        .password("postgres")
-        .dbname("postgres")
-        .connect(NoTls)
-        .await
-        .expect("superuser connection");
-    tokio::spawn(connection);
-    admin
-}
 
 /// Transaction pooling with SCRAM: `app`'s secret copied from `pg_authid` on the leader.
 async fn pooled_config(cluster: &Cluster, leader: &str, dir: &std::path::Path) -> RouterConfig {
     pool_config(cluster, leader, dir, "pooled", PoolMode::Transaction).await
-}
-
-/// Pooling in `mode` with SCRAM, the router named `name`, relayed by the router itself.
-async fn pool_config(
-    cluster: &Cluster,
-    leader: &str,
-    dir: &std::path::Path,
-    name: &str,
-    mode: PoolMode,
-) -> RouterConfig {
-    let admin = superuser(cluster, leader).await;
-    let secret: String = admin
-        .query_one(
-            "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'",
-            &[],
-        )
-        .await
-        .expect("app's secret")
-        .get(0);
-    let userlist = dir.join("userlist.txt");
-    std::fs::write(&userlist, format!("\"app\" \"{secret}\"\n")).expect("userlist");
-    let mut cfg = router_config(cluster, name);
-    cfg.auth = Some(AuthConfig {
-        auth_type: AuthType::Hba,
-        hba: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
-        auth_file: Some(userlist),
-        ..AuthConfig::default()
-    });
-    cfg.pool = PoolSettings {
-        pool_mode: mode,
-        default_pool_size: 8,
-        query_wait_timeout: Duration::from_secs(30),
-        ..PoolSettings::default()
-    };
-    cfg.forwarding = Forwarding::Userspace;
-    cfg
 }
 
 async fn connect(addr: SocketAddr) -> Result<tokio_postgres::Client, tokio_postgres::Error> {

@@ -13,11 +13,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::router::{app, router_config, RunningRouter};
+use common::router::{app, pool_config, RunningRouter};
 use common::{edit_member_yaml, Cluster, UP};
-use pgbaton_router::auth::{AuthConfig, AuthType};
-use pgbaton_router::pool::{PoolMode, PoolSettings};
-use pgbaton_router::Forwarding;
+use pgbaton_router::pool::PoolMode;
 use tokio_postgres::NoTls;
 
 /// What one client saw.
@@ -212,22 +210,7 @@ async fn ctl_move_sends_the_routers_clients_to_another_cluster_without_a_failed_
     .unwrap_or_else(|e| b.fail(&format!("roles on B: {e}")));
 
     let dir = tempfile::tempdir().expect("temp dir");
-    let userlist = dir.path().join("userlist.txt");
-    std::fs::write(&userlist, format!("\"app\" \"{app_secret}\"\n")).expect("userlist");
-    let mut cfg = router_config(&a, "mover");
-    cfg.auth = Some(AuthConfig {
-        auth_type: AuthType::Hba,
-        hba: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
-        auth_file: Some(userlist),
-        ..AuthConfig::default()
-    });
-    cfg.pool = PoolSettings {
-        pool_mode: PoolMode::Transaction,
-        default_pool_size: 8,
-        query_wait_timeout: Duration::from_secs(30),
-        ..PoolSettings::default()
-    };
-    cfg.forwarding = Forwarding::Userspace;
+    let cfg = pool_config(&a, &a_leader, dir.path(), "mover", PoolMode::Transaction).await;
     let router = RunningRouter::start(cfg).await;
     // The router registers before the move (the move waits for registered routers only).
     a.wait_until("the router never registered", UP, || async {

@@ -208,6 +208,7 @@ impl Ops {
                 differ.join(", "), source.1, source.2, target.1, target.2
             );
         }
+        let mut schema_to_copy = Vec::new();
         for (db, src, dst) in &sessions {
             let unpublishable = strings(src, WITHOUT_IDENTITY).await?;
             if !unpublishable.is_empty() {
@@ -232,8 +233,7 @@ impl Ops {
                 continue;
             }
             if plan.copy_schema && there_tables.is_empty() {
-                copy_schema(&source, &target, &plan.user, db)?;
-                println!("Copied the schema of database {db} to {to}");
+                schema_to_copy.push(db.clone());
                 continue;
             }
             let names: Vec<&str> = missing.iter().map(|t| t.as_str()).collect();
@@ -247,6 +247,10 @@ impl Ops {
             plan.force,
             "move the clients",
         )?;
+        for db in &schema_to_copy {
+            copy_schema(&source, &target, &plan.user, db)?;
+            println!("Copied the schema of database {db} to {to}");
+        }
 
         // 2. Declared: publications, then the permanent slots (a slot made before its
         //    publication exists cannot decode the changes in between), then subscriptions.

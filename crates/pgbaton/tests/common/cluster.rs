@@ -111,6 +111,15 @@ impl Cluster {
         &self.root
     }
 
+    /// The members other than `name`, in order (the replicas of a leader).
+    pub fn others(&self, name: &str) -> Vec<String> {
+        self.members
+            .iter()
+            .filter(|m| *m != name)
+            .cloned()
+            .collect()
+    }
+
     /// Names of members that have a directory, in order.
     pub fn members(&self) -> Vec<String> {
         self.members.clone()

@@ -2,13 +2,21 @@
 
 use std::net::SocketAddr;
 
-use pgbaton_router::{Router, RouterConfig};
+use std::time::Duration;
+
+use pgbaton_router::auth::{AuthConfig, AuthType};
+use pgbaton_router::pool::{PoolMode, PoolSettings};
+use pgbaton_router::{Forwarding, Router, RouterConfig};
 
 use super::cluster::Cluster;
 
 /// A router bound and serving, stopped on drop.
 pub struct RunningRouter {
     pub write: SocketAddr,
+    /// The auto (read-your-writes) listener, when configured.
+    pub auto: Option<SocketAddr>,
+    /// The status API, when configured.
+    pub api: Option<SocketAddr>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -17,6 +25,7 @@ impl RunningRouter {
         let router = Router::bind(cfg).await.expect("bind router");
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let write = router.write_addr();
+        let (auto, api) = (router.auto_addr(), router.api_addr());
         tokio::spawn(async move {
             let _ = router
                 .serve(async move {
@@ -26,6 +35,8 @@ impl RunningRouter {
         });
         RunningRouter {
             write,
+            auto,
+            api,
             stop: Some(tx),
         }
     }
@@ -58,6 +69,57 @@ pub fn app(addr: SocketAddr) -> tokio_postgres::Config {
         .user("app")
         .password("app")
         .dbname("postgres")
-        .connect_timeout(std::time::Duration::from_secs(30));
+        .connect_timeout(Duration::from_secs(30));
     config
+}
+
+/// A superuser session on `member`.
+pub async fn superuser(cluster: &Cluster, member: &str) -> tokio_postgres::Client {
+    let (admin, connection) = tokio_postgres::Config::new()
+        .host("127.0.0.1")
+        .port(cluster.pg_port(member))
+        .user("postgres")
+        .password("postgres")
+        .dbname("postgres")
+        .connect(tokio_postgres::NoTls)
+        .await
+        .expect("superuser connection");
+    tokio::spawn(connection);
+    admin
+}
+
+/// Pooling in `mode` with SCRAM, the router named `name`, relayed by the router itself.
+pub async fn pool_config(
+    cluster: &Cluster,
+    leader: &str,
+    dir: &std::path::Path,
+    name: &str,
+    mode: PoolMode,
+) -> RouterConfig {
+    let admin = superuser(cluster, leader).await;
+    let secret: String = admin
+        .query_one(
+            "SELECT rolpassword FROM pg_authid WHERE rolname = 'app'",
+            &[],
+        )
+        .await
+        .expect("app's secret")
+        .get(0);
+    let userlist = dir.join("userlist.txt");
+    std::fs::write(&userlist, format!("\"app\" \"{secret}\"\n")).expect("userlist");
+    let mut cfg = router_config(cluster, name);
+    cfg.auth = Some(AuthConfig {
+        auth_type: AuthType::Hba,
+        hba: vec!["host all all 127.0.0.1/32 scram-sha-256".into()],
+        auth_file: Some(userlist),
+        ..AuthConfig::default()
+    });
+    cfg.pool = PoolSettings {
+        pool_mode: mode,
+        default_pool_size: 8,
+        query_wait_timeout: Duration::from_secs(30),
+        ..PoolSettings::default()
+    };
+    cfg.forwarding = Forwarding::Userspace;
+    cfg
 }

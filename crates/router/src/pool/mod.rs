@@ -473,6 +473,37 @@ impl Pools {
             && usable(conn)
     }
 
+    /// Without waiting: an idle, fresh connection of `key` that `wanted` accepts (the others
+    /// stay idle), else a place to open one when the pool has room; None otherwise. For a
+    /// second choice next to one the client holds already (read-your-writes' other replica).
+    pub(crate) fn try_checkout(
+        self: &Arc<Self>,
+        key: &PoolKey,
+        usable: &(dyn Fn(&ServerConn) -> bool + Sync),
+        wanted: &(dyn Fn(&ServerConn) -> bool + Sync),
+    ) -> Option<Checkout> {
+        let settings = self.settings();
+        if self.is_paused(&key.database) {
+            return None;
+        }
+        let mut state = self.lock();
+        if let Some(pool) = state.pools.get_mut(key) {
+            let found = pool
+                .idle
+                .iter()
+                .position(|c| wanted(c) && Self::fresh(&settings, c, usable));
+            if let Some(conn) = found.and_then(|at| pool.idle.remove(at)) {
+                return Some(Checkout::Idle(Box::new(conn)));
+            }
+        }
+        if state.room(&settings, key, false) {
+            state.take(key);
+            drop(state);
+            return Some(Checkout::Open(self.slot(key)));
+        }
+        None
+    }
+
     /// A server connection for `key`: idle, or a place to open one, waiting in FIFO order
     /// up to `query_wait_timeout`. `usable` rejects idle connections to the wrong member.
     pub(crate) async fn checkout(

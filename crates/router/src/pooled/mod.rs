@@ -271,7 +271,7 @@ pub(crate) fn login_fatal(e: LoginError) -> Fatal {
 
 /// Open a new server connection for the pool in the place `slot` holds.
 async fn open_server(ctx: &Ctx, slot: Slot) -> Result<ServerConn, Fatal> {
-    open_for(&ctx.shared, &ctx.pooling, &ctx.key, ctx.target, slot).await
+    open_for(&ctx.shared, &ctx.pooling, &ctx.key, ctx.target, slot, None).await
 }
 
 /// Open server connections for the pools below `min_pool_size` (each second): in the
@@ -285,7 +285,7 @@ pub(crate) fn fill_to_minimum(shared: &Arc<Shared>, pooling: &Arc<Pooling>) {
         };
         let (shared, pooling) = (shared.clone(), pooling.clone());
         tokio::spawn(async move {
-            match open_for(&shared, &pooling, &key, target, slot).await {
+            match open_for(&shared, &pooling, &key, target, slot, None).await {
                 Ok(conn) => {
                     tracing::debug!(pool = %key, conn = conn.id, "opened a server connection for min_pool_size");
                     pooling.pools.checkin(&key, conn);
@@ -299,12 +299,15 @@ pub(crate) fn fill_to_minimum(shared: &Arc<Shared>, pooling: &Arc<Pooling>) {
     }
 }
 
+/// Open a server connection for `key` in `slot`; for reads, to a replica other than
+/// `avoid` when one is given (then never to the leader).
 async fn open_for(
     shared: &Arc<Shared>,
     pooling: &Pooling,
     key: &PoolKey,
     target: Target,
     slot: Slot,
+    avoid: Option<&Backend>,
 ) -> Result<ServerConn, Fatal> {
     let login = |backend: Backend| {
         let credential = pooling.pools.login(key);
@@ -324,7 +327,10 @@ async fn open_for(
     };
     let mut last = None;
     if matches!(target, Target::Read | Target::Any) {
-        for backend in read_candidates(shared) {
+        for backend in read_candidates(shared)
+            .into_iter()
+            .filter(|b| Some(b) != avoid)
+        {
             match login(backend).await {
                 (backend, Ok(conn)) => return Ok(pooled(pooling, key, &backend, conn, slot)),
                 // The server refused the user (password, database): the client hears it as is.
@@ -338,6 +344,13 @@ async fn open_for(
                     last = Some(login_fatal(e));
                 }
             }
+        }
+        if avoid.is_some() {
+            return Err(last.unwrap_or_else(|| Fatal {
+                code: CANNOT_CONNECT_NOW,
+                message: "pgbaton router: no other replica".into(),
+                raw: None,
+            }));
         }
         if target == Target::Read && shared.cfg.read_fallback != crate::config::ReadFallback::Leader
         {

@@ -20,8 +20,10 @@
 //!   ends the transaction, and as `SHOW pgbaton.last_commit_lsn` (simple protocol); it
 //!   passes a token to a new connection with the startup option `pgbaton.min_lsn`.
 //! - **A replica qualifies** when `pg_last_wal_replay_lsn()` on the server connection it
-//!   got has reached the token (asked again every 2 ms up to `read_your_writes_wait`); a
-//!   server that is not in recovery has everything. Otherwise the transaction runs on the
+//!   got has reached the token; when it has not, another replica's connection (idle, or
+//!   a new one when the pool has room) is asked once, and then the first again every 2 ms
+//!   up to `read_your_writes_wait`; a server that is not in recovery has everything.
+//!   Otherwise the transaction runs on the
 //!   leader (the auto listener), or, on the read listener, on the leader when
 //!   `read.fallback` is `leader` and refused with 57P03 when it is `refuse`.
 //!   Never a replica that has not replayed the token.
@@ -30,9 +32,11 @@ use std::time::Duration;
 
 use crate::metrics::Metrics;
 use crate::pool::server::ServerConn;
+use crate::pool::Checkout;
 use crate::pooled::txn::frontend::{message, Frontend};
 use crate::pooled::{Ctx, Fatal};
 use crate::protocol::Target;
+use crate::topology::Backend;
 
 /// The ParameterStatus name (and `SHOW` name) of the client's token.
 pub(crate) const TOKEN_NAME: &str = "pgbaton.last_commit_lsn";
@@ -321,28 +325,21 @@ const READY_LEN: usize = 6;
 /// ReadyForQuery, idle, on the wire.
 pub(crate) const READY_IDLE: &[u8] = &[b'Z', 0, 0, 0, 5, b'I'];
 
-/// Has the server of `conn` replayed `token`, within `wait`? Err: the connection failed.
-async fn replayed(conn: &mut ServerConn, token: u64, wait: Duration) -> std::io::Result<bool> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let answer = conn
-            .simple_query("SELECT pg_catalog.pg_last_wal_replay_lsn()")
-            .await?;
-        if answer.error.is_some() {
-            return Err(std::io::Error::other("pg_last_wal_replay_lsn() failed"));
-        }
-        let replay = answer.rows.first().and_then(|row| row.first()).cloned();
-        match replay {
-            // Not in recovery: a primary has everything it wrote.
-            Some(None) => return Ok(true),
-            Some(Some(text)) if parse_lsn(&text).is_some_and(|at| at >= token) => return Ok(true),
-            _ => {}
-        }
-        if tokio::time::Instant::now() + POLL > deadline {
-            return Ok(false);
-        }
-        tokio::time::sleep(POLL).await;
+/// Has the server of `conn` replayed `token`? Err: the connection failed.
+async fn has_replayed(conn: &mut ServerConn, token: u64) -> std::io::Result<bool> {
+    let answer = conn
+        .simple_query("SELECT pg_catalog.pg_last_wal_replay_lsn()")
+        .await?;
+    if answer.error.is_some() {
+        return Err(std::io::Error::other("pg_last_wal_replay_lsn() failed"));
     }
+    let replay = answer.rows.first().and_then(|row| row.first()).cloned();
+    Ok(match replay {
+        // Not in recovery: a primary has everything it wrote.
+        Some(None) => true,
+        Some(Some(text)) => parse_lsn(&text).is_some_and(|at| at >= token),
+        None => false,
+    })
 }
 
 /// A server connection for the client's next transaction, honouring its token: the pool
@@ -385,20 +382,53 @@ async fn routed(ctx: &mut Ctx) -> Result<ServerConn, Fatal> {
             outcome("replica");
             return Ok(conn);
         }
-        Ok(mut conn) => {
-            let bound = wait + ctx.shared.cfg.connect_timeout;
-            match tokio::time::timeout(bound, replayed(&mut conn, token, wait)).await {
-                Ok(Ok(true)) => {
-                    outcome("replica");
-                    return Ok(conn);
+        Ok(conn) => {
+            // Asked at once; when it has not, another replica too (an idle connection, or a
+            // new one when the pool has room), then both every 2 ms within
+            // read_your_writes_wait: the first that has the commit serves the transaction.
+            let bound = ctx.shared.cfg.connect_timeout;
+            let deadline = tokio::time::Instant::now() + wait;
+            let mut held = vec![conn];
+            let mut asked_another = false;
+            loop {
+                let mut i = 0;
+                while i < held.len() {
+                    match tokio::time::timeout(bound, has_replayed(&mut held[i], token)).await {
+                        Ok(Ok(true)) => {
+                            let conn = held.swap_remove(i);
+                            for other in held {
+                                ctx.pooling.pools.checkin(&ctx.key, other);
+                            }
+                            outcome("replica");
+                            return Ok(conn);
+                        }
+                        Ok(Ok(false)) => i += 1,
+                        _ => {
+                            let failed = held.swap_remove(i);
+                            tracing::info!(pool = %ctx.key, member = %failed.backend.name, "asking a replica for its replay position failed; closing that server connection");
+                        }
+                    }
                 }
-                Ok(Ok(false)) => {
-                    tracing::debug!(pool = %ctx.key, member = %conn.backend.name, token = %format_lsn(token), "the replica has not replayed the client's last commit in time");
-                    ctx.pooling.pools.checkin(&ctx.key, conn);
+                if !asked_another {
+                    asked_another = true;
+                    if let Some(first) = held.first() {
+                        let avoid = first.backend.clone();
+                        if let Some(other) = another_replica(ctx, &avoid).await {
+                            held.push(other);
+                            continue;
+                        }
+                    }
                 }
-                _ => {
-                    tracing::info!(pool = %ctx.key, member = %conn.backend.name, "asking a replica for its replay position failed; closing that server connection");
+                if held.is_empty() || tokio::time::Instant::now() + POLL > deadline {
+                    break;
                 }
+                tokio::time::sleep(POLL).await;
+            }
+            if !held.is_empty() {
+                tracing::debug!(pool = %ctx.key, token = %format_lsn(token), "no replica has replayed the client's last commit in time");
+            }
+            for conn in held {
+                ctx.pooling.pools.checkin(&ctx.key, conn);
             }
         }
         Err(fatal) if !auto => return Err(fatal),
@@ -420,6 +450,31 @@ async fn routed(ctx: &mut Ctx) -> Result<ServerConn, Fatal> {
     outcome("leader");
     ctx.route(Target::Write);
     crate::pooled::acquire(ctx).await
+}
+
+/// A server connection of the client's read pool to a replica other than `avoid`, without
+/// waiting: an idle one, or a new one when the pool has room; None otherwise.
+async fn another_replica(ctx: &Ctx, avoid: &Backend) -> Option<ServerConn> {
+    let (shared, target) = (ctx.shared.clone(), ctx.target);
+    let usable = move |c: &ServerConn| crate::pooled::usable(&shared, target, c);
+    let other = avoid.clone();
+    let wanted = move |c: &ServerConn| c.backend != other;
+    let checkout = ctx.pooling.pools.try_checkout(&ctx.key, &usable, &wanted)?;
+    let mut conn = match checkout {
+        Checkout::Idle(conn) => *conn,
+        Checkout::Open(slot) => crate::pooled::open_for(
+            &ctx.shared,
+            &ctx.pooling,
+            &ctx.key,
+            ctx.target,
+            slot,
+            Some(avoid),
+        )
+        .await
+        .ok()?,
+    };
+    crate::pooled::apply_params(ctx, &mut conn).await.ok()?;
+    Some(conn)
 }
 
 #[cfg(test)]
