@@ -280,41 +280,19 @@ impl Ops {
         }
         self.change_config(&json!({"logical": {"publications": publications}}), None)
             .await?;
-        for (db, src, _) in &sessions {
-            let name = move_name(db);
-            wait_for(
-                &format!("publication {name} on {here}"),
-                Duration::from_secs(60),
-                || async {
-                    Ok(count(
-                        src,
-                        "SELECT count(*) FROM pg_publication WHERE pubname = $1",
-                        &name,
-                    )
-                    .await?
-                        == 1)
-                },
-            )
-            .await?;
-        }
+        wait_for_each(
+            &sessions,
+            &format!("publication {{}} on {here}"),
+            "SELECT count(*) FROM pg_publication WHERE pubname = $1",
+        )
+        .await?;
         self.change_config(&json!({"slots": slots}), None).await?;
-        for (db, src, _) in &sessions {
-            let name = move_name(db);
-            wait_for(
-                &format!("slot {name} on {here}"),
-                Duration::from_secs(60),
-                || async {
-                    Ok(count(
-                        src,
-                        "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
-                        &name,
-                    )
-                    .await?
-                        == 1)
-                },
-            )
-            .await?;
-        }
+        wait_for_each(
+            &sessions,
+            &format!("slot {{}} on {here}"),
+            "SELECT count(*) FROM pg_replication_slots WHERE slot_name = $1",
+        )
+        .await?;
         other
             .change_config(&json!({"logical": {"subscriptions": subscriptions}}), None)
             .await?;
@@ -549,6 +527,25 @@ impl Ops {
             api: self.api.clone(),
         })
     }
+}
+
+/// For each database's move name: poll `sql` (`$1`: the name) on the source until it
+/// counts one, within a minute; `what` names it, `{}` standing for the name.
+async fn wait_for_each(
+    sessions: &[(String, Client, Client)],
+    what: &str,
+    sql: &str,
+) -> anyhow::Result<()> {
+    for (db, src, _) in sessions {
+        let name = move_name(db);
+        wait_for(
+            &what.replace("{}", &name),
+            Duration::from_secs(60),
+            || async { Ok(count(src, sql, &name).await? == 1) },
+        )
+        .await?;
+    }
+    Ok(())
 }
 
 /// Poll `check` until it says true, within `limit`; the error names `what`.

@@ -254,11 +254,31 @@ pub(crate) async fn login_within(
     connect_timeout: Duration,
     startup_timeout: Duration,
 ) -> Result<ServerConn, LoginError> {
+    let startup = [("user", user), ("database", database)];
+    login_with_within(
+        server_connect_timeout,
+        backend,
+        &startup,
+        credential,
+        connect_timeout,
+        startup_timeout,
+    )
+    .await
+}
+
+/// `login_within` with these startup parameters (`login_with`).
+pub(crate) async fn login_with_within(
+    server_connect_timeout: Option<Duration>,
+    backend: &Backend,
+    startup: &[(&str, &str)],
+    credential: &ServerLogin,
+    connect_timeout: Duration,
+    startup_timeout: Duration,
+) -> Result<ServerConn, LoginError> {
     let Some(limit) = server_connect_timeout else {
-        return login(
+        return login_with(
             backend,
-            user,
-            database,
+            startup,
             credential,
             connect_timeout,
             startup_timeout,
@@ -267,7 +287,7 @@ pub(crate) async fn login_within(
     };
     // The steps' own bounds are past the whole one, which is what gives up.
     let beyond = limit + Duration::from_secs(1);
-    let attempt = login(backend, user, database, credential, beyond, beyond);
+    let attempt = login_with(backend, startup, credential, beyond, beyond);
     match tokio::time::timeout(limit, attempt).await {
         Ok(result) => result,
         Err(_) => Err(LoginError::Connect(format!(

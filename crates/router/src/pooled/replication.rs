@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use crate::client::Client;
 use crate::handshake::Ready;
-use crate::pool::server::login_with;
+use crate::pool::server::login_with_within;
 use crate::pooled::txn::ready_for_query;
 use crate::pooled::{
     check_password, credential_timeout, leader::login_on_leader, parameter_status,
@@ -89,22 +89,15 @@ pub(crate) async fn serve(
         let shared = &shared;
         let pooling = &pooling;
         async move {
-            let attempt = login_with(
+            let opened = login_with_within(
+                credential_timeout(pooling),
                 &backend,
                 &pairs,
                 credential,
                 shared.cfg.connect_timeout,
                 shared.cfg.startup_timeout,
-            );
-            let opened = match credential_timeout(pooling) {
-                None => attempt.await,
-                Some(limit) => tokio::time::timeout(limit, attempt).await.unwrap_or_else(|_| {
-                    Err(crate::pool::server::LoginError::Connect(format!(
-                        "no replication connection to {} logged in within pool.server_connect_timeout ({limit:?})",
-                        backend.name
-                    )))
-                }),
-            };
+            )
+            .await;
             (backend, opened)
         }
     };
