@@ -22,8 +22,9 @@
 # failed runs. -M prepared runs with -j = -c: pgbench prepares synchronously, and with fewer
 # threads a thread can wait for a connection its own clients hold (docs/CONFIGURATION.md).
 #
-# The router runs as `pgbaton router --threads 0`: one worker thread per core (by default
-# `pgbaton router` runs a single thread).
+# The router runs as `pgbaton router` does by default, on one thread (ROUTER_THREADS=N: N
+# worker threads, 0 one per core; on this 2-core machine one thread cost the least CPU per
+# transaction, docs/BENCHMARKS.md).
 #
 # Needs root, python3, postgresql-15, etcd-server + etcd-client, pgbouncer:
 #   apt-get install -y postgresql-15 etcd-server etcd-client pgbouncer
@@ -131,7 +132,7 @@ pool:
 EOF
     [ -z "${6:-}" ] || printf 'api:\n  listen: 127.0.0.1:%s\n' "$6" >>"$DIR/$1.yml"
     [ -z "${7:-}" ] || printf 'forwarding: %s\n' "$7" >>"$DIR/$1.yml"
-    PGBATON_LOG=warn "$DIR/pgbaton" router --threads 0 --config "$DIR/$1.yml" >"$DIR/$1.log" 2>&1 &
+    PGBATON_LOG=warn "$DIR/pgbaton" router --threads "${ROUTER_THREADS:-1}" --config "$DIR/$1.yml" >"$DIR/$1.log" 2>&1 &
     PIDS+=($!)
     eval "${1}_PID=$!"
 }

@@ -198,7 +198,7 @@ async fn clients(State(shared): State<Arc<Shared>>) -> Json<Value> {
                 "local_addr": c.local.ip().to_string(),
                 "local_port": c.local.port(),
                 "connect_time": time(c.connect_time),
-                "request_time": time(now.request_time),
+                "request_time": time(now.request_time()),
                 "wait": wait_us / 1_000_000,
                 "wait_us": wait_us % 1_000_000,
                 "close_needed": 0,
@@ -254,7 +254,7 @@ async fn servers(State(shared): State<Arc<Shared>>) -> Json<Value> {
     for c in pooling.clients_now() {
         let now = c.now();
         if let Some(view) = &now.server {
-            rows.push(row(&c.key, view, "active", Some(c.id), now.request_time));
+            rows.push(row(&c.key, view, "active", Some(c.id), now.request_time()));
         }
     }
     for (key, view, idle_since) in pooling.pools.idle_servers() {

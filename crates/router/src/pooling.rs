@@ -55,11 +55,19 @@ pub(crate) struct ClientEntry {
 pub(crate) struct ClientNow {
     /// `active` (holds a server connection), `waiting` (for one) or `idle`.
     pub state: &'static str,
-    /// When it last asked for a server connection.
-    pub request_time: chrono::DateTime<chrono::Utc>,
+    /// When it last asked for a server connection (`request_time` gives the wall clock).
+    pub requested: Instant,
     pub wait_since: Option<Instant>,
     /// The server connection it holds.
     pub server: Option<Arc<ServerView>>,
+}
+
+impl ClientNow {
+    /// When it last asked for a server connection (wall clock, computed when shown: the
+    /// request itself reads one clock).
+    pub(crate) fn request_time(&self) -> chrono::DateTime<chrono::Utc> {
+        crate::pool::server::wall(self.requested)
+    }
 }
 
 impl ClientEntry {

@@ -410,6 +410,71 @@ async fn transaction_pooling_serves_tokio_postgres() {
 }
 
 /// A python3 (Debian's, with python3-psycopg2) script through the transaction pool.
+/// Each client's own tracked parameters on a server connection the clients share: its
+/// startup `application_name`, and a `SET TimeZone` it runs (carried to the next server
+/// connection, as PgBouncer's tracked parameters are), never another client's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_sharing_a_server_connection_keep_their_own_parameters() {
+    let pooled = Pooled::start().await;
+    let router = RunningRouter::start(pooled.config(PoolMode::Transaction, 1)).await;
+    let mut clients = Vec::new();
+    for name in ["first", "second", "third"] {
+        let mut config = user_config(&router, "alice", "alice pw");
+        config.application_name(name);
+        clients.push((
+            name,
+            support::connect_config(&config).await.expect("connect"),
+        ));
+    }
+    let default_zone: String = pooled
+        .admin
+        .query_one("SELECT current_setting('TimeZone')", &[])
+        .await
+        .expect("default zone")
+        .get(0);
+    assert_ne!(default_zone, "Asia/Tokyo");
+    clients[1]
+        .1
+        .batch_execute("SET TimeZone = 'Asia/Tokyo'")
+        .await
+        .expect("set");
+    let mut pids = std::collections::BTreeSet::new();
+    for round in 0..20 {
+        for (name, client) in &clients {
+            let row = client
+                .query_one(
+                    "SELECT current_setting('application_name'), current_setting('TimeZone'), pg_backend_pid()",
+                    &[],
+                )
+                .await
+                .expect("query");
+            let (app, zone): (String, String) = (row.get(0), row.get(1));
+            pids.insert(row.get::<_, i32>(2));
+            assert_eq!(app, *name, "round {round}");
+            let expected = if *name == "second" {
+                "Asia/Tokyo"
+            } else {
+                default_zone.as_str()
+            };
+            assert_eq!(zone, expected, "{name}, round {round}");
+        }
+        if round == 10 {
+            // A change back is seen as well.
+            clients[1]
+                .1
+                .batch_execute(&format!("SET TimeZone = '{default_zone}'"))
+                .await
+                .expect("set");
+            clients[1]
+                .1
+                .batch_execute("SET TimeZone = 'Asia/Tokyo'")
+                .await
+                .expect("set");
+        }
+    }
+    assert_eq!(pids.len(), 1, "one server connection shared: {pids:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn transaction_pooling_serves_psycopg2() {
     let pooled = Pooled::start().await;

@@ -467,9 +467,19 @@ impl Pools {
 
     /// Is an idle connection still good to hand out (age, idle time, right member)?
     fn fresh(s: &PoolSettings, conn: &ServerConn, usable: &dyn Fn(&ServerConn) -> bool) -> bool {
-        (s.server_lifetime.is_zero() || conn.created.elapsed() < s.server_lifetime)
+        Self::fresh_at(s, conn, usable, Instant::now())
+    }
+
+    /// `fresh`, with the time already read.
+    fn fresh_at(
+        s: &PoolSettings,
+        conn: &ServerConn,
+        usable: &dyn Fn(&ServerConn) -> bool,
+        now: Instant,
+    ) -> bool {
+        (s.server_lifetime.is_zero() || now.duration_since(conn.created) < s.server_lifetime)
             && (s.server_idle_timeout.is_zero()
-                || conn.idle_since.elapsed() < s.server_idle_timeout)
+                || now.duration_since(conn.idle_since) < s.server_idle_timeout)
             && usable(conn)
     }
 
@@ -514,13 +524,20 @@ impl Pools {
         let started = Instant::now();
         let settings = self.settings();
         let wait = settings.query_wait_timeout;
-        let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::now() + wait);
+        let deadline = (!wait.is_zero()).then(|| tokio::time::Instant::from_std(started) + wait);
         let mut reserve = false;
         let mut front = false;
         // Subscribed only once the database is seen paused: a checkout of a database that
         // is not paused costs no subscription.
         let mut watching: Option<watch::Receiver<BTreeSet<String>>> = None;
+        let mut first = true;
         loop {
+            // The first look uses the time read at the start (one clock read per checkout).
+            let now = if std::mem::take(&mut first) {
+                started
+            } else {
+                Instant::now()
+            };
             // A paused database: wait for RESUME (within query_wait_timeout).
             while self.is_paused(&key.database) {
                 let paused = watching.get_or_insert_with(|| self.paused.subscribe());
@@ -548,15 +565,18 @@ impl Pools {
                 let mut got = None;
                 if let Some(pool) = state.pools.get_mut(key) {
                     while let Some(conn) = pool.idle.pop_front() {
-                        if Self::fresh(&settings, &conn, usable) {
+                        if Self::fresh_at(&settings, &conn, usable, now) {
                             got = Some(conn);
                             break;
                         }
                         stale.push(conn);
                     }
+                    if got.is_some() {
+                        // Found at once: it waited the time of this lookup.
+                        Self::record_waited(pool, started.elapsed());
+                    }
                 }
                 if let Some(conn) = got {
-                    self.record_wait(&mut state, key, started);
                     drop(state);
                     drop(stale);
                     return Ok(Checkout::Idle(Box::new(conn)));
@@ -657,10 +677,14 @@ impl Pools {
 
     fn record_wait(&self, state: &mut State, key: &PoolKey, started: Instant) {
         if let Some(pool) = state.pools.get_mut(key) {
-            let waited = started.elapsed().as_micros() as u64;
-            pool.stats.wait_time_us += waited;
-            pool.stats.max_wait_us = pool.stats.max_wait_us.max(waited);
+            Self::record_waited(pool, started.elapsed());
         }
+    }
+
+    fn record_waited(pool: &mut PoolState, waited: std::time::Duration) {
+        let waited = waited.as_micros() as u64;
+        pool.stats.wait_time_us += waited;
+        pool.stats.max_wait_us = pool.stats.max_wait_us.max(waited);
     }
 
     /// A clean, idle connection goes back: to the first waiter, else to the idle list.
@@ -678,14 +702,15 @@ impl Pools {
     ) {
         let s = self.settings();
         let mut keep = true;
-        if !s.server_lifetime.is_zero() && conn.created.elapsed() >= s.server_lifetime {
+        let now = Instant::now();
+        if !s.server_lifetime.is_zero() && now.duration_since(conn.created) >= s.server_lifetime {
             tracing::debug!(pool = %key, conn = conn.id, "closing a server connection past server_lifetime");
             keep = false;
         } else if self.is_paused(&key.database) {
             tracing::debug!(pool = %key, conn = conn.id, "closing a server connection of a paused database");
             keep = false;
         }
-        conn.idle_since = Instant::now();
+        conn.idle_since = now;
         // A connection not kept is dropped after the lock is released (its slot takes it).
         let mut closing = None;
         {

@@ -68,6 +68,10 @@ pub(crate) struct ServerConn {
     pub key: Option<CancelKey>,
     /// Parameters as the server reported them (ParameterStatus) or the router set them.
     pub params: BTreeMap<String, String>,
+    /// The fingerprint of a client's parameters (`ClientParams::print`) that `params` were
+    /// last found to match: the next client with the same ones needs no comparison. Reset
+    /// whenever `params` change.
+    pub fits: Option<u128>,
     /// Server-side names (hash ids) of the prepared statements this connection holds.
     pub prepared: HashSet<u64>,
     pub created: Instant,
@@ -93,7 +97,7 @@ pub(crate) struct ServerView {
     pub application_name: Option<String>,
 }
 
-fn wall(at: Instant) -> chrono::DateTime<chrono::Utc> {
+pub(crate) fn wall(at: Instant) -> chrono::DateTime<chrono::Utc> {
     chrono::Utc::now()
         - chrono::Duration::from_std(at.elapsed()).unwrap_or_else(|_| chrono::Duration::zero())
 }
@@ -235,6 +239,7 @@ pub(crate) async fn login_with(
         write,
         key,
         params,
+        fits: None,
         prepared: HashSet::new(),
         created: now,
         idle_since: now,

@@ -27,7 +27,7 @@ use crate::handshake::Ready;
 use crate::metrics::Metrics;
 use crate::pool::server::{login_within, LoginError, ServerConn, ServerLogin};
 use crate::pool::{Checkout, PoolKey, PoolMode, PoolStats, Report, Slot};
-use crate::pooled::txn::{error_message, ready_for_query, tracked, Params};
+use crate::pooled::txn::{error_message, ready_for_query, tracked, ClientParams, Params};
 use crate::pooling::{CancelTarget, ClientEntry, ClientNow, Pooling};
 use crate::protocol::{CancelKey, StartupMessage, Target};
 use crate::reply::{refuse, send_and_close, CANNOT_CONNECT_NOW, PROTOCOL_VIOLATION};
@@ -60,7 +60,7 @@ pub(crate) struct Ctx {
     pub target: Target,
     pub mode: PoolMode,
     /// Tracked parameters as the client set them (applied to every server connection it gets).
-    pub params: Params,
+    pub params: ClientParams,
     pub cancel: CancelTarget,
     pub queries: u64,
     pub transactions: u64,
@@ -105,8 +105,9 @@ impl Ctx {
         if let Some(entry) = &self.entry {
             let mut now = entry.now();
             now.state = "waiting";
-            now.request_time = chrono::Utc::now();
-            now.wait_since = Some(Instant::now());
+            let at = Instant::now();
+            now.requested = at;
+            now.wait_since = Some(at);
         }
     }
 
@@ -202,6 +203,7 @@ impl Ctx {
                 self.params.insert(canonical.to_string(), value.clone());
             }
             conn.params.insert(name, value);
+            conn.fits = None;
         }
     }
 
@@ -393,7 +395,12 @@ fn pooled(
 
 /// Set the client's tracked parameters where the connection differs.
 async fn apply_params(ctx: &Ctx, conn: &mut ServerConn) -> Result<(), Option<Fatal>> {
-    for (name, value) in &ctx.params {
+    let print = ctx.params.print();
+    if conn.fits == Some(print) {
+        return Ok(());
+    }
+    conn.fits = None;
+    for (name, value) in ctx.params.iter() {
         if conn.params.get(name) == Some(value) {
             continue;
         }
@@ -414,6 +421,7 @@ async fn apply_params(ctx: &Ctx, conn: &mut ServerConn) -> Result<(), Option<Fat
             _ => return Err(None),
         }
     }
+    conn.fits = Some(print);
     Ok(())
 }
 
@@ -773,7 +781,7 @@ async fn start(
         mode,
         now: Mutex::new(ClientNow {
             state: "idle",
-            request_time: chrono::Utc::now(),
+            requested: Instant::now(),
             wait_since: None,
             server: None,
         }),
@@ -790,7 +798,7 @@ async fn start(
         key: key.clone(),
         target,
         mode,
-        params,
+        params: ClientParams::new(params),
         cancel: Arc::new(Mutex::new(None)),
         queries: 0,
         transactions: 0,
@@ -826,15 +834,15 @@ async fn start(
         },
     };
     let mut told = told;
-    for (name, value) in &ctx.params {
+    for (name, value) in ctx.params.iter() {
         told.insert(name.clone(), value.clone());
     }
     // From now on the client keeps what it was told (PgBouncer's tracked parameters).
     for name in crate::pooled::txn::TRACKED {
         if let Some(value) = told.get(name) {
-            ctx.params
-                .entry(name.to_string())
-                .or_insert_with(|| value.clone());
+            if ctx.params.get(name).is_none() {
+                ctx.params.insert(name.to_string(), value.clone());
+            }
         }
     }
     let mut held = Vec::new();
@@ -907,6 +915,7 @@ async fn start(
             write,
             key: server_key,
             params,
+            fits: None,
             prepared: Default::default(),
             created,
             idle_since: Instant::now(),

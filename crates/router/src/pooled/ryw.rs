@@ -209,6 +209,11 @@ pub(crate) fn mentions_synchronous_commit(text: &[u8]) -> bool {
 
 /// `SHOW pgbaton.last_commit_lsn` (one statement, simple protocol).
 pub(crate) fn is_show_token(text: &[u8]) -> bool {
+    // Most queries are not a SHOW: answered without splitting the text.
+    let start = text.iter().position(|b| !b.is_ascii_whitespace());
+    if !start.is_some_and(|i| text[i..].len() > 4 && text[i..i + 4].eq_ignore_ascii_case(b"show")) {
+        return false;
+    }
     let all = statements(text);
     all.len() == 1 && all[0].len() == 2 && all[0][0] == "show" && all[0][1] == TOKEN_NAME
 }
@@ -570,6 +575,10 @@ mod tests {
         assert!(is_show_token(b"show pgbaton.last_commit_lsn;"));
         assert!(!is_show_token(b"SHOW work_mem"));
         assert!(!is_show_token(b"SHOW pgbaton.last_commit_lsn; SELECT 1"));
+        assert!(is_show_token(b"  \n\tShow   pgbaton.last_commit_lsn"));
+        assert!(!is_show_token(b"SELECT 1; SHOW pgbaton.last_commit_lsn"));
+        assert!(!is_show_token(b"show"));
+        assert!(!is_show_token(b""));
         let answer = show_answer(0x16B3748, b'I');
         assert_eq!(answer[0], b'T');
         let text = String::from_utf8_lossy(&answer);

@@ -62,11 +62,12 @@ pub(crate) fn ready_for_query(status: u8) -> Vec<u8> {
 
 /// `LISTEN ...` as a simple query (what transaction pooling cannot serve).
 fn is_listen(text: &[u8]) -> bool {
-    let text = String::from_utf8_lossy(text);
-    let trimmed = text.trim_start();
-    trimmed.len() >= 6
-        && trimmed[..6].eq_ignore_ascii_case("listen")
-        && trimmed[6..].starts_with(|c: char| c.is_whitespace())
+    let start = text
+        .iter()
+        .position(|b| !b.is_ascii_whitespace())
+        .unwrap_or(text.len());
+    let word = &text[start..];
+    word.len() > 6 && word[..6].eq_ignore_ascii_case(b"listen") && word[6].is_ascii_whitespace()
 }
 
 enum Event {
@@ -198,11 +199,13 @@ fn is_fatal(body: &[u8]) -> bool {
 
 /// Resolves when the write server connection to `backend` must be given up: its member is
 /// no longer the leader, or (`idle_session`: an idle session-mode client) a switchover holds
-/// the write traffic. Never without a server connection to watch.
-async fn handover(shared: &crate::shared::Shared, backend: Option<&Backend>, idle_session: bool) {
-    let Some(backend) = backend else {
-        return std::future::pending().await;
-    };
+/// the write traffic. Polled only while the client holds a connection to `backend`.
+async fn handover(
+    shared: std::sync::Arc<crate::shared::Shared>,
+    backend: Backend,
+    idle_session: bool,
+) {
+    let backend = &backend;
     let mut leader = shared.leader.clone();
     let mut hold = shared.hold.clone();
     loop {
@@ -222,6 +225,13 @@ async fn handover(shared: &crate::shared::Shared, backend: Option<&Backend>, idl
             return std::future::pending().await;
         }
     }
+}
+
+/// A running [`handover`] watch and what it watches.
+struct Watcher {
+    backend: Backend,
+    idle_session: bool,
+    fired: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
 }
 
 /// An idle session-mode session gives up its write server connection for a handover: its
@@ -301,13 +311,19 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
     let mut tracker = Tracker::default();
     tracker.status = status;
     let mut statements = Statements::default();
+    // One stop future for the whole relay (not one subscription per turn of the select).
     let mut stop = ctx.shared.stop.clone();
+    let stopped = async move { crate::stop::stopped(&mut stop).await };
+    tokio::pin!(stopped);
     let idle_timeout = ctx.pooling.pools.settings().client_idle_timeout;
     let mode = ctx.mode;
     // Since when the server has had work, and since when a transaction is open (/stats).
     let mut busy_since: Option<std::time::Instant> = None;
     let mut xact_since: Option<std::time::Instant> = None;
-    let mut watched: Option<Backend> = None;
+    // The handover watch of the write server connection's member, kept from one transaction
+    // to the next while the member (and `idle_session`) stay the same: one subscription, not
+    // one per turn of the select.
+    let mut watcher: Option<Watcher> = None;
     // The client messages of a transaction begun from idle, while the server has not
     // answered any of them yet.
     let mut journal: Option<Vec<u8>> = None;
@@ -315,9 +331,11 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
         ctx.attach(conn);
     }
     let end = 'relay: loop {
-        // Client messages to the server, acquiring one when needed.
+        // Client messages to the server, acquiring one when needed; read in place (`taken`),
+        // consumed at once after the loop.
+        let mut taken = 0;
         while sout.len() < HIGH_WATER {
-            let len = match message_len(&cin) {
+            let len = match message_len(&cin[taken..]) {
                 Ok(Some(len)) => len,
                 Ok(None) => break,
                 Err(e) => break 'relay End::Garbage(e.to_string()),
@@ -337,8 +355,9 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     server = Box::pin(give_up(ctx, conn, &mut statements)).await;
                 }
             }
-            let raw = cin.split_to(len);
-            let parsed = match parse(&raw) {
+            let raw = &cin[taken..taken + len];
+            taken += len;
+            let parsed = match parse(raw) {
                 Ok(parsed) => parsed,
                 Err(e) => break 'relay End::Garbage(e.to_string()),
             };
@@ -375,17 +394,17 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     ryw.maybe_async_commit = true;
                 }
             }
-            let show =
-                matches!(parsed, Frontend::Query(text) if crate::pooled::ryw::is_show_token(text));
-            if let Some(ryw) = ctx.ryw.as_deref().filter(|r| r.auto && show) {
+            let show = |ryw: &&crate::pooled::ryw::ReadYourWrites| {
+                ryw.auto
+                    && matches!(parsed, Frontend::Query(text) if crate::pooled::ryw::is_show_token(text))
+            };
+            if let Some(ryw) = ctx.ryw.as_deref().filter(show) {
                 if !quiet && tracker.pending > 0 {
                     // Answered once what was sent before it is (a pipelined Close, a
                     // transaction whose commit changes the token): back to the input.
                     // (Behind an unsynced extended batch nothing would answer: it goes
                     // to the server, which does not know the name.)
-                    let mut back = raw;
-                    back.unsplit(std::mem::take(&mut cin));
-                    cin = back;
+                    taken -= len;
                     break;
                 }
                 if quiet {
@@ -426,7 +445,8 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
             }
             if server.is_none() {
                 // The auto listener: this transaction's first message says where it goes.
-                let session_read_only = ctx.session_read_only();
+                let session_read_only =
+                    ctx.ryw.as_ref().is_some_and(|r| r.auto) && ctx.session_read_only();
                 let mut routed = None;
                 let mut begin_first = false;
                 if let Some(ryw) = ctx.ryw.as_deref_mut().filter(|r| r.auto) {
@@ -473,7 +493,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
             }
             if let Some(j) = journal.as_mut() {
                 if j.len() + raw.len() <= REPLAY_MAX {
-                    j.extend_from_slice(&raw);
+                    j.extend_from_slice(raw);
                 } else {
                     journal = None;
                 }
@@ -483,43 +503,50 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 busy_since = Some(now);
                 xact_since.get_or_insert(now);
             }
-            tracker.client_message(
-                &parsed,
-                &raw,
-                &mut statements,
-                &mut conn.prepared,
-                &mut sout,
-            );
+            tracker.client_message(&parsed, raw, &mut statements, &mut conn.prepared, &mut sout);
             ctx.queries += u64::from(matches!(parsed, Frontend::Query(_) | Frontend::Sync));
         }
-        if cin.is_empty() && cin.capacity() > 0 {
-            // An idle client holds no buffer.
-            cin = bytes::BytesMut::new();
+        if taken == cin.len() {
+            if cin.capacity() > 0 {
+                // An idle client holds no buffer.
+                cin = bytes::BytesMut::new();
+            }
+        } else {
+            bytes::Buf::advance(&mut cin, taken);
         }
         let idle_deadline = (!idle_timeout.is_zero() && (server.is_none() || tracker.idle()))
             .then(|| tokio::time::Instant::now() + idle_timeout);
-        // The write server connection's member, watched for a handover (cloned only when
-        // the connection changes).
+        // The write server connection's member, watched for a handover.
         let current = server
             .as_ref()
             .filter(|_| ctx.target == crate::protocol::Target::Write)
             .map(|c| &c.backend);
-        if watched.as_ref() != current {
-            watched = current.cloned();
+        // An idle session-mode session gives up its server at a switchover's hold: moved
+        // when it can be, else closed naming the switchover (before the old leader stops).
+        let idle_session =
+            mode == PoolMode::Session && tracker.idle() && sout.is_empty() && sin.is_empty();
+        if let Some(backend) = current {
+            if !watcher
+                .as_ref()
+                .is_some_and(|w| &w.backend == backend && w.idle_session == idle_session)
+            {
+                watcher = Some(Watcher {
+                    backend: backend.clone(),
+                    idle_session,
+                    fired: Box::pin(handover(ctx.shared.clone(), backend.clone(), idle_session)),
+                });
+            }
         }
+        let watching = current.is_some();
         let event = {
             let (sr, sw) = match server.as_mut() {
                 Some(conn) => (Some(&mut conn.read), Some(&mut conn.write)),
                 None => (None, None),
             };
             let has_server = sr.is_some();
-            // An idle session-mode session gives up its server at a switchover's hold: moved
-            // when it can be, else closed naming the switchover (before the old leader stops).
-            let idle_session =
-                mode == PoolMode::Session && tracker.idle() && sout.is_empty() && sin.is_empty();
             tokio::select! {
                 biased;
-                _ = crate::stop::stopped(&mut stop) => Event::Stop,
+                _ = &mut stopped => Event::Stop,
                 r = client_write.write(&cout), if !cout.is_empty() => Event::ClientWrote(r),
                 r = write_server(sw, &sout), if has_server && !sout.is_empty() => Event::ServerWrote(r),
                 r = read_server(sr, &mut sin), if has_server && cout.len() < HIGH_WATER => Event::ServerRead(r),
@@ -530,7 +557,12 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                         None => std::future::pending().await,
                     }
                 } => Event::ClientIdle,
-                _ = handover(&ctx.shared, watched.as_ref(), idle_session) => Event::Handover,
+                _ = async {
+                    match watcher.as_mut() {
+                        Some(w) => w.fired.as_mut().await,
+                        None => std::future::pending().await,
+                    }
+                }, if watching => Event::Handover,
             }
         };
         match event {
@@ -556,6 +588,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 })
             }
             Event::Handover => {
+                watcher = None;
                 let Some(conn) = server.take() else {
                     continue;
                 };
@@ -601,13 +634,18 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 let Some(conn) = server.as_mut() else {
                     continue;
                 };
+                // Whole messages are read in place (`at`), consumed at once after the loop.
+                let mut at = 0;
+                let mut dropped = false;
+                cout.reserve(sin.len());
                 loop {
-                    let len = match backend_len(&sin) {
+                    let len = match backend_len(&sin[at..]) {
                         Ok(Some(len)) => len,
                         Ok(None) => break,
                         Err(()) => break 'relay End::ServerLost("malformed message from the server".into()),
                     };
-                    let raw = sin.split_to(len);
+                    let raw = &sin[at..at + len];
+                    at += len;
                     let tag = raw[0];
                     if let Some(sent) = journal.take() {
                         if tag == b'E' && raw.get(5..).is_some_and(is_fatal) && retryable(&raw[5..]) {
@@ -623,7 +661,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                         // The server ends an idle session (a shutdown: 57P01): not this
                         // client's business, it moves to the next server connection.
                         tracing::info!(pool = %ctx.key, from = %conn.backend.name, "the server ended an idle session; the session continues on the next server connection");
-                        sin.clear();
+                        dropped = true;
                         ctx.detach();
                         server = None;
                         break;
@@ -633,26 +671,28 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     }
                     let forward = tracker.server_message(tag, &raw[5..]) == Verdict::Forward;
                     if forward {
-                        cout.extend_from_slice(&raw);
+                        cout.extend_from_slice(raw);
                     }
                     // Each ReadyForQuery that leaves no transaction open ends one.
                     if tag == b'Z' && raw.get(5) == Some(&b'I') {
                         ctx.transactions += 1;
-                        if let Some(at) = xact_since.take() {
-                            ctx.xact_time_us += at.elapsed().as_micros() as u64;
+                        if let Some(since) = xact_since.take() {
+                            ctx.xact_time_us += since.elapsed().as_micros() as u64;
                         }
                     }
                     if tag == b'Z' {
-                        if let Some(at) = busy_since.take() {
-                            ctx.query_time_us += at.elapsed().as_micros() as u64;
+                        if let Some(since) = busy_since.take() {
+                            ctx.query_time_us += since.elapsed().as_micros() as u64;
                             if tracker.pending > 0 {
                                 busy_since = Some(std::time::Instant::now());
                             }
                         }
                     }
                 }
-                if sin.is_empty() {
+                if dropped || at == sin.len() {
                     sin = bytes::BytesMut::new();
+                } else {
+                    bytes::Buf::advance(&mut sin, at);
                 }
                 if let Some(sent) = replay {
                     sin.clear();
@@ -842,9 +882,92 @@ pub(crate) fn session_state(text: &[u8]) -> Option<String> {
 /// Desired parameter values of a client.
 pub(crate) type Params = BTreeMap<String, String>;
 
+/// A client's parameters with their fingerprint, computed once after each change: a server
+/// connection that matched the same fingerprint before matches again without comparing
+/// every value (`ServerConn::fits`).
+#[derive(Debug, Default)]
+pub(crate) struct ClientParams {
+    map: Params,
+    print: std::sync::OnceLock<u128>,
+}
+
+impl ClientParams {
+    pub(crate) fn new(map: Params) -> Self {
+        ClientParams {
+            map,
+            print: std::sync::OnceLock::new(),
+        }
+    }
+
+    pub(crate) fn get(&self, name: &str) -> Option<&String> {
+        self.map.get(name)
+    }
+
+    pub(crate) fn iter(&self) -> impl Iterator<Item = (&String, &String)> {
+        self.map.iter()
+    }
+
+    pub(crate) fn insert(&mut self, name: String, value: String) {
+        self.map.insert(name, value);
+        self.print = std::sync::OnceLock::new();
+    }
+
+    /// 128 bits of two differently seeded SipHashes of every name and value: two different
+    /// sets of parameters with the same print are not a practical concern.
+    pub(crate) fn print(&self) -> u128 {
+        *self.print.get_or_init(|| {
+            use std::hash::{Hash, Hasher};
+            let half = |seed: u8| {
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                seed.hash(&mut h);
+                self.map.hash(&mut h);
+                h.finish()
+            };
+            (u128::from(half(1)) << 64) | u128::from(half(2))
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
-    use super::{retryable, session_state};
+    use super::{is_listen, retryable, session_state, ClientParams, Params};
+
+    #[test]
+    fn listen_is_seen_as_the_first_word_only() {
+        assert!(is_listen(b"LISTEN jobs"));
+        assert!(is_listen(b" \n listen\tjobs"));
+        assert!(!is_listen(b"listen"));
+        assert!(!is_listen(b"listener"));
+        assert!(!is_listen(b"SELECT 1; LISTEN jobs"));
+        assert!(!is_listen(b""));
+    }
+
+    #[test]
+    fn client_parameters_have_one_print_per_content() {
+        let of = |pairs: &[(&str, &str)]| {
+            ClientParams::new(
+                pairs
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect::<Params>(),
+            )
+        };
+        let a = of(&[("application_name", "app"), ("TimeZone", "UTC")]);
+        let same = of(&[("TimeZone", "UTC"), ("application_name", "app")]);
+        assert_eq!(a.print(), same.print());
+        assert_ne!(a.print(), of(&[("application_name", "app")]).print());
+        assert_ne!(
+            a.print(),
+            of(&[("application_name", "appTimeZone"), ("", "UTC")]).print()
+        );
+        // A change is a new print, computed again.
+        let mut changed = of(&[("application_name", "app"), ("TimeZone", "UTC")]);
+        let before = changed.print();
+        changed.insert("TimeZone".into(), "Europe/Paris".into());
+        assert_ne!(changed.print(), before);
+        changed.insert("TimeZone".into(), "UTC".into());
+        assert_eq!(changed.print(), before);
+    }
 
     #[test]
     fn only_an_answer_that_ran_nothing_is_retried() {
