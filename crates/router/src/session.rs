@@ -96,6 +96,7 @@ pub(crate) async fn serve_client(
                 min_lsn: min_lsn.unwrap_or(0),
                 wait: shared.cfg.read_your_writes_wait,
                 deferred_begin: false,
+                local_show: Default::default(),
                 maybe_async_commit: false,
             }
         });

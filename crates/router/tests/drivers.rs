@@ -467,6 +467,94 @@ async fn jdbc_through_the_transaction_pool() {
     assert!(drivers.backends("drv").await <= 2);
 }
 
+const JAVA_TOKEN_SOURCE: &str = r#"
+import java.sql.*;
+
+public class Token {
+    static void check(boolean c, String m) { if (!c) throw new AssertionError(m); }
+
+    static long lsn(String t) {
+        String[] p = t.split("/");
+        return (Long.parseLong(p[0], 16) << 32) | Long.parseLong(p[1], 16);
+    }
+
+    public static void main(String[] args) throws Exception {
+        try (Connection c = DriverManager.getConnection(args[0]);
+             PreparedStatement show = c.prepareStatement("SHOW pgbaton.last_commit_lsn");
+             PreparedStatement ins = c.prepareStatement("INSERT INTO drv_t (who, n) VALUES ('jdbc-token', ?)")) {
+            long last = 0;
+            String text = "";
+            for (int i = 0; i < 6; i++) {
+                ins.setInt(1, i);
+                check(ins.executeUpdate() == 1, "insert");
+                long now;
+                try (ResultSet r = show.executeQuery()) {
+                    check(r.next(), "a row");
+                    check(r.getMetaData().getColumnName(1).equals("pgbaton.last_commit_lsn"), "column name");
+                    text = r.getString(1);
+                    now = lsn(text);
+                    check(!r.next(), "one row");
+                }
+                check(now > last, "the token moved on after insert " + i + ": " + text);
+                last = now;
+                try (Statement s = c.createStatement(); ResultSet r = s.executeQuery("SHOW pgbaton.last_commit_lsn")) {
+                    check(r.next() && lsn(r.getString(1)) == now, "the same token unprepared");
+                }
+            }
+            System.out.println("token " + text);
+        }
+    }
+}
+"#;
+
+/// JDBC reads its token on the auto listener: `SHOW pgbaton.last_commit_lsn` as a prepared
+/// statement (named on the server side from the first use with prepareThreshold=1) and as a
+/// plain Statement (pgjdbc sends both through the extended protocol), after each write a
+/// position past the one before, which the leader has written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_reads_its_token_on_the_auto_listener() {
+    assert!(
+        Path::new(JDBC_JAR).is_file(),
+        "{JDBC_JAR} is missing: apt-get install -y libpostgresql-jdbc-java default-jre-headless"
+    );
+    let drivers = Drivers::start().await;
+    let mut cfg = drivers.config(2);
+    cfg.auto_listen = Some("127.0.0.1:0".into());
+    let router = RunningRouter::start(cfg).await;
+    let auto = router.auto.expect("auto listener");
+    let source = drivers.dir.path().join("Token.java");
+    std::fs::write(&source, JAVA_TOKEN_SOURCE).expect("java source");
+    let url = format!(
+        "jdbc:postgresql://127.0.0.1:{}/postgres?user=drv&password=drv%20pw&prepareThreshold=1",
+        auto.port()
+    );
+    let source_text = source.display().to_string();
+    let out = run(
+        "java",
+        &["-cp", JDBC_JAR, &source_text, &url],
+        &[],
+        Duration::from_secs(120),
+    )
+    .await;
+    let stdout = assert_ok(&out, "JDBC token");
+    let token = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("token "))
+        .unwrap_or_else(|| panic!("the token printed: {stdout}"))
+        .to_string();
+    assert_eq!(drivers.rows_of("jdbc-token").await, 6);
+    let written: bool = drivers
+        .admin
+        .query_one(
+            "SELECT $1::text::pg_lsn <= pg_current_wal_insert_lsn()",
+            &[&token],
+        )
+        .await
+        .expect("compare")
+        .get(0);
+    assert!(written, "{token} is a position the leader has written");
+}
+
 /// 1,000 clients connected at once, each running a prepared statement and a transaction,
 /// against a server allowing 60 connections: a pool of 20 serves them all.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -412,3 +412,87 @@ print(seen, on_replica, copied)
         "COPY after a held BEGIN: {stdout}"
     );
 }
+
+/// The token through the extended protocol (tokio-postgres prepares every query: a named
+/// statement, binary results): the router answers the SHOW's Parse, Describe, Bind, Execute
+/// and Sync itself, each Execute with the token of that moment; pipelined behind a write, it
+/// is answered after the write's commit. JDBC: `drivers.rs`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_is_shown_to_drivers_that_prepare() {
+    let (cluster, _router, auto) = start_auto().await;
+    let client = connect(auto, None).await;
+    let lsn = |text: String| {
+        pgbaton_router_test_lsn(&text).unwrap_or_else(|| panic!("a WAL position: {text:?}"))
+    };
+    let show = client
+        .prepare("SHOW pgbaton.last_commit_lsn")
+        .await
+        .expect("prepare the SHOW");
+    assert_eq!(show.columns().len(), 1);
+    assert_eq!(show.columns()[0].name(), "pgbaton.last_commit_lsn");
+    let before = lsn(client.query_one(&show, &[]).await.expect("show").get(0));
+    let mut last = before;
+    for round in 0..3 {
+        client
+            .execute(
+                "INSERT INTO t (note) VALUES ($1)",
+                &[&format!("ext{round}")],
+            )
+            .await
+            .expect("insert");
+        // The same prepared statement, executed again: the token of now.
+        let now = lsn(client.query_one(&show, &[]).await.expect("show").get(0));
+        assert!(
+            now > last,
+            "round {round}: the token moved on ({now:X} > {last:X})"
+        );
+        last = now;
+        // An unnamed statement each time (query_one with a text), same value.
+        let again = lsn(client
+            .query_one("SHOW pgbaton.last_commit_lsn", &[])
+            .await
+            .expect("show")
+            .get(0));
+        assert_eq!(again, now);
+    }
+    // Pipelined: the SHOW's batch (Bind, Execute, Sync) right behind a write's.
+    let write = client
+        .prepare("INSERT INTO t (note) VALUES ('pipelined')")
+        .await
+        .expect("prepare the write");
+    let insert = client.execute(&write, &[]);
+    let shown = client.query_one(&show, &[]);
+    let (inserted, shown) = tokio::join!(insert, shown);
+    inserted.expect("insert");
+    let shown = lsn(shown.expect("show").get(0));
+    assert!(shown > last, "answered after the write committed");
+    // The leader has written every token it was shown.
+    let leader = pgbaton_postgres::connect(&cluster.primary.spec, T)
+        .await
+        .expect("direct connection");
+    let written: String = leader
+        .query_one("SELECT pg_current_wal_insert_lsn()::text", &[])
+        .await
+        .expect("insert position")
+        .get(0);
+    assert!(shown <= lsn(written));
+    // The simple protocol still gives the same.
+    assert_eq!(
+        lsn(simple_value(&client, "SHOW pgbaton.last_commit_lsn").await),
+        shown
+    );
+    // Closing the statement (dropping it) is answered too, and the connection goes on.
+    drop(show);
+    let one: i32 = client
+        .query_one("SELECT 1", &[])
+        .await
+        .expect("after")
+        .get(0);
+    assert_eq!(one, 1);
+}
+
+/// `X/Y` as PostgreSQL writes a WAL position.
+fn pgbaton_router_test_lsn(text: &str) -> Option<u64> {
+    let (high, low) = text.split_once('/')?;
+    Some((u64::from_str_radix(high, 16).ok()? << 32) | u64::from_str_radix(low, 16).ok()?)
+}

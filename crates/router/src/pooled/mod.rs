@@ -9,6 +9,7 @@
 mod leader;
 mod replication;
 pub(crate) mod ryw;
+pub(crate) mod show;
 pub(crate) mod txn;
 
 use std::net::SocketAddr;

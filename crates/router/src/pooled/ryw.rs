@@ -61,6 +61,8 @@ pub(crate) struct ReadYourWrites {
     /// The transaction in progress mentioned `synchronous_commit`: it may commit without
     /// a flush, so its token is the insert position.
     pub maybe_async_commit: bool,
+    /// `SHOW pgbaton.last_commit_lsn` prepared through the extended protocol.
+    pub local_show: crate::pooled::show::LocalShow,
 }
 
 impl ReadYourWrites {
@@ -220,24 +222,8 @@ pub(crate) fn is_show_token(text: &[u8]) -> bool {
 
 /// The answer to `SHOW pgbaton.last_commit_lsn`: one text column, then ReadyForQuery.
 pub(crate) fn show_answer(token: u64, status: u8) -> Vec<u8> {
-    let mut field = TOKEN_NAME.as_bytes().to_vec();
-    field.push(0);
-    field.extend_from_slice(&0u32.to_be_bytes()); // table
-    field.extend_from_slice(&0u16.to_be_bytes()); // column
-    field.extend_from_slice(&25u32.to_be_bytes()); // text
-    field.extend_from_slice(&(-1i16).to_be_bytes());
-    field.extend_from_slice(&(-1i32).to_be_bytes());
-    field.extend_from_slice(&0u16.to_be_bytes());
-    let value = format_lsn(token);
-    let mut out = message(b'T', &[&1u16.to_be_bytes(), &field]);
-    out.extend(message(
-        b'D',
-        &[
-            &1u16.to_be_bytes(),
-            &(value.len() as i32).to_be_bytes(),
-            value.as_bytes(),
-        ],
-    ));
+    let mut out = crate::pooled::show::row_description(false);
+    out.extend(crate::pooled::show::data_row(token));
     out.extend(message(b'C', &[b"SHOW\0"]));
     out.extend(crate::pooled::txn::ready_for_query(status));
     out

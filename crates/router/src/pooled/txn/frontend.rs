@@ -42,7 +42,10 @@ pub(crate) enum Frontend<'a> {
         kind: u8,
         name: &'a [u8],
     },
-    Execute,
+    /// Portal name.
+    Execute {
+        portal: &'a [u8],
+    },
     Sync,
     Flush,
     Terminate,
@@ -136,11 +139,11 @@ pub(crate) fn parse(raw: &[u8]) -> Result<Frontend<'_>, FrontendError> {
             }
         }
         b'E' => {
-            let (_, rest) = cstring(body, "Execute")?;
+            let (portal, rest) = cstring(body, "Execute")?;
             if rest.len() != 4 {
                 return Err(FrontendError::Malformed("Execute"));
             }
-            Frontend::Execute
+            Frontend::Execute { portal }
         }
         b'S' => Frontend::Sync,
         b'H' => Frontend::Flush,

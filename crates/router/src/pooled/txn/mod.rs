@@ -324,6 +324,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
     // to the next while the member (and `idle_session`) stay the same: one subscription, not
     // one per turn of the select.
     let mut watcher: Option<Watcher> = None;
+    let mut idle_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     // The client messages of a transaction begun from idle, while the server has not
     // answered any of them yet.
     let mut journal: Option<Vec<u8>> = None;
@@ -414,6 +415,34 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                         tracker.status
                     };
                     cout.extend_from_slice(&crate::pooled::ryw::show_answer(ryw.token(), status));
+                    continue;
+                }
+            }
+            // The same SHOW through the extended protocol (pooled/show.rs).
+            if let Some(ryw) = ctx
+                .ryw
+                .as_deref_mut()
+                .filter(|r| r.auto && !matches!(parsed, Frontend::Query(_)))
+            {
+                if !quiet
+                    && tracker.pending > 0
+                    && !tracker.unsynced
+                    && ryw.local_show.wants(&parsed)
+                {
+                    // Answered once the server has answered the batches before it.
+                    taken -= len;
+                    break;
+                }
+                let token = ryw.token();
+                let status = if ryw.deferred_begin {
+                    b'T'
+                } else {
+                    tracker.status
+                };
+                let step = ryw
+                    .local_show
+                    .message(&parsed, quiet, token, status, &mut cout);
+                if step == crate::pooled::show::Step::Answered {
                     continue;
                 }
             }
@@ -516,6 +545,14 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
         }
         let idle_deadline = (!idle_timeout.is_zero() && (server.is_none() || tracker.idle()))
             .then(|| tokio::time::Instant::now() + idle_timeout);
+        // The client_idle_timeout timer, on the heap and only when one is configured: the
+        // relay's own state is what an idle client costs.
+        if let Some(at) = idle_deadline {
+            match idle_timer.as_mut() {
+                Some(timer) => timer.as_mut().reset(at),
+                None => idle_timer = Some(Box::pin(tokio::time::sleep_until(at))),
+            }
+        }
         // The write server connection's member, watched for a handover.
         let current = server
             .as_ref()
@@ -552,11 +589,11 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 r = read_server(sr, &mut sin), if has_server && cout.len() < HIGH_WATER => Event::ServerRead(r),
                 r = client_read.read_append(&mut cin), if sout.len() < HIGH_WATER => Event::ClientRead(r),
                 _ = async {
-                    match idle_deadline {
-                        Some(at) => tokio::time::sleep_until(at).await,
+                    match idle_timer.as_mut() {
+                        Some(timer) => timer.as_mut().await,
                         None => std::future::pending().await,
                     }
-                } => Event::ClientIdle,
+                }, if idle_deadline.is_some() => Event::ClientIdle,
                 _ = async {
                     match watcher.as_mut() {
                         Some(w) => w.fired.as_mut().await,
@@ -1024,5 +1061,42 @@ mod tests {
         ] {
             assert_eq!(session_state(sql.as_bytes()).as_deref(), expected, "{sql}");
         }
+    }
+}
+
+#[cfg(test)]
+mod size {
+    use std::net::SocketAddr;
+    use std::sync::Arc;
+
+    use crate::client::Client;
+    use crate::pool::server::ServerConn;
+    use crate::pooled::Ctx;
+    use crate::protocol::Target;
+    use crate::shared::Shared;
+
+    fn relay_size<'a, F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(&'a mut Ctx, Client, Option<ServerConn>) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    fn client_size<F, Fut>(_: F) -> usize
+    where
+        F: FnOnce(tokio::net::TcpStream, SocketAddr, Target, bool, Arc<Shared>) -> Fut,
+    {
+        std::mem::size_of::<Fut>()
+    }
+
+    /// What an idle pooled client costs is mostly its task: the relay's state, inside the
+    /// client's future (docs/BENCHMARKS.md, 10,000 idle clients). Steps that are large only
+    /// for a moment (login, acquiring a server connection) are boxed.
+    #[test]
+    fn an_idle_clients_task_stays_small() {
+        let relay = relay_size(super::relay);
+        let client = client_size(crate::session::serve_client);
+        assert!(relay <= 2048, "the relay's future is {relay} bytes");
+        assert!(client <= 3072, "a client's future is {client} bytes");
     }
 }

@@ -260,7 +260,7 @@ impl Tracker {
                     None => out.extend_from_slice(raw),
                 }
             }
-            Frontend::Execute => {
+            Frontend::Execute { .. } => {
                 self.unsynced = true;
                 self.syncs_after_execute = 0;
                 self.copy_end_sent = false;
