@@ -439,29 +439,35 @@ public class Drivers {
 
 const JDBC_JAR: &str = "/usr/share/java/postgresql.jar";
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn jdbc_through_the_transaction_pool() {
+/// Run the Java program `source` (class `class`) against `port` as the `drv` role, with named
+/// server-side statements from the first use (prepareThreshold=1); its standard output.
+async fn run_java(drivers: &Drivers, class: &str, source: &str, port: u16) -> String {
     assert!(
         Path::new(JDBC_JAR).is_file(),
         "{JDBC_JAR} is missing: apt-get install -y libpostgresql-jdbc-java default-jre-headless"
     );
-    let drivers = Drivers::start().await;
-    let router = RunningRouter::start(drivers.config(2)).await;
-    let source = drivers.dir.path().join("Drivers.java");
-    std::fs::write(&source, JAVA_SOURCE).expect("java source");
+    let path = drivers.dir.path().join(format!("{class}.java"));
+    std::fs::write(&path, source).expect("java source");
     let url = format!(
-        "jdbc:postgresql://127.0.0.1:{}/postgres?user=drv&password=drv%20pw&prepareThreshold=1",
-        router.write.port()
+        "jdbc:postgresql://127.0.0.1:{port}/postgres?user=drv&password=drv%20pw&prepareThreshold=1"
     );
-    let source_text = source.display().to_string();
+    let path_text = path.display().to_string();
     let out = run(
         "java",
-        &["-cp", JDBC_JAR, &source_text, &url],
+        &["-cp", JDBC_JAR, &path_text, &url],
         &[],
         Duration::from_secs(120),
     )
     .await;
-    assert!(assert_ok(&out, "JDBC").contains("jdbc ok"));
+    assert_ok(&out, class)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jdbc_through_the_transaction_pool() {
+    let drivers = Drivers::start().await;
+    let router = RunningRouter::start(drivers.config(2)).await;
+    let out = run_java(&drivers, "Drivers", JAVA_SOURCE, router.write.port()).await;
+    assert!(out.contains("jdbc ok"));
     assert_eq!(drivers.rows_of("jdbc").await, 6);
     assert_eq!(drivers.rows_of("jdbc-copy").await, 6 * 200);
     assert!(drivers.backends("drv").await <= 2);
@@ -513,30 +519,12 @@ public class Token {
 /// position past the one before, which the leader has written.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn jdbc_reads_its_token_on_the_auto_listener() {
-    assert!(
-        Path::new(JDBC_JAR).is_file(),
-        "{JDBC_JAR} is missing: apt-get install -y libpostgresql-jdbc-java default-jre-headless"
-    );
     let drivers = Drivers::start().await;
     let mut cfg = drivers.config(2);
     cfg.auto_listen = Some("127.0.0.1:0".into());
     let router = RunningRouter::start(cfg).await;
     let auto = router.auto.expect("auto listener");
-    let source = drivers.dir.path().join("Token.java");
-    std::fs::write(&source, JAVA_TOKEN_SOURCE).expect("java source");
-    let url = format!(
-        "jdbc:postgresql://127.0.0.1:{}/postgres?user=drv&password=drv%20pw&prepareThreshold=1",
-        auto.port()
-    );
-    let source_text = source.display().to_string();
-    let out = run(
-        "java",
-        &["-cp", JDBC_JAR, &source_text, &url],
-        &[],
-        Duration::from_secs(120),
-    )
-    .await;
-    let stdout = assert_ok(&out, "JDBC token");
+    let stdout = run_java(&drivers, "Token", JAVA_TOKEN_SOURCE, auto.port()).await;
     let token = stdout
         .lines()
         .find_map(|l| l.strip_prefix("token "))
