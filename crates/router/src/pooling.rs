@@ -36,6 +36,8 @@ pub(crate) struct Pooling {
     pub kernel_writes: Arc<AtomicUsize>,
     /// The connections that ask the old leader about such sessions during a switchover.
     pub probers: Probers,
+    /// One copy of each set of client parameters in use.
+    pub shared_params: crate::pooled::txn::SharedParams,
 }
 
 /// A logged-in pooled client, for `/clients` (PgBouncer's SHOW CLIENTS).
@@ -87,6 +89,7 @@ impl Pooling {
             next_client: AtomicU64::new(1),
             kernel_writes: Arc::new(AtomicUsize::new(0)),
             probers: Default::default(),
+            shared_params: Default::default(),
         }
     }
 

@@ -846,6 +846,7 @@ async fn start(
             }
         }
     }
+    ctx.params.share(&pooling.shared_params);
     let mut held = Vec::new();
     for (name, value) in &told {
         held.extend_from_slice(&parameter_status(name, value));

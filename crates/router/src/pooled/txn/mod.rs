@@ -921,17 +921,18 @@ pub(crate) type Params = BTreeMap<String, String>;
 
 /// A client's parameters with their fingerprint, computed once after each change: a server
 /// connection that matched the same fingerprint before matches again without comparing
-/// every value (`ServerConn::fits`).
+/// every value (`ServerConn::fits`). Clients with the same parameters share one copy
+/// (`SharedParams`); a change copies.
 #[derive(Debug, Default)]
 pub(crate) struct ClientParams {
-    map: Params,
+    map: std::sync::Arc<Params>,
     print: std::sync::OnceLock<u128>,
 }
 
 impl ClientParams {
     pub(crate) fn new(map: Params) -> Self {
         ClientParams {
-            map,
+            map: std::sync::Arc::new(map),
             print: std::sync::OnceLock::new(),
         }
     }
@@ -945,7 +946,10 @@ impl ClientParams {
     }
 
     pub(crate) fn insert(&mut self, name: String, value: String) {
-        self.map.insert(name, value);
+        if self.map.get(&name) == Some(&value) {
+            return;
+        }
+        std::sync::Arc::make_mut(&mut self.map).insert(name, value);
         self.print = std::sync::OnceLock::new();
     }
 
@@ -963,11 +967,39 @@ impl ClientParams {
             (u128::from(half(1)) << 64) | u128::from(half(2))
         })
     }
+
+    /// Use the copy other clients with the same parameters hold, if any (an idle client then
+    /// costs a pointer, not a map of its own: most clients of a pool have the same ones).
+    pub(crate) fn share(&mut self, shared: &SharedParams) {
+        self.map = shared.intern(self.map.clone(), self.print());
+    }
+}
+
+/// The parameter sets clients hold now, by fingerprint (weakly: a set goes with its last
+/// client).
+#[derive(Debug, Default)]
+pub(crate) struct SharedParams(
+    std::sync::Mutex<std::collections::HashMap<u128, std::sync::Weak<Params>>>,
+);
+
+impl SharedParams {
+    fn intern(&self, map: std::sync::Arc<Params>, print: u128) -> std::sync::Arc<Params> {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = known.get(&print).and_then(std::sync::Weak::upgrade) {
+            // Compared, not trusted to the print: equal sets only.
+            return if *existing == *map { existing } else { map };
+        }
+        if known.len() >= 64 {
+            known.retain(|_, set| set.strong_count() > 0);
+        }
+        known.insert(print, std::sync::Arc::downgrade(&map));
+        map
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{is_listen, retryable, session_state, ClientParams, Params};
+    use super::{is_listen, retryable, session_state, ClientParams, Params, SharedParams};
 
     #[test]
     fn listen_is_seen_as_the_first_word_only() {
@@ -1004,6 +1036,35 @@ mod tests {
         assert_ne!(changed.print(), before);
         changed.insert("TimeZone".into(), "UTC".into());
         assert_eq!(changed.print(), before);
+    }
+
+    #[test]
+    fn clients_with_the_same_parameters_share_one_copy_until_one_changes() {
+        let shared = SharedParams::default();
+        let of = |zone: &str| {
+            let mut p = ClientParams::new(Params::from([
+                ("TimeZone".to_string(), zone.to_string()),
+                ("application_name".to_string(), "app".to_string()),
+            ]));
+            p.share(&shared);
+            p
+        };
+        let (mut a, b, c) = (of("UTC"), of("UTC"), of("Asia/Tokyo"));
+        assert!(std::sync::Arc::ptr_eq(&a.map, &b.map));
+        assert!(!std::sync::Arc::ptr_eq(&a.map, &c.map));
+        // The same value again changes nothing; another copies for this client only.
+        a.insert("TimeZone".into(), "UTC".into());
+        assert!(std::sync::Arc::ptr_eq(&a.map, &b.map));
+        a.insert("TimeZone".into(), "Asia/Tokyo".into());
+        assert_eq!(a.get("TimeZone").map(String::as_str), Some("Asia/Tokyo"));
+        assert_eq!(b.get("TimeZone").map(String::as_str), Some("UTC"));
+        assert_eq!(a.print(), c.print());
+        // A set whose clients are gone is not kept.
+        drop((a, b, c));
+        for i in 0..200 {
+            let _ = of(&format!("zone {i}"));
+        }
+        assert!(shared.0.lock().unwrap().len() <= 65);
     }
 
     #[test]
