@@ -20,7 +20,14 @@ pub(crate) async fn forward(shared: &Shared, key: CancelKey) {
     if let Some(target) = pooled {
         let current = target.lock().unwrap_or_else(|p| p.into_inner()).clone();
         match current {
-            Some((server_key, backend)) => send(shared, server_key, backend).await,
+            Some((server_key, view)) => {
+                let backend = crate::topology::Backend {
+                    name: view.member.clone(),
+                    host: view.host.clone(),
+                    port: view.port,
+                };
+                send(shared, server_key, backend).await
+            }
             None => {
                 tracing::debug!("CancelRequest for a pooled client that holds no server connection; nothing to cancel");
                 Metrics::count(&shared.metrics.cancels, &[("outcome", "idle")]);

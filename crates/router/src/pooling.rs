@@ -17,7 +17,10 @@ use crate::topology::Backend;
 
 /// Where a CancelRequest carrying a client's router key goes: the server connection (its
 /// key and member) the client holds now, if any.
-pub(crate) type CancelTarget = Arc<Mutex<Option<(CancelKey, Backend)>>>;
+/// The server connection a pooled client holds now, for its CancelRequest: the server's key
+/// and the connection's view (its member's address), shared with the connection, so that
+/// holding one costs no copy.
+pub(crate) type CancelTarget = Arc<Mutex<Option<(CancelKey, Arc<ServerView>)>>>;
 
 /// Everything pooling shares across clients.
 pub(crate) struct Pooling {

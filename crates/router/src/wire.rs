@@ -46,11 +46,14 @@ where
 {
     let mut negotiations = 0;
     loop {
-        let mut header = [0u8; 4];
-        stream.read_exact(&mut header).await?;
-        let len = startup_body_length(header)?;
+        // Every first packet has its length and a code (8 bytes; an SSLRequest is no more):
+        // read together, the rest after, two reads for a startup and one for a request.
+        let mut head = [0u8; 8];
+        stream.read_exact(&mut head).await?;
+        let len = startup_body_length([head[0], head[1], head[2], head[3]])?;
         let mut body = vec![0u8; len];
-        stream.read_exact(&mut body).await?;
+        body[..4].copy_from_slice(&head[4..]);
+        stream.read_exact(&mut body[4..]).await?;
         match parse_first_packet(&body)? {
             FirstPacket::SslRequest if pass_ssl => return Ok(FirstPacket::SslRequest),
             FirstPacket::SslRequest | FirstPacket::GssEncRequest => {

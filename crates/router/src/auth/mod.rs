@@ -238,7 +238,8 @@ pub(crate) struct Peer<'a> {
     pub certificate: Option<&'a str>,
 }
 
-/// Authenticate the client; on success AuthenticationOk has been sent.
+/// Authenticate the client; on success the caller sends AuthenticationOk
+/// ([`authentication_ok`]) with what follows it.
 pub(crate) async fn authenticate<C, F>(
     leader: QueryLeader<F>,
     auth: &Auth,
@@ -350,11 +351,13 @@ where
         }
         (Method::Reject, _) => return Err(password_failed(user)),
     };
-    client
-        .write_all(&auth_request(0, &[]))
-        .await
-        .map_err(|e| Refusal::Client(e.into()))?;
     Ok(login)
+}
+
+/// AuthenticationOk: the caller sends it with what follows it (the parameters, the key and
+/// ReadyForQuery, or a FATAL), in one write: a connection's first answer is one segment.
+pub(crate) fn authentication_ok() -> Vec<u8> {
+    auth_request(0, &[])
 }
 
 /// The certificate check of a rule, with PostgreSQL's messages: none presented, or one whose

@@ -492,26 +492,43 @@ impl Pools {
         usable: &(dyn Fn(&ServerConn) -> bool + Sync),
         wanted: &(dyn Fn(&ServerConn) -> bool + Sync),
     ) -> Option<Checkout> {
+        if let Some(conn) = self.take_idle(key, usable, wanted) {
+            return Some(Checkout::Idle(Box::new(conn)));
+        }
         let settings = self.settings();
         if self.is_paused(&key.database) {
             return None;
         }
         let mut state = self.lock();
-        if let Some(pool) = state.pools.get_mut(key) {
-            let found = pool
-                .idle
-                .iter()
-                .position(|c| wanted(c) && Self::fresh(&settings, c, usable));
-            if let Some(conn) = found.and_then(|at| pool.idle.remove(at)) {
-                return Some(Checkout::Idle(Box::new(conn)));
-            }
-        }
         if state.room(&settings, key, false) {
             state.take(key);
             drop(state);
             return Some(Checkout::Open(self.slot(key)));
         }
         None
+    }
+
+    /// Without waiting: an idle, fresh connection of `key` that `wanted` accepts (the others
+    /// stay idle; one found at once has waited no time), None when the database is paused
+    /// or there is none.
+    pub(crate) fn take_idle(
+        &self,
+        key: &PoolKey,
+        usable: &(dyn Fn(&ServerConn) -> bool + Sync),
+        wanted: &(dyn Fn(&ServerConn) -> bool + Sync),
+    ) -> Option<ServerConn> {
+        if self.is_paused(&key.database) {
+            return None;
+        }
+        let settings = self.settings();
+        let now = Instant::now();
+        let mut state = self.lock();
+        let pool = state.pools.get_mut(key)?;
+        let at = pool
+            .idle
+            .iter()
+            .position(|c| wanted(c) && Self::fresh_at(&settings, c, usable, now))?;
+        pool.idle.remove(at)
     }
 
     /// A server connection for `key`: idle, or a place to open one, waiting in FIFO order

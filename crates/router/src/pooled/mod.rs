@@ -113,8 +113,7 @@ impl Ctx {
     }
 
     pub(crate) fn attach(&mut self, conn: &ServerConn) {
-        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) =
-            conn.key.map(|k| (k, conn.backend.clone()));
+        *self.cancel.lock().unwrap_or_else(|p| p.into_inner()) = conn.key.map(|k| (k, conn.view()));
         if let Some(entry) = &self.entry {
             let mut now = entry.now();
             now.state = "active";
@@ -244,13 +243,14 @@ fn usable(shared: &Shared, target: Target, conn: &ServerConn) -> bool {
         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
         _ => return false,
     }
-    let leader = shared.leader.borrow().clone();
+    // Compared under the borrow (not cloned: a checkout allocates nothing for this).
+    let leads = shared.leader.borrow().as_ref() == Some(&conn.backend);
     match target {
-        Target::Write => leader.as_ref() == Some(&conn.backend),
+        Target::Write => leads,
         Target::Read | Target::Any => {
             let topology = shared.topology.borrow();
             topology.replicas.iter().any(|r| r.backend == conn.backend)
-                || (leader.as_ref() == Some(&conn.backend)
+                || (leads
                     && (target == Target::Any
                         || shared.cfg.read_fallback == crate::config::ReadFallback::Leader))
         }
@@ -426,6 +426,28 @@ async fn apply_params(ctx: &Ctx, conn: &mut ServerConn) -> Result<(), Option<Fat
     Ok(())
 }
 
+/// An idle server connection the client can use as it is, taken without waiting: fresh, no
+/// `server_check_query` due, the client's parameters already set on it (its fingerprint
+/// matches). None: [`acquire`] (which waits, checks, opens and sets parameters). The common
+/// case of a transaction in a warm pool costs no future of its own.
+pub(crate) fn acquire_now(ctx: &Ctx) -> Option<ServerConn> {
+    let pools = &ctx.pooling.pools;
+    let settings = pools.settings();
+    let print = ctx.params.print();
+    let check_due = |conn: &ServerConn| {
+        !settings.server_check_query.is_empty()
+            && conn.idle_since.elapsed() >= settings.server_check_delay
+    };
+    let (shared, target) = (&ctx.shared, ctx.target);
+    let conn = pools.take_idle(&ctx.key, &|conn| usable(shared, target, conn), &|conn| {
+        conn.fits == Some(print) && !check_due(conn)
+    })?;
+    if let Some(entry) = &ctx.entry {
+        entry.now().requested = Instant::now();
+    }
+    Some(conn)
+}
+
 /// A server connection for the client: from the pool (checked when it idled long), or new.
 pub(crate) async fn acquire(ctx: &Ctx) -> Result<ServerConn, Fatal> {
     let pools = &ctx.pooling.pools;
@@ -589,7 +611,8 @@ pub(crate) fn serve(
 }
 
 /// Check the client's password (`auth`); the credential the router logs in with as this
-/// user, or None when the client was refused (told why) or left.
+/// user, or None when the client was refused (told why) or left. AuthenticationOk is the
+/// caller's to send, with what follows it.
 pub(crate) async fn check_password(
     shared: &Arc<Shared>,
     pooling: &Pooling,
@@ -829,7 +852,10 @@ async fn start(
             }
             Err(fatal) => {
                 tracing::info!(%peer, pool = %key, error = %fatal.message, "no server connection for a new client");
-                send_and_close(&mut client, &fatal.bytes()).await;
+                // Logged in, then refused (as PostgreSQL's "too many connections").
+                let mut answer = crate::auth::authentication_ok();
+                answer.extend_from_slice(&fatal.bytes());
+                send_and_close(&mut client, &answer).await;
                 return None;
             }
         },
@@ -847,7 +873,8 @@ async fn start(
         }
     }
     ctx.params.share(&pooling.shared_params);
-    let mut held = Vec::new();
+    // AuthenticationOk goes with the parameters, the key and ReadyForQuery: one write.
+    let mut held = crate::auth::authentication_ok();
     for (name, value) in &told {
         held.extend_from_slice(&parameter_status(name, value));
     }

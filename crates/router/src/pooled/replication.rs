@@ -105,11 +105,13 @@ pub(crate) async fn serve(
         Ok(opened) => opened,
         Err(fatal) => {
             tracing::info!(%peer, %user, %database, error = %fatal.message, "no replication connection to the leader");
-            send_and_close(&mut client, &fatal.bytes()).await;
+            let mut answer = crate::auth::authentication_ok();
+            answer.extend_from_slice(&fatal.bytes());
+            send_and_close(&mut client, &answer).await;
             return;
         }
     };
-    let mut held = Vec::new();
+    let mut held = crate::auth::authentication_ok();
     for (name, value) in &conn.params {
         held.extend_from_slice(&parameter_status(name, value));
     }

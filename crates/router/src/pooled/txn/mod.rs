@@ -499,8 +499,20 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     Some(_) => ctx.route(Target::Write),
                     None => {}
                 }
-                // Boxed: the relay's own state is what an idle client costs.
-                match Box::pin(acquire(ctx)).await {
+                // An idle connection that fits, taken at once; else the whole `acquire`,
+                // boxed: the relay's own state is what an idle client costs. (Reads of
+                // read-your-writes ask replicas, and a deferred BEGIN runs first: `acquire`.)
+                let ryw_work = begin_first || ctx.ryw.is_some() && ctx.target != Target::Write;
+                let quick = if ryw_work {
+                    None
+                } else {
+                    crate::pooled::acquire_now(ctx)
+                };
+                let got = match quick {
+                    Some(conn) => Ok(conn),
+                    None => Box::pin(acquire(ctx)).await,
+                };
+                match got {
                     Ok(conn) => {
                         ctx.attach(&conn);
                         tracker = Tracker::default();
@@ -825,6 +837,12 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
         let _ = tokio::time::timeout(Duration::from_secs(1), client_write.write_all(&bytes)).await;
         let _ = client_write.shutdown().await;
     }
+    // Closed with the read half (one FIN at close), not shut down first: a system call less
+    // per connection.
+    if let ClientOut::Tcp(write) = client_write {
+        write.forget();
+    }
+    drop(client_read);
     let clean = !matches!(end, End::ServerLost(_) | End::Gone) && sout.is_empty() && sin.is_empty();
     if let Some(conn) = server.take() {
         if clean {
