@@ -40,7 +40,7 @@ pub(crate) struct Pooling {
     /// The connections that ask the old leader about such sessions during a switchover.
     pub probers: Probers,
     /// One copy of each set of client parameters in use.
-    pub shared_params: crate::pooled::txn::SharedParams,
+    pub shared_params: SharedParams,
 }
 
 /// A logged-in pooled client, for `/clients` (PgBouncer's SHOW CLIENTS).
@@ -154,5 +154,37 @@ impl Probers {
     /// Close them (the switchover is over).
     pub(crate) fn clear(&self) {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+}
+
+/// One copy of each set of client parameters in use (`pooled::txn::ClientParams::share`),
+/// by fingerprint, held weakly: a set goes with its last client.
+#[derive(Debug, Default)]
+pub(crate) struct SharedParams(
+    std::sync::Mutex<std::collections::HashMap<u128, std::sync::Weak<BTreeMap<String, String>>>>,
+);
+
+impl SharedParams {
+    pub(crate) fn intern(
+        &self,
+        map: Arc<BTreeMap<String, String>>,
+        print: u128,
+    ) -> Arc<BTreeMap<String, String>> {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(existing) = known.get(&print).and_then(std::sync::Weak::upgrade) {
+            // Compared, not trusted to the print: equal sets only.
+            return if *existing == *map { existing } else { map };
+        }
+        if known.len() >= 64 {
+            known.retain(|_, set| set.strong_count() > 0);
+        }
+        known.insert(print, std::sync::Arc::downgrade(&map));
+        map
+    }
+
+    /// How many sets are remembered (live or not yet swept).
+    #[cfg(test)]
+    pub(crate) fn remembered(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
     }
 }

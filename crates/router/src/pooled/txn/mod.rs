@@ -988,36 +988,15 @@ impl ClientParams {
 
     /// Use the copy other clients with the same parameters hold, if any (an idle client then
     /// costs a pointer, not a map of its own: most clients of a pool have the same ones).
-    pub(crate) fn share(&mut self, shared: &SharedParams) {
+    pub(crate) fn share(&mut self, shared: &crate::pooling::SharedParams) {
         self.map = shared.intern(self.map.clone(), self.print());
-    }
-}
-
-/// The parameter sets clients hold now, by fingerprint (weakly: a set goes with its last
-/// client).
-#[derive(Debug, Default)]
-pub(crate) struct SharedParams(
-    std::sync::Mutex<std::collections::HashMap<u128, std::sync::Weak<Params>>>,
-);
-
-impl SharedParams {
-    fn intern(&self, map: std::sync::Arc<Params>, print: u128) -> std::sync::Arc<Params> {
-        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(existing) = known.get(&print).and_then(std::sync::Weak::upgrade) {
-            // Compared, not trusted to the print: equal sets only.
-            return if *existing == *map { existing } else { map };
-        }
-        if known.len() >= 64 {
-            known.retain(|_, set| set.strong_count() > 0);
-        }
-        known.insert(print, std::sync::Arc::downgrade(&map));
-        map
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::{is_listen, retryable, session_state, ClientParams, Params, SharedParams};
+    use super::{is_listen, retryable, session_state, ClientParams, Params};
+    use crate::pooling::SharedParams;
 
     #[test]
     fn listen_is_seen_as_the_first_word_only() {
@@ -1082,7 +1061,7 @@ mod tests {
         for i in 0..200 {
             let _ = of(&format!("zone {i}"));
         }
-        assert!(shared.0.lock().unwrap().len() <= 65);
+        assert!(shared.remembered() <= 65);
     }
 
     #[test]
