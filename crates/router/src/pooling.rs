@@ -15,9 +15,7 @@ use crate::pool::{PoolKey, PoolMode, Pools};
 use crate::protocol::CancelKey;
 use crate::topology::Backend;
 
-/// Where a CancelRequest carrying a client's router key goes: the server connection (its
-/// key and member) the client holds now, if any.
-/// The server connection a pooled client holds now, for its CancelRequest: the server's key
+/// Where a CancelRequest carrying a client's router key goes: the server connection a pooled client holds now, for its CancelRequest: the server's key
 /// and the connection's view (its member's address), shared with the connection, so that
 /// holding one costs no copy.
 pub(crate) type CancelTarget = Arc<Mutex<Option<(CancelKey, Arc<ServerView>)>>>;
@@ -160,9 +158,7 @@ impl Probers {
 /// One copy of each set of client parameters in use (`pooled::txn::ClientParams::share`),
 /// by fingerprint, held weakly: a set goes with its last client.
 #[derive(Debug, Default)]
-pub(crate) struct SharedParams(
-    std::sync::Mutex<std::collections::HashMap<u128, std::sync::Weak<BTreeMap<String, String>>>>,
-);
+pub(crate) struct SharedParams(Mutex<HashMap<u128, std::sync::Weak<BTreeMap<String, String>>>>);
 
 impl SharedParams {
     pub(crate) fn intern(
@@ -178,7 +174,7 @@ impl SharedParams {
         if known.len() >= 64 {
             known.retain(|_, set| set.strong_count() > 0);
         }
-        known.insert(print, std::sync::Arc::downgrade(&map));
+        known.insert(print, Arc::downgrade(&map));
         map
     }
 

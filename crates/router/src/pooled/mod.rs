@@ -610,6 +610,14 @@ pub(crate) fn serve(
     }
 }
 
+/// AuthenticationOk, then `fatal`: a client logged in and then refused (as PostgreSQL's
+/// "too many connections").
+pub(crate) fn logged_in_then(fatal: &Fatal) -> Vec<u8> {
+    let mut answer = crate::auth::authentication_ok();
+    answer.extend_from_slice(&fatal.bytes());
+    answer
+}
+
 /// Check the client's password (`auth`); the credential the router logs in with as this
 /// user, or None when the client was refused (told why) or left. AuthenticationOk is the
 /// caller's to send, with what follows it.
@@ -852,10 +860,7 @@ async fn start(
             }
             Err(fatal) => {
                 tracing::info!(%peer, pool = %key, error = %fatal.message, "no server connection for a new client");
-                // Logged in, then refused (as PostgreSQL's "too many connections").
-                let mut answer = crate::auth::authentication_ok();
-                answer.extend_from_slice(&fatal.bytes());
-                send_and_close(&mut client, &answer).await;
+                send_and_close(&mut client, &logged_in_then(&fatal)).await;
                 return None;
             }
         },

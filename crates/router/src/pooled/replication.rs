@@ -105,9 +105,7 @@ pub(crate) async fn serve(
         Ok(opened) => opened,
         Err(fatal) => {
             tracing::info!(%peer, %user, %database, error = %fatal.message, "no replication connection to the leader");
-            let mut answer = crate::auth::authentication_ok();
-            answer.extend_from_slice(&fatal.bytes());
-            send_and_close(&mut client, &answer).await;
+            send_and_close(&mut client, &crate::pooled::logged_in_then(&fatal)).await;
             return;
         }
     };
