@@ -260,3 +260,34 @@ async fn a_dead_endpoint_is_left_for_the_next_one() {
         dcs.load().await.expect("load through the live endpoint");
     }
 }
+
+/// etcd refuses HTTP/2 pings more often than `--grpc-keepalive-min-time` (5 s by default)
+/// and closes a connection after three: a watch that pinged at its request timeout was
+/// cut off every 8 s, logged a warning and made every subscriber reload each time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quiet_watch_stays_established_past_etcds_ping_limit() {
+    let (etcd, _dir) = start_etcd().await;
+    let dcs = EtcdDcs::new(
+        vec![etcd.endpoint()],
+        cluster_path(),
+        "a",
+        Duration::from_secs(2),
+        TIMEOUT,
+    );
+    let mut events = dcs.subscribe();
+    tokio::time::timeout(Duration::from_secs(5), events.changed())
+        .await
+        .expect("the watch is established within 5 s")
+        .expect("the watch task runs");
+    events.borrow_and_update();
+    dcs.load().await.expect("a read before the quiet time");
+    tokio::time::sleep(Duration::from_secs(14)).await;
+    // Nothing changed in etcd: a notification means the watch was established again.
+    assert!(
+        !events.has_changed().expect("the watch task runs"),
+        "the watch was established again during 14 quiet seconds: etcd closed the connection"
+    );
+    dcs.load()
+        .await
+        .expect("a read after 14 quiet seconds on the same handle");
+}

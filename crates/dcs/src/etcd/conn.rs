@@ -9,6 +9,10 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 
+/// Between two HTTP/2 pings: above etcd's default `--grpc-keepalive-min-time` (5 s), with a
+/// margin for timers.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(6);
+
 use crate::error::DcsError;
 use crate::etcd::access::LoadedAccess;
 
@@ -103,13 +107,19 @@ impl Target {
     }
 
     /// Options for a client. `per_request_timeout` must be off for long-lived streams (watch).
+    ///
+    /// HTTP/2 pings find a dead connection under a long-lived stream (a watch on a
+    /// partitioned etcd) within `KEEPALIVE_INTERVAL` + the request timeout. etcd counts a
+    /// ping sooner than `--grpc-keepalive-min-time` (5 s by default) after the last one, or
+    /// any ping on a connection without a stream, as abuse and closes the connection after
+    /// three: so pings go no more often than that, and only while a stream is open.
     pub(crate) fn options(&self, per_request_timeout: bool) -> ConnectOptions {
-        let ping = self.request_timeout.max(Duration::from_millis(500));
+        let ack = self.request_timeout.max(Duration::from_millis(500));
         let options = self.access.apply(
             ConnectOptions::new()
                 .with_connect_timeout(self.request_timeout)
-                .with_keep_alive(ping, ping)
-                .with_keep_alive_while_idle(true),
+                .with_keep_alive(KEEPALIVE_INTERVAL, ack)
+                .with_keep_alive_while_idle(false),
         );
         if per_request_timeout {
             options.with_timeout(self.request_timeout)
