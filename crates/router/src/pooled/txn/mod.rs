@@ -167,6 +167,14 @@ async fn write_server(write: Option<&mut OwnedWriteHalf>, buf: &[u8]) -> std::io
     }
 }
 
+/// `n` bytes written from the front of `buf`; an emptied buffer gives back its memory.
+fn drain_front(buf: &mut Vec<u8>, n: usize) {
+    buf.drain(..n);
+    if buf.is_empty() {
+        *buf = Vec::new();
+    }
+}
+
 /// A session-mode client that may move to another server connection now: nothing in flight,
 /// no transaction open, no session state the router cannot carry.
 fn movable(ctx: &Ctx, tracker: &Tracker, sout: &[u8], sin: &[u8]) -> bool {
@@ -587,6 +595,32 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
             }
         }
         let watching = current.is_some();
+        // What is due goes out now, without a turn of the select: a non-blocking write
+        // that takes it all (the usual case) saves the select's wake-up and the polling of
+        // every branch that comes with it; what a full socket leaves waits in the select.
+        if let Some(conn) = server.as_mut().filter(|_| !sout.is_empty()) {
+            match conn.write.try_write(&sout) {
+                Ok(n) if n > 0 => {
+                    ctx.bytes_to_server += n as u64;
+                    drain_front(&mut sout, n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => break End::ServerLost(e.to_string()),
+                Ok(_) => break End::ServerLost("closed".into()),
+            }
+        }
+        if let (ClientOut::Tcp(write), false) = (&client_write, cout.is_empty()) {
+            match write.try_write(&cout) {
+                Ok(n) if n > 0 => {
+                    let _ = cout.split_to(n);
+                    if cout.is_empty() {
+                        cout = bytes::BytesMut::new();
+                    }
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(_) | Ok(_) => break End::Gone,
+            }
+        }
         let event = {
             let (sr, sw) = match server.as_mut() {
                 Some(conn) => (Some(&mut conn.read), Some(&mut conn.write)),
@@ -625,10 +659,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
             Event::ClientWrote(_) => break End::Gone,
             Event::ServerWrote(Ok(n)) if n > 0 => {
                 ctx.bytes_to_server += n as u64;
-                sout.drain(..n);
-                if sout.is_empty() {
-                    sout = Vec::new();
-                }
+                drain_front(&mut sout, n);
             }
             Event::ServerWrote(r) => {
                 break End::ServerLost(match r {
