@@ -15,6 +15,13 @@ use tokio::sync::watch;
 
 /// Run the agent until SIGTERM/SIGINT.
 pub async fn run(cfg: Config) -> anyhow::Result<()> {
+    let removed = pgbaton_postgres::remove_stale_secret_files();
+    if removed > 0 {
+        tracing::info!(
+            removed,
+            "removed password files that killed pgbaton processes left in the temporary directory"
+        );
+    }
     let dynamic = cfg.bootstrap.dcs.clone();
     let ha = settings::ha_config(&cfg, &dynamic);
     let path = ClusterPath::new(&cfg.namespace, &cfg.scope);

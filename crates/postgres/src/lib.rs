@@ -61,6 +61,7 @@ pub use replica_method::{
     bootstrap_by_command, create_replica, wait_until_promoted, BootstrapCommand, ReplicaContext,
     ReplicaMethod,
 };
+pub use run::remove_stale_secret_files;
 pub use server_log::{parse_line, LogEvent, StreamTrouble, WalLogScanner};
 pub use spec::{Credentials, PgSpec, StandbyConfig, Upstream};
 pub use status::{query_status, PgStatus, ReplicationRow, SlotRow, WalReceiver};

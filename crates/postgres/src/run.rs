@@ -210,6 +210,48 @@ pub(crate) fn write_owned(
     fs::rename(&tmp, path).map_err(|e| PgError::io(path, e))
 }
 
+/// The name of a secret file starts with this and its process's pid (then `-` and a random
+/// part): the files a killed process left (no destructor ran) are told from a running one's.
+const SECRET_PREFIX: &str = "pgbaton-secret-";
+
+/// Remove the secret files in the temporary directory whose process is gone (the password
+/// file of an agent that was SIGKILLed while running initdb or a clone); how many.
+pub fn remove_stale_secret_files() -> usize {
+    remove_stale_secret_files_in(&std::env::temp_dir())
+}
+
+fn remove_stale_secret_files_in(dir: &Path) -> usize {
+    let Ok(entries) = fs::read_dir(dir) else {
+        return 0;
+    };
+    let mut removed = 0;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(rest) = name.to_str().and_then(|n| n.strip_prefix(SECRET_PREFIX)) else {
+            continue;
+        };
+        let Some(pid) = rest
+            .split_once('-')
+            .and_then(|(pid, _)| pid.parse::<i32>().ok())
+        else {
+            continue;
+        };
+        if !process_exists(pid) && fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
+        }
+    }
+    removed
+}
+
+/// Signal 0 checks that a process exists (EPERM: it does, under another user).
+fn process_exists(pid: i32) -> bool {
+    pid > 0
+        && !matches!(
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+            Err(nix::errno::Errno::ESRCH)
+        )
+}
+
 /// A 0600 temp file owned by run_as (a password file for initdb or libpq), deleted on drop.
 pub(crate) struct SecretFile {
     file: tempfile::NamedTempFile,
@@ -219,7 +261,7 @@ impl SecretFile {
     pub(crate) fn new(contents: &str, user: Option<&RunAs>) -> Result<Self, PgError> {
         let dir = std::env::temp_dir();
         let mut file = tempfile::Builder::new()
-            .prefix("pgbaton-secret-")
+            .prefix(&format!("{SECRET_PREFIX}{}-", std::process::id()))
             .tempfile_in(&dir)
             .map_err(|e| PgError::io(&dir, e))?;
         file.write_all(contents.as_bytes())
@@ -256,6 +298,46 @@ fn pgpass_escape(value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_files_of_a_gone_process_are_removed_and_others_kept() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let mut child = Command::new("true").spawn().expect("spawn true");
+        let gone = child.id();
+        child.wait().expect("wait");
+        let names = [
+            format!("{SECRET_PREFIX}{gone}-aB3xYz"),
+            format!("{SECRET_PREFIX}{}-aB3xYz", std::process::id()),
+            format!("{SECRET_PREFIX}aB3xYz"),
+            "other-file".to_string(),
+        ];
+        for name in &names {
+            fs::write(dir.path().join(name), "secret").expect("write");
+        }
+        assert_eq!(remove_stale_secret_files_in(dir.path()), 1);
+        assert!(
+            !dir.path().join(&names[0]).exists(),
+            "the gone process's file"
+        );
+        for name in &names[1..] {
+            assert!(dir.path().join(name).exists(), "{name} is kept");
+        }
+    }
+
+    #[test]
+    fn a_secret_file_is_named_after_its_process() {
+        let file = SecretFile::new("pw\n", None).expect("secret file");
+        let name = file
+            .path()
+            .file_name()
+            .expect("name")
+            .to_string_lossy()
+            .into_owned();
+        assert!(
+            name.starts_with(&format!("{SECRET_PREFIX}{}-", std::process::id())),
+            "{name}"
+        );
+    }
 
     #[test]
     fn tail_keeps_last_lines() {
