@@ -15,9 +15,9 @@ use crate::pool::{PoolKey, PoolMode, Pools};
 use crate::protocol::CancelKey;
 use crate::topology::Backend;
 
-/// Where a CancelRequest carrying a client's router key goes: the server connection a pooled client holds now, for its CancelRequest: the server's key
-/// and the connection's view (its member's address), shared with the connection, so that
-/// holding one costs no copy.
+/// Where a CancelRequest carrying a client's router key goes: the server connection the
+/// pooled client holds now, as the server's key and the connection's view (its member's
+/// address), shared with the connection so that holding one costs no copy.
 pub(crate) type CancelTarget = Arc<Mutex<Option<(CancelKey, Arc<ServerView>)>>>;
 
 /// Everything pooling shares across clients.

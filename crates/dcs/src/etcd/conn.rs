@@ -9,12 +9,12 @@ use std::time::Duration;
 
 use etcd_client::{Client, ConnectOptions};
 
+use crate::error::DcsError;
+use crate::etcd::access::LoadedAccess;
+
 /// Between two HTTP/2 pings: above etcd's default `--grpc-keepalive-min-time` (5 s), with a
 /// margin for timers.
 const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(6);
-
-use crate::error::DcsError;
-use crate::etcd::access::LoadedAccess;
 
 /// Why one etcd call failed, before the adapter decides what the caller sees.
 #[derive(Debug)]

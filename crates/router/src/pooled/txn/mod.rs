@@ -175,6 +175,14 @@ fn drain_front(buf: &mut Vec<u8>, n: usize) {
     }
 }
 
+/// `drain_front` for the client's output buffer.
+fn consume_front(buf: &mut bytes::BytesMut, n: usize) {
+    bytes::Buf::advance(buf, n);
+    if buf.is_empty() {
+        *buf = bytes::BytesMut::new();
+    }
+}
+
 /// A session-mode client that may move to another server connection now: nothing in flight,
 /// no transaction open, no session state the router cannot carry.
 fn movable(ctx: &Ctx, tracker: &Tracker, sout: &[u8], sin: &[u8]) -> bool {
@@ -611,12 +619,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
         }
         if let (ClientOut::Tcp(write), false) = (&client_write, cout.is_empty()) {
             match write.try_write(&cout) {
-                Ok(n) if n > 0 => {
-                    let _ = cout.split_to(n);
-                    if cout.is_empty() {
-                        cout = bytes::BytesMut::new();
-                    }
-                }
+                Ok(n) if n > 0 => consume_front(&mut cout, n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(_) | Ok(_) => break End::Gone,
             }
@@ -650,12 +653,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
         };
         match event {
             Event::Stop => break End::Gone,
-            Event::ClientWrote(Ok(n)) if n > 0 => {
-                let _ = cout.split_to(n);
-                if cout.is_empty() {
-                    cout = bytes::BytesMut::new();
-                }
-            }
+            Event::ClientWrote(Ok(n)) if n > 0 => consume_front(&mut cout, n),
             Event::ClientWrote(_) => break End::Gone,
             Event::ServerWrote(Ok(n)) if n > 0 => {
                 ctx.bytes_to_server += n as u64;
