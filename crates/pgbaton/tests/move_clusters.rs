@@ -330,10 +330,37 @@ async fn ctl_move_sends_the_routers_clients_to_another_cluster_without_a_failed_
         b.pg_port(&b_leader),
         "on B after the move"
     );
+    // The router is registered where it routes: B's leader waits for it at a switchover,
+    // A's no longer does.
+    let registered = |cluster: &'static str| {
+        let cluster = if cluster == "a" { &a } else { &b };
+        async move {
+            cluster
+                .state()
+                .await
+                .is_ok_and(|s| s.routers.contains_key("mover"))
+        }
+    };
+    b.wait_until("the router never registered under B", UP, || {
+        registered("b")
+    })
+    .await;
+    a.wait_until("the router stayed registered under A", UP, || async {
+        !registered("a").await
+    })
+    .await;
     let (ok, said) = ctl_move(&a, "it", &["--back", "--to", "target", "--force"]).await;
     assert!(ok && said.contains("route to it again"), "{said}");
     a.wait_until("the router never routed to A again", UP, || async {
         server_port().await == a.pg_port(&a_leader)
+    })
+    .await;
+    a.wait_until("the router never registered under A again", UP, || {
+        registered("a")
+    })
+    .await;
+    b.wait_until("the router stayed registered under B", UP, || async {
+        !registered("b").await
     })
     .await;
     drop(router);

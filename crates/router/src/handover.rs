@@ -149,8 +149,8 @@ pub(crate) struct Handover {
     /// The router's name in `routers/<name>`.
     pub name: String,
     pub write_listen: String,
-    /// Every state the follower read from etcd.
-    pub states: watch::Receiver<Arc<ClusterState>>,
+    /// Every state the follower read from etcd, with its scope.
+    pub states: watch::Receiver<Arc<crate::watcher::Followed>>,
     /// Held write traffic (read by `route::wait_for_leader`).
     pub hold: watch::Sender<bool>,
     pub pooling: Option<Arc<Pooling>>,
@@ -173,20 +173,28 @@ fn unix_now_ms() -> u64 {
         .unwrap_or(0)
 }
 
-/// Register, follow the switchovers, and deregister when `stop` turns true.
-pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
-    let scope = h.path.scope.clone();
-    let dcs = EtcdDcs::new(
+/// A handle on the keys of the cluster at `path`, holding the router's registration lease.
+fn registration(h: &Handover, path: &ClusterPath) -> Result<EtcdDcs, pgbaton_dcs::DcsError> {
+    EtcdDcs::new(
         h.hosts.clone(),
-        h.path.clone(),
+        path.clone(),
         &h.name,
         LEASE_TTL,
         Duration::from_secs(2),
-    );
-    let dcs = match dcs.with_access(&h.access) {
+    )
+    .with_access(&h.access)
+}
+
+/// Register, follow the switchovers, and deregister when `stop` turns true. The router is
+/// registered under the scope whose state it routes by: its own, or after a move the scope
+/// its clients moved to (that cluster's leader then waits for it at a switchover, and its
+/// own cluster's leader no longer does).
+pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
+    let mut path = h.path.clone();
+    let mut dcs = match registration(&h, &path) {
         Ok(dcs) => dcs,
         Err(e) => {
-            tracing::error!(%scope, error = %e, "cannot set up the connection to etcd; the router does not register for switchovers");
+            tracing::error!(scope = %path.scope, error = %e, "cannot set up the connection to etcd; the router does not register for switchovers");
             return;
         }
     };
@@ -205,21 +213,7 @@ pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
     loop {
         let draining = matches!(phase, Phase::Draining { .. });
         tokio::select! {
-            _ = renew.tick() => {
-                match dcs.keepalive().await {
-                    Ok(ack) => {
-                        if lease != Some(ack.lease_id) {
-                            // A new lease: the key went with the old one.
-                            lease = Some(ack.lease_id);
-                            written = None;
-                        }
-                    }
-                    Err(e) => {
-                        tracing::debug!(%scope, error = %e, "cannot renew the router's registration lease");
-                        lease = None;
-                    }
-                }
-            }
+            _ = renew.tick() => renew_lease(&dcs, &path, &mut lease, &mut written).await,
             changed = h.states.changed() => {
                 if changed.is_err() {
                     return;
@@ -227,15 +221,31 @@ pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
             }
             _ = tokio::time::sleep(DRAIN_POLL), if draining => {}
             _ = crate::stop::stopped(&mut stop) => {
-                if let Err(e) = dcs.remove_router().await {
-                    tracing::debug!(%scope, error = %e, "cannot remove the router's key (it expires with its lease)");
-                }
+                deregister(&dcs, &path).await;
                 return;
             }
         }
-        let state = h.states.borrow().clone();
-        let moving = pending_move(&state);
-        let pending = pending_switchover(&state, unix_now_ms()).or(moving);
+        let followed = h.states.borrow().clone();
+        if !followed.scope.is_empty() && followed.scope != path.scope {
+            let next = ClusterPath::new(&h.path.namespace, &followed.scope);
+            match registration(&h, &next) {
+                Ok(handle) => {
+                    tracing::info!(from = %path.scope, to = %next.scope, "the router now routes by another cluster's state (a move, or its end): registering for that cluster's switchovers");
+                    deregister(&dcs, &path).await;
+                    (dcs, path) = (handle, next);
+                    lease = None;
+                    written = None;
+                    renew_lease(&dcs, &path, &mut lease, &mut written).await;
+                }
+                Err(e) => {
+                    tracing::error!(scope = %next.scope, error = %e, "cannot set up the connection to etcd for the cluster the clients moved to; the router stays registered under its own");
+                }
+            }
+        }
+        let scope = path.scope.as_str();
+        let state = &followed.state;
+        let moving = pending_move(state);
+        let pending = pending_switchover(state, unix_now_ms()).or(moving);
         // Busy: transaction-mode write connections in a transaction, and session-mode write
         // sessions the kernel forwards until they have been taken out (`takeout`).
         let busy = h.pooling.as_ref().map_or(0, |p| {
@@ -243,7 +253,7 @@ pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
                 + p.kernel_writes.load(std::sync::atomic::Ordering::Relaxed)
         });
         let now = Instant::now();
-        for effect in step(&mut phase, pending, busy, now, drain_timeout(&state)) {
+        for effect in step(&mut phase, pending, busy, now, drain_timeout(state)) {
             match effect {
                 Effect::Hold => {
                     match state.moving.as_ref().filter(|_| moving.is_some()) {
@@ -289,6 +299,33 @@ pub(crate) async fn run(mut h: Handover, mut stop: watch::Receiver<bool>) {
                 }
             }
         }
+    }
+}
+
+/// Renew the registration lease (a new one when it expired: the key went with the old one).
+async fn renew_lease(
+    dcs: &EtcdDcs,
+    path: &ClusterPath,
+    lease: &mut Option<i64>,
+    written: &mut Option<RouterDoc>,
+) {
+    match dcs.keepalive().await {
+        Ok(ack) => {
+            if *lease != Some(ack.lease_id) {
+                *lease = Some(ack.lease_id);
+                *written = None;
+            }
+        }
+        Err(e) => {
+            tracing::debug!(scope = %path.scope, error = %e, "cannot renew the router's registration lease");
+            *lease = None;
+        }
+    }
+}
+
+async fn deregister(dcs: &EtcdDcs, path: &ClusterPath) {
+    if let Err(e) = dcs.remove_router().await {
+        tracing::debug!(scope = %path.scope, error = %e, "cannot remove the router's key (it expires with its lease)");
     }
 }
 

@@ -78,7 +78,7 @@ async fn fetch(client: reqwest::Client, url: String) -> Result<serde_json::Value
 
 /// Poll until `stop` turns true.
 pub(crate) async fn poll(
-    mut state: watch::Receiver<Arc<ClusterState>>,
+    mut state: watch::Receiver<Arc<crate::watcher::Followed>>,
     interval: Duration,
     roots: Option<rustls::RootCertStore>,
     out: watch::Sender<Arc<RestLag>>,
@@ -103,7 +103,8 @@ pub(crate) async fn poll(
             _ = ticker.tick() => {}
             _ = crate::stop::stopped(&mut stop) => return,
         }
-        let members = targets(&state.borrow_and_update().clone(), https, &mut warned);
+        let followed = state.borrow_and_update().clone();
+        let members = targets(&followed.state, https, &mut warned);
         if members.is_empty() {
             continue;
         }

@@ -69,6 +69,16 @@ impl Publisher {
     }
 }
 
+/// A state read from etcd and the scope it belongs to: the router's own, or, after a move
+/// (`ctl move`), the scope of the cluster its clients moved to. The router registers for
+/// switchovers under that scope (`handover`): the leader whose switchovers it follows is the
+/// one that waits for its acknowledgement.
+#[derive(Debug, Default)]
+pub(crate) struct Followed {
+    pub scope: String,
+    pub state: ClusterState,
+}
+
 /// What `follow` reads and where it publishes.
 pub(crate) struct Follow {
     pub hosts: Vec<String>,
@@ -77,8 +87,8 @@ pub(crate) struct Follow {
     pub path: ClusterPath,
     pub bounds: LagBounds,
     pub publisher: Arc<Publisher>,
-    /// Every state read from etcd, for the poller.
-    pub states: watch::Sender<Arc<ClusterState>>,
+    /// Every state read from etcd (the poller's members, the handover's switchovers).
+    pub states: watch::Sender<Arc<Followed>>,
     pub metrics: Arc<Metrics>,
 }
 
@@ -106,7 +116,11 @@ async fn follow_move(
     f: &Follow,
     moved: &mut Option<Moved>,
     state: ClusterState,
-) -> Result<ClusterState, pgbaton_dcs::DcsError> {
+) -> Result<Followed, pgbaton_dcs::DcsError> {
+    let own = |state| Followed {
+        scope: f.path.scope.clone(),
+        state,
+    };
     let to = state
         .moving
         .as_ref()
@@ -116,7 +130,7 @@ async fn follow_move(
         if let Some(gone) = moved.take() {
             tracing::warn!(scope = %f.path.scope, from = %gone.scope, "the move key is gone: routing to this cluster again");
         }
-        return Ok(state);
+        return Ok(own(state));
     };
     if moved.as_ref().is_none_or(|m| m.scope != to) {
         let path = ClusterPath::new(&f.path.namespace, &to);
@@ -137,9 +151,12 @@ async fn follow_move(
         });
     }
     let Some(target) = moved.as_ref() else {
-        return Ok(state);
+        return Ok(own(state));
     };
-    target.dcs.load().await
+    Ok(Followed {
+        scope: target.scope.clone(),
+        state: target.dcs.load().await?,
+    })
 }
 
 /// Resolves when the cluster the clients moved to changes; never without one.
@@ -188,7 +205,7 @@ pub(crate) async fn follow(
     };
     let mut events = dcs.subscribe();
     let mut healthy = true;
-    let mut last: Option<Arc<ClusterState>> = None;
+    let mut last: Option<Arc<Followed>> = None;
     let mut last_read = tokio::time::Instant::now();
     // After a move (`ctl move`): the cluster the clients moved to, read like this one.
     let mut moved: Option<Moved> = None;
@@ -205,7 +222,7 @@ pub(crate) async fn follow(
                 }
                 last_read = tokio::time::Instant::now();
                 let state = Arc::new(state);
-                f.recompute(&state, rest.as_ref());
+                f.recompute(&state.state, rest.as_ref());
                 f.states.send_replace(state.clone());
                 last = Some(state);
                 true
@@ -244,8 +261,8 @@ pub(crate) async fn follow(
                 _ = rest_changed(&mut rest) => {
                     // Not while etcd is unreadable: the last state may name a leader whose
                     // lease is gone.
-                    if let Some(state) = last.as_ref().filter(|_| healthy) {
-                        f.recompute(state, rest.as_ref());
+                    if let Some(last) = last.as_ref().filter(|_| healthy) {
+                        f.recompute(&last.state, rest.as_ref());
                     }
                 }
                 _ = crate::stop::stopped(&mut stop) => return,
