@@ -251,8 +251,11 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                         (m.clone(), url)
                     })
                     .collect();
-                bounded(timeout, dcs.set_failsafe(&topology)).await?;
-                tracing::info!(members = %members.join(","), "failsafe key updated");
+                if bounded(timeout, dcs.set_failsafe(&topology)).await? {
+                    tracing::info!(members = %members.join(","), "failsafe key updated");
+                } else {
+                    tracing::info!(members = %members.join(","), "failsafe key not written: this member no longer holds the leader key");
+                }
             }
         }
         Ok(())

@@ -103,11 +103,14 @@ pub trait Dcs: Send + Sync + 'static {
         expected_revision: Option<i64>,
     ) -> impl Future<Output = Result<bool, DcsError>> + Send;
     fn delete_failover(&self) -> impl Future<Output = Result<(), DcsError>> + Send;
-    /// Write `failsafe` (no lease): the failsafe topology, member name → `api_url`.
+    /// Write `failsafe` (no lease): the failsafe topology, member name → `api_url` — only
+    /// while this member holds the leader key (false: it does not, nothing written). A
+    /// leader's write that arrives late, after another member took the key, must not
+    /// replace the new leader's topology: members outside it may not race.
     fn set_failsafe(
         &self,
         members: &std::collections::BTreeMap<String, String>,
-    ) -> impl Future<Output = Result<(), DcsError>> + Send;
+    ) -> impl Future<Output = Result<bool, DcsError>> + Send;
     /// Delete `members/<name>` of another member (the leader cleans up members that left) —
     /// only used by ctl/remove.
     fn delete_member(&self, name: &str) -> impl Future<Output = Result<(), DcsError>> + Send;

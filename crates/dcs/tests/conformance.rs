@@ -392,12 +392,21 @@ async fn documents_round_trip<B: Backend>() {
     assert!(!state.members.contains_key("b"));
     assert!(state.members.contains_key("a"));
 
-    // The failsafe topology (Patroni's `{"member": "api_url"}`), a plain put.
+    // The failsafe topology (Patroni's `{"member": "api_url"}`), written by the leader key's
+    // holder only: a late write of a former leader leaves the new one's in place.
     let topology = BTreeMap::from([
         ("a".to_string(), "http://127.0.0.1:8008/patroni".to_string()),
         ("b".to_string(), "http://127.0.0.1:8009/patroni".to_string()),
     ]);
-    a.set_failsafe(&topology).await.expect("failsafe");
+    assert!(
+        !a.set_failsafe(&topology).await.expect("failsafe"),
+        "written without the leader key"
+    );
+    assert_eq!(a.load().await.expect("load").failsafe, None);
+    assert!(b.acquire_leader().await.expect("b acquires"));
+    assert!(b.set_failsafe(&topology).await.expect("failsafe"));
+    let stale = BTreeMap::from([("a".to_string(), String::new())]);
+    assert!(!a.set_failsafe(&stale).await.expect("stale failsafe"));
     assert_eq!(a.load().await.expect("load").failsafe, Some(topology));
 }
 

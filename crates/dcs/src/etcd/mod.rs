@@ -419,11 +419,15 @@ impl Dcs for EtcdDcs {
     async fn set_failsafe(
         &self,
         members: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), DcsError> {
+    ) -> Result<bool, DcsError> {
         let value = to_json(keys::FAILSAFE, members)?;
-        self.put_if("set failsafe", Vec::new(), keys::FAILSAFE, value)
+        let compares = vec![Compare::value(
+            self.path.key(keys::LEADER),
+            CompareOp::Equal,
+            self.member.clone(),
+        )];
+        self.put_if("set failsafe", compares, keys::FAILSAFE, value)
             .await
-            .map(|_| ())
     }
 
     async fn set_sync(

@@ -311,18 +311,20 @@ impl Dcs for MemoryDcs {
     async fn set_failsafe(
         &self,
         members: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), DcsError> {
+    ) -> Result<bool, DcsError> {
         let key = self.path.key(keys::FAILSAFE);
         let value = to_json(&key, members)?.into_bytes();
         self.plain(
-            Compare::Always,
+            Compare::Value(
+                self.path.key(keys::LEADER),
+                self.member.clone().into_bytes(),
+            ),
             Op::Put {
                 key,
                 value,
                 lease: 0,
             },
         )
-        .map(|_| ())
     }
 
     async fn set_sync(

@@ -261,7 +261,7 @@ impl Dcs for SimDcs {
     async fn set_failsafe(
         &self,
         members: &std::collections::BTreeMap<String, String>,
-    ) -> Result<(), DcsError> {
+    ) -> Result<bool, DcsError> {
         self.via(self.inner.set_failsafe(members)).await
     }
 
