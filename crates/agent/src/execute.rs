@@ -206,8 +206,10 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     .map(|c| c.history.clone())
                     .unwrap_or_default();
                 if let Some(history) = self.history_to_write(&existing, *timeline, *lsn, &name) {
-                    if history != existing {
-                        bounded(timeout, dcs.set_history(&history)).await?;
+                    if history != existing && !bounded(timeout, dcs.set_history(&history)).await? {
+                        tracing::info!(
+                            "history key not written: this member no longer holds the leader key"
+                        );
                     }
                 }
             }

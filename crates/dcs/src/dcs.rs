@@ -87,10 +87,13 @@ pub trait Dcs: Send + Sync + 'static {
         value: &serde_json::Value,
         expected_revision: Option<i64>,
     ) -> impl Future<Output = Result<bool, DcsError>> + Send;
+    /// Write `history` — only while this member holds the leader key (false: nothing
+    /// written), so that a former leader's late write cannot drop its successor's entry (the
+    /// timelines the cluster used decide which one a promotion takes: `ReserveTimelines`).
     fn set_history(
         &self,
         history: &[HistoryEntry],
-    ) -> impl Future<Output = Result<(), DcsError>> + Send;
+    ) -> impl Future<Output = Result<bool, DcsError>> + Send;
     fn set_status(&self, status: &StatusDoc) -> impl Future<Output = Result<(), DcsError>> + Send;
     fn set_sync(
         &self,

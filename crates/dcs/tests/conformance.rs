@@ -326,7 +326,15 @@ async fn documents_round_trip<B: Backend>() {
             new_leader: None,
         },
     ];
-    a.set_history(&history).await.expect("history");
+    // The history, like the failsafe topology below, is written by the leader key's holder
+    // only: a former leader's late write cannot drop its successor's entry.
+    assert!(
+        !a.set_history(&history).await.expect("history"),
+        "written without the leader key"
+    );
+    assert!(a.acquire_leader().await.expect("a acquires"));
+    assert!(a.set_history(&history).await.expect("history"));
+    assert!(!b.set_history(&history[..1]).await.expect("stale history"));
     let status = StatusDoc {
         optime: Some(12345),
         slots: BTreeMap::from([("b".to_string(), 12000)]),
@@ -399,14 +407,13 @@ async fn documents_round_trip<B: Backend>() {
         ("b".to_string(), "http://127.0.0.1:8009/patroni".to_string()),
     ]);
     assert!(
-        !a.set_failsafe(&topology).await.expect("failsafe"),
+        !b.set_failsafe(&topology).await.expect("failsafe"),
         "written without the leader key"
     );
     assert_eq!(a.load().await.expect("load").failsafe, None);
-    assert!(b.acquire_leader().await.expect("b acquires"));
-    assert!(b.set_failsafe(&topology).await.expect("failsafe"));
-    let stale = BTreeMap::from([("a".to_string(), String::new())]);
-    assert!(!a.set_failsafe(&stale).await.expect("stale failsafe"));
+    assert!(a.set_failsafe(&topology).await.expect("failsafe"));
+    let stale = BTreeMap::from([("b".to_string(), String::new())]);
+    assert!(!b.set_failsafe(&stale).await.expect("stale failsafe"));
     assert_eq!(a.load().await.expect("load").failsafe, Some(topology));
 }
 

@@ -202,6 +202,15 @@ impl EtcdDcs {
         self.txn(what, txn).await.map_err(Failure::into_dcs)
     }
 
+    /// The compare of a write only the leader key's holder makes.
+    fn held_leader(&self) -> Vec<Compare> {
+        vec![Compare::value(
+            self.path.key(keys::LEADER),
+            CompareOp::Equal,
+            self.member.clone(),
+        )]
+    }
+
     async fn delete_if(
         &self,
         what: &str,
@@ -402,11 +411,10 @@ impl Dcs for EtcdDcs {
             .await
     }
 
-    async fn set_history(&self, history: &[HistoryEntry]) -> Result<(), DcsError> {
+    async fn set_history(&self, history: &[HistoryEntry]) -> Result<bool, DcsError> {
         let value = HistoryEntry::list_to_json(history);
-        self.put_if("set history", Vec::new(), keys::HISTORY, value)
+        self.put_if("set history", self.held_leader(), keys::HISTORY, value)
             .await
-            .map(|_| ())
     }
 
     async fn set_status(&self, status: &StatusDoc) -> Result<(), DcsError> {
@@ -421,12 +429,7 @@ impl Dcs for EtcdDcs {
         members: &std::collections::BTreeMap<String, String>,
     ) -> Result<bool, DcsError> {
         let value = to_json(keys::FAILSAFE, members)?;
-        let compares = vec![Compare::value(
-            self.path.key(keys::LEADER),
-            CompareOp::Equal,
-            self.member.clone(),
-        )];
-        self.put_if("set failsafe", compares, keys::FAILSAFE, value)
+        self.put_if("set failsafe", self.held_leader(), keys::FAILSAFE, value)
             .await
     }
 

@@ -280,18 +280,20 @@ impl Dcs for MemoryDcs {
         self.put_compare(keys::CONFIG, value.to_string(), expected_revision)
     }
 
-    async fn set_history(&self, history: &[HistoryEntry]) -> Result<(), DcsError> {
+    async fn set_history(&self, history: &[HistoryEntry]) -> Result<bool, DcsError> {
         let key = self.path.key(keys::HISTORY);
         let value = HistoryEntry::list_to_json(history).into_bytes();
         self.plain(
-            Compare::Always,
+            Compare::Value(
+                self.path.key(keys::LEADER),
+                self.member.clone().into_bytes(),
+            ),
             Op::Put {
                 key,
                 value,
                 lease: 0,
             },
         )
-        .map(|_| ())
     }
 
     async fn set_status(&self, status: &StatusDoc) -> Result<(), DcsError> {

@@ -229,7 +229,7 @@ impl Dcs for SimDcs {
             .await
     }
 
-    async fn set_history(&self, history: &[HistoryEntry]) -> Result<(), DcsError> {
+    async fn set_history(&self, history: &[HistoryEntry]) -> Result<bool, DcsError> {
         self.via(self.inner.set_history(history)).await
     }
 
