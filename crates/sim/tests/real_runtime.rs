@@ -394,7 +394,7 @@ fn a_lease_counted_from_the_answer_instead_of_the_request_is_caught() {
 fn soak_seeds_once_broken_pass() {
     for seed in [
         4_313, 4_409, 101_791, 104_004, 106_538, 108_128, 108_739, 109_439, 110_124, 110_993,
-        118_652, 168_632,
+        118_652, 168_632, 341_044,
     ] {
         let report = run_real(&RealConfig::random(seed));
         assert!(report.violations.is_empty(), "{}", report.describe(60));

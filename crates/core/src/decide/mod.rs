@@ -173,6 +173,13 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
 /// answer as `lease_valid_until`. The member key expires with the lease; the next renewal
 /// grants a new lease and the member document is written again.
 fn keeps_lease_alive(state: &MemberState, cx: &Context) -> bool {
+    // A leader whose primary stopped while its reads fail cannot start it again without a
+    // read, however certain its lease: its keepalives would only keep the key from a member
+    // that can lead (seed 341044: the postmaster killed over a slow DCS, and a keepalive of
+    // the still-certain lease, arriving late, kept the key 7.05 s).
+    if cx.view.is_none() && state.phase == Phase::Leader && cx.obs.pg.certainly_not_primary() {
+        return false;
+    }
     if cx.leader_now {
         return true;
     }
@@ -346,10 +353,16 @@ fn step(s: &mut MemberState, cx: &Context, verdict: &mut Option<CommandVerdict>)
             );
         }
         // The same for a leader that has stopped its primary for want of a lease (seed
-        // 168632: its restart in place aborted, late renewals kept the key alive 7 s). It
-        // stays demoting: a DCS that was down rather than slow did not take the delete, and
-        // when it is back and still holds the lease, the primary restarts in place.
-        if s.phase == Phase::Demoting && !cx.lease_ok && cx.obs.pg.certainly_not_primary() {
+        // 168632: its restart in place aborted, late renewals kept the key alive 7 s), and
+        // for a leader whose primary stopped while its reads fail (seed 341044: the
+        // postmaster killed over a slow DCS; without a read it cannot restart in place, and
+        // a keepalive that reached etcd late kept the key 7.05 s). It stays where it is: a
+        // DCS that was down rather than slow did not take the delete, and when it is back
+        // and still holds the lease, the primary restarts in place.
+        if matches!(s.phase, Phase::Demoting | Phase::Leader)
+            && !cx.lease_ok
+            && cx.obs.pg.certainly_not_primary()
+        {
             return (
                 Reason::ReleasingKeyWithoutLease,
                 vec![Action::Dcs(DcsAction::ReleaseLeader)],
