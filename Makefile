@@ -43,11 +43,17 @@ bench: build
 # The simulator's long soak: a million random fault schedules through the real agent runtime
 # (500,000 asynchronous, 300,000 synchronous over six configurations, 200,000 of DCS trouble in
 # failsafe mode), seeds from SOAK_FIRST_SEED (default 100000, past the ones `make test` runs).
-# Hours on a 2-core machine; a failing seed prints how to replay it.
+# Hours on a 2-core machine; a failing seed prints how to replay it. A smaller soak, e.g. the
+# 80,000 seeds of docs/ARCHITECTURE.md's third batch (about an hour):
+#   make soak SOAK_FIRST_SEED=300000 SOAK_SEEDS=12500 SOAK_SYNC_SEEDS=5000 SOAK_FAILSAFE_SEEDS=10000
+# (per shard: four asynchronous shards, six synchronous configurations, two failsafe shards).
 SOAK_FIRST_SEED ?= 100000
+SOAK_SEEDS ?= 125000
+SOAK_SYNC_SEEDS ?= 50000
+SOAK_FAILSAFE_SEEDS ?= 100000
 soak:
-	PGBATON_SIM_REAL_SEEDS=125000 PGBATON_SIM_REAL_SYNC_SEEDS=50000 \
-	PGBATON_SIM_REAL_FAILSAFE_SEEDS=100000 PGBATON_SIM_REAL_FIRST_SEED=$(SOAK_FIRST_SEED) \
+	PGBATON_SIM_REAL_SEEDS=$(SOAK_SEEDS) PGBATON_SIM_REAL_SYNC_SEEDS=$(SOAK_SYNC_SEEDS) \
+	PGBATON_SIM_REAL_FAILSAFE_SEEDS=$(SOAK_FAILSAFE_SEEDS) PGBATON_SIM_REAL_FIRST_SEED=$(SOAK_FIRST_SEED) \
 	$(CARGO) nextest run --release --profile soak -p pgbaton-sim --success-output final \
 		-E 'test(/^real_runtime_random_schedules|^real_sync_(first|quorum)|^real_failsafe_mode/)'
 
