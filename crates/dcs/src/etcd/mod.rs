@@ -353,12 +353,8 @@ impl Dcs for EtcdDcs {
 
     async fn release_leader(&self) -> Result<bool, DcsError> {
         let key = self.path.key(keys::LEADER);
-        let compares = vec![Compare::value(
-            key.clone(),
-            CompareOp::Equal,
-            self.member.clone(),
-        )];
-        self.delete_if("release leader", compares, key).await
+        self.delete_if("release leader", self.held_leader(), key)
+            .await
     }
 
     async fn touch_member(&self, doc: &MemberDoc) -> Result<(), DcsError> {

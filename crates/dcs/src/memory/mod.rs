@@ -135,6 +135,14 @@ impl MemoryDcs {
         })
     }
 
+    /// The compare of a write only the leader key's holder makes.
+    fn held_leader(&self) -> Compare {
+        Compare::Value(
+            self.path.key(keys::LEADER),
+            self.member.clone().into_bytes(),
+        )
+    }
+
     fn plain(&self, compare: Compare, op: Op) -> Result<bool, DcsError> {
         self.check_reachable()?;
         self.store
@@ -234,11 +242,7 @@ impl Dcs for MemoryDcs {
     }
 
     async fn release_leader(&self) -> Result<bool, DcsError> {
-        let key = self.path.key(keys::LEADER);
-        self.plain(
-            Compare::Value(key.clone(), self.member.clone().into_bytes()),
-            Op::Delete(key),
-        )
+        self.plain(self.held_leader(), Op::Delete(self.path.key(keys::LEADER)))
     }
 
     async fn touch_member(&self, doc: &MemberDoc) -> Result<(), DcsError> {
@@ -284,10 +288,7 @@ impl Dcs for MemoryDcs {
         let key = self.path.key(keys::HISTORY);
         let value = HistoryEntry::list_to_json(history).into_bytes();
         self.plain(
-            Compare::Value(
-                self.path.key(keys::LEADER),
-                self.member.clone().into_bytes(),
-            ),
+            self.held_leader(),
             Op::Put {
                 key,
                 value,
@@ -317,10 +318,7 @@ impl Dcs for MemoryDcs {
         let key = self.path.key(keys::FAILSAFE);
         let value = to_json(&key, members)?.into_bytes();
         self.plain(
-            Compare::Value(
-                self.path.key(keys::LEADER),
-                self.member.clone().into_bytes(),
-            ),
+            self.held_leader(),
             Op::Put {
                 key,
                 value,
