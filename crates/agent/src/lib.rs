@@ -81,6 +81,8 @@ pub struct Agent<D: Dcs, P: Peers = HttpPeers, G: Postgres = LocalPostgres, H: H
     /// The synchronous_standby_names in force, as last written by us.
     configured_sync: Option<pgbaton_core::SyncStandbyNames>,
     last_pg_status: Option<PgStatus>,
+    /// When the query behind `last_pg_status` was sent: its positions were read after that.
+    last_pg_status_asked_at: Option<Instant>,
     status_tx: watch::Sender<NodeStatus>,
     /// Other members' REST APIs (their positions, failsafe rounds).
     peers: P,
@@ -192,6 +194,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             pending_command: None,
             configured_sync: None,
             last_pg_status: None,
+            last_pg_status_asked_at: None,
             status_tx,
             peers,
             wake,

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use pgbaton_core::TimelineSource;
-use pgbaton_core::{LocalPg, Observation, PeerView};
+use pgbaton_core::{LocalPg, Millis, Observation, PeerView};
 use pgbaton_dcs::{ClusterState, Dcs, LeaseAck};
 use pgbaton_postgres::StreamTrouble;
 use tokio::time::Instant;
@@ -64,11 +64,11 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         }
         let pg = self.observe_pg().await;
         let job = self.jobs.view().await;
-        let peers = match &dcs {
+        let asked = match &dcs {
             Some(state) if state.leader.is_none() && matches!(pg, LocalPg::Running(_)) => {
-                self.ask_peers(state).await
+                Some(self.ask_peers(state).await)
             }
-            _ => BTreeMap::new(),
+            _ => None,
         };
         if let Some(state) = &dcs {
             self.check_lease_covers_leader_key(state).await;
@@ -89,8 +89,12 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         if dcs.is_some() {
             self.cluster = dcs;
         }
+        let now = self.now();
+        let peers = asked
+            .map(|(asked_at, peers)| positions_read_within(peers, now.saturating_sub(asked_at)))
+            .unwrap_or_default();
         Observation {
-            now: self.now(),
+            now,
             pg,
             job,
             dcs: view,
@@ -201,6 +205,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         let alive = self.pg.postmaster_running().await;
         let timeout = Duration::from_millis(self.ha.retry_timeout_ms.min(2_000));
         if alive {
+            let asked_at = Instant::now();
             return match self.pg.status(timeout).await {
                 Ok(status) => {
                     let running = view::running_pg(&status);
@@ -214,6 +219,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                         );
                     }
                     self.last_pg_status = Some(status);
+                    self.last_pg_status_asked_at = Some(asked_at);
                     LocalPg::Running(running)
                 }
                 Err(e) => {
@@ -237,9 +243,11 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         }
     }
 
-    /// Ask every other member's REST API for its position, all at once, within a second.
-    async fn ask_peers(&self, state: &ClusterState) -> BTreeMap<String, PeerView> {
+    /// Ask every other member's REST API for its position, all at once, within a second:
+    /// when the questions went out (core time) and the answers.
+    async fn ask_peers(&self, state: &ClusterState) -> (Millis, BTreeMap<String, PeerView>) {
         let urls = view::peer_api_urls(state, &self.cfg.name);
+        let asked_at = self.now();
         let asks = urls.into_iter().map(|(name, url)| {
             let answer = self.peers.status(url);
             async move {
@@ -254,8 +262,24 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
         for (name, peer) in join_all(asks).await {
             out.insert(name, peer);
         }
-        out
+        (asked_at, out)
     }
+}
+
+/// Turn each peer's `pgbaton_position_age_ms` (how long before it answered it read its
+/// position) into an upper bound on how long before `now` that was: the answer came after
+/// the question, `since_asked` ago at most. The peer measured on its own clock: a clock
+/// running up to 0.1 % slower than ours is covered, and a millisecond of rounding.
+fn positions_read_within(
+    mut peers: BTreeMap<String, PeerView>,
+    since_asked: Millis,
+) -> BTreeMap<String, PeerView> {
+    for peer in peers.values_mut() {
+        if let PeerView::Report { read_within_ms, .. } = peer {
+            *read_within_ms = read_within_ms.map(|age| age + age / 1000 + 1 + since_asked);
+        }
+    }
+    peers
 }
 
 /// Run futures concurrently and collect their outputs (small, to avoid a dependency).
@@ -275,4 +299,34 @@ where
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_peers_position_age_becomes_a_bound_on_how_long_before_now_it_was_read() {
+        let report = |age| PeerView::Report {
+            replica_running: true,
+            primary_running: false,
+            lsn: Some(9),
+            timeline: Some(1),
+            nofailover: false,
+            failover_priority: 1,
+            settled: false,
+            read_within_ms: age,
+        };
+        let peers = BTreeMap::from([
+            ("a".to_string(), report(Some(2_000))),
+            ("b".to_string(), report(None)),
+            ("c".to_string(), PeerView::Unreachable),
+        ]);
+        let out = positions_read_within(peers, 120);
+        // 2 s on the peer's clock, 0.1 % for a slower clock, 1 ms of rounding, 120 ms since
+        // the question went out.
+        assert_eq!(out["a"], report(Some(2_000 + 2 + 1 + 120)));
+        assert_eq!(out["b"], report(None));
+        assert_eq!(out["c"], PeerView::Unreachable);
+    }
 }

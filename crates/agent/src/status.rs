@@ -220,6 +220,7 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
             leader_changes: self.leader_changes,
             cluster: self.cluster.clone(),
             no_leader_seen: obs.dcs.as_ref().is_some_and(|v| v.leader.is_none()),
+            positions_read_at: st.and(self.last_pg_status_asked_at),
             version: env!("CARGO_PKG_VERSION").to_string(),
         };
         self.status_tx.send_replace(status);

@@ -168,6 +168,9 @@ pub fn peer_view(body: &Value) -> PeerView {
             || body.get("watchdog_failed") == Some(&Value::Bool(true)),
         failover_priority,
         settled: body.get("pgbaton_no_leader_seen") == Some(&Value::Bool(true)),
+        // How long before it answered the peer read its position; the caller adds the time
+        // since it asked (`Agent::observe`).
+        read_within_ms: body.get("pgbaton_position_age_ms").and_then(Value::as_u64),
     }
 }
 
@@ -201,6 +204,7 @@ mod tests {
                 nofailover: false,
                 failover_priority: 1,
                 settled: false,
+                read_within_ms: None,
             }
         );
     }
@@ -214,6 +218,22 @@ mod tests {
         assert!(matches!(
             peer_view(&body),
             PeerView::Report { settled: true, .. }
+        ));
+    }
+
+    #[test]
+    fn a_peer_says_how_long_before_answering_it_read_its_position() {
+        let body: Value = serde_json::from_str(
+            r#"{"state": "running", "role": "replica", "xlog": {"received_location": 9, "replayed_location": 9}, "timeline": 1, "pgbaton_position_age_ms": 740}"#,
+        )
+        .unwrap();
+        assert!(matches!(
+            peer_view(&body),
+            PeerView::Report {
+                settled: false,
+                read_within_ms: Some(740),
+                ..
+            }
         ));
     }
 

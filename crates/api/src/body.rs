@@ -96,6 +96,11 @@ pub fn patroni_json(status: &NodeStatus) -> Value {
     if status.no_leader_seen {
         body.insert("pgbaton_no_leader_seen".into(), json!(true));
     }
+    if let Some(at) = status.positions_read_at {
+        // Rounded up: a bound on the position's age, never less than it.
+        let age_ms = at.elapsed().as_micros().div_ceil(1000) as u64;
+        body.insert("pgbaton_position_age_ms".into(), json!(age_ms));
+    }
     if let Some(pgbackrest) = &status.pgbackrest {
         body.insert("pgbackrest".into(), pgbackrest.clone());
     }

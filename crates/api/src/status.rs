@@ -185,6 +185,10 @@ pub struct NodeStatus {
     /// are final until a new leader is chosen (`pgbaton_no_leader_seen` in `GET /patroni`;
     /// a quorum candidate compares only such positions).
     pub no_leader_seen: bool,
+    /// When PostgreSQL was asked for the positions above (they were read after it): `GET
+    /// /patroni` shows how long before the answer as `pgbaton_position_age_ms`, so that a
+    /// quorum candidate can tell a position read after it found the leader key gone.
+    pub positions_read_at: Option<tokio::time::Instant>,
     pub version: String,
 }
 
@@ -227,6 +231,7 @@ impl NodeStatus {
             leader_changes: 0,
             cluster: None,
             no_leader_seen: false,
+            positions_read_at: None,
             version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }

@@ -170,6 +170,26 @@ async fn cluster_document_shows_pause_and_scheduled_switchover() {
     assert_eq!(none, json!({"members": [], "scope": "anchor"}));
 }
 
+/// How old the reported position is: read after PostgreSQL was asked, rounded up to the
+/// millisecond (a quorum candidate compares it with when it found the leader key gone).
+#[tokio::test]
+async fn patroni_document_says_how_old_the_position_is() {
+    let mut s = replica("node2", 0);
+    assert!(get(&s, "/patroni")
+        .await
+        .json()
+        .get("pgbaton_position_age_ms")
+        .is_none());
+    let asked = tokio::time::Instant::now() - std::time::Duration::from_micros(740_200);
+    s.positions_read_at = Some(asked);
+    let body = get(&s, "/patroni").await.json();
+    let age = body["pgbaton_position_age_ms"]
+        .as_u64()
+        .expect("an age in ms");
+    let bound = asked.elapsed().as_micros().div_ceil(1000) as u64;
+    assert!((741..=bound).contains(&age), "{age} ms, {bound} ms at most");
+}
+
 #[tokio::test]
 async fn history_and_config_documents() {
     let mut s = leader();

@@ -72,7 +72,8 @@ pub enum Candidacy {
     /// Synchronous mode: not a member that holds every acknowledged commit.
     NotSynchronous(String),
     /// Quorum mode: too few named members answered with a final position, and these
-    /// answered with one read while they still saw a leader; asked again shortly.
+    /// answered with one read while they still saw a leader, and before this member found
+    /// the key gone; asked again shortly.
     PeersUnsettled { members: Vec<String> },
     /// On an older timeline than the cluster's newest, past the point where that timeline
     /// ended (or that point is not recorded): its WAL may have diverged.
@@ -134,6 +135,7 @@ pub fn evaluate_candidacy(
             timeline,
             failover_priority,
             settled,
+            read_within_ms,
         } = peer
         else {
             continue;
@@ -158,8 +160,13 @@ pub fn evaluate_candidacy(
         // with its flush (found by the real-runtime simulation, quorum soak seed 101119: a
         // slow standby promoted on a report of its peers from before their last WAL, and an
         // acknowledged commit was lost).
+        // A position the peer read after this member found the key gone counts as well (a
+        // peer whose own DCS answers slowly may go on reporting "a leader seen" for seconds:
+        // quorum soak seed 301567 of `quorum1` waited for one until the old leader returned).
+        // `leaderless_for` runs from a moment after this member's read found the key gone.
+        let read_after_key_went = read_within_ms.is_some_and(|ago| ago <= leaderless_for);
         if named.contains(name) {
-            if *settled {
+            if *settled || read_after_key_went {
                 reachable_named += 1;
             } else {
                 unsettled_named.push(name.clone());

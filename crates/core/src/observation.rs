@@ -396,6 +396,11 @@ pub enum PeerView {
         /// primary stopped before its key went. A position read while the peer still saw a
         /// leader may be older than commits that leader acknowledged with the peer's flush.
         settled: bool,
+        /// At most how long before this observation's `now` the peer read the position it
+        /// reported (its `pgbaton_position_age_ms` plus the time since the question went out;
+        /// None: the peer does not say). A position read after this member itself found the
+        /// leader key gone is final as well, whatever the peer's own DCS view then was.
+        read_within_ms: Option<Millis>,
     },
 }
 

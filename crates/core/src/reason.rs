@@ -382,7 +382,7 @@ impl fmt::Display for Reason {
                 Candidacy::NotSynchronous(why) => write!(f, "no leader; not racing: {why}"),
                 Candidacy::PeersUnsettled { members } => write!(
                     f,
-                    "no leader; not racing yet: quorum mode and {} reported positions read while they still saw a leader (asking again shortly)",
+                    "no leader; not racing yet: quorum mode and {} reported positions read before the leader key was known gone (asking again shortly)",
                     members.join(", ")
                 ),
                 Candidacy::FailsafePromised { remaining_ms } => write!(

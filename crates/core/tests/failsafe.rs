@@ -405,6 +405,7 @@ fn a_peer_outside_the_topology_does_not_hold_the_others_back() {
                 nofailover: false,
                 failover_priority: priority,
                 settled: true,
+                read_within_ms: None,
             },
         );
     }

@@ -114,6 +114,7 @@ impl Obs {
                 nofailover: false,
                 failover_priority: 1,
                 settled: true,
+                read_within_ms: None,
             },
         );
         self
@@ -1301,6 +1302,7 @@ fn a_peer_on_an_abandoned_branch_neither_holds_back_nor_measures_lag() {
             nofailover: false,
             failover_priority: 1,
             settled: true,
+            read_within_ms: None,
         },
     );
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());
@@ -1341,6 +1343,7 @@ fn a_peer_on_a_newer_timeline_wins_even_with_a_lower_position() {
             nofailover: false,
             failover_priority: 1,
             settled: true,
+            read_within_ms: None,
         },
     );
     let d = decide(&in_phase(Phase::Replica), &obs, &cfg());

@@ -189,6 +189,7 @@ fn peer(lsn: Lsn, timeline: u32) -> PeerView {
         nofailover: false,
         failover_priority: 1,
         settled: true,
+        read_within_ms: None,
     }
 }
 
@@ -620,6 +621,7 @@ fn quorum_promotion_needs_enough_named_members() {
             nofailover: false,
             failover_priority: 1,
             settled: true,
+            read_within_ms: None,
         },
     );
     let d = decide(
@@ -645,6 +647,7 @@ fn quorum_promotion_needs_enough_named_members() {
             nofailover: false,
             failover_priority: 1,
             settled: true,
+            read_within_ms: None,
         },
     );
     let d = decide(
@@ -674,6 +677,7 @@ fn quorum_promotion_counts_only_positions_read_after_the_leader_key_went() {
         nofailover: false,
         failover_priority: 1,
         settled: false,
+        read_within_ms: None,
     };
     let mut o = obs(replica(1000), v);
     // Both peers answered from before their last WAL: they look behind us.
@@ -703,6 +707,53 @@ fn quorum_promotion_counts_only_positions_read_after_the_leader_key_went() {
     // Settled and not ahead: we race.
     o.peers.insert("node3".into(), peer(1000, 1));
     let d = decide(&replica_phase, &o, &c);
+    assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
+}
+
+/// Quorum mode: a position the peer read after this member found the key gone is final too,
+/// whatever the peer's own DCS view was (`read_within_ms` no longer ago than the key went);
+/// one read before still is not (quorum soak seed 301567 of `quorum1`: a peer whose DCS
+/// answered slowly kept reporting "a leader seen", and the cluster stayed leaderless until
+/// the old leader returned).
+#[test]
+fn quorum_counts_a_position_read_after_the_candidate_found_the_key_gone() {
+    let (c, v) = quorum_one_of_three();
+    let read_ago = |lsn, ago| PeerView::Report {
+        replica_running: true,
+        primary_running: false,
+        lsn: Some(lsn),
+        timeline: Some(1),
+        nofailover: false,
+        failover_priority: 1,
+        settled: false,
+        read_within_ms: Some(ago),
+    };
+    let mut o = obs(replica(1000), v);
+    // The key went 300 ms ago (this member's first read without it).
+    let leaderless = MemberState {
+        phase: Phase::Replica,
+        leaderless_since: Some(o.now - 300),
+        ..MemberState::new()
+    };
+    o.peers.insert("node2".into(), read_ago(1000, 200));
+    o.peers.insert("node3".into(), read_ago(990, 301));
+    let d = decide(&leaderless, &o, &c);
+    assert!(
+        matches!(d.reason, Reason::NotRacing(Candidacy::PeersUnsettled { ref members }) if members == &["node3".to_string()]),
+        "node3 read its position before the key went: {}",
+        d.reason
+    );
+    assert!(!ops(&d).contains(&Action::Dcs(DcsAction::AcquireLeader)));
+    // Read since: it counts, and a position ahead of ours still wins.
+    o.peers.insert("node3".into(), read_ago(1010, 300));
+    let d = decide(&leaderless, &o, &c);
+    assert!(
+        matches!(d.reason, Reason::NotRacing(Candidacy::PeerAhead { ref member, .. }) if member == "node3"),
+        "{}",
+        d.reason
+    );
+    o.peers.insert("node3".into(), read_ago(1000, 300));
+    let d = decide(&leaderless, &o, &c);
     assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
 }
 

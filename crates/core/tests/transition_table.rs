@@ -311,6 +311,7 @@ fn observation(r: &mut Rng, now: Millis) -> Observation {
                     nofailover: r.chance(10),
                     failover_priority: 1,
                     settled: true,
+                    read_within_ms: None,
                 }
             };
             peers.insert(name.to_string(), view);
