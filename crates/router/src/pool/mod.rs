@@ -72,7 +72,8 @@ struct PoolState {
     login: ServerLogin,
     /// The ParameterStatus of the pool's last new server connection: what a new client is
     /// told at login in transaction mode, without waiting for a server connection.
-    server_params: Option<std::collections::BTreeMap<String, String>>,
+    /// Shared: each login in transaction mode reads it, none copies it.
+    server_params: Option<std::sync::Arc<std::collections::BTreeMap<String, String>>>,
     /// The mode of its latest client (for /pools).
     mode: Option<PoolMode>,
     /// The size came from a database alias's `pool_size` (a reload of `pool:` keeps it).
@@ -443,7 +444,7 @@ impl Pools {
     pub(crate) fn server_params(
         &self,
         key: &PoolKey,
-    ) -> Option<std::collections::BTreeMap<String, String>> {
+    ) -> Option<std::sync::Arc<std::collections::BTreeMap<String, String>>> {
         self.lock()
             .pools
             .get(key)
@@ -456,7 +457,9 @@ impl Pools {
         params: std::collections::BTreeMap<String, String>,
     ) {
         if let Some(pool) = self.lock().pools.get_mut(key) {
-            pool.server_params = Some(params);
+            if pool.server_params.as_deref() != Some(&params) {
+                pool.server_params = Some(std::sync::Arc::new(params));
+            }
         }
     }
 

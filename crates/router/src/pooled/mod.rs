@@ -573,7 +573,21 @@ impl Drop for ClientGuard {
 }
 
 fn parameter_status(name: &str, value: &str) -> Vec<u8> {
-    crate::pooled::txn::frontend::message(b'S', &[name.as_bytes(), b"\0", value.as_bytes(), b"\0"])
+    let mut out = Vec::new();
+    put_parameter_status(&mut out, name, value);
+    out
+}
+
+/// Append a ParameterStatus message to `out` (no buffer of its own).
+fn put_parameter_status(out: &mut Vec<u8>, name: &str, value: &str) {
+    let len = 4 + name.len() + 1 + value.len() + 1;
+    out.reserve(1 + len);
+    out.push(b'S');
+    out.extend_from_slice(&(len as u32).to_be_bytes());
+    out.extend_from_slice(name.as_bytes());
+    out.push(0);
+    out.extend_from_slice(value.as_bytes());
+    out.push(0);
 }
 
 /// Serve one client of a pooled listener after its startup packet.
@@ -855,7 +869,7 @@ async fn start(
         Some(params) => (None, params),
         None => match Box::pin(crate::pooled::ryw::acquire(&mut ctx)).await {
             Ok(conn) => {
-                let params = conn.params.clone();
+                let params = Arc::new(conn.params.clone());
                 (Some(conn), params)
             }
             Err(fatal) => {
@@ -865,9 +879,16 @@ async fn start(
             }
         },
     };
-    let mut told = told;
+    // The client is told the server's parameters, its own where it set them.
+    // AuthenticationOk goes with the parameters, the key and ReadyForQuery: one write.
+    let mut held = crate::auth::authentication_ok();
+    for (name, value) in told.iter() {
+        put_parameter_status(&mut held, name, ctx.params.get(name).unwrap_or(value));
+    }
     for (name, value) in ctx.params.iter() {
-        told.insert(name.clone(), value.clone());
+        if !told.contains_key(name) {
+            put_parameter_status(&mut held, name, value);
+        }
     }
     // From now on the client keeps what it was told (PgBouncer's tracked parameters).
     for name in crate::pooled::txn::TRACKED {
@@ -878,11 +899,6 @@ async fn start(
         }
     }
     ctx.params.share(&pooling.shared_params);
-    // AuthenticationOk goes with the parameters, the key and ReadyForQuery: one write.
-    let mut held = crate::auth::authentication_ok();
-    for (name, value) in &told {
-        held.extend_from_slice(&parameter_status(name, value));
-    }
     crate::route::decision(&shared, target, "pooled");
     let kernel = mode == PoolMode::Session && shared.offload.is_some() && !client.is_tls();
     if kernel {
