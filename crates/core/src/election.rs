@@ -85,12 +85,14 @@ pub enum Candidacy {
 }
 
 /// Decide whether this replica races for the leader key (see the module rule).
+#[allow(clippy::too_many_arguments)]
 pub fn evaluate_candidacy(
     cfg: &HaConfig,
     me: &RunningPg,
     view: &DcsView,
     peers: &BTreeMap<String, PeerView>,
     leaderless_for: Millis,
+    no_leader_read_for: Millis,
     failsafe_promise_left: Option<Millis>,
     unix_now_ms: u64,
 ) -> Candidacy {
@@ -163,8 +165,10 @@ pub fn evaluate_candidacy(
         // A position the peer read after this member found the key gone counts as well (a
         // peer whose own DCS answers slowly may go on reporting "a leader seen" for seconds:
         // quorum soak seed 301567 of `quorum1` waited for one until the old leader returned).
-        // `leaderless_for` runs from a moment after this member's read found the key gone.
-        let read_after_key_went = read_within_ms.is_some_and(|ago| ago <= leaderless_for);
+        // `no_leader_read_for` runs from a moment after this member's read found the key
+        // gone, every read since finding none (a failed read restarts it: a leader may have
+        // come, had commits acknowledged and gone unseen in between).
+        let read_after_key_went = read_within_ms.is_some_and(|ago| ago <= no_leader_read_for);
         if named.contains(name) {
             if *settled || read_after_key_went {
                 reachable_named += 1;

@@ -69,6 +69,10 @@ pub struct MemberState {
     pub phase: Phase,
     /// When this member first saw the cluster without a leader (for the lag grace rule).
     pub leaderless_since: Option<Millis>,
+    /// Since when every DCS read found no leader key, none failing in between: a leader
+    /// may have come and gone unseen across a failed read. A quorum candidate counts a
+    /// peer's position read since then (`election.rs`).
+    pub no_leader_read_since: Option<Millis>,
     /// Leader whose PostgreSQL stopped: give the leader key up if it is not running by then.
     pub restart_deadline: Option<Millis>,
     /// Replica: since when the WAL receiver does not stream from a running leader.
@@ -126,6 +130,7 @@ impl MemberState {
         MemberState {
             phase: Phase::Init,
             leaderless_since: None,
+            no_leader_read_since: None,
             restart_deadline: None,
             not_streaming_since: None,
             rewind_needed: false,

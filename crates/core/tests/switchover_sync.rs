@@ -733,6 +733,7 @@ fn quorum_counts_a_position_read_after_the_candidate_found_the_key_gone() {
     let leaderless = MemberState {
         phase: Phase::Replica,
         leaderless_since: Some(o.now - 300),
+        no_leader_read_since: Some(o.now - 300),
         ..MemberState::new()
     };
     o.peers.insert("node2".into(), read_ago(1000, 200));
@@ -755,6 +756,27 @@ fn quorum_counts_a_position_read_after_the_candidate_found_the_key_gone() {
     o.peers.insert("node3".into(), read_ago(1000, 300));
     let d = decide(&leaderless, &o, &c);
     assert_eq!(ops(&d), vec![Action::Dcs(DcsAction::AcquireLeader)]);
+    assert_eq!(d.state.no_leader_read_since, Some(o.now - 300));
+    // A read that failed since (a leader may have come, had commits acknowledged and gone
+    // unseen): only positions read after the next read without a key count.
+    let after_a_failed_read = MemberState {
+        no_leader_read_since: None,
+        ..leaderless.clone()
+    };
+    let d = decide(&after_a_failed_read, &o, &c);
+    assert!(
+        matches!(d.reason, Reason::NotRacing(Candidacy::PeersUnsettled { ref members }) if members.len() == 2),
+        "{}",
+        d.reason
+    );
+    assert_eq!(d.state.no_leader_read_since, Some(o.now));
+    let failed = Observation {
+        dcs: None,
+        now: o.now + 250,
+        ..o.clone()
+    };
+    let d = decide(&leaderless, &failed, &c);
+    assert_eq!(d.state.no_leader_read_since, None);
 }
 
 #[test]

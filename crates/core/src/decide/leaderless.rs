@@ -53,6 +53,7 @@ pub(super) fn leaderless(s: &mut MemberState, cx: &Context, view: &DcsView) -> S
                             view,
                             &cx.obs.peers,
                             cx.now - since,
+                            cx.no_leader_read_for,
                             cx.promise_left,
                             cx.obs.unix_now_ms,
                         );
@@ -82,6 +83,7 @@ pub(super) fn leaderless(s: &mut MemberState, cx: &Context, view: &DcsView) -> S
                 view,
                 &cx.obs.peers,
                 cx.now - since,
+                cx.no_leader_read_for,
                 cx.promise_left,
                 cx.obs.unix_now_ms,
             );

@@ -66,6 +66,9 @@ pub(super) struct Context<'a> {
     pub promise_left: Option<Millis>,
     /// The DCS read of this cycle (`None`: the DCS did not answer in time).
     pub view: Option<&'a DcsView>,
+    /// How long every DCS read has found no leader key, none failing in between (0: this
+    /// read is the first, or it found one).
+    pub no_leader_read_for: Millis,
 }
 
 impl<'a> Context<'a> {
@@ -103,6 +106,12 @@ impl<'a> Context<'a> {
             failsafe_ok,
             promise_left: failsafe::promise_left(obs),
             view,
+            no_leader_read_for: match view {
+                Some(v) if v.leader.is_none() => {
+                    now.saturating_sub(prev.no_leader_read_since.unwrap_or(now))
+                }
+                _ => 0,
+            },
         }
     }
 }
@@ -113,6 +122,10 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
     let mut state = prev.clone();
     let mut verdict = None;
     let (reason, pg_actions) = step(&mut state, &cx, &mut verdict);
+    state.no_leader_read_since = match obs.dcs.as_ref() {
+        Some(v) if v.leader.is_none() => Some(prev.no_leader_read_since.unwrap_or(obs.now)),
+        _ => None,
+    };
     // A command the rules never reached (a halted member, a demotion) is refused with why.
     if obs.command.is_some() && verdict.is_none() {
         verdict = Some(CommandVerdict::Refused {
