@@ -181,6 +181,16 @@ fn the_new_leader_of_a_switchover_without_candidate_clears_the_request_quietly()
 }
 
 fn peer(lsn: Lsn, timeline: u32) -> PeerView {
+    report(lsn, timeline, true, None)
+}
+
+/// A quorum peer's position read while it still saw a leader, `read_within_ms` before the
+/// observation at most (None: it does not say).
+fn unsettled_peer(lsn: Lsn, read_within_ms: Option<Millis>) -> PeerView {
+    report(lsn, 1, false, read_within_ms)
+}
+
+fn report(lsn: Lsn, timeline: u32, settled: bool, read_within_ms: Option<Millis>) -> PeerView {
     PeerView::Report {
         replica_running: true,
         primary_running: false,
@@ -188,8 +198,8 @@ fn peer(lsn: Lsn, timeline: u32) -> PeerView {
         timeline: Some(timeline),
         nofailover: false,
         failover_priority: 1,
-        settled: true,
-        read_within_ms: None,
+        settled,
+        read_within_ms,
     }
 }
 
@@ -669,16 +679,7 @@ fn quorum_promotion_needs_enough_named_members() {
 #[test]
 fn quorum_promotion_counts_only_positions_read_after_the_leader_key_went() {
     let (c, v) = quorum_one_of_three();
-    let unsettled = |lsn| PeerView::Report {
-        replica_running: true,
-        primary_running: false,
-        lsn: Some(lsn),
-        timeline: Some(1),
-        nofailover: false,
-        failover_priority: 1,
-        settled: false,
-        read_within_ms: None,
-    };
+    let unsettled = |lsn| unsettled_peer(lsn, None);
     let mut o = obs(replica(1000), v);
     // Both peers answered from before their last WAL: they look behind us.
     o.peers.insert("node2".into(), unsettled(990));
@@ -718,16 +719,7 @@ fn quorum_promotion_counts_only_positions_read_after_the_leader_key_went() {
 #[test]
 fn quorum_counts_a_position_read_after_the_candidate_found_the_key_gone() {
     let (c, v) = quorum_one_of_three();
-    let read_ago = |lsn, ago| PeerView::Report {
-        replica_running: true,
-        primary_running: false,
-        lsn: Some(lsn),
-        timeline: Some(1),
-        nofailover: false,
-        failover_priority: 1,
-        settled: false,
-        read_within_ms: Some(ago),
-    };
+    let read_ago = |lsn, ago| unsettled_peer(lsn, Some(ago));
     let mut o = obs(replica(1000), v);
     // The key went 300 ms ago (this member's first read without it).
     let leaderless = MemberState {

@@ -66,8 +66,10 @@ pub(super) struct Context<'a> {
     pub promise_left: Option<Millis>,
     /// The DCS read of this cycle (`None`: the DCS did not answer in time).
     pub view: Option<&'a DcsView>,
-    /// How long every DCS read has found no leader key, none failing in between (0: this
-    /// read is the first, or it found one).
+    /// Since when every DCS read has found no leader key, none failing in between,
+    /// this one included (None: this read failed or found one): the next state's.
+    pub no_leader_read_since: Option<Millis>,
+    /// How long that is (0: this read is the first, or there is none).
     pub no_leader_read_for: Millis,
 }
 
@@ -93,6 +95,10 @@ impl<'a> Context<'a> {
             None => true,
             Some(v) => v.leader.as_deref().is_none_or(|l| l == cfg.name),
         };
+        let no_leader_read_since = match view {
+            Some(v) if v.leader.is_none() => Some(prev.no_leader_read_since.unwrap_or(now)),
+            _ => None,
+        };
         let failsafe_ok = prev.phase == Phase::Leader
             && key_not_others
             && failsafe::right_until(cfg, obs)
@@ -106,12 +112,8 @@ impl<'a> Context<'a> {
             failsafe_ok,
             promise_left: failsafe::promise_left(obs),
             view,
-            no_leader_read_for: match view {
-                Some(v) if v.leader.is_none() => {
-                    now.saturating_sub(prev.no_leader_read_since.unwrap_or(now))
-                }
-                _ => 0,
-            },
+            no_leader_read_since,
+            no_leader_read_for: no_leader_read_since.map_or(0, |since| now.saturating_sub(since)),
         }
     }
 }
@@ -122,10 +124,7 @@ pub fn decide(prev: &MemberState, obs: &Observation, cfg: &HaConfig) -> Decision
     let mut state = prev.clone();
     let mut verdict = None;
     let (reason, pg_actions) = step(&mut state, &cx, &mut verdict);
-    state.no_leader_read_since = match obs.dcs.as_ref() {
-        Some(v) if v.leader.is_none() => Some(prev.no_leader_read_since.unwrap_or(obs.now)),
-        _ => None,
-    };
+    state.no_leader_read_since = cx.no_leader_read_since;
     // A command the rules never reached (a halted member, a demotion) is refused with why.
     if obs.command.is_some() && verdict.is_none() {
         verdict = Some(CommandVerdict::Refused {
