@@ -197,7 +197,9 @@ impl<D: Dcs, P: Peers, G: Postgres, H: Host> Agent<D, P, G, H> {
                     slots_wal: self.published_slots_wal(),
                     ..Default::default()
                 };
-                bounded(timeout, dcs.set_status(&status)).await?;
+                if !bounded(timeout, dcs.set_status(&status)).await? {
+                    tracing::info!("status not written: the leader key is not this member's");
+                }
             }
             DcsAction::AppendHistory { timeline, lsn } => {
                 let existing = self

@@ -94,7 +94,12 @@ pub trait Dcs: Send + Sync + 'static {
         &self,
         history: &[HistoryEntry],
     ) -> impl Future<Output = Result<bool, DcsError>> + Send;
-    fn set_status(&self, status: &StatusDoc) -> impl Future<Output = Result<(), DcsError>> + Send;
+    /// Write the leader's `status` (position, slots, WAL kept) — only while this member holds
+    /// the leader key (false: nothing written), so that a former leader's late write cannot
+    /// leave its own, possibly higher, position as the cluster's reference for the next
+    /// election's lag check.
+    fn set_status(&self, status: &StatusDoc)
+        -> impl Future<Output = Result<bool, DcsError>> + Send;
     fn set_sync(
         &self,
         doc: &SyncDoc,

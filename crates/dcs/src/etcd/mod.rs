@@ -413,11 +413,10 @@ impl Dcs for EtcdDcs {
             .await
     }
 
-    async fn set_status(&self, status: &StatusDoc) -> Result<(), DcsError> {
+    async fn set_status(&self, status: &StatusDoc) -> Result<bool, DcsError> {
         let value = to_json(keys::STATUS, status)?;
-        self.put_if("set status", Vec::new(), keys::STATUS, value)
+        self.put_if("set status", self.held_leader(), keys::STATUS, value)
             .await
-            .map(|_| ())
     }
 
     async fn set_failsafe(

@@ -297,18 +297,17 @@ impl Dcs for MemoryDcs {
         )
     }
 
-    async fn set_status(&self, status: &StatusDoc) -> Result<(), DcsError> {
+    async fn set_status(&self, status: &StatusDoc) -> Result<bool, DcsError> {
         let key = self.path.key(keys::STATUS);
         let value = to_json(&key, status)?.into_bytes();
         self.plain(
-            Compare::Always,
+            self.held_leader(),
             Op::Put {
                 key,
                 value,
                 lease: 0,
             },
         )
-        .map(|_| ())
     }
 
     async fn set_failsafe(

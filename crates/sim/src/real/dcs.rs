@@ -233,7 +233,7 @@ impl Dcs for SimDcs {
         self.via(self.inner.set_history(history)).await
     }
 
-    async fn set_status(&self, status: &StatusDoc) -> Result<(), DcsError> {
+    async fn set_status(&self, status: &StatusDoc) -> Result<bool, DcsError> {
         self.via(self.inner.set_status(status)).await
     }
 
