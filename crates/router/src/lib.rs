@@ -66,6 +66,7 @@ mod pooled;
 mod pooling;
 pub mod protocol;
 mod pump;
+mod rare;
 mod relay;
 mod reply;
 mod retry;
@@ -74,6 +75,7 @@ mod router;
 
 mod session;
 mod shared;
+mod spare;
 mod status_page;
 mod status_table;
 mod stop;

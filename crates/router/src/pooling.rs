@@ -39,6 +39,8 @@ pub(crate) struct Pooling {
     pub probers: Probers,
     /// One copy of each set of client parameters in use.
     pub shared_params: SharedParams,
+    /// What clients were told at login lately, by what they sent.
+    pub greetings: Greetings,
 }
 
 /// A logged-in pooled client, for `/clients` (PgBouncer's SHOW CLIENTS).
@@ -91,6 +93,7 @@ impl Pooling {
             kernel_writes: Arc::new(AtomicUsize::new(0)),
             probers: Default::default(),
             shared_params: Default::default(),
+            greetings: Default::default(),
         }
     }
 
@@ -182,5 +185,120 @@ impl SharedParams {
     #[cfg(test)]
     pub(crate) fn remembered(&self) -> usize {
         self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
+/// What a client of a transaction-mode pool is told at login (its ParameterStatus messages)
+/// and keeps as its parameters from then on depends only on the parameters it sent and on
+/// what the pool's servers report (`Pools::server_params`, shared): most clients of a pool
+/// send the same few, so the last few outcomes are kept and found again instead of built
+/// again (`pooled::start`).
+#[derive(Default)]
+pub(crate) struct Greetings(Mutex<std::collections::VecDeque<Greeting>>);
+
+/// One login's outcome.
+#[derive(Clone)]
+pub(crate) struct Greeting {
+    /// The pool's server parameters it was made from (weak: the allocation stays, so no
+    /// other set can take its address).
+    told: std::sync::Weak<BTreeMap<String, String>>,
+    sent: BTreeMap<String, String>,
+    /// The ParameterStatus messages.
+    pub statuses: Arc<[u8]>,
+    /// The client's parameters, shared, and their print.
+    pub params: Arc<BTreeMap<String, String>>,
+    pub print: u128,
+}
+
+impl Greetings {
+    /// Outcomes kept.
+    const KEPT: usize = 16;
+
+    /// The outcome for a client that sent `sent`, told `told`.
+    pub(crate) fn find(
+        &self,
+        told: &Arc<BTreeMap<String, String>>,
+        sent: &BTreeMap<String, String>,
+    ) -> Option<Greeting> {
+        let kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        kept.iter()
+            .find(|g| std::ptr::eq(g.told.as_ptr(), Arc::as_ptr(told)) && g.sent == *sent)
+            .cloned()
+    }
+
+    pub(crate) fn remember(
+        &self,
+        told: &Arc<BTreeMap<String, String>>,
+        sent: BTreeMap<String, String>,
+        statuses: Arc<[u8]>,
+        params: Arc<BTreeMap<String, String>>,
+        print: u128,
+    ) {
+        let mut kept = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // Outcomes for server parameters no pool reports any more go first.
+        kept.retain(|g| g.told.strong_count() > 0);
+        if kept.len() >= Self::KEPT {
+            kept.pop_front();
+        }
+        kept.push_back(Greeting {
+            told: Arc::downgrade(told),
+            sent,
+            statuses,
+            params,
+            print,
+        });
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn a_login_outcome_is_found_for_the_same_sent_parameters_and_server_parameters_only() {
+        let greetings = Greetings::default();
+        let told = Arc::new(map(&[("TimeZone", "UTC"), ("server_version", "15.18")]));
+        let sent = map(&[("application_name", "pgbench")]);
+        let statuses: Arc<[u8]> = Arc::from(&b"S..."[..]);
+        let params = Arc::new(map(&[("TimeZone", "UTC"), ("application_name", "pgbench")]));
+        greetings.remember(&told, sent.clone(), statuses.clone(), params.clone(), 7);
+
+        let found = greetings.find(&told, &sent).expect("found");
+        assert!(Arc::ptr_eq(&found.statuses, &statuses));
+        assert!(Arc::ptr_eq(&found.params, &params));
+        assert_eq!(found.print, 7);
+        // Other sent parameters; the same server parameters in another set (a new server
+        // connection reported them): not found.
+        assert!(greetings.find(&told, &map(&[])).is_none());
+        let again = Arc::new((*told).clone());
+        assert!(greetings.find(&again, &sent).is_none());
+        // Server parameters no pool reports any more are forgotten at the next remember.
+        drop(told);
+        greetings.remember(&again, sent.clone(), statuses, params, 8);
+        assert_eq!(greetings.0.lock().expect("lock").len(), 1);
+        assert_eq!(greetings.find(&again, &sent).expect("found").print, 8);
+    }
+
+    #[test]
+    fn only_the_latest_login_outcomes_are_kept() {
+        let greetings = Greetings::default();
+        let told = Arc::new(map(&[("TimeZone", "UTC")]));
+        for i in 0..40 {
+            let sent = map(&[("application_name", &format!("app {i}"))]);
+            greetings.remember(&told, sent, Arc::from(&b""[..]), Arc::new(map(&[])), i);
+        }
+        assert_eq!(greetings.0.lock().expect("lock").len(), Greetings::KEPT);
+        let latest = map(&[("application_name", "app 39")]);
+        assert_eq!(greetings.find(&told, &latest).expect("kept").print, 39);
+        assert!(greetings
+            .find(&told, &map(&[("application_name", "app 0")]))
+            .is_none());
     }
 }

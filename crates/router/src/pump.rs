@@ -164,7 +164,7 @@ pub(crate) fn poll_read_append(
     loop {
         std::task::ready!(from.poll_read_ready(cx))?;
         match read_scratch(from, |data, _| {
-            buf.extend_from_slice(data);
+            crate::spare::append(buf, data);
             data.len()
         }) {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => continue,
@@ -182,7 +182,7 @@ pub(crate) fn poll_read_append_any<R: tokio::io::AsyncRead + Unpin>(
     SCRATCH_BUFFER.with_borrow_mut(|scratch| {
         let mut read = tokio::io::ReadBuf::new(scratch);
         std::task::ready!(std::pin::Pin::new(from).poll_read(cx, &mut read))?;
-        buf.extend_from_slice(read.filled());
+        crate::spare::append(buf, read.filled());
         std::task::Poll::Ready(Ok(read.filled().len()))
     })
 }

@@ -51,7 +51,7 @@ impl Drop for Slot {
 }
 
 enum Grant {
-    Conn(Box<ServerConn>),
+    Conn(ServerConn),
     Open(Slot),
 }
 
@@ -118,6 +118,8 @@ pub(crate) struct Pools {
     /// Paused databases (`POST /pause`; `*` = all): their clients wait for a server
     /// connection until resumed, and connections that come back are closed.
     paused: watch::Sender<BTreeSet<String>>,
+    /// Some database is paused: `paused` is read only then (each checkout and checkin asks).
+    any_paused: std::sync::atomic::AtomicBool,
     /// When the pools were made (for the averages of /stats).
     pub started: Instant,
 }
@@ -130,7 +132,7 @@ fn names(paused: &BTreeSet<String>, database: &str) -> bool {
 /// What `checkout` gives.
 pub(crate) enum Checkout {
     /// An idle connection (check it with `server_check_query` if it idled long).
-    Idle(Box<ServerConn>),
+    Idle(ServerConn),
     /// Open a new connection and attach this slot to it.
     Open(Slot),
 }
@@ -222,6 +224,7 @@ impl Pools {
             state: Mutex::new(State::default()),
             next_waiter: AtomicU64::new(1),
             paused: watch::Sender::new(BTreeSet::new()),
+            any_paused: std::sync::atomic::AtomicBool::new(false),
             started: Instant::now(),
         })
     }
@@ -266,7 +269,7 @@ impl Pools {
 
     /// Is `database` paused now?
     pub(crate) fn is_paused(&self, database: &str) -> bool {
-        names(&self.paused.borrow(), database)
+        self.any_paused.load(Ordering::Acquire) && names(&self.paused.borrow(), database)
     }
 
     /// The paused databases (`*` = all).
@@ -286,6 +289,7 @@ impl Pools {
         let name = database.unwrap_or("*").to_string();
         self.paused.send_modify(|set| {
             set.insert(name);
+            self.any_paused.store(true, Ordering::Release);
         });
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -333,11 +337,14 @@ impl Pools {
 
     /// PgBouncer's RESUME (None: every database, and `*`).
     pub(crate) fn resume(&self, database: Option<&str>) {
-        self.paused.send_modify(|set| match database {
-            Some(d) => {
-                set.remove(d);
+        self.paused.send_modify(|set| {
+            match database {
+                Some(d) => {
+                    set.remove(d);
+                }
+                None => set.clear(),
             }
-            None => set.clear(),
+            self.any_paused.store(!set.is_empty(), Ordering::Release);
         });
     }
 
@@ -498,8 +505,8 @@ impl Pools {
         usable: &(dyn Fn(&ServerConn) -> bool + Sync),
         wanted: &(dyn Fn(&ServerConn) -> bool + Sync),
     ) -> Option<Checkout> {
-        if let Some(conn) = self.take_idle(key, usable, wanted) {
-            return Some(Checkout::Idle(Box::new(conn)));
+        if let Some(conn) = self.take_idle(key, usable, wanted, false, Instant::now()) {
+            return Some(Checkout::Idle(conn));
         }
         let settings = self.settings();
         if self.is_paused(&key.database) {
@@ -516,25 +523,31 @@ impl Pools {
 
     /// Without waiting: an idle, fresh connection of `key` that `wanted` accepts (the others
     /// stay idle; one found at once has waited no time), None when the database is paused
-    /// or there is none.
+    /// or there is none. `activate`: the client taking it becomes active (`set_active`),
+    /// under the same lock. `now`: the caller's clock reading.
     pub(crate) fn take_idle(
         &self,
         key: &PoolKey,
         usable: &(dyn Fn(&ServerConn) -> bool + Sync),
         wanted: &(dyn Fn(&ServerConn) -> bool + Sync),
+        activate: bool,
+        now: Instant,
     ) -> Option<ServerConn> {
         if self.is_paused(&key.database) {
             return None;
         }
         let settings = self.settings();
-        let now = Instant::now();
         let mut state = self.lock();
         let pool = state.pools.get_mut(key)?;
         let at = pool
             .idle
             .iter()
             .position(|c| wanted(c) && Self::fresh_at(&settings, c, usable, now))?;
-        pool.idle.remove(at)
+        let conn = pool.idle.remove(at)?;
+        if activate {
+            pool.active_clients += 1;
+        }
+        Some(conn)
     }
 
     /// A server connection for `key`: idle, or a place to open one, waiting in FIFO order
@@ -602,7 +615,7 @@ impl Pools {
                 if let Some(conn) = got {
                     drop(state);
                     drop(stale);
-                    return Ok(Checkout::Idle(Box::new(conn)));
+                    return Ok(Checkout::Idle(conn));
                 }
                 if !stale.is_empty() {
                     // Their places free up when they are dropped (outside the lock); look again.
@@ -757,9 +770,9 @@ impl Pools {
                         pool.idle.push_back(conn);
                         break;
                     };
-                    match waiter.tx.send(Grant::Conn(Box::new(conn))) {
+                    match waiter.tx.send(Grant::Conn(conn)) {
                         Ok(()) => break,
-                        Err(Grant::Conn(back)) => conn = *back,
+                        Err(Grant::Conn(back)) => conn = back,
                         Err(Grant::Open(_)) => break,
                     }
                 }

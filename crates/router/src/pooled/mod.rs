@@ -430,20 +430,30 @@ async fn apply_params(ctx: &Ctx, conn: &mut ServerConn) -> Result<(), Option<Fat
 /// `server_check_query` due, the client's parameters already set on it (its fingerprint
 /// matches). None: [`acquire`] (which waits, checks, opens and sets parameters). The common
 /// case of a transaction in a warm pool costs no future of its own.
-pub(crate) fn acquire_now(ctx: &Ctx) -> Option<ServerConn> {
+pub(crate) fn acquire_now(ctx: &mut Ctx) -> Option<ServerConn> {
     let pools = &ctx.pooling.pools;
     let settings = pools.settings();
     let print = ctx.params.print();
+    // One clock reading for the whole look.
+    let now = Instant::now();
     let check_due = |conn: &ServerConn| {
         !settings.server_check_query.is_empty()
-            && conn.idle_since.elapsed() >= settings.server_check_delay
+            && now.saturating_duration_since(conn.idle_since) >= settings.server_check_delay
     };
     let (shared, target) = (&ctx.shared, ctx.target);
-    let conn = pools.take_idle(&ctx.key, &|conn| usable(shared, target, conn), &|conn| {
-        conn.fits == Some(print) && !check_due(conn)
-    })?;
+    // The client becomes active under the pool's lock it takes anyway (`attach` then
+    // finds it so).
+    let activate = !ctx.active;
+    let conn = pools.take_idle(
+        &ctx.key,
+        &|conn| usable(shared, target, conn),
+        &|conn| conn.fits == Some(print) && !check_due(conn),
+        activate,
+        now,
+    )?;
+    ctx.active |= activate;
     if let Some(entry) = &ctx.entry {
-        entry.now().requested = Instant::now();
+        entry.now().requested = now;
     }
     Some(conn)
 }
@@ -467,8 +477,7 @@ pub(crate) async fn acquire(ctx: &Ctx) -> Result<ServerConn, Fatal> {
         })?;
         let mut conn = match checked_out {
             Checkout::Open(slot) => open_server(ctx, slot).await?,
-            Checkout::Idle(conn) => {
-                let mut conn = *conn;
+            Checkout::Idle(mut conn) => {
                 let stale = !settings.server_check_query.is_empty()
                     && conn.idle_since.elapsed() >= settings.server_check_delay;
                 if stale {
@@ -588,6 +597,29 @@ fn put_parameter_status(out: &mut Vec<u8>, name: &str, value: &str) {
     out.push(0);
     out.extend_from_slice(value.as_bytes());
     out.push(0);
+}
+
+/// What a client is told at login: the server's parameters, its own where it set them (the
+/// ParameterStatus messages); from then on it keeps what it was told of the tracked ones
+/// (PgBouncer's tracked parameters), added to `params`.
+fn greet(params: &mut ClientParams, told: &Params) -> Vec<u8> {
+    let mut statuses = Vec::with_capacity(1024);
+    for (name, value) in told.iter() {
+        put_parameter_status(&mut statuses, name, params.get(name).unwrap_or(value));
+    }
+    for (name, value) in params.iter() {
+        if !told.contains_key(name) {
+            put_parameter_status(&mut statuses, name, value);
+        }
+    }
+    for name in crate::pooled::txn::TRACKED {
+        if let Some(value) = told.get(name) {
+            if params.get(name).is_none() {
+                params.insert(name.to_string(), value.clone());
+            }
+        }
+    }
+    statuses
 }
 
 /// Serve one client of a pooled listener after its startup packet.
@@ -865,6 +897,7 @@ async fn start(
         PoolMode::Transaction => pooling.pools.server_params(&key),
         PoolMode::Session => None,
     };
+    let from_pool = cached.is_some();
     let (conn, told) = match cached {
         Some(params) => (None, params),
         None => match Box::pin(crate::pooled::ryw::acquire(&mut ctx)).await {
@@ -879,26 +912,30 @@ async fn start(
             }
         },
     };
-    // The client is told the server's parameters, its own where it set them.
     // AuthenticationOk goes with the parameters, the key and ReadyForQuery: one write.
     let mut held = crate::auth::authentication_ok();
-    for (name, value) in told.iter() {
-        put_parameter_status(&mut held, name, ctx.params.get(name).unwrap_or(value));
-    }
-    for (name, value) in ctx.params.iter() {
-        if !told.contains_key(name) {
-            put_parameter_status(&mut held, name, value);
+    let known = from_pool
+        .then(|| pooling.greetings.find(&told, ctx.params.map()))
+        .flatten();
+    match known {
+        Some(greeting) => {
+            held.extend_from_slice(&greeting.statuses);
+            ctx.params = ClientParams::shared(greeting.params, greeting.print);
         }
-    }
-    // From now on the client keeps what it was told (PgBouncer's tracked parameters).
-    for name in crate::pooled::txn::TRACKED {
-        if let Some(value) = told.get(name) {
-            if ctx.params.get(name).is_none() {
-                ctx.params.insert(name.to_string(), value.clone());
+        None => {
+            let sent = from_pool.then(|| (**ctx.params.map()).clone());
+            let statuses = greet(&mut ctx.params, &told);
+            held.extend_from_slice(&statuses);
+            ctx.params.share(&pooling.shared_params);
+            if let Some(sent) = sent {
+                let print = ctx.params.print();
+                let params = ctx.params.map().clone();
+                pooling
+                    .greetings
+                    .remember(&told, sent, statuses.into(), params, print);
             }
         }
     }
-    ctx.params.share(&pooling.shared_params);
     crate::route::decision(&shared, target, "pooled");
     let kernel = mode == PoolMode::Session && shared.offload.is_some() && !client.is_tls();
     if kernel {
@@ -906,7 +943,7 @@ async fn start(
             return None;
         };
         ctx.attach(&conn);
-        let ServerConn {
+        let crate::pool::server::ServerParts {
             id,
             read,
             write,
@@ -917,7 +954,7 @@ async fn start(
             slot,
             view,
             ..
-        } = conn;
+        } = conn.into_parts();
         let server = match read.reunite(write) {
             Ok(server) => server,
             Err(_) => return None,
@@ -958,7 +995,7 @@ async fn start(
             return None;
         };
         let (read, write) = taken.server.into_split();
-        let conn = ServerConn {
+        let conn = ServerConn::new(crate::pool::server::ServerParts {
             id,
             backend,
             read,
@@ -971,7 +1008,7 @@ async fn start(
             idle_since: Instant::now(),
             slot,
             view,
-        };
+        });
         // The client's cancel key is its first server's: from now on it names whichever
         // server connection the client holds.
         if let Some(k) = server_key {

@@ -118,6 +118,7 @@ pub(crate) async fn serve(
     }
     held.extend_from_slice(&ready_for_query(b'I'));
     let key = conn.key;
+    let conn = conn.into_parts();
     let Ok(server) = conn.read.reunite(conn.write) else {
         return;
     };

@@ -452,7 +452,7 @@ async fn another_replica(ctx: &Ctx, avoid: &Backend) -> Option<ServerConn> {
     let wanted = move |c: &ServerConn| c.backend != other;
     let checkout = ctx.pooling.pools.try_checkout(&ctx.key, &usable, &wanted)?;
     let mut conn = match checkout {
-        Checkout::Idle(conn) => *conn,
+        Checkout::Idle(conn) => conn,
         Checkout::Open(slot) => crate::pooled::open_for(
             &ctx.shared,
             &ctx.pooling,

@@ -167,19 +167,21 @@ async fn write_server(write: Option<&mut OwnedWriteHalf>, buf: &[u8]) -> std::io
     }
 }
 
-/// `n` bytes written from the front of `buf`; an emptied buffer gives back its memory.
+/// `n` bytes written from the front of `buf`; an emptied buffer goes back to the thread's
+/// spares (an idle client holds none).
 fn drain_front(buf: &mut Vec<u8>, n: usize) {
-    buf.drain(..n);
-    if buf.is_empty() {
-        *buf = Vec::new();
+    if n == buf.len() {
+        crate::spare::give_vec(std::mem::take(buf));
+    } else {
+        buf.drain(..n);
     }
 }
 
-/// `drain_front` for the client's output buffer.
+/// `drain_front` for a `BytesMut` (the client's output).
 fn consume_front(buf: &mut bytes::BytesMut, n: usize) {
     bytes::Buf::advance(buf, n);
     if buf.is_empty() {
-        *buf = bytes::BytesMut::new();
+        crate::spare::give_bytes(std::mem::take(buf));
     }
 }
 
@@ -247,7 +249,8 @@ async fn handover(
 struct Watcher {
     backend: Backend,
     idle_session: bool,
-    fired: Pin<Box<dyn std::future::Future<Output = ()> + Send>>,
+    /// Polled only when it woke the task (`Rare`).
+    fired: crate::rare::Rare<Pin<Box<dyn std::future::Future<Output = ()> + Send>>>,
 }
 
 /// An idle session-mode session gives up its write server connection for a handover: its
@@ -328,9 +331,9 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
     tracker.status = status;
     let mut statements = Statements::default();
     // One stop future for the whole relay (not one subscription per turn of the select).
+    // Polled only when it woke the task (`Rare`): not at every message.
     let mut stop = ctx.shared.stop.clone();
-    let stopped = async move { crate::stop::stopped(&mut stop).await };
-    tokio::pin!(stopped);
+    let mut stopped = crate::rare::Rare::new(async move { crate::stop::stopped(&mut stop).await });
     let idle_timeout = ctx.pooling.pools.settings().client_idle_timeout;
     let mode = ctx.mode;
     // Since when the server has had work, and since when a transaction is open (/stats).
@@ -546,7 +549,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
             // A transaction starts from idle: keep what it sends until the server answers,
             // to run it on the next server connection if this one turns out dead.
             if journal.is_none() && tracker.idle() && sout.is_empty() && sin.is_empty() {
-                journal = Some(Vec::new());
+                journal = Some(crate::spare::vec());
             }
             if let Some(j) = journal.as_mut() {
                 if j.len() + raw.len() <= REPLAY_MAX {
@@ -560,13 +563,16 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 busy_since = Some(now);
                 xact_since.get_or_insert(now);
             }
+            if sout.capacity() == 0 {
+                sout = crate::spare::vec();
+            }
             tracker.client_message(&parsed, raw, &mut statements, &mut conn.prepared, &mut sout);
             ctx.queries += u64::from(matches!(parsed, Frontend::Query(_) | Frontend::Sync));
         }
         if taken == cin.len() {
             if cin.capacity() > 0 {
                 // An idle client holds no buffer.
-                cin = bytes::BytesMut::new();
+                crate::spare::give_bytes(std::mem::take(&mut cin));
             }
         } else {
             bytes::Buf::advance(&mut cin, taken);
@@ -598,7 +604,11 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 watcher = Some(Watcher {
                     backend: backend.clone(),
                     idle_session,
-                    fired: Box::pin(handover(ctx.shared.clone(), backend.clone(), idle_session)),
+                    fired: crate::rare::Rare::new(Box::pin(handover(
+                        ctx.shared.clone(),
+                        backend.clone(),
+                        idle_session,
+                    ))),
                 });
             }
         }
@@ -626,7 +636,10 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
         }
         let event = {
             let (sr, sw) = match server.as_mut() {
-                Some(conn) => (Some(&mut conn.read), Some(&mut conn.write)),
+                Some(conn) => {
+                    let conn = &mut **conn;
+                    (Some(&mut conn.read), Some(&mut conn.write))
+                }
                 None => (None, None),
             };
             let has_server = sr.is_some();
@@ -645,7 +658,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 }, if idle_deadline.is_some() => Event::ClientIdle,
                 _ = async {
                     match watcher.as_mut() {
-                        Some(w) => w.fired.as_mut().await,
+                        Some(w) => (&mut w.fired).await,
                         None => std::future::pending().await,
                     }
                 }, if watching => Event::Handover,
@@ -715,6 +728,9 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                 // Whole messages are read in place (`at`), consumed at once after the loop.
                 let mut at = 0;
                 let mut dropped = false;
+                if cout.capacity() == 0 {
+                    cout = crate::spare::bytes();
+                }
                 cout.reserve(sin.len());
                 loop {
                     let len = match backend_len(&sin[at..]) {
@@ -734,6 +750,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                             replay = Some(sent);
                             break;
                         }
+                        crate::spare::give_vec(sent);
                     }
                     if was_idle && tag == b'E' && raw.get(5..).is_some_and(is_fatal) {
                         // The server ends an idle session (a shutdown: 57P01): not this
@@ -768,7 +785,7 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
                     }
                 }
                 if dropped || at == sin.len() {
-                    sin = bytes::BytesMut::new();
+                    crate::spare::give_bytes(std::mem::take(&mut sin));
                 } else {
                     bytes::Buf::advance(&mut sin, at);
                 }
@@ -873,6 +890,14 @@ pub(crate) async fn relay(ctx: &mut Ctx, client: Client, mut server: Option<Serv
     }
     drop(client_read);
     let clean = !matches!(end, End::ServerLost(_) | End::Gone) && sout.is_empty() && sin.is_empty();
+    // The buffers go back to the thread's spares, for the next client.
+    for buf in [cin, cout, sin] {
+        crate::spare::give_bytes(buf);
+    }
+    crate::spare::give_vec(sout);
+    if let Some(sent) = journal {
+        crate::spare::give_vec(sent);
+    }
     if let Some(conn) = server.take() {
         if clean {
             Box::pin(ctx.leave(conn, &tracker)).await;
@@ -984,6 +1009,18 @@ impl ClientParams {
         }
     }
 
+    /// A set other clients use already, with its print.
+    pub(crate) fn shared(map: std::sync::Arc<Params>, print: u128) -> Self {
+        ClientParams {
+            map,
+            print: std::sync::OnceLock::from(print),
+        }
+    }
+
+    pub(crate) fn map(&self) -> &std::sync::Arc<Params> {
+        &self.map
+    }
+
     pub(crate) fn get(&self, name: &str) -> Option<&String> {
         self.map.get(name)
     }
@@ -1000,18 +1037,18 @@ impl ClientParams {
         self.print = std::sync::OnceLock::new();
     }
 
-    /// 128 bits of two differently seeded SipHashes of every name and value: two different
-    /// sets of parameters with the same print are not a practical concern.
+    /// The 128-bit SipHash-1-3 of every name and value, keyed at random once per process:
+    /// two different sets of parameters with the same print are not a practical concern,
+    /// and clients cannot aim at another set's print.
     pub(crate) fn print(&self) -> u128 {
         *self.print.get_or_init(|| {
-            use std::hash::{Hash, Hasher};
-            let half = |seed: u8| {
-                let mut h = std::collections::hash_map::DefaultHasher::new();
-                seed.hash(&mut h);
-                self.map.hash(&mut h);
-                h.finish()
-            };
-            (u128::from(half(1)) << 64) | u128::from(half(2))
+            use siphasher::sip128::Hasher128;
+            use std::hash::Hash;
+            static KEYS: std::sync::OnceLock<(u64, u64)> = std::sync::OnceLock::new();
+            let (k0, k1) = *KEYS.get_or_init(rand::random);
+            let mut h = siphasher::sip128::SipHasher13::new_with_keys(k0, k1);
+            self.map.hash(&mut h);
+            h.finish128().as_u128()
         })
     }
 
