@@ -161,6 +161,33 @@ fn random_schedules(shard: u64) {
     }
 }
 
+/// The old leader, stopped by its lease guard with WAL nobody else received, comes back as a
+/// replica whose history forked off the new leader's, while switchovers follow one another
+/// every few seconds (seed 408062 of a soak): it is rewound once it has not streamed for the
+/// timeout. Each leader change used to restart that clock, so it waited until the
+/// switchovers stopped and was then re-cloned, 27 s without streaming.
+#[test]
+fn a_forked_replica_is_rewound_while_switchovers_follow_one_another() {
+    let report = run_real(&RealConfig::random(408_062));
+    assert!(report.violations.is_empty(), "{}", report.describe(60));
+    let rewound = |line: &&String| line.contains(" m1 ") && line.contains("rewound to");
+    let at = report
+        .trace
+        .iter()
+        .find(rewound)
+        .and_then(|line| line.split_whitespace().next()?.parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("m1 was not rewound\n{}", report.describe(60)));
+    assert!(at < 30_000, "m1 rewound only at {at} ms");
+    assert!(
+        !report
+            .trace
+            .iter()
+            .any(|l| l.contains(" m1 ") && l.contains("moved aside")),
+        "m1 was re-cloned\n{}",
+        report.describe(60)
+    );
+}
+
 #[test]
 fn real_replay() {
     let seed = env_u64("PGBATON_SIM_REAL_SEED", 7);

@@ -15,8 +15,12 @@ use crate::watchdog;
 pub(super) fn leaderless(s: &mut MemberState, cx: &Context, view: &DcsView) -> Step {
     let since = *s.leaderless_since.get_or_insert(cx.now);
     s.restart_deadline = None;
-    s.not_streaming_since = None;
-    s.not_streaming_position = None;
+    // A replica whose history forked off its upstream's keeps its not-streaming clock
+    // (`following_pg`): no leader to come can serve its past either.
+    if !cx.obs.forked_from_upstream {
+        s.not_streaming_since = None;
+        s.not_streaming_position = None;
+    }
     s.reclone_pending = false;
     s.wal_missing = false;
     match &cx.obs.pg {
