@@ -143,12 +143,24 @@ mod tests {
         let mut rare = Rare::new(gate(rx, polls.clone()));
         assert!(futures_poll_once(&mut rare).await.is_pending());
         // Moved to another task: registered with its waker, which the wake-up reaches.
+        // It says when it has polled once (pending, registered), not a sleep that hopes so.
+        let (polled, registered) = tokio::sync::oneshot::channel();
         let moved = tokio::spawn(async move {
+            let first = futures_poll_once(&mut rare).await;
+            let _ = polled.send(first.is_pending());
             tokio::time::timeout(std::time::Duration::from_secs(5), &mut rare)
                 .await
                 .is_ok()
         });
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        assert!(
+            registered.await.expect("first poll"),
+            "pending before the send"
+        );
+        assert_eq!(
+            polls.load(Ordering::Relaxed),
+            2,
+            "the new task's poll reached it"
+        );
         tx.send(true).expect("send");
         assert!(moved.await.expect("task"), "the other task was woken");
     }
